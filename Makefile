@@ -1,0 +1,25 @@
+# Two commands a new user needs: `make run` and `make test`. Each creates
+# the virtual environment and installs into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test check bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/fastworker run examples/pingpong.toml
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/transport.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,205 @@
+"""The actor base class.
+
+An actor is a trio task that owns its state and an inbox, and handles typed
+messages. Subclasses override ``handle`` (one message at a time) or
+``handle_batch`` (a whole drained batch, for actors that gain from seeing
+many messages at once, like an edge packing one frame), and optionally
+``setup`` (bind a socket, start background tasks; runs before the actor
+reports itself ready) and ``drain`` (finish in-flight work on a graceful
+stop).
+
+Two messages are understood by every actor: ``GetStats``, answered with an
+``ActorStats`` record, and the runtime's private stop request. A message
+sent with ``Ref.call`` is answered with whatever ``handle`` returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+import attrs
+import trio
+
+from actors.errors import ActorCrashed
+from actors.mailbox import Call, Inbox, MailboxStats, Ref
+
+M = TypeVar("M")
+
+
+@attrs.frozen
+class GetStats:
+    """Asks any actor for its ``ActorStats`` (send it with ``Ref.call``)."""
+
+
+@attrs.frozen
+class NoOptions:
+    """The options of an actor that takes none."""
+
+
+@attrs.frozen(kw_only=True)
+class ActorStats:
+    """One actor's snapshot: its mailbox, what it handled, how often it
+    was restarted, and its own fields in ``detail`` (or ``None``)."""
+
+    name: str
+    kind: str
+    mailbox: MailboxStats
+    handled_total: int
+    batches_total: int
+    restarts: int
+    detail: Any = None
+
+
+class _Stop:
+    """The runtime's request to stop after what is already queued."""
+
+    __slots__ = ()
+
+
+STOP = _Stop()
+
+
+@attrs.define(kw_only=True)
+class ActorContext:
+    """What the runtime gives an actor, and keeps across its restarts.
+
+    ``refs`` are the actor's wired refs by name; the counters survive a
+    restart so snapshots show the actor's whole life.
+    """
+
+    name: str
+    kind: str
+    inbox: Inbox[Any]
+    refs: Mapping[str, Ref[Any]] = attrs.field(factory=dict)
+    restarts: int = 0
+    handled_total: int = 0
+    batches_total: int = 0
+
+
+class Actor(Generic[M]):
+    """Base class of every actor.
+
+    Class attributes a subclass sets:
+        Options: the attrs class its options are structured into
+            (``NoOptions`` by default).
+        refs_required / refs_optional: names of the refs it must / may be
+            wired with; ``refs_open`` accepts any other name too (routing
+            tables keyed by message type).
+        batch_max: the most messages taken from the inbox at once.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    refs_required: ClassVar[tuple[str, ...]] = ()
+    refs_optional: ClassVar[tuple[str, ...]] = ()
+    refs_open: ClassVar[bool] = False
+    batch_max: ClassVar[int] = 256
+
+    def __init__(self, options: Any, context: ActorContext) -> None:
+        self.options = options
+        self.context = context
+
+    @property
+    def name(self) -> str:
+        """The actor's name in its topology."""
+        return self.context.name
+
+    @property
+    def refs(self) -> Mapping[str, Ref[Any]]:
+        """The refs it was wired with, by name."""
+        return self.context.refs
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Set up, report ready, then handle batches until asked to stop.
+
+        ``task_status.started`` receives what ``setup`` returned (for a
+        listener, what it listens on), so "started" means ready.
+        """
+        async with trio.open_nursery() as nursery:
+            ready = await self.setup(nursery)
+            task_status.started(ready)
+            await self._serve()
+            await self.drain()
+            nursery.cancel_scope.cancel()
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        """Prepare before taking messages; start background tasks in
+        ``nursery`` (they are cancelled when the actor stops).
+
+        Returns:
+            A short description for the start-up log line (what it listens
+            on), or ``None``.
+        """
+        return None
+
+    async def drain(self) -> None:
+        """On a graceful stop, finish in-flight work. The default has none."""
+
+    async def handle(self, message: M) -> Any:
+        """Handle one message; for a ``Ref.call``, the return value is the
+        answer. An exception crashes the actor (its supervisor decides)."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle {message!r}")
+
+    async def handle_batch(self, messages: list[M]) -> None:
+        """Handle messages drained together, in order. Override to gain
+        from seeing the batch at once; the default calls ``handle`` each."""
+        for message in messages:
+            await self.handle(message)
+
+    def stats_detail(self) -> Any:
+        """The actor's own fields for its snapshot; ``None`` by default."""
+        return None
+
+    def stats(self) -> ActorStats:
+        """This actor's snapshot."""
+        context = self.context
+        return ActorStats(
+            name=context.name,
+            kind=context.kind,
+            mailbox=context.inbox.stats(),
+            handled_total=context.handled_total,
+            batches_total=context.batches_total,
+            restarts=context.restarts,
+            detail=self.stats_detail(),
+        )
+
+    async def _serve(self) -> None:
+        inbox = self.context.inbox
+        context = self.context
+        while True:
+            batch = await inbox.receive_batch(self.batch_max)
+            context.batches_total += 1
+            context.handled_total += len(batch)
+            plain: list[M] = []
+            for item in batch:
+                if isinstance(item, (Call, _Stop, GetStats)):
+                    # Keep order: what came before a call is handled first.
+                    if plain:
+                        await self.handle_batch(plain)
+                        plain = []
+                    if item is STOP:
+                        return
+                    await self._answer(item)
+                else:
+                    plain.append(item)
+            if plain:
+                await self.handle_batch(plain)
+
+    async def _answer(self, item: Call[Any] | GetStats) -> None:
+        if isinstance(item, GetStats):
+            return  # a stats request nobody waits for
+        message = item.message
+        if isinstance(message, GetStats):
+            item.reply.set(self.stats())
+            return
+        try:
+            answer = await self.handle(message)
+        except Exception as error:
+            crashed = ActorCrashed(
+                f"{self.name} crashed handling {type(message).__name__}: "
+                f"{type(error).__name__}: {error}"
+            )
+            crashed.__cause__ = error
+            item.reply.fail(crashed)
+            raise
+        item.reply.set(answer)

@@ -1,0 +1,267 @@
+"""Edge actors: where messages leave a process and where bytes enter one.
+
+An ``Edge`` owns one wire (an NNG socket, or any ``actors.wire.Wire``).
+Messages sent to the edge's ref are packed, a drained batch at a time, into
+as few frames as the size limit allows and sent. Frames that arrive are
+checked and decoded, and each message is passed on to the ref wired under
+its tag (the message class's name), or to ``default``; one frame's messages
+for the same target are sent together.
+
+Edges distrust the network: a frame that is malformed, too large, of an
+unknown version or fails authentication is dropped and counted, with a
+rate-limited log line naming the peer, and the edge keeps running. A listen
+on a non-loopback address is refused unless a shared secret (or TLS) is
+configured.
+
+``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
+one direction: an inbound edge listens and must route what it receives; an
+outbound edge dials and only sends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from actors.actor import Actor, ActorContext
+from actors.codec import Codec
+from actors.errors import ConfigError, FrameError
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
+from actors.log import RateLimitedLog
+from actors.mailbox import Ref
+from actors.wire import Wire
+
+log = logging.getLogger("actors.edge")
+
+#: The ref that receives messages whose tag has no ref of its own.
+DEFAULT_ROUTE = "default"
+
+
+def load_codec(path: str) -> Codec:
+    """The ``Codec`` named by a ``package.module:attribute`` path.
+
+    Raises:
+        ValueError: the path does not name a Codec, with the reason.
+    """
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"codec: expected 'package.module:attribute', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise ValueError(
+            f"codec: cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    codec = getattr(module, attribute, None)
+    if not isinstance(codec, Codec):
+        raise ValueError(f"codec: {path!r} is not an actors.codec.Codec (got {codec!r})")
+    return codec
+
+
+def _check_codec(_instance: Any, _attribute: Any, value: str) -> None:
+    load_codec(value)
+
+
+@attrs.frozen(kw_only=True)
+class EdgeOptions:
+    """An edge's options.
+
+    Attributes:
+        address: the NNG address, e.g. ``tcp://127.0.0.1:5555``.
+        codec: ``package.module:attribute`` of the ``Codec`` both ends use.
+        mode: ``listen`` or ``dial`` (a dialer reconnects by itself).
+        pattern: the NNG socket pattern (see docs/transport.md).
+        secret: the shared secret; every frame is signed with it and every
+            frame received must carry a valid tag. Usually
+            ``"${FASTWORKER_SECRET:-}"``.
+        secret_file: a file holding the secret (instead of ``secret``).
+        max_frame_bytes: the largest frame sent or accepted.
+        io: ``poll`` (drive the socket by its descriptors; faster) or
+            ``async`` (pynng's own async calls).
+        log_period: at most one "dropped frame" line per this many seconds.
+    """
+
+    address: str = ""
+    codec: str = attrs.field(validator=_check_codec)
+    mode: Literal["listen", "dial"] = "listen"
+    pattern: Literal["pair1", "pair", "push", "pull", "bus"] = "pair1"
+    secret: str = attrs.field(default="", repr=False)
+    secret_file: str = ""
+    max_frame_bytes: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_BYTES, validator=attrs.validators.ge(64)
+    )
+    io: Literal["poll", "async"] = "poll"
+    log_period: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.secret and self.secret_file:
+            raise ValueError("set either secret or secret_file, not both")
+
+    def read_secret(self) -> bytes | None:
+        """The secret as bytes, from ``secret`` or ``secret_file``; ``None`` if unset."""
+        if self.secret_file:
+            try:
+                text = Path(self.secret_file).read_text().strip()
+            except OSError as error:
+                raise ConfigError(
+                    f"secret_file {self.secret_file}: cannot read: {error.strerror}"
+                ) from None
+            if not text:
+                raise ConfigError(f"secret_file {self.secret_file}: the file is empty")
+            return secret_from(text)
+        return secret_from(self.secret)
+
+
+@attrs.frozen(kw_only=True)
+class EdgeStats:
+    """What an edge moved and what it refused."""
+
+    wire: str
+    frames_in: int
+    frames_out: int
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    frames_dropped: int
+    messages_unrouted: int
+
+
+class Edge(Actor[Any]):
+    """Sends the messages it is given as frames; routes the frames it
+    receives as messages (see the module docstring)."""
+
+    Options = EdgeOptions
+    refs_optional = (DEFAULT_ROUTE,)
+    refs_open = True
+    batch_max = 1024
+
+    def __init__(self, options: EdgeOptions, context: ActorContext, *, wire: Wire | None = None):
+        super().__init__(options, context)
+        self._given_wire = wire
+        self.wire: Wire | None = None
+        self.framer = Framer(
+            load_codec(options.codec),
+            secret=options.read_secret(),
+            max_frame_bytes=options.max_frame_bytes,
+        )
+        self._dropped_log = RateLimitedLog(log, period=options.log_period)
+        self._counts = dict.fromkeys(
+            ("frames_in", "frames_out", "messages_in", "messages_out", "bytes_in", "bytes_out"), 0
+        )
+        self._unrouted = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            if self.wire is not None and self._given_wire is None:
+                with trio.CancelScope(shield=True):
+                    await self.wire.aclose()
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        self.wire = self._given_wire or await self._open_wire()
+        if self.refs:
+            nursery.start_soon(self._receive_loop, self.wire)
+        return self.wire.name
+
+    async def _open_wire(self) -> Wire:
+        from actors.nng import open_wire  # the only pynng importer
+
+        options = self.options
+        if not options.address:
+            raise ConfigError(f"{self.name}: no address configured")
+        return await open_wire(
+            options.address,
+            pattern=options.pattern,
+            mode=options.mode,
+            recv_max_size=options.max_frame_bytes,
+            secured=self.framer.secret is not None,
+            io=options.io,
+        )
+
+    async def handle_batch(self, messages: list[Any]) -> None:
+        assert self.wire is not None
+        for frame in self.framer.pack_batches(messages):
+            await self.wire.send_frame(frame)
+            self._counts["frames_out"] += 1
+            self._counts["bytes_out"] += len(frame)
+        self._counts["messages_out"] += len(messages)
+
+    async def _receive_loop(self, wire: Wire) -> None:
+        routes: Mapping[str, Ref[Any]] = self.refs
+        default = routes.get(DEFAULT_ROUTE)
+        counts = self._counts
+        while True:
+            received = await wire.receive_frame()
+            counts["frames_in"] += 1
+            counts["bytes_in"] += len(received.frame)
+            try:
+                messages = self.framer.unpack(received.frame)
+            except FrameError as error:
+                self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
+                continue
+            counts["messages_in"] += len(messages)
+            # One send_batch per run of messages bound for the same ref.
+            run: list[Any] = []
+            run_ref: Ref[Any] | None = None
+            for message in messages:
+                ref = routes.get(type(message).__name__, default)
+                if ref is None:
+                    self._unrouted += 1
+                    continue
+                if ref is not run_ref and run:
+                    await run_ref.send_batch(run)  # type: ignore[union-attr]
+                    run = []
+                run_ref = ref
+                run.append(message)
+            if run:
+                await run_ref.send_batch(run)  # type: ignore[union-attr]
+
+    def stats_detail(self) -> EdgeStats:
+        return EdgeStats(
+            wire=self.wire.name if self.wire is not None else "not open",
+            frames_dropped=self._dropped_log.total,
+            messages_unrouted=self._unrouted,
+            **self._counts,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class InboundOptions(EdgeOptions):
+    """An inbound edge's options: ``EdgeOptions``, listening by default."""
+
+    mode: Literal["listen", "dial"] = "listen"
+
+
+@attrs.frozen(kw_only=True)
+class OutboundOptions(EdgeOptions):
+    """An outbound edge's options: ``EdgeOptions``, dialing by default."""
+
+    mode: Literal["listen", "dial"] = "dial"
+
+
+class InboundEdge(Edge):
+    """An edge that takes frames in and routes their messages; it must be
+    wired with at least one route (``default`` or a message tag)."""
+
+    Options = InboundOptions
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        if not self.refs:
+            raise ConfigError(f"{self.name}: an inbound edge needs at least one ref to route to")
+        return await super().setup(nursery)
+
+
+class OutboundEdge(Edge):
+    """An edge that only sends: the messages given to it leave as frames."""
+
+    Options = OutboundOptions
+    refs_optional = ()
+    refs_open = False

@@ -1,0 +1,62 @@
+"""The runtime's errors.
+
+    ActorError
+    ├── ConfigError (ValueError)     a topology or its options are wrong
+    │   └── WiringError              a ref names an actor that is not there
+    ├── FrameError (ValueError)      bytes from a wire are not a valid frame
+    ├── CallTimeout (TimeoutError)   a call got no reply in time
+    ├── ActorCrashed                 the actor crashed while handling a call
+    ├── StartError                   an actor failed before it was ready
+    └── Escalation                   a supervisor gave up restarting
+
+A send to an actor that has stopped raises trio's own
+``trio.BrokenResourceError``; a full mailbox under ``send_nowait`` raises
+``trio.WouldBlock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ActorError(Exception):
+    """Base of every error the runtime raises."""
+
+
+class ConfigError(ActorError, ValueError):
+    """Raised when a topology, or an actor's options, cannot be used.
+
+    ``problems`` holds one readable line per problem, each naming the file,
+    the key, what was expected and what was found; ``str()`` joins them.
+    """
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        super().__init__("\n".join(self.problems))
+
+
+class WiringError(ConfigError):
+    """Raised when a ref names an actor the topology does not have."""
+
+
+class FrameError(ActorError, ValueError):
+    """Raised when bytes are not a frame we accept: malformed, oversized,
+    of an unknown version, or failing authentication."""
+
+
+class CallTimeout(ActorError, TimeoutError):
+    """Raised when a ``Ref.call`` gets no reply before its timeout."""
+
+
+class ActorCrashed(ActorError):
+    """Raised to a caller when the actor crashed while handling its call."""
+
+
+class StartError(ActorError):
+    """Raised when an actor fails before it reported itself ready."""
+
+
+class Escalation(ActorError):
+    """Raised when a supervisor has restarted too often and gives up."""

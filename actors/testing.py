@@ -1,0 +1,77 @@
+"""A public test kit for actors and topologies: in-memory wires, scripted
+network faults, and actors that crash on cue. Our tests use it, and so can
+yours (docs/actors.md, "Testing under faults").
+
+- ``memory_wire_pair``, ``FaultyWire``, ``CuttableWire``, ``cut``: wires
+  (see ``actors._faults``).
+- ``crash_after(cls, n)``: a subclass of an actor that raises
+  ``InjectedCrash`` on its n-th message, to exercise supervision.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from actors._faults import CutStats as CutStats
+from actors._faults import CuttableWire as CuttableWire
+from actors._faults import FaultStats as FaultStats
+from actors._faults import FaultyWire as FaultyWire
+from actors._faults import MemoryWire as MemoryWire
+from actors._faults import cut as cut
+from actors._faults import memory_wire_pair as memory_wire_pair
+from actors.actor import Actor
+
+A = TypeVar("A", bound=type[Actor[Any]])
+
+__all__ = [
+    "CutStats",
+    "CuttableWire",
+    "FaultStats",
+    "FaultyWire",
+    "InjectedCrash",
+    "MemoryWire",
+    "crash_after",
+    "cut",
+    "memory_wire_pair",
+]
+
+
+class InjectedCrash(Exception):
+    """Raised by an actor made with ``crash_after``, on cue."""
+
+
+def crash_after(cls: A, n: int, *, times: int = 1) -> A:
+    """A subclass of the actor class ``cls`` that crashes on its ``n``-th
+    message.
+
+    Each instance counts the messages it is given (in ``handle_batch``,
+    so calls answered by ``handle`` alone do not count); the one that takes
+    it to ``n`` is not handled and ``InjectedCrash`` is raised instead. Only
+    the first ``times`` instances to get there crash, so a restarted actor
+    can be made to crash again (``times=2``) or to recover (``times=1``).
+
+    Example::
+
+        topology.add("worker", crash_after(Worker, 3, times=2))
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    remaining = [times]
+
+    class Crashing(cls):  # type: ignore[valid-type, misc]
+        _handled = 0
+
+        async def handle_batch(self, messages: list[Any]) -> None:
+            if remaining[0] > 0 and self._handled + len(messages) >= n:
+                before = n - 1 - self._handled
+                if before:
+                    await super().handle_batch(messages[:before])
+                self._handled = n
+                remaining[0] -= 1
+                raise InjectedCrash(f"{self.name}: injected crash at message {n}")
+            self._handled += len(messages)
+            await super().handle_batch(messages)
+
+    Crashing.__name__ = Crashing.__qualname__ = f"{cls.__name__}CrashingAfter{n}"
+    Crashing.__module__ = cls.__module__
+    return Crashing  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Runnable examples (``fastworker run examples/pingpong.toml``)."""

@@ -1,0 +1,7 @@
+"""``python -m fastworker`` runs the command line."""
+
+import sys
+
+from fastworker.cli import main
+
+sys.exit(main())
