@@ -65,7 +65,8 @@ class ActorContext:
     """What the runtime gives an actor, and keeps across its restarts.
 
     ``refs`` are the actor's wired refs by name; the counters survive a
-    restart so snapshots show the actor's whole life.
+    restart so snapshots show the actor's whole life, and ``pending`` holds
+    what a crashed instance had taken from the inbox but not handled.
     """
 
     name: str
@@ -73,6 +74,7 @@ class ActorContext:
     inbox: Inbox[Any]
     refs: Mapping[str, Ref[Any]] = attrs.field(factory=dict)
     restarts: int = 0
+    pending: list[Any] = attrs.field(factory=list)
     handled_total: int = 0
     batches_total: int = 0
 
@@ -143,8 +145,18 @@ class Actor(Generic[M]):
     async def handle_batch(self, messages: list[M]) -> None:
         """Handle messages drained together, in order. Override to gain
         from seeing the batch at once; the default calls ``handle`` each."""
-        for message in messages:
-            await self.handle(message)
+        for index, message in enumerate(messages):
+            try:
+                await self.handle(message)
+            except BaseException:
+                self.put_back(messages[index + 1 :])
+                raise
+
+    def put_back(self, messages: list[M]) -> None:
+        """From a ``handle_batch`` that is about to raise: hand back the
+        messages of its run that it did not handle, so the next instance
+        handles them first instead of losing them."""
+        self.context.pending.extend(messages)
 
     def stats_detail(self) -> Any:
         """The actor's own fields for its snapshot; ``None`` by default."""
@@ -164,26 +176,50 @@ class Actor(Generic[M]):
         )
 
     async def _serve(self) -> None:
-        inbox = self.context.inbox
         context = self.context
+        inbox = context.inbox
         while True:
-            batch = await inbox.receive_batch(self.batch_max)
-            context.batches_total += 1
-            context.handled_total += len(batch)
-            plain: list[M] = []
-            for item in batch:
-                if isinstance(item, (Call, _Stop, GetStats)):
-                    # Keep order: what came before a call is handled first.
-                    if plain:
-                        await self.handle_batch(plain)
-                        plain = []
-                    if item is STOP:
-                        return
-                    await self._answer(item)
-                else:
-                    plain.append(item)
-            if plain:
-                await self.handle_batch(plain)
+            if context.pending:
+                # What a crashed instance had taken but not yet handled.
+                batch, context.pending = context.pending, []
+            else:
+                batch = await inbox.receive_batch(self.batch_max)
+                context.batches_total += 1
+                context.handled_total += len(batch)
+            if await self._handle_items(batch):
+                return
+
+    async def _handle_items(self, batch: list[Any]) -> bool:
+        """Hand a drained batch over in order; True once the stop request
+        is reached. Runs of plain messages go to ``handle_batch`` together;
+        calls and stats requests are answered one by one, in their place.
+
+        If handling raises (or is cancelled), the items not yet handed over
+        are kept in the context for the next instance: a crash loses the
+        message it happened on (and, from a ``handle_batch`` that does not
+        ``put_back``, the rest of that run), never the messages behind it.
+        """
+        start = 0  # the first item not yet handed over
+        try:
+            for index, item in enumerate(batch):
+                if not isinstance(item, (Call, _Stop, GetStats)):
+                    continue
+                if start < index:
+                    run, start = batch[start:index], index
+                    await self.handle_batch(run)
+                start = index + 1
+                if item is STOP:
+                    self.context.pending = batch[start:]
+                    return True
+                await self._answer(item)
+            if start < len(batch):
+                run, start = batch[start:], len(batch)
+                await self.handle_batch(run)
+        except BaseException:
+            # After anything the handler put back, which came earlier.
+            self.context.pending.extend(batch[start:])
+            raise
+        return False
 
     async def _answer(self, item: Call[Any] | GetStats) -> None:
         if isinstance(item, GetStats):

@@ -170,7 +170,7 @@ class Inbox(Generic[M]):
     async def receive(self) -> M:
         """Wait for one message."""
         message: M = await self._receiver.receive()
-        self._peak = max(self._peak, self._receiver.statistics().current_buffer_used + 1)
+        self._note_depth()
         return message
 
     async def receive_batch(self, max_messages: int) -> list[M]:
@@ -180,15 +180,20 @@ class Inbox(Generic[M]):
         """
         receiver = self._receiver
         batch: list[M] = [await receiver.receive()]
-        depth = receiver.statistics().current_buffer_used + 1
-        if depth > self._peak:
-            self._peak = depth
+        self._note_depth()
         while len(batch) < max_messages:
             try:
                 batch.append(receiver.receive_nowait())
             except trio.WouldBlock:
                 break
         return batch
+
+    def _note_depth(self) -> None:
+        # Called just after one message was taken; a sender that was waiting
+        # has already refilled its slot, hence the cap.
+        depth = min(self._receiver.statistics().current_buffer_used + 1, self.capacity)
+        if depth > self._peak:
+            self._peak = depth
 
     def receive_nowait(self) -> M:
         """Take one queued message, or raise ``trio.WouldBlock``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,8 +24,12 @@ import trio
 
 from actors.actor import ActorContext, ActorStats, GetStats
 from actors.mailbox import Inbox, Ref, open_mailbox
-from actors.supervisor import Child, Supervisor
+from actors.errors import ActorError
+from actors.supervisor import Child, Supervisor, unwrap
 from actors.topology import ResolvedActor, Topology, kind_name
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 log = logging.getLogger("actors.node")
 
@@ -72,6 +77,9 @@ class Node:
                 await nursery.start(self.supervisor.run)
                 log.info("node %s ready with %d actors", name, len(self.resolved))
                 task_status.started(self)
+        except BaseExceptionGroup as group:
+            _raise_runtime_error(group)
+            raise
         finally:
             self.stopped.set()
 
@@ -94,6 +102,14 @@ class Node:
         return result
 
 
+def _raise_runtime_error(group: BaseExceptionGroup[Any]) -> None:
+    """Raise the runtime's own error (StartError, Escalation) bare when it is
+    the only thing a group holds, so callers can catch it by type."""
+    error = unwrap(group)
+    if isinstance(error, ActorError):
+        raise error from None
+
+
 def _maker(item: ResolvedActor) -> Any:
     def make(context: ActorContext) -> Any:
         return item.cls(item.options, context, **item.spec.params)
@@ -106,14 +122,23 @@ async def open_node(topology: Topology) -> AsyncIterator[Node]:
     """Run ``topology`` for the duration of the block; it is ready on entry
     and stopped gracefully on exit (cancelled at once if the block raised)."""
     node = Node(topology)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        try:
-            yield node
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            raise
-        await node.stop()
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            except BaseException as error:
+                body_error = error
+                nursery.cancel_scope.cancel()
+                raise
+            await node.stop()
+    except BaseExceptionGroup as group:
+        # Raise what happened bare: the block's own error, or the node's.
+        error = unwrap(group)
+        if error is body_error or isinstance(error, ActorError):
+            raise error from None
+        raise
 
 
 async def run_node(

@@ -172,7 +172,7 @@ class Supervisor:
             self._nursery.cancel_scope.cancel()
 
     def _close(self, child: Child) -> None:
-        left = child.context.inbox.stats().current_depth
+        left = child.context.inbox.stats().current_depth + len(child.context.pending)
         if left:
             log.warning("actor %s stopped with %d messages left in its inbox", child.name, left)
         child.context.inbox.close()

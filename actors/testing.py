@@ -68,6 +68,7 @@ def crash_after(cls: A, n: int, *, times: int = 1) -> A:
                     await super().handle_batch(messages[:before])
                 self._handled = n
                 remaining[0] -= 1
+                self.put_back(messages[before + 1 :])
                 raise InjectedCrash(f"{self.name}: injected crash at message {n}")
             self._handled += len(messages)
             await super().handle_batch(messages)

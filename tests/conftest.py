@@ -1,0 +1,23 @@
+"""The rules every test here follows.
+
+- Network tests use loopback (127.0.0.1) on free ports (the ``free_port``
+  fixture) or in-memory wires (``actors.testing.memory_wire_pair``).
+- Nothing sleeps to wait for something: tests wait on events, on
+  ``trio.testing.wait_all_tasks_blocked()``, or on a process's output line.
+- Anything time-driven (backoff, TTLs, deadlines) runs under
+  ``MockClock(autojump_threshold=0)`` (the ``autojump_clock`` fixture), so
+  virtual time moves as soon as every task is blocked.
+- Every process a test starts is stopped by the test, even when it fails.
+- Speed is measured in benchmarks/, never asserted here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio.testing
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """A clock that jumps to the next deadline whenever all tasks block."""
+    return trio.testing.MockClock(autojump_threshold=0)
