@@ -152,9 +152,20 @@ def _structure_str(value: Any, _: type) -> str:
     raise _Expected(f"expected a string, got {value!r}")
 
 
+def _structure_literal(value: Any, type_: Any) -> Any:
+    allowed = typing.get_args(type_)
+    if value in allowed:
+        return value
+    listing = ", ".join(repr(v) for v in allowed)
+    raise _Expected(f"expected one of {listing}, got {value!r}")
+
+
 def make_config_converter() -> cattrs.Converter:
     """A converter for config: unknown keys are errors, scalars are strict."""
     converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook_func(
+        lambda type_: typing.get_origin(type_) is typing.Literal, _structure_literal
+    )
     converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(bool, _structure_bool)
@@ -219,7 +230,4 @@ def _format_exception(error: BaseException, type_: Any) -> str:
         return "required option missing"
     if isinstance(error, ValueError) and type_ is None and str(error):
         return str(error)  # an attrs validator's own message
-    if typing.get_origin(type_) is typing.Literal:
-        allowed = ", ".join(repr(v) for v in typing.get_args(type_))
-        return f"expected one of {allowed}"
     return cattrs.v.format_exception(error, type_)

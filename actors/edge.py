@@ -131,6 +131,7 @@ class EdgeStats:
     bytes_out: int
     frames_dropped: int
     messages_unrouted: int
+    messages_refused: int
 
 
 class Edge(Actor[Any]):
@@ -156,6 +157,8 @@ class Edge(Actor[Any]):
             ("frames_in", "frames_out", "messages_in", "messages_out", "bytes_in", "bytes_out"), 0
         )
         self._unrouted = 0
+        self._refused_log = RateLimitedLog(log, what="refused", period=options.log_period)
+        self._refused_in_batch = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -182,17 +185,39 @@ class Edge(Actor[Any]):
             pattern=options.pattern,
             mode=options.mode,
             recv_max_size=options.max_frame_bytes,
-            secured=self.framer.secret is not None,
+            secured=self.framer.signed,
             io=options.io,
         )
 
     async def handle_batch(self, messages: list[Any]) -> None:
         assert self.wire is not None
-        for frame in self.framer.pack_batches(messages):
+        try:
+            frames = self.framer.pack_batches(messages)
+        except FrameError:
+            frames = self._pack_refusing_oversized(messages)
+        for frame in frames:
             await self.wire.send_frame(frame)
             self._counts["frames_out"] += 1
             self._counts["bytes_out"] += len(frame)
-        self._counts["messages_out"] += len(messages)
+        self._counts["messages_out"] += len(messages) - self._refused_in_batch
+        self._refused_in_batch = 0
+
+    def _pack_refusing_oversized(self, messages: list[Any]) -> list[bytes]:
+        """The slow path, taken only when some message alone is over the
+        frame limit: pack one by one, refusing (and counting) those."""
+        frames: list[bytes] = []
+        sendable: list[Any] = []
+        for message in messages:
+            try:
+                self.framer.pack_batches([message])
+            except FrameError as error:
+                self._refused_in_batch += 1
+                self._refused_log.event("refused to send: %s", error)
+                continue
+            sendable.append(message)
+        if sendable:
+            frames = self.framer.pack_batches(sendable)
+        return frames
 
     async def _receive_loop(self, wire: Wire) -> None:
         routes: Mapping[str, Ref[Any]] = self.refs
@@ -229,6 +254,7 @@ class Edge(Actor[Any]):
             wire=self.wire.name if self.wire is not None else "not open",
             frames_dropped=self._dropped_log.total,
             messages_unrouted=self._unrouted,
+            messages_refused=self._refused_log.total,
             **self._counts,
         )
 

@@ -35,9 +35,15 @@ class RateLimitedLog:
     """
 
     def __init__(
-        self, logger: logging.Logger, *, period: float = 60.0, level: int = logging.WARNING
+        self,
+        logger: logging.Logger,
+        *,
+        what: str = "dropped",
+        period: float = 60.0,
+        level: int = logging.WARNING,
     ) -> None:
         self.logger = logger
+        self.what = what
         self.period = period
         self.level = level
         self.total = 0
@@ -56,9 +62,10 @@ class RateLimitedLog:
         self._in_window = 0
         self.logger.log(
             self.level,
-            message + " (%d dropped in the last %g s)",
+            message + " (%d %s in the last %g s)",
             *args,
             count,
+            self.what,
             self.period,
         )
         return True

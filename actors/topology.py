@@ -190,14 +190,23 @@ class Topology:
         return self
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str]) -> Topology:
+    def from_toml(
+        cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    ) -> Topology:
         """Load a topology file (resolve it to check it)."""
         source = os.fspath(path)
-        return cls.from_mapping(config.load_toml(path), source=source)
+        return cls.from_mapping(config.load_toml(path), source=source, environ=environ)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<mapping>") -> Topology:
-        """Build a topology from TOML-shaped data.
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "<mapping>",
+        environ: Mapping[str, str] | None = None,
+    ) -> Topology:
+        """Build a topology from TOML-shaped data, with ``${NAME}``
+        references filled from ``environ`` (``os.environ`` by default).
 
         Raises:
             ConfigError: every problem of shape (unknown sections, bad node
@@ -205,7 +214,7 @@ class Topology:
                 checked by ``resolve``.
         """
         problems: list[str] = []
-        data = _collect(problems, lambda: config.expand_env(dict(data), source=source))
+        data = _collect(problems, lambda: config.expand_env(dict(data), source=source, environ=environ))
         if data is None:
             raise ConfigError(problems)
         for key in data:

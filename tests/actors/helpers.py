@@ -29,7 +29,14 @@ class Hold:
     event: trio.Event = attrs.field(eq=False)
 
 
-codec = Codec([Note], protocol=1)
+@attrs.frozen
+class Blob:
+    """Anything -> an edge: a payload of any size."""
+
+    data: bytes
+
+
+codec = Codec([Note, Blob], protocol=1)
 
 
 @attrs.frozen(kw_only=True)
@@ -46,10 +53,12 @@ class Recorder(Actor[Any]):
     refs_optional = ("out",)
 
     def __init__(self, options: Any, context: Any, *, seen: list[Any] | None = None,
-                 batches: list[int] | None = None) -> None:
+                 batches: list[int] | None = None,
+                 when: tuple[int, trio.Event] | None = None) -> None:
         super().__init__(options, context)
         self.seen = seen if seen is not None else []
         self.batches = batches if batches is not None else []
+        self.when = when  # (count, event): the event is set once `count` notes were seen
 
     async def handle_batch(self, messages: list[Any]) -> None:
         self.batches.append(len(messages))
@@ -63,6 +72,8 @@ class Recorder(Actor[Any]):
             self.seen.append("held")
             return None
         self.seen.append(message.value)
+        if self.when is not None and len(self.seen) >= self.when[0]:
+            self.when[1].set()
         if "out" in self.refs:
             await self.refs["out"].send(message)
         return message.value * 2

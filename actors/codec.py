@@ -1,0 +1,278 @@
+"""Messages <-> bytes: the body of every frame that crosses a process.
+
+An edge actor hands a batch of message objects to ``Codec.encode`` and gets
+one msgpack body; ``actors.frame.Framer`` wraps that body in a header (and an
+auth tag) before a ``Wire`` moves it. On the way in, ``Codec.decode`` is the
+first code to look at a peer's data after the frame is authenticated, so it
+trusts nothing: every problem becomes one short ``FrameError``.
+
+The body is a msgpack array of ``[tag, data]`` pairs. ``tag`` is the message
+class's ``__name__``; ``data`` is what the cattrs converter from
+``make_converter`` unstructures the frozen attrs message into: a map of field
+names to plain values. Structuring back is strict (an int field takes only an
+int, a bytes field only bytes): cattrs' lax defaults would turn a peer's
+``10**9`` for a bytes field into a gigabyte of zeros.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, final, get_origin
+
+import attrs
+import cattrs
+import msgspec
+from cattrs.cols import is_frozenset, is_mapping, is_sequence, is_set
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.v import format_exception, transform_error
+
+from actors.errors import FrameError
+
+__all__ = ["Codec", "make_converter"]
+
+#: How many field problems one FrameError lists before "and N more".
+_MAX_PROBLEMS: Final = 3
+#: A FrameError reason longer than this is cut: it goes into a log line.
+_MAX_REASON: Final = 200
+
+_short = reprlib.Repr()
+_short.maxstring = 40
+_short.maxother = 40
+
+
+class _WireTypeError(TypeError):
+    """A wire value of the wrong msgpack type; its text is the readable reason."""
+
+
+def make_converter() -> cattrs.Converter:
+    """Make a cattrs converter suited to data from another process.
+
+    Unstructuring gives what msgpack encodes directly: attrs classes become
+    dicts, tuples become lists, enums their values, bytes stay bytes.
+    Structuring forbids extra keys and never coerces: ``int``, ``float``
+    (which also takes an int), ``str``, ``bytes`` and ``bool`` fields accept
+    only their own type, collections only arrays, attrs classes and dicts only
+    maps. A failure names the type wanted and the type got
+    ("expected int, got str @ $.n").
+
+    Returns:
+        A new converter; callers may register more hooks on it.
+    """
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    # These go to cattrs' singledispatch, which it consults before anything
+    # else, so subclasses (IntEnum, bool under int, StrEnum) land here too.
+    for wire_type in (int, float, str, bytes, bool):
+        converter.register_structure_hook(wire_type, _strict_scalar(wire_type))
+    _guard(converter, attrs.has, (dict,), "a map")
+    _guard(converter, is_mapping, (dict,), "a map")
+    _guard(converter, _is_collection, (list, tuple, set, frozenset), "an array")
+    return converter
+
+
+def _strict_scalar(wire_type: type) -> Callable[[Any, type], Any]:
+    accepted: tuple[type, ...] = (int, float) if wire_type is float else (wire_type,)
+
+    def structure(value: Any, cls: type) -> Any:
+        # `type(...) in` rather than isinstance: bool must not pass for int.
+        if type(value) not in accepted:
+            raise _WireTypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+        return value if cls is type(value) else cls(value)
+
+    return structure
+
+
+def _is_collection(cls: Any) -> bool:
+    # is_sequence misses heterogeneous tuples (tuple[int, str]).
+    return is_sequence(cls) or is_set(cls) or is_frozenset(cls) or get_origin(cls) is tuple
+
+
+def _guard(
+    converter: cattrs.Converter,
+    predicate: Callable[[Any], bool],
+    accepted: tuple[type, ...],
+    expected: str,
+) -> None:
+    """Put a shape check in front of the hooks cattrs makes for ``predicate``.
+
+    cattrs' own hooks iterate whatever they get, so a str would fill a tuple
+    with characters. The factory asks the converter for the hook it would
+    have made, while ``building`` hides this factory from that one lookup.
+    """
+    building: set[Any] = set()
+
+    def factory(cls: Any) -> Callable[[Any, Any], Any]:
+        building.add(cls)
+        try:
+            inner = converter.get_structure_hook(cls, cache_result=False)
+        finally:
+            building.discard(cls)
+
+        def structure(value: Any, cls: Any) -> Any:
+            if not isinstance(value, accepted):
+                raise _WireTypeError(f"expected {expected}, got {type(value).__name__}")
+            return inner(value, cls)
+
+        return structure
+
+    converter.register_structure_hook_factory(
+        lambda cls: cls not in building and predicate(cls), factory
+    )
+
+
+def _describe(error: Exception) -> str:
+    """One line for a structuring failure: at most a few problems, with paths."""
+    try:
+        problems = transform_error(error, format_exception=_format_problem)
+    except Exception:  # a formatting bug must not let a hostile frame through
+        problems = [type(error).__name__]
+    if len(problems) > _MAX_PROBLEMS:
+        more = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], f"and {more} more"]
+    return "; ".join(problems)
+
+
+def _format_problem(error: BaseException, cls: type | None) -> str:
+    if isinstance(error, _WireTypeError):
+        return str(error)
+    if isinstance(error, ForbiddenExtraKeysError):
+        # cattrs' own formatter sorts the keys, and fails on a peer's int keys.
+        names = sorted(
+            _short.repr(key) if type(key) is not str else key for key in error.extra_fields
+        )
+        return f"extra fields found ({', '.join(names)})"
+    if cls is None and isinstance(error, (ValueError, TypeError)):
+        return str(error) or type(error).__name__
+    return format_exception(error, cls)
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+
+
+@final
+class Codec:
+    """Encodes batches of messages into msgpack bodies and decodes them back.
+
+    The (un)structure functions for each class are generated once, here, so
+    ``encode`` and ``decode`` do one dict lookup and one generated call per
+    message.
+
+    Args:
+        messages: The frozen attrs message classes this end may send or
+            receive. Each is known on the wire by its ``__name__``.
+        protocol: The version of this set of messages; the frame header
+            carries it, and a peer with another one is refused.
+        converter: The converter to use; ``make_converter()`` when omitted.
+
+    Raises:
+        ValueError: Two different classes share a name.
+        TypeError: A class is not an attrs class.
+    """
+
+    def __init__(
+        self,
+        messages: Iterable[type],
+        *,
+        protocol: int,
+        converter: cattrs.Converter | None = None,
+    ) -> None:
+        self.protocol: Final = protocol
+        self._converter = make_converter() if converter is None else converter
+        tags: dict[str, type] = {}
+        for cls in messages:
+            if not attrs.has(cls):
+                raise TypeError(f"{cls!r} is not an attrs class; messages must be")
+            tag = cls.__name__
+            known = tags.setdefault(tag, cls)
+            if known is not cls:
+                raise ValueError(
+                    f"message tag {tag!r} names both {_qualified(known)} and {_qualified(cls)}"
+                )
+        self._tags = tags
+        self.tags: Final[Mapping[str, type]] = MappingProxyType(tags)
+        self._encoders: dict[type, tuple[str, Callable[[Any], Any]]] = {
+            cls: (tag, self._converter.get_unstructure_hook(cls)) for tag, cls in tags.items()
+        }
+        self._decoders: dict[str, tuple[type, Callable[[Any, Any], Any]]] = {
+            tag: (cls, self._converter.get_structure_hook(cls)) for tag, cls in tags.items()
+        }
+        self._msgpack_encoder = msgspec.msgpack.Encoder()
+        self._msgpack_decoder = msgspec.msgpack.Decoder()
+
+    def __repr__(self) -> str:
+        return f"<Codec protocol={self.protocol} tags={sorted(self._tags)}>"
+
+    def tag_of(self, cls: type) -> str:
+        """Return the tag ``cls`` travels under.
+
+        Raises:
+            TypeError: ``cls`` is not registered with this codec.
+        """
+        try:
+            return self._encoders[cls][0]
+        except KeyError:
+            raise self._not_registered(cls) from None
+
+    def encode(self, messages: Sequence[object]) -> bytes:
+        """Encode a batch of messages into one msgpack body.
+
+        Raises:
+            TypeError: A message's class is not registered. That is a bug on
+                this, the sending, side.
+        """
+        encoders = self._encoders
+        try:
+            batch = [
+                (tag, unstructure(message))
+                for message in messages
+                for tag, unstructure in (encoders[type(message)],)
+            ]
+        except KeyError:
+            unknown = next(m for m in messages if type(m) not in encoders)
+            raise self._not_registered(type(unknown)) from None
+        return self._msgpack_encoder.encode(batch)
+
+    def decode(self, body: bytes) -> list[object]:
+        """Decode a body into its messages, trusting nothing in it.
+
+        Raises:
+            FrameError: The body is not msgpack, not an array of
+                ``[tag, data]`` pairs, names a tag not registered here, or
+                holds data that does not structure into its class. The reason
+                is short and names the message ("malformed message 'Ping':
+                expected int, got str @ $.n").
+        """
+        try:
+            batch = self._msgpack_decoder.decode(body)
+        except Exception as error:  # msgspec.DecodeError, and anything odder
+            detail = str(error).removeprefix("MessagePack data is malformed: ")
+            raise FrameError(_cut(f"malformed msgpack: {detail}")) from None
+        if type(batch) is not list:
+            raise FrameError(f"body is not an array of messages (got {type(batch).__name__})")
+        decoders = self._decoders
+        messages: list[object] = []
+        for index, entry in enumerate(batch):
+            if type(entry) is not list or len(entry) != 2:
+                raise FrameError(f"malformed entry {index}: expected [tag, data]")
+            tag, data = entry
+            decoder = decoders.get(tag) if type(tag) is str else None
+            if decoder is None:
+                raise FrameError(_cut(f"unknown message tag {_short.repr(tag)}"))
+            cls, structure = decoder
+            try:
+                messages.append(structure(data, cls))
+            except Exception as error:
+                raise FrameError(_cut(f"malformed message {tag!r}: {_describe(error)}")) from None
+        return messages
+
+    def _not_registered(self, cls: type) -> TypeError:
+        return TypeError(
+            f"{_qualified(cls)} is not a registered message "
+            f"(this codec knows {', '.join(sorted(self._tags)) or 'none'})"
+        )
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

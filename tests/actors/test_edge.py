@@ -1,0 +1,206 @@
+"""Edges: messages out as batched frames, frames in as routed messages, and
+bad frames dropped, counted and logged while the edge keeps running."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Edge, Framer, GetStats, StartError, Topology, open_node
+from actors.testing import memory_wire_pair
+from tests.actors.helpers import Note, Recorder, codec
+
+CODEC = "tests.actors.helpers:codec"
+
+
+def pair(*, secret_a: str = "", secret_b: str = "", **options: Any) -> tuple[Topology, Any, list[Any]]:
+    """rec_a -> edge_a ~~memory~~ edge_b -> rec_b; returns the far end's wire too."""
+    wire_a, wire_b = memory_wire_pair(capacity=1000, names=("a", "b"))
+    seen: list[Any] = []
+    topology = (
+        Topology()
+        .add("edge_a", Edge, params={"wire": wire_a}, codec=CODEC, secret=secret_a, **options)
+        .add("edge_b", Edge, refs={"Note": "rec_b"}, params={"wire": wire_b}, codec=CODEC,
+             secret=secret_b, **options)
+        .add("rec_b", Recorder, params={"seen": seen})
+    )
+    return topology, wire_a, seen
+
+
+async def edge_stats(node: Any, name: str) -> Any:
+    return (await node.refs[name].call(GetStats(), timeout=5)).detail
+
+
+async def test_messages_cross_an_edge_pair_in_order_and_in_few_frames() -> None:
+    """A burst of messages arrives complete and in order, packed into far
+    fewer frames than messages."""
+    topology, _, seen = pair()
+    async with open_node(topology) as node:
+        await node.refs["edge_a"].send_batch([Note(n) for n in range(500)])
+        # A call to the receiver after the last note is answered once all arrived.
+        while len(seen) < 500:
+            await trio.testing.wait_all_tasks_blocked()
+        out = await edge_stats(node, "edge_a")
+        into = await edge_stats(node, "edge_b")
+    assert seen == list(range(500))
+    assert out.messages_out == 500 and into.messages_in == 500
+    assert out.frames_out < 50
+    assert into.frames_in == out.frames_out
+
+
+async def test_messages_without_a_route_are_counted_not_delivered() -> None:
+    """A message whose tag has no ref and no default route is counted."""
+    wire_a, wire_b = memory_wire_pair()
+    topology = (
+        Topology()
+        .add("edge_a", Edge, params={"wire": wire_a}, codec=CODEC)
+        .add("edge_b", Edge, refs={"Other": "rec"}, params={"wire": wire_b}, codec=CODEC)
+        .add("rec", Recorder)
+    )
+    async with open_node(topology) as node:
+        await node.refs["edge_a"].send(Note(1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await edge_stats(node, "edge_b")).messages_unrouted == 1
+
+
+async def test_the_default_route_takes_what_has_no_route_of_its_own() -> None:
+    """refs.default receives every message whose tag is not wired."""
+    wire_a, wire_b = memory_wire_pair()
+    seen: list[Any] = []
+    topology = (
+        Topology()
+        .add("edge_a", Edge, params={"wire": wire_a}, codec=CODEC)
+        .add("edge_b", Edge, refs={"default": "rec"}, params={"wire": wire_b}, codec=CODEC)
+        .add("rec", Recorder, params={"seen": seen})
+    )
+    async with open_node(topology) as node:
+        await node.refs["edge_a"].send(Note(7))
+        await trio.testing.wait_all_tasks_blocked()
+    assert seen == [7]
+
+
+@pytest.mark.parametrize(
+    ("bad_frame", "reason"),
+    [
+        pytest.param(b"garbage that is no frame", "not a frame (magic b'ga')", id="garbage"),
+        pytest.param(b"x" * 5000, "frame of 5000 bytes exceeds the limit of 4096", id="oversized"),
+        pytest.param(
+            Framer(codec, secret=b"wrong").pack([Note(1)]), "bad auth tag", id="forged"
+        ),
+        pytest.param(
+            Framer(codec).pack([Note(1)]),
+            "unsigned frame (this end requires a shared secret)",
+            id="unsigned",
+        ),
+    ],
+)
+async def test_a_bad_frame_is_dropped_counted_and_logged_and_the_edge_keeps_running(
+    bad_frame: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Malformed, oversized, forged or unsigned frames never reach an actor;
+    the next good frame does."""
+    topology, wire_a, seen = pair(secret_a="s3cret", secret_b="s3cret", max_frame_bytes=4096)
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology) as node:
+            await wire_a.send_frame(bad_frame)
+            await node.refs["edge_a"].send(Note(2))
+            while not seen:
+                await trio.testing.wait_all_tasks_blocked()
+            stats = await edge_stats(node, "edge_b")
+    assert seen == [2]
+    assert stats.frames_dropped == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dropped frame from a: {reason} (1 dropped in the last 60 s)"
+    ]
+
+
+async def test_dropped_frame_lines_are_rate_limited(
+    caplog: pytest.LogCaptureFixture, autojump_clock: object
+) -> None:
+    """A flood of bad frames gives one log line per period, with the count."""
+    topology, wire_a, _ = pair(log_period=10.0)
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology) as node:
+            for _ in range(5):
+                await wire_a.send_frame(b"junk")
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(11)
+            await wire_a.send_frame(b"junk")
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await edge_stats(node, "edge_b")).frames_dropped == 6
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped frame from a: truncated header (4 bytes) (1 dropped in the last 10 s)",
+        "dropped frame from a: truncated header (4 bytes) (5 dropped in the last 10 s)",
+    ]
+
+
+async def test_a_message_too_large_for_any_frame_is_refused_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outgoing message that alone exceeds the frame limit is refused and
+    counted; the rest of its batch is sent and the edge keeps running."""
+    from tests.actors.helpers import Blob
+
+    topology, _, seen = pair(max_frame_bytes=256)
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology) as node:
+            await node.refs["edge_a"].send_batch([Note(1), Blob(b"x" * 1000), Note(2)])
+            while len(seen) < 2:
+                await trio.testing.wait_all_tasks_blocked()
+            stats = await edge_stats(node, "edge_a")
+    assert seen == [1, 2]
+    assert (stats.messages_out, stats.messages_refused) == (2, 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused to send: message Blob alone makes a frame of 1022 bytes, over the limit "
+        "of 256 (1 refused in the last 60 s)"
+    ]
+
+
+async def test_secret_file_signs_frames(tmp_path: Path) -> None:
+    """secret_file is read (trimmed) and used like secret."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret\n")
+    topology, _, seen = pair(secret_b="s3cret")
+    topology.actors[0] = type(topology.actors[0])(
+        name="edge_a", kind=Edge, params=topology.actors[0].params,
+        options={"codec": CODEC, "secret_file": str(secret_file)},
+    )
+    async with open_node(topology) as node:
+        await node.refs["edge_a"].send(Note(3))
+        while not seen:
+            await trio.testing.wait_all_tasks_blocked()
+    assert seen == [3]
+
+
+async def test_listening_off_loopback_without_a_secret_is_refused() -> None:
+    """An edge will not listen on a non-loopback address without a secret,
+    and says how to set one."""
+    topology = Topology().add("edge", Edge, codec=CODEC, address="tcp://0.0.0.0:0")
+    with pytest.raises(StartError) as raised:
+        async with open_node(topology):
+            pass  # pragma: no cover
+    assert "refusing to listen on tcp://0.0.0.0:0 without a shared secret" in str(raised.value)
+    assert "FASTWORKER_SECRET" in str(raised.value)
+
+
+async def test_an_edge_pair_over_nng_on_loopback(loopback_address: str) -> None:
+    """The same pair over a real NNG socket on a free loopback port."""
+    seen: list[Any] = []
+    arrived = trio.Event()
+    topology = (
+        Topology()
+        .add("out", Edge, codec=CODEC, address=loopback_address, mode="dial")
+        .add("in", Edge, refs={"Note": "rec"}, codec=CODEC, address=loopback_address)
+        .add("rec", Recorder, params={"seen": seen, "when": (100, arrived)})
+    )
+    async with open_node(topology) as node:
+        assert node.ready["in"] == f"listening on {loopback_address}"
+        await node.refs["out"].send_batch([Note(n) for n in range(100)])
+        with trio.fail_after(10):
+            await arrived.wait()
+    assert seen == list(range(100))
