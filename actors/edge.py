@@ -35,6 +35,7 @@ from actors.errors import ConfigError, FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
+from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, open_wire
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
@@ -82,6 +83,10 @@ class EdgeOptions:
             ``"${FASTWORKER_SECRET:-}"``.
         secret_file: a file holding the secret (instead of ``secret``).
         max_frame_bytes: the largest frame sent or accepted.
+        tls: TLS for a ``tls+tcp://`` address (``cert_file``, ``key_file``,
+            ``ca_file``, ``server_name``); see docs/transport.md.
+        buffer_frames: frames NNG may queue each way; more is faster, but
+            queued frames are lost when the peer restarts.
         io: ``poll`` (drive the socket by its descriptors; faster) or
             ``async`` (pynng's own async calls).
         log_period: at most one "dropped frame" line per this many seconds.
@@ -96,6 +101,8 @@ class EdgeOptions:
     max_frame_bytes: int = attrs.field(
         default=DEFAULT_MAX_FRAME_BYTES, validator=attrs.validators.ge(64)
     )
+    tls: TlsOptions | None = None
+    buffer_frames: int = attrs.field(default=DEFAULT_BUFFER_FRAMES, validator=attrs.validators.ge(0))
     io: Literal["poll", "async"] = "poll"
     log_period: float = 60.0
 
@@ -175,8 +182,6 @@ class Edge(Actor[Any]):
         return self.wire.name
 
     async def _open_wire(self) -> Wire:
-        from actors.nng import open_wire  # the only pynng importer
-
         options = self.options
         if not options.address:
             raise ConfigError(f"{self.name}: no address configured")
@@ -186,7 +191,9 @@ class Edge(Actor[Any]):
             mode=options.mode,
             recv_max_size=options.max_frame_bytes,
             secured=self.framer.signed,
+            tls=options.tls,
             io=options.io,
+            buffer_frames=options.buffer_frames,
         )
 
     async def handle_batch(self, messages: list[Any]) -> None:

@@ -1,13 +1,10 @@
 """NNG sockets as wires: the one module that imports pynng.
 
-Edge actors move frames through a ``actors.wire.Wire``; ``open_wire`` makes one
-from an NNG socket (push, pull, pair, pair1 or bus) that listens or dials. A
-wire is driven in one of two ways: ``io="poll"`` (the default) waits on the
-socket's descriptors and calls pynng without blocking, ``io="async"`` awaits
-pynng's own ``arecv_msg``/``asend_msg``. docs/transport.md has the figures.
-
-What NNG does not promise, the layers above must: a sent frame may be lost
-when a peer restarts, so delivery rests on our own acks and redelivery.
+Edge actors move frames through an ``actors.wire.Wire``; ``open_wire`` makes
+one from an NNG socket (push, pull, pair, pair1 or bus) that listens or dials,
+driven by its descriptors (``io="poll"``) or by pynng's aio (``io="async"``);
+see docs/transport.md. A sent frame may still be lost when a peer restarts:
+delivery rests on the acks and redelivery of the layers above.
 """
 
 from __future__ import annotations
@@ -31,8 +28,7 @@ Pattern = Literal["push", "pull", "pair", "pair1", "bus"]
 Mode = Literal["listen", "dial"]
 Io = Literal["poll", "async"]
 
-#: First wait, in ms, before a dialer retries a refused or lost connection;
-#: it doubles on each failure up to ``RECONNECT_MAX_MS``.
+#: First wait, in ms, before a dialer retries; it doubles up to the max.
 RECONNECT_MIN_MS: Final = 100
 #: Longest wait, in ms, between two reconnection attempts.
 RECONNECT_MAX_MS: Final = 2000
@@ -60,11 +56,11 @@ _LOCAL_SCHEMES: Final = ("ipc://", "inproc://", "abstract://")
 class TlsOptions:
     """TLS for a ``tls+tcp://`` wire: PEM file paths, mapped onto ``pynng.TLSConfig``.
 
-    A listener needs ``cert_file`` and ``key_file``; with ``ca_file`` it also
-    demands a certificate signed by that CA from every dialer (mutual TLS). A
+    A listener needs ``cert_file`` and ``key_file``; given ``ca_file`` too, it
+    demands from every dialer a certificate that CA signed (mutual TLS). A
     dialer needs ``ca_file`` to verify the listener, whose certificate must name
-    ``server_name`` (by default the host in the address); its own certificate
-    and key are needed only by a listener that demands them.
+    ``server_name`` (a DNS name: NNG does not match IP addresses); its own
+    certificate and key matter only to a listener that demands them.
     """
 
     cert_file: str | None = None
@@ -110,7 +106,7 @@ async def open_wire(
     """Open an NNG socket on ``address`` and wrap it as a wire.
 
     A listener is bound when this returns. A dialer never waits for its peer:
-    NNG connects in the background and reconnects whenever the link drops, and
+    NNG connects in the background, reconnects whenever the link drops, and
     sends wait until a peer is there.
 
     Args:
@@ -124,34 +120,35 @@ async def open_wire(
         secured: frames are authenticated above this layer (shared secret).
         tls: certificates for a ``tls+tcp://`` address; counts as secured.
         io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio).
-        buffer_frames: frames queued in each direction (0 to 8192), beyond
-            those in flight on each connection. Receiving, this bounds memory
-            at about ``buffer_frames * recv_max_size``; queued frames are lost
-            if the process or a peer restarts.
+        buffer_frames: frames queued each way (0 to 8192), beyond those in
+            flight on each connection; memory is bounded by about
+            ``buffer_frames * recv_max_size``. Queued frames die with a peer.
 
     Raises:
         ConfigError: an option is wrong, or a non-loopback listener is unsecured.
         OSError: NNG could not listen or dial (address in use, ...).
     """
+    choices = {"pattern": (pattern, sorted(_SOCKETS)), "mode": (mode, ["dial", "listen"])}
+    choices["io"] = (io, ["async", "poll"])
     problems = [
-        f"{address}: unknown {what} {value!r}; expected one of {', '.join(sorted(known))}"
-        for what, value, known in (
-            ("pattern", pattern, _SOCKETS),
-            ("mode", mode, ("listen", "dial")),
-            ("io", io, ("poll", "async")),
-        )
+        f"unknown {what} {value!r}; expected one of {', '.join(known)}"
+        for what, (value, known) in choices.items()
         if value not in known
     ]
     if recv_max_size <= 0:
-        problems.append(f"{address}: recv_max_size must be a positive int, got {recv_max_size}")
+        problems.append(f"recv_max_size must be a positive int, got {recv_max_size}")
     if not 0 <= buffer_frames <= 8192:
-        problems.append(f"{address}: buffer_frames must be within 0..8192, got {buffer_frames}")
+        problems.append(f"buffer_frames must be within 0..8192, got {buffer_frames}")
     if address.startswith("tls+") != (tls is not None):
-        problems.append(f"{address}: TLS options go with, and only with, a tls+tcp:// address")
-    if tls is not None:
-        problems += _tls_problems(address, tls, mode)
+        problems.append("TLS options go with, and only with, a tls+tcp:// address")
+    if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
+        problems.append("TLS cert_file and key_file go together")
+    elif tls is not None and mode == "listen" and tls.cert_file is None:
+        problems.append("a TLS listener needs cert_file and key_file")
+    if tls is not None and mode == "dial" and tls.ca_file is None:
+        problems.append("a TLS dialer needs ca_file to verify the listener")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(f"{address}: {problem}" for problem in problems)
     if mode == "listen":
         check_listen_address(address, secured=secured or tls is not None)
     # Binding, and reading and parsing certificates, happen off the trio thread.
@@ -202,27 +199,21 @@ class NngWire:
                 peer only; frames to a peer that has gone are dropped.
 
         Raises:
-            trio.ClosedResourceError: the wire is closed.
-            ConfigError: this pattern cannot send, or cannot address one peer.
+            trio.ClosedResourceError: the wire is closed, before or while waiting.
+            ConfigError: this pattern cannot send, or ``to`` is not a pair1 peer.
         """
-        if self._closed:
-            raise trio.ClosedResourceError(f"wire {self._name} is closed")
-        if self._pattern not in _CAN_SEND:
-            raise ConfigError(f"{self._name}: a {self._pattern} wire cannot send frames")
+        self._check(_CAN_SEND, "send")
         if to is not None and (self._pattern != "pair1" or not isinstance(to, pynng.Pipe)):
-            raise ConfigError(
-                f"{self._name}: to= takes a Received.reply_to of a pair1 wire, got {to!r}"
-            )
+            raise ConfigError(f"{self._name}: to= takes a pair1 Received.reply_to, got {to!r}")
         message = frame if to is None else pynng.Message(frame, to)
-        send = self._socket.send if to is None else self._socket.send_msg
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             if not self._poll:
-                asend = self._socket.asend if to is None else self._socket.asend_msg
                 with trio.CancelScope(shield=True):
-                    await asend(message)
+                    await (self._socket.asend if to is None else self._socket.asend_msg)(message)
                 await trio.lowlevel.checkpoint_if_cancelled()
                 return
+            send = self._socket.send if to is None else self._socket.send_msg
             while True:
                 try:
                     send(message, block=False)
@@ -230,7 +221,7 @@ class NngWire:
                 except pynng.TryAgain:
                     await self._wait(self._send_wait, self._send_fd)
         except pynng.Closed:
-            raise trio.ClosedResourceError(f"wire {self._name} is closed") from None
+            raise self._closed_error() from None
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive_frame(self) -> Received:
@@ -240,10 +231,7 @@ class NngWire:
             trio.ClosedResourceError: the wire is closed, before or while waiting.
             ConfigError: this pattern cannot receive.
         """
-        if self._closed:
-            raise trio.ClosedResourceError(f"wire {self._name} is closed")
-        if self._pattern not in _CAN_RECEIVE:
-            raise ConfigError(f"{self._name}: a {self._pattern} wire cannot receive frames")
+        self._check(_CAN_RECEIVE, "receive")
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             if self._poll:
@@ -257,10 +245,9 @@ class NngWire:
             else:
                 message = await self._socket.arecv_msg()
         except pynng.Closed:
-            raise trio.ClosedResourceError(f"wire {self._name} is closed") from None
+            raise self._closed_error() from None
         pipe = message.pipe
-        reply_to = pipe if self._pattern == "pair1" else None
-        return Received(message.bytes, self._peer(pipe), reply_to)
+        return Received(message.bytes, self._peer(pipe), pipe if self._pattern == "pair1" else None)
 
     async def aclose(self) -> None:
         """Close the socket; tasks waiting in send or receive wake with ClosedResourceError."""
@@ -274,44 +261,39 @@ class NngWire:
                 await trio.to_thread.run_sync(self._socket.close)
         await trio.lowlevel.checkpoint()
 
+    def _check(self, can: frozenset[str], verb: str) -> None:
+        if self._closed:
+            raise self._closed_error()
+        if self._pattern not in can:
+            raise ConfigError(f"{self._name}: a {self._pattern} wire cannot {verb} frames")
+
+    def _closed_error(self) -> trio.ClosedResourceError:
+        return trio.ClosedResourceError(f"wire {self._name} is closed")
+
     async def _wait(self, lock: trio.Lock, fd: int) -> None:
         async with lock:
             if self._closed:  # the descriptor may already be gone
-                raise trio.ClosedResourceError(f"wire {self._name} is closed")
+                raise self._closed_error()
             await trio.lowlevel.wait_readable(fd)
 
     def _peer(self, pipe: Any) -> str:
-        if pipe is None:
-            return f"{self._scheme}://(unknown peer)"
-        peer = self._peers.get(pipe)
+        peer = None if pipe is None else self._peers.get(pipe)
         if peer is None:
             try:
-                peer = f"{self._scheme}://{pipe.remote_address}"
-            except pynng.NNGException:  # the pipe closed meanwhile
+                remote = str(pipe.remote_address)  # inproc names come with their scheme
+                peer = remote if "://" in remote else f"{self._scheme}://{remote}"
+                self._peers[pipe] = peer
+            except (AttributeError, pynng.NNGException):  # no pipe, or it closed meanwhile
                 peer = f"{self._scheme}://(unknown peer)"
-            self._peers[pipe] = peer
         return peer
 
 
 def _is_loopback(address: str) -> bool:
-    host = urlsplit(address).hostname
-    if host == "localhost":
-        return True
+    host = urlsplit(address).hostname or ""
     try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _tls_problems(address: str, tls: TlsOptions, mode: str) -> list[str]:
-    problems = []
-    if (tls.cert_file is None) != (tls.key_file is None):
-        problems.append(f"{address}: TLS cert_file and key_file go together; set both or neither")
-    if mode == "listen" and tls.cert_file is None:
-        problems.append(f"{address}: a TLS listener needs cert_file and key_file")
-    if mode == "dial" and tls.ca_file is None:
-        problems.append(f"{address}: a TLS dialer needs ca_file to verify the listener")
-    return problems
 
 
 def _tls_config(address: str, tls: TlsOptions, mode: str) -> Any:
@@ -328,12 +310,12 @@ def _tls_config(address: str, tls: TlsOptions, mode: str) -> Any:
         server_name=tls.server_name,
     )
     try:
+        # With a CA the peer must show a certificate it signed; without, none is asked.
         if tls.ca_file is not None:
             config.set_ca_chain(read("ca_file", tls.ca_file))
+        required = tls.ca_file is not None
         config.set_auth_mode(
-            pynng.TLSConfig.AUTH_MODE_REQUIRED
-            if tls.ca_file is not None
-            else pynng.TLSConfig.AUTH_MODE_NONE
+            pynng.TLSConfig.AUTH_MODE_REQUIRED if required else pynng.TLSConfig.AUTH_MODE_NONE
         )
         if tls.cert_file is not None and tls.key_file is not None:
             config.set_own_cert(read("cert_file", tls.cert_file), read("key_file", tls.key_file))
