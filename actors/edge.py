@@ -35,7 +35,7 @@ from actors.errors import ConfigError, FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
-from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, open_wire
+from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
@@ -109,6 +109,10 @@ class EdgeOptions:
     def __attrs_post_init__(self) -> None:
         if self.secret and self.secret_file:
             raise ValueError("set either secret or secret_file, not both")
+        if self.mode == "listen" and self.address:
+            # Refused when the topology is checked, not when the socket opens.
+            secured = bool(self.secret or self.secret_file or self.tls)
+            check_listen_address(self.address, secured=secured)
 
     def read_secret(self) -> bytes | None:
         """The secret as bytes, from ``secret`` or ``secret_file``; ``None`` if unset."""

@@ -71,7 +71,7 @@ class Node:
         Raises:
             StartError, Escalation: see ``Supervisor.run``.
         """
-        name = self.topology.node.name
+        name = self.topology.name
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
@@ -89,10 +89,10 @@ class Node:
         ``shutdown_deadline`` by default)."""
         if deadline is None:
             deadline = self.topology.node.shutdown_deadline
-        log.info("node %s stopping (deadline %g s)", self.topology.node.name, deadline)
+        log.info("node %s stopping (deadline %g s)", self.topology.name, deadline)
         await self.supervisor.stop(deadline)
         await self.stopped.wait()
-        log.info("node %s stopped", self.topology.node.name)
+        log.info("node %s stopped", self.topology.name)
 
     async def stats(self, timeout: float = 5.0) -> dict[str, ActorStats]:
         """Every actor's snapshot, asked for by message."""

@@ -174,7 +174,12 @@ class Supervisor:
     def _close(self, child: Child) -> None:
         left = child.context.inbox.stats().current_depth + len(child.context.pending)
         if left:
-            log.warning("actor %s stopped with %d messages left in its inbox", child.name, left)
+            log.warning(
+                "actor %s stopped with %d message%s left in its inbox",
+                child.name,
+                left,
+                "" if left == 1 else "s",
+            )
         child.context.inbox.close()
 
     async def _start(self, child: Child) -> None:

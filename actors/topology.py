@@ -246,7 +246,9 @@ class Topology:
         """Check kinds, options and wiring; return the actors in start order.
 
         Start order puts an actor after the actors it refers to, so what it
-        sends to is ready first; ties (and cycles) keep the written order.
+        sends to is ready first; otherwise the written order is kept, and a
+        cycle is broken at its first-written actor, which starts last of
+        the cycle (``ping -> ping_edge -> ping`` starts ping_edge, then ping).
 
         Raises:
             ConfigError: one line per problem (``WiringError`` when only
@@ -350,7 +352,7 @@ def _start_order(resolved: list[ResolvedActor]) -> list[ResolvedActor]:
 
     def visit(name: str) -> None:
         if state.get(name):
-            return  # done, or on the current path (a cycle: written order wins)
+            return  # done, or on the current path (a cycle, broken here)
         state[name] = "visiting"
         for target in by_name[name].spec.refs.values():
             visit(target)

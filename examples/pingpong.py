@@ -132,4 +132,9 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=0.0)
     arguments = parser.parse_args()
     configure()
-    trio.run(main, arguments.address, arguments.count, arguments.interval)
+    # Run the importable module's main, not this __main__ copy: the edges'
+    # codec is examples.pingpong:codec, and its message classes must be the
+    # very classes the actors send.
+    from examples import pingpong
+
+    trio.run(pingpong.main, arguments.address, arguments.count, arguments.interval)

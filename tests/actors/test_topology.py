@@ -70,8 +70,8 @@ def test_a_python_topology_resolves_like_a_toml_one() -> None:
     assert resolved[1].options == RecorderOptions(limit=3)
 
 
-def test_cycles_keep_the_written_order() -> None:
-    """Actors that refer to each other start in the order they were written."""
+def test_a_cycle_is_broken_at_its_first_written_actor() -> None:
+    """Of two actors that refer to each other, the first written starts last."""
     topology = Topology().add("a", Recorder, refs={"out": "b"}).add("b", Recorder, refs={"out": "a"})
     assert [r.spec.name for r in topology.resolve()] == ["b", "a"]
 

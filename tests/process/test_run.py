@@ -1,0 +1,408 @@
+"""``fastworker run`` as a user runs it: real processes on free loopback ports.
+
+Every wait is on the process, for a line it writes or for its exit; ``GUARD``
+only turns a hang into a failure that shows what the process wrote. Every
+process a test starts is killed and reaped when the test ends, however it
+ends. Topology files live in ``topologies/`` and are named relative to the
+repository root, the working directory of every process, so error lines
+read as a user would see them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from actors.topology import known_kinds
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGIES = "tests/process/topologies"
+PINGPONG = "examples/pingpong.toml"
+PING_SIDE = f"{TOPOLOGIES}/ping_side.toml"
+PONG_SIDE = f"{TOPOLOGIES}/pong_side.toml"
+LISTENER = f"{TOPOLOGIES}/listener.toml"
+STUCK = f"{TOPOLOGIES}/stuck.toml"
+GUARD = 10  # seconds; a hang fails the test instead of stalling the run
+
+# "07:21:00 INFO    actors.node: node pingpong ready with 4 actors"
+_RECORD = re.compile(r"^\d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<logger>\S+): (?P<message>.*)$")
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    """The environment of a child: ours, without settings a test makes itself."""
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FASTWORKER_", "PINGPONG_"))
+    }
+    environ["PYTHONUNBUFFERED"] = "1"
+    return environ
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fastworker", "run", *args]
+
+
+def log_messages(lines: list[str], logger: str) -> list[str]:
+    """The messages of the log records ``logger`` wrote, in order."""
+    found = []
+    for line in lines:
+        record = _RECORD.match(line)
+        if record and record["logger"] == logger:
+            found.append(record["message"])
+    return found
+
+
+class Running:
+    """A running ``fastworker run``, read line by line (stdout and stderr merged)."""
+
+    def __init__(self, process: trio.Process, file: str) -> None:
+        self.process = process
+        self.file = file
+        #: Every line read so far.
+        self.lines: list[str] = []
+        self._pending = b""
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def tail(self) -> str:
+        """The last lines read, for a failure message."""
+        return "\n".join(self.lines[-40:])
+
+    async def _read_line(self) -> str | None:
+        """The next line, or ``None`` at the end of the output."""
+        assert self.process.stdout is not None
+        while b"\n" not in self._pending:
+            chunk = await self.process.stdout.receive_some()
+            if not chunk:
+                if not self._pending:
+                    return None
+                self._pending += b"\n"
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        text = line.decode(errors="replace")
+        self.lines.append(text)
+        return text
+
+    async def wait_for(self, text: str) -> str:
+        """Read on until a line containing ``text``, and return that line."""
+        with trio.move_on_after(GUARD):
+            while (line := await self._read_line()) is not None:
+                if text in line:
+                    return line
+            pytest.fail(f"{self.file} ended before writing {text!r}; it wrote:\n{self.tail}")
+        pytest.fail(f"{self.file} wrote no {text!r} within {GUARD} s; it ended with:\n{self.tail}")
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait_exit(self) -> int:
+        """Read the rest of the output, wait for the exit, return its code."""
+        with trio.move_on_after(GUARD):
+            while await self._read_line() is not None:
+                pass
+            return await self.process.wait()
+        pytest.fail(f"{self.file} did not exit within {GUARD} s; it ended with:\n{self.tail}")
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` and wait for the exit; return its code."""
+        self.send_signal(signum)
+        return await self.wait_exit()
+
+
+@asynccontextmanager
+async def fastworker_run(file: str, env: dict[str, str]) -> AsyncIterator[Running]:
+    """Start ``fastworker run FILE``; kill and reap it on the way out."""
+    process = await trio.lowlevel.open_process(
+        command(file),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield Running(process, file)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.poll() is None:
+                process.kill()
+            await process.wait()
+            assert process.stdout is not None
+            await process.stdout.aclose()
+
+
+async def run_to_exit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``fastworker run ARGS`` to its end (terminated if it outlives ``GUARD``)."""
+    with trio.fail_after(GUARD):
+        return await trio.run_process(
+            command(*args),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+def text_lines(data: bytes) -> list[str]:
+    return data.decode().splitlines()
+
+
+class TestCheck:
+    async def test_check_lists_the_actors_in_start_order(
+        self, env: dict[str, str], loopback_address: str
+    ) -> None:
+        """--check validates the file, names its actors in start order and exits 0."""
+        env["PINGPONG_ADDRESS"] = loopback_address
+
+        result = await run_to_exit("--check", PINGPONG, env=env)
+
+        assert text_lines(result.stdout) == [
+            "examples/pingpong.toml: ok (4 actors: ping_edge, ping, pong, pong_edge)"
+        ]
+        assert result.stderr == b""
+        assert result.returncode == 0
+
+
+def _unknown_kind_line() -> str:
+    kinds = ", ".join(known_kinds())
+    return (
+        f"{TOPOLOGIES}/unknown_kind.toml: $.actors.edge.kind: unknown kind 'actors.Edg'; "
+        f"did you mean 'actors.Edge'? known kinds: {kinds} "
+        "(a kind is a registered short name or 'package.module:Class')"
+    )
+
+
+CONFIG_ERRORS = {
+    "bad_syntax": [
+        f"{TOPOLOGIES}/bad_syntax.toml: invalid TOML: "
+        "Expected '=' after a key in a key/value pair (at line 3, column 5)"
+    ],
+    "unknown_kind": [_unknown_kind_line()],
+    "unknown_option": [
+        f"{TOPOLOGIES}/unknown_option.toml: $.actors.ping: unknown option 'intervall' "
+        "(did you mean 'interval'?); known options: count, interval"
+    ],
+    "missing_option": [
+        f"{TOPOLOGIES}/missing_option.toml: $.actors.edge.codec: required option missing"
+    ],
+    "wrong_type": [
+        f"{TOPOLOGIES}/wrong_type.toml: $.actors.ping.interval: expected a number, got 'fast'"
+    ],
+    "missing_actor": [
+        f"{TOPOLOGIES}/missing_actor.toml: $.actors.ping.refs.peer: no actor named 'pnog'; "
+        "did you mean 'pong'? (actors: ping, pong)"
+    ],
+    "unset_env": [
+        f"{TOPOLOGIES}/unset_env.toml: $.actors.edge.address: environment variable "
+        "FASTWORKER_TEST_UNSET_ADDRESS is not set and has no default "
+        "(write ${FASTWORKER_TEST_UNSET_ADDRESS:-default} to give one)"
+    ],
+    "several_problems": [
+        f"{TOPOLOGIES}/several_problems.toml: $.actors.ping.interval: "
+        "expected a number, got 'fast'",
+        f"{TOPOLOGIES}/several_problems.toml: $.actors.ping.refs.peer: no actor named 'pnog'; "
+        "did you mean 'pong'? (actors: ping, pong)",
+    ],
+    "missing_file": [f"{TOPOLOGIES}/missing_file.toml: no such file"],
+}
+
+
+class TestConfigErrors:
+    @pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
+    @pytest.mark.parametrize("name", list(CONFIG_ERRORS))
+    async def test_config_error_prints_one_line_per_problem_and_exits_2(
+        self, env: dict[str, str], name: str, check: bool
+    ) -> None:
+        """A wrong topology file is reported as readable lines on stderr, one per
+        problem, never a traceback, and the exit code is 2."""
+        file = f"{TOPOLOGIES}/{name}.toml"
+        args = ("--check", file) if check else (file,)
+
+        result = await run_to_exit(*args, env=env)
+
+        assert text_lines(result.stderr) == CONFIG_ERRORS[name]
+        assert result.stdout == b""
+        assert result.returncode == 2
+
+
+class TestPingpong:
+    async def test_runs_until_sigint_then_stops_gracefully(
+        self, env: dict[str, str], loopback_address: str
+    ) -> None:
+        """pingpong.toml starts each actor once, in start order, pongs, and a
+        SIGINT stops it gracefully with exit code 0."""
+        env["PINGPONG_ADDRESS"] = loopback_address
+        env["PINGPONG_INTERVAL"] = "0"
+
+        async with fastworker_run(PINGPONG, env) as node:
+            await node.wait_for("pong 3 after")
+            code = await node.stop(signal.SIGINT)
+
+        assert code == 0, node.tail
+        assert "Traceback" not in node.output
+        started = [m for m in log_messages(node.lines, "actors.supervisor") if "started" in m]
+        assert started == [
+            f"started ping_edge (actors.Edge): listening on {loopback_address}",
+            "started ping (examples.pingpong:Pinger): pinging every 0 s",
+            "started pong (examples.pingpong:Ponger)",
+            f"started pong_edge (actors.Edge): dialing {loopback_address}",
+        ]
+        node_log = log_messages(node.lines, "actors.node")
+        assert node_log[0] == "node pingpong ready with 4 actors"
+        assert "SIGINT received: stopping gracefully" in node_log
+        assert node_log[-1] == "node pingpong stopped"
+
+    async def test_second_signal_stops_at_once_with_128_plus_signal(
+        self, env: dict[str, str]
+    ) -> None:
+        """When a graceful stop cannot finish, a second SIGINT stops the node at
+        once and the exit code is 130 (128 + SIGINT)."""
+        async with fastworker_run(STUCK, env) as node:
+            await node.wait_for("node stuck ready with 1 actors")
+            node.send_signal(signal.SIGINT)
+            await node.wait_for("SIGINT received: stopping gracefully")
+            await node.wait_for("stuck is draining forever")
+            code = await node.stop(signal.SIGINT)
+
+        assert code == 128 + signal.SIGINT, node.tail
+        assert "second SIGINT: stopping at once" in log_messages(node.lines, "actors.node")
+        assert "Traceback" not in node.output
+
+
+class TestStartFailure:
+    async def test_address_in_use_fails_to_start_with_exit_1(
+        self, env: dict[str, str], loopback_address: str
+    ) -> None:
+        """A second node listening on an address in use says which actor failed
+        and why, in one line, and exits 1."""
+        env["PINGPONG_ADDRESS"] = loopback_address
+
+        async with fastworker_run(LISTENER, env) as first:
+            await first.wait_for("node listener ready")
+            second = await run_to_exit(LISTENER, env=env)
+            assert await first.stop() == 0, first.tail
+
+        lines = text_lines(second.stderr)
+        assert log_messages(lines, "fastworker") == [
+            f"actor edge failed to start: OSError: cannot listen on {loopback_address}: "
+            "Address in use"
+        ]
+        assert "Traceback" not in second.stderr.decode()
+        assert second.returncode == 1
+
+    @pytest.mark.parametrize("check", [False, True], ids=["run", "check"])
+    async def test_listening_beyond_loopback_without_a_secret_is_refused(
+        self, env: dict[str, str], free_port: int, check: bool
+    ) -> None:
+        """An edge refuses to listen on 0.0.0.0 without a shared secret: a config
+        error (exit 2, found by --check too) that says how to fix it."""
+        env["PINGPONG_ADDRESS"] = f"tcp://0.0.0.0:{free_port}"
+
+        result = await run_to_exit(LISTENER, *(["--check"] if check else []), env=env)
+
+        assert text_lines(result.stderr) == [
+            f"{LISTENER}: $.actors.edge: refusing to listen on "
+            f"tcp://0.0.0.0:{free_port} without a shared secret: set one (FASTWORKER_SECRET, "
+            "or the edge's `secret` / `secret_file` option), configure TLS, or listen on a "
+            f"loopback address such as tcp://127.0.0.1:{free_port}"
+        ]
+        assert result.returncode == 2
+
+
+@asynccontextmanager
+async def two_sides(
+    env: dict[str, str], address: str, ping_secret: str | None, pong_secret: str | None
+) -> AsyncIterator[tuple[Running, Running]]:
+    """pingpong split across two processes: ping_side listens, pong_side dials."""
+
+    def side_env(secret: str | None) -> dict[str, str]:
+        environ = dict(env, PINGPONG_ADDRESS=address)
+        if secret is not None:
+            environ["FASTWORKER_SECRET"] = secret
+        return environ
+
+    async with fastworker_run(PING_SIDE, side_env(ping_secret)) as ping_side:
+        await ping_side.wait_for("node ping_side ready")
+        async with fastworker_run(PONG_SIDE, side_env(pong_secret)) as pong_side:
+            yield ping_side, pong_side
+
+
+def with_tracebacks(*nodes: Running) -> list[str]:
+    """The files of the nodes whose output shows a traceback."""
+    return [node.file for node in nodes if "Traceback" in node.output]
+
+
+class TestEdgesAcrossProcesses:
+    @pytest.mark.parametrize("secret", [None, "s3cret"], ids=["no_secret", "shared_secret"])
+    async def test_ping_and_pong_in_two_processes(
+        self, env: dict[str, str], loopback_address: str, secret: str | None
+    ) -> None:
+        """Ping and pong in two processes talk through a pair of edges, signed
+        when both have the same secret, and both stop on SIGTERM with exit 0."""
+        async with two_sides(env, loopback_address, secret, secret) as (ping_side, pong_side):
+            await ping_side.wait_for("done: 5 pongs")
+            ping_side.send_signal(signal.SIGTERM)
+            pong_side.send_signal(signal.SIGTERM)
+            ping_code = await ping_side.wait_exit()
+            pong_code = await pong_side.wait_exit()
+
+        assert ping_code == 0, ping_side.tail
+        assert pong_code == 0, pong_side.tail
+        pongs = [
+            m.split(" after ")[0]
+            for m in log_messages(ping_side.lines, "examples.pingpong")
+            if m.startswith("pong ")
+        ]
+        assert pongs == [f"pong {n}" for n in range(1, 6)]
+        assert log_messages(pong_side.lines, "actors.edge") == []
+        assert with_tracebacks(ping_side, pong_side) == []
+
+    @pytest.mark.parametrize(
+        ("ping_secret", "pong_secret", "reason"),
+        [
+            ("s3cret", "other", "bad auth tag"),
+            ("s3cret", None, "signed frame, but no shared secret is configured here"),
+            (None, "s3cret", "unsigned frame (this end requires a shared secret)"),
+        ],
+        ids=["different_secrets", "secret_on_ping_side_only", "secret_on_pong_side_only"],
+    )
+    async def test_frames_that_fail_authentication_are_dropped(
+        self,
+        env: dict[str, str],
+        loopback_address: str,
+        ping_secret: str | None,
+        pong_secret: str | None,
+        reason: str,
+    ) -> None:
+        """When the two ends disagree on the secret, the receiving edge drops the
+        ping with a line naming the peer and the reason, so no pong comes back."""
+        async with two_sides(env, loopback_address, ping_secret, pong_secret) as sides:
+            ping_side, pong_side = sides
+            await pong_side.wait_for("dropped frame")
+            ping_side.send_signal(signal.SIGTERM)
+            pong_side.send_signal(signal.SIGTERM)
+            ping_code = await ping_side.wait_exit()
+            pong_code = await pong_side.wait_exit()
+
+        assert log_messages(pong_side.lines, "actors.edge") == [
+            f"dropped frame from {loopback_address}: {reason} (1 dropped in the last 60 s)"
+        ]
+        assert log_messages(ping_side.lines, "examples.pingpong") == []
+        assert (ping_code, pong_code) == (0, 0), ping_side.tail + "\n" + pong_side.tail
+        assert with_tracebacks(ping_side, pong_side) == []
