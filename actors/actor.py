@@ -89,6 +89,8 @@ class Actor(Generic[M]):
             wired with; ``refs_open`` accepts any other name too (routing
             tables keyed by message type).
         batch_max: the most messages taken from the inbox at once.
+        batch_settle: yield once before draining, so that senders that are
+            ready add to the batch (for actors whose cost is per batch).
     """
 
     Options: ClassVar[type] = NoOptions
@@ -96,6 +98,7 @@ class Actor(Generic[M]):
     refs_optional: ClassVar[tuple[str, ...]] = ()
     refs_open: ClassVar[bool] = False
     batch_max: ClassVar[int] = 256
+    batch_settle: ClassVar[bool] = False
 
     def __init__(self, options: Any, context: ActorContext) -> None:
         self.options = options
@@ -183,7 +186,7 @@ class Actor(Generic[M]):
                 # What a crashed instance had taken but not yet handled.
                 batch, context.pending = context.pending, []
             else:
-                batch = await inbox.receive_batch(self.batch_max)
+                batch = await inbox.receive_batch(self.batch_max, settle=self.batch_settle)
                 context.batches_total += 1
                 context.handled_total += len(batch)
             if await self._handle_items(batch):

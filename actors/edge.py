@@ -95,7 +95,9 @@ class EdgeOptions:
     address: str = ""
     codec: str = attrs.field(validator=_check_codec)
     mode: Literal["listen", "dial"] = "listen"
-    pattern: Literal["pair1", "pair", "push", "pull", "bus"] = "pair1"
+    # pair pushes back when the peer is slow; pair1 and bus drop frames
+    # instead (docs/transport.md), so they are never the default.
+    pattern: Literal["pair", "pair1", "push", "pull", "bus"] = "pair"
     secret: str = attrs.field(default="", repr=False)
     secret_file: str = ""
     max_frame_bytes: int = attrs.field(
@@ -153,6 +155,7 @@ class Edge(Actor[Any]):
     refs_optional = (DEFAULT_ROUTE,)
     refs_open = True
     batch_max = 1024
+    batch_settle = True  # one frame per batch: let ready senders fill it
 
     def __init__(self, options: EdgeOptions, context: ActorContext, *, wire: Wire | None = None):
         super().__init__(options, context)

@@ -173,13 +173,23 @@ class Inbox(Generic[M]):
         self._note_depth()
         return message
 
-    async def receive_batch(self, max_messages: int) -> list[M]:
+    async def receive_batch(self, max_messages: int, *, settle: bool = False) -> list[M]:
         """Wait for one message, then take what is already queued.
 
-        Returns between 1 and ``max_messages`` messages in arrival order.
+        Args:
+            max_messages: the most to return.
+            settle: after the first message, yield once so that tasks ready
+                to send get to add theirs before the drain. Costs a
+                scheduling round per batch; pays where a batch costs far
+                more than a message (an edge sends one frame per batch).
+
+        Returns:
+            Between 1 and ``max_messages`` messages, in arrival order.
         """
         receiver = self._receiver
         batch: list[M] = [await receiver.receive()]
+        if settle and max_messages > 1:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         self._note_depth()
         while len(batch) < max_messages:
             try:

@@ -211,3 +211,25 @@ async def test_an_edge_pair_over_nng_on_loopback(loopback_address: str) -> None:
         with trio.fail_after(10):
             await arrived.wait()
     assert seen == list(range(100))
+
+
+@pytest.mark.parametrize("pattern", ["pair", "push"])
+async def test_a_fast_sender_over_nng_loses_nothing(loopback_address: str, pattern: str) -> None:
+    """With a pattern that pushes back, a sender far faster than the receiver
+    makes the edges wait; every message arrives, in order."""
+    seen: list[Any] = []
+    arrived = trio.Event()
+    far = {"push": "pull"}.get(pattern, pattern)
+    topology = (
+        Topology()
+        .add("out", Edge, codec=CODEC, address=loopback_address, mode="dial", pattern=pattern)
+        .add("in", Edge, refs={"Note": "rec"}, codec=CODEC, address=loopback_address,
+             pattern=far)
+        .add("rec", Recorder, params={"seen": seen, "when": (5000, arrived)})
+    )
+    async with open_node(topology) as node:
+        for n in range(5000):
+            await node.refs["out"].send(Note(n))
+        with trio.fail_after(30):
+            await arrived.wait()
+    assert seen == list(range(5000))
