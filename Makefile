@@ -18,6 +18,9 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+check: $(BIN)/.installed
+	$(BIN)/python -m mypy actors fastworker
+
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/transport.py
 

@@ -211,7 +211,7 @@ class Actor(Generic[M]):
                     run, start = batch[start:index], index
                     await self.handle_batch(run)
                 start = index + 1
-                if item is STOP:
+                if isinstance(item, _Stop):
                     self.context.pending = batch[start:]
                     return True
                 await self._answer(item)

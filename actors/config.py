@@ -34,7 +34,7 @@ from actors.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 T = TypeVar("T")
 
@@ -57,7 +57,8 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         with path.open("rb") as file:
-            return tomllib.load(file)
+            data: dict[str, Any] = tomllib.load(file)
+            return data
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as error:
@@ -152,6 +153,11 @@ def _structure_str(value: Any, _: type) -> str:
     raise _Expected(f"expected a string, got {value!r}")
 
 
+def _is_literal(type_: Any) -> bool:
+    origin: object = typing.get_origin(type_)
+    return origin is typing.Literal
+
+
 def _structure_literal(value: Any, type_: Any) -> Any:
     allowed = typing.get_args(type_)
     if value in allowed:
@@ -163,9 +169,7 @@ def _structure_literal(value: Any, type_: Any) -> Any:
 def make_config_converter() -> cattrs.Converter:
     """A converter for config: unknown keys are errors, scalars are strict."""
     converter = cattrs.Converter(forbid_extra_keys=True)
-    converter.register_structure_hook_func(
-        lambda type_: typing.get_origin(type_) is typing.Literal, _structure_literal
-    )
+    converter.register_structure_hook_func(_is_literal, _structure_literal)
     converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(bool, _structure_bool)

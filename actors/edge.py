@@ -24,7 +24,7 @@ import importlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 import trio
@@ -152,7 +152,7 @@ class Edge(Actor[Any]):
     receives as messages (see the module docstring)."""
 
     Options = EdgeOptions
-    refs_optional = (DEFAULT_ROUTE,)
+    refs_optional: ClassVar[tuple[str, ...]] = (DEFAULT_ROUTE,)
     refs_open = True
     batch_max = 1024
     batch_settle = True  # one frame per batch: let ready senders fill it

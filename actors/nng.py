@@ -128,8 +128,11 @@ async def open_wire(
         ConfigError: an option is wrong, or a non-loopback listener is unsecured.
         OSError: NNG could not listen or dial (address in use, ...).
     """
-    choices = {"pattern": (pattern, sorted(_SOCKETS)), "mode": (mode, ["dial", "listen"])}
-    choices["io"] = (io, ["async", "poll"])
+    choices: dict[str, tuple[str, list[str]]] = {
+        "pattern": (pattern, sorted(_SOCKETS)),
+        "mode": (mode, ["dial", "listen"]),
+        "io": (io, ["async", "poll"]),
+    }
     problems = [
         f"unknown {what} {value!r}; expected one of {', '.join(known)}"
         for what, (value, known) in choices.items()

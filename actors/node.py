@@ -29,7 +29,7 @@ from actors.supervisor import Child, Supervisor, unwrap
 from actors.topology import ResolvedActor, Topology, kind_name
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 log = logging.getLogger("actors.node")
 
@@ -135,9 +135,9 @@ async def open_node(topology: Topology) -> AsyncIterator[Node]:
             await node.stop()
     except BaseExceptionGroup as group:
         # Raise what happened bare: the block's own error, or the node's.
-        error = unwrap(group)
-        if error is body_error or isinstance(error, ActorError):
-            raise error from None
+        failure = unwrap(group)
+        if failure is body_error or isinstance(failure, ActorError):
+            raise failure from None
         raise
 
 

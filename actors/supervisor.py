@@ -31,7 +31,7 @@ from actors.errors import Escalation, StartError
 from actors.mailbox import Ref
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 log = logging.getLogger("actors.supervisor")
 
@@ -197,7 +197,7 @@ class Supervisor:
         status = _Status(task_status)
         try:
             with child.scope:
-                await instance.run(task_status=status)  # type: ignore[arg-type]
+                await instance.run(task_status=status)
         except Exception as error:
             if not status.started_:
                 raise

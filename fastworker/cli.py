@@ -69,13 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(run_node, topology)
     except BaseException as raised:  # noqa: BLE001 - turned into an exit code below
-        error = unwrap(raised)
-        if isinstance(error, ConfigError):
-            for problem in error.problems:
+        failure = unwrap(raised)
+        if isinstance(failure, ConfigError):
+            for problem in failure.problems:
                 print(problem, file=sys.stderr)
             return 2
-        if isinstance(error, (StartError, Escalation)):
-            log.error("%s", error)
+        if isinstance(failure, (StartError, Escalation)):
+            log.error("%s", failure)
             return 1
         raise
 
