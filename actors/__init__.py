@@ -15,6 +15,8 @@ from actors.edge import Edge as Edge
 from actors.edge import EdgeOptions as EdgeOptions
 from actors.edge import InboundEdge as InboundEdge
 from actors.edge import OutboundEdge as OutboundEdge
+from actors.edge import Requests as Requests
+from actors.edge import ServeEdge as ServeEdge
 from actors.errors import ActorCrashed as ActorCrashed
 from actors.errors import ActorError as ActorError
 from actors.errors import CallTimeout as CallTimeout
@@ -27,6 +29,7 @@ from actors.frame import Framer as Framer
 from actors.mailbox import Inbox as Inbox
 from actors.mailbox import MailboxStats as MailboxStats
 from actors.mailbox import Ref as Ref
+from actors.mailbox import Reply as Reply
 from actors.mailbox import open_mailbox as open_mailbox
 from actors.node import Node as Node
 from actors.node import open_node as open_node
@@ -60,7 +63,10 @@ __all__ = [
     "OutboundEdge",
     "Received",
     "Ref",
+    "Reply",
+    "Requests",
     "RestartPolicy",
+    "ServeEdge",
     "StartError",
     "Topology",
     "Wire",

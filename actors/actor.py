@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from actors.errors import ActorCrashed
-from actors.mailbox import Call, Inbox, MailboxStats, Ref
+from actors.mailbox import Call, Inbox, MailboxStats, Ref, Reply
 
 M = TypeVar("M")
 
@@ -103,6 +103,8 @@ class Actor(Generic[M]):
     def __init__(self, options: Any, context: ActorContext) -> None:
         self.options = options
         self.context = context
+        self._reply: Reply | None = None
+        self._deferred = False
 
     @property
     def name(self) -> str:
@@ -160,6 +162,21 @@ class Actor(Generic[M]):
         messages of its run that it did not handle, so the next instance
         handles them first instead of losing them."""
         self.context.pending.extend(messages)
+
+    def defer(self) -> Reply:
+        """From ``handle`` of a message sent with ``Ref.call``: answer it
+        later. Returns the call's reply slot (``set`` or ``fail`` it when the
+        answer is known); ``handle``'s return value is then ignored. This is
+        how an actor parks a request (a wait for room, for a result) without
+        blocking its inbox.
+
+        Raises:
+            RuntimeError: the message being handled is not a call.
+        """
+        if self._reply is None:
+            raise RuntimeError(f"{self.name}: defer() outside the handling of a call")
+        self._deferred = True
+        return self._reply
 
     def stats_detail(self) -> Any:
         """The actor's own fields for its snapshot; ``None`` by default."""
@@ -231,6 +248,7 @@ class Actor(Generic[M]):
         if isinstance(message, GetStats):
             item.reply.set(self.stats())
             return
+        self._reply, self._deferred = item.reply, False
         try:
             answer = await self.handle(message)
         except Exception as error:
@@ -241,4 +259,7 @@ class Actor(Generic[M]):
             crashed.__cause__ = error
             item.reply.fail(crashed)
             raise
-        item.reply.set(answer)
+        finally:
+            self._reply = None
+        if not self._deferred:
+            item.reply.set(answer)

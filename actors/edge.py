@@ -44,6 +44,17 @@ log = logging.getLogger("actors.edge")
 DEFAULT_ROUTE = "default"
 
 
+@attrs.frozen
+class Requests:
+    """A ServeEdge -> an actor, with ``Ref.call``: the messages of one request
+    frame bound for this actor, from ``peer``. The answer is a list holding
+    one reply message per request message, in order; return it from
+    ``handle`` or, to answer later, ``defer()`` and set it then."""
+
+    messages: tuple[Any, ...]
+    peer: str = ""
+
+
 def load_codec(path: str) -> Codec:
     """The ``Codec`` named by a ``package.module:attribute`` path.
 
@@ -305,3 +316,168 @@ class OutboundEdge(Edge):
     Options = OutboundOptions
     refs_optional = ()
     refs_open = False
+
+
+def offset_address(address: str, offset: int) -> str:
+    """``address`` with its port moved by ``offset`` (``tcp://h:5555`` + 4 ->
+    ``tcp://h:5559``); an address without a port is returned as is.
+
+    Raises:
+        ValueError: the port is not a number, or the result is out of range.
+    """
+    if not offset:
+        return address
+    head, sep, port = address.rpartition(":")
+    if not sep or "//" not in head or not port.isdigit():
+        raise ValueError(f"cannot offset {address!r}: it has no port")
+    moved = int(port) + offset
+    if not 0 < moved < 65536:
+        raise ValueError(f"{address!r} + {offset} is not a valid port")
+    return f"{head}:{moved}"
+
+
+@attrs.frozen(kw_only=True)
+class ServeOptions(EdgeOptions):
+    """A serving edge's options: ``EdgeOptions`` plus
+
+    Attributes:
+        port_offset: added to the address's port (one base address, several
+            ports: base+0..3 for submissions, base+4 for queries).
+        contexts: requests served at once.
+        call_timeout: the longest an actor may take to answer a request
+            (a parked query or a wait for queue room counts).
+    """
+
+    pattern: Literal["rep"] = "rep"  # type: ignore[assignment]
+    mode: Literal["listen"] = "listen"
+    port_offset: int = 0
+    contexts: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    call_timeout: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "address", offset_address(self.address, self.port_offset))
+        super().__attrs_post_init__()
+
+
+@attrs.frozen(kw_only=True)
+class ServeStats:
+    """What a serving edge answered and what it refused."""
+
+    wire: str
+    requests: int
+    replies: int
+    messages_in: int
+    frames_dropped: int
+    messages_unrouted: int
+    in_progress: int
+
+
+class ServeEdge(Actor[Any]):
+    """Answers request frames (NNG req/rep): the messages of each request go,
+    by tag, to the wired actors as one ``Requests`` call per actor, and their
+    answers go back in one reply frame. ``contexts`` requests are served at
+    once; a bad frame is dropped, counted and logged, and gets no answer.
+    """
+
+    Options = ServeOptions
+    refs_optional: ClassVar[tuple[str, ...]] = (DEFAULT_ROUTE,)
+    refs_open = True
+
+    def __init__(
+        self, options: ServeOptions, context: ActorContext, *, wire: Wire | None = None
+    ) -> None:
+        super().__init__(options, context)
+        self._given_wire = wire
+        self.wire: Wire | None = None
+        self.framer = Framer(
+            load_codec(options.codec),
+            secret=options.read_secret(),
+            max_frame_bytes=options.max_frame_bytes,
+        )
+        self._dropped_log = RateLimitedLog(log, period=options.log_period)
+        self._requests = self._replies = self._messages_in = self._unrouted = 0
+        self._in_progress = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            if self.wire is not None and self._given_wire is None:
+                with trio.CancelScope(shield=True):
+                    await self.wire.aclose()
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        if not self.refs:
+            raise ConfigError(f"{self.name}: a serving edge needs at least one ref to route to")
+        options = self.options
+        self.wire = self._given_wire or await open_wire(
+            options.address,
+            pattern="rep",
+            mode="listen",
+            recv_max_size=options.max_frame_bytes,
+            secured=self.framer.signed,
+            tls=options.tls,
+            contexts=options.contexts,
+        )
+        for _ in range(options.contexts):
+            nursery.start_soon(self._serve_loop, self.wire)
+        return self.wire.name
+
+    async def _serve_loop(self, wire: Wire) -> None:
+        while True:
+            received = await wire.receive_frame()
+            self._requests += 1
+            try:
+                messages = self.framer.unpack(received.frame)
+            except FrameError as error:
+                self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
+                await self._release(wire, received.reply_to)
+                continue
+            self._messages_in += len(messages)
+            self._in_progress += 1
+            try:
+                replies = await self._serve_requests(messages, received.peer)
+                frame = self.framer.pack(replies)
+            finally:
+                self._in_progress -= 1
+            await wire.send_frame(frame, to=received.reply_to)
+            self._replies += 1
+
+    async def _release(self, wire: Wire, reply_to: object) -> None:
+        release = getattr(wire, "discard", None)
+        if release is not None:
+            await release(reply_to)
+
+    async def _serve_requests(self, messages: list[Any], peer: str) -> list[Any]:
+        routes: Mapping[str, Ref[Any]] = self.refs
+        default = routes.get(DEFAULT_ROUTE)
+        replies: list[Any] = []
+        run: list[Any] = []
+        run_ref: Ref[Any] | None = None
+        timeout = self.options.call_timeout
+        for message in messages:
+            ref = routes.get(type(message).__name__, default)
+            if ref is None:
+                self._unrouted += 1
+                continue
+            if ref is not run_ref and run:
+                assert run_ref is not None
+                replies += await run_ref.call(Requests(tuple(run), peer), timeout=timeout)
+                run = []
+            run_ref = ref
+            run.append(message)
+        if run:
+            assert run_ref is not None
+            replies += await run_ref.call(Requests(tuple(run), peer), timeout=timeout)
+        return replies
+
+    def stats_detail(self) -> ServeStats:
+        return ServeStats(
+            wire=self.wire.name if self.wire is not None else "not open",
+            requests=self._requests,
+            replies=self._replies,
+            messages_in=self._messages_in,
+            frames_dropped=self._dropped_log.total,
+            messages_unrouted=self._unrouted,
+            in_progress=self._in_progress,
+        )

@@ -1,30 +1,44 @@
-"""NNG sockets as wires: the one module that imports pynng.
+"""NNG sockets as wires: with ``actors.nng_reqrep``, the only modules that import pynng.
 
 Edge actors move frames through an ``actors.wire.Wire``; ``open_wire`` makes
-one from an NNG socket (push, pull, pair, pair1 or bus) that listens or dials,
-driven by its descriptors (``io="poll"``) or by pynng's aio (``io="async"``);
-see docs/transport.md. A sent frame may still be lost when a peer restarts:
+one from an NNG socket (push, pull, pair, pair1, bus or rep) that listens or
+dials, driven by its descriptors (``io="poll"``) or by pynng's aio
+(``io="async"``, always for rep); ``open_request_wire`` makes the client of a
+rep wire, a ``RequestWire`` that runs under asyncio and trio. See
+docs/transport.md. A sent frame may still be lost when a peer restarts:
 delivery rests on the acks and redelivery of the layers above.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import math
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, Literal, final
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import pynng  # type: ignore[import-untyped]
 import trio
 
 from actors.errors import ConfigError
+from actors.nng_reqrep import RepContexts, req_socket
+from actors.nng_reqrep import RequestWire as RequestWire
 from actors.wire import Received
 
-__all__ = ["NngWire", "TlsOptions", "check_listen_address", "open_wire"]
+__all__ = [
+    "NngWire",
+    "RequestWire",
+    "TlsOptions",
+    "check_listen_address",
+    "open_request_wire",
+    "open_wire",
+]
 
-Pattern = Literal["push", "pull", "pair", "pair1", "bus"]
+Pattern = Literal["push", "pull", "pair", "pair1", "bus", "rep"]
 Mode = Literal["listen", "dial"]
 Io = Literal["poll", "async"]
 
@@ -35,6 +49,14 @@ RECONNECT_MAX_MS: Final = 2000
 #: Frames a socket queues each way. NNG's defaults (0 or 1 for most patterns)
 #: make every send wait for the previous write; 16 doubles poll throughput.
 DEFAULT_BUFFER_FRAMES: Final = 16
+#: Requests a rep wire holds at once, or a request wire has in flight.
+DEFAULT_CONTEXTS: Final = 8
+#: Seconds a request goes unanswered, on a live connection, before it is sent
+#: again. Longer than any request may legitimately wait at the server (every
+#: copy takes a server context); a dropped connection resends at once anyway.
+DEFAULT_RESEND_TIME: Final = 60.0
+_MAX_CONTEXTS: Final = 4096
+_MAX_MS: Final = 2**31 - 1  # NNG durations are int32 milliseconds
 
 _SOCKETS: Final[dict[str, Callable[..., Any]]] = {
     "push": pynng.Push0,
@@ -43,11 +65,16 @@ _SOCKETS: Final[dict[str, Callable[..., Any]]] = {
     # Polyamorous, so one listener answers many dialers by pipe.
     "pair1": lambda **options: pynng.Pair1(polyamorous=True, **options),
     "bus": pynng.Bus0,
+    "rep": pynng.Rep0,
+    "req": req_socket,  # open_request_wire's, not open_wire's
 }
-_CAN_SEND: Final = frozenset({"push", "pair", "pair1", "bus"})
-_CAN_RECEIVE: Final = frozenset({"pull", "pair", "pair1", "bus"})
-# NNG counts pair1's 4-byte hop-count header against recv_max_size.
-_HEADER_BYTES: Final = {"pair1": 4}
+_CAN_SEND: Final = frozenset({"push", "pair", "pair1", "bus", "rep"})
+_CAN_RECEIVE: Final = frozenset({"pull", "pair", "pair1", "bus", "rep"})
+# Driven by contexts, which have no descriptors and no queues to size.
+_BY_CONTEXT: Final = frozenset({"rep", "req"})
+# NNG counts pair1's 4-byte hop count, and req/rep's 4-byte request id (one
+# per hop: we have one), against recv_max_size.
+_HEADER_BYTES: Final = {"pair1": 4, "rep": 4, "req": 4}
 _LOCAL_SCHEMES: Final = ("ipc://", "inproc://", "abstract://")
 
 
@@ -102,6 +129,7 @@ async def open_wire(
     tls: TlsOptions | None = None,
     io: Io = "poll",
     buffer_frames: int = DEFAULT_BUFFER_FRAMES,
+    contexts: int = DEFAULT_CONTEXTS,
 ) -> NngWire:
     """Open an NNG socket on ``address`` and wrap it as a wire.
 
@@ -113,23 +141,29 @@ async def open_wire(
         address: e.g. ``tcp://127.0.0.1:5555`` (port 0 picks a free one),
             ``tls+tcp://...``, ``ipc:///run/fw.sock``, ``inproc://name``.
         pattern: ``push``, ``pull``, ``pair``, ``pair1`` (one listener, many
-            dialers, answered through ``Received.reply_to``) or ``bus``.
+            dialers, answered through ``Received.reply_to``), ``bus``, or
+            ``rep`` (answers each request of ``open_request_wire`` clients:
+            ``send_frame(reply, to=received.reply_to)`` is required).
         mode: ``listen`` or ``dial``.
         recv_max_size: the largest frame accepted, in bytes. A peer sending a
             larger one is disconnected and the frame dropped.
         secured: frames are authenticated above this layer (shared secret).
         tls: certificates for a ``tls+tcp://`` address; counts as secured.
-        io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio).
+        io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio). rep
+            always uses ``async``: its contexts have no descriptors.
         buffer_frames: frames queued each way (0 to 8192), beyond those in
             flight on each connection; memory is bounded by about
             ``buffer_frames * recv_max_size``. Queued frames die with a peer.
+            Not used by rep, which takes one request per connection at a time.
+        contexts: rep only: requests held at once (1 to 4096), each from its
+            receipt until it is answered; ``receive_frame`` waits while all are.
 
     Raises:
         ConfigError: an option is wrong, or a non-loopback listener is unsecured.
         OSError: NNG could not listen or dial (address in use, ...).
     """
     choices: dict[str, tuple[str, list[str]]] = {
-        "pattern": (pattern, sorted(_SOCKETS)),
+        "pattern": (pattern, sorted(set(_SOCKETS) - {"req"})),
         "mode": (mode, ["dial", "listen"]),
         "io": (io, ["async", "poll"]),
     }
@@ -138,18 +172,9 @@ async def open_wire(
         for what, (value, known) in choices.items()
         if value not in known
     ]
-    if recv_max_size <= 0:
-        problems.append(f"recv_max_size must be a positive int, got {recv_max_size}")
     if not 0 <= buffer_frames <= 8192:
         problems.append(f"buffer_frames must be within 0..8192, got {buffer_frames}")
-    if address.startswith("tls+") != (tls is not None):
-        problems.append("TLS options go with, and only with, a tls+tcp:// address")
-    if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
-        problems.append("TLS cert_file and key_file go together")
-    elif tls is not None and mode == "listen" and tls.cert_file is None:
-        problems.append("a TLS listener needs cert_file and key_file")
-    if tls is not None and mode == "dial" and tls.ca_file is None:
-        problems.append("a TLS dialer needs ca_file to verify the listener")
+    problems += _common_problems(address, mode, recv_max_size, contexts, tls)
     if problems:
         raise ConfigError(f"{address}: {problem}" for problem in problems)
     if mode == "listen":
@@ -159,7 +184,78 @@ async def open_wire(
     socket, name = await trio.to_thread.run_sync(
         _open_socket, address, pattern, mode, max_size, buffer_frames, tls
     )
-    return NngWire(socket, name=name, address=address, pattern=pattern, io=io)
+    return NngWire(socket, name=name, address=address, pattern=pattern, io=io, contexts=contexts)
+
+
+async def open_request_wire(
+    address: str,
+    *,
+    recv_max_size: int,
+    contexts: int = DEFAULT_CONTEXTS,
+    resend_time: float | None = None,
+    tls: TlsOptions | None = None,
+) -> RequestWire:
+    """Dial a ``rep`` wire at ``address`` and return a client for it.
+
+    Never waits for the server: NNG connects in the background and
+    reconnects whenever the link drops; requests wait until it is there.
+    Runs under asyncio and trio.
+
+    Args:
+        address: the rep listener, e.g. ``tcp://127.0.0.1:5555``.
+        recv_max_size: the largest reply accepted, in bytes. A larger one
+            closes the connection, and the request goes out again.
+        contexts: requests in flight at once (1 to 4096).
+        resend_time: seconds without a reply, on a connection that stays up,
+            before the request is sent again; ``None`` means
+            ``DEFAULT_RESEND_TIME`` (60 s), ``math.inf`` never. Whatever the
+            value, a request whose connection drops (a server restart) is
+            sent again as soon as a connection is back.
+        tls: certificates for a ``tls+tcp://`` address (``ca_file`` needed).
+
+    Raises:
+        ConfigError: an option is wrong.
+        OSError: NNG could not dial.
+    """
+    resend = DEFAULT_RESEND_TIME if resend_time is None else resend_time
+    problems = _common_problems(address, "dial", recv_max_size, contexts, tls)
+    if not resend > 0:  # also refuses NaN
+        problems.append(f"resend_time must be positive seconds or math.inf, got {resend_time}")
+    if problems:
+        raise ConfigError(f"{address}: {problem}" for problem in problems)
+    resend_ms = _MAX_MS if math.isinf(resend) else min(_MAX_MS, max(1, round(resend * 1000)))
+    socket, name = await anyio.to_thread.run_sync(
+        functools.partial(
+            _open_socket,
+            address,
+            "req",
+            "dial",
+            recv_max_size + _HEADER_BYTES["req"],
+            0,
+            tls,
+            resend_ms=resend_ms,
+        )
+    )
+    return RequestWire(socket, name=name, contexts=contexts)
+
+
+def _common_problems(
+    address: str, mode: str, recv_max_size: int, contexts: int, tls: TlsOptions | None
+) -> list[str]:
+    problems = []
+    if recv_max_size <= 0:
+        problems.append(f"recv_max_size must be a positive int, got {recv_max_size}")
+    if not 1 <= contexts <= _MAX_CONTEXTS:
+        problems.append(f"contexts must be within 1..{_MAX_CONTEXTS}, got {contexts}")
+    if address.startswith("tls+") != (tls is not None):
+        problems.append("TLS options go with, and only with, a tls+tcp:// address")
+    if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
+        problems.append("TLS cert_file and key_file go together")
+    elif tls is not None and mode == "listen" and tls.cert_file is None:
+        problems.append("a TLS listener needs cert_file and key_file")
+    if tls is not None and mode == "dial" and tls.ca_file is None:
+        problems.append("a TLS dialer needs ca_file to verify the listener")
+    return problems
 
 
 @final
@@ -170,15 +266,27 @@ class NngWire:
     send that NNG has started is never cancelled (pynng leaks the frame if it
     is): a cancelled ``send_frame`` returns once NNG takes the frame or the
     wire closes. With ``io="poll"`` every wait is cancellable.
+
+    A rep wire holds each request in one of its contexts until it is answered
+    (``send_frame(reply, to=received.reply_to)``) or discarded (``discard``),
+    or until nothing references its ``reply_to`` any more. Every wait is
+    cancellable: a cancelled reply is dropped, never leaked.
     """
 
-    def __init__(self, socket: Any, *, name: str, address: str, pattern: str, io: str) -> None:
+    def __init__(
+        self, socket: Any, *, name: str, address: str, pattern: str, io: str, contexts: int = 0
+    ) -> None:
         self._socket = socket
         self._name = name
         self._scheme = address.partition("://")[0]
         self._pattern = pattern
-        self._poll = io == "poll"
+        self._poll = io == "poll" and pattern not in _BY_CONTEXT
         self._closed = False
+        self._rep = (
+            RepContexts(socket, contexts, name=name, closed_error=self._closed_error)
+            if pattern == "rep"
+            else None
+        )
         # NNG's descriptors turn *readable* when the socket can receive, and
         # when it can send: send_fd never reports writable.
         self._recv_fd = socket.recv_fd if self._poll and pattern in _CAN_RECEIVE else -1
@@ -199,13 +307,22 @@ class NngWire:
         Args:
             frame: the bytes to send.
             to: a ``Received.reply_to`` from this pair1 wire, to answer that
-                peer only; frames to a peer that has gone are dropped.
+                peer only; frames to a peer that has gone are dropped. A rep
+                wire requires it: the request to answer, once.
 
         Raises:
             trio.ClosedResourceError: the wire is closed, before or while waiting.
-            ConfigError: this pattern cannot send, or ``to`` is not a pair1 peer.
+            ConfigError: this pattern cannot send, or ``to`` is not a pair1
+                peer or an unanswered request of this rep wire.
         """
         self._check(_CAN_SEND, "send")
+        if self._rep is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                await self._rep.reply(frame, to)
+            except pynng.Closed:
+                raise self._closed_error() from None
+            return
         if to is not None and (self._pattern != "pair1" or not isinstance(to, pynng.Pipe)):
             raise ConfigError(f"{self._name}: to= takes a pair1 Received.reply_to, got {to!r}")
         message = frame if to is None else pynng.Message(frame, to)
@@ -237,6 +354,9 @@ class NngWire:
         self._check(_CAN_RECEIVE, "receive")
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
+            if self._rep is not None:
+                message, request = await self._rep.receive()
+                return Received(message.bytes, self._peer(message.pipe), request)
             if self._poll:
                 while True:
                     try:
@@ -252,6 +372,21 @@ class NngWire:
         pipe = message.pipe
         return Received(message.bytes, self._peer(pipe), pipe if self._pattern == "pair1" else None)
 
+    async def discard(self, reply_to: object) -> None:
+        """Rep only: free the request behind ``reply_to`` without answering it.
+
+        Its client gets no reply: it resends after its ``resend_time``, or
+        gives up at its timeout.
+
+        Raises:
+            ConfigError: not a rep wire, or ``reply_to`` is not an unanswered
+                request of this one.
+        """
+        if self._rep is None:
+            raise ConfigError(f"{self._name}: only a rep wire can discard a request")
+        self._rep.discard(reply_to)
+        await trio.lowlevel.checkpoint()
+
     async def aclose(self) -> None:
         """Close the socket; tasks waiting in send or receive wake with ClosedResourceError."""
         if not self._closed:
@@ -259,10 +394,17 @@ class NngWire:
             for fd in (self._recv_fd, self._send_fd):
                 if fd >= 0:
                     trio.lowlevel.notify_closing(fd)
+            if self._rep is not None:
+                self._rep.close()
             # nng_close waits for the socket's pipes to wind down.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._socket.close)
+                await trio.to_thread.run_sync(self._close)
         await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        if self._rep is not None:  # contexts first: after the socket, closing one raises
+            self._rep.close_contexts()
+        self._socket.close()
 
     def _check(self, can: frozenset[str], verb: str) -> None:
         if self._closed:
@@ -328,18 +470,25 @@ def _tls_config(address: str, tls: TlsOptions, mode: str) -> Any:
 
 
 def _open_socket(
-    address: str, pattern: str, mode: str, max_size: int, buffer_frames: int, tls: TlsOptions | None
+    address: str,
+    pattern: str,
+    mode: str,
+    max_size: int,
+    buffer_frames: int,
+    tls: TlsOptions | None,
+    **options: Any,
 ) -> tuple[Any, str]:
     config = None if tls is None else _tls_config(address, tls, mode)
     socket = _SOCKETS[pattern](
         recv_max_size=max_size,
         reconnect_time_min=RECONNECT_MIN_MS,
         reconnect_time_max=RECONNECT_MAX_MS,
+        **options,
     )
     try:
-        if pattern in _CAN_RECEIVE:
+        if pattern in _CAN_RECEIVE and pattern not in _BY_CONTEXT:
             socket.recv_buffer_size = buffer_frames
-        if pattern in _CAN_SEND:
+        if pattern in _CAN_SEND and pattern not in _BY_CONTEXT:
             socket.send_buffer_size = buffer_frames
         if config is not None:
             socket.tls_config = config

@@ -16,6 +16,28 @@ def free_tcp_port() -> int:
         return port
 
 
+def free_tcp_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that were
+    all free a moment ago (for a node listening on base+0..base+N)."""
+    for _ in range(200):
+        base = free_tcp_port()
+        if base + count > 65535:
+            continue
+        probes = []
+        try:
+            for port in range(base, base + count):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise RuntimeError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
 @pytest.fixture
 def free_port() -> int:
     """A free TCP port on the loopback address."""

@@ -36,7 +36,9 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -120,14 +122,23 @@ class NodeOptions:
 
     Attributes:
         name: the node's name in logs.
+        imports: modules to import before anything starts (the modules that
+            define a control plane's tasks, say); an entry may hold several
+            names separated by commas, so one environment variable can
+            name a list (``["${FASTWORKER_TASKS:-examples.tasks}"]``).
         shutdown_deadline: seconds a graceful stop waits for actors to
             finish what they hold before cancelling them.
         supervision: how crashes are answered.
     """
 
     name: str = "node"
+    imports: list[str] = attrs.field(factory=list)
     shutdown_deadline: float = 10.0
     supervision: RestartPolicy = RestartPolicy()
+
+    def modules(self) -> list[str]:
+        """The module names of ``imports``, commas split."""
+        return [name.strip() for entry in self.imports for name in entry.split(",") if name.strip()]
 
 
 @attrs.frozen(kw_only=True)
@@ -255,7 +266,8 @@ class Topology:
                 wiring is wrong).
         """
         source = self.source
-        problems: list[str] = []
+        problems: list[str] = [_import(module, source) for module in self.node.modules()]
+        problems = [problem for problem in problems if problem]
         wiring: list[str] = []
         names = [spec.name for spec in self.actors]
         seen: set[str] = set()
@@ -283,6 +295,30 @@ class Topology:
             error_cls = WiringError if not problems else ConfigError
             raise error_cls(problems + wiring)
         return _start_order(resolved)
+
+
+def _import(module: str, source: str) -> str:
+    """Import ``module``; return "" or a problem line with the module's own
+    part of the traceback (not the import machinery's, not ours)."""
+    try:
+        importlib.import_module(module)
+    except Exception as error:
+        frames = [
+            frame
+            for frame in traceback.extract_tb(error.__traceback__)
+            if not frame.filename.startswith("<frozen")
+            and Path(frame.filename).resolve() not in (_HERE, _IMPORTLIB)
+        ]
+        where = "".join(traceback.format_list(frames)).rstrip()
+        return (
+            f"{source}: $.node.imports: cannot import {module!r}: "
+            f"{type(error).__name__}: {error}" + (f"\n{where}" if where else "")
+        )
+    return ""
+
+
+_HERE = Path(__file__).resolve()
+_IMPORTLIB = Path(importlib.__file__).resolve()
 
 
 def _collect(problems: list[str], make: Any) -> Any:

@@ -1,1 +1,47 @@
-"""fastworker."""
+"""fastworker: a brokerless task queue for Python.
+
+    from fastworker import task, Client
+
+    @task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with Client() as client:
+        print(await client.submit(add, 1, 2))
+
+Run the control plane with ``fastworker run config/control.toml``.
+"""
+
+from fastworker.client import Client as Client
+from fastworker.client import SyncClient as SyncClient
+from fastworker.errors import ConnectionLost as ConnectionLost
+from fastworker.errors import FastworkerError as FastworkerError
+from fastworker.errors import InvalidSubmission as InvalidSubmission
+from fastworker.errors import QueueFull as QueueFull
+from fastworker.errors import ResultUnknown as ResultUnknown
+from fastworker.errors import TaskCancelled as TaskCancelled
+from fastworker.errors import TaskError as TaskError
+from fastworker.errors import TaskTimeout as TaskTimeout
+from fastworker.errors import UnknownTask as UnknownTask
+from fastworker.messages import TaskRecord as TaskRecord
+from fastworker.tasks import Task as Task
+from fastworker.tasks import task as task
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "FastworkerError",
+    "InvalidSubmission",
+    "QueueFull",
+    "ResultUnknown",
+    "SyncClient",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskRecord",
+    "TaskTimeout",
+    "UnknownTask",
+    "task",
+]

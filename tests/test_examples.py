@@ -17,6 +17,9 @@ import attrs
 import pytest
 import trio
 
+from actors.pytest_plugin import free_tcp_ports
+from tests.process.harness import fastworker_run
+
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = 10  # seconds
 
@@ -28,6 +31,8 @@ class Example:
     script: str
     args: tuple[str, ...]
     expected: str
+    #: Runs against a control plane (started for it on free ports).
+    control_plane: bool = False
 
 
 #: Every example script; ``{address}`` becomes a free loopback address.
@@ -37,7 +42,25 @@ EXAMPLES = [
         ("--count", "3", "--address", "{address}"),
         expected="done: 3 pongs",
     ),
+    Example(
+        "examples/trio_client.py",
+        (),
+        expected="fail('on purpose') raised ValueError on purpose",
+        control_plane=True,
+    ),
+    Example(
+        "examples/sync_client.py",
+        (),
+        expected="results: [1, 2, 3]",
+        control_plane=True,
+    ),
 ]
+
+#: Example modules that are not scripts, and where they are exercised.
+MODULES = {
+    "examples/tasks.py": "loaded by every control plane the tests start",
+    "examples/fastapi_app.py": "tests/process/test_control.py::test_the_fastapi_example",
+}
 
 
 def test_every_example_script_is_run() -> None:
@@ -47,7 +70,7 @@ def test_every_example_script_is_run() -> None:
         for path in (ROOT / "examples").glob("*.py")
         if path.name != "__init__.py"
     }
-    assert scripts == {example.script for example in EXAMPLES}
+    assert scripts == {example.script for example in EXAMPLES} | set(MODULES)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.script for e in EXAMPLES])
@@ -57,6 +80,19 @@ async def test_example_runs_to_completion(
     """The example exits 0 on its own and logs the line that shows it worked."""
     args = [arg.format(address=loopback_address) for arg in example.args]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTWORKER_", "PINGPONG_"))}
+    if example.control_plane:
+        env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+        async with fastworker_run("config/control.toml", env) as node:
+            await node.wait_for("node control ready")
+            await run_example(example, args, env, tmp_path)
+            assert await node.stop() == 0, node.tail
+    else:
+        await run_example(example, args, env, tmp_path)
+
+
+async def run_example(
+    example: Example, args: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
     log_file = tmp_path / "output.txt"
 
     # A file rather than a pipe keeps the output of an example that hangs.

@@ -95,3 +95,56 @@ async def test_unhandled_message_crashes_with_a_clear_error() -> None:
     async with open_node(Topology().add("mute", Mute)) as node:
         with pytest.raises(ActorCrashed, match="Mute does not handle Note"):
             await node.refs["mute"].call(Note(1), timeout=5)
+
+
+async def test_a_deferred_call_is_answered_later_without_blocking_the_inbox() -> None:
+    """defer() parks a call; the actor goes on handling messages, and the
+    caller gets the answer whenever the actor sets it."""
+    from actors import Reply
+
+    class Parker(Actor[Any]):
+        parked: list[Reply] = []
+
+        async def handle(self, message: Any) -> Any:
+            if message == "park":
+                self.parked.append(self.defer())
+                return "ignored"
+            if message == "release":
+                self.parked.pop().set("released")
+            return "handled"
+
+    async with open_node(Topology().add("p", Parker)) as node:
+        async with trio.open_nursery() as nursery:
+            answers: list[str] = []
+
+            async def park() -> None:
+                answers.append(await node.refs["p"].call("park", timeout=5))
+
+            nursery.start_soon(park)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await node.refs["p"].call("other", timeout=5) == "handled"
+            assert answers == []
+            await node.refs["p"].call("release", timeout=5)
+        assert answers == ["released"]
+
+
+async def test_defer_outside_a_call_is_an_error() -> None:
+    """defer() while handling a plain message raises, which crashes the actor."""
+
+    class Wrong(Actor[Any]):
+        async def handle(self, message: Any) -> Any:
+            self.defer()
+
+    seen: list[str] = []
+
+    class Probe(Wrong):
+        async def handle(self, message: Any) -> Any:
+            try:
+                self.defer()
+            except RuntimeError as error:
+                seen.append(str(error))
+
+    async with open_node(Topology().add("w", Probe)) as node:
+        await node.refs["w"].send("plain")
+        await trio.testing.wait_all_tasks_blocked()
+    assert seen == ["w: defer() outside the handling of a call"]

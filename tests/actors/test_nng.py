@@ -1,23 +1,38 @@
 """actors.nng over real NNG sockets, on loopback only.
 
 Every wait is on the system (a frame arriving, a connection closing, tasks
-blocking); ``trio.fail_after`` only guards against a hang.
+blocking); ``trio.fail_after`` only guards against a hang. Request timeouts
+run on the autojump clock, or are the behaviour under test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
+import math
 import re
-from collections.abc import AsyncIterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 import trio.testing
 
 from actors.errors import ConfigError
-from actors.nng import NngWire, TlsOptions, check_listen_address, open_wire
+from actors.nng import (
+    NngWire,
+    RequestWire,
+    TlsOptions,
+    check_listen_address,
+    open_request_wire,
+    open_wire,
+)
+from actors.pytest_plugin import free_tcp_port
 from actors.wire import Received, Wire
 
 MAX = 64 * 1024
@@ -25,6 +40,8 @@ GUARD = 10  # seconds; a hang fails the test instead of stalling the run
 IO_MODES = ["poll", "async"]
 # The SP handshake a push0 socket sends first: "\0SP\0", protocol 0x50, reserved.
 PUSH_HANDSHAKE = b"\x00SP\x00\x00\x50\x00\x00"
+# ... and a req0 socket's (protocol 0x30).
+REQ_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"
 
 
 @contextlib.asynccontextmanager
@@ -35,6 +52,39 @@ async def opened(address: str, **options: Any) -> AsyncIterator[NngWire]:
         yield wire
     finally:
         await wire.aclose()
+
+
+@contextlib.asynccontextmanager
+async def requesting(address: str, **options: Any) -> AsyncIterator[RequestWire]:
+    options.setdefault("recv_max_size", MAX)
+    wire = await open_request_wire(address, **options)
+    try:
+        yield wire
+    finally:
+        await wire.aclose()
+
+
+class Held:
+    """The requests a ``serve`` loop keeps unanswered; ``first`` is set at the first."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.first = trio.Event()
+
+    def add(self, request: Received) -> None:
+        self.requests.append(request)
+        self.first.set()
+
+
+async def serve(wire: Wire, held: Held | None = None) -> None:
+    """Answer each request with b"re:" + it; keep those starting with b"hold" unanswered."""
+    while True:
+        received = await wire.receive_frame()
+        if received.frame.startswith(b"hold"):
+            assert held is not None
+            held.add(received)
+        else:
+            await wire.send_frame(b"re:" + received.frame, to=received.reply_to)
 
 
 def address_of(wire: NngWire) -> str:
@@ -231,6 +281,410 @@ async def test_cancelled_receive_loses_no_frame_and_receivers_may_share() -> Non
     assert sorted(r.frame for r in got) == [b"one", b"two"]
 
 
+# --- request/reply -----------------------------------------------------------
+
+
+async def test_rep_answers_each_client_its_own_replies() -> None:
+    """Two clients with many requests in flight each get the reply to each request."""
+    peers: set[str] = set()
+
+    async def serve_noting_peers(wire: NngWire) -> None:
+        while True:
+            received = await wire.receive_frame()
+            peers.add(received.peer)
+            await wire.send_frame(b"re:" + received.frame, to=received.reply_to)
+
+    async def ask(client: RequestWire, name: bytes, replies: dict[bytes, bytes]) -> None:
+        async def one(i: int) -> None:
+            frame = b"%s-%d" % (name, i)
+            replies[frame] = await client.request(frame)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, i)
+
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=8) as server:
+        async with requesting(address_of(server)) as a, requesting(address_of(server)) as b:
+            replies: dict[bytes, bytes] = {}
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(8):
+                        nursery.start_soon(serve_noting_peers, server)
+                    async with trio.open_nursery() as clients:
+                        clients.start_soon(ask, a, b"a", replies)
+                        clients.start_soon(ask, b, b"b", replies)
+                    nursery.cancel_scope.cancel()
+    assert len(replies) == 100
+    assert all(reply == b"re:" + frame for frame, reply in replies.items())
+    assert len(peers) == 2 and all(re.fullmatch(r"tcp://127\.0\.0\.1:\d+", p) for p in peers)
+    assert a.name == f"dialing {address_of(server)}"
+
+
+async def test_requests_in_flight_are_received_at_once() -> None:
+    """With K contexts each end, K requests are all received before any is answered."""
+    k = 6
+    received = 0
+    all_in = trio.Event()
+
+    async def answer_once_all_are_in(wire: NngWire) -> None:
+        nonlocal received
+        request = await wire.receive_frame()
+        received += 1
+        if received == k:
+            all_in.set()
+        await all_in.wait()
+        await wire.send_frame(request.frame, to=request.reply_to)
+
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=k) as server:
+        async with requesting(address_of(server), contexts=k) as client:
+            replies: list[bytes] = []
+
+            async def ask(i: int) -> None:
+                replies.append(await client.request(b"%d" % i))
+
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(k):
+                        nursery.start_soon(answer_once_all_are_in, server)
+                    for i in range(k):
+                        nursery.start_soon(ask, i)
+    assert sorted(replies) == sorted(b"%d" % i for i in range(k))
+
+
+async def test_request_times_out_with_the_builtin_timeout_error(
+    free_port: int, autojump_clock: object
+) -> None:
+    """No server: TimeoutError after the timeout, naming the wire; the context is freed."""
+    async with requesting(f"tcp://127.0.0.1:{free_port}", contexts=1) as client:
+        no_reply = r"^dialing tcp://127\.0\.0\.1:\d+: no reply within 5 s$"
+        with pytest.raises(TimeoutError, match=no_reply):
+            await client.request(b"anyone?", timeout=5)
+        with pytest.raises(TimeoutError):  # the one context was given back
+            await client.request(b"anyone?", timeout=5)
+
+
+async def test_cancelled_request_frees_its_context() -> None:
+    """A request cancelled while the server holds it frees its context for the next."""
+    held = Held()
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=2) as server:
+        async with requesting(address_of(server), contexts=1) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve, server, held)
+                    async with trio.open_nursery() as asking:
+                        asking.start_soon(client.request, b"hold me")
+                        await held.first.wait()
+                        asking.cancel_scope.cancel()
+                    assert await client.request(b"next") == b"re:next"
+                    nursery.cancel_scope.cancel()
+    assert [r.frame for r in held.requests] == [b"hold me"]
+
+
+async def test_restarted_server_answers_the_request_in_flight(loopback_address: str) -> None:
+    """A request held by a server that closes is sent again to its successor as
+    soon as the client reconnects, with no resend timer at all."""
+    held = Held()
+    async with requesting(loopback_address, resend_time=math.inf) as client:
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as nursery:
+                replies: list[bytes] = []
+
+                async def ask() -> None:
+                    replies.append(await client.request(b"hold, then work"))
+
+                nursery.start_soon(ask)
+                async with opened(loopback_address, pattern="rep", mode="listen") as first:
+                    async with trio.open_nursery() as serving:
+                        serving.start_soon(serve, first, held)
+                        await held.first.wait()
+                        serving.cancel_scope.cancel()
+                async with opened(loopback_address, pattern="rep", mode="listen") as second:
+                    request = await second.receive_frame()
+                    await second.send_frame(b"done: " + request.frame, to=request.reply_to)
+    assert request.frame == held.requests[0].frame
+    assert replies == [b"done: hold, then work"]
+
+
+async def test_request_dropped_by_a_live_server_is_resent_after_resend_time() -> None:
+    """The resend timer recovers a request the server lost on a connection that stays up."""
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
+        async with requesting(address_of(server), resend_time=0.05) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    replies: list[bytes] = []
+
+                    async def ask() -> None:
+                        replies.append(await client.request(b"again"))
+
+                    nursery.start_soon(ask)
+                    lost = await server.receive_frame()
+                    await server.discard(lost.reply_to)
+                    again = await server.receive_frame()
+                    assert again.frame == lost.frame and again.peer == lost.peer
+                    await server.send_frame(b"got it", to=again.reply_to)
+    assert replies == [b"got it"]
+
+
+@pytest.mark.parametrize("how", ["discard", "garbage_collected"])
+async def test_unanswered_request_gives_its_context_back(how: str) -> None:
+    """With one context, a request that is discarded, or whose Received is
+    dropped unanswered, no longer blocks the next."""
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=1) as server:
+        async with requesting(address_of(server), resend_time=math.inf) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.request, b"one")
+                    nursery.start_soon(client.request, b"two")
+                    first = await server.receive_frame()
+                    if how == "discard":
+                        await server.discard(first.reply_to)
+                    else:
+                        del first
+                        gc.collect()
+                    second = await server.receive_frame()
+                    await server.send_frame(b"", to=second.reply_to)
+                    nursery.cancel_scope.cancel()
+
+
+async def test_rep_reply_needs_an_unanswered_request_of_this_wire() -> None:
+    """A rep wire answers with to=, once per request; anything else is a ConfigError."""
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
+        async with requesting(address_of(server)) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.request, b"x")
+                    request = await server.receive_frame()
+                    not_a_request = "to= takes the reply_to of a request"
+                    for wrong in [None, "somebody", Received(b"", "")]:
+                        with pytest.raises(ConfigError, match=not_a_request):
+                            await server.send_frame(b"y", to=wrong)
+                    await server.send_frame(b"y", to=request.reply_to)
+                    with pytest.raises(ConfigError, match="not answered yet"):
+                        await server.send_frame(b"y", to=request.reply_to)
+                    with pytest.raises(ConfigError, match="not answered yet"):
+                        await server.discard(request.reply_to)
+        async with opened("tcp://127.0.0.1:0", pattern="pull", mode="listen") as pull:
+            with pytest.raises(ConfigError, match="only a rep wire can discard"):
+                await pull.discard(request.reply_to)
+
+
+async def test_request_and_reply_of_exactly_recv_max_size_are_delivered() -> None:
+    """recv_max_size counts frame bytes only, not NNG's request id, both ways."""
+    async with opened(
+        "tcp://127.0.0.1:0", pattern="rep", mode="listen", recv_max_size=100
+    ) as server:
+        async with requesting(address_of(server), recv_max_size=100) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve, server)
+                    assert await client.request(b"q" * 97) == b"re:" + b"q" * 97
+                    nursery.cancel_scope.cancel()
+
+
+async def test_oversized_request_is_dropped_and_rep_keeps_serving() -> None:
+    """A request beyond recv_max_size cuts that connection; other clients are served."""
+    async with opened(
+        "tcp://127.0.0.1:0", pattern="rep", mode="listen", recv_max_size=100
+    ) as server:
+        port = int(address_of(server).rpartition(":")[2])
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, server)
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                async with stream:
+                    # A well-formed request first: the hand-made peer speaks req0.
+                    request_id = b"\x80\x00\x00\x01"
+                    await stream.send_all(REQ_HANDSHAKE + (104).to_bytes(8, "big") + request_id)
+                    await stream.send_all(b"s" * 100)
+                    reply = b""
+                    while len(reply) < 8 + 8 + 4 + 103:  # handshake, length, id, body
+                        chunk = await stream.receive_some()
+                        assert chunk, "the server closed the connection"
+                        reply += chunk
+                    assert reply[:8] == REQ_HANDSHAKE[:5] + b"\x31\x00\x00"  # rep0 answers
+                    assert reply[8:] == (107).to_bytes(8, "big") + request_id + b"re:" + b"s" * 100
+                    await stream.send_all((105).to_bytes(8, "big") + request_id + b"o" * 101)
+                    await wait_closed_by_peer(stream)
+                async with requesting(address_of(server)) as client:
+                    assert await client.request(b"next") == b"re:next"
+                nursery.cancel_scope.cancel()
+
+
+async def test_oversized_reply_is_dropped_and_the_request_resent() -> None:
+    """A reply beyond the client's recv_max_size cuts its connection; NNG
+    resends the request on reconnect, for as long as the request lasts."""
+    seen: list[bytes] = []
+    resent = trio.Event()
+
+    async def answer_too_much(wire: NngWire) -> None:
+        while True:
+            received = await wire.receive_frame()
+            seen.append(received.frame)
+            if seen.count(b"big") == 2:
+                resent.set()
+            reply = b"r" * 101 if received.frame == b"big" else b"r" * 100
+            await wire.send_frame(reply, to=received.reply_to)
+
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
+        async with requesting(address_of(server), recv_max_size=100) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(answer_too_much, server)
+                    async with trio.open_nursery() as asking:
+                        asking.start_soon(client.request, b"big")
+                        await resent.wait()  # dropped, reconnected, sent again
+                        asking.cancel_scope.cancel()
+                    assert await client.request(b"small") == b"r" * 100
+                    nursery.cancel_scope.cancel()
+
+
+async def test_close_wakes_waiting_requests_and_receivers() -> None:
+    """aclose wakes requests (anyio.ClosedResourceError) and receivers (trio's),
+    including those waiting for a free context."""
+    woken: list[str] = []
+    server = await open_wire(
+        "tcp://127.0.0.1:0", pattern="rep", mode="listen", recv_max_size=MAX, contexts=1
+    )
+    # Not the server's client: its requests would be received.
+    nobody = f"tcp://127.0.0.1:{free_tcp_port()}"
+    client = await open_request_wire(nobody, recv_max_size=MAX, contexts=1)
+
+    async def receive() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await server.receive_frame()
+        woken.append("receiver")
+
+    async def request() -> None:
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.request(b"nobody answers")
+        woken.append("request")
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):  # the second of each waits for the one context
+                nursery.start_soon(receive)
+                nursery.start_soon(request)
+            await trio.testing.wait_all_tasks_blocked()
+            await server.aclose()
+            await client.aclose()
+    assert sorted(woken) == ["receiver"] * 2 + ["request"] * 2
+    with pytest.raises(anyio.ClosedResourceError):
+        await client.request(b"late")
+    await client.aclose()  # a second close is harmless
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+async def test_requests_timing_out_while_sending_leak_no_frames(
+    free_port: int, autojump_clock: object
+) -> None:
+    """pynng leaks the frame of a cancelled send; the request wire takes it back."""
+
+    def resident_mb() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 1e6
+
+    async with requesting(f"tcp://127.0.0.1:{free_port}", contexts=1) as client:
+        frame = b"x" * (1 << 20)
+        before = resident_mb()
+        for _ in range(200):  # no server: each send waits for one, and times out
+            with pytest.raises(TimeoutError):
+                await client.request(frame, timeout=1)
+        assert resident_mb() - before < 50  # leaking would add 200 MB
+
+
+# --- the client under asyncio --------------------------------------------------
+
+
+@contextlib.contextmanager
+def trio_server_thread() -> Iterator[str]:
+    """A rep server answering as ``serve`` does, run by trio in a thread; yields its address."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(serve, server, Held())
+                state.update(
+                    address=address_of(server),
+                    scope=nursery.cancel_scope,
+                    token=trio.lowlevel.current_trio_token(),
+                )
+                ready.set()
+
+    thread = threading.Thread(target=trio.run, args=(main,), name="rep server")
+    thread.start()
+    try:
+        assert ready.wait(GUARD), "the server thread did not start"
+        yield state["address"]
+    finally:
+        if "token" in state:
+            trio.from_thread.run_sync(state["scope"].cancel, trio_token=state["token"])
+        thread.join(GUARD)
+        assert not thread.is_alive()
+
+
+def test_request_wire_works_under_asyncio() -> None:
+    """The client runs under asyncio: concurrent requests, a timeout, a close."""
+
+    async def client_main(address: str) -> None:
+        client = await open_request_wire(address, recv_max_size=MAX, contexts=4)
+        try:
+            frames = [b"asyncio %d" % i for i in range(20)]
+            replies = await asyncio.wait_for(
+                asyncio.gather(*(client.request(f) for f in frames)), GUARD
+            )
+            assert replies == [b"re:" + f for f in frames]
+            with pytest.raises(TimeoutError, match="no reply within 0.2 s"):
+                await client.request(b"hold this", timeout=0.2)
+            with pytest.raises(TimeoutError):  # asyncio's own cancellation
+                await asyncio.wait_for(client.request(b"hold that"), 0.2)
+            assert await client.request(b"after", timeout=GUARD) == b"re:after"
+        finally:
+            await client.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.request(b"closed")
+
+    with trio_server_thread() as address:
+        asyncio.run(client_main(address))
+
+
+class TestRequestWireOptions:
+    @pytest.mark.parametrize(
+        ("options", "problem"),
+        [
+            ({"recv_max_size": 0}, "recv_max_size must be a positive int, got 0"),
+            ({"contexts": 0}, "contexts must be within 1..4096, got 0"),
+            ({"contexts": 5000}, "contexts must be within 1..4096, got 5000"),
+            ({"resend_time": 0}, "resend_time must be positive seconds or math.inf, got 0"),
+            (
+                {"resend_time": math.nan},
+                "resend_time must be positive seconds or math.inf, got nan",
+            ),
+            (
+                {"tls": TlsOptions(ca_file="ca.pem")},
+                "TLS options go with, and only with, a tls+tcp:// address",
+            ),
+        ],
+    )
+    async def test_bad_options_are_config_errors(
+        self, options: dict[str, Any], problem: str
+    ) -> None:
+        """Each wrong option is one readable problem naming the address."""
+        arguments: dict[str, Any] = {"recv_max_size": MAX, **options}
+        with pytest.raises(ConfigError) as caught:
+            await open_request_wire("tcp://127.0.0.1:5555", **arguments)
+        assert caught.value.problems == (f"tcp://127.0.0.1:5555: {problem}",)
+
+    async def test_tls_dialer_needs_a_ca(self) -> None:
+        """As with open_wire, a TLS client must be able to verify the server."""
+        with pytest.raises(ConfigError, match="a TLS dialer needs ca_file"):
+            await open_request_wire(
+                "tls+tcp://127.0.0.1:5555", recv_max_size=MAX, tls=TlsOptions(server_name="x")
+            )
+
+
 class TestCheckListenAddress:
     @pytest.mark.parametrize(
         "address",
@@ -286,12 +740,13 @@ class TestOptions:
         [
             (
                 {"pattern": "req"},
-                "unknown pattern 'req'; expected one of bus, pair, pair1, pull, push",
+                "unknown pattern 'req'; expected one of bus, pair, pair1, pull, push, rep",
             ),
             ({"mode": "bind"}, "unknown mode 'bind'; expected one of dial, listen"),
             ({"io": "threads"}, "unknown io 'threads'; expected one of async, poll"),
             ({"recv_max_size": 0}, "recv_max_size must be a positive int, got 0"),
             ({"buffer_frames": -1}, "buffer_frames must be within 0..8192, got -1"),
+            ({"contexts": 0}, "contexts must be within 1..4096, got 0"),
             (
                 {"tls": TlsOptions(cert_file="c.pem", key_file="k.pem")},
                 "TLS options go with, and only with, a tls+tcp:// address",

@@ -1,0 +1,306 @@
+"""NNG request/reply over contexts: the two ends behind ``actors.nng``.
+
+``actors.nng`` opens the sockets (``open_wire(pattern="rep")`` for a server,
+``open_request_wire`` for a client) and re-exports ``RequestWire``; this
+module keeps the contexts that let one socket carry many requests at once.
+With ``actors.nng`` it is the only module that imports pynng.
+
+- ``RepContexts``: a rep socket's pool of contexts. Each receive takes a
+  free context, and it stays taken until that request is answered or
+  discarded, or until its ``Received.reply_to`` is garbage-collected (then
+  nobody can answer it any more).
+- ``RequestWire``: a req socket's pool of contexts, one request in flight
+  on each. Written on anyio and pynng's own async calls, which pick the
+  event loop through sniffio, so it runs under asyncio and trio alike.
+
+pynng frees nothing after a send that failed or was cancelled (NNG hands
+the message back; pynng marked it given away), so every send here goes
+through ``send_message``, which takes the message back. See docs/transport.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, final
+
+import anyio
+import pynng  # type: ignore[import-untyped]
+import sniffio
+import trio
+
+from actors.errors import ConfigError
+
+__all__ = ["RepContexts", "RequestWire", "req_socket", "send_message"]
+
+T = TypeVar("T")
+
+
+async def send_message(target: Any, frame: bytes) -> None:
+    """``target.asend_msg`` (a pynng socket or context) that never leaks ``frame``.
+
+    NNG gives a message back to its sender whenever a send fails, is
+    cancelled or times out, but pynng has marked it as given away by then and
+    never frees it (1 MB frames cancelled 300 times: +316 MB). Marking it as
+    ours again lets ``Message.__del__`` free it, so the send may be cancelled.
+    """
+    message = pynng.Message(frame)
+    try:
+        await target.asend_msg(message)
+    except BaseException:
+        message._mem_freed = False  # NNG did not take it: ours to free
+        raise
+
+
+async def _cancellable(operation: Callable[[], Awaitable[T]]) -> T:
+    """Await a pynng call so that cancelling it is seen as the canceller's own.
+
+    Under asyncio, pynng swallows the CancelledError it is cancelled with and
+    raises a new, bare one once NNG has cancelled: anyio's cancel scopes (so
+    ``anyio.fail_after``) do not recognise that one as theirs and let it
+    escape as if the whole task were cancelled. So under asyncio the call
+    runs in a task of its own that only this function cancels, and the
+    caller gets the original CancelledError. (pynng's trio path is right.)
+    """
+    if sniffio.current_async_library() != "asyncio":
+        return await operation()
+    inner = asyncio.ensure_future(operation())
+    # Whatever it ends with once we were cancelled is of no interest.
+    inner.add_done_callback(lambda done: done.cancelled() or done.exception())
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.cancel()  # pynng cancels the NNG operation and waits for it
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([inner])
+        raise
+
+
+class _Req0(pynng.Req0):  # type: ignore[misc]
+    """Req0 plus NNG's resend tick (how often it looks for requests to resend)."""
+
+    resend_tick = pynng.nng.MsOption("req:resend-tick")
+
+
+def req_socket(*, resend_ms: int, **options: Any) -> Any:
+    """A pynng Req0 socket resending after ``resend_ms`` (``options`` go to pynng).
+
+    NNG looks for requests to resend once per tick (1 s by default); a tick of
+    at most ``resend_ms`` resends between one and two ``resend_ms`` late.
+    """
+    # Set before any context is made: each context copies the resend time.
+    socket = _Req0(resend_time=resend_ms, **options)
+    socket.resend_tick = min(1000, resend_ms)
+    return socket
+
+
+@final
+class _Request:
+    """A rep wire's ``Received.reply_to``: the context holding one request."""
+
+    __slots__ = ("__weakref__", "context")
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+
+@final
+class RepContexts:
+    """The contexts of one rep socket, and which of them hold a request.
+
+    Trio only (the rep side is an ``NngWire``). ``closed_error`` makes the
+    exception raised once the pool is closed.
+    """
+
+    def __init__(
+        self, socket: Any, count: int, *, name: str, closed_error: Callable[[], Exception]
+    ) -> None:
+        self._contexts = [socket.new_context() for _ in range(count)]
+        self._free = list(self._contexts)
+        self._waiting = trio.lowlevel.ParkingLot()
+        # context -> a weak reference to the _Request that holds it
+        self._held: dict[Any, weakref.ref[_Request]] = {}
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._name = name
+        self._closed_error = closed_error
+        self._closed = False
+
+    async def receive(self) -> tuple[Any, _Request]:
+        """Wait for a free context, then for a request on it.
+
+        Returns the pynng message and the handle to answer it with.
+        Raises pynng.Closed if the socket closes while waiting.
+        """
+        while not self._free:
+            if self._closed:
+                raise self._closed_error()
+            await self._waiting.park()
+        if self._closed:
+            raise self._closed_error()
+        context = self._free.pop()
+        try:
+            message = await context.arecv_msg()
+        except BaseException:
+            self._release(context)
+            raise
+        request = _Request(context)
+        self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
+        return message, request
+
+    async def reply(self, frame: bytes, reply_to: object) -> None:
+        """Answer the request behind ``reply_to``; its context is free again after.
+
+        A cancelled or failed reply is dropped (never leaked). Raises
+        ConfigError if ``reply_to`` is not a request of this pool still
+        unanswered; pynng.Closed if the socket closed.
+        """
+        context = self._claim(reply_to)
+        try:
+            await send_message(context, frame)
+        finally:
+            self._release(context)
+
+    def discard(self, reply_to: object) -> None:
+        """Free the context behind ``reply_to`` without answering."""
+        self._release(self._claim(reply_to))
+
+    def close(self) -> None:
+        """Wake every waiting receiver; ``close_contexts`` must follow."""
+        self._closed = True
+        self._waiting.unpark_all()
+
+    def close_contexts(self) -> None:
+        """Close the contexts (blocking, before the socket): their waits end in pynng.Closed."""
+        for context in self._contexts:
+            try:
+                context.close()
+            except pynng.NNGException:  # already gone with the socket
+                pass
+
+    def _claim(self, reply_to: object) -> Any:
+        held = None
+        if isinstance(reply_to, _Request):
+            held = self._held.get(reply_to.context)
+        if held is None or held() is not reply_to:
+            raise ConfigError(
+                f"{self._name}: to= takes the reply_to of a request received on this rep "
+                f"wire and not answered yet, got {reply_to!r}"
+            )
+        assert isinstance(reply_to, _Request)
+        # Dropping the weak reference first means its callback will not run.
+        del self._held[reply_to.context]
+        return reply_to.context
+
+    def _release(self, context: Any) -> None:
+        if not self._closed:
+            self._free.append(context)
+            self._waiting.unpark()
+
+    def _orphaned(self, context: Any, held: weakref.ref[_Request]) -> None:
+        # A weakref callback runs wherever the last reference went, maybe in
+        # another thread or in the middle of this pool's code: defer to trio.
+        try:
+            self._trio_token.run_sync_soon(self._reclaim, context, held)
+        except trio.RunFinishedError:
+            pass
+
+    def _reclaim(self, context: Any, held: weakref.ref[_Request]) -> None:
+        if self._held.get(context) is held:
+            del self._held[context]
+            self._release(context)
+
+
+@final
+class RequestWire:
+    """Sends request frames to a rep listener; each gets exactly one reply frame.
+
+    Make one with ``actors.nng.open_request_wire``. Runs under asyncio and
+    trio. Up to ``contexts`` requests are in flight at once; more wait for a
+    free context. Any number of tasks may call ``request`` at once.
+    """
+
+    def __init__(self, socket: Any, *, name: str, contexts: int) -> None:
+        self._socket = socket
+        self._name = name
+        # NNG copies the socket's resend time into a context when it is made.
+        self._contexts = [socket.new_context() for _ in range(contexts)]
+        self._free = list(self._contexts)
+        self._slots = anyio.Semaphore(contexts)
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """``dialing tcp://127.0.0.1:5555``."""
+        return self._name
+
+    async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
+        """Send ``frame`` on a free context and return the reply frame.
+
+        Waits for a free context if all are busy. The request is sent again
+        (same request, same reply awaited) whenever the connection it went
+        out on drops, and after each ``resend_time`` without a reply: the
+        server may see it more than once. Cancelling leaks nothing and frees
+        the context; a reply arriving later is dropped by NNG.
+
+        Args:
+            frame: the request.
+            timeout: seconds for the whole request, waiting for a context
+                included; ``None`` waits for ever.
+
+        Raises:
+            TimeoutError: no reply within ``timeout`` (the builtin, which
+                asyncio and trio callers alike can catch).
+            anyio.ClosedResourceError: the wire is closed, before or while waiting.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                async with self._slots:
+                    context = self._free.pop()
+                    try:
+                        await _cancellable(functools.partial(self._send, context, frame))
+                        message = await _cancellable(functools.partial(self._receive, context))
+                    except pynng.Closed:
+                        raise self._closed_error() from None
+                    finally:
+                        self._free.append(context)
+        except TimeoutError:
+            if timeout is None:
+                raise
+            raise TimeoutError(f"{self._name}: no reply within {timeout:g} s") from None
+        return bytes(message.bytes)
+
+    async def aclose(self) -> None:
+        """Close the socket; waiting and later requests raise anyio.ClosedResourceError."""
+        if not self._closed:
+            self._closed = True
+            # nng_close waits for the socket's pipes to wind down.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close)
+        await anyio.lowlevel.checkpoint()
+
+    # aclose marks the wire closed on the event loop's thread, then closes the
+    # contexts on another: each use checks first, with no await in between.
+
+    async def _send(self, context: Any, frame: bytes) -> None:
+        if self._closed:
+            raise self._closed_error()
+        await send_message(context, frame)
+
+    async def _receive(self, context: Any) -> Any:
+        if self._closed:
+            raise self._closed_error()
+        return await context.arecv_msg()
+
+    def _close(self) -> None:
+        # Contexts first: once the socket is gone, closing one raises in __del__.
+        for context in self._contexts:
+            try:
+                context.close()
+            except pynng.NNGException:
+                pass
+        self._socket.close()
+
+    def _closed_error(self) -> anyio.ClosedResourceError:
+        return anyio.ClosedResourceError(f"wire {self._name} is closed")

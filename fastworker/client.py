@@ -1,0 +1,634 @@
+"""The client: submit tasks and get their results, from asyncio or trio.
+
+``Client`` runs under either library (FastAPI handlers are asyncio; trio
+programs are trio): it is written on anyio, and pynng picks the library
+itself. ``SyncClient`` wraps it for blocking code.
+
+Speed comes from coalescing, not from a batch API. Every ``delay`` puts its
+``Submit`` on a queue; a few flusher tasks per port take everything queued
+(up to ``max_batch``) and send it as one request frame, so a thousand
+concurrent ``delay`` calls cost a handful of round trips. Results work the
+same way: ``result`` registers interest in an id, and pollers ask the store
+about every id waited for in one ``ResultQuery``, which the store answers as
+soon as any of them is final.
+
+Task ids are chosen here (a random per-client prefix and a counter), so a
+resent submission is recognised by the control plane, and ``submit`` can
+wait for the result in the same breath as it submits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Iterable
+from itertools import count
+from types import TracebackType
+from typing import Any, Generic, TypeVar, final
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.edge import offset_address
+from actors.errors import FrameError
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
+from actors.nng import RequestWire, open_request_wire
+from fastworker.errors import (
+    ConnectionLost,
+    InvalidSubmission,
+    QueueFull,
+    ResultUnknown,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+    UnknownTask,
+)
+from fastworker.messages import (
+    CODEC,
+    PRIORITIES,
+    RESULTS_PORT_OFFSET,
+    Accepted,
+    Cancel,
+    CancelReply,
+    Records,
+    Rejected,
+    ResultQuery,
+    StatusQuery,
+    Submit,
+    TaskRecord,
+)
+from fastworker.payload import pack_call, unpack_value
+from fastworker.tasks import Task, task_name
+
+T = TypeVar("T")
+
+#: Where the control plane listens unless told otherwise.
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+#: How long a submission may wait for room in a full queue, in seconds.
+DEFAULT_QUEUE_WAIT = 5.0
+#: How long a request may go unanswered before the call fails, in seconds.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: The longest one result poll waits at the store.
+POLL_WAIT = 10.0
+
+_REJECTIONS: dict[str, type[Exception]] = {
+    "QueueFull": QueueFull,
+    "UnknownTask": UnknownTask,
+    "InvalidSubmission": InvalidSubmission,
+}
+
+
+@final
+class _Slot(Generic[T]):
+    """A one-shot answer for one caller."""
+
+    __slots__ = ("_event", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set(self, value: T) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    async def wait(self) -> T:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        value: T = self._value
+        return value
+
+
+class _Coalescer:
+    """Sends the messages queued for one port in request frames, a batch per
+    frame, ``flushers`` frames in flight at once; hands each caller the
+    reply message at its position."""
+
+    def __init__(self, client: Client, wire: RequestWire, *, timeout: float) -> None:
+        self.client = client
+        self.wire = wire
+        self.timeout = timeout
+        send, receive = anyio.create_memory_object_stream[tuple[Any, _Slot[Any]]](math.inf)
+        self._send: MemoryObjectSendStream[tuple[Any, _Slot[Any]]] = send
+        self._receive: MemoryObjectReceiveStream[tuple[Any, _Slot[Any]]] = receive
+
+    def put(self, message: Any) -> _Slot[Any]:
+        slot: _Slot[Any] = _Slot()
+        self._send.send_nowait((message, slot))
+        return slot
+
+    async def ask(self, message: Any) -> Any:
+        return await self.put(message).wait()
+
+    def close(self) -> None:
+        """Fail what is still queued, and close the queue."""
+        while True:
+            try:
+                _, slot = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            slot.fail(ConnectionLost("the client was closed"))
+        self._send.close()
+        self._receive.close()
+
+    async def flush_forever(self) -> None:
+        receive = self._receive
+        limit = self.client.max_batch
+        while True:
+            batch = [await receive.receive()]
+            while len(batch) < limit:
+                try:
+                    batch.append(receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._send_batch(batch)
+
+    async def _send_batch(self, batch: list[tuple[Any, _Slot[Any]]]) -> None:
+        try:
+            replies = await self.client._request(self.wire, [m for m, _ in batch], self.timeout)
+        except ConnectionLost as error:
+            for _, slot in batch:
+                slot.fail(error)
+            return
+        if len(replies) != len(batch):
+            mismatch = ConnectionLost(
+                f"{self.wire.name}: {len(replies)} answers to {len(batch)} requests"
+            )
+            for _, slot in batch:
+                slot.fail(mismatch)
+            return
+        for (_, slot), reply in zip(batch, replies):
+            slot.set(reply)
+
+
+class _ResultPoller:
+    """Waits for results: every id somebody waits for is asked about in one
+    ``ResultQuery`` per poll; the store answers as soon as any is final."""
+
+    def __init__(self, client: Client, wire: RequestWire) -> None:
+        self.client = client
+        self.wire = wire
+        self.waiters: dict[str, list[_Slot[TaskRecord]]] = {}
+        self.uncovered: dict[str, None] = {}  # waited for, in no poll in flight
+        send, receive = anyio.create_memory_object_stream[None](math.inf)
+        self._wake_send: MemoryObjectSendStream[None] = send
+        self._wake_receive: MemoryObjectReceiveStream[None] = receive
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+        slot: _Slot[TaskRecord] = _Slot()
+        waiters = self.waiters.setdefault(task_id, [])
+        waiters.append(slot)
+        if len(waiters) == 1:
+            self.uncovered[task_id] = None
+            self._wake_send.send_nowait(None)
+        try:
+            with anyio.fail_after(timeout):
+                return await slot.wait()
+        finally:
+            if slot in waiters:
+                waiters.remove(slot)
+            if not waiters and self.waiters.get(task_id) is waiters:
+                del self.waiters[task_id]
+                self.uncovered.pop(task_id, None)
+
+    def close(self) -> None:
+        """Fail every waiter, and close the wake-up queue."""
+        for slots in self.waiters.values():
+            for slot in slots:
+                slot.fail(ConnectionLost("the client was closed"))
+        self.waiters.clear()
+        self._wake_send.close()
+        self._wake_receive.close()
+
+    async def poll_forever(self) -> None:
+        limit = self.client.max_batch
+        while True:
+            if not self.uncovered:
+                await self._wake_receive.receive()
+                continue
+            ids = []
+            for task_id in list(self.uncovered)[:limit]:
+                del self.uncovered[task_id]
+                ids.append(task_id)
+            try:
+                (reply,) = await self.client._request(
+                    self.wire,
+                    [ResultQuery(ids=tuple(ids), wait=self.client.poll_wait)],
+                    self.client.poll_wait + self.client.request_timeout,
+                )
+            except ConnectionLost as error:
+                for task_id in ids:
+                    for slot in self.waiters.pop(task_id, []):
+                        slot.fail(error)
+                continue
+            assert isinstance(reply, Records)
+            for record in reply.records:
+                for slot in self.waiters.pop(record.id, []):
+                    slot.set(record)
+            if not reply.records:
+                # A whole poll passed with nothing final: ask whether the
+                # store knows these ids at all (an expired or foreign id
+                # would otherwise be waited for forever).
+                await self._settle_unknown([i for i in ids if i in self.waiters])
+            for task_id in ids:
+                if task_id in self.waiters:
+                    self.uncovered[task_id] = None
+
+    async def _settle_unknown(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        try:
+            (reply,) = await self.client._request(
+                self.wire, [StatusQuery(ids=tuple(ids))], self.client.request_timeout
+            )
+        except ConnectionLost:
+            return  # the next poll will say so
+        assert isinstance(reply, Records)
+        for record in reply.records:
+            if record.state == "unknown":
+                for slot in self.waiters.pop(record.id, []):
+                    slot.set(record)
+
+
+class Client:
+    """Submits tasks to a control plane and gets their results.
+
+    Use it as ``async with Client() as client:`` under asyncio or trio.
+
+    Args:
+        address: the control plane's base address (submissions on
+            base+0..3 by priority, queries on base+4); default
+            ``$FASTWORKER_ADDRESS`` or ``tcp://127.0.0.1:5555``.
+        secret: the shared secret; default ``$FASTWORKER_SECRET`` (unset:
+            frames are not signed, which a loopback control plane accepts).
+        queue_wait: how long a submission may wait for room when the
+            control plane's queue is full, before ``QueueFull``.
+        request_timeout: how long a request may go unanswered before the
+            call fails with ``ConnectionLost``.
+        max_batch: the most requests coalesced into one frame.
+        contexts: frames in flight at once per port.
+        poll_wait: the longest one result poll waits at the control plane;
+            an id it has no record of is reported (``ResultUnknown``) after
+            one such poll.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        secret: str | bytes | None = None,
+        *,
+        queue_wait: float = DEFAULT_QUEUE_WAIT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_batch: int = 512,
+        contexts: int = 8,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        poll_wait: float = POLL_WAIT,
+    ) -> None:
+        self.address = address or os.environ.get("FASTWORKER_ADDRESS") or DEFAULT_ADDRESS
+        if secret is None:
+            secret = os.environ.get("FASTWORKER_SECRET")
+        self.queue_wait = queue_wait
+        self.request_timeout = request_timeout
+        self.max_batch = max_batch
+        self.contexts = contexts
+        self.max_frame_bytes = max_frame_bytes
+        self.poll_wait = poll_wait
+        self._framer = Framer(CODEC, secret=secret_from(secret), max_frame_bytes=max_frame_bytes)
+        self._prefix = secrets.token_hex(6)
+        self._counter = count(1)
+        self._wires: list[RequestWire] = []
+        self._submitters: list[_Coalescer] = []
+        self._queries: _Coalescer | None = None
+        self._results: _ResultPoller | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Client:
+        for offset in range(len(PRIORITIES) + 1):
+            self._wires.append(
+                await open_request_wire(
+                    offset_address(self.address, offset),
+                    recv_max_size=self.max_frame_bytes,
+                    contexts=self.contexts,
+                )
+            )
+        timeout = self.queue_wait + self.request_timeout
+        self._submitters = [_Coalescer(self, wire, timeout=timeout) for wire in self._wires[:4]]
+        query_wire = self._wires[RESULTS_PORT_OFFSET]
+        self._queries = _Coalescer(self, query_wire, timeout=self.request_timeout)
+        self._results = _ResultPoller(self, query_wire)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        for coalescer in [*self._submitters, self._queries]:
+            for _ in range(max(1, self.contexts // 2)):
+                self._task_group.start_soon(coalescer.flush_forever)
+        for _ in range(max(1, self.contexts // 2)):
+            self._task_group.start_soon(self._results.poll_forever)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+    async def aclose(self) -> None:
+        """Stop the flushers and close the connections."""
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+            self._task_group = None
+        for part in [*self._submitters, self._queries, self._results]:
+            if part is not None:
+                part.close()
+        self._submitters, self._queries, self._results = [], None, None
+        with anyio.CancelScope(shield=True):
+            for wire in self._wires:
+                await wire.aclose()
+        self._wires = []
+
+    # -- submitting --------------------------------------------------------
+
+    async def delay(
+        self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
+    ) -> str:
+        """Queue ``task(*args, **kwargs)``; return its id once it is queued.
+
+        Raises:
+            UnknownTask, QueueFull, InvalidSubmission, ConnectionLost.
+        """
+        return await self.send(task, args, kwargs, priority=priority)
+
+    async def send(
+        self,
+        task: str | Task[Any, Any],
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: str | None = None,
+        timeout: float | None = None,
+        queue_wait: float | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """The explicit form of ``delay``, for tasks whose own parameters
+        are named like an option.
+
+        Args:
+            task: a task object or its name.
+            args, kwargs: the call's arguments.
+            priority: critical, high, normal or low (default: the task's,
+                or normal).
+            timeout: the time limit for this run (default: the task's).
+            queue_wait: how long to wait for room (default: the client's).
+            task_id: choose the id (a resubmission with the same id is
+                recognised, not run twice).
+        """
+        submit = self._submit_message(task, args, kwargs, priority, timeout, queue_wait, task_id)
+        reply = await self._submitters[submit.priority].ask(submit)
+        return self._accepted(reply)
+
+    async def delay_many(
+        self,
+        task: str | Task[Any, Any],
+        calls: Iterable[tuple[Any, ...] | Any],
+        *,
+        priority: str | None = None,
+    ) -> list[str]:
+        """Queue one run of ``task`` per item of ``calls`` (a tuple of
+        positional arguments, or a single argument); return their ids."""
+        slots = []
+        for call in calls:
+            args = call if isinstance(call, tuple) else (call,)
+            submit = self._submit_message(task, args, None, priority, None, None, None)
+            slots.append(self._submitters[submit.priority].put(submit))
+        return [self._accepted(await slot.wait()) for slot in slots]
+
+    async def map(
+        self,
+        task: str | Task[Any, Any],
+        calls: Iterable[tuple[Any, ...] | Any],
+        *,
+        priority: str | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run ``task`` once per item of ``calls`` and return the results in order."""
+        ids = await self.delay_many(task, calls, priority=priority)
+        return [await self.result(task_id, timeout=timeout) for task_id in ids]
+
+    async def submit(
+        self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Queue ``task(*args, **kwargs)`` and return its result (``delay`` +
+        ``result``, with the result asked for as soon as the id is chosen)."""
+        submit = self._submit_message(task, args, kwargs, priority, None, None, None)
+        accepted = self._submitters[submit.priority].put(submit)
+        assert self._results is not None
+        async with anyio.create_task_group() as group:
+            outcome: list[TaskRecord] = []
+
+            async def wait_result() -> None:
+                outcome.append(await self._results.wait(submit.id, None))  # type: ignore[union-attr]
+
+            group.start_soon(wait_result)
+            try:
+                self._accepted(await accepted.wait())
+            except BaseException:
+                group.cancel_scope.cancel()
+                raise
+        return self._value(outcome[0])
+
+    # -- results and control -----------------------------------------------
+
+    async def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for the task's result and return it.
+
+        Raises:
+            TaskError: the task raised (``TaskTimeout`` past its time limit,
+                ``TaskCancelled`` if cancelled); carries the remote type,
+                message and traceback text.
+            ResultUnknown: the control plane has no record of it.
+            TimeoutError: ``timeout`` seconds passed first.
+            ConnectionLost: the control plane did not answer.
+        """
+        assert self._results is not None, "use the client inside `async with`"
+        record = await self._results.wait(task_id, timeout)
+        return self._value(record)
+
+    async def status(self, task_id: str) -> TaskRecord:
+        """The task's current record (state, attempt, worker, times, error)."""
+        assert self._queries is not None, "use the client inside `async with`"
+        reply = await self._queries.ask(StatusQuery(ids=(task_id,)))
+        assert isinstance(reply, Records)
+        return reply.records[0]
+
+    async def cancel(self, task_id: str) -> str:
+        """Cancel a task that is still queued.
+
+        Returns:
+            ``cancelled`` (it will not run), ``not_queued`` (already
+            running or finished), or ``unknown``.
+        """
+        assert self._queries is not None, "use the client inside `async with`"
+        reply = await self._queries.ask(Cancel(id=task_id))
+        assert isinstance(reply, CancelReply)
+        return reply.outcome
+
+    # -- helpers -----------------------------------------------------------
+
+    def _submit_message(
+        self,
+        task: str | Task[Any, Any],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any] | None,
+        priority: str | None,
+        timeout: float | None,
+        queue_wait: float | None,
+        task_id: str | None,
+    ) -> Submit:
+        if not self._submitters:
+            raise RuntimeError("use the client inside `async with Client() as client:`")
+        if priority is None:
+            priority = task.priority if isinstance(task, Task) else "normal"
+        if priority not in PRIORITIES:
+            raise InvalidSubmission(
+                f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}"
+            )
+        if timeout is None and isinstance(task, Task):
+            timeout = task.timeout
+        return Submit(
+            id=task_id or f"{self._prefix}{next(self._counter):x}",
+            task=task_name(task),
+            payload=pack_call(tuple(args), dict(kwargs or {})),
+            priority=PRIORITIES.index(priority),
+            timeout=timeout,
+            queue_wait=self.queue_wait if queue_wait is None else queue_wait,
+        )
+
+    @staticmethod
+    def _accepted(reply: Any) -> str:
+        if isinstance(reply, Accepted):
+            return reply.id
+        if isinstance(reply, Rejected):
+            raise _REJECTIONS.get(reply.error, InvalidSubmission)(reply.message)
+        raise ConnectionLost(f"unexpected answer to a submission: {type(reply).__name__}")
+
+    @staticmethod
+    def _value(record: TaskRecord) -> Any:
+        if record.state == "succeeded":
+            return unpack_value(record.value) if record.value is not None else None
+        if record.state == "unknown":
+            raise ResultUnknown(
+                f"no record of task {record.id}: never submitted here, or its result expired"
+            )
+        error = record.error
+        if record.state == "cancelled" or (error is not None and error.kind == "cancelled"):
+            raise TaskCancelled(record.id, "TaskCancelled", error.message if error else "cancelled")
+        if error is None:
+            raise TaskError(record.id, "Unknown", f"task ended as {record.state}")
+        kind = TaskTimeout if error.kind == "timeout" else TaskError
+        raise kind(record.id, error.type, error.message, error.traceback)
+
+    async def _request(self, wire: RequestWire, messages: list[Any], timeout: float) -> list[Any]:
+        frame = self._framer.pack(messages)
+        try:
+            reply = await wire.request(frame, timeout=timeout)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no answer from the control plane at {wire.name} within {timeout:g} s "
+                f"(is it running there, with the same FASTWORKER_SECRET?)"
+            ) from None
+        try:
+            return self._framer.unpack(reply)
+        except FrameError as error:
+            raise ConnectionLost(f"bad answer from {wire.name}: {error}") from None
+
+
+class SyncClient:
+    """A blocking ``Client`` for scripts and Django-style code: it runs a
+    ``Client`` on an event loop in a background thread.
+
+    Example::
+
+        with SyncClient() as client:
+            task_id = client.delay("examples.tasks.add", 1, 2)
+            print(client.result(task_id, timeout=10))
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._client = Client(*args, **kwargs)
+        self._portal_cm: Any = None
+        self._portal: Any = None
+        self._client_cm: Any = None
+
+    def __enter__(self) -> SyncClient:
+        from anyio.from_thread import start_blocking_portal
+
+        self._portal_cm = start_blocking_portal("trio")
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._client_cm = self._portal.wrap_async_context_manager(self._client)
+            self._client_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._client_cm.__exit__(None, None, None)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._portal is None:
+            raise RuntimeError("use SyncClient inside `with SyncClient() as client:`")
+        return self._portal.call(lambda: function(*args, **kwargs))
+
+    def delay(self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None,
+              **kwargs: Any) -> str:
+        """See ``Client.delay``."""
+        return self._call(self._client.delay, task, *args, priority=priority, **kwargs)  # type: ignore[no-any-return]
+
+    def send(self, task: str | Task[Any, Any], args: tuple[Any, ...] | list[Any] = (),
+             kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+        """See ``Client.send``."""
+        return self._call(self._client.send, task, args, kwargs, **options)  # type: ignore[no-any-return]
+
+    def delay_many(self, task: str | Task[Any, Any], calls: Iterable[Any], *,
+                   priority: str | None = None) -> list[str]:
+        """See ``Client.delay_many``."""
+        return self._call(self._client.delay_many, task, list(calls), priority=priority)  # type: ignore[no-any-return]
+
+    def map(self, task: str | Task[Any, Any], calls: Iterable[Any], **options: Any) -> list[Any]:
+        """See ``Client.map``."""
+        return self._call(self._client.map, task, list(calls), **options)  # type: ignore[no-any-return]
+
+    def submit(self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None,
+               **kwargs: Any) -> Any:
+        """See ``Client.submit``."""
+        return self._call(self._client.submit, task, *args, priority=priority, **kwargs)
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """See ``Client.result``."""
+        return self._call(self._client.result, task_id, timeout=timeout)
+
+    def status(self, task_id: str) -> TaskRecord:
+        """See ``Client.status``."""
+        return self._call(self._client.status, task_id)  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str) -> str:
+        """See ``Client.cancel``."""
+        return self._call(self._client.cancel, task_id)  # type: ignore[no-any-return]

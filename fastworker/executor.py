@@ -1,0 +1,486 @@
+"""The Executor: where tasks run.
+
+It takes ``Assign`` from the Dispatcher, tells the ResultStore which jobs
+are ``Running`` and, as they end, how they ``Finished``, and gives the
+Dispatcher ``Credit`` back for every slot that frees. It starts by granting
+``concurrency`` credit; the Dispatcher never assigns more than it holds, so
+``concurrency`` bounds the jobs running at once.
+
+Async task functions run in the actor's nursery, each under a trio cancel
+scope for its time limit. Sync task functions run on ``threads`` long-lived
+worker threads fed through a ``queue.SimpleQueue`` (no thread start and no
+``trio.to_thread`` per task: DESIGN.md measured those far dearer). A thread
+appends what it finished to a deque and wakes the trio side with the trio
+token's ``run_sync_soon`` only when no wake-up is already pending; the
+collector task then takes every completed job at once and reports them in
+one ``Finished`` and one ``Credit``. With more slots than threads, sync
+jobs beyond ``threads`` wait in the queue for a thread.
+
+Time limits: a job's own ``timeout``, else its task's, else
+``default_timeout``. An async task is cancelled at its limit. A sync task
+cannot be stopped: Python has no way to kill a thread. It is reported
+failed (kind ``timeout``) at its limit, counted from when its thread began
+it, but it keeps its thread and its slot until it really returns, so the
+credit stays honest; what it returns then is discarded and counted
+(``late_results_discarded``). Tasks that never return keep their thread
+for good: give blocking calls their own timeouts.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import math
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors import Actor
+from fastworker.messages import Assign, Credit, Finished, Job, Outcome, RemoteError, Running
+from fastworker.payload import pack_value, unpack_call
+from fastworker.tasks import Task, TaskRegistry
+from fastworker.tasks import registry as default_registry
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
+
+log = logging.getLogger("fastworker.executor")
+
+Accepts = Assign
+
+
+def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(
+            f"{attribute.name} must be a positive number of seconds or unset, got {value!r}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorOptions:
+    """How much an executor runs at once, and how it names itself."""
+
+    #: Jobs running at once; also the credit it grants the Dispatcher.
+    concurrency: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    #: Long-lived worker threads that run sync tasks.
+    threads: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    #: The name in records and credit; empty means "<hostname>:<pid>".
+    worker: str = ""
+    #: The time limit of jobs whose submission and task set none (seconds).
+    default_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorStats:
+    """An executor's snapshot. ``failed_total`` counts errors, not timeouts;
+    ``late_results_discarded`` counts sync jobs that returned after their
+    time limit had already failed them."""
+
+    worker: str
+    concurrency: int
+    in_flight: int
+    threads: int
+    succeeded_total: int
+    failed_total: int
+    timed_out_total: int
+    late_results_discarded: int
+
+
+class Executor(Actor[Accepts]):
+    """Runs assigned jobs and reports them in batches; see the module."""
+
+    Options = ExecutorOptions
+    refs_required = ("dispatcher", "results")
+
+    def __init__(
+        self, options: ExecutorOptions, context: Any, *, registry: TaskRegistry | None = None
+    ) -> None:
+        super().__init__(options, context)
+        self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._registry = default_registry if registry is None else registry
+        self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._jobs: queue.SimpleQueue[_SyncRun | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        # Filled by the worker threads, emptied by the collector.
+        self._completed: collections.deque[_SyncRun] = collections.deque()
+        self._wake_pending = False
+        self._wakeup = trio.Event()
+        self._flushed = trio.Event()
+        self._flushing = False
+        # Trio-side state: only ever touched on the trio thread.
+        self._outbox: list[Outcome] = []
+        self._backlog: collections.deque[Job] = collections.deque()
+        self._in_flight = 0
+        self._credit_out = 0  # credit the Dispatcher holds, as far as we told it
+        self._deadlines: list[tuple[float, int, _SyncRun]] = []  # a heap
+        self._sequence = itertools.count()
+        self._timer: trio.CancelScope | None = None
+        self._counts = dict.fromkeys(("succeeded", "failed", "timed_out", "late"), 0)
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        options = self.options
+        self._nursery = nursery
+        self._token = trio.lowlevel.current_trio_token()
+        for index in range(options.threads):
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}-{index} ({self.worker})", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        nursery.start_soon(self._collect)
+        nursery.start_soon(self._expire_sync_runs)
+        self._credit_out = options.concurrency
+        await self.refs["dispatcher"].send(Credit(worker=self.worker, n=options.concurrency))
+        return f"{options.concurrency} slots, {options.threads} threads"
+
+    async def handle(self, message: Accepts) -> None:
+        await self.handle_batch([message])
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        jobs: list[Job] = []
+        for message in messages:
+            match message:
+                case Assign():
+                    jobs.extend(message.jobs)
+                case _:
+                    assert_never(message)
+        self._credit_out -= len(jobs)
+        room = max(self.options.concurrency - self._in_flight - len(self._backlog), 0)
+        if len(jobs) > room:
+            # The Dispatcher sent more than our credit: hold the rest here
+            # rather than run past the bound.
+            log.warning(
+                "%s: assigned %d jobs with room for %d; %d wait for a free slot",
+                self.name, len(jobs), room, len(jobs) - room,
+            )
+            self._backlog.extend(jobs[room:])
+            jobs = jobs[:room]
+        await self._start(jobs)
+
+    async def drain(self) -> None:
+        """Wait for running jobs and their reports, then stop the threads.
+
+        The node's shutdown deadline cancels whatever is left. The idle
+        threads are sent a sentinel each and not joined: they are daemon
+        threads, and a join here would block (or, from ``trio.to_thread``,
+        race a ``MockClock`` that jumps while every task waits).
+        """
+        while (
+            self._in_flight or self._backlog or self._outbox or self._completed or self._flushing
+        ):
+            self._flushed = trio.Event()
+            await self._flushed.wait()
+        self._stop_threads()
+
+    def stats_detail(self) -> ExecutorStats:
+        return ExecutorStats(
+            worker=self.worker,
+            concurrency=self.options.concurrency,
+            in_flight=self._in_flight,
+            threads=len(self._threads),
+            succeeded_total=self._counts["succeeded"],
+            failed_total=self._counts["failed"],
+            timed_out_total=self._counts["timed_out"],
+            late_results_discarded=self._counts["late"],
+        )
+
+    # -- starting jobs ---------------------------------------------------------
+
+    async def _start(self, jobs: list[Job]) -> None:
+        """Tell the store which jobs start, then start them (in that order,
+        so a job's ``Running`` always precedes its ``Finished``)."""
+        started: list[tuple[Job, Task[Any, Any]]] = []
+        for job in jobs:
+            found = self._registry.get(job.task)
+            if found is None:
+                self._report(self._unknown(job))
+            else:
+                started.append((job, found))
+        if not started:
+            return
+        self._in_flight += len(started)
+        await self.refs["results"].send(
+            Running(ids=tuple(job.id for job, _ in started), worker=self.worker,
+                    started_at=time.time())
+        )
+        assert self._nursery is not None
+        now = trio.current_time()
+        for job, found in started:
+            limit = self._limit(job, found)
+            if found.is_async:
+                self._nursery.start_soon(self._run_async, job, found, limit)
+                continue
+            run = _SyncRun(job, found, limit, self.worker)
+            self._jobs.put(run)
+            if limit is not None:
+                self._push_deadline(now + limit, run)
+
+    def _limit(self, job: Job, found: Task[Any, Any]) -> float | None:
+        if job.timeout is not None:
+            return job.timeout
+        if found.timeout is not None:
+            return found.timeout
+        return self.options.default_timeout  # type: ignore[no-any-return]
+
+    def _unknown(self, job: Job) -> Outcome:
+        matches = self._registry.close_matches(job.task)
+        hint = f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+        now = time.time()
+        return Outcome(
+            id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
+            error=RemoteError(
+                type="UnknownTask",
+                message=f"no task named {job.task!r} on worker {self.worker}{hint}; import the "
+                "module that defines it on this worker ([node] imports or FASTWORKER_TASKS)",
+            ),
+        )
+
+    # -- async tasks -------------------------------------------------------------
+
+    async def _run_async(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
+        started_at = time.time()
+        if limit is None:  # no cancel scope: it is a large share of a no-op job's cost
+            value, error = await _call_async(found, job.payload)
+        else:
+            with trio.move_on_after(limit) as scope:
+                value, error = await _call_async(found, job.payload)
+            if scope.cancelled_caught:
+                value, error = None, _timeout(found, limit)
+        self._in_flight -= 1
+        self._report(
+            Outcome(id=job.id, attempt=job.attempt, worker=self.worker, value=value, error=error,
+                    started_at=started_at, finished_at=time.time())
+        )
+
+    # -- sync tasks: worker threads ----------------------------------------------
+
+    def _work(self) -> None:
+        """A worker thread: run jobs until a sentinel arrives."""
+        get, completed = self._jobs.get, self._completed
+        while (run := get()) is not None:
+            if self._closing:
+                continue  # the executor is gone; nobody waits for this one
+            run.started_at = time.time()
+            run.started_mono = time.monotonic()
+            value, error = _call_sync(run.task, run.job.payload)
+            job = run.job
+            run.outcome = Outcome(
+                id=job.id, attempt=job.attempt, worker=run.worker, value=value, error=error,
+                started_at=run.started_at, finished_at=time.time(),
+            )
+            completed.append(run)
+            # Wake the trio side only if no wake-up is pending. No lock: the
+            # collector clears the flag before it drains, so a run appended
+            # while the flag is still set is drained by that pass.
+            if not self._wake_pending:
+                self._wake_pending = True
+                try:
+                    assert self._token is not None
+                    self._token.run_sync_soon(self._wake)
+                except trio.RunFinishedError:
+                    return
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _stop_threads(self) -> None:
+        if not self._closing:
+            self._closing = True
+            for _ in self._threads:
+                self._jobs.put(None)
+
+    # -- sync tasks: time limits -------------------------------------------------
+
+    def _push_deadline(self, at: float, run: _SyncRun) -> None:
+        heapq.heappush(self._deadlines, (at, next(self._sequence), run))
+        if self._timer is not None and at < self._timer.deadline:
+            self._timer.deadline = at
+
+    async def _expire_sync_runs(self) -> None:
+        """One timer for every sync job with a time limit: fail each at its
+        limit, counted from when its thread began it."""
+        heap = self._deadlines
+        while True:
+            self._timer = trio.CancelScope(deadline=heap[0][0] if heap else math.inf)
+            with self._timer:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, run = heapq.heappop(heap)
+                if run.outcome is not None:
+                    continue  # it returned in time; the collector reports it
+                assert run.limit is not None
+                if run.started_mono is None:
+                    # Still waiting for a thread: its limit has not begun.
+                    self._push_deadline(now + run.limit, run)
+                    continue
+                remaining = run.started_mono + run.limit - time.monotonic()
+                if remaining > 0:
+                    self._push_deadline(now + remaining, run)
+                    continue
+                run.timed_out = True
+                job = run.job
+                self._report(
+                    Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
+                            error=_timeout(run.task, run.limit),
+                            started_at=run.started_at, finished_at=time.time())
+                )
+
+    # -- reporting ---------------------------------------------------------------
+
+    def _report(self, outcome: Outcome) -> None:
+        """Queue an outcome for the collector's next pass, and wake it."""
+        self._record(outcome)
+        self._wakeup.set()
+
+    def _record(self, outcome: Outcome) -> None:
+        if outcome.error is None:
+            self._counts["succeeded"] += 1
+        elif outcome.error.kind == "timeout":
+            self._counts["timed_out"] += 1
+        else:
+            self._counts["failed"] += 1
+        self._outbox.append(outcome)
+
+    async def _collect(self) -> None:
+        """Take every completion at once; send one ``Finished`` and one
+        ``Credit`` per pass."""
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                self._wake_pending = False
+                self._flushing = True
+                try:
+                    await self._flush()
+                finally:
+                    self._flushing = False
+                self._flushed.set()
+        finally:
+            self._stop_threads()
+
+    async def _flush(self) -> None:
+        completed = self._completed
+        while completed:
+            run = completed.popleft()
+            self._in_flight -= 1
+            if run.timed_out:
+                self._counts["late"] += 1
+            else:
+                assert run.outcome is not None
+                self._record(run.outcome)  # this pass sends it: no wake-up needed
+        free = self.options.concurrency - self._in_flight
+        if self._backlog and free > 0:
+            taken = min(free, len(self._backlog))
+            await self._start([self._backlog.popleft() for _ in range(taken)])
+        outcomes, self._outbox = self._outbox, []
+        credit = (
+            self.options.concurrency - self._in_flight - len(self._backlog) - self._credit_out
+        )
+        if credit > 0:
+            self._credit_out += credit
+        if outcomes:
+            await self.refs["results"].send(Finished(outcomes=tuple(outcomes)))
+        if credit > 0:
+            await self.refs["dispatcher"].send(Credit(worker=self.worker, n=credit))
+
+
+class _SyncRun:
+    """A sync job on its way through a worker thread. The thread writes
+    ``started_*`` and then ``outcome``; the trio side writes ``timed_out``."""
+
+    __slots__ = ("job", "task", "limit", "worker", "started_at", "started_mono", "outcome",
+                 "timed_out")
+
+    def __init__(self, job: Job, task: Task[Any, Any], limit: float | None, worker: str) -> None:
+        self.job = job
+        self.task = task
+        self.limit = limit
+        self.worker = worker
+        self.started_at = 0.0
+        self.started_mono: float | None = None
+        self.outcome: Outcome | None = None
+        self.timed_out = False
+
+
+# -- calling a task ----------------------------------------------------------------
+
+
+def _call_sync(found: Task[Any, Any], payload: bytes) -> tuple[bytes | None, RemoteError | None]:
+    try:
+        args, kwargs = unpack_call(payload)
+    except Exception as error:
+        return None, _invalid(found, error)
+    try:
+        result = found.fn(*args, **kwargs)
+    except BaseException as error:  # noqa: BLE001 - even SystemExit must not kill the thread
+        return None, _remote(error)
+    return _pack(result)
+
+
+async def _call_async(
+    found: Task[Any, Any], payload: bytes
+) -> tuple[bytes | None, RemoteError | None]:
+    try:
+        args, kwargs = unpack_call(payload)
+    except Exception as error:
+        return None, _invalid(found, error)
+    function: Callable[..., Awaitable[Any]] = found.fn
+    try:
+        result = await function(*args, **kwargs)
+    except Exception as error:
+        return None, _remote(error)
+    return _pack(result)
+
+
+def _pack(result: Any) -> tuple[bytes | None, RemoteError | None]:
+    try:
+        return pack_value(result), None
+    except (TypeError, ValueError) as error:
+        return None, RemoteError(type=_type_name(error), message=str(error))
+
+
+def _remote(error: BaseException) -> RemoteError:
+    """What a task raised, as text; the first frame (ours, the call) is left out."""
+    tb = error.__traceback__
+    text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
+    return RemoteError(type=_type_name(error), message=str(error), traceback=text)
+
+
+def _invalid(found: Task[Any, Any], error: Exception) -> RemoteError:
+    return RemoteError(
+        type="InvalidSubmission",
+        message=f"cannot unpickle the arguments of task {found.name}: "
+        f"{type(error).__name__}: {error}",
+        traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
+    )
+
+
+def _timeout(found: Task[Any, Any], limit: float) -> RemoteError:
+    return RemoteError(
+        type="TaskTimeout",
+        message=f"task {found.name} ran past its time limit of {limit:g} s",
+        kind="timeout",
+    )
+
+
+def _type_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,563 @@
+"""The PriorityInbox: where accepted tasks wait for a worker.
+
+It takes ``Requests`` of ``Submit`` and ``Cancel`` from the ingress edges
+(with ``Ref.call``), answers each message with ``Accepted`` / ``Rejected``
+or ``CancelReply``, tells the ResultStore what it queued (``Queued``, one
+per request) and cancelled (``Cancelled``), and hands ``JobBatch``es to the
+Dispatcher as far as the Dispatcher's ``Demand`` allows.
+
+A Submit is decided in this order:
+
+1. an id that is queued or was seen recently is ``Accepted`` again and not
+   queued twice (clients resend);
+2. a priority outside 0..3 or a negative ``queue_wait`` is
+   ``InvalidSubmission``;
+3. a task name that no source knows is ``UnknownTask``, naming the closest
+   known name;
+4. while ``capacity`` tasks are queued, a Submit with ``queue_wait`` > 0
+   waits, first come first admitted, until room frees (``Accepted``) or its
+   wait ends (``QueueFull``); with ``queue_wait`` 0 it is ``QueueFull`` at
+   once. A request holding a waiting Submit is answered later
+   (``Actor.defer``), so the inbox keeps handling messages meanwhile.
+
+Dispatch is credit-based. ``Demand(n)`` adds n to a standing demand; while
+demand and jobs remain, jobs leave in priority order, at most one
+``JobBatch`` per handled batch of messages. Priority is strict, with a
+starvation guard: each level counts the jobs taken from higher levels while
+it had jobs waiting, and once a level's count reaches ``starvation_limit``
+the next job comes from the highest such level, whose count restarts. With
+critical and low jobs waiting and a limit of 32, that is 32 critical jobs,
+1 low, 32 critical, and so on; when several lower levels wait, each of them
+gets one job per 32 from the top level, highest first.
+
+Everything is bounded: ``capacity`` queued tasks, ``parked_max`` waiting
+Submits, ``recent_ids`` remembered ids. The queue lives in memory: a
+restarted inbox starts empty.
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, TypeAlias, Union
+
+import attrs
+import trio
+
+from actors import Actor, ActorContext, ActorCrashed, Reply
+from actors.edge import Requests
+from fastworker.messages import (
+    PRIORITIES,
+    Accepted,
+    Cancel,
+    Cancelled,
+    CancelReply,
+    Demand,
+    Job,
+    JobBatch,
+    Queued,
+    QueuedEntry,
+    Rejected,
+    Submit,
+)
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_PARKED_MAX",
+    "DEFAULT_RECENT_IDS",
+    "DEFAULT_STARVATION_LIMIT",
+    "InboxOptions",
+    "InboxStats",
+    "KnownTasks",
+    "PriorityInbox",
+]
+
+log = logging.getLogger("fastworker.inbox")
+
+#: Tasks queued across the four levels before Submits wait or are refused.
+DEFAULT_CAPACITY = 100_000
+#: Jobs taken from higher levels while a lower level waits before it gets one.
+DEFAULT_STARVATION_LIMIT = 32
+#: Ids remembered after they left the queue, to recognise a resent Submit.
+DEFAULT_RECENT_IDS = 100_000
+#: Submits that may wait for room at once; more are refused with QueueFull.
+DEFAULT_PARKED_MAX = 10_000
+
+LEVELS = len(PRIORITIES)
+#: Known task names shown in an UnknownTask message.
+_NAMES_SHOWN = 10
+#: Cancelled jobs a level may hold before its queue is rebuilt without them.
+_STALE_MIN = 64
+
+
+@attrs.frozen(kw_only=True)
+class KnownTasks:
+    """Anyone (subworkers, later) -> PriorityInbox: these task names exist
+    too, beyond those of the task registry."""
+
+    names: frozenset[str]
+
+
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks]
+
+
+@attrs.frozen(kw_only=True)
+class InboxOptions:
+    """The inbox's options.
+
+    Attributes:
+        capacity: tasks queued across the four levels.
+        starvation_limit: jobs taken from higher levels while a lower
+            level has jobs waiting before that level gets one.
+        check_task_names: refuse Submits of task names nobody knows.
+        recent_ids: ids remembered after they left the queue, so that a
+            resent Submit is recognised (and a Cancel answered) for them.
+        parked_max: Submits that may wait for room at once.
+    """
+
+    capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=attrs.validators.ge(1))
+    starvation_limit: int = attrs.field(
+        default=DEFAULT_STARVATION_LIMIT, validator=attrs.validators.ge(1)
+    )
+    check_task_names: bool = True
+    recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
+    parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class InboxStats:
+    """The inbox's snapshot. ``queued`` is per level, critical first;
+    ``parked`` counts Submits waiting for room; ``duplicates_total`` counts
+    resent Submits answered without queueing; ``rejected_total`` is by
+    error name."""
+
+    queued: tuple[int, int, int, int]
+    capacity: int
+    parked: int
+    demand: int
+    accepted_total: int
+    duplicates_total: int
+    rejected_total: Mapping[str, int]
+    dispatched_total: int
+    cancelled_total: int
+
+
+_State = Literal["queued", "dispatched", "cancelled"]
+_Answer = Union[Accepted, Rejected, CancelReply]
+
+
+@attrs.define(eq=False)
+class _Request:
+    """A Requests being answered: its answers so far, how many are still
+    missing, and its reply slot once the answer was deferred."""
+
+    answers: list[_Answer | None]
+    remaining: int = 0
+    reply: Reply | None = None
+
+
+@attrs.define(eq=False)
+class _Parked:
+    """A Submit waiting for room, and where its answer goes."""
+
+    submit: Submit
+    request: _Request
+    index: int
+    since: float
+    deadline: float
+    done: bool = False
+
+
+class PriorityInbox(Actor[Accepts]):
+    """Queues tasks by priority and hands them out on demand (see the module
+    docstring).
+
+    Args:
+        task_names: where known task names come from (called again when a
+            Submit names a task it does not know); by default the task
+            registry, ``fastworker.tasks.registry.names``.
+    """
+
+    Options = InboxOptions
+    refs_required = ("dispatcher", "results")
+
+    def __init__(
+        self,
+        options: InboxOptions,
+        context: ActorContext,
+        *,
+        task_names: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        super().__init__(options, context)
+        self._task_names = task_names
+        self._levels: list[deque[Job]] = [deque() for _ in range(LEVELS)]
+        self._counts = [0] * LEVELS  # live jobs per level
+        self._stale = [0] * LEVELS  # cancelled jobs still in a level's deque
+        self._skipped = [0] * LEVELS  # jobs taken from above while this level waited
+        self._queued: dict[str, Job] = {}
+        self._recent: OrderedDict[str, _State] = OrderedDict()
+        self._parked: OrderedDict[int, _Parked] = OrderedDict()  # first come first
+        self._deadlines: list[tuple[float, int, _Parked]] = []  # a heap
+        self._parked_seq = 0
+        self._timer: trio.CancelScope | None = None
+        self._demand = 0
+        self._known: frozenset[str] = frozenset()
+        self._advertised: set[str] = set()
+        self._known_fresh = False
+        # What the next flush sends, and the deferred requests it answers.
+        self._entries: list[QueuedEntry] = []
+        self._cancelled: list[str] = []
+        self._answered: list[_Request] = []
+        self._accepted_total = 0
+        self._duplicates_total = 0
+        self._rejected_total: dict[str, int] = {}
+        self._dispatched_total = 0
+        self._cancelled_total = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            # Whoever waits on a deferred request gets an answer, never a hang.
+            now = trio.current_time()
+            for parked in list(self._parked.values()):
+                message = f"the inbox stopped after {_seconds(now - parked.since)} s of waiting"
+                self._finish_parked(parked, self._queue_full(parked.submit, message), at_once=True)
+            for request in self._answered:
+                if request.reply is not None:
+                    request.reply.fail(
+                        ActorCrashed(f"{self.name} stopped before its store heard of these tasks")
+                    )
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        capacity = self.options.capacity
+        nursery.start_soon(self._expire_parked)
+        if not self.options.check_task_names:
+            return f"capacity {capacity}, task names not checked"
+        if self._task_names is None:
+            self._task_names = _registry_names()
+        self._refresh_names()
+        return f"capacity {capacity}, {len(self._known)} task names known"
+
+    async def handle(self, message: Accepts) -> Any:
+        match message:
+            case Requests():
+                request = self._on_requests(message)
+                if request.remaining:
+                    request.reply = self.defer()
+                await self._flush()
+                return request.answers
+            case Cancel(id=task_id):
+                answer = self._cancel(task_id)
+                await self._flush()
+                return answer
+            case _:
+                await self.handle_batch([message])
+                return None
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        for message in messages:
+            match message:
+                case Demand(n=n):
+                    self._demand += max(n, 0)
+                case KnownTasks(names=names):
+                    self._advertised.update(names)
+                case Requests():
+                    self._on_requests(message)  # sent, not called: nobody reads the answers
+                case Cancel(id=task_id):
+                    self._cancel(task_id)
+                case _:
+                    # A wiring mistake; crashing would lose the whole queue.
+                    kind = type(message).__name__
+                    log.warning("%s: ignored %s (not an inbox message)", self.name, kind)
+        await self._flush()
+
+    def stats_detail(self) -> InboxStats:
+        counts = self._counts
+        return InboxStats(
+            queued=(counts[0], counts[1], counts[2], counts[3]),
+            capacity=self.options.capacity,
+            parked=len(self._parked),
+            demand=self._demand,
+            accepted_total=self._accepted_total,
+            duplicates_total=self._duplicates_total,
+            rejected_total=dict(self._rejected_total),
+            dispatched_total=self._dispatched_total,
+            cancelled_total=self._cancelled_total,
+        )
+
+    # -- submissions -------------------------------------------------------------
+
+    def _on_requests(self, message: Requests) -> _Request:
+        request = _Request(answers=[None] * len(message.messages))
+        self._known_fresh = False  # the name source is asked at most once per request
+        for index, item in enumerate(message.messages):
+            answer: _Answer | None
+            match item:
+                case Submit():
+                    answer = self._on_submit(item, request, index)
+                case Cancel(id=task_id):
+                    answer = self._cancel(task_id)
+                case _:
+                    answer = self._reject(
+                        str(getattr(item, "id", "")),
+                        "InvalidSubmission",
+                        f"the inbox takes Submit and Cancel, not {type(item).__name__}",
+                    )
+            request.answers[index] = answer
+            if answer is None:
+                request.remaining += 1
+        return request
+
+    def _on_submit(self, submit: Submit, request: _Request, index: int) -> _Answer | None:
+        """The answer to one Submit, or ``None`` once it is parked."""
+        if submit.id in self._queued or submit.id in self._recent:
+            self._duplicates_total += 1
+            return Accepted(id=submit.id)
+        problem = self._check(submit)
+        if problem is not None:
+            return self._reject(submit.id, *problem)
+        self._admit()  # room freed by a Cancel goes to those waiting first
+        if len(self._queued) < self.options.capacity:
+            return self._enqueue(submit)
+        if submit.queue_wait > 0 and len(self._parked) < self.options.parked_max:
+            self._park(submit, request, index)
+            return None
+        if submit.queue_wait > 0:
+            return self._queue_full(
+                submit, f"{self.options.parked_max} submissions already wait for room"
+            )
+        return self._queue_full(submit, "pass queue_wait to wait for room")
+
+    def _check(self, submit: Submit) -> tuple[str, str] | None:
+        if not 0 <= submit.priority < LEVELS:
+            return (
+                "InvalidSubmission",
+                f"priority {submit.priority!r} is out of range; expected 0 (critical) to 3 (low)",
+            )
+        if not (submit.queue_wait >= 0 and math.isfinite(submit.queue_wait)):
+            return (
+                "InvalidSubmission",
+                f"queue_wait {submit.queue_wait!r} is not a number of seconds >= 0",
+            )
+        if self.options.check_task_names and not self._knows_task(submit.task):
+            return "UnknownTask", self._unknown_task(submit.task)
+        return None
+
+    def _knows_task(self, name: str) -> bool:
+        if name in self._known or name in self._advertised:
+            return True
+        if not self._known_fresh:
+            self._refresh_names()  # the task may have been registered since
+            return name in self._known
+        return False
+
+    def _refresh_names(self) -> None:
+        if self._task_names is not None:
+            self._known = frozenset(self._task_names())
+        self._known_fresh = True
+
+    def _unknown_task(self, name: str) -> str:
+        known = sorted(self._known | self._advertised)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(known[:_NAMES_SHOWN]) or "none"
+        if len(known) > _NAMES_SHOWN:
+            shown += f", and {len(known) - _NAMES_SHOWN} more"
+        return f"unknown task {name!r}{hint} (known: {shown})"
+
+    def _reject(self, task_id: str, error: str, message: str) -> Rejected:
+        self._rejected_total[error] = self._rejected_total.get(error, 0) + 1
+        return Rejected(id=task_id, error=error, message=message)
+
+    def _queue_full(self, submit: Submit, why: str) -> Rejected:
+        return self._reject(
+            submit.id, "QueueFull", f"queue full (capacity {self.options.capacity}); {why}"
+        )
+
+    def _enqueue(self, submit: Submit) -> Accepted:
+        now = time.time()
+        job = Job(
+            id=submit.id,
+            task=submit.task,
+            payload=submit.payload,
+            priority=submit.priority,
+            timeout=submit.timeout,
+            queued_at=now,
+        )
+        self._queued[job.id] = job
+        self._levels[job.priority].append(job)
+        self._counts[job.priority] += 1
+        self._remember(job.id, "queued")
+        self._entries.append(
+            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now)
+        )
+        self._accepted_total += 1
+        return Accepted(id=job.id)
+
+    def _remember(self, task_id: str, state: _State) -> None:
+        self._recent[task_id] = state  # an id already there keeps its place
+        if len(self._recent) > self.options.recent_ids:
+            self._recent.popitem(last=False)
+
+    # -- waiting for room --------------------------------------------------------
+
+    def _park(self, submit: Submit, request: _Request, index: int) -> None:
+        now = trio.current_time()
+        parked = _Parked(submit, request, index, since=now, deadline=now + submit.queue_wait)
+        self._parked_seq += 1
+        self._parked[self._parked_seq] = parked
+        if len(self._deadlines) > 2 * len(self._parked) + 64:
+            # Admitted Submits stay in the heap until their deadline; drop them.
+            self._deadlines = [entry for entry in self._deadlines if not entry[2].done]
+            heapq.heapify(self._deadlines)
+        heapq.heappush(self._deadlines, (parked.deadline, self._parked_seq, parked))
+        if self._timer is not None and parked.deadline < self._timer.deadline:
+            self._timer.deadline = parked.deadline
+
+    def _admit(self) -> None:
+        """Queue parked Submits, first come first, while there is room."""
+        while self._parked and len(self._queued) < self.options.capacity:
+            _, parked = self._parked.popitem(last=False)
+            submit = parked.submit
+            if submit.id in self._queued or submit.id in self._recent:
+                self._duplicates_total += 1  # its twin got in first
+                answer: _Answer = Accepted(id=submit.id)
+            else:
+                answer = self._enqueue(submit)
+            self._finish_parked(parked, answer, at_once=False)
+
+    def _finish_parked(self, parked: _Parked, answer: _Answer, *, at_once: bool) -> None:
+        """Record a parked Submit's answer; answer its request once complete,
+        at once or (when what was queued must reach the store first) at the
+        next flush."""
+        parked.done = True
+        request = parked.request
+        request.answers[parked.index] = answer
+        request.remaining -= 1
+        if request.remaining == 0 and request.reply is not None:
+            if at_once:
+                request.reply.set(list(request.answers))
+            else:
+                self._answered.append(request)
+
+    async def _expire_parked(self) -> None:
+        """Refuse parked Submits whose wait is over; one timer, re-armed by
+        ``_park`` when an earlier deadline arrives."""
+        while True:
+            deadline = self._deadlines[0][0] if self._deadlines else math.inf
+            with trio.CancelScope(deadline=deadline) as self._timer:
+                await trio.sleep_forever()
+            self._timer = None
+            now = trio.current_time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, seq, parked = heapq.heappop(self._deadlines)
+                if parked.done:
+                    continue
+                del self._parked[seq]
+                waited = f"waited {_seconds(parked.submit.queue_wait)} s"
+                self._finish_parked(parked, self._queue_full(parked.submit, waited), at_once=True)
+
+    # -- cancelling ---------------------------------------------------------------
+
+    def _cancel(self, task_id: str) -> CancelReply:
+        job = self._queued.pop(task_id, None)
+        if job is not None:
+            # The job stays in its deque until it is reached or the deque is rebuilt.
+            level = job.priority
+            self._counts[level] -= 1
+            self._stale[level] += 1
+            if self._stale[level] > max(_STALE_MIN, self._counts[level]):
+                self._levels[level] = deque(j for j in self._levels[level] if self._is_live(j))
+                self._stale[level] = 0
+            self._remember(task_id, "cancelled")
+            self._cancelled.append(task_id)
+            self._cancelled_total += 1
+            return CancelReply(id=task_id, outcome="cancelled")
+        state = self._recent.get(task_id)
+        if state == "cancelled":
+            return CancelReply(id=task_id, outcome="cancelled")  # a resent Cancel
+        if state is not None:
+            return CancelReply(id=task_id, outcome="not_queued")
+        return CancelReply(id=task_id, outcome="unknown")
+
+    def _is_live(self, job: Job) -> bool:
+        return self._queued.get(job.id) is job
+
+    # -- dispatch ------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Take jobs for the standing demand, then send what the handled
+        messages produced: Queued and Cancelled to the store first (so an
+        accepted task is known there before the client hears of it), then
+        one JobBatch, then the answers of completed deferred requests."""
+        jobs = self._take_jobs()
+        entries, self._entries = self._entries, []
+        cancelled, self._cancelled = self._cancelled, []
+        if entries:
+            await self.refs["results"].send(Queued(entries=tuple(entries)))
+        if cancelled:
+            await self.refs["results"].send(Cancelled(ids=tuple(cancelled)))
+        if jobs:
+            await self.refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
+        answered, self._answered = self._answered, []
+        for request in answered:
+            if request.remaining == 0 and request.reply is not None:
+                request.reply.set(list(request.answers))
+
+    def _take_jobs(self) -> list[Job]:
+        jobs: list[Job] = []
+        self._admit()
+        while self._demand > 0 and self._queued:
+            jobs.append(self._take_next())
+            self._demand -= 1
+            self._admit()  # each job taken makes room for one waiting Submit
+        return jobs
+
+    def _take_next(self) -> Job:
+        level = self._next_level()
+        queue = self._levels[level]
+        job = queue.popleft()
+        while not self._is_live(job):
+            self._stale[level] -= 1
+            job = queue.popleft()
+        del self._queued[job.id]
+        self._counts[level] -= 1
+        self._remember(job.id, "dispatched")
+        self._dispatched_total += 1
+        for lower in range(level + 1, LEVELS):
+            self._skipped[lower] = self._skipped[lower] + 1 if self._counts[lower] else 0
+        self._skipped[level] = 0
+        return job
+
+    def _next_level(self) -> int:
+        """The highest level with jobs, unless a level below it has waited
+        ``starvation_limit`` jobs: then the highest such level."""
+        top = -1
+        for level in range(LEVELS):
+            if not self._counts[level]:
+                self._skipped[level] = 0
+            elif top < 0:
+                top = level
+            elif self._skipped[level] >= self.options.starvation_limit:
+                return level
+        return top
+
+
+def _registry_names() -> Callable[[], Collection[str]]:
+    # Imported here, not at the top: the registry is only needed when names
+    # are checked and no other source was given.
+    from fastworker.tasks import registry
+
+    return registry.names
+
+
+def _seconds(value: float) -> str:
+    """``2.0``, ``0.25``, ``1.333``: seconds for people."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text

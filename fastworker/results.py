@@ -1,0 +1,480 @@
+"""The ResultStore: where every task's record lives, and where clients wait.
+
+It takes ``Queued`` and ``Cancelled`` from the PriorityInbox and ``Running``
+and ``Finished`` from executors, and keeps one ``TaskRecord`` per task id.
+It answers ``StatusQuery`` and ``ResultQuery`` (``Records``) from the
+Results edge (port base+4), which sends them wrapped in ``Requests`` with
+``Ref.call``; in-process callers may ``call`` it with a bare query.
+
+Reports come from several senders, so they may arrive out of order: a state
+only moves forward (queued, running, then final), and a final record stays
+as it is. A second ``Finished`` of the same (id, attempt) is a duplicate and
+is counted; one of another attempt is a duplicate execution, counted too.
+
+Memory is bounded. A final record expires ``ttl`` seconds after it became
+final, and the least recently used final records are evicted while the store
+holds more than ``max_entries`` records or ``max_bytes`` bytes. Records of
+queued and running tasks are live work: counted, never evicted. A forgotten
+id answers ``state="unknown"``.
+
+A ``ResultQuery`` that finds nothing final parks without blocking the inbox
+(``Actor.defer``): it is answered when one of its ids becomes final, or at
+its deadline by one timer task, with whatever is final then. Time is trio's
+clock, so tests drive TTLs and deadlines with ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import sys
+from collections import OrderedDict, deque
+from typing import Any, Union
+
+import attrs
+import trio
+
+from actors import Actor, Reply
+from actors.edge import Requests
+from fastworker.messages import (
+    Cancelled,
+    Finished,
+    Outcome,
+    Queued,
+    Records,
+    ResultQuery,
+    Running,
+    StatusQuery,
+    TaskRecord,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
+
+#: What the store counts per record besides its value and error texts.
+RECORD_OVERHEAD_BYTES = 512
+
+Report = Union[Queued, Running, Finished, Cancelled]
+Query = Union[ResultQuery, StatusQuery]
+Accepts = Union[Report, Query, Requests]
+
+
+@attrs.frozen(kw_only=True)
+class ResultStoreOptions:
+    """The store's bounds.
+
+    Attributes:
+        ttl: seconds a final record is kept after it became final.
+        max_entries: the most records held (live ones count, but only final
+            ones are evicted).
+        max_bytes: the most bytes held: values, error texts and
+            ``RECORD_OVERHEAD_BYTES`` per record.
+        max_wait: the longest a ``ResultQuery`` may park, in seconds.
+    """
+
+    ttl: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
+    max_entries: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
+    max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
+    max_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class ResultStoreStats:
+    """The store's snapshot: what it holds, who waits, what it dropped.
+
+    Attributes:
+        entries / live_entries: records held; those of queued or running tasks.
+        bytes: the counted size of all records (see ``max_bytes``).
+        waiting_queries: ResultQuery messages parked now.
+        finished_total: outcomes that made a record final.
+        duplicates_total: a second Finished of the same (id, attempt), ignored.
+        extra_attempts_total: a Finished of another attempt after the record
+            was final (a duplicate execution), ignored.
+        stale_total: a Running or Cancelled for a record already final, ignored.
+        evicted_ttl / evicted_lru / evicted_bytes: final records dropped by
+            age, by the entry bound, by the byte bound.
+        queries_total: queries answered or parked.
+        ignored_total: messages with nobody to answer: a query sent without
+            ``Ref.call``, or a non-query inside ``Requests``.
+    """
+
+    entries: int
+    live_entries: int
+    bytes: int
+    waiting_queries: int
+    finished_total: int
+    duplicates_total: int
+    extra_attempts_total: int
+    stale_total: int
+    evicted_ttl: int
+    evicted_lru: int
+    evicted_bytes: int
+    queries_total: int
+    ignored_total: int
+
+
+class ResultStore(Actor[Accepts]):
+    """Keeps one record per task and answers queries about them.
+
+    Reports are plain messages (``send``); queries must come with
+    ``Ref.call``, bare or inside ``Requests``. A query that has to wait is
+    parked with ``defer()``, so the inbox keeps flowing while it waits.
+    """
+
+    Options = ResultStoreOptions
+
+    def __init__(self, options: ResultStoreOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self._records: dict[str, _Entry] = {}
+        self._final: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._expiry: deque[_Entry] = deque()  # in the order records became final
+        self._bytes = 0
+        self._waiting: dict[str, set[_Waiter]] = {}  # id -> queries parked on it
+        self._deadlines: list[tuple[float, int, _Waiter]] = []  # a heap
+        self._parked = 0
+        self._sequence = itertools.count()
+        self._timer: trio.CancelScope | None = None
+        self._counts = _Counts()
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        await nursery.start(self._answer_at_deadlines)
+        options = self.options
+        return (
+            f"keeps results {options.ttl:g} s, at most {options.max_entries} records "
+            f"and {options.max_bytes} bytes"
+        )
+
+    async def drain(self) -> None:
+        self._answer_all()
+
+    async def handle(self, message: Accepts) -> Any:
+        match message:
+            case Queued() | Running() | Finished() | Cancelled():
+                self._take_reports([message])
+                return None
+            case ResultQuery() | StatusQuery():
+                return self._on_queries((message,), single=True)
+            case Requests():
+                return self._on_queries(message.messages, single=False)
+            case _:
+                assert_never(message)
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        # Plain messages: the reports of a drained run are taken in one pass.
+        # A query sent without Ref.call has nobody to answer.
+        reports = [m for m in messages if isinstance(m, (Queued, Running, Finished, Cancelled))]
+        self._counts.ignored_total += len(messages) - len(reports)
+        self._take_reports(reports)
+
+    def stats_detail(self) -> ResultStoreStats:
+        self._expire(trio.current_time())  # so that expired records are not counted
+        return ResultStoreStats(
+            entries=len(self._records),
+            live_entries=len(self._records) - len(self._final),
+            bytes=self._bytes,
+            waiting_queries=self._parked,
+            **attrs.asdict(self._counts),
+        )
+
+    # -- reports -------------------------------------------------------------
+
+    def _take_reports(self, reports: list[Report]) -> None:
+        """Apply reports in order, answer the queries they complete, then
+        enforce the bounds (after answering: a waiter sees its record even
+        if the bounds drop it at once)."""
+        now = trio.current_time()
+        woken: dict[_Waiter, None] = {}
+        for report in reports:
+            match report:
+                case Queued():
+                    for entry in report.entries:
+                        self._update(entry.id, task=entry.task, priority=entry.priority,
+                                     queued_at=entry.queued_at)
+                case Running():
+                    for id in report.ids:
+                        self._on_running(id, report.worker, report.started_at)
+                case Finished():
+                    for outcome in report.outcomes:
+                        self._on_outcome(outcome, now, woken)
+                case Cancelled():
+                    for id in report.ids:
+                        self._on_cancelled(id, now, woken)
+                case _:
+                    assert_never(report)
+        for waiter in woken:
+            if not waiter.done:
+                self._answer_waiter(waiter)
+        self._expire(now)
+
+    def _update(self, id: str, **fields: Any) -> None:
+        """Fill in what a late ``Queued`` knows, without moving the state."""
+        entry = self._records.get(id)
+        if entry is None:
+            self._add(id, _Entry(TaskRecord(id=id, state="queued", **fields)))
+        else:
+            entry.record = attrs.evolve(entry.record, **fields)
+
+    def _on_running(self, id: str, worker: str, started_at: float) -> None:
+        entry = self._records.get(id)
+        if entry is None:
+            record = TaskRecord(id=id, state="running", attempt=1, worker=worker,
+                                started_at=started_at)
+            self._add(id, _Entry(record))
+        elif entry.final_at is not None:
+            self._counts.stale_total += 1
+        else:
+            entry.record = attrs.evolve(entry.record, state="running", worker=worker,
+                                        started_at=started_at, attempt=entry.record.attempt + 1)
+
+    def _on_outcome(self, outcome: Outcome, now: float, woken: dict[_Waiter, None]) -> None:
+        entry = self._records.get(outcome.id)
+        if entry is not None and entry.final_at is not None:
+            if entry.record.attempt == outcome.attempt:
+                self._counts.duplicates_total += 1
+            else:
+                self._counts.extra_attempts_total += 1
+            return
+        self._counts.finished_total += 1
+        old = entry.record if entry is not None else TaskRecord(id=outcome.id, state="unknown")
+        record = TaskRecord(
+            id=outcome.id,
+            state="succeeded" if outcome.error is None else "failed",
+            task=old.task,
+            priority=old.priority,
+            attempt=outcome.attempt,
+            worker=outcome.worker,
+            queued_at=old.queued_at,
+            started_at=outcome.started_at or old.started_at,
+            finished_at=outcome.finished_at,
+            value=outcome.value,
+            error=outcome.error,
+        )
+        self._finalize(outcome.id, entry, record, now, woken)
+
+    def _on_cancelled(self, id: str, now: float, woken: dict[_Waiter, None]) -> None:
+        entry = self._records.get(id)
+        if entry is not None and entry.final_at is not None:
+            self._counts.stale_total += 1
+            return
+        if entry is None:
+            record = TaskRecord(id=id, state="cancelled")
+        else:
+            record = attrs.evolve(entry.record, state="cancelled")
+        self._finalize(id, entry, record, now, woken)
+
+    def _finalize(self, id: str, entry: _Entry | None, record: TaskRecord, now: float,
+                  woken: dict[_Waiter, None]) -> None:
+        if entry is None:
+            entry = _Entry(record)
+            self._add(id, entry)
+        entry.record = record
+        entry.final_at = now
+        self._bytes += _size(record) - entry.size
+        entry.size = _size(record)
+        self._final[id] = entry
+        self._expiry.append(entry)
+        for waiter in self._waiting.pop(id, ()):
+            woken[waiter] = None
+
+    def _add(self, id: str, entry: _Entry) -> None:
+        self._records[id] = entry
+        self._bytes += entry.size
+
+    # -- bounds --------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        """Drop final records past their TTL, then the least recently used
+        ones while over a bound."""
+        expiry, ttl = self._expiry, self.options.ttl
+        while expiry and expiry[0].final_at is not None and expiry[0].final_at + ttl <= now:
+            entry = expiry.popleft()
+            if self._final.get(entry.record.id) is entry:
+                self._forget(entry)
+                self._counts.evicted_ttl += 1
+        while len(self._records) > self.options.max_entries and self._final:
+            self._forget(next(iter(self._final.values())))
+            self._counts.evicted_lru += 1
+        while self._bytes > self.options.max_bytes and self._final:
+            self._forget(next(iter(self._final.values())))
+            self._counts.evicted_bytes += 1
+        if len(expiry) > 2 * len(self._final) + 64:
+            # Entries evicted by the bounds linger here; drop them now and then.
+            self._expiry = deque(e for e in expiry if self._final.get(e.record.id) is e)
+
+    def _forget(self, entry: _Entry) -> None:
+        id = entry.record.id
+        del self._final[id]
+        del self._records[id]
+        self._bytes -= entry.size
+
+    # -- queries -------------------------------------------------------------
+
+    def _on_queries(self, messages: tuple[Any, ...], *, single: bool) -> Any:
+        """Answer each query now, or park it; defer the call if any parked.
+        The answer is a list with one reply per message (``single``: the
+        one reply); a message that is not a query is answered ``None``."""
+        now = trio.current_time()
+        self._expire(now)
+        answers: list[Any] = []
+        call: _Call | None = None
+        for index, message in enumerate(messages):
+            match message:
+                case StatusQuery():
+                    self._counts.queries_total += 1
+                    records = tuple(self._status(id) for id in dict.fromkeys(message.ids))
+                    answers.append(Records(records=records))
+                case ResultQuery():
+                    self._counts.queries_total += 1
+                    records = self._final_records(message.ids)
+                    wait = min(message.wait, self.options.max_wait)
+                    if records or wait <= 0 or not message.ids:
+                        answers.append(Records(records=records))
+                        continue
+                    if call is None:
+                        call = _Call(reply=self.defer(), answers=answers, single=single)
+                    answers.append(None)
+                    self._park(_Waiter(ids=message.ids, call=call, index=index), now + wait)
+                case _:
+                    self._counts.ignored_total += 1
+                    answers.append(None)
+        if call is not None:
+            return None  # deferred: the reply is set when the last query is answered
+        return answers[0] if single else answers
+
+    def _status(self, id: str) -> TaskRecord:
+        entry = self._records.get(id)
+        if entry is None:
+            return TaskRecord(id=id, state="unknown")
+        if entry.final_at is not None:
+            self._final.move_to_end(id)
+        return entry.record
+
+    def _final_records(self, ids: tuple[str, ...]) -> tuple[TaskRecord, ...]:
+        records = []
+        for id in dict.fromkeys(ids):
+            entry = self._records.get(id)
+            if entry is not None and entry.final_at is not None:
+                self._final.move_to_end(id)
+                records.append(entry.record)
+        return tuple(records)
+
+    def _park(self, waiter: _Waiter, deadline: float) -> None:
+        waiter.call.pending += 1
+        for id in waiter.ids:
+            self._waiting.setdefault(id, set()).add(waiter)
+        heapq.heappush(self._deadlines, (deadline, next(self._sequence), waiter))
+        self._parked += 1
+        if self._timer is not None and deadline < self._timer.deadline:
+            self._timer.deadline = deadline
+
+    def _answer_waiter(self, waiter: _Waiter) -> None:
+        """Answer a parked query with what is final now."""
+        waiter.done = True
+        self._parked -= 1
+        for id in waiter.ids:
+            waiters = self._waiting.get(id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[id]
+        call = waiter.call
+        call.answers[waiter.index] = Records(records=self._final_records(waiter.ids))
+        call.pending -= 1
+        if call.pending == 0:
+            call.reply.set(call.answers[0] if call.single else call.answers)
+        if len(self._deadlines) > 2 * self._parked + 64:
+            # Answered queries linger in the heap until their deadline; drop them.
+            self._deadlines = [item for item in self._deadlines if not item[2].done]
+            heapq.heapify(self._deadlines)
+
+    def _answer_all(self) -> None:
+        """On stop: answer every parked query with what is final now."""
+        for _, _, waiter in sorted(self._deadlines):
+            if not waiter.done:
+                self._answer_waiter(waiter)
+        self._deadlines.clear()
+
+    async def _answer_at_deadlines(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sleep until the earliest deadline (``_park`` moves it earlier),
+        answer the queries that are due, repeat. When the actor stops or
+        crashes, the parked queries are answered rather than left hanging."""
+        try:
+            task_status.started()
+            while True:
+                while self._deadlines and self._deadlines[0][2].done:
+                    heapq.heappop(self._deadlines)
+                earliest = self._deadlines[0][0] if self._deadlines else math.inf
+                with trio.CancelScope(deadline=earliest) as scope:
+                    self._timer = scope
+                    await trio.sleep_forever()
+                self._timer = None
+                now = trio.current_time()
+                self._expire(now)
+                # _answer_waiter may compact the heap, so look it up afresh each time.
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _, _, waiter = heapq.heappop(self._deadlines)
+                    if not waiter.done:
+                        self._answer_waiter(waiter)
+        finally:
+            self._timer = None
+            self._answer_all()
+
+
+class _Entry:
+    """One task's record, with when it became final and its counted size."""
+
+    __slots__ = ("record", "final_at", "size")
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        self.final_at: float | None = None
+        self.size = _size(record)
+
+
+@attrs.define
+class _Counts:
+    """The store's running totals, named as in ``ResultStoreStats``."""
+
+    finished_total: int = 0
+    duplicates_total: int = 0
+    extra_attempts_total: int = 0
+    stale_total: int = 0
+    evicted_ttl: int = 0
+    evicted_lru: int = 0
+    evicted_bytes: int = 0
+    queries_total: int = 0
+    ignored_total: int = 0
+
+
+@attrs.define(eq=False)
+class _Call:
+    """One deferred call: its reply, the answers so far, how many are parked."""
+
+    reply: Reply
+    answers: list[Any]
+    single: bool
+    pending: int = 0
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """A parked ResultQuery: the ids it waits on, and its slot in its call."""
+
+    ids: tuple[str, ...]
+    call: _Call
+    index: int
+    done: bool = False
+
+
+def _size(record: TaskRecord) -> int:
+    size = RECORD_OVERHEAD_BYTES + len(record.value or b"")
+    if record.error is not None:
+        error = record.error
+        size += len(error.type) + len(error.message) + len(error.traceback)
+    return size
+

@@ -1,0 +1,443 @@
+"""The Executor runs assigned jobs, reports them in batches and gives credit back.
+
+Each test runs a node of the executor and two stand-ins that record what
+reaches them: ``dispatcher`` (credit) and ``results`` (``Running`` and
+``Finished``). Tests wait on what the stand-ins record, never on the clock;
+async time limits run under the autojump clock, and the sync time limit,
+which real time drives, is a tiny one whose outcome is awaited as an event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Actor, GetStats, Node, Topology, open_node
+from fastworker.executor import Executor, ExecutorStats
+from fastworker.messages import Assign, Credit, Finished, Job, Outcome, Running
+from fastworker.payload import pack_call, unpack_value
+from fastworker.tasks import TaskRegistry
+
+from tests.fastworker import sample_tasks
+from tests.fastworker.sample_tasks import (
+    ENTERED,
+    GATES,
+    THREAD_IDENTS,
+    TRIO_GATES,
+    Concurrency,
+)
+
+_ids = itertools.count(1)
+
+
+class Log:
+    """What one stand-in received, in order; tests wait on it."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self._changed = trio.Event()
+
+    def add(self, messages: list[Any]) -> None:
+        self.messages.extend(messages)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` holds (a guard fails the test past ``timeout``)."""
+        with trio.fail_after(timeout):
+            while not condition():
+                await self._changed.wait()
+
+    def of(self, cls: type[Any]) -> list[Any]:
+        return [m for m in self.messages if isinstance(m, cls)]
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        return {o.id: o for f in self.of(Finished) for o in f.outcomes}
+
+    @property
+    def credits(self) -> list[int]:
+        return [c.n for c in self.of(Credit)]
+
+
+class StandIn(Actor[Any]):
+    """Records every message it receives into a ``Log``."""
+
+    def __init__(self, options: Any, context: Any, *, log: Log) -> None:
+        super().__init__(options, context)
+        self.log = log
+
+    async def handle_batch(self, messages: list[Any]) -> None:
+        self.log.add(messages)
+
+
+class Harness:
+    def __init__(self, node: Node, dispatcher: Log, results: Log) -> None:
+        self.node, self.dispatcher, self.results = node, dispatcher, results
+
+    async def assign(self, *jobs: Job) -> None:
+        await self.node.refs["executor"].send(Assign(jobs=jobs))
+
+    async def outcomes_of(self, *jobs: Job) -> list[Outcome]:
+        """Wait until every job has an outcome; return them in order."""
+        await self.results.until(lambda: all(j.id in self.results.outcomes for j in jobs))
+        return [self.results.outcomes[j.id] for j in jobs]
+
+    async def stats(self) -> ExecutorStats:
+        snapshot = await self.node.refs["executor"].call(GetStats())
+        detail: ExecutorStats = snapshot.detail
+        return detail
+
+
+@asynccontextmanager
+async def executor(
+    registry: TaskRegistry | None = None, **options: Any
+) -> AsyncIterator[Harness]:
+    dispatcher, results = Log(), Log()
+    options.setdefault("worker", "w")
+    topology = (
+        Topology()
+        .add("dispatcher", StandIn, params={"log": dispatcher})
+        .add("results", StandIn, params={"log": results})
+        .add(
+            "executor",
+            Executor,
+            refs={"dispatcher": "dispatcher", "results": "results"},
+            params={} if registry is None else {"registry": registry},
+            **options,
+        )
+    )
+    async with open_node(topology) as node:
+        yield Harness(node, dispatcher, results)
+
+
+def job(task: str, *args: Any, timeout: float | None = None, payload: bytes | None = None,
+        **kwargs: Any) -> Job:
+    return Job(
+        id=f"j{next(_ids)}",
+        task=task,
+        payload=pack_call(args, kwargs) if payload is None else payload,
+        priority=2,
+        timeout=timeout,
+        attempt=1,
+    )
+
+
+def value_of(outcome: Outcome) -> Any:
+    """The unpickled value of a job that succeeded."""
+    assert outcome.error is None, outcome.error
+    assert outcome.value is not None
+    return unpack_value(outcome.value)
+
+
+@pytest.fixture
+def gate() -> Any:
+    """A key for ``tests.sample.block``; its thread is released at teardown
+    whatever happens, so no test leaves a thread blocked."""
+    key = f"gate{next(_ids)}"
+    GATES[key], ENTERED[key] = threading.Event(), threading.Event()
+    yield key
+    GATES.pop(key).set()
+    ENTERED.pop(key)
+
+
+async def test_setup_grants_concurrency_as_credit() -> None:
+    """On start the executor grants the dispatcher its whole concurrency."""
+    async with executor(concurrency=7, threads=2) as harness:
+        await harness.dispatcher.until(lambda: bool(harness.dispatcher.messages))
+        assert harness.dispatcher.messages[0] == Credit(worker="w", n=7)
+        assert harness.node.ready["executor"] == "7 slots, 2 threads"
+
+
+async def test_worker_name_defaults_to_host_and_pid() -> None:
+    """Without a worker name, records name the host and process."""
+    async with executor(worker="") as harness:
+        await harness.dispatcher.until(lambda: bool(harness.dispatcher.messages))
+        assert harness.dispatcher.messages[0].worker == f"{socket.gethostname()}:{os.getpid()}"
+
+
+@pytest.mark.parametrize("task", ["tests.sample.add", "tests.sample.async_add"])
+async def test_value_round_trips(task: str) -> None:
+    """A sync or async task's return value comes back pickled, with times."""
+    async with executor() as harness:
+        the_job = job(task, 2, y=3)
+        await harness.assign(the_job)
+        [outcome] = await harness.outcomes_of(the_job)
+        assert value_of(outcome) == 5
+        assert (outcome.id, outcome.attempt, outcome.worker) == (the_job.id, 1, "w")
+        assert 0 < outcome.started_at <= outcome.finished_at
+        [running] = harness.results.of(Running)
+        assert running.ids == (the_job.id,)
+        assert running.worker == "w"
+        assert harness.results.messages.index(running) < len(harness.results.messages) - 1
+
+
+class TestErrors:
+    async def test_sync_exception_is_captured(self) -> None:
+        """A builtin exception is reported by name, message and traceback text,
+        the traceback starting at the task function."""
+        async with executor() as harness:
+            the_job = job("tests.sample.fail", 7)
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+        assert outcome.value is None
+        assert outcome.error is not None
+        assert (outcome.error.type, outcome.error.message) == ("ValueError", "bad value 7")
+        assert outcome.error.kind == "error"
+        assert "in fail" in outcome.error.traceback
+        assert 'raise ValueError(f"bad value {value}")' in outcome.error.traceback
+        assert "_call_sync" not in outcome.error.traceback
+
+    async def test_async_exception_is_named_by_module(self) -> None:
+        """A non-builtin exception is named module.Qualname."""
+        async with executor() as harness:
+            the_job = job("tests.sample.async_fail", 8)
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+        assert outcome.error is not None
+        assert outcome.error.type == "tests.fastworker.sample_tasks.SampleError"
+        assert outcome.error.message == "async bad value 8"
+        assert "in async_fail" in outcome.error.traceback
+
+    async def test_unknown_task_fails_without_running(self) -> None:
+        """A task this worker does not know fails as UnknownTask, names close
+        matches, is never reported running, and its slot comes back."""
+        registry = TaskRegistry()
+        registry.register(sample_tasks.noop)
+        async with executor(registry=registry, concurrency=2) as harness:
+            the_job = job("tests.sample.nop")
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+            await harness.dispatcher.until(lambda: harness.dispatcher.credits == [2, 1])
+        assert outcome.error is not None
+        assert outcome.error.type == "UnknownTask"
+        assert outcome.error.message == (
+            "no task named 'tests.sample.nop' on worker w (did you mean 'tests.sample.noop'?); "
+            "import the module that defines it on this worker ([node] imports or "
+            "FASTWORKER_TASKS)"
+        )
+        assert harness.results.of(Running) == []
+
+    @pytest.mark.parametrize("task", ["tests.sample.add", "tests.sample.async_add"])
+    async def test_bad_payload_is_an_invalid_submission(self, task: str) -> None:
+        """Arguments that do not unpickle fail the job as InvalidSubmission."""
+        async with executor() as harness:
+            the_job = job(task, payload=b"not a pickle")
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+        assert outcome.error is not None
+        assert outcome.error.type == "InvalidSubmission"
+        assert outcome.error.message.startswith(
+            f"cannot unpickle the arguments of task {task}: UnpicklingError: "
+        )
+
+    async def test_unpicklable_return_value_fails_the_job(self) -> None:
+        """A return value that cannot be pickled fails with the TypeError text."""
+        async with executor() as harness:
+            the_job = job("tests.sample.unpicklable")
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+        assert outcome.error is not None
+        assert outcome.error.type == "TypeError"
+        assert outcome.error.message == (
+            "the task's return value cannot be pickled: "
+            "TypeError: cannot pickle '_thread.lock' object"
+        )
+
+    async def test_stats_count_outcomes(self) -> None:
+        """The snapshot counts successes and failures apart."""
+        async with executor(concurrency=3, threads=2) as harness:
+            jobs = [job("tests.sample.add", 1, 1), job("tests.sample.fail", 1),
+                    job("tests.sample.nothing")]
+            await harness.assign(*jobs)
+            await harness.outcomes_of(*jobs)
+            assert await harness.stats() == ExecutorStats(
+                worker="w", concurrency=3, in_flight=0, threads=2, succeeded_total=1,
+                failed_total=2, timed_out_total=0, late_results_discarded=0,
+            )
+
+
+class TestTimeLimits:
+    async def test_async_limits_job_then_task_then_default(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An async task is cancelled at its job's limit, else its task's,
+        else the executor's default."""
+        async with executor(default_timeout=2.0) as harness:
+            jobs = [
+                job("tests.sample.async_sleep", 10, timeout=1.5),
+                job("tests.sample.async_slow"),
+                job("tests.sample.async_sleep", 10),
+                job("tests.sample.async_sleep", 1),
+            ]
+            await harness.assign(*jobs)
+            outcomes = await harness.outcomes_of(*jobs)
+            stats = await harness.stats()
+        errors = [o.error for o in outcomes]
+        assert [(e.type, e.kind) for e in errors[:3] if e] == [("TaskTimeout", "timeout")] * 3
+        assert [e.message for e in errors[:3] if e] == [
+            "task tests.sample.async_sleep ran past its time limit of 1.5 s",
+            "task tests.sample.async_slow ran past its time limit of 5 s",
+            "task tests.sample.async_sleep ran past its time limit of 2 s",
+        ]
+        assert value_of(outcomes[3]) == "slept"
+        assert (stats.timed_out_total, stats.failed_total, stats.in_flight) == (3, 0, 0)
+        assert sum(harness.dispatcher.credits[1:]) == 4
+
+    async def test_sync_timeout_fails_at_deadline_and_keeps_slot_until_thread_ends(
+        self, gate: str
+    ) -> None:
+        """A sync task past its limit is reported as timed out at once; its
+        slot returns only when its thread is done, and its late result is
+        discarded."""
+        async with executor(concurrency=1, threads=1) as harness:
+            the_job = job("tests.sample.block", gate, timeout=0.05)
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+            assert outcome.error is not None
+            assert (outcome.error.type, outcome.error.kind) == ("TaskTimeout", "timeout")
+            assert outcome.error.message == (
+                "task tests.sample.block ran past its time limit of 0.05 s"
+            )
+            # The thread is still in the task: the slot stays taken.
+            stats = await harness.stats()
+            assert (stats.in_flight, stats.late_results_discarded) == (1, 0)
+            assert harness.dispatcher.credits == [1]
+
+            GATES[gate].set()
+            await harness.dispatcher.until(lambda: harness.dispatcher.credits == [1, 1])
+            stats = await harness.stats()
+            assert (stats.in_flight, stats.late_results_discarded) == (0, 1)
+            assert (stats.timed_out_total, stats.succeeded_total) == (1, 0)
+        finished = [o for f in harness.results.of(Finished) for o in f.outcomes]
+        assert finished == [outcome]
+
+    async def test_sync_limit_starts_when_a_thread_takes_the_job(self, gate: str) -> None:
+        """A sync job waiting for a busy thread is not timed out while it waits."""
+        async with executor(concurrency=2, threads=1) as harness:
+            blocker = job("tests.sample.block", gate, timeout=0.2)
+            waiting = job("tests.sample.add", 1, 2, timeout=0.1)
+            await harness.assign(blocker, waiting)
+            # The blocker timing out proves twice the waiting job's limit
+            # has passed while it was queued behind the blocker.
+            [blocked] = await harness.outcomes_of(blocker)
+            assert blocked.error is not None and blocked.error.kind == "timeout"
+            assert waiting.id not in harness.results.outcomes
+            GATES[gate].set()
+            [added] = await harness.outcomes_of(waiting)
+        assert value_of(added) == 3
+
+
+class TestBatching:
+    @pytest.mark.parametrize("task", ["tests.sample.async_add", "tests.sample.add"])
+    async def test_reports_are_batched(self, task: str) -> None:
+        """One Running per Assign, and far fewer Finished and Credit messages
+        than jobs."""
+        async with executor(concurrency=100) as harness:
+            jobs = [job(task, n, 1) for n in range(100)]
+            await harness.assign(*jobs)
+            outcomes = await harness.outcomes_of(*jobs)
+            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 200)
+        assert [value_of(o) for o in outcomes] == list(range(1, 101))
+        assert len(harness.results.of(Running)) == 1
+        assert len(harness.results.of(Finished)) <= 25
+        assert len(harness.dispatcher.of(Credit)) <= 26
+
+    async def test_credit_adds_back_up_to_concurrency(self) -> None:
+        """After the initial grant, credit comes back one per finished job,
+        until the dispatcher holds the whole concurrency again."""
+        async with executor(concurrency=4, threads=2) as harness:
+            jobs = [job("tests.sample.add", n, n) for n in range(4)]
+            await harness.assign(*jobs)
+            await harness.outcomes_of(*jobs)
+            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 8)
+            await trio.testing.wait_all_tasks_blocked()
+        assert harness.dispatcher.credits[0] == 4
+        assert sum(harness.dispatcher.credits) == 8
+
+
+class TestConcurrency:
+    async def test_never_more_than_concurrency_jobs_run(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Fed only as credit allows, the executor runs at most
+        ``concurrency`` jobs at once, and uses all of them."""
+        Concurrency.peak = 0
+        jobs = [job("tests.sample.overlap", 1 + n % 3) for n in range(30)]
+        async with executor(concurrency=5) as harness:
+            credits = harness.dispatcher
+            sent = 0
+            while sent < len(jobs):
+                await credits.until(lambda: sum(credits.credits) > sent)
+                n = sum(credits.credits) - sent
+                await harness.assign(*jobs[sent : sent + n])
+                sent += n
+            await harness.outcomes_of(*jobs)
+        assert Concurrency.peak == 5
+
+    async def test_jobs_past_credit_wait_for_a_slot(
+        self, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A dispatcher that assigns past its credit does not push the
+        executor past its bound: the extra jobs wait, and a warning says so."""
+        Concurrency.peak = 0
+        jobs = [job("tests.sample.overlap", 1) for _ in range(10)]
+        with caplog.at_level(logging.WARNING, logger="fastworker.executor"):
+            async with executor(concurrency=3) as harness:
+                await harness.assign(*jobs)
+                outcomes = await harness.outcomes_of(*jobs)
+                await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 13)
+        assert all(o.error is None for o in outcomes)
+        assert Concurrency.peak == 3
+        assert "executor: assigned 10 jobs with room for 3; 7 wait for a free slot" in (
+            caplog.messages
+        )
+        assert len(harness.results.of(Running)) > 1
+
+    async def test_threads_are_reused(self) -> None:
+        """Sync tasks run on the executor's few long-lived threads."""
+        THREAD_IDENTS.clear()
+        async with executor(concurrency=50, threads=3) as harness:
+            for _ in range(4):
+                jobs = [job("tests.sample.thread_ident") for _ in range(50)]
+                await harness.assign(*jobs)
+                await harness.outcomes_of(*jobs)
+        assert 1 <= len(THREAD_IDENTS) <= 3
+        assert threading.get_ident() not in THREAD_IDENTS
+
+
+class TestStop:
+    async def test_graceful_stop_waits_for_a_running_job(self) -> None:
+        """Leaving the node lets a running job finish and report first; the
+        worker threads end afterwards."""
+        TRIO_GATES["stop"] = trio.Event()
+
+        async def release_once_stopping() -> None:
+            # Everything is blocked only once the stop reaches the executor's
+            # drain, which waits for the job.
+            await trio.testing.wait_all_tasks_blocked()
+            TRIO_GATES["stop"].set()
+
+        async with trio.open_nursery() as nursery:
+            async with executor(worker="stopping") as harness:
+                the_job = job("tests.sample.async_wait", "stop")
+                await harness.assign(the_job)
+                await harness.results.until(lambda: bool(harness.results.of(Running)))
+                threads = [t for t in threading.enumerate() if t.name.endswith("(stopping)")]
+                nursery.start_soon(release_once_stopping)
+        outcome = harness.results.outcomes[the_job.id]
+        assert value_of(outcome) == "released"
+        assert len(threads) == 8
+        for thread in threads:
+            await trio.to_thread.run_sync(thread.join, 10.0)
+            assert not thread.is_alive()

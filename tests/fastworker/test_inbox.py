@@ -1,0 +1,501 @@
+"""The PriorityInbox: admission, duplicates, priorities and the starvation
+guard, waiting for room (under MockClock), cancellation, and what it tells
+the dispatcher and the store. The dispatcher and the store are stand-ins
+that record what they are sent."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open_node
+from actors.edge import Requests
+from fastworker.inbox import InboxStats, KnownTasks, PriorityInbox
+from fastworker.messages import (
+    Accepted,
+    Cancel,
+    Cancelled,
+    CancelReply,
+    Demand,
+    JobBatch,
+    Queued,
+    Rejected,
+    Submit,
+)
+
+TASKS = frozenset({"examples.tasks.add", "examples.tasks.mul", "examples.tasks.sleep"})
+
+
+class Recorder(Actor[Any]):
+    """Stands in for the dispatcher or the store: keeps what it is sent."""
+
+    def __init__(self, options: NoOptions, context: ActorContext, *, got: list[Any]) -> None:
+        super().__init__(options, context)
+        self.got = got
+
+    async def handle(self, message: Any) -> None:
+        self.got.append(message)
+
+
+@attrs.define
+class Harness:
+    """A running inbox, and what its dispatcher and store were sent."""
+
+    inbox: Ref[Any]
+    dispatcher_got: list[Any]
+    store_got: list[Any]
+
+    async def submit(self, *submits: Submit | Cancel) -> list[Any]:
+        answers: list[Any] = await self.inbox.call(Requests(messages=submits))
+        return answers
+
+    async def demand(self, n: int) -> None:
+        await self.inbox.send(Demand(n=n))
+        await trio.testing.wait_all_tasks_blocked()
+
+    def dispatched(self) -> list[str]:
+        return [job.id for batch in self.dispatcher_got for job in batch.jobs]
+
+    def queued(self) -> list[list[str]]:
+        """The ids of each Queued the store got."""
+        return [[e.id for e in m.entries] for m in self.store_got if isinstance(m, Queued)]
+
+    async def stats(self) -> InboxStats:
+        stats = await self.inbox.call(GetStats())
+        detail: InboxStats = stats.detail
+        return detail
+
+
+@asynccontextmanager
+async def open_inbox(
+    task_names: Callable[[], Collection[str]] = lambda: TASKS, **options: Any
+) -> AsyncIterator[Harness]:
+    dispatcher_got: list[Any] = []
+    store_got: list[Any] = []
+    topology = (
+        Topology()
+        .add("dispatcher", Recorder, params={"got": dispatcher_got})
+        .add("results", Recorder, params={"got": store_got})
+        .add(
+            "inbox",
+            PriorityInbox,
+            refs={"dispatcher": "dispatcher", "results": "results"},
+            params={"task_names": task_names},
+            **options,
+        )
+    )
+    async with open_node(topology) as node:
+        yield Harness(node.refs["inbox"], dispatcher_got, store_got)
+
+
+def sub(
+    id: str,
+    priority: int = 2,
+    *,
+    task: str = "examples.tasks.add",
+    queue_wait: float = 0.0,
+) -> Submit:
+    return Submit(id=id, task=task, payload=b"p", priority=priority, queue_wait=queue_wait)
+
+
+class TestAdmission:
+    async def test_a_request_is_answered_in_order_and_queued(self) -> None:
+        """Each Submit of a request is answered in order, and the store hears
+        of the request's tasks in one Queued."""
+        async with open_inbox() as h:
+            answers = await h.submit(sub("a", 0), sub("b", 3), sub("c", 2))
+            stats = await h.stats()
+        assert answers == [Accepted(id="a"), Accepted(id="b"), Accepted(id="c")]
+        assert stats.queued == (1, 0, 1, 1)
+        assert stats.accepted_total == 3
+        assert h.queued() == [["a", "b", "c"]]
+        entry = h.store_got[0].entries[1]
+        assert (entry.task, entry.priority) == ("examples.tasks.add", 3)
+
+    async def test_each_request_is_one_queued_notification(self) -> None:
+        """The store gets one Queued per request, holding only what it queued."""
+        async with open_inbox() as h:
+            await h.submit(sub("a"), sub("b"))
+            await h.submit(sub("c"), sub("x", task="nope"), sub("d"))
+            await h.submit(sub("y", task="nope"))
+        assert h.queued() == [["a", "b"], ["c", "d"]]
+
+    async def test_a_resent_submit_is_accepted_again_and_queued_once(self) -> None:
+        """A Submit whose id is queued, or was dispatched, is Accepted without
+        being queued twice."""
+        async with open_inbox() as h:
+            assert await h.submit(sub("a"), sub("a")) == [Accepted(id="a")] * 2
+            assert await h.submit(sub("a", 0)) == [Accepted(id="a")]
+            await h.demand(10)
+            assert await h.submit(sub("a")) == [Accepted(id="a")]
+            await h.demand(10)
+            stats = await h.stats()
+        assert h.dispatched() == ["a"]
+        assert h.queued() == [["a"]]
+        assert (stats.accepted_total, stats.duplicates_total) == (1, 3)
+
+    async def test_unknown_task_is_rejected_naming_the_closest(self) -> None:
+        """An unknown task name is UnknownTask, with the closest known name."""
+        async with open_inbox() as h:
+            answers = await h.submit(sub("a", task="examples.tasks.ad"))
+            stats = await h.stats()
+        assert answers == [
+            Rejected(
+                id="a",
+                error="UnknownTask",
+                message="unknown task 'examples.tasks.ad'; did you mean 'examples.tasks.add'? "
+                "(known: examples.tasks.add, examples.tasks.mul, examples.tasks.sleep)",
+            )
+        ]
+        assert stats.rejected_total == {"UnknownTask": 1}
+        assert stats.queued == (0, 0, 0, 0)
+
+    async def test_unknown_task_lists_ten_known_names(self) -> None:
+        """Without a close match the message lists ten known names and counts the rest."""
+        names = [f"tasks.t{n:02d}" for n in range(13)]
+        async with open_inbox(lambda: names) as h:
+            answers = await h.submit(sub("a", task="zzz"))
+        assert answers[0].message == (
+            "unknown task 'zzz' (known: tasks.t00, tasks.t01, tasks.t02, tasks.t03, tasks.t04, "
+            "tasks.t05, tasks.t06, tasks.t07, tasks.t08, tasks.t09, and 3 more)"
+        )
+
+    async def test_task_names_are_looked_up_again_and_can_be_advertised(self) -> None:
+        """A task registered after start is found by asking the source again;
+        KnownTasks adds names of its own."""
+        names = set(TASKS)
+        async with open_inbox(lambda: names) as h:
+            names.add("late.task")
+            await h.inbox.send(KnownTasks(names=frozenset({"remote.task"})))
+            answers = await h.submit(sub("a", task="late.task"), sub("b", task="remote.task"))
+        assert answers == [Accepted(id="a"), Accepted(id="b")]
+
+    async def test_task_names_come_from_the_registry_by_default(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a task_names source, the inbox asks fastworker.tasks.registry."""
+        import fastworker.tasks
+
+        @attrs.frozen
+        class Registry:
+            def names(self) -> frozenset[str]:
+                return frozenset({"registered.task"})
+
+        monkeypatch.setattr(fastworker.tasks, "registry", Registry())
+        topology = (
+            Topology()
+            .add("dispatcher", Recorder, params={"got": []})
+            .add("results", Recorder, params={"got": []})
+            .add("inbox", PriorityInbox, refs={"dispatcher": "dispatcher", "results": "results"})
+        )
+        async with open_node(topology) as node:
+            answers = await node.refs["inbox"].call(
+                Requests(messages=(sub("a", task="registered.task"), sub("b", task="registered")))
+            )
+            ready = node.ready["inbox"]
+        assert ready == "capacity 100000, 1 task names known"
+        assert answers == [
+            Accepted(id="a"),
+            Rejected(
+                id="b",
+                error="UnknownTask",
+                message="unknown task 'registered'; did you mean 'registered.task'? "
+                "(known: registered.task)",
+            ),
+        ]
+
+    async def test_task_names_are_not_checked_when_disabled(self) -> None:
+        """With check_task_names off, any name is queued."""
+        async with open_inbox(check_task_names=False) as h:
+            assert await h.submit(sub("a", task="any.thing")) == [Accepted(id="a")]
+
+    @pytest.mark.parametrize("priority", [-1, 4])
+    async def test_priority_out_of_range_is_invalid(self, priority: int) -> None:
+        """A priority outside 0..3 is InvalidSubmission."""
+        async with open_inbox() as h:
+            answers = await h.submit(sub("a", priority))
+        assert answers == [
+            Rejected(
+                id="a",
+                error="InvalidSubmission",
+                message=f"priority {priority} is out of range; expected 0 (critical) to 3 (low)",
+            )
+        ]
+
+
+class TestDispatch:
+    async def test_demand_of_one_takes_the_best_job_first(self) -> None:
+        """A critical job submitted later leaves before low ones queued earlier."""
+        async with open_inbox() as h:
+            await h.submit(sub("low1", 3), sub("low2", 3))
+            await h.demand(1)
+            await h.submit(sub("normal", 2))
+            await h.submit(sub("critical", 0))
+            for _ in range(3):
+                await h.demand(1)
+            await h.demand(1)  # nothing left: no empty batch
+        assert h.dispatched() == ["low1", "critical", "normal", "low2"]
+        assert [len(batch.jobs) for batch in h.dispatcher_got] == [1, 1, 1, 1]
+
+    async def test_demand_stands_until_jobs_arrive(self) -> None:
+        """Demand not met now is met by the jobs that arrive next."""
+        async with open_inbox() as h:
+            await h.demand(2)
+            await h.submit(sub("a"))
+            await trio.testing.wait_all_tasks_blocked()
+            await h.submit(sub("b"), sub("c"))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["a", "b"]
+        assert (stats.demand, stats.queued, stats.dispatched_total) == (0, (0, 0, 1, 0), 2)
+
+    async def test_one_job_batch_per_handled_batch(self) -> None:
+        """Demands handled together are answered with one JobBatch."""
+        async with open_inbox() as h:
+            await h.submit(*(sub(f"j{n}") for n in range(5)))
+            await h.inbox.send_batch([Demand(n=1)] * 3)
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.dispatcher_got == [JobBatch(jobs=h.dispatcher_got[0].jobs)]
+        assert h.dispatched() == ["j0", "j1", "j2"]
+
+    async def test_starvation_guard_lets_a_low_job_through(self) -> None:
+        """After starvation_limit critical jobs while a low job waits, a low job goes."""
+        async with open_inbox(starvation_limit=2) as h:
+            await h.submit(*(sub(f"low{n}", 3) for n in range(3)))
+            await h.submit(*(sub(f"crit{n}", 0) for n in range(5)))
+            await h.demand(100)
+        assert h.dispatched() == [
+            "crit0", "crit1", "low0", "crit2", "crit3", "low1", "crit4", "low2",
+        ]
+
+    async def test_starvation_guard_serves_every_waiting_level(self) -> None:
+        """With several lower levels waiting, each gets one job per round, highest first."""
+        async with open_inbox(starvation_limit=2) as h:
+            await h.submit(*(sub(f"n{n}", 2) for n in range(2)))
+            await h.submit(*(sub(f"h{n}", 1) for n in range(3)))
+            await h.submit(*(sub(f"c{n}", 0) for n in range(5)))
+            await h.demand(100)
+        assert h.dispatched() == [
+            "c0", "c1", "h0", "n0", "c2", "c3", "h1", "n1", "c4", "h2",
+        ]
+
+
+class TestQueueFull:
+    async def test_full_inbox_rejects_with_queue_full(self) -> None:
+        """A full inbox answers QueueFull at once to a Submit that will not
+        wait, and keeps what it holds."""
+        async with open_inbox(capacity=2) as h:
+            answers = await h.submit(sub("a"), sub("b"), sub("c"))
+            stats = await h.stats()
+        assert answers[:2] == [Accepted(id="a"), Accepted(id="b")]
+        assert answers[2] == Rejected(
+            id="c",
+            error="QueueFull",
+            message="queue full (capacity 2); pass queue_wait to wait for room",
+        )
+        assert (stats.queued, stats.rejected_total) == ((0, 0, 2, 0), {"QueueFull": 1})
+        assert h.queued() == [["a", "b"]]
+
+    async def test_a_waiting_submit_is_refused_when_its_wait_ends(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Submit waits queue_wait seconds for room, then is QueueFull; the
+        inbox keeps answering meanwhile."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a"))
+            start = trio.current_time()
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def waiter() -> None:
+                    answers.extend(await h.submit(sub("before"), sub("b", queue_wait=2.0)))
+                    answers.append(trio.current_time() - start)
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await h.submit(sub("a")) == [Accepted(id="a")]
+                stats = await h.stats()
+                assert stats.parked == 1
+        assert answers == [
+            Rejected(
+                id="before",
+                error="QueueFull",
+                message="queue full (capacity 1); pass queue_wait to wait for room",
+            ),
+            Rejected(id="b", error="QueueFull", message="queue full (capacity 1); waited 2.0 s"),
+            2.0,
+        ]
+
+    async def test_waits_end_in_deadline_order(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A later Submit with a shorter wait is refused first, at its own deadline."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a"))
+            start = trio.current_time()
+            ended: list[tuple[str, float]] = []
+            async with trio.open_nursery() as nursery:
+
+                async def waiter(id: str, wait: float) -> None:
+                    [answer] = await h.submit(sub(id, queue_wait=wait))
+                    ended.append((answer.message, trio.current_time() - start))
+
+                nursery.start_soon(waiter, "long", 5.0)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(waiter, "short", 0.25)
+        assert ended == [
+            ("queue full (capacity 1); waited 0.25 s", 0.25),
+            ("queue full (capacity 1); waited 5.0 s", 5.0),
+        ]
+
+    async def test_a_waiting_submit_is_admitted_when_room_frees(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Room freed by dispatch goes to waiting Submits, first come first,
+        and the store hears of them."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a", 3))
+            start = trio.current_time()
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def waiter() -> None:
+                    answers.extend(
+                        await h.submit(sub("b", 1, queue_wait=10), sub("c", 0, queue_wait=10))
+                    )
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await h.demand(1)
+                assert answers == []  # b got a's room; c still waits
+                await h.demand(1)
+            assert trio.current_time() == start
+            await h.demand(5)
+        assert answers == [Accepted(id="b"), Accepted(id="c")]
+        assert h.queued() == [["a"], ["b"], ["c"]]
+        assert h.dispatched() == ["a", "b", "c"]
+
+    async def test_a_waiting_submit_is_answered_when_the_inbox_stops(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Stopping the inbox answers every waiting Submit: its caller never hangs."""
+        answers: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            async with open_inbox(capacity=1) as h:
+                await h.submit(sub("a"))
+
+                async def waiter() -> None:
+                    answers.extend(await h.submit(sub("b", queue_wait=60)))
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(1.5)
+        assert answers == [
+            Rejected(
+                id="b",
+                error="QueueFull",
+                message="queue full (capacity 1); the inbox stopped after 1.5 s of waiting",
+            )
+        ]
+
+
+class TestCancel:
+    async def test_cancel_of_a_queued_task(self) -> None:
+        """A queued task is cancelled, the store is told, and it never leaves."""
+        async with open_inbox() as h:
+            await h.submit(sub("a"), sub("b"))
+            assert await h.submit(Cancel(id="a")) == [CancelReply(id="a", outcome="cancelled")]
+            await h.demand(10)
+            stats = await h.stats()
+        assert Cancelled(ids=("a",)) in h.store_got
+        assert h.dispatched() == ["b"]
+        assert (stats.cancelled_total, stats.queued) == (1, (0, 0, 0, 0))
+
+    async def test_cancel_of_a_dispatched_or_unknown_task(self) -> None:
+        """A dispatched task is not_queued, an id never seen unknown; a resent
+        Cancel of a cancelled task is cancelled again."""
+        async with open_inbox() as h:
+            await h.submit(sub("a"), sub("b"))
+            await h.demand(1)
+            answers = await h.submit(Cancel(id="a"), Cancel(id="b"), Cancel(id="zz"))
+            again = await h.inbox.call(Cancel(id="b"))
+        assert answers == [
+            CancelReply(id="a", outcome="not_queued"),
+            CancelReply(id="b", outcome="cancelled"),
+            CancelReply(id="zz", outcome="unknown"),
+        ]
+        assert again == CancelReply(id="b", outcome="cancelled")
+        assert [m for m in h.store_got if isinstance(m, Cancelled)] == [Cancelled(ids=("b",))]
+
+    async def test_cancel_frees_room_for_a_waiting_submit(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Room freed by a Cancel goes to the Submit waiting for it."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a"))
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def waiter() -> None:
+                    answers.extend(await h.submit(sub("b", queue_wait=10)))
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await h.submit(Cancel(id="a"), sub("c")) == [
+                    CancelReply(id="a", outcome="cancelled"),
+                    Rejected(
+                        id="c",
+                        error="QueueFull",
+                        message="queue full (capacity 1); pass queue_wait to wait for room",
+                    ),
+                ]
+            await h.demand(5)
+        assert answers == [Accepted(id="b")]
+        assert h.dispatched() == ["b"]
+
+    async def test_many_cancels_keep_order_and_counts(self) -> None:
+        """Cancelling most of a long queue leaves the rest in order."""
+        async with open_inbox() as h:
+            await h.submit(*(sub(f"j{n}") for n in range(300)))
+            await h.submit(*(Cancel(id=f"j{n}") for n in range(300) if n % 10))
+            assert (await h.stats()).queued == (0, 0, 30, 0)
+            await h.demand(1000)
+        assert h.dispatched() == [f"j{n}" for n in range(0, 300, 10)]
+
+
+async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    """Under a random mix of submits, resends, cancels and demands, every
+    accepted and not cancelled task is dispatched exactly once."""
+    rng = random.Random(7)
+    accepted: set[str] = set()
+    cancelled: set[str] = set()
+    async with open_inbox(capacity=8, starvation_limit=3) as h:
+        for step in range(400):
+            roll = rng.random()
+            if roll < 0.6:
+                ids = [f"t{rng.randrange(150)}" for _ in range(rng.randrange(1, 5))]
+                submits = [sub(i, rng.randrange(4), queue_wait=rng.choice([0, 0.5])) for i in ids]
+                for answer in await h.submit(*submits):
+                    if isinstance(answer, Accepted):
+                        accepted.add(answer.id)
+            elif roll < 0.75:
+                [reply] = await h.submit(Cancel(id=f"t{rng.randrange(150)}"))
+                if reply.outcome == "cancelled":
+                    cancelled.add(reply.id)
+            else:
+                await h.demand(rng.randrange(4))
+        await h.demand(1000)
+        stats = await h.stats()
+    dispatched = h.dispatched()
+    assert len(dispatched) == len(set(dispatched))
+    assert set(dispatched) == accepted - cancelled
+    assert sorted(i for q in h.queued() for i in q) == sorted(accepted)
+    assert stats.queued == (0, 0, 0, 0)
+    assert stats.dispatched_total == len(dispatched)

@@ -1,0 +1,478 @@
+"""The ResultStore: records through a task's life, its bounds, and queries
+that park until a result arrives (all timed cases under MockClock)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors import GetStats, Ref, Topology, open_node
+from actors.edge import Requests
+from actors.testing import crash_after
+from fastworker.messages import (
+    Cancelled,
+    Finished,
+    Outcome,
+    Queued,
+    QueuedEntry,
+    Records,
+    RemoteError,
+    ResultQuery,
+    Running,
+    StatusQuery,
+    TaskRecord,
+)
+from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore, ResultStoreStats
+
+
+#: Virtual seconds a call in a timed test waits before failing instead of hanging.
+PATIENCE = 10_000.0
+
+
+@asynccontextmanager
+async def open_store(**options: Any) -> AsyncIterator[Ref[Any]]:
+    """A node running only the store; yields the store's ref."""
+    async with open_node(Topology().add("results", ResultStore, **options)) as node:
+        yield node.refs["results"]
+
+
+def queued(*ids: str, at: float = 100.0) -> Queued:
+    return Queued(entries=tuple(
+        QueuedEntry(id=id, task="add", priority=1, queued_at=at) for id in ids
+    ))
+
+
+def done(id: str, value: bytes = b"v", *, attempt: int = 1, worker: str = "w1") -> Outcome:
+    return Outcome(id=id, attempt=attempt, worker=worker, value=value,
+                   started_at=101.0, finished_at=102.0)
+
+
+def failed(id: str, *, message: str = "boom", attempt: int = 1) -> Outcome:
+    error = RemoteError(type="ValueError", message=message, traceback="Traceback ...")
+    return Outcome(id=id, attempt=attempt, worker="w1", error=error,
+                   started_at=101.0, finished_at=102.0)
+
+
+async def status(store: Ref[Any], *ids: str) -> list[TaskRecord]:
+    answer = await store.call(StatusQuery(ids=ids))
+    assert isinstance(answer, Records)
+    return list(answer.records)
+
+
+async def states(store: Ref[Any], *ids: str) -> list[str]:
+    return [record.state for record in await status(store, *ids)]
+
+
+async def snapshot(store: Ref[Any]) -> ResultStoreStats:
+    detail = (await store.call(GetStats())).detail
+    assert isinstance(detail, ResultStoreStats)
+    return detail
+
+
+class Pending:
+    """A call running in the background; ``answer`` is set once it returns."""
+
+    def __init__(self) -> None:
+        self.answer: Any = None
+        self.answered_at: float | None = None
+
+    async def run(self, store: Ref[Any], message: Any) -> None:
+        self.answer = await store.call(message, timeout=PATIENCE)
+        self.answered_at = trio.current_time()
+
+
+class TestRecords:
+    async def test_a_task_goes_from_queued_to_running_to_succeeded(self) -> None:
+        """Each report moves the record on and keeps what earlier ones said."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            assert await states(store, "a") == ["queued"]
+            await store.send(Running(ids=("a",), worker="w1", started_at=101.0))
+            [record] = await status(store, "a")
+            assert (record.state, record.attempt, record.worker) == ("running", 1, "w1")
+            await store.send(Finished(outcomes=(done("a", b"42"),)))
+            [record] = await status(store, "a")
+        assert record == TaskRecord(
+            id="a", state="succeeded", task="add", priority=1, attempt=1, worker="w1",
+            queued_at=100.0, started_at=101.0, finished_at=102.0, value=b"42",
+        )
+
+    async def test_a_task_that_raised_is_failed_with_its_error(self) -> None:
+        """A Finished carrying an error makes the record failed, with the error text."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Finished(outcomes=(failed("a"),)))
+            [record] = await status(store, "a")
+        assert record.state == "failed"
+        assert record.error is not None and record.error.message == "boom"
+        assert record.value is None
+
+    async def test_a_cancelled_task_stays_cancelled(self) -> None:
+        """Cancelled is final: a later Queued or Running does not revive it."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Cancelled(ids=("a",)))
+            await store.send(queued("a"))
+            await store.send(Running(ids=("a",), worker="w1", started_at=1.0))
+            assert await states(store, "a") == ["cancelled"]
+            assert (await snapshot(store)).stale_total == 1
+
+    async def test_a_finished_before_its_queued_stays_final(self) -> None:
+        """Reports arriving out of order never move a final record back; the
+        late Queued only fills in what it knows."""
+        async with open_store() as store:
+            await store.send(Finished(outcomes=(done("a"),)))
+            await store.send(Running(ids=("a",), worker="w2", started_at=1.0))
+            await store.send(queued("a", at=99.0))
+            [record] = await status(store, "a")
+        assert (record.state, record.worker, record.attempt) == ("succeeded", "w1", 1)
+        assert (record.task, record.queued_at) == ("add", 99.0)
+
+    async def test_a_running_before_its_queued_stays_running(self) -> None:
+        """A late Queued does not move a running record back to queued."""
+        async with open_store() as store:
+            await store.send(Running(ids=("a",), worker="w1", started_at=1.0))
+            await store.send(queued("a"))
+            [record] = await status(store, "a")
+        assert (record.state, record.task, record.attempt) == ("running", "add", 1)
+
+    async def test_a_redelivered_task_counts_its_attempts(self) -> None:
+        """Each Running of a task still live adds one attempt."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Running(ids=("a",), worker="w1", started_at=1.0))
+            await store.send(Running(ids=("a",), worker="w2", started_at=2.0))
+            [record] = await status(store, "a")
+        assert (record.attempt, record.worker, record.started_at) == (2, "w2", 2.0)
+
+    async def test_a_second_finished_of_the_same_attempt_is_ignored_and_counted(self) -> None:
+        """A duplicate report keeps the first outcome and counts the duplicate."""
+        async with open_store() as store:
+            await store.send(Finished(outcomes=(done("a", b"first"),)))
+            await store.send(Finished(outcomes=(done("a", b"second"),)))
+            [record] = await status(store, "a")
+            stats = await snapshot(store)
+        assert record.value == b"first"
+        assert (stats.duplicates_total, stats.extra_attempts_total) == (1, 0)
+        assert stats.finished_total == 1
+
+    async def test_a_finished_of_another_attempt_after_final_is_counted_apart(self) -> None:
+        """A duplicate execution (another attempt) keeps the first outcome and
+        is counted as an extra attempt."""
+        async with open_store() as store:
+            await store.send(Finished(outcomes=(done("a", b"first"),)))
+            await store.send(Finished(outcomes=(done("a", b"again", attempt=2),)))
+            [record] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (record.value, record.attempt) == (b"first", 1)
+        assert (stats.duplicates_total, stats.extra_attempts_total) == (0, 1)
+
+    async def test_an_id_never_seen_is_unknown(self) -> None:
+        """A StatusQuery answers state unknown for ids the store has no record of."""
+        async with open_store() as store:
+            assert await status(store, "nope") == [TaskRecord(id="nope", state="unknown")]
+
+
+class TestBounds:
+    async def test_a_final_record_expires_ttl_seconds_after_it_became_final(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """TTL counts from the Finished, not the Queued: known until then, unknown after."""
+        async with open_store(ttl=100.0) as store:
+            await store.send(queued("a"))
+            await trio.sleep(50)
+            await store.send(Finished(outcomes=(done("a"),)))
+            await trio.sleep(99.5)
+            assert await states(store, "a") == ["succeeded"]
+            await trio.sleep(0.5)
+            assert await states(store, "a") == ["unknown"]
+            stats = await snapshot(store)
+        assert (stats.evicted_ttl, stats.entries, stats.bytes) == (1, 0, 0)
+
+    async def test_reading_a_record_does_not_extend_its_ttl(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Queries count as use for LRU, but the TTL still runs from the Finished."""
+        async with open_store(ttl=10.0) as store:
+            await store.send(Finished(outcomes=(done("a"),)))
+            for _ in range(9):
+                await trio.sleep(1)
+                assert await states(store, "a") == ["succeeded"]
+            await trio.sleep(1)
+            assert await states(store, "a") == ["unknown"]
+
+    async def test_the_least_recently_used_final_record_goes_past_max_entries(self) -> None:
+        """Over the entry bound, the final record read least recently is evicted."""
+        async with open_store(max_entries=3) as store:
+            await store.send(Finished(outcomes=(done("a"), done("b"), done("c"))))
+            await status(store, "a")  # a is now used more recently than b
+            await store.send(Finished(outcomes=(done("d"),)))
+            assert await states(store, "a", "b", "c", "d") == [
+                "succeeded", "unknown", "succeeded", "succeeded"
+            ]
+            stats = await snapshot(store)
+        assert (stats.evicted_lru, stats.entries) == (1, 3)
+
+    async def test_final_records_are_evicted_past_max_bytes(self) -> None:
+        """Values, error texts and a constant per record count; the oldest
+        used go first when the total passes max_bytes."""
+        value_record = RECORD_OVERHEAD_BYTES + 1000
+        error_record = RECORD_OVERHEAD_BYTES + len("ValueError") + 4000 + len("Traceback ...")
+        async with open_store(max_bytes=2 * value_record + error_record) as store:
+            await store.send(Finished(outcomes=(done("a", b"x" * 1000), done("b", b"x" * 1000))))
+            await store.send(Finished(outcomes=(failed("c", message="m" * 4000),)))
+            assert (await snapshot(store)).bytes == 2 * value_record + error_record
+            await store.send(Finished(outcomes=(done("d", b""),)))
+            assert await states(store, "a", "b", "c", "d") == [
+                "unknown", "succeeded", "failed", "succeeded"
+            ]
+            stats = await snapshot(store)
+        assert stats.evicted_bytes == 1
+        assert stats.bytes == value_record + error_record + RECORD_OVERHEAD_BYTES
+
+    async def test_live_records_are_never_evicted(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Queued and running records outlive the TTL and the entry bound;
+        only final ones make room, and live ones are counted."""
+        async with open_store(max_entries=2, ttl=10.0) as store:
+            await store.send(queued("a", "b", "c"))
+            await store.send(Running(ids=("b",), worker="w1", started_at=1.0))
+            await store.send(Finished(outcomes=(done("d"),)))
+            await trio.sleep(1000)
+            assert await states(store, "a", "b", "c", "d") == [
+                "queued", "running", "queued", "unknown"
+            ]
+            stats = await snapshot(store)
+        assert (stats.entries, stats.live_entries, stats.evicted_lru) == (3, 3, 1)
+
+
+class TestQueries:
+    async def test_a_result_query_is_answered_at_once_when_already_final(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A ResultQuery for a final task answers without waiting."""
+        async with open_store() as store:
+            await store.send(Finished(outcomes=(done("a", b"42"),)))
+            answer = await store.call(ResultQuery(ids=("a",), wait=60))
+            assert trio.current_time() == 0
+        assert [record.value for record in answer.records] == [b"42"]
+
+    async def test_a_result_query_without_wait_answers_empty_at_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """wait=0 (the default) answers with what is final now, maybe nothing."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            assert await store.call(ResultQuery(ids=("a",))) == Records(records=())
+            assert trio.current_time() == 0
+
+    async def test_a_parked_query_wakes_only_when_one_of_its_ids_finishes(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Finished for another id leaves the query parked; its own answers it."""
+        pending = Pending()
+        async with open_store() as store, trio.open_nursery() as nursery:
+            await store.send(queued("a", "b"))
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await snapshot(store)).waiting_queries == 1
+            await store.send(Finished(outcomes=(done("b"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert pending.answered_at is None
+            await store.send(Finished(outcomes=(done("a", b"42"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert pending.answered_at == 0
+            assert (await snapshot(store)).waiting_queries == 0
+        assert [(r.id, r.value) for r in pending.answer.records] == [("a", b"42")]
+
+    async def test_a_parked_query_gets_its_record_even_if_the_bounds_drop_it_at_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Waiters are answered before the bounds are enforced, so a record
+        evicted by the same batch that made it final still reaches them."""
+        pending = Pending()
+        async with open_store(max_entries=1) as store, trio.open_nursery() as nursery:
+            await store.send(queued("a"))
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("b",), wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            await store.send(Finished(outcomes=(done("b", b"42"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert await states(store, "a", "b") == ["queued", "unknown"]
+        assert [record.value for record in pending.answer.records] == [b"42"]
+
+    async def test_a_query_for_an_id_not_yet_known_waits_for_its_finished(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An id the store has not heard of is waited for, not answered unknown."""
+        pending = Pending()
+        async with open_store() as store, trio.open_nursery() as nursery:
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+            await trio.sleep(5)
+            await store.send(Finished(outcomes=(done("a"),)))
+        assert pending.answered_at == 5
+        assert [record.state for record in pending.answer.records] == ["succeeded"]
+
+    async def test_a_parked_query_answers_empty_at_exactly_its_wait(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With nothing final by the deadline, the answer holds no records,
+        sent at exactly wait seconds."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            answer = await store.call(ResultQuery(ids=("a",), wait=7.5), timeout=PATIENCE)
+            assert trio.current_time() == 7.5
+            assert (await snapshot(store)).waiting_queries == 0
+        assert answer == Records(records=())
+
+    async def test_a_later_query_with_an_earlier_deadline_is_answered_first(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The deadline timer moves earlier when a sooner deadline is parked."""
+        slow, fast = Pending(), Pending()
+        async with open_store() as store, trio.open_nursery() as nursery:
+            nursery.start_soon(slow.run, store, ResultQuery(ids=("a",), wait=100))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(fast.run, store, ResultQuery(ids=("b",), wait=3))
+        assert (fast.answered_at, slow.answered_at) == (3, 100)
+
+    async def test_max_wait_caps_how_long_a_query_parks(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A query asking to wait longer than max_wait is answered at max_wait."""
+        async with open_store(max_wait=10.0) as store:
+            answer = await store.call(ResultQuery(ids=("a",), wait=1000), timeout=PATIENCE)
+            assert trio.current_time() == 10
+        assert answer == Records(records=())
+
+    async def test_a_query_for_many_ids_returns_every_one_final_by_then(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The answer holds all the final ones among its ids, none of the others."""
+        async with open_store() as store:
+            await store.send(queued("a", "b", "c"))
+            await store.send(Finished(outcomes=(done("a"), failed("b"))))
+            answer = await store.call(ResultQuery(ids=("a", "b", "c", "d"), wait=60))
+            assert trio.current_time() == 0
+        assert [(r.id, r.state) for r in answer.records] == [("a", "succeeded"), ("b", "failed")]
+
+    async def test_a_parked_query_for_many_ids_gets_all_of_one_finished_batch(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """One Finished of a thousand outcomes answers a query parked on several
+        of them with every one that it made final."""
+        ids = tuple(f"t{n}" for n in range(1000))
+        pending = Pending()
+        async with open_store() as store, trio.open_nursery() as nursery:
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("t5", "t999", "x"), wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            await store.send(Finished(outcomes=tuple(done(id) for id in ids)))
+        assert [record.id for record in pending.answer.records] == ["t5", "t999"]
+        assert pending.answered_at == 0
+
+    async def test_a_requests_call_is_answered_once_all_its_queries_are(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Requests from an edge get one reply per message, in order, set when
+        the last parked query among them is answered."""
+        pending = Pending()
+        requests = Requests(messages=(
+            StatusQuery(ids=("a", "zz")),
+            ResultQuery(ids=("a",), wait=60),
+            ResultQuery(ids=("b",), wait=60),
+            ResultQuery(ids=("c",), wait=5),
+        ), peer="tcp://127.0.0.1:5000")
+        async with open_store() as store, trio.open_nursery() as nursery:
+            await store.send(queued("b", "c"))
+            await store.send(Finished(outcomes=(done("a"),)))
+            nursery.start_soon(pending.run, store, requests)
+            await trio.testing.wait_all_tasks_blocked()
+            await store.send(Finished(outcomes=(done("b"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert pending.answered_at is None  # c is still parked
+        assert pending.answered_at == 5
+        status_reply, a_reply, b_reply, c_reply = pending.answer
+        assert [r.state for r in status_reply.records] == ["succeeded", "unknown"]
+        assert [r.id for r in a_reply.records] == ["a"]
+        assert [r.id for r in b_reply.records] == ["b"]
+        assert c_reply == Records(records=())
+
+    async def test_a_requests_call_with_nothing_to_wait_for_is_answered_at_once(self) -> None:
+        """Without parked queries the reply list comes straight back; a message
+        that is not a query gets None and is counted."""
+        async with open_store() as store:
+            answer = await store.call(Requests(messages=(
+                StatusQuery(ids=("a",)), ResultQuery(ids=("a",)), Cancelled(ids=("a",)),
+            )))
+            stats = await snapshot(store)
+            assert await states(store, "a") == ["unknown"]
+        assert answer == [
+            Records(records=(TaskRecord(id="a", state="unknown"),)), Records(records=()), None,
+        ]
+        assert (stats.queries_total, stats.ignored_total) == (2, 1)
+
+    async def test_stopping_answers_parked_queries_with_what_is_final(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A graceful stop answers every parked query instead of leaving it hanging."""
+        pending = Pending()
+        async with trio.open_nursery() as nursery:
+            async with open_store() as store:
+                nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+                await trio.testing.wait_all_tasks_blocked()
+        assert pending.answer == Records(records=())
+        assert pending.answered_at == 0
+
+    async def test_a_crash_answers_parked_queries_instead_of_leaving_them_hanging(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """When the store crashes, its parked queries are answered with what
+        was final; the restarted store answers new queries."""
+        pending = Pending()
+        topology = Topology().add("results", crash_after(ResultStore, 2))
+        async with open_node(topology) as node, trio.open_nursery() as nursery:
+            store = node.refs["results"]
+            await store.send(queued("a"))
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            await store.send(queued("b"))  # the injected crash
+            await trio.testing.wait_all_tasks_blocked()
+            assert (pending.answer, pending.answered_at) == (Records(records=()), 0)
+            stats = await store.call(GetStats(), timeout=PATIENCE)
+        assert stats.restarts == 1
+        assert stats.detail.waiting_queries == 0
+
+
+async def test_the_snapshot_counts_records_waiters_and_traffic(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """stats_detail reports entries, live ones, bytes, parked queries and totals."""
+    async with open_store() as store, trio.open_nursery() as nursery:
+        await store.send(queued("a", "b", "c"))
+        await store.send(Running(ids=("b",), worker="w1", started_at=1.0))
+        await store.send(Finished(outcomes=(done("c", b"12345"),)))
+        await store.send(Finished(outcomes=(done("c", b"12345"),)))
+        await status(store, "a")
+        nursery.start_soon(store.call, ResultQuery(ids=("a",), wait=30))
+        await trio.testing.wait_all_tasks_blocked()
+        stats = await snapshot(store)
+        await store.send(Finished(outcomes=(done("a"),)))
+    assert stats == ResultStoreStats(
+        entries=3, live_entries=2, bytes=3 * RECORD_OVERHEAD_BYTES + 5, waiting_queries=1,
+        finished_total=1, duplicates_total=1, extra_attempts_total=0, stale_total=0,
+        evicted_ttl=0, evicted_lru=0, evicted_bytes=0, queries_total=2, ignored_total=0,
+    )
+
+
+@pytest.mark.parametrize("field", ["ttl", "max_entries", "max_bytes", "max_wait"])
+def test_negative_bounds_are_refused(field: str) -> None:
+    """Options are checked when built: a negative bound is an error."""
+    from fastworker.results import ResultStoreOptions
+
+    with pytest.raises(ValueError, match=field):
+        ResultStoreOptions(**{field: -1})

@@ -1,0 +1,27 @@
+"""Tasks the end-to-end tests load into a real control plane
+(``FASTWORKER_TASKS=examples.tasks,tests.process.control_tasks``)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import trio
+
+from fastworker import task
+
+_order = itertools.count(1)
+
+
+@task(name="tests.gate")
+async def gate(path: str) -> str:
+    """Holds its executor slot until the file `path` exists."""
+    while not Path(path).exists():
+        await trio.sleep(0.005)
+    return "opened"
+
+
+@task(name="tests.order")
+async def order(label: str) -> tuple[str, int]:
+    """Returns its label and the order in which it ran in this process."""
+    return label, next(_order)

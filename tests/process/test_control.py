@@ -1,0 +1,217 @@
+"""The control plane end to end: a real ``fastworker run config/control.toml``
+on a free loopback port, and clients under trio and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors.frame import Framer
+from actors.nng import open_request_wire
+from actors.pytest_plugin import free_tcp_ports
+from examples import tasks
+from fastworker import (
+    Client,
+    QueueFull,
+    SyncClient,
+    TaskError,
+    TaskTimeout,
+    UnknownTask,
+)
+from fastworker.messages import CODEC, StatusQuery
+from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+
+CONTROL = "config/control.toml"
+TASKS = "examples.tasks,tests.process.control_tasks"
+
+
+@pytest.fixture
+def control_env(env: dict[str, str]) -> dict[str, str]:
+    """A control plane's environment: five free ports from its base address."""
+    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+    env["FASTWORKER_TASKS"] = TASKS
+    return env
+
+
+@asynccontextmanager
+async def control_plane(environ: dict[str, str], **settings: str) -> AsyncIterator[Running]:
+    """A control plane, ready; stopped with SIGTERM (exit 0 asserted) or killed."""
+    async with fastworker_run(CONTROL, {**environ, **settings}) as node:
+        await node.wait_for("node control ready")
+        yield node
+        assert await node.stop() == 0, node.tail
+
+
+class TestTrioClient:
+    async def test_submit_delay_result_map_status(self, control_env: dict[str, str]) -> None:
+        """A trio client runs async and sync tasks and reads their status."""
+        address = control_env["FASTWORKER_ADDRESS"]
+        async with control_plane(control_env), Client(address) as client:
+            assert await client.submit(tasks.add, 1, 2) == 3
+            task_id = await client.delay(tasks.checksum, b"hello")
+            assert await client.result(task_id, timeout=10) == (
+                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            )
+            assert await client.map("examples.tasks.add", [(n, n) for n in range(50)]) == [
+                2 * n for n in range(50)
+            ]
+            record = await client.status(task_id)
+            assert record.state == "succeeded"
+            assert record.task == "examples.tasks.checksum"
+            assert record.attempt == 1
+            assert record.queued_at <= record.started_at <= record.finished_at
+
+    async def test_remote_errors_and_timeouts(self, control_env: dict[str, str]) -> None:
+        """A task's exception comes back as TaskError with type, message and
+        traceback text; a task past its time limit as TaskTimeout; a result
+        not ready in time as TimeoutError."""
+        address = control_env["FASTWORKER_ADDRESS"]
+        async with control_plane(control_env), Client(address) as client:
+            with pytest.raises(TaskError) as raised:
+                await client.submit(tasks.fail, "on purpose")
+            assert raised.value.remote_type == "ValueError"
+            assert raised.value.message == "on purpose"
+            assert 'raise ValueError(message)' in raised.value.traceback
+            task_id = await client.send(tasks.nap, (5,), timeout=0.2)
+            with pytest.raises(TaskTimeout, match="ran past its time limit of 0.2 s"):
+                await client.result(task_id, timeout=10)
+            slow = await client.delay(tasks.nap, 2)
+            with pytest.raises(TimeoutError):
+                await client.result(slow, timeout=0.1)
+
+    async def test_unknown_task_names_close_matches(self, control_env: dict[str, str]) -> None:
+        """An unknown task name is rejected with UnknownTask naming close matches."""
+        address = control_env["FASTWORKER_ADDRESS"]
+        async with control_plane(control_env), Client(address) as client:
+            with pytest.raises(UnknownTask, match="did you mean 'examples.tasks.add'"):
+                await client.delay("examples.tasks.ad", 1, 2)
+
+
+async def test_an_asyncio_client(control_env: dict[str, str]) -> None:
+    """The same Client works under asyncio (as in a FastAPI handler)."""
+
+    async def use() -> list[Any]:
+        async with Client(control_env["FASTWORKER_ADDRESS"]) as client:
+            first = await client.submit(tasks.add, 20, 22)
+            ids = await asyncio.gather(*(client.delay(tasks.add, n, 1) for n in range(20)))
+            rest = [await client.result(task_id, timeout=10) for task_id in ids]
+            return [first, rest]
+
+    async with control_plane(control_env):
+        first, rest = await trio.to_thread.run_sync(asyncio.run, use())
+    assert first == 42
+    assert rest == [n + 1 for n in range(20)]
+
+
+async def test_the_fastapi_example(control_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/fastapi_app.py submits from FastAPI handlers and reads results."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("FASTWORKER_ADDRESS", control_env["FASTWORKER_ADDRESS"])
+    from examples.fastapi_app import app
+
+    def use() -> tuple[Any, Any, Any]:
+        with TestClient(app) as http:
+            task_id = http.post("/add", params={"x": 1, "y": 2}).json()["task_id"]
+            result = http.get(f"/result/{task_id}").json()
+            checksum = http.post("/checksum", params={"data": "hello"}).json()
+            return task_id, result, checksum
+
+    async with control_plane(control_env):
+        _, result, checksum = await trio.to_thread.run_sync(use)
+    assert result == {"state": "succeeded", "value": 3}
+    assert checksum["sha256"].startswith("2cf24dba")
+
+
+async def test_the_sync_client(control_env: dict[str, str]) -> None:
+    """SyncClient gives the same calls to blocking code."""
+
+    def use() -> tuple[Any, list[Any]]:
+        with SyncClient(control_env["FASTWORKER_ADDRESS"]) as client:
+            ids = client.delay_many(tasks.add, [(n, 1) for n in range(3)])
+            return client.submit(tasks.add, 2, 3), [client.result(i, timeout=10) for i in ids]
+
+    async with control_plane(control_env):
+        assert await trio.to_thread.run_sync(use) == (5, [1, 2, 3])
+
+
+async def test_priority_order(control_env: dict[str, str], tmp_path: Path) -> None:
+    """With the only executor slot busy, a later critical task runs before
+    earlier low ones."""
+    gate_file = tmp_path / "open"
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with control_plane(control_env, FASTWORKER_CONCURRENCY="1"), Client(address) as client:
+        gate = await client.delay("tests.gate", str(gate_file))
+        lows = [await client.delay("tests.order", f"low{n}", priority="low") for n in range(3)]
+        critical = await client.delay("tests.order", "critical", priority="critical")
+        gate_file.touch()
+        assert await client.result(gate, timeout=10) == "opened"
+        ran = [await client.result(i, timeout=10) for i in [critical, *lows]]
+    assert sorted(ran, key=lambda item: item[1])[0][0] == "critical"
+    assert [label for label, _ in sorted(ran, key=lambda item: item[1])] == [
+        "critical", "low0", "low1", "low2"
+    ]
+
+
+async def test_queue_full(control_env: dict[str, str], tmp_path: Path) -> None:
+    """A full queue answers QueueFull once the submission's wait runs out;
+    cancelling a queued task makes room."""
+    gate_file = tmp_path / "open"
+    address = control_env["FASTWORKER_ADDRESS"]
+    settings = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_QUEUE_CAPACITY": "2"}
+    async with control_plane(control_env, **settings), Client(address) as client:
+        await client.delay("tests.gate", str(gate_file))
+        queued = [await client.delay("tests.order", f"q{n}") for n in range(2)]
+        with pytest.raises(QueueFull, match="queue full"):
+            await client.send("tests.order", ("late",), queue_wait=0.2)
+        assert await client.cancel(queued[0]) == "cancelled"
+        assert (await client.status(queued[0])).state == "cancelled"
+        assert await client.send("tests.order", ("fits",), queue_wait=0) 
+        gate_file.touch()
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 4], ids=["critical", "high", "normal", "low", "queries"])
+async def test_bad_frames_on_each_port_are_dropped_and_counted(
+    control_env: dict[str, str], offset: int
+) -> None:
+    """Malformed, unsigned and forged frames on any port are dropped with a
+    log line naming the peer; the control plane keeps serving."""
+    from actors.edge import offset_address
+
+    control_env["FASTWORKER_SECRET"] = "s3cret"
+    address = control_env["FASTWORKER_ADDRESS"]
+    port = offset_address(address, offset)
+    async with control_plane(control_env) as node:
+        wire = await open_request_wire(port, recv_max_size=1 << 20, contexts=3)
+        try:
+            for frame in (
+                b"not a frame at all",
+                Framer(CODEC).pack([StatusQuery(ids=("x",))]),
+                Framer(CODEC, secret=b"forged").pack([StatusQuery(ids=("x",))]),
+            ):
+                with pytest.raises(TimeoutError):
+                    await wire.request(frame, timeout=0.3)
+        finally:
+            await wire.aclose()
+        line = await node.wait_for("dropped frame from tcp://127.0.0.1:")
+        assert line.endswith("not a frame (magic b'no') (1 dropped in the last 60 s)")
+        async with Client(address, secret="s3cret") as client:
+            assert await client.submit(tasks.add, 1, 1) == 2
+
+
+async def test_a_client_reconnects_after_a_control_plane_restart(
+    control_env: dict[str, str],
+) -> None:
+    """A client keeps working across a control-plane restart on the same address."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with Client(address, request_timeout=10) as client:
+        async with control_plane(control_env):
+            assert await client.submit(tasks.add, 1, 1) == 2
+        async with control_plane(control_env):
+            assert await client.submit(tasks.add, 2, 2) == 4
