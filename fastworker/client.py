@@ -19,6 +19,7 @@ wait for the result in the same breath as it submits.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import secrets
@@ -59,6 +60,7 @@ from fastworker.messages import (
     StatusQuery,
     Submit,
     TaskRecord,
+    Watch,
 )
 from fastworker.payload import pack_call, unpack_value
 from fastworker.tasks import Task, task_name
@@ -173,34 +175,62 @@ class _Coalescer:
 
 
 class _ResultPoller:
-    """Waits for results: every id somebody waits for is asked about in one
-    ``ResultQuery`` per poll; the store answers as soon as any is final."""
+    """Waits for results through the client's watch session at the store:
+    each poll carries only the ids not yet sent, and brings back every
+    record of the session that became final, so N results cost far fewer
+    than N round trips. One poll is parked at a time; a poll carrying new
+    ids sends the parked one home."""
 
     def __init__(self, client: Client, wire: RequestWire) -> None:
         self.client = client
         self.wire = wire
+        self.session = client._prefix
         self.waiters: dict[str, list[_Slot[TaskRecord]]] = {}
-        self.uncovered: dict[str, None] = {}  # waited for, in no poll in flight
+        self.new_ids: dict[str, None] = {}  # waited for, not yet sent to the store
+        self.in_flight = 0
         send, receive = anyio.create_memory_object_stream[None](math.inf)
         self._wake_send: MemoryObjectSendStream[None] = send
         self._wake_receive: MemoryObjectReceiveStream[None] = receive
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+    def expect(self, task_id: str, *, sent: bool = False) -> _Slot[TaskRecord]:
+        """Register interest in ``task_id``; ``sent``: a Watch for it is
+        already on its way (``submit`` sends one with the submission)."""
         slot: _Slot[TaskRecord] = _Slot()
         waiters = self.waiters.setdefault(task_id, [])
         waiters.append(slot)
-        if len(waiters) == 1:
-            self.uncovered[task_id] = None
-            self._wake_send.send_nowait(None)
+        if len(waiters) == 1 and not sent:
+            self.new_ids[task_id] = None
+        self._wake_send.send_nowait(None)
+        return slot
+
+    def forget(self, task_id: str, slot: _Slot[TaskRecord]) -> None:
+        waiters = self.waiters.get(task_id)
+        if waiters is None:
+            return
+        if slot in waiters:
+            waiters.remove(slot)
+        if not waiters:
+            del self.waiters[task_id]
+            self.new_ids.pop(task_id, None)
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+        slot = self.expect(task_id)
         try:
             with anyio.fail_after(timeout):
                 return await slot.wait()
         finally:
-            if slot in waiters:
-                waiters.remove(slot)
-            if not waiters and self.waiters.get(task_id) is waiters:
-                del self.waiters[task_id]
-                self.uncovered.pop(task_id, None)
+            self.forget(task_id, slot)
+
+    def deliver(self, records: Iterable[TaskRecord]) -> None:
+        for record in records:
+            for slot in self.waiters.pop(record.id, []):
+                slot.set(record)
+
+    def resend(self, task_id: str) -> None:
+        """Cover ``task_id`` by a poll again (its Watch came back without it)."""
+        if task_id in self.waiters:
+            self.new_ids[task_id] = None
+            self._wake_send.send_nowait(None)
 
     def close(self) -> None:
         """Fail every waiter, and close the wake-up queue."""
@@ -212,38 +242,39 @@ class _ResultPoller:
         self._wake_receive.close()
 
     async def poll_forever(self) -> None:
-        limit = self.client.max_batch
+        limit = self.client.max_batch * 8
         while True:
-            if not self.uncovered:
+            if not self.new_ids and (self.in_flight or not self.waiters):
                 await self._wake_receive.receive()
                 continue
-            ids = []
-            for task_id in list(self.uncovered)[:limit]:
-                del self.uncovered[task_id]
-                ids.append(task_id)
+            ids = list(itertools.islice(self.new_ids, limit))
+            for task_id in ids:
+                del self.new_ids[task_id]
+            self.in_flight += 1
             try:
                 (reply,) = await self.client._request(
                     self.wire,
-                    [ResultQuery(ids=tuple(ids), wait=self.client.poll_wait)],
+                    [Watch(session=self.session, ids=tuple(ids), wait=self.client.poll_wait)],
                     self.client.poll_wait + self.client.request_timeout,
                 )
             except ConnectionLost as error:
-                for task_id in ids:
-                    for slot in self.waiters.pop(task_id, []):
+                for slots in self.waiters.values():
+                    for slot in slots:
                         slot.fail(error)
+                self.waiters.clear()
+                self.new_ids.clear()
                 continue
+            finally:
+                self.in_flight -= 1
+                self._wake_send.send_nowait(None)
             assert isinstance(reply, Records)
-            for record in reply.records:
-                for slot in self.waiters.pop(record.id, []):
-                    slot.set(record)
-            if not reply.records:
+            self.deliver(reply.records)
+            if reply.waited_out:
                 # A whole poll passed with nothing final: ask whether the
-                # store knows these ids at all (an expired or foreign id
-                # would otherwise be waited for forever).
-                await self._settle_unknown([i for i in ids if i in self.waiters])
-            for task_id in ids:
-                if task_id in self.waiters:
-                    self.uncovered[task_id] = None
+                # store knows the ids at all (an expired or foreign id, or
+                # a control plane that restarted, would be waited for
+                # forever otherwise).
+                await self._settle_unknown(list(itertools.islice(self.waiters, limit)))
 
     async def _settle_unknown(self, ids: list[str]) -> None:
         if not ids:
@@ -255,10 +286,7 @@ class _ResultPoller:
         except ConnectionLost:
             return  # the next poll will say so
         assert isinstance(reply, Records)
-        for record in reply.records:
-            if record.state == "unknown":
-                for slot in self.waiters.pop(record.id, []):
-                    slot.set(record)
+        self.deliver(record for record in reply.records if record.state == "unknown")
 
 
 class Client:
@@ -426,7 +454,7 @@ class Client:
     ) -> list[Any]:
         """Run ``task`` once per item of ``calls`` and return the results in order."""
         ids = await self.delay_many(task, calls, priority=priority)
-        return [await self.result(task_id, timeout=timeout) for task_id in ids]
+        return await self.results(ids, timeout=timeout)
 
     async def submit(
         self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
@@ -434,21 +462,26 @@ class Client:
         """Queue ``task(*args, **kwargs)`` and return its result (``delay`` +
         ``result``, with the result asked for as soon as the id is chosen)."""
         submit = self._submit_message(task, args, kwargs, priority, None, None, None)
-        accepted = self._submitters[submit.priority].put(submit)
-        assert self._results is not None
-        async with anyio.create_task_group() as group:
-            outcome: list[TaskRecord] = []
-
-            async def wait_result() -> None:
-                outcome.append(await self._results.wait(submit.id, None))  # type: ignore[union-attr]
-
-            group.start_soon(wait_result)
-            try:
-                self._accepted(await accepted.wait())
-            except BaseException:
-                group.cancel_scope.cancel()
-                raise
-        return self._value(outcome[0])
+        results = self._results
+        assert results is not None
+        # One round trip: the submission and a Watch for it travel in one
+        # frame to the queries port; the reply carries the record if it was
+        # final in time, else the session's poller takes over.
+        slot = results.expect(submit.id, sent=True)
+        try:
+            watch = Watch(session=results.session, ids=(submit.id,), wait=self.poll_wait)
+            accepted, records = await self._request(
+                self._wires[RESULTS_PORT_OFFSET],
+                [submit, watch],
+                submit.queue_wait + self.poll_wait + self.request_timeout,
+            )
+            self._accepted(accepted)
+            assert isinstance(records, Records)
+            results.deliver(records.records)
+            results.resend(submit.id)
+            return self._value(await slot.wait())
+        finally:
+            results.forget(submit.id, slot)
 
     # -- results and control -----------------------------------------------
 
@@ -466,6 +499,21 @@ class Client:
         assert self._results is not None, "use the client inside `async with`"
         record = await self._results.wait(task_id, timeout)
         return self._value(record)
+
+    async def results(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Any]:
+        """Wait for several results at once and return them in order (the
+        first failure raises, as ``result`` would). Waiting for all of them
+        together lets one poll bring many back."""
+        results = self._results
+        assert results is not None, "use the client inside `async with`"
+        ids = list(task_ids)
+        slots = [results.expect(task_id) for task_id in ids]
+        try:
+            with anyio.fail_after(timeout):
+                return [self._value(await slot.wait()) for slot in slots]
+        finally:
+            for task_id, slot in zip(ids, slots):
+                results.forget(task_id, slot)
 
     async def status(self, task_id: str) -> TaskRecord:
         """The task's current record (state, attempt, worker, times, error)."""

@@ -17,8 +17,10 @@ The way of one task (docs/protocol.md has the picture):
    each job's ``Outcome``; (PriorityInbox -> ResultStore): ``Queued``,
    ``Cancelled``.
 4. query (client -> Results edge on base+4 -> ResultStore / PriorityInbox):
+   ``Watch`` (a client's session: new ids in, final records out),
    ``ResultQuery`` and ``StatusQuery`` are answered by ``Records``;
-   ``Cancel`` by ``CancelReply``.
+   ``Cancel`` by ``CancelReply``. ``submit`` sends ``Submit`` and ``Watch``
+   in one request frame here, so it takes a single round trip.
 
 Times named ``*_at`` are wall-clock seconds (``time.time()``), for people;
 deadlines inside a process use trio's clock.
@@ -228,6 +230,19 @@ class ResultQuery:
 
 
 @attrs.frozen(kw_only=True)
+class Watch:
+    """Client -> ResultStore: add ``ids`` to the watch set of ``session``
+    (one per client) and answer with the final records of every watched id
+    as soon as there is one, or when ``wait`` seconds have passed. Delivered
+    ids leave the set. A session has at most one parked Watch: a new one
+    answers the older one at once, so new ids are never held up."""
+
+    session: str
+    ids: tuple[str, ...] = ()
+    wait: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class StatusQuery:
     """Client -> ResultStore: the current record of each of ``ids``, at once."""
 
@@ -240,6 +255,8 @@ class Records:
     (the ids missing from it are still pending)."""
 
     records: tuple[TaskRecord, ...]
+    #: True when a ResultQuery or Watch was answered because its wait ran out.
+    waited_out: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -276,6 +293,7 @@ CODEC = Codec(
         Finished,
         Cancelled,
         ResultQuery,
+        Watch,
         StatusQuery,
         Records,
         Cancel,

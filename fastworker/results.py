@@ -47,6 +47,7 @@ from fastworker.messages import (
     Running,
     StatusQuery,
     TaskRecord,
+    Watch,
 )
 
 if sys.version_info >= (3, 11):
@@ -58,7 +59,7 @@ else:  # pragma: no cover
 RECORD_OVERHEAD_BYTES = 512
 
 Report = Union[Queued, Running, Finished, Cancelled]
-Query = Union[ResultQuery, StatusQuery]
+Query = Union[ResultQuery, StatusQuery, Watch]
 Accepts = Union[Report, Query, Requests]
 
 
@@ -79,6 +80,8 @@ class ResultStoreOptions:
     max_entries: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
     max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
     max_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+    #: Seconds after which an idle watch session (its client gone) is forgotten.
+    session_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +141,9 @@ class ResultStore(Actor[Accepts]):
         self._sequence = itertools.count()
         self._timer: trio.CancelScope | None = None
         self._counts = _Counts()
+        self._sessions: dict[str, _Session] = {}
+        self._watched: dict[str, set[_Session]] = {}  # id -> sessions watching it
+        self._next_sweep = 0.0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         await nursery.start(self._answer_at_deadlines)
@@ -155,7 +161,7 @@ class ResultStore(Actor[Accepts]):
             case Queued() | Running() | Finished() | Cancelled():
                 self._take_reports([message])
                 return None
-            case ResultQuery() | StatusQuery():
+            case ResultQuery() | StatusQuery() | Watch():
                 return self._on_queries((message,), single=True)
             case Requests():
                 return self._on_queries(message.messages, single=False)
@@ -186,7 +192,7 @@ class ResultStore(Actor[Accepts]):
         enforce the bounds (after answering: a waiter sees its record even
         if the bounds drop it at once)."""
         now = trio.current_time()
-        woken: dict[_Waiter, None] = {}
+        woken: dict[_Waiter | _Session, None] = {}
         for report in reports:
             match report:
                 case Queued():
@@ -205,7 +211,10 @@ class ResultStore(Actor[Accepts]):
                 case _:
                     assert_never(report)
         for waiter in woken:
-            if not waiter.done:
+            if isinstance(waiter, _Session):
+                if waiter.parked is not None:
+                    self._answer_waiter(waiter.parked)
+            elif not waiter.done:
                 self._answer_waiter(waiter)
         self._expire(now)
 
@@ -229,7 +238,9 @@ class ResultStore(Actor[Accepts]):
             entry.record = attrs.evolve(entry.record, state="running", worker=worker,
                                         started_at=started_at, attempt=entry.record.attempt + 1)
 
-    def _on_outcome(self, outcome: Outcome, now: float, woken: dict[_Waiter, None]) -> None:
+    def _on_outcome(
+        self, outcome: Outcome, now: float, woken: dict[_Waiter | _Session, None]
+    ) -> None:
         entry = self._records.get(outcome.id)
         if entry is not None and entry.final_at is not None:
             if entry.record.attempt == outcome.attempt:
@@ -254,7 +265,9 @@ class ResultStore(Actor[Accepts]):
         )
         self._finalize(outcome.id, entry, record, now, woken)
 
-    def _on_cancelled(self, id: str, now: float, woken: dict[_Waiter, None]) -> None:
+    def _on_cancelled(
+        self, id: str, now: float, woken: dict[_Waiter | _Session, None]
+    ) -> None:
         entry = self._records.get(id)
         if entry is not None and entry.final_at is not None:
             self._counts.stale_total += 1
@@ -266,7 +279,7 @@ class ResultStore(Actor[Accepts]):
         self._finalize(id, entry, record, now, woken)
 
     def _finalize(self, id: str, entry: _Entry | None, record: TaskRecord, now: float,
-                  woken: dict[_Waiter, None]) -> None:
+                  woken: dict[_Waiter | _Session, None]) -> None:
         if entry is None:
             entry = _Entry(record)
             self._add(id, entry)
@@ -278,6 +291,10 @@ class ResultStore(Actor[Accepts]):
         self._expiry.append(entry)
         for waiter in self._waiting.pop(id, ()):
             woken[waiter] = None
+        for session in self._watched.pop(id, ()):
+            session.ids.discard(id)
+            session.ready.append(record)
+            woken[session] = None
 
     def _add(self, id: str, entry: _Entry) -> None:
         self._records[id] = entry
@@ -337,12 +354,60 @@ class ResultStore(Actor[Accepts]):
                         call = _Call(reply=self.defer(), answers=answers, single=single)
                     answers.append(None)
                     self._park(_Waiter(ids=message.ids, call=call, index=index), now + wait)
+                case Watch():
+                    self._counts.queries_total += 1
+                    session = self._watch(message, now)
+                    wait = min(message.wait, self.options.max_wait)
+                    if session.ready or wait <= 0:
+                        answers.append(Records(records=session.take()))
+                        continue
+                    if session.parked is not None:
+                        # One parked Watch per session: the older one goes home.
+                        self._answer_waiter(session.parked)
+                    if call is None:
+                        call = _Call(reply=self.defer(), answers=answers, single=single)
+                    answers.append(None)
+                    waiter = _Waiter(ids=(), call=call, index=index, session=session)
+                    session.parked = waiter
+                    self._park(waiter, now + wait)
                 case _:
                     self._counts.ignored_total += 1
                     answers.append(None)
         if call is not None:
             return None  # deferred: the reply is set when the last query is answered
         return answers[0] if single else answers
+
+    def _watch(self, message: Watch, now: float) -> _Session:
+        """The message's session, with its new ids added (or made ready)."""
+        session = self._sessions.get(message.session)
+        if session is None:
+            session = self._sessions[message.session] = _Session(name=message.session)
+        session.last_seen = now
+        for id in message.ids:
+            entry = self._records.get(id)
+            if entry is not None and entry.final_at is not None:
+                self._final.move_to_end(id)
+                session.ready.append(entry.record)
+            elif id not in session.ids:
+                session.ids.add(id)
+                self._watched.setdefault(id, set()).add(session)
+        return session
+
+    def _sweep_sessions(self, now: float) -> None:
+        """Forget sessions idle for ``session_ttl`` (their client is gone)."""
+        if now < self._next_sweep:
+            return
+        ttl = self.options.session_ttl
+        self._next_sweep = now + ttl / 4
+        for name, session in list(self._sessions.items()):
+            if session.parked is None and session.last_seen + ttl <= now:
+                for id in session.ids:
+                    watchers = self._watched.get(id)
+                    if watchers is not None:
+                        watchers.discard(session)
+                        if not watchers:
+                            del self._watched[id]
+                del self._sessions[name]
 
     def _status(self, id: str) -> TaskRecord:
         entry = self._records.get(id)
@@ -381,7 +446,15 @@ class ResultStore(Actor[Accepts]):
                 if not waiters:
                     del self._waiting[id]
         call = waiter.call
-        call.answers[waiter.index] = Records(records=self._final_records(waiter.ids))
+        session = waiter.session
+        if session is not None:
+            if session.parked is waiter:
+                session.parked = None
+            session.last_seen = trio.current_time()
+            records = session.take()
+        else:
+            records = self._final_records(waiter.ids)
+        call.answers[waiter.index] = Records(records=records, waited_out=waiter.due)
         call.pending -= 1
         if call.pending == 0:
             call.reply.set(call.answers[0] if call.single else call.answers)
@@ -419,7 +492,9 @@ class ResultStore(Actor[Accepts]):
                 while self._deadlines and self._deadlines[0][0] <= now:
                     _, _, waiter = heapq.heappop(self._deadlines)
                     if not waiter.done:
+                        waiter.due = True
                         self._answer_waiter(waiter)
+                self._sweep_sessions(now)
         finally:
             self._timer = None
             self._answer_all()
@@ -468,7 +543,26 @@ class _Waiter:
     ids: tuple[str, ...]
     call: _Call
     index: int
+    session: _Session | None = None
     done: bool = False
+    due: bool = False  # answered because its deadline came
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One client's watch set: ids not yet final, records ready to deliver,
+    and its parked Watch (at most one)."""
+
+    name: str
+    ids: set[str] = attrs.field(factory=set)
+    ready: list[TaskRecord] = attrs.field(factory=list)
+    parked: _Waiter | None = None
+    last_seen: float = 0.0
+
+    def take(self) -> tuple[TaskRecord, ...]:
+        """The ready records, delivered once."""
+        records, self.ready = tuple(self.ready), []
+        return records
 
 
 def _size(record: TaskRecord) -> int:

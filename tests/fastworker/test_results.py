@@ -26,6 +26,7 @@ from fastworker.messages import (
     Running,
     StatusQuery,
     TaskRecord,
+    Watch,
 )
 from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore, ResultStoreStats
 
@@ -328,7 +329,7 @@ class TestQueries:
             answer = await store.call(ResultQuery(ids=("a",), wait=7.5), timeout=PATIENCE)
             assert trio.current_time() == 7.5
             assert (await snapshot(store)).waiting_queries == 0
-        assert answer == Records(records=())
+        assert answer == Records(records=(), waited_out=True)
 
     async def test_a_later_query_with_an_earlier_deadline_is_answered_first(
         self, autojump_clock: trio.testing.MockClock
@@ -348,7 +349,7 @@ class TestQueries:
         async with open_store(max_wait=10.0) as store:
             answer = await store.call(ResultQuery(ids=("a",), wait=1000), timeout=PATIENCE)
             assert trio.current_time() == 10
-        assert answer == Records(records=())
+        assert answer == Records(records=(), waited_out=True)
 
     async def test_a_query_for_many_ids_returns_every_one_final_by_then(
         self, autojump_clock: trio.testing.MockClock
@@ -400,7 +401,7 @@ class TestQueries:
         assert [r.state for r in status_reply.records] == ["succeeded", "unknown"]
         assert [r.id for r in a_reply.records] == ["a"]
         assert [r.id for r in b_reply.records] == ["b"]
-        assert c_reply == Records(records=())
+        assert c_reply == Records(records=(), waited_out=True)
 
     async def test_a_requests_call_with_nothing_to_wait_for_is_answered_at_once(self) -> None:
         """Without parked queries the reply list comes straight back; a message
@@ -476,3 +477,73 @@ def test_negative_bounds_are_refused(field: str) -> None:
 
     with pytest.raises(ValueError, match=field):
         ResultStoreOptions(**{field: -1})
+
+
+class TestWatchSessions:
+    """A client's watch session: new ids in, every final record out once."""
+
+    async def test_a_watch_delivers_every_final_record_of_its_session_once(
+        self, autojump_clock: object
+    ) -> None:
+        """Records become ready as tasks finish; one Watch takes them all, and
+        they are not delivered again."""
+        async with open_store() as store:
+            assert await store.call(Watch(session="s", ids=("a", "b", "c"), wait=0)) == Records(
+                records=()
+            )
+            await store.send(Finished(outcomes=(done("a"), done("b"))))
+            answer = await store.call(Watch(session="s", wait=5))
+            assert sorted(r.id for r in answer.records) == ["a", "b"]
+            await store.send(Finished(outcomes=(done("c"),)))
+            again = await store.call(Watch(session="s", wait=5))
+            assert [r.id for r in again.records] == ["c"]
+
+    async def test_a_parked_watch_wakes_on_any_session_id(self, autojump_clock: object) -> None:
+        """A parked Watch is answered as soon as any id of its session is final."""
+        async with open_store() as store, trio.open_nursery() as nursery:
+            answers: list[Any] = []
+
+            async def watch() -> None:
+                answers.append(await store.call(Watch(session="s", ids=("a", "b"), wait=60)))
+
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            await store.send(Finished(outcomes=(done("b"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert [r.id for r in answers[0].records] == ["b"]
+            assert not answers[0].waited_out
+            assert trio.current_time() == start
+
+    async def test_a_new_watch_sends_the_parked_one_home(self, autojump_clock: object) -> None:
+        """A session keeps one parked Watch: a newer one answers the older at once
+        (empty, not waited out), so new ids are never held up."""
+        async with open_store() as store, trio.open_nursery() as nursery:
+            answers: dict[str, Any] = {}
+
+            async def watch(name: str, ids: tuple[str, ...]) -> None:
+                answers[name] = await store.call(Watch(session="s", ids=ids, wait=60))
+
+            nursery.start_soon(watch, "first", ("a",))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(watch, "second", ("b",))
+            await trio.testing.wait_all_tasks_blocked()
+            assert answers == {"first": Records(records=())}
+            await store.send(Finished(outcomes=(done("a"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert [r.id for r in answers["second"].records] == ["a"]
+
+    async def test_a_watch_past_its_wait_says_so(self, autojump_clock: object) -> None:
+        """A Watch with nothing final by its deadline answers waited_out=True."""
+        async with open_store() as store:
+            answer = await store.call(Watch(session="s", ids=("x",), wait=3))
+        assert answer == Records(records=(), waited_out=True)
+
+    async def test_idle_sessions_are_forgotten(self, autojump_clock: object) -> None:
+        """A session idle for session_ttl is dropped with its watch set."""
+        async with open_store(session_ttl=10) as store:
+            await store.call(Watch(session="gone", ids=("a",), wait=0))
+            await store.call(Watch(session="other", ids=("z",), wait=30))  # drives the timer
+            await store.send(Finished(outcomes=(done("a"),)))
+            answer = await store.call(Watch(session="gone", wait=0))
+        assert answer.records == ()
