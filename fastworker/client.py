@@ -187,6 +187,7 @@ class _ResultPoller:
         self.session = client._prefix
         self.waiters: dict[str, list[_Slot[TaskRecord]]] = {}
         self.new_ids: dict[str, None] = {}  # waited for, not yet sent to the store
+        self.elsewhere: set[str] = set()  # their Watch travels with their submission
         self.in_flight = 0
         send, receive = anyio.create_memory_object_stream[None](math.inf)
         self._wake_send: MemoryObjectSendStream[None] = send
@@ -198,9 +199,11 @@ class _ResultPoller:
         slot: _Slot[TaskRecord] = _Slot()
         waiters = self.waiters.setdefault(task_id, [])
         waiters.append(slot)
-        if len(waiters) == 1 and not sent:
+        if sent:
+            self.elsewhere.add(task_id)
+        elif len(waiters) == 1:
             self.new_ids[task_id] = None
-        self._wake_send.send_nowait(None)
+            self._wake_send.send_nowait(None)
         return slot
 
     def forget(self, task_id: str, slot: _Slot[TaskRecord]) -> None:
@@ -212,6 +215,7 @@ class _ResultPoller:
         if not waiters:
             del self.waiters[task_id]
             self.new_ids.pop(task_id, None)
+            self.elsewhere.discard(task_id)
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
         slot = self.expect(task_id)
@@ -225,9 +229,11 @@ class _ResultPoller:
         for record in records:
             for slot in self.waiters.pop(record.id, []):
                 slot.set(record)
+            self.elsewhere.discard(record.id)
 
     def resend(self, task_id: str) -> None:
         """Cover ``task_id`` by a poll again (its Watch came back without it)."""
+        self.elsewhere.discard(task_id)
         if task_id in self.waiters:
             self.new_ids[task_id] = None
             self._wake_send.send_nowait(None)
@@ -244,7 +250,8 @@ class _ResultPoller:
     async def poll_forever(self) -> None:
         limit = self.client.max_batch * 8
         while True:
-            if not self.new_ids and (self.in_flight or not self.waiters):
+            polled = len(self.waiters) - len(self.elsewhere)  # ids only a poll covers
+            if not self.new_ids and (self.in_flight or polled <= 0):
                 await self._wake_receive.receive()
                 continue
             ids = list(itertools.islice(self.new_ids, limit))
