@@ -22,7 +22,7 @@ check: $(BIN)/.installed
 	$(BIN)/python -m mypy actors fastworker
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/transport.py
+	$(BIN)/python benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -83,6 +83,17 @@ _REJECTIONS: dict[str, type[Exception]] = {
 }
 
 
+def _read_secret_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return open(path).read().strip() or None
+    except OSError as error:
+        raise InvalidSubmission(
+            f"FASTWORKER_SECRET_FILE {path}: cannot read: {error.strerror}"
+        ) from None
+
+
 @final
 class _Slot(Generic[T]):
     """A one-shot answer for one caller."""
@@ -305,7 +316,8 @@ class Client:
         address: the control plane's base address (submissions on
             base+0..3 by priority, queries on base+4); default
             ``$FASTWORKER_ADDRESS`` or ``tcp://127.0.0.1:5555``.
-        secret: the shared secret; default ``$FASTWORKER_SECRET`` (unset:
+        secret: the shared secret; default ``$FASTWORKER_SECRET``, or the
+            contents of the file ``$FASTWORKER_SECRET_FILE`` (neither set:
             frames are not signed, which a loopback control plane accepts).
         queue_wait: how long a submission may wait for room when the
             control plane's queue is full, before ``QueueFull``.
@@ -332,7 +344,9 @@ class Client:
     ) -> None:
         self.address = address or os.environ.get("FASTWORKER_ADDRESS") or DEFAULT_ADDRESS
         if secret is None:
-            secret = os.environ.get("FASTWORKER_SECRET")
+            secret = os.environ.get("FASTWORKER_SECRET") or _read_secret_file(
+                os.environ.get("FASTWORKER_SECRET_FILE")
+            )
         self.queue_wait = queue_wait
         self.request_timeout = request_timeout
         self.max_batch = max_batch

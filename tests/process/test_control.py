@@ -215,3 +215,43 @@ async def test_a_client_reconnects_after_a_control_plane_restart(
             assert await client.submit(tasks.add, 1, 1) == 2
         async with control_plane(control_env):
             assert await client.submit(tasks.add, 2, 2) == 4
+
+
+async def test_a_call_in_flight_when_the_control_plane_dies_fails_clearly(
+    control_env: dict[str, str],
+) -> None:
+    """A result waited for when the control plane is killed ends in
+    ConnectionLost naming the address, not in a hang."""
+    from fastworker import ConnectionLost
+
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with fastworker_run(CONTROL, control_env) as node:
+        await node.wait_for("node control ready")
+        async with Client(address, request_timeout=1, poll_wait=0.5) as client:
+            task_id = await client.delay(tasks.nap, 30)
+            node.process.kill()
+            with pytest.raises(ConnectionLost, match="no answer from the control plane at"):
+                await client.result(task_id, timeout=20)
+
+
+async def test_listening_off_loopback_needs_a_secret(control_env: dict[str, str], tmp_path: Path) -> None:
+    """Off loopback the control plane refuses to start without a secret (exit 2,
+    saying how to set one), and starts with one from FASTWORKER_SECRET_FILE."""
+    from tests.process.harness import run_to_exit, text_lines
+
+    port = control_env["FASTWORKER_ADDRESS"].rsplit(":", 1)[1]
+    control_env["FASTWORKER_ADDRESS"] = f"tcp://0.0.0.0:{port}"
+    refused = await run_to_exit(CONTROL, "--check", env=control_env)
+    assert refused.returncode == 2
+    assert text_lines(refused.stderr)[0] == (
+        f"{CONTROL}: $.actors.submit_critical: refusing to listen on tcp://0.0.0.0:{port} "
+        "without a shared secret: set one (FASTWORKER_SECRET, or the edge's `secret` / "
+        "`secret_file` option), configure TLS, or listen on a loopback address such as "
+        f"tcp://127.0.0.1:{port}"
+    )
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cret\n")
+    control_env["FASTWORKER_SECRET_FILE"] = str(secret_file)
+    async with control_plane(control_env):
+        async with Client(f"tcp://127.0.0.1:{port}", secret="s3cret") as client:
+            assert await client.submit(tasks.add, 3, 4) == 7
