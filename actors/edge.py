@@ -31,7 +31,7 @@ import trio
 
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
-from actors.errors import ConfigError, FrameError
+from actors.errors import CallTimeout, ConfigError, FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
@@ -370,6 +370,7 @@ class ServeStats:
     frames_dropped: int
     messages_unrouted: int
     in_progress: int
+    unanswered: int
 
 
 class ServeEdge(Actor[Any]):
@@ -397,6 +398,7 @@ class ServeEdge(Actor[Any]):
         self._dropped_log = RateLimitedLog(log, period=options.log_period)
         self._requests = self._replies = self._messages_in = self._unrouted = 0
         self._in_progress = 0
+        self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -438,6 +440,15 @@ class ServeEdge(Actor[Any]):
             try:
                 replies = await self._serve_requests(messages, received.peer)
                 frame = self.framer.pack(replies)
+            except (CallTimeout, FrameError) as error:
+                # One slow or oversized answer must not take the edge down
+                # (and with it, under one_for_all, everything): the requester
+                # gets no answer and its own timeout tells it so.
+                self._unanswered_log.event(
+                    "no answer to a request from %s: %s", received.peer, error
+                )
+                await self._release(wire, received.reply_to)
+                continue
             finally:
                 self._in_progress -= 1
             await wire.send_frame(frame, to=received.reply_to)
@@ -480,4 +491,5 @@ class ServeEdge(Actor[Any]):
             frames_dropped=self._dropped_log.total,
             messages_unrouted=self._unrouted,
             in_progress=self._in_progress,
+            unanswered=self._unanswered_log.total,
         )

@@ -160,14 +160,20 @@ class Supervisor:
                     except trio.BrokenResourceError:
                         pass
                     await child.finished.wait()
-                self._close(child)
         if scope.cancelled_caught:
             running = [c.name for c in self.children if not c.finished.is_set()]
             log.warning(
                 "shutdown deadline of %s s passed; cancelling %s", deadline, ", ".join(running)
             )
             for child in self.children:
-                self._close(child)
+                child.scope.cancel()
+            for child in self.children:
+                await child.finished.wait()
+        # Inboxes close only once nothing runs: an actor still finishing its
+        # work may send to one that has already stopped (a cycle: the
+        # executor returns credit to the dispatcher), and that must not crash it.
+        for child in self.children:
+            self._close(child)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 

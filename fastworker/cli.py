@@ -41,7 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level",
         default=os.environ.get("FASTWORKER_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO, or $FASTWORKER_LOG_LEVEL)",
     )
     return parser
@@ -49,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastworker`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.log_level = args.log_level.upper()
+    if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        parser.error(
+            f"log level must be DEBUG, INFO, WARNING or ERROR (from --log-level or "
+            f"FASTWORKER_LOG_LEVEL), got {args.log_level!r}"
+        )
     # Kinds and codecs named "module:attr" resolve from the working
     # directory, as `python -m` would.
     if os.getcwd() not in sys.path:

@@ -233,3 +233,40 @@ async def test_a_fast_sender_over_nng_loses_nothing(loopback_address: str, patte
         with trio.fail_after(30):
             await arrived.wait()
     assert seen == list(range(5000))
+
+
+async def test_a_request_whose_answer_times_out_leaves_the_serving_edge_running(
+    autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ServeEdge whose target does not answer within call_timeout answers
+    nothing to that request, logs it, and serves the next one."""
+    from actors import Actor, Requests, ServeEdge
+
+    class Slow(Actor[Any]):
+        async def handle(self, message: Any) -> Any:
+            assert isinstance(message, Requests)
+            if message.messages[0].value == 0:
+                self.defer()  # never answered
+                return None
+            return [Note(m.value * 10) for m in message.messages]
+
+    server_wire, client_wire = memory_wire_pair()
+    framer = Framer(codec)
+    topology = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "slow"}, params={"wire": server_wire},
+             codec=CODEC, call_timeout=5.0, contexts=2)
+        .add("slow", Slow)
+    )
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology) as node:
+            await client_wire.send_frame(framer.pack([Note(0)]))
+            await trio.sleep(6)  # virtual time: past call_timeout
+            await client_wire.send_frame(framer.pack([Note(4)]))
+            reply = await client_wire.receive_frame()
+            stats = await edge_stats(node, "serve")
+    assert framer.unpack(reply.frame) == [Note(40)]
+    assert stats.unanswered == 1 and stats.replies == 1
+    assert {c.name: c.context.restarts for c in node.supervisor.children} == {"slow": 0, "serve": 0}
+    assert any("no answer to a request from b: slow did not answer Requests within 5" in r.getMessage()
+               for r in caplog.records)

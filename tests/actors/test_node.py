@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -110,3 +111,48 @@ async def test_crash_after_crashes_the_given_number_of_times(autojump_clock: obj
         stats = (await node.stats())["rec"]
     assert stats.restarts == 2
     assert seen == [0, 2, 4, 5]  # notes 1 and 3 were the crashes
+
+
+class Reporter(Jobs):
+    """Jobs that, when done, report to `out` (which may have stopped already)."""
+
+    refs_required = ("out",)
+
+    async def _job(self, seconds: int) -> None:
+        await super()._job(seconds)
+        await self.refs["out"].send(Note(seconds))
+
+
+async def test_work_finishing_during_a_stop_may_send_to_an_actor_already_stopped(
+    autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a cycle one actor stops before the other; the later one finishing its
+    in-flight work and sending to the earlier one does not crash it."""
+    finished: list[int] = []
+    seen: list[Any] = []
+    topology = (
+        Topology()
+        .add("rec", Recorder, refs={"out": "jobs"}, params={"seen": seen})
+        .add("jobs", Reporter, refs={"out": "rec"}, params={"finished": finished})
+    )
+    async with open_node(topology) as node:
+        assert [c.name for c in node.supervisor.children] == ["jobs", "rec"]
+        await node.refs["jobs"].send(Note(2))
+        await trio.testing.wait_all_tasks_blocked()
+    assert finished == [2]
+    assert "crashed" not in caplog.text
+    assert "actor rec stopped with 1 message left in its inbox" in caplog.text
+
+
+async def test_a_stop_past_its_deadline_cancels_cleanly(autojump_clock: object) -> None:
+    """Actors still busy at the deadline are cancelled, then the node stops
+    without an error."""
+    finished: list[int] = []
+    topology = Topology().add("jobs", Jobs, params={"finished": finished})
+    async with open_node(topology) as node:
+        await node.refs["jobs"].send(Note(100))
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await node.stop(deadline=5)
+        assert trio.current_time() - start == 5
+    assert finished == []

@@ -255,3 +255,18 @@ async def test_listening_off_loopback_needs_a_secret(control_env: dict[str, str]
     async with control_plane(control_env):
         async with Client(f"tcp://127.0.0.1:{port}", secret="s3cret") as client:
             assert await client.submit(tasks.add, 3, 4) == 7
+
+
+async def test_sigterm_lets_a_running_task_finish(control_env: dict[str, str]) -> None:
+    """A graceful stop waits for the task in flight; nothing crashes; exit 0."""
+    import signal
+
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with fastworker_run(CONTROL, control_env) as node:
+        await node.wait_for("node control ready")
+        async with Client(address) as client:
+            await client.delay(tasks.nap, 0.5)
+        node.send_signal(signal.SIGTERM)
+        assert await node.wait_exit() == 0, node.tail
+    assert "crashed" not in node.output
+    assert "node control stopped" in node.output

@@ -280,3 +280,14 @@ class TestEdgesAcrossProcesses:
         assert log_messages(ping_side.lines, "examples.pingpong") == []
         assert (ping_code, pong_code) == (0, 0), ping_side.tail + "\n" + pong_side.tail
         assert with_tracebacks(ping_side, pong_side) == []
+
+
+async def test_a_bad_log_level_is_a_usage_error(env: dict[str, str]) -> None:
+    """FASTWORKER_LOG_LEVEL is checked like an option: exit 2, no traceback."""
+    env["FASTWORKER_LOG_LEVEL"] = "loud"
+    result = await run_to_exit(PINGPONG, env=env)
+    assert result.returncode == 2
+    assert text_lines(result.stderr)[-1] == (
+        "fastworker: error: log level must be DEBUG, INFO, WARNING or ERROR (from --log-level "
+        "or FASTWORKER_LOG_LEVEL), got 'LOUD'"
+    )
