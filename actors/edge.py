@@ -158,15 +158,13 @@ class EdgeStats:
     messages_refused: int
 
 
-class Edge(Actor[Any]):
-    """Sends the messages it is given as frames; routes the frames it
-    receives as messages (see the module docstring)."""
+class _WireActor(Actor[Any]):
+    """What every edge has: a framer for its codec and secret, a wire it
+    opens itself (or is given, in tests and Python compositions) and closes
+    when it stops, and a rate-limited log of dropped frames."""
 
-    Options = EdgeOptions
     refs_optional: ClassVar[tuple[str, ...]] = (DEFAULT_ROUTE,)
     refs_open = True
-    batch_max = 1024
-    batch_settle = True  # one frame per batch: let ready senders fill it
 
     def __init__(self, options: EdgeOptions, context: ActorContext, *, wire: Wire | None = None):
         super().__init__(options, context)
@@ -178,12 +176,6 @@ class Edge(Actor[Any]):
             max_frame_bytes=options.max_frame_bytes,
         )
         self._dropped_log = RateLimitedLog(log, period=options.log_period)
-        self._counts = dict.fromkeys(
-            ("frames_in", "frames_out", "messages_in", "messages_out", "bytes_in", "bytes_out"), 0
-        )
-        self._unrouted = 0
-        self._refused_log = RateLimitedLog(log, what="refused", period=options.log_period)
-        self._refused_in_batch = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -192,6 +184,24 @@ class Edge(Actor[Any]):
             if self.wire is not None and self._given_wire is None:
                 with trio.CancelScope(shield=True):
                     await self.wire.aclose()
+
+
+class Edge(_WireActor):
+    """Sends the messages it is given as frames; routes the frames it
+    receives as messages (see the module docstring)."""
+
+    Options = EdgeOptions
+    batch_max = 1024
+    batch_settle = True  # one frame per batch: let ready senders fill it
+
+    def __init__(self, options: EdgeOptions, context: ActorContext, *, wire: Wire | None = None):
+        super().__init__(options, context, wire=wire)
+        self._counts = dict.fromkeys(
+            ("frames_in", "frames_out", "messages_in", "messages_out", "bytes_in", "bytes_out"), 0
+        )
+        self._unrouted = 0
+        self._refused_log = RateLimitedLog(log, what="refused", period=options.log_period)
+        self._refused_in_batch = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self.wire = self._given_wire or await self._open_wire()
@@ -373,7 +383,7 @@ class ServeStats:
     unanswered: int
 
 
-class ServeEdge(Actor[Any]):
+class ServeEdge(_WireActor):
     """Answers request frames (NNG req/rep): the messages of each request go,
     by tag, to the wired actors as one ``Requests`` call per actor, and their
     answers go back in one reply frame. ``contexts`` requests are served at
@@ -381,32 +391,14 @@ class ServeEdge(Actor[Any]):
     """
 
     Options = ServeOptions
-    refs_optional: ClassVar[tuple[str, ...]] = (DEFAULT_ROUTE,)
-    refs_open = True
 
     def __init__(
         self, options: ServeOptions, context: ActorContext, *, wire: Wire | None = None
     ) -> None:
-        super().__init__(options, context)
-        self._given_wire = wire
-        self.wire: Wire | None = None
-        self.framer = Framer(
-            load_codec(options.codec),
-            secret=options.read_secret(),
-            max_frame_bytes=options.max_frame_bytes,
-        )
-        self._dropped_log = RateLimitedLog(log, period=options.log_period)
+        super().__init__(options, context, wire=wire)
         self._requests = self._replies = self._messages_in = self._unrouted = 0
         self._in_progress = 0
         self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
-
-    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await super().run(task_status=task_status)
-        finally:
-            if self.wire is not None and self._given_wire is None:
-                with trio.CancelScope(shield=True):
-                    await self.wire.aclose()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         if not self.refs:
