@@ -270,3 +270,21 @@ async def test_sigterm_lets_a_running_task_finish(control_env: dict[str, str]) -
         assert await node.wait_exit() == 0, node.tail
     assert "crashed" not in node.output
     assert "node control stopped" in node.output
+
+
+async def test_a_task_module_that_fails_to_import_stops_start_up(
+    control_env: dict[str, str],
+) -> None:
+    """The module's own error (and its frames, not fastworker's) is reported; exit 2."""
+    from tests.process.harness import run_to_exit
+
+    control_env["FASTWORKER_TASKS"] = "examples.tasks,tests.process.broken_tasks"
+    result = await run_to_exit(CONTROL, env=control_env)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2
+    assert lines[0] == (
+        f"{CONTROL}: $.node.imports: cannot import 'tests.process.broken_tasks': "
+        "KeyError: 'retires'"
+    )
+    assert 'broken_tasks.py", line 11, in <module>' in lines[1]
+    assert not any("actors/" in line or "importlib" in line for line in lines)
