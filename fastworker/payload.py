@@ -8,6 +8,7 @@ arbitrary code, so nothing else ever unpickles.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -16,6 +17,19 @@ from fastworker.errors import InvalidSubmission
 
 #: The largest payload (arguments or result) accepted, in bytes.
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+
+#: Types that standard pickle writes by value, the same on every machine:
+#: for these it is several times faster than cloudpickle. Anything else
+#: (functions, classes, objects of ``__main__``) goes through cloudpickle,
+#: which can send those by value.
+_PLAIN = (int, float, str, bytes, bool, type(None))
+_EMPTY_CALL = pickle.dumps(((), {}), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _plain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return all(type(a) in _PLAIN for a in args) and all(
+        type(v) in _PLAIN for v in kwargs.values()
+    )
 
 
 def pack_call(
@@ -27,7 +41,12 @@ def pack_call(
         InvalidSubmission: they cannot be pickled, or are over ``limit``.
     """
     try:
-        data: bytes = cloudpickle.dumps((args, kwargs))
+        if not args and not kwargs:
+            data: bytes = _EMPTY_CALL
+        elif _plain(args, kwargs):
+            data = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            data = cloudpickle.dumps((args, kwargs))
     except Exception as error:
         raise InvalidSubmission(
             f"cannot send the arguments: {type(error).__name__}: {error}"
@@ -53,7 +72,10 @@ def pack_value(value: Any, *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
         ValueError: it is over ``limit`` bytes.
     """
     try:
-        data: bytes = cloudpickle.dumps(value)
+        if type(value) in _PLAIN:
+            data: bytes = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            data = cloudpickle.dumps(value)
     except Exception as error:
         raise TypeError(
             f"the task's return value cannot be pickled: {type(error).__name__}: {error}"
