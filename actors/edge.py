@@ -176,6 +176,7 @@ class _WireActor(Actor[Any]):
             max_frame_bytes=options.max_frame_bytes,
         )
         self._dropped_log = RateLimitedLog(log, period=options.log_period)
+        self._unrouted = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -184,6 +185,22 @@ class _WireActor(Actor[Any]):
             if self.wire is not None and self._given_wire is None:
                 with trio.CancelScope(shield=True):
                     await self.wire.aclose()
+
+    def _runs(self, messages: list[Any]) -> list[tuple[Ref[Any], list[Any]]]:
+        """Messages split into runs bound for the same ref (by tag, else
+        ``default``), in order; those with no route are counted, not sent."""
+        routes: Mapping[str, Ref[Any]] = self.refs
+        default = routes.get(DEFAULT_ROUTE)
+        runs: list[tuple[Ref[Any], list[Any]]] = []
+        for message in messages:
+            ref = routes.get(type(message).__name__, default)
+            if ref is None:
+                self._unrouted += 1
+            elif runs and runs[-1][0] is ref:
+                runs[-1][1].append(message)
+            else:
+                runs.append((ref, [message]))
+        return runs
 
 
 class Edge(_WireActor):
@@ -199,7 +216,6 @@ class Edge(_WireActor):
         self._counts = dict.fromkeys(
             ("frames_in", "frames_out", "messages_in", "messages_out", "bytes_in", "bytes_out"), 0
         )
-        self._unrouted = 0
         self._refused_log = RateLimitedLog(log, what="refused", period=options.log_period)
         self._refused_in_batch = 0
 
@@ -255,8 +271,6 @@ class Edge(_WireActor):
         return frames
 
     async def _receive_loop(self, wire: Wire) -> None:
-        routes: Mapping[str, Ref[Any]] = self.refs
-        default = routes.get(DEFAULT_ROUTE)
         counts = self._counts
         while True:
             received = await wire.receive_frame()
@@ -268,21 +282,8 @@ class Edge(_WireActor):
                 self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
                 continue
             counts["messages_in"] += len(messages)
-            # One send_batch per run of messages bound for the same ref.
-            run: list[Any] = []
-            run_ref: Ref[Any] | None = None
-            for message in messages:
-                ref = routes.get(type(message).__name__, default)
-                if ref is None:
-                    self._unrouted += 1
-                    continue
-                if ref is not run_ref and run:
-                    await run_ref.send_batch(run)  # type: ignore[union-attr]
-                    run = []
-                run_ref = ref
-                run.append(message)
-            if run:
-                await run_ref.send_batch(run)  # type: ignore[union-attr]
+            for ref, run in self._runs(messages):
+                await ref.send_batch(run)
 
     def stats_detail(self) -> EdgeStats:
         return EdgeStats(
@@ -396,7 +397,7 @@ class ServeEdge(_WireActor):
         self, options: ServeOptions, context: ActorContext, *, wire: Wire | None = None
     ) -> None:
         super().__init__(options, context, wire=wire)
-        self._requests = self._replies = self._messages_in = self._unrouted = 0
+        self._requests = self._replies = self._messages_in = 0
         self._in_progress = 0
         self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
 
@@ -452,26 +453,10 @@ class ServeEdge(_WireActor):
             await release(reply_to)
 
     async def _serve_requests(self, messages: list[Any], peer: str) -> list[Any]:
-        routes: Mapping[str, Ref[Any]] = self.refs
-        default = routes.get(DEFAULT_ROUTE)
         replies: list[Any] = []
-        run: list[Any] = []
-        run_ref: Ref[Any] | None = None
         timeout = self.options.call_timeout
-        for message in messages:
-            ref = routes.get(type(message).__name__, default)
-            if ref is None:
-                self._unrouted += 1
-                continue
-            if ref is not run_ref and run:
-                assert run_ref is not None
-                replies += await run_ref.call(Requests(tuple(run), peer), timeout=timeout)
-                run = []
-            run_ref = ref
-            run.append(message)
-        if run:
-            assert run_ref is not None
-            replies += await run_ref.call(Requests(tuple(run), peer), timeout=timeout)
+        for ref, run in self._runs(messages):
+            replies += await ref.call(Requests(tuple(run), peer), timeout=timeout)
         return replies
 
     def stats_detail(self) -> ServeStats:
