@@ -19,17 +19,7 @@ from actors.edge import Requests
 from fastworker.dispatcher import Dispatcher, DispatcherStats
 from fastworker.inbox import PriorityInbox
 from fastworker.messages import Accepted, Assign, Credit, Demand, Job, JobBatch, Submit
-
-
-class Recorder(Actor[Any]):
-    """Stands in for the inbox or the executor: keeps what it is sent."""
-
-    def __init__(self, options: NoOptions, context: ActorContext, *, got: list[Any]) -> None:
-        super().__init__(options, context)
-        self.got = got
-
-    async def handle(self, message: Any) -> None:
-        self.got.append(message)
+from tests.fastworker.helpers import Recorder
 
 
 class Executor(Actor[Assign]):

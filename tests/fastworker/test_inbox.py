@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open_node
+from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
 from fastworker.inbox import InboxStats, KnownTasks, PriorityInbox
 from fastworker.messages import (
@@ -29,19 +29,9 @@ from fastworker.messages import (
     Rejected,
     Submit,
 )
+from tests.fastworker.helpers import Recorder
 
 TASKS = frozenset({"examples.tasks.add", "examples.tasks.mul", "examples.tasks.sleep"})
-
-
-class Recorder(Actor[Any]):
-    """Stands in for the dispatcher or the store: keeps what it is sent."""
-
-    def __init__(self, options: NoOptions, context: ActorContext, *, got: list[Any]) -> None:
-        super().__init__(options, context)
-        self.got = got
-
-    async def handle(self, message: Any) -> None:
-        self.got.append(message)
 
 
 @attrs.define
