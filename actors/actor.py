@@ -142,6 +142,14 @@ class Actor(Generic[M]):
     async def drain(self) -> None:
         """On a graceful stop, finish in-flight work. The default has none."""
 
+    def stopping(self) -> None:
+        """A graceful stop of the node began: called on every running actor
+        at once, before any of them is stopped (they stop one by one, in
+        reverse start order, each after ``drain``). Refuse new work here
+        (say so to whoever sends it) while the others drain theirs; start
+        tasks in the ``setup`` nursery if that takes I/O. The default does
+        nothing."""
+
     async def handle(self, message: M) -> Any:
         """Handle one message; for a ``Ref.call``, the return value is the
         answer. An exception crashes the actor (its supervisor decides)."""

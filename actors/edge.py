@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -32,7 +31,7 @@ import trio
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
 from actors.errors import CallTimeout, ConfigError, FrameError
-from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
 from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
@@ -129,17 +128,7 @@ class EdgeOptions:
 
     def read_secret(self) -> bytes | None:
         """The secret as bytes, from ``secret`` or ``secret_file``; ``None`` if unset."""
-        if self.secret_file:
-            try:
-                text = Path(self.secret_file).read_text().strip()
-            except OSError as error:
-                raise ConfigError(
-                    f"secret_file {self.secret_file}: cannot read: {error.strerror}"
-                ) from None
-            if not text:
-                raise ConfigError(f"secret_file {self.secret_file}: the file is empty")
-            return secret_from(text)
-        return secret_from(self.secret)
+        return load_secret(self.secret, self.secret_file)
 
 
 @attrs.frozen(kw_only=True)

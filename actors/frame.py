@@ -27,12 +27,13 @@ from __future__ import annotations
 import hmac
 import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final, final
 
 from actors.codec import Codec
-from actors.errors import FrameError
+from actors.errors import ConfigError, FrameError
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "FRAME_VERSION", "Framer", "secret_from"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "FRAME_VERSION", "Framer", "load_secret", "secret_from"]
 
 #: The layout version written in, and required of, every frame header.
 FRAME_VERSION: Final = 1
@@ -60,6 +61,24 @@ def secret_from(value: str | bytes | None) -> bytes | None:
     if not value:
         return None
     return value.encode() if isinstance(value, str) else value
+
+
+def load_secret(secret: str, secret_file: str) -> bytes | None:
+    """The configured secret's bytes: ``secret``, or the stripped text of
+    ``secret_file``; ``None`` if neither is set.
+
+    Raises:
+        ConfigError: the file cannot be read, or is empty.
+    """
+    if not secret_file:
+        return secret_from(secret)
+    try:
+        text = Path(secret_file).read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"secret_file {secret_file}: cannot read: {error.strerror}") from None
+    if not text:
+        raise ConfigError(f"secret_file {secret_file}: the file is empty")
+    return secret_from(text)
 
 
 @final

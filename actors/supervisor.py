@@ -152,6 +152,12 @@ class Supervisor:
         what is queued for it and finished its in-flight work; whatever is
         still running at ``deadline`` seconds is cancelled."""
         self._stopping = True
+        for child in self.children:
+            if child.instance is not None and not child.finished.is_set():
+                try:
+                    child.instance.stopping()
+                except Exception:  # one actor's hook must not spoil the others' stop
+                    log.exception("%s: stopping() raised", child.name)
         with trio.move_on_after(deadline) as scope:
             for child in reversed(self.children):
                 if not child.finished.is_set():

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--chunk", type=int, default=10_000)
     args = parser.parse_args()
-    address = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+    address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
         [sys.executable, "-m", "fastworker", "run", "config/control.toml"],

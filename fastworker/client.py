@@ -19,11 +19,15 @@ wait for the result in the same breath as it submits.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
+import logging
 import math
 import os
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from itertools import count
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
@@ -67,6 +71,8 @@ from fastworker.tasks import Task, task_name
 
 T = TypeVar("T")
 
+log = logging.getLogger("fastworker.client")
+
 #: Where the control plane listens unless told otherwise.
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 #: How long a submission may wait for room in a full queue, in seconds.
@@ -98,29 +104,47 @@ def _read_secret_file(path: str | None) -> str | None:
 class _Slot(Generic[T]):
     """A one-shot answer for one caller."""
 
-    __slots__ = ("_event", "_value", "_error")
+    __slots__ = ("_event", "_value", "_error", "_on_done")
 
     def __init__(self) -> None:
         self._event = anyio.Event()
         self._value: Any = None
         self._error: BaseException | None = None
+        self._on_done: Callable[[_Slot[T]], None] | None = None
 
     def set(self, value: T) -> None:
         if not self._event.is_set():
             self._value = value
-            self._event.set()
+            self._done()
 
     def fail(self, error: BaseException) -> None:
         if not self._event.is_set():
             self._error = error
-            self._event.set()
+            self._done()
 
-    async def wait(self) -> T:
-        await self._event.wait()
+    def when_done(self, callback: Callable[[_Slot[T]], None]) -> None:
+        """Call ``callback(self)`` once the answer is in (at once if it is).
+        It runs inside ``set``/``fail``, so it must not block or raise."""
+        self._on_done = callback
+        if self._event.is_set():
+            callback(self)
+
+    def _done(self) -> None:
+        self._event.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+    def get(self) -> T:
+        """The answer, once it is in (raises the failure)."""
+        assert self._event.is_set()
         if self._error is not None:
             raise self._error
         value: T = self._value
         return value
+
+    async def wait(self) -> T:
+        await self._event.wait()
+        return self.get()
 
 
 class _Coalescer:
@@ -305,6 +329,155 @@ class _ResultPoller:
             return  # the next poll will say so
         assert isinstance(reply, Records)
         self.deliver(record for record in reply.records if record.state == "unknown")
+
+
+def _task_value(record: TaskRecord) -> Any:
+    """A final record's value, or the exception ``Client.result`` raises for it."""
+    if record.state == "succeeded":
+        return unpack_value(record.value) if record.value is not None else None
+    if record.state == "unknown":
+        raise ResultUnknown(
+            f"no record of task {record.id}: never submitted here, or its result expired"
+        )
+    error = record.error
+    if record.state == "cancelled" or (error is not None and error.kind == "cancelled"):
+        raise TaskCancelled(record.id, "TaskCancelled", error.message if error else "cancelled")
+    if error is None:
+        raise TaskError(record.id, "Unknown", f"task ended as {record.state}")
+    kind = TaskTimeout if error.kind == "timeout" else TaskError
+    raise kind(record.id, error.type, error.message, error.traceback)
+
+
+@attrs.frozen
+class Completed:
+    """A task that became final, as ``Client.as_completed`` and
+    ``Client.on_complete`` hand it over.
+
+    ``record`` is its final ``TaskRecord``; ``result()`` (or ``value``)
+    returns its value or raises what ``Client.result`` would raise
+    (``TaskError``, ``TaskTimeout``, ``TaskCancelled``, ``ResultUnknown``).
+    """
+
+    id: str
+    record: TaskRecord
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task succeeded (``result()`` will not raise)."""
+        return self.record.state == "succeeded"
+
+    @property
+    def value(self) -> Any:
+        """The task's value; raises as ``result()`` does."""
+        return _task_value(self.record)
+
+    def result(self) -> Any:
+        """The task's value, or the exception ``Client.result`` would raise."""
+        return _task_value(self.record)
+
+
+_Done = tuple[str, _Slot[TaskRecord]]
+
+
+def _forward(send: MemoryObjectSendStream[_Done], task_id: str, slot: _Slot[TaskRecord]) -> None:
+    try:
+        send.send_nowait((task_id, slot))
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the iteration was closed meanwhile
+
+
+@final
+class _AsCompleted:
+    """The async iterator of ``Client.as_completed``.
+
+    Interest in the ids is registered when iteration starts (the first
+    ``__anext__``), which is also when ``timeout`` starts counting. The
+    rest is forgotten at the poller as soon as the iteration ends: run out,
+    raised, ``aclose()``d, or dropped after a ``break``.
+    """
+
+    def __init__(self, client: Client, task_ids: Iterable[str], timeout: float | None) -> None:
+        self._client = client
+        self._ids = list(dict.fromkeys(task_ids))  # each id once, in order
+        self._timeout = timeout
+        self._deadline = math.inf
+        self._pending: dict[str, _Slot[TaskRecord]] = {}
+        self._poller: _ResultPoller | None = None
+        self._send: MemoryObjectSendStream[_Done] | None = None
+        self._receive: MemoryObjectReceiveStream[_Done] | None = None
+        self._thread: int | None = None
+        self._started = False
+        self._closed = False
+
+    def __aiter__(self) -> _AsCompleted:
+        return self
+
+    def _start(self) -> None:
+        self._started = True
+        self._thread = threading.get_ident()
+        poller = self._client._results
+        if poller is None:
+            self._closed = True
+            raise ConnectionLost("the client was closed")
+        if self._timeout is not None:
+            self._deadline = anyio.current_time() + self._timeout
+        self._send, self._receive = anyio.create_memory_object_stream[_Done](math.inf)
+        self._poller = poller
+        for task_id in self._ids:
+            slot = poller.expect(task_id)
+            self._pending[task_id] = slot
+            slot.when_done(functools.partial(_forward, self._send, task_id))
+
+    async def __anext__(self) -> Completed:
+        if not self._started:
+            self._start()
+        if self._closed or not self._pending:
+            self._close()
+            raise StopAsyncIteration
+        receive = self._receive
+        assert receive is not None
+        try:
+            try:
+                task_id, slot = receive.receive_nowait()  # never drop one already in
+            except anyio.WouldBlock:
+                with anyio.CancelScope(deadline=self._deadline) as scope:
+                    task_id, slot = await receive.receive()
+                if scope.cancelled_caught:
+                    raise TimeoutError(
+                        f"{len(self._pending)} of {len(self._ids)} tasks still pending "
+                        f"after {self._timeout:g} s"
+                    ) from None
+            del self._pending[task_id]
+            record = slot.get()  # ConnectionLost when the poll failed
+        except BaseException:
+            self._close()
+            raise
+        if not self._pending:
+            self._close()
+        return Completed(task_id, record)
+
+    async def aclose(self) -> None:
+        """Stop early: forget the ids not yet yielded."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            for task_id, slot in self._pending.items():
+                self._poller.forget(task_id, slot)
+        self._pending.clear()
+        if self._send is not None and self._receive is not None:
+            self._send.close()
+            self._receive.close()
+
+    def __del__(self) -> None:
+        # ``break`` in an ``async for`` drops the iterator without closing
+        # it; forget its interest then (only on the event loop's thread,
+        # where the poller lives).
+        if not self._closed and self._thread == threading.get_ident():
+            self._close()
 
 
 class Client:
@@ -500,7 +673,7 @@ class Client:
             assert isinstance(records, Records)
             results.deliver(records.records)
             results.resend(submit.id)
-            return self._value(await slot.wait())
+            return _task_value(await slot.wait())
         finally:
             results.forget(submit.id, slot)
 
@@ -519,7 +692,7 @@ class Client:
         """
         assert self._results is not None, "use the client inside `async with`"
         record = await self._results.wait(task_id, timeout)
-        return self._value(record)
+        return _task_value(record)
 
     async def results(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Any]:
         """Wait for several results at once and return them in order (the
@@ -531,10 +704,66 @@ class Client:
         slots = [results.expect(task_id) for task_id in ids]
         try:
             with anyio.fail_after(timeout):
-                return [self._value(await slot.wait()) for slot in slots]
+                return [_task_value(await slot.wait()) for slot in slots]
         finally:
             for task_id, slot in zip(ids, slots):
                 results.forget(task_id, slot)
+
+    def as_completed(
+        self, task_ids: Iterable[str], *, timeout: float | None = None
+    ) -> AsyncIterator[Completed]:
+        """Yield a ``Completed`` for each of ``task_ids`` as it becomes final,
+        whichever finishes first coming first; each id once.
+
+        ``timeout`` bounds the whole iteration (counted from its start):
+        past it, ``TimeoutError`` says how many are still pending. A lost
+        connection raises ``ConnectionLost``. Leaving the loop early (a
+        ``break``, an exception) forgets the ids not yet yielded.
+
+        Example::
+
+            async for done in client.as_completed(ids, timeout=60):
+                print(done.id, done.result() if done.ok else done.record.error)
+        """
+        assert self._results is not None, "use the client inside `async with`"
+        return _AsCompleted(self, task_ids, timeout)
+
+    def on_complete(self, task_id: str, callback: Callable[[Completed], Any]) -> None:
+        """Call ``callback(completed)`` once the task is final (awaiting what
+        it returns if that is awaitable).
+
+        Each call runs in its own task in the client's task group; an
+        exception it raises is logged (logger ``fastworker.client``) and
+        goes no further. A callback not yet run when the client closes, or
+        whose task's result cannot be had because the connection was lost
+        (logged as a warning), is not called.
+        """
+        results, group = self._results, self._task_group
+        assert results is not None and group is not None, "use the client inside `async with`"
+
+        def ready(slot: _Slot[TaskRecord]) -> None:
+            try:
+                group.start_soon(self._notify, task_id, slot, callback)
+            except RuntimeError:  # the client is closing: its task group is done
+                log.debug("on_complete callback for task %s dropped: client closed", task_id)
+
+        results.expect(task_id).when_done(ready)
+
+    @staticmethod
+    async def _notify(
+        task_id: str, slot: _Slot[TaskRecord], callback: Callable[[Completed], Any]
+    ) -> None:
+        try:
+            record = slot.get()
+        except Exception as error:
+            log.warning("on_complete callback for task %s not called: %s", task_id, error)
+            return
+        try:
+            outcome = callback(Completed(task_id, record))
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("on_complete callback for task %s raised", task_id)
 
     async def status(self, task_id: str) -> TaskRecord:
         """The task's current record (state, attempt, worker, times, error)."""
@@ -593,22 +822,6 @@ class Client:
         if isinstance(reply, Rejected):
             raise _REJECTIONS.get(reply.error, InvalidSubmission)(reply.message)
         raise ConnectionLost(f"unexpected answer to a submission: {type(reply).__name__}")
-
-    @staticmethod
-    def _value(record: TaskRecord) -> Any:
-        if record.state == "succeeded":
-            return unpack_value(record.value) if record.value is not None else None
-        if record.state == "unknown":
-            raise ResultUnknown(
-                f"no record of task {record.id}: never submitted here, or its result expired"
-            )
-        error = record.error
-        if record.state == "cancelled" or (error is not None and error.kind == "cancelled"):
-            raise TaskCancelled(record.id, "TaskCancelled", error.message if error else "cancelled")
-        if error is None:
-            raise TaskError(record.id, "Unknown", f"task ended as {record.state}")
-        kind = TaskTimeout if error.kind == "timeout" else TaskError
-        raise kind(record.id, error.type, error.message, error.traceback)
 
     async def _request(self, wire: RequestWire, messages: list[Any], timeout: float) -> list[Any]:
         frame = self._framer.pack(messages)
@@ -693,6 +906,31 @@ class SyncClient:
     def result(self, task_id: str, timeout: float | None = None) -> Any:
         """See ``Client.result``."""
         return self._call(self._client.result, task_id, timeout=timeout)
+
+    def as_completed(
+        self, task_ids: Iterable[str], timeout: float | None = None
+    ) -> Iterator[Completed]:
+        """See ``Client.as_completed``; a blocking iterator (leaving the loop
+        early forgets the rest, as there)."""
+        portal = self._portal
+        if portal is None:
+            raise RuntimeError("use SyncClient inside `with SyncClient() as client:`")
+        return self._iterate(portal, _AsCompleted(self._client, task_ids, timeout))
+
+    @staticmethod
+    def _iterate(portal: Any, iterator: _AsCompleted) -> Iterator[Completed]:
+        try:
+            while True:
+                try:
+                    done: Completed = portal.call(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield done
+        finally:
+            try:
+                portal.call(iterator.aclose)
+            except RuntimeError:  # the portal is gone (the client closed it all)
+                pass
 
     def status(self, task_id: str) -> TaskRecord:
         """See ``Client.status``."""

@@ -216,7 +216,7 @@ class Executor(Actor[Accepts]):
         self._in_flight += len(started)
         await self.refs["results"].send(
             Running(ids=tuple(job.id for job, _ in started), worker=self.worker,
-                    started_at=time.time())
+                    started_at=time.time(), attempts=tuple(job.attempt for job, _ in started))
         )
         assert self._nursery is not None
         now = trio.current_time()

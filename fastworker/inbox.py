@@ -22,7 +22,11 @@ A Submit is decided in this order:
 
 Dispatch is credit-based. ``Demand(n)`` adds n to a standing demand; while
 demand and jobs remain, jobs leave in priority order, at most one
-``JobBatch`` per handled batch of messages. Priority is strict, with a
+``JobBatch`` per handled batch of messages. The latest Demand also says
+which tasks its workers can run (``only`` these, or all but ``excluding``):
+jobs of other tasks stay queued, in order, for a worker that can run them.
+``Requeue`` puts jobs back at the front of their levels (their worker was
+lost before it finished them); they are never refused for lack of room. Priority is strict, with a
 starvation guard: each level counts the jobs taken from higher levels while
 it had jobs waiting, and once a level's count reaches ``starvation_limit``
 the next job comes from the highest such level, whose count restarts. With
@@ -42,7 +46,7 @@ import heapq
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, TypeAlias, Union
 
@@ -75,6 +79,7 @@ __all__ = [
     "InboxStats",
     "KnownTasks",
     "PriorityInbox",
+    "Requeue",
 ]
 
 log = logging.getLogger("fastworker.inbox")
@@ -103,7 +108,15 @@ class KnownTasks:
     names: frozenset[str]
 
 
-Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks]
+@attrs.frozen(kw_only=True)
+class Requeue:
+    """Dispatcher -> PriorityInbox: put these jobs back at the front of their
+    levels, in this order (they were accepted once: room is not checked)."""
+
+    jobs: tuple[Job, ...]
+
+
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
 
 
 @attrs.frozen(kw_only=True)
@@ -145,6 +158,7 @@ class InboxStats:
     rejected_total: Mapping[str, int]
     dispatched_total: int
     cancelled_total: int
+    requeued_total: int
 
 
 _State = Literal["queued", "dispatched", "cancelled"]
@@ -197,6 +211,7 @@ class PriorityInbox(Actor[Accepts]):
         self._task_names = task_names
         self._levels: list[deque[Job]] = [deque() for _ in range(LEVELS)]
         self._counts = [0] * LEVELS  # live jobs per level
+        self._by_task: list[Counter[str]] = [Counter() for _ in range(LEVELS)]  # live, per task
         self._stale = [0] * LEVELS  # cancelled jobs still in a level's deque
         self._skipped = [0] * LEVELS  # jobs taken from above while this level waited
         self._queued: dict[str, Job] = {}
@@ -206,6 +221,9 @@ class PriorityInbox(Actor[Accepts]):
         self._parked_seq = 0
         self._timer: trio.CancelScope | None = None
         self._demand = 0
+        # What the workers with free slots can run: only these, or all but these.
+        self._only: frozenset[str] | None = None
+        self._excluding: frozenset[str] = frozenset()
         self._known: frozenset[str] = frozenset()
         self._advertised: set[str] = set()
         self._known_fresh = False
@@ -218,6 +236,7 @@ class PriorityInbox(Actor[Accepts]):
         self._rejected_total: dict[str, int] = {}
         self._dispatched_total = 0
         self._cancelled_total = 0
+        self._requeued_total = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -263,8 +282,11 @@ class PriorityInbox(Actor[Accepts]):
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:
             match message:
-                case Demand(n=n):
+                case Demand(n=n, only=only, excluding=excluding):
                     self._demand += max(n, 0)
+                    self._only, self._excluding = only, excluding
+                case Requeue(jobs=jobs):
+                    self._requeue(jobs)
                 case KnownTasks(names=names):
                     self._advertised.update(names)
                 case Requests():
@@ -289,6 +311,7 @@ class PriorityInbox(Actor[Accepts]):
             rejected_total=dict(self._rejected_total),
             dispatched_total=self._dispatched_total,
             cancelled_total=self._cancelled_total,
+            requeued_total=self._requeued_total,
         )
 
     # -- submissions -------------------------------------------------------------
@@ -393,6 +416,7 @@ class PriorityInbox(Actor[Accepts]):
         self._queued[job.id] = job
         self._levels[job.priority].append(job)
         self._counts[job.priority] += 1
+        self._by_task[job.priority][job.task] += 1
         self._remember(job.id, "queued")
         self._entries.append(
             QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now)
@@ -471,6 +495,7 @@ class PriorityInbox(Actor[Accepts]):
             # The job stays in its deque until it is reached or the deque is rebuilt.
             level = job.priority
             self._counts[level] -= 1
+            self._by_task[level][job.task] -= 1
             self._stale[level] += 1
             if self._stale[level] > max(_STALE_MIN, self._counts[level]):
                 self._levels[level] = deque(j for j in self._levels[level] if self._is_live(j))
@@ -510,24 +535,64 @@ class PriorityInbox(Actor[Accepts]):
             if request.remaining == 0 and request.reply is not None:
                 request.reply.set(list(request.answers))
 
+    def _requeue(self, jobs: tuple[Job, ...]) -> None:
+        for job in reversed(jobs):
+            if job.id in self._queued or not 0 <= job.priority < LEVELS:
+                continue
+            self._queued[job.id] = job
+            self._levels[job.priority].appendleft(job)
+            self._counts[job.priority] += 1
+            self._by_task[job.priority][job.task] += 1
+            self._remember(job.id, "queued")
+            self._requeued_total += 1
+
     def _take_jobs(self) -> list[Job]:
         jobs: list[Job] = []
         self._admit()
-        while self._demand > 0 and self._queued:
-            jobs.append(self._take_next())
+        if self._only is None and not self._excluding:
+            while self._demand > 0 and self._queued:
+                jobs.append(self._take(self._next_level(self._counts)))
+                self._demand -= 1
+                self._admit()  # each job taken makes room for one waiting Submit
+            return jobs
+        # Only jobs the free workers can run; others keep their places.
+        matching = [self._matching(level) for level in range(LEVELS)]
+        while self._demand > 0 and any(matching):
+            level = self._next_level(matching)
+            jobs.append(self._take(level, self._only, self._excluding))
+            matching[level] -= 1
             self._demand -= 1
-            self._admit()  # each job taken makes room for one waiting Submit
+            self._admit()
         return jobs
 
-    def _take_next(self) -> Job:
-        level = self._next_level()
+    def _matching(self, level: int) -> int:
+        counts = self._by_task[level]
+        if self._only is not None:
+            return sum(counts[name] for name in self._only if name not in self._excluding)
+        return self._counts[level] - sum(counts[name] for name in self._excluding)
+
+    def _take(
+        self, level: int, only: frozenset[str] | None = None, excluding: frozenset[str] = frozenset()
+    ) -> Job:
+        """Take the first live job of ``level`` that the filter lets through."""
         queue = self._levels[level]
         job = queue.popleft()
         while not self._is_live(job):
             self._stale[level] -= 1
             job = queue.popleft()
+        if (only is not None and job.task not in only) or job.task in excluding:
+            queue.appendleft(job)
+            for index, job in enumerate(queue):
+                if self._is_live(job) and job.task not in excluding and (
+                    only is None or job.task in only
+                ):
+                    del queue[index]
+                    break
+            else:  # pragma: no cover - _matching counted one
+                raise AssertionError("no matching job where one was counted")
         del self._queued[job.id]
         self._counts[level] -= 1
+        self._by_task[level][job.task] -= 1
         self._remember(job.id, "dispatched")
         self._dispatched_total += 1
         for lower in range(level + 1, LEVELS):
@@ -535,12 +600,12 @@ class PriorityInbox(Actor[Accepts]):
         self._skipped[level] = 0
         return job
 
-    def _next_level(self) -> int:
+    def _next_level(self, counts: list[int]) -> int:
         """The highest level with jobs, unless a level below it has waited
         ``starvation_limit`` jobs: then the highest such level."""
         top = -1
         for level in range(LEVELS):
-            if not self._counts[level]:
+            if not counts[level]:
                 self._skipped[level] = 0
             elif top < 0:
                 top = level

@@ -35,13 +35,15 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
 Priority = Literal["critical", "high", "normal", "low"]
 #: Port offset of the results and status queries.
 RESULTS_PORT_OFFSET = 4
+#: Port offset where subworkers register, heartbeat, pull jobs and report.
+WORKERS_PORT_OFFSET = 5
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled", "unknown"]
 #: States after which a task's record no longer changes.
@@ -98,13 +100,19 @@ class Job:
     timeout: float | None
     attempt: int = 1
     queued_at: float = 0.0
+    #: Workers lost while they held this job (a poison task kills workers).
+    losses: int = 0
 
 
 @attrs.frozen(kw_only=True)
 class Demand:
-    """Dispatcher -> PriorityInbox: send me up to ``n`` jobs, best first."""
+    """Dispatcher -> PriorityInbox: send me up to ``n`` more jobs, best first,
+    of tasks my free workers can run: ``only`` these (``None``: any) and
+    none of ``excluding``. The latest Demand's filter holds for all of it."""
 
     n: int
+    only: frozenset[str] | None = None
+    excluding: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)
@@ -183,6 +191,8 @@ class Running:
     ids: tuple[str, ...]
     worker: str
     started_at: float
+    #: Each id's attempt number, in order (empty: the store counts them).
+    attempts: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -212,6 +222,8 @@ class TaskRecord:
     priority: int = 2
     attempt: int = 0
     worker: str = ""
+    #: Every worker that started it, oldest first (more than one: redelivered).
+    workers: tuple[str, ...] = ()
     queued_at: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -278,6 +290,100 @@ class CancelReply:
     outcome: Literal["cancelled", "not_queued", "unknown"]
 
 
+# -- workers (subworker <-> control plane on base+5) ----------------------------
+#
+# A subworker's WorkerLink sends request frames; each is answered by one reply
+# frame. Register first; then one Pull is kept parked at the Dispatcher (it
+# answers with an Assign when it has jobs for this worker), Reports carry
+# credit and results, Heartbeats carry load. A control plane that does not
+# know the worker (it restarted, or declared the worker lost) answers
+# UnknownWorker, and the worker registers again.
+
+
+@attrs.frozen(kw_only=True)
+class Register:
+    """Subworker -> Registry: I exist, and can run these tasks."""
+
+    worker: str
+    host: str
+    pid: int
+    concurrency: int
+    tasks: tuple[str, ...]
+    #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
+    at_most_once: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Registered:
+    """Registry -> subworker: welcome; heartbeat every ``heartbeat_interval``
+    seconds: after ``missed_limit`` missed beats you are declared lost."""
+
+    worker: str
+    heartbeat_interval: float
+    missed_limit: int
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """Subworker -> Registry: still here, with this load."""
+
+    worker: str
+    in_flight: int = 0
+    succeeded_total: int = 0
+    failed_total: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Pull:
+    """Subworker -> Dispatcher: answer with an ``Assign`` as soon as there are
+    jobs for me, or an empty one after ``wait`` seconds."""
+
+    worker: str
+    wait: float = 5.0
+    #: Counts the worker's Pulls: one resent after a dropped connection has
+    #: the number of the last one answered, and gets the same jobs again.
+    seq: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """Subworker -> Dispatcher: ``credit`` more free slots, these jobs
+    started, these ended."""
+
+    worker: str
+    credit: int = 0
+    running: tuple[Running, ...] = ()
+    finished: tuple[Outcome, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Drain:
+    """Subworker -> Dispatcher: assign me nothing more (I am stopping); a
+    parked Pull is answered at once."""
+
+    worker: str
+
+
+@attrs.frozen(kw_only=True)
+class Deregister:
+    """Subworker -> Registry: I am leaving; whatever I still hold is requeued."""
+
+    worker: str
+
+
+@attrs.frozen(kw_only=True)
+class Ack:
+    """Control plane -> subworker: the request was taken."""
+
+
+@attrs.frozen(kw_only=True)
+class UnknownWorker:
+    """Control plane -> subworker: I do not know you (I restarted, or I
+    declared you lost): register again."""
+
+    worker: str
+
+
 CODEC = Codec(
     [
         Submit,
@@ -298,6 +404,15 @@ CODEC = Codec(
         Records,
         Cancel,
         CancelReply,
+        Register,
+        Registered,
+        Heartbeat,
+        Pull,
+        Report,
+        Drain,
+        Deregister,
+        Ack,
+        UnknownWorker,
     ],
     protocol=PROTOCOL_VERSION,
 )

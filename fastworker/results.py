@@ -1,7 +1,9 @@
 """The ResultStore: where every task's record lives, and where clients wait.
 
-It takes ``Queued`` and ``Cancelled`` from the PriorityInbox and ``Running``
-and ``Finished`` from executors, and keeps one ``TaskRecord`` per task id.
+It takes ``Queued`` and ``Cancelled`` from the PriorityInbox, ``Running``
+and ``Finished`` from executors (a subworker's come through the
+Dispatcher), ``Requeued`` from the Dispatcher when a lost worker's jobs go
+back to the queue, and keeps one ``TaskRecord`` per task id.
 It answers ``StatusQuery`` and ``ResultQuery`` (``Records``) from the
 Results edge (port base+4), which sends them wrapped in ``Requests`` with
 ``Ref.call``; in-process callers may ``call`` it with a bare query.
@@ -58,7 +60,19 @@ else:  # pragma: no cover
 #: What the store counts per record besides its value and error texts.
 RECORD_OVERHEAD_BYTES = 512
 
-Report = Union[Queued, Running, Finished, Cancelled]
+
+
+@attrs.frozen(kw_only=True)
+class Requeued:
+    """Dispatcher -> ResultStore: these tasks went back to the queue (their
+    worker was lost or left) and will run again as the given attempts."""
+
+    ids: tuple[str, ...]
+    attempts: tuple[int, ...]
+
+
+Report = Union[Queued, Running, Finished, Cancelled, Requeued]
+_REPORTS = (Queued, Running, Finished, Cancelled, Requeued)
 Query = Union[ResultQuery, StatusQuery, Watch]
 Accepts = Union[Report, Query, Requests]
 
@@ -158,7 +172,7 @@ class ResultStore(Actor[Accepts]):
 
     async def handle(self, message: Accepts) -> Any:
         match message:
-            case Queued() | Running() | Finished() | Cancelled():
+            case Queued() | Running() | Finished() | Cancelled() | Requeued():
                 self._take_reports([message])
                 return None
             case ResultQuery() | StatusQuery() | Watch():
@@ -171,7 +185,7 @@ class ResultStore(Actor[Accepts]):
     async def handle_batch(self, messages: list[Accepts]) -> None:
         # Plain messages: the reports of a drained run are taken in one pass.
         # A query sent without Ref.call has nobody to answer.
-        reports = [m for m in messages if isinstance(m, (Queued, Running, Finished, Cancelled))]
+        reports = [m for m in messages if isinstance(m, _REPORTS)]
         self._counts.ignored_total += len(messages) - len(reports)
         self._take_reports(reports)
 
@@ -199,9 +213,13 @@ class ResultStore(Actor[Accepts]):
                     for entry in report.entries:
                         self._update(entry.id, task=entry.task, priority=entry.priority,
                                      queued_at=entry.queued_at)
-                case Running():
-                    for id in report.ids:
-                        self._on_running(id, report.worker, report.started_at)
+                case Running(attempts=attempts):
+                    for index, id in enumerate(report.ids):
+                        attempt = attempts[index] if index < len(attempts) else None
+                        self._on_running(id, report.worker, report.started_at, attempt)
+                case Requeued():
+                    for id, attempt in zip(report.ids, report.attempts):
+                        self._on_requeued(id, attempt)
                 case Finished():
                     for outcome in report.outcomes:
                         self._on_outcome(outcome, now, woken)
@@ -226,17 +244,30 @@ class ResultStore(Actor[Accepts]):
         else:
             entry.record = attrs.evolve(entry.record, **fields)
 
-    def _on_running(self, id: str, worker: str, started_at: float) -> None:
+    def _on_running(self, id: str, worker: str, started_at: float, attempt: int | None) -> None:
         entry = self._records.get(id)
         if entry is None:
-            record = TaskRecord(id=id, state="running", attempt=1, worker=worker,
-                                started_at=started_at)
+            record = TaskRecord(id=id, state="running", attempt=attempt or 1, worker=worker,
+                                workers=(worker,), started_at=started_at)
             self._add(id, _Entry(record))
         elif entry.final_at is not None:
             self._counts.stale_total += 1
         else:
-            entry.record = attrs.evolve(entry.record, state="running", worker=worker,
-                                        started_at=started_at, attempt=entry.record.attempt + 1)
+            old = entry.record
+            if attempt is not None and attempt < old.attempt:
+                self._counts.stale_total += 1  # a lost worker's late start
+                return
+            entry.record = attrs.evolve(
+                old, state="running", worker=worker, workers=(*old.workers, worker),
+                started_at=started_at,
+                attempt=old.attempt + 1 if attempt is None else attempt,
+            )
+
+    def _on_requeued(self, id: str, attempt: int) -> None:
+        entry = self._records.get(id)
+        if entry is None or entry.final_at is not None:
+            return  # forgotten, or a lost worker's late result arrived first
+        entry.record = attrs.evolve(entry.record, state="queued", attempt=attempt)
 
     def _on_outcome(
         self, outcome: Outcome, now: float, woken: dict[_Waiter | _Session, None]
@@ -257,6 +288,7 @@ class ResultStore(Actor[Accepts]):
             priority=old.priority,
             attempt=outcome.attempt,
             worker=outcome.worker,
+            workers=old.workers if outcome.worker in old.workers else (*old.workers, outcome.worker),
             queued_at=old.queued_at,
             started_at=outcome.started_at or old.started_at,
             finished_at=outcome.finished_at,

@@ -31,7 +31,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Option names ``@task`` accepts, for the error that lists them.
-TASK_OPTIONS = ("name", "priority", "timeout")
+TASK_OPTIONS = ("name", "priority", "timeout", "at_most_once")
 
 
 @attrs.frozen(eq=False)
@@ -43,12 +43,15 @@ class Task(Generic[P, R]):
         fn: the function (sync or async).
         priority: the default priority of a submission.
         timeout: the default time limit in seconds (``None``: none).
+        at_most_once: never run twice: if the worker running it is lost,
+            the task fails with ``WorkerLost`` instead of being redelivered.
     """
 
     name: str
     fn: Callable[P, R]
     priority: Priority = "normal"
     timeout: float | None = None
+    at_most_once: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -112,6 +115,7 @@ def task(
     name: str | None = None,
     priority: Priority = "normal",
     timeout: float | None = None,
+    at_most_once: bool = False,
     **unknown: Any,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -123,6 +127,7 @@ def task(
     name: str | None = None,
     priority: Priority = "normal",
     timeout: float | None = None,
+    at_most_once: bool = False,
     **unknown: Any,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or async function as a task.
@@ -134,6 +139,9 @@ def task(
         name: the name clients submit it as; ``module.qualname`` by default.
         priority: default priority: critical, high, normal or low.
         timeout: default time limit in seconds.
+        at_most_once: if its worker is lost while running it, fail it with
+            ``WorkerLost`` rather than run it again (the default redelivers
+            it: at-least-once).
 
     Raises:
         TypeError: an unknown option, or a bad value for one.
@@ -162,6 +170,7 @@ def task(
             fn=function,
             priority=priority,
             timeout=None if timeout is None else float(timeout),
+            at_most_once=bool(at_most_once),
         )
         registry.register(made)
         return made

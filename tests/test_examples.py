@@ -81,7 +81,7 @@ async def test_example_runs_to_completion(
     args = [arg.format(address=loopback_address) for arg in example.args]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTWORKER_", "PINGPONG_"))}
     if example.control_plane:
-        env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+        env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
         async with fastworker_run("config/control.toml", env) as node:
             await node.wait_for("node control ready")
             await run_example(example, args, env, tmp_path)

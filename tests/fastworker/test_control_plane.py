@@ -19,10 +19,11 @@ async def test_the_control_plane_serves_again_after_any_core_actor_crashes(
 ) -> None:
     """A crash of any core actor restarts the core together (one_for_all), so
     credit, demand and queues agree again and new tasks run: never a stall."""
-    address = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+    address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     topology = Topology.from_toml(
         "config/control.toml",
-        environ={"FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks"},
+        environ={"FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
+                 "FASTWORKER_DISCOVERY_PORT": "0"},
     )
     assert topology.node.supervision.strategy == "one_for_all"
     for index, spec in enumerate(topology.actors):

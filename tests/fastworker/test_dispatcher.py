@@ -67,7 +67,10 @@ async def open_dispatcher() -> AsyncIterator[Harness]:
         Topology()
         .add("inbox", Recorder, params={"got": inbox_got})
         .add("executor", Recorder, params={"got": executor_got})
-        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor"})
+        .add("results", Recorder, params={"got": []})
+        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor",
+                                             "results": "results"},
+             params={"local_tasks": lambda: {"t"}})
     )
     async with open_node(topology) as node:
         yield Harness(node.refs["dispatcher"], inbox_got, executor_got)
@@ -133,8 +136,8 @@ async def test_jobs_without_credit_are_held_not_dropped(caplog: pytest.LogCaptur
     assert h.inbox_got == [Demand(n=1)]
     assert (stats.held, stats.credit, stats.asked) == (0, {"local": 1}, 1)
     assert [r.getMessage() for r in caplog.records] == [
-        "dispatcher: holding 3 jobs with no worker credit to place them until credit arrives "
-        "(a bug: the inbox sent more jobs than were asked for) (1 such batches in the last 60 s)"
+        "dispatcher: holding 3 jobs that no worker with free slots can run until one has room "
+        "(1 such batches in the last 60 s)"
     ]
 
 
@@ -158,7 +161,8 @@ async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
         Topology()
         .add("results", Recorder, params={"got": []})
         .add("executor", Executor, refs={"dispatcher": "dispatcher"}, params={"ran": ran})
-        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor"})
+        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor",
+                                             "results": "results"})
         .add(
             "inbox",
             PriorityInbox,

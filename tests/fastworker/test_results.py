@@ -100,7 +100,7 @@ class TestRecords:
             [record] = await status(store, "a")
         assert record == TaskRecord(
             id="a", state="succeeded", task="add", priority=1, attempt=1, worker="w1",
-            queued_at=100.0, started_at=101.0, finished_at=102.0, value=b"42",
+            workers=("w1",), queued_at=100.0, started_at=101.0, finished_at=102.0, value=b"42",
         )
 
     async def test_a_task_that_raised_is_failed_with_its_error(self) -> None:

@@ -41,6 +41,9 @@ def env() -> dict[str, str]:
         if not key.startswith(("FASTWORKER_", "PINGPONG_"))
     }
     environ["PYTHONUNBUFFERED"] = "1"
+    # No discovery beacon unless a test asks for one: parallel control planes
+    # would contend for the one well-known UDP port.
+    environ["FASTWORKER_DISCOVERY_PORT"] = "0"
     return environ
 
 

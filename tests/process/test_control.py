@@ -34,7 +34,7 @@ TASKS = "examples.tasks,tests.process.control_tasks"
 @pytest.fixture
 def control_env(env: dict[str, str]) -> dict[str, str]:
     """A control plane's environment: five free ports from its base address."""
-    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(5)}"
+    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env["FASTWORKER_TASKS"] = TASKS
     return env
 
