@@ -15,7 +15,7 @@ sent with ``Ref.call`` is answered with whatever ``handle`` returned.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
@@ -141,6 +141,19 @@ class Actor(Generic[M]):
 
     async def drain(self) -> None:
         """On a graceful stop, finish in-flight work. The default has none."""
+
+    async def serve_until(self, done: Callable[[], bool]) -> None:
+        """From ``drain``: go on handling messages as before until ``done()``
+        is true (checked after each handled batch, and first). For an actor
+        that must hear from actors stopped after it (those it sends to stop
+        later) while it finishes, e.g. results of the work it handed out.
+        A second stop request met meanwhile is ignored."""
+        context = self.context
+        while not done():
+            batch = await context.inbox.receive_batch(self.batch_max, settle=self.batch_settle)
+            context.batches_total += 1
+            context.handled_total += len(batch)
+            await self._handle_items([item for item in batch if not isinstance(item, _Stop)])
 
     def stopping(self) -> None:
         """A graceful stop of the node began: called on every running actor

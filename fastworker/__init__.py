@@ -13,6 +13,7 @@ Run the control plane with ``fastworker run config/control.toml``.
 """
 
 from fastworker.client import Client as Client
+from fastworker.client import Completed as Completed
 from fastworker.client import SyncClient as SyncClient
 from fastworker.errors import ConnectionLost as ConnectionLost
 from fastworker.errors import FastworkerError as FastworkerError
@@ -31,6 +32,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Client",
+    "Completed",
     "ConnectionLost",
     "FastworkerError",
     "InvalidSubmission",

@@ -10,7 +10,9 @@ Speed comes from coalescing, not from a batch API. Every ``delay`` puts its
 concurrent ``delay`` calls cost a handful of round trips. Results work the
 same way: ``result`` registers interest in an id, and pollers ask the store
 about every id waited for in one ``ResultQuery``, which the store answers as
-soon as any of them is final.
+soon as any of them is final. ``as_completed`` and ``on_complete`` ride the
+same machinery: they register interest the way ``result`` does and are told
+as each slot is answered, so results arrive in completion order.
 
 Task ids are chosen here (a random per-client prefix and a counter), so a
 resent submission is recognised by the control plane, and ``submit`` can

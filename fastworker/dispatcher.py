@@ -224,7 +224,7 @@ class Dispatcher(Actor[Accepts]):
         self._remote_tasks: Counter[str] = Counter()  # live subworkers per task
         self._held: deque[Job] = deque()
         self._asked = 0
-        self._filter: frozenset[str] | None = None
+        self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
         self._to_results: list[Any] = []
         self._requeue: list[Job] = []
         self._requeue_cancel: list[str] = []
@@ -550,15 +550,13 @@ class Dispatcher(Actor[Accepts]):
     def _local_has(self, worker: _Worker, task: str) -> bool:
         if task not in worker.tasks:
             worker.tasks = frozenset(self._local_tasks())  # registered since
-        # With no subworker at all, the executor reports an unknown task itself.
-        return task in worker.tasks or not self._remote_tasks.total()
+        return task in worker.tasks
 
     async def _demand(self) -> None:
         free = [w for w in self._workers.values() if w.credit > 0 and w.health == "alive"]
         wanted = sum(w.credit for w in free) - self._asked
-        only: frozenset[str] | None = None
-        if any(not w.local for w in self._workers.values()):
-            only = frozenset().union(*(self._runnable(w) for w in free))
+        # Jobs of other tasks stay queued for a worker that has them.
+        only = frozenset().union(*(self._runnable(w) for w in free))
         if wanted > 0 or only != self._filter:
             self._filter = only
             wanted = max(wanted, 0)

@@ -22,9 +22,11 @@ address given always wins.
 
 A graceful stop (SIGTERM) drains: ``stopping`` sends ``Drain`` (the
 control plane assigns nothing more, and answers the parked Pull with what it
-had placed), the Executor (stopped before the link) finishes its jobs, the
-link reports them, then sends ``Deregister``: anything it still held goes
-back to the queue. Then the node exits 0.
+had placed); the link, stopped before the Executor it sends to, goes on
+taking the Executor's reports (``Actor.serve_until``) until every job it
+handed over has ended, reports them, then sends ``Deregister``: anything
+the control plane still counts as held goes back to the queue. Then the
+node exits 0.
 """
 
 from __future__ import annotations
@@ -187,13 +189,15 @@ class WorkerLink(Actor[Accepts]):
             self._nursery.start_soon(self._drain_request)
 
     async def drain(self) -> None:
-        """Report what the executor finished, then deregister."""
+        """Wait for the last Pull's answer, let the executor (it stops after
+        the link) finish every job it was given, report them, deregister."""
         self._draining = True
         if self._wire is None:
             return
         if self._registered:
             await self._pulling_done.wait()
-            while self._running or self._finished or self._free > self._reported:
+            await self.serve_until(lambda: self._in_flight <= 0 or not self._registered)
+            while (self._running or self._finished) and self._registered:
                 self._reported_all = trio.Event()
                 self._report_wanted.set()
                 await self._reported_all.wait()
@@ -313,8 +317,11 @@ class WorkerLink(Actor[Accepts]):
 
     async def _drain_request(self) -> None:
         if self._registered:
-            log.info("%s: draining: no new jobs; finishing %d held", self.name, self._in_flight)
-            await self._ask(Drain(worker=self.worker), timeout=self.options.request_timeout)
+            answer = await self._ask(Drain(worker=self.worker),
+                                     timeout=self.options.request_timeout)
+            if isinstance(answer, Ack):
+                log.info("%s: draining: %s assigns nothing more; finishing %d jobs held",
+                         self.name, self._address, self._in_flight)
         else:
             self._pulling_done.set()
 
@@ -343,6 +350,8 @@ class WorkerLink(Actor[Accepts]):
                 raise
             self._counts["reports"] += 1
             self._counts["outcomes"] += len(finished)
+            if report.credit and self._reported == report.credit:
+                log.info("%s: offered %d slots to %s", self.name, report.credit, self._address)
             if isinstance(answer, UnknownWorker):
                 self._unknown.set()  # the results were taken; the credit was not
             self._report_wanted.set()

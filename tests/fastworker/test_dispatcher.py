@@ -76,6 +76,11 @@ async def open_dispatcher() -> AsyncIterator[Harness]:
         yield Harness(node.refs["dispatcher"], inbox_got, executor_got)
 
 
+def demand(n: int) -> Demand:
+    """A Demand of the local executor, which has task "t" only."""
+    return Demand(n=n, only=frozenset({"t"}))
+
+
 def batch(*ids: str) -> JobBatch:
     return JobBatch(
         jobs=tuple(Job(id=i, task="t", payload=b"", priority=2, timeout=None) for i in ids)
@@ -87,14 +92,14 @@ async def test_credit_is_asked_of_the_inbox_and_spent_on_jobs() -> None:
     credit asks only for what is not already asked for."""
     async with open_dispatcher() as h:
         await h.send(Credit(worker="local", n=3))
-        assert h.inbox_got == [Demand(n=3)]
+        assert h.inbox_got == [demand(3)]
         await h.send(batch("a", "b"))
         assert h.assigned() == [["a", "b"]]
         stats = await h.stats()
         assert (stats.credit, stats.asked) == ({"local": 1}, 1)
         await h.send(Credit(worker="local", n=2))
         stats = await h.stats()
-    assert h.inbox_got == [Demand(n=3), Demand(n=2)]
+    assert h.inbox_got == [demand(3), demand(2)]
     assert (stats.credit, stats.asked, stats.held) == ({"local": 3}, 3, 0)
     assert (stats.assigned_total, stats.batches_total) == (2, 1)
 
@@ -104,7 +109,7 @@ async def test_credits_handled_together_are_one_demand() -> None:
     async with open_dispatcher() as h:
         await h.send(Credit(worker="w1", n=2), Credit(worker="w2", n=3), Credit(worker="w1", n=1))
         stats = await h.stats()
-    assert h.inbox_got == [Demand(n=6)]
+    assert h.inbox_got == [demand(6)]
     assert stats.credit == {"w1": 3, "w2": 3}
 
 
@@ -133,7 +138,7 @@ async def test_jobs_without_credit_are_held_not_dropped(caplog: pytest.LogCaptur
         await h.send(Credit(worker="local", n=2))
         stats = await h.stats()
     assert h.assigned() == [["a", "b"], ["c"]]
-    assert h.inbox_got == [Demand(n=1)]
+    assert h.inbox_got == [demand(1)]
     assert (stats.held, stats.credit, stats.asked) == (0, {"local": 1}, 1)
     assert [r.getMessage() for r in caplog.records] == [
         "dispatcher: holding 3 jobs that no worker with free slots can run until one has room "
@@ -148,7 +153,7 @@ async def test_a_batch_and_credit_together_are_placed() -> None:
         await h.send(Credit(worker="local", n=2))
         await h.send(batch("a", "b"), Credit(worker="local", n=2))
     assert h.assigned() == [["a", "b"]]
-    assert h.inbox_got == [Demand(n=2), Demand(n=2)]
+    assert h.inbox_got == [demand(2), demand(2)]
 
 
 async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
@@ -162,7 +167,8 @@ async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
         .add("results", Recorder, params={"got": []})
         .add("executor", Executor, refs={"dispatcher": "dispatcher"}, params={"ran": ran})
         .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor",
-                                             "results": "results"})
+                                             "results": "results"},
+             params={"local_tasks": lambda: {"t"}})
         .add(
             "inbox",
             PriorityInbox,

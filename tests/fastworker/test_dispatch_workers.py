@@ -1,0 +1,560 @@
+"""The Dispatcher with subworkers: jobs handed out through parked Pulls as
+far as each worker's Report credit goes, the local executor as a fallback,
+the Demand's task filter, results passed on, and the jobs of a worker that
+was lost, left or drained (requeued, or failed as WorkerLost / PoisonTask).
+
+The inbox, the executor and the store are stand-ins that record what they
+are sent; subworker requests arrive as the workers edge sends them:
+``Requests`` with ``Ref.call``, one answer per message. Every test runs
+under MockClock (``autojump_clock``), so a Pull left parked at the end is
+answered by its wait in virtual time instead of holding the test up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from actors import GetStats, Ref, Topology, open_node
+from actors.edge import Requests
+from fastworker.dispatcher import (
+    Dispatcher,
+    DispatcherStats,
+    WorkerHealth,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerLoad,
+)
+from fastworker.inbox import Requeue
+from fastworker.messages import (
+    Ack,
+    Assign,
+    Cancel,
+    Credit,
+    Demand,
+    Drain,
+    Finished,
+    Job,
+    JobBatch,
+    Outcome,
+    Pull,
+    Report,
+    Running,
+    UnknownWorker,
+)
+from fastworker.results import Requeued
+from tests.fastworker.helpers import Recorder
+
+PEER = "tcp://10.0.0.7:40000"
+#: The tasks the local executor has: "a" (subworkers have it too) and "l".
+LOCAL_TASKS = frozenset({"a", "l"})
+
+
+class Pending:
+    """A request running in the background; ``answer`` is set once it returns."""
+
+    def __init__(self) -> None:
+        self.answer: Any = None
+        self.answered_at: float | None = None
+
+    async def run(self, dispatcher: Ref[Any], messages: tuple[Any, ...]) -> None:
+        self.answer = await dispatcher.call(Requests(messages=messages, peer=PEER))
+        self.answered_at = trio.current_time()
+
+
+@attrs.define
+class Harness:
+    """A running dispatcher, and what its inbox, executor and store were sent."""
+
+    dispatcher: Ref[Any]
+    nursery: trio.Nursery
+    inbox_got: list[Any]
+    executor_got: list[Any]
+    results_got: list[Any]
+
+    async def send(self, *messages: Any) -> None:
+        """Send messages so that the dispatcher handles them as one batch."""
+        await self.dispatcher.send_batch(messages)
+        await trio.testing.wait_all_tasks_blocked()
+
+    async def request(self, *messages: Any) -> list[Any]:
+        """One request frame from a subworker, answered at once."""
+        answers: list[Any] = await self.dispatcher.call(Requests(messages=messages, peer=PEER))
+        await trio.testing.wait_all_tasks_blocked()
+        return answers
+
+    async def pull(self, worker: str, seq: int, *, wait: float = 30.0) -> Pending:
+        """A Pull in the background: answered at once, or parked (no answer yet)."""
+        pending = Pending()
+        self.nursery.start_soon(pending.run, self.dispatcher,
+                                (Pull(worker=worker, wait=wait, seq=seq),))
+        await trio.testing.wait_all_tasks_blocked()
+        return pending
+
+    async def join(self, worker: str, *tasks: str, credit: int = 0,
+                   at_most_once: Collection[str] = ()) -> None:
+        """A subworker registers (the Registry's WorkerJoined) and offers credit."""
+        await self.send(WorkerJoined(worker=worker, tasks=frozenset(tasks),
+                                     at_most_once=frozenset(at_most_once)))
+        if credit:
+            assert await self.request(Report(worker=worker, credit=credit)) == [Ack()]
+
+    def demands(self) -> list[Demand]:
+        return [m for m in self.inbox_got if isinstance(m, Demand)]
+
+    def requeued(self) -> list[Requeue]:
+        return [m for m in self.inbox_got if isinstance(m, Requeue)]
+
+    def local(self) -> list[str]:
+        """The ids the local executor was assigned."""
+        return [job.id for m in self.executor_got for job in m.jobs]
+
+    def finished(self) -> list[Outcome]:
+        return [o for m in self.results_got if isinstance(m, Finished) for o in m.outcomes]
+
+    async def stats(self) -> DispatcherStats:
+        detail: DispatcherStats = (await self.dispatcher.call(GetStats())).detail
+        return detail
+
+    async def load(self, worker: str) -> WorkerLoad | None:
+        found = [w for w in (await self.stats()).workers if w.worker == worker]
+        return found[0] if found else None
+
+
+@asynccontextmanager
+async def open_dispatcher(**options: Any) -> AsyncIterator[Harness]:
+    inbox_got: list[Any] = []
+    executor_got: list[Any] = []
+    results_got: list[Any] = []
+    topology = (
+        Topology()
+        .add("inbox", Recorder, params={"got": inbox_got})
+        .add("executor", Recorder, params={"got": executor_got})
+        .add("results", Recorder, params={"got": results_got})
+        .add("dispatcher", Dispatcher,
+             refs={"inbox": "inbox", "executor": "executor", "results": "results"},
+             params={"local_tasks": lambda: LOCAL_TASKS}, **options)
+    )
+    async with open_node(topology) as node, trio.open_nursery() as nursery:
+        yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got)
+
+
+def job(id: str, task: str = "a", *, attempt: int = 1, losses: int = 0) -> Job:
+    return Job(id=id, task=task, payload=b"p", priority=2, timeout=None, attempt=attempt,
+               losses=losses)
+
+
+def batch(*jobs: Job) -> JobBatch:
+    return JobBatch(jobs=jobs)
+
+
+def assigned(pending: Pending) -> list[str]:
+    """The ids of the Assign a Pull was answered with."""
+    [answer] = pending.answer
+    assert isinstance(answer, Assign)
+    return [j.id for j in answer.jobs]
+
+
+def outcome(id: str, *, worker: str = "w1", attempt: int = 1) -> Outcome:
+    return Outcome(id=id, attempt=attempt, worker=worker, value=b"v", started_at=1.0,
+                   finished_at=2.0)
+
+
+async def hold(h: Harness, worker: str, *jobs: Job, seq: int = 1) -> None:
+    """Have ``worker`` (joined, with credit) pull ``jobs``: it holds them."""
+    pending = await h.pull(worker, seq)
+    await h.send(batch(*jobs))
+    assert assigned(pending) == [j.id for j in jobs]
+
+
+class TestAssigning:
+    async def test_a_subworker_gets_jobs_through_its_pull_up_to_its_credit(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Jobs placed before a Pull wait for it and go in one Assign; no more
+        than the Report's credit is given; the rest waits for more credit."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            assert h.demands() == [Demand(n=2, only=frozenset({"a"}))]
+            await h.send(batch(job("j1"), job("j2"), job("j3")))
+            assert (await h.stats()).held == 1
+            first = await h.pull("w1", seq=1)
+            assert assigned(first) == ["j1", "j2"]
+            second = await h.pull("w1", seq=2)
+            assert second.answer is None  # parked: no credit left
+            await h.request(Report(worker="w1", credit=1))
+            assert assigned(second) == ["j3"]
+            load = await h.load("w1")
+        assert h.executor_got == []
+        assert load == WorkerLoad(worker="w1", local=False, health="alive", credit=0, held=3,
+                                  assigned_total=3)
+
+    async def test_a_parked_pull_gets_a_whole_batch_at_once(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The jobs of one handled batch reach a parked Pull as one Assign."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=5)
+            pending = await h.pull("w1", seq=1)
+            assert pending.answer is None
+            await h.send(batch(job("j1"), job("j2"), job("j3")))
+        assert assigned(pending) == ["j1", "j2", "j3"]
+
+    async def test_jobs_of_a_task_a_worker_lacks_are_never_sent_to_it(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job of a task the worker cannot run is held for one that can,
+        however much credit the first has."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=5)
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("b1", "b"), job("a1"), job("b2", "b")))
+            assert assigned(w1) == ["a1"]
+            assert (await h.stats()).held == 2
+            w1_again = await h.pull("w1", seq=2)
+            await h.join("w2", "b", credit=5)
+            w2 = await h.pull("w2", seq=1)
+            assert w1_again.answer is None
+            assert assigned(w2) == ["b1", "b2"]
+            assert (await h.stats()).held == 0
+
+    async def test_jobs_go_to_the_worker_with_the_most_free_credit(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With w1 offering 1 slot and w2 4, three jobs all go to w2."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await h.join("w2", "a", credit=4)
+            w1, w2 = await h.pull("w1", seq=1), await h.pull("w2", seq=1)
+            await h.send(batch(job("j1"), job("j2"), job("j3")))
+            assert w1.answer is None
+            assert assigned(w2) == ["j1", "j2", "j3"]
+            await h.send(batch(job("j4"), job("j5")))
+            stats = await h.stats()
+        # Now w1 (1 free) has more than w2 (1 free)? A tie: the first joined.
+        assert assigned(w1) == ["j4"]
+        assert stats.held == 0 and stats.credit == {"w1": 0, "w2": 0}
+
+    async def test_a_suspect_worker_gets_nothing_new_until_heard_again(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A suspect worker's credit is neither asked for nor spent; once it
+        is alive again, the held job goes to it."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", "s", credit=2)
+            await h.join("w2", "a", credit=2)
+            w1, w2 = await h.pull("w1", seq=1), await h.pull("w2", seq=1)
+            await h.send(WorkerHealth(worker="w1", health="suspect"))
+            assert h.demands()[-1].only == frozenset({"a"})
+            await h.send(batch(job("j1"), job("j2"), job("j3")))
+            assert w1.answer is None
+            assert assigned(w2) == ["j1", "j2"]
+            assert (await h.stats()).held == 1
+            await h.send(WorkerHealth(worker="w1", health="alive"))
+            assert assigned(w1) == ["j3"]
+        assert h.demands()[-1].only == frozenset({"a", "s"})
+
+    async def test_a_pull_or_drain_of_an_unknown_worker_is_answered_unknown_worker(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A worker the dispatcher does not know (it restarted) is told so."""
+        async with open_dispatcher() as h:
+            answers = await h.request(Drain(worker="ghost"), Pull(worker="ghost", seq=1))
+        assert answers == [UnknownWorker(worker="ghost"), UnknownWorker(worker="ghost")]
+
+
+class TestLocalExecutor:
+    async def test_the_local_executor_only_runs_what_no_live_subworker_can(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "fallback" and a subworker that runs "a", the local
+        executor gets no "a" jobs, but gets jobs of "l", which only it has;
+        once the subworker is gone, it gets the "a" jobs too."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=5))
+            await h.join("w1", "a")
+            await h.send(batch(job("a1"), job("l1", "l"), job("a2")))
+            assert h.local() == ["l1"]
+            assert (await h.stats()).held == 2
+            await h.send(WorkerLeft(worker="w1", reason="stopped", lost=False))
+        assert h.local() == ["l1", "a1", "a2"]
+
+    async def test_with_local_always_the_local_executor_gets_its_share(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "always" the local executor is one more worker."""
+        async with open_dispatcher(local="always") as h:
+            await h.send(Credit(worker="local", n=2))
+            await h.join("w1", "a", credit=2)
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
+            stats = await h.stats()
+        assert sorted(h.local() + assigned(w1)) == ["j1", "j2", "j3", "j4"]
+        assert (len(h.local()), len(assigned(w1))) == (2, 2)
+        assert stats.credit == {"local": 0, "w1": 0}
+
+
+class TestDemand:
+    async def test_the_demand_names_the_tasks_the_free_workers_can_run(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """``only`` holds the tasks of workers with free credit: a worker
+        without credit adds none, one that offers credit adds its own."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await h.join("w2", "b", "c")
+            assert h.demands()[-1] == Demand(n=2, only=frozenset({"a"}))
+            await h.request(Report(worker="w2", credit=1))
+            assert h.demands()[-1] == Demand(n=1, only=frozenset({"a", "b", "c"}))
+            await h.send(batch(job("j1"), job("j2")))
+            assert h.demands()[-1] == Demand(n=0, only=frozenset({"b", "c"}))
+
+    async def test_with_fallback_the_demand_leaves_out_tasks_subworkers_have(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor's free credit asks only for the tasks no
+        subworker has."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=3))
+            await h.join("w1", "a")
+        assert h.demands()[-1] == Demand(n=0, only=frozenset({"l"}))
+
+    async def test_without_subworkers_the_demand_names_the_local_tasks(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With the local executor alone, the demand is for the tasks it has."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=3))
+        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
+
+
+class TestReports:
+    async def test_a_report_passes_running_and_finished_on_to_the_store(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A Report's Running and outcomes go to the store; the finished job
+        is no longer held and the credit is free again."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            assert await h.request(Report(worker="w1", running=(running,))) == [Ack()]
+            answer = await h.request(Report(worker="w1", credit=1, finished=(outcome("j1"),)))
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert answer == [Ack()]
+        assert h.results_got == [running, Finished(outcomes=(outcome("j1"),))]
+        assert load is not None and (load.held, load.credit) == (0, 1)
+        assert stats.late_results_total == 0
+
+    async def test_a_report_of_an_unknown_worker_still_passes_its_results_on(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Results are never dropped: an unknown worker's are passed on, and
+        it is told to register (its credit is not taken)."""
+        async with open_dispatcher() as h:
+            running = Running(ids=("j1",), worker="ghost", started_at=1.0, attempts=(1,))
+            answer = await h.request(
+                Report(worker="ghost", credit=3, running=(running,),
+                       finished=(outcome("j0", worker="ghost"),)))
+            stats = await h.stats()
+        assert answer == [UnknownWorker(worker="ghost")]
+        assert h.results_got == [running, Finished(outcomes=(outcome("j0", worker="ghost"),))]
+        assert stats.workers == ()
+        assert h.demands() == []
+
+
+class TestPulls:
+    async def test_a_parked_pull_is_answered_empty_after_its_wait(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A Pull with nothing for it is answered with an empty Assign once
+        its wait is over."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            pending = await h.pull("w1", seq=1, wait=3.0)
+            await trio.sleep(2.5)
+            assert pending.answer is None
+            await trio.sleep(1.0)
+        assert pending.answer == [Assign(jobs=())]
+        assert pending.answered_at == 3.0
+
+    async def test_pull_wait_max_caps_the_wait(self, autojump_clock: MockClock) -> None:
+        """A Pull asking to wait longer than pull_wait_max is answered at pull_wait_max."""
+        async with open_dispatcher(pull_wait_max=5.0) as h:
+            await h.join("w1", "a", credit=1)
+            pending = await h.pull("w1", seq=1, wait=1000.0)
+        assert (pending.answer, pending.answered_at) == ([Assign(jobs=())], 5.0)
+
+    async def test_a_resent_pull_gets_the_same_jobs_again(self, autojump_clock: MockClock) -> None:
+        """A Pull resent with the seq of the one last answered (its answer was
+        lost on the way) gets the same Assign; the next seq gets new jobs."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await h.send(batch(job("j1"), job("j2")))
+            first = await h.pull("w1", seq=1)
+            again = await h.pull("w1", seq=1)
+            assert first.answer == again.answer
+            assert assigned(again) == ["j1", "j2"]
+            following = await h.pull("w1", seq=2)
+            assert following.answer is None
+            await h.send(batch(job("j3")))
+            assert assigned(following) == ["j3"]
+            assert (await h.stats()).assigned_total == 3
+
+    async def test_a_newer_pull_sends_the_parked_one_home(self, autojump_clock: MockClock) -> None:
+        """A worker keeps one parked Pull: a newer one answers the older one
+        (empty), and jobs go to the newer one."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            older = await h.pull("w1", seq=1)
+            newer = await h.pull("w1", seq=2)
+            assert older.answer == [Assign(jobs=())]
+            await h.send(batch(job("j1")))
+        assert assigned(newer) == ["j1"]
+
+
+class TestGoneWorkers:
+    async def test_a_lost_workers_jobs_are_requeued_as_their_next_attempt(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A lost worker's delivered jobs go back as attempt + 1 with one more
+        loss; those placed but not yet pulled go back as the same attempt;
+        the store hears of each with its attempt."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"))
+            await h.send(batch(job("j2", attempt=2, losses=1)))  # placed, never pulled
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+            stats = await h.stats()
+        assert h.requeued() == [Requeue(jobs=(
+            job("j2", attempt=2, losses=1),
+            job("j1", attempt=2, losses=1),
+        ))]
+        assert Requeued(ids=("j2", "j1"), attempts=(2, 2)) in h.results_got
+        assert h.finished() == []
+        assert (stats.redelivered_total, stats.failed_lost_total) == (1, 0)
+        assert stats.workers == ()
+
+    async def test_a_lost_workers_parked_pull_is_answered_unknown_worker(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The Pull a lost worker left parked is told it is unknown."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            pending = await h.pull("w1", seq=1)
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+        assert pending.answer == [UnknownWorker(worker="w1")]
+
+    async def test_an_at_most_once_task_of_a_lost_worker_fails_with_worker_lost(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job of an at-most-once task is never run twice: it fails."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", "once", credit=2, at_most_once={"once"})
+            await hold(h, "w1", job("o1", "once"), job("a1"))
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+            stats = await h.stats()
+        [failed] = h.finished()
+        assert (failed.id, failed.attempt, failed.worker) == ("o1", 1, "w1")
+        assert failed.error is not None and failed.error.type == "WorkerLost"
+        assert "at-most-once" in failed.error.message
+        assert h.requeued() == [Requeue(jobs=(job("a1", attempt=2, losses=1),))]
+        assert (stats.redelivered_total, stats.failed_lost_total) == (1, 1)
+
+    async def test_a_job_that_lost_poison_after_workers_fails_as_poison(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job already lost poison_after - 1 times fails with PoisonTask
+        when its worker is lost again; one lost fewer times is requeued."""
+        async with open_dispatcher(poison_after=3) as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("p", attempt=3, losses=2), job("q", attempt=2, losses=1))
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+        [failed] = h.finished()
+        assert (failed.id, failed.attempt) == ("p", 3)
+        assert failed.error is not None and failed.error.type == "PoisonTask"
+        assert h.requeued() == [Requeue(jobs=(job("q", attempt=3, losses=2),))]
+
+    async def test_a_worker_that_left_cleanly_adds_no_loss(self, autojump_clock: MockClock) -> None:
+        """WorkerLeft(lost=False) requeues as the next attempt without
+        counting a loss, even for a job one loss short of poison."""
+        async with open_dispatcher(poison_after=3) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("p", losses=2))
+            await h.send(WorkerLeft(worker="w1", reason="deregistered", lost=False))
+        assert h.requeued() == [Requeue(jobs=(job("p", attempt=2, losses=2),))]
+        assert h.finished() == []
+
+    async def test_a_late_result_is_kept_and_its_requeued_copy_cancelled(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A lost worker's result arriving after its job was requeued goes to
+        the store, and the requeued copy is cancelled at the inbox (once)."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+            answer = await h.request(Report(worker="w1", finished=(outcome("j1"),)))
+            await h.request(Report(worker="w1", finished=(outcome("j1"),)))  # resent
+            stats = await h.stats()
+        assert answer == [UnknownWorker(worker="w1")]
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+        assert h.finished() == [outcome("j1"), outcome("j1")]
+        assert stats.late_results_total == 2
+
+    async def test_a_result_for_a_job_taken_back_from_a_rejoined_worker_is_late(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A worker that registered again no longer holds its old jobs (they
+        were requeued); its result for one is kept, the copy cancelled."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            await h.join("w1", "a")
+            assert h.requeued() == [Requeue(jobs=(job("j1", attempt=2),))]
+            answer = await h.request(Report(worker="w1", finished=(outcome("j1"),)))
+        assert answer == [Ack()]
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+        assert h.finished() == [outcome("j1")]
+
+
+class TestDrain:
+    async def test_drain_answers_the_parked_pull_and_assigns_nothing_more(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Drain: the parked Pull is answered at once, the worker gets no new
+        jobs (a Pull is answered at once, empty) and its credit is not asked for."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            pending = await h.pull("w1", seq=1)
+            assert await h.request(Drain(worker="w1")) == [Ack()]
+            assert (pending.answer, pending.answered_at) == ([Assign(jobs=())], 0.0)
+            await h.send(batch(job("j1")))
+            after = await h.pull("w1", seq=2)
+            assert after.answer == [Assign(jobs=())]
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert load is not None and (load.health, load.credit) == ("draining", 0)
+        assert stats.held == 1
+        assert h.demands()[-1].only == frozenset()
+
+    async def test_drain_requeues_jobs_placed_but_not_pulled(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Jobs placed for a draining worker with no Pull parked go back to
+        the queue as the same attempt."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await h.send(batch(job("j1")))
+            await h.request(Drain(worker="w1"))
+            load = await h.load("w1")
+        assert h.requeued() == [Requeue(jobs=(job("j1"),))]
+        assert Requeued(ids=("j1",), attempts=(1,)) in h.results_got
+        assert load is not None and load.held == 0

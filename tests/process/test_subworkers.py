@@ -1,0 +1,293 @@
+"""Scaling out with real processes: a control plane and subworkers, each a
+``fastworker run`` on free loopback ports, and what happens when a
+subworker dies, drains, or outlives its control plane.
+
+The ``tests.hold`` tasks report to a gate in this test when they start and
+wait for it to open, so the tests know which worker holds what without
+polling."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from actors.pytest_plugin import free_tcp_ports
+from fastworker import Client, TaskError
+from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+
+CONTROL = "config/control.toml"
+SUB = "config/sub.toml"
+WORKER_TASKS = "examples.tasks,tests.process.worker_tasks"
+_REGISTERED = re.compile(r"worker (\S+) registered from")
+
+
+class Gate:
+    """Where ``tests.hold`` tasks say they started; ``open`` lets them (and
+    every later one) finish."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.started: list[tuple[int, str]] = []  # (pid, label) in arrival order
+        self._streams: list[trio.SocketStream] = []
+        self._open = False
+        self._changed = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            line += chunk
+        pid, label = line.decode().split()
+        self.started.append((int(pid), label))
+        self._changed.set()
+        if self._open:
+            await stream.send_all(b"!")
+        else:
+            self._streams.append(stream)
+        await stream.receive_some()  # held until the task (or its worker) ends
+
+    async def wait_started(self, count: int) -> None:
+        """Wait until ``count`` holds have started in all."""
+        with trio.fail_after(20):
+            while len(self.started) < count:
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+    async def open(self) -> None:
+        self._open = True
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            try:
+                await stream.send_all(b"!")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # its worker is gone
+
+
+@pytest.fixture
+def control_env(env: dict[str, str]) -> dict[str, str]:
+    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    env["FASTWORKER_TASKS"] = WORKER_TASKS
+    env["FASTWORKER_HEARTBEAT"] = "0.25"  # lost after 0.75 s of silence
+    return env
+
+
+class Fleet:
+    """A control plane and its subworkers, all stopped on the way out."""
+
+    def __init__(self, stack: AsyncExitStack, control_env: dict[str, str]) -> None:
+        self._stack = stack
+        self.env = control_env
+        self.address = control_env["FASTWORKER_ADDRESS"]
+        self.control: Running | None = None
+
+    async def start_control(self, **settings: str) -> Running:
+        node = await self._stack.enter_async_context(
+            fastworker_run(CONTROL, {**self.env, **settings}))
+        await node.wait_for("node control ready")
+        self.control = node
+        return node
+
+    async def start_sub(self, *, concurrency: int = 256, **settings: str) -> Running:
+        """A subworker, once the control plane has it registered and it has
+        offered its slots; ``worker`` is its id."""
+        environ = {**self.env, "FASTWORKER_CONCURRENCY": str(concurrency), **settings}
+        sub = await self._stack.enter_async_context(fastworker_run(SUB, environ))
+        await sub.wait_for("offered")
+        return sub
+
+
+@asynccontextmanager
+async def fleet(control_env: dict[str, str]) -> AsyncIterator[Fleet]:
+    async with AsyncExitStack() as stack:
+        yield Fleet(stack, control_env)
+
+
+async def registered(control: Running) -> str:
+    """The id of the next worker the control plane registers."""
+    line = await control.wait_for("registered from")
+    found = _REGISTERED.search(line)
+    assert found, line
+    return found[1]
+
+
+def pid_of(worker: str) -> int:
+    return int(worker.rsplit(":", 1)[1])
+
+
+async def test_tasks_spread_across_two_subworkers_by_free_slots(
+    control_env: dict[str, str],
+) -> None:
+    """Two subworkers with 8 slots each: 8 held tasks go 4 and 4 (the one
+    with more free slots gets the next), and none to the control plane's
+    own executor while subworkers can run them."""
+    async with fleet(control_env) as f, trio.open_nursery() as nursery:
+        gate = Gate()
+        await nursery.start(gate.serve)
+        control = await f.start_control()
+        first = await f.start_sub(concurrency=8)
+        second = await f.start_sub(concurrency=8)
+        async with Client(f.address) as client:
+            ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(8)]
+            await gate.wait_started(8)
+            by_pid = Counter(pid for pid, _ in gate.started)
+            assert by_pid == {first.process.pid: 4, second.process.pid: 4}
+            await gate.open()
+            pids = await client.results(ids, timeout=10)
+        assert Counter(pids) == by_pid
+        assert control.process.pid not in pids
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_subworker_without_an_address_finds_the_control_plane(
+    control_env: dict[str, str],
+) -> None:
+    """With no FASTWORKER_ADDRESS, a subworker finds the control plane by
+    its discovery beacon and runs its tasks."""
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    async with fleet(control_env) as f:
+        await f.start_control(FASTWORKER_DISCOVERY_PORT=port)
+        sub = await f.start_sub(FASTWORKER_ADDRESS="", FASTWORKER_DISCOVERY_PORT=port)
+        assert "found control plane" in sub.output
+        async with Client(f.address) as client:
+            assert await client.submit("tests.pid") == sub.process.pid
+
+
+async def test_tasks_of_a_killed_subworker_are_redelivered_and_stored_once(
+    control_env: dict[str, str],
+) -> None:
+    """SIGKILL a subworker holding 100 tasks: the control plane declares it
+    lost, the other subworker runs all 100 again as attempt 2, and each
+    task has one result, with both workers in its record."""
+    async with fleet(control_env) as f, trio.open_nursery() as nursery:
+        gate = Gate()
+        await nursery.start(gate.serve)
+        control = await f.start_control()
+        doomed = await f.start_sub()
+        doomed_id = await registered(control)
+        async with Client(f.address) as client:
+            ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(100)]
+            await gate.wait_started(100)
+            assert {pid for pid, _ in gate.started} == {doomed.process.pid}
+            survivor = await f.start_sub()
+            survivor_id = await registered(control)
+            assert await doomed.stop(signal.SIGKILL) == -signal.SIGKILL
+            await control.wait_for(f"worker {doomed_id} lost")
+            await gate.open()
+            assert await client.results(ids, timeout=20) == [survivor.process.pid] * 100
+            records = [await client.status(task_id) for task_id in ids]
+        assert {(r.state, r.attempt, r.workers) for r in records} == {
+            ("succeeded", 2, (doomed_id, survivor_id))
+        }
+        assert sorted(label for pid, label in gate.started if pid == survivor.process.pid) == (
+            sorted(f"t{n}" for n in range(100)))
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_at_most_once_task_is_failed_not_rerun(control_env: dict[str, str]) -> None:
+    """When its worker dies, an at-most-once task fails with WorkerLost and
+    is not started again; an ordinary task beside it is redelivered."""
+    async with fleet(control_env) as f, trio.open_nursery() as nursery:
+        gate = Gate()
+        await nursery.start(gate.serve)
+        control = await f.start_control()
+        doomed = await f.start_sub()
+        doomed_id = await registered(control)
+        async with Client(f.address) as client:
+            once = await client.delay("tests.hold_once", gate.port, "once")
+            again = await client.delay("tests.hold", gate.port, "again")
+            await gate.wait_started(2)
+            survivor = await f.start_sub()
+            await doomed.stop(signal.SIGKILL)
+            await control.wait_for(f"worker {doomed_id} lost")
+            await gate.open()
+            assert await client.result(again, timeout=10) == survivor.process.pid
+            with pytest.raises(TaskError) as raised:
+                await client.result(once, timeout=10)
+        assert raised.value.remote_type == "WorkerLost"
+        assert "not run again" in raised.value.message
+        assert [label for _, label in gate.started].count("once") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_poison_task_is_failed_after_killing_its_limit_of_workers(
+    control_env: dict[str, str],
+) -> None:
+    """A task that kills every worker it runs on is failed as PoisonTask
+    after three lost workers, and the fleet's fourth worker survives."""
+    # The control plane lacks the poison: its own executor never runs it.
+    async with fleet(control_env) as f:
+        control = await f.start_control(FASTWORKER_TASKS="examples.tasks")
+        subs = [await f.start_sub(concurrency=1) for _ in range(4)]
+        async with Client(f.address) as client:
+            with pytest.raises(TaskError) as raised:
+                await client.submit("tests.kill_worker")
+            assert raised.value.remote_type == "PoisonTask"
+            assert "held by 3 workers that were lost" in raised.value.message
+            assert await client.submit("tests.pid") in {s.process.pid for s in subs}
+        dead = [s for s in subs if s.process.poll() is not None]
+        assert [s.process.returncode for s in dead] == [-signal.SIGKILL] * 3
+        for _ in range(3):
+            await control.wait_for(" lost: ")
+
+
+async def test_sigterm_drains_a_subworker(control_env: dict[str, str]) -> None:
+    """SIGTERM: the subworker takes nothing new (a task submitted now runs
+    elsewhere), finishes what it holds, reports it, deregisters, exits 0;
+    nothing is redelivered."""
+    async with fleet(control_env) as f, trio.open_nursery() as nursery:
+        gate = Gate()
+        await nursery.start(gate.serve)
+        control = await f.start_control()
+        sub = await f.start_sub()
+        sub_id = await registered(control)
+        async with Client(f.address) as client:
+            ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(5)]
+            await gate.wait_started(5)
+            sub.send_signal(signal.SIGTERM)
+            await sub.wait_for("draining")
+            # No live subworker can take it: the control plane runs it itself.
+            assert await client.submit("tests.pid") == control.process.pid
+            await gate.open()
+            assert await sub.wait_exit() == 0
+            assert await client.results(ids, timeout=10) == [sub.process.pid] * 5, (
+                sub.output + "\n----\n" + control.tail)
+            records = [await client.status(task_id) for task_id in ids]
+        assert {(r.attempt, r.workers) for r in records} == {(1, (sub_id,))}
+        assert "deregistered" in sub.output
+        await control.wait_for(f"worker {sub_id} left: deregistered")
+        assert " lost: " not in control.output
+        nursery.cancel_scope.cancel()
+
+
+async def test_subworkers_register_again_with_a_restarted_control_plane(
+    control_env: dict[str, str],
+) -> None:
+    """Kill the control plane and start a new one on the same address: the
+    subworker registers with it on its own and runs its tasks."""
+    async with fleet(control_env) as f:
+        first = await f.start_control()
+        sub = await f.start_sub()
+        async with Client(f.address) as client:
+            assert await client.submit("tests.pid") == sub.process.pid
+        await first.stop(signal.SIGKILL)
+        second = await f.start_control()
+        await registered(second)
+        await sub.wait_for("registering again")
+        async with Client(f.address) as client:
+            assert await client.submit("tests.pid") == sub.process.pid
