@@ -13,7 +13,9 @@ the workers port (base+5), over NNG req/rep, in four conversations:
   so a Pull resent after a dropped connection gets the same jobs again
   instead of losing them;
 - ``Report``s: free credit, and what started and ended, batched: while one
-  is in flight the next accumulates;
+  is in flight the next accumulates. A start alone waits up to
+  ``running_delay`` for company (the job's end, usually), so that a short
+  task costs one Report, not two in a row;
 - a ``Heartbeat`` every interval the Registry asked for, with the load.
 
 With no ``address`` it looks for a control plane with the discovery beacon
@@ -87,6 +89,8 @@ class LinkOptions:
         worker: this worker's id; empty: ``<hostname>:<pid>`` (the
             Executor's default name, so records name the same worker).
         pull_wait: seconds a Pull waits at the control plane for jobs.
+        running_delay: seconds a report of started jobs alone may wait to
+            go out with their results.
         request_timeout: seconds to wait for any other answer.
         max_frame_bytes: the largest frame sent or accepted.
     """
@@ -99,6 +103,7 @@ class LinkOptions:
     worker: str = ""
     pull_wait: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     request_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    running_delay: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
     max_frame_bytes: int = attrs.field(
         default=DEFAULT_MAX_FRAME_BYTES, validator=attrs.validators.ge(64)
     )
@@ -143,6 +148,7 @@ class WorkerLink(Actor[Accepts]):
         self._running: list[Running] = []
         self._finished: list[Outcome] = []
         self._report_wanted = trio.Event()
+        self._running_timer = False
         self._reported_all = trio.Event()
         self._registered = False
         self._unknown = trio.Event()
@@ -164,6 +170,7 @@ class WorkerLink(Actor[Accepts]):
         await self.handle_batch([message])
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
+        urgent = False
         for message in messages:
             match message:
                 case Credit(n=n):
@@ -171,9 +178,11 @@ class WorkerLink(Actor[Accepts]):
                         self._concurrency = n
                         self._first_credit.set()
                     self._free += n
+                    urgent = True
                 case Running():
                     self._running.append(message)
                 case Finished(outcomes=outcomes):
+                    urgent = True
                     self._finished.extend(outcomes)
                     self._in_flight -= len(outcomes)
                     for outcome in outcomes:
@@ -181,6 +190,15 @@ class WorkerLink(Actor[Accepts]):
                             self._succeeded += 1
                         else:
                             self._failed += 1
+        if urgent:
+            self._report_wanted.set()
+        elif self._running and not self._running_timer and self._nursery is not None:
+            self._running_timer = True
+            self._nursery.start_soon(self._report_running_soon)
+
+    async def _report_running_soon(self) -> None:
+        await trio.sleep(self.options.running_delay)
+        self._running_timer = False
         self._report_wanted.set()
 
     def stopping(self) -> None:

@@ -52,6 +52,8 @@ from fastworker.results import Requeued
 from tests.fastworker.helpers import Recorder
 
 PEER = "tcp://10.0.0.7:40000"
+#: Virtual seconds a background request waits before failing instead of hanging.
+PATIENCE = 10_000.0
 #: The tasks the local executor has: "a" (subworkers have it too) and "l".
 LOCAL_TASKS = frozenset({"a", "l"})
 
@@ -64,7 +66,9 @@ class Pending:
         self.answered_at: float | None = None
 
     async def run(self, dispatcher: Ref[Any], messages: tuple[Any, ...]) -> None:
-        self.answer = await dispatcher.call(Requests(messages=messages, peer=PEER))
+        # A Pull never answered fails the test (CallTimeout) rather than hang it.
+        self.answer = await dispatcher.call(Requests(messages=messages, peer=PEER),
+                                            timeout=PATIENCE)
         self.answered_at = trio.current_time()
 
 
@@ -237,7 +241,7 @@ class TestAssigning:
             assert assigned(w2) == ["j1", "j2", "j3"]
             await h.send(batch(job("j4"), job("j5")))
             stats = await h.stats()
-        # Now w1 (1 free) has more than w2 (1 free)? A tie: the first joined.
+        # Then each had 1 free slot: a tie goes to the worker that joined first.
         assert assigned(w1) == ["j4"]
         assert stats.held == 0 and stats.credit == {"w1": 0, "w2": 0}
 
@@ -430,14 +434,14 @@ class TestGoneWorkers:
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=3)
             await hold(h, "w1", job("j1"))
-            await h.send(batch(job("j2", attempt=2, losses=1)))  # placed, never pulled
+            await h.send(batch(job("j2", attempt=3, losses=1)))  # placed, never pulled
             await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
             stats = await h.stats()
         assert h.requeued() == [Requeue(jobs=(
-            job("j2", attempt=2, losses=1),
+            job("j2", attempt=3, losses=1),
             job("j1", attempt=2, losses=1),
         ))]
-        assert Requeued(ids=("j2", "j1"), attempts=(2, 2)) in h.results_got
+        assert Requeued(ids=("j2", "j1"), attempts=(3, 2)) in h.results_got
         assert h.finished() == []
         assert (stats.redelivered_total, stats.failed_lost_total) == (1, 0)
         assert stats.workers == ()
@@ -558,3 +562,16 @@ class TestDrain:
         assert h.requeued() == [Requeue(jobs=(job("j1"),))]
         assert Requeued(ids=("j1",), attempts=(1,)) in h.results_got
         assert load is not None and load.held == 0
+
+    async def test_the_local_executor_takes_over_the_tasks_of_a_draining_worker(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A draining subworker no longer counts as one that can run its
+        tasks: with local = "fallback" the local executor runs them again."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=2))
+            await h.join("w1", "a")
+            await h.send(batch(job("j1")))
+            assert h.local() == []
+            await h.request(Drain(worker="w1"))
+        assert h.local() == ["j1"]

@@ -17,13 +17,14 @@ import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
-from fastworker.inbox import InboxStats, KnownTasks, PriorityInbox
+from fastworker.inbox import InboxStats, KnownTasks, PriorityInbox, Requeue
 from fastworker.messages import (
     Accepted,
     Cancel,
     Cancelled,
     CancelReply,
     Demand,
+    Job,
     JobBatch,
     Queued,
     Rejected,
@@ -32,6 +33,7 @@ from fastworker.messages import (
 from tests.fastworker.helpers import Recorder
 
 TASKS = frozenset({"examples.tasks.add", "examples.tasks.mul", "examples.tasks.sleep"})
+ADD, MUL, SLEEP = "examples.tasks.add", "examples.tasks.mul", "examples.tasks.sleep"
 
 
 @attrs.define
@@ -458,6 +460,145 @@ class TestCancel:
             assert (await h.stats()).queued == (0, 0, 30, 0)
             await h.demand(1000)
         assert h.dispatched() == [f"j{n}" for n in range(0, 300, 10)]
+
+
+def requeued_job(id: str, priority: int = 2, *, task: str = ADD, attempt: int = 2) -> Job:
+    """A job coming back from a lost worker, as the dispatcher requeues it."""
+    return Job(id=id, task=task, payload=b"p", priority=priority, timeout=None,
+               attempt=attempt, losses=1)
+
+
+class TestRequeue:
+    async def test_requeued_jobs_go_to_the_front_of_their_levels_in_order(self) -> None:
+        """Requeued jobs leave before the jobs queued at their level, in the
+        order given, each as sent (its attempt and losses kept); priority
+        still holds across levels."""
+        async with open_inbox() as h:
+            await h.submit(sub("n1"), sub("n2"), sub("h1", 1))
+            back = (requeued_job("r1"), requeued_job("r2", 1), requeued_job("r3"))
+            await h.inbox.send(Requeue(jobs=back))
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await h.stats()).queued == (0, 2, 4, 0)
+            await h.demand(10)
+            stats = await h.stats()
+        assert h.dispatched() == ["r2", "h1", "r1", "r3", "n1", "n2"]
+        jobs = {job.id: job for batch in h.dispatcher_got for job in batch.jobs}
+        assert [jobs[id] for id in ("r1", "r2", "r3")] == list(back)
+        assert (stats.requeued_total, stats.dispatched_total) == (3, 6)
+
+    async def test_requeue_ignores_capacity_and_does_not_tell_the_store(self) -> None:
+        """Requeued jobs were accepted once: a full inbox takes them back,
+        and they are not reported Queued again."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a"))
+            await h.inbox.send(Requeue(jobs=(requeued_job("r1"), requeued_job("r2"))))
+            await trio.testing.wait_all_tasks_blocked()
+            full = await h.submit(sub("b"))
+            stats = await h.stats()
+        assert stats.queued == (0, 0, 3, 0)
+        assert [answer.error for answer in full] == ["QueueFull"]
+        assert h.queued() == [["a"]]
+
+    async def test_a_requeued_job_can_be_cancelled(self) -> None:
+        """A Cancel of a requeued job cancels it; the store is told, and the
+        jobs around it still leave in order."""
+        async with open_inbox() as h:
+            await h.submit(sub("a"))
+            await h.demand(1)
+            await h.submit(sub("b"))
+            await h.inbox.send(Requeue(jobs=(requeued_job("a"), requeued_job("c"))))
+            await trio.testing.wait_all_tasks_blocked()
+            assert await h.submit(Cancel(id="a")) == [CancelReply(id="a", outcome="cancelled")]
+            await h.demand(10)
+            stats = await h.stats()
+        assert h.dispatched() == ["a", "c", "b"]
+        assert Cancelled(ids=("a",)) in h.store_got
+        assert (stats.cancelled_total, stats.queued) == (1, (0, 0, 0, 0))
+
+    async def test_a_job_still_queued_is_not_requeued_twice(self) -> None:
+        """A Requeue of an id that is queued already leaves the queue as it is."""
+        async with open_inbox() as h:
+            await h.submit(sub("a"), sub("b"))
+            await h.inbox.send(Requeue(jobs=(requeued_job("b"),)))
+            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(10)
+            stats = await h.stats()
+        assert h.dispatched() == ["a", "b"]
+        assert stats.requeued_total == 0
+
+
+class TestTaskFilter:
+    async def test_only_sends_matching_jobs_and_keeps_the_others_in_order(self) -> None:
+        """Demand(only=...) sends only jobs of those tasks, best first; the
+        others stay queued in their order for a Demand that allows them."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", 2, task=MUL), sub("a1", 3), sub("m2", 0, task=MUL),
+                           sub("a2", 1), sub("a3", 3), sub("m3", 2, task=MUL))
+            await h.inbox.send(Demand(n=10, only=frozenset({ADD})))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["a2", "a1", "a3"]
+            stats = await h.stats()
+            await h.demand(10)
+        assert stats.queued == (1, 0, 2, 0)
+        assert stats.demand == 7
+        assert h.dispatched() == ["a2", "a1", "a3", "m2", "m1", "m3"]
+
+    async def test_only_keeps_the_demand_standing_for_a_matching_job(self) -> None:
+        """With no matching job the demand waits, and the next matching job
+        that arrives goes out, past the others."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", task=MUL))
+            await h.inbox.send(Demand(n=1, only=frozenset({ADD})))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == []
+            await h.submit(sub("m2", task=MUL), sub("a1", 3))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["a1"]
+        assert (stats.demand, stats.queued) == (0, (0, 0, 2, 0))
+
+    async def test_the_latest_demand_sets_the_filter_for_all_of_it(self) -> None:
+        """A later Demand (even of n=0) replaces the filter of the standing demand."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", task=MUL), sub("m2", task=MUL))
+            await h.inbox.send(Demand(n=2, only=frozenset({ADD})))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == []
+            await h.inbox.send(Demand(n=0, only=frozenset({MUL})))
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.dispatched() == ["m1", "m2"]
+
+    async def test_excluding_holds_back_those_tasks(self) -> None:
+        """Demand(excluding=...) sends every other task's jobs, best first,
+        and keeps the excluded ones queued in order."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", 0, task=MUL), sub("a1", 2), sub("s1", 1, task=SLEEP),
+                           sub("m2", 2, task=MUL), sub("a2", 0))
+            await h.inbox.send(Demand(n=10, excluding=frozenset({MUL})))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["a2", "s1", "a1"]
+            await h.demand(0)  # a Demand without a filter lifts it
+        assert h.dispatched() == ["a2", "s1", "a1", "m1", "m2"]
+
+    async def test_only_and_excluding_together(self) -> None:
+        """A task named in both is excluded."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", task=MUL), sub("a1"), sub("s1", task=SLEEP))
+            await h.inbox.send(
+                Demand(n=10, only=frozenset({ADD, MUL}), excluding=frozenset({MUL})))
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.dispatched() == ["a1"]
+
+    async def test_a_filtered_demand_skips_cancelled_jobs(self) -> None:
+        """Cancelled jobs ahead of a matching one are passed over, not sent."""
+        async with open_inbox() as h:
+            await h.submit(sub("m1", task=MUL), sub("a1"), sub("m2", task=MUL), sub("a2"))
+            await h.submit(Cancel(id="a1"), Cancel(id="m1"))
+            await h.inbox.send(Demand(n=10, only=frozenset({ADD})))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["a2"]
+        assert (stats.queued, stats.demand) == ((0, 0, 1, 0), 9)
 
 
 async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) -> None:
