@@ -105,7 +105,7 @@ class BeaconOptions:
             ``address`` is loopback, else 0.0.0.0.
         secret / secret_file: only to say whether a secret is required; the
             secret is never sent and the file never read.
-        name: the name announced; empty means this host's name.
+        announce_name: the name announced; empty means this host's name.
     """
 
     address: str = attrs.field(validator=_check_address)
@@ -113,7 +113,7 @@ class BeaconOptions:
     bind: str = ""
     secret: str = attrs.field(default="", repr=False)
     secret_file: str = ""
-    name: str = ""
+    announce_name: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -162,7 +162,7 @@ class Beacon(Actor[Any]):
         scheme, host, port = split
         bind = options.bind or ("127.0.0.1" if _is_loopback(host) else "0.0.0.0")
         answer = MAGIC + json.dumps(_converter.unstructure(Announcement(
-            name=options.name or socket.gethostname(),
+            name=options.announce_name or socket.gethostname(),
             host=socket.gethostname(),
             pid=os.getpid(),
             scheme=scheme,

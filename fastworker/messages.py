@@ -21,6 +21,12 @@ The way of one task (docs/protocol.md has the picture):
    ``ResultQuery`` and ``StatusQuery`` are answered by ``Records``;
    ``Cancel`` by ``CancelReply``. ``submit`` sends ``Submit`` and ``Watch``
    in one request frame here, so it takes a single round trip.
+5. workers (subworker WorkerLink <-> workers edge on base+5 -> Registry /
+   Dispatcher): ``Register`` (answered ``Registered``), ``Heartbeat`` and
+   ``Deregister`` go to the Registry; a parked ``Pull`` is answered with
+   an ``Assign``; ``Report`` carries credit, ``Running`` and ``Outcome``s
+   (the Dispatcher passes them on to the ResultStore); ``Drain`` stops new
+   assignments. ``UnknownWorker`` tells a worker to register again.
 
 Times named ``*_at`` are wall-clock seconds (``time.time()``), for people;
 deadlines inside a process use trio's clock.

@@ -19,7 +19,6 @@ import trio
 
 import fastworker
 from actors import GetStats, Topology, open_node
-from actors.topology import ActorSpec
 from fastworker import discovery
 from fastworker.discovery import (
     MAGIC,
@@ -50,10 +49,8 @@ async def open_beacon(**options: Any) -> AsyncIterator[tuple[str | None, Any]]:
     """A node running only a beacon (named by its ``module:Class`` kind, as
     a topology file would); yields its ready line and its ref."""
     options.setdefault("bind", "127.0.0.1")
-    topology = Topology(name="beacon-node")
-    # An ActorSpec, not Topology.add: `name` is one of the beacon's options.
-    topology.actors.append(ActorSpec(name="beacon", kind="fastworker.discovery:Beacon",
-                                     options=options))
+    topology = Topology(name="beacon-node").add("beacon", "fastworker.discovery:Beacon",
+                                                **options)
     async with open_node(topology) as node:
         yield node.ready["beacon"], node.refs["beacon"]
 
@@ -107,7 +104,7 @@ async def open_fake(answers: list[bytes]) -> AsyncIterator[int]:
 
 async def test_a_beacon_answers_discover_with_its_address_and_announcement() -> None:
     port = free_udp_port()
-    async with open_beacon(address="tcp://127.0.0.1:5901", port=port, name="cp-1") as (ready, ref):
+    async with open_beacon(address="tcp://127.0.0.1:5901", port=port, announce_name="cp-1") as (ready, ref):
         assert ready == f"answering probes on udp://127.0.0.1:{port}"
         with trio.fail_after(PATIENCE):
             address, announcement = await discover(port=port, targets=["127.0.0.1"])
@@ -199,7 +196,7 @@ async def test_a_taken_port_leaves_the_beacon_idle_with_one_warning(
 
 async def test_a_second_beacon_on_the_same_port_does_not_share_it() -> None:
     port = free_udp_port()
-    async with open_beacon(address="tcp://127.0.0.1:5555", port=port, name="first"):
+    async with open_beacon(address="tcp://127.0.0.1:5555", port=port, announce_name="first"):
         async with open_beacon(address="tcp://127.0.0.1:6666", port=port) as (ready, _):
             assert ready is not None and ready.startswith("discovery unavailable")
             with trio.fail_after(PATIENCE):
@@ -301,7 +298,7 @@ async def test_discover_runs_under_asyncio_too() -> None:
         with anyio.fail_after(PATIENCE):
             return await discover(port=port, targets=["127.0.0.1"], interval=0.1)
 
-    async with open_beacon(address="tcp://127.0.0.1:5999", port=port, name="for-asyncio"):
+    async with open_beacon(address="tcp://127.0.0.1:5999", port=port, announce_name="for-asyncio"):
         address, announcement = await trio.to_thread.run_sync(
             lambda: anyio.run(find, backend="asyncio")
         )
