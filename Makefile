@@ -23,6 +23,7 @@ check: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/dispatch.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

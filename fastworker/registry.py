@@ -182,13 +182,13 @@ class Registry(Actor[Accepts]):
     async def _register(self, register: Register, peer: str) -> Registered | UnknownWorker:
         worker = register.worker
         entry = self._workers.get(worker)
+        rejoined = entry is not None and entry.health in ("alive", "suspect")
         live = sum(1 for e in self._workers.values() if e.health in ("alive", "suspect"))
-        if entry is None and live >= self.options.max_workers:
+        if not rejoined and live >= self.options.max_workers:
             log.warning("%s: refused worker %s: %d workers are registered already",
                         self.name, worker, live)
             return UnknownWorker(worker=worker)
         now, wall = trio.current_time(), time.time()
-        rejoined = entry is not None and entry.health in ("alive", "suspect")
         self._workers[worker] = _Entry(
             register=register, peer=peer, health="alive", last_seen=now, last_seen_at=wall,
             registered_at=entry.registered_at if rejoined and entry else wall,

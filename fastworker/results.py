@@ -11,7 +11,9 @@ Results edge (port base+4), which sends them wrapped in ``Requests`` with
 Reports come from several senders, so they may arrive out of order: a state
 only moves forward (queued, running, then final), and a final record stays
 as it is. A second ``Finished`` of the same (id, attempt) is a duplicate and
-is counted; one of another attempt is a duplicate execution, counted too.
+is counted; one of another attempt is a duplicate execution, counted too. A
+second ``Running`` of the same attempt on the same worker (a subworker
+resends a report whose answer it lost) changes nothing.
 
 Memory is bounded. A final record expires ``ttl`` seconds after it became
 final, and the least recently used final records are evicted while the store
@@ -257,6 +259,8 @@ class ResultStore(Actor[Accepts]):
             if attempt is not None and attempt < old.attempt:
                 self._counts.stale_total += 1  # a lost worker's late start
                 return
+            if attempt is not None and attempt == old.attempt and old.workers[-1:] == (worker,):
+                return  # a resent Report's Running: the same start again
             entry.record = attrs.evolve(
                 old, state="running", worker=worker, workers=(*old.workers, worker),
                 started_at=started_at,

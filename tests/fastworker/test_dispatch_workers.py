@@ -231,7 +231,8 @@ class TestAssigning:
     async def test_jobs_go_to_the_worker_with_the_most_free_credit(
         self, autojump_clock: MockClock
     ) -> None:
-        """With w1 offering 1 slot and w2 4, three jobs all go to w2."""
+        """With w1 offering 1 slot and w2 4, three jobs all go to w2; then,
+        each with 1 free slot, the tie goes to the worker that joined first."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=1)
             await h.join("w2", "a", credit=4)
@@ -241,7 +242,6 @@ class TestAssigning:
             assert assigned(w2) == ["j1", "j2", "j3"]
             await h.send(batch(job("j4"), job("j5")))
             stats = await h.stats()
-        # Then each had 1 free slot: a tie goes to the worker that joined first.
         assert assigned(w1) == ["j4"]
         assert stats.held == 0 and stats.credit == {"w1": 0, "w2": 0}
 

@@ -286,6 +286,25 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
     ]
 
 
+async def test_max_workers_counts_a_departed_worker_that_comes_back_as_new(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A worker still listed as left (or lost) that registers again is one
+    more live worker: past max_workers it is refused like any newcomer."""
+    async with open_registry(max_workers=1) as h:
+        await h.register("w1")
+        await h.request(Deregister(worker="w1"))
+        assert isinstance(await h.register("w2"), Registered)
+        assert await h.register("w1") == UnknownWorker(worker="w1")
+        info = await h.info("w1")
+        stats = await h.stats()
+    assert info is not None and info.health == "left"
+    assert sum(1 for w in stats.workers if w.health == "alive") == 1
+    assert [(type(m), m.worker) for m in h.dispatcher_got] == [
+        (WorkerJoined, "w1"), (WorkerLeft, "w1"), (WorkerJoined, "w2"),
+    ]
+
+
 async def test_one_request_frame_gets_one_answer_per_message(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -308,7 +327,7 @@ async def test_one_request_frame_gets_one_answer_per_message(
     ("field", "value"),
     [("heartbeat_interval", 0), ("missed_limit", 1), ("keep_gone", -1), ("max_workers", 0)],
 )
-def test_bad_options_are_refused(field: str, value: float) -> None:
+def test_bad_options_are_refused(field: str, value: Any) -> None:
     """Options are checked when built."""
     with pytest.raises(ValueError, match=field):
         RegistryOptions(**{field: value})

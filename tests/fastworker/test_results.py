@@ -28,7 +28,7 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
-from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore, ResultStoreStats
+from fastworker.results import RECORD_OVERHEAD_BYTES, Requeued, ResultStore, ResultStoreStats
 
 
 #: Virtual seconds a call in a timed test waits before failing instead of hanging.
@@ -177,6 +177,86 @@ class TestRecords:
         """A StatusQuery answers state unknown for ids the store has no record of."""
         async with open_store() as store:
             assert await status(store, "nope") == [TaskRecord(id="nope", state="unknown")]
+
+
+def running(id: str, worker: str, attempt: int, at: float = 1.0) -> Running:
+    """A subworker's Running, as the dispatcher passes it on: with its attempt."""
+    return Running(ids=(id,), worker=worker, started_at=at, attempts=(attempt,))
+
+
+class TestRedelivery:
+    """Records of jobs requeued after their worker was lost (``Requeued``)."""
+
+    async def test_running_with_attempts_sets_the_attempt_and_lists_the_worker(self) -> None:
+        """A Running carrying attempts sets each record's attempt, per id, and
+        adds the worker to ``workers``."""
+        async with open_store() as store:
+            await store.send(queued("a", "b"))
+            await store.send(Running(ids=("a", "b"), worker="w1", started_at=1.0,
+                                     attempts=(1, 3)))
+            a, b = await status(store, "a", "b")
+        assert (a.state, a.attempt, a.worker, a.workers) == ("running", 1, "w1", ("w1",))
+        assert (b.attempt, b.workers) == (3, ("w1",))
+
+    async def test_requeued_makes_the_record_queued_as_its_next_attempt(self) -> None:
+        """Requeued moves a running record back to queued with the attempt it
+        will run as; the next Running lists the second worker after the first."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(running("a", "w1", 1))
+            await store.send(Requeued(ids=("a",), attempts=(2,)))
+            [requeued] = await status(store, "a")
+            await store.send(running("a", "w2", 2, at=5.0))
+            [record] = await status(store, "a")
+        assert (requeued.state, requeued.attempt, requeued.workers) == ("queued", 2, ("w1",))
+        assert (record.state, record.attempt, record.worker) == ("running", 2, "w2")
+        assert (record.workers, record.started_at) == (("w1", "w2"), 5.0)
+
+    async def test_a_resent_running_does_not_list_its_worker_twice(self) -> None:
+        """A subworker resends a Report whose answer it lost: the repeated
+        Running of the same attempt on the same worker is not a second start."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(running("a", "w1", 1))
+            await store.send(running("a", "w1", 1, at=3.0))
+            [record] = await status(store, "a")
+        assert (record.attempt, record.workers, record.started_at) == (1, ("w1",), 1.0)
+
+    async def test_a_late_running_of_an_older_attempt_is_stale(self) -> None:
+        """A lost worker's Running arriving after the redelivery started is
+        counted stale and changes nothing."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Requeued(ids=("a",), attempts=(2,)))
+            await store.send(running("a", "w2", 2))
+            await store.send(running("a", "w1", 1, at=9.0))
+            [record] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (record.state, record.attempt, record.worker) == ("running", 2, "w2")
+        assert (record.workers, record.started_at) == (("w2",), 1.0)
+        assert stats.stale_total == 1
+
+    async def test_a_late_finished_of_the_lost_attempt_is_the_result(self) -> None:
+        """The lost worker's result arriving after Requeued(attempt 2) makes
+        the record final, once; the redelivered attempt's own result later is
+        an extra attempt, counted and not stored; a late Requeued changes
+        nothing."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(running("a", "w1", 1))
+            await store.send(Requeued(ids=("a",), attempts=(2,)))
+            await store.send(Finished(outcomes=(done("a", b"first", attempt=1),)))
+            [record] = await status(store, "a")
+            await store.send(running("a", "w2", 2))
+            await store.send(Finished(outcomes=(done("a", b"second", attempt=2, worker="w2"),)))
+            await store.send(Requeued(ids=("a",), attempts=(3,)))
+            [after] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (record.state, record.attempt, record.value) == ("succeeded", 1, b"first")
+        assert (record.worker, record.workers) == ("w1", ("w1",))
+        assert after == record
+        assert (stats.finished_total, stats.extra_attempts_total) == (1, 1)
+        assert (stats.duplicates_total, stats.stale_total) == (0, 1)
 
 
 class TestBounds:
