@@ -43,6 +43,7 @@ from actors.edge import offset_address
 from actors.errors import FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
+from fastworker.discovery import discover
 from fastworker.errors import (
     ConnectionLost,
     InvalidSubmission,
@@ -503,6 +504,11 @@ class Client:
         poll_wait: the longest one result poll waits at the control plane;
             an id it has no record of is reported (``ResultUnknown``) after
             one such poll.
+        discover: with no ``address`` and no ``$FASTWORKER_ADDRESS``, find
+            the control plane with its discovery beacon when the client
+            opens (on this host or the LAN; docs/discovery.md), waiting at
+            most this many seconds before ``DiscoveryTimeout``. ``None``
+            (the default): no discovery, ``tcp://127.0.0.1:5555``.
     """
 
     def __init__(
@@ -516,8 +522,11 @@ class Client:
         contexts: int = 8,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         poll_wait: float = POLL_WAIT,
+        discover: float | None = None,
     ) -> None:
-        self.address = address or os.environ.get("FASTWORKER_ADDRESS") or DEFAULT_ADDRESS
+        given = address or os.environ.get("FASTWORKER_ADDRESS")
+        self.address = given or DEFAULT_ADDRESS
+        self._discover = None if given else discover
         if secret is None:
             secret = os.environ.get("FASTWORKER_SECRET") or _read_secret_file(
                 os.environ.get("FASTWORKER_SECRET_FILE")
@@ -538,6 +547,8 @@ class Client:
         self._task_group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Client:
+        if self._discover is not None:
+            self.address, _ = await discover(timeout=self._discover)
         for offset in range(len(PRIORITIES) + 1):
             self._wires.append(
                 await open_request_wire(

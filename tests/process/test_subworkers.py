@@ -152,19 +152,22 @@ async def test_tasks_spread_across_two_subworkers_by_free_slots(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_subworker_without_an_address_finds_the_control_plane(
-    control_env: dict[str, str],
+async def test_a_subworker_and_a_client_without_an_address_find_the_control_plane(
+    control_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With no FASTWORKER_ADDRESS, a subworker finds the control plane by
-    its discovery beacon and runs its tasks."""
+    its discovery beacon and runs its tasks; so does a client asked to."""
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
         await probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
+    monkeypatch.delenv("FASTWORKER_ADDRESS", raising=False)
+    monkeypatch.setenv("FASTWORKER_DISCOVERY_PORT", port)
     async with fleet(control_env) as f:
         await f.start_control(FASTWORKER_DISCOVERY_PORT=port)
         sub = await f.start_sub(FASTWORKER_ADDRESS="", FASTWORKER_DISCOVERY_PORT=port)
         assert "found control plane" in sub.output
-        async with Client(f.address) as client:
+        async with Client(discover=5.0) as client:
+            assert client.address == f.address
             assert await client.submit("tests.pid") == sub.process.pid
 
 
