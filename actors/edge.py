@@ -342,7 +342,7 @@ class ServeOptions(EdgeOptions):
 
     Attributes:
         port_offset: added to the address's port (one base address, several
-            ports: base+0..3 for submissions, base+4 for queries).
+            ports: base+0..3 for submissions, base+4 for queries, base+5 for subworkers).
         contexts: requests served at once.
         call_timeout: the longest an actor may take to answer a request
             (a parked query or a wait for queue room counts).

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -168,7 +169,7 @@ class _Worker:
     """A worker's place in the Dispatcher: its credit and what it holds."""
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "held", "outbox",
-                 "pull", "assigned_total", "pull_seq", "last_assign")
+                 "pull", "assigned_total", "pull_seq", "last_assign", "report_seq")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -184,6 +185,7 @@ class _Worker:
         self.assigned_total = 0
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
+        self.report_seq = 0  # the last Report taken
 
 
 @attrs.define(eq=False)
@@ -229,6 +231,7 @@ class Dispatcher(Actor[Accepts]):
         self._requeue: list[Job] = []
         self._requeue_cancel: list[str] = []
         self._received = False
+        self._local_checked = -math.inf
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         self._counts = Counter[str]()
         self._held_log = RateLimitedLog(log, what="such batches", period=60.0)
@@ -342,6 +345,9 @@ class Dispatcher(Actor[Accepts]):
                 self._late(outcome)
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)
+        if report.seq and report.seq <= worker.report_seq:
+            return Ack()  # a resend: its credit was counted (its results are the store's to dedupe)
+        worker.report_seq = report.seq
         worker.credit += max(report.credit, 0)
         return Ack()
 
@@ -421,8 +427,9 @@ class Dispatcher(Actor[Accepts]):
             self._answer_pull(worker, UnknownWorker(worker=worker.name))
         undelivered = {job.id for job in worker.outbox}
         delivered = [job for job in worker.held.values() if job.id not in undelivered]
-        self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
+        # Oldest first: what it held was placed before what it had yet to pull.
         self._redeliver(worker, delivered, lost=left.lost, delivered=True, reason=left.reason)
+        self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
 
     def _redeliver(self, worker: _Worker, jobs: Iterable[Job], *, lost: bool, delivered: bool,
                    reason: str = "") -> None:
@@ -553,6 +560,12 @@ class Dispatcher(Actor[Accepts]):
         return task in worker.tasks
 
     async def _demand(self) -> None:
+        now = trio.current_time()
+        if now >= self._local_checked + 1.0:  # tasks registered since, once a second at most
+            self._local_checked = now
+            for worker in self._workers.values():
+                if worker.local:
+                    worker.tasks = frozenset(self._local_tasks())
         free = [w for w in self._workers.values() if w.credit > 0 and w.health == "alive"]
         wanted = sum(w.credit for w in free) - self._asked
         # Jobs of other tasks stay queued for a worker that has them.

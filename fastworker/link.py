@@ -38,6 +38,7 @@ import os
 import socket
 from typing import Any, TypeAlias, Union
 
+import anyio
 import attrs
 import trio
 
@@ -47,7 +48,7 @@ from actors.errors import FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.nng import RequestWire, TlsOptions, open_request_wire
-from fastworker.discovery import discover_forever, discovery_port
+from fastworker.discovery import DEFAULT_DISCOVERY_PORT, discover_forever
 from fastworker.messages import (
     CODEC,
     WORKERS_PORT_OFFSET,
@@ -82,8 +83,8 @@ class LinkOptions:
     Attributes:
         address: the control plane's base address (as its
             ``FASTWORKER_ADDRESS``); empty: find it by discovery.
-        discovery_port: the UDP port of the discovery beacon; 0: the
-            default (``FASTWORKER_DISCOVERY_PORT`` or 5550).
+        discovery_port: the UDP port of the discovery beacon; 0: no
+            discovery (then ``address`` is required).
         secret / secret_file: the control plane's shared secret.
         tls: certificates for a ``tls+tcp://`` address.
         worker: this worker's id; empty: ``<hostname>:<pid>`` (the
@@ -96,7 +97,8 @@ class LinkOptions:
     """
 
     address: str = ""
-    discovery_port: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    discovery_port: int = attrs.field(default=DEFAULT_DISCOVERY_PORT,
+                                      validator=attrs.validators.ge(0))
     secret: str = attrs.field(default="", repr=False)
     secret_file: str = ""
     tls: TlsOptions | None = None
@@ -111,6 +113,10 @@ class LinkOptions:
     def __attrs_post_init__(self) -> None:
         if self.secret and self.secret_file:
             raise ValueError("set either secret or secret_file, not both")
+        if not self.address and not self.discovery_port:
+            raise ValueError(
+                "no address and discovery is off (discovery_port 0): set the control plane's "
+                "address (FASTWORKER_ADDRESS) or a discovery port (FASTWORKER_DISCOVERY_PORT)")
 
 
 @attrs.frozen(kw_only=True)
@@ -149,6 +155,7 @@ class WorkerLink(Actor[Accepts]):
         self._finished: list[Outcome] = []
         self._report_wanted = trio.Event()
         self._running_timer = False
+        self._report_seq = 0
         self._reported_all = trio.Event()
         self._registered = False
         self._unknown = trio.Event()
@@ -240,8 +247,8 @@ class WorkerLink(Actor[Accepts]):
         options = self.options
         address = options.address
         if not address:
-            port = options.discovery_port or discovery_port()
-            address, announcement = await discover_forever(log=log, what=self.name, port=port)
+            address, announcement = await discover_forever(
+                log=log, what=self.name, port=options.discovery_port)
             if announcement.secret_required and not (options.secret or options.secret_file):
                 log.error(
                     "%s: the control plane at %s requires a shared secret; set "
@@ -353,8 +360,9 @@ class WorkerLink(Actor[Accepts]):
                 continue
             running, self._running = self._running, []
             finished, self._finished = self._finished, []
+            self._report_seq += 1
             report = Report(worker=self.worker, credit=max(credit, 0), running=tuple(running),
-                            finished=tuple(finished))
+                            finished=tuple(finished), seq=self._report_seq)
             self._reported += report.credit
             try:
                 answer = None
@@ -398,6 +406,8 @@ class WorkerLink(Actor[Accepts]):
         except FrameError as error:
             self._quiet_log.event("%s: bad answer from %s: %s", self.name, self._address, error)
             return None
+        except (anyio.ClosedResourceError, trio.ClosedResourceError):
+            return None  # the link is stopping
         if len(answers) != 1 or not isinstance(answers[0], (Ack, Assign, Registered,
                                                             UnknownWorker)):
             self._quiet_log.event("%s: unexpected answer from %s: %r", self.name,

@@ -360,6 +360,9 @@ class Report:
     credit: int = 0
     running: tuple[Running, ...] = ()
     finished: tuple[Outcome, ...] = ()
+    #: Counts the worker's Reports: one seen before (resent after a lost
+    #: answer) adds no credit twice.
+    seq: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -12,7 +12,7 @@ answered by its wait in virtual time instead of holding the test up.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -132,7 +132,9 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_dispatcher(**options: Any) -> AsyncIterator[Harness]:
+async def open_dispatcher(
+    local_tasks: Callable[[], Collection[str]] = lambda: LOCAL_TASKS, **options: Any
+) -> AsyncIterator[Harness]:
     inbox_got: list[Any] = []
     executor_got: list[Any] = []
     results_got: list[Any] = []
@@ -143,7 +145,7 @@ async def open_dispatcher(**options: Any) -> AsyncIterator[Harness]:
         .add("results", Recorder, params={"got": results_got})
         .add("dispatcher", Dispatcher,
              refs={"inbox": "inbox", "executor": "executor", "results": "results"},
-             params={"local_tasks": lambda: LOCAL_TASKS}, **options)
+             params={"local_tasks": local_tasks}, **options)
     )
     async with open_node(topology) as node, trio.open_nursery() as nursery:
         yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got)
@@ -338,7 +340,34 @@ class TestDemand:
         assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
 
 
+    async def test_a_task_registered_locally_later_is_asked_for(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor's task names are looked up again (once a second
+        at most), so a task registered after start is demanded too."""
+        names = {"a"}
+        async with open_dispatcher(lambda: frozenset(names)) as h:
+            await h.send(Credit(worker="local", n=1))
+            names.add("late")
+            await trio.sleep(1.0)
+            await h.send(Credit(worker="local", n=1))
+        assert h.demands() == [Demand(n=1, only=frozenset({"a"})),
+                               Demand(n=1, only=frozenset({"a", "late"}))]
+
+
 class TestReports:
+    async def test_a_resent_report_adds_no_credit_twice(self, autojump_clock: MockClock) -> None:
+        """A Report resent after its answer was lost (same seq) is answered
+        and adds nothing; the next one counts again."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a")
+            for report in (Report(worker="w1", credit=2, seq=1),
+                           Report(worker="w1", credit=2, seq=1),
+                           Report(worker="w1", credit=1, seq=2)):
+                assert await h.request(report) == [Ack()]
+            load = await h.load("w1")
+        assert load is not None and load.credit == 3
+
     async def test_a_report_passes_running_and_finished_on_to_the_store(
         self, autojump_clock: MockClock
     ) -> None:
@@ -429,19 +458,20 @@ class TestGoneWorkers:
         self, autojump_clock: MockClock
     ) -> None:
         """A lost worker's delivered jobs go back as attempt + 1 with one more
-        loss; those placed but not yet pulled go back as the same attempt;
-        the store hears of each with its attempt."""
+        loss; those placed but not yet pulled go back as the same attempt,
+        behind them; the store hears of each with its attempt."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=3)
             await hold(h, "w1", job("j1"))
             await h.send(batch(job("j2", attempt=3, losses=1)))  # placed, never pulled
             await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
             stats = await h.stats()
+        # Oldest first: j1 was placed (and pulled) before j2.
         assert h.requeued() == [Requeue(jobs=(
-            job("j2", attempt=3, losses=1),
             job("j1", attempt=2, losses=1),
+            job("j2", attempt=3, losses=1),
         ))]
-        assert Requeued(ids=("j2", "j1"), attempts=(3, 2)) in h.results_got
+        assert Requeued(ids=("j1", "j2"), attempts=(2, 3)) in h.results_got
         assert h.finished() == []
         assert (stats.redelivered_total, stats.failed_lost_total) == (1, 0)
         assert stats.workers == ()

@@ -124,8 +124,15 @@ class Running:
 @asynccontextmanager
 async def fastworker_run(file: str, env: dict[str, str]) -> AsyncIterator[Running]:
     """Start ``fastworker run FILE``; kill and reap it on the way out."""
+    async with run_process(command(file), env, file) as running:
+        yield running
+
+
+@asynccontextmanager
+async def run_process(args: list[str], env: dict[str, str], label: str) -> AsyncIterator[Running]:
+    """Start ``args`` (output read as ``label``); kill and reap it on the way out."""
     process = await trio.lowlevel.open_process(
-        command(file),
+        args,
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -133,7 +140,7 @@ async def fastworker_run(file: str, env: dict[str, str]) -> AsyncIterator[Runnin
         stderr=subprocess.STDOUT,
     )
     try:
-        yield Running(process, file)
+        yield Running(process, label)
     finally:
         with trio.CancelScope(shield=True):
             if process.poll() is None:

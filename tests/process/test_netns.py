@@ -29,7 +29,7 @@ import attrs
 import pytest
 import trio
 
-from tests.process.harness import ROOT, Running, env  # noqa: F401 (fixture)
+from tests.process.harness import ROOT, Running, env, run_process  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 SUB = "config/sub.toml"
@@ -138,23 +138,8 @@ async def netns_run(
 ) -> AsyncIterator[Running]:
     """Run ``args`` in ``namespace`` (``ip netns exec`` execs it: the pid is
     the program's); kill and reap it on the way out."""
-    process = await trio.lowlevel.open_process(
-        ["ip", "netns", "exec", namespace, *args],
-        cwd=ROOT,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield Running(process, label)
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.poll() is None:
-                process.kill()
-            await process.wait()
-            assert process.stdout is not None
-            await process.stdout.aclose()
+    async with run_process(["ip", "netns", "exec", namespace, *args], environ, label) as running:
+        yield running
 
 
 def fastworker(file: str) -> list[str]:

@@ -19,7 +19,7 @@ import trio
 
 from actors.pytest_plugin import free_tcp_ports
 from fastworker import Client, TaskError
-from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import Running, env, fastworker_run, run_to_exit  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 SUB = "config/sub.toml"
@@ -88,8 +88,9 @@ def control_env(env: dict[str, str]) -> dict[str, str]:
 class Fleet:
     """A control plane and its subworkers, all stopped on the way out."""
 
-    def __init__(self, stack: AsyncExitStack, control_env: dict[str, str]) -> None:
+    def __init__(self, stack: AsyncExitStack, control_env: dict[str, str], gate: Gate) -> None:
         self._stack = stack
+        self.gate = gate
         self.env = control_env
         self.address = control_env["FASTWORKER_ADDRESS"]
         self.control: Running | None = None
@@ -109,11 +110,23 @@ class Fleet:
         await sub.wait_for("offered")
         return sub
 
+    async def start_registered_sub(self) -> tuple[Running, str]:
+        """A subworker, and its id as the control plane registered it."""
+        assert self.control is not None
+        sub = await self.start_sub()
+        return sub, await registered(self.control)
+
 
 @asynccontextmanager
 async def fleet(control_env: dict[str, str]) -> AsyncIterator[Fleet]:
-    async with AsyncExitStack() as stack:
-        yield Fleet(stack, control_env)
+    """A fleet to start processes in, and a gate for its ``tests.hold`` tasks."""
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        gate = Gate()
+        await nursery.start(gate.serve)
+        try:
+            yield Fleet(stack, control_env, gate)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 async def registered(control: Running) -> str:
@@ -134,9 +147,8 @@ async def test_tasks_spread_across_two_subworkers_by_free_slots(
     """Two subworkers with 8 slots each: 8 held tasks go 4 and 4 (the one
     with more free slots gets the next), and none to the control plane's
     own executor while subworkers can run them."""
-    async with fleet(control_env) as f, trio.open_nursery() as nursery:
-        gate = Gate()
-        await nursery.start(gate.serve)
+    async with fleet(control_env) as f:
+        gate = f.gate
         control = await f.start_control()
         first = await f.start_sub(concurrency=8)
         second = await f.start_sub(concurrency=8)
@@ -149,7 +161,6 @@ async def test_tasks_spread_across_two_subworkers_by_free_slots(
             pids = await client.results(ids, timeout=10)
         assert Counter(pids) == by_pid
         assert control.process.pid not in pids
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_subworker_and_a_client_without_an_address_find_the_control_plane(
@@ -177,18 +188,15 @@ async def test_tasks_of_a_killed_subworker_are_redelivered_and_stored_once(
     """SIGKILL a subworker holding 100 tasks: the control plane declares it
     lost, the other subworker runs all 100 again as attempt 2, and each
     task has one result, with both workers in its record."""
-    async with fleet(control_env) as f, trio.open_nursery() as nursery:
-        gate = Gate()
-        await nursery.start(gate.serve)
+    async with fleet(control_env) as f:
+        gate = f.gate
         control = await f.start_control()
-        doomed = await f.start_sub()
-        doomed_id = await registered(control)
+        doomed, doomed_id = await f.start_registered_sub()
         async with Client(f.address) as client:
             ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(100)]
             await gate.wait_started(100)
             assert {pid for pid, _ in gate.started} == {doomed.process.pid}
-            survivor = await f.start_sub()
-            survivor_id = await registered(control)
+            survivor, survivor_id = await f.start_registered_sub()
             assert await doomed.stop(signal.SIGKILL) == -signal.SIGKILL
             await control.wait_for(f"worker {doomed_id} lost")
             await gate.open()
@@ -199,18 +207,15 @@ async def test_tasks_of_a_killed_subworker_are_redelivered_and_stored_once(
         }
         assert sorted(label for pid, label in gate.started if pid == survivor.process.pid) == (
             sorted(f"t{n}" for n in range(100)))
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_at_most_once_task_is_failed_not_rerun(control_env: dict[str, str]) -> None:
     """When its worker dies, an at-most-once task fails with WorkerLost and
     is not started again; an ordinary task beside it is redelivered."""
-    async with fleet(control_env) as f, trio.open_nursery() as nursery:
-        gate = Gate()
-        await nursery.start(gate.serve)
+    async with fleet(control_env) as f:
+        gate = f.gate
         control = await f.start_control()
-        doomed = await f.start_sub()
-        doomed_id = await registered(control)
+        doomed, doomed_id = await f.start_registered_sub()
         async with Client(f.address) as client:
             once = await client.delay("tests.hold_once", gate.port, "once")
             again = await client.delay("tests.hold", gate.port, "again")
@@ -225,7 +230,6 @@ async def test_an_at_most_once_task_is_failed_not_rerun(control_env: dict[str, s
         assert raised.value.remote_type == "WorkerLost"
         assert "not run again" in raised.value.message
         assert [label for _, label in gate.started].count("once") == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_poison_task_is_failed_after_killing_its_limit_of_workers(
@@ -253,12 +257,10 @@ async def test_sigterm_drains_a_subworker(control_env: dict[str, str]) -> None:
     """SIGTERM: the subworker takes nothing new (a task submitted now runs
     elsewhere), finishes what it holds, reports it, deregisters, exits 0;
     nothing is redelivered."""
-    async with fleet(control_env) as f, trio.open_nursery() as nursery:
-        gate = Gate()
-        await nursery.start(gate.serve)
+    async with fleet(control_env) as f:
+        gate = f.gate
         control = await f.start_control()
-        sub = await f.start_sub()
-        sub_id = await registered(control)
+        sub, sub_id = await f.start_registered_sub()
         async with Client(f.address) as client:
             ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(5)]
             await gate.wait_started(5)
@@ -275,7 +277,6 @@ async def test_sigterm_drains_a_subworker(control_env: dict[str, str]) -> None:
         assert "deregistered" in sub.output
         await control.wait_for(f"worker {sub_id} left: deregistered")
         assert " lost: " not in control.output
-        nursery.cancel_scope.cancel()
 
 
 async def test_subworkers_register_again_with_a_restarted_control_plane(
@@ -294,3 +295,13 @@ async def test_subworkers_register_again_with_a_restarted_control_plane(
         await sub.wait_for("registering again")
         async with Client(f.address) as client:
             assert await client.submit("tests.pid") == sub.process.pid
+
+
+async def test_a_subworker_with_no_address_and_no_discovery_is_a_config_error(
+    env: dict[str, str],
+) -> None:
+    """No address and discovery turned off: exit 2 with the reason, at --check."""
+    env.update(FASTWORKER_ADDRESS="", FASTWORKER_DISCOVERY_PORT="0")
+    done = await run_to_exit(SUB, "--check", env=env)
+    assert done.returncode == 2
+    assert "no address and discovery is off" in done.stderr.decode()
