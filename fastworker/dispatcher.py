@@ -234,7 +234,10 @@ class Dispatcher(Actor[Accepts]):
         self._local_checked = -math.inf
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         self._counts = Counter[str]()
-        self._held_log = RateLimitedLog(log, what="such batches", period=60.0)
+        # Normal when the fleet changes (a subworker joins while jobs asked
+        # for the local executor are on their way): INFO, not WARNING.
+        self._held_log = RateLimitedLog(log, what="such batches", period=60.0,
+                                        level=logging.INFO)
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         nursery.start_soon(self._expire_pulls)

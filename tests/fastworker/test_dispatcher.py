@@ -128,7 +128,7 @@ async def test_jobs_go_to_the_worker_with_the_most_free_credit() -> None:
 async def test_jobs_without_credit_are_held_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
     """Jobs that arrive with no credit are logged and held until credit
     arrives; that credit is not asked of the inbox again."""
-    caplog.set_level(logging.WARNING, logger="fastworker.dispatcher")
+    caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
     async with open_dispatcher() as h:
         await h.send(batch("a", "b", "c"))
         assert h.executor_got == []
