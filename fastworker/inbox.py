@@ -23,7 +23,7 @@ A Submit is decided in this order:
 Dispatch is credit-based. ``Demand(n)`` adds n to a standing demand; while
 demand and jobs remain, jobs leave in priority order, at most one
 ``JobBatch`` per handled batch of messages. The latest Demand also says
-which tasks its workers can run (``only`` these, or all but ``excluding``):
+which tasks its workers can run (``only`` these):
 jobs of other tasks stay queued, in order, for a worker that can run them.
 ``Requeue`` puts jobs back at the front of their levels (their worker was
 lost before it finished them); they are never refused for lack of room. Priority is strict, with a
@@ -223,7 +223,6 @@ class PriorityInbox(Actor[Accepts]):
         self._demand = 0
         # What the workers with free slots can run: only these, or all but these.
         self._only: frozenset[str] | None = None
-        self._excluding: frozenset[str] = frozenset()
         self._known: frozenset[str] = frozenset()
         self._advertised: set[str] = set()
         self._known_fresh = False
@@ -282,9 +281,9 @@ class PriorityInbox(Actor[Accepts]):
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:
             match message:
-                case Demand(n=n, only=only, excluding=excluding):
+                case Demand(n=n, only=only):
                     self._demand += max(n, 0)
-                    self._only, self._excluding = only, excluding
+                    self._only = only
                 case Requeue(jobs=jobs):
                     self._requeue(jobs)
                 case KnownTasks(names=names):
@@ -549,43 +548,34 @@ class PriorityInbox(Actor[Accepts]):
     def _take_jobs(self) -> list[Job]:
         jobs: list[Job] = []
         self._admit()
-        if self._only is None and not self._excluding:
+        only = self._only
+        if only is None:
             while self._demand > 0 and self._queued:
                 jobs.append(self._take(self._next_level(self._counts)))
                 self._demand -= 1
                 self._admit()  # each job taken makes room for one waiting Submit
             return jobs
         # Only jobs the free workers can run; others keep their places.
-        matching = [self._matching(level) for level in range(LEVELS)]
+        matching = [sum(self._by_task[level][name] for name in only) for level in range(LEVELS)]
         while self._demand > 0 and any(matching):
             level = self._next_level(matching)
-            jobs.append(self._take(level, self._only, self._excluding))
+            jobs.append(self._take(level, only))
             matching[level] -= 1
             self._demand -= 1
             self._admit()
         return jobs
 
-    def _matching(self, level: int) -> int:
-        counts = self._by_task[level]
-        if self._only is not None:
-            return sum(counts[name] for name in self._only if name not in self._excluding)
-        return self._counts[level] - sum(counts[name] for name in self._excluding)
-
-    def _take(
-        self, level: int, only: frozenset[str] | None = None, excluding: frozenset[str] = frozenset()
-    ) -> Job:
+    def _take(self, level: int, only: frozenset[str] | None = None) -> Job:
         """Take the first live job of ``level`` that the filter lets through."""
         queue = self._levels[level]
         job = queue.popleft()
         while not self._is_live(job):
             self._stale[level] -= 1
             job = queue.popleft()
-        if (only is not None and job.task not in only) or job.task in excluding:
+        if only is not None and job.task not in only:
             queue.appendleft(job)
             for index, job in enumerate(queue):
-                if self._is_live(job) and job.task not in excluding and (
-                    only is None or job.task in only
-                ):
+                if self._is_live(job) and job.task in only:
                     del queue[index]
                     break
             else:  # pragma: no cover - _matching counted one

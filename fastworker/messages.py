@@ -113,12 +113,11 @@ class Job:
 @attrs.frozen(kw_only=True)
 class Demand:
     """Dispatcher -> PriorityInbox: send me up to ``n`` more jobs, best first,
-    of tasks my free workers can run: ``only`` these (``None``: any) and
-    none of ``excluding``. The latest Demand's filter holds for all of it."""
+    of tasks my free workers can run: ``only`` these (``None``: any). The
+    latest Demand's filter holds for all of it."""
 
     n: int
     only: frozenset[str] | None = None
-    excluding: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)

@@ -568,27 +568,6 @@ class TestTaskFilter:
             await trio.testing.wait_all_tasks_blocked()
         assert h.dispatched() == ["m1", "m2"]
 
-    async def test_excluding_holds_back_those_tasks(self) -> None:
-        """Demand(excluding=...) sends every other task's jobs, best first,
-        and keeps the excluded ones queued in order."""
-        async with open_inbox() as h:
-            await h.submit(sub("m1", 0, task=MUL), sub("a1", 2), sub("s1", 1, task=SLEEP),
-                           sub("m2", 2, task=MUL), sub("a2", 0))
-            await h.inbox.send(Demand(n=10, excluding=frozenset({MUL})))
-            await trio.testing.wait_all_tasks_blocked()
-            assert h.dispatched() == ["a2", "s1", "a1"]
-            await h.demand(0)  # a Demand without a filter lifts it
-        assert h.dispatched() == ["a2", "s1", "a1", "m1", "m2"]
-
-    async def test_only_and_excluding_together(self) -> None:
-        """A task named in both is excluded."""
-        async with open_inbox() as h:
-            await h.submit(sub("m1", task=MUL), sub("a1"), sub("s1", task=SLEEP))
-            await h.inbox.send(
-                Demand(n=10, only=frozenset({ADD, MUL}), excluding=frozenset({MUL})))
-            await trio.testing.wait_all_tasks_blocked()
-        assert h.dispatched() == ["a1"]
-
     async def test_a_filtered_demand_skips_cancelled_jobs(self) -> None:
         """A cancelled job of a matching task, behind a job of another task,
         is passed over, not sent; so it is when the filter is lifted."""
