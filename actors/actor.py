@@ -75,6 +75,11 @@ class ActorContext:
     refs: Mapping[str, Ref[Any]] = attrs.field(factory=dict)
     restarts: int = 0
     pending: list[Any] = attrs.field(factory=list)
+    #: The name of the node it runs in, and every actor's ref there by name
+    #: (itself included): for observers such as a dashboard, which ask the
+    #: others for ``GetStats`` without being wired to each one.
+    node: str = ""
+    peers: Mapping[str, Ref[Any]] = attrs.field(factory=dict)
     handled_total: int = 0
     batches_total: int = 0
 

@@ -53,6 +53,8 @@ class Node:
                 kind=kind_name(spec.kind),
                 inbox=mailboxes[spec.name][1],
                 refs={ref: self.refs[target] for ref, target in spec.refs.items()},
+                node=topology.name,
+                peers=self.refs,
             )
             children.append(
                 Child(make=_maker(item), context=context, ref=self.refs[spec.name])
