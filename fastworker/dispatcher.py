@@ -65,12 +65,13 @@ from fastworker.messages import (
     Running,
     UnknownWorker,
 )
-from fastworker.results import Requeued
+from fastworker.results import Dispatched, Requeued
 
 __all__ = [
     "Dispatcher",
     "DispatcherOptions",
     "DispatcherStats",
+    "DrainWorker",
     "WorkerHealth",
     "WorkerJoined",
     "WorkerLeft",
@@ -112,7 +113,19 @@ class WorkerLeft:
     lost: bool
 
 
-Accepts: TypeAlias = Union[Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests]
+@attrs.frozen(kw_only=True)
+class DrainWorker:
+    """Anyone (the dashboard) -> Dispatcher, with ``Ref.call``: give
+    ``worker`` no new jobs (what it holds runs to the end), or again
+    (``resume``). Answered ``True``, or ``False`` for a worker it does not
+    know. The control plane's own executor can be drained too."""
+
+    worker: str
+    resume: bool = False
+
+
+Accepts: TypeAlias = Union[
+    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker]
 
 
 @attrs.frozen(kw_only=True)
@@ -142,6 +155,8 @@ class WorkerLoad:
     credit: int
     held: int
     assigned_total: int
+    #: Drained by an operator (``DrainWorker``): given nothing new.
+    drained: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -169,7 +184,7 @@ class _Worker:
     """A worker's place in the Dispatcher: its credit and what it holds."""
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "held", "outbox",
-                 "pull", "assigned_total", "pull_seq", "last_assign", "report_seq")
+                 "pull", "assigned_total", "pull_seq", "last_assign", "report_seq", "drained")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -186,6 +201,12 @@ class _Worker:
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
         self.report_seq = 0  # the last Report taken
+        self.drained = False  # by an operator: nothing new until resumed
+
+    @property
+    def offers(self) -> bool:
+        """Whether it counts as a subworker that can run its tasks."""
+        return not self.local and self.health != "draining" and not self.drained
 
 
 @attrs.define(eq=False)
@@ -246,6 +267,10 @@ class Dispatcher(Actor[Accepts]):
         return f"{local}, poison after {self.options.poison_after} lost workers"
 
     async def handle(self, message: Accepts) -> Any:
+        if isinstance(message, DrainWorker):
+            known = self._operator_drain(message)
+            await self._dispatch()
+            return known
         if not isinstance(message, Requests):
             await self.handle_batch([message])
             return None
@@ -300,7 +325,7 @@ class Dispatcher(Actor[Accepts]):
         return DispatcherStats(
             workers=tuple(
                 WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.credit,
-                           held=len(w.held), assigned_total=w.assigned_total)
+                           held=len(w.held), assigned_total=w.assigned_total, drained=w.drained)
                 for w in self._workers.values()
             ),
             held=len(self._held),
@@ -407,12 +432,31 @@ class Dispatcher(Actor[Accepts]):
             joined.worker, local=False, tasks=joined.tasks, at_most_once=joined.at_most_once)
         self._remote_tasks.update(joined.tasks)
 
+    def _operator_drain(self, message: DrainWorker) -> bool:
+        worker = self._workers.get(message.worker)
+        if worker is None:
+            return False
+        offered = worker.offers
+        worker.drained = not message.resume
+        if offered and not worker.offers:
+            self._remote_tasks.subtract(worker.tasks)
+        elif worker.offers and not offered:
+            self._remote_tasks.update(worker.tasks)
+        if worker.drained and not worker.local:
+            # What it was given but has not pulled goes back to the queue.
+            self._redeliver(worker, worker.outbox, lost=False, delivered=False)
+            worker.outbox = []
+        log.info("%s: worker %s %s by request", self.name, worker.name,
+                 "drained" if worker.drained else "resumed")
+        return True
+
     def _drain(self, worker: _Worker) -> None:
         """Give a stopping worker nothing more; what it was given but has
         not pulled goes with its last Pull, or back to the queue."""
         if worker.health != "draining":
+            if worker.offers:
+                self._remote_tasks.subtract(worker.tasks)
             worker.health = "draining"
-            self._remote_tasks.subtract(worker.tasks)
         worker.credit = 0
         if worker.pull is not None:
             self._answer_pull(worker)
@@ -424,7 +468,7 @@ class Dispatcher(Actor[Accepts]):
         worker = self._workers.pop(left.worker, None)
         if worker is None or worker.local:
             return
-        if worker.health != "draining":
+        if worker.offers:
             self._remote_tasks.subtract(worker.tasks)
         if worker.pull is not None:
             self._answer_pull(worker, UnknownWorker(worker=worker.name))
@@ -489,9 +533,12 @@ class Dispatcher(Actor[Accepts]):
                 "%s: holding %d jobs that no worker with free slots can run until one has "
                 "room", self.name, len(self._held))
         self._received = False
+        now = time.time()
         for worker, jobs in placed.items():
             worker.assigned_total += len(jobs)
             self._counts["assigned"] += len(jobs)
+            self._to_results.append(
+                Dispatched(ids=tuple([job.id for job in jobs]), worker=worker.name, at=now))
             if worker.local:
                 await self.refs["executor"].send(Assign(jobs=tuple(jobs)))
                 continue
@@ -553,7 +600,7 @@ class Dispatcher(Actor[Accepts]):
         fallback = self.options.local == "fallback" and self._remote_tasks[task] > 0
         return [
             w for w in self._workers.values()
-            if w.credit > 0 and w.health == "alive" and (
+            if w.credit > 0 and w.health == "alive" and not w.drained and (
                 task in w.tasks if not w.local else not fallback and self._local_has(w, task))
         ]
 
@@ -569,7 +616,8 @@ class Dispatcher(Actor[Accepts]):
             for worker in self._workers.values():
                 if worker.local:
                     worker.tasks = frozenset(self._local_tasks())
-        free = [w for w in self._workers.values() if w.credit > 0 and w.health == "alive"]
+        free = [w for w in self._workers.values()
+                if w.credit > 0 and w.health == "alive" and not w.drained]
         wanted = sum(w.credit for w in free) - self._asked
         # Jobs of other tasks stay queued for a worker that has them.
         only = frozenset().union(*(self._runnable(w) for w in free))

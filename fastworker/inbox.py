@@ -418,7 +418,8 @@ class PriorityInbox(Actor[Accepts]):
         self._by_task[job.priority][job.task] += 1
         self._remember(job.id, "queued")
         self._entries.append(
-            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now)
+            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                        payload=job.payload, retry_of=submit.retry_of)
         )
         self._accepted_total += 1
         return Accepted(id=job.id)

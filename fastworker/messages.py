@@ -70,6 +70,8 @@ class Submit:
     priority: int = 2
     timeout: float | None = None
     queue_wait: float = 0.0
+    #: The task this one retries by hand (the dashboard's retry), if any.
+    retry_of: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -174,12 +176,15 @@ class Outcome:
 
 @attrs.frozen(kw_only=True)
 class QueuedEntry:
-    """One task the inbox accepted: what the store records for it."""
+    """One task the inbox accepted: what the store records for it (the
+    payload is kept for a task's page and for retrying it)."""
 
     id: str
     task: str
     priority: int
     queued_at: float
+    payload: bytes = b""
+    retry_of: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -46,6 +46,7 @@ from fastworker.messages import (
     Finished,
     Outcome,
     Queued,
+    QueuedEntry,
     Records,
     ResultQuery,
     Running,
@@ -73,9 +74,63 @@ class Requeued:
     attempts: tuple[int, ...]
 
 
-Report = Union[Queued, Running, Finished, Cancelled, Requeued]
-_REPORTS = (Queued, Running, Finished, Cancelled, Requeued)
-Query = Union[ResultQuery, StatusQuery, Watch]
+@attrs.frozen(kw_only=True)
+class Dispatched:
+    """Dispatcher -> ResultStore: these tasks were handed to ``worker`` at
+    ``at`` (wall clock), for their timeline."""
+
+    ids: tuple[str, ...]
+    worker: str
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class ListTasks:
+    """Anyone -> ResultStore (``Ref.call``): a page of the records held,
+    newest first, of those matching every filter given: ``state``, ``task``
+    (its name), and ``id`` (a part of the id). Answered with a ``TaskPage``."""
+
+    state: str | None = None
+    task: str | None = None
+    id: str | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+@attrs.frozen(kw_only=True)
+class TaskPage:
+    """ResultStore -> caller: the records of a ``ListTasks`` page, and how
+    many records match in all."""
+
+    records: tuple[TaskRecord, ...]
+    total: int
+
+
+@attrs.frozen(kw_only=True)
+class GetTask:
+    """Anyone -> ResultStore (``Ref.call``): everything held about task
+    ``id``; answered with a ``TaskDetail``, or ``None`` if it is not held."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskDetail:
+    """ResultStore -> caller: a task's record, its pickled arguments (empty
+    if it was never queued here), when and to whom it was last dispatched,
+    and the tasks it retries or that retry it."""
+
+    record: TaskRecord
+    payload: bytes
+    dispatched_at: float
+    dispatched_to: str
+    retry_of: str
+    retried_as: tuple[str, ...]
+
+
+Report = Union[Queued, Running, Finished, Cancelled, Requeued, Dispatched]
+_REPORTS = (Queued, Running, Finished, Cancelled, Requeued, Dispatched)
+Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
 Accepts = Union[Report, Query, Requests]
 
 
@@ -108,7 +163,9 @@ class ResultStoreStats:
         entries / live_entries: records held; those of queued or running tasks.
         bytes: the counted size of all records (see ``max_bytes``).
         waiting_queries: ResultQuery messages parked now.
-        finished_total: outcomes that made a record final.
+        finished_total: outcomes that made a record final; of them,
+            succeeded_total and failed_total.
+        cancelled_total: queued tasks cancelled.
         duplicates_total: a second Finished of the same (id, attempt), ignored.
         extra_attempts_total: a Finished of another attempt after the record
             was final (a duplicate execution), ignored.
@@ -125,6 +182,9 @@ class ResultStoreStats:
     bytes: int
     waiting_queries: int
     finished_total: int
+    succeeded_total: int
+    failed_total: int
+    cancelled_total: int
     duplicates_total: int
     extra_attempts_total: int
     stale_total: int
@@ -174,9 +234,13 @@ class ResultStore(Actor[Accepts]):
 
     async def handle(self, message: Accepts) -> Any:
         match message:
-            case Queued() | Running() | Finished() | Cancelled() | Requeued():
+            case Queued() | Running() | Finished() | Cancelled() | Requeued() | Dispatched():
                 self._take_reports([message])
                 return None
+            case ListTasks():
+                return self._list(message)
+            case GetTask():
+                return self._detail(message.id)
             case ResultQuery() | StatusQuery() | Watch():
                 return self._on_queries((message,), single=True)
             case Requests():
@@ -212,9 +276,14 @@ class ResultStore(Actor[Accepts]):
         for report in reports:
             match report:
                 case Queued():
-                    for entry in report.entries:
-                        self._update(entry.id, task=entry.task, priority=entry.priority,
-                                     queued_at=entry.queued_at)
+                    for queued in report.entries:
+                        self._on_queued(queued)
+                case Dispatched(worker=worker, at=at):
+                    records = self._records
+                    for id in report.ids:
+                        entry = records.get(id)
+                        if entry is not None:
+                            entry.dispatched_at, entry.dispatched_to = at, worker
                 case Running(attempts=attempts):
                     for index, id in enumerate(report.ids):
                         attempt = attempts[index] if index < len(attempts) else None
@@ -238,13 +307,27 @@ class ResultStore(Actor[Accepts]):
                 self._answer_waiter(waiter)
         self._expire(now)
 
-    def _update(self, id: str, **fields: Any) -> None:
-        """Fill in what a late ``Queued`` knows, without moving the state."""
+    def _on_queued(self, queued: QueuedEntry) -> None:
+        """Record a queued task; a late ``Queued`` fills in what it knows
+        without moving the state."""
+        id = queued.id
         entry = self._records.get(id)
         if entry is None:
-            self._add(id, _Entry(TaskRecord(id=id, state="queued", **fields)))
+            entry = _Entry(TaskRecord(id=id, state="queued", task=queued.task,
+                                      priority=queued.priority, queued_at=queued.queued_at))
+            entry.payload = queued.payload
+            entry.size += len(queued.payload)
+            self._add(id, entry)
         else:
-            entry.record = attrs.evolve(entry.record, **fields)
+            entry.record = attrs.evolve(entry.record, task=queued.task, priority=queued.priority,
+                                        queued_at=queued.queued_at)
+            entry.payload = queued.payload
+            self._resize(entry)
+        if queued.retry_of:
+            entry.retry_of = queued.retry_of
+            retried = self._records.get(queued.retry_of)
+            if retried is not None:
+                retried.retried_as = (*retried.retried_as, id)
 
     def _on_running(self, id: str, worker: str, started_at: float, attempt: int | None) -> None:
         entry = self._records.get(id)
@@ -321,8 +404,13 @@ class ResultStore(Actor[Accepts]):
             self._add(id, entry)
         entry.record = record
         entry.final_at = now
-        self._bytes += _size(record) - entry.size
-        entry.size = _size(record)
+        if record.state == "succeeded":
+            self._counts.succeeded_total += 1
+        elif record.state == "failed":
+            self._counts.failed_total += 1
+        else:
+            self._counts.cancelled_total += 1
+        self._resize(entry)
         self._final[id] = entry
         self._expiry.append(entry)
         for waiter in self._waiting.pop(id, ()):
@@ -335,6 +423,11 @@ class ResultStore(Actor[Accepts]):
     def _add(self, id: str, entry: _Entry) -> None:
         self._records[id] = entry
         self._bytes += entry.size
+
+    def _resize(self, entry: _Entry) -> None:
+        size = _size(entry.record) + len(entry.payload)
+        self._bytes += size - entry.size
+        entry.size = size
 
     # -- bounds --------------------------------------------------------------
 
@@ -445,6 +538,36 @@ class ResultStore(Actor[Accepts]):
                             del self._watched[id]
                 del self._sessions[name]
 
+    def _list(self, query: ListTasks) -> TaskPage:
+        """A page of the records held, newest first (a scan: for people, not
+        for the hot path; the store's bounds bound it)."""
+        self._expire(trio.current_time())
+        state, task, part = query.state, query.task, query.id
+        offset, limit = max(query.offset, 0), max(query.limit, 0)
+        records: list[TaskRecord] = []
+        if state is None and task is None and not part:
+            total = len(self._records)
+            for entry in itertools.islice(reversed(self._records.values()), offset, offset + limit):
+                records.append(entry.record)
+            return TaskPage(records=tuple(records), total=total)
+        total = 0
+        for entry in reversed(self._records.values()):
+            record = entry.record
+            if ((state is None or record.state == state) and (task is None or record.task == task)
+                    and (not part or part in record.id)):
+                if offset <= total < offset + limit:
+                    records.append(record)
+                total += 1
+        return TaskPage(records=tuple(records), total=total)
+
+    def _detail(self, id: str) -> TaskDetail | None:
+        entry = self._records.get(id)
+        if entry is None:
+            return None
+        return TaskDetail(record=entry.record, payload=entry.payload,
+                          dispatched_at=entry.dispatched_at, dispatched_to=entry.dispatched_to,
+                          retry_of=entry.retry_of, retried_as=entry.retried_as)
+
     def _status(self, id: str) -> TaskRecord:
         entry = self._records.get(id)
         if entry is None:
@@ -537,14 +660,21 @@ class ResultStore(Actor[Accepts]):
 
 
 class _Entry:
-    """One task's record, with when it became final and its counted size."""
+    """One task's record, with when it became final and its counted size,
+    and what a task's page shows besides the record."""
 
-    __slots__ = ("record", "final_at", "size")
+    __slots__ = ("record", "final_at", "size", "payload", "dispatched_at", "dispatched_to",
+                 "retry_of", "retried_as")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
         self.final_at: float | None = None
         self.size = _size(record)
+        self.payload = b""
+        self.dispatched_at = 0.0
+        self.dispatched_to = ""
+        self.retry_of = ""
+        self.retried_as: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -552,6 +682,9 @@ class _Counts:
     """The store's running totals, named as in ``ResultStoreStats``."""
 
     finished_total: int = 0
+    succeeded_total: int = 0
+    failed_total: int = 0
+    cancelled_total: int = 0
     duplicates_total: int = 0
     extra_attempts_total: int = 0
     stale_total: int = 0

@@ -24,6 +24,7 @@ from trio.testing import MockClock
 from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
 from fastworker.dispatcher import (
+    DrainWorker,
     Dispatcher,
     DispatcherStats,
     WorkerHealth,
@@ -48,7 +49,7 @@ from fastworker.messages import (
     Running,
     UnknownWorker,
 )
-from fastworker.results import Requeued
+from fastworker.results import Dispatched, Requeued
 from tests.fastworker.helpers import Recorder
 
 PEER = "tcp://10.0.0.7:40000"
@@ -118,6 +119,14 @@ class Harness:
     def local(self) -> list[str]:
         """The ids the local executor was assigned."""
         return [job.id for m in self.executor_got for job in m.jobs]
+
+    def reports(self) -> list[Any]:
+        """What the store was sent, without the Dispatched timestamps."""
+        return [m for m in self.results_got if not isinstance(m, Dispatched)]
+
+    def dispatched(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(worker, ids) of each Dispatched the store was sent."""
+        return [(m.worker, m.ids) for m in self.results_got if isinstance(m, Dispatched)]
 
     def finished(self) -> list[Outcome]:
         return [o for m in self.results_got if isinstance(m, Finished) for o in m.outcomes]
@@ -382,7 +391,7 @@ class TestReports:
             load = await h.load("w1")
             stats = await h.stats()
         assert answer == [Ack()]
-        assert h.results_got == [running, Finished(outcomes=(outcome("j1"),))]
+        assert h.reports() == [running, Finished(outcomes=(outcome("j1"),))]
         assert load is not None and (load.held, load.credit) == (0, 1)
         assert stats.late_results_total == 0
 
@@ -398,7 +407,7 @@ class TestReports:
                        finished=(outcome("j0", worker="ghost"),)))
             stats = await h.stats()
         assert answer == [UnknownWorker(worker="ghost")]
-        assert h.results_got == [running, Finished(outcomes=(outcome("j0", worker="ghost"),))]
+        assert h.reports() == [running, Finished(outcomes=(outcome("j0", worker="ghost"),))]
         assert stats.workers == ()
         assert h.demands() == []
 
@@ -605,3 +614,59 @@ class TestDrain:
             assert h.local() == []
             await h.request(Drain(worker="w1"))
         assert h.local() == ["j1"]
+
+
+class TestOperatorDrain:
+    async def test_a_drained_subworker_gets_nothing_new_until_resumed(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """DrainWorker stops new placements on a subworker (its parked Pull
+        stays parked, with nothing), the jobs go to the other worker, and
+        resuming gives it work again."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=4)
+            await h.join("w2", "a", credit=1)
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            drained = await h.load("w1")
+            pending = await h.pull("w1", seq=1)
+            other = await h.pull("w2", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+            assert pending.answer is None
+            assert assigned(other) == ["j1"]
+            assert (await h.stats()).held == 1  # j2 waits: w1 is drained
+            assert await h.dispatcher.call(DrainWorker(worker="w1", resume=True)) is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert assigned(pending) == ["j2"]
+            resumed = await h.load("w1")
+        assert drained is not None and drained.drained
+        assert resumed is not None and not resumed.drained
+
+    async def test_draining_the_last_subworker_of_a_task_falls_back_to_the_local_executor(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = fallback, a drained subworker no longer counts as one
+        that can run its tasks: the control plane's executor takes them."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await h.send(Credit(worker="local", n=2))
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            await h.send(batch(job("j1")))
+        assert h.local() == ["j1"]
+
+    async def test_draining_an_unknown_worker_answers_false(
+        self, autojump_clock: MockClock
+    ) -> None:
+        async with open_dispatcher() as h:
+            assert await h.dispatcher.call(DrainWorker(worker="nobody")) is False
+
+    async def test_every_placement_is_reported_to_the_store_with_its_worker(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The store hears which worker each job was handed to (the
+        timeline's "dispatched")."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=1))
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"), job("j2"))
+            await h.send(batch(job("j3", "l")))
+        assert h.dispatched() == [("w1", ("j1", "j2")), ("local", ("j3",))]

@@ -28,7 +28,17 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
-from fastworker.results import RECORD_OVERHEAD_BYTES, Requeued, ResultStore, ResultStoreStats
+from fastworker.results import (
+    RECORD_OVERHEAD_BYTES,
+    Dispatched,
+    GetTask,
+    ListTasks,
+    Requeued,
+    ResultStore,
+    ResultStoreStats,
+    TaskDetail,
+    TaskPage,
+)
 
 
 #: Virtual seconds a call in a timed test waits before failing instead of hanging.
@@ -545,7 +555,8 @@ async def test_the_snapshot_counts_records_waiters_and_traffic(
         await store.send(Finished(outcomes=(done("a"),)))
     assert stats == ResultStoreStats(
         entries=3, live_entries=2, bytes=3 * RECORD_OVERHEAD_BYTES + 5, waiting_queries=1,
-        finished_total=1, duplicates_total=1, extra_attempts_total=0, stale_total=0,
+        finished_total=1, succeeded_total=1, failed_total=0, cancelled_total=0,
+        duplicates_total=1, extra_attempts_total=0, stale_total=0,
         evicted_ttl=0, evicted_lru=0, evicted_bytes=0, queries_total=2, ignored_total=0,
     )
 
@@ -627,3 +638,68 @@ class TestWatchSessions:
             await store.send(Finished(outcomes=(done("a"),)))
             answer = await store.call(Watch(session="gone", wait=0))
         assert answer.records == ()
+
+
+class TestHistory:
+    """What the dashboard reads: pages of records and one task's details."""
+
+    async def test_pages_list_the_newest_tasks_first_with_the_total(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_store() as store:
+            await store.send(queued(*(f"t{i}" for i in range(7))))
+            first = await store.call(ListTasks(limit=3))
+            third = await store.call(ListTasks(offset=6, limit=3))
+            beyond = await store.call(ListTasks(offset=10, limit=3))
+        assert isinstance(first, TaskPage)
+        assert ([r.id for r in first.records], first.total) == (["t6", "t5", "t4"], 7)
+        assert ([r.id for r in third.records], third.total) == (["t0"], 7)
+        assert (beyond.records, beyond.total) == ((), 7)
+
+    async def test_filters_by_state_task_and_part_of_the_id_combine(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_store() as store:
+            await store.send(Queued(entries=(
+                QueuedEntry(id="abc-1", task="add", priority=2, queued_at=1.0),
+                QueuedEntry(id="abc-2", task="mul", priority=2, queued_at=1.0),
+                QueuedEntry(id="xyz-3", task="add", priority=2, queued_at=1.0),
+                QueuedEntry(id="abc-4", task="add", priority=2, queued_at=1.0),
+            )))
+            await store.send(Finished(outcomes=(failed("abc-1"), failed("xyz-3"), done("abc-4"))))
+            failed_add = await store.call(ListTasks(state="failed", task="add"))
+            abc_failed = await store.call(ListTasks(state="failed", id="abc"))
+            mul = await store.call(ListTasks(task="mul"))
+            second = await store.call(ListTasks(task="add", offset=1, limit=1))
+        assert ([r.id for r in failed_add.records], failed_add.total) == (["xyz-3", "abc-1"], 2)
+        assert [r.id for r in abc_failed.records] == ["abc-1"]
+        assert [r.id for r in mul.records] == ["abc-2"]
+        assert ([r.id for r in second.records], second.total) == (["xyz-3"], 3)
+
+    async def test_a_tasks_detail_has_its_payload_dispatch_and_retry_links(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The payload queued with it, the last dispatch, and the links
+        between a task and the task that retries it."""
+        async with open_store() as store:
+            await store.send(Queued(entries=(
+                QueuedEntry(id="a", task="add", priority=2, queued_at=1.0, payload=b"args"),)))
+            await store.send(Dispatched(ids=("a",), worker="w1", at=5.0))
+            await store.send(Finished(outcomes=(failed("a"),)))
+            await store.send(Queued(entries=(
+                QueuedEntry(id="b", task="add", priority=2, queued_at=9.0, payload=b"args",
+                            retry_of="a"),)))
+            old = await store.call(GetTask(id="a"))
+            new = await store.call(GetTask(id="b"))
+            missing = await store.call(GetTask(id="nope"))
+            stats = await snapshot(store)
+        assert isinstance(old, TaskDetail)
+        assert (old.record.state, old.payload, old.dispatched_at, old.dispatched_to) == (
+            "failed", b"args", 5.0, "w1")
+        assert (old.retry_of, old.retried_as) == ("", ("b",))
+        assert (new.record.state, new.retry_of, new.dispatched_at) == ("queued", "a", 0.0)
+        assert missing is None
+        # Payloads are counted against max_bytes.
+        error_bytes = len("ValueError") + len("boom") + len("Traceback ...")
+        assert stats.bytes == 2 * RECORD_OVERHEAD_BYTES + 2 * len(b"args") + error_bytes
+        assert (stats.failed_total, stats.succeeded_total) == (1, 0)
