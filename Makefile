@@ -19,7 +19,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(BIN)/.installed
-	$(BIN)/python -m mypy actors fastworker
+	$(BIN)/python -m mypy actors fastworker dashboard
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py

@@ -6,9 +6,16 @@ run every task: the control plane only queues and dispatches), then:
 
 - throughput: N no-op tasks (async, then sync) queued with ``delay_many``
   and their results collected, first submission to last result;
-- latency: sequential ``submit`` round trips (submit-to-result), p50/p99.
+- latency: sequential ``submit`` round trips (submit-to-result), p50/p99;
+- the control plane's CPU time per task during the throughput runs (less
+  disturbed by other load on a shared machine than the rates are).
 
     .venv/bin/python benchmarks/throughput.py [--tasks 100000] [--runs 5] [--subworkers 0,1,2]
+        [--dashboard off,idle,watched]
+
+``--dashboard`` measures the control plane with its dashboard turned off,
+on with nobody watching (as shipped), or watched: a stand-in for an open
+page follows the event stream and fetches the task list every second.
 
 Prints medians over the runs (these machines are shared and noisy).
 """
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import trio
@@ -60,6 +68,12 @@ async def latency(address: str, task: str, count: int) -> list[float]:
         return samples
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -85,23 +99,64 @@ def start(file: str, env: dict[str, str], *, ready: str | None = None) -> subpro
     return process
 
 
-def measure(args: argparse.Namespace, subworkers: int) -> None:
+class Watcher:
+    """What an open dashboard page asks for: the event stream, and the task
+    list once a second."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events = 0
+        self.pages = 0
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._stream, daemon=True),
+                        threading.Thread(target=self._pages, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _stream(self) -> None:
+        with urllib.request.urlopen(f"{self.url}/api/events") as response:
+            for line in response:
+                if line.startswith(b"event:"):
+                    self.events += 1
+                if self.stopped.is_set():
+                    return
+
+    def _pages(self) -> None:
+        while not self.stopped.wait(1.0):
+            with urllib.request.urlopen(f"{self.url}/api/tasks?limit=50") as response:
+                response.read()
+            self.pages += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def measure(args: argparse.Namespace, subworkers: int, dashboard: str) -> None:
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
-    env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0"}
+    port = free_tcp_ports(1)
+    env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
+           "FASTWORKER_DASHBOARD": "off" if dashboard == "off" else f"127.0.0.1:{port}"}
     with contextlib.ExitStack() as stack:
-        for file, count, ready in [("config/control.toml", 1, None),
-                                   ("config/sub.toml", subworkers, "offered")]:
-            for _ in range(count):
-                process = start(file, env, ready=ready)
-                stack.callback(stop, process)
+        control = start("config/control.toml", env)
+        stack.callback(stop, control)
+        for _ in range(subworkers):
+            stack.callback(stop, start("config/sub.toml", env, ready="offered"))
         trio.run(latency, address, "examples.noop", 10)  # waits until it answers
+        if dashboard == "watched":
+            watcher = Watcher(f"http://127.0.0.1:{port}")
+            stack.callback(watcher.stop)
         where = f"{subworkers} subworkers" if subworkers else "the control plane's own executor"
-        print(f"tasks run by {where}; {args.tasks} tasks per run, median of {args.runs}")
+        print(f"tasks run by {where}, dashboard {dashboard}; {args.tasks} tasks per run, "
+              f"median of {args.runs}")
         for name, task in [("async no-op", "examples.noop"), ("sync no-op", "examples.noop_sync")]:
-            rates = [trio.run(throughput, address, task, args.tasks, args.chunk)
-                     for _ in range(args.runs)]
+            rates, costs = [], []
+            for _ in range(args.runs):
+                before = cpu_seconds(control.pid)
+                rates.append(trio.run(throughput, address, task, args.tasks, args.chunk))
+                costs.append((cpu_seconds(control.pid) - before) / args.tasks * 1e6)
             print(f"  {name:12} throughput {statistics.median(rates):>9,.0f} tasks/s  "
-                  f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})", flush=True)
+                  f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); control plane CPU "
+                  f"{statistics.median(costs):.1f} us/task", flush=True)
         for name, task in [("async no-op", "examples.noop"), ("sync no-op", "examples.noop_sync")]:
             p50s, p99s = [], []
             for _ in range(args.runs):
@@ -110,6 +165,9 @@ def measure(args: argparse.Namespace, subworkers: int) -> None:
                 p99s.append(percentile(samples, 0.99))
             print(f"  {name:12} submit round trip p50 {statistics.median(p50s) * 1000:.3f} ms, "
                   f"p99 {statistics.median(p99s) * 1000:.3f} ms", flush=True)
+        if dashboard == "watched":
+            print(f"  (the page saw {watcher.events} snapshots and fetched "
+                  f"{watcher.pages} task lists)")
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -129,9 +187,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--subworkers", default="0,1,2",
                         help="comma-separated counts of subworkers to measure with")
+    parser.add_argument("--dashboard", default="idle",
+                        help="comma-separated: off, idle (on, nobody watching), watched")
     args = parser.parse_args()
     for count in (int(n) for n in args.subworkers.split(",")):
-        measure(args, count)
+        for dashboard in args.dashboard.split(","):
+            measure(args, count, dashboard)
 
 
 if __name__ == "__main__":

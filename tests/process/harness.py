@@ -44,6 +44,8 @@ def env() -> dict[str, str]:
     # No discovery beacon unless a test asks for one: parallel control planes
     # would contend for the one well-known UDP port.
     environ["FASTWORKER_DISCOVERY_PORT"] = "0"
+    # Nor a dashboard on the well-known port 8080.
+    environ["FASTWORKER_DASHBOARD"] = "off"
     return environ
 
 

@@ -1,0 +1,105 @@
+"""``/metrics``: the same snapshots as the pages, in Prometheus' text format.
+
+A collector reads the latest sample when scraped (prometheus_client writes
+the format), so a scrape costs no message to any actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dashboard.views import Sample, Totals, in_flight, worker_views, NodeInfo
+from fastworker.inbox import InboxStats
+from fastworker.messages import PRIORITIES
+from fastworker.results import ResultStoreStats
+
+#: The content type of the text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _SampleCollector(Collector):
+    def __init__(self, sample: Sample, node: NodeInfo) -> None:
+        self.sample = sample
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        sample, node = self.sample, self.node
+        info = GaugeMetricFamily("fastworker_info", "The node and its version.",
+                                 labels=["node", "version"])
+        info.add_metric([node.name, node.version], 1)
+        yield info
+        yield GaugeMetricFamily("fastworker_uptime_seconds", "Seconds since the dashboard started.",
+                                value=max(sample.at - node.started_at, 0.0))
+        inbox: InboxStats | None = sample.detail(InboxStats)
+        if inbox is not None:
+            depth = GaugeMetricFamily("fastworker_queue_depth", "Tasks queued, by priority.",
+                                      labels=["priority"])
+            for name, count in zip(PRIORITIES, inbox.queued):
+                depth.add_metric([name], count)
+            yield depth
+            yield GaugeMetricFamily("fastworker_queue_capacity", "Tasks the queue can hold.",
+                                    value=inbox.capacity)
+        totals = Totals.of(sample)
+        yield CounterMetricFamily("fastworker_tasks_submitted", "Tasks accepted into the queue.",
+                                  value=totals.submitted)
+        finished = CounterMetricFamily("fastworker_tasks_finished",
+                                       "Tasks that ended, by final state.", labels=["state"])
+        finished.add_metric(["succeeded"], totals.succeeded)
+        finished.add_metric(["failed"], totals.failed)
+        finished.add_metric(["cancelled"], totals.cancelled)
+        yield finished
+        yield GaugeMetricFamily("fastworker_tasks_in_flight",
+                                "Tasks handed to a worker and not finished.",
+                                value=in_flight(sample))
+        stores: list[ResultStoreStats] = sample.details(ResultStoreStats)
+        if stores:
+            yield GaugeMetricFamily("fastworker_results_entries", "Task records held.",
+                                    value=sum(s.entries for s in stores))
+            yield GaugeMetricFamily("fastworker_results_bytes", "Bytes of task records held.",
+                                    value=sum(s.bytes for s in stores))
+        workers = worker_views(sample, node)
+        health = GaugeMetricFamily("fastworker_workers", "Workers listed, by health.",
+                                   labels=["health"])
+        for state in ("alive", "suspect", "lost", "left"):
+            health.add_metric([state], sum(1 for w in workers if w.health == state))
+        yield health
+        used = GaugeMetricFamily("fastworker_worker_slots_used", "Slots in use per worker.",
+                                 labels=["worker", "kind"])
+        slots = GaugeMetricFamily("fastworker_worker_slots", "Slots per worker.",
+                                  labels=["worker", "kind"])
+        done = CounterMetricFamily("fastworker_worker_tasks", "Tasks each worker finished.",
+                                   labels=["worker", "kind", "outcome"])
+        for w in workers:
+            if w.health in ("lost", "left"):
+                continue
+            used.add_metric([w.id, w.kind], w.slots_used)
+            slots.add_metric([w.id, w.kind], w.slots_total)
+            done.add_metric([w.id, w.kind, "succeeded"], w.succeeded)
+            done.add_metric([w.id, w.kind, "failed"], w.failed)
+        yield used
+        yield slots
+        yield done
+        depth = GaugeMetricFamily("fastworker_actor_mailbox_depth",
+                                  "Messages waiting in each actor's mailbox.", labels=["actor"])
+        handled = CounterMetricFamily("fastworker_actor_handled",
+                                      "Messages each actor handled.", labels=["actor"])
+        restarts = CounterMetricFamily("fastworker_actor_restarts",
+                                       "Times each actor was restarted.", labels=["actor"])
+        for stats in sample.stats.values():
+            depth.add_metric([stats.name], stats.mailbox.current_depth)
+            handled.add_metric([stats.name], stats.handled_total)
+            restarts.add_metric([stats.name], stats.restarts)
+        yield depth
+        yield handled
+        yield restarts
+
+
+def render(sample: Sample, node: NodeInfo) -> bytes:
+    """The text of ``/metrics`` for ``sample``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SampleCollector(sample, node))
+    return generate_latest(registry)

@@ -1,0 +1,460 @@
+"""What the dashboard shows, built from snapshots: the JSON API's types.
+
+Every view here is a pure function of ``Sample`` (the actors' ``GetStats``
+answers taken at one moment) or of the store's answers, so the pages, the
+event stream and ``/metrics`` agree, and tests can build them from plain
+records. The types are msgspec structs: Litestar encodes them and derives
+the OpenAPI schema from them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import cattrs
+import msgspec
+
+from actors import ActorStats
+from fastworker.dispatcher import DispatcherStats, WorkerLoad
+from fastworker.executor import ExecutorStats
+from fastworker.inbox import InboxStats
+from fastworker.messages import FINAL_STATES, PRIORITIES, TaskRecord
+from fastworker.peek import peek_call, peek_value
+from fastworker.registry import RegistryStats, WorkerInfo
+from fastworker.results import ResultStoreStats, TaskDetail
+
+#: Task states, in the order a task moves through them.
+STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+# -- samples -------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Sample:
+    """Every actor's snapshot at one moment: ``at`` is wall-clock seconds,
+    ``clock`` trio's clock (for rates)."""
+
+    at: float
+    clock: float
+    stats: Mapping[str, ActorStats]
+
+    def details(self, cls: type[Any]) -> list[Any]:
+        """The ``detail`` of every actor whose detail is a ``cls``."""
+        return [s.detail for s in self.stats.values() if isinstance(s.detail, cls)]
+
+    def detail(self, cls: type[Any]) -> Any:
+        """The first ``detail`` that is a ``cls``, or ``None``."""
+        found = self.details(cls)
+        return found[0] if found else None
+
+
+@attrs.frozen(kw_only=True)
+class Totals:
+    """The running totals a throughput point is the difference of."""
+
+    submitted: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def of(cls, sample: Sample) -> Totals:
+        inbox: InboxStats | None = sample.detail(InboxStats)
+        stores: list[ResultStoreStats] = sample.details(ResultStoreStats)
+        return cls(
+            submitted=inbox.accepted_total if inbox is not None else 0,
+            succeeded=sum(s.succeeded_total for s in stores),
+            failed=sum(s.failed_total for s in stores),
+            cancelled=sum(s.cancelled_total for s in stores),
+        )
+
+
+# -- the API's types -------------------------------------------------------------
+
+
+class NodeView(msgspec.Struct):
+    name: str
+    version: str
+    started_at: float
+    uptime: float
+    now: float
+
+
+class QueueView(msgspec.Struct):
+    critical: int
+    high: int
+    normal: int
+    low: int
+    total: int
+    capacity: int
+
+
+class TotalsView(msgspec.Struct):
+    submitted: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class RatesView(msgspec.Struct):
+    """Tasks per second, averaged over the last few samples."""
+
+    submitted: float
+    succeeded: float
+    failed: float
+
+
+class StoreView(msgspec.Struct):
+    entries: int
+    live: int
+    bytes: int
+
+
+class FleetView(msgspec.Struct):
+    alive: int
+    suspect: int
+    lost: int
+    slots_used: int
+    slots_total: int
+
+
+class SeriesView(msgspec.Struct):
+    """Per-second rates, oldest first, one point per sample."""
+
+    interval: float
+    t: list[float]
+    submitted: list[float]
+    succeeded: list[float]
+    failed: list[float]
+
+
+class Overview(msgspec.Struct):
+    node: NodeView
+    queue: QueueView
+    in_flight: int
+    totals: TotalsView
+    rates: RatesView
+    success_ratio: float | None
+    store: StoreView
+    workers: FleetView
+    series: SeriesView
+
+
+class WorkerView(msgspec.Struct):
+    id: str
+    kind: str
+    host: str
+    pid: int
+    health: str
+    draining: bool
+    heartbeat_age: float | None
+    slots_used: int
+    slots_total: int
+    succeeded: int
+    failed: int
+    registered_at: float
+    last_seen_at: float
+    gone_at: float | None
+    reason: str
+    tasks: list[str]
+
+
+class Workers(msgspec.Struct):
+    workers: list[WorkerView]
+
+
+class ActorView(msgspec.Struct):
+    name: str
+    kind: str
+    mailbox_depth: int
+    mailbox_capacity: int
+    handled_total: int
+    batches_total: int
+    restarts: int
+    detail: dict[str, Any] | None
+
+
+class Actors(msgspec.Struct):
+    node: str
+    actors: list[ActorView]
+
+
+class Snapshot(msgspec.Struct):
+    """One event of ``/api/events``."""
+
+    overview: Overview
+    workers: Workers
+    actors: Actors
+
+
+class TaskSummary(msgspec.Struct):
+    id: str
+    task: str
+    state: str
+    priority: str
+    attempt: int
+    worker: str
+    queued_at: float
+    started_at: float
+    finished_at: float
+    error_type: str | None
+
+
+class TaskList(msgspec.Struct):
+    tasks: list[TaskSummary]
+    total: int
+    offset: int
+    limit: int
+    states: list[str]
+    task_names: list[str]
+
+
+class ErrorView(msgspec.Struct):
+    type: str
+    message: str
+    traceback: str
+    kind: str
+
+
+class TimelineEvent(msgspec.Struct):
+    event: str
+    at: float
+    worker: str | None
+
+
+class TaskActions(msgspec.Struct):
+    cancel: bool
+    retry: bool
+
+
+class TaskView(msgspec.Struct):
+    id: str
+    task: str
+    state: str
+    priority: str
+    attempt: int
+    worker: str
+    workers: list[str]
+    args: str
+    kwargs: str
+    result: str | None
+    error: ErrorView | None
+    timeline: list[TimelineEvent]
+    retry_of: str | None
+    retried_as: list[str]
+    actions: TaskActions
+
+
+class CancelResult(msgspec.Struct):
+    id: str
+    outcome: str
+
+
+class RetryResult(msgspec.Struct):
+    id: str
+    retry_of: str
+
+
+class DrainResult(msgspec.Struct):
+    worker: str
+    draining: bool
+
+
+# -- building them -------------------------------------------------------------
+
+
+def priority_name(level: int) -> str:
+    return PRIORITIES[level] if 0 <= level < len(PRIORITIES) else str(level)
+
+
+def rate_point(before: tuple[float, Totals], after: tuple[float, Totals],
+               at: float) -> tuple[float, float, float, float]:
+    """(wall time, submitted/s, succeeded/s, failed/s) between two
+    ``(clock, totals)`` readings; a total that went down (its actor was
+    restarted and counts from zero again) counts as none."""
+    (t0, a), (t1, b) = before, after
+    span = max(t1 - t0, 1e-9)
+    return (
+        at,
+        max(b.submitted - a.submitted, 0) / span,
+        max(b.succeeded - a.succeeded, 0) / span,
+        max(b.failed - a.failed, 0) / span,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class NodeInfo:
+    """The node the dashboard runs in."""
+
+    name: str
+    version: str
+    started_at: float
+    host: str = attrs.field(factory=socket.gethostname)
+    pid: int = attrs.field(factory=os.getpid)
+
+
+def overview(sample: Sample, node: NodeInfo,
+             series: Sequence[tuple[float, float, float, float]], interval: float) -> Overview:
+    """``series`` holds ``rate_point``s, oldest first; the current rates
+    are the mean of the last five."""
+    inbox: InboxStats | None = sample.detail(InboxStats)
+    queued = inbox.queued if inbox is not None else (0, 0, 0, 0)
+    stores: list[ResultStoreStats] = sample.details(ResultStoreStats)
+    totals = Totals.of(sample)
+    finished = totals.succeeded + totals.failed
+    series = list(series)
+    recent = series[-5:]
+    count = len(recent) or 1
+    workers = worker_views(sample, node)
+    live = [w for w in workers if w.health in ("alive", "suspect")]
+    return Overview(
+        node=NodeView(name=node.name, version=node.version, started_at=node.started_at,
+                      uptime=max(sample.at - node.started_at, 0.0), now=sample.at),
+        queue=QueueView(critical=queued[0], high=queued[1], normal=queued[2], low=queued[3],
+                        total=sum(queued), capacity=inbox.capacity if inbox is not None else 0),
+        in_flight=in_flight(sample),
+        totals=TotalsView(submitted=totals.submitted, succeeded=totals.succeeded,
+                          failed=totals.failed, cancelled=totals.cancelled),
+        rates=RatesView(submitted=round(sum(p[1] for p in recent) / count, 3),
+                        succeeded=round(sum(p[2] for p in recent) / count, 3),
+                        failed=round(sum(p[3] for p in recent) / count, 3)),
+        success_ratio=totals.succeeded / finished if finished else None,
+        store=StoreView(entries=sum(s.entries for s in stores),
+                        live=sum(s.live_entries for s in stores),
+                        bytes=sum(s.bytes for s in stores)),
+        workers=FleetView(
+            alive=sum(1 for w in workers if w.health == "alive"),
+            suspect=sum(1 for w in workers if w.health == "suspect"),
+            lost=sum(1 for w in workers if w.health == "lost"),
+            slots_used=sum(w.slots_used for w in live),
+            slots_total=sum(w.slots_total for w in live),
+        ),
+        series=SeriesView(interval=interval, t=[p[0] for p in series],
+                          submitted=[round(p[1], 3) for p in series],
+                          succeeded=[round(p[2], 3) for p in series],
+                          failed=[round(p[3], 3) for p in series]),
+    )
+
+
+def in_flight(sample: Sample) -> int:
+    """Tasks handed to a worker and not yet finished."""
+    dispatcher: DispatcherStats | None = sample.detail(DispatcherStats)
+    remote = sum(w.held for w in dispatcher.workers if not w.local) if dispatcher else 0
+    executors: list[ExecutorStats] = sample.details(ExecutorStats)
+    return remote + sum(e.in_flight for e in executors)
+
+
+def worker_views(sample: Sample, node: NodeInfo) -> list[WorkerView]:
+    """The control plane's own executors, then every subworker the registry
+    lists (lost and left ones too, while it keeps them)."""
+    dispatcher: DispatcherStats | None = sample.detail(DispatcherStats)
+    loads: dict[str, WorkerLoad] = {w.worker: w for w in dispatcher.workers} if dispatcher else {}
+    views = []
+    for executor in sample.details(ExecutorStats):
+        load = loads.get(executor.worker)
+        views.append(WorkerView(
+            id=executor.worker, kind="local", host=node.host, pid=node.pid, health="alive",
+            draining=bool(load and load.drained), heartbeat_age=None,
+            slots_used=executor.in_flight, slots_total=executor.concurrency,
+            succeeded=executor.succeeded_total, failed=executor.failed_total + executor.timed_out_total,
+            registered_at=node.started_at, last_seen_at=sample.at, gone_at=None, reason="",
+            tasks=[],
+        ))
+    registry: RegistryStats | None = sample.detail(RegistryStats)
+    for info in registry.workers if registry is not None else ():
+        views.append(_subworker(info, loads.get(info.worker)))
+    return views
+
+
+def _subworker(info: WorkerInfo, load: WorkerLoad | None) -> WorkerView:
+    gone = info.health in ("lost", "left")
+    return WorkerView(
+        id=info.worker, kind="subworker", host=info.host, pid=info.pid, health=info.health,
+        draining=bool(load and (load.drained or load.health == "draining")),
+        heartbeat_age=None if gone else round(info.silent_for, 3),
+        slots_used=0 if gone else (load.held if load is not None else info.in_flight),
+        slots_total=info.concurrency, succeeded=info.succeeded_total, failed=info.failed_total,
+        registered_at=info.registered_at, last_seen_at=info.last_seen_at,
+        gone_at=info.gone_at if gone else None, reason=info.reason, tasks=list(info.tasks),
+    )
+
+
+_converter = cattrs.Converter()
+
+
+def _plain(value: Any) -> Any:
+    """Snapshot details as JSON-able data."""
+    data = _converter.unstructure(value)
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def actor_views(sample: Sample, node: NodeInfo) -> Actors:
+    return Actors(node=node.name, actors=[
+        ActorView(
+            name=s.name, kind=s.kind, mailbox_depth=s.mailbox.current_depth,
+            mailbox_capacity=s.mailbox.max_depth, handled_total=s.handled_total,
+            batches_total=s.batches_total, restarts=s.restarts,
+            detail=None if s.detail is None else _plain(s.detail),
+        )
+        for s in sample.stats.values()
+    ])
+
+
+def summary(record: TaskRecord) -> TaskSummary:
+    return TaskSummary(
+        id=record.id, task=record.task, state=record.state,
+        priority=priority_name(record.priority), attempt=record.attempt, worker=record.worker,
+        queued_at=record.queued_at, started_at=record.started_at,
+        finished_at=record.finished_at,
+        error_type=record.error.type if record.error is not None else None,
+    )
+
+
+def task_view(detail: TaskDetail) -> TaskView:
+    """A task's page: its record, its arguments and result shown safely
+    (``fastworker.peek``: no code of the payload runs), and its timeline."""
+    record = detail.record
+    args, kwargs = peek_call(detail.payload) if detail.payload else ("", "")
+    timeline = []
+    if record.queued_at:
+        timeline.append(TimelineEvent(event="queued", at=record.queued_at, worker=None))
+    if detail.dispatched_at:
+        timeline.append(TimelineEvent(event="dispatched", at=detail.dispatched_at,
+                                      worker=detail.dispatched_to))
+    if record.started_at:
+        timeline.append(TimelineEvent(event="started", at=record.started_at,
+                                      worker=record.worker or None))
+    if record.state in FINAL_STATES and record.finished_at:
+        timeline.append(TimelineEvent(event=record.state if record.state == "cancelled" else "finished",
+                                      at=record.finished_at, worker=record.worker or None))
+    error = record.error
+    return TaskView(
+        id=record.id, task=record.task, state=record.state,
+        priority=priority_name(record.priority), attempt=record.attempt, worker=record.worker,
+        workers=list(record.workers), args=args, kwargs=kwargs,
+        result=peek_value(record.value) if record.value is not None else None,
+        error=None if error is None else ErrorView(type=error.type, message=error.message,
+                                                    traceback=error.traceback, kind=error.kind),
+        timeline=timeline, retry_of=detail.retry_of or None, retried_as=list(detail.retried_as),
+        actions=TaskActions(cancel=record.state == "queued", retry=retryable(detail)),
+    )
+
+
+def retryable(detail: TaskDetail) -> bool:
+    """A failed or cancelled task whose arguments are still held."""
+    return detail.record.state in ("failed", "cancelled") and bool(detail.payload)
+
+
+def task_names(sample: Sample, local: Iterable[str]) -> list[str]:
+    """Every task name the control plane or a live subworker can run."""
+    names = set(local)
+    registry: RegistryStats | None = sample.detail(RegistryStats)
+    for info in registry.workers if registry is not None else ():
+        if info.health in ("alive", "suspect"):
+            names.update(info.tasks)
+    return sorted(names)

@@ -1,0 +1,390 @@
+"""The dashboard's JSON API, events and metrics, against the shipped control
+plane in process (real actors, real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors import Node, StartError, Topology, open_node
+from actors.pytest_plugin import free_tcp_ports
+from dashboard.actor import Dashboard, DashboardOptions, parse_address
+from examples import tasks
+from fastworker import TaskError
+from tests.dashboard import dash_tasks
+from tests.dashboard.harness import PATIENCE, Control, open_control
+
+
+def dashboard_of(control: Control) -> Dashboard:
+    [child] = [c for c in control.node.supervisor.children if c.name == "dashboard"]
+    assert isinstance(child.instance, Dashboard)
+    return child.instance
+
+
+async def hold_the_only_slot(control: Control, key: str) -> str:
+    """Submit ``hold(key)`` and wait until it runs (the executor has one slot)."""
+    task_id = await control.client.delay(dash_tasks.hold, key)
+    await control.until(lambda s: s["overview"]["in_flight"] == 1)
+    return task_id
+
+
+ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1"}
+
+
+class TestViews:
+    async def test_the_overview_counts_what_was_submitted_and_how_it_ended(self) -> None:
+        async with open_control() as control:
+            for n in range(3):
+                assert await control.client.submit(tasks.add, n, 1) == n + 1
+            with pytest.raises(TaskError):
+                await control.client.submit(tasks.fail, "boom")
+            snapshot = await control.until(
+                lambda s: s["overview"]["totals"]["failed"] == 1
+                and s["overview"]["totals"]["succeeded"] == 3)
+            overview = await control.get("/api/overview")
+        seen = snapshot["overview"]
+        assert seen["totals"] == {"submitted": 4, "succeeded": 3, "failed": 1, "cancelled": 0}
+        assert seen["success_ratio"] == pytest.approx(0.75)
+        assert seen["store"]["entries"] == 4
+        assert seen["queue"]["capacity"] == 100_000
+        assert seen["node"]["name"] == "control"
+        assert overview["totals"] == seen["totals"]
+        series = overview["series"]
+        assert len(series["t"]) == len(series["submitted"]) >= 1
+        # The chart's rates add up to what was submitted (each point is a rate
+        # over one sample interval).
+        assert sum(series["submitted"]) > 0
+
+    async def test_the_chart_keeps_only_its_ring_of_samples(self) -> None:
+        async with open_control(dashboard={"samples": 4}) as control:
+            seen = 0
+            with trio.fail_after(PATIENCE):
+                async with aclosing(control.events()) as events:
+                    async for snapshot in events:
+                        seen += 1
+                        if seen == 8:
+                            break
+        assert len(snapshot["overview"]["series"]["t"]) == 4
+
+    async def test_workers_list_the_control_planes_executor_with_its_load(self) -> None:
+        async with open_control(environ=ONE_SLOT) as control:
+            await hold_the_only_slot(control, "w")
+            workers = (await control.get("/api/workers"))["workers"]
+            dash_tasks.gate("w").set()
+        [local] = workers
+        assert (local["kind"], local["health"], local["draining"]) == ("local", "alive", False)
+        assert (local["slots_used"], local["slots_total"]) == (1, 1)
+
+    async def test_actors_list_every_actor_with_its_mailbox_and_restarts(self) -> None:
+        async with open_control() as control:
+            actors = await control.get("/api/actors")
+        names = {a["name"] for a in actors["actors"]}
+        assert {"inbox", "dispatcher", "executor", "results", "registry", "dashboard",
+                "submit_normal", "workers", "beacon"} <= names
+        inbox = next(a for a in actors["actors"] if a["name"] == "inbox")
+        assert inbox["kind"] == "fastworker.PriorityInbox"
+        assert inbox["restarts"] == 0 and inbox["mailbox_capacity"] > 0
+        assert inbox["detail"]["capacity"] == 100_000
+
+
+class TestTasks:
+    async def test_the_list_is_newest_first_filtered_and_paginated(self) -> None:
+        async with open_control() as control:
+            ids = [await control.client.delay(tasks.add, n, 0) for n in range(5)]
+            failed = await control.client.delay(tasks.fail, "no")
+            await control.settle(*ids, failed)
+            everything = await control.get("/api/tasks")
+            page = await control.get("/api/tasks", limit=2, offset=1)
+            only_failed = await control.get("/api/tasks", state="failed")
+            by_name = await control.get("/api/tasks", task="examples.tasks.add", limit=100)
+            by_id = await control.get("/api/tasks", id=ids[2][-6:])
+        assert [t["id"] for t in everything["tasks"]] == [failed, *reversed(ids)]
+        assert everything["total"] == 6
+        assert [t["id"] for t in page["tasks"]] == [ids[4], ids[3]]
+        assert (page["total"], page["offset"], page["limit"]) == (6, 1, 2)
+        [row] = only_failed["tasks"]
+        assert (row["id"], row["state"], row["error_type"]) == (failed, "failed", "ValueError")
+        assert by_name["total"] == 5
+        assert [t["id"] for t in by_id["tasks"]] == [ids[2]]
+        assert "examples.tasks.add" in everything["task_names"]
+        assert everything["states"] == ["queued", "running", "succeeded", "failed", "cancelled"]
+
+    @pytest.mark.parametrize(("params", "complaint"), [
+        ({"state": "sleeping"}, "unknown state 'sleeping'"),
+        ({"offset": "-1"}, "offset"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "100000"}, "limit between 1 and 500"),
+        ({"offset": "abc"}, "Validation failed"),
+    ])
+    async def test_a_bad_filter_is_a_400_that_says_why(
+        self, params: dict[str, str], complaint: str
+    ) -> None:
+        async with open_control() as control:
+            response = await control.http.get("/api/tasks", params=params)
+        assert response.status_code == 400
+        assert response.json()["status_code"] == 400
+        assert complaint in response.text
+
+    async def test_a_tasks_page_shows_arguments_result_and_timeline(self) -> None:
+        async with open_control() as control:
+            task_id = await control.client.delay(tasks.add, 20, y=22)
+            assert await control.client.result(task_id, timeout=PATIENCE) == 42
+            page = await control.get(f"/api/tasks/{task_id}")
+        assert (page["id"], page["task"], page["state"]) == (task_id, "examples.tasks.add",
+                                                             "succeeded")
+        assert (page["args"], page["kwargs"], page["result"]) == ("(20,)", "{'y': 22}", "42")
+        assert page["error"] is None and page["priority"] == "normal" and page["attempt"] == 1
+        assert [e["event"] for e in page["timeline"]] == [
+            "queued", "dispatched", "started", "finished"]
+        times = [e["at"] for e in page["timeline"]]
+        assert times == sorted(times)
+        assert page["workers"] == [page["worker"]]
+        assert page["actions"] == {"cancel": False, "retry": False}
+
+    async def test_a_failed_tasks_page_has_the_remote_traceback(self) -> None:
+        async with open_control() as control:
+            task_id = await control.client.delay(tasks.fail, "it broke")
+            await control.settle(task_id)
+            page = await control.get(f"/api/tasks/{task_id}")
+        assert page["state"] == "failed" and page["result"] is None
+        assert page["error"]["type"] == "ValueError"
+        assert "it broke" in page["error"]["message"]
+        assert "Traceback" in page["error"]["traceback"]
+        assert page["actions"] == {"cancel": False, "retry": True}
+
+    async def test_an_unknown_task_is_a_404_json_error(self) -> None:
+        async with open_control() as control:
+            page = await control.http.get("/api/tasks/no-such-task")
+            cancel = await control.http.post("/api/tasks/no-such-task/cancel")
+            retry = await control.http.post("/api/tasks/no-such-task/retry")
+            route = await control.http.get("/api/nothing-here")
+        for response in (page, cancel, retry, route):
+            assert response.status_code == 404
+            assert response.json()["status_code"] == 404
+        assert "no task 'no-such-task'" in page.json()["detail"]
+
+
+class TestActions:
+    async def test_cancel_a_queued_task(self) -> None:
+        async with open_control(environ=ONE_SLOT) as control:
+            running = await hold_the_only_slot(control, "c")
+            queued = await control.client.delay(tasks.add, 1, 1)
+            await control.until(lambda s: s["overview"]["queue"]["normal"] == 1)
+            cancelled = await control.http.post(f"/api/tasks/{queued}/cancel")
+            again = await control.http.post(f"/api/tasks/{queued}/cancel")
+            busy = await control.http.post(f"/api/tasks/{running}/cancel")
+            page = await control.get(f"/api/tasks/{queued}")
+            dash_tasks.gate("c").set()
+            assert await control.client.result(running, timeout=PATIENCE) == "c"
+        assert (cancelled.status_code, cancelled.json()) == (
+            200, {"id": queued, "outcome": "cancelled"})
+        assert again.json() == {"id": queued, "outcome": "cancelled"}  # idempotent
+        assert busy.status_code == 409
+        assert "is running: only a queued task can be cancelled" in busy.json()["detail"]
+        assert page["state"] == "cancelled" and page["actions"]["retry"] is True
+
+    async def test_retry_a_failed_task_as_a_new_task_linked_to_it(self) -> None:
+        async with open_control() as control:
+            failed = await control.client.delay(tasks.fail, "again")
+            await control.settle(failed)
+            response = await control.http.post(f"/api/tasks/{failed}/retry")
+            assert response.status_code == 201
+            retry = response.json()
+            await control.settle(retry["id"])
+            old = await control.get(f"/api/tasks/{failed}")
+            new = await control.get(f"/api/tasks/{retry['id']}")
+            done = await control.client.delay(tasks.add, 1, 2)
+            await control.settle(done)
+            not_failed = await control.http.post(f"/api/tasks/{done}/retry")
+        assert retry["retry_of"] == failed and retry["id"] != failed
+        assert old["retried_as"] == [retry["id"]]
+        assert (new["retry_of"], new["task"], new["args"]) == (failed, old["task"], old["args"])
+        assert new["state"] == "failed"  # the same arguments fail the same way
+        assert not_failed.status_code == 409
+        assert "is succeeded" in not_failed.json()["detail"]
+
+    async def test_drain_and_resume_the_control_planes_executor(self) -> None:
+        """A drained worker gets no new task (it waits queued) until resumed."""
+        async with open_control() as control:
+            [local] = (await control.get("/api/workers"))["workers"]
+            drained = await control.http.post(f"/api/workers/{local['id']}/drain")
+            task_id = await control.client.delay(tasks.add, 2, 2)
+            snapshot = await control.until(
+                lambda s: s["overview"]["queue"]["normal"] == 1
+                and s["workers"]["workers"][0]["draining"])
+            resumed = await control.http.post(f"/api/workers/{local['id']}/resume")
+            assert await control.client.result(task_id, timeout=PATIENCE) == 4
+            unknown = await control.http.post("/api/workers/nobody/drain")
+        assert (drained.status_code, drained.json()) == (
+            200, {"worker": local["id"], "draining": True})
+        assert snapshot["overview"]["totals"]["succeeded"] == 0
+        assert resumed.json() == {"worker": local["id"], "draining": False}
+        assert unknown.status_code == 404 and "no worker 'nobody'" in unknown.json()["detail"]
+
+
+class TestAccess:
+    async def test_with_a_token_actions_need_it_and_reads_on_loopback_do_not(self) -> None:
+        async with open_control(dashboard={"token": "s3cret"}) as control:
+            read = await control.http.get("/api/overview")
+            anonymous = await control.http.post("/api/workers/nobody/drain")
+            wrong = await control.http.post(
+                "/api/workers/nobody/drain", headers={"Authorization": "Bearer nope"})
+            right = await control.http.post(
+                "/api/workers/nobody/drain", headers={"Authorization": "Bearer s3cret"})
+            by_query = await control.http.post("/api/workers/nobody/drain?token=s3cret")
+        assert read.status_code == 200
+        assert anonymous.status_code == wrong.status_code == 401
+        assert "token" in anonymous.json()["detail"]
+        assert right.status_code == by_query.status_code == 404  # past the guard
+
+    async def test_off_loopback_every_read_needs_the_token(self) -> None:
+        async with open_control(dashboard={"token": "s3cret"}) as control:
+            dashboard_of(control).open_reads = False  # as when bound off loopback
+            anonymous = [await control.http.get(path) for path in
+                         ("/api/overview", "/api/tasks", "/metrics", "/api/events")]
+            allowed = await control.http.get(
+                "/api/overview", headers={"Authorization": "Bearer s3cret"})
+            page = await control.http.get("/")
+        assert [r.status_code for r in anonymous] == [401, 401, 401, 401]
+        assert allowed.status_code == 200
+        assert page.status_code == 200  # the page itself asks for the token
+
+    def test_off_loopback_without_a_token_is_a_config_error(self) -> None:
+        with pytest.raises(ValueError, match="not loopback: set a token"):
+            DashboardOptions(address="0.0.0.0:8080")
+        assert DashboardOptions(address="0.0.0.0:8080", token="t").token == "t"
+        assert DashboardOptions(address="off").address == "off"
+
+    @pytest.mark.parametrize("address", ["8080", "localhost", "http://:80", "host:port"])
+    def test_a_bad_address_says_what_was_expected(self, address: str) -> None:
+        with pytest.raises(ValueError, match="expected host:port"):
+            parse_address(address)
+
+
+class TestEndpoints:
+    async def test_metrics_in_prometheus_text_format(self) -> None:
+        async with open_control() as control:
+            await control.client.submit(tasks.add, 1, 2)
+            await control.until(lambda s: s["overview"]["totals"]["succeeded"] == 1)
+            response = await control.http.get("/metrics")
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+        finished = {s.labels["state"]: s.value for s in families["fastworker_tasks_finished"].samples
+                    if s.name.endswith("_total")}
+        assert finished == {"succeeded": 1.0, "failed": 0.0, "cancelled": 0.0}
+        depth = {s.labels["priority"] for s in families["fastworker_queue_depth"].samples}
+        assert depth == {"critical", "high", "normal", "low"}
+        restarts = {s.labels["actor"] for s in families["fastworker_actor_restarts"].samples}
+        assert {"inbox", "dashboard"} <= restarts
+
+    async def test_the_openapi_schema_lists_every_api_route(self) -> None:
+        async with open_control() as control:
+            schema = await control.get("/api/schema/openapi.json")
+        assert set(schema["paths"]) >= {
+            "/api/overview", "/api/workers", "/api/actors", "/api/tasks",
+            "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel", "/api/tasks/{task_id}/retry",
+            "/api/workers/{worker}/drain", "/api/workers/{worker}/resume", "/api/events",
+            "/metrics"}
+
+    async def test_the_page_and_its_assets_are_served_locally(self) -> None:
+        async with open_control() as control:
+            page = await control.http.get("/")
+            links = re.findall(r'(?:src|href)="([^"#][^"]*)"', page.text)
+            assets = ["/" + a.lstrip("./") for a in links]
+            served = [await control.http.get(a) for a in assets if a.startswith("/static/")]
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert {"/static/app.js", "/static/app.css"} <= set(assets)
+        assert all(r.status_code == 200 for r in served)
+        # Nothing from another host: deployments are often offline.
+        for text in [page.text, *(r.text for r in served)]:
+            assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", text)
+            assert "@import url(http" not in text
+
+    async def test_open_event_streams_do_not_hold_up_a_stop(self) -> None:
+        """A page left open must not delay the node's graceful stop."""
+        stopped_in: list[float] = []
+        async with open_control() as control:
+            async with trio.open_nursery() as nursery:
+                streaming = trio.Event()
+
+                async def watch() -> None:
+                    async with aclosing(control.events()) as events:
+                        async for _ in events:
+                            streaming.set()
+
+                nursery.start_soon(watch)
+                await streaming.wait()
+                start = trio.current_time()
+                with trio.fail_after(PATIENCE):
+                    await control.node.stop()
+                stopped_in.append(trio.current_time() - start)
+        assert stopped_in and stopped_in[0] < 10.0
+
+
+async def test_the_dashboard_can_be_turned_off() -> None:
+    async with open_control(environ={"FASTWORKER_DASHBOARD": "off"}) as control:
+        assert control.node.ready["dashboard"] == "off"
+        assert await control.client.submit(tasks.add, 1, 1) == 2
+
+
+@asynccontextmanager
+async def open_subworker(control: Control, name: str) -> AsyncIterator[Node]:
+    """config/sub.toml in the same process, its executor named ``name``."""
+    topology = Topology.from_toml("config/sub.toml", environ={
+        "FASTWORKER_ADDRESS": control.address, "FASTWORKER_DISCOVERY_PORT": "0",
+        "FASTWORKER_TASKS": "examples.tasks", "FASTWORKER_CONCURRENCY": "4"})
+    for spec in topology.actors:
+        if spec.name == "executor":
+            spec.options["worker"] = name
+        if spec.name == "link":
+            spec.options["worker"] = name
+    async with open_node(topology) as node:
+        yield node
+
+
+async def test_a_subworker_is_listed_and_can_be_drained_and_resumed() -> None:
+    """Drained, a subworker gets no new task (the control plane's executor
+    runs it, as for a task no live subworker has); resumed, it gets them again."""
+    async with open_control(environ={"FASTWORKER_HEARTBEAT": "0.2"}) as control:
+        async with open_subworker(control, "sub-1"):
+            snapshot = await control.until(
+                lambda s: any(w["id"] == "sub-1" for w in s["workers"]["workers"]))
+            first = await control.client.delay(tasks.add, 1, 1)
+            await control.settle(first)
+            drained = await control.http.post("/api/workers/sub-1/drain")
+            await control.until(lambda s: s["workers"]["workers"][1]["draining"])
+            second = await control.client.delay(tasks.add, 2, 2)
+            await control.settle(second)
+            resumed = await control.http.post("/api/workers/sub-1/resume")
+            third = await control.client.delay(tasks.add, 3, 3)
+            await control.settle(third)
+            ran_on = [(await control.get(f"/api/tasks/{t}"))["worker"]
+                      for t in (first, second, third)]
+        gone = await control.until(
+            lambda s: s["workers"]["workers"][1]["health"] in ("left", "lost"))
+    [local, sub] = snapshot["workers"]["workers"]
+    assert (sub["kind"], sub["health"], sub["slots_total"]) == ("subworker", "alive", 4)
+    assert sub["heartbeat_age"] is not None and sub["tasks"]
+    assert drained.json() == {"worker": "sub-1", "draining": True}
+    assert resumed.json() == {"worker": "sub-1", "draining": False}
+    assert ran_on == ["sub-1", local["id"], "sub-1"]
+    left = gone["workers"]["workers"][1]
+    assert left["gone_at"] is not None and left["reason"]
+
+
+async def test_a_port_in_use_fails_the_start_with_what_to_do() -> None:
+    port = free_tcp_ports(1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(StartError, match=(
+                rf"cannot listen on 127.0.0.1:{port} \(Address already in use\); "
+                "set FASTWORKER_DASHBOARD")):
+            async with open_control(environ={"FASTWORKER_DASHBOARD": f"127.0.0.1:{port}"}):
+                pass

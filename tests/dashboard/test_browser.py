@@ -1,0 +1,133 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``,
+which ``.ci/run`` installs) driven by Playwright, against a real control
+plane process.
+
+Playwright's ``expect`` waits for the page to change by itself: every check
+here is of the page updating live, without a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+from actors.pytest_plugin import free_tcp_ports
+from examples import tasks
+from fastworker import SyncClient
+
+CHROMIUM = os.environ.get("FASTWORKER_CHROMIUM", "/usr/bin/chromium")
+#: The flags that keep Chromium quiet on a machine with a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+#: Milliseconds Playwright waits for the page to show something.
+PATIENCE_MS = 15_000
+
+
+def launch(playwright: object, user_data: str) -> BrowserContext:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        raise RuntimeError(
+            f"no Chromium at {CHROMIUM}: install Debian's chromium (.ci/run does) or set "
+            "FASTWORKER_CHROMIUM")
+    context = playwright.chromium.launch_persistent_context(  # type: ignore[attr-defined]
+        user_data, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1400, "height": 900})
+    return context  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def control_plane() -> Iterator[tuple[str, str]]:
+    """``fastworker run config/control.toml`` with one executor slot (so that
+    a second task stays queued), its dashboard on a free port; yields
+    (dashboard url, task address). Killed at the end, whatever happened."""
+    address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    port = free_tcp_ports(1)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
+    env.update({
+        "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": f"127.0.0.1:{port}",
+        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1",
+        "FASTWORKER_TASKS": "examples.tasks", "PYTHONUNBUFFERED": "1",
+    })
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastworker", "run", "config/control.toml"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:  # blocks until the next line: no polling
+            seen.append(line)
+            if "node control ready" in line:
+                break
+        else:
+            raise AssertionError("the control plane exited:\n" + "".join(seen))
+        yield f"http://127.0.0.1:{port}", address
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_the_dashboard_follows_tasks_live_and_cancels_a_queued_one(
+    control_plane: tuple[str, str],
+) -> None:
+    url, address = control_plane
+    with tempfile.TemporaryDirectory() as user_data, sync_playwright() as playwright, \
+            SyncClient(address) as client:
+        browser = launch(playwright, user_data)
+        page: Page = browser.new_page()
+        page.set_default_timeout(PATIENCE_MS)
+        page.goto(url)
+        expect(page.get_by_test_id("live")).to_have_text("live")
+        expect(page.get_by_test_id("total-submitted")).to_have_text("0")
+
+        # Counts change as tasks are submitted and finish: no reload.
+        done = [client.delay(tasks.add, n, 2) for n in range(3)]
+        assert [client.result(task_id, timeout=15) for task_id in done] == [2, 3, 4]
+        expect(page.get_by_test_id("total-submitted")).to_have_text("3")
+        expect(page.get_by_test_id("total-succeeded")).to_have_text("3")
+
+        # The task list shows them; a task's page shows its arguments and result.
+        page.get_by_test_id("nav-tasks").click()
+        row = page.locator(f'tr[data-task-id="{done[1]}"]')
+        expect(row.get_by_test_id("task-state")).to_have_text("succeeded")
+        row.get_by_test_id("task-link").click()
+        expect(page.get_by_test_id("task-detail-id")).to_contain_text(done[1])
+        expect(page.get_by_test_id("task-detail-state")).to_have_text("succeeded")
+        expect(page.get_by_test_id("task-args")).to_contain_text("(1, 2)")
+        expect(page.get_by_test_id("task-result")).to_contain_text("3")
+        expect(page.get_by_test_id("action-cancel")).to_be_disabled()
+
+        # One task takes the only slot, so the next one waits in the queue;
+        # it appears in the list while the list is open.
+        page.get_by_test_id("nav-tasks").click()
+        client.delay(tasks.nap, 120)
+        waiting = client.delay(tasks.add, 40, 2)
+        row = page.locator(f'tr[data-task-id="{waiting}"]')
+        expect(row.get_by_test_id("task-state")).to_have_text("queued")
+        page.get_by_test_id("nav-overview").click()
+        expect(page.get_by_test_id("queue-normal")).to_have_text("1")
+        expect(page.get_by_test_id("in-flight")).to_have_text("1")
+
+        # Cancel it from its page, confirm, and see the state change.
+        page.goto(f"{url}/#/tasks/{waiting}")
+        expect(page.get_by_test_id("task-detail-state")).to_have_text("queued")
+        page.get_by_test_id("action-cancel").click()
+        expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+        page.get_by_test_id("confirm-yes").click()
+        expect(page.get_by_test_id("action-result")).to_contain_text("cancelled")
+        expect(page.get_by_test_id("task-detail-state")).to_have_text("cancelled")
+        assert client.status(waiting).state == "cancelled"
+        page.get_by_test_id("nav-overview").click()
+        expect(page.get_by_test_id("total-cancelled")).to_have_text("1")
+        expect(page.get_by_test_id("queue-normal")).to_have_text("0")
+        browser.close()
