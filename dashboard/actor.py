@@ -172,7 +172,8 @@ class Dashboard(Actor[Any]):
 
         try:
             # Bound here, so a port in use is a clear error and no socket leaks.
-            listener = socket.create_server((host, port), backlog=128)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listener = socket.create_server((host, port), family=family, backlog=128)
         except OSError as error:
             raise ConfigError(
                 f"cannot listen on {options.address} "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import ASGIConnection
@@ -35,7 +35,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from litestar.static_files import create_static_files_router
-from typing_extensions import Annotated
+
 
 from dashboard import metrics, views
 from dashboard.actor import ActionError

@@ -192,13 +192,18 @@ class Snapshot(msgspec.Struct):
     actors: Actors
 
 
-class TaskSummary(msgspec.Struct):
+class _TaskHead(msgspec.Struct):
+    """What a task's row and its page both start with."""
+
     id: str
     task: str
     state: str
     priority: str
     attempt: int
     worker: str
+
+
+class TaskSummary(_TaskHead):
     queued_at: float
     started_at: float
     finished_at: float
@@ -232,13 +237,7 @@ class TaskActions(msgspec.Struct):
     retry: bool
 
 
-class TaskView(msgspec.Struct):
-    id: str
-    task: str
-    state: str
-    priority: str
-    attempt: int
-    worker: str
+class TaskView(_TaskHead):
     workers: list[str]
     args: str
     kwargs: str
