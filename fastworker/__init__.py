@@ -22,6 +22,7 @@ from fastworker.errors import QueueFull as QueueFull
 from fastworker.errors import ResultUnknown as ResultUnknown
 from fastworker.errors import TaskCancelled as TaskCancelled
 from fastworker.errors import TaskError as TaskError
+from fastworker.errors import TaskExpired as TaskExpired
 from fastworker.errors import TaskTimeout as TaskTimeout
 from fastworker.errors import UnknownTask as UnknownTask
 from fastworker.messages import TaskRecord as TaskRecord
@@ -42,6 +43,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskError",
+    "TaskExpired",
     "TaskRecord",
     "TaskTimeout",
     "UnknownTask",

@@ -29,7 +29,9 @@ import math
 import os
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import datetime
 from itertools import count
 from types import TracebackType
 from typing import Any, Generic, TypeVar, final
@@ -50,6 +52,7 @@ from fastworker.errors import (
     QueueFull,
     ResultUnknown,
     TaskCancelled,
+    TaskExpired,
     TaskError,
     TaskTimeout,
     UnknownTask,
@@ -334,6 +337,43 @@ class _ResultPoller:
         self.deliver(record for record in reply.records if record.state == "unknown")
 
 
+def _seconds_until(when: datetime | float, name: str) -> float:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise InvalidSubmission(f"{name} must be an aware datetime (with a tzinfo)")
+        return when.timestamp() - time.time()
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when) - time.time()
+    raise InvalidSubmission(f"{name} must be a datetime or Unix seconds, got {when!r}")
+
+
+def _schedule(countdown: float | None, eta: datetime | float | None,
+              expires: datetime | float | None) -> dict[str, Any]:
+    """``delay`` and ``expires_in`` of a Submit, from the client's options:
+    relative seconds, so the two machines' clocks need not agree."""
+    fields: dict[str, Any] = {}
+    if countdown is not None and eta is not None:
+        raise InvalidSubmission("give countdown or eta, not both")
+    if countdown is not None:
+        if not (isinstance(countdown, (int, float)) and math.isfinite(countdown)):
+            raise InvalidSubmission(f"countdown must be a number of seconds, got {countdown!r}")
+        fields["delay"] = max(float(countdown), 0.0)
+    elif eta is not None:
+        fields["delay"] = max(_seconds_until(eta, "eta"), 0.0)
+    if expires is not None:
+        if isinstance(expires, datetime):
+            left = _seconds_until(expires, "expires")
+        elif isinstance(expires, (int, float)) and not isinstance(expires, bool) and (
+                math.isfinite(expires)):
+            left = float(expires)
+        else:
+            raise InvalidSubmission(f"expires must be seconds or a datetime, got {expires!r}")
+        if left <= 0:
+            raise InvalidSubmission(f"expires is already past ({left:.3f} s)")
+        fields["expires_in"] = left
+    return fields
+
+
 def _task_value(record: TaskRecord) -> Any:
     """A final record's value, or the exception ``Client.result`` raises for it."""
     if record.state == "succeeded":
@@ -345,6 +385,8 @@ def _task_value(record: TaskRecord) -> Any:
     error = record.error
     if record.state == "cancelled" or (error is not None and error.kind == "cancelled"):
         raise TaskCancelled(record.id, "TaskCancelled", error.message if error else "cancelled")
+    if record.state == "expired" or (error is not None and error.kind == "expired"):
+        raise TaskExpired(record.id, "TaskExpired", error.message if error else "expired")
     if error is None:
         raise TaskError(record.id, "Unknown", f"task ended as {record.state}")
     kind = TaskTimeout if error.kind == "timeout" else TaskError
@@ -617,9 +659,11 @@ class Client:
         timeout: float | None = None,
         queue_wait: float | None = None,
         task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
     ) -> str:
-        """The explicit form of ``delay``, for tasks whose own parameters
-        are named like an option.
+        """The explicit form of ``delay``, with the options of one run.
 
         Args:
             task: a task object or its name.
@@ -630,8 +674,16 @@ class Client:
             queue_wait: how long to wait for room (default: the client's).
             task_id: choose the id (a resubmission with the same id is
                 recognised, not run twice).
+            countdown: seconds to wait before queueing it; ``eta``: when to
+                queue it (an aware ``datetime``, or Unix seconds). The
+                control plane holds it until then; one of the two.
+            expires: a deadline, seconds from now or a ``datetime`` / Unix
+                seconds: a task not started by then never runs, and its
+                result raises ``TaskExpired``.
         """
         submit = self._submit_message(task, args, kwargs, priority, timeout, queue_wait, task_id)
+        if countdown is not None or eta is not None or expires is not None:
+            submit = attrs.evolve(submit, **_schedule(countdown, eta, expires))
         reply = await self._submitters[submit.priority].ask(submit)
         return self._accepted(reply)
 

@@ -64,6 +64,11 @@ class TaskCancelled(TaskError):
     """Raised when a task was cancelled before it finished."""
 
 
+class TaskExpired(TaskError):
+    """Raised when a task's deadline (``expires``) passed before it started:
+    it never ran."""
+
+
 class ResultUnknown(FastworkerError, LookupError):
     """Raised when the control plane has no record of a task: it was never
     submitted there, or its result expired (TTL or eviction)."""

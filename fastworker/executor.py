@@ -205,10 +205,18 @@ class Executor(Actor[Accepts]):
         """Tell the store which jobs start, then start them (in that order,
         so a job's ``Running`` always precedes its ``Finished``)."""
         started: list[tuple[Job, Task[Any, Any]]] = []
+        wall = time.time()
         for job in jobs:
             found = self._registry.get(job.task)
             if found is None:
                 self._report(self._unknown(job))
+            elif job.expires_at is not None and job.expires_at <= wall:
+                self._report(Outcome(
+                    id=job.id, attempt=job.attempt, worker=self.worker, started_at=wall,
+                    finished_at=wall, error=RemoteError(
+                        type="TaskExpired", kind="expired",
+                        message=f"its deadline (expires) passed {wall - job.expires_at:.3f} s "
+                        "before it could start; it was not started")))
             else:
                 started.append((job, found))
         if not started:

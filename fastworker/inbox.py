@@ -34,9 +34,17 @@ critical and low jobs waiting and a limit of 32, that is 32 critical jobs,
 1 low, 32 critical, and so on; when several lower levels wait, each of them
 gets one job per 32 from the top level, highest first.
 
-Everything is bounded: ``capacity`` queued tasks, ``parked_max`` waiting
-Submits, ``recent_ids`` remembered ids. The queue lives in memory: a
-restarted inbox starts empty.
+A Submit with a ``delay`` (the client's ``countdown`` or ``eta``) is
+scheduled instead of queued: held, up to ``scheduled_capacity`` of them,
+until its time on trio's clock, then queued at the back of its level
+(``Released`` tells the store). One with ``expires_in`` gets a deadline:
+still queued or scheduled then, it is dropped and ``Expired`` (a job
+already handed out is checked again by the executor before it starts).
+Both can be cancelled like any queued task.
+
+Everything is bounded: ``capacity`` queued tasks, ``scheduled_capacity``
+scheduled ones, ``parked_max`` waiting Submits, ``recent_ids`` remembered
+ids. The queue lives in memory: a restarted inbox starts empty.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ import trio
 
 from actors import Actor, ActorContext, ActorCrashed, Reply
 from actors.edge import Requests
+from fastworker.due import DueHeap
 from fastworker.messages import (
     PRIORITIES,
     Accepted,
@@ -62,10 +71,12 @@ from fastworker.messages import (
     Cancelled,
     CancelReply,
     Demand,
+    Expired,
     Job,
     JobBatch,
     Queued,
     QueuedEntry,
+    Released,
     Rejected,
     Submit,
 )
@@ -127,6 +138,7 @@ class InboxOptions:
         capacity: tasks queued across the four levels.
         starvation_limit: jobs taken from higher levels while a lower
             level has jobs waiting before that level gets one.
+        scheduled_capacity: tasks held for a later time (``countdown``).
         check_task_names: refuse Submits of task names nobody knows.
         recent_ids: ids remembered after they left the queue, so that a
             resent Submit is recognised (and a Cancel answered) for them.
@@ -137,6 +149,8 @@ class InboxOptions:
     starvation_limit: int = attrs.field(
         default=DEFAULT_STARVATION_LIMIT, validator=attrs.validators.ge(1)
     )
+    scheduled_capacity: int = attrs.field(
+        default=DEFAULT_CAPACITY, validator=attrs.validators.ge(0))
     check_task_names: bool = True
     recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
     parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
@@ -159,9 +173,12 @@ class InboxStats:
     dispatched_total: int
     cancelled_total: int
     requeued_total: int
+    #: Tasks held for a later time, and tasks dropped at their deadline.
+    scheduled: int = 0
+    expired_total: int = 0
 
 
-_State = Literal["queued", "dispatched", "cancelled"]
+_State = Literal["scheduled", "queued", "dispatched", "cancelled", "expired"]
 _Answer = Union[Accepted, Rejected, CancelReply]
 
 
@@ -229,7 +246,14 @@ class PriorityInbox(Actor[Accepts]):
         # What the next flush sends, and the deferred requests it answers.
         self._entries: list[QueuedEntry] = []
         self._cancelled: list[str] = []
+        self._released: list[str] = []
+        self._expired: list[str] = []
         self._answered: list[_Request] = []
+        # Held for later (countdown / eta), and deadlines (expires): trio's clock.
+        self._scheduled: DueHeap[Job] = DueHeap()
+        self._expiring: DueHeap[str] = DueHeap()
+        self._due_timer: trio.CancelScope | None = None
+        self._expired_total = 0
         self._accepted_total = 0
         self._duplicates_total = 0
         self._rejected_total: dict[str, int] = {}
@@ -255,6 +279,7 @@ class PriorityInbox(Actor[Accepts]):
     async def setup(self, nursery: trio.Nursery) -> str | None:
         capacity = self.options.capacity
         nursery.start_soon(self._expire_parked)
+        nursery.start_soon(self._release_due)
         if not self.options.check_task_names:
             return f"capacity {capacity}, task names not checked"
         if self._task_names is None:
@@ -311,6 +336,8 @@ class PriorityInbox(Actor[Accepts]):
             dispatched_total=self._dispatched_total,
             cancelled_total=self._cancelled_total,
             requeued_total=self._requeued_total,
+            scheduled=len(self._scheduled),
+            expired_total=self._expired_total,
         )
 
     # -- submissions -------------------------------------------------------------
@@ -344,6 +371,8 @@ class PriorityInbox(Actor[Accepts]):
         problem = self._check(submit)
         if problem is not None:
             return self._reject(submit.id, *problem)
+        if submit.delay > 0:
+            return self._schedule(submit)
         self._admit()  # room freed by a Cancel goes to those waiting first
         if len(self._queued) < self.options.capacity:
             return self._enqueue(submit)
@@ -367,6 +396,12 @@ class PriorityInbox(Actor[Accepts]):
                 "InvalidSubmission",
                 f"queue_wait {submit.queue_wait!r} is not a number of seconds >= 0",
             )
+        if not (submit.delay >= 0 and math.isfinite(submit.delay)):
+            return "InvalidSubmission", f"delay {submit.delay!r} is not a number of seconds >= 0"
+        expires = submit.expires_in
+        if expires is not None and not (expires > 0 and math.isfinite(expires)):
+            return ("InvalidSubmission",
+                    f"expires_in {expires!r} is not a number of seconds > 0")
         if self.options.check_task_names and not self._knows_task(submit.task):
             return "UnknownTask", self._unknown_task(submit.task)
         return None
@@ -402,9 +437,38 @@ class PriorityInbox(Actor[Accepts]):
             submit.id, "QueueFull", f"queue full (capacity {self.options.capacity}); {why}"
         )
 
+    def _job(self, submit: Submit, now: float) -> Job:
+        """The job of an accepted Submit; its deadline, if any, starts now."""
+        expires_at = None
+        if submit.expires_in is not None:
+            expires_at = now + submit.expires_in
+            self._expiring.push(trio.current_time() + submit.expires_in, submit.id, submit.id)
+            self._arm(self._expiring.next_at)
+        return Job(id=submit.id, task=submit.task, payload=submit.payload,
+                   priority=submit.priority, timeout=submit.timeout, queued_at=now,
+                   expires_at=expires_at)
+
+    def _schedule(self, submit: Submit) -> Accepted | Rejected:
+        """Hold a Submit with a delay until its time."""
+        capacity = self.options.scheduled_capacity
+        if len(self._scheduled) >= capacity:
+            return self._reject(submit.id, "QueueFull",
+                                f"{capacity} scheduled tasks already wait (scheduled_capacity)")
+        now = time.time()
+        job = self._job(submit, now)
+        self._scheduled.push(trio.current_time() + submit.delay, job.id, job)
+        self._arm(self._scheduled.next_at)
+        self._remember(job.id, "scheduled")
+        self._entries.append(
+            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                        payload=job.payload, retry_of=submit.retry_of,
+                        scheduled_for=now + submit.delay))
+        self._accepted_total += 1
+        return Accepted(id=job.id)
+
     def _enqueue(self, submit: Submit) -> Accepted:
         now = time.time()
-        job = Job(
+        job = self._job(submit, now) if submit.expires_in is not None else Job(
             id=submit.id,
             task=submit.task,
             payload=submit.payload,
@@ -490,16 +554,7 @@ class PriorityInbox(Actor[Accepts]):
     # -- cancelling ---------------------------------------------------------------
 
     def _cancel(self, task_id: str) -> CancelReply:
-        job = self._queued.pop(task_id, None)
-        if job is not None:
-            # The job stays in its deque until it is reached or the deque is rebuilt.
-            level = job.priority
-            self._counts[level] -= 1
-            self._by_task[level][job.task] -= 1
-            self._stale[level] += 1
-            if self._stale[level] > max(_STALE_MIN, self._counts[level]):
-                self._levels[level] = deque(j for j in self._levels[level] if self._is_live(j))
-                self._stale[level] = 0
+        if self._drop(task_id):
             self._remember(task_id, "cancelled")
             self._cancelled.append(task_id)
             self._cancelled_total += 1
@@ -510,6 +565,55 @@ class PriorityInbox(Actor[Accepts]):
         if state is not None:
             return CancelReply(id=task_id, outcome="not_queued")
         return CancelReply(id=task_id, outcome="unknown")
+
+    def _drop(self, task_id: str) -> bool:
+        """Take a queued or scheduled task out; False if it is neither."""
+        self._expiring.discard(task_id)
+        if self._scheduled.discard(task_id) is not None:
+            return True
+        job = self._queued.pop(task_id, None)
+        if job is None:
+            return False
+        # The job stays in its deque until it is reached or the deque is rebuilt.
+        level = job.priority
+        self._counts[level] -= 1
+        self._by_task[level][job.task] -= 1
+        self._stale[level] += 1
+        if self._stale[level] > max(_STALE_MIN, self._counts[level]):
+            self._levels[level] = deque(j for j in self._levels[level] if self._is_live(j))
+            self._stale[level] = 0
+        return True
+
+    # -- scheduled tasks and deadlines ------------------------------------------
+
+    def _arm(self, at: float) -> None:
+        """Wake the due timer at ``at`` if that is earlier than it would."""
+        if self._due_timer is not None and at < self._due_timer.deadline:
+            self._due_timer.deadline = at
+
+    async def _release_due(self) -> None:
+        """Queue scheduled tasks whose time came, and drop tasks past their
+        deadline; one timer, re-armed by ``_arm``."""
+        while True:
+            deadline = min(self._scheduled.next_at, self._expiring.next_at)
+            with trio.CancelScope(deadline=deadline) as self._due_timer:
+                await trio.sleep_forever()
+            self._due_timer = None
+            now = trio.current_time()
+            for job in self._scheduled.pop_due(now):
+                self._queued[job.id] = job
+                self._levels[job.priority].append(job)
+                self._counts[job.priority] += 1
+                self._by_task[job.priority][job.task] += 1
+                self._remember(job.id, "queued")
+                self._released.append(job.id)
+            for task_id in self._expiring.pop_due(now):
+                if self._drop(task_id):
+                    self._remember(task_id, "expired")
+                    self._expired.append(task_id)
+                    self._expired_total += 1
+            if self._released or self._expired:
+                await self._flush()
 
     def _is_live(self, job: Job) -> bool:
         return self._queued.get(job.id) is job
@@ -528,6 +632,11 @@ class PriorityInbox(Actor[Accepts]):
             await self.refs["results"].send(Queued(entries=tuple(entries)))
         if cancelled:
             await self.refs["results"].send(Cancelled(ids=tuple(cancelled)))
+        if self._released or self._expired:
+            released, self._released = self._released, []
+            expired, self._expired = self._expired, []
+            await self.refs["results"].send_batch(
+                [Released(ids=tuple(released)), Expired(ids=tuple(expired))])
         if jobs:
             await self.refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
         answered, self._answered = self._answered, []
@@ -582,6 +691,8 @@ class PriorityInbox(Actor[Accepts]):
             else:  # pragma: no cover - _matching counted one
                 raise AssertionError("no matching job where one was counted")
         del self._queued[job.id]
+        if job.expires_at is not None:
+            self._expiring.discard(job.id)  # the executor checks it from here
         self._counts[level] -= 1
         self._by_task[level][job.task] -= 1
         self._remember(job.id, "dispatched")

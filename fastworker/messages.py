@@ -41,7 +41,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -51,9 +51,10 @@ RESULTS_PORT_OFFSET = 4
 #: Port offset where subworkers register, heartbeat, pull jobs and report.
 WORKERS_PORT_OFFSET = 5
 
-State = Literal["queued", "running", "succeeded", "failed", "cancelled", "unknown"]
+State = Literal[
+    "scheduled", "queued", "running", "succeeded", "failed", "cancelled", "expired", "unknown"]
 #: States after which a task's record no longer changes.
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
 
 # -- submit ------------------------------------------------------------------
@@ -72,6 +73,10 @@ class Submit:
     queue_wait: float = 0.0
     #: The task this one retries by hand (the dashboard's retry), if any.
     retry_of: str = ""
+    #: Seconds to hold it before it is queued (``countdown`` / ``eta``).
+    delay: float = 0.0
+    #: Seconds after acceptance past which it must not start (``expires``).
+    expires_in: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -110,6 +115,8 @@ class Job:
     queued_at: float = 0.0
     #: Workers lost while they held this job (a poison task kills workers).
     losses: int = 0
+    #: Wall-clock time past which it must not start (``None``: no deadline).
+    expires_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -152,13 +159,14 @@ class RemoteError:
     """What a task raised, as text: the exception class is never unpickled.
 
     ``kind`` is ``error`` (the task raised), ``timeout`` (it ran past its
-    time limit), or ``cancelled``.
+    time limit), ``cancelled``, or ``expired`` (its deadline passed before
+    it started).
     """
 
     type: str
     message: str
     traceback: str = ""
-    kind: Literal["error", "timeout", "cancelled"] = "error"
+    kind: Literal["error", "timeout", "cancelled", "expired"] = "error"
 
 
 @attrs.frozen(kw_only=True)
@@ -185,6 +193,8 @@ class QueuedEntry:
     queued_at: float
     payload: bytes = b""
     retry_of: str = ""
+    #: Wall-clock time it is held until (0: queued at once).
+    scheduled_for: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -219,6 +229,21 @@ class Cancelled:
     ids: tuple[str, ...]
 
 
+@attrs.frozen(kw_only=True)
+class Released:
+    """PriorityInbox -> ResultStore: these scheduled tasks are now queued."""
+
+    ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Expired:
+    """PriorityInbox -> ResultStore: these tasks were still queued (or
+    scheduled) at their deadline, and will not run."""
+
+    ids: tuple[str, ...]
+
+
 # -- query ---------------------------------------------------------------------
 
 
@@ -239,6 +264,8 @@ class TaskRecord:
     finished_at: float = 0.0
     value: bytes | None = None
     error: RemoteError | None = None
+    #: When a scheduled task is (or was) due to be queued; 0: at once.
+    scheduled_for: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -292,7 +319,7 @@ class Cancel:
 class CancelReply:
     """PriorityInbox -> client: what became of a Cancel.
 
-    ``outcome`` is ``cancelled`` (it was queued and will not run),
+    ``outcome`` is ``cancelled`` (it was queued or scheduled and will not run),
     ``not_queued`` (already running or finished), or ``unknown``.
     """
 
@@ -411,6 +438,8 @@ CODEC = Codec(
         Running,
         Finished,
         Cancelled,
+        Released,
+        Expired,
         ResultQuery,
         Watch,
         StatusQuery,

@@ -33,8 +33,9 @@ import heapq
 import itertools
 import math
 import sys
+import time
 from collections import OrderedDict, deque
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import attrs
 import trio
@@ -43,11 +44,14 @@ from actors import Actor, Reply
 from actors.edge import Requests
 from fastworker.messages import (
     Cancelled,
+    Expired,
     Finished,
     Outcome,
     Queued,
     QueuedEntry,
     Records,
+    Released,
+    RemoteError,
     ResultQuery,
     Running,
     StatusQuery,
@@ -128,8 +132,13 @@ class TaskDetail:
     retried_as: tuple[str, ...]
 
 
-Report = Union[Queued, Running, Finished, Cancelled, Requeued, Dispatched]
-_REPORTS = (Queued, Running, Finished, Cancelled, Requeued, Dispatched)
+Report = Union[Queued, Running, Finished, Cancelled, Requeued, Dispatched, Released, Expired]
+_REPORTS = (Queued, Running, Finished, Cancelled, Requeued, Dispatched, Released, Expired)
+
+#: The error of a task dropped at its deadline before it started.
+_EXPIRED = RemoteError(
+    type="TaskExpired", kind="expired",
+    message="its deadline (expires) passed while it was still waiting; it was not started")
 Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
 Accepts = Union[Report, Query, Requests]
 
@@ -165,7 +174,8 @@ class ResultStoreStats:
         waiting_queries: ResultQuery messages parked now.
         finished_total: outcomes that made a record final; of them,
             succeeded_total and failed_total.
-        cancelled_total: queued tasks cancelled.
+        cancelled_total: queued tasks cancelled; expired_total: tasks not
+            started by their deadline.
         duplicates_total: a second Finished of the same (id, attempt), ignored.
         extra_attempts_total: a Finished of another attempt after the record
             was final (a duplicate execution), ignored.
@@ -185,6 +195,7 @@ class ResultStoreStats:
     succeeded_total: int
     failed_total: int
     cancelled_total: int
+    expired_total: int
     duplicates_total: int
     extra_attempts_total: int
     stale_total: int
@@ -234,7 +245,8 @@ class ResultStore(Actor[Accepts]):
 
     async def handle(self, message: Accepts) -> Any:
         match message:
-            case Queued() | Running() | Finished() | Cancelled() | Requeued() | Dispatched():
+            case (Queued() | Running() | Finished() | Cancelled() | Requeued() | Dispatched()
+                  | Released() | Expired()):
                 self._take_reports([message])
                 return None
             case ListTasks():
@@ -297,6 +309,14 @@ class ResultStore(Actor[Accepts]):
                 case Cancelled():
                     for id in report.ids:
                         self._on_cancelled(id, now, woken)
+                case Released():
+                    for id in report.ids:
+                        entry = self._records.get(id)
+                        if entry is not None and entry.record.state == "scheduled":
+                            entry.record = attrs.evolve(entry.record, state="queued")
+                case Expired():
+                    for id in report.ids:
+                        self._on_cancelled(id, now, woken, state="expired")
                 case _:
                     assert_never(report)
         for waiter in woken:
@@ -313,14 +333,17 @@ class ResultStore(Actor[Accepts]):
         id = queued.id
         entry = self._records.get(id)
         if entry is None:
-            entry = _Entry(TaskRecord(id=id, state="queued", task=queued.task,
-                                      priority=queued.priority, queued_at=queued.queued_at))
+            entry = _Entry(TaskRecord(
+                id=id, state="scheduled" if queued.scheduled_for else "queued", task=queued.task,
+                priority=queued.priority, queued_at=queued.queued_at,
+                scheduled_for=queued.scheduled_for))
             entry.payload = queued.payload
             entry.size += len(queued.payload)
             self._add(id, entry)
         else:
             entry.record = attrs.evolve(entry.record, task=queued.task, priority=queued.priority,
-                                        queued_at=queued.queued_at)
+                                        queued_at=queued.queued_at,
+                                        scheduled_for=queued.scheduled_for)
             entry.payload = queued.payload
             self._resize(entry)
         if queued.retry_of:
@@ -368,9 +391,11 @@ class ResultStore(Actor[Accepts]):
             return
         self._counts.finished_total += 1
         old = entry.record if entry is not None else TaskRecord(id=outcome.id, state="unknown")
+        error = outcome.error
         record = TaskRecord(
             id=outcome.id,
-            state="succeeded" if outcome.error is None else "failed",
+            state="succeeded" if error is None else (
+                "expired" if error.kind == "expired" else "failed"),
             task=old.task,
             priority=old.priority,
             attempt=outcome.attempt,
@@ -381,20 +406,25 @@ class ResultStore(Actor[Accepts]):
             finished_at=outcome.finished_at,
             value=outcome.value,
             error=outcome.error,
+            scheduled_for=old.scheduled_for,
         )
         self._finalize(outcome.id, entry, record, now, woken)
 
     def _on_cancelled(
-        self, id: str, now: float, woken: dict[_Waiter | _Session, None]
+        self, id: str, now: float, woken: dict[_Waiter | _Session, None],
+        state: Literal["cancelled", "expired"] = "cancelled",
     ) -> None:
+        """A task that will not run: cancelled, or expired at its deadline."""
         entry = self._records.get(id)
         if entry is not None and entry.final_at is not None:
             self._counts.stale_total += 1
             return
+        error = _EXPIRED if state == "expired" else None
         if entry is None:
-            record = TaskRecord(id=id, state="cancelled")
+            record = TaskRecord(id=id, state=state, error=error)
         else:
-            record = attrs.evolve(entry.record, state="cancelled")
+            record = attrs.evolve(entry.record, state=state, error=error,
+                                  finished_at=time.time())
         self._finalize(id, entry, record, now, woken)
 
     def _finalize(self, id: str, entry: _Entry | None, record: TaskRecord, now: float,
@@ -408,6 +438,8 @@ class ResultStore(Actor[Accepts]):
             self._counts.succeeded_total += 1
         elif record.state == "failed":
             self._counts.failed_total += 1
+        elif record.state == "expired":
+            self._counts.expired_total += 1
         else:
             self._counts.cancelled_total += 1
         self._resize(entry)
@@ -685,6 +717,7 @@ class _Counts:
     succeeded_total: int = 0
     failed_total: int = 0
     cancelled_total: int = 0
+    expired_total: int = 0
     duplicates_total: int = 0
     extra_attempts_total: int = 0
     stale_total: int = 0

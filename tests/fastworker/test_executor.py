@@ -9,6 +9,8 @@ which real time drives, is a tiny one whose outcome is awaited as an event.
 
 from __future__ import annotations
 
+import time
+
 import itertools
 import logging
 import os
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -227,6 +230,21 @@ class TestErrors:
             "FASTWORKER_TASKS)"
         )
         assert harness.results.of(Running) == []
+
+    async def test_a_job_past_its_deadline_expires_without_running(self) -> None:
+        """A job whose deadline passed on its way here is not started: it
+        ends as expired, is never reported running, and its slot comes back;
+        one still in time runs."""
+        async with executor(concurrency=2) as harness:
+            stale = attrs.evolve(job("tests.sample.add", 1, 2), expires_at=time.time() - 1)
+            fresh = attrs.evolve(job("tests.sample.add", 2, 2), expires_at=time.time() + 60)
+            await harness.assign(stale, fresh)
+            expired, ran = await harness.outcomes_of(stale, fresh)
+            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) >= 4)
+        assert expired.error is not None
+        assert (expired.error.type, expired.error.kind) == ("TaskExpired", "expired")
+        assert value_of(ran) == 4
+        assert [r.ids for r in harness.results.of(Running)] == [(fresh.id,)]
 
     @pytest.mark.parametrize("task", ["tests.sample.add", "tests.sample.async_add"])
     async def test_bad_payload_is_an_invalid_submission(self, task: str) -> None:

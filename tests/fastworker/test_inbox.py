@@ -24,10 +24,12 @@ from fastworker.messages import (
     Cancelled,
     CancelReply,
     Demand,
+    Expired,
     Job,
     JobBatch,
     Queued,
     Rejected,
+    Released,
     Submit,
 )
 from tests.fastworker.helpers import Recorder
@@ -611,3 +613,125 @@ async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) ->
     assert sorted(i for q in h.queued() for i in q) == sorted(accepted)
     assert stats.queued == (0, 0, 0, 0)
     assert stats.dispatched_total == len(dispatched)
+
+
+def later(id: str, delay: float = 0.0, *, expires_in: float | None = None,
+          priority: int = 2) -> Submit:
+    return Submit(id=id, task=ADD, payload=b"p", priority=priority, delay=delay,
+                  expires_in=expires_in)
+
+
+def reported(h: Harness, kind: type[Any]) -> list[str]:
+    return [id for m in h.store_got if isinstance(m, kind) for id in m.ids]
+
+
+class TestScheduled:
+    async def test_a_delayed_task_is_held_then_queued_at_its_time(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """countdown / eta: held until its time on trio's clock, then queued
+        behind what is queued, and the store hears of both moments."""
+        async with open_inbox() as h:
+            assert await h.submit(later("late", 10.0), sub("now")) == [
+                Accepted(id="late"), Accepted(id="now")]
+            [entries] = [m.entries for m in h.store_got if isinstance(m, Queued)]
+            await h.demand(5)
+            before = (h.dispatched(), await h.stats(), trio.current_time())
+            await trio.sleep(9.9)
+            assert h.dispatched() == ["now"]
+            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            after = await h.stats()
+        assert [e.scheduled_for > 0 for e in entries] == [True, False]
+        assert before[0] == ["now"] and before[1].scheduled == 1
+        assert h.dispatched() == ["now", "late"]
+        assert reported(h, Released) == ["late"]
+        assert after.scheduled == 0
+
+    async def test_scheduled_tasks_are_released_in_time_order(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.submit(later("c", 30.0), later("a", 10.0), later("b", 20.0))
+            await h.demand(5)
+            await trio.sleep(31)
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.dispatched() == ["a", "b", "c"]
+
+    async def test_a_scheduled_task_can_be_cancelled_and_never_runs(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.submit(later("x", 5.0))
+            assert await h.inbox.call(Cancel(id="x")) == CancelReply(id="x", outcome="cancelled")
+            await h.demand(5)
+            await trio.sleep(10)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == []
+        assert reported(h, Cancelled) == ["x"] and reported(h, Released) == []
+        assert stats.scheduled == 0
+
+    async def test_scheduled_tasks_have_their_own_bound(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox(scheduled_capacity=2) as h:
+            answers = await h.submit(later("a", 5), later("b", 5), later("c", 5), sub("d"))
+        assert answers[:2] == [Accepted(id="a"), Accepted(id="b")]
+        assert isinstance(answers[2], Rejected) and answers[2].error == "QueueFull"
+        assert "2 scheduled tasks already wait" in answers[2].message
+        assert answers[3] == Accepted(id="d")  # the queue itself has room
+
+    @pytest.mark.parametrize(("field", "value"), [
+        ("delay", -1.0), ("delay", float("nan")), ("expires_in", 0.0), ("expires_in", -5.0)])
+    async def test_a_bad_delay_or_deadline_is_an_invalid_submission(
+        self, field: str, value: float
+    ) -> None:
+        async with open_inbox() as h:
+            [answer] = await h.submit(attrs.evolve(later("bad"), **{field: value}))
+        assert isinstance(answer, Rejected) and answer.error == "InvalidSubmission"
+        assert field in answer.message
+
+
+class TestDeadlines:
+    async def test_a_task_still_queued_at_its_deadline_expires(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """No worker asks in time: at its deadline it leaves the queue and
+        the store hears it expired; a later demand does not get it."""
+        async with open_inbox() as h:
+            await h.submit(later("x", expires_in=5.0), sub("y"))
+            await trio.sleep(4.9)
+            assert reported(h, Expired) == []
+            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+            await h.demand(5)
+            again = await h.inbox.call(Cancel(id="x"))
+        assert reported(h, Expired) == ["x"]
+        assert h.dispatched() == ["y"]
+        assert (stats.queued, stats.expired_total) == ((0, 0, 1, 0), 1)
+        assert again.outcome == "not_queued"
+
+    async def test_a_task_handed_out_in_time_carries_its_deadline_and_does_not_expire_here(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.demand(1)
+            await h.submit(later("x", expires_in=5.0))
+            await trio.sleep(10)
+            await trio.testing.wait_all_tasks_blocked()
+        [job] = [job for batch in h.dispatcher_got for job in batch.jobs]
+        assert job.expires_at is not None and job.expires_at > job.queued_at
+        assert reported(h, Expired) == []
+
+    async def test_a_deadline_before_the_scheduled_time_expires_it_unrun(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.demand(5)
+            await h.submit(later("x", 60.0, expires_in=30.0))
+            await trio.sleep(61)
+            await trio.testing.wait_all_tasks_blocked()
+        assert reported(h, Expired) == ["x"]
+        assert h.dispatched() == [] and reported(h, Released) == []

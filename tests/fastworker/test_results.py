@@ -16,11 +16,13 @@ from actors.edge import Requests
 from actors.testing import crash_after
 from fastworker.messages import (
     Cancelled,
+    Expired,
     Finished,
     Outcome,
     Queued,
     QueuedEntry,
     Records,
+    Released,
     RemoteError,
     ResultQuery,
     Running,
@@ -555,7 +557,7 @@ async def test_the_snapshot_counts_records_waiters_and_traffic(
         await store.send(Finished(outcomes=(done("a"),)))
     assert stats == ResultStoreStats(
         entries=3, live_entries=2, bytes=3 * RECORD_OVERHEAD_BYTES + 5, waiting_queries=1,
-        finished_total=1, succeeded_total=1, failed_total=0, cancelled_total=0,
+        finished_total=1, succeeded_total=1, failed_total=0, cancelled_total=0, expired_total=0,
         duplicates_total=1, extra_attempts_total=0, stale_total=0,
         evicted_ttl=0, evicted_lru=0, evicted_bytes=0, queries_total=2, ignored_total=0,
     )
@@ -703,3 +705,39 @@ class TestHistory:
         error_bytes = len("ValueError") + len("boom") + len("Traceback ...")
         assert stats.bytes == 2 * RECORD_OVERHEAD_BYTES + 2 * len(b"args") + error_bytes
         assert (stats.failed_total, stats.succeeded_total) == (1, 0)
+
+
+class TestScheduledAndExpired:
+    async def test_a_scheduled_task_reads_scheduled_then_queued(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_store() as store:
+            await store.send(Queued(entries=(QueuedEntry(
+                id="s", task="add", priority=2, queued_at=1.0, scheduled_for=61.0),)))
+            [scheduled] = await status(store, "s")
+            await store.send(Released(ids=("s",)))
+            released = await states(store, "s")
+        assert (scheduled.state, scheduled.scheduled_for) == ("scheduled", 61.0)
+        assert released == ["queued"]
+
+    async def test_an_expired_task_is_final_with_a_task_expired_error(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Dropped by the inbox, or refused by an executor past its
+        deadline: either way the record is final, ``expired``, and a
+        waiting query is answered."""
+        async with open_store() as store, trio.open_nursery() as nursery:
+            await store.send(queued("a", "b"))
+            pending = Pending()
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+            await trio.testing.wait_all_tasks_blocked()
+            await store.send(Expired(ids=("a",)))
+            late = RemoteError(type="TaskExpired", message="too late", kind="expired")
+            await store.send(Finished(outcomes=(Outcome(id="b", attempt=1, worker="w1",
+                                                        error=late),)))
+            records = await status(store, "a", "b")
+            stats = await snapshot(store)
+        assert [r.state for r in records] == ["expired", "expired"]
+        assert records[0].error is not None and records[0].error.type == "TaskExpired"
+        assert [r.id for r in pending.answer.records] == ["a"]
+        assert (stats.expired_total, stats.failed_total) == (2, 0)
