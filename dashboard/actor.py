@@ -320,17 +320,18 @@ class Dashboard(Actor[Any]):
             log.info("%s: task %s cancelled from the dashboard", self.name, id)
             return views.CancelResult(id=id, outcome="cancelled")
         detail = await self._detail(id)  # 404 if the store does not know it either
-        raise ActionError(409, f"task {id} is {detail.record.state}: only a queued task "
-                          "can be cancelled")
+        raise ActionError(409, f"task {id} is {detail.record.state}: only a queued or "
+                          "scheduled task can be cancelled")
 
     async def retry(self, id: str) -> views.RetryResult:
         detail = await self._detail(id)
         record = detail.record
         if not views.retryable(detail):
-            why = ("its arguments are no longer held" if record.state in ("failed", "cancelled")
+            why = ("its arguments are no longer held"
+                   if record.state in ("failed", "cancelled", "expired")
                    else f"it is {record.state}")
-            raise ActionError(409, f"task {id} cannot be retried: {why} (only failed or "
-                              "cancelled tasks can be)")
+            raise ActionError(409, f"task {id} cannot be retried: {why} (only failed, "
+                              "cancelled or expired tasks can be)")
         new_id = secrets.token_hex(8)
         submit = Submit(id=new_id, task=record.task, payload=detail.payload,
                         priority=record.priority, retry_of=id)

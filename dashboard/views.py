@@ -28,7 +28,8 @@ from fastworker.registry import RegistryStats, WorkerInfo
 from fastworker.results import ResultStoreStats, TaskDetail
 
 #: Task states, in the order a task moves through them.
-STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+STATES: tuple[str, ...] = (
+    "scheduled", "queued", "running", "succeeded", "failed", "cancelled", "expired")
 
 
 # -- samples -------------------------------------------------------------------
@@ -92,6 +93,8 @@ class QueueView(msgspec.Struct):
     low: int
     total: int
     capacity: int
+    #: Held for a later time (countdown / eta), not counted in ``total``.
+    scheduled: int
 
 
 class TotalsView(msgspec.Struct):
@@ -315,7 +318,8 @@ def overview(sample: Sample, node: NodeInfo,
         node=NodeView(name=node.name, version=node.version, started_at=node.started_at,
                       uptime=max(sample.at - node.started_at, 0.0), now=sample.at),
         queue=QueueView(critical=queued[0], high=queued[1], normal=queued[2], low=queued[3],
-                        total=sum(queued), capacity=inbox.capacity if inbox is not None else 0),
+                        total=sum(queued), capacity=inbox.capacity if inbox is not None else 0,
+                        scheduled=inbox.scheduled if inbox is not None else 0),
         in_flight=in_flight(sample),
         totals=TotalsView(submitted=totals.submitted, succeeded=totals.succeeded,
                           failed=totals.failed, cancelled=totals.cancelled),
@@ -420,7 +424,11 @@ def task_view(detail: TaskDetail) -> TaskView:
     record = detail.record
     args, kwargs = peek_call(detail.payload) if detail.payload else ("", "")
     timeline = []
-    if record.queued_at:
+    if record.queued_at and record.scheduled_for:
+        timeline.append(TimelineEvent(event="accepted", at=record.queued_at, worker=None))
+        timeline.append(TimelineEvent(event="scheduled", at=record.scheduled_for,
+                                      worker=None))
+    elif record.queued_at:
         timeline.append(TimelineEvent(event="queued", at=record.queued_at, worker=None))
     if detail.dispatched_at:
         timeline.append(TimelineEvent(event="dispatched", at=detail.dispatched_at,
@@ -429,8 +437,9 @@ def task_view(detail: TaskDetail) -> TaskView:
         timeline.append(TimelineEvent(event="started", at=record.started_at,
                                       worker=record.worker or None))
     if record.state in FINAL_STATES and record.finished_at:
-        timeline.append(TimelineEvent(event=record.state if record.state == "cancelled" else "finished",
-                                      at=record.finished_at, worker=record.worker or None))
+        event = record.state if record.state in ("cancelled", "expired") else "finished"
+        timeline.append(TimelineEvent(event=event, at=record.finished_at,
+                                      worker=record.worker or None))
     error = record.error
     return TaskView(
         id=record.id, task=record.task, state=record.state,
@@ -440,13 +449,14 @@ def task_view(detail: TaskDetail) -> TaskView:
         error=None if error is None else ErrorView(type=error.type, message=error.message,
                                                     traceback=error.traceback, kind=error.kind),
         timeline=timeline, retry_of=detail.retry_of or None, retried_as=list(detail.retried_as),
-        actions=TaskActions(cancel=record.state == "queued", retry=retryable(detail)),
+        actions=TaskActions(cancel=record.state in ("queued", "scheduled"),
+                            retry=retryable(detail)),
     )
 
 
 def retryable(detail: TaskDetail) -> bool:
-    """A failed or cancelled task whose arguments are still held."""
-    return detail.record.state in ("failed", "cancelled") and bool(detail.payload)
+    """A failed, cancelled or expired task whose arguments are still held."""
+    return detail.record.state in ("failed", "cancelled", "expired") and bool(detail.payload)
 
 
 def task_names(sample: Sample, local: Iterable[str]) -> list[str]:

@@ -289,7 +289,7 @@
   }
 
   // ---------------------------------------------------------------- shared widgets
-  const KNOWN = new Set(['queued', 'running', 'succeeded', 'failed', 'cancelled', 'unknown', 'alive', 'suspect', 'lost', 'left', 'draining']);
+  const KNOWN = new Set(['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'unknown', 'alive', 'suspect', 'lost', 'left', 'draining']);
   function badge(word, testid) {
     word = str(word) || 'unknown';
     return h('span', { class: 'badge s-' + (KNOWN.has(word) ? word : 'unknown'), 'data-testid': testid, text: word });
@@ -455,7 +455,8 @@
     const queueCard = h('section', { class: 'card' },
       h('header', null, h('h2', { text: 'Queue' }), h('span', { class: 'card-meta' }, v('q-total', 'queue-total', 'strong'), ' / ', v('q-cap'), ' capacity')),
       ref('qcap-bar', h('span', { class: 'bar wide' }, h('i'))),
-      h('div', { class: 'qrows' }, prios));
+      h('div', { class: 'qrows' }, prios),
+      h('div', { class: 'qsched muted' }, v('q-scheduled', 'queue-scheduled', 'strong'), ' scheduled for later (not in the queue yet)'));
 
     const stat = (label, el) => h('div', { class: 'stat' }, h('span', { class: 'stat-label', text: label }), el);
     const workersCard = h('section', { class: 'card' },
@@ -500,6 +501,7 @@
         setBar(refs['qbar-' + p], total ? (num(q[p]) || 0) / total : 0);
       }
       setText(refs['q-total'], plainInt(q.total));
+      setText(refs['q-scheduled'], plainInt(q.scheduled || 0));
       setText(refs['q-cap'], fmtInt(q.capacity));
       setBar(refs['qcap-bar'], num(q.capacity) ? total / q.capacity : 0);
       setText(refs['w-alive'], fmtInt(w.alive)); setText(refs['w-suspect'], fmtInt(w.suspect)); setText(refs['w-lost'], fmtInt(w.lost));
@@ -670,7 +672,7 @@
       if (sel.value !== current) sel.value = current;
     }
     function syncControls() {
-      fillSelect(stateSel, states.length ? states : ['queued', 'running', 'succeeded', 'failed', 'cancelled'], f.state, 'All states');
+      fillSelect(stateSel, states.length ? states : ['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired'], f.state, 'All states');
       fillSelect(taskSel, names, f.task, 'All tasks');
       if (idInput.value !== f.id && document.activeElement !== idInput) idInput.value = f.id;
     }
@@ -760,15 +762,15 @@
       const t0 = q ? num(q.at) : null;
       const workers = arr(t.workers).length ? arr(t.workers) : (t.worker ? [t.worker] : []);
       const at = (name) => { const e = timeline.filter((x) => x.event === name).pop(); return e ? num(e.at) : null; };
-      const started = at('started'), finished = at('finished') || at('cancelled');
+      const started = at('started'), finished = at('finished') || at('cancelled') || at('expired');
 
       const head = h('div', { class: 'task-head' },
         h('div', { class: 'task-title' },
           h('h1', null, h('span', { text: str(t.task) || 'unknown task' }), badge(t.state, 'task-detail-state')),
           h('div', { class: 'mono task-id', 'data-testid': 'task-detail-id', text: str(t.id) || id })),
         h('div', { class: 'task-actions' },
-          h('button', { class: 'btn', type: 'button', 'data-action': 'cancel', 'data-id': str(t.id) || id, 'data-testid': 'action-cancel', disabled: !acts.cancel, title: acts.cancel ? 'Cancel this queued task' : 'Only queued tasks can be cancelled', text: 'Cancel' }),
-          h('button', { class: 'btn primary', type: 'button', 'data-action': 'retry', 'data-id': str(t.id) || id, 'data-testid': 'action-retry', disabled: !acts.retry, title: acts.retry ? 'Queue a new attempt' : 'Only failed or cancelled tasks can be retried', text: 'Retry' })));
+          h('button', { class: 'btn', type: 'button', 'data-action': 'cancel', 'data-id': str(t.id) || id, 'data-testid': 'action-cancel', disabled: !acts.cancel, title: acts.cancel ? 'Cancel this task before it runs' : 'Only queued or scheduled tasks can be cancelled', text: 'Cancel' }),
+          h('button', { class: 'btn primary', type: 'button', 'data-action': 'retry', 'data-id': str(t.id) || id, 'data-testid': 'action-retry', disabled: !acts.retry, title: acts.retry ? 'Queue a new attempt' : 'Only failed, cancelled or expired tasks can be retried', text: 'Retry' })));
 
       const props = h('dl', { class: 'props' },
         field('Priority', t.priority ? h('span', { class: 'prio p-' + str(t.priority), text: str(t.priority) }) : null),
@@ -796,7 +798,7 @@
           h('div', { class: 'err-line' }, h('b', { text: str(err.type) || 'Error' }), err.message ? ': ' + str(err.message) : ''),
           err.traceback ? pre(str(err.traceback), 'traceback') : null);
       } else {
-        const done = ['succeeded', 'failed', 'cancelled'].includes(t.state);
+        const done = ['succeeded', 'failed', 'cancelled', 'expired'].includes(t.state);
         outcome = h('section', { class: 'card' }, h('header', null, h('h2', { text: 'Result' })),
           t.result != null ? pre(str(t.result), '', 'task-result')
             : h('div', { class: 'muted pad-sm', 'data-testid': 'task-result', text: done ? 'No result.' : 'Not finished yet.' }));

@@ -113,7 +113,8 @@ class TestTasks:
         assert by_name["total"] == 5
         assert [t["id"] for t in by_id["tasks"]] == [ids[2]]
         assert "examples.tasks.add" in everything["task_names"]
-        assert everything["states"] == ["queued", "running", "succeeded", "failed", "cancelled"]
+        assert everything["states"] == [
+            "scheduled", "queued", "running", "succeeded", "failed", "cancelled", "expired"]
 
     @pytest.mark.parametrize(("params", "complaint"), [
         ({"state": "sleeping"}, "unknown state 'sleeping'"),
@@ -186,7 +187,7 @@ class TestActions:
             200, {"id": queued, "outcome": "cancelled"})
         assert again.json() == {"id": queued, "outcome": "cancelled"}  # idempotent
         assert busy.status_code == 409
-        assert "is running: only a queued task can be cancelled" in busy.json()["detail"]
+        assert "is running: only a queued or scheduled task can be cancelled" in busy.json()["detail"]
         assert page["state"] == "cancelled" and page["actions"]["retry"] is True
 
     async def test_retry_a_failed_task_as_a_new_task_linked_to_it(self) -> None:
