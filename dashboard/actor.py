@@ -124,6 +124,16 @@ class DashboardOptions:
                 "or FASTWORKER_DASHBOARD_TOKEN) so that only you can see and steer the node")
 
 
+@attrs.frozen(kw_only=True)
+class DashboardStats:
+    """The dashboard's own snapshot: where it listens, the event streams
+    open now, and the chart's points held."""
+
+    url: str
+    watchers: int
+    samples: int
+
+
 class ActionError(Exception):
     """An action or lookup the API answers with a 4xx: ``status`` and why."""
 
@@ -213,6 +223,9 @@ class Dashboard(Actor[Any]):
         self.stopping()
         with trio.move_on_after(2.0):
             await self._server_done.wait()
+
+    def stats_detail(self) -> DashboardStats:
+        return DashboardStats(url=self.url, watchers=self.watchers, samples=len(self._series))
 
     async def handle(self, message: Any) -> Any:
         log.warning("%s: ignored %s (the dashboard takes no messages)", self.name,

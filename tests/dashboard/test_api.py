@@ -88,6 +88,8 @@ class TestViews:
         assert {"inbox", "dispatcher", "executor", "results", "registry", "dashboard",
                 "submit_normal", "workers", "beacon"} <= names
         inbox = next(a for a in actors["actors"] if a["name"] == "inbox")
+        own = next(a for a in actors["actors"] if a["name"] == "dashboard")
+        assert own["detail"]["url"] == control.url
         assert inbox["kind"] == "fastworker.PriorityInbox"
         assert inbox["restarts"] == 0 and inbox["mailbox_capacity"] > 0
         assert inbox["detail"]["capacity"] == 100_000
