@@ -468,14 +468,7 @@ class PriorityInbox(Actor[Accepts]):
 
     def _enqueue(self, submit: Submit) -> Accepted:
         now = time.time()
-        job = self._job(submit, now) if submit.expires_in is not None else Job(
-            id=submit.id,
-            task=submit.task,
-            payload=submit.payload,
-            priority=submit.priority,
-            timeout=submit.timeout,
-            queued_at=now,
-        )
+        job = self._job(submit, now)
         self._queued[job.id] = job
         self._levels[job.priority].append(job)
         self._counts[job.priority] += 1
