@@ -197,6 +197,7 @@ class Dashboard(Actor[Any]):
         config.keep_alive_timeout = 5.0
         binds = await nursery.start(partial(self._run_server, create_app(self), config))
         self.url = binds[0] if binds else f"http://{options.address}"
+        await self._take_sample()  # the first one was taken before the url was known
         if self.token is None:
             access = "no token: actions open to anyone who can reach it"
         elif self.open_reads:
