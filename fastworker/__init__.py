@@ -26,12 +26,14 @@ from fastworker.errors import TaskExpired as TaskExpired
 from fastworker.errors import TaskTimeout as TaskTimeout
 from fastworker.errors import UnknownTask as UnknownTask
 from fastworker.messages import TaskRecord as TaskRecord
+from fastworker.tasks import Backoff as Backoff
 from fastworker.tasks import Task as Task
 from fastworker.tasks import task as task
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Backoff",
     "Client",
     "Completed",
     "ConnectionLost",

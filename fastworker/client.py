@@ -662,6 +662,8 @@ class Client:
         countdown: float | None = None,
         eta: datetime | float | None = None,
         expires: datetime | float | None = None,
+        retries: int | None = None,
+        key: str | None = None,
     ) -> str:
         """The explicit form of ``delay``, with the options of one run.
 
@@ -680,10 +682,23 @@ class Client:
             expires: a deadline, seconds from now or a ``datetime`` / Unix
                 seconds: a task not started by then never runs, and its
                 result raises ``TaskExpired``.
+            retries: how often a failed attempt runs again (default: the
+                task's ``retries``).
+            key: an idempotency key: while a task submitted with the same
+                key is queued, scheduled or running, this call returns that
+                task's id and queues nothing.
         """
         submit = self._submit_message(task, args, kwargs, priority, timeout, queue_wait, task_id)
         if countdown is not None or eta is not None or expires is not None:
             submit = attrs.evolve(submit, **_schedule(countdown, eta, expires))
+        if retries is not None:
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise InvalidSubmission(f"retries must be a whole number >= 0, got {retries!r}")
+            submit = attrs.evolve(submit, retries=retries)
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise InvalidSubmission(f"key must be a non-empty string, got {key!r}")
+            submit = attrs.evolve(submit, key=key)
         reply = await self._submitters[submit.priority].ask(submit)
         return self._accepted(reply)
 

@@ -62,6 +62,7 @@ from fastworker.messages import (
     Pull,
     RemoteError,
     Report,
+    Retry,
     Running,
     UnknownWorker,
 )
@@ -125,7 +126,7 @@ class DrainWorker:
 
 
 Accepts: TypeAlias = Union[
-    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker]
+    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry]
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +174,8 @@ class DispatcherStats:
     redelivered_total: int
     failed_lost_total: int
     late_results_total: int
+    #: Failed attempts sent back to the inbox to run again after their backoff.
+    retried_total: int = 0
 
     @property
     def credit(self) -> Mapping[str, int]:
@@ -250,6 +253,9 @@ class Dispatcher(Actor[Accepts]):
         self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
         self._to_results: list[Any] = []
         self._requeue: list[Job] = []
+        # Failed attempts to run again (their next attempt), and after how long.
+        self._retries: list[Job] = []
+        self._retry_delays: list[float] = []
         self._requeue_cancel: list[str] = []
         self._received = False
         self._local_checked = -math.inf
@@ -314,6 +320,9 @@ class Dispatcher(Actor[Accepts]):
                         worker.health = health
                 case WorkerLeft():
                     self._leave(message)
+                case Retry(jobs=jobs, delays=delays):
+                    self._retries.extend(jobs)
+                    self._retry_delays.extend(delays)
                 case _:
                     # A wiring mistake; crashing would lose the jobs held.
                     kind = type(message).__name__
@@ -335,6 +344,7 @@ class Dispatcher(Actor[Accepts]):
             redelivered_total=counts["redelivered"],
             failed_lost_total=counts["failed_lost"],
             late_results_total=counts["late"],
+            retried_total=counts["retried"],
         )
 
     # -- subworker requests --------------------------------------------------------
@@ -369,8 +379,12 @@ class Dispatcher(Actor[Accepts]):
             self._to_results.append(Finished(outcomes=report.finished))
         held = worker.held if worker is not None else {}
         for outcome in report.finished:
-            if held.pop(outcome.id, None) is None:
+            job = held.pop(outcome.id, None)
+            if job is None:
                 self._late(outcome)
+            elif outcome.retry_in is not None:
+                self._retries.append(attrs.evolve(job, attempt=job.attempt + 1))
+                self._retry_delays.append(outcome.retry_in)
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)
         if report.seq and report.seq <= worker.report_seq:
@@ -555,6 +569,11 @@ class Dispatcher(Actor[Accepts]):
             await self.refs["results"].send(
                 Requeued(ids=tuple(j.id for j in jobs), attempts=tuple(j.attempt for j in jobs)))
             await self.refs["inbox"].send(Requeue(jobs=tuple(jobs)))
+        if self._retries:
+            jobs, self._retries = self._retries, []
+            delays, self._retry_delays = self._retry_delays, []
+            self._counts["retried"] += len(jobs)
+            await self.refs["inbox"].send(Requeue(jobs=tuple(jobs), delays=tuple(delays)))
         if self._requeue_cancel:
             ids, self._requeue_cancel = self._requeue_cancel, []
             await self.refs["inbox"].send_batch([Cancel(id=id) for id in ids])

@@ -39,16 +39,23 @@ import socket
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import trio
 
 from actors import Actor
-from fastworker.messages import Assign, Credit, Finished, Job, Outcome, RemoteError, Running
-from fastworker.payload import pack_value, unpack_call
+from fastworker.messages import (
+    Assign,
+    Credit,
+    Finished,
+    Job,
+    Outcome,
+    RemoteError,
+    Retry,
+    Running,
+)
+from fastworker.calls import call_async, call_sync, timeout_error
 from fastworker.tasks import Task, TaskRegistry
 from fastworker.tasks import registry as default_registry
 
@@ -97,6 +104,7 @@ class ExecutorStats:
     failed_total: int
     timed_out_total: int
     late_results_discarded: int
+    retried_total: int = 0
 
 
 class Executor(Actor[Accepts]):
@@ -130,7 +138,10 @@ class Executor(Actor[Accepts]):
         self._deadlines: list[tuple[float, int, _SyncRun]] = []  # a heap
         self._sequence = itertools.count()
         self._timer: trio.CancelScope | None = None
-        self._counts = dict.fromkeys(("succeeded", "failed", "timed_out", "late"), 0)
+        self._counts = dict.fromkeys(("succeeded", "failed", "timed_out", "late", "retried"), 0)
+        # Failed attempts to run again, and after how long: sent at the next flush.
+        self._retries: list[Job] = []
+        self._retry_delays: list[float] = []
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         options = self.options
@@ -197,6 +208,7 @@ class Executor(Actor[Accepts]):
             failed_total=self._counts["failed"],
             timed_out_total=self._counts["timed_out"],
             late_results_discarded=self._counts["late"],
+            retried_total=self._counts["retried"],
         )
 
     # -- starting jobs ---------------------------------------------------------
@@ -263,17 +275,15 @@ class Executor(Actor[Accepts]):
     async def _run_async(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
         started_at = time.time()
         if limit is None:  # no cancel scope: it is a large share of a no-op job's cost
-            value, error = await _call_async(found, job.payload)
+            value, error, retryable = await call_async(found, job.payload)
         else:
             with trio.move_on_after(limit) as scope:
-                value, error = await _call_async(found, job.payload)
+                value, error, retryable = await call_async(found, job.payload)
             if scope.cancelled_caught:
-                value, error = None, _timeout(found, limit)
+                value, error = None, timeout_error(found, limit)
+                retryable = found.retries_on_timeout
         self._in_flight -= 1
-        self._report(
-            Outcome(id=job.id, attempt=job.attempt, worker=self.worker, value=value, error=error,
-                    started_at=started_at, finished_at=time.time())
-        )
+        self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
     # -- sync tasks: worker threads ----------------------------------------------
 
@@ -285,12 +295,9 @@ class Executor(Actor[Accepts]):
                 continue  # the executor is gone; nobody waits for this one
             run.started_at = time.time()
             run.started_mono = time.monotonic()
-            value, error = _call_sync(run.task, run.job.payload)
-            job = run.job
-            run.outcome = Outcome(
-                id=job.id, attempt=job.attempt, worker=run.worker, value=value, error=error,
-                started_at=run.started_at, finished_at=time.time(),
-            )
+            value, error, retryable = call_sync(run.task, run.job.payload)
+            run.outcome = self._outcome(run.job, run.task, value, error, retryable,
+                                        run.started_at)
             completed.append(run)
             # Wake the trio side only if no wake-up is pending. No lock: the
             # collector clears the flag before it drains, so a run appended
@@ -342,21 +349,35 @@ class Executor(Actor[Accepts]):
                     self._push_deadline(now + remaining, run)
                     continue
                 run.timed_out = True
-                job = run.job
-                self._report(
-                    Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
-                            error=_timeout(run.task, run.limit),
-                            started_at=run.started_at, finished_at=time.time())
-                )
+                self._report(self._outcome(
+                    run.job, run.task, None, timeout_error(run.task, run.limit),
+                    run.task.retries_on_timeout, run.started_at), run.job)
 
     # -- reporting ---------------------------------------------------------------
 
-    def _report(self, outcome: Outcome) -> None:
+    def _outcome(self, job: Job, found: Task[Any, Any], value: bytes | None,
+                 error: RemoteError | None, retryable: bool, started_at: float) -> Outcome:
+        """A job's outcome; a failed attempt with retries left says when to
+        retry it (called from worker threads too: it touches no shared state)."""
+        retry_in = None
+        if error is not None and retryable:
+            retries = found.retries if job.retries is None else job.retries
+            if job.attempt <= retries:
+                retry_in = found.backoff.delay(job.attempt)
+        return Outcome(id=job.id, attempt=job.attempt, worker=self.worker, value=value,
+                       error=error, started_at=started_at, finished_at=time.time(),
+                       retry_in=retry_in)
+
+    def _report(self, outcome: Outcome, job: Job | None = None) -> None:
         """Queue an outcome for the collector's next pass, and wake it."""
-        self._record(outcome)
+        self._record(outcome, job)
         self._wakeup.set()
 
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome, job: Job | None) -> None:
+        if outcome.retry_in is not None and job is not None:
+            self._counts["retried"] += 1
+            self._retries.append(attrs.evolve(job, attempt=job.attempt + 1))
+            self._retry_delays.append(outcome.retry_in)
         if outcome.error is None:
             self._counts["succeeded"] += 1
         elif outcome.error.kind == "timeout":
@@ -391,7 +412,7 @@ class Executor(Actor[Accepts]):
                 self._counts["late"] += 1
             else:
                 assert run.outcome is not None
-                self._record(run.outcome)  # this pass sends it: no wake-up needed
+                self._record(run.outcome, run.job)  # this pass sends it: no wake-up needed
         free = self.options.concurrency - self._in_flight
         if self._backlog and free > 0:
             taken = min(free, len(self._backlog))
@@ -404,6 +425,10 @@ class Executor(Actor[Accepts]):
             self._credit_out += credit
         if outcomes:
             await self.refs["results"].send(Finished(outcomes=tuple(outcomes)))
+        if self._retries:  # after Finished: the store hears of the failure first
+            retries, self._retries = self._retries, []
+            delays, self._retry_delays = self._retry_delays, []
+            await self.refs["dispatcher"].send(Retry(jobs=tuple(retries), delays=tuple(delays)))
         if credit > 0:
             await self.refs["dispatcher"].send(Credit(worker=self.worker, n=credit))
 
@@ -424,71 +449,3 @@ class _SyncRun:
         self.started_mono: float | None = None
         self.outcome: Outcome | None = None
         self.timed_out = False
-
-
-# -- calling a task ----------------------------------------------------------------
-
-
-def _call_sync(found: Task[Any, Any], payload: bytes) -> tuple[bytes | None, RemoteError | None]:
-    try:
-        args, kwargs = unpack_call(payload)
-    except Exception as error:
-        return None, _invalid(found, error)
-    try:
-        result = found.fn(*args, **kwargs)
-    except BaseException as error:  # noqa: BLE001 - even SystemExit must not kill the thread
-        return None, _remote(error)
-    return _pack(result)
-
-
-async def _call_async(
-    found: Task[Any, Any], payload: bytes
-) -> tuple[bytes | None, RemoteError | None]:
-    try:
-        args, kwargs = unpack_call(payload)
-    except Exception as error:
-        return None, _invalid(found, error)
-    function: Callable[..., Awaitable[Any]] = found.fn
-    try:
-        result = await function(*args, **kwargs)
-    except Exception as error:
-        return None, _remote(error)
-    return _pack(result)
-
-
-def _pack(result: Any) -> tuple[bytes | None, RemoteError | None]:
-    try:
-        return pack_value(result), None
-    except (TypeError, ValueError) as error:
-        return None, RemoteError(type=_type_name(error), message=str(error))
-
-
-def _remote(error: BaseException) -> RemoteError:
-    """What a task raised, as text; the first frame (ours, the call) is left out."""
-    tb = error.__traceback__
-    text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
-    return RemoteError(type=_type_name(error), message=str(error), traceback=text)
-
-
-def _invalid(found: Task[Any, Any], error: Exception) -> RemoteError:
-    return RemoteError(
-        type="InvalidSubmission",
-        message=f"cannot unpickle the arguments of task {found.name}: "
-        f"{type(error).__name__}: {error}",
-        traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
-    )
-
-
-def _timeout(found: Task[Any, Any], limit: float) -> RemoteError:
-    return RemoteError(
-        type="TaskTimeout",
-        message=f"task {found.name} ran past its time limit of {limit:g} s",
-        kind="timeout",
-    )
-
-
-def _type_name(error: BaseException) -> str:
-    cls = type(error)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"

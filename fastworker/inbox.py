@@ -40,7 +40,12 @@ until its time on trio's clock, then queued at the back of its level
 (``Released`` tells the store). One with ``expires_in`` gets a deadline:
 still queued or scheduled then, it is dropped and ``Expired`` (a job
 already handed out is checked again by the executor before it starts).
-Both can be cancelled like any queued task.
+Both can be cancelled like any queued task. A ``Requeue`` with ``delays``
+holds failed attempts for their retry the same way.
+
+A Submit with a ``key`` whose holder (the task first submitted with it) is
+still queued, scheduled or running is answered with the holder's id and
+not queued (``fastworker.unique``).
 
 Everything is bounded: ``capacity`` queued tasks, ``scheduled_capacity``
 scheduled ones, ``parked_max`` waiting Submits, ``recent_ids`` remembered
@@ -61,7 +66,7 @@ from typing import Any, Literal, TypeAlias, Union
 import attrs
 import trio
 
-from actors import Actor, ActorContext, ActorCrashed, Reply
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout, Reply
 from actors.edge import Requests
 from fastworker.due import DueHeap
 from fastworker.messages import (
@@ -76,10 +81,13 @@ from fastworker.messages import (
     JobBatch,
     Queued,
     QueuedEntry,
+    Records,
     Released,
     Rejected,
+    StatusQuery,
     Submit,
 )
+from fastworker.unique import UniqueKeys
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -122,9 +130,15 @@ class KnownTasks:
 @attrs.frozen(kw_only=True)
 class Requeue:
     """Dispatcher -> PriorityInbox: put these jobs back at the front of their
-    levels, in this order (they were accepted once: room is not checked)."""
+    levels, in this order (they were accepted once: room is not checked).
+
+    With ``delays`` (one per job: failed attempts to retry), each job is
+    held that many seconds, then queued at the back of its level like a
+    scheduled task; held retries count as scheduled tasks but are never
+    refused (they are bounded by the jobs running)."""
 
     jobs: tuple[Job, ...]
+    delays: tuple[float, ...] = ()
 
 
 Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
@@ -143,6 +157,9 @@ class InboxOptions:
         recent_ids: ids remembered after they left the queue, so that a
             resent Submit is recognised (and a Cancel answered) for them.
         parked_max: Submits that may wait for room at once.
+        key_check_timeout: seconds to wait for the store to say whether
+            the holders of submitted keys have ended (past it, the keys
+            stay held and the Submits get the holder's id).
     """
 
     capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=attrs.validators.ge(1))
@@ -154,6 +171,7 @@ class InboxOptions:
     check_task_names: bool = True
     recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
     parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
+    key_check_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -176,6 +194,11 @@ class InboxStats:
     #: Tasks held for a later time, and tasks dropped at their deadline.
     scheduled: int = 0
     expired_total: int = 0
+    #: Failed attempts held for their retry; Submits answered with the id
+    #: of the task holding their key; keys held.
+    retried_total: int = 0
+    unique_hits_total: int = 0
+    keys: int = 0
 
 
 _State = Literal["scheduled", "queued", "dispatched", "cancelled", "expired"]
@@ -260,6 +283,8 @@ class PriorityInbox(Actor[Accepts]):
         self._dispatched_total = 0
         self._cancelled_total = 0
         self._requeued_total = 0
+        self._retried_total = 0
+        self._keys = UniqueKeys(limit=options.recent_ids)
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -290,6 +315,7 @@ class PriorityInbox(Actor[Accepts]):
     async def handle(self, message: Accepts) -> Any:
         match message:
             case Requests():
+                await self._settle_keys(message)
                 request = self._on_requests(message)
                 if request.remaining:
                     request.reply = self.defer()
@@ -305,12 +331,16 @@ class PriorityInbox(Actor[Accepts]):
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:
+            if isinstance(message, Requests):
+                await self._settle_keys(message)
             match message:
                 case Demand(n=n, only=only):
                     self._demand += max(n, 0)
                     self._only = only
-                case Requeue(jobs=jobs):
+                case Requeue(jobs=jobs, delays=()):
                     self._requeue(jobs)
+                case Requeue(jobs=jobs, delays=delays):
+                    self._hold_retries(jobs, delays)
                 case KnownTasks(names=names):
                     self._advertised.update(names)
                 case Requests():
@@ -338,6 +368,9 @@ class PriorityInbox(Actor[Accepts]):
             requeued_total=self._requeued_total,
             scheduled=len(self._scheduled),
             expired_total=self._expired_total,
+            retried_total=self._retried_total,
+            unique_hits_total=self._keys.hits_total,
+            keys=len(self._keys),
         )
 
     # -- submissions -------------------------------------------------------------
@@ -371,6 +404,19 @@ class PriorityInbox(Actor[Accepts]):
         problem = self._check(submit)
         if problem is not None:
             return self._reject(submit.id, *problem)
+        if not submit.key:
+            return self._decide(submit, request, index)
+        holder = self._keys.holder(submit.key)
+        if holder is not None:
+            return Accepted(id=holder)  # the task already holding the key
+        self._keys.claim(submit.key, submit.id)
+        answer = self._decide(submit, request, index)
+        if isinstance(answer, Rejected):
+            self._keys.release(submit.key, submit.id)
+        return answer
+
+    def _decide(self, submit: Submit, request: _Request, index: int) -> _Answer | None:
+        """Schedule, queue or park a valid Submit, or refuse it for room."""
         if submit.delay > 0:
             return self._schedule(submit)
         self._admit()  # room freed by a Cancel goes to those waiting first
@@ -385,6 +431,27 @@ class PriorityInbox(Actor[Accepts]):
             )
         return self._queue_full(submit, "pass queue_wait to wait for room")
 
+    async def _settle_keys(self, message: Requests) -> None:
+        """Free the keys of the request's Submits whose holder has ended
+        (the store knows); see ``fastworker.unique``."""
+        asked = self._keys.pending(
+            (m for m in message.messages if isinstance(m, Submit)),
+            lambda task_id: task_id in self._queued or task_id in self._scheduled,
+        )
+        if not asked:
+            return
+        try:
+            answer = await self.refs["results"].call(
+                StatusQuery(ids=tuple(asked)), timeout=self.options.key_check_timeout)
+        except CallTimeout:
+            # Keep the keys: a task that may still run is not started twice.
+            log.warning("%s: the store did not say in %g s whether %d keyed tasks ended; "
+                        "their keys stay held", self.name, self.options.key_check_timeout,
+                        len(asked))
+            return
+        if isinstance(answer, Records):
+            self._keys.settle(asked, answer.records)
+
     def _check(self, submit: Submit) -> tuple[str, str] | None:
         if not 0 <= submit.priority < LEVELS:
             return (
@@ -398,6 +465,9 @@ class PriorityInbox(Actor[Accepts]):
             )
         if not (submit.delay >= 0 and math.isfinite(submit.delay)):
             return "InvalidSubmission", f"delay {submit.delay!r} is not a number of seconds >= 0"
+        retries = submit.retries
+        if retries is not None and not (isinstance(retries, int) and retries >= 0):
+            return "InvalidSubmission", f"retries {retries!r} is not a whole number >= 0"
         expires = submit.expires_in
         if expires is not None and not (expires > 0 and math.isfinite(expires)):
             return ("InvalidSubmission",
@@ -446,7 +516,7 @@ class PriorityInbox(Actor[Accepts]):
             self._arm(self._expiring.next_at)
         return Job(id=submit.id, task=submit.task, payload=submit.payload,
                    priority=submit.priority, timeout=submit.timeout, queued_at=now,
-                   expires_at=expires_at)
+                   expires_at=expires_at, retries=submit.retries)
 
     def _schedule(self, submit: Submit) -> Accepted | Rejected:
         """Hold a Submit with a delay until its time."""
@@ -518,6 +588,8 @@ class PriorityInbox(Actor[Accepts]):
         at once or (when what was queued must reach the store first) at the
         next flush."""
         parked.done = True
+        if isinstance(answer, Rejected) and parked.submit.key:
+            self._keys.release(parked.submit.key, parked.submit.id)
         request = parked.request
         request.answers[parked.index] = answer
         request.remaining -= 1
@@ -647,6 +719,19 @@ class PriorityInbox(Actor[Accepts]):
             self._by_task[job.priority][job.task] += 1
             self._remember(job.id, "queued")
             self._requeued_total += 1
+
+    def _hold_retries(self, jobs: tuple[Job, ...], delays: tuple[float, ...]) -> None:
+        now, wall = trio.current_time(), time.time()
+        for job, delay in zip(jobs, delays):
+            if job.id in self._queued or job.id in self._scheduled:
+                continue
+            self._scheduled.push(now + max(delay, 0.0), job.id, job)
+            self._arm(self._scheduled.next_at)
+            if job.expires_at is not None:
+                self._expiring.push(now + job.expires_at - wall, job.id, job.id)
+                self._arm(self._expiring.next_at)
+            self._remember(job.id, "scheduled")
+            self._retried_total += 1
 
     def _take_jobs(self) -> list[Job]:
         jobs: list[Job] = []

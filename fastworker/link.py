@@ -61,6 +61,7 @@ from fastworker.messages import (
     Heartbeat,
     Outcome,
     Pull,
+    Retry,
     Register,
     Registered,
     Report,
@@ -73,7 +74,7 @@ __all__ = ["LinkOptions", "LinkStats", "WorkerLink"]
 
 log = logging.getLogger("fastworker.link")
 
-Accepts: TypeAlias = Union[Credit, Running, Finished]
+Accepts: TypeAlias = Union[Credit, Running, Finished, Retry]
 
 
 @attrs.frozen(kw_only=True)
@@ -188,6 +189,10 @@ class WorkerLink(Actor[Accepts]):
                     urgent = True
                 case Running():
                     self._running.append(message)
+                case Retry():
+                    # The Report's outcomes say ``retry_in``: the control
+                    # plane's Dispatcher retries from its own copy of the job.
+                    pass
                 case Finished(outcomes=outcomes):
                     urgent = True
                     self._finished.extend(outcomes)

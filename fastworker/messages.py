@@ -41,7 +41,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -77,6 +77,13 @@ class Submit:
     delay: float = 0.0
     #: Seconds after acceptance past which it must not start (``expires``).
     expires_in: float | None = None
+    #: An idempotency key: while a task submitted with the same key is
+    #: queued, scheduled or running, this submission is answered with that
+    #: task's id and not queued ("": none).
+    key: str = ""
+    #: Retries of a failed attempt, overriding the task's ``retries``
+    #: (``None``: the task's).
+    retries: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +124,8 @@ class Job:
     losses: int = 0
     #: Wall-clock time past which it must not start (``None``: no deadline).
     expires_at: float | None = None
+    #: Retries of a failed attempt, overriding the task's (``None``: the task's).
+    retries: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +160,17 @@ class Credit:
     n: int
 
 
+@attrs.frozen(kw_only=True)
+class Retry:
+    """Executor -> Dispatcher: these jobs (already their next attempt) failed
+    and are to run again after ``delays`` seconds each. Only the control
+    plane's own executor needs it: a subworker's ``Report`` says
+    ``retry_in`` and the Dispatcher retries from its own copy of the job."""
+
+    jobs: tuple[Job, ...]
+    delays: tuple[float, ...]
+
+
 # -- report --------------------------------------------------------------------
 
 
@@ -180,6 +200,9 @@ class Outcome:
     error: RemoteError | None = None
     started_at: float = 0.0
     finished_at: float = 0.0
+    #: The attempt failed and is retried after this many seconds
+    #: (``None``: this outcome is final).
+    retry_in: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +271,17 @@ class Expired:
 
 
 @attrs.frozen(kw_only=True)
+class Attempt:
+    """An earlier attempt of a task that failed and was retried."""
+
+    attempt: int
+    worker: str
+    started_at: float
+    finished_at: float
+    error: RemoteError
+
+
+@attrs.frozen(kw_only=True)
 class TaskRecord:
     """A task's state as the store knows it; ``value`` once it succeeded."""
 
@@ -265,7 +299,10 @@ class TaskRecord:
     value: bytes | None = None
     error: RemoteError | None = None
     #: When a scheduled task is (or was) due to be queued; 0: at once.
+    #: For a task waiting for a retry: when the retry is due.
     scheduled_for: float = 0.0
+    #: The earlier attempts that failed and were retried, oldest first.
+    attempts: tuple[Attempt, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -434,6 +471,7 @@ CODEC = Codec(
         JobBatch,
         Assign,
         Credit,
+        Retry,
         Queued,
         Running,
         Finished,

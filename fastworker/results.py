@@ -43,6 +43,7 @@ import trio
 from actors import Actor, Reply
 from actors.edge import Requests
 from fastworker.messages import (
+    Attempt,
     Cancelled,
     Expired,
     Finished,
@@ -185,6 +186,8 @@ class ResultStoreStats:
         queries_total: queries answered or parked.
         ignored_total: messages with nobody to answer: a query sent without
             ``Ref.call``, or a non-query inside ``Requests``.
+        retried_total: failed attempts that run again (kept in the
+            record's ``attempts``).
     """
 
     entries: int
@@ -204,6 +207,7 @@ class ResultStoreStats:
     evicted_bytes: int
     queries_total: int
     ignored_total: int
+    retried_total: int = 0
 
 
 class ResultStore(Actor[Accepts]):
@@ -389,9 +393,12 @@ class ResultStore(Actor[Accepts]):
             else:
                 self._counts.extra_attempts_total += 1
             return
-        self._counts.finished_total += 1
         old = entry.record if entry is not None else TaskRecord(id=outcome.id, state="unknown")
         error = outcome.error
+        if outcome.retry_in is not None and error is not None:
+            self._on_retry(outcome, entry, old, error)
+            return
+        self._counts.finished_total += 1
         record = TaskRecord(
             id=outcome.id,
             state="succeeded" if error is None else (
@@ -407,8 +414,33 @@ class ResultStore(Actor[Accepts]):
             value=outcome.value,
             error=outcome.error,
             scheduled_for=old.scheduled_for,
+            attempts=old.attempts,
         )
         self._finalize(outcome.id, entry, record, now, woken)
+
+    def _on_retry(self, outcome: Outcome, entry: _Entry | None, old: TaskRecord,
+                  error: RemoteError) -> None:
+        """A failed attempt that runs again after its backoff: kept among the
+        record's ``attempts``; the task waits, ``scheduled``, for the retry."""
+        if old.attempts and old.attempts[-1].attempt >= outcome.attempt:
+            self._counts.duplicates_total += 1  # a resent report
+            return
+        self._counts.retried_total += 1
+        tried = Attempt(attempt=outcome.attempt, worker=outcome.worker,
+                        started_at=outcome.started_at or old.started_at,
+                        finished_at=outcome.finished_at, error=error)
+        assert outcome.retry_in is not None
+        record = attrs.evolve(
+            old, state="scheduled", attempt=outcome.attempt, worker=outcome.worker,
+            workers=old.workers if outcome.worker in old.workers else (
+                *old.workers, outcome.worker),
+            scheduled_for=outcome.finished_at + outcome.retry_in,
+            attempts=(*old.attempts, tried))
+        if entry is None:
+            self._add(outcome.id, _Entry(record))
+        else:
+            entry.record = record
+            self._resize(entry)
 
     def _on_cancelled(
         self, id: str, now: float, woken: dict[_Waiter | _Session, None],
@@ -726,6 +758,7 @@ class _Counts:
     evicted_bytes: int = 0
     queries_total: int = 0
     ignored_total: int = 0
+    retried_total: int = 0
 
 
 @attrs.define(eq=False)
@@ -769,8 +802,10 @@ class _Session:
 
 def _size(record: TaskRecord) -> int:
     size = RECORD_OVERHEAD_BYTES + len(record.value or b"")
+    errors = [attempt.error for attempt in record.attempts]
     if record.error is not None:
-        error = record.error
+        errors.append(record.error)
+    for error in errors:
         size += len(error.type) + len(error.message) + len(error.traceback)
     return size
 

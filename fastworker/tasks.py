@@ -18,20 +18,61 @@ Calling a task object runs the function here, as if undecorated::
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import inspect
+import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import attrs
+from croniter import croniter
 
+from fastworker.errors import TaskTimeout
 from fastworker.messages import PRIORITIES, Priority
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Option names ``@task`` accepts, for the error that lists them.
-TASK_OPTIONS = ("name", "priority", "timeout", "at_most_once")
+TASK_OPTIONS = (
+    "name", "priority", "timeout", "at_most_once", "retries", "backoff", "retry_on",
+    "isolation", "cron", "every",
+)
+
+Isolation = Literal["thread", "process"]
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """How long to wait before each retry of a failed task.
+
+    The wait before retry ``n`` (1 for the first) is ``base * factor ** (n -
+    1)`` seconds, at most ``max``; with ``jitter`` it is then drawn at
+    random between half of that and all of it, so tasks that failed
+    together do not all come back together.
+    """
+
+    base: float = attrs.field(default=1.0)
+    factor: float = attrs.field(default=2.0)
+    max: float = attrs.field(default=300.0)
+    jitter: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if not (isinstance(self.base, (int, float)) and self.base >= 0):
+            raise TypeError(f"backoff base must be seconds >= 0, got {self.base!r}")
+        if not (isinstance(self.factor, (int, float)) and self.factor >= 1):
+            raise TypeError(f"backoff factor must be a number >= 1, got {self.factor!r}")
+        if not (isinstance(self.max, (int, float)) and self.max >= self.base):
+            raise TypeError(f"backoff max must be seconds >= base, got {self.max!r}")
+
+    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        exponent = min(max(retry - 1, 0), 64)  # past 2**64 every wait is ``max`` anyway
+        wait = min(self.max, self.base * self.factor ** exponent)
+        if self.jitter:
+            wait *= 0.5 + 0.5 * rng()
+        return wait
 
 
 @attrs.frozen(eq=False)
@@ -45,6 +86,16 @@ class Task(Generic[P, R]):
         timeout: the default time limit in seconds (``None``: none).
         at_most_once: never run twice: if the worker running it is lost,
             the task fails with ``WorkerLost`` instead of being redelivered.
+        retries: how many times a failed attempt is tried again.
+        backoff: the wait before each retry.
+        retry_on: the exception classes worth a retry (``None``: any
+            ``Exception``, time limits included).
+        isolation: where a sync function runs: ``thread`` (a worker
+            thread, which cannot be stopped) or ``process`` (a process of
+            the executor's pool, killed at its time limit or on cancel).
+        cron: a cron expression (five fields, the control plane's local
+            time) to run it by, with no arguments.
+        every: run it every so many seconds, with no arguments.
     """
 
     name: str
@@ -52,6 +103,28 @@ class Task(Generic[P, R]):
     priority: Priority = "normal"
     timeout: float | None = None
     at_most_once: bool = False
+    retries: int = 0
+    backoff: Backoff = Backoff()
+    retry_on: tuple[type[BaseException], ...] | None = None
+    isolation: Isolation = "thread"
+    cron: str | None = None
+    every: float | None = None
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the control plane runs it on a schedule."""
+        return self.cron is not None or self.every is not None
+
+    def retries_on(self, error: BaseException) -> bool:
+        """Whether ``error`` (an attempt's exception) is worth a retry."""
+        if self.retry_on is None:
+            return isinstance(error, Exception)
+        return isinstance(error, self.retry_on)
+
+    @property
+    def retries_on_timeout(self) -> bool:
+        """Whether running past the time limit is worth a retry."""
+        return self.retry_on is None or issubclass(TaskTimeout, self.retry_on)
 
     @property
     def is_async(self) -> bool:
@@ -116,6 +189,12 @@ def task(
     priority: Priority = "normal",
     timeout: float | None = None,
     at_most_once: bool = False,
+    retries: int = 0,
+    backoff: Backoff | float = Backoff(),
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    isolation: Isolation = "thread",
+    cron: str | None = None,
+    every: float | datetime.timedelta | None = None,
     **unknown: Any,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -128,6 +207,12 @@ def task(
     priority: Priority = "normal",
     timeout: float | None = None,
     at_most_once: bool = False,
+    retries: int = 0,
+    backoff: Backoff | float = Backoff(),
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    isolation: Isolation = "thread",
+    cron: str | None = None,
+    every: float | datetime.timedelta | None = None,
     **unknown: Any,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or async function as a task.
@@ -142,6 +227,18 @@ def task(
         at_most_once: if its worker is lost while running it, fail it with
             ``WorkerLost`` rather than run it again (the default redelivers
             it: at-least-once).
+        retries: try a failed attempt again up to this many times (each a
+            new attempt of the same task id); a per-call ``retries=``
+            overrides it.
+        backoff: the wait before each retry: a ``Backoff``, or a number of
+            seconds for ``Backoff(base=that)``.
+        retry_on: an exception class, or a tuple of them, worth a retry;
+            others fail the task at once. By default any ``Exception`` is,
+            and so is running past the time limit.
+        isolation: ``"process"`` runs a sync function in a process of the
+            executor's pool, so its time limit and a cancel really stop it.
+        cron: run it on this schedule (``"*/5 * * * *"``), with no arguments.
+        every: run it every so many seconds (or a ``timedelta``).
 
     Raises:
         TypeError: an unknown option, or a bad value for one.
@@ -161,16 +258,46 @@ def task(
         raise TypeError(f"task priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise TypeError(f"task timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise TypeError(f"task retries must be a whole number >= 0, got {retries!r}")
+    if isinstance(backoff, (int, float)) and not isinstance(backoff, bool):
+        backoff = Backoff(base=float(backoff), max=max(300.0, float(backoff)))
+    if not isinstance(backoff, Backoff):
+        raise TypeError(f"task backoff must be a Backoff or seconds, got {backoff!r}")
+    retry_types = _exception_types(retry_on)
+    if isolation not in ("thread", "process"):
+        raise TypeError(f"task isolation must be 'thread' or 'process', got {isolation!r}")
+    if cron is not None and every is not None:
+        raise TypeError("a task takes cron= or every=, not both")
+    if cron is not None and not (isinstance(cron, str) and croniter.is_valid(cron)):
+        raise TypeError(f"task cron must be a cron expression like '*/5 * * * *', got {cron!r}")
+    if isinstance(every, datetime.timedelta):
+        every = every.total_seconds()
+    if every is not None and not (
+        isinstance(every, (int, float)) and not isinstance(every, bool) and every > 0
+    ):
+        raise TypeError(f"task every must be a positive number of seconds, got {every!r}")
 
     def register(function: Callable[P, R]) -> Task[P, R]:
         if not callable(function):
             raise TypeError(f"@task decorates a function, got {function!r}")
+        if isolation == "process" and inspect.iscoroutinefunction(function):
+            raise TypeError(
+                f"isolation='process' is for sync functions; {_origin(function)} is async "
+                "(a cancel or time limit already stops it)"
+            )
         made: Task[P, R] = Task(
             name=name or _origin(function),
             fn=function,
             priority=priority,
             timeout=None if timeout is None else float(timeout),
             at_most_once=bool(at_most_once),
+            retries=retries,
+            backoff=backoff,
+            retry_on=retry_types,
+            isolation=isolation,
+            cron=cron,
+            every=None if every is None else float(every),
         )
         registry.register(made)
         return made
@@ -188,6 +315,19 @@ def task_name(task_or_name: str | Task[Any, Any] | Callable[..., Any]) -> str:
     if isinstance(task_or_name, Task):
         return task_or_name.name
     return _origin(task_or_name)
+
+
+def _exception_types(
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None,
+) -> tuple[type[BaseException], ...] | None:
+    if retry_on is None:
+        return None
+    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise TypeError(
+            f"task retry_on must be an exception class or a tuple of them, got {retry_on!r}"
+        )
+    return types
 
 
 def _origin(function: Callable[..., Any] | Callable[..., Awaitable[Any]]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from fastworker.tasks import task
+from fastworker.tasks import Backoff, task
 
 #: threading.Event by key: a blocked sync task waits on its key's event.
 GATES: dict[str, threading.Event] = {}
@@ -113,3 +113,23 @@ def thread_ident() -> int:
 @task(name="tests.sample.unpicklable")
 def unpicklable() -> Any:
     return threading.Lock()
+
+
+@task(name="tests.sample.retried", retries=2, backoff=Backoff(base=1.0, factor=3.0, jitter=False))
+def retried(value: int) -> None:
+    raise ConnectionError(f"flaky {value}")
+
+
+@task(name="tests.sample.async_retried", retries=1, backoff=0.5)
+async def async_retried(value: int) -> None:
+    raise ConnectionError(f"flaky {value}")
+
+
+@task(name="tests.sample.picky", retries=3, retry_on=(ConnectionError, TimeoutError))
+def picky(value: int) -> None:
+    raise ValueError(f"not worth a retry: {value}")
+
+
+@task(name="tests.sample.slow_retried", timeout=1.0, retries=1, backoff=0.1)
+async def slow_retried() -> None:
+    await trio.sleep_forever()

@@ -45,7 +45,9 @@ from fastworker.messages import (
     JobBatch,
     Outcome,
     Pull,
+    RemoteError,
     Report,
+    Retry,
     Running,
     UnknownWorker,
 )
@@ -670,3 +672,32 @@ class TestOperatorDrain:
             await hold(h, "w1", job("j1"), job("j2"))
             await h.send(batch(job("j3", "l")))
         assert h.dispatched() == [("w1", ("j1", "j2")), ("local", ("j3",))]
+
+
+class TestRetries:
+    async def test_a_subworkers_failed_attempt_is_retried_from_the_dispatchers_copy(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The Report's outcome says retry_in: the job the Dispatcher holds
+        goes back to the inbox as its next attempt, held for that long; the
+        outcome still reaches the store. A resent Report retries nothing twice."""
+        failed = attrs.evolve(outcome("j1"), value=None, retry_in=2.5,
+                              error=RemoteError(type="ConnectionError", message="flaky"))
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            await h.request(Report(worker="w1", finished=(failed,), seq=1))
+            await h.request(Report(worker="w1", finished=(failed,), seq=1))
+            stats = await h.stats()
+        assert h.requeued() == [Requeue(jobs=(job("j1", attempt=2),), delays=(2.5,))]
+        assert h.finished()[0] == failed
+        assert stats.retried_total == 1
+
+    async def test_the_local_executors_retries_go_to_the_inbox(
+        self, autojump_clock: MockClock
+    ) -> None:
+        async with open_dispatcher() as h:
+            await h.send(Retry(jobs=(job("j1", attempt=2), job("j2", attempt=3)),
+                               delays=(1.0, 4.0)))
+        assert h.requeued() == [Requeue(jobs=(job("j1", attempt=2), job("j2", attempt=3)),
+                                        delays=(1.0, 4.0))]

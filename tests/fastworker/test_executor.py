@@ -27,9 +27,9 @@ import trio.testing
 
 from actors import Actor, GetStats, Node, Topology, open_node
 from fastworker.executor import Executor, ExecutorStats
-from fastworker.messages import Assign, Credit, Finished, Job, Outcome, Running
+from fastworker.messages import Assign, Credit, Finished, Job, Outcome, Retry, Running
 from fastworker.payload import pack_call, unpack_value
-from fastworker.tasks import TaskRegistry
+from fastworker.tasks import Backoff, TaskRegistry, task
 
 from tests.fastworker import sample_tasks
 from tests.fastworker.sample_tasks import (
@@ -459,3 +459,99 @@ class TestStop:
         for thread in threads:
             await trio.to_thread.run_sync(thread.join, 10.0)
             assert not thread.is_alive()
+
+
+class TestRetries:
+    """A failed attempt with retries left comes back as its next attempt:
+    the outcome says after how long, and the dispatcher gets the job."""
+
+    @pytest.mark.parametrize(("task", "wait"), [
+        ("tests.sample.retried", 1.0), ("tests.sample.async_retried", 0.5)])
+    async def test_a_failed_attempt_with_retries_left_is_retried(
+        self, task: str, wait: float
+    ) -> None:
+        async with executor() as harness:
+            first = job(task, 1)
+            await harness.assign(first)
+            [outcome] = await harness.outcomes_of(first)
+            await harness.dispatcher.until(lambda: bool(harness.dispatcher.of(Retry)))
+            stats = await harness.stats()
+        [retry] = harness.dispatcher.of(Retry)
+        assert outcome.error is not None and outcome.error.type == "ConnectionError"
+        assert outcome.retry_in is not None
+        assert wait * 0.5 <= outcome.retry_in <= wait  # jitter: half to all of the wait
+        assert [(j.id, j.attempt, j.payload) for j in retry.jobs] == [
+            (first.id, 2, first.payload)]
+        assert retry.delays == (outcome.retry_in,)
+        assert stats.retried_total == 1
+
+    async def test_the_wait_grows_and_the_last_attempt_is_final(self) -> None:
+        """retries=2, base 1 s, factor 3, no jitter: waits 1 s then 3 s; the
+        third attempt's failure is final."""
+        async with executor() as harness:
+            jobs = [attrs.evolve(job("tests.sample.retried", n), attempt=n) for n in (1, 2, 3)]
+            await harness.assign(*jobs)
+            outcomes = await harness.outcomes_of(*jobs)
+        assert [o.retry_in for o in outcomes] == [1.0, 3.0, None]
+        assert [j.attempt for r in harness.dispatcher.of(Retry) for j in r.jobs] == [2, 3]
+
+    async def test_an_exception_not_in_retry_on_fails_at_once(self) -> None:
+        async with executor() as harness:
+            the_job = job("tests.sample.picky", 1)
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+            stats = await harness.stats()
+        assert outcome.error is not None and outcome.error.type == "ValueError"
+        assert outcome.retry_in is None
+        assert harness.dispatcher.of(Retry) == [] and stats.retried_total == 0
+
+    async def test_the_per_call_retries_override_the_tasks(self) -> None:
+        async with executor() as harness:
+            none = attrs.evolve(job("tests.sample.retried", 1), retries=0)
+            more = attrs.evolve(job("tests.sample.picky", 1), retries=5)
+            extra = attrs.evolve(job("tests.sample.fail", 1), retries=1)
+            await harness.assign(none, more, extra)
+            outcomes = await harness.outcomes_of(none, more, extra)
+        # picky still refuses ValueError; a task without retries gets them per call
+        assert [o.retry_in is not None for o in outcomes] == [False, False, True]
+
+    async def test_running_past_the_time_limit_is_retried_too(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with executor() as harness:
+            the_job = job("tests.sample.slow_retried")
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+        assert outcome.error is not None and outcome.error.kind == "timeout"
+        assert outcome.retry_in is not None
+
+
+class TestBackoff:
+    def test_the_wait_is_exponential_and_capped(self) -> None:
+        backoff = Backoff(base=0.5, factor=2.0, max=3.0, jitter=False)
+        assert [backoff.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+        assert Backoff(base=1.0, max=10.0, jitter=False).delay(10_000) == 10.0
+
+    def test_jitter_draws_between_half_and_all_of_the_wait(self) -> None:
+        backoff = Backoff(base=4.0, factor=1.0, max=4.0)
+        assert backoff.delay(1, rng=lambda: 0.0) == 2.0
+        assert backoff.delay(1, rng=lambda: 0.999) == pytest.approx(3.998)
+
+    @pytest.mark.parametrize(("options", "complaint"), [
+        ({"retries": -1}, "retries must be a whole number"),
+        ({"retries": 1.5}, "retries must be a whole number"),
+        ({"backoff": "soon"}, "backoff must be a Backoff or seconds"),
+        ({"retry_on": ValueError()}, "retry_on must be an exception class"),
+        ({"retry_on": (ValueError, int)}, "retry_on must be an exception class"),
+    ])
+    def test_bad_retry_options_are_a_type_error(
+        self, options: dict[str, Any], complaint: str
+    ) -> None:
+        with pytest.raises(TypeError, match=complaint):
+            task(name="tests.never", **options)(lambda: None)
+
+    def test_bad_backoff_values_are_a_type_error(self) -> None:
+        with pytest.raises(TypeError, match="factor must be a number >= 1"):
+            Backoff(factor=0.5)
+        with pytest.raises(TypeError, match="max must be seconds >= base"):
+            Backoff(base=10.0, max=1.0)

@@ -6,6 +6,7 @@ that record what they are sent."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,9 +29,12 @@ from fastworker.messages import (
     Job,
     JobBatch,
     Queued,
+    Records,
     Rejected,
     Released,
+    StatusQuery,
     Submit,
+    TaskRecord,
 )
 from tests.fastworker.helpers import Recorder
 
@@ -69,14 +73,15 @@ class Harness:
 
 @asynccontextmanager
 async def open_inbox(
-    task_names: Callable[[], Collection[str]] = lambda: TASKS, **options: Any
+    task_names: Callable[[], Collection[str]] = lambda: TASKS,
+    store_answer: Callable[[Any], Any] | None = None, **options: Any
 ) -> AsyncIterator[Harness]:
     dispatcher_got: list[Any] = []
     store_got: list[Any] = []
     topology = (
         Topology()
         .add("dispatcher", Recorder, params={"got": dispatcher_got})
-        .add("results", Recorder, params={"got": store_got})
+        .add("results", Recorder, params={"got": store_got, "answer": store_answer})
         .add(
             "inbox",
             PriorityInbox,
@@ -735,3 +740,138 @@ class TestDeadlines:
             await trio.testing.wait_all_tasks_blocked()
         assert reported(h, Expired) == ["x"]
         assert h.dispatched() == [] and reported(h, Released) == []
+
+
+def job(id: str, attempt: int = 2, *, expires_at: float | None = None) -> Job:
+    return Job(id=id, task=ADD, payload=b"p", priority=2, timeout=None, attempt=attempt,
+               expires_at=expires_at)
+
+
+class TestRetries:
+    async def test_a_retry_is_held_for_its_backoff_then_queued_behind(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Requeue with delays holds each failed attempt for its own wait
+        (trio's clock), then queues it at the back of its level."""
+        async with open_inbox() as h:
+            await h.inbox.send(Requeue(jobs=(job("r1"), job("r2", 3)), delays=(2.0, 0.5)))
+            await h.demand(5)
+            await h.submit(sub("new"))
+            await trio.sleep(0.4)
+            assert h.dispatched() == ["new"]
+            held = await h.stats()
+            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["new", "r2"]
+            await trio.sleep(1.5)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["new", "r2", "r1"]
+        attempts = [j.attempt for batch in h.dispatcher_got for j in batch.jobs]
+        assert attempts == [1, 3, 2]
+        assert reported(h, Released) == ["r2", "r1"]
+        assert (held.scheduled, stats.scheduled, stats.retried_total) == (2, 0, 2)
+
+    async def test_a_retry_waiting_for_its_backoff_can_be_cancelled(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.inbox.send(Requeue(jobs=(job("r"),), delays=(10.0,)))
+            answer = await h.inbox.call(Cancel(id="r"))
+            await h.demand(5)
+            await trio.sleep(11)
+            await trio.testing.wait_all_tasks_blocked()
+        assert answer.outcome == "cancelled"
+        assert h.dispatched() == [] and reported(h, Cancelled) == ["r"]
+
+    async def test_a_retry_due_after_its_deadline_expires_unrun(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox() as h:
+            await h.inbox.send(
+                Requeue(jobs=(job("r", expires_at=time.time() + 5.0),), delays=(30.0,)))
+            await h.demand(5)
+            await trio.sleep(31)
+            await trio.testing.wait_all_tasks_blocked()
+        assert reported(h, Expired) == ["r"]
+        assert h.dispatched() == []
+
+    async def test_a_bad_retries_count_is_an_invalid_submission(self) -> None:
+        async with open_inbox() as h:
+            [answer] = await h.submit(attrs.evolve(sub("x"), retries=-1))
+            [good] = await h.submit(attrs.evolve(sub("y"), retries=2))
+            await h.demand(1)
+        assert isinstance(answer, Rejected) and "retries -1" in answer.message
+        assert good == Accepted(id="y")
+        [queued] = [j for batch in h.dispatcher_got for j in batch.jobs]
+        assert queued.retries == 2
+
+
+def keyed(id: str, key: str, **fields: Any) -> Submit:
+    return attrs.evolve(sub(id), key=key, **fields)
+
+
+class TestUniqueKeys:
+    async def test_a_key_held_by_a_queued_or_scheduled_task_returns_its_id(self) -> None:
+        async with open_inbox() as h:
+            first = await h.submit(keyed("a", "k"), keyed("b", "k"), keyed("c", "other"))
+            later_too = await h.submit(keyed("s", "sk", delay=60.0), keyed("t", "sk"))
+            stats = await h.stats()
+        assert first == [Accepted(id="a"), Accepted(id="a"), Accepted(id="c")]
+        assert later_too == [Accepted(id="s"), Accepted(id="s")]
+        assert h.queued() == [["a", "c"], ["s"]]
+        assert (stats.unique_hits_total, stats.keys) == (2, 3)
+
+    async def test_a_running_holder_keeps_its_key_until_the_store_says_it_ended(self) -> None:
+        """Once the holder is handed out, the inbox asks the store (one
+        StatusQuery per request) and frees the key only when it is final."""
+        states = {"a": "running"}
+
+        def store(message: Any) -> Any:
+            if isinstance(message, StatusQuery):
+                return Records(records=tuple(
+                    TaskRecord(id=id, state=states.get(id, "unknown")) for id in message.ids))
+            return None
+
+        async with open_inbox(store_answer=store) as h:
+            await h.submit(keyed("a", "k"))
+            await h.demand(1)
+            while_running = await h.submit(keyed("b", "k"), keyed("b2", "k"))
+            states["a"] = "succeeded"
+            after = await h.submit(keyed("c", "k"))
+            again = await h.submit(keyed("d", "k"))
+        asked = [m.ids for m in h.store_got if isinstance(m, StatusQuery)]
+        assert while_running == [Accepted(id="a"), Accepted(id="a")]
+        assert after == [Accepted(id="c")] and again == [Accepted(id="c")]
+        assert asked == [("a",), ("a",)]  # "c" is still queued: no question
+
+    async def test_a_cancelled_holder_frees_its_key(self) -> None:
+        def store(message: Any) -> Any:
+            if isinstance(message, StatusQuery):
+                return Records(records=tuple(
+                    TaskRecord(id=id, state="cancelled") for id in message.ids))
+            return None
+
+        async with open_inbox(store_answer=store) as h:
+            await h.submit(keyed("a", "k"))
+            await h.inbox.call(Cancel(id="a"))
+            answer = await h.submit(keyed("b", "k"))
+        assert answer == [Accepted(id="b")]
+
+    async def test_a_refused_submission_does_not_take_the_key(self) -> None:
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("full"))
+            refused = await h.submit(keyed("a", "k"))
+            await h.demand(1)
+            taken = await h.submit(keyed("b", "k"))
+        assert isinstance(refused[0], Rejected) and refused[0].error == "QueueFull"
+        assert taken == [Accepted(id="b")]
+
+    async def test_without_an_answer_from_the_store_the_key_stays_held(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_inbox(key_check_timeout=1.0) as h:  # the Recorder answers None
+            await h.submit(keyed("a", "k"))
+            await h.demand(1)
+            answer = await h.submit(keyed("b", "k"))
+        assert answer == [Accepted(id="a")]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -741,3 +742,41 @@ class TestScheduledAndExpired:
         assert records[0].error is not None and records[0].error.type == "TaskExpired"
         assert [r.id for r in pending.answer.records] == ["a"]
         assert (stats.expired_total, stats.failed_total) == (2, 0)
+
+
+class TestRetries:
+    async def test_a_retried_attempt_is_kept_and_the_task_waits_scheduled(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Each failed attempt that runs again is kept in ``attempts``; the
+        task is not final meanwhile (a waiting query keeps waiting), and its
+        final record keeps them all."""
+        first = attrs.evolve(failed("a", message="one"), retry_in=2.0, started_at=10.0,
+                             finished_at=11.0)
+        second = attrs.evolve(failed("a", message="two", attempt=2), retry_in=4.0,
+                              worker="w2", finished_at=20.0)
+        async with open_store() as store, trio.open_nursery() as nursery:
+            await store.send(queued("a"))
+            pending = Pending()
+            nursery.start_soon(pending.run, store, ResultQuery(ids=("a",), wait=60))
+            await store.send(running("a", "w1", 1))
+            await store.send(Finished(outcomes=(first,)))
+            await store.send(Finished(outcomes=(first,)))  # resent: changes nothing
+            [waiting] = await status(store, "a")
+            await store.send(Released(ids=("a",)))
+            await store.send(running("a", "w2", 2))
+            await store.send(Finished(outcomes=(second,)))
+            await store.send(Released(ids=("a",)))
+            await store.send(running("a", "w1", 3))
+            await trio.testing.wait_all_tasks_blocked()
+            assert pending.answer is None
+            await store.send(Finished(outcomes=(done("a", attempt=3),)))
+            [final] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (waiting.state, waiting.attempt, waiting.scheduled_for) == ("scheduled", 1, 13.0)
+        assert [(a.attempt, a.worker, a.error.message) for a in waiting.attempts] == [
+            (1, "w1", "one")]
+        assert (final.state, final.attempt, final.workers) == ("succeeded", 3, ("w1", "w2", "w1"))
+        assert [(a.attempt, a.error.message) for a in final.attempts] == [(1, "one"), (2, "two")]
+        assert pending.answer is not None
+        assert (stats.retried_total, stats.duplicates_total, stats.finished_total) == (2, 1, 1)

@@ -1,0 +1,86 @@
+"""Calling a task function and turning what happens into an ``Outcome``'s
+parts: the pickled value, or a ``RemoteError`` (the exception as text).
+
+Shared by the executor's threads and async tasks and by the processes of
+its pool (``fastworker.procpool``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastworker.messages import RemoteError
+from fastworker.payload import pack_value, unpack_call
+from fastworker.tasks import Task
+
+#: What a call gives: the pickled value, or the error and whether the
+#: task's ``retry_on`` makes it worth a retry.
+Called = tuple[bytes | None, RemoteError | None, bool]
+
+
+def call_sync(found: Task[Any, Any], payload: bytes) -> Called:
+    """Run a sync task function on its pickled arguments."""
+    try:
+        args, kwargs = unpack_call(payload)
+    except Exception as error:
+        return None, invalid_payload(found, error), False
+    try:
+        result = found.fn(*args, **kwargs)
+    except BaseException as error:  # noqa: BLE001 - even SystemExit must not kill the thread
+        return None, remote_error(error), found.retries_on(error)
+    return pack_result(result)
+
+
+async def call_async(found: Task[Any, Any], payload: bytes) -> Called:
+    """Run an async task function on its pickled arguments."""
+    try:
+        args, kwargs = unpack_call(payload)
+    except Exception as error:
+        return None, invalid_payload(found, error), False
+    function: Callable[..., Awaitable[Any]] = found.fn
+    try:
+        result = await function(*args, **kwargs)
+    except Exception as error:
+        return None, remote_error(error), found.retries_on(error)
+    return pack_result(result)
+
+
+def pack_result(result: Any) -> Called:
+    """Pickle a task's return value (a value that cannot be is an error)."""
+    try:
+        return pack_value(result), None, False
+    except (TypeError, ValueError) as error:
+        return None, RemoteError(type=type_name(error), message=str(error)), False
+
+
+def remote_error(error: BaseException) -> RemoteError:
+    """What a task raised, as text; the first frame (ours, the call) is left out."""
+    tb = error.__traceback__
+    text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
+    return RemoteError(type=type_name(error), message=str(error), traceback=text)
+
+
+def invalid_payload(found: Task[Any, Any], error: Exception) -> RemoteError:
+    return RemoteError(
+        type="InvalidSubmission",
+        message=f"cannot unpickle the arguments of task {found.name}: "
+        f"{type(error).__name__}: {error}",
+        traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
+    )
+
+
+def timeout_error(found: Task[Any, Any], limit: float) -> RemoteError:
+    return RemoteError(
+        type="TaskTimeout",
+        message=f"task {found.name} ran past its time limit of {limit:g} s",
+        kind="timeout",
+    )
+
+
+def type_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
