@@ -5,6 +5,7 @@ Routes (all JSON unless said; errors are ``{"status_code", "detail"}``):
 - ``GET /``: the page; ``/static/...``: its script and style (no CDN).
 - ``GET /api/overview``, ``/api/workers``, ``/api/actors``: the views of the
   latest sample.
+- ``GET /api/schedules``: the periodic tasks, their next and last runs.
 - ``GET /api/tasks?state=&task=&id=&offset=&limit=``: a page of tasks,
   newest first; ``GET /api/tasks/{id}``: one task's page.
 - ``POST /api/tasks/{id}/cancel``, ``/api/tasks/{id}/retry``,
@@ -93,6 +94,11 @@ def create_app(dashboard: Dashboard) -> Litestar:
         """Every actor of the node: mailbox, handled messages, restarts."""
         return dashboard.actors()
 
+    @get("/api/schedules", guards=[read_guard])
+    async def schedules() -> views.Schedules:
+        """The periodic tasks (cron / every): next run, last run, counts."""
+        return views.schedules(dashboard.sample)
+
     @get("/api/tasks", guards=[read_guard])
     async def tasks(
         state_filter: Annotated[str | None, QueryParameter(name="state")] = None,
@@ -153,8 +159,8 @@ def create_app(dashboard: Dashboard) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            index, overview, workers, actors, tasks, task_page, cancel, retry, drain, resume,
-            events, prometheus,
+            index, overview, workers, actors, schedules, tasks, task_page, cancel, retry, drain,
+            resume, events, prometheus,
             create_static_files_router(path="/static", directories=[STATIC],
                                        include_in_schema=False),
         ],

@@ -22,8 +22,9 @@ from actors import ActorStats
 from fastworker.dispatcher import DispatcherStats, WorkerLoad
 from fastworker.executor import ExecutorStats
 from fastworker.inbox import InboxStats
-from fastworker.messages import FINAL_STATES, PRIORITIES, TaskRecord
+from fastworker.messages import FINAL_STATES, PRIORITIES, RemoteError, TaskRecord
 from fastworker.peek import peek_call, peek_value
+from fastworker.periodic import SchedulerStats
 from fastworker.registry import RegistryStats, WorkerInfo
 from fastworker.results import ResultStoreStats, TaskDetail
 
@@ -235,6 +236,16 @@ class TimelineEvent(msgspec.Struct):
     worker: str | None
 
 
+class AttemptView(msgspec.Struct):
+    """An earlier attempt that failed and was retried."""
+
+    attempt: int
+    worker: str
+    started_at: float
+    finished_at: float
+    error: ErrorView
+
+
 class TaskActions(msgspec.Struct):
     cancel: bool
     retry: bool
@@ -246,10 +257,41 @@ class TaskView(_TaskHead):
     kwargs: str
     result: str | None
     error: ErrorView | None
+    #: The earlier attempts that failed and were retried, oldest first.
+    attempts: list[AttemptView]
     timeline: list[TimelineEvent]
     retry_of: str | None
     retried_as: list[str]
     actions: TaskActions
+
+
+class ScheduleView(msgspec.Struct):
+    """One periodic task's schedule. Times are wall-clock Unix seconds."""
+
+    task: str
+    #: How it is shown: ``every 60 s`` or ``cron */5 * * * *``.
+    schedule: str
+    cron: str | None
+    every: float | None
+    next_run: float
+    #: When its last run was accepted (``None``: not yet).
+    last_run: float | None
+    last_id: str | None
+    runs: int
+    #: Runs skipped: ``skipped_overlap`` + ``skipped_missed``.
+    skipped: int
+    skipped_overlap: int
+    skipped_missed: int
+    rejected: int
+    failed: int
+
+
+class Schedules(msgspec.Struct):
+    """The periodic tasks the control plane's scheduler runs, soonest
+    first; ``enabled`` is false when it has none or is turned off."""
+
+    enabled: bool
+    schedules: list[ScheduleView]
 
 
 class CancelResult(msgspec.Struct):
@@ -408,6 +450,26 @@ def actor_views(sample: Sample, node: NodeInfo) -> Actors:
     ])
 
 
+def schedules(sample: Sample) -> Schedules:
+    """Every schedule of the node's schedulers, the next to run first."""
+    found: list[SchedulerStats] = sample.details(SchedulerStats)
+    rows = [
+        ScheduleView(
+            task=info.task,
+            schedule=f"cron {info.cron}" if info.cron is not None else f"every {info.every:g} s",
+            cron=info.cron, every=info.every, next_run=info.next_run,
+            last_run=info.last_run or None, last_id=info.last_id or None,
+            runs=info.runs_total, skipped=info.skipped_overlap + info.skipped_missed,
+            skipped_overlap=info.skipped_overlap, skipped_missed=info.skipped_missed,
+            rejected=info.rejected_total, failed=info.failed_total,
+        )
+        for stats in found
+        for info in stats.schedules
+    ]
+    rows.sort(key=lambda row: (row.next_run, row.task))
+    return Schedules(enabled=any(stats.enabled for stats in found), schedules=rows)
+
+
 def summary(record: TaskRecord) -> TaskSummary:
     return TaskSummary(
         id=record.id, task=record.task, state=record.state,
@@ -441,17 +503,24 @@ def task_view(detail: TaskDetail) -> TaskView:
         timeline.append(TimelineEvent(event=event, at=record.finished_at,
                                       worker=record.worker or None))
     error = record.error
+    attempts = [AttemptView(attempt=a.attempt, worker=a.worker, started_at=a.started_at,
+                            finished_at=a.finished_at, error=_error_view(a.error))
+                for a in record.attempts]
     return TaskView(
         id=record.id, task=record.task, state=record.state,
         priority=priority_name(record.priority), attempt=record.attempt, worker=record.worker,
         workers=list(record.workers), args=args, kwargs=kwargs,
         result=peek_value(record.value) if record.value is not None else None,
-        error=None if error is None else ErrorView(type=error.type, message=error.message,
-                                                    traceback=error.traceback, kind=error.kind),
+        error=None if error is None else _error_view(error), attempts=attempts,
         timeline=timeline, retry_of=detail.retry_of or None, retried_as=list(detail.retried_as),
         actions=TaskActions(cancel=record.state in ("queued", "scheduled"),
                             retry=retryable(detail)),
     )
+
+
+def _error_view(error: RemoteError) -> ErrorView:
+    return ErrorView(type=error.type, message=error.message, traceback=error.traceback,
+                     kind=error.kind)
 
 
 def retryable(detail: TaskDetail) -> bool:

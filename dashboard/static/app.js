@@ -2,7 +2,7 @@
  *
  * Sections: DOM helpers · formatting · auth + API · live stream · router ·
  * shared widgets (badges, tables, dialog, toast) · actions · views
- * (overview + chart, workers, tasks, task detail, actors) · boot.
+ * (overview + chart + schedules, workers, tasks, task detail, actors) · boot.
  *
  * Every piece of server data reaches the page through textContent or
  * setAttribute (see h() below); nothing is ever assigned to innerHTML.
@@ -111,6 +111,17 @@
       s = d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + s;
     }
     return s;
+  }
+  /** How far ahead a wall-clock time is: "in 42 s", "in 5 min", "due now". */
+  function fmtIn(t) {
+    t = num(t);
+    if (!t) return '';
+    const d = t - serverNow();
+    if (d < 1) return 'due now';
+    if (d < 120) return 'in ' + Math.floor(d) + ' s';
+    if (d < 7200) return 'in ' + Math.floor(d / 60) + ' min';
+    if (d < 172800) return 'in ' + Math.floor(d / 3600) + ' h';
+    return 'in ' + Math.floor(d / 86400) + ' d';
   }
   const fmtFull = (t) => (num(t) ? new Date(t * 1000).toLocaleString() : '');
   // Ids of one client share a prefix and differ at the end: keep the end.
@@ -476,8 +487,16 @@
         h('div', { class: 'legend' }, legendItem('submitted', 'Submitted'), legendItem('succeeded', 'Succeeded'), legendItem('failed', 'Failed'))),
       chartBox);
 
+    // Periodic tasks (GET /api/schedules), refreshed with each snapshot.
+    const schedTbl = table('schedules', ['Task', 'Schedule', 'Next run', 'Last run', ['Runs', 'num'], ['Skipped', 'num'], ['Rejected', 'num']]);
+    const schedErr = h('div');
+    const schedCard = h('section', { class: 'card flush sched-card', 'data-testid': 'schedules' },
+      h('header', null, h('h2', { text: 'Schedules' }), h('span', { class: 'card-meta', text: 'periodic tasks (cron / every), run by the control plane' })),
+      schedErr, schedTbl.el);
+
     root.append(pageHead('Overview', ref('updated', h('span', { class: 'muted small' }))), kpis,
-      h('div', { class: 'ov-grid' }, chartCard, h('div', { class: 'ov-side' }, queueCard, workersCard, storeCard)));
+      h('div', { class: 'ov-grid' }, chartCard, h('div', { class: 'ov-side' }, queueCard, workersCard, storeCard)),
+      schedCard);
 
     const chart = makeChart(chartBox);
     const setBar = (el, frac) => { el.firstChild.style.width = (Math.max(0, Math.min(1, frac || 0)) * 100).toFixed(1) + '%'; };
@@ -511,9 +530,48 @@
       setText(refs.updated, 'updated ' + fmtClock(num(obj(o.node).now) || Date.now() / 1000));
       chart.draw(obj(o.series));
     }
+    function schedRow(x) {
+      const task = str(x.task), next = num(x.next_run), last = num(x.last_run), lastId = str(x.last_id);
+      const skipped = num(x.skipped) || 0, refused = (num(x.rejected) || 0) + (num(x.failed) || 0);
+      return h('tr', { 'data-key': task, 'data-schedule': task, 'data-testid': 'schedule-row' },
+        h('td', { class: 'task-name strong', 'data-testid': 'schedule-task', text: task }),
+        h('td', { class: 'mono small', 'data-testid': 'schedule-spec', text: str(x.schedule) || '—' }),
+        h('td', { class: 'nowrap', 'data-testid': 'schedule-next' },
+          h('span', { class: 'mono', title: fmtFull(next), text: fmtClock(next) }), ' ',
+          h('span', { class: 'muted', 'data-testid': 'schedule-next-in', text: fmtIn(next) })),
+        h('td', { class: 'nowrap', 'data-testid': 'schedule-last' }, last
+          ? [ago(last), lastId ? [' ', h('a', { class: 'mono id', href: '#/tasks/' + enc(lastId), 'data-testid': 'schedule-last-link', title: lastId, text: shortId(lastId) })] : null]
+          : h('span', { class: 'muted', text: 'not yet' })),
+        h('td', { class: 'num', 'data-testid': 'schedule-runs', text: fmtInt(x.runs) }),
+        h('td', { class: 'num' + (skipped > 0 ? ' warn' : ''), 'data-testid': 'schedule-skipped',
+          title: plainInt(x.skipped_overlap) + ' while the previous run had not ended, ' + plainInt(x.skipped_missed) + ' passed over while behind',
+          text: fmtInt(skipped) }),
+        h('td', { class: 'num' + (refused > 0 ? ' bad' : ''), 'data-testid': 'schedule-rejected',
+          title: plainInt(x.rejected) + ' rejected by the queue, ' + plainInt(x.failed) + ' given up (no answer)',
+          text: fmtInt(refused) }));
+    }
+    let schedLoading = false, schedLast = 0;
+    async function loadSchedules() {
+      schedLoading = true; schedLast = Date.now();
+      try {
+        const data = await api('schedules');
+        schedErr.replaceChildren();
+        const list = arr(data.schedules).map(obj);
+        patchRows(schedTbl.tbody, list.length ? list.map(schedRow) : [emptyRow(7, 'No periodic tasks')]);
+      } catch (e) {
+        schedErr.replaceChildren(errorBox('Could not load the schedules:', e));
+      } finally { schedLoading = false; }
+    }
+    function onSnapshot() {
+      update();
+      if (!schedLoading && Date.now() - schedLast >= 950) loadSchedules();
+    }
+
     if (store.overview) update();
+    patchRows(schedTbl.tbody, [emptyRow(7, 'Loading…')]);
     loadPart('overview').then(update, (e) => { if (!store.overview) root.prepend(errorBox('Could not load the overview:', e)); });
-    return { onSnapshot: update, destroy: () => chart.destroy() };
+    loadSchedules();
+    return { onSnapshot, refresh: loadSchedules, destroy: () => chart.destroy() };
   }
 
   // ---------------------------------------------------------------- throughput chart (inline SVG)
@@ -803,13 +861,24 @@
           t.result != null ? pre(str(t.result), '', 'task-result')
             : h('div', { class: 'muted pad-sm', 'data-testid': 'task-result', text: done ? 'No result.' : 'Not finished yet.' }));
       }
+      const tried = arr(t.attempts).map(obj);
+      const attemptsEl = tried.length ? h('section', { class: 'card', 'data-testid': 'task-attempts' },
+        h('header', null, h('h2', { text: 'Earlier attempts' }), h('span', { class: 'tag', text: tried.length + ' retried' })),
+        tried.map((a) => {
+          const e = obj(a.error);
+          return h('details', { class: 'attempt' },
+            h('summary', null, h('b', { text: '#' + str(a.attempt) }), ' ', h('span', { class: 'mono chip-inline', text: str(a.worker) }), ' ',
+              h('b', { text: str(e.type) || 'Error' }), e.message ? ': ' + str(e.message) : '',
+              h('span', { class: 'muted', text: ' · ' + fmtClock(num(a.finished_at), true) })),
+            e.traceback ? pre(str(e.traceback), 'traceback') : null);
+        })) : null;
       const args = h('section', { class: 'card' }, h('header', null, h('h2', { text: 'Arguments' })),
         h('div', { class: 'args', 'data-testid': 'task-args' },
           h('div', { class: 'arg-label', text: 'args' }), pre(str(t.args) || '()'),
           h('div', { class: 'arg-label', text: 'kwargs' }), pre(str(t.kwargs) || '{}')));
 
       body.replaceChildren(head, h('div', { class: 'task-grid' },
-        h('div', { class: 'task-main' }, outcome, args),
+        h('div', { class: 'task-main' }, outcome, attemptsEl, args),
         h('div', { class: 'task-side' },
           h('section', { class: 'card' }, h('header', null, h('h2', { text: 'Details' })), props),
           h('section', { class: 'card' }, h('header', null, h('h2', { text: 'Timeline' })), timelineEl))));

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import Node, StartError, Topology, open_node
+from actors import ActorStats, Node, StartError, Topology, open_node
+from actors.mailbox import MailboxStats
 from actors.pytest_plugin import free_tcp_ports
+from dashboard import views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
 from fastworker import TaskError
+from fastworker.periodic import ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
 
@@ -93,6 +98,57 @@ class TestViews:
         assert inbox["kind"] == "fastworker.PriorityInbox"
         assert inbox["restarts"] == 0 and inbox["mailbox_capacity"] > 0
         assert inbox["detail"]["capacity"] == 100_000
+
+
+def _info(task: str, next_run: float, **fields: Any) -> ScheduleInfo:
+    defaults: dict[str, Any] = dict(
+        cron=None, every=None, last_run=0.0, last_id="", runs_total=0, skipped_overlap=0,
+        skipped_missed=0, rejected_total=0, failed_total=0)
+    return ScheduleInfo(task=task, next_run=next_run, **{**defaults, **fields})
+
+
+class TestSchedules:
+    async def test_the_shipped_control_plane_lists_the_example_schedule(self) -> None:
+        """GET /api/schedules: the example heartbeat, every 60 s, next run
+        within the next minute, not run yet; the scheduler is an actor."""
+        async with open_control() as control:
+            now = time.time()
+            listed = await control.get("/api/schedules")
+            actors = await control.get("/api/actors")
+        assert listed["enabled"] is True
+        [beat] = [s for s in listed["schedules"] if s["task"] == "examples.tasks.heartbeat"]
+        assert (beat["schedule"], beat["every"], beat["cron"]) == ("every 60 s", 60.0, None)
+        assert now < beat["next_run"] <= now + 60.0
+        assert (beat["last_run"], beat["last_id"], beat["runs"], beat["skipped"]) == (
+            None, None, 0, 0)
+        [scheduler] = [a for a in actors["actors"] if a["name"] == "scheduler"]
+        assert scheduler["kind"] == "fastworker.Scheduler"
+        assert scheduler["detail"]["enabled"] is True
+
+    async def test_turned_off_it_lists_none(self) -> None:
+        async with open_control(environ={"FASTWORKER_SCHEDULER": "false"}) as control:
+            listed = await control.get("/api/schedules")
+        assert listed == {"enabled": False, "schedules": []}
+
+    def test_the_view_shows_the_soonest_first_with_its_counts(self) -> None:
+        stats = SchedulerStats(enabled=True, schedules=(
+            _info("later", 2000.0, every=90.0),
+            _info("sooner", 1000.0, cron="*/5 * * * *", last_run=900.0, last_id="ab12",
+                  runs_total=3, skipped_overlap=1, skipped_missed=2, rejected_total=1),
+        ))
+        sample = views.Sample(at=950.0, clock=1.0, stats={"scheduler": ActorStats(
+            name="scheduler", kind="fastworker.Scheduler",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=stats)})
+        shown = views.schedules(sample)
+        assert [s.task for s in shown.schedules] == ["sooner", "later"]
+        sooner, later = shown.schedules
+        assert (sooner.schedule, sooner.last_run, sooner.last_id) == (
+            "cron */5 * * * *", 900.0, "ab12")
+        assert (sooner.runs, sooner.skipped, sooner.rejected) == (3, 3, 1)
+        assert (later.schedule, later.last_run, later.last_id) == ("every 90 s", None, None)
+        empty = views.schedules(views.Sample(at=0.0, clock=0.0, stats={}))
+        assert (empty.enabled, empty.schedules) == (False, [])
 
 
 class TestTasks:
@@ -293,7 +349,7 @@ class TestEndpoints:
             "/api/overview", "/api/workers", "/api/actors", "/api/tasks",
             "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel", "/api/tasks/{task_id}/retry",
             "/api/workers/{worker}/drain", "/api/workers/{worker}/resume", "/api/events",
-            "/metrics"}
+            "/api/schedules", "/metrics"}
 
     async def test_the_page_and_its_assets_are_served_locally(self) -> None:
         async with open_control() as control:

@@ -1,0 +1,404 @@
+"""The Scheduler: runs periodic tasks (``@task(cron=...)``, ``@task(every=...)``).
+
+It lives only in the control plane (``config/control.toml``), never in a
+subworker, so however many subworkers join, each scheduled run is
+submitted once. A run is a ``Submit`` of the task with no arguments, sent
+to the PriorityInbox as one ``Requests`` (the way an ingress edge or the
+dashboard's retry does it) and answered ``Accepted`` / ``Rejected``; from
+there it is an ordinary task: queued, dispatched, stored, on the dashboard.
+
+Schedules are taken from the process's task registry at ``setup``: tasks
+registered later are not scheduled (until the next start of the actor).
+
+Time: one timer task sleeps on trio's clock until the earliest next run of
+all schedules (a heap), never more than ``recheck`` seconds, so that a
+wall clock that jumps (a suspended machine, a clock set by hand) is
+noticed. ``cron`` is computed with croniter in the control plane's local
+wall-clock time; ``every = N`` runs N seconds after the scheduler started,
+then every N seconds, on trio's clock.
+
+Missed runs. Schedules live in memory: runs that came due while the control
+plane was down are not made up; after a start, each schedule's next run is
+its next time after now. When the scheduler falls behind (a busy or
+suspended machine, an inbox slow to answer), a schedule that is due starts
+one late run at once, then continues from its next time after now: never a
+burst of catch-up runs. The slots passed over are counted
+(``skipped_missed``).
+
+No overlap. Before a run the store is asked (``GetTask``) about the
+schedule's previous run: while it is queued, scheduled or running, the new
+run is skipped, counted (``skipped_overlap``) and logged at INFO
+(rate-limited). A run the inbox rejects (``QueueFull``, ...) is counted
+(``rejected_total``) and logged as a warning; the schedule goes on. Every
+call to another actor has a time limit (``call_timeout``); one that is not
+answered in time is counted (``failed_total``), and the run is given up.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import attrs
+import trio
+from croniter import croniter
+
+from actors import Actor, ActorContext
+from actors.edge import Requests
+from actors.errors import ActorCrashed, CallTimeout
+from actors.log import RateLimitedLog
+from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit
+from fastworker.payload import pack_call
+from fastworker.results import GetTask, TaskDetail
+from fastworker.tasks import Task, TaskRegistry
+
+__all__ = [
+    "ScheduleInfo",
+    "Scheduler",
+    "SchedulerOptions",
+    "SchedulerStats",
+]
+
+log = logging.getLogger("fastworker.periodic")
+
+#: States of a previous run during which a new run is skipped.
+ACTIVE_STATES = frozenset({"queued", "scheduled", "running"})
+#: A cron schedule counts as due this close to its wall-clock time (float
+#: rounding between trio's clock and the wall clock).
+_DUE_SLACK = 1e-3
+#: The most passed-over cron slots counted in one catch-up (a long suspend
+#: of an every-minute schedule would otherwise iterate for long).
+_COUNT_MAX = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerOptions:
+    """The ``[actors.scheduler]`` keys.
+
+    Attributes:
+        enabled: schedule the periodic tasks at all (``false``: none runs).
+        call_timeout: seconds to wait for the inbox or the store to answer.
+        recheck: the longest the timer sleeps before it looks at the wall
+            clock again (a cron schedule follows a clock that jumped).
+        log_period: at most one line per kind of event (skipped, rejected,
+            failed) per this many seconds.
+    """
+
+    enabled: bool = True
+    call_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    recheck: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    log_period: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleInfo:
+    """One schedule in the scheduler's snapshot.
+
+    Attributes:
+        task: the task's name.
+        cron: its cron expression, or ``None``.
+        every: its period in seconds, or ``None``.
+        next_run: when it next runs (wall-clock Unix seconds).
+        last_run: when its last run was accepted (0: none yet).
+        last_id: the id of its last run ("" if none).
+        runs_total: runs the inbox accepted.
+        skipped_overlap: runs skipped because the previous one had not ended.
+        skipped_missed: slots passed over when the scheduler fell behind.
+        rejected_total: runs the inbox rejected (``QueueFull``, ...).
+        failed_total: runs given up because the inbox or store did not answer.
+    """
+
+    task: str
+    cron: str | None
+    every: float | None
+    next_run: float
+    last_run: float
+    last_id: str
+    runs_total: int
+    skipped_overlap: int
+    skipped_missed: int
+    rejected_total: int
+    failed_total: int
+
+    @property
+    def skipped_total(self) -> int:
+        """Runs skipped for either reason."""
+        return self.skipped_overlap + self.skipped_missed
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerStats:
+    """The scheduler's snapshot: whether it is on, and its schedules."""
+
+    enabled: bool
+    schedules: tuple[ScheduleInfo, ...]
+
+
+@attrs.define(eq=False)
+class _Schedule:
+    """One periodic task's schedule and counters (the scheduler's own state)."""
+
+    task: Task[Any, Any]
+    #: When it next comes due on trio's clock (its place in the heap).
+    deadline: float = 0.0
+    #: For cron: the same moment as wall-clock seconds (authoritative).
+    next_wall: float = 0.0
+    last_run: float = 0.0
+    last_id: str = ""
+    runs_total: int = 0
+    skipped_overlap: int = 0
+    skipped_missed: int = 0
+    rejected_total: int = 0
+    failed_total: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def describe(self) -> str:
+        if self.task.cron is not None:
+            return f"cron {self.task.cron!r}"
+        return f"every {self.task.every:g} s"
+
+
+def _cron_after(expression: str, wall: float) -> float:
+    """The first time of ``expression`` strictly after ``wall``, in local time."""
+    start = datetime.fromtimestamp(wall)  # naive local time: croniter keeps it local
+    following: datetime = croniter(expression, start).get_next(datetime)
+    return following.timestamp()
+
+
+class Scheduler(Actor[Any]):
+    """Submits periodic tasks on their schedules (see the module docstring)."""
+
+    Options = SchedulerOptions
+    refs_required = ("inbox", "results")
+
+    def __init__(
+        self,
+        options: SchedulerOptions,
+        context: ActorContext,
+        *,
+        registry: TaskRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(options, context)
+        if registry is None:
+            from fastworker.tasks import registry as default_registry
+
+            registry = default_registry
+        self._registry = registry
+        self._clock = clock
+        self._schedules: list[_Schedule] = []
+        self._heap: list[tuple[float, int, _Schedule]] = []
+        self._closing = False
+        self._overlap_log = RateLimitedLog(log, what="skipped", period=options.log_period,
+                                           level=logging.INFO)
+        self._rejected_log = RateLimitedLog(log, what="rejected", period=options.log_period)
+        self._failed_log = RateLimitedLog(log, what="failed", period=options.log_period)
+        self._missed_log = RateLimitedLog(log, what="late runs", period=options.log_period)
+
+    # -- the actor ---------------------------------------------------------------
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        periodic = [
+            task for name in sorted(self._registry.names())
+            if (task := self._registry.get(name)) is not None and task.periodic
+        ]
+        if not self.options.enabled:
+            return f"off (enabled = false): {_count(len(periodic), 'periodic task')} not scheduled"
+        if not periodic:
+            return "no periodic tasks"
+        now, wall = trio.current_time(), self._clock()
+        for index, task in enumerate(periodic):
+            schedule = _Schedule(task=task)
+            if task.cron is not None:
+                schedule.next_wall = _cron_after(task.cron, wall)
+                schedule.deadline = now + (schedule.next_wall - wall)
+            else:
+                assert task.every is not None
+                schedule.deadline = now + task.every
+            self._schedules.append(schedule)
+            heapq.heappush(self._heap, (schedule.deadline, index, schedule))
+        nursery.start_soon(self._timer)
+        shown = ", ".join(
+            f"{s.name} {s.describe()}, next {_local(self._next_wall(s, now, wall))}"
+            for s in self._schedules)
+        return f"{_count(len(self._schedules), 'schedule')}: {shown}"
+
+    def stopping(self) -> None:
+        # No new run once the node begins to stop (the inbox stops after us).
+        self._closing = True
+
+    def stats_detail(self) -> SchedulerStats:
+        now, wall = trio.current_time(), self._clock()
+        return SchedulerStats(
+            enabled=self.options.enabled,
+            schedules=tuple(
+                ScheduleInfo(
+                    task=s.name, cron=s.task.cron, every=s.task.every,
+                    next_run=self._next_wall(s, now, wall), last_run=s.last_run,
+                    last_id=s.last_id, runs_total=s.runs_total,
+                    skipped_overlap=s.skipped_overlap, skipped_missed=s.skipped_missed,
+                    rejected_total=s.rejected_total, failed_total=s.failed_total,
+                )
+                for s in self._schedules
+            ),
+        )
+
+    async def handle(self, message: Any) -> Any:
+        log.warning("%s: ignored %s (the scheduler takes no messages)", self.name,
+                    type(message).__name__)
+        return None
+
+    # -- time --------------------------------------------------------------------
+
+    def _next_wall(self, schedule: _Schedule, now: float, wall: float) -> float:
+        if schedule.task.cron is not None:
+            return schedule.next_wall
+        return wall + (schedule.deadline - now)
+
+    async def _timer(self) -> None:
+        """Sleep until the earliest schedule is due; run what is due; repeat."""
+        while not self._closing:
+            now = trio.current_time()
+            await trio.sleep_until(min(self._heap[0][0], now + self.options.recheck))
+            self._follow_wall_clock()
+            while self._heap and not self._closing:
+                deadline, index, schedule = self._heap[0]
+                if deadline > trio.current_time() + (
+                        _DUE_SLACK if schedule.task.cron is not None else 0.0):
+                    break
+                heapq.heappop(self._heap)
+                due = self._advance(schedule)
+                heapq.heappush(self._heap, (schedule.deadline, index, schedule))
+                await self._run(schedule, due)
+
+    def _follow_wall_clock(self) -> None:
+        """Put each cron schedule's trio deadline back in line with its
+        wall-clock time (the wall clock may have jumped since)."""
+        if not any(s.task.cron is not None for s in self._schedules):
+            return
+        now, wall = trio.current_time(), self._clock()
+        self._heap = [
+            ((now + (s.next_wall - wall)) if s.task.cron is not None else deadline, index, s)
+            for deadline, index, s in self._heap
+        ]
+        for deadline, _, s in self._heap:
+            s.deadline = deadline
+        heapq.heapify(self._heap)
+
+    def _advance(self, schedule: _Schedule) -> float:
+        """Move a due schedule on to its next time after now; count the
+        slots passed over. Returns how late the due slot is, in seconds."""
+        task = schedule.task
+        now, wall = trio.current_time(), self._clock()
+        missed = 0
+        if task.cron is not None:
+            slot = schedule.next_wall
+            late = max(wall - slot, 0.0)
+            following = _cron_after(task.cron, slot)
+            # Behind: count the slots passed over (up to a bound), then go
+            # on from the first one after now.
+            while following <= wall and missed < _COUNT_MAX:
+                missed += 1
+                following = _cron_after(task.cron, following)
+            if following <= wall:
+                following = _cron_after(task.cron, wall)
+            schedule.next_wall = following
+            schedule.deadline = now + (following - wall)
+        else:
+            assert task.every is not None
+            slot = schedule.deadline
+            late = max(now - slot, 0.0)
+            passed = math.floor(late / task.every)  # slots after the due one, up to now
+            missed = passed
+            schedule.deadline = slot + (passed + 1) * task.every
+        if missed:
+            schedule.skipped_missed += missed
+            self._missed_log.event(
+                "%s: periodic task %s is %.3g s late: running it once now; %s passed over",
+                self.name, schedule.name, late, _count(missed, "run"))
+        return late
+
+    # -- one run -----------------------------------------------------------------
+
+    async def _run(self, schedule: _Schedule, late: float) -> None:
+        if schedule.last_id:
+            state = await self._previous_state(schedule)
+            if state is None:
+                return  # the store did not answer: given up (counted)
+            if state in ACTIVE_STATES:
+                schedule.skipped_overlap += 1
+                self._overlap_log.event(
+                    "%s: periodic task %s skipped: its previous run %s is still %s",
+                    self.name, schedule.name, schedule.last_id, state)
+                return
+        task = schedule.task
+        submit = Submit(
+            id=secrets.token_hex(8),
+            task=task.name,
+            payload=pack_call((), {}),
+            priority=PRIORITIES.index(task.priority),
+            timeout=task.timeout,
+        )
+        try:
+            [answer] = await self.refs["inbox"].call(
+                Requests(messages=(submit,), peer="scheduler"),
+                timeout=self.options.call_timeout)
+        except CallTimeout:
+            # The inbox may still take it: the next run checks on this id.
+            schedule.last_id = submit.id
+            self._failed(schedule, f"the inbox did not answer within "
+                         f"{self.options.call_timeout:g} s")
+            return
+        except (ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._failed(schedule, f"the inbox failed: {type(error).__name__}: {error}")
+            return
+        if isinstance(answer, Accepted):
+            schedule.runs_total += 1
+            schedule.last_run = self._clock()
+            schedule.last_id = submit.id
+            log.debug("%s: periodic task %s submitted as %s%s", self.name, schedule.name,
+                      submit.id, f" ({late:.3g} s late)" if late >= 1 else "")
+        elif isinstance(answer, Rejected):
+            schedule.rejected_total += 1
+            self._rejected_log.event("%s: periodic task %s: the run was rejected: %s: %s",
+                                     self.name, schedule.name, answer.error, answer.message)
+        else:
+            self._failed(schedule, f"unexpected answer {type(answer).__name__}")
+
+    async def _previous_state(self, schedule: _Schedule) -> str | None:
+        """The state of the schedule's previous run ("" if the store does
+        not hold it), or ``None`` if the store did not answer (counted)."""
+        try:
+            detail: TaskDetail | None = await self.refs["results"].call(
+                GetTask(id=schedule.last_id), timeout=self.options.call_timeout)
+        except CallTimeout:
+            self._failed(schedule, f"the result store did not answer within "
+                         f"{self.options.call_timeout:g} s (is the previous run "
+                         f"{schedule.last_id} still going?)")
+            return None
+        except (ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._failed(schedule, f"the result store failed: {type(error).__name__}: {error}")
+            return None
+        return "" if detail is None else detail.record.state
+
+    def _failed(self, schedule: _Schedule, why: str) -> None:
+        schedule.failed_total += 1
+        self._failed_log.event("%s: periodic task %s: run given up: %s", self.name,
+                               schedule.name, why)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _local(wall: float) -> str:
+    return datetime.fromtimestamp(wall).strftime("%Y-%m-%d %H:%M:%S")
