@@ -23,7 +23,15 @@ failed (kind ``timeout``) at its limit, counted from when its thread began
 it, but it keeps its thread and its slot until it really returns, so the
 credit stays honest; what it returns then is discarded and counted
 (``late_results_discarded``). Tasks that never return keep their thread
-for good: give blocking calls their own timeouts.
+for good: give blocking calls their own timeouts, or declare the task
+``isolation="process"``: it then runs in a process of the executor's pool
+(``fastworker.procpool``, ``processes`` of them, started when first
+needed), which is killed at the limit, and its slot is free at once.
+
+Retries: a failed attempt whose task (or submission) has retries left, and
+whose exception its ``retry_on`` accepts, is reported with ``retry_in``
+(its backoff), and its next attempt goes to the Dispatcher as ``Retry``
+after the ``Finished`` that reports the failure.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from fastworker.messages import (
     Running,
 )
 from fastworker.calls import call_async, call_sync, timeout_error
+from fastworker.procpool import ProcessPool
 from fastworker.tasks import Task, TaskRegistry
 from fastworker.tasks import registry as default_registry
 
@@ -88,6 +97,9 @@ class ExecutorOptions:
     worker: str = ""
     #: The time limit of jobs whose submission and task set none (seconds).
     default_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    #: Processes for ``isolation="process"`` tasks, started when first
+    #: needed (0: one per CPU).
+    processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +117,8 @@ class ExecutorStats:
     timed_out_total: int
     late_results_discarded: int
     retried_total: int = 0
+    #: Processes of the pool for ``isolation="process"`` tasks, alive now.
+    processes: int = 0
 
 
 class Executor(Actor[Accepts]):
@@ -138,6 +152,7 @@ class Executor(Actor[Accepts]):
         self._deadlines: list[tuple[float, int, _SyncRun]] = []  # a heap
         self._sequence = itertools.count()
         self._timer: trio.CancelScope | None = None
+        self._pool: ProcessPool | None = None  # for isolation="process", made when needed
         self._counts = dict.fromkeys(("succeeded", "failed", "timed_out", "late", "retried"), 0)
         # Failed attempts to run again, and after how long: sent at the next flush.
         self._retries: list[Job] = []
@@ -197,6 +212,8 @@ class Executor(Actor[Accepts]):
             self._flushed = trio.Event()
             await self._flushed.wait()
         self._stop_threads()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     def stats_detail(self) -> ExecutorStats:
         return ExecutorStats(
@@ -209,6 +226,7 @@ class Executor(Actor[Accepts]):
             timed_out_total=self._counts["timed_out"],
             late_results_discarded=self._counts["late"],
             retried_total=self._counts["retried"],
+            processes=0 if self._pool is None else self._pool.stats().processes,
         )
 
     # -- starting jobs ---------------------------------------------------------
@@ -244,6 +262,9 @@ class Executor(Actor[Accepts]):
             limit = self._limit(job, found)
             if found.is_async:
                 self._nursery.start_soon(self._run_async, job, found, limit)
+                continue
+            if found.isolation == "process":
+                self._nursery.start_soon(self._run_isolated, job, found, limit)
                 continue
             run = _SyncRun(job, found, limit, self.worker)
             self._jobs.put(run)
@@ -282,6 +303,19 @@ class Executor(Actor[Accepts]):
             if scope.cancelled_caught:
                 value, error = None, timeout_error(found, limit)
                 retryable = found.retries_on_timeout
+        self._in_flight -= 1
+        self._report(self._outcome(job, found, value, error, retryable, started_at), job)
+
+    # -- sync tasks: a process each ----------------------------------------------
+
+    async def _run_isolated(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
+        """A sync task with ``isolation="process"``: run in the pool, whose
+        process is killed at the time limit (or if this is cancelled)."""
+        if self._pool is None:
+            size = self.options.processes or os.cpu_count() or 1
+            self._pool = ProcessPool(size, name=f"{self.name} ({self.worker})")
+        started_at = time.time()
+        value, error, retryable = await self._pool.run(found, job.payload, limit)
         self._in_flight -= 1
         self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 

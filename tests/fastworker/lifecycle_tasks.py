@@ -39,3 +39,16 @@ async def held(key: str) -> int:
     RUNS[key] += 1
     await gate(key).wait()
     return RUNS[key]
+
+
+@task(name="life.stuck", isolation="process", timeout=0.5)
+def stuck(pid_file: str) -> None:
+    """Writes its process's pid, then ignores SIGTERM and spins forever."""
+    import os
+    import signal
+    from pathlib import Path
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(pid_file).write_text(str(os.getpid()))
+    while True:
+        pass

@@ -4,10 +4,13 @@ MockClock)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import trio
 
-from fastworker import InvalidSubmission, TaskError
+from fastworker import InvalidSubmission, TaskError, TaskTimeout
 from tests.dashboard.harness import PATIENCE, open_control
 from tests.fastworker import lifecycle_tasks as life
 
@@ -83,3 +86,25 @@ async def test_bad_lifecycle_options_are_refused_by_the_client(
     async with open_control(environ=TASKS) as control:
         with pytest.raises(InvalidSubmission, match=complaint):
             await control.client.send(life.flaky, ("x", 0), **options)  # type: ignore[arg-type]
+
+
+async def test_a_process_isolated_task_is_killed_at_its_time_limit(tmp_path: Path) -> None:
+    """A sync task spinning in a process (SIGTERM ignored) fails with
+    TaskTimeout at its limit, its process is gone, and the next task of
+    its kind runs in a new process."""
+    async with open_control(environ=TASKS) as control:
+        first = tmp_path / "first.pid"
+        task_id = await control.client.delay(life.stuck, str(first))
+        with pytest.raises(TaskTimeout, match="time limit of 0.5 s"):
+            await control.client.result(task_id, timeout=PATIENCE)
+        pid = int(first.read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        second = tmp_path / "second.pid"
+        again = await control.client.delay(life.stuck, str(second))
+        with pytest.raises(TaskTimeout):
+            await control.client.result(again, timeout=PATIENCE)
+        record = await control.client.status(again)
+    assert int(second.read_text()) != pid
+    assert pid != os.getpid()
+    assert (record.state, record.error.kind if record.error else None) == ("failed", "timeout")
