@@ -47,7 +47,7 @@ from dashboard import views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
 from fastworker.dispatcher import DrainWorker
-from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Submit
+from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Stop, Submit
 from fastworker.results import GetTask, ListTasks, TaskDetail, TaskPage
 
 log = logging.getLogger("dashboard")
@@ -330,12 +330,15 @@ class Dashboard(Actor[Any]):
 
     async def cancel(self, id: str) -> views.CancelResult:
         reply: CancelReply = await self._call("inbox", Cancel(id=id))
-        if reply.outcome == "cancelled":
-            log.info("%s: task %s cancelled from the dashboard", self.name, id)
-            return views.CancelResult(id=id, outcome="cancelled")
+        if reply.outcome == "not_queued":  # handed out: the dispatcher stops it
+            reply = await self._call("dispatcher", Stop(id=id))
+        if reply.outcome not in ("not_queued", "unknown"):
+            log.info("%s: task %s cancelled from the dashboard (%s)", self.name, id,
+                     reply.outcome)
+            return views.CancelResult(id=id, outcome=reply.outcome)
         detail = await self._detail(id)  # 404 if the store does not know it either
-        raise ActionError(409, f"task {id} is {detail.record.state}: only a queued or "
-                          "scheduled task can be cancelled")
+        raise ActionError(409, f"task {id} is {detail.record.state}: only a queued, "
+                          "scheduled or running task can be cancelled")
 
     async def retry(self, id: str) -> views.RetryResult:
         detail = await self._detail(id)

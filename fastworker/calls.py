@@ -79,6 +79,23 @@ def timeout_error(found: Task[Any, Any], limit: float) -> RemoteError:
     )
 
 
+#: What each way of stopping a task did, for its error's message.
+_STOPPED = {
+    "cancelled": "it was cancelled before it started",
+    "interrupted": "it was cancelled while running (its async function was interrupted)",
+    "terminated": "it was cancelled while running (its process was killed)",
+    "abandoned": "it was cancelled while running in a thread, which cannot be stopped: "
+    "the thread finishes the call and its result is discarded",
+}
+
+
+def cancelled_error(found: Task[Any, Any] | None, how: str, name: str = "") -> RemoteError:
+    """The error of a task stopped by a cancel; ``how`` says what was done."""
+    task = found.name if found is not None else name
+    return RemoteError(type="TaskCancelled", kind="cancelled",
+                       message=f"task {task}: {_STOPPED[how]}")
+
+
 def type_name(error: BaseException) -> str:
     cls = type(error)
     if cls.__module__ == "builtins":

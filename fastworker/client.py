@@ -68,6 +68,7 @@ from fastworker.messages import (
     Rejected,
     ResultQuery,
     StatusQuery,
+    Stop,
     Submit,
     TaskRecord,
     Watch,
@@ -759,8 +760,15 @@ class Client:
 
     # -- results and control -----------------------------------------------
 
-    async def result(self, task_id: str, timeout: float | None = None) -> Any:
+    async def result(self, task_id: str, timeout: float | None = None, *,
+                     cancel: bool = False) -> Any:
         """Wait for the task's result and return it.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+            cancel: if the wait ends without a result (``timeout`` ran out,
+                or the caller was cancelled: a web request that went away),
+                cancel the task too, queued or running.
 
         Raises:
             TaskError: the task raised (``TaskTimeout`` past its time limit,
@@ -771,7 +779,13 @@ class Client:
             ConnectionLost: the control plane did not answer.
         """
         assert self._results is not None, "use the client inside `async with`"
-        record = await self._results.wait(task_id, timeout)
+        try:
+            record = await self._results.wait(task_id, timeout)
+        except BaseException:
+            if cancel:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout):
+                    await self.cancel(task_id)
+            raise
         return _task_value(record)
 
     async def results(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Any]:
@@ -853,15 +867,25 @@ class Client:
         return reply.records[0]
 
     async def cancel(self, task_id: str) -> str:
-        """Cancel a task that is still queued.
+        """Cancel a task, queued, scheduled or running.
 
         Returns:
-            ``cancelled`` (it will not run), ``not_queued`` (already
-            running or finished), or ``unknown``.
+            ``cancelled`` (it had not started, and will not run),
+            ``interrupted`` (a running async task was cancelled),
+            ``terminated`` (a process-isolated task's process was killed),
+            ``abandoned`` (a sync task's thread cannot be stopped: the task
+            is cancelled, what the thread returns is discarded),
+            ``requested`` (a subworker runs it and was told; its record
+            says how once done), ``not_queued`` (it had already finished),
+            or ``unknown``. After any of the first five its result raises
+            ``TaskCancelled``.
         """
         assert self._queries is not None, "use the client inside `async with`"
         reply = await self._queries.ask(Cancel(id=task_id))
         assert isinstance(reply, CancelReply)
+        if reply.outcome == "not_queued":  # handed out: ask the dispatcher to stop it
+            reply = await self._queries.ask(Stop(id=task_id))
+            assert isinstance(reply, CancelReply)
         return reply.outcome
 
     # -- helpers -----------------------------------------------------------
@@ -983,9 +1007,10 @@ class SyncClient:
         """See ``Client.submit``."""
         return self._call(self._client.submit, task, *args, priority=priority, **kwargs)
 
-    def result(self, task_id: str, timeout: float | None = None) -> Any:
+    def result(self, task_id: str, timeout: float | None = None, *,
+               cancel: bool = False) -> Any:
         """See ``Client.result``."""
-        return self._call(self._client.result, task_id, timeout=timeout)
+        return self._call(self._client.result, task_id, timeout=timeout, cancel=cancel)
 
     def as_completed(
         self, task_ids: Iterable[str], timeout: float | None = None

@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeAlias, Union
 import attrs
 import trio
 
-from actors import Actor, ActorContext, Reply
+from actors import Actor, ActorContext, CallTimeout, Reply
 from actors.edge import Requests
 from actors.log import RateLimitedLog
 from fastworker.inbox import Requeue
@@ -52,6 +52,8 @@ from fastworker.messages import (
     Ack,
     Assign,
     Cancel,
+    Cancelled,
+    CancelReply,
     Credit,
     Demand,
     Drain,
@@ -64,6 +66,7 @@ from fastworker.messages import (
     Report,
     Retry,
     Running,
+    Stop,
     UnknownWorker,
 )
 from fastworker.results import Dispatched, Requeued
@@ -126,7 +129,8 @@ class DrainWorker:
 
 
 Accepts: TypeAlias = Union[
-    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry]
+    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
+    Stop]
 
 
 @attrs.frozen(kw_only=True)
@@ -139,11 +143,14 @@ class DispatcherOptions:
         poison_after: a job held by this many workers that were lost is
             failed as poison instead of being redelivered again.
         pull_wait_max: the longest a subworker's Pull is held, in seconds.
+        stop_timeout: seconds to wait for the local executor to stop a
+            running task (``Stop``) before answering ``requested``.
     """
 
     local: Literal["fallback", "always"] = "fallback"
     poison_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     pull_wait_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -187,7 +194,8 @@ class _Worker:
     """A worker's place in the Dispatcher: its credit and what it holds."""
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "held", "outbox",
-                 "pull", "assigned_total", "pull_seq", "last_assign", "report_seq", "drained")
+                 "pull", "assigned_total", "pull_seq", "last_assign", "report_seq", "drained",
+                 "cancel")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -205,6 +213,7 @@ class _Worker:
         self.last_assign = Assign(jobs=())
         self.report_seq = 0  # the last Report taken
         self.drained = False  # by an operator: nothing new until resumed
+        self.cancel: list[str] = []  # held jobs to stop, sent with the next Assign
 
     @property
     def offers(self) -> bool:
@@ -273,6 +282,10 @@ class Dispatcher(Actor[Accepts]):
         return f"{local}, poison after {self.options.poison_after} lost workers"
 
     async def handle(self, message: Accepts) -> Any:
+        if isinstance(message, Stop):
+            reply = await self._stop(message.id)
+            await self._dispatch()
+            return reply
         if isinstance(message, DrainWorker):
             known = self._operator_drain(message)
             await self._dispatch()
@@ -284,6 +297,9 @@ class Dispatcher(Actor[Accepts]):
         parked: _ParkedPull | None = None
         last = len(message.messages) - 1
         for index, item in enumerate(message.messages):
+            if isinstance(item, Stop):  # from a client, through the queries edge
+                answers.append(await self._stop(item.id))
+                continue
             answer = self._on_request(item)
             if answer is _PARK:
                 assert isinstance(item, Pull)
@@ -359,7 +375,7 @@ class Dispatcher(Actor[Accepts]):
                     return UnknownWorker(worker=name)
                 if seq and seq == worker.pull_seq:
                     return worker.last_assign  # its answer was lost on the way: again
-                if worker.outbox or worker.health == "draining":
+                if worker.outbox or worker.cancel or worker.health == "draining":
                     return self._take_outbox(worker, seq)
                 return _PARK
             case Drain(worker=name):
@@ -424,8 +440,45 @@ class Dispatcher(Actor[Accepts]):
 
     def _take_outbox(self, worker: _Worker, seq: int) -> Assign:
         jobs, worker.outbox = worker.outbox, []
-        worker.pull_seq, worker.last_assign = seq, Assign(jobs=tuple(jobs))
+        cancel, worker.cancel = worker.cancel, []
+        worker.pull_seq = seq
+        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel))
         return worker.last_assign
+
+    # -- stopping a task ---------------------------------------------------------------
+
+    async def _stop(self, task_id: str) -> CancelReply:
+        """Stop a task that left the inbox: one not yet handed to a worker
+        is cancelled here; a subworker is told with its next Assign; the
+        local executor is asked (it never waits on the Dispatcher, so the
+        call cannot deadlock)."""
+        for job in self._held:
+            if job.id == task_id:
+                self._held.remove(job)
+                self._to_results.append(Cancelled(ids=(task_id,)))
+                return CancelReply(id=task_id, outcome="cancelled")
+        for worker in self._workers.values():
+            if task_id not in worker.held:
+                continue
+            for job in worker.outbox:
+                if job.id == task_id:  # placed, not yet pulled
+                    worker.outbox.remove(job)
+                    del worker.held[task_id]
+                    worker.credit += 1
+                    self._to_results.append(Cancelled(ids=(task_id,)))
+                    return CancelReply(id=task_id, outcome="cancelled")
+            worker.cancel.append(task_id)
+            if worker.pull is not None:
+                self._answer_pull(worker)
+            return CancelReply(id=task_id, outcome="requested")
+        if "executor" not in self.refs:
+            return CancelReply(id=task_id, outcome="not_queued")
+        try:
+            reply: CancelReply = await self.refs["executor"].call(
+                Stop(id=task_id), timeout=self.options.stop_timeout)
+        except CallTimeout:
+            return CancelReply(id=task_id, outcome="requested")  # it will be, when it is read
+        return reply
 
     async def _expire_pulls(self) -> None:
         """Answer parked Pulls whose wait is over with no jobs, once a second."""

@@ -47,7 +47,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Union
 
 import attrs
 import trio
@@ -55,6 +55,7 @@ import trio
 from actors import Actor
 from fastworker.messages import (
     Assign,
+    CancelReply,
     Credit,
     Finished,
     Job,
@@ -62,8 +63,9 @@ from fastworker.messages import (
     RemoteError,
     Retry,
     Running,
+    Stop,
 )
-from fastworker.calls import call_async, call_sync, timeout_error
+from fastworker.calls import call_async, call_sync, cancelled_error, timeout_error
 from fastworker.procpool import ProcessPool
 from fastworker.tasks import Task, TaskRegistry
 from fastworker.tasks import registry as default_registry
@@ -75,7 +77,7 @@ else:  # pragma: no cover
 
 log = logging.getLogger("fastworker.executor")
 
-Accepts = Assign
+Accepts = Union[Assign, Stop]
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -117,6 +119,8 @@ class ExecutorStats:
     timed_out_total: int
     late_results_discarded: int
     retried_total: int = 0
+    #: Running (or waiting) jobs stopped by a ``Stop``.
+    cancelled_total: int = 0
     #: Processes of the pool for ``isolation="process"`` tasks, alive now.
     processes: int = 0
 
@@ -153,7 +157,13 @@ class Executor(Actor[Accepts]):
         self._sequence = itertools.count()
         self._timer: trio.CancelScope | None = None
         self._pool: ProcessPool | None = None  # for isolation="process", made when needed
-        self._counts = dict.fromkeys(("succeeded", "failed", "timed_out", "late", "retried"), 0)
+        # Running jobs that a Stop can reach: async and process ones by their
+        # cancel scope (and what stopping them is called), sync ones by run.
+        self._scopes: dict[str, tuple[trio.CancelScope, str]] = {}
+        self._runs: dict[str, _SyncRun] = {}
+        self._stopped: set[str] = set()  # cancelled by a Stop, not by a time limit
+        self._counts = dict.fromkeys(
+            ("succeeded", "failed", "timed_out", "late", "retried", "cancelled"), 0)
         # Failed attempts to run again, and after how long: sent at the next flush.
         self._retries: list[Job] = []
         self._retry_delays: list[float] = []
@@ -174,8 +184,11 @@ class Executor(Actor[Accepts]):
         await self.refs["dispatcher"].send(Credit(worker=self.worker, n=options.concurrency))
         return f"{options.concurrency} slots, {options.threads} threads"
 
-    async def handle(self, message: Accepts) -> None:
+    async def handle(self, message: Accepts) -> CancelReply | None:
+        if isinstance(message, Stop):
+            return CancelReply(id=message.id, outcome=self._stop(message.id))
         await self.handle_batch([message])
+        return None
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         jobs: list[Job] = []
@@ -183,6 +196,10 @@ class Executor(Actor[Accepts]):
             match message:
                 case Assign():
                     jobs.extend(message.jobs)
+                    for task_id in message.cancel:  # a subworker's, through its link
+                        self._stop(task_id)
+                case Stop(id=task_id):
+                    self._stop(task_id)
                 case _:
                     assert_never(message)
         self._credit_out -= len(jobs)
@@ -226,6 +243,7 @@ class Executor(Actor[Accepts]):
             timed_out_total=self._counts["timed_out"],
             late_results_discarded=self._counts["late"],
             retried_total=self._counts["retried"],
+            cancelled_total=self._counts["cancelled"],
             processes=0 if self._pool is None else self._pool.stats().processes,
         )
 
@@ -267,6 +285,7 @@ class Executor(Actor[Accepts]):
                 self._nursery.start_soon(self._run_isolated, job, found, limit)
                 continue
             run = _SyncRun(job, found, limit, self.worker)
+            self._runs[job.id] = run
             self._jobs.put(run)
             if limit is not None:
                 self._push_deadline(now + limit, run)
@@ -295,16 +314,56 @@ class Executor(Actor[Accepts]):
 
     async def _run_async(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
         started_at = time.time()
-        if limit is None:  # no cancel scope: it is a large share of a no-op job's cost
+        scope = trio.CancelScope(
+            deadline=math.inf if limit is None else trio.current_time() + limit)
+        self._scopes[job.id] = (scope, "interrupted")
+        with scope:
             value, error, retryable = await call_async(found, job.payload)
-        else:
-            with trio.move_on_after(limit) as scope:
-                value, error, retryable = await call_async(found, job.payload)
-            if scope.cancelled_caught:
-                value, error = None, timeout_error(found, limit)
-                retryable = found.retries_on_timeout
+        del self._scopes[job.id]
+        if scope.cancelled_caught:
+            value, error, retryable = self._cut_short(job, found, limit, "interrupted")
         self._in_flight -= 1
         self._report(self._outcome(job, found, value, error, retryable, started_at), job)
+
+    # -- stopping running jobs -----------------------------------------------------
+
+    def _stop(self, task_id: str) -> Any:
+        """Stop a job this executor holds; say how (see ``CancelReply``)."""
+        held = self._scopes.get(task_id)
+        if held is not None:
+            scope, how = held
+            self._stopped.add(task_id)
+            scope.cancel()  # its runner reports it cancelled
+            return how
+        run = self._runs.get(task_id)
+        if run is not None and run.outcome is None and not run.timed_out:
+            run.timed_out = True  # what the thread returns is discarded
+            began = run.started_mono is not None
+            how = "abandoned" if began else "cancelled"
+            job = run.job
+            self._report(Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
+                                 error=cancelled_error(run.task, how),
+                                 started_at=run.started_at, finished_at=time.time()))
+            return how
+        for job in self._backlog:
+            if job.id == task_id:
+                self._backlog.remove(job)
+                found = self._registry.get(job.task)
+                now = time.time()
+                self._report(Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
+                                     started_at=now, finished_at=now,
+                                     error=cancelled_error(found, "cancelled", job.task)))
+                return "cancelled"
+        return "not_queued"
+
+    def _cut_short(self, job: Job, found: Task[Any, Any], limit: float | None,
+                   how: str) -> tuple[None, RemoteError, bool]:
+        """Why a job's cancel scope ended it: a Stop, or its time limit."""
+        if job.id in self._stopped:
+            self._stopped.discard(job.id)
+            return None, cancelled_error(found, how), False
+        assert limit is not None
+        return None, timeout_error(found, limit), found.retries_on_timeout
 
     # -- sync tasks: a process each ----------------------------------------------
 
@@ -315,7 +374,12 @@ class Executor(Actor[Accepts]):
             size = self.options.processes or os.cpu_count() or 1
             self._pool = ProcessPool(size, name=f"{self.name} ({self.worker})")
         started_at = time.time()
-        value, error, retryable = await self._pool.run(found, job.payload, limit)
+        with trio.CancelScope() as scope:
+            self._scopes[job.id] = (scope, "terminated")
+            value, error, retryable = await self._pool.run(found, job.payload, limit)
+        del self._scopes[job.id]
+        if scope.cancelled_caught:
+            value, error, retryable = self._cut_short(job, found, limit, "terminated")
         self._in_flight -= 1
         self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
@@ -323,26 +387,36 @@ class Executor(Actor[Accepts]):
 
     def _work(self) -> None:
         """A worker thread: run jobs until a sentinel arrives."""
-        get, completed = self._jobs.get, self._completed
+        get = self._jobs.get
         while (run := get()) is not None:
             if self._closing:
                 continue  # the executor is gone; nobody waits for this one
+            if run.timed_out:  # stopped before a thread took it: never started
+                self._complete(run)
+                continue
             run.started_at = time.time()
             run.started_mono = time.monotonic()
             value, error, retryable = call_sync(run.task, run.job.payload)
             run.outcome = self._outcome(run.job, run.task, value, error, retryable,
                                         run.started_at)
-            completed.append(run)
-            # Wake the trio side only if no wake-up is pending. No lock: the
-            # collector clears the flag before it drains, so a run appended
-            # while the flag is still set is drained by that pass.
-            if not self._wake_pending:
-                self._wake_pending = True
-                try:
-                    assert self._token is not None
-                    self._token.run_sync_soon(self._wake)
-                except trio.RunFinishedError:
-                    return
+            if not self._complete(run):
+                return
+
+    def _complete(self, run: _SyncRun) -> bool:
+        """Hand a finished run to the trio side (from a worker thread);
+        False once the trio run is over."""
+        self._completed.append(run)
+        # Wake the trio side only if no wake-up is pending. No lock: the
+        # collector clears the flag before it drains, so a run appended
+        # while the flag is still set is drained by that pass.
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                assert self._token is not None
+                self._token.run_sync_soon(self._wake)
+            except trio.RunFinishedError:
+                return False
+        return True
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -371,8 +445,8 @@ class Executor(Actor[Accepts]):
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 _, _, run = heapq.heappop(heap)
-                if run.outcome is not None:
-                    continue  # it returned in time; the collector reports it
+                if run.outcome is not None or run.timed_out:
+                    continue  # it returned in time (the collector reports it), or was stopped
                 assert run.limit is not None
                 if run.started_mono is None:
                     # Still waiting for a thread: its limit has not begun.
@@ -416,6 +490,8 @@ class Executor(Actor[Accepts]):
             self._counts["succeeded"] += 1
         elif outcome.error.kind == "timeout":
             self._counts["timed_out"] += 1
+        elif outcome.error.kind == "cancelled":
+            self._counts["cancelled"] += 1
         else:
             self._counts["failed"] += 1
         self._outbox.append(outcome)
@@ -441,9 +517,11 @@ class Executor(Actor[Accepts]):
         completed = self._completed
         while completed:
             run = completed.popleft()
+            del self._runs[run.job.id]
             self._in_flight -= 1
             if run.timed_out:
-                self._counts["late"] += 1
+                if run.started_mono is not None:  # it ran: what it returned is discarded
+                    self._counts["late"] += 1
             else:
                 assert run.outcome is not None
                 self._record(run.outcome, run.job)  # this pass sends it: no wake-up needed

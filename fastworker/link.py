@@ -332,13 +332,13 @@ class WorkerLink(Actor[Accepts]):
                 if isinstance(answer, UnknownWorker):
                     self._unknown.set()
                     return
-                if isinstance(answer, Assign) and answer.jobs:
+                if isinstance(answer, Assign) and (answer.jobs or answer.cancel):
                     count = len(answer.jobs)
                     self._free -= count
                     self._reported -= count
                     self._in_flight += count
                     self._counts["jobs"] += count
-                    await self.refs["executor"].send(answer)
+                    await self.refs["executor"].send(answer)  # its ``cancel`` too
                 if self._draining:
                     return
         finally:

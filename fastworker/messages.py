@@ -147,9 +147,20 @@ class JobBatch:
 
 @attrs.frozen(kw_only=True)
 class Assign:
-    """Dispatcher -> Executor: run these jobs (never more than its credit)."""
+    """Dispatcher -> Executor: run these jobs (never more than its credit).
+    To a subworker it also carries the running jobs to ``cancel``."""
 
     jobs: tuple[Job, ...]
+    cancel: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Stop:
+    """Client -> Dispatcher (queries port, after a Cancel answered
+    ``not_queued``); Dispatcher -> Executor: stop the task ``id`` if it is
+    running. Answered with a ``CancelReply``."""
+
+    id: str
 
 
 @attrs.frozen(kw_only=True)
@@ -354,14 +365,27 @@ class Cancel:
 
 @attrs.frozen(kw_only=True)
 class CancelReply:
-    """PriorityInbox -> client: what became of a Cancel.
+    """What became of a Cancel (PriorityInbox) or a Stop (Dispatcher).
 
-    ``outcome`` is ``cancelled`` (it was queued or scheduled and will not run),
-    ``not_queued`` (already running or finished), or ``unknown``.
+    ``outcome`` is one of:
+
+    - ``cancelled``: it was queued, scheduled or waiting for a worker, and
+      will not run;
+    - ``interrupted``: it was running as an async task, and was cancelled
+      (at its next ``await``);
+    - ``terminated``: it was running in a process (``isolation="process"``),
+      which was killed;
+    - ``abandoned``: it was running in a thread, which cannot be stopped:
+      the task is cancelled now, and what the thread returns is discarded;
+    - ``requested``: a subworker runs it and was told to stop it; the
+      task's record says how once it has (its error's message);
+    - ``not_queued``: the inbox no longer holds it (running or finished;
+      a ``Stop`` then says which), or ``unknown``.
     """
 
     id: str
-    outcome: Literal["cancelled", "not_queued", "unknown"]
+    outcome: Literal["cancelled", "interrupted", "terminated", "abandoned", "requested",
+                     "not_queued", "unknown"]
 
 
 # -- workers (subworker <-> control plane on base+5) ----------------------------
@@ -484,6 +508,7 @@ CODEC = Codec(
         Records,
         Cancel,
         CancelReply,
+        Stop,
         Register,
         Registered,
         Heartbeat,

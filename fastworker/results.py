@@ -54,6 +54,7 @@ from fastworker.messages import (
     Released,
     RemoteError,
     ResultQuery,
+    State,
     Running,
     StatusQuery,
     TaskRecord,
@@ -140,6 +141,8 @@ _REPORTS = (Queued, Running, Finished, Cancelled, Requeued, Dispatched, Released
 _EXPIRED = RemoteError(
     type="TaskExpired", kind="expired",
     message="its deadline (expires) passed while it was still waiting; it was not started")
+#: The final state of a task that ended with an error of this kind.
+_FINAL_STATE_OF: dict[str, State] = {"expired": "expired", "cancelled": "cancelled"}
 Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
 Accepts = Union[Report, Query, Requests]
 
@@ -401,8 +404,7 @@ class ResultStore(Actor[Accepts]):
         self._counts.finished_total += 1
         record = TaskRecord(
             id=outcome.id,
-            state="succeeded" if error is None else (
-                "expired" if error.kind == "expired" else "failed"),
+            state="succeeded" if error is None else _FINAL_STATE_OF.get(error.kind, "failed"),
             task=old.task,
             priority=old.priority,
             attempt=outcome.attempt,

@@ -397,7 +397,7 @@
   const taskLink = (id, full) => h('a', { href: '#/tasks/' + enc(id), class: 'mono', title: id, text: full ? id : shortId(id) });
   const ACTIONS = {
     cancel: {
-      ask: (id) => ({ title: 'Cancel this task?', body: ['Task ', h('code', { text: id }), ' will be removed from the queue and marked cancelled.'], yes: 'Cancel task', no: 'Keep task', danger: true }),
+      ask: (id) => ({ title: 'Cancel this task?', body: ['Task ', h('code', { text: id }), ' will be marked cancelled: removed from the queue, or stopped if it is running (an async task is interrupted, a process-isolated one killed; a thread cannot be stopped, so its result is discarded).'], yes: 'Cancel task', no: 'Keep task', danger: true }),
       run: async (id) => {
         const r = await api('tasks/' + enc(id) + '/cancel', 'POST');
         toast('ok', 'Task ', taskLink(r.id || id, true), ' ' + (str(r.outcome) || 'cancelled'));
@@ -827,7 +827,7 @@
           h('h1', null, h('span', { text: str(t.task) || 'unknown task' }), badge(t.state, 'task-detail-state')),
           h('div', { class: 'mono task-id', 'data-testid': 'task-detail-id', text: str(t.id) || id })),
         h('div', { class: 'task-actions' },
-          h('button', { class: 'btn', type: 'button', 'data-action': 'cancel', 'data-id': str(t.id) || id, 'data-testid': 'action-cancel', disabled: !acts.cancel, title: acts.cancel ? 'Cancel this task before it runs' : 'Only queued or scheduled tasks can be cancelled', text: 'Cancel' }),
+          h('button', { class: 'btn', type: 'button', 'data-action': 'cancel', 'data-id': str(t.id) || id, 'data-testid': 'action-cancel', disabled: !acts.cancel, title: acts.cancel ? (t.state === 'running' ? 'Stop this task where it runs' : 'Cancel this task before it runs') : 'Only queued, scheduled or running tasks can be cancelled', text: 'Cancel' }),
           h('button', { class: 'btn primary', type: 'button', 'data-action': 'retry', 'data-id': str(t.id) || id, 'data-testid': 'action-retry', disabled: !acts.retry, title: acts.retry ? 'Queue a new attempt' : 'Only failed, cancelled or expired tasks can be retried', text: 'Retry' })));
 
       const props = h('dl', { class: 'props' },

@@ -20,7 +20,7 @@ from actors.pytest_plugin import free_tcp_ports
 from dashboard import views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
-from fastworker import TaskError
+from fastworker import TaskCancelled, TaskError
 from fastworker.periodic import ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
@@ -230,22 +230,27 @@ class TestTasks:
 
 
 class TestActions:
-    async def test_cancel_a_queued_task(self) -> None:
+    async def test_cancel_a_queued_task_then_the_running_one(self) -> None:
         async with open_control(environ=ONE_SLOT) as control:
             running = await hold_the_only_slot(control, "c")
             queued = await control.client.delay(tasks.add, 1, 1)
             await control.until(lambda s: s["overview"]["queue"]["normal"] == 1)
             cancelled = await control.http.post(f"/api/tasks/{queued}/cancel")
             again = await control.http.post(f"/api/tasks/{queued}/cancel")
-            busy = await control.http.post(f"/api/tasks/{running}/cancel")
+            before = await control.get(f"/api/tasks/{running}")
+            stopped = await control.http.post(f"/api/tasks/{running}/cancel")
+            with pytest.raises(TaskCancelled, match="interrupted"):
+                await control.client.result(running, timeout=PATIENCE)
+            done = await control.http.post(f"/api/tasks/{running}/cancel")
             page = await control.get(f"/api/tasks/{queued}")
-            dash_tasks.gate("c").set()
-            assert await control.client.result(running, timeout=PATIENCE) == "c"
         assert (cancelled.status_code, cancelled.json()) == (
             200, {"id": queued, "outcome": "cancelled"})
         assert again.json() == {"id": queued, "outcome": "cancelled"}  # idempotent
-        assert busy.status_code == 409
-        assert "is running: only a queued or scheduled task can be cancelled" in busy.json()["detail"]
+        assert before["actions"]["cancel"] is True
+        assert (stopped.status_code, stopped.json()) == (
+            200, {"id": running, "outcome": "interrupted"})
+        assert done.status_code == 409
+        assert "is cancelled: only a queued, scheduled or running task" in done.json()["detail"]
         assert page["state"] == "cancelled" and page["actions"]["retry"] is True
 
     async def test_retry_a_failed_task_as_a_new_task_linked_to_it(self) -> None:

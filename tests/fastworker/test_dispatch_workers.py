@@ -37,6 +37,8 @@ from fastworker.messages import (
     Ack,
     Assign,
     Cancel,
+    Cancelled,
+    CancelReply,
     Credit,
     Demand,
     Drain,
@@ -49,6 +51,7 @@ from fastworker.messages import (
     Report,
     Retry,
     Running,
+    Stop,
     UnknownWorker,
 )
 from fastworker.results import Dispatched, Requeued
@@ -701,3 +704,45 @@ class TestRetries:
                                delays=(1.0, 4.0)))
         assert h.requeued() == [Requeue(jobs=(job("j1", attempt=2), job("j2", attempt=3)),
                                         delays=(1.0, 4.0))]
+
+
+class TestStop:
+    async def test_a_job_no_worker_has_yet_is_cancelled_here(
+        self, autojump_clock: MockClock
+    ) -> None:
+        async with open_dispatcher() as h:
+            await h.send(batch(job("j1")))  # no worker with credit: held here
+            [reply] = await h.request(Stop(id="j1"))
+            stats = await h.stats()
+        assert reply == CancelReply(id="j1", outcome="cancelled")
+        assert Cancelled(ids=("j1",)) in h.results_got and stats.held == 0
+
+    async def test_a_job_placed_but_not_yet_pulled_is_cancelled_and_its_credit_kept(
+        self, autojump_clock: MockClock
+    ) -> None:
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await h.send(batch(job("j1")))
+            [reply] = await h.request(Stop(id="j1"))
+            load = await h.load("w1")
+        assert reply.outcome == "cancelled"
+        assert (load.credit, load.held) == (1, 0)
+        assert Cancelled(ids=("j1",)) in h.results_got
+
+    async def test_a_subworker_running_the_job_is_told_with_its_next_assign(
+        self, autojump_clock: MockClock
+    ) -> None:
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            parked = await h.pull("w1", seq=2)
+            [reply] = await h.request(Stop(id="j1"))
+        assert reply.outcome == "requested"
+        [answer] = parked.answer
+        assert answer == Assign(jobs=(), cancel=("j1",))
+
+    async def test_the_local_executor_is_asked(self, autojump_clock: MockClock) -> None:
+        async with open_dispatcher() as h:  # the stand-in executor answers None
+            reply = await h.dispatcher.call(Stop(id="j9"), timeout=PATIENCE)
+        assert reply is None
+        assert Stop(id="j9") in h.executor_got

@@ -27,7 +27,17 @@ import trio.testing
 
 from actors import Actor, GetStats, Node, Topology, open_node
 from fastworker.executor import Executor, ExecutorStats
-from fastworker.messages import Assign, Credit, Finished, Job, Outcome, Retry, Running
+from fastworker.messages import (
+    Assign,
+    CancelReply,
+    Credit,
+    Finished,
+    Job,
+    Outcome,
+    Retry,
+    Running,
+    Stop,
+)
 from fastworker.payload import pack_call, unpack_value
 from fastworker.tasks import Backoff, TaskRegistry, task
 
@@ -492,8 +502,10 @@ class TestRetries:
             jobs = [attrs.evolve(job("tests.sample.retried", n), attempt=n) for n in (1, 2, 3)]
             await harness.assign(*jobs)
             outcomes = await harness.outcomes_of(*jobs)
+            retried = lambda: [j.attempt for r in harness.dispatcher.of(Retry) for j in r.jobs]
+            await harness.dispatcher.until(lambda: len(retried()) == 2)
         assert [o.retry_in for o in outcomes] == [1.0, 3.0, None]
-        assert [j.attempt for r in harness.dispatcher.of(Retry) for j in r.jobs] == [2, 3]
+        assert sorted(retried()) == [2, 3]  # threads finish in any order
 
     async def test_an_exception_not_in_retry_on_fails_at_once(self) -> None:
         async with executor() as harness:
@@ -555,3 +567,57 @@ class TestBackoff:
             Backoff(factor=0.5)
         with pytest.raises(TypeError, match="max must be seconds >= base"):
             Backoff(base=10.0, max=1.0)
+
+
+class TestStop:
+    """A Stop reaches a job wherever the executor holds it, and says how."""
+
+    async def stop(self, harness: Harness, the_job: Job) -> str:
+        reply = await harness.node.refs["executor"].call(Stop(id=the_job.id))
+        assert isinstance(reply, CancelReply) and reply.id == the_job.id
+        return reply.outcome
+
+    async def test_a_running_async_job_is_interrupted(self) -> None:
+        async with executor() as harness:
+            key = f"stop{next(_ids)}"
+            TRIO_GATES[key] = trio.Event()
+            the_job = job("tests.sample.async_wait", key)
+            await harness.assign(the_job)
+            await harness.results.until(lambda: bool(harness.results.of(Running)))
+            how = await self.stop(harness, the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+            stats = await harness.stats()
+        assert how == "interrupted"
+        assert outcome.error is not None
+        assert (outcome.error.type, outcome.error.kind) == ("TaskCancelled", "cancelled")
+        assert "interrupted" in outcome.error.message and outcome.retry_in is None
+        assert (stats.cancelled_total, stats.timed_out_total, stats.in_flight) == (1, 0, 0)
+
+    async def test_a_running_thread_job_is_abandoned_and_its_result_discarded(
+        self, gate: str
+    ) -> None:
+        async with executor(concurrency=2, threads=1) as harness:
+            running = job("tests.sample.block", gate)
+            waiting = job("tests.sample.add", 1, 2)
+            await harness.assign(running, waiting)
+            await trio.to_thread.run_sync(ENTERED[gate].wait)
+            how = await self.stop(harness, running)
+            not_begun = await self.stop(harness, waiting)
+            outcomes = await harness.outcomes_of(running, waiting)
+            GATES[gate].set()
+            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 4)
+            stats = await harness.stats()
+        assert (how, not_begun) == ("abandoned", "cancelled")
+        assert [o.error.kind if o.error else None for o in outcomes] == ["cancelled"] * 2
+        assert "cannot be stopped" in outcomes[0].error.message  # type: ignore[union-attr]
+        assert (stats.late_results_discarded, stats.cancelled_total, stats.succeeded_total) == (
+            1, 2, 0)
+        finished = [o.id for f in harness.results.of(Finished) for o in f.outcomes]
+        assert finished == [running.id, waiting.id]  # nothing more once the thread returned
+
+    async def test_a_job_it_does_not_hold_is_not_queued(self) -> None:
+        async with executor() as harness:
+            done = job("tests.sample.add", 1, 1)
+            await harness.assign(done)
+            await harness.outcomes_of(done)
+            assert await self.stop(harness, done) == "not_queued"

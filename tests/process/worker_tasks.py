@@ -46,3 +46,24 @@ async def _hold(port: int, label: str) -> int:
         await stream.send_all(f"{os.getpid()} {label}\n".encode())
         await stream.receive_some(1)
     return os.getpid()
+
+
+@task(name="tests.hold_thread")
+def hold_thread(port: int, label: str) -> int:
+    """``hold`` as a sync task on a worker thread."""
+    return _hold_blocking(port, label)
+
+
+@task(name="tests.hold_process", isolation="process")
+def hold_process(port: int, label: str) -> int:
+    """``hold`` as a sync task in a process of the executor's pool."""
+    return _hold_blocking(port, label)
+
+
+def _hold_blocking(port: int, label: str) -> int:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(f"{os.getpid()} {label}\n".encode())
+        connection.recv(1)
+    return os.getpid()
