@@ -47,7 +47,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import attrs
 import trio
@@ -102,6 +102,8 @@ class ExecutorOptions:
     #: Processes for ``isolation="process"`` tasks, started when first
     #: needed (0: one per CPU).
     processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Where sync tasks that do not choose (``@task(isolation=...)``) run.
+    isolation: Literal["thread", "process"] = "thread"
 
 
 @attrs.frozen(kw_only=True)
@@ -281,7 +283,7 @@ class Executor(Actor[Accepts]):
             if found.is_async:
                 self._nursery.start_soon(self._run_async, job, found, limit)
                 continue
-            if found.isolation == "process":
+            if (found.isolation or self.options.isolation) == "process":
                 self._nursery.start_soon(self._run_isolated, job, found, limit)
                 continue
             run = _SyncRun(job, found, limit, self.worker)

@@ -92,7 +92,8 @@ class Task(Generic[P, R]):
             ``Exception``, time limits included).
         isolation: where a sync function runs: ``thread`` (a worker
             thread, which cannot be stopped) or ``process`` (a process of
-            the executor's pool, killed at its time limit or on cancel).
+            the executor's pool, killed at its time limit or on cancel);
+            ``None``: as the executor's ``isolation`` option says.
         cron: a cron expression (five fields, the control plane's local
             time) to run it by, with no arguments.
         every: run it every so many seconds, with no arguments.
@@ -106,7 +107,7 @@ class Task(Generic[P, R]):
     retries: int = 0
     backoff: Backoff = Backoff()
     retry_on: tuple[type[BaseException], ...] | None = None
-    isolation: Isolation = "thread"
+    isolation: Isolation | None = None
     cron: str | None = None
     every: float | None = None
 
@@ -192,7 +193,7 @@ def task(
     retries: int = 0,
     backoff: Backoff | float = Backoff(),
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
-    isolation: Isolation = "thread",
+    isolation: Isolation | None = None,
     cron: str | None = None,
     every: float | datetime.timedelta | None = None,
     **unknown: Any,
@@ -210,7 +211,7 @@ def task(
     retries: int = 0,
     backoff: Backoff | float = Backoff(),
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
-    isolation: Isolation = "thread",
+    isolation: Isolation | None = None,
     cron: str | None = None,
     every: float | datetime.timedelta | None = None,
     **unknown: Any,
@@ -236,7 +237,9 @@ def task(
             others fail the task at once. By default any ``Exception`` is,
             and so is running past the time limit.
         isolation: ``"process"`` runs a sync function in a process of the
-            executor's pool, so its time limit and a cancel really stop it.
+            executor's pool, so its time limit and a cancel really stop it;
+            ``"thread"`` on a worker thread; by default, as the executor's
+            ``isolation`` option says (``thread`` unless configured).
         cron: run it on this schedule (``"*/5 * * * *"``), with no arguments.
         every: run it every so many seconds (or a ``timedelta``).
 
@@ -265,7 +268,7 @@ def task(
     if not isinstance(backoff, Backoff):
         raise TypeError(f"task backoff must be a Backoff or seconds, got {backoff!r}")
     retry_types = _exception_types(retry_on)
-    if isolation not in ("thread", "process"):
+    if isolation not in (None, "thread", "process"):
         raise TypeError(f"task isolation must be 'thread' or 'process', got {isolation!r}")
     if cron is not None and every is not None:
         raise TypeError("a task takes cron= or every=, not both")

@@ -27,7 +27,8 @@ def test_the_page_has_runnable_examples() -> None:
 @pytest.mark.parametrize("source", EXAMPLES, ids=[f"example{n}" for n in range(len(EXAMPLES))])
 async def test_a_docs_example_runs(source: str) -> None:
     async with open_control(environ={"FASTWORKER_CONCURRENCY": "1"}) as control:
-        env = {**os.environ, "FASTWORKER_ADDRESS": control.address, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "FASTWORKER_ADDRESS": control.address, "PYTHONPATH": str(ROOT),
+               "FASTWORKER_DASHBOARD": control.url.removeprefix("http://")}
         with trio.fail_after(60):
             done = await trio.run_process([sys.executable, "-c", source], env=env,
                                           capture_stdout=True, capture_stderr=True,

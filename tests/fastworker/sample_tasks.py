@@ -133,3 +133,10 @@ def picky(value: int) -> None:
 @task(name="tests.sample.slow_retried", timeout=1.0, retries=1, backoff=0.1)
 async def slow_retried() -> None:
     await trio.sleep_forever()
+
+
+@task(name="tests.sample.pid")
+def pid() -> int:
+    import os
+
+    return os.getpid()

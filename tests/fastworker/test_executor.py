@@ -621,3 +621,16 @@ class TestStop:
             await harness.assign(done)
             await harness.outcomes_of(done)
             assert await self.stop(harness, done) == "not_queued"
+
+
+async def test_the_executors_isolation_option_sends_sync_tasks_to_its_processes() -> None:
+    """``isolation = "process"`` in the config: sync tasks that do not
+    choose run in the pool's processes; async ones stay in the nursery."""
+    async with executor(isolation="process", processes=1) as harness:
+        sync, async_ = job("tests.sample.pid"), job("tests.sample.async_add", 1, 2)
+        await harness.assign(sync, async_)
+        outcomes = await harness.outcomes_of(sync, async_)
+        stats = await harness.stats()
+    assert value_of(outcomes[0]) != os.getpid()
+    assert value_of(outcomes[1]) == 3
+    assert stats.processes == 1
