@@ -321,9 +321,11 @@ class Executor(Actor[Accepts]):
         self._scopes[job.id] = (scope, "interrupted")
         with scope:
             value, error, retryable = await call_async(found, job.payload)
-        del self._scopes[job.id]
+        self._forget(self._scopes, job.id, scope)
         if scope.cancelled_caught:
             value, error, retryable = self._cut_short(job, found, limit, "interrupted")
+        else:
+            self._stopped.discard(job.id)  # a Stop that came as it returned
         self._in_flight -= 1
         self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
@@ -358,6 +360,14 @@ class Executor(Actor[Accepts]):
                 return "cancelled"
         return "not_queued"
 
+    @staticmethod
+    def _forget(held: dict[str, Any], task_id: str, mine: Any) -> None:
+        """Drop ``task_id`` from ``held`` if it is still this run's (a job
+        redelivered to the same worker may run twice at once)."""
+        entry = held.get(task_id)
+        if entry is mine or (isinstance(entry, tuple) and entry[0] is mine):
+            del held[task_id]
+
     def _cut_short(self, job: Job, found: Task[Any, Any], limit: float | None,
                    how: str) -> tuple[None, RemoteError, bool]:
         """Why a job's cancel scope ended it: a Stop, or its time limit."""
@@ -379,9 +389,11 @@ class Executor(Actor[Accepts]):
         with trio.CancelScope() as scope:
             self._scopes[job.id] = (scope, "terminated")
             value, error, retryable = await self._pool.run(found, job.payload, limit)
-        del self._scopes[job.id]
+        self._forget(self._scopes, job.id, scope)
         if scope.cancelled_caught:
             value, error, retryable = self._cut_short(job, found, limit, "terminated")
+        else:
+            self._stopped.discard(job.id)  # a Stop that came as it returned
         self._in_flight -= 1
         self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
@@ -519,7 +531,7 @@ class Executor(Actor[Accepts]):
         completed = self._completed
         while completed:
             run = completed.popleft()
-            del self._runs[run.job.id]
+            self._forget(self._runs, run.job.id, run)
             self._in_flight -= 1
             if run.timed_out:
                 if run.started_mono is not None:  # it ran: what it returned is discarded
