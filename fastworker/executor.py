@@ -6,8 +6,12 @@ Dispatcher ``Credit`` back for every slot that frees. It starts by granting
 ``concurrency`` credit; the Dispatcher never assigns more than it holds, so
 ``concurrency`` bounds the jobs running at once.
 
-Async task functions run in the actor's nursery, each under a trio cancel
-scope for its time limit. Sync task functions run on ``threads`` long-lived
+Async task functions run on lanes: tasks of the actor's nursery, started
+as needed up to ``concurrency``, that each run one job after another from
+a channel under one cancel scope. A time limit sets that scope's deadline
+for the job's run; a ``Stop`` cancels it. Either ends only the job the lane
+runs, and the lane goes on under a fresh scope. (A task plus a cancel scope
+per job cost twice what a lane's channel hand-over does.) Sync task functions run on ``threads`` long-lived
 worker threads fed through a ``queue.SimpleQueue`` (no thread start and no
 ``trio.to_thread`` per task: DESIGN.md measured those far dearer). A thread
 appends what it finished to a deque and wakes the trio side with the trio
@@ -164,6 +168,12 @@ class Executor(Actor[Accepts]):
         self._scopes: dict[str, tuple[trio.CancelScope, str]] = {}
         self._runs: dict[str, _SyncRun] = {}
         self._stopped: set[str] = set()  # cancelled by a Stop, not by a time limit
+        # Async jobs go to lanes: tasks that run one job after another.
+        self._lane_jobs, self._lane_receive = trio.open_memory_channel[
+            tuple[Job, Task[Any, Any], "float | None"]](math.inf)
+        self._lanes = 0
+        self._idle_lanes = 0
+        self._unclaimed = 0  # jobs in the lanes' channel, not yet taken
         self._counts = dict.fromkeys(
             ("succeeded", "failed", "timed_out", "late", "retried", "cancelled"), 0)
         # Failed attempts to run again, and after how long: sent at the next flush.
@@ -281,7 +291,7 @@ class Executor(Actor[Accepts]):
         for job, found in started:
             limit = self._limit(job, found)
             if found.is_async:
-                self._nursery.start_soon(self._run_async, job, found, limit)
+                self._to_lane(job, found, limit)
                 continue
             if (found.isolation or self.options.isolation) == "process":
                 self._nursery.start_soon(self._run_isolated, job, found, limit)
@@ -314,20 +324,52 @@ class Executor(Actor[Accepts]):
 
     # -- async tasks -------------------------------------------------------------
 
-    async def _run_async(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
-        started_at = time.time()
-        scope = trio.CancelScope(
-            deadline=math.inf if limit is None else trio.current_time() + limit)
-        self._scopes[job.id] = (scope, "interrupted")
-        with scope:
-            value, error, retryable = await call_async(found, job.payload)
-        self._forget(self._scopes, job.id, scope)
-        if scope.cancelled_caught:
-            value, error, retryable = self._cut_short(job, found, limit, "interrupted")
-        else:
-            self._stopped.discard(job.id)  # a Stop that came as it returned
-        self._in_flight -= 1
-        self._report(self._outcome(job, found, value, error, retryable, started_at), job)
+    def _to_lane(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
+        """Queue an async job for a lane, and start a lane if none is free."""
+        self._lane_jobs.send_nowait((job, found, limit))
+        self._unclaimed += 1
+        if self._unclaimed > self._idle_lanes and self._lanes < self.options.concurrency:
+            self._lanes += 1
+            assert self._nursery is not None
+            self._nursery.start_soon(self._lane)
+
+    async def _lane(self) -> None:
+        """Run async jobs one after another, under one cancel scope for as
+        long as none is cut short: a scope per job would cost as much as
+        the job's task (see the module). A Stop or a time limit cancels the
+        lane's scope, which ends just the job it is running; the lane then
+        goes on under a fresh scope."""
+        receive = self._lane_receive
+        while True:
+            running: tuple[Job, Task[Any, Any], float | None] | None = None
+            with trio.CancelScope() as scope:
+                while True:
+                    self._idle_lanes += 1
+                    try:
+                        job, found, limit = await receive.receive()
+                    finally:
+                        self._idle_lanes -= 1
+                    self._unclaimed -= 1
+                    started_at = time.time()
+                    running = job, found, limit
+                    self._scopes[job.id] = (scope, "interrupted")
+                    if limit is not None:
+                        scope.deadline = trio.current_time() + limit
+                    value, error, retryable = await call_async(found, job.payload)
+                    if limit is not None:
+                        scope.deadline = math.inf
+                    self._forget(self._scopes, job.id, scope)
+                    self._stopped.discard(job.id)  # a Stop that came as it returned
+                    running = None
+                    self._in_flight -= 1
+                    self._report(
+                        self._outcome(job, found, value, error, retryable, started_at), job)
+            if running is not None:  # the scope ended it: a Stop, or its time limit
+                job, found, limit = running
+                self._forget(self._scopes, job.id, scope)
+                value, error, retryable = self._cut_short(job, found, limit, "interrupted")
+                self._in_flight -= 1
+                self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
     # -- stopping running jobs -----------------------------------------------------
 

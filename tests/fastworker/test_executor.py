@@ -586,8 +586,11 @@ class TestStop:
             await harness.results.until(lambda: bool(harness.results.of(Running)))
             how = await self.stop(harness, the_job)
             [outcome] = await harness.outcomes_of(the_job)
+            after = job("tests.sample.async_add", 2, 3)  # its lane goes on
+            await harness.assign(after)
+            [next_outcome] = await harness.outcomes_of(after)
             stats = await harness.stats()
-        assert how == "interrupted"
+        assert how == "interrupted" and value_of(next_outcome) == 5
         assert outcome.error is not None
         assert (outcome.error.type, outcome.error.kind) == ("TaskCancelled", "cancelled")
         assert "interrupted" in outcome.error.message and outcome.retry_in is None
