@@ -174,6 +174,7 @@ class Executor(Actor[Accepts]):
         self._lanes = 0
         self._idle_lanes = 0
         self._unclaimed = 0  # jobs in the lanes' channel, not yet taken
+        self._lane_pending: dict[str, Job] = {}  # those jobs by id, for a Stop
         self._counts = dict.fromkeys(
             ("succeeded", "failed", "timed_out", "late", "retried", "cancelled"), 0)
         # Failed attempts to run again, and after how long: sent at the next flush.
@@ -204,14 +205,14 @@ class Executor(Actor[Accepts]):
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         jobs: list[Job] = []
+        stops: list[str] = []  # applied once the batch's jobs have started
         for message in messages:
             match message:
                 case Assign():
                     jobs.extend(message.jobs)
-                    for task_id in message.cancel:  # a subworker's, through its link
-                        self._stop(task_id)
+                    stops.extend(message.cancel)  # a subworker's, through its link
                 case Stop(id=task_id):
-                    self._stop(task_id)
+                    stops.append(task_id)
                 case _:
                     assert_never(message)
         self._credit_out -= len(jobs)
@@ -226,6 +227,8 @@ class Executor(Actor[Accepts]):
             self._backlog.extend(jobs[room:])
             jobs = jobs[:room]
         await self._start(jobs)
+        for task_id in stops:
+            self._stop(task_id)
 
     async def drain(self) -> None:
         """Wait for running jobs and their reports, then stop the threads.
@@ -328,6 +331,7 @@ class Executor(Actor[Accepts]):
         """Queue an async job for a lane, and start a lane if none is free."""
         self._lane_jobs.send_nowait((job, found, limit))
         self._unclaimed += 1
+        self._lane_pending[job.id] = job
         if self._unclaimed > self._idle_lanes and self._lanes < self.options.concurrency:
             self._lanes += 1
             assert self._nursery is not None
@@ -350,6 +354,8 @@ class Executor(Actor[Accepts]):
                     finally:
                         self._idle_lanes -= 1
                     self._unclaimed -= 1
+                    if self._lane_pending.pop(job.id, None) is not job:
+                        continue  # stopped before it started (and reported)
                     started_at = time.time()
                     running = job, found, limit
                     self._scopes[job.id] = (scope, "interrupted")
@@ -391,16 +397,22 @@ class Executor(Actor[Accepts]):
                                  error=cancelled_error(run.task, how),
                                  started_at=run.started_at, finished_at=time.time()))
             return how
+        pending = self._lane_pending.pop(task_id, None)
+        if pending is not None:  # handed to the lanes, not yet begun
+            self._in_flight -= 1
+            return self._cancel_unstarted(pending)
         for job in self._backlog:
             if job.id == task_id:
                 self._backlog.remove(job)
-                found = self._registry.get(job.task)
-                now = time.time()
-                self._report(Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
-                                     started_at=now, finished_at=now,
-                                     error=cancelled_error(found, "cancelled", job.task)))
-                return "cancelled"
+                return self._cancel_unstarted(job)
         return "not_queued"
+
+    def _cancel_unstarted(self, job: Job) -> str:
+        now = time.time()
+        self._report(Outcome(
+            id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
+            error=cancelled_error(self._registry.get(job.task), "cancelled", job.task)))
+        return "cancelled"
 
     @staticmethod
     def _forget(held: dict[str, Any], task_id: str, mine: Any) -> None:

@@ -584,6 +584,7 @@ class TestStop:
             the_job = job("tests.sample.async_wait", key)
             await harness.assign(the_job)
             await harness.results.until(lambda: bool(harness.results.of(Running)))
+            await trio.testing.wait_all_tasks_blocked()  # it waits at its gate
             how = await self.stop(harness, the_job)
             [outcome] = await harness.outcomes_of(the_job)
             after = job("tests.sample.async_add", 2, 3)  # its lane goes on
@@ -617,6 +618,18 @@ class TestStop:
             1, 2, 0)
         finished = [o.id for f in harness.results.of(Finished) for o in f.outcomes]
         assert finished == [running.id, waiting.id]  # nothing more once the thread returned
+
+    async def test_an_async_job_stopped_before_a_lane_takes_it_never_runs(self) -> None:
+        async with executor() as harness:
+            key = f"stop{next(_ids)}"
+            TRIO_GATES[key] = trio.Event()
+            the_job = job("tests.sample.async_wait", key)
+            await harness.node.refs["executor"].send_batch(
+                [Assign(jobs=(the_job,)), Stop(id=the_job.id)])
+            [outcome] = await harness.outcomes_of(the_job)
+            stats = await harness.stats()
+        assert outcome.error is not None and "before it started" in outcome.error.message
+        assert (stats.cancelled_total, stats.in_flight) == (1, 0)
 
     async def test_a_job_it_does_not_hold_is_not_queued(self) -> None:
         async with executor() as harness:
