@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dashboard.views import Sample, Totals, in_flight, worker_views, NodeInfo
+from dashboard.views import NodeInfo, Sample, Totals, in_flight, schedules, worker_views
 from fastworker.inbox import InboxStats
 from fastworker.messages import PRIORITIES
 from fastworker.results import ResultStoreStats
@@ -56,6 +56,10 @@ class _SampleCollector(Collector):
                                 "Tasks handed to a worker and not finished.",
                                 value=in_flight(sample))
         stores: list[ResultStoreStats] = sample.details(ResultStoreStats)
+        yield CounterMetricFamily("fastworker_task_retries",
+                                  "Failed attempts run again (retries with backoff).",
+                                  value=sum(s.retried_total for s in stores))
+        yield from _schedule_metrics(sample)
         if stores:
             yield GaugeMetricFamily("fastworker_results_entries", "Task records held.",
                                     value=sum(s.entries for s in stores))
@@ -96,6 +100,32 @@ class _SampleCollector(Collector):
         yield depth
         yield handled
         yield restarts
+
+
+def _schedule_metrics(sample: Sample) -> Iterator[Metric]:
+    """Each periodic task's next run and what became of its runs."""
+    rows = schedules(sample).schedules
+    if not rows:
+        return
+    next_run = GaugeMetricFamily("fastworker_schedule_next_run_timestamp_seconds",
+                                 "When each periodic task runs next (Unix time).",
+                                 labels=["task"])
+    runs = CounterMetricFamily("fastworker_schedule_runs", "Runs each schedule submitted.",
+                               labels=["task"])
+    skipped = CounterMetricFamily(
+        "fastworker_schedule_skipped",
+        "Runs each schedule skipped: the previous still going (overlap), or missed.",
+        labels=["task", "reason"])
+    rejected = CounterMetricFamily("fastworker_schedule_rejected",
+                                   "Runs the queue refused, or that could not be submitted.",
+                                   labels=["task"])
+    for row in rows:
+        next_run.add_metric([row.task], row.next_run)
+        runs.add_metric([row.task], row.runs)
+        skipped.add_metric([row.task, "overlap"], row.skipped_overlap)
+        skipped.add_metric([row.task, "missed"], row.skipped_missed)
+        rejected.add_metric([row.task], row.rejected + row.failed)
+    yield from (next_run, runs, skipped, rejected)
 
 
 def render(sample: Sample, node: NodeInfo) -> bytes:

@@ -346,6 +346,13 @@ class TestEndpoints:
         assert depth == {"critical", "high", "normal", "low"}
         restarts = {s.labels["actor"] for s in families["fastworker_actor_restarts"].samples}
         assert {"inbox", "dashboard"} <= restarts
+        [next_run] = families["fastworker_schedule_next_run_timestamp_seconds"].samples
+        assert next_run.labels == {"task": "examples.tasks.heartbeat"}
+        assert next_run.value > time.time()
+        skipped = {s.labels["reason"] for s in families["fastworker_schedule_skipped"].samples
+                   if s.name.endswith("_total")}
+        assert skipped == {"overlap", "missed"}
+        assert families["fastworker_task_retries"].samples[0].value == 0
 
     async def test_the_openapi_schema_lists_every_api_route(self) -> None:
         async with open_control() as control:
