@@ -59,6 +59,7 @@ import trio
 from actors import Actor
 from fastworker.messages import (
     Assign,
+    CancelOutcome,
     CancelReply,
     Credit,
     Finished,
@@ -165,7 +166,7 @@ class Executor(Actor[Accepts]):
         self._pool: ProcessPool | None = None  # for isolation="process", made when needed
         # Running jobs that a Stop can reach: async and process ones by their
         # cancel scope (and what stopping them is called), sync ones by run.
-        self._scopes: dict[str, tuple[trio.CancelScope, str]] = {}
+        self._scopes: dict[str, tuple[trio.CancelScope, CancelOutcome]] = {}
         self._runs: dict[str, _SyncRun] = {}
         self._stopped: set[str] = set()  # cancelled by a Stop, not by a time limit
         # Async jobs go to lanes: tasks that run one job after another.
@@ -358,13 +359,13 @@ class Executor(Actor[Accepts]):
                         continue  # stopped before it started (and reported)
                     started_at = time.time()
                     running = job, found, limit
-                    self._scopes[job.id] = (scope, "interrupted")
+                    self._scopes[job.id] = held = (scope, "interrupted")
                     if limit is not None:
                         scope.deadline = trio.current_time() + limit
                     value, error, retryable = await call_async(found, job.payload)
                     if limit is not None:
                         scope.deadline = math.inf
-                    self._forget(self._scopes, job.id, scope)
+                    self._forget(self._scopes, job.id, held)
                     self._stopped.discard(job.id)  # a Stop that came as it returned
                     running = None
                     self._in_flight -= 1
@@ -372,14 +373,14 @@ class Executor(Actor[Accepts]):
                         self._outcome(job, found, value, error, retryable, started_at), job)
             if running is not None:  # the scope ended it: a Stop, or its time limit
                 job, found, limit = running
-                self._forget(self._scopes, job.id, scope)
+                self._forget(self._scopes, job.id, held)
                 value, error, retryable = self._cut_short(job, found, limit, "interrupted")
                 self._in_flight -= 1
                 self._report(self._outcome(job, found, value, error, retryable, started_at), job)
 
     # -- stopping running jobs -----------------------------------------------------
 
-    def _stop(self, task_id: str) -> Any:
+    def _stop(self, task_id: str) -> CancelOutcome:
         """Stop a job this executor holds; say how (see ``CancelReply``)."""
         held = self._scopes.get(task_id)
         if held is not None:
@@ -389,14 +390,14 @@ class Executor(Actor[Accepts]):
             return how
         run = self._runs.get(task_id)
         if run is not None and run.outcome is None and not run.timed_out:
-            run.timed_out = True  # what the thread returns is discarded
-            began = run.started_mono is not None
-            how = "abandoned" if began else "cancelled"
+            run.timed_out = True  # a thread skips it, or discards what it returns
+            if run.started_mono is None:
+                return self._cancel_unstarted(run.job)
             job = run.job
             self._report(Outcome(id=job.id, attempt=job.attempt, worker=self.worker,
-                                 error=cancelled_error(run.task, how),
+                                 error=cancelled_error(run.task, "abandoned"),
                                  started_at=run.started_at, finished_at=time.time()))
-            return how
+            return "abandoned"
         pending = self._lane_pending.pop(task_id, None)
         if pending is not None:  # handed to the lanes, not yet begun
             self._in_flight -= 1
@@ -407,7 +408,7 @@ class Executor(Actor[Accepts]):
                 return self._cancel_unstarted(job)
         return "not_queued"
 
-    def _cancel_unstarted(self, job: Job) -> str:
+    def _cancel_unstarted(self, job: Job) -> CancelOutcome:
         now = time.time()
         self._report(Outcome(
             id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
@@ -418,8 +419,7 @@ class Executor(Actor[Accepts]):
     def _forget(held: dict[str, Any], task_id: str, mine: Any) -> None:
         """Drop ``task_id`` from ``held`` if it is still this run's (a job
         redelivered to the same worker may run twice at once)."""
-        entry = held.get(task_id)
-        if entry is mine or (isinstance(entry, tuple) and entry[0] is mine):
+        if held.get(task_id) is mine:
             del held[task_id]
 
     def _cut_short(self, job: Job, found: Task[Any, Any], limit: float | None,
@@ -441,9 +441,9 @@ class Executor(Actor[Accepts]):
             self._pool = ProcessPool(size, name=f"{self.name} ({self.worker})")
         started_at = time.time()
         with trio.CancelScope() as scope:
-            self._scopes[job.id] = (scope, "terminated")
+            self._scopes[job.id] = held = (scope, "terminated")
             value, error, retryable = await self._pool.run(found, job.payload, limit)
-        self._forget(self._scopes, job.id, scope)
+        self._forget(self._scopes, job.id, held)
         if scope.cancelled_caught:
             value, error, retryable = self._cut_short(job, found, limit, "terminated")
         else:

@@ -363,6 +363,11 @@ class Cancel:
     id: str
 
 
+#: What a Cancel or Stop did (see ``CancelReply``).
+CancelOutcome = Literal["cancelled", "interrupted", "terminated", "abandoned", "requested",
+                        "not_queued", "unknown"]
+
+
 @attrs.frozen(kw_only=True)
 class CancelReply:
     """What became of a Cancel (PriorityInbox) or a Stop (Dispatcher).
@@ -384,8 +389,7 @@ class CancelReply:
     """
 
     id: str
-    outcome: Literal["cancelled", "interrupted", "terminated", "abandoned", "requested",
-                     "not_queued", "unknown"]
+    outcome: CancelOutcome
 
 
 # -- workers (subworker <-> control plane on base+5) ----------------------------
