@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from actors import Actor, ActorContext, NoOptions, Ref, Topology, open_node  # noqa: E402
 from actors.edge import Requests  # noqa: E402
-from fastworker.dispatcher import Dispatcher, WorkerJoined  # noqa: E402
+from fastworker.dispatcher import Dispatcher
+from fastworker.internal import WorkerJoined
 from fastworker.inbox import PriorityInbox  # noqa: E402
 from fastworker.messages import (  # noqa: E402
     Assign,

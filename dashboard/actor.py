@@ -46,9 +46,9 @@ from actors.frame import load_secret
 from dashboard import views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
-from fastworker.dispatcher import DrainWorker
+from fastworker.internal import DrainWorker
 from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Stop, Submit
-from fastworker.results import GetTask, ListTasks, TaskDetail, TaskPage
+from fastworker.internal import GetTask, ListTasks, TaskDetail, TaskPage
 
 log = logging.getLogger("dashboard")
 #: hypercorn's own messages (its "Running on" line duplicates ours).

@@ -19,14 +19,15 @@ import cattrs
 import msgspec
 
 from actors import ActorStats
-from fastworker.dispatcher import DispatcherStats, WorkerLoad
-from fastworker.executor import ExecutorStats
-from fastworker.inbox import InboxStats
+from fastworker.stats import DispatcherStats, WorkerLoad
+from fastworker.stats import ExecutorStats
+from fastworker.stats import InboxStats
 from fastworker.messages import FINAL_STATES, PRIORITIES, RemoteError, TaskRecord
 from fastworker.peek import peek_call, peek_value
-from fastworker.periodic import SchedulerStats
-from fastworker.registry import RegistryStats, WorkerInfo
-from fastworker.results import ResultStoreStats, TaskDetail
+from fastworker.stats import SchedulerStats
+from fastworker.stats import RegistryStats, WorkerInfo
+from fastworker.stats import ResultStoreStats
+from fastworker.internal import TaskDetail
 
 #: Task states, in the order a task moves through them.
 STATES: tuple[str, ...] = (

@@ -66,7 +66,6 @@ from fastworker.messages import (
     CancelReply,
     Records,
     Rejected,
-    ResultQuery,
     StatusQuery,
     Stop,
     Submit,

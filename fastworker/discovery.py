@@ -36,6 +36,7 @@ import trio
 from actors import Actor
 from actors.log import RateLimitedLog
 from fastworker.messages import PROTOCOL_VERSION
+from fastworker.stats import BeaconStats
 
 log = logging.getLogger("fastworker.discovery")
 
@@ -114,28 +115,6 @@ class BeaconOptions:
     secret: str = attrs.field(default="", repr=False)
     secret_file: str = ""
     announce_name: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class BeaconStats:
-    """A beacon's snapshot.
-
-    Attributes:
-        listening: ``udp://host:port`` it answers on; empty if it does not.
-        available: whether it answers (false when off or the port was taken).
-        probes_total / answers_total: probes received; answers sent.
-        dropped_total: datagrams that were not a probe.
-        limited_total: probes left unanswered past ``ANSWERS_PER_SECOND``.
-        send_errors_total: answers the network refused.
-    """
-
-    listening: str
-    available: bool
-    probes_total: int
-    answers_total: int
-    dropped_total: int
-    limited_total: int
-    send_errors_total: int
 
 
 class Beacon(Actor[Any]):

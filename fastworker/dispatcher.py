@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal, TypeAlias, Union
 
 import attrs
@@ -47,7 +47,7 @@ import trio
 from actors import Actor, ActorContext, CallTimeout, Reply
 from actors.edge import Requests
 from actors.log import RateLimitedLog
-from fastworker.inbox import Requeue
+from fastworker.internal import Requeue
 from fastworker.messages import (
     Ack,
     Assign,
@@ -65,21 +65,16 @@ from fastworker.messages import (
     RemoteError,
     Report,
     Retry,
-    Running,
     Stop,
     UnknownWorker,
 )
-from fastworker.results import Dispatched, Requeued
+from fastworker.internal import Dispatched, Requeued
+from fastworker.internal import DrainWorker, WorkerHealth, WorkerJoined, WorkerLeft
+from fastworker.stats import DispatcherStats, WorkerLoad
 
 __all__ = [
     "Dispatcher",
     "DispatcherOptions",
-    "DispatcherStats",
-    "DrainWorker",
-    "WorkerHealth",
-    "WorkerJoined",
-    "WorkerLeft",
-    "WorkerLoad",
 ]
 
 log = logging.getLogger("fastworker.dispatcher")
@@ -87,45 +82,6 @@ log = logging.getLogger("fastworker.dispatcher")
 #: Ids of redelivered jobs remembered, to cancel a queued copy when a lost
 #: worker's late result arrives.
 _REDELIVERED_REMEMBERED = 100_000
-
-
-@attrs.frozen(kw_only=True)
-class WorkerJoined:
-    """Registry -> Dispatcher: a subworker registered and can run ``tasks``."""
-
-    worker: str
-    tasks: frozenset[str]
-    at_most_once: frozenset[str] = frozenset()
-
-
-@attrs.frozen(kw_only=True)
-class WorkerHealth:
-    """Registry -> Dispatcher: a subworker missed a heartbeat (``suspect``:
-    give it nothing new) or was heard again (``alive``)."""
-
-    worker: str
-    health: Literal["alive", "suspect"]
-
-
-@attrs.frozen(kw_only=True)
-class WorkerLeft:
-    """Registry -> Dispatcher: a subworker is gone; ``lost`` if it was not a
-    clean stop. What it held is redelivered or failed."""
-
-    worker: str
-    reason: str
-    lost: bool
-
-
-@attrs.frozen(kw_only=True)
-class DrainWorker:
-    """Anyone (the dashboard) -> Dispatcher, with ``Ref.call``: give
-    ``worker`` no new jobs (what it holds runs to the end), or again
-    (``resume``). Answered ``True``, or ``False`` for a worker it does not
-    know. The control plane's own executor can be drained too."""
-
-    worker: str
-    resume: bool = False
 
 
 Accepts: TypeAlias = Union[
@@ -151,43 +107,6 @@ class DispatcherOptions:
     poison_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     pull_wait_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
-
-
-@attrs.frozen(kw_only=True)
-class WorkerLoad:
-    """One worker in the Dispatcher's snapshot."""
-
-    worker: str
-    local: bool
-    health: str
-    credit: int
-    held: int
-    assigned_total: int
-    #: Drained by an operator (``DrainWorker``): given nothing new.
-    drained: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class DispatcherStats:
-    """The Dispatcher's snapshot: each worker's free credit and held jobs,
-    jobs held for lack of a worker, jobs asked of the inbox and not yet
-    received, and what happened to jobs of lost workers."""
-
-    workers: tuple[WorkerLoad, ...]
-    held: int
-    asked: int
-    assigned_total: int
-    batches_total: int
-    redelivered_total: int
-    failed_lost_total: int
-    late_results_total: int
-    #: Failed attempts sent back to the inbox to run again after their backoff.
-    retried_total: int = 0
-
-    @property
-    def credit(self) -> Mapping[str, int]:
-        """Free credit by worker name."""
-        return {load.worker: load.credit for load in self.workers}
 
 
 class _Worker:

@@ -74,6 +74,7 @@ from fastworker.calls import call_async, call_sync, cancelled_error, timeout_err
 from fastworker.procpool import ProcessPool
 from fastworker.tasks import Task, TaskRegistry
 from fastworker.tasks import registry as default_registry
+from fastworker.stats import ExecutorStats
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -109,27 +110,6 @@ class ExecutorOptions:
     processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Where sync tasks that do not choose (``@task(isolation=...)``) run.
     isolation: Literal["thread", "process"] = "thread"
-
-
-@attrs.frozen(kw_only=True)
-class ExecutorStats:
-    """An executor's snapshot. ``failed_total`` counts errors, not timeouts;
-    ``late_results_discarded`` counts sync jobs that returned after their
-    time limit had already failed them."""
-
-    worker: str
-    concurrency: int
-    in_flight: int
-    threads: int
-    succeeded_total: int
-    failed_total: int
-    timed_out_total: int
-    late_results_discarded: int
-    retried_total: int = 0
-    #: Running (or waiting) jobs stopped by a ``Stop``.
-    cancelled_total: int = 0
-    #: Processes of the pool for ``isolation="process"`` tasks, alive now.
-    processes: int = 0
 
 
 class Executor(Actor[Accepts]):

@@ -60,7 +60,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any, Literal, TypeAlias, Union
 
 import attrs
@@ -88,6 +88,8 @@ from fastworker.messages import (
     Submit,
 )
 from fastworker.unique import UniqueKeys
+from fastworker.internal import KnownTasks, Requeue
+from fastworker.stats import InboxStats
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -95,10 +97,7 @@ __all__ = [
     "DEFAULT_RECENT_IDS",
     "DEFAULT_STARVATION_LIMIT",
     "InboxOptions",
-    "InboxStats",
-    "KnownTasks",
     "PriorityInbox",
-    "Requeue",
 ]
 
 log = logging.getLogger("fastworker.inbox")
@@ -117,28 +116,6 @@ LEVELS = len(PRIORITIES)
 _NAMES_SHOWN = 10
 #: Cancelled jobs a level may hold before its queue is rebuilt without them.
 _STALE_MIN = 64
-
-
-@attrs.frozen(kw_only=True)
-class KnownTasks:
-    """Anyone (subworkers, later) -> PriorityInbox: these task names exist
-    too, beyond those of the task registry."""
-
-    names: frozenset[str]
-
-
-@attrs.frozen(kw_only=True)
-class Requeue:
-    """Dispatcher -> PriorityInbox: put these jobs back at the front of their
-    levels, in this order (they were accepted once: room is not checked).
-
-    With ``delays`` (one per job: failed attempts to retry), each job is
-    held that many seconds, then queued at the back of its level like a
-    scheduled task; held retries count as scheduled tasks but are never
-    refused (they are bounded by the jobs running)."""
-
-    jobs: tuple[Job, ...]
-    delays: tuple[float, ...] = ()
 
 
 Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
@@ -172,33 +149,6 @@ class InboxOptions:
     recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
     parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
     key_check_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
-
-
-@attrs.frozen(kw_only=True)
-class InboxStats:
-    """The inbox's snapshot. ``queued`` is per level, critical first;
-    ``parked`` counts Submits waiting for room; ``duplicates_total`` counts
-    resent Submits answered without queueing; ``rejected_total`` is by
-    error name."""
-
-    queued: tuple[int, int, int, int]
-    capacity: int
-    parked: int
-    demand: int
-    accepted_total: int
-    duplicates_total: int
-    rejected_total: Mapping[str, int]
-    dispatched_total: int
-    cancelled_total: int
-    requeued_total: int
-    #: Tasks held for a later time, and tasks dropped at their deadline.
-    scheduled: int = 0
-    expired_total: int = 0
-    #: Failed attempts held for their retry; Submits answered with the id
-    #: of the task holding their key; keys held.
-    retried_total: int = 0
-    unique_hits_total: int = 0
-    keys: int = 0
 
 
 _State = Literal["scheduled", "queued", "dispatched", "cancelled", "expired"]

@@ -69,6 +69,7 @@ from fastworker.messages import (
     UnknownWorker,
 )
 from fastworker.tasks import registry
+from fastworker.stats import LinkStats
 
 __all__ = ["LinkOptions", "LinkStats", "WorkerLink"]
 
@@ -118,20 +119,6 @@ class LinkOptions:
             raise ValueError(
                 "no address and discovery is off (discovery_port 0): set the control plane's "
                 "address (FASTWORKER_ADDRESS) or a discovery port (FASTWORKER_DISCOVERY_PORT)")
-
-
-@attrs.frozen(kw_only=True)
-class LinkStats:
-    """A link's snapshot."""
-
-    worker: str
-    control_plane: str
-    registered: bool
-    registrations_total: int
-    jobs_received_total: int
-    outcomes_reported_total: int
-    reports_total: int
-    draining: bool
 
 
 class WorkerLink(Actor[Accepts]):

@@ -55,14 +55,13 @@ from actors.errors import ActorCrashed, CallTimeout
 from actors.log import RateLimitedLog
 from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit
 from fastworker.payload import pack_call
-from fastworker.results import GetTask, TaskDetail
+from fastworker.internal import GetTask, TaskDetail
 from fastworker.tasks import Task, TaskRegistry
+from fastworker.stats import ScheduleInfo, SchedulerStats
 
 __all__ = [
-    "ScheduleInfo",
     "Scheduler",
     "SchedulerOptions",
-    "SchedulerStats",
 ]
 
 log = logging.getLogger("fastworker.periodic")
@@ -94,50 +93,6 @@ class SchedulerOptions:
     call_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     recheck: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     log_period: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
-
-
-@attrs.frozen(kw_only=True)
-class ScheduleInfo:
-    """One schedule in the scheduler's snapshot.
-
-    Attributes:
-        task: the task's name.
-        cron: its cron expression, or ``None``.
-        every: its period in seconds, or ``None``.
-        next_run: when it next runs (wall-clock Unix seconds).
-        last_run: when its last run was accepted (0: none yet).
-        last_id: the id of its last run ("" if none).
-        runs_total: runs the inbox accepted.
-        skipped_overlap: runs skipped because the previous one had not ended.
-        skipped_missed: slots passed over when the scheduler fell behind.
-        rejected_total: runs the inbox rejected (``QueueFull``, ...).
-        failed_total: runs given up because the inbox or store did not answer.
-    """
-
-    task: str
-    cron: str | None
-    every: float | None
-    next_run: float
-    last_run: float
-    last_id: str
-    runs_total: int
-    skipped_overlap: int
-    skipped_missed: int
-    rejected_total: int
-    failed_total: int
-
-    @property
-    def skipped_total(self) -> int:
-        """Runs skipped for either reason."""
-        return self.skipped_overlap + self.skipped_missed
-
-
-@attrs.frozen(kw_only=True)
-class SchedulerStats:
-    """The scheduler's snapshot: whether it is on, and its schedules."""
-
-    enabled: bool
-    schedules: tuple[ScheduleInfo, ...]
 
 
 @attrs.define(eq=False)

@@ -33,8 +33,8 @@ import trio
 
 from actors import Actor, ActorContext
 from actors.edge import Requests
-from fastworker.dispatcher import WorkerHealth, WorkerJoined, WorkerLeft
-from fastworker.inbox import KnownTasks
+from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
+from fastworker.internal import KnownTasks
 from fastworker.messages import (
     Ack,
     Deregister,
@@ -43,12 +43,12 @@ from fastworker.messages import (
     Registered,
     UnknownWorker,
 )
+from fastworker.stats import Health, RegistryStats, WorkerInfo
 
 __all__ = ["Registry", "RegistryOptions", "RegistryStats", "WorkerInfo"]
 
 log = logging.getLogger("fastworker.registry")
 
-Health = Literal["alive", "suspect", "lost", "left"]
 Accepts: TypeAlias = Union[Requests]
 
 
@@ -68,38 +68,6 @@ class RegistryOptions:
     missed_limit: int = attrs.field(default=3, validator=attrs.validators.ge(2))
     keep_gone: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
     max_workers: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
-
-
-@attrs.frozen(kw_only=True)
-class WorkerInfo:
-    """One subworker as the Registry sees it (times are wall-clock seconds,
-    ``silent_for`` is seconds since its last heartbeat)."""
-
-    worker: str
-    host: str
-    pid: int
-    concurrency: int
-    tasks: tuple[str, ...]
-    peer: str
-    health: Health
-    registered_at: float
-    last_seen_at: float
-    silent_for: float
-    in_flight: int
-    succeeded_total: int
-    failed_total: int
-    gone_at: float = 0.0
-    reason: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class RegistryStats:
-    """The Registry's snapshot: every worker it lists, and counts."""
-
-    workers: tuple[WorkerInfo, ...]
-    registered_total: int
-    lost_total: int
-    left_total: int
 
 
 @attrs.define(eq=False)

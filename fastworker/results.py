@@ -60,6 +60,8 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
+from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued, TaskDetail, TaskPage
+from fastworker.stats import ResultStoreStats
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -68,70 +70,6 @@ else:  # pragma: no cover
 
 #: What the store counts per record besides its value and error texts.
 RECORD_OVERHEAD_BYTES = 512
-
-
-
-@attrs.frozen(kw_only=True)
-class Requeued:
-    """Dispatcher -> ResultStore: these tasks went back to the queue (their
-    worker was lost or left) and will run again as the given attempts."""
-
-    ids: tuple[str, ...]
-    attempts: tuple[int, ...]
-
-
-@attrs.frozen(kw_only=True)
-class Dispatched:
-    """Dispatcher -> ResultStore: these tasks were handed to ``worker`` at
-    ``at`` (wall clock), for their timeline."""
-
-    ids: tuple[str, ...]
-    worker: str
-    at: float
-
-
-@attrs.frozen(kw_only=True)
-class ListTasks:
-    """Anyone -> ResultStore (``Ref.call``): a page of the records held,
-    newest first, of those matching every filter given: ``state``, ``task``
-    (its name), and ``id`` (a part of the id). Answered with a ``TaskPage``."""
-
-    state: str | None = None
-    task: str | None = None
-    id: str | None = None
-    offset: int = 0
-    limit: int = 50
-
-
-@attrs.frozen(kw_only=True)
-class TaskPage:
-    """ResultStore -> caller: the records of a ``ListTasks`` page, and how
-    many records match in all."""
-
-    records: tuple[TaskRecord, ...]
-    total: int
-
-
-@attrs.frozen(kw_only=True)
-class GetTask:
-    """Anyone -> ResultStore (``Ref.call``): everything held about task
-    ``id``; answered with a ``TaskDetail``, or ``None`` if it is not held."""
-
-    id: str
-
-
-@attrs.frozen(kw_only=True)
-class TaskDetail:
-    """ResultStore -> caller: a task's record, its pickled arguments (empty
-    if it was never queued here), when and to whom it was last dispatched,
-    and the tasks it retries or that retry it."""
-
-    record: TaskRecord
-    payload: bytes
-    dispatched_at: float
-    dispatched_to: str
-    retry_of: str
-    retried_as: tuple[str, ...]
 
 
 Report = Union[Queued, Running, Finished, Cancelled, Requeued, Dispatched, Released, Expired]
@@ -166,51 +104,6 @@ class ResultStoreOptions:
     max_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
     #: Seconds after which an idle watch session (its client gone) is forgotten.
     session_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
-
-
-@attrs.frozen(kw_only=True)
-class ResultStoreStats:
-    """The store's snapshot: what it holds, who waits, what it dropped.
-
-    Attributes:
-        entries / live_entries: records held; those of queued or running tasks.
-        bytes: the counted size of all records (see ``max_bytes``).
-        waiting_queries: ResultQuery messages parked now.
-        finished_total: outcomes that made a record final; of them,
-            succeeded_total and failed_total.
-        cancelled_total: queued tasks cancelled; expired_total: tasks not
-            started by their deadline.
-        duplicates_total: a second Finished of the same (id, attempt), ignored.
-        extra_attempts_total: a Finished of another attempt after the record
-            was final (a duplicate execution), ignored.
-        stale_total: a Running or Cancelled for a record already final, ignored.
-        evicted_ttl / evicted_lru / evicted_bytes: final records dropped by
-            age, by the entry bound, by the byte bound.
-        queries_total: queries answered or parked.
-        ignored_total: messages with nobody to answer: a query sent without
-            ``Ref.call``, or a non-query inside ``Requests``.
-        retried_total: failed attempts that run again (kept in the
-            record's ``attempts``).
-    """
-
-    entries: int
-    live_entries: int
-    bytes: int
-    waiting_queries: int
-    finished_total: int
-    succeeded_total: int
-    failed_total: int
-    cancelled_total: int
-    expired_total: int
-    duplicates_total: int
-    extra_attempts_total: int
-    stale_total: int
-    evicted_ttl: int
-    evicted_lru: int
-    evicted_bytes: int
-    queries_total: int
-    ignored_total: int
-    retried_total: int = 0
 
 
 class ResultStore(Actor[Accepts]):

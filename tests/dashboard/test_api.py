@@ -21,7 +21,7 @@ from dashboard import views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
 from fastworker import TaskCancelled, TaskError
-from fastworker.periodic import ScheduleInfo, SchedulerStats
+from fastworker.stats import ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
 

@@ -24,12 +24,12 @@ from fastworker.discovery import (
     MAGIC,
     PROBE,
     Announcement,
-    BeaconStats,
     DiscoveryTimeout,
     default_targets,
     discover,
     discover_forever,
 )
+from fastworker.stats import BeaconStats
 from fastworker.messages import PROTOCOL_VERSION
 
 #: Real seconds a test waits before failing instead of hanging.

@@ -23,16 +23,10 @@ from trio.testing import MockClock
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
-from fastworker.dispatcher import (
-    DrainWorker,
-    Dispatcher,
-    DispatcherStats,
-    WorkerHealth,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerLoad,
-)
-from fastworker.inbox import Requeue
+from fastworker.dispatcher import Dispatcher
+from fastworker.internal import DrainWorker, WorkerHealth, WorkerJoined, WorkerLeft
+from fastworker.stats import DispatcherStats, WorkerLoad
+from fastworker.internal import Requeue
 from fastworker.messages import (
     Ack,
     Assign,
@@ -54,7 +48,7 @@ from fastworker.messages import (
     Stop,
     UnknownWorker,
 )
-from fastworker.results import Dispatched, Requeued
+from fastworker.internal import Dispatched, Requeued
 from tests.fastworker.helpers import Recorder
 
 PEER = "tcp://10.0.0.7:40000"

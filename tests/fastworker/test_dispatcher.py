@@ -16,7 +16,8 @@ import trio.testing
 
 from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open_node
 from actors.edge import Requests
-from fastworker.dispatcher import Dispatcher, DispatcherStats
+from fastworker.dispatcher import Dispatcher
+from fastworker.stats import DispatcherStats
 from fastworker.inbox import PriorityInbox
 from fastworker.messages import Accepted, Assign, Credit, Demand, Job, JobBatch, Submit
 from tests.fastworker.helpers import Recorder

@@ -26,7 +26,8 @@ import trio
 import trio.testing
 
 from actors import Actor, GetStats, Node, Topology, open_node
-from fastworker.executor import Executor, ExecutorStats
+from fastworker.executor import Executor
+from fastworker.stats import ExecutorStats
 from fastworker.messages import (
     Assign,
     CancelReply,

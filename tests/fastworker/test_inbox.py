@@ -18,7 +18,9 @@ import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
-from fastworker.inbox import InboxStats, KnownTasks, PriorityInbox, Requeue
+from fastworker.inbox import PriorityInbox
+from fastworker.stats import InboxStats
+from fastworker.internal import KnownTasks, Requeue
 from fastworker.messages import (
     Accepted,
     Cancel,

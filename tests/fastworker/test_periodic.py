@@ -25,8 +25,10 @@ from actors.topology import resolve_kind
 from fastworker.inbox import PriorityInbox
 from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit, TaskRecord
 from fastworker.payload import unpack_call
-from fastworker.periodic import ScheduleInfo, Scheduler, SchedulerStats
-from fastworker.results import GetTask, ResultStore, TaskDetail
+from fastworker.periodic import Scheduler
+from fastworker.stats import ScheduleInfo, SchedulerStats
+from fastworker.results import ResultStore
+from fastworker.internal import GetTask, TaskDetail
 from fastworker.tasks import Task, TaskRegistry
 from tests.fastworker.helpers import Recorder
 

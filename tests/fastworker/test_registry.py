@@ -20,8 +20,8 @@ import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.edge import Requests
-from fastworker.dispatcher import WorkerHealth, WorkerJoined, WorkerLeft
-from fastworker.inbox import KnownTasks
+from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
+from fastworker.internal import KnownTasks
 from fastworker.messages import (
     Ack,
     Deregister,
@@ -30,7 +30,8 @@ from fastworker.messages import (
     Registered,
     UnknownWorker,
 )
-from fastworker.registry import Registry, RegistryOptions, RegistryStats, WorkerInfo
+from fastworker.registry import Registry, RegistryOptions
+from fastworker.stats import RegistryStats, WorkerInfo
 from tests.fastworker.helpers import Recorder
 
 PEER = "tcp://10.0.0.7:40000"

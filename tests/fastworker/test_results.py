@@ -31,17 +31,9 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
-from fastworker.results import (
-    RECORD_OVERHEAD_BYTES,
-    Dispatched,
-    GetTask,
-    ListTasks,
-    Requeued,
-    ResultStore,
-    ResultStoreStats,
-    TaskDetail,
-    TaskPage,
-)
+from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore
+from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued, TaskDetail, TaskPage
+from fastworker.stats import ResultStoreStats
 
 
 #: Virtual seconds a call in a timed test waits before failing instead of hanging.

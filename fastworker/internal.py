@@ -1,0 +1,164 @@
+"""The messages actors of one node send each other, never over the network.
+
+Beside ``messages.py`` (the wire spec), these are the rest of the
+conversation inside a control plane: frozen, keyword-only attrs classes,
+each with one line saying who sends it to whom. An actor module imports
+its peers' messages from here, never from the peer's module, so no actor
+depends on another's code (``tests/test_layers.py`` keeps it so).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from fastworker.messages import Job, TaskRecord
+
+__all__ = [
+    "Dispatched",
+    "DrainWorker",
+    "GetTask",
+    "KnownTasks",
+    "ListTasks",
+    "Requeue",
+    "Requeued",
+    "TaskDetail",
+    "TaskPage",
+    "WorkerHealth",
+    "WorkerJoined",
+    "WorkerLeft",
+]
+
+
+
+# -- registry -> dispatcher, inbox; operators -> dispatcher --------------------
+
+@attrs.frozen(kw_only=True)
+class WorkerJoined:
+    """Registry -> Dispatcher: a subworker registered and can run ``tasks``."""
+
+    worker: str
+    tasks: frozenset[str]
+    at_most_once: frozenset[str] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class WorkerHealth:
+    """Registry -> Dispatcher: a subworker missed a heartbeat (``suspect``:
+    give it nothing new) or was heard again (``alive``)."""
+
+    worker: str
+    health: Literal["alive", "suspect"]
+
+
+@attrs.frozen(kw_only=True)
+class WorkerLeft:
+    """Registry -> Dispatcher: a subworker is gone; ``lost`` if it was not a
+    clean stop. What it held is redelivered or failed."""
+
+    worker: str
+    reason: str
+    lost: bool
+
+
+@attrs.frozen(kw_only=True)
+class DrainWorker:
+    """Anyone (the dashboard) -> Dispatcher, with ``Ref.call``: give
+    ``worker`` no new jobs (what it holds runs to the end), or again
+    (``resume``). Answered ``True``, or ``False`` for a worker it does not
+    know. The control plane's own executor can be drained too."""
+
+    worker: str
+    resume: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class KnownTasks:
+    """Anyone (subworkers, later) -> PriorityInbox: these task names exist
+    too, beyond those of the task registry."""
+
+    names: frozenset[str]
+
+
+# -- dispatcher -> inbox -------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class Requeue:
+    """Dispatcher -> PriorityInbox: put these jobs back at the front of their
+    levels, in this order (they were accepted once: room is not checked).
+
+    With ``delays`` (one per job: failed attempts to retry), each job is
+    held that many seconds, then queued at the back of its level like a
+    scheduled task; held retries count as scheduled tasks but are never
+    refused (they are bounded by the jobs running)."""
+
+    jobs: tuple[Job, ...]
+    delays: tuple[float, ...] = ()
+
+
+# -- dispatcher -> result store ------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class Requeued:
+    """Dispatcher -> ResultStore: these tasks went back to the queue (their
+    worker was lost or left) and will run again as the given attempts."""
+
+    ids: tuple[str, ...]
+    attempts: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Dispatched:
+    """Dispatcher -> ResultStore: these tasks were handed to ``worker`` at
+    ``at`` (wall clock), for their timeline."""
+
+    ids: tuple[str, ...]
+    worker: str
+    at: float
+
+
+# -- anyone (scheduler, dashboard) -> result store -----------------------------
+
+@attrs.frozen(kw_only=True)
+class ListTasks:
+    """Anyone -> ResultStore (``Ref.call``): a page of the records held,
+    newest first, of those matching every filter given: ``state``, ``task``
+    (its name), and ``id`` (a part of the id). Answered with a ``TaskPage``."""
+
+    state: str | None = None
+    task: str | None = None
+    id: str | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+@attrs.frozen(kw_only=True)
+class TaskPage:
+    """ResultStore -> caller: the records of a ``ListTasks`` page, and how
+    many records match in all."""
+
+    records: tuple[TaskRecord, ...]
+    total: int
+
+
+@attrs.frozen(kw_only=True)
+class GetTask:
+    """Anyone -> ResultStore (``Ref.call``): everything held about task
+    ``id``; answered with a ``TaskDetail``, or ``None`` if it is not held."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskDetail:
+    """ResultStore -> caller: a task's record, its pickled arguments (empty
+    if it was never queued here), when and to whom it was last dispatched,
+    and the tasks it retries or that retry it."""
+
+    record: TaskRecord
+    payload: bytes
+    dispatched_at: float
+    dispatched_to: str
+    retry_of: str
+    retried_as: tuple[str, ...]
