@@ -15,7 +15,6 @@ from actors.edge import Edge as Edge
 from actors.edge import EdgeOptions as EdgeOptions
 from actors.edge import InboundEdge as InboundEdge
 from actors.edge import OutboundEdge as OutboundEdge
-from actors.edge import Requests as Requests
 from actors.edge import ServeEdge as ServeEdge
 from actors.errors import ActorCrashed as ActorCrashed
 from actors.errors import ActorError as ActorError
@@ -34,7 +33,12 @@ from actors.mailbox import open_mailbox as open_mailbox
 from actors.node import Node as Node
 from actors.node import open_node as open_node
 from actors.node import run_node as run_node
+from actors.requester import Requester as Requester
+from actors.requests import Answers as Answers
+from actors.requests import Requests as Requests
 from actors.supervisor import RestartPolicy as RestartPolicy
+from actors.timers import DueHeap as DueHeap
+from actors.timers import Timer as Timer
 from actors.topology import Topology as Topology
 from actors.topology import register_kind as register_kind
 from actors.wire import Received as Received
@@ -46,9 +50,11 @@ __all__ = [
     "ActorCrashed",
     "ActorError",
     "ActorStats",
+    "Answers",
     "CallTimeout",
     "Codec",
     "ConfigError",
+    "DueHeap",
     "Edge",
     "EdgeOptions",
     "Escalation",
@@ -64,10 +70,12 @@ __all__ = [
     "Received",
     "Ref",
     "Reply",
+    "Requester",
     "Requests",
     "RestartPolicy",
     "ServeEdge",
     "StartError",
+    "Timer",
     "Topology",
     "Wire",
     "WiringError",

@@ -35,23 +35,13 @@ from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
 from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
+from actors.requests import Requests
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
 
 #: The ref that receives messages whose tag has no ref of its own.
 DEFAULT_ROUTE = "default"
-
-
-@attrs.frozen
-class Requests:
-    """A ServeEdge -> an actor, with ``Ref.call``: the messages of one request
-    frame bound for this actor, from ``peer``. The answer is a list holding
-    one reply message per request message, in order; return it from
-    ``handle`` or, to answer later, ``defer()`` and set it then."""
-
-    messages: tuple[Any, ...]
-    peer: str = ""
 
 
 def load_codec(path: str) -> Codec:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors import Actor, ActorContext, NoOptions, Ref, Topology, open_node  # noqa: E402
-from actors.edge import Requests  # noqa: E402
+from actors.requests import Requests  # noqa: E402
 from fastworker.dispatcher import Dispatcher
 from fastworker.internal import WorkerJoined
 from fastworker.inbox import PriorityInbox  # noqa: E402

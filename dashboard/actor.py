@@ -40,7 +40,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors import Actor, ActorContext, ActorStats, ConfigError, GetStats
-from actors.edge import Requests
+from actors.requests import Requests
 from actors.errors import CallTimeout
 from actors.frame import load_secret
 from dashboard import views

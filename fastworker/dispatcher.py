@@ -45,7 +45,7 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext, CallTimeout, Reply
-from actors.edge import Requests
+from actors.requests import Requests
 from actors.log import RateLimitedLog
 from fastworker.internal import Requeue
 from fastworker.messages import (

@@ -67,7 +67,7 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout, Reply
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.due import DueHeap
 from fastworker.messages import (
     PRIORITIES,

@@ -50,7 +50,7 @@ import trio
 from croniter import croniter
 
 from actors import Actor, ActorContext
-from actors.edge import Requests
+from actors.requests import Requests
 from actors.errors import ActorCrashed, CallTimeout
 from actors.log import RateLimitedLog
 from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit

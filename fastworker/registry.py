@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.internal import KnownTasks
 from fastworker.messages import (

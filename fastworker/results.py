@@ -41,7 +41,7 @@ import attrs
 import trio
 
 from actors import Actor, Reply
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.messages import (
     Attempt,
     Cancelled,

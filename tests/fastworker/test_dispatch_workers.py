@@ -22,7 +22,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors import GetStats, Ref, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
 from fastworker.internal import DrainWorker, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.stats import DispatcherStats, WorkerLoad

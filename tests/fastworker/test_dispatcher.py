@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
 from fastworker.stats import DispatcherStats
 from fastworker.inbox import PriorityInbox

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.inbox import PriorityInbox
 from fastworker.stats import InboxStats
 from fastworker.internal import KnownTasks, Requeue

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from actors import Actor, ActorContext, GetStats, NoOptions, Node, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from actors.topology import resolve_kind
 from fastworker.inbox import PriorityInbox
 from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit, TaskRecord

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.internal import KnownTasks
 from fastworker.messages import (

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
-from actors.edge import Requests
+from actors.requests import Requests
 from actors.testing import crash_after
 from fastworker.messages import (
     Cancelled,

@@ -1,0 +1,213 @@
+"""Building and checking a Submit: the one place for a submission's rules.
+
+Every submission is built here, whoever makes it (the client, the
+scheduler, the dashboard's retry), and checked here again where it enters
+the control plane (the inbox), so a bad value is refused at once with
+``InvalidSubmission`` rather than found by the actor that runs the task.
+Priority names and levels, the time limit that applies, countdown / eta /
+expires turned into relative seconds, and task ids all live here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastworker.errors import InvalidSubmission
+from fastworker.messages import PRIORITIES, Priority, Submit
+from fastworker.payload import pack_call
+from fastworker.tasks import Task, task_name
+
+__all__ = [
+    "TaskIds",
+    "build_submit",
+    "check_submit",
+    "new_task_id",
+    "priority_level",
+    "priority_name",
+    "time_limit",
+]
+
+#: The priority of a submission whose task names none.
+DEFAULT_PRIORITY: Priority = "normal"
+
+
+def priority_level(priority: str) -> int:
+    """The level (0 critical .. 3 low, also the submission port's offset) of
+    a priority name.
+
+    Raises:
+        InvalidSubmission: not one of critical, high, normal, low.
+    """
+    try:
+        return PRIORITIES.index(priority)
+    except ValueError:
+        raise InvalidSubmission(
+            f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}") from None
+
+
+def priority_name(level: int) -> str:
+    """The name of a priority level (``2`` -> ``normal``)."""
+    return PRIORITIES[level]
+
+
+def time_limit(call: float | None, task: Task[Any, Any] | None,
+               default: float | None = None) -> float | None:
+    """The time limit that applies to a run: the call's, else the task's,
+    else the executor's ``default`` (``None``: no limit)."""
+    if call is not None:
+        return call
+    if task is not None and task.timeout is not None:
+        return task.timeout
+    return default
+
+
+class TaskIds:
+    """Task ids for one submitter: a random prefix and a counter, so ids are
+    unique across clients and cheap to make (no randomness per task)."""
+
+    __slots__ = ("_prefix", "_counter")
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6) + "-"
+        self._counter: Callable[[], int] = itertools.count(1).__next__
+
+    def next(self) -> str:
+        """A new id."""
+        return f"{self._prefix}{self._counter():x}"
+
+
+_ids = TaskIds()
+
+
+def new_task_id() -> str:
+    """A new task id, for submitters without a ``TaskIds`` of their own."""
+    return _ids.next()
+
+
+def build_submit(
+    task: str | Task[Any, Any],
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    id: str,
+    priority: str | None = None,
+    timeout: float | None = None,
+    queue_wait: float = 0.0,
+    countdown: float | None = None,
+    eta: datetime | float | None = None,
+    expires: datetime | float | None = None,
+    retries: int | None = None,
+    key: str | None = None,
+    retry_of: str = "",
+    payload: bytes | None = None,
+) -> Submit:
+    """The Submit of one run of ``task``, with the task's defaults applied
+    (priority, time limit) and every option checked.
+
+    Args:
+        payload: the pickled arguments, when they are already packed (a
+            retry of a stored task); otherwise ``args`` and ``kwargs`` are.
+
+    Raises:
+        InvalidSubmission: an option is out of range, with what was expected.
+    """
+    found = task if isinstance(task, Task) else None
+    if priority is None:
+        priority = found.priority if found is not None else DEFAULT_PRIORITY
+    submit = Submit(
+        id=id,
+        task=task_name(task),
+        payload=pack_call(tuple(args), dict(kwargs or {})) if payload is None else payload,
+        priority=priority_level(priority),
+        timeout=time_limit(timeout, found),
+        queue_wait=queue_wait,
+        retry_of=retry_of,
+        delay=_delay(countdown, eta),
+        expires_in=_expires_in(expires),
+        key=_key(key),
+        retries=retries,
+    )
+    problem = check_submit(submit)
+    if problem is not None:
+        raise InvalidSubmission(problem)
+    return submit
+
+
+def check_submit(submit: Submit) -> str | None:
+    """What is wrong with a Submit's options, or ``None``: the check the
+    inbox makes of every submission it receives."""
+    if not (isinstance(submit.priority, int) and 0 <= submit.priority < len(PRIORITIES)):
+        return f"priority {submit.priority!r} is out of range; expected 0 (critical) to 3 (low)"
+    if not _seconds(submit.queue_wait, allow_zero=True):
+        return f"queue_wait {submit.queue_wait!r} is not a number of seconds >= 0"
+    if not _seconds(submit.delay, allow_zero=True):
+        return f"delay {submit.delay!r} is not a number of seconds >= 0"
+    if submit.timeout is not None and not _seconds(submit.timeout):
+        return f"timeout {submit.timeout!r} is not a number of seconds > 0"
+    if submit.expires_in is not None and not _seconds(submit.expires_in):
+        return f"expires_in {submit.expires_in!r} is not a number of seconds > 0"
+    retries = submit.retries
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
+                                or retries < 0):
+        return f"retries {retries!r} is not a whole number >= 0"
+    return None
+
+
+def _seconds(value: Any, *, allow_zero: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+
+
+def _seconds_until(when: datetime | float, name: str) -> float:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise InvalidSubmission(f"{name} must be an aware datetime (with a tzinfo)")
+        return when.timestamp() - time.time()
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when) - time.time()
+    raise InvalidSubmission(f"{name} must be a datetime or Unix seconds, got {when!r}")
+
+
+def _delay(countdown: float | None, eta: datetime | float | None) -> float:
+    """Seconds to hold a task, from ``countdown`` or ``eta``: relative, so
+    the two machines' clocks need not agree."""
+    if countdown is not None and eta is not None:
+        raise InvalidSubmission("give countdown or eta, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, (int, float)) or not (
+                math.isfinite(countdown)):
+            raise InvalidSubmission(f"countdown must be a number of seconds, got {countdown!r}")
+        return max(float(countdown), 0.0)
+    if eta is not None:
+        return max(_seconds_until(eta, "eta"), 0.0)
+    return 0.0
+
+
+def _expires_in(expires: datetime | float | None) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        left = _seconds_until(expires, "expires")
+    elif isinstance(expires, (int, float)) and not isinstance(expires, bool) and (
+            math.isfinite(expires)):
+        left = float(expires)
+    else:
+        raise InvalidSubmission(f"expires must be seconds or a datetime, got {expires!r}")
+    if left <= 0:
+        raise InvalidSubmission(f"expires is already past ({left:.3f} s)")
+    return left
+
+
+def _key(key: str | None) -> str:
+    if key is None:
+        return ""
+    if not isinstance(key, str) or not key:
+        raise InvalidSubmission(f"key must be a non-empty string, got {key!r}")
+    return key
