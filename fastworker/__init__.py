@@ -16,6 +16,7 @@ from fastworker.client import Client as Client
 from fastworker.client import Completed as Completed
 from fastworker.client import SyncClient as SyncClient
 from fastworker.errors import ConnectionLost as ConnectionLost
+from fastworker.errors import DiscoveryTimeout as DiscoveryTimeout
 from fastworker.errors import FastworkerError as FastworkerError
 from fastworker.errors import InvalidSubmission as InvalidSubmission
 from fastworker.errors import QueueFull as QueueFull
@@ -29,14 +30,16 @@ from fastworker.messages import TaskRecord as TaskRecord
 from fastworker.tasks import Backoff as Backoff
 from fastworker.tasks import Task as Task
 from fastworker.tasks import task as task
+from fastworker.version import VERSION
 
-__version__ = "0.1.0.dev0"
+__version__ = VERSION
 
 __all__ = [
     "Backoff",
     "Client",
     "Completed",
     "ConnectionLost",
+    "DiscoveryTimeout",
     "FastworkerError",
     "InvalidSubmission",
     "QueueFull",

@@ -45,7 +45,7 @@ from actors.edge import offset_address
 from actors.errors import FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
-from fastworker.discovery import discover
+from fastworker.probe import discover
 from fastworker.errors import (
     ConnectionLost,
     InvalidSubmission,

@@ -6,15 +6,21 @@
     ├── InvalidSubmission (ValueError) a submission cannot be queued as given
     ├── TaskError                      the task raised; carries the remote text
     │   ├── TaskTimeout (TimeoutError) it ran past its time limit
-    │   └── TaskCancelled              it was cancelled before it finished
+    │   ├── TaskCancelled              it was cancelled before it finished
+    │   └── TaskExpired                its deadline (expires) passed before it started
     ├── ResultUnknown (LookupError)    the store has no record (never seen, or expired)
-    └── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
+    ├── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
+    └── DiscoveryTimeout               no control plane answered discovery probes in time
 
 Waiting for a result past the caller's own timeout raises the builtin
 ``TimeoutError``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastworker.messages import PROTOCOL_VERSION
 
 
 class FastworkerError(Exception):
@@ -77,3 +83,33 @@ class ResultUnknown(FastworkerError, LookupError):
 class ConnectionLost(FastworkerError, ConnectionError):
     """Raised when the link to the control plane dropped while a call was in
     flight; the call may or may not have taken effect."""
+
+
+class DiscoveryTimeout(FastworkerError):
+    """Raised when no control plane of this protocol answered discovery
+    probes in time.
+
+    Attributes:
+        port / targets / timeout: what was probed, for how long.
+        mismatched: ``(address, protocol)`` of answers of another protocol.
+    """
+
+    def __init__(self, *, port: int, targets: Sequence[str], timeout: float,
+                 mismatched: Sequence[tuple[str, int]] = ()) -> None:
+        self.port, self.targets, self.timeout = port, list(targets), timeout
+        self.mismatched = list(mismatched)
+        super().__init__(
+            f"no control plane answered discovery probes to {', '.join(targets)} on UDP "
+            f"port {port} within {timeout:g} s{self.note(self.mismatched)}; set "
+            "FASTWORKER_ADDRESS to give its address instead"
+        )
+
+
+    @staticmethod
+    def note(mismatched: Sequence[tuple[str, int]]) -> str:
+        """What was found of another protocol, for a message ("" if nothing)."""
+        return "".join(
+            f"; found a control plane at {address} speaking protocol {protocol}, "
+            f"this is protocol {PROTOCOL_VERSION}"
+            for address, protocol in mismatched
+        )

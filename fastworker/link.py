@@ -48,7 +48,7 @@ from actors.errors import FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.nng import RequestWire, TlsOptions, open_request_wire
-from fastworker.discovery import DEFAULT_DISCOVERY_PORT, discover_forever
+from fastworker.probe import DEFAULT_DISCOVERY_PORT, discover_forever
 from fastworker.messages import (
     CODEC,
     WORKERS_PORT_OFFSET,

@@ -152,3 +152,54 @@ class TestExports:
         assert sorted(public - exported) == []
         if source.is_package:
             assert sorted(exported - public) == []
+
+
+def _defines_actor(source: Source) -> bool:
+    """Whether a module defines an actor class (a subclass of ``Actor``)."""
+    for node in source.tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                target = base.value if isinstance(base, ast.Subscript) else base
+                if isinstance(target, ast.Name) and target.id == "Actor":
+                    return True
+    return False
+
+
+def actor_unit(module: str) -> str:
+    """The actor a module of ``fastworker`` belongs to: its package's name
+    below ``fastworker`` (``fastworker.inbox.levels`` -> ``fastworker.inbox``)."""
+    return ".".join(module.split(".")[:2])
+
+
+#: The actors of fastworker, by unit: each a module, or a package of modules.
+ACTOR_UNITS = sorted({
+    actor_unit(s.module) for s in SOURCES
+    if s.module.startswith("fastworker.") and _defines_actor(s)
+})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [s for s in SOURCES if s.module.startswith("fastworker.") and actor_unit(s.module) in ACTOR_UNITS],
+    ids=lambda s: s.module,
+)
+def test_no_actor_imports_another_actor(source: Source) -> None:
+    """An actor's modules import no other actor's modules: actors share only
+    messages, internal messages, stats, errors and helpers, and reach each
+    other through refs."""
+    own = actor_unit(source.module)
+    crossing = [
+        f"{source.path.relative_to(ROOT)}:{line} imports {module}"
+        for line, module in imported_modules(source)
+        if module.startswith("fastworker.") and actor_unit(module) in ACTOR_UNITS
+        and actor_unit(module) != own
+    ]
+    assert crossing == []
+
+
+def test_the_actor_rule_sees_every_actor() -> None:
+    """The rule above knows the actors of the shipped topologies (so a rename
+    cannot turn it off unnoticed)."""
+    assert {"fastworker.inbox", "fastworker.dispatcher", "fastworker.results",
+            "fastworker.executor", "fastworker.registry", "fastworker.link",
+            "fastworker.periodic"} <= set(ACTOR_UNITS)

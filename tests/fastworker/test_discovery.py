@@ -19,12 +19,12 @@ import trio
 
 import fastworker
 from actors import GetStats, Topology, open_node
-from fastworker import discovery
-from fastworker.discovery import (
+from fastworker import probe
+from fastworker.errors import DiscoveryTimeout
+from fastworker.probe import (
     MAGIC,
     PROBE,
     Announcement,
-    DiscoveryTimeout,
     default_targets,
     discover,
     discover_forever,
@@ -280,7 +280,7 @@ async def test_the_port_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match="FASTWORKER_DISCOVERY_PORT"):
         await discover(targets=["127.0.0.1"])
     monkeypatch.delenv("FASTWORKER_DISCOVERY_PORT")
-    assert discovery.discovery_port() == discovery.DEFAULT_DISCOVERY_PORT
+    assert probe.discovery_port() == probe.DEFAULT_DISCOVERY_PORT
 
 
 def test_default_targets_are_loopback_broadcast_and_each_interfaces_broadcast() -> None:
