@@ -25,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 import time
 from collections import deque
@@ -40,15 +39,15 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from actors import Actor, ActorContext, ActorStats, ConfigError, GetStats
-from actors.requests import Requests
 from actors.errors import CallTimeout
 from actors.frame import load_secret
+from actors.requests import Requests
 from dashboard import views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
-from fastworker.internal import DrainWorker
-from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Stop, Submit
-from fastworker.internal import GetTask, ListTasks, TaskDetail, TaskPage
+from fastworker.internal import DrainWorker, GetTask, ListTasks, TaskDetail, TaskPage
+from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Stop
+from fastworker.submission import build_submit, new_task_id, priority_name
 
 log = logging.getLogger("dashboard")
 #: hypercorn's own messages (its "Running on" line duplicates ours).
@@ -349,9 +348,9 @@ class Dashboard(Actor[Any]):
                    else f"it is {record.state}")
             raise ActionError(409, f"task {id} cannot be retried: {why} (only failed, "
                               "cancelled or expired tasks can be)")
-        new_id = secrets.token_hex(8)
-        submit = Submit(id=new_id, task=record.task, payload=detail.payload,
-                        priority=record.priority, retry_of=id)
+        new_id = new_task_id()
+        submit = build_submit(record.task, id=new_id, payload=detail.payload,
+                              priority=priority_name(record.priority), retry_of=id)
         [answer] = await self._call("inbox", Requests(messages=(submit,), peer="dashboard"))
         if isinstance(answer, Rejected):
             status = 503 if answer.error == "QueueFull" else 409

@@ -36,8 +36,8 @@ from fastworker.probe import (
     Announcement,
     encode_answer,
 )
-from fastworker.version import VERSION
 from fastworker.stats import BeaconStats
+from fastworker.version import VERSION
 
 log = logging.getLogger("fastworker.discovery")
 

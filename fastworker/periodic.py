@@ -39,7 +39,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -50,14 +49,14 @@ import trio
 from croniter import croniter
 
 from actors import Actor, ActorContext
-from actors.requests import Requests
 from actors.errors import ActorCrashed, CallTimeout
 from actors.log import RateLimitedLog
-from fastworker.messages import PRIORITIES, Accepted, Rejected, Submit
-from fastworker.payload import pack_call
+from actors.requests import Requests
 from fastworker.internal import GetTask, TaskDetail
-from fastworker.tasks import Task, TaskRegistry
+from fastworker.messages import Accepted, Rejected
 from fastworker.stats import ScheduleInfo, SchedulerStats
+from fastworker.submission import build_submit, new_task_id
+from fastworker.tasks import Task, TaskRegistry
 
 __all__ = [
     "Scheduler",
@@ -296,13 +295,7 @@ class Scheduler(Actor[Any]):
                     self.name, schedule.name, schedule.last_id, state)
                 return
         task = schedule.task
-        submit = Submit(
-            id=secrets.token_hex(8),
-            task=task.name,
-            payload=pack_call((), {}),
-            priority=PRIORITIES.index(task.priority),
-            timeout=task.timeout,
-        )
+        submit = build_submit(task, id=new_task_id())
         try:
             [answer] = await self.refs["inbox"].call(
                 Requests(messages=(submit,), peer="scheduler"),

@@ -33,8 +33,7 @@ import trio
 
 from actors import Actor, ActorContext
 from actors.requests import Requests
-from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
-from fastworker.internal import KnownTasks
+from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     Ack,
     Deregister,

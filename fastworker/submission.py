@@ -10,11 +10,9 @@ expires turned into relative seconds, and task ids all live here.
 
 from __future__ import annotations
 
-import itertools
 import math
 import secrets
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +31,8 @@ __all__ = [
     "time_limit",
 ]
 
+#: Ids wrap around at 64 bits.
+_ID_MASK = (1 << 64) - 1
 #: The priority of a submission whose task names none.
 DEFAULT_PRIORITY: Priority = "normal"
 
@@ -68,18 +68,19 @@ def time_limit(call: float | None, task: Task[Any, Any] | None,
 
 
 class TaskIds:
-    """Task ids for one submitter: a random prefix and a counter, so ids are
-    unique across clients and cheap to make (no randomness per task)."""
+    """Task ids for one submitter: 16 hex digits, counting up from a random
+    start, so they are unique across submitters (their runs of ids would have
+    to overlap in a space of 2**64) and cheap to make (no randomness per id)."""
 
-    __slots__ = ("_prefix", "_counter")
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._prefix = secrets.token_hex(6) + "-"
-        self._counter: Callable[[], int] = itertools.count(1).__next__
+        self._last = secrets.randbits(64)
 
     def next(self) -> str:
         """A new id."""
-        return f"{self._prefix}{self._counter():x}"
+        self._last = (self._last + 1) & _ID_MASK
+        return f"{self._last:016x}"
 
 
 _ids = TaskIds()
