@@ -3,9 +3,10 @@
 Every message that crosses a process boundary is here: frozen, keyword-only
 attrs classes, grouped by conversation, each with one line saying who sends
 it to whom and when. ``CODEC`` registers them all under ``PROTOCOL_VERSION``.
-Messages private to one actor stay in that actor's module.
+Messages between actors of one node are in ``fastworker/internal.py``.
 
-The way of one task (docs/protocol.md has the picture):
+The way of one task (docs/architecture.md has the picture and a table of
+every message):
 
 1. submit (client -> Ingress on base+priority -> PriorityInbox): a request
    frame of ``Submit`` is answered by a frame of ``Accepted`` / ``Rejected``.

@@ -70,7 +70,10 @@ class RegistryOptions:
 
 
 @attrs.define(eq=False)
-class _Entry:
+class _Listed:
+    """A subworker the registry lists: its registration, health and last
+    heartbeat (trio clock for decisions, wall clock for people)."""
+
     register: Register
     peer: str
     health: Health
@@ -93,7 +96,7 @@ class Registry(Actor[Accepts]):
 
     def __init__(self, options: RegistryOptions, context: ActorContext) -> None:
         super().__init__(options, context)
-        self._workers: dict[str, _Entry] = {}
+        self._workers: dict[str, _Listed] = {}
         self._counts = {"registered": 0, "lost": 0, "left": 0}
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
@@ -156,7 +159,7 @@ class Registry(Actor[Accepts]):
                         self.name, worker, live)
             return UnknownWorker(worker=worker)
         now, wall = trio.current_time(), time.time()
-        self._workers[worker] = _Entry(
+        self._workers[worker] = _Listed(
             register=register, peer=peer, health="alive", last_seen=now, last_seen_at=wall,
             registered_at=entry.registered_at if rejoined and entry else wall,
         )
@@ -176,7 +179,7 @@ class Registry(Actor[Accepts]):
         return Registered(worker=worker, heartbeat_interval=options.heartbeat_interval,
                           missed_limit=options.missed_limit)
 
-    async def _gone(self, entry: _Entry, health: Literal["lost", "left"], reason: str) -> None:
+    async def _gone(self, entry: _Listed, health: Literal["lost", "left"], reason: str) -> None:
         entry.health, entry.reason = health, reason
         entry.gone, entry.gone_at = trio.current_time(), time.time()
         self._counts[health] += 1
@@ -211,7 +214,7 @@ class Registry(Actor[Accepts]):
                                 self.name, worker, silence)
                     await self.refs["dispatcher"].send(WorkerHealth(worker=worker, health="suspect"))
 
-    def _info(self, entry: _Entry, now: float) -> WorkerInfo:
+    def _info(self, entry: _Listed, now: float) -> WorkerInfo:
         register = entry.register
         return WorkerInfo(
             worker=register.worker, host=register.host, pid=register.pid,
