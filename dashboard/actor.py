@@ -42,7 +42,7 @@ from actors import Actor, ActorContext, ActorStats, ConfigError, GetStats
 from actors.errors import CallTimeout
 from actors.frame import load_secret
 from actors.requests import Requests
-from dashboard import views
+from dashboard import schema, views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
 from fastworker.internal import DrainWorker, GetTask, ListTasks, TaskDetail, TaskPage
@@ -266,17 +266,17 @@ class Dashboard(Actor[Any]):
         assert self._sample is not None, "the first sample is taken in setup"
         return self._sample
 
-    def overview(self) -> views.Overview:
+    def overview(self) -> schema.Overview:
         return views.overview(self.sample, self.node, self._series, self.options.sample_interval)
 
-    def workers(self) -> views.Workers:
-        return views.Workers(workers=views.worker_views(self.sample, self.node))
+    def workers(self) -> schema.Workers:
+        return schema.Workers(workers=views.worker_views(self.sample, self.node))
 
-    def actors(self) -> views.Actors:
+    def actors(self) -> schema.Actors:
         return views.actor_views(self.sample, self.node)
 
-    def snapshot(self) -> views.Snapshot:
-        return views.Snapshot(overview=self.overview(), workers=self.workers(),
+    def snapshot(self) -> schema.Snapshot:
+        return schema.Snapshot(overview=self.overview(), workers=self.workers(),
                               actors=self.actors())
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -302,7 +302,7 @@ class Dashboard(Actor[Any]):
                               f"{self.options.call_timeout:g} s; try again") from None
 
     async def list_tasks(self, *, state: str | None, task: str | None, id: str | None,
-                         offset: int, limit: int) -> views.TaskList:
+                         offset: int, limit: int) -> schema.TaskList:
         if state is not None and state not in views.STATES:
             raise ActionError(400, f"unknown state {state!r}; expected one of "
                               f"{', '.join(views.STATES)}")
@@ -313,7 +313,7 @@ class Dashboard(Actor[Any]):
             state=state, task=task or None, id=id or None, offset=offset, limit=limit))
         from fastworker.tasks import registry
 
-        return views.TaskList(
+        return schema.TaskList(
             tasks=[views.summary(r) for r in page.records], total=page.total, offset=offset,
             limit=limit, states=list(views.STATES),
             task_names=views.task_names(self.sample, registry.names()))
@@ -324,22 +324,22 @@ class Dashboard(Actor[Any]):
             raise ActionError(404, f"no task {id!r} is held (unknown, or its record expired)")
         return detail
 
-    async def task(self, id: str) -> views.TaskView:
+    async def task(self, id: str) -> schema.TaskView:
         return views.task_view(await self._detail(id))
 
-    async def cancel(self, id: str) -> views.CancelResult:
+    async def cancel(self, id: str) -> schema.CancelResult:
         reply: CancelReply = await self._call("inbox", Cancel(id=id))
         if reply.outcome == "not_queued":  # handed out: the dispatcher stops it
             reply = await self._call("dispatcher", Stop(id=id))
         if reply.outcome not in ("not_queued", "unknown"):
             log.info("%s: task %s cancelled from the dashboard (%s)", self.name, id,
                      reply.outcome)
-            return views.CancelResult(id=id, outcome=reply.outcome)
+            return schema.CancelResult(id=id, outcome=reply.outcome)
         detail = await self._detail(id)  # 404 if the store does not know it either
         raise ActionError(409, f"task {id} is {detail.record.state}: only a queued, "
                           "scheduled or running task can be cancelled")
 
-    async def retry(self, id: str) -> views.RetryResult:
+    async def retry(self, id: str) -> schema.RetryResult:
         detail = await self._detail(id)
         record = detail.record
         if not views.retryable(detail):
@@ -357,9 +357,9 @@ class Dashboard(Actor[Any]):
             raise ActionError(status, f"the retry of {id} was refused: {answer.message}")
         assert isinstance(answer, Accepted)
         log.info("%s: task %s retried from the dashboard as %s", self.name, id, new_id)
-        return views.RetryResult(id=new_id, retry_of=id)
+        return schema.RetryResult(id=new_id, retry_of=id)
 
-    async def drain_worker(self, worker: str, *, resume: bool) -> views.DrainResult:
+    async def drain_worker(self, worker: str, *, resume: bool) -> schema.DrainResult:
         known = await self._call("dispatcher", DrainWorker(worker=worker, resume=resume))
         if not known:
             listed = {w.id: w for w in views.worker_views(self.sample, self.node)}
@@ -367,4 +367,4 @@ class Dashboard(Actor[Any]):
                 raise ActionError(409, f"worker {worker} is {listed[worker].health}: "
                                   "nothing to drain")
             raise ActionError(404, f"no worker {worker!r}")
-        return views.DrainResult(worker=worker, draining=not resume)
+        return schema.DrainResult(worker=worker, draining=not resume)

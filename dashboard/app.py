@@ -37,8 +37,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
-
-from dashboard import metrics, views
+from dashboard import metrics, schema, views
 from dashboard.actor import ActionError
 
 if TYPE_CHECKING:
@@ -80,22 +79,22 @@ def create_app(dashboard: Dashboard) -> Litestar:
         return (STATIC / "index.html").read_bytes()
 
     @get("/api/overview", guards=[read_guard])
-    async def overview() -> views.Overview:
+    async def overview() -> schema.Overview:
         """Queue depth, throughput, totals, the store and the fleet, now."""
         return dashboard.overview()
 
     @get("/api/workers", guards=[read_guard])
-    async def workers() -> views.Workers:
+    async def workers() -> schema.Workers:
         """The control plane's executor and every subworker, with health and load."""
         return dashboard.workers()
 
     @get("/api/actors", guards=[read_guard])
-    async def actors() -> views.Actors:
+    async def actors() -> schema.Actors:
         """Every actor of the node: mailbox, handled messages, restarts."""
         return dashboard.actors()
 
     @get("/api/schedules", guards=[read_guard])
-    async def schedules() -> views.Schedules:
+    async def schedules() -> schema.Schedules:
         """The periodic tasks (cron / every): next run, last run, counts."""
         return views.schedules(dashboard.sample)
 
@@ -106,34 +105,34 @@ def create_app(dashboard: Dashboard) -> Litestar:
         task_id: Annotated[str | None, QueryParameter(name="id")] = None,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
         limit: Annotated[int, QueryParameter(ge=1)] = 50,
-    ) -> views.TaskList:
+    ) -> schema.TaskList:
         """Tasks held by the store, newest first, filtered by state, task
         name and part of the id."""
         return await dashboard.list_tasks(state=state_filter or None, task=task, id=task_id,
                                           offset=offset, limit=limit)
 
     @get("/api/tasks/{task_id:str}", guards=[read_guard])
-    async def task_page(task_id: FromPath[str]) -> views.TaskView:
+    async def task_page(task_id: FromPath[str]) -> schema.TaskView:
         """One task: arguments, result or error, attempts, timeline, actions."""
         return await dashboard.task(task_id)
 
     @post("/api/tasks/{task_id:str}/cancel", guards=[write_guard], status_code=200)
-    async def cancel(task_id: FromPath[str]) -> views.CancelResult:
+    async def cancel(task_id: FromPath[str]) -> schema.CancelResult:
         """Cancel a queued task (409 if it is not queued)."""
         return await dashboard.cancel(task_id)
 
     @post("/api/tasks/{task_id:str}/retry", guards=[write_guard], status_code=201)
-    async def retry(task_id: FromPath[str]) -> views.RetryResult:
+    async def retry(task_id: FromPath[str]) -> schema.RetryResult:
         """Submit a failed or cancelled task again, as a new task linked to it."""
         return await dashboard.retry(task_id)
 
     @post("/api/workers/{worker:str}/drain", guards=[write_guard], status_code=200)
-    async def drain(worker: FromPath[str]) -> views.DrainResult:
+    async def drain(worker: FromPath[str]) -> schema.DrainResult:
         """Give a worker no new tasks; what it runs finishes."""
         return await dashboard.drain_worker(worker, resume=False)
 
     @post("/api/workers/{worker:str}/resume", guards=[write_guard], status_code=200)
-    async def resume(worker: FromPath[str]) -> views.DrainResult:
+    async def resume(worker: FromPath[str]) -> schema.DrainResult:
         """Give a drained worker tasks again."""
         return await dashboard.drain_worker(worker, resume=True)
 

@@ -13,9 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from dashboard.views import NodeInfo, Sample, Totals, in_flight, schedules, worker_views
-from fastworker.stats import InboxStats
 from fastworker.messages import PRIORITIES
-from fastworker.stats import ResultStoreStats
+from fastworker.stats import InboxStats, ResultStoreStats
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

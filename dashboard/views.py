@@ -1,10 +1,10 @@
-"""What the dashboard shows, built from snapshots: the JSON API's types.
+"""What the dashboard shows, built from snapshots (the types are in
+``dashboard.schema``).
 
 Every view here is a pure function of ``Sample`` (the actors' ``GetStats``
 answers taken at one moment) or of the store's answers, so the pages, the
 event stream and ``/metrics`` agree, and tests can build them from plain
-records. The types are msgspec structs: Litestar encodes them and derives
-the OpenAPI schema from them.
+records.
 """
 
 from __future__ import annotations
@@ -16,18 +16,43 @@ from typing import Any
 
 import attrs
 import cattrs
-import msgspec
 
 from actors import ActorStats
-from fastworker.stats import DispatcherStats, WorkerLoad
-from fastworker.stats import ExecutorStats
-from fastworker.stats import InboxStats
-from fastworker.messages import FINAL_STATES, PRIORITIES, RemoteError, TaskRecord
-from fastworker.peek import peek_call, peek_value
-from fastworker.stats import SchedulerStats
-from fastworker.stats import RegistryStats, WorkerInfo
-from fastworker.stats import ResultStoreStats
+from dashboard.schema import (
+    Actors,
+    ActorView,
+    AttemptView,
+    ErrorView,
+    FleetView,
+    NodeView,
+    Overview,
+    QueueView,
+    RatesView,
+    Schedules,
+    ScheduleView,
+    SeriesView,
+    StoreView,
+    TaskActions,
+    TaskSummary,
+    TaskView,
+    TimelineEvent,
+    TotalsView,
+    WorkerView,
+)
 from fastworker.internal import TaskDetail
+from fastworker.messages import FINAL_STATES, RemoteError, TaskRecord
+from fastworker.peek import peek_call, peek_value
+from fastworker.stats import (
+    DispatcherStats,
+    ExecutorStats,
+    InboxStats,
+    RegistryStats,
+    ResultStoreStats,
+    SchedulerStats,
+    WorkerInfo,
+    WorkerLoad,
+)
+from fastworker.submission import priority_name
 
 #: Task states, in the order a task moves through them.
 STATES: tuple[str, ...] = (
@@ -77,244 +102,7 @@ class Totals:
         )
 
 
-# -- the API's types -------------------------------------------------------------
-
-
-class NodeView(msgspec.Struct):
-    name: str
-    version: str
-    started_at: float
-    uptime: float
-    now: float
-
-
-class QueueView(msgspec.Struct):
-    critical: int
-    high: int
-    normal: int
-    low: int
-    total: int
-    capacity: int
-    #: Held for a later time (countdown / eta), not counted in ``total``.
-    scheduled: int
-
-
-class TotalsView(msgspec.Struct):
-    submitted: int
-    succeeded: int
-    failed: int
-    cancelled: int
-
-
-class RatesView(msgspec.Struct):
-    """Tasks per second, averaged over the last few samples."""
-
-    submitted: float
-    succeeded: float
-    failed: float
-
-
-class StoreView(msgspec.Struct):
-    entries: int
-    live: int
-    bytes: int
-
-
-class FleetView(msgspec.Struct):
-    alive: int
-    suspect: int
-    lost: int
-    slots_used: int
-    slots_total: int
-
-
-class SeriesView(msgspec.Struct):
-    """Per-second rates, oldest first, one point per sample."""
-
-    interval: float
-    t: list[float]
-    submitted: list[float]
-    succeeded: list[float]
-    failed: list[float]
-
-
-class Overview(msgspec.Struct):
-    node: NodeView
-    queue: QueueView
-    in_flight: int
-    totals: TotalsView
-    rates: RatesView
-    success_ratio: float | None
-    store: StoreView
-    workers: FleetView
-    series: SeriesView
-
-
-class WorkerView(msgspec.Struct):
-    id: str
-    kind: str
-    host: str
-    pid: int
-    health: str
-    draining: bool
-    heartbeat_age: float | None
-    slots_used: int
-    slots_total: int
-    succeeded: int
-    failed: int
-    registered_at: float
-    last_seen_at: float
-    gone_at: float | None
-    reason: str
-    tasks: list[str]
-
-
-class Workers(msgspec.Struct):
-    workers: list[WorkerView]
-
-
-class ActorView(msgspec.Struct):
-    name: str
-    kind: str
-    mailbox_depth: int
-    mailbox_capacity: int
-    handled_total: int
-    batches_total: int
-    restarts: int
-    detail: dict[str, Any] | None
-
-
-class Actors(msgspec.Struct):
-    node: str
-    actors: list[ActorView]
-
-
-class Snapshot(msgspec.Struct):
-    """One event of ``/api/events``."""
-
-    overview: Overview
-    workers: Workers
-    actors: Actors
-
-
-class _TaskHead(msgspec.Struct):
-    """What a task's row and its page both start with."""
-
-    id: str
-    task: str
-    state: str
-    priority: str
-    attempt: int
-    worker: str
-
-
-class TaskSummary(_TaskHead):
-    queued_at: float
-    started_at: float
-    finished_at: float
-    error_type: str | None
-
-
-class TaskList(msgspec.Struct):
-    tasks: list[TaskSummary]
-    total: int
-    offset: int
-    limit: int
-    states: list[str]
-    task_names: list[str]
-
-
-class ErrorView(msgspec.Struct):
-    type: str
-    message: str
-    traceback: str
-    kind: str
-
-
-class TimelineEvent(msgspec.Struct):
-    event: str
-    at: float
-    worker: str | None
-
-
-class AttemptView(msgspec.Struct):
-    """An earlier attempt that failed and was retried."""
-
-    attempt: int
-    worker: str
-    started_at: float
-    finished_at: float
-    error: ErrorView
-
-
-class TaskActions(msgspec.Struct):
-    cancel: bool
-    retry: bool
-
-
-class TaskView(_TaskHead):
-    workers: list[str]
-    args: str
-    kwargs: str
-    result: str | None
-    error: ErrorView | None
-    #: The earlier attempts that failed and were retried, oldest first.
-    attempts: list[AttemptView]
-    timeline: list[TimelineEvent]
-    retry_of: str | None
-    retried_as: list[str]
-    actions: TaskActions
-
-
-class ScheduleView(msgspec.Struct):
-    """One periodic task's schedule. Times are wall-clock Unix seconds."""
-
-    task: str
-    #: How it is shown: ``every 60 s`` or ``cron */5 * * * *``.
-    schedule: str
-    cron: str | None
-    every: float | None
-    next_run: float
-    #: When its last run was accepted (``None``: not yet).
-    last_run: float | None
-    last_id: str | None
-    runs: int
-    #: Runs skipped: ``skipped_overlap`` + ``skipped_missed``.
-    skipped: int
-    skipped_overlap: int
-    skipped_missed: int
-    rejected: int
-    failed: int
-
-
-class Schedules(msgspec.Struct):
-    """The periodic tasks the control plane's scheduler runs, soonest
-    first; ``enabled`` is false when it has none or is turned off."""
-
-    enabled: bool
-    schedules: list[ScheduleView]
-
-
-class CancelResult(msgspec.Struct):
-    id: str
-    outcome: str
-
-
-class RetryResult(msgspec.Struct):
-    id: str
-    retry_of: str
-
-
-class DrainResult(msgspec.Struct):
-    worker: str
-    draining: bool
-
-
 # -- building them -------------------------------------------------------------
-
-
-def priority_name(level: int) -> str:
-    return PRIORITIES[level] if 0 <= level < len(PRIORITIES) else str(level)
 
 
 def rate_point(before: tuple[float, Totals], after: tuple[float, Totals],

@@ -52,8 +52,9 @@ def priority_level(priority: str) -> int:
 
 
 def priority_name(level: int) -> str:
-    """The name of a priority level (``2`` -> ``normal``)."""
-    return PRIORITIES[level]
+    """The name of a priority level (``2`` -> ``normal``); a level out of
+    range is shown as its number."""
+    return PRIORITIES[level] if 0 <= level < len(PRIORITIES) else str(level)
 
 
 def time_limit(call: float | None, task: Task[Any, Any] | None,

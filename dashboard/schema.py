@@ -1,0 +1,242 @@
+"""The JSON API's types: what the pages, the event stream and the API send.
+
+msgspec structs: Litestar encodes them and derives the OpenAPI schema from
+them. They are built from snapshots in ``dashboard.views``; nothing here
+knows where the values come from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class NodeView(msgspec.Struct):
+    name: str
+    version: str
+    started_at: float
+    uptime: float
+    now: float
+
+
+class QueueView(msgspec.Struct):
+    critical: int
+    high: int
+    normal: int
+    low: int
+    total: int
+    capacity: int
+    #: Held for a later time (countdown / eta), not counted in ``total``.
+    scheduled: int
+
+
+class TotalsView(msgspec.Struct):
+    submitted: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class RatesView(msgspec.Struct):
+    """Tasks per second, averaged over the last few samples."""
+
+    submitted: float
+    succeeded: float
+    failed: float
+
+
+class StoreView(msgspec.Struct):
+    entries: int
+    live: int
+    bytes: int
+
+
+class FleetView(msgspec.Struct):
+    alive: int
+    suspect: int
+    lost: int
+    slots_used: int
+    slots_total: int
+
+
+class SeriesView(msgspec.Struct):
+    """Per-second rates, oldest first, one point per sample."""
+
+    interval: float
+    t: list[float]
+    submitted: list[float]
+    succeeded: list[float]
+    failed: list[float]
+
+
+class Overview(msgspec.Struct):
+    node: NodeView
+    queue: QueueView
+    in_flight: int
+    totals: TotalsView
+    rates: RatesView
+    success_ratio: float | None
+    store: StoreView
+    workers: FleetView
+    series: SeriesView
+
+
+class WorkerView(msgspec.Struct):
+    id: str
+    kind: str
+    host: str
+    pid: int
+    health: str
+    draining: bool
+    heartbeat_age: float | None
+    slots_used: int
+    slots_total: int
+    succeeded: int
+    failed: int
+    registered_at: float
+    last_seen_at: float
+    gone_at: float | None
+    reason: str
+    tasks: list[str]
+
+
+class Workers(msgspec.Struct):
+    workers: list[WorkerView]
+
+
+class ActorView(msgspec.Struct):
+    name: str
+    kind: str
+    mailbox_depth: int
+    mailbox_capacity: int
+    handled_total: int
+    batches_total: int
+    restarts: int
+    detail: dict[str, Any] | None
+
+
+class Actors(msgspec.Struct):
+    node: str
+    actors: list[ActorView]
+
+
+class Snapshot(msgspec.Struct):
+    """One event of ``/api/events``."""
+
+    overview: Overview
+    workers: Workers
+    actors: Actors
+
+
+class _TaskHead(msgspec.Struct):
+    """What a task's row and its page both start with."""
+
+    id: str
+    task: str
+    state: str
+    priority: str
+    attempt: int
+    worker: str
+
+
+class TaskSummary(_TaskHead):
+    queued_at: float
+    started_at: float
+    finished_at: float
+    error_type: str | None
+
+
+class TaskList(msgspec.Struct):
+    tasks: list[TaskSummary]
+    total: int
+    offset: int
+    limit: int
+    states: list[str]
+    task_names: list[str]
+
+
+class ErrorView(msgspec.Struct):
+    type: str
+    message: str
+    traceback: str
+    kind: str
+
+
+class TimelineEvent(msgspec.Struct):
+    event: str
+    at: float
+    worker: str | None
+
+
+class AttemptView(msgspec.Struct):
+    """An earlier attempt that failed and was retried."""
+
+    attempt: int
+    worker: str
+    started_at: float
+    finished_at: float
+    error: ErrorView
+
+
+class TaskActions(msgspec.Struct):
+    cancel: bool
+    retry: bool
+
+
+class TaskView(_TaskHead):
+    workers: list[str]
+    args: str
+    kwargs: str
+    result: str | None
+    error: ErrorView | None
+    #: The earlier attempts that failed and were retried, oldest first.
+    attempts: list[AttemptView]
+    timeline: list[TimelineEvent]
+    retry_of: str | None
+    retried_as: list[str]
+    actions: TaskActions
+
+
+class ScheduleView(msgspec.Struct):
+    """One periodic task's schedule. Times are wall-clock Unix seconds."""
+
+    task: str
+    #: How it is shown: ``every 60 s`` or ``cron */5 * * * *``.
+    schedule: str
+    cron: str | None
+    every: float | None
+    next_run: float
+    #: When its last run was accepted (``None``: not yet).
+    last_run: float | None
+    last_id: str | None
+    runs: int
+    #: Runs skipped: ``skipped_overlap`` + ``skipped_missed``.
+    skipped: int
+    skipped_overlap: int
+    skipped_missed: int
+    rejected: int
+    failed: int
+
+
+class Schedules(msgspec.Struct):
+    """The periodic tasks the control plane's scheduler runs, soonest
+    first; ``enabled`` is false when it has none or is turned off."""
+
+    enabled: bool
+    schedules: list[ScheduleView]
+
+
+class CancelResult(msgspec.Struct):
+    id: str
+    outcome: str
+
+
+class RetryResult(msgspec.Struct):
+    id: str
+    retry_of: str
+
+
+class DrainResult(msgspec.Struct):
+    worker: str
+    draining: bool
