@@ -16,9 +16,9 @@ from actors._faults import CutStats as CutStats
 from actors._faults import CuttableWire as CuttableWire
 from actors._faults import FaultStats as FaultStats
 from actors._faults import FaultyWire as FaultyWire
-from actors._faults import MemoryWire as MemoryWire
 from actors._faults import cut as cut
-from actors._faults import memory_wire_pair as memory_wire_pair
+from actors._memory import MemoryWire as MemoryWire
+from actors._memory import memory_wire_pair as memory_wire_pair
 from actors.actor import Actor
 
 A = TypeVar("A", bound=type[Actor[Any]])

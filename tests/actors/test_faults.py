@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors._faults import (
+from actors.testing import (
     CutStats,
     CuttableWire,
     FaultStats,
