@@ -1,37 +1,12 @@
-"""The Scheduler: runs periodic tasks (``@task(cron=...)``, ``@task(every=...)``).
+"""The Scheduler: submits the runs of periodic tasks (``@task(cron=...)``,
+``@task(every=...)``) to the inbox, like any submission.
 
-It lives only in the control plane (``config/control.toml``), never in a
-subworker, so however many subworkers join, each scheduled run is
-submitted once. A run is a ``Submit`` of the task with no arguments, sent
-to the PriorityInbox as one ``Requests`` (the way an ingress edge or the
-dashboard's retry does it) and answered ``Accepted`` / ``Rejected``; from
-there it is an ordinary task: queued, dispatched, stored, on the dashboard.
-
-Schedules are taken from the process's task registry at ``setup``: tasks
-registered later are not scheduled (until the next start of the actor).
-
-Time: one timer task sleeps on trio's clock until the earliest next run of
-all schedules (a heap), never more than ``recheck`` seconds, so that a
-wall clock that jumps (a suspended machine, a clock set by hand) is
-noticed. ``cron`` is computed with croniter in the control plane's local
-wall-clock time; ``every = N`` runs N seconds after the scheduler started,
-then every N seconds, on trio's clock.
-
-Missed runs. Schedules live in memory: runs that came due while the control
-plane was down are not made up; after a start, each schedule's next run is
-its next time after now. When the scheduler falls behind (a busy or
-suspended machine, an inbox slow to answer), a schedule that is due starts
-one late run at once, then continues from its next time after now: never a
-burst of catch-up runs. The slots passed over are counted
-(``skipped_missed``).
-
-No overlap. Before a run the store is asked (``GetTask``) about the
-schedule's previous run: while it is queued, scheduled or running, the new
-run is skipped, counted (``skipped_overlap``) and logged at INFO
-(rate-limited). A run the inbox rejects (``QueueFull``, ...) is counted
-(``rejected_total``) and logged as a warning; the schedule goes on. Every
-call to another actor has a time limit (``call_timeout``); one that is not
-answered in time is counted (``failed_total``), and the run is given up.
+It runs only in the control plane, so subworkers never double a run. One
+timer sleeps on trio's clock until the earliest next run (never longer than
+``recheck``, so a wall clock that jumps is noticed). Missed runs are not
+made up, runs never overlap (the store is asked about the previous one),
+and a run that fails is counted, not retried here: docs/tasks.md
+("Periodic tasks") has the rules.
 """
 
 from __future__ import annotations
