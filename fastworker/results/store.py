@@ -177,6 +177,7 @@ class ResultStore(Actor[Accepts]):
         return answers.result
 
     def _on_timer(self, now: float) -> None:
+        """The earliest deadline came (or an earlier one was armed)."""
         self._records.expire(now)
         self._waiters.answer_due(now)
 
