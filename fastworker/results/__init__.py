@@ -1,0 +1,12 @@
+"""The ResultStore: every task's record, and the queries that wait for one.
+
+``store`` is the actor (its options and message table), ``records`` the
+records and their bounds, ``waiters`` the parked queries and watch
+sessions. See docs/results.md.
+"""
+
+from fastworker.results.records import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
+from fastworker.results.store import ResultStore as ResultStore
+from fastworker.results.store import ResultStoreOptions as ResultStoreOptions
+
+__all__ = ["RECORD_OVERHEAD_BYTES", "ResultStore", "ResultStoreOptions"]

@@ -1,0 +1,47 @@
+"""The dashboard's view of the records: a page of them, and one task's detail.
+
+A scan over what the store holds, newest first: for people, not for the
+hot path (the store's bounds bound it). It only reads: a record listed is
+not counted as used.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from fastworker.internal import ListTasks, TaskDetail, TaskPage
+from fastworker.messages import TaskRecord
+from fastworker.results.records import RecordBook
+
+__all__ = ["task_detail", "task_page"]
+
+
+def task_page(records: RecordBook, query: ListTasks) -> TaskPage:
+    """The page of records that ``query`` asks for (by state, task, part of
+    the id), newest first, and how many match in all."""
+    state, task, part = query.state, query.task, query.id
+    offset, limit = max(query.offset, 0), max(query.limit, 0)
+    page: list[TaskRecord] = []
+    if state is None and task is None and not part:
+        newest = itertools.islice(records.newest(), offset, offset + limit)
+        page.extend(stored.record for stored in newest)
+        return TaskPage(records=tuple(page), total=len(records))
+    total = 0
+    for stored in records.newest():
+        record = stored.record
+        if ((state is None or record.state == state) and (task is None or record.task == task)
+                and (not part or part in record.id)):
+            if offset <= total < offset + limit:
+                page.append(record)
+            total += 1
+    return TaskPage(records=tuple(page), total=total)
+
+
+def task_detail(records: RecordBook, id: str) -> TaskDetail | None:
+    """Everything held about ``id``, for its page; ``None`` if nothing is."""
+    stored = records.get(id)
+    if stored is None:
+        return None
+    return TaskDetail(record=stored.record, payload=stored.payload,
+                      dispatched_at=stored.dispatched_at, dispatched_to=stored.dispatched_to,
+                      retry_of=stored.retry_of, retried_as=stored.retried_as)

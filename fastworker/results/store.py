@@ -1,0 +1,192 @@
+"""The ResultStore actor: where every task's record lives, and where clients wait.
+
+It takes reports (``Queued``, ``Running``, ``Finished``, ...) from the
+inbox, executors and the Dispatcher into its ``RecordBook``, and answers
+queries from the Results edge (``Requests``, with ``Ref.call``) at once or
+later (``Waiters``), with one timer for their deadlines. How records move
+and what waits is told in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Union
+
+import attrs
+import trio
+
+from actors import Actor
+from actors.requests import Answers, Requests
+from actors.timers import Timer
+from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued
+from fastworker.messages import (
+    Cancelled,
+    Expired,
+    Finished,
+    Queued,
+    Records,
+    Released,
+    ResultQuery,
+    Running,
+    StatusQuery,
+    Watch,
+)
+from fastworker.results.listing import task_detail, task_page
+from fastworker.results.records import REPORTS, RecordBook, Report
+from fastworker.results.waiters import Waiters
+from fastworker.stats import ResultStoreStats
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
+
+__all__ = ["ResultStore", "ResultStoreOptions"]
+
+Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
+Accepts = Union[Report, Query, Requests]
+
+
+@attrs.frozen(kw_only=True)
+class ResultStoreOptions:
+    """The store's bounds.
+
+    Attributes:
+        ttl: seconds a final record is kept after it became final.
+        max_entries: the most records held (live ones count, but only final
+            ones are evicted).
+        max_bytes: the most bytes held: values, error texts and
+            ``RECORD_OVERHEAD_BYTES`` per record.
+        max_wait: the longest a ``ResultQuery`` may park, in seconds.
+    """
+
+    ttl: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
+    max_entries: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
+    max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
+    max_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+    #: Seconds after which an idle watch session (its client gone) is forgotten.
+    session_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+
+
+class ResultStore(Actor[Accepts]):
+    """Keeps one record per task and answers queries about them.
+
+    Reports are plain messages (``send``); queries must come with
+    ``Ref.call``, bare or inside ``Requests``. A query that has to wait is
+    parked with ``defer()``, so the inbox keeps flowing while it waits.
+    """
+
+    Options = ResultStoreOptions
+
+    def __init__(self, options: ResultStoreOptions, context: Any) -> None:
+        super().__init__(options, context)
+        self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
+                                   max_bytes=options.max_bytes)
+        self._waiters = Waiters(self._records, max_wait=options.max_wait,
+                                session_ttl=options.session_ttl)
+        self._timer = Timer(self._waiters.next_at, self._on_timer)
+        self._queries_total = 0
+        self._ignored_total = 0
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        await nursery.start(self._answer_at_deadlines)
+        options = self.options
+        return (
+            f"keeps results {options.ttl:g} s, at most {options.max_entries} records "
+            f"and {options.max_bytes} bytes"
+        )
+
+    async def drain(self) -> None:
+        self._waiters.answer_all(trio.current_time())
+
+    async def handle(self, message: Accepts) -> Any:
+        match message:
+            case (Queued() | Running() | Finished() | Cancelled() | Requeued() | Dispatched()
+                  | Released() | Expired()):
+                self._take_reports([message])
+                return None
+            case ListTasks():
+                self._records.expire(trio.current_time())
+                return task_page(self._records, message)
+            case GetTask():
+                return task_detail(self._records, message.id)
+            case ResultQuery() | StatusQuery() | Watch():
+                return self._on_queries((message,), single=True)
+            case Requests():
+                return self._on_queries(message.messages, single=False)
+            case _:
+                assert_never(message)
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        # Plain messages: the reports of a drained run are taken in one pass.
+        # A query sent without Ref.call has nobody to answer.
+        reports = [m for m in messages if isinstance(m, REPORTS)]
+        self._ignored_total += len(messages) - len(reports)
+        self._take_reports(reports)
+
+    def stats_detail(self) -> ResultStoreStats:
+        records = self._records
+        records.expire(trio.current_time())  # so that expired records are not counted
+        return ResultStoreStats(
+            entries=len(records),
+            live_entries=records.live,
+            bytes=records.bytes,
+            waiting_queries=len(self._waiters),
+            queries_total=self._queries_total,
+            ignored_total=self._ignored_total,
+            **attrs.asdict(records.counts),
+        )
+
+    def _take_reports(self, reports: list[Report]) -> None:
+        """Apply reports in order, answer the queries they complete, then
+        enforce the bounds (after answering: a waiter sees its record even
+        if the bounds drop it at once)."""
+        now = trio.current_time()
+        finalized = self._records.apply(reports, now)
+        if finalized:
+            self._waiters.on_final(finalized, now)
+        self._records.expire(now)
+
+    def _on_queries(self, messages: tuple[Any, ...], *, single: bool) -> Any:
+        """Answer each query now, or park it; defer the call if any parked.
+        The answer is a list with one reply per message (``single``: the
+        one reply); a message that is not a query is answered ``None``."""
+        now = trio.current_time()
+        records, waiters = self._records, self._waiters
+        records.expire(now)
+        answers = Answers(len(messages), single=single)
+        for index, message in enumerate(messages):
+            match message:
+                case StatusQuery():
+                    self._queries_total += 1
+                    answers.values[index] = Records(
+                        records=tuple(records.status(id) for id in dict.fromkeys(message.ids)))
+                case ResultQuery():
+                    self._queries_total += 1
+                    waiters.result_query(message, answers, index, now)
+                case Watch():
+                    self._queries_total += 1
+                    waiters.watch(message, answers, index, now)
+                case _:
+                    self._ignored_total += 1
+        if answers.missing:
+            # Deferred: the reply is set when the last parked query is answered.
+            answers.reply = self.defer()
+            self._timer.arm(waiters.next_at())
+            return None
+        return answers.result
+
+    def _on_timer(self, now: float) -> None:
+        """The earliest deadline came (or an earlier one was armed)."""
+        self._records.expire(now)
+        self._waiters.answer_due(now)
+
+    async def _answer_at_deadlines(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Answer parked queries at their deadlines. When the actor stops or
+        crashes, the parked queries are answered rather than left hanging."""
+        try:
+            await self._timer.run(task_status=task_status)
+        finally:
+            self._waiters.answer_all(trio.current_time())
