@@ -64,7 +64,7 @@ class ResultStoreStats:
     Attributes:
         entries / live_entries: records held; those of queued or running tasks.
         bytes: the counted size of all records (see ``max_bytes``).
-        waiting_queries: ResultQuery messages parked now.
+        waiting_queries: ResultQuery and Watch messages parked now.
         finished_total: outcomes that made a record final; of them,
             succeeded_total and failed_total.
         cancelled_total: queued tasks cancelled; expired_total: tasks not
