@@ -37,6 +37,10 @@ _ID_MASK = (1 << 64) - 1
 DEFAULT_PRIORITY: Priority = "normal"
 
 
+#: Priority name -> level, the fast way to ``priority_level``.
+_LEVELS = {name: level for level, name in enumerate(PRIORITIES)}
+
+
 def priority_level(priority: str) -> int:
     """The level (0 critical .. 3 low, also the submission port's offset) of
     a priority name.
@@ -119,24 +123,44 @@ def build_submit(
     Raises:
         InvalidSubmission: an option is out of range, with what was expected.
     """
+    # This runs for every task a client submits: the plain call (no
+    # schedule, key or retries) takes the short way, and nothing is checked
+    # twice; ``benchmarks/throughput.py`` measures it.
     found = task if isinstance(task, Task) else None
     if priority is None:
         priority = found.priority if found is not None else DEFAULT_PRIORITY
-    submit = Submit(
-        id=id,
-        task=task_name(task),
-        payload=pack_call(tuple(args), dict(kwargs or {})) if payload is None else payload,
-        priority=priority_level(priority),
-        timeout=time_limit(timeout, found),
-        queue_wait=queue_wait,
-        retry_of=retry_of,
-        delay=_delay(countdown, eta),
-        expires_in=_expires_in(expires),
-        key=_key(key),
-        retries=retries,
-    )
-    problem = check_submit(submit)
-    if problem is not None:
+    try:
+        level = _LEVELS[priority]
+    except (KeyError, TypeError):
+        level = priority_level(priority)  # raises, naming the priorities
+    name = task_name(task)
+    if payload is None:
+        payload = pack_call(tuple(args), dict(kwargs) if kwargs else {})
+    limit = timeout if found is None else time_limit(timeout, found)
+    if countdown is None and eta is None and expires is None and key is None and (
+            retries is None):
+        submit = Submit(id=id, task=name, payload=payload, priority=level, timeout=limit,
+                        queue_wait=queue_wait, retry_of=retry_of)
+    else:
+        submit = Submit(
+            id=id,
+            task=name,
+            payload=payload,
+            priority=level,
+            timeout=limit,
+            queue_wait=queue_wait,
+            retry_of=retry_of,
+            delay=_delay(countdown, eta),
+            expires_in=_expires_in(expires),
+            key=_key(key),
+            retries=None if retries is None else _retries(retries),
+        )
+    # Every field but queue_wait and the time limit was checked as it was
+    # made; ``check_submit`` says what is wrong with those two.
+    if not (type(queue_wait) is float and 0.0 <= queue_wait < math.inf) and not _seconds(
+            queue_wait, allow_zero=True) or (limit is not None and not _seconds(limit)):
+        problem = check_submit(submit)
+        assert problem is not None
         raise InvalidSubmission(problem)
     return submit
 
@@ -162,6 +186,8 @@ def check_submit(submit: Submit) -> str | None:
 
 
 def _seconds(value: Any, *, allow_zero: bool = False) -> bool:
+    if type(value) is float:  # the common case first: every submission is checked
+        return (0.0 <= value if allow_zero else 0.0 < value) and value < math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
@@ -205,6 +231,12 @@ def _expires_in(expires: datetime | float | None) -> float | None:
     if left <= 0:
         raise InvalidSubmission(f"expires is already past ({left:.3f} s)")
     return left
+
+
+def _retries(retries: int) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidSubmission(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
 
 
 def _key(key: str | None) -> str:

@@ -1,0 +1,398 @@
+"""The client: submit tasks and get their results, from asyncio or trio.
+
+``Client`` runs under either library (FastAPI handlers are asyncio; trio
+programs are trio): it is written on anyio, and pynng picks the library
+itself. Its calls stay thin: a Submit is built by ``build_submit``, sent
+by its port's ``Coalescer`` (concurrent calls share one frame), and its
+result waited for through the ``ResultPoller`` (one watch session for the
+whole client); ``outcome`` says what the answers mean.
+
+Task ids are chosen here (``TaskIds``: counting from a random start), so a resent submission is recognised by the control plane, and
+``submit`` can wait for the result in the same breath as it submits.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from actors.frame import DEFAULT_MAX_FRAME_BYTES
+from fastworker.client.coalescer import Coalescer
+from fastworker.client.connection import Connection
+from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
+from fastworker.client.poller import ResultPoller
+from fastworker.client.slot import Slot
+from fastworker.messages import (
+    RESULTS_PORT_OFFSET,
+    Cancel,
+    CancelReply,
+    Records,
+    StatusQuery,
+    Stop,
+    TaskRecord,
+)
+from fastworker.submission import TaskIds, build_submit
+from fastworker.tasks import Task
+
+__all__ = ["Client", "cancel_task"]
+
+log = logging.getLogger("fastworker.client")
+
+#: How long a submission may wait for room in a full queue, in seconds.
+DEFAULT_QUEUE_WAIT = 5.0
+#: How long a request may go unanswered before the call fails, in seconds.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+#: The longest one result poll waits at the store.
+POLL_WAIT = 10.0
+
+_NOT_OPEN = "use the client inside `async with Client() as client:`"
+
+
+class Client:
+    """Submits tasks to a control plane and gets their results.
+
+    Use it as ``async with Client() as client:`` under asyncio or trio.
+
+    Args:
+        address: the control plane's base address (submissions on
+            base+0..3 by priority, queries on base+4); default
+            ``$FASTWORKER_ADDRESS`` or ``tcp://127.0.0.1:5555``.
+        secret: the shared secret; default ``$FASTWORKER_SECRET``, or the
+            contents of the file ``$FASTWORKER_SECRET_FILE`` (neither set:
+            frames are not signed, which a loopback control plane accepts).
+        queue_wait: how long a submission may wait for room when the
+            control plane's queue is full, before ``QueueFull``.
+        request_timeout: how long a request may go unanswered before the
+            call fails with ``ConnectionLost``.
+        max_batch: the most requests coalesced into one frame.
+        contexts: frames in flight at once per port.
+        poll_wait: the longest one result poll waits at the control plane;
+            an id it has no record of is reported (``ResultUnknown``) after
+            one such poll.
+        discover: with no ``address`` and no ``$FASTWORKER_ADDRESS``, find
+            the control plane with its discovery beacon when the client
+            opens (on this host or the LAN; docs/discovery.md), waiting at
+            most this many seconds before ``DiscoveryTimeout``. ``None``
+            (the default): no discovery, ``tcp://127.0.0.1:5555``.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        secret: str | bytes | None = None,
+        *,
+        queue_wait: float = DEFAULT_QUEUE_WAIT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_batch: int = 512,
+        contexts: int = 8,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        poll_wait: float = POLL_WAIT,
+        discover: float | None = None,
+    ) -> None:
+        self._connection = Connection(address, secret, discover=discover,
+                                      max_frame_bytes=max_frame_bytes, contexts=contexts)
+        self.queue_wait = queue_wait
+        self.request_timeout = request_timeout
+        self.max_batch = max_batch
+        self.contexts = contexts
+        self.max_frame_bytes = max_frame_bytes
+        self.poll_wait = poll_wait
+        self._ids = TaskIds()
+        self._session = secrets.token_hex(6)
+        self._submitters: list[Coalescer] = []  # by priority level
+        self._queries: Coalescer | None = None
+        self._results: ResultPoller | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def address(self) -> str:
+        """The control plane's base address (once open, the one discovered)."""
+        return self._connection.address
+
+    async def __aenter__(self) -> Client:
+        ports = await self._connection.open()
+        timeout, batch = self.queue_wait + self.request_timeout, self.max_batch
+        self._submitters = [Coalescer(port, timeout=timeout, max_batch=batch)
+                            for port in ports[:RESULTS_PORT_OFFSET]]
+        queries = ports[RESULTS_PORT_OFFSET]
+        self._queries = Coalescer(queries, timeout=self.request_timeout, max_batch=batch)
+        self._results = ResultPoller(queries, session=self._session, max_batch=batch,
+                                     poll_wait=self.poll_wait,
+                                     request_timeout=self.request_timeout)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        tasks = max(1, self.contexts // 2)
+        for coalescer in [*self._submitters, self._queries]:
+            for _ in range(tasks):
+                self._task_group.start_soon(coalescer.flush_forever)
+        for _ in range(tasks):
+            self._task_group.start_soon(self._results.poll_forever)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+    async def aclose(self) -> None:
+        """Stop the flushers and close the connections."""
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+            self._task_group = None
+        for part in [*self._submitters, self._queries, self._results]:
+            if part is not None:
+                part.close()
+        self._submitters, self._queries, self._results = [], None, None
+        await self._connection.aclose()
+
+    # -- submitting --------------------------------------------------------
+
+    async def delay(
+        self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
+    ) -> str:
+        """Queue ``task(*args, **kwargs)``; return its id once it is queued.
+
+        Raises:
+            UnknownTask, QueueFull, InvalidSubmission, ConnectionLost.
+        """
+        return await self.send(task, args, kwargs, priority=priority)
+
+    async def send(
+        self,
+        task: str | Task[Any, Any],
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: str | None = None,
+        timeout: float | None = None,
+        queue_wait: float | None = None,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        retries: int | None = None,
+        key: str | None = None,
+    ) -> str:
+        """The explicit form of ``delay``, with the options of one run.
+
+        Args:
+            task: a task object or its name.
+            args, kwargs: the call's arguments.
+            priority: critical, high, normal or low (default: the task's,
+                or normal).
+            timeout: the time limit for this run (default: the task's).
+            queue_wait: how long to wait for room (default: the client's).
+            task_id: choose the id (a resubmission with the same id is
+                recognised, not run twice).
+            countdown: seconds to wait before queueing it; ``eta``: when to
+                queue it (an aware ``datetime``, or Unix seconds). The
+                control plane holds it until then; one of the two.
+            expires: a deadline, seconds from now or a ``datetime`` / Unix
+                seconds: a task not started by then never runs, and its
+                result raises ``TaskExpired``.
+            retries: how often a failed attempt runs again (default: the
+                task's ``retries``).
+            key: an idempotency key: while a task submitted with the same
+                key is queued, scheduled or running, this call returns that
+                task's id and queues nothing.
+        """
+        if not self._submitters:
+            raise RuntimeError(_NOT_OPEN)
+        submit = build_submit(
+            task, args, kwargs, id=task_id or self._ids.next(), priority=priority,
+            timeout=timeout, queue_wait=self.queue_wait if queue_wait is None else queue_wait,
+            countdown=countdown, eta=eta, expires=expires, retries=retries, key=key,
+        )
+        return accepted_id(await self._submitters[submit.priority].ask(submit))
+
+    async def delay_many(
+        self,
+        task: str | Task[Any, Any],
+        calls: Iterable[tuple[Any, ...] | Any],
+        *,
+        priority: str | None = None,
+    ) -> list[str]:
+        """Queue one run of ``task`` per item of ``calls`` (a tuple of
+        positional arguments, or a single argument); return their ids."""
+        if not self._submitters:
+            raise RuntimeError(_NOT_OPEN)
+        slots = []
+        for call in calls:
+            args = call if isinstance(call, tuple) else (call,)
+            submit = build_submit(task, args, None, id=self._ids.next(), priority=priority,
+                                  queue_wait=self.queue_wait)
+            slots.append(self._submitters[submit.priority].put(submit))
+        return [accepted_id(await slot.wait()) for slot in slots]
+
+    async def map(
+        self,
+        task: str | Task[Any, Any],
+        calls: Iterable[tuple[Any, ...] | Any],
+        *,
+        priority: str | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run ``task`` once per item of ``calls`` and return the results in order."""
+        ids = await self.delay_many(task, calls, priority=priority)
+        return await self.results(ids, timeout=timeout)
+
+    async def submit(
+        self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Queue ``task(*args, **kwargs)`` and return its result (``delay`` +
+        ``result``, with the result asked for as soon as the id is chosen)."""
+        if not self._submitters:
+            raise RuntimeError(_NOT_OPEN)
+        submit = build_submit(task, args, kwargs, id=self._ids.next(), priority=priority,
+                              queue_wait=self.queue_wait)
+        results = self._results
+        assert results is not None
+        # One round trip: the submission and a Watch for it travel in one
+        # frame to the queries port; the reply carries the record if it was
+        # final in time, else the session's poller takes over.
+        slot = results.expect(submit.id, sent=True)
+        try:
+            accepted_id(await results.send_watched(submit))
+            return task_value(await slot.wait())
+        finally:
+            results.forget(submit.id, slot)
+
+    # -- results and control -----------------------------------------------
+
+    async def result(self, task_id: str, timeout: float | None = None, *,
+                     cancel: bool = False) -> Any:
+        """Wait for the task's result and return it.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+            cancel: if the wait ends without a result (``timeout`` ran out,
+                or the caller was cancelled: a web request that went away),
+                cancel the task too, queued or running.
+
+        Raises:
+            TaskError: the task raised (``TaskTimeout`` past its time limit,
+                ``TaskCancelled`` if cancelled); carries the remote type,
+                message and traceback text.
+            ResultUnknown: the control plane has no record of it.
+            TimeoutError: ``timeout`` seconds passed first.
+            ConnectionLost: the control plane did not answer.
+        """
+        assert self._results is not None, "use the client inside `async with`"
+        try:
+            record = await self._results.wait(task_id, timeout)
+        except BaseException:
+            if cancel:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout):
+                    await self.cancel(task_id)
+            raise
+        return task_value(record)
+
+    async def results(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Any]:
+        """Wait for several results at once and return them in order (the
+        first failure raises, as ``result`` would). Waiting for all of them
+        together lets one poll bring many back."""
+        results = self._results
+        assert results is not None, "use the client inside `async with`"
+        ids = list(task_ids)
+        slots = [results.expect(task_id) for task_id in ids]
+        try:
+            with anyio.fail_after(timeout):
+                return [task_value(await slot.wait()) for slot in slots]
+        finally:
+            for task_id, slot in zip(ids, slots):
+                results.forget(task_id, slot)
+
+    def as_completed(
+        self, task_ids: Iterable[str], *, timeout: float | None = None
+    ) -> AsCompleted:
+        """Yield a ``Completed`` for each of ``task_ids`` as it becomes final,
+        whichever finishes first coming first; each id once.
+
+        ``timeout`` bounds the whole iteration (counted from its start):
+        past it, ``TimeoutError`` says how many are still pending. A lost
+        connection raises ``ConnectionLost``. Leaving the loop early (a
+        ``break``, an exception) forgets the ids not yet yielded.
+
+        Example::
+
+            async for done in client.as_completed(ids, timeout=60):
+                print(done.id, done.result() if done.ok else done.record.error)
+        """
+        assert self._results is not None, "use the client inside `async with`"
+        return AsCompleted(self._results, task_ids, timeout)
+
+    def on_complete(self, task_id: str, callback: Callable[[Completed], Any]) -> None:
+        """Call ``callback(completed)`` once the task is final (awaiting what
+        it returns if that is awaitable).
+
+        Each call runs in its own task in the client's task group; an
+        exception it raises is logged (logger ``fastworker.client``) and
+        goes no further. A callback not yet run when the client closes, or
+        whose task's result cannot be had because the connection was lost
+        (logged as a warning), is not called.
+        """
+        results, group = self._results, self._task_group
+        assert results is not None and group is not None, "use the client inside `async with`"
+
+        def ready(slot: Slot[TaskRecord]) -> None:
+            try:
+                group.start_soon(notify, task_id, slot, callback)
+            except RuntimeError:  # the client is closing: its task group is done
+                log.debug("on_complete callback for task %s dropped: client closed", task_id)
+
+        results.expect(task_id).when_done(ready)
+
+    async def status(self, task_id: str) -> TaskRecord:
+        """The task's current record (state, attempt, worker, times, error)."""
+        assert self._queries is not None, "use the client inside `async with`"
+        reply = await self._queries.ask(StatusQuery(ids=(task_id,)))
+        assert isinstance(reply, Records)
+        return reply.records[0]
+
+    async def cancel(self, task_id: str) -> str:
+        """Cancel a task, queued, scheduled or running.
+
+        Returns:
+            ``cancelled`` (it had not started, and will not run),
+            ``interrupted`` (a running async task was cancelled),
+            ``terminated`` (a process-isolated task's process was killed),
+            ``abandoned`` (a sync task's thread cannot be stopped: the task
+            is cancelled, what the thread returns is discarded),
+            ``requested`` (a subworker runs it and was told; its record
+            says how once done), ``not_queued`` (it had already finished),
+            or ``unknown``. After any of the first five its result raises
+            ``TaskCancelled``.
+        """
+        queries = self._queries
+        assert queries is not None, "use the client inside `async with`"
+        reply = await cancel_task(task_id, at_inbox=queries.ask, at_dispatcher=queries.ask)
+        return reply.outcome
+
+
+async def cancel_task(
+    task_id: str,
+    *,
+    at_inbox: Callable[[Cancel], Awaitable[Any]],
+    at_dispatcher: Callable[[Stop], Awaitable[Any]],
+) -> CancelReply:
+    """Cancel a task where it waits, else stop it where it runs: ``Cancel``
+    to the inbox (queued or scheduled), and if it answers ``not_queued``
+    (handed out already), ``Stop`` to the dispatcher."""
+    reply = await at_inbox(Cancel(id=task_id))
+    assert isinstance(reply, CancelReply)
+    if reply.outcome == "not_queued":
+        reply = await at_dispatcher(Stop(id=task_id))
+        assert isinstance(reply, CancelReply)
+    return reply

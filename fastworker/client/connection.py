@@ -1,0 +1,143 @@
+"""The client's wires to a control plane, and one question over each.
+
+Where the control plane is (the address given, ``$FASTWORKER_ADDRESS``, or
+found by its discovery beacon), the secret that signs the frames, and one
+request wire per port: base+0..3 take submissions by priority, base+4
+queries. A question that goes unanswered, or is answered badly, raises
+``ConnectionLost`` naming the port. What the messages mean is not known
+here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, final
+
+import anyio
+
+from actors.edge import offset_address
+from actors.errors import FrameError
+from actors.frame import Framer, secret_from
+from actors.nng import RequestWire, open_request_wire
+from actors.requester import Requester
+from fastworker.probe import discover
+from fastworker.errors import ConnectionLost, InvalidSubmission
+from fastworker.messages import CODEC, PRIORITIES
+
+__all__ = ["Connection", "Port"]
+
+#: Where the control plane listens unless told otherwise.
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+
+
+@final
+class Port:
+    """One port of the control plane: messages out in one frame, their
+    answers back, or ``ConnectionLost``."""
+
+    __slots__ = ("_requester",)
+
+    def __init__(self, wire: RequestWire, framer: Framer) -> None:
+        self._requester = Requester(wire, framer)
+
+    @property
+    def name(self) -> str:
+        """The wire's name, for messages: ``dialing tcp://127.0.0.1:5559``."""
+        return self._requester.name
+
+    async def ask(self, messages: Sequence[Any], timeout: float) -> list[Any]:
+        """Send ``messages`` in one frame; return their answers, in order.
+
+        Raises:
+            ConnectionLost: no answer within ``timeout`` seconds, or a bad one.
+        """
+        try:
+            return await self._requester.ask(messages, timeout=timeout)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no answer from the control plane at {self.name} within {timeout:g} s "
+                f"(is it running there, with the same FASTWORKER_SECRET?)"
+            ) from None
+        except FrameError as error:
+            raise ConnectionLost(f"bad answer from {self.name}: {error}") from None
+
+    async def aclose(self) -> None:
+        """Close the wire."""
+        await self._requester.wire.aclose()
+
+
+@final
+class Connection:
+    """Where the control plane is and how frames are signed; ``open`` dials
+    its ports.
+
+    Args:
+        address: the base address; default ``$FASTWORKER_ADDRESS``, else
+            found by discovery if ``discover`` is given, else
+            ``tcp://127.0.0.1:5555``.
+        secret: default ``$FASTWORKER_SECRET``, or the contents of the file
+            ``$FASTWORKER_SECRET_FILE``; neither: frames are not signed.
+        discover: seconds to wait for a discovery beacon's answer.
+
+    Raises:
+        InvalidSubmission: ``$FASTWORKER_SECRET_FILE`` cannot be read.
+    """
+
+    def __init__(
+        self,
+        address: str | None,
+        secret: str | bytes | None,
+        *,
+        discover: float | None,
+        max_frame_bytes: int,
+        contexts: int,
+    ) -> None:
+        given = address or os.environ.get("FASTWORKER_ADDRESS")
+        self.address = given or DEFAULT_ADDRESS
+        self._discover = None if given else discover
+        if secret is None:
+            secret = os.environ.get("FASTWORKER_SECRET") or _read_secret_file(
+                os.environ.get("FASTWORKER_SECRET_FILE")
+            )
+        self._framer = Framer(CODEC, secret=secret_from(secret), max_frame_bytes=max_frame_bytes)
+        self._max_frame_bytes = max_frame_bytes
+        self._contexts = contexts
+        self._ports: list[Port] = []
+
+    async def open(self) -> list[Port]:
+        """Find the control plane if asked to, and dial its ports: the four
+        submission ports by priority level, then the queries port."""
+        if self._discover is not None:
+            self.address, _ = await discover(timeout=self._discover)
+        try:
+            for offset in range(len(PRIORITIES) + 1):
+                wire = await open_request_wire(
+                    offset_address(self.address, offset),
+                    recv_max_size=self._max_frame_bytes,
+                    contexts=self._contexts,
+                )
+                self._ports.append(Port(wire, self._framer))
+        except BaseException:
+            await self.aclose()
+            raise
+        return self._ports
+
+    async def aclose(self) -> None:
+        """Close every wire (shielded: it runs while the client is cancelled)."""
+        with anyio.CancelScope(shield=True):
+            for port in self._ports:
+                await port.aclose()
+        self._ports = []
+
+
+def _read_secret_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path) as file:
+            return file.read().strip() or None
+    except OSError as error:
+        raise InvalidSubmission(
+            f"FASTWORKER_SECRET_FILE {path}: cannot read: {error.strerror}"
+        ) from None

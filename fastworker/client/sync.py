@@ -1,0 +1,124 @@
+"""The blocking client: a ``Client`` on an event loop in a background thread.
+
+For scripts and Django-style code. Each call is handed to the loop's
+thread through an anyio blocking portal and waits there; what the calls do
+is ``Client``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from fastworker.client.client import Client
+from fastworker.client.outcome import AsCompleted, Completed
+from fastworker.messages import TaskRecord
+from fastworker.tasks import Task
+
+__all__ = ["SyncClient"]
+
+_NOT_OPEN = "use SyncClient inside `with SyncClient() as client:`"
+
+
+class SyncClient:
+    """A blocking ``Client`` for scripts and Django-style code: it runs a
+    ``Client`` on an event loop in a background thread.
+
+    Example::
+
+        with SyncClient() as client:
+            task_id = client.delay("examples.tasks.add", 1, 2)
+            print(client.result(task_id, timeout=10))
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._client = Client(*args, **kwargs)
+        self._portal_cm: Any = None
+        self._portal: Any = None
+        self._client_cm: Any = None
+
+    def __enter__(self) -> SyncClient:
+        from anyio.from_thread import start_blocking_portal
+
+        self._portal_cm = start_blocking_portal("trio")
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._client_cm = self._portal.wrap_async_context_manager(self._client)
+            self._client_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._client_cm.__exit__(None, None, None)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._portal is None:
+            raise RuntimeError(_NOT_OPEN)
+        return self._portal.call(lambda: function(*args, **kwargs))
+
+    def delay(self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None,
+              **kwargs: Any) -> str:
+        """See ``Client.delay``."""
+        return self._call(self._client.delay, task, *args, priority=priority, **kwargs)  # type: ignore[no-any-return]
+
+    def send(self, task: str | Task[Any, Any], args: tuple[Any, ...] | list[Any] = (),
+             kwargs: dict[str, Any] | None = None, **options: Any) -> str:
+        """See ``Client.send``."""
+        return self._call(self._client.send, task, args, kwargs, **options)  # type: ignore[no-any-return]
+
+    def delay_many(self, task: str | Task[Any, Any], calls: Iterable[Any], *,
+                   priority: str | None = None) -> list[str]:
+        """See ``Client.delay_many``."""
+        return self._call(self._client.delay_many, task, list(calls), priority=priority)  # type: ignore[no-any-return]
+
+    def map(self, task: str | Task[Any, Any], calls: Iterable[Any], **options: Any) -> list[Any]:
+        """See ``Client.map``."""
+        return self._call(self._client.map, task, list(calls), **options)  # type: ignore[no-any-return]
+
+    def submit(self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None,
+               **kwargs: Any) -> Any:
+        """See ``Client.submit``."""
+        return self._call(self._client.submit, task, *args, priority=priority, **kwargs)
+
+    def result(self, task_id: str, timeout: float | None = None, *,
+               cancel: bool = False) -> Any:
+        """See ``Client.result``."""
+        return self._call(self._client.result, task_id, timeout=timeout, cancel=cancel)
+
+    def as_completed(
+        self, task_ids: Iterable[str], timeout: float | None = None
+    ) -> Iterator[Completed]:
+        """See ``Client.as_completed``; a blocking iterator (leaving the loop
+        early forgets the rest, as there)."""
+        portal = self._portal
+        if portal is None:
+            raise RuntimeError(_NOT_OPEN)
+        return self._iterate(portal, self._client.as_completed(task_ids, timeout=timeout))
+
+    @staticmethod
+    def _iterate(portal: Any, iterator: AsCompleted) -> Iterator[Completed]:
+        try:
+            while True:
+                try:
+                    done: Completed = portal.call(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield done
+        finally:
+            try:
+                portal.call(iterator.aclose)
+            except RuntimeError:  # the portal is gone (the client closed it all)
+                pass
+
+    def status(self, task_id: str) -> TaskRecord:
+        """See ``Client.status``."""
+        return self._call(self._client.status, task_id)  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str) -> str:
+        """See ``Client.cancel``."""
+        return self._call(self._client.cancel, task_id)  # type: ignore[no-any-return]
