@@ -22,6 +22,7 @@ the JSON of each sample is built once, however many pages are open.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -45,8 +46,9 @@ from actors.requests import Requests
 from dashboard import schema, views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
+from fastworker.cancel import cancel_task
 from fastworker.internal import DrainWorker, GetTask, ListTasks, TaskDetail, TaskPage
-from fastworker.messages import Accepted, Cancel, CancelReply, Rejected, Stop
+from fastworker.messages import Accepted, Rejected
 from fastworker.submission import build_submit, new_task_id, priority_name
 
 log = logging.getLogger("dashboard")
@@ -328,9 +330,8 @@ class Dashboard(Actor[Any]):
         return views.task_view(await self._detail(id))
 
     async def cancel(self, id: str) -> schema.CancelResult:
-        reply: CancelReply = await self._call("inbox", Cancel(id=id))
-        if reply.outcome == "not_queued":  # handed out: the dispatcher stops it
-            reply = await self._call("dispatcher", Stop(id=id))
+        reply = await cancel_task(id, at_inbox=functools.partial(self._call, "inbox"),
+                                  at_dispatcher=functools.partial(self._call, "dispatcher"))
         if reply.outcome not in ("not_queued", "unknown"):
             log.info("%s: task %s cancelled from the dashboard (%s)", self.name, id,
                      reply.outcome)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
+from fastworker.cancel import cancel_task
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
 from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
@@ -31,17 +32,14 @@ from fastworker.client.poller import ResultPoller
 from fastworker.client.slot import Slot
 from fastworker.messages import (
     RESULTS_PORT_OFFSET,
-    Cancel,
-    CancelReply,
     Records,
     StatusQuery,
-    Stop,
     TaskRecord,
 )
 from fastworker.submission import TaskIds, build_submit
 from fastworker.tasks import Task
 
-__all__ = ["Client", "cancel_task"]
+__all__ = ["Client"]
 
 log = logging.getLogger("fastworker.client")
 
@@ -381,18 +379,3 @@ class Client:
         return reply.outcome
 
 
-async def cancel_task(
-    task_id: str,
-    *,
-    at_inbox: Callable[[Cancel], Awaitable[Any]],
-    at_dispatcher: Callable[[Stop], Awaitable[Any]],
-) -> CancelReply:
-    """Cancel a task where it waits, else stop it where it runs: ``Cancel``
-    to the inbox (queued or scheduled), and if it answers ``not_queued``
-    (handed out already), ``Stop`` to the dispatcher."""
-    reply = await at_inbox(Cancel(id=task_id))
-    assert isinstance(reply, CancelReply)
-    if reply.outcome == "not_queued":
-        reply = await at_dispatcher(Stop(id=task_id))
-        assert isinstance(reply, CancelReply)
-    return reply

@@ -1,0 +1,34 @@
+"""Cancelling a task: the one conversation, for the client and the dashboard.
+
+A task is cancelled where it waits, else stopped where it runs: ``Cancel``
+to the inbox (queued or scheduled); if the inbox answers ``not_queued`` (it
+was handed out), ``Stop`` to the dispatcher. The caller says how each
+message travels (a request wire, or an in-process call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastworker.messages import Cancel, CancelReply, Stop
+
+__all__ = ["cancel_task"]
+
+
+
+async def cancel_task(
+    task_id: str,
+    *,
+    at_inbox: Callable[[Cancel], Awaitable[Any]],
+    at_dispatcher: Callable[[Stop], Awaitable[Any]],
+) -> CancelReply:
+    """Cancel a task where it waits, else stop it where it runs: ``Cancel``
+    to the inbox (queued or scheduled), and if it answers ``not_queued``
+    (handed out already), ``Stop`` to the dispatcher."""
+    reply = await at_inbox(Cancel(id=task_id))
+    assert isinstance(reply, CancelReply)
+    if reply.outcome == "not_queued":
+        reply = await at_dispatcher(Stop(id=task_id))
+        assert isinstance(reply, CancelReply)
+    return reply
