@@ -207,15 +207,16 @@ class Executor(Actor[Accepts]):
         )
         default_limit = self.options.default_timeout
         isolation = self.options.isolation
+        on_lane, on_thread = self._lanes.start, self._threads.start
         now = trio.current_time()
         for job, found in started:
             limit = time_limit(job.timeout, found, default_limit)
             if found.is_async:
-                self._lanes.start(job, found, limit)
+                on_lane(job, found, limit)
             elif (found.isolation or isolation) == "process":
                 self._isolated.start(job, found, limit)
             else:
-                self._threads.start(job, found, limit, now)
+                on_thread(job, found, limit, now)
 
     def _unknown(self, job: Job) -> Outcome:
         matches = self._registry.close_matches(job.task)
