@@ -28,8 +28,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fastworker.executor import ProcessPool  # noqa: E402
 from fastworker.payload import pack_call  # noqa: E402
-from fastworker.procpool import ProcessPool  # noqa: E402
 from fastworker.tasks import task  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 parts: the pickled value, or a ``RemoteError`` (the exception as text).
 
 Shared by the executor's threads and async tasks and by the processes of
-its pool (``fastworker.procpool``).
+its pool (``fastworker.executor.pool``).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import trio
 import trio.testing
 
 from fastworker.calls import Called
+from fastworker.executor import ProcessPool
 from fastworker.payload import pack_call, unpack_value
-from fastworker.procpool import ProcessPool
 from fastworker.tasks import Task
 from tests.fastworker import procpool_tasks as tasks
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LEFT_OPEN = """
 import trio
 from fastworker.payload import pack_call
-from fastworker.procpool import ProcessPool
+from fastworker.executor import ProcessPool
 from tests.fastworker import procpool_tasks
 
 async def main():

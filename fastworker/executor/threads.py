@@ -1,0 +1,198 @@
+"""Sync jobs on long-lived worker threads, and their time limits.
+
+Threads take jobs from a ``queue.SimpleQueue`` and hand back what they
+finished through a deque, waking the trio side only when no wake-up is
+pending. A thread cannot be stopped: a job past its time limit, or
+stopped, is reported at once and keeps its slot until its call returns;
+what it returns then is discarded. See docs/executor.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from typing import Any
+
+import trio
+
+from actors.timers import DueHeap, Timer
+from fastworker.calls import call_sync, cancelled_error, timeout_error
+from fastworker.executor.reports import Reports
+from fastworker.messages import CancelOutcome, Job, Outcome
+from fastworker.tasks import Task
+
+
+class Threads:
+    """``count`` worker threads, started by ``open``, stopped by ``close``."""
+
+    def __init__(self, count: int, reports: Reports) -> None:
+        self._count = count
+        self._reports = reports
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._threads: list[threading.Thread] = []
+        self._queue: queue.SimpleQueue[_SyncRun | None] = queue.SimpleQueue()
+        self._closing = False
+        # Filled by the worker threads, emptied by ``collect``.
+        self._completed: collections.deque[_SyncRun] = collections.deque()
+        self._wake_pending = False
+        # Trio-side state: only ever touched on the trio thread.
+        self._runs: dict[str, _SyncRun] = {}  # for a Stop
+        self._limits: DueHeap[_SyncRun, _SyncRun] = DueHeap()
+        self._timer = Timer(lambda: self._limits.next_at, self._expire)
+
+    @property
+    def started(self) -> int:
+        """How many threads were started."""
+        return len(self._threads)
+
+    @property
+    def uncollected(self) -> int:
+        """Runs the threads finished that ``collect`` has not taken yet."""
+        return len(self._completed)
+
+    async def open(self, nursery: trio.Nursery, name: str) -> None:
+        """Start the threads (named ``name-N (worker)``) and, in
+        ``nursery``, the timer of the time limits."""
+        self._token = trio.lowlevel.current_trio_token()
+        for index in range(self._count):
+            thread = threading.Thread(
+                target=self._work, name=f"{name}-{index} ({self._reports.worker})", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        await nursery.start(self._timer.run)
+
+    def close(self) -> None:
+        """Send each thread a sentinel. They are not joined: they are daemon
+        threads, and a join would block the trio thread."""
+        if not self._closing:
+            self._closing = True
+            for _ in self._threads:
+                self._queue.put(None)
+
+    def start(self, job: Job, found: Task[Any, Any], limit: float | None, now: float) -> None:
+        """Queue a sync job for a thread; its time limit is first checked at
+        ``now + limit`` (trio's clock), and counts from when a thread begins it."""
+        run = _SyncRun(job, found, limit)
+        self._runs[job.id] = run
+        self._queue.put(run)
+        if limit is not None:
+            self._check_at(now + limit, run)
+
+    def stop(self, task_id: str) -> CancelOutcome | None:
+        """Stop a job the threads hold and say how: ``cancelled`` if no
+        thread began it, ``abandoned`` if one did (it runs on, and what it
+        returns is discarded); ``None`` if none of that id runs here."""
+        run = self._runs.get(task_id)
+        if run is None or run.outcome is not None or run.abandoned:
+            return None
+        run.abandoned = True  # a thread skips it, or discards what it returns
+        self._limits.discard(run)
+        if run.started_mono is None:
+            return self._reports.cancel_unstarted(run.job)
+        job = run.job
+        self._reports.report(Outcome(id=job.id, attempt=job.attempt, worker=self._reports.worker,
+                                     error=cancelled_error(run.task, "abandoned"),
+                                     started_at=run.started_at, finished_at=time.time()))
+        return "abandoned"
+
+    def collect(self) -> None:
+        """From the collector: take every run the threads finished, give its
+        slot back, and record its outcome (or count what a run that was
+        abandoned returned, discarded)."""
+        self._wake_pending = False  # before the deque is drained: see _complete
+        completed = self._completed
+        reports = self._reports
+        while completed:
+            run = completed.popleft()
+            if self._runs.get(run.job.id) is run:  # not another run of that id
+                del self._runs[run.job.id]
+            reports.in_flight -= 1
+            if run.abandoned:
+                if run.started_mono is not None:  # it ran: what it returned is discarded
+                    reports.counts["late"] += 1
+            else:
+                assert run.outcome is not None
+                if run.limit is not None:
+                    self._limits.discard(run)
+                reports.record(run.outcome, run.job)  # this pass sends it: no wake-up needed
+
+    # -- in the worker threads ---------------------------------------------------
+
+    def _work(self) -> None:
+        """A worker thread: run jobs until a sentinel arrives."""
+        get = self._queue.get
+        outcome = self._reports.outcome
+        while (run := get()) is not None:
+            if self._closing:
+                continue  # the executor is gone; nobody waits for this one
+            if run.abandoned:  # stopped before a thread took it: never started
+                self._complete(run)
+                continue
+            run.started_at = time.time()
+            run.started_mono = time.monotonic()
+            value, error, retryable = call_sync(run.task, run.job.payload)
+            run.outcome = outcome(run.job, run.task, value, error, retryable, run.started_at)
+            if not self._complete(run):
+                return
+
+    def _complete(self, run: _SyncRun) -> bool:
+        """Hand a finished run to the trio side; False once the trio run is over."""
+        self._completed.append(run)
+        # Wake the trio side only if no wake-up is pending. No lock: the
+        # collector clears the flag before it drains, so a run appended
+        # while the flag is still set is drained by that pass.
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                assert self._token is not None
+                self._token.run_sync_soon(self._reports.wake)
+            except trio.RunFinishedError:
+                return False
+        return True
+
+    # -- time limits -------------------------------------------------------------
+
+    def _check_at(self, at: float, run: _SyncRun) -> None:
+        self._limits.push(at, run, run)
+        self._timer.arm(at)
+
+    def _expire(self, now: float) -> None:
+        """Fail each run at its limit, counted from when its thread began it
+        (the thread's clock, ``time.monotonic``)."""
+        for run in self._limits.pop_due(now):
+            if run.outcome is not None or run.abandoned:
+                continue  # it returned in time (the collector reports it), or was stopped
+            assert run.limit is not None
+            if run.started_mono is None:
+                # Still waiting for a thread: its limit has not begun.
+                self._check_at(now + run.limit, run)
+                continue
+            remaining = run.started_mono + run.limit - time.monotonic()
+            if remaining > 0:
+                self._check_at(now + remaining, run)
+                continue
+            run.abandoned = True
+            self._reports.report(self._reports.outcome(
+                run.job, run.task, None, timeout_error(run.task, run.limit),
+                run.task.retries_on_timeout, run.started_at), run.job)
+
+
+class _SyncRun:
+    """A sync job on its way through a worker thread. The thread writes
+    ``started_*`` and then ``outcome``; the trio side writes ``abandoned``
+    (the job was failed at its limit, or stopped: what it returns, if it
+    runs, is discarded)."""
+
+    __slots__ = ("job", "task", "limit", "started_at", "started_mono", "outcome", "abandoned")
+
+    def __init__(self, job: Job, task: Task[Any, Any], limit: float | None) -> None:
+        self.job = job
+        self.task = task
+        self.limit = limit
+        self.started_at = 0.0
+        self.started_mono: float | None = None
+        self.outcome: Outcome | None = None
+        self.abandoned = False
