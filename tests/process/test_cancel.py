@@ -84,5 +84,9 @@ async def test_a_client_that_stops_waiting_can_cancel_the_task(
             await gate.wait_started(1)
             with pytest.raises(TimeoutError):
                 await client.result(task_id, timeout=0.2, cancel=True)
+            # The cancel is answered once the task is interrupted; the store
+            # hears of its end from the executor just after, so wait for it.
+            with pytest.raises(TaskCancelled):
+                await client.result(task_id, timeout=10)
             record = await client.status(task_id)
     assert record.state == "cancelled"
