@@ -141,6 +141,8 @@ class JournalFile:
         path = Path(path)
         if synchronous not in ("normal", "full"):
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        if not create and not (path.exists() or path.is_symlink()):
+            raise JournalError(path, f"there is no journal at {path}")
         if lock is None:
             if not path.parent.is_dir():
                 raise JournalError(path, f"cannot create the journal {path}: the directory "
@@ -186,7 +188,9 @@ class JournalFile:
         db = self._db
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         if free > _VACUUM_FREE_PAGES:
-            db.execute(f"PRAGMA incremental_vacuum({_VACUUM_STEP})").fetchall()
+            # Each step of this pragma frees one page, and execute() steps
+            # once; executescript steps it to the end (no transaction is open).
+            db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_STEP});")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- reading ------------------------------------------------------------------
@@ -267,7 +271,7 @@ class JournalFile:
 def file_bytes(path: Path) -> int:
     """Bytes of the database at ``path`` and its write-ahead log."""
     total = 0
-    for name in (path, path.with_name(path.name + "-wal")):
+    for name in (path, *_side_files(path)[:1]):
         try:
             total += name.stat().st_size
         except FileNotFoundError:
@@ -295,6 +299,19 @@ def verify(path: Path) -> None:
     if head != _SQLITE_MAGIC:
         raise JournalCorrupt(path, "it is not an SQLite database (its first bytes are not "
                                    "SQLite's header)")
+    # Reading a WAL database makes its -wal and -shm if missing: those are
+    # removed again if the file is refused, so it is left as it was found.
+    made = [side for side in _side_files(path) if not side.exists()]
+    try:
+        _verify_contents(path)
+    except BaseException:
+        for side in made:
+            if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
+                side.unlink()
+        raise
+
+
+def _verify_contents(path: Path) -> None:
     try:
         db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as error:
@@ -318,6 +335,10 @@ def verify(path: Path) -> None:
                   f"{VERSION}",
             hint="run the fastworker that wrote it, or move it aside with "
                  f"`fastworker journal salvage {path}` (it keeps what this version can read)")
+
+
+def _side_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
 
 
 def _first_lines(problems: list[str]) -> str:
