@@ -191,6 +191,11 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
     except sqlite3.Error as error:
         return [], [Lost(table="every table", reason=str(error))]
     try:
+        db.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.DatabaseError as error:  # not a database, or its first page is gone
+        db.close()
+        return [], [Lost(table="every table", reason=str(error))]
+    try:
         task_rows = _read_table(db, "tasks", "seq, state, due_at, key, job", lost)
         result_rows = _read_table(db, "results", "final_at, record", lost)
         schedule_rows = _read_table(db, "schedules", "name, last_run, last_id", lost)
