@@ -16,7 +16,12 @@ from pathlib import Path
 
 from actors.errors import StartError
 
-__all__ = ["JournalCorrupt", "JournalError", "JournalLocked", "salvage_hint"]
+__all__ = [
+    "JournalCorrupt",
+    "JournalError",
+    "JournalLocked",
+    "salvage_hint",
+]
 
 
 def salvage_hint(path: Path | str) -> str:

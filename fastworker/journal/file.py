@@ -35,7 +35,14 @@ from fastworker.journal.schema import (
 )
 from fastworker.messages import PROTOCOL_VERSION
 
-__all__ = ["JournalFile", "JournalFileStats", "Recovered", "Synchronous"]
+__all__ = [
+    "JournalFile",
+    "JournalFileStats",
+    "Recovered",
+    "Synchronous",
+    "file_bytes",
+    "verify",
+]
 
 log = logging.getLogger("fastworker.journal")
 

@@ -32,7 +32,6 @@ import attrs
 from fastworker.messages import FINAL_STATES, Job, TaskRecord
 
 __all__ = [
-    "TASK_STATES",
     "DropResult",
     "DropSchedule",
     "DropTask",
@@ -41,6 +40,7 @@ __all__ = [
     "PutSchedule",
     "PutTask",
     "SetState",
+    "TASK_STATES",
     "TaskState",
 ]
 

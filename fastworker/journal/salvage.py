@@ -25,7 +25,13 @@ from fastworker.journal.lock import JournalLock
 from fastworker.journal.ops import Op, PutResult, PutSchedule, PutTask
 from fastworker.journal.schema import decode_record, task_from_row
 
-__all__ = ["CheckReport", "Lost", "SalvageReport", "check", "salvage"]
+__all__ = [
+    "CheckReport",
+    "Lost",
+    "SalvageReport",
+    "check",
+    "salvage",
+]
 
 #: Rows read per query while the pages are sound.
 _CHUNK: Final = 256

@@ -35,11 +35,11 @@ from fastworker.journal.file import JournalFile, JournalFileStats, Recovered, Sy
 from fastworker.journal.ops import Op
 
 __all__ = [
+    "Commit",
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_MAX_BATCH_OPS",
     "DEFAULT_MAX_PENDING_OPS",
-    "Commit",
     "JournalStats",
     "JournalWriter",
     "Storage",
