@@ -22,7 +22,7 @@ from fastworker.journal.ops import PutResult as PutResult
 from fastworker.journal.ops import PutSchedule as PutSchedule
 from fastworker.journal.ops import PutTask as PutTask
 from fastworker.journal.ops import SetState as SetState
-from fastworker.journal.writer import Commit as Commit
+from fastworker.journal.commit import Commit as Commit
 from fastworker.journal.writer import JournalStats as JournalStats
 from fastworker.journal.writer import JournalWriter as JournalWriter
 

@@ -20,7 +20,8 @@ from typing import Any, Final
 import attrs
 
 from fastworker.journal.errors import JournalCorrupt, JournalError, salvage_hint
-from fastworker.journal.file import JournalFile, Recovered, file_bytes
+from fastworker.journal.disk import file_bytes
+from fastworker.journal.file import JournalFile, Recovered
 from fastworker.journal.lock import JournalLock
 from fastworker.journal.ops import Op, PutResult, PutSchedule, PutTask
 from fastworker.journal.schema import decode_record, task_from_row

@@ -24,25 +24,24 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, Generic, Protocol, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 import trio
 
 from actors.log import RateLimitedLog
 from fastworker.errors import JournalUnavailable
+from fastworker.journal.commit import Batch, Call, Commit, Storage
 from fastworker.journal.file import JournalFile, JournalFileStats, Recovered, Synchronous
 from fastworker.journal.ops import Op
 
 __all__ = [
-    "Commit",
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_MAX_BATCH_OPS",
     "DEFAULT_MAX_PENDING_OPS",
     "JournalStats",
     "JournalWriter",
-    "Storage",
 ]
 
 log = logging.getLogger("fastworker.journal")
@@ -57,26 +56,6 @@ DEFAULT_CHECKPOINT_EVERY: Final = 1000
 DEFAULT_CHECKPOINT_INTERVAL: Final = 10.0
 
 T = TypeVar("T")
-
-
-class Storage(Protocol):
-    """What the writer needs of a journal file: ``JournalFile``, or a
-    wrapper around one (``JournalFaults.wrap``)."""
-
-    @property
-    def path(self) -> Path: ...
-
-    def apply(self, ops: Sequence[Op]) -> None: ...
-
-    def load(self) -> Recovered: ...
-
-    def stats(self) -> JournalFileStats: ...
-
-    def size(self) -> int: ...
-
-    def checkpoint(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -101,76 +80,6 @@ class JournalStats:
     last_commit_at: float
     #: Why the last commit failed ("" if none has).
     last_error: str
-
-
-class _Batch:
-    """Writes that go in one transaction. The trio thread appends to it while
-    it is the last in the queue; the journal's thread owns it once taken,
-    and hands it back through ``run_sync_soon``."""
-
-    __slots__ = ("ops", "writes", "released", "created_at", "done", "failure", "errors",
-                 "committed")
-
-    def __init__(self, *, released: bool, created_at: float) -> None:
-        self.ops: list[Op] = []
-        #: How many ops each write added, in order.
-        self.writes: list[int] = []
-        #: Whether the thread may take it (with a commit interval, not before its time).
-        self.released = released
-        self.created_at = created_at
-        self.done = trio.Event()
-        #: Why the whole batch failed (None: it did not).
-        self.failure: str | None = None
-        #: Errors of single writes, by index (a bad op fails only its own write).
-        self.errors: dict[int, Exception] = {}
-        #: Ops committed.
-        self.committed = 0
-
-
-class _Call(Generic[T]):
-    """A function to run on the journal's thread, in order with the batches."""
-
-    __slots__ = ("function", "done", "result", "error")
-    released = True
-
-    def __init__(self, function: Callable[[Storage], T]) -> None:
-        self.function = function
-        self.done = trio.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
-
-
-@final
-class Commit:
-    """The outcome of one ``write``: ``await wait()`` until it is durable."""
-
-    __slots__ = ("_batch", "_index")
-
-    def __init__(self, batch: _Batch, index: int) -> None:
-        self._batch = batch
-        self._index = index
-
-    @property
-    def done(self) -> bool:
-        """Whether it was committed or failed."""
-        return self._batch.done.is_set()
-
-    async def wait(self) -> None:
-        """Wait until the write is committed.
-
-        Raises:
-            JournalUnavailable: it was not written (disk full, I/O error);
-                the message says why. Nothing of it is in the journal.
-            TypeError / ValueError: it could not be written at all (an op of
-                a bug); the other writes of its transaction were committed.
-        """
-        batch = self._batch
-        await batch.done.wait()
-        error = batch.errors.get(self._index)
-        if error is not None:
-            raise error
-        if batch.failure is not None:
-            raise JournalUnavailable(batch.failure)
 
 
 @final
@@ -206,10 +115,10 @@ class JournalWriter:
         self._token = trio.lowlevel.current_trio_token()
         # Shared with the journal's thread, under the condition's lock.
         self._condition = threading.Condition()
-        self._queue: deque[_Batch | _Call[Any]] = deque()
+        self._queue: deque[Batch | Call[Any]] = deque()
         self._closing = False
         # The trio thread's own.
-        self._unreleased: _Batch | None = None
+        self._unreleased: Batch | None = None
         self._timer_wake = trio.Event()
         self._room = trio.lowlevel.ParkingLot()
         self._opened = trio.Event()
@@ -330,19 +239,19 @@ class JournalWriter:
     def _enqueue(self, ops: Sequence[Op]) -> Commit:
         n = len(ops)
         if n == 0 and self._pending_writes == 0:
-            done = _Batch(released=True, created_at=0.0)
+            done = Batch(released=True, created_at=0.0)
             done.done.set()
             return Commit(done, 0)
         with self._condition:
             queue = self._queue
             batch = queue[-1] if queue else None
-            if not isinstance(batch, _Batch) or (
+            if not isinstance(batch, Batch) or (
                 batch.ops and len(batch.ops) + n > self.max_batch_ops
             ):
                 if self._unreleased is not None:  # it is followed: it goes at once
                     self._unreleased.released = True
                     self._unreleased = None
-                batch = _Batch(released=self.commit_interval == 0,
+                batch = Batch(released=self.commit_interval == 0,
                                created_at=trio.current_time())
                 queue.append(batch)
                 if not batch.released:
@@ -402,7 +311,7 @@ class JournalWriter:
 
     async def _call(self, function: Callable[[Storage], T]) -> T:
         self._has_room(0)
-        call = _Call(function)
+        call = Call(function)
         with self._condition:
             self._queue.append(call)
             self._condition.notify()
@@ -451,7 +360,7 @@ class JournalWriter:
         while True:
             wait = max(0.0, last_checkpoint + self._checkpoint_interval - time.monotonic())
             item = self._take(wait if since_checkpoint else None)
-            if isinstance(item, _Call):
+            if isinstance(item, Call):
                 self._run_call(storage, item)
                 continue
             if item is None:  # idle for a while, or closing with nothing left
@@ -469,7 +378,7 @@ class JournalWriter:
                 self._checkpoint(storage)
                 since_checkpoint, last_checkpoint = 0, time.monotonic()
 
-    def _take(self, timeout: float | None) -> _Batch | _Call[Any] | None:
+    def _take(self, timeout: float | None) -> Batch | Call[Any] | None:
         """The next item the thread may take; ``None`` when it waited
         ``timeout`` for nothing, or when closing found the queue empty."""
         with self._condition:
@@ -482,7 +391,7 @@ class JournalWriter:
                 if not self._condition.wait(timeout):
                     return None
 
-    def _commit(self, storage: Storage, batch: _Batch) -> None:
+    def _commit(self, storage: Storage, batch: Batch) -> None:
         if not batch.ops:  # a barrier: nothing to write
             return
         try:
@@ -497,7 +406,7 @@ class JournalWriter:
         else:
             batch.committed = len(batch.ops)
 
-    def _commit_one_by_one(self, storage: Storage, batch: _Batch) -> None:
+    def _commit_one_by_one(self, storage: Storage, batch: Batch) -> None:
         """A write with a bad op failed the transaction: commit each write
         alone, so only the bad one fails."""
         start = 0
@@ -515,7 +424,7 @@ class JournalWriter:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         return f"the journal at {self.path} cannot be written: {reason or type(error).__name__}"
 
-    def _run_call(self, storage: Storage, call: _Call[Any]) -> None:
+    def _run_call(self, storage: Storage, call: Call[Any]) -> None:
         try:
             call.result = call.function(storage)
         except Exception as error:
@@ -543,7 +452,7 @@ class JournalWriter:
         self._bytes = size
         self._opened.set()
 
-    def _on_committed(self, batch: _Batch, size: int) -> None:
+    def _on_committed(self, batch: Batch, size: int) -> None:
         self._pending_ops -= len(batch.ops)
         self._pending_writes -= len(batch.writes)
         self._bytes = size
@@ -576,7 +485,7 @@ class JournalWriter:
         with self._condition:
             left, self._queue = list(self._queue), deque()
         for item in left:
-            if isinstance(item, _Batch):
+            if isinstance(item, Batch):
                 item.failure = reason
                 self._pending_ops -= len(item.ops)
                 self._pending_writes -= len(item.writes)
@@ -590,7 +499,7 @@ class JournalWriter:
         self._room.unpark_all()
         with self._condition:
             for item in self._queue:
-                if isinstance(item, _Batch):
+                if isinstance(item, Batch):
                     item.released = True
             self._closing = True
             self._condition.notify()
