@@ -9,6 +9,10 @@ lines, never a traceback:
   restart limit);
 - exit 2: the topology file is wrong (one line per problem);
 - 128 + N: a second signal N stopped it at once.
+
+``fastworker journal check PATH`` checks a journal (exit 0 sound, 1 not, or
+in use, or missing); ``fastworker journal salvage PATH`` moves a damaged
+one aside and keeps its readable rows in a new one (exit 0 done, 1 not).
 """
 
 from __future__ import annotations
@@ -43,13 +47,38 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("FASTWORKER_LOG_LEVEL", "INFO"),
         help="log verbosity (default INFO, or $FASTWORKER_LOG_LEVEL)",
     )
+    journal = commands.add_parser("journal", help="check or salvage a journal file")
+    actions = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="check a journal's integrity and count its rows")
+    check.add_argument("path", help="the journal file (journal = ... in the control plane's config)")
+    salvage = actions.add_parser(
+        "salvage", help="move a damaged journal aside and keep its readable rows in a new one")
+    salvage.add_argument("path", help="the journal file")
     return parser
+
+
+def _journal(action: str, path: str) -> int:
+    """``fastworker journal check|salvage PATH``: report lines on stdout,
+    a refusal as one line on stderr."""
+    from fastworker.journal.errors import JournalError
+    from fastworker.journal.salvage import check, salvage
+
+    try:
+        report = check(path) if action == "check" else salvage(path)
+    except JournalError as error:
+        print(error, file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0 if getattr(report, "ok", True) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastworker`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "journal":
+        return _journal(args.action, args.path)
     args.log_level = args.log_level.upper()
     if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(

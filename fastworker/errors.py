@@ -10,10 +10,13 @@
     │   └── TaskExpired                its deadline (expires) passed before it started
     ├── ResultUnknown (LookupError)    the store has no record (never seen, or expired)
     ├── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
-    └── DiscoveryTimeout               no control plane answered discovery probes in time
+    ├── DiscoveryTimeout               no control plane answered discovery probes in time
+    └── JournalUnavailable             the journal could not write (disk full, I/O error)
 
 Waiting for a result past the caller's own timeout raises the builtin
-``TimeoutError``.
+``TimeoutError``. The journal's start-up errors (``JournalCorrupt``,
+``JournalLocked``) stop a control plane, not a client: they are in
+``fastworker.journal.errors``.
 """
 
 from __future__ import annotations
@@ -113,3 +116,9 @@ class DiscoveryTimeout(FastworkerError):
             f"this is protocol {PROTOCOL_VERSION}"
             for address, protocol in mismatched
         )
+
+
+class JournalUnavailable(FastworkerError):
+    """Raised when the control plane's journal could not write (disk full, an
+    I/O error): what was to be written was not, and is not acknowledged.
+    The journal tries again with the next write, and recovers by itself."""

@@ -1,0 +1,127 @@
+"""The journal's operations: what actors ask the journal to remember.
+
+Each is a small frozen attrs class; a ``JournalWriter.write`` takes a
+sequence of them and commits them in one transaction, in order. The same
+classes come back from ``JournalFile.load`` (a recovered task is the
+``PutTask`` that would write it again), so what an actor writes is what it
+reads after a restart.
+
+Who sends what (the plan for wiring them in):
+
+- the inbox: ``PutTask`` for an accepted task (``queued``, or
+  ``scheduled`` with its wall-clock ``due_at``), ``SetState`` when a
+  scheduled task is released, ``DropTask`` when one is cancelled or expires;
+- the dispatcher: ``SetState(id, "dispatched")`` when it hands a job out,
+  ``SetState(id, "queued")`` when a lost worker's job goes back, and
+  ``PutTask`` of the next attempt (``scheduled`` until its backoff ends);
+- the result store: ``PutResult`` when a record becomes final (it also
+  drops the task's row), ``DropResult`` when TTL or a bound evicts it;
+- the scheduler: ``PutSchedule`` after each run, ``DropSchedule`` for a
+  schedule no longer defined.
+
+Nothing here does I/O; states are checked when an op is made, so a bad op
+fails in its sender, not inside a shared transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import attrs
+
+from fastworker.messages import FINAL_STATES, Job, TaskRecord
+
+__all__ = [
+    "DropResult",
+    "DropSchedule",
+    "DropTask",
+    "Op",
+    "PutResult",
+    "PutSchedule",
+    "PutTask",
+    "SetState",
+    "TASK_STATES",
+    "TaskState",
+]
+
+#: Where a live task is: waiting in a level, held until ``due_at``, or
+#: handed to a worker (running or about to).
+TaskState = Literal["queued", "scheduled", "dispatched"]
+TASK_STATES: frozenset[str] = frozenset({"queued", "scheduled", "dispatched"})
+
+_task_state = attrs.validators.in_(TASK_STATES)
+
+
+def _final(instance: object, attribute: attrs.Attribute[TaskRecord], record: TaskRecord) -> None:
+    if record.state not in FINAL_STATES:
+        raise ValueError(f"PutResult takes a final record, got state {record.state!r} "
+                         f"(final states: {', '.join(sorted(FINAL_STATES))})")
+
+
+@attrs.frozen
+class PutTask:
+    """Keep ``job`` (insert, or replace the task of that id: a new attempt).
+
+    A task keeps the place in its level that its first ``PutTask`` gave it
+    (arrival order); ``due_at`` is wall-clock seconds, for ``scheduled``.
+    """
+
+    job: Job
+    state: TaskState = attrs.field(default="queued", validator=_task_state)
+    due_at: float = 0.0
+    #: Its idempotency key ("" none): recovered with the live tasks.
+    key: str = ""
+
+
+@attrs.frozen
+class SetState:
+    """Move the live task ``id`` to ``state`` (nothing if it is gone)."""
+
+    id: str
+    state: TaskState = attrs.field(validator=_task_state)
+    due_at: float = 0.0
+
+
+@attrs.frozen
+class DropTask:
+    """Forget the task ``id``: it ended without a result to keep, or was
+    cancelled or expired."""
+
+    id: str
+
+
+@attrs.frozen
+class PutResult:
+    """Keep the final ``record`` of a task, which also ends the task: its
+    row in ``tasks`` goes in the same transaction. ``final_at`` is when it
+    became final, wall-clock seconds (for the store's TTL after a restart)."""
+
+    record: TaskRecord = attrs.field(validator=_final)
+    final_at: float = 0.0
+
+
+@attrs.frozen
+class DropResult:
+    """Forget the stored result of ``id`` (its TTL passed, or a bound evicted it)."""
+
+    id: str
+
+
+@attrs.frozen
+class PutSchedule:
+    """Remember that schedule ``name`` last ran at ``last_run`` (wall clock)
+    as task ``last_id``."""
+
+    name: str
+    last_run: float
+    last_id: str = ""
+
+
+@attrs.frozen
+class DropSchedule:
+    """Forget the schedule ``name`` (it is no longer defined)."""
+
+    name: str
+
+
+Op = Union[PutTask, SetState, DropTask, PutResult, DropResult, PutSchedule, DropSchedule]

@@ -1,0 +1,198 @@
+"""The journal's file format: its tables, its version, and rows <-> ops.
+
+One SQLite database in WAL mode. ``PRAGMA application_id`` marks it as a
+fastworker journal and ``PRAGMA user_version`` is the version of these
+tables: a file with another id or version is refused, never migrated
+silently. Jobs and records are stored as the bytes of the journal codec
+(msgpack of the same attrs classes the wire uses), so a row decodes with
+the same strict checks as a frame. Nothing here opens files.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from itertools import groupby
+from typing import Any, Final, TypeVar
+
+from actors import Codec
+from fastworker.journal.ops import (
+    DropResult,
+    DropSchedule,
+    DropTask,
+    Op,
+    PutResult,
+    PutSchedule,
+    PutTask,
+    SetState,
+)
+from fastworker.messages import PROTOCOL_VERSION, Job, TaskRecord
+
+__all__ = [
+    "APPLICATION_ID",
+    "CODEC",
+    "SCHEMA",
+    "VERSION",
+    "apply_ops",
+    "decode_job",
+    "decode_record",
+    "task_from_row",
+]
+
+#: ``PRAGMA application_id`` of a journal: "FWJ1".
+APPLICATION_ID: Final = 0x46574A31
+#: ``PRAGMA user_version``: the version of the tables below.
+VERSION: Final = 1
+#: Jobs and records as bytes. Its own codec (the wire's has no TaskRecord);
+#: the wire protocol's version is kept in ``meta`` for whoever reads the file.
+CODEC: Final = Codec([Job, TaskRecord], protocol=PROTOCOL_VERSION)
+D = TypeVar("D", Job, TaskRecord)
+
+SCHEMA: Final = """
+CREATE TABLE tasks (
+    id     TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL,   -- arrival order: kept when a task is put again
+    level  INTEGER NOT NULL,   -- 0 critical .. 3 low
+    state  TEXT NOT NULL,      -- queued | scheduled | dispatched
+    due_at REAL NOT NULL,      -- wall clock, for scheduled
+    key    TEXT NOT NULL,      -- idempotency key, '' none
+    job    BLOB NOT NULL       -- the Job, encoded
+);
+CREATE TABLE results (
+    id       TEXT PRIMARY KEY,
+    final_at REAL NOT NULL,    -- wall clock
+    record   BLOB NOT NULL     -- the final TaskRecord, encoded
+);
+CREATE TABLE schedules (
+    name     TEXT PRIMARY KEY,
+    last_run REAL NOT NULL,
+    last_id  TEXT NOT NULL
+);
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+_PUT_TASK = (
+    "INSERT INTO tasks (id, seq, level, state, due_at, key, job) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET level = excluded.level, state = excluded.state, "
+    "due_at = excluded.due_at, key = excluded.key, job = excluded.job"
+)
+_SET_STATE = "UPDATE tasks SET state = ?, due_at = ? WHERE id = ?"
+_DROP_TASK = "DELETE FROM tasks WHERE id = ?"
+_PUT_RESULT = "INSERT OR REPLACE INTO results (id, final_at, record) VALUES (?, ?, ?)"
+_DROP_RESULT = "DELETE FROM results WHERE id = ?"
+_PUT_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, last_run, last_id) VALUES (?, ?, ?)"
+_DROP_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
+
+
+def apply_ops(db: sqlite3.Connection, ops: Sequence[Op], next_seq: Callable[[], int]) -> None:
+    """Run ``ops`` on ``db`` inside the caller's transaction, in order.
+
+    Consecutive ops of one kind go in one ``executemany``: a batch from one
+    actor is one statement, and ops of different kinds keep their order
+    (a task put and finished in one batch ends up finished).
+
+    Raises:
+        TypeError: an item is not an op.
+    """
+    for kind, run in groupby(ops, type):
+        apply = _APPLY.get(kind)
+        if apply is None:
+            raise TypeError(f"not a journal op: {kind.__qualname__} (ops are in fastworker.journal.ops)")
+        apply(db, list(run), next_seq)
+
+
+def _put_tasks(db: sqlite3.Connection, ops: list[PutTask], next_seq: Callable[[], int]) -> None:
+    encode = CODEC.encode
+    db.executemany(_PUT_TASK, [
+        (op.job.id, next_seq(), op.job.priority, op.state, op.due_at, op.key, encode([op.job]))
+        for op in ops
+    ])
+
+
+def _set_states(db: sqlite3.Connection, ops: list[SetState], next_seq: Callable[[], int]) -> None:
+    db.executemany(_SET_STATE, [(op.state, op.due_at, op.id) for op in ops])
+
+
+def _drop_tasks(db: sqlite3.Connection, ops: list[DropTask], next_seq: Callable[[], int]) -> None:
+    db.executemany(_DROP_TASK, [(op.id,) for op in ops])
+
+
+def _put_results(db: sqlite3.Connection, ops: list[PutResult], next_seq: Callable[[], int]) -> None:
+    encode = CODEC.encode
+    db.executemany(_PUT_RESULT, [(op.record.id, op.final_at, encode([op.record])) for op in ops])
+    db.executemany(_DROP_TASK, [(op.record.id,) for op in ops])
+
+
+def _drop_results(db: sqlite3.Connection, ops: list[DropResult], next_seq: Callable[[], int]) -> None:
+    db.executemany(_DROP_RESULT, [(op.id,) for op in ops])
+
+
+def _put_schedules(
+    db: sqlite3.Connection, ops: list[PutSchedule], next_seq: Callable[[], int]
+) -> None:
+    db.executemany(_PUT_SCHEDULE, [(op.name, op.last_run, op.last_id) for op in ops])
+
+
+def _drop_schedules(
+    db: sqlite3.Connection, ops: list[DropSchedule], next_seq: Callable[[], int]
+) -> None:
+    db.executemany(_DROP_SCHEDULE, [(op.name,) for op in ops])
+
+
+_APPLY: dict[type, Callable[[sqlite3.Connection, list[Any], Callable[[], int]], None]] = {
+    PutTask: _put_tasks,
+    SetState: _set_states,
+    DropTask: _drop_tasks,
+    PutResult: _put_results,
+    DropResult: _drop_results,
+    PutSchedule: _put_schedules,
+    DropSchedule: _drop_schedules,
+}
+
+
+def decode_job(blob: object) -> Job:
+    """The Job a ``tasks.job`` value holds.
+
+    Raises:
+        ValueError: it does not decode to one Job (the reason is short).
+    """
+    return _decode_one(blob, Job)
+
+
+def decode_record(blob: object) -> TaskRecord:
+    """The TaskRecord a ``results.record`` value holds.
+
+    Raises:
+        ValueError: it does not decode to one final TaskRecord.
+    """
+    return _decode_one(blob, TaskRecord)
+
+
+def _decode_one(blob: object, cls: type[D]) -> D:
+    if not isinstance(blob, bytes):
+        raise ValueError(f"expected bytes, got {type(blob).__name__}")
+    try:
+        decoded = CODEC.decode(blob)
+    except Exception as error:  # FrameError, and anything odder from a damaged row
+        raise ValueError(str(error)) from None
+    if len(decoded) != 1 or type(decoded[0]) is not cls:
+        raise ValueError(f"expected one {cls.__name__}")
+    found: D = decoded[0]
+    return found
+
+
+def task_from_row(state: object, due_at: object, key: object, blob: object) -> PutTask:
+    """The ``PutTask`` that a row of ``tasks`` is.
+
+    Raises:
+        ValueError: a column is not what the journal writes.
+    """
+    if not isinstance(due_at, (int, float)) or not isinstance(key, str):
+        raise ValueError("a column holds a value of the wrong type")
+    if not isinstance(state, str):
+        raise ValueError(f"state is {type(state).__name__}")
+    # PutTask's validator names a bad state.
+    return PutTask(decode_job(blob), state, float(due_at), key)  # type: ignore[arg-type]
