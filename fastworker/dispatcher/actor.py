@@ -121,7 +121,7 @@ class Dispatcher(Actor[Accepts]):
         return f"{local}, poison after {self.options.poison_after} lost workers"
 
     async def handle(self, message: Accepts) -> Any:
-        answer = await self._take(message, call=True)
+        answer = await self._handle_one(message, call=True)
         await self._dispatch()
         if not isinstance(answer, Answers):
             return answer
@@ -132,10 +132,10 @@ class Dispatcher(Actor[Accepts]):
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:
-            await self._take(message, call=False)
+            await self._handle_one(message, call=False)
         await self._dispatch()
 
-    async def _take(self, message: Accepts, *, call: bool) -> Any:
+    async def _handle_one(self, message: Accepts, *, call: bool) -> Any:
         """The message table: what ``message`` changes, and its answer if it
         is a ``call`` (what is to be sent waits for ``_dispatch``)."""
         match message:
