@@ -1,9 +1,8 @@
 """The workers' credit, and which worker takes each job.
 
-Plain bookkeeping, no trio and no messages: the Dispatcher counts each
-worker's free credit here and asks ``Placement.place`` where held jobs go.
-It never sends anything, and knows nothing of Pulls or Reports
-(``remote.py``).
+Plain bookkeeping, no trio: the Dispatcher counts each worker's free
+credit here and asks ``Placement.place`` where held jobs go. It sends
+nothing, and knows nothing of Pulls or Reports (``remote.py``).
 """
 
 from __future__ import annotations
