@@ -47,8 +47,8 @@ from actors.edge import offset_address
 from actors.errors import FrameError
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
-from actors.nng import RequestWire, TlsOptions, open_request_wire
-from fastworker.probe import DEFAULT_DISCOVERY_PORT, discover_forever
+from actors.nng import TlsOptions, open_request_wire
+from actors.requester import Requester
 from fastworker.messages import (
     CODEC,
     WORKERS_PORT_OFFSET,
@@ -61,15 +61,16 @@ from fastworker.messages import (
     Heartbeat,
     Outcome,
     Pull,
-    Retry,
     Register,
     Registered,
     Report,
+    Retry,
     Running,
     UnknownWorker,
 )
-from fastworker.tasks import registry
+from fastworker.probe import DEFAULT_DISCOVERY_PORT, discover_forever
 from fastworker.stats import LinkStats
+from fastworker.tasks import registry
 
 __all__ = ["LinkOptions", "LinkStats", "WorkerLink"]
 
@@ -133,7 +134,7 @@ class WorkerLink(Actor[Accepts]):
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self._framer = Framer(CODEC, secret=load_secret(options.secret, options.secret_file),
                               max_frame_bytes=options.max_frame_bytes)
-        self._wire: RequestWire | None = None
+        self._requester: Requester | None = None
         self._address = ""
         self._concurrency = 0
         self._first_credit = trio.Event()
@@ -209,7 +210,7 @@ class WorkerLink(Actor[Accepts]):
         """Wait for the last Pull's answer, let the executor (it stops after
         the link) finish every job it was given, report them, deregister."""
         self._draining = True
-        if self._wire is None:
+        if self._requester is None:
             return
         if self._registered:
             await self._pulling_done.wait()
@@ -222,7 +223,7 @@ class WorkerLink(Actor[Accepts]):
                                      timeout=self.options.request_timeout, quiet=True)
             if answer is not None:
                 log.info("%s: deregistered from %s", self.name, self._address)
-        await self._wire.aclose()
+        await self._requester.wire.aclose()
 
     def stats_detail(self) -> LinkStats:
         counts = self._counts
@@ -248,10 +249,11 @@ class WorkerLink(Actor[Accepts]):
                     self.name, address)
             log.info("%s: found control plane %s at %s", self.name, announcement.name, address)
         self._address = address
-        self._wire = await open_request_wire(
+        wire = await open_request_wire(
             offset_address(address, WORKERS_PORT_OFFSET),
             recv_max_size=options.max_frame_bytes, contexts=4, tls=options.tls,
         )
+        self._requester = Requester(wire, self._framer)
         await self._first_credit.wait()
         while not self._draining:
             await self._session()
@@ -386,10 +388,9 @@ class WorkerLink(Actor[Accepts]):
     async def _ask(self, message: Any, *, timeout: float, quiet: bool = False) -> Any:
         """One request, one answer; ``None`` when none came in time (or a
         bad frame came)."""
-        assert self._wire is not None
+        assert self._requester is not None
         try:
-            reply = await self._wire.request(self._framer.pack([message]), timeout=timeout)
-            answers = self._framer.unpack(reply)
+            [answer] = await self._requester.ask([message], timeout=timeout)
         except TimeoutError:
             if not quiet:
                 self._quiet_log.event("%s: no answer to %s from %s within %g s", self.name,
@@ -400,9 +401,8 @@ class WorkerLink(Actor[Accepts]):
             return None
         except (anyio.ClosedResourceError, trio.ClosedResourceError):
             return None  # the link is stopping
-        if len(answers) != 1 or not isinstance(answers[0], (Ack, Assign, Registered,
-                                                            UnknownWorker)):
+        if not isinstance(answer, (Ack, Assign, Registered, UnknownWorker)):
             self._quiet_log.event("%s: unexpected answer from %s: %r", self.name,
-                                  self._address, answers)
+                                  self._address, [answer])
             return None
-        return answers[0]
+        return answer

@@ -1,0 +1,285 @@
+"""The Dispatcher actor: its options, its message table, and each dispatch.
+
+Every message only changes state (``placement.py``, ``remote.py``) and
+queues what is to be sent (``Outgoing``); once per handled batch or call,
+``_dispatch`` places the held jobs, sends what was queued, and asks the
+inbox for as many jobs as there is free credit. The whole story is in
+docs/dispatcher.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Collection
+from typing import Any, Literal, TypeAlias, Union
+
+import attrs
+import trio
+
+from actors import Actor, ActorContext, CallTimeout
+from actors.log import RateLimitedLog
+from actors.requests import Answers, Requests
+from fastworker.dispatcher.outgoing import Outgoing
+from fastworker.dispatcher.placement import Placement
+from fastworker.dispatcher.remote import Subworkers
+from fastworker.internal import (
+    Dispatched,
+    DrainWorker,
+    Requeue,
+    Requeued,
+    WorkerHealth,
+    WorkerJoined,
+    WorkerLeft,
+)
+from fastworker.messages import (
+    Assign,
+    Cancel,
+    Cancelled,
+    CancelReply,
+    Credit,
+    Demand,
+    Job,
+    JobBatch,
+    Retry,
+    Stop,
+)
+from fastworker.stats import DispatcherStats, WorkerLoad
+
+__all__ = ["Dispatcher", "DispatcherOptions"]
+
+log = logging.getLogger("fastworker.dispatcher")
+
+
+Accepts: TypeAlias = Union[
+    Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
+    Stop]
+
+
+@attrs.frozen(kw_only=True)
+class DispatcherOptions:
+    """Where jobs may go.
+
+    Attributes:
+        local: ``fallback``: the control plane's own executor runs only
+            tasks no live subworker can run; ``always``: it runs its share.
+        poison_after: a job held by this many workers that were lost is
+            failed as poison instead of being redelivered again.
+        pull_wait_max: the longest a subworker's Pull is held, in seconds.
+        stop_timeout: seconds to wait for the local executor to stop a
+            running task (``Stop``) before answering ``requested``.
+    """
+
+    local: Literal["fallback", "always"] = "fallback"
+    poison_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    pull_wait_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+
+class Dispatcher(Actor[Accepts]):
+    """Places jobs on workers as far as their credit allows (docs/dispatcher.md).
+
+    Args:
+        local_tasks: the task names the local executor has (called again
+            when a job names one it does not list); by default the task
+            registry's.
+    """
+
+    Options = DispatcherOptions
+    refs_required = ("inbox", "results")
+    refs_optional = ("executor",)
+
+    def __init__(
+        self,
+        options: DispatcherOptions,
+        context: ActorContext,
+        *,
+        local_tasks: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        super().__init__(options, context)
+        self._placement = Placement(local=options.local,
+                                    local_tasks=local_tasks or _registry_names)
+        self._out = Outgoing()
+        self._counts = Counter[str]()
+        self._remote = Subworkers(self.name, self._placement, self._out, self._counts,
+                                  poison_after=options.poison_after,
+                                  pull_wait_max=options.pull_wait_max)
+        self._held: deque[Job] = deque()  # received, waiting for a worker with credit
+        self._asked = 0  # jobs asked of the inbox and not yet received
+        self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
+        self._received = False
+        # Normal when the fleet changes (a subworker joins while jobs asked
+        # for the local executor are on their way): INFO, not WARNING.
+        self._held_log = RateLimitedLog(log, what="such batches", period=60.0,
+                                        level=logging.INFO)
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        await nursery.start(self._remote.timer.run)
+        local = "no local executor" if "executor" not in self.refs else (
+            f"local executor: {self.options.local}")
+        return f"{local}, poison after {self.options.poison_after} lost workers"
+
+    async def handle(self, message: Accepts) -> Any:
+        answer = await self._handle_one(message, call=True)
+        await self._dispatch()
+        if not isinstance(answer, Answers):
+            return answer
+        if answer.missing:  # a Pull waits: answered when jobs are placed for it
+            answer.reply = self.defer()
+            return None
+        return answer.values
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        for message in messages:
+            await self._handle_one(message, call=False)
+        await self._dispatch()
+
+    async def _handle_one(self, message: Accepts, *, call: bool) -> Any:
+        """The message table: what ``message`` changes, and its answer if it
+        is a ``call`` (what is to be sent waits for ``_dispatch``)."""
+        match message:
+            case Credit(worker=name, n=n):
+                self._placement.add_local_credit(name, n)
+            case JobBatch(jobs=jobs):
+                self._counts["batches"] += 1
+                self._held.extend(jobs)
+                self._asked = max(self._asked - len(jobs), 0)
+                self._received = True
+            case WorkerJoined():
+                self._remote.join(message)
+            case WorkerHealth(worker=name, health=health):
+                worker = self._placement.workers.get(name)
+                if worker is not None and worker.health != "draining":
+                    self._placement.update(worker, health=health)
+            case WorkerLeft():
+                self._remote.leave(message)
+            case Retry(jobs=jobs, delays=delays):
+                self._out.retries.extend(jobs)
+                self._out.retry_delays.extend(delays)
+            case Requests() if call:
+                return await self._on_requests(message)
+            case Stop(id=task_id) if call:
+                return await self._stop(task_id)
+            case DrainWorker() if call:
+                return self._remote.drain_by_operator(message)
+            case _:
+                # A wiring mistake; crashing would lose the jobs held.
+                kind = type(message).__name__
+                log.warning("%s: ignored %s (not a dispatcher message)", self.name, kind)
+        return None
+
+    def stats_detail(self) -> DispatcherStats:
+        counts = self._counts
+        return DispatcherStats(
+            workers=tuple(
+                WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.credit,
+                           held=len(w.held), assigned_total=w.assigned_total, drained=w.drained)
+                for w in self._placement.workers.values()
+            ),
+            held=len(self._held),
+            asked=self._asked,
+            assigned_total=counts["assigned"],
+            batches_total=counts["batches"],
+            redelivered_total=counts["redelivered"],
+            failed_lost_total=counts["failed_lost"],
+            late_results_total=counts["late"],
+            retried_total=counts["retried"],
+        )
+
+    async def _on_requests(self, request: Requests) -> Answers:
+        """The messages of one request frame, from the workers edge (Pull,
+        Report, Drain) or the queries edge (Stop), answered in order; a Pull
+        that is the frame's last message may wait for jobs."""
+        messages = request.messages
+        answers = Answers(len(messages))
+        last = len(messages) - 1
+        for index, item in enumerate(messages):
+            if isinstance(item, Stop):
+                answers.values[index] = await self._stop(item.id)
+            else:
+                self._remote.answer(item, answers, index, may_wait=index == last)
+        return answers
+
+    async def _stop(self, task_id: str) -> CancelReply:
+        """Stop a task that left the inbox: one not yet handed to a worker
+        is cancelled here; a subworker is told with its next Assign; the
+        local executor is asked (it never waits on the Dispatcher, so the
+        call cannot deadlock)."""
+        for job in self._held:
+            if job.id == task_id:
+                self._held.remove(job)
+                self._out.results.append(Cancelled(ids=(task_id,)))
+                return CancelReply(id=task_id, outcome="cancelled")
+        held_remotely = self._remote.stop(task_id)
+        if held_remotely is not None:
+            return held_remotely
+        if "executor" not in self.refs:
+            return CancelReply(id=task_id, outcome="not_queued")
+        try:
+            reply: CancelReply = await self.refs["executor"].call(
+                Stop(id=task_id), timeout=self.options.stop_timeout)
+        except CallTimeout:
+            return CancelReply(id=task_id, outcome="requested")  # it will be, when it is read
+        return reply
+
+    # -- each dispatch --------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Place what is held, send what the handled messages produced, and
+        ask the inbox for as many jobs as there is free credit."""
+        placed, self._held = self._placement.place(self._held)
+        if self._held and self._received:
+            self._held_log.event(
+                "%s: holding %d jobs that no worker with free slots can run until one has "
+                "room", self.name, len(self._held))
+        self._received = False
+        out = self._out
+        now = time.time()
+        for worker, jobs in placed.items():
+            worker.assigned_total += len(jobs)
+            self._counts["assigned"] += len(jobs)
+            out.results.append(
+                Dispatched(ids=tuple([job.id for job in jobs]), worker=worker.name, at=now))
+            if worker.local:
+                await self.refs["executor"].send(Assign(jobs=tuple(jobs)))
+            else:
+                self._remote.hand(worker, jobs)
+        await self._send_outgoing()
+        await self._demand()
+
+    async def _send_outgoing(self) -> None:
+        out = self._out
+        if out.results:
+            reports, out.results = out.results, []
+            await self.refs["results"].send_batch(reports)
+        if out.requeue:
+            jobs, out.requeue = out.requeue, []
+            await self.refs["results"].send(
+                Requeued(ids=tuple(j.id for j in jobs), attempts=tuple(j.attempt for j in jobs)))
+            await self.refs["inbox"].send(Requeue(jobs=tuple(jobs)))
+        if out.retries:
+            jobs, out.retries = out.retries, []
+            delays, out.retry_delays = out.retry_delays, []
+            self._counts["retried"] += len(jobs)
+            await self.refs["inbox"].send(Requeue(jobs=tuple(jobs), delays=tuple(delays)))
+        if out.cancel_queued:
+            ids, out.cancel_queued = out.cancel_queued, []
+            await self.refs["inbox"].send_batch([Cancel(id=id) for id in ids])
+
+    async def _demand(self) -> None:
+        """Ask for the free credit not yet asked for, of the tasks the free
+        workers can run (a Demand also when only the tasks changed)."""
+        free, only = self._placement.free(trio.current_time())
+        wanted = free - self._asked
+        if wanted > 0 or only != self._filter:
+            self._filter = only
+            wanted = max(wanted, 0)
+            self._asked += wanted
+            await self.refs["inbox"].send(Demand(n=wanted, only=only))
+
+
+def _registry_names() -> Collection[str]:
+    from fastworker.tasks import registry
+
+    return registry.names()

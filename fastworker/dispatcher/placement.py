@@ -1,0 +1,188 @@
+"""The workers' credit, and which worker takes each job.
+
+Plain bookkeeping, no trio: the Dispatcher counts each worker's free
+credit here and asks ``Placement.place`` where held jobs go. It sends
+nothing, and knows nothing of Pulls or Reports (``remote.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Collection
+from typing import Literal
+
+from fastworker.messages import Assign, Job
+
+__all__ = ["Placement", "WorkerAccount"]
+
+
+class WorkerAccount:
+    """The Dispatcher's account of one worker: its credit, what it holds,
+    and where a subworker's conversation stands (its parked Pull, if any,
+    waits in ``remote.py``). The control plane's own executor has one too
+    (``local``)."""
+
+    __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "drained",
+                 "assigned_total", "held", "outbox", "cancel", "pull_seq", "last_assign",
+                 "report_seq")
+
+    def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
+                 at_most_once: frozenset[str] = frozenset()) -> None:
+        self.name = name
+        self.local = local
+        self.tasks = tasks
+        self.at_most_once = at_most_once
+        self.credit = 0
+        self.health: str = "alive"  # alive, suspect or draining
+        self.drained = False  # by an operator: nothing new until resumed
+        self.assigned_total = 0
+        # A subworker's conversation (remote.py).
+        self.held: dict[str, Job] = {}  # delivered and not yet reported finished
+        self.outbox: list[Job] = []  # placed, waiting for the worker's next Pull
+        self.cancel: list[str] = []  # held jobs to stop, sent with the next Assign
+        self.pull_seq = 0  # the last Pull answered, and its answer
+        self.last_assign = Assign(jobs=())
+        self.report_seq = 0  # the last Report taken
+
+    @property
+    def offers(self) -> bool:
+        """Whether it counts as a subworker that can run its tasks."""
+        return not self.local and self.health != "draining" and not self.drained
+
+
+class Placement:
+    """The workers by name, how many live subworkers have each task, and
+    where held jobs go.
+
+    Args:
+        local: ``fallback``: the local executor takes only tasks no live
+            subworker has; ``always``: its share of every task it has.
+        local_tasks: the task names the local executor has (asked again
+            when a job names one it does not list).
+    """
+
+    def __init__(self, *, local: Literal["fallback", "always"],
+                 local_tasks: Callable[[], Collection[str]]) -> None:
+        self.workers: dict[str, WorkerAccount] = {}
+        #: Live subworkers per task (those that ``offers``).
+        self.remote_tasks: Counter[str] = Counter()
+        self._local = local
+        self._local_tasks = local_tasks
+        self._local_checked = -math.inf
+
+    # -- the fleet ----------------------------------------------------------------
+
+    def add_local_credit(self, name: str, n: int) -> None:
+        """The local executor ``name`` (known from its first ``Credit``) can
+        take ``n`` more jobs."""
+        worker = self.workers.get(name)
+        if worker is None:
+            worker = self.workers[name] = WorkerAccount(
+                name, local=True, tasks=frozenset(self._local_tasks()))
+        worker.credit += max(n, 0)
+
+    def add_subworker(self, name: str, tasks: frozenset[str],
+                      at_most_once: frozenset[str]) -> WorkerAccount:
+        """A subworker joined (one of the same name must be removed first)."""
+        worker = self.workers[name] = WorkerAccount(
+            name, local=False, tasks=tasks, at_most_once=at_most_once)
+        self.remote_tasks.update(tasks)
+        return worker
+
+    def remove(self, name: str) -> WorkerAccount | None:
+        """Forget a worker; its account, or ``None`` if there was none."""
+        worker = self.workers.pop(name, None)
+        if worker is not None and worker.offers:
+            self.remote_tasks.subtract(worker.tasks)
+        return worker
+
+    def update(self, worker: WorkerAccount, *, health: str | None = None,
+               drained: bool | None = None) -> None:
+        """Change a worker's health or drained flag, keeping the count of
+        live subworkers per task right."""
+        offered = worker.offers
+        if health is not None:
+            worker.health = health
+        if drained is not None:
+            worker.drained = drained
+        if offered and not worker.offers:
+            self.remote_tasks.subtract(worker.tasks)
+        elif worker.offers and not offered:
+            self.remote_tasks.update(worker.tasks)
+
+    # -- placing jobs ---------------------------------------------------------------
+
+    def place(self, held: deque[Job]) -> tuple[dict[WorkerAccount, list[Job]], deque[Job]]:
+        """Give held jobs, in order, each to the eligible worker with the
+        most free credit (taking that credit). Returns the jobs placed per
+        worker, and those no worker can take now, in order."""
+        placed: dict[WorkerAccount, list[Job]] = {}
+        heaps: dict[str, list[tuple[int, int, WorkerAccount]]] = {}
+        kept: deque[Job] = deque()
+        while held:
+            job = held.popleft()
+            heap = heaps.get(job.task)
+            if heap is None:
+                heap = heaps[job.task] = [
+                    (-w.credit, index, w) for index, w in enumerate(self._eligible(job.task))
+                ]
+                heapq.heapify(heap)
+            while heap and -heap[0][0] != heap[0][2].credit:
+                # Stale: another task's jobs took some of this worker's credit.
+                _, index, stale = heap[0]
+                if stale.credit > 0:
+                    heapq.heapreplace(heap, (-stale.credit, index, stale))
+                else:
+                    heapq.heappop(heap)
+            if not heap:
+                kept.append(job)
+                continue
+            _, index, worker = heap[0]
+            worker.credit -= 1
+            if worker.credit:
+                heapq.heapreplace(heap, (-worker.credit, index, worker))
+            else:
+                heapq.heappop(heap)
+            placed.setdefault(worker, []).append(job)
+        return placed, kept
+
+    def _eligible(self, task: str) -> list[WorkerAccount]:
+        """Live workers with free credit that may run ``task`` now."""
+        fallback = self._local == "fallback" and self.remote_tasks[task] > 0
+        return [
+            w for w in self.workers.values()
+            if w.credit > 0 and w.health == "alive" and not w.drained and (
+                task in w.tasks if not w.local else not fallback and self._local_has(w, task))
+        ]
+
+    def _local_has(self, worker: WorkerAccount, task: str) -> bool:
+        if task not in worker.tasks:
+            worker.tasks = frozenset(self._local_tasks())  # registered since
+        return task in worker.tasks
+
+    # -- what to ask the inbox for --------------------------------------------------
+
+    def free(self, now: float) -> tuple[int, frozenset[str]]:
+        """The free credit of the live workers, and the tasks they can run.
+
+        Args:
+            now: the time, to look at the local executor's tasks again (ones
+                registered since) once a second at most.
+        """
+        if now >= self._local_checked + 1.0:
+            self._local_checked = now
+            for worker in self.workers.values():
+                if worker.local:
+                    worker.tasks = frozenset(self._local_tasks())
+        free = [w for w in self.workers.values()
+                if w.credit > 0 and w.health == "alive" and not w.drained]
+        # Jobs of other tasks stay queued for a worker that has them.
+        only: frozenset[str] = frozenset().union(*(self._runnable(w) for w in free))
+        return sum(w.credit for w in free), only
+
+    def _runnable(self, worker: WorkerAccount) -> frozenset[str]:
+        if not worker.local or self._local == "always":
+            return worker.tasks
+        return frozenset(t for t in worker.tasks if self.remote_tasks[t] <= 0)

@@ -1,0 +1,304 @@
+"""The Dispatcher's side of its conversation with subworkers.
+
+Subworkers ask through the workers edge: ``Pull`` (parked until jobs are
+placed for the worker, or its wait is over), ``Report`` (credit, starts,
+ends) and ``Drain``. Placed jobs wait in the worker's outbox for its Pull.
+When a subworker drains, leaves or is lost, what it held is requeued,
+redelivered or failed. Nothing is sent from here: results and requeued jobs
+go to ``Outgoing``, and where jobs go is ``placement.py``'s to decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.requests import Answers
+from actors.timers import DueHeap, Timer
+from fastworker.dispatcher.outgoing import Outgoing
+from fastworker.dispatcher.placement import Placement, WorkerAccount
+from fastworker.internal import DrainWorker, WorkerJoined, WorkerLeft
+from fastworker.messages import (
+    Ack,
+    Assign,
+    Cancelled,
+    CancelReply,
+    Drain,
+    Finished,
+    Job,
+    Outcome,
+    Pull,
+    RemoteError,
+    Report,
+    UnknownWorker,
+)
+
+__all__ = ["Subworkers"]
+
+log = logging.getLogger("fastworker.dispatcher")
+
+#: Ids of redelivered jobs remembered, to cancel a queued copy when a lost
+#: worker's late result arrives.
+_REDELIVERED_REMEMBERED = 100_000
+
+
+@attrs.define(eq=False)
+class _ParkedPull:
+    """A worker's Pull waiting for jobs: the answer of its request that it
+    fills, and its sequence number."""
+
+    worker: WorkerAccount
+    answers: Answers
+    index: int
+    seq: int
+
+
+class Subworkers:
+    """Answers subworkers' requests, fills their outboxes, and takes back
+    the jobs of those that go.
+
+    ``timer`` answers parked Pulls whose wait is over; the Dispatcher runs
+    it in its nursery.
+
+    Args:
+        name: the Dispatcher's name, for log lines.
+        placement: the workers' accounts (the Dispatcher's too).
+        out: where results, requeued jobs and retries wait to be sent.
+        counts: the Dispatcher's counters; this adds ``late``,
+            ``redelivered`` and ``failed_lost``.
+        poison_after: a job held by this many lost workers fails as poison.
+        pull_wait_max: the longest a Pull is parked, in seconds.
+    """
+
+    def __init__(self, name: str, placement: Placement, out: Outgoing, counts: Counter[str], *,
+                 poison_after: int, pull_wait_max: float) -> None:
+        self._name = name
+        self._placement = placement
+        self._out = out
+        self._counts = counts
+        self._poison_after = poison_after
+        self._pull_wait_max = pull_wait_max
+        #: Parked Pulls by worker name, due when their wait is over.
+        self._parked: DueHeap[str, _ParkedPull] = DueHeap()
+        self.timer = Timer(lambda: self._parked.next_at, self._expire)
+        self._redelivered: OrderedDict[str, None] = OrderedDict()
+
+    # -- requests --------------------------------------------------------------------
+
+    def answer(self, item: Any, answers: Answers, index: int, *, may_wait: bool) -> None:
+        """Answer one message of a subworker's request at ``answers[index]``.
+        A Pull with nothing for it parks if it ``may_wait`` (only a request's
+        last message may), and fills its answer later."""
+        match item:
+            case Report():
+                value: Any = self._report(item)
+            case Pull(worker=name, seq=seq):
+                worker = self._placement.workers.get(name)
+                if worker is None or worker.local:
+                    value = UnknownWorker(worker=name)
+                elif seq and seq == worker.pull_seq:
+                    value = worker.last_assign  # its answer was lost on the way: again
+                elif worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
+                    value = self._take_outbox(worker, seq)
+                else:
+                    self._park(worker, item, answers, index)
+                    return
+            case Drain(worker=name):
+                worker = self._placement.workers.get(name)
+                if worker is None or worker.local:
+                    value = UnknownWorker(worker=name)
+                else:
+                    self._drain(worker)
+                    value = Ack()
+            case _:
+                log.warning("%s: ignored %s in a request", self._name, type(item).__name__)
+                value = None
+        answers.values[index] = value
+
+    def _report(self, report: Report) -> Ack | UnknownWorker:
+        worker = self._placement.workers.get(report.worker)
+        out = self._out
+        out.results.extend(report.running)
+        if report.finished:
+            out.results.append(Finished(outcomes=report.finished))
+        held = worker.held if worker is not None else {}
+        for outcome in report.finished:
+            job = held.pop(outcome.id, None)
+            if job is None:
+                self._late(outcome)
+            elif outcome.retry_in is not None:
+                out.retries.append(attrs.evolve(job, attempt=job.attempt + 1))
+                out.retry_delays.append(outcome.retry_in)
+        if worker is None or worker.local:
+            return UnknownWorker(worker=report.worker)
+        if report.seq and report.seq <= worker.report_seq:
+            return Ack()  # a resend: its credit was counted (its results are the store's to dedupe)
+        worker.report_seq = report.seq
+        worker.credit += max(report.credit, 0)
+        return Ack()
+
+    def _late(self, outcome: Outcome) -> None:
+        """A result from a worker that no longer holds the job: accepted (the
+        store keeps one result per task); a queued redelivery is cancelled."""
+        self._counts["late"] += 1
+        if outcome.id in self._redelivered:
+            del self._redelivered[outcome.id]
+            self._out.cancel_queued.append(outcome.id)
+
+    # -- parked Pulls --------------------------------------------------------------
+
+    def _park(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int) -> None:
+        self._answer_pull(worker)  # a resent Pull replaces the older one
+        answers.later()
+        deadline = trio.current_time() + min(max(pull.wait, 0.0), self._pull_wait_max)
+        self._parked.push(deadline, worker.name, _ParkedPull(worker, answers, index, pull.seq))
+        self.timer.arm(deadline)
+
+    def _answer_pull(self, worker: WorkerAccount, value: Any = None) -> None:
+        """Answer the worker's parked Pull, if it has one: with ``value``, or
+        else with its outbox."""
+        parked = self._parked.discard(worker.name)
+        if parked is not None:
+            self._fill(parked, value)
+
+    def _expire(self, now: float) -> None:
+        """Answer the parked Pulls whose wait is over (with nothing, usually)."""
+        for parked in self._parked.pop_due(now):
+            self._fill(parked, None)
+
+    def _fill(self, parked: _ParkedPull, value: Any) -> None:
+        if value is None:
+            value = self._take_outbox(parked.worker, parked.seq)
+        parked.answers.fill(parked.index, value)
+        parked.answers.send()  # unless its request is still being handled
+
+    def _take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
+        jobs, worker.outbox = worker.outbox, []
+        cancel, worker.cancel = worker.cancel, []
+        worker.pull_seq = seq
+        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel))
+        return worker.last_assign
+
+    # -- jobs placed, and tasks stopped ----------------------------------------------
+
+    def hand(self, worker: WorkerAccount, jobs: list[Job]) -> None:
+        """Jobs placed on a subworker: held by it from now, and sent with the
+        answer to its parked Pull, or to its next."""
+        held = worker.held
+        for job in jobs:
+            held[job.id] = job
+        worker.outbox.extend(jobs)
+        self._answer_pull(worker)
+
+    def stop(self, task_id: str) -> CancelReply | None:
+        """Stop a task a subworker holds: cancelled if it is still in the
+        outbox, else the worker is told with its next Assign. ``None`` if no
+        subworker holds it."""
+        for worker in self._placement.workers.values():
+            if task_id not in worker.held:
+                continue
+            for job in worker.outbox:
+                if job.id == task_id:  # placed, not yet pulled
+                    worker.outbox.remove(job)
+                    del worker.held[task_id]
+                    worker.credit += 1
+                    self._out.results.append(Cancelled(ids=(task_id,)))
+                    return CancelReply(id=task_id, outcome="cancelled")
+            worker.cancel.append(task_id)
+            self._answer_pull(worker)
+            return CancelReply(id=task_id, outcome="requested")
+        return None
+
+    # -- joining, draining, leaving ----------------------------------------------------
+
+    def join(self, joined: WorkerJoined) -> None:
+        if joined.worker in self._placement.workers:
+            self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
+        self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+
+    def drain_by_operator(self, message: DrainWorker) -> bool:
+        """Give a worker nothing new (or again, ``resume``); ``False`` if it
+        is not known."""
+        worker = self._placement.workers.get(message.worker)
+        if worker is None:
+            return False
+        self._placement.update(worker, drained=not message.resume)
+        if worker.drained and not worker.local:
+            # What it was given but has not pulled goes back to the queue.
+            self._redeliver(worker, worker.outbox, lost=False, delivered=False)
+            worker.outbox = []
+        log.info("%s: worker %s %s by request", self._name, worker.name,
+                 "drained" if worker.drained else "resumed")
+        return True
+
+    def _drain(self, worker: WorkerAccount) -> None:
+        """Give a stopping worker nothing more; what it was given but has
+        not pulled goes with its last Pull, or back to the queue."""
+        self._placement.update(worker, health="draining")
+        worker.credit = 0
+        if worker.name in self._parked:
+            self._answer_pull(worker)
+        else:
+            self._redeliver(worker, worker.outbox, lost=False, delivered=False)
+            worker.outbox = []
+
+    def leave(self, left: WorkerLeft) -> None:
+        worker = self._placement.remove(left.worker)
+        if worker is None or worker.local:
+            return
+        self._answer_pull(worker, UnknownWorker(worker=worker.name))
+        undelivered = {job.id for job in worker.outbox}
+        delivered = [job for job in worker.held.values() if job.id not in undelivered]
+        # Oldest first: what it held was placed before what it had yet to pull.
+        self._redeliver(worker, delivered, lost=left.lost, delivered=True, reason=left.reason)
+        self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
+
+    def _redeliver(self, worker: WorkerAccount, jobs: Iterable[Job], *, lost: bool,
+                   delivered: bool, reason: str = "") -> None:
+        """Requeue a gone worker's jobs as their next attempt, or fail them."""
+        failed: list[Outcome] = []
+        for job in jobs:
+            worker.held.pop(job.id, None)
+            if not delivered:  # never reached the worker: the same attempt again
+                self._out.requeue.append(job)
+                continue
+            error = self._lost_error(worker, job, lost=lost, reason=reason)
+            if error is not None:
+                now = time.time()
+                failed.append(Outcome(id=job.id, attempt=job.attempt, worker=worker.name,
+                                      error=error, started_at=now, finished_at=now))
+                continue
+            self._out.requeue.append(
+                attrs.evolve(job, attempt=job.attempt + 1, losses=job.losses + int(lost)))
+            self._counts["redelivered"] += 1
+            self._redelivered[job.id] = None
+            if len(self._redelivered) > _REDELIVERED_REMEMBERED:
+                self._redelivered.popitem(last=False)
+        if failed:
+            self._counts["failed_lost"] += len(failed)
+            self._out.results.append(Finished(outcomes=tuple(failed)))
+
+    def _lost_error(self, worker: WorkerAccount, job: Job, *, lost: bool,
+                    reason: str) -> RemoteError | None:
+        how = f"worker {worker.name} was lost ({reason})" if lost else (
+            f"worker {worker.name} left ({reason}) before finishing it")
+        if job.task in worker.at_most_once:
+            return RemoteError(
+                type="WorkerLost", kind="error",
+                message=f"{how} while running at-most-once task {job.task}; "
+                "it may or may not have run, and is not run again",
+            )
+        if lost and job.losses + 1 >= self._poison_after:
+            return RemoteError(
+                type="PoisonTask", kind="error",
+                message=f"task {job.task} was held by {job.losses + 1} workers that were lost "
+                f"(the last: {how}); failed as poison (poison_after = "
+                f"{self._poison_after}) rather than risk more workers",
+            )
+        return None
