@@ -3,9 +3,10 @@
 It answers ``Requests`` of ``Submit`` and ``Cancel`` from the ingress
 edges, tells the ResultStore what it queued, cancelled, released and
 expired, and hands ``JobBatch``es to the Dispatcher as its ``Demand``
-allows. This module is the message table and the flush that sends; the
-decisions live beside it (``admission``, ``levels``, ``held``) and the
-rules in ``docs/inbox.md``. The queue lives in memory.
+allows. This module is the message table and the flush that sends; it
+decides nothing itself: the parts beside it do (``admission``, ``names``,
+``levels``, ``held``), and ``docs/inbox.md`` has the rules. The queue
+lives in memory.
 """
 
 from __future__ import annotations
