@@ -19,7 +19,6 @@ import trio.testing
 from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.inbox import PriorityInbox
-from fastworker.stats import InboxStats
 from fastworker.internal import KnownTasks, Requeue
 from fastworker.messages import (
     Accepted,
@@ -38,6 +37,7 @@ from fastworker.messages import (
     Submit,
     TaskRecord,
 )
+from fastworker.stats import InboxStats
 from tests.fastworker.helpers import Recorder
 
 TASKS = frozenset({"examples.tasks.add", "examples.tasks.mul", "examples.tasks.sleep"})
@@ -229,6 +229,23 @@ class TestAdmission:
                 message=f"priority {priority} is out of range; expected 0 (critical) to 3 (low)",
             )
         ]
+
+    @pytest.mark.parametrize("timeout", [0.0, float("nan")], ids=["zero", "nan"])
+    async def test_a_time_limit_not_above_zero_is_invalid(self, timeout: float) -> None:
+        """A Submit whose timeout is not a number of seconds > 0 is
+        InvalidSubmission at the inbox, and nothing is queued."""
+        async with open_inbox() as h:
+            answers = await h.submit(attrs.evolve(sub("a"), timeout=timeout))
+            stats = await h.stats()
+        assert answers == [
+            Rejected(
+                id="a",
+                error="InvalidSubmission",
+                message=f"timeout {timeout!r} is not a number of seconds > 0",
+            )
+        ]
+        assert stats.queued == (0, 0, 0, 0)
+        assert h.queued() == []
 
 
 class TestDispatch:

@@ -1,0 +1,341 @@
+"""The PriorityInbox actor: where accepted tasks wait for a worker.
+
+It answers ``Requests`` of ``Submit`` and ``Cancel`` from the ingress
+edges, tells the ResultStore what it queued, cancelled, released and
+expired, and hands ``JobBatch``es to the Dispatcher as its ``Demand``
+allows. This module is the message table and the flush that sends; it
+decides nothing itself: the parts beside it do (``admission``, ``names``,
+``levels``, ``held``), and ``docs/inbox.md`` has the rules. The queue
+lives in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import Any, TypeAlias, Union
+
+import attrs
+import trio
+
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout
+from actors.requests import Answers, Requests
+from fastworker.inbox.admission import Admission, Answer, RecentIds
+from fastworker.inbox.held import Held
+from fastworker.inbox.levels import Levels
+from fastworker.inbox.names import TaskNames
+from fastworker.internal import KnownTasks, Requeue
+from fastworker.messages import (
+    Cancel,
+    Cancelled,
+    CancelReply,
+    Demand,
+    Expired,
+    Job,
+    JobBatch,
+    Queued,
+    Records,
+    Released,
+    StatusQuery,
+    Submit,
+)
+from fastworker.stats import InboxStats
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_PARKED_MAX",
+    "DEFAULT_RECENT_IDS",
+    "DEFAULT_STARVATION_LIMIT",
+    "InboxOptions",
+    "PriorityInbox",
+]
+
+log = logging.getLogger("fastworker.inbox")
+
+#: Tasks queued across the four levels before Submits wait or are refused.
+DEFAULT_CAPACITY = 100_000
+#: Jobs taken from higher levels while a lower level waits before it gets one.
+DEFAULT_STARVATION_LIMIT = 32
+#: Ids remembered after they left the queue, to recognise a resent Submit.
+DEFAULT_RECENT_IDS = 100_000
+#: Submits that may wait for room at once; more are refused with QueueFull.
+DEFAULT_PARKED_MAX = 10_000
+
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
+
+
+@attrs.frozen(kw_only=True)
+class InboxOptions:
+    """The inbox's options.
+
+    Attributes:
+        capacity: tasks queued across the four levels.
+        starvation_limit: jobs taken from higher levels while a lower
+            level has jobs waiting before that level gets one.
+        scheduled_capacity: tasks held for a later time (``countdown``).
+        check_task_names: refuse Submits of task names nobody knows.
+        recent_ids: ids remembered after they left the queue, so that a
+            resent Submit is recognised (and a Cancel answered) for them.
+        parked_max: Submits that may wait for room at once.
+        key_check_timeout: seconds to wait for the store to say whether
+            the holders of submitted keys have ended (past it, the keys
+            stay held and the Submits get the holder's id).
+    """
+
+    capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=attrs.validators.ge(1))
+    starvation_limit: int = attrs.field(
+        default=DEFAULT_STARVATION_LIMIT, validator=attrs.validators.ge(1)
+    )
+    scheduled_capacity: int = attrs.field(
+        default=DEFAULT_CAPACITY, validator=attrs.validators.ge(0))
+    check_task_names: bool = True
+    recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
+    parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
+    key_check_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+
+class PriorityInbox(Actor[Accepts]):
+    """Queues tasks by priority and hands them out on demand.
+
+    Args:
+        task_names: where known task names come from (asked again when a
+            Submit names a task it does not know); by default the task
+            registry, ``fastworker.tasks.registry.names``.
+    """
+
+    Options = InboxOptions
+    refs_required = ("dispatcher", "results")
+
+    def __init__(
+        self,
+        options: InboxOptions,
+        context: ActorContext,
+        *,
+        task_names: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        super().__init__(options, context)
+        self._names = TaskNames(task_names) if options.check_task_names else None
+        self._levels = Levels(options.starvation_limit)
+        self._held = Held(self._release_due)
+        self._recent = RecentIds(options.recent_ids)
+        self._admission = Admission(
+            self._levels, self._held, self._recent, self._names,
+            capacity=options.capacity, scheduled_capacity=options.scheduled_capacity,
+            parked_max=options.parked_max, key_limit=options.recent_ids)
+        self._demand = 0
+        # What the workers with free slots can run: only these (None: any).
+        self._only: frozenset[str] | None = None
+        # What the next flush sends besides what admission produced.
+        self._cancelled: list[str] = []
+        self._released: list[str] = []
+        self._expired: list[str] = []
+        self._dispatched_total = 0
+        self._cancelled_total = 0
+        self._requeued_total = 0
+        self._retried_total = 0
+        self._expired_total = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            # Whoever waits on a deferred request gets an answer, never a hang.
+            self._admission.stop(trio.current_time())
+            for answers in self._admission.answered:
+                answers.fail(
+                    ActorCrashed(f"{self.name} stopped before its store heard of these tasks"))
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        await nursery.start(self._admission.timer.run)
+        await nursery.start(self._held.timer.run)
+        capacity = self.options.capacity
+        if self._names is None:
+            return f"capacity {capacity}, task names not checked"
+        self._names.refresh()
+        return f"capacity {capacity}, {len(self._names.known)} task names known"
+
+    async def handle(self, message: Accepts) -> Any:
+        if isinstance(message, Requests):
+            await self._settle_keys(message)
+        answer = self._on_message(message)
+        if isinstance(answer, Answers) and answer.missing:
+            answer.reply = self.defer()  # set by a flush or a timer once all are known
+        await self._flush()
+        return answer.values if isinstance(answer, Answers) else answer
+
+    async def handle_batch(self, messages: list[Accepts]) -> None:
+        for message in messages:
+            if isinstance(message, Requests):
+                await self._settle_keys(message)
+            self._on_message(message)  # sent, not called: nobody reads the answers
+        await self._flush()
+
+    def _on_message(self, message: Accepts) -> Answers | CancelReply | None:
+        match message:
+            case Requests():
+                return self._on_requests(message)
+            case Cancel(id=task_id):
+                return self._cancel(task_id)
+            case Demand(n=n, only=only):
+                self._demand += max(n, 0)
+                self._only = only
+            case Requeue(jobs=jobs, delays=()):
+                self._requeue(jobs)
+            case Requeue(jobs=jobs, delays=delays):
+                self._hold_retries(jobs, delays)
+            case KnownTasks(names=names):
+                if self._names is not None:
+                    self._names.advertise(names)
+            case _:
+                # A wiring mistake; crashing would lose the whole queue.
+                kind = type(message).__name__
+                log.warning("%s: ignored %s (not an inbox message)", self.name, kind)
+        return None
+
+    def stats_detail(self) -> InboxStats:
+        admission = self._admission
+        return InboxStats(
+            queued=self._levels.counts,
+            capacity=self.options.capacity,
+            parked=len(admission.parked),
+            demand=self._demand,
+            accepted_total=admission.accepted_total,
+            duplicates_total=admission.duplicates_total,
+            rejected_total=dict(admission.rejected_total),
+            dispatched_total=self._dispatched_total,
+            cancelled_total=self._cancelled_total,
+            requeued_total=self._requeued_total,
+            scheduled=len(self._held),
+            expired_total=self._expired_total,
+            retried_total=self._retried_total,
+            unique_hits_total=admission.keys.hits_total,
+            keys=len(admission.keys),
+        )
+
+    def _on_requests(self, message: Requests) -> Answers:
+        admission = self._admission
+        answers = Answers(len(message.messages))
+        if self._names is not None:
+            self._names.ask_again()  # the name source is asked at most once per request
+        for index, item in enumerate(message.messages):
+            answer: Answer | None
+            if isinstance(item, Submit):
+                answer = admission.decide(item, answers, index)
+            elif isinstance(item, Cancel):
+                answer = self._cancel(item.id)
+            else:
+                answer = admission.reject(
+                    str(getattr(item, "id", "")), "InvalidSubmission",
+                    f"the inbox takes Submit and Cancel, not {type(item).__name__}")
+            answers.values[index] = answer
+            if answer is None:
+                answers.later()
+        return answers
+
+    async def _settle_keys(self, message: Requests) -> None:
+        """Free the keys of the request's Submits whose holder has ended
+        (the store knows); see ``fastworker.unique``."""
+        levels, held = self._levels, self._held
+        asked = self._admission.keys.pending(
+            (m for m in message.messages if isinstance(m, Submit)),
+            lambda task_id: task_id in levels.jobs or task_id in held,
+        )
+        if not asked:
+            return
+        timeout = self.options.key_check_timeout
+        try:
+            answer = await self.refs["results"].call(StatusQuery(ids=tuple(asked)),
+                                                     timeout=timeout)
+        except CallTimeout:
+            # Keep the keys: a task that may still run is not started twice.
+            log.warning("%s: the store did not say in %g s whether %d keyed tasks ended; "
+                        "their keys stay held", self.name, timeout, len(asked))
+            return
+        if isinstance(answer, Records):
+            self._admission.keys.settle(asked, answer.records)
+
+    def _cancel(self, task_id: str) -> CancelReply:
+        if self._drop(task_id):
+            self._recent.remember(task_id, "cancelled")
+            self._cancelled.append(task_id)
+            self._cancelled_total += 1
+            return CancelReply(id=task_id, outcome="cancelled")
+        state = self._recent.get(task_id)
+        if state == "cancelled":
+            return CancelReply(id=task_id, outcome="cancelled")  # a resent Cancel
+        if state is not None:
+            return CancelReply(id=task_id, outcome="not_queued")
+        return CancelReply(id=task_id, outcome="unknown")
+
+    def _drop(self, task_id: str) -> bool:
+        """Take a queued or held task out; ``False`` if it is neither."""
+        return self._held.cancel(task_id) or self._levels.remove(task_id)
+
+    def _requeue(self, jobs: tuple[Job, ...]) -> None:
+        for job in reversed(jobs):
+            if self._levels.push_front(job):
+                self._recent.remember(job.id, "queued")
+                self._requeued_total += 1
+
+    def _hold_retries(self, jobs: tuple[Job, ...], delays: tuple[float, ...]) -> None:
+        now, wall = trio.current_time(), time.time()
+        for job, delay in zip(jobs, delays):
+            if job.id in self._levels.jobs or job.id in self._held:
+                continue
+            self._held.hold(job, now + max(delay, 0.0))
+            if job.expires_at is not None:
+                self._held.expire(job.id, now + job.expires_at - wall)
+            self._recent.remember(job.id, "scheduled")
+            self._retried_total += 1
+
+    async def _release_due(self, now: float) -> None:
+        """Queue held jobs whose time came, at the back of their levels, and
+        drop tasks past their deadline (the held timer's call)."""
+        released, expired = self._held.due(now)
+        for job in released:
+            self._levels.append(job)
+            self._recent.remember(job.id, "queued")
+            self._released.append(job.id)
+        for task_id in expired:
+            if self._drop(task_id):
+                self._recent.remember(task_id, "expired")
+                self._expired.append(task_id)
+                self._expired_total += 1
+        if self._released or self._expired:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Take jobs for the standing demand, then send what the handled
+        messages produced: Queued and Cancelled to the store first (so an
+        accepted task is known there before the client hears of it), then
+        one JobBatch, then the answers of completed deferred requests."""
+        admission = self._admission
+        admission.admit()
+        jobs = self._levels.take(self._demand, self._only, self._taken)
+        self._demand -= len(jobs)
+        self._dispatched_total += len(jobs)
+        entries, admission.entries = admission.entries, []
+        cancelled, self._cancelled = self._cancelled, []
+        if entries:
+            await self.refs["results"].send(Queued(entries=tuple(entries)))
+        if cancelled:
+            await self.refs["results"].send(Cancelled(ids=tuple(cancelled)))
+        if self._released or self._expired:
+            released, self._released = self._released, []
+            expired, self._expired = self._expired, []
+            await self.refs["results"].send_batch(
+                [Released(ids=tuple(released)), Expired(ids=tuple(expired))])
+        if jobs:
+            await self.refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
+        answered, admission.answered = admission.answered, []
+        for answers in answered:
+            answers.send()
+
+    def _taken(self, job: Job) -> None:
+        """A job leaves for the dispatcher: from here the executor checks its
+        deadline, and its room goes to a waiting Submit."""
+        if job.expires_at is not None:
+            self._held.forget_deadline(job.id)
+        self._recent.remember(job.id, "dispatched")
+        self._admission.admit()

@@ -1,0 +1,239 @@
+"""Admission: the inbox's answer to each Submit, and Submits that wait for room.
+
+A resent id is Accepted again, a Submit with a bad option or an unknown
+task is refused, one whose key is held gets the holder's id; the others
+are scheduled, queued, parked until room frees, or refused with QueueFull
+(the order and the rules are in ``docs/inbox.md``). Admission does not
+take jobs out of the queue or talk to other actors: the inbox sends what
+it produced (``entries``, ``answered``) at its next flush.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from typing import Literal, TypeAlias, Union
+
+import attrs
+import trio
+
+from actors.requests import Answers
+from actors.timers import DueHeap, Timer
+from fastworker.inbox.held import Held
+from fastworker.inbox.levels import Levels
+from fastworker.inbox.names import TaskNames
+from fastworker.messages import Accepted, CancelReply, Job, QueuedEntry, Rejected, Submit
+from fastworker.submission import check_submit
+from fastworker.unique import UniqueKeys
+
+__all__ = ["Admission", "RecentIds"]
+
+#: Where a task the inbox accepted went last.
+State: TypeAlias = Literal["scheduled", "queued", "dispatched", "cancelled", "expired"]
+#: The answer to one message of a request.
+Answer: TypeAlias = Union[Accepted, Rejected, CancelReply]
+
+
+class RecentIds(OrderedDict[str, State]):
+    """The ids the inbox accepted and where each went last, oldest first;
+    past ``limit`` the oldest is forgotten. They recognise a resent Submit
+    and answer a Cancel of a task that left the queue."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, task_id: str, state: State) -> None:
+        self[task_id] = state  # an id already there keeps its place
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@attrs.define(eq=False)
+class _Parked:
+    """A Submit waiting for room, and where its answer goes."""
+
+    submit: Submit
+    answers: Answers
+    index: int
+    since: float
+    #: Its place in the line, first come first admitted.
+    number: int
+
+
+class Admission:
+    """Decides Submits, and queues or schedules those it accepts.
+
+    Args:
+        levels: where accepted jobs are queued.
+        held: where delayed jobs and deadlines are kept.
+        recent: the ids accepted so far.
+        names: the known task names (``None``: names are not checked).
+        capacity: jobs queued before Submits wait or are refused.
+        scheduled_capacity: delayed jobs held at once.
+        parked_max: Submits that may wait for room at once.
+        key_limit: keys held before the store is asked about all holders.
+    """
+
+    def __init__(self, levels: Levels, held: Held, recent: RecentIds, names: TaskNames | None,
+                 *, capacity: int, scheduled_capacity: int, parked_max: int,
+                 key_limit: int) -> None:
+        self.levels = levels
+        self.held = held
+        self.recent = recent
+        self.names = names
+        self.capacity = capacity
+        self.scheduled_capacity = scheduled_capacity
+        self.parked_max = parked_max
+        self.keys = UniqueKeys(limit=key_limit)
+        self.parked: OrderedDict[int, _Parked] = OrderedDict()  # first come first
+        self._waits: DueHeap[int, _Parked] = DueHeap()  # the same, by the end of their wait
+        self._numbers = itertools.count(1)
+        #: Refuses parked Submits whose wait is over; started by the inbox.
+        self.timer = Timer(lambda: self._waits.next_at, self._refuse_waited)
+        # What the inbox's next flush sends: what was queued or scheduled,
+        # and the requests whose last answer came from a parked Submit.
+        self.entries: list[QueuedEntry] = []
+        self.answered: list[Answers] = []
+        self.accepted_total = 0
+        self.duplicates_total = 0
+        self.rejected_total: dict[str, int] = {}
+
+    def decide(self, submit: Submit, answers: Answers, index: int) -> Answer | None:
+        """The answer to one Submit, or ``None`` once it is parked (its
+        answer goes to ``answers`` at ``index`` later)."""
+        if submit.id in self.levels.jobs or submit.id in self.recent:
+            self.duplicates_total += 1
+            return Accepted(id=submit.id)
+        problem = check_submit(submit)
+        if problem is not None:
+            return self.reject(submit.id, "InvalidSubmission", problem)
+        names = self.names
+        if names is not None and not names.knows(submit.task):
+            return self.reject(submit.id, "UnknownTask", names.unknown(submit.task))
+        if not submit.key:
+            return self._place(submit, answers, index)
+        holder = self.keys.holder(submit.key)
+        if holder is not None:
+            return Accepted(id=holder)  # the task already holding the key
+        self.keys.claim(submit.key, submit.id)
+        answer = self._place(submit, answers, index)
+        if isinstance(answer, Rejected):
+            self.keys.release(submit.key, submit.id)
+        return answer
+
+    def reject(self, task_id: str, error: str, message: str) -> Rejected:
+        self.rejected_total[error] = self.rejected_total.get(error, 0) + 1
+        return Rejected(id=task_id, error=error, message=message)
+
+    def admit(self) -> None:
+        """Queue parked Submits, first come first, while there is room."""
+        parked_line, jobs = self.parked, self.levels.jobs
+        while parked_line and len(jobs) < self.capacity:
+            _, parked = parked_line.popitem(last=False)
+            self._waits.discard(parked.number)
+            submit = parked.submit
+            if submit.id in jobs or submit.id in self.recent:
+                self.duplicates_total += 1  # its twin got in first
+                answer: Answer = Accepted(id=submit.id)
+            else:
+                answer = self._enqueue(submit)
+            self._finish(parked, answer, at_once=False)
+
+    def stop(self, now: float) -> None:
+        """Refuse every parked Submit: the inbox stops, their callers must not hang."""
+        for parked in self.parked.values():
+            message = f"the inbox stopped after {_seconds(now - parked.since)} s of waiting"
+            self._finish(parked, self._queue_full(parked.submit, message), at_once=True)
+        self.parked.clear()
+        self._waits.pop_all()
+
+    def _place(self, submit: Submit, answers: Answers, index: int) -> Answer | None:
+        """Schedule, queue or park a valid Submit, or refuse it for room."""
+        if submit.delay > 0:
+            return self._schedule(submit)
+        self.admit()  # room freed by a Cancel goes to those waiting first
+        if len(self.levels.jobs) < self.capacity:
+            return self._enqueue(submit)
+        if submit.queue_wait > 0 and len(self.parked) < self.parked_max:
+            self._park(submit, answers, index)
+            return None
+        if submit.queue_wait > 0:
+            return self._queue_full(submit, f"{self.parked_max} submissions already wait for room")
+        return self._queue_full(submit, "pass queue_wait to wait for room")
+
+    def _queue_full(self, submit: Submit, why: str) -> Rejected:
+        return self.reject(submit.id, "QueueFull", f"queue full (capacity {self.capacity}); {why}")
+
+    def _job(self, submit: Submit, now: float) -> Job:
+        """The job of an accepted Submit; its deadline, if any, starts now."""
+        expires_at = None
+        if submit.expires_in is not None:
+            expires_at = now + submit.expires_in
+            self.held.expire(submit.id, trio.current_time() + submit.expires_in)
+        return Job(id=submit.id, task=submit.task, payload=submit.payload,
+                   priority=submit.priority, timeout=submit.timeout, queued_at=now,
+                   expires_at=expires_at, retries=submit.retries)
+
+    def _schedule(self, submit: Submit) -> Accepted | Rejected:
+        """Hold a Submit with a delay until its time."""
+        capacity = self.scheduled_capacity
+        if len(self.held) >= capacity:
+            return self.reject(submit.id, "QueueFull",
+                               f"{capacity} scheduled tasks already wait (scheduled_capacity)")
+        now = time.time()
+        job = self._job(submit, now)
+        self.held.hold(job, trio.current_time() + submit.delay)
+        self.recent.remember(job.id, "scheduled")
+        self.entries.append(
+            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                        payload=job.payload, retry_of=submit.retry_of,
+                        scheduled_for=now + submit.delay))
+        self.accepted_total += 1
+        return Accepted(id=job.id)
+
+    def _enqueue(self, submit: Submit) -> Accepted:
+        now = time.time()
+        job = self._job(submit, now)
+        self.levels.append(job)
+        self.recent.remember(job.id, "queued")
+        self.entries.append(
+            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                        payload=job.payload, retry_of=submit.retry_of))
+        self.accepted_total += 1
+        return Accepted(id=job.id)
+
+    def _park(self, submit: Submit, answers: Answers, index: int) -> None:
+        now = trio.current_time()
+        parked = _Parked(submit, answers, index, since=now, number=next(self._numbers))
+        self.parked[parked.number] = parked
+        self._waits.push(now + submit.queue_wait, parked.number, parked)
+        self.timer.arm(now + submit.queue_wait)
+
+    def _refuse_waited(self, now: float) -> None:
+        """Refuse the parked Submits whose wait is over (the timer's call)."""
+        for parked in self._waits.pop_due(now):
+            del self.parked[parked.number]
+            waited = f"waited {_seconds(parked.submit.queue_wait)} s"
+            self._finish(parked, self._queue_full(parked.submit, waited), at_once=True)
+
+    def _finish(self, parked: _Parked, answer: Answer, *, at_once: bool) -> None:
+        """Give a parked Submit its answer; once its request has all of its
+        answers, reply at once or (when what was queued must reach the
+        store first) at the next flush."""
+        submit = parked.submit
+        if isinstance(answer, Rejected) and submit.key:
+            self.keys.release(submit.key, submit.id)
+        answers = parked.answers
+        if answers.fill(parked.index, answer) and answers.reply is not None:
+            if at_once:
+                answers.send()
+            else:
+                self.answered.append(answers)
+
+
+def _seconds(value: float) -> str:
+    """``2.0``, ``0.25``, ``1.333``: seconds for people."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
