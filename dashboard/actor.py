@@ -50,6 +50,7 @@ from fastworker.cancel import cancel_task
 from fastworker.internal import DrainWorker, GetTask, ListTasks, TaskDetail, TaskPage
 from fastworker.messages import Accepted, Rejected
 from fastworker.submission import build_submit, new_task_id, priority_name
+from fastworker.tasks import default_registry
 
 log = logging.getLogger("dashboard")
 #: hypercorn's own messages (its "Running on" line duplicates ours).
@@ -313,12 +314,10 @@ class Dashboard(Actor[Any]):
                               f"{self.options.page_max}")
         page: TaskPage = await self._call("results", ListTasks(
             state=state, task=task or None, id=id or None, offset=offset, limit=limit))
-        from fastworker.tasks import registry
-
         return schema.TaskList(
             tasks=[views.summary(r) for r in page.records], total=page.total, offset=offset,
             limit=limit, states=list(views.STATES),
-            task_names=views.task_names(self.sample, registry.names()))
+            task_names=views.task_names(self.sample, default_registry().names()))
 
     async def _detail(self, id: str) -> TaskDetail:
         detail: TaskDetail | None = await self._call("results", GetTask(id=id))

@@ -70,7 +70,7 @@ from fastworker.messages import (
 )
 from fastworker.probe import DEFAULT_DISCOVERY_PORT, discover_forever
 from fastworker.stats import LinkStats
-from fastworker.tasks import registry
+from fastworker.tasks import default_registry
 
 __all__ = ["LinkOptions", "LinkStats", "WorkerLink"]
 
@@ -279,6 +279,7 @@ class WorkerLink(Actor[Accepts]):
                         "registering again", self.name, self._address)
 
     async def _register(self) -> float | None:
+        registry = default_registry()
         tasks = registry.names()
         at_most_once = tuple(sorted(n for n in tasks if (t := registry.get(n)) and t.at_most_once))
         register = Register(

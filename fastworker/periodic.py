@@ -31,7 +31,7 @@ from fastworker.internal import GetTask, TaskDetail
 from fastworker.messages import Accepted, Rejected
 from fastworker.stats import ScheduleInfo, SchedulerStats
 from fastworker.submission import build_submit, new_task_id
-from fastworker.tasks import Task, TaskRegistry
+from fastworker.tasks import Task, TaskRegistry, default_registry
 
 __all__ = [
     "Scheduler",
@@ -118,11 +118,7 @@ class Scheduler(Actor[Any]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(options, context)
-        if registry is None:
-            from fastworker.tasks import registry as default_registry
-
-            registry = default_registry
-        self._registry = registry
+        self._registry = default_registry() if registry is None else registry
         self._clock = clock
         self._schedules: list[_Schedule] = []
         self._heap: list[tuple[float, int, _Schedule]] = []

@@ -177,6 +177,13 @@ class TaskRegistry:
 registry = TaskRegistry()
 
 
+def default_registry() -> TaskRegistry:
+    """This process's task registry, where ``@task`` registers; looked up
+    when called (so a test may put another in ``fastworker.tasks.registry``).
+    Actors that take a registry use this one when given none."""
+    return registry
+
+
 @overload
 def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 

@@ -13,3 +13,7 @@ from fastworker.dispatcher.actor import Dispatcher as Dispatcher
 from fastworker.dispatcher.actor import DispatcherOptions as DispatcherOptions
 
 __all__ = ["Dispatcher", "DispatcherOptions"]
+
+# Shown as fastworker.dispatcher:Dispatcher in logs and snapshots, where it was defined
+# before this package was split (actors.topology.kind_name).
+Dispatcher.__module__ = __name__

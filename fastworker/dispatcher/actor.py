@@ -46,6 +46,7 @@ from fastworker.messages import (
     Stop,
 )
 from fastworker.stats import DispatcherStats, WorkerLoad
+from fastworker.tasks import default_registry
 
 __all__ = ["Dispatcher", "DispatcherOptions"]
 
@@ -280,6 +281,4 @@ class Dispatcher(Actor[Accepts]):
 
 
 def _registry_names() -> Collection[str]:
-    from fastworker.tasks import registry
-
-    return registry.names()
+    return default_registry().names()

@@ -14,3 +14,7 @@ __all__ = [
     "ProcessPool",
     "ProcessPoolStats",
 ]
+
+# Shown as fastworker.executor:Executor in logs and snapshots, where it was defined
+# before this package was split (actors.topology.kind_name).
+Executor.__module__ = __name__

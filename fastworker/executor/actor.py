@@ -41,8 +41,7 @@ from fastworker.messages import (
 )
 from fastworker.stats import ExecutorStats
 from fastworker.submission import time_limit
-from fastworker.tasks import Task, TaskRegistry
-from fastworker.tasks import registry as default_registry
+from fastworker.tasks import Task, TaskRegistry, default_registry
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -97,7 +96,7 @@ class Executor(Actor[Accepts]):
     ) -> None:
         super().__init__(options, context)
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
-        self._registry = default_registry if registry is None else registry
+        self._registry = default_registry() if registry is None else registry
         self._reports = Reports(self.worker)
         self._lanes = Lanes(options.concurrency, self._reports)
         self._threads = Threads(options.threads, self._reports)

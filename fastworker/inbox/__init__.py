@@ -15,3 +15,7 @@ __all__ = [
     "InboxOptions",
     "PriorityInbox",
 ]
+
+# Shown as fastworker.inbox:PriorityInbox in logs and snapshots, where it was defined
+# before this package was split (actors.topology.kind_name).
+PriorityInbox.__module__ = __name__

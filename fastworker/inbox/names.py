@@ -24,7 +24,7 @@ class TaskNames:
 
     Args:
         source: returns the names registered here; by default
-            ``fastworker.tasks.registry.names``, looked up when asked.
+            ``fastworker.tasks.default_registry().names``, looked up when asked.
     """
 
     def __init__(self, source: Callable[[], Collection[str]] | None = None) -> None:
@@ -36,7 +36,7 @@ class TaskNames:
 
     def refresh(self) -> None:
         """Ask the source for its names now."""
-        source = self._source if self._source is not None else tasks.registry.names
+        source = self._source if self._source is not None else tasks.default_registry().names
         self.known = frozenset(source())
         self._fresh = True
 

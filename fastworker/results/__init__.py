@@ -10,3 +10,7 @@ from fastworker.results.store import ResultStore as ResultStore
 from fastworker.results.store import ResultStoreOptions as ResultStoreOptions
 
 __all__ = ["RECORD_OVERHEAD_BYTES", "ResultStore", "ResultStoreOptions"]
+
+# Shown as fastworker.results:ResultStore in logs and snapshots, where it was defined
+# before this package was split (actors.topology.kind_name).
+ResultStore.__module__ = __name__
