@@ -1,12 +1,15 @@
-"""NNG sockets as wires: with ``actors.nng_reqrep``, the only modules that import pynng.
+"""NNG sockets as wires: options checked, sockets opened, wires returned.
 
 Edge actors move frames through an ``actors.wire.Wire``; ``open_wire`` makes
 one from an NNG socket (push, pull, pair, pair1, bus or rep) that listens or
 dials, driven by its descriptors (``io="poll"``) or by pynng's aio
 (``io="async"``, always for rep); ``open_request_wire`` makes the client of a
-rep wire, a ``RequestWire`` that runs under asyncio and trio. See
-docs/transport.md. A sent frame may still be lost when a peer restarts:
-delivery rests on the acks and redelivery of the layers above.
+rep wire, a ``RequestWire`` that runs under asyncio and trio. The wires
+themselves live in ``actors.nng_wire`` (``NngWire``) and
+``actors.nng_reqrep`` (``RequestWire``), and are re-exported here; these
+three are the only modules that import pynng. See docs/transport.md. A sent
+frame may still be lost when a peer restarts: delivery rests on the acks and
+redelivery of the layers above.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any, Final, Literal, final
 from urllib.parse import urlsplit
@@ -25,9 +27,10 @@ import pynng  # type: ignore[import-untyped]
 import trio
 
 from actors.errors import ConfigError
-from actors.nng_reqrep import RepContexts, req_socket
 from actors.nng_reqrep import RequestWire as RequestWire
-from actors.wire import Received
+from actors.nng_reqrep import req_socket
+from actors.nng_wire import BY_CONTEXT, CAN_RECEIVE, CAN_SEND
+from actors.nng_wire import NngWire as NngWire
 
 __all__ = [
     "NngWire",
@@ -68,10 +71,6 @@ _SOCKETS: Final[dict[str, Callable[..., Any]]] = {
     "rep": pynng.Rep0,
     "req": req_socket,  # open_request_wire's, not open_wire's
 }
-_CAN_SEND: Final = frozenset({"push", "pair", "pair1", "bus", "rep"})
-_CAN_RECEIVE: Final = frozenset({"pull", "pair", "pair1", "bus", "rep"})
-# Driven by contexts, which have no descriptors and no queues to size.
-_BY_CONTEXT: Final = frozenset({"rep", "req"})
 # NNG counts pair1's 4-byte hop count, and req/rep's 4-byte request id (one
 # per hop: we have one), against recv_max_size.
 _HEADER_BYTES: Final = {"pair1": 4, "rep": 4, "req": 4}
@@ -258,181 +257,6 @@ def _common_problems(
     return problems
 
 
-@final
-class NngWire:
-    """A ``Wire`` over one pynng socket. Make one with ``open_wire``.
-
-    Any number of tasks may send and receive at once. With ``io="async"`` a
-    send that NNG has started is never cancelled (pynng leaks the frame if it
-    is): a cancelled ``send_frame`` returns once NNG takes the frame or the
-    wire closes. With ``io="poll"`` every wait is cancellable.
-
-    A rep wire holds each request in one of its contexts until it is answered
-    (``send_frame(reply, to=received.reply_to)``) or discarded (``discard``),
-    or until nothing references its ``reply_to`` any more. Every wait is
-    cancellable: a cancelled reply is dropped, never leaked.
-    """
-
-    def __init__(
-        self, socket: Any, *, name: str, address: str, pattern: str, io: str, contexts: int = 0
-    ) -> None:
-        self._socket = socket
-        self._name = name
-        self._scheme = address.partition("://")[0]
-        self._pattern = pattern
-        self._poll = io == "poll" and pattern not in _BY_CONTEXT
-        self._closed = False
-        self._rep = (
-            RepContexts(socket, contexts, name=name, closed_error=self._closed_error)
-            if pattern == "rep"
-            else None
-        )
-        # NNG's descriptors turn *readable* when the socket can receive, and
-        # when it can send: send_fd never reports writable.
-        self._recv_fd = socket.recv_fd if self._poll and pattern in _CAN_RECEIVE else -1
-        self._send_fd = socket.send_fd if self._poll and pattern in _CAN_SEND else -1
-        # trio lets one task at a time wait on a descriptor.
-        self._recv_wait = trio.Lock()
-        self._send_wait = trio.Lock()
-        self._peers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-    @property
-    def name(self) -> str:
-        """``listening on tcp://127.0.0.1:40123`` (the real port) or ``dialing ...``."""
-        return self._name
-
-    async def send_frame(self, frame: bytes, *, to: object = None) -> None:
-        """Hand one frame to NNG; waits while no peer can take it.
-
-        Args:
-            frame: the bytes to send.
-            to: a ``Received.reply_to`` from this pair1 wire, to answer that
-                peer only; frames to a peer that has gone are dropped. A rep
-                wire requires it: the request to answer, once.
-
-        Raises:
-            trio.ClosedResourceError: the wire is closed, before or while waiting.
-            ConfigError: this pattern cannot send, or ``to`` is not a pair1
-                peer or an unanswered request of this rep wire.
-        """
-        self._check(_CAN_SEND, "send")
-        if self._rep is not None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                await self._rep.reply(frame, to)
-            except pynng.Closed:
-                raise self._closed_error() from None
-            return
-        if to is not None and (self._pattern != "pair1" or not isinstance(to, pynng.Pipe)):
-            raise ConfigError(f"{self._name}: to= takes a pair1 Received.reply_to, got {to!r}")
-        message = frame if to is None else pynng.Message(frame, to)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            if not self._poll:
-                with trio.CancelScope(shield=True):
-                    await (self._socket.asend if to is None else self._socket.asend_msg)(message)
-                await trio.lowlevel.checkpoint_if_cancelled()
-                return
-            send = self._socket.send if to is None else self._socket.send_msg
-            while True:
-                try:
-                    send(message, block=False)
-                    break
-                except pynng.TryAgain:
-                    await self._wait(self._send_wait, self._send_fd)
-        except pynng.Closed:
-            raise self._closed_error() from None
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def receive_frame(self) -> Received:
-        """Wait for the next frame from any peer.
-
-        Raises:
-            trio.ClosedResourceError: the wire is closed, before or while waiting.
-            ConfigError: this pattern cannot receive.
-        """
-        self._check(_CAN_RECEIVE, "receive")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            if self._rep is not None:
-                message, request = await self._rep.receive()
-                return Received(message.bytes, self._peer(message.pipe), request)
-            if self._poll:
-                while True:
-                    try:
-                        message = self._socket.recv_msg(block=False)
-                        break
-                    except pynng.TryAgain:
-                        await self._wait(self._recv_wait, self._recv_fd)
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            else:
-                message = await self._socket.arecv_msg()
-        except pynng.Closed:
-            raise self._closed_error() from None
-        pipe = message.pipe
-        return Received(message.bytes, self._peer(pipe), pipe if self._pattern == "pair1" else None)
-
-    async def discard(self, reply_to: object) -> None:
-        """Rep only: free the request behind ``reply_to`` without answering it.
-
-        Its client gets no reply: it resends after its ``resend_time``, or
-        gives up at its timeout.
-
-        Raises:
-            ConfigError: not a rep wire, or ``reply_to`` is not an unanswered
-                request of this one.
-        """
-        if self._rep is None:
-            raise ConfigError(f"{self._name}: only a rep wire can discard a request")
-        self._rep.discard(reply_to)
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        """Close the socket; tasks waiting in send or receive wake with ClosedResourceError."""
-        if not self._closed:
-            self._closed = True
-            for fd in (self._recv_fd, self._send_fd):
-                if fd >= 0:
-                    trio.lowlevel.notify_closing(fd)
-            if self._rep is not None:
-                self._rep.close()
-            # nng_close waits for the socket's pipes to wind down.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close)
-        await trio.lowlevel.checkpoint()
-
-    def _close(self) -> None:
-        if self._rep is not None:  # contexts first: after the socket, closing one raises
-            self._rep.close_contexts()
-        self._socket.close()
-
-    def _check(self, can: frozenset[str], verb: str) -> None:
-        if self._closed:
-            raise self._closed_error()
-        if self._pattern not in can:
-            raise ConfigError(f"{self._name}: a {self._pattern} wire cannot {verb} frames")
-
-    def _closed_error(self) -> trio.ClosedResourceError:
-        return trio.ClosedResourceError(f"wire {self._name} is closed")
-
-    async def _wait(self, lock: trio.Lock, fd: int) -> None:
-        async with lock:
-            if self._closed:  # the descriptor may already be gone
-                raise self._closed_error()
-            await trio.lowlevel.wait_readable(fd)
-
-    def _peer(self, pipe: Any) -> str:
-        peer = None if pipe is None else self._peers.get(pipe)
-        if peer is None:
-            try:
-                remote = str(pipe.remote_address)  # inproc names come with their scheme
-                peer = remote if "://" in remote else f"{self._scheme}://{remote}"
-                self._peers[pipe] = peer
-            except (AttributeError, pynng.NNGException):  # no pipe, or it closed meanwhile
-                peer = f"{self._scheme}://(unknown peer)"
-        return peer
-
-
 def _is_loopback(address: str) -> bool:
     host = urlsplit(address).hostname or ""
     try:
@@ -486,9 +310,9 @@ def _open_socket(
         **options,
     )
     try:
-        if pattern in _CAN_RECEIVE and pattern not in _BY_CONTEXT:
+        if pattern in CAN_RECEIVE and pattern not in BY_CONTEXT:
             socket.recv_buffer_size = buffer_frames
-        if pattern in _CAN_SEND and pattern not in _BY_CONTEXT:
+        if pattern in CAN_SEND and pattern not in BY_CONTEXT:
             socket.send_buffer_size = buffer_frames
         if config is not None:
             socket.tls_config = config

@@ -3,7 +3,7 @@
 ``actors.nng`` opens the sockets (``open_wire(pattern="rep")`` for a server,
 ``open_request_wire`` for a client) and re-exports ``RequestWire``; this
 module keeps the contexts that let one socket carry many requests at once.
-With ``actors.nng`` it is the only module that imports pynng.
+It, ``actors.nng`` and ``actors.nng_wire`` are the only modules that import pynng.
 
 - ``RepContexts``: a rep socket's pool of contexts. Each receive takes a
   free context, and it stays taken until that request is answered or
