@@ -20,6 +20,7 @@ import trio
 
 from fastworker.journal import JournalFile, JournalLocked, PutResult, PutSchedule, PutTask
 from tests.fastworker.test_journal import REFUSALS, corrupt_files, hint, job, opened, record
+from tests.process.harness import Lines
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARD = 30  # seconds; a hang fails the test instead of stalling the run
@@ -30,22 +31,12 @@ class Child:
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.lines: list[str] = []
-        self._pending = b""
+        self._lines = Lines(process)
+        self.lines = self._lines.read
 
     async def line(self) -> str | None:
         """The next line, or ``None`` at the end of the output."""
-        assert self.process.stdout is not None
-        while b"\n" not in self._pending:
-            chunk = await self.process.stdout.receive_some()
-            if not chunk:
-                if not self._pending:
-                    return None
-                self._pending += b"\n"
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        self.lines.append(line.decode(errors="replace"))
-        return self.lines[-1]
+        return await self._lines.next()
 
     async def wait_for(self, prefix: str) -> str:
         """Read on until a line starting with ``prefix``."""

@@ -63,15 +63,40 @@ def log_messages(lines: list[str], logger: str) -> list[str]:
     return found
 
 
+class Lines:
+    """A child process's output (stdout, with stderr merged into it), line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        self._pending = b""
+        #: Every line read so far.
+        self.read: list[str] = []
+
+    async def next(self) -> str | None:
+        """The next line, or ``None`` at the end of the output."""
+        while b"\n" not in self._pending:
+            chunk = await self._stdout.receive_some()
+            if not chunk:
+                if not self._pending:
+                    return None
+                self._pending += b"\n"
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        text = line.decode(errors="replace")
+        self.read.append(text)
+        return text
+
+
 class Running:
     """A running ``fastworker run``, read line by line (stdout and stderr merged)."""
 
     def __init__(self, process: trio.Process, file: str) -> None:
         self.process = process
         self.file = file
+        self._lines = Lines(process)
         #: Every line read so far.
-        self.lines: list[str] = []
-        self._pending = b""
+        self.lines = self._lines.read
 
     @property
     def output(self) -> str:
@@ -84,18 +109,7 @@ class Running:
 
     async def _read_line(self) -> str | None:
         """The next line, or ``None`` at the end of the output."""
-        assert self.process.stdout is not None
-        while b"\n" not in self._pending:
-            chunk = await self.process.stdout.receive_some()
-            if not chunk:
-                if not self._pending:
-                    return None
-                self._pending += b"\n"
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        text = line.decode(errors="replace")
-        self.lines.append(text)
-        return text
+        return await self._lines.next()
 
     async def wait_for(self, text: str) -> str:
         """Read on until a line containing ``text``, and return that line."""
