@@ -2,10 +2,12 @@
 
 Actors call ``await writer.write(ops)`` once per handled batch of messages
 and get a ``Commit``; ``await commit.wait()`` returns once those ops are on
-disk, or raises ``JournalUnavailable``. A dedicated thread owns the
-``JournalFile`` and commits one batch at a time; while it commits, new
-writes gather in the next batch (up to ``max_batch_ops``), so under load one
-transaction carries many actors' writes. The thread wakes trio with
+disk, or raises ``JournalUnavailable``. A ``JournalThread``
+(``fastworker.journal.thread``) owns the ``JournalFile`` and commits one
+batch at a time; while it commits, new writes gather in the next batch (up
+to ``max_batch_ops``), so under load one transaction carries many actors'
+writes. This module is the trio side: it fills the batches, releases them,
+and keeps the counts the thread reports back through
 ``TrioToken.run_sync_soon``; nothing here blocks the trio thread on the file.
 
 What it must not do: acknowledge a write it did not commit, hold unbounded
@@ -17,14 +19,11 @@ next write is tried again: the disk may have room again).
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar, final
+from typing import Final, TypeVar, final
 
 import attrs
 import trio
@@ -34,6 +33,7 @@ from fastworker.errors import JournalUnavailable
 from fastworker.journal.commit import Batch, Call, Commit, Storage
 from fastworker.journal.file import JournalFile, JournalFileStats, Recovered, Synchronous
 from fastworker.journal.ops import Op
+from fastworker.journal.thread import HandBack, JournalThread
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
@@ -110,19 +110,19 @@ class JournalWriter:
         self.max_batch_ops = max_batch_ops
         self.max_pending_ops = max_pending_ops
         self.commit_interval = commit_interval
-        self._checkpoint_every = checkpoint_every
-        self._checkpoint_interval = checkpoint_interval
-        self._token = trio.lowlevel.current_trio_token()
-        # Shared with the journal's thread, under the condition's lock.
-        self._condition = threading.Condition()
-        self._queue: deque[Batch | Call[Any]] = deque()
-        self._closing = False
-        # The trio thread's own.
+        self._opened = trio.Event()
+        self._stopped = trio.Event()
+        self._thread = JournalThread(
+            path, checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval,
+            token=trio.lowlevel.current_trio_token(),
+            hand_back=HandBack(opened=self._on_opened, committed=self._on_committed,
+                               checkpointed=self._on_checkpointed, broken=self._on_broken,
+                               stopped=self._stopped.set),
+        )
+        # The trio thread's own (the queue is shared, under the thread's condition).
         self._unreleased: Batch | None = None
         self._timer_wake = trio.Event()
         self._room = trio.lowlevel.ParkingLot()
-        self._opened = trio.Event()
-        self._stopped = trio.Event()
         self._open_error: BaseException | None = None
         self._closed = False
         self._broken: str | None = None
@@ -242,8 +242,8 @@ class JournalWriter:
             done = Batch(released=True, created_at=0.0)
             done.done.set()
             return Commit(done, 0)
-        with self._condition:
-            queue = self._queue
+        with self._thread.condition:
+            queue = self._thread.queue
             batch = queue[-1] if queue else None
             if not isinstance(batch, Batch) or (
                 batch.ops and len(batch.ops) + n > self.max_batch_ops
@@ -262,7 +262,7 @@ class JournalWriter:
             if len(batch.ops) >= self.max_batch_ops:
                 batch.released = True
             if batch.released:
-                self._condition.notify()
+                self._thread.condition.notify()
         if batch.released and batch is self._unreleased:
             self._unreleased = None
         self._pending_ops += n
@@ -278,9 +278,9 @@ class JournalWriter:
                 await self._timer_wake.wait()
                 continue
             await trio.sleep_until(batch.created_at + self.commit_interval)
-            with self._condition:
+            with self._thread.condition:
                 batch.released = True
-                self._condition.notify()
+                self._thread.condition.notify()
             if self._unreleased is batch:
                 self._unreleased = None
 
@@ -296,7 +296,7 @@ class JournalWriter:
 
     async def checkpoint(self) -> None:
         """Checkpoint the write-ahead log now (the writer also does it on its own)."""
-        await self._call(self._checkpoint)
+        await self._call(self._thread.checkpoint)
 
     def stats(self) -> JournalStats:
         """A snapshot, at once (no file access)."""
@@ -312,138 +312,30 @@ class JournalWriter:
     async def _call(self, function: Callable[[Storage], T]) -> T:
         self._has_room(0)
         call = Call(function)
-        with self._condition:
-            self._queue.append(call)
-            self._condition.notify()
+        with self._thread.condition:
+            self._thread.queue.append(call)
+            self._thread.condition.notify()
         with trio.CancelScope(shield=True):  # the thread runs it anyway
             await call.done.wait()
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[return-value]
 
-    # -- the journal's thread -------------------------------------------------------
+    # -- starting and stopping the journal's thread -------------------------------
 
     async def _start(self, open_storage: Callable[[], Storage]) -> None:
-        thread = threading.Thread(target=self._thread_main, args=(open_storage,),
-                                  name=f"journal {self.path}", daemon=True)
-        thread.start()
+        self._thread.start(open_storage)
         with trio.CancelScope(shield=True):  # the thread opens it anyway: wait for it
             await self._opened.wait()
         if self._open_error is not None:
             await self._stopped.wait()
             raise self._open_error
 
-    def _thread_main(self, open_storage: Callable[[], Storage]) -> None:
-        try:
-            storage = open_storage()
-        except BaseException as error:
-            self._soon(self._on_opened, error, 0)
-            self._soon(self._stopped.set)
-            return
-        self._soon(self._on_opened, None, storage.size())
-        try:
-            self._serve(storage)
-        except BaseException as error:  # a bug: fail what is left, say so, stop
-            log.exception("journal %s: the writer's thread failed", self.path)
-            self._soon(self._on_broken, f"the journal {self.path} stopped writing: "
-                                        f"{type(error).__name__}: {error}")
-        finally:
-            try:
-                storage.close()
-            except Exception:
-                log.exception("journal %s: closing failed", self.path)
-            self._soon(self._stopped.set)
-
-    def _serve(self, storage: Storage) -> None:
-        since_checkpoint = 0
-        last_checkpoint = time.monotonic()
-        while True:
-            wait = max(0.0, last_checkpoint + self._checkpoint_interval - time.monotonic())
-            item = self._take(wait if since_checkpoint else None)
-            if isinstance(item, Call):
-                self._run_call(storage, item)
-                continue
-            if item is None:  # idle for a while, or closing with nothing left
-                if since_checkpoint:
-                    self._checkpoint(storage)
-                    since_checkpoint, last_checkpoint = 0, time.monotonic()
-                if self._closing:
-                    return
-                continue
-            self._commit(storage, item)
-            self._soon(self._on_committed, item, storage.size())
-            since_checkpoint += 1
-            if (since_checkpoint >= self._checkpoint_every
-                    or time.monotonic() - last_checkpoint >= self._checkpoint_interval):
-                self._checkpoint(storage)
-                since_checkpoint, last_checkpoint = 0, time.monotonic()
-
-    def _take(self, timeout: float | None) -> Batch | Call[Any] | None:
-        """The next item the thread may take; ``None`` when it waited
-        ``timeout`` for nothing, or when closing found the queue empty."""
-        with self._condition:
-            while True:
-                queue = self._queue
-                if queue and queue[0].released:
-                    return queue.popleft()
-                if self._closing and not queue:
-                    return None
-                if not self._condition.wait(timeout):
-                    return None
-
-    def _commit(self, storage: Storage, batch: Batch) -> None:
-        if not batch.ops:  # a barrier: nothing to write
-            return
-        try:
-            storage.apply(batch.ops)
-        except Exception as error:
-            if _is_fault(error):
-                batch.failure = self._unavailable(error)
-            elif len(batch.writes) == 1:
-                batch.errors[0] = error
-            else:
-                self._commit_one_by_one(storage, batch)
-        else:
-            batch.committed = len(batch.ops)
-
-    def _commit_one_by_one(self, storage: Storage, batch: Batch) -> None:
-        """A write with a bad op failed the transaction: commit each write
-        alone, so only the bad one fails."""
-        start = 0
-        for index, n in enumerate(batch.writes):
-            ops, start = batch.ops[start:start + n], start + n
-            try:
-                storage.apply(ops)
-            except Exception as error:
-                batch.errors[index] = (
-                    JournalUnavailable(self._unavailable(error)) if _is_fault(error) else error)
-            else:
-                batch.committed += n
-
-    def _unavailable(self, error: Exception) -> str:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        return f"the journal at {self.path} cannot be written: {reason or type(error).__name__}"
-
-    def _run_call(self, storage: Storage, call: Call[Any]) -> None:
-        try:
-            call.result = call.function(storage)
-        except Exception as error:
-            call.error = error
-        self._soon(call.done.set)
-
-    def _checkpoint(self, storage: Storage) -> None:
-        try:
-            storage.checkpoint()
-        except Exception as error:
-            log.warning("journal %s: checkpoint failed: %s", self.path, error)
-            return
-        self._soon(self._on_checkpointed, storage.size())
-
-    def _soon(self, function: Callable[..., object], *args: Any) -> None:
-        try:
-            self._token.run_sync_soon(function, *args)
-        except trio.RunFinishedError:  # trio is gone: nobody is waiting
-            pass
+    async def _close(self) -> None:
+        self._closed = True
+        self._room.unpark_all()
+        self._thread.close()
+        await self._stopped.wait()
 
     # -- back on the trio thread (run_sync_soon: these must not raise) --------------
 
@@ -482,8 +374,9 @@ class JournalWriter:
         self._broken = reason
         self._healthy = False
         self._last_error = reason
-        with self._condition:
-            left, self._queue = list(self._queue), deque()
+        with self._thread.condition:
+            left = list(self._thread.queue)
+            self._thread.queue.clear()
         for item in left:
             if isinstance(item, Batch):
                 item.failure = reason
@@ -493,21 +386,3 @@ class JournalWriter:
                 item.error = trio.BrokenResourceError(reason)
             item.done.set()
         self._room.unpark_all()
-
-    async def _close(self) -> None:
-        self._closed = True
-        self._room.unpark_all()
-        with self._condition:
-            for item in self._queue:
-                if isinstance(item, Batch):
-                    item.released = True
-            self._closing = True
-            self._condition.notify()
-        await self._stopped.wait()
-
-
-def _is_fault(error: Exception) -> bool:
-    """Whether a failed commit is the file's or the disk's fault (try again
-    later), rather than a bad op's (never works)."""
-    return isinstance(error, (sqlite3.OperationalError, OSError, MemoryError)) or type(error) in (
-        sqlite3.DatabaseError, sqlite3.InternalError)
