@@ -9,7 +9,7 @@ depends on another's code (``tests/test_layers.py`` keeps it so).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -19,8 +19,10 @@ __all__ = [
     "Dispatched",
     "DrainWorker",
     "GetTask",
+    "JournalWrite",
     "KnownTasks",
     "ListTasks",
+    "Recover",
     "Requeue",
     "Requeued",
     "TaskDetail",
@@ -162,3 +164,24 @@ class TaskDetail:
     dispatched_to: str
     retry_of: str
     retried_as: tuple[str, ...]
+
+
+# -- inbox, result store, scheduler -> journal -----------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class JournalWrite:
+    """Inbox, ResultStore, Scheduler -> Journal: remember these operations
+    (``fastworker.journal.ops``), after every write sent before. Sent, it is
+    applied with nothing to wait for; called (``Ref.call``), it is answered
+    ``True`` once durable, or fails with ``JournalUnavailable``. With the
+    journal off, a call is answered ``True`` at once."""
+
+    ops: tuple[Any, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Recover:
+    """An actor -> Journal (``Ref.call``), from its ``setup``: what the
+    journal holds for a restart. Answered with a
+    ``fastworker.journal.Recovered`` (empty when the journal is off)."""

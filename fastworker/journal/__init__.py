@@ -8,6 +8,7 @@ operations actors write; ``fastworker journal check|salvage PATH`` the
 commands for a damaged file. docs/durability.md tells the whole story.
 """
 
+from fastworker.journal.commit import Commit as Commit
 from fastworker.journal.errors import JournalCorrupt as JournalCorrupt
 from fastworker.journal.errors import JournalError as JournalError
 from fastworker.journal.errors import JournalLocked as JournalLocked
@@ -22,7 +23,6 @@ from fastworker.journal.ops import PutResult as PutResult
 from fastworker.journal.ops import PutSchedule as PutSchedule
 from fastworker.journal.ops import PutTask as PutTask
 from fastworker.journal.ops import SetState as SetState
-from fastworker.journal.commit import Commit as Commit
 from fastworker.journal.writer import JournalStats as JournalStats
 from fastworker.journal.writer import JournalWriter as JournalWriter
 
