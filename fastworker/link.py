@@ -18,6 +18,15 @@ the workers port (base+5), over NNG req/rep, in four conversations:
   task costs one Report, not two in a row;
 - a ``Heartbeat`` every interval the Registry asked for, with the load.
 
+While the control plane is unreachable, or has restarted and no longer
+knows this worker, what the Executor reports waits here, in order: at most
+``max_buffered_outcomes`` outcomes (and as many ``Running``), the oldest
+dropped beyond that, counted (``LinkStats``) and logged. It goes out in
+Reports of bounded size once the link has registered again (issue 14). A
+Report is sent again until it is answered, so one whose answer was lost
+may reach the control plane twice: the store keeps one result per
+(task id, attempt), and counts the repeat.
+
 With no ``address`` it looks for a control plane with the discovery beacon
 (docs/discovery.md), and keeps looking, saying so every few seconds. An
 address given always wins.
@@ -78,6 +87,15 @@ log = logging.getLogger("fastworker.link")
 
 Accepts: TypeAlias = Union[Credit, Running, Finished, Retry]
 
+#: Outcomes a link keeps while the control plane cannot take them.
+DEFAULT_MAX_BUFFERED_OUTCOMES = 10_000
+#: The most outcomes (and, apart, ``Running`` reports) one Report carries:
+#: a backlog after an outage goes out in several, oldest first.
+REPORT_MAX_ITEMS = 500
+#: Bytes an outcome adds to a frame besides its value and error text
+#: (its id, worker, times): for keeping a Report within ``max_frame_bytes``.
+_OUTCOME_OVERHEAD = 200
+
 
 @attrs.frozen(kw_only=True)
 class LinkOptions:
@@ -97,6 +115,9 @@ class LinkOptions:
             go out with their results.
         request_timeout: seconds to wait for any other answer.
         max_frame_bytes: the largest frame sent or accepted.
+        max_buffered_outcomes: outcomes (and, apart, ``Running`` reports)
+            kept while they cannot be delivered; beyond it the oldest are
+            dropped and counted.
     """
 
     address: str = ""
@@ -112,6 +133,8 @@ class LinkOptions:
     max_frame_bytes: int = attrs.field(
         default=DEFAULT_MAX_FRAME_BYTES, validator=attrs.validators.ge(64)
     )
+    max_buffered_outcomes: int = attrs.field(default=DEFAULT_MAX_BUFFERED_OUTCOMES,
+                                             validator=attrs.validators.ge(1))
 
     def __attrs_post_init__(self) -> None:
         if self.secret and self.secret_file:
@@ -155,6 +178,8 @@ class WorkerLink(Actor[Accepts]):
         self._in_flight = 0
         self._succeeded = self._failed = 0
         self._quiet_log = RateLimitedLog(log, what="unanswered requests", period=10.0)
+        self._dropped_log = RateLimitedLog(log, what="times", period=60.0)
+        self._dropped = dict.fromkeys(("outcomes", "running"), 0)
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
@@ -190,11 +215,29 @@ class WorkerLink(Actor[Accepts]):
                             self._succeeded += 1
                         else:
                             self._failed += 1
+        self._bound_buffers()
         if urgent:
             self._report_wanted.set()
         elif self._running and not self._running_timer and self._nursery is not None:
             self._running_timer = True
             self._nursery.start_soon(self._report_running_soon)
+
+    def _bound_buffers(self) -> None:
+        """Keep at most ``max_buffered_outcomes`` undelivered outcomes (and
+        ``Running`` reports): the oldest go, counted."""
+        most = self.options.max_buffered_outcomes
+        over = len(self._finished) - most
+        if over > 0:
+            del self._finished[:over]
+            self._dropped["outcomes"] += over
+            self._dropped_log.event(
+                "%s: dropped the %d oldest outcomes not yet delivered to the control plane at "
+                "%s (%d dropped in all); keeping the newest %d (max_buffered_outcomes)",
+                self.name, over, self._address, self._dropped["outcomes"], most)
+        over = len(self._running) - most
+        if over > 0:
+            del self._running[:over]
+            self._dropped["running"] += over
 
     async def _report_running_soon(self) -> None:
         await trio.sleep(self.options.running_delay)
@@ -231,7 +274,9 @@ class WorkerLink(Actor[Accepts]):
             worker=self.worker, control_plane=self._address, registered=self._registered,
             registrations_total=counts["registrations"], jobs_received_total=counts["jobs"],
             outcomes_reported_total=counts["outcomes"], reports_total=counts["reports"],
-            draining=self._draining,
+            draining=self._draining, buffered_outcomes=len(self._finished),
+            outcomes_dropped_total=self._dropped["outcomes"],
+            running_dropped_total=self._dropped["running"],
         )
 
     # -- finding and joining the control plane ---------------------------------------
@@ -353,8 +398,7 @@ class WorkerLink(Actor[Accepts]):
             if not (self._running or self._finished or credit > 0):
                 self._reported_all.set()
                 continue
-            running, self._running = self._running, []
-            finished, self._finished = self._finished, []
+            running, finished = self._take_report()
             self._report_seq += 1
             report = Report(worker=self.worker, credit=max(credit, 0), running=tuple(running),
                             finished=tuple(finished), seq=self._report_seq)
@@ -376,6 +420,26 @@ class WorkerLink(Actor[Accepts]):
             if isinstance(answer, UnknownWorker):
                 self._unknown.set()  # the results were taken; the credit was not
             self._report_wanted.set()
+
+    def _take_report(self) -> tuple[list[Running], list[Outcome]]:
+        """The oldest buffered starts and outcomes that fit one Report: at
+        most ``REPORT_MAX_ITEMS`` of each, the outcomes within about half a
+        frame (always at least one: a bigger one fails alone, as before)."""
+        running = self._running[:REPORT_MAX_ITEMS]
+        del self._running[:REPORT_MAX_ITEMS]
+        budget = self.options.max_frame_bytes // 2
+        count = 0
+        for outcome in self._finished[:REPORT_MAX_ITEMS]:
+            size = _OUTCOME_OVERHEAD + len(outcome.value or b"")
+            if outcome.error is not None:
+                size += len(outcome.error.message) + len(outcome.error.traceback)
+            budget -= size
+            if budget < 0 and count:
+                break
+            count += 1
+        finished = self._finished[:count]
+        del self._finished[:count]
+        return running, finished
 
     async def _heartbeat_loop(self, interval: float) -> None:
         while True:

@@ -132,6 +132,10 @@ class DispatcherStats:
     late_results_total: int
     #: Failed attempts sent back to the inbox to run again after their backoff.
     retried_total: int = 0
+    #: Outcomes in a Report seen before (resent after its answer was lost),
+    #: dropped here; a repeat the Dispatcher cannot recognise (across a
+    #: restart) is the store's ``duplicates_total``.
+    resent_results_total: int = 0
 
     @property
     def credit(self) -> Mapping[str, int]:
@@ -238,7 +242,14 @@ class SchedulerStats:
 
 @attrs.frozen(kw_only=True)
 class LinkStats:
-    """A link's snapshot."""
+    """A link's snapshot.
+
+    Attributes:
+        buffered_outcomes: outcomes waiting to be reported (all of them while
+            the control plane is unreachable), besides a Report in flight.
+        outcomes_dropped_total / running_dropped_total: the oldest outcomes
+            (``Running`` reports) dropped past ``max_buffered_outcomes``.
+    """
 
     worker: str
     control_plane: str
@@ -248,6 +259,9 @@ class LinkStats:
     outcomes_reported_total: int
     reports_total: int
     draining: bool
+    buffered_outcomes: int = 0
+    outcomes_dropped_total: int = 0
+    running_dropped_total: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -48,14 +48,25 @@ from fastworker.messages import (
 from fastworker.stats import DispatcherStats, WorkerLoad
 from fastworker.tasks import default_registry
 
-__all__ = ["Dispatcher", "DispatcherOptions"]
+__all__ = ["Dispatcher", "DispatcherOptions", "RecoveredDispatched"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
 
+
+# Moves to fastworker/internal.py (issue 14): defined here until then.
+@attrs.frozen(kw_only=True)
+class RecoveredDispatched:
+    """PriorityInbox -> Dispatcher, once after recovery: these tasks were
+    dispatched when the control plane stopped and are queued again (their
+    next attempt); a late result for one cancels its queued copy."""
+
+    ids: tuple[str, ...]
+
+
 Accepts: TypeAlias = Union[
     Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
-    Stop]
+    Stop, RecoveredDispatched]
 
 
 @attrs.frozen(kw_only=True)
@@ -155,6 +166,8 @@ class Dispatcher(Actor[Accepts]):
                     self._placement.update(worker, health=health)
             case WorkerLeft():
                 self._remote.leave(message)
+            case RecoveredDispatched(ids=ids):
+                self._remote.recovered(ids)
             case Retry(jobs=jobs, delays=delays):
                 self._out.retries.extend(jobs)
                 self._out.retry_delays.extend(delays)
@@ -186,6 +199,7 @@ class Dispatcher(Actor[Accepts]):
             failed_lost_total=counts["failed_lost"],
             late_results_total=counts["late"],
             retried_total=counts["retried"],
+            resent_results_total=counts["resent_results"],
         )
 
     async def _on_requests(self, request: Requests) -> Answers:
@@ -266,6 +280,9 @@ class Dispatcher(Actor[Accepts]):
             await self.refs["inbox"].send(Requeue(jobs=tuple(jobs), delays=tuple(delays)))
         if out.cancel_queued:
             ids, out.cancel_queued = out.cancel_queued, []
+            stale = set(ids)
+            if any(job.id in stale for job in self._held):  # a copy here already
+                self._held = deque(job for job in self._held if job.id not in stale)
             await self.refs["inbox"].send_batch([Cancel(id=id) for id in ids])
 
     async def _demand(self) -> None:

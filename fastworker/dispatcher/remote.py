@@ -43,8 +43,8 @@ __all__ = ["Subworkers"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
-#: Ids of redelivered jobs remembered, to cancel a queued copy when a lost
-#: worker's late result arrives.
+#: Ids of redelivered jobs (and of jobs recovered as dispatched after a
+#: restart) remembered, to cancel a queued copy when a late result arrives.
 _REDELIVERED_REMEMBERED = 100_000
 
 
@@ -71,7 +71,7 @@ class Subworkers:
         placement: the workers' accounts (the Dispatcher's too).
         out: where results, requeued jobs and retries wait to be sent.
         counts: the Dispatcher's counters; this adds ``late``,
-            ``redelivered`` and ``failed_lost``.
+            ``redelivered``, ``failed_lost`` and ``resent_results``.
         poison_after: a job held by this many lost workers fails as poison.
         pull_wait_max: the longest a Pull is parked, in seconds.
     """
@@ -123,6 +123,12 @@ class Subworkers:
 
     def _report(self, report: Report) -> Ack | UnknownWorker:
         worker = self._placement.workers.get(report.worker)
+        if worker is not None and not worker.local and report.seq and (
+                report.seq <= worker.report_seq):
+            # A resend (its answer was lost, or NNG sent it again): all of it
+            # was handled the first time, its results passed on.
+            self._counts["resent_results"] += len(report.finished)
+            return Ack()
         out = self._out
         out.results.extend(report.running)
         if report.finished:
@@ -137,19 +143,31 @@ class Subworkers:
                 out.retry_delays.append(outcome.retry_in)
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)
-        if report.seq and report.seq <= worker.report_seq:
-            return Ack()  # a resend: its credit was counted (its results are the store's to dedupe)
         worker.report_seq = report.seq
         worker.credit += max(report.credit, 0)
         return Ack()
 
     def _late(self, outcome: Outcome) -> None:
         """A result from a worker that no longer holds the job: accepted (the
-        store keeps one result per task); a queued redelivery is cancelled."""
+        store keeps one result per (task, attempt)); a queued redelivery is
+        cancelled if the result is final (a failed attempt to be retried
+        leaves it: the copy is its retry)."""
         self._counts["late"] += 1
-        if outcome.id in self._redelivered:
+        if outcome.retry_in is None and outcome.id in self._redelivered:
             del self._redelivered[outcome.id]
             self._out.cancel_queued.append(outcome.id)
+
+    def recovered(self, ids: Iterable[str]) -> None:
+        """Tasks the journal said were dispatched when the control plane
+        stopped, queued again by the inbox: a late result for one, from a
+        subworker that ran it across the restart, cancels the queued copy."""
+        for task_id in ids:
+            self._remember_redelivered(task_id)
+
+    def _remember_redelivered(self, task_id: str) -> None:
+        self._redelivered[task_id] = None
+        if len(self._redelivered) > _REDELIVERED_REMEMBERED:
+            self._redelivered.popitem(last=False)
 
     # -- parked Pulls --------------------------------------------------------------
 
@@ -277,9 +295,7 @@ class Subworkers:
             self._out.requeue.append(
                 attrs.evolve(job, attempt=job.attempt + 1, losses=job.losses + int(lost)))
             self._counts["redelivered"] += 1
-            self._redelivered[job.id] = None
-            if len(self._redelivered) > _REDELIVERED_REMEMBERED:
-                self._redelivered.popitem(last=False)
+            self._remember_redelivered(job.id)
         if failed:
             self._counts["failed_lost"] += len(failed)
             self._out.results.append(Finished(outcomes=tuple(failed)))

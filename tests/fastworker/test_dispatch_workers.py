@@ -24,9 +24,16 @@ from trio.testing import MockClock
 from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
-from fastworker.internal import DrainWorker, WorkerHealth, WorkerJoined, WorkerLeft
-from fastworker.stats import DispatcherStats, WorkerLoad
-from fastworker.internal import Requeue
+from fastworker.dispatcher.actor import RecoveredDispatched  # moves to fastworker.internal
+from fastworker.internal import (
+    Dispatched,
+    DrainWorker,
+    Requeue,
+    Requeued,
+    WorkerHealth,
+    WorkerJoined,
+    WorkerLeft,
+)
 from fastworker.messages import (
     Ack,
     Assign,
@@ -48,7 +55,7 @@ from fastworker.messages import (
     Stop,
     UnknownWorker,
 )
-from fastworker.internal import Dispatched, Requeued
+from fastworker.stats import DispatcherStats, WorkerLoad
 from tests.fastworker.helpers import Recorder
 
 PEER = "tcp://10.0.0.7:40000"
@@ -740,3 +747,71 @@ class TestStop:
             reply = await h.dispatcher.call(Stop(id="j9"), timeout=PATIENCE)
         assert reply is None
         assert Stop(id="j9") in h.executor_got
+
+
+class TestAcrossARestart:
+    """Results that reach a control plane twice, or one that restarted
+    (issue 14): each is passed on once where it can be told, and a late one
+    cancels the queued copy of a task recovered as dispatched."""
+
+    async def test_a_resent_report_is_handled_once_and_counted(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A Report seen before (its answer was lost) is answered again but
+        its outcomes are not passed on twice: counted as resent, not late."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            report = Report(worker="w1", finished=(outcome("j1"),), seq=5)
+            assert await h.request(report) == [Ack()]
+            assert await h.request(report) == [Ack()]
+            stats = await h.stats()
+        assert h.finished() == [outcome("j1")]
+        assert (stats.resent_results_total, stats.late_results_total) == (1, 0)
+
+    async def test_a_late_result_of_a_recovered_dispatched_task_cancels_its_queued_copy(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """After a restart, a subworker the control plane does not know yet
+        reports a task the journal said was dispatched (the inbox queued it
+        again): the result goes to the store and the queued copy is
+        cancelled, once; a resend from across the restart reaches the store
+        again (it keeps one result per (id, attempt))."""
+        async with open_dispatcher() as h:
+            await h.send(RecoveredDispatched(ids=("j1", "j2")))
+            answer = await h.request(Report(worker="w1", finished=(outcome("j1"),), seq=9))
+            await h.join("w1", "a")
+            again = await h.request(Report(worker="w1", finished=(outcome("j1"),), seq=10))
+            stats = await h.stats()
+        assert (answer, again) == ([UnknownWorker(worker="w1")], [Ack()])
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+        assert h.finished() == [outcome("j1"), outcome("j1")]
+        assert stats.late_results_total == 2
+
+    async def test_a_recovered_copy_already_with_the_dispatcher_is_dropped(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The queued copy of a recovered task that the inbox already handed
+        over (held for want of a worker) is dropped when the late result comes."""
+        async with open_dispatcher(local_tasks=lambda: ()) as h:
+            await h.send(RecoveredDispatched(ids=("j1",)))
+            await h.send(batch(job("j1", attempt=2), job("j2")))
+            assert (await h.stats()).held == 2
+            await h.request(Report(worker="w1", finished=(outcome("j1"),)))
+            stats = await h.stats()
+        assert stats.held == 1
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+
+    async def test_a_late_failed_attempt_to_be_retried_leaves_the_queued_copy(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A late outcome that is to be retried does not cancel the queued
+        copy: that copy is its retry."""
+        async with open_dispatcher() as h:
+            await h.send(RecoveredDispatched(ids=("j1",)))
+            failed = attrs.evolve(outcome("j1"), value=None, retry_in=5.0,
+                                  error=RemoteError(type="ValueError", message="no"))
+            await h.request(Report(worker="w1", finished=(failed,)))
+            await h.request(Report(worker="w1", finished=(outcome("j1", attempt=2),)))
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+        assert h.finished() == [failed, outcome("j1", attempt=2)]

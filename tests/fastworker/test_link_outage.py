@@ -1,0 +1,229 @@
+"""The WorkerLink across a control-plane outage and restart (issue 14): what
+the Executor reports while the control plane cannot take it is kept, in
+order and bounded (the oldest dropped and counted), and delivered once the
+link has registered again; a Report whose answer was lost goes again.
+
+The control plane is a stand-in at the other end of the link's request
+wire (``FakeControlPlane``, put in place of ``open_request_wire``): it
+answers as the Registry and the Dispatcher do, can be down (requests time
+out), can restart (it forgets every worker) and can lose an answer. The
+Executor is a Recorder; the tests send the link what an Executor would.
+Every test runs under MockClock (``autojump_clock``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from actors import GetStats, Topology, open_node
+from actors.frame import Framer
+from fastworker import link as link_module
+from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
+from fastworker.messages import (
+    CODEC,
+    Ack,
+    Assign,
+    Credit,
+    Deregister,
+    Drain,
+    Finished,
+    Heartbeat,
+    Outcome,
+    Pull,
+    Register,
+    Registered,
+    Report,
+    Running,
+    UnknownWorker,
+)
+from fastworker.stats import LinkStats
+from tests.fastworker.helpers import Recorder
+
+#: Virtual seconds a condition may take before the test fails instead of hanging.
+PATIENCE = 3_600.0
+
+
+class FakeControlPlane:
+    """The link's request wire, answered as a control plane would: Register,
+    Heartbeat, Pull (parked for its wait), Report, Drain, Deregister.
+
+    A Report's outcomes are taken even from a worker it does not know (the
+    Dispatcher passes them on, and answers ``UnknownWorker``)."""
+
+    name = "dialing the fake control plane"
+
+    def __init__(self) -> None:
+        self.framer = Framer(CODEC, secret=None)
+        self.up = True
+        self.known: set[str] = set()
+        self.registrations = 0
+        self.reports: list[Report] = []
+        self.lose_next_report_answer = False
+
+    def restart(self) -> None:
+        """A new control plane on the same address: it knows no worker."""
+        self.known.clear()
+        self.up = True
+
+    def delivered(self) -> list[str]:
+        """The ids of the outcomes it took, in order."""
+        return [o.id for report in self.reports for o in report.finished]
+
+    async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
+        [message] = self.framer.unpack(frame)
+        answer = await self._answer(message) if self.up else None
+        if answer is None or not self.up:
+            await trio.sleep(PATIENCE if timeout is None else timeout)
+            raise TimeoutError
+        return self.framer.pack([answer])
+
+    async def _answer(self, message: Any) -> Any:
+        known = getattr(message, "worker", "") in self.known
+        match message:
+            case Register(worker=worker):
+                self.known.add(worker)
+                self.registrations += 1
+                return Registered(worker=worker, heartbeat_interval=1.0, missed_limit=3)
+            case Report():
+                self.reports.append(message)
+                if self.lose_next_report_answer:  # taken, then the control plane dies
+                    self.lose_next_report_answer = False
+                    self.up = False
+                    return None
+            case Pull(wait=wait) if known:
+                await trio.sleep(wait)
+                if message.worker in self.known:
+                    return Assign(jobs=())
+            case Heartbeat() | Drain() | Deregister():
+                pass
+        return Ack() if message.worker in self.known else UnknownWorker(worker=message.worker)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@attrs.define
+class Harness:
+    link: Any
+    control_plane: FakeControlPlane
+
+    async def send(self, *messages: Any) -> None:
+        """What the Executor would send the link, as one batch."""
+        await self.link.send_batch(messages)
+        await trio.testing.wait_all_tasks_blocked()
+
+    async def stats(self) -> LinkStats:
+        detail: LinkStats = (await self.link.call(GetStats())).detail
+        return detail
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Let virtual time pass until ``condition`` holds."""
+        with trio.fail_after(PATIENCE):
+            while not condition():
+                await trio.sleep(0.25)
+
+
+@asynccontextmanager
+async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIterator[Harness]:
+    control_plane = FakeControlPlane()
+
+    async def open_fake_wire(address: str, **_: Any) -> FakeControlPlane:
+        return control_plane
+
+    monkeypatch.setattr(link_module, "open_request_wire", open_fake_wire)
+    topology = (
+        Topology()
+        .add("executor", Recorder, params={"got": []})
+        .add("link", WorkerLink, refs={"executor": "executor"}, address="tcp://127.0.0.1:1",
+             discovery_port=0, worker="w1", **options)
+    )
+    async with open_node(topology) as node:
+        harness = Harness(node.refs["link"], control_plane)
+        await harness.send(Credit(worker="w1", n=2))
+        await harness.until(lambda: control_plane.registrations == 1)
+        yield harness
+
+
+def outcome(id: str, value: bytes = b"v") -> Outcome:
+    return Outcome(id=id, attempt=1, worker="w1", value=value, started_at=1.0, finished_at=2.0)
+
+
+def finished(*ids: str) -> Finished:
+    return Finished(outcomes=tuple(outcome(id) for id in ids))
+
+
+class TestOutage:
+    async def test_outcomes_kept_through_a_restart_are_delivered_in_order_after_registering(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Outcomes reported while the control plane is down wait, the newest
+        ``max_buffered_outcomes`` of them (the oldest dropped and counted);
+        after the restart the link registers again and delivers them, in
+        order, besides the Report in flight; what was acked is not resent."""
+        async with open_link(monkeypatch, max_buffered_outcomes=3) as h:
+            cp = h.control_plane
+            await h.send(finished("o0"))
+            await h.until(lambda: cp.delivered() == ["o0"])
+            cp.up = False
+            await h.send(finished("o1"))  # goes out at once, unanswered
+            for id in ("o2", "o3", "o4", "o5", "o6"):
+                await h.send(finished(id))
+            await h.send(*[Running(ids=(f"r{n}",), worker="w1", started_at=1.0)
+                           for n in range(5)])
+            during = await h.stats()
+            cp.restart()
+            await h.until(lambda: cp.delivered()[-1:] == ["o6"])
+            after = await h.stats()
+        assert cp.delivered() == ["o0", "o1", "o4", "o5", "o6"]
+        assert cp.registrations == 2
+        running = [r.ids[0] for report in cp.reports for r in report.running]
+        assert running == ["r2", "r3", "r4"]
+        assert (during.buffered_outcomes, during.outcomes_dropped_total,
+                during.running_dropped_total) == (3, 2, 2)
+        assert (after.buffered_outcomes, after.outcomes_dropped_total,
+                after.registrations_total, after.registered) == (0, 2, 2, True)
+
+    async def test_a_report_whose_answer_was_lost_goes_again_to_the_new_control_plane(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Report the control plane took but never answered (it died) is
+        sent again after the restart: the control plane sees it twice, and
+        dedupes; a Report answered before is not sent again."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            await h.send(finished("o0"))
+            await h.until(lambda: cp.delivered() == ["o0"])
+            cp.lose_next_report_answer = True
+            await h.send(finished("o1"))
+            await h.until(lambda: not cp.up)
+            await h.send(finished("o2"))
+            cp.restart()
+            await h.until(lambda: "o2" in cp.delivered())
+        assert cp.delivered() == ["o0", "o1", "o1", "o2"]
+
+    async def test_a_backlog_goes_out_in_reports_of_bounded_size(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A backlog larger than one Report holds goes out in several, each
+        at most ``REPORT_MAX_ITEMS`` outcomes and about half a frame, in order."""
+        async with open_link(monkeypatch, max_frame_bytes=200_000) as h:
+            cp = h.control_plane
+            cp.up = False
+            await h.send(finished(*[f"s{n}" for n in range(1200)]))
+            big = [outcome(f"b{n}", b"x" * 30_000) for n in range(10)]
+            await h.send(Finished(outcomes=tuple(big)))
+            cp.restart()
+            await h.until(lambda: cp.delivered()[-1:] == ["b9"])
+        sizes = [len(report.finished) for report in cp.reports if report.finished]
+        assert cp.delivered() == [f"s{n}" for n in range(1200)] + [f"b{n}" for n in range(10)]
+        assert max(sizes) <= REPORT_MAX_ITEMS
+        value_bytes = [sum(len(o.value or b"") for o in r.finished) for r in cp.reports]
+        assert max(value_bytes) == 90_000  # three big ones: within half of 200 KB
