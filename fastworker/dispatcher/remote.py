@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import trio
 
+from actors.log import RateLimitedLog
 from actors.requests import Answers
 from actors.timers import DueHeap, Timer
 from fastworker.dispatcher.outgoing import Outgoing
@@ -88,6 +89,8 @@ class Subworkers:
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
+        self._late_log = RateLimitedLog(log, what="late results", period=60.0,
+                                        level=logging.INFO)
 
     # -- requests --------------------------------------------------------------------
 
@@ -153,6 +156,9 @@ class Subworkers:
         cancelled if the result is final (a failed attempt to be retried
         leaves it: the copy is its retry)."""
         self._counts["late"] += 1
+        self._late_log.event(
+            "%s: late result for task %s (attempt %d) from worker %s, which no longer held "
+            "it: kept", self._name, outcome.id, outcome.attempt, outcome.worker)
         if outcome.retry_in is None and outcome.id in self._redelivered:
             del self._redelivered[outcome.id]
             self._out.cancel_queued.append(outcome.id)

@@ -1,0 +1,101 @@
+"""A subworker across a control-plane restart (issue 14), with real
+processes: a task that finishes while the control plane is gone, or after a
+new one took its place, is delivered to the new one and kept, and is not
+run again.
+
+The fleet and the ``tests.hold`` gate are test_subworkers.py's; the gate
+here also says when a held task has ended."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+
+from fastworker import Client
+from tests.process.harness import env  # noqa: F401 (fixture)
+from tests.process.test_subworkers import (  # noqa: F401 (fixture)
+    Fleet,
+    Gate,
+    control_env,
+    registered,
+)
+
+
+class EndingGate(Gate):
+    """A Gate that also counts the held tasks that have ended (closed their
+    connection: the task returns right after)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = 0
+        self._ended = trio.Event()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            await super()._handle(stream)
+        finally:
+            self.ended += 1
+            self._ended.set()
+
+    async def wait_ended(self, count: int) -> None:
+        with trio.fail_after(20):
+            while self.ended < count:
+                self._ended = trio.Event()
+                await self._ended.wait()
+
+
+@asynccontextmanager
+async def fleet(environ: dict[str, str]) -> AsyncIterator[Fleet]:
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        gate = EndingGate()
+        await nursery.start(gate.serve)
+        try:
+            yield Fleet(stack, environ, gate)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("ends", ["while_down", "after_restart"])
+async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
+    control_env: dict[str, str], ends: str,  # noqa: F811 (the fixture)
+) -> None:
+    """A subworker runs a held task; the control plane is killed (-9); the
+    task ends while none runs, or after a new one (no journal: it never
+    heard of the task) started on the same ports and the subworker
+    registered again. Either way its result is delivered as a late one:
+    the new control plane's store keeps it (``succeeded``, attempt 1, that
+    worker), and the task ran once."""
+    async with fleet(control_env) as f:
+        gate = f.gate
+        assert isinstance(gate, EndingGate)
+        first = await f.start_control()
+        sub, sub_id = await f.start_registered_sub()
+        async with Client(f.address) as client:
+            task_id = await client.delay("tests.hold", gate.port, "across")
+        await gate.wait_started(1)
+        assert gate.started == [(sub.process.pid, "across")]
+        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        if ends == "while_down":
+            await gate.open()
+            await gate.wait_ended(1)
+        second = await f.start_control()
+        assert await registered(second) == sub_id
+        if ends == "after_restart":
+            await gate.open()
+        # Delivered before or after it registers again (a Report in flight
+        # when the control plane died is answered UnknownWorker, its results taken).
+        late = f"late result for task {task_id} (attempt 1) from worker {sub_id}"
+        if not any(late in line for line in second.lines):
+            await second.wait_for(late)
+        async with Client(f.address) as client:
+            with trio.fail_after(10):
+                while (record := await client.status(task_id)).state != "succeeded":
+                    await trio.sleep(0.02)  # a condition, polled: the store says when
+            value = await client.result(task_id, timeout=10)
+        assert (value, record.attempt, record.worker) == (sub.process.pid, 1, sub_id)
+        assert gate.started == [(sub.process.pid, "across")]
+        assert "dropped" not in sub.output
