@@ -23,6 +23,7 @@ __all__ = [
     "KnownTasks",
     "ListTasks",
     "Recover",
+    "RecoveredDispatched",
     "Requeue",
     "Requeued",
     "TaskDetail",
@@ -81,6 +82,17 @@ class KnownTasks:
     too, beyond those of the task registry."""
 
     names: frozenset[str]
+
+
+# -- inbox -> dispatcher -------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class RecoveredDispatched:
+    """PriorityInbox -> Dispatcher, once after recovery: these tasks were
+    dispatched when the control plane stopped and are queued again (their
+    next attempt); a late result for one cancels its queued copy."""
+
+    ids: tuple[str, ...]
 
 
 # -- dispatcher -> inbox -------------------------------------------------------

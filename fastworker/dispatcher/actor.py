@@ -27,6 +27,7 @@ from fastworker.dispatcher.remote import Subworkers
 from fastworker.internal import (
     Dispatched,
     DrainWorker,
+    RecoveredDispatched,
     Requeue,
     Requeued,
     WorkerHealth,
@@ -52,16 +53,6 @@ __all__ = ["Dispatcher", "DispatcherOptions", "RecoveredDispatched"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
-
-
-# Moves to fastworker/internal.py (issue 14): defined here until then.
-@attrs.frozen(kw_only=True)
-class RecoveredDispatched:
-    """PriorityInbox -> Dispatcher, once after recovery: these tasks were
-    dispatched when the control plane stopped and are queued again (their
-    next attempt); a late result for one cancels its queued copy."""
-
-    ids: tuple[str, ...]
 
 
 Accepts: TypeAlias = Union[

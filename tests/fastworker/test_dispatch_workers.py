@@ -24,10 +24,10 @@ from trio.testing import MockClock
 from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
-from fastworker.dispatcher.actor import RecoveredDispatched  # moves to fastworker.internal
 from fastworker.internal import (
     Dispatched,
     DrainWorker,
+    RecoveredDispatched,
     Requeue,
     Requeued,
     WorkerHealth,
