@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from trio.testing import MockClock
 
 from actors import Actor, ActorContext, GetStats, Node, NoOptions, Topology, open_node
 from actors.topology import NodeOptions
+from examples import tasks
+from fastworker import TaskError
 from fastworker.internal import JournalWrite, Recover
 from fastworker.journal import DropResult, JournalFile, PutResult, PutSchedule, Recovered
 from fastworker.journaling import Journal
@@ -42,6 +44,7 @@ from fastworker.periodic import Scheduler
 from fastworker.results import ResultStore
 from fastworker.stats import ResultStoreStats, ScheduleInfo, SchedulerStats
 from fastworker.tasks import Task, TaskRegistry
+from tests.dashboard.harness import open_control
 from tests.fastworker.test_periodic import FakeInbox, FakeStore, accept, nothing
 
 #: The injected wall clock at virtual time 0: 12:03:30 local time.
@@ -477,3 +480,34 @@ class TestScheduler:
         async with run(world.topology(periodic("kept", every=10.0))) as node:
             await durable(node, autojump_clock)
         assert [s.name for s in loaded(world.path).schedules] == ["kept"]
+
+
+# -- the shipped control plane ---------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+async def test_a_client_gets_its_result_from_a_restarted_control_plane(
+    tmp_path: Path, how: str
+) -> None:
+    """config/control.toml with a journal, real sockets and a real client:
+    results (a value, an error) are served by the next control plane on
+    the same file, by ``client.result`` and ``client.status``."""
+    path = str(tmp_path / "fastworker.journal")
+    off = {"FASTWORKER_DASHBOARD": "off"}
+    with pytest.raises(Crash) if how == "crash" else nullcontext():
+        async with open_control(journal=path, environ=off) as control:
+            ok = await control.client.delay(tasks.add, 2, 3)
+            bad = await control.client.delay(tasks.fail, "boom")
+            assert await control.client.result(ok, timeout=15) == 5
+            with pytest.raises(TaskError):
+                await control.client.result(bad, timeout=15)
+            assert await control.node.refs["journal"].call(JournalWrite(ops=())) is True
+            if how == "crash":
+                raise Crash
+    async with open_control(journal=path, environ=off) as control:
+        value = await control.client.result(ok, timeout=15)
+        with pytest.raises(TaskError, match="boom"):
+            await control.client.result(bad, timeout=15)
+        statuses = [await control.client.status(id) for id in (ok, bad)]
+    assert value == 5
+    assert [status.state for status in statuses] == ["succeeded", "failed"]
