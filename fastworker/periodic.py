@@ -183,11 +183,10 @@ class Scheduler(Actor[Any]):
             else:
                 schedule.last_run, schedule.last_id = kept.last_run, kept.last_id
         if gone:
+            # (The last runs taken back show in the "started scheduler" line.)
             await journal.send(JournalWrite(ops=tuple(gone)))
-        back = sum(1 for s in self._schedules if s.last_id)
-        if back or gone:
-            log.info("%s: recovered the last run of %s from the journal; %s no longer "
-                     "defined dropped", self.name, _count(back, "schedule"), len(gone))
+            log.info("%s: dropped from the journal %s no longer defined: %s", self.name,
+                     _count(len(gone), "schedule"), ", ".join(op.name for op in gone))
 
     def _first(self, schedule: _Schedule, now: float, wall: float) -> None:
         """Place a schedule's first run after a start: its next time after

@@ -15,7 +15,6 @@ served across a restart. Without one, none of this costs anything.
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -53,8 +52,6 @@ else:  # pragma: no cover
     from typing_extensions import assert_never
 
 __all__ = ["ResultStore", "ResultStoreOptions"]
-
-log = logging.getLogger("fastworker.results")
 
 Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
 Accepts = Union[Report, Query, Requests]
@@ -137,10 +134,9 @@ class ResultStore(Actor[Accepts]):
         self._records.expire(now)  # the bounds apply to what came back too
         evicted = len(self._records.dropped)
         await self._journal_send()
-        line = (f"recovered {restored} result{'' if restored == 1 else 's'} from the journal "
+        # Said once, at INFO, in the supervisor's "started results" line.
+        return (f"recovered {restored} result{'' if restored == 1 else 's'} from the journal "
                 f"({len(dropped)} past their TTL dropped, {evicted} over the bounds evicted)")
-        log.info("%s: %s", self.name, line)
-        return line
 
     async def drain(self) -> None:
         self._waiters.answer_all(trio.current_time())

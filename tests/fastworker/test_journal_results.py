@@ -10,6 +10,7 @@ with virtual time across the restarts.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
@@ -470,8 +471,10 @@ class TestScheduler:
         assert len(world.got) == 1
 
     async def test_schedules_no_longer_defined_are_dropped(
-        self, tmp_path: Path, autojump_clock: MockClock
+        self, tmp_path: Path, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """A schedule the journal holds whose task is gone is dropped from it, and said so."""
+        caplog.set_level(logging.INFO, "fastworker.periodic")
         world = Schedules(tmp_path / "j.db")
         async with run(world.topology(periodic("old", every=10.0),
                                       periodic("kept", every=10.0))) as node:
@@ -480,6 +483,7 @@ class TestScheduler:
         async with run(world.topology(periodic("kept", every=10.0))) as node:
             await durable(node, autojump_clock)
         assert [s.name for s in loaded(world.path).schedules] == ["kept"]
+        assert "dropped from the journal 1 schedule no longer defined: old" in caplog.text
 
 
 # -- the shipped control plane ---------------------------------------------------
