@@ -24,6 +24,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors import Actor, ActorContext, GetStats, Node, NoOptions, Topology, open_node
+from actors.testing import crash_after
 from actors.topology import NodeOptions
 from examples import tasks
 from fastworker import TaskError
@@ -268,6 +269,25 @@ class TestStore:
             await durable(node, autojump_clock)
         assert stored_ids(path) == ["a"]
         assert loaded(path).results[0].record.value == b"again"
+
+    async def test_a_restarted_store_takes_its_results_back(
+        self, tmp_path: Path, autojump_clock: MockClock
+    ) -> None:
+        """The store crashes and its supervisor restarts it: the new instance
+        takes the final records back from the journal (what the old one sent
+        is applied before the new one's Recover is answered)."""
+        topology = nodes().add("journal", Journal, path=str(tmp_path / "j.db")).add(
+            "results", crash_after(ResultStore, 2), refs={"journal": "journal"},
+            params={"clock": wall})
+        async with run(topology) as node:
+            await node.refs["results"].send(Finished(outcomes=(done("a", b"1"),)))
+            assert await states(node, "a") == ["succeeded"]
+            await node.refs["results"].send(queued("x"))  # the injected crash
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await node.refs["results"].call(GetStats())
+            after = await finals(node, "a")
+        assert stats.restarts == 1
+        assert after["a"].value == b"1"
 
     @pytest.mark.parametrize("path", ["", "off"])
     async def test_a_journal_that_is_off_is_not_written_to(
