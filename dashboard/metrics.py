@@ -12,7 +12,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dashboard.views import NodeInfo, Sample, Totals, in_flight, schedules, worker_views
+from dashboard.views import (
+    NodeInfo,
+    Sample,
+    Totals,
+    in_flight,
+    journal_view,
+    schedules,
+    worker_views,
+)
 from fastworker.messages import PRIORITIES
 from fastworker.stats import InboxStats, ResultStoreStats
 
@@ -59,6 +67,7 @@ class _SampleCollector(Collector):
                                   "Failed attempts run again (retries with backoff).",
                                   value=sum(s.retried_total for s in stores))
         yield from _schedule_metrics(sample)
+        yield from _journal_metrics(sample)
         if stores:
             yield GaugeMetricFamily("fastworker_results_entries", "Task records held.",
                                     value=sum(s.entries for s in stores))
@@ -125,6 +134,31 @@ def _schedule_metrics(sample: Sample) -> Iterator[Metric]:
         skipped.add_metric([row.task, "missed"], row.skipped_missed)
         rejected.add_metric([row.task], row.rejected + row.failed)
     yield from (next_run, runs, skipped, rejected)
+
+
+def _journal_metrics(sample: Sample) -> Iterator[Metric]:
+    """The journal's file, its writes and its health (none when it is off)."""
+    journal = journal_view(sample)
+    if not journal.enabled:
+        return
+    yield GaugeMetricFamily("fastworker_journal_bytes",
+                            "Bytes of the journal file and its write-ahead log.",
+                            value=journal.bytes)
+    yield GaugeMetricFamily("fastworker_journal_pending_ops",
+                            "Journal operations written and not yet committed.",
+                            value=journal.pending_ops)
+    yield CounterMetricFamily("fastworker_journal_commits", "Journal commits that succeeded.",
+                              value=journal.commits_total)
+    yield CounterMetricFamily("fastworker_journal_failures",
+                              "Journal commits that failed (disk full, I/O error).",
+                              value=journal.failures_total)
+    yield GaugeMetricFamily("fastworker_journal_healthy",
+                            "1 while the journal commits, 0 since a commit failed.",
+                            value=1 if journal.healthy else 0)
+    if journal.last_commit_at is not None:
+        yield GaugeMetricFamily("fastworker_journal_last_commit_timestamp_seconds",
+                                "When the journal last committed (Unix time).",
+                                value=journal.last_commit_at)
 
 
 def render(sample: Sample, node: NodeInfo) -> bytes:

@@ -52,6 +52,27 @@ class StoreView(msgspec.Struct):
     bytes: int
 
 
+class JournalView(msgspec.Struct):
+    """The journal's state (docs/durability.md). ``enabled`` is false when
+    the node keeps nothing across a restart (no journal, or it is off); the
+    other fields are then zero or empty."""
+
+    enabled: bool
+    path: str
+    #: The file and its write-ahead log, as of the last commit.
+    bytes: int
+    #: False since a commit failed, until one succeeds.
+    healthy: bool
+    #: Operations written and not yet committed.
+    pending_ops: int
+    commits_total: int
+    #: Wall-clock time of the last commit (``None``: none yet).
+    last_commit_at: float | None
+    failures_total: int
+    #: Why the last failed commit failed ("" if none has).
+    last_error: str
+
+
 class FleetView(msgspec.Struct):
     alive: int
     suspect: int
@@ -78,6 +99,7 @@ class Overview(msgspec.Struct):
     rates: RatesView
     success_ratio: float | None
     store: StoreView
+    journal: JournalView
     workers: FleetView
     series: SeriesView
 

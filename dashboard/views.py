@@ -24,6 +24,7 @@ from dashboard.schema import (
     AttemptView,
     ErrorView,
     FleetView,
+    JournalView,
     NodeView,
     Overview,
     QueueView,
@@ -40,6 +41,7 @@ from dashboard.schema import (
     WorkerView,
 )
 from fastworker.internal import TaskDetail
+from fastworker.journal import JournalStats
 from fastworker.messages import FINAL_STATES, RemoteError, TaskRecord
 from fastworker.peek import peek_call, peek_value
 from fastworker.stats import (
@@ -161,6 +163,7 @@ def overview(sample: Sample, node: NodeInfo,
         store=StoreView(entries=sum(s.entries for s in stores),
                         live=sum(s.live_entries for s in stores),
                         bytes=sum(s.bytes for s in stores)),
+        journal=journal_view(sample),
         workers=FleetView(
             alive=sum(1 for w in workers if w.health == "alive"),
             suspect=sum(1 for w in workers if w.health == "suspect"),
@@ -172,6 +175,25 @@ def overview(sample: Sample, node: NodeInfo,
                           submitted=[round(p[1], 3) for p in series],
                           succeeded=[round(p[2], 3) for p in series],
                           failed=[round(p[3], 3) for p in series]),
+    )
+
+
+#: The journal panel of a node that keeps nothing across a restart.
+_NO_JOURNAL = JournalView(enabled=False, path="", bytes=0, healthy=True, pending_ops=0,
+                          commits_total=0, last_commit_at=None, failures_total=0, last_error="")
+
+
+def journal_view(sample: Sample) -> JournalView:
+    """The journal's state, from its actor's snapshot (a journal that is
+    off has none: it shows as not enabled, like a node without one)."""
+    journal: JournalStats | None = sample.detail(JournalStats)
+    if journal is None:
+        return _NO_JOURNAL
+    return JournalView(
+        enabled=True, path=journal.path, bytes=journal.bytes, healthy=journal.healthy,
+        pending_ops=journal.pending_ops, commits_total=journal.commits_total,
+        last_commit_at=journal.last_commit_at or None, failures_total=journal.failures_total,
+        last_error=journal.last_error,
     )
 
 

@@ -7,6 +7,13 @@ timer sleeps on trio's clock until the earliest next run (never longer than
 made up, runs never overlap (the store is asked about the previous one),
 and a run that fails is counted, not retried here: docs/tasks.md
 ("Periodic tasks") has the rules.
+
+With a ``journal`` ref (a Journal that is on), each accepted run's time and
+task id are journaled (``PutSchedule``), and at start each schedule takes
+its last run back: the overlap check asks about that run, and the first
+run after a restart follows from it (an ``every`` schedule keeps its beat,
+a cron slot that has run is not run again). Schedules the journal holds
+that are no longer defined are dropped from it.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import attrs
 import trio
 from croniter import croniter
 
-from actors import Actor, ActorContext
+from actors import Actor, ActorContext, GetStats, Ref
 from actors.errors import ActorCrashed, CallTimeout
 from actors.log import RateLimitedLog
 from actors.requests import Requests
-from fastworker.internal import GetTask, TaskDetail
+from fastworker.internal import GetTask, JournalWrite, Recover, TaskDetail
+from fastworker.journal.ops import DropSchedule, PutSchedule
 from fastworker.messages import Accepted, Rejected
 from fastworker.stats import ScheduleInfo, SchedulerStats
 from fastworker.submission import build_submit, new_task_id
@@ -108,6 +116,7 @@ class Scheduler(Actor[Any]):
 
     Options = SchedulerOptions
     refs_required = ("inbox", "results")
+    refs_optional = ("journal",)
 
     def __init__(
         self,
@@ -123,6 +132,8 @@ class Scheduler(Actor[Any]):
         self._schedules: list[_Schedule] = []
         self._heap: list[tuple[float, int, _Schedule]] = []
         self._closing = False
+        #: The journal, once ``setup`` found it on; ``None``: nothing is journaled.
+        self._journal: Ref[Any] | None = None
         self._overlap_log = RateLimitedLog(log, what="skipped", period=options.log_period,
                                            level=logging.INFO)
         self._rejected_log = RateLimitedLog(log, what="rejected", period=options.log_period)
@@ -137,25 +148,63 @@ class Scheduler(Actor[Any]):
             if (task := self._registry.get(name)) is not None and task.periodic
         ]
         if not self.options.enabled:
+            # Off for now: what the journal holds is kept for when it is on.
             return f"off (enabled = false): {_count(len(periodic), 'periodic task')} not scheduled"
+        self._schedules = [_Schedule(task=task) for task in periodic]
+        if "journal" in self.refs:
+            await self._recover(self.refs["journal"])
         if not periodic:
             return "no periodic tasks"
         now, wall = trio.current_time(), self._clock()
-        for index, task in enumerate(periodic):
-            schedule = _Schedule(task=task)
-            if task.cron is not None:
-                schedule.next_wall = _cron_after(task.cron, wall)
-                schedule.deadline = now + (schedule.next_wall - wall)
-            else:
-                assert task.every is not None
-                schedule.deadline = now + task.every
-            self._schedules.append(schedule)
+        for index, schedule in enumerate(self._schedules):
+            self._first(schedule, now, wall)
             heapq.heappush(self._heap, (schedule.deadline, index, schedule))
         nursery.start_soon(self._timer)
         shown = ", ".join(
-            f"{s.name} {s.describe()}, next {_local(self._next_wall(s, now, wall))}"
+            f"{s.name} {s.describe()}, "
+            + (f"last {_local(s.last_run)}, " if s.last_run else "")
+            + f"next {_local(self._next_wall(s, now, wall))}"
             for s in self._schedules)
         return f"{_count(len(self._schedules), 'schedule')}: {shown}"
+
+    async def _recover(self, journal: Ref[Any]) -> None:
+        """Take each schedule's last run back from the journal (if it is
+        on), and drop from it the schedules no longer defined."""
+        if (await journal.call(GetStats())).detail is None:
+            return  # off: it keeps nothing, so nothing is sent to it
+        self._journal = journal
+        recovered = await journal.call(Recover())
+        defined = {schedule.name: schedule for schedule in self._schedules}
+        gone: list[DropSchedule] = []
+        for kept in recovered.schedules:
+            schedule = defined.get(kept.name)
+            if schedule is None:
+                gone.append(DropSchedule(name=kept.name))
+            else:
+                schedule.last_run, schedule.last_id = kept.last_run, kept.last_id
+        if gone:
+            # (The last runs taken back show in the "started scheduler" line.)
+            await journal.send(JournalWrite(ops=tuple(gone)))
+            log.info("%s: dropped from the journal %s no longer defined: %s", self.name,
+                     _count(len(gone), "schedule"), ", ".join(op.name for op in gone))
+
+    def _first(self, schedule: _Schedule, now: float, wall: float) -> None:
+        """Place a schedule's first run after a start: its next time after
+        now, and after its last run if one is known (missed runs are not made
+        up, and a slot that has run does not run again)."""
+        task, last = schedule.task, schedule.last_run
+        if task.cron is not None:
+            # A run may be accepted a hair before its slot (_DUE_SLACK).
+            after = max(wall, last + _DUE_SLACK) if last else wall
+            schedule.next_wall = _cron_after(task.cron, after)
+            schedule.deadline = now + (schedule.next_wall - wall)
+        else:
+            every = task.every
+            assert every is not None
+            # Known: the beat of the last run goes on (the next of its slots
+            # after now, never more than ``every`` away); else ``every`` after now.
+            wait = every - ((wall - last) % every) if last else every
+            schedule.deadline = now + wait
 
     def stopping(self) -> None:
         # No new run once the node begins to stop (the inbox stops after us).
@@ -274,6 +323,7 @@ class Scheduler(Actor[Any]):
         except CallTimeout:
             # The inbox may still take it: the next run checks on this id.
             schedule.last_id = submit.id
+            await self._journal_run(schedule)
             self._failed(schedule, f"the inbox did not answer within "
                          f"{self.options.call_timeout:g} s")
             return
@@ -284,6 +334,7 @@ class Scheduler(Actor[Any]):
             schedule.runs_total += 1
             schedule.last_run = self._clock()
             schedule.last_id = submit.id
+            await self._journal_run(schedule)
             log.debug("%s: periodic task %s submitted as %s%s", self.name, schedule.name,
                       submit.id, f" ({late:.3g} s late)" if late >= 1 else "")
         elif isinstance(answer, Rejected):
@@ -292,6 +343,11 @@ class Scheduler(Actor[Any]):
                                      self.name, schedule.name, answer.error, answer.message)
         else:
             self._failed(schedule, f"unexpected answer {type(answer).__name__}")
+
+    async def _journal_run(self, schedule: _Schedule) -> None:
+        if self._journal is not None:
+            await self._journal.send(JournalWrite(ops=(PutSchedule(
+                name=schedule.name, last_run=schedule.last_run, last_id=schedule.last_id),)))
 
     async def _previous_state(self, schedule: _Schedule) -> str | None:
         """The state of the schedule's previous run ("" if the store does

@@ -479,6 +479,15 @@
     const storeCard = h('section', { class: 'card' },
       h('header', null, h('h2', { text: 'Result store' })),
       h('div', { class: 'stats' }, stat('Entries', v('s-entries')), stat('Live', v('s-live')), stat('Size', v('s-bytes'))));
+    // The journal (docs/durability.md): what a restart keeps, and whether it can be written.
+    const journalCard = h('section', { class: 'card', 'data-testid': 'journal' },
+      h('header', null, h('h2', { text: 'Journal' }), ref('j-state', h('span', { class: 'badge s-unknown', 'data-testid': 'journal-state', text: '—' }))),
+      ref('j-on', h('div', null,
+        h('div', { class: 'stats' }, stat('Size', v('j-bytes', 'journal-bytes')), stat('Pending', v('j-pending', 'journal-pending')),
+          stat('Commits', v('j-commits', 'journal-commits')), stat('Failures', v('j-failures', 'journal-failures'))),
+        h('div', { class: 'muted small' }, v('j-path', 'journal-path', 'mono'), ' · last commit ', ref('j-last', h('span', { 'data-testid': 'journal-last-commit', text: '—' }))),
+        ref('j-error', h('div', { class: 'small j-error', 'data-testid': 'journal-error' })))),
+      ref('j-off', h('div', { class: 'muted small', 'data-testid': 'journal-off', text: 'Off: queued tasks and results are kept in memory only, and a restart loses them.' })));
 
     const chartBox = h('div', { class: 'chart' });
     const legendItem = (k, label) => h('span', { class: 'legend-item c-' + k }, h('i'), label + ' ', v('l-' + k, null, 'legend-val'));
@@ -495,7 +504,7 @@
       schedErr, schedTbl.el);
 
     root.append(pageHead('Overview', ref('updated', h('span', { class: 'muted small' }))), kpis,
-      h('div', { class: 'ov-grid' }, chartCard, h('div', { class: 'ov-side' }, queueCard, workersCard, storeCard)),
+      h('div', { class: 'ov-grid' }, chartCard, h('div', { class: 'ov-side' }, queueCard, workersCard, storeCard, journalCard)),
       schedCard);
 
     const chart = makeChart(chartBox);
@@ -527,6 +536,19 @@
       setText(refs['w-used'], fmtInt(w.slots_used)); setText(refs['w-total'], fmtInt(w.slots_total));
       setBar(refs['w-bar'], num(w.slots_total) ? (num(w.slots_used) || 0) / w.slots_total : 0);
       setText(refs['s-entries'], fmtInt(s.entries)); setText(refs['s-live'], fmtInt(s.live)); setText(refs['s-bytes'], fmtBytes(s.bytes));
+      const j = obj(o.journal), jOn = j.enabled === true;
+      refs['j-on'].hidden = !jOn; refs['j-off'].hidden = jOn;
+      const jState = !jOn ? 'off' : j.healthy === false ? 'failing' : 'healthy';
+      refs['j-state'].className = 'badge ' + (jState === 'healthy' ? 's-succeeded' : jState === 'failing' ? 's-failed' : 's-unknown');
+      setText(refs['j-state'], jState);
+      if (jOn) {
+        setText(refs['j-bytes'], fmtBytes(j.bytes)); setText(refs['j-pending'], fmtInt(j.pending_ops));
+        setText(refs['j-commits'], fmtInt(j.commits_total)); setText(refs['j-failures'], fmtInt(j.failures_total));
+        setText(refs['j-path'], str(j.path));
+        const last = num(j.last_commit_at);
+        refs['j-last'].replaceChildren(last ? ago(last) : 'not yet');
+        setText(refs['j-error'], str(j.last_error) && j.healthy === false ? 'Cannot write: ' + str(j.last_error) : '');
+      }
       setText(refs.updated, 'updated ' + fmtClock(num(obj(o.node).now) || Date.now() / 1000));
       chart.draw(obj(o.series));
     }

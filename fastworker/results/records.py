@@ -107,6 +107,9 @@ class RecordBook:
         self._tasks: dict[str, StoredTask] = {}
         self._final: OrderedDict[str, StoredTask] = OrderedDict()  # least recently used first
         self._expiry: deque[StoredTask] = deque()  # in the order records became final
+        #: Ids of final records dropped by ``expire``, kept only when a
+        #: journal must hear of them (``None``: nobody listens).
+        self.dropped: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -305,6 +308,21 @@ class RecordBook:
         self._expiry.append(stored)
         finalized.append(record)
 
+    def restore(self, record: TaskRecord, final_at: float) -> bool:
+        """Hold ``record``, final since ``final_at`` (trio's clock), as it was
+        before a restart; not counted among the totals. Restore the oldest
+        first (the TTL takes records in the order given). False if a record
+        of that id is held already."""
+        id = record.id
+        if id in self._tasks:
+            return False
+        stored = StoredTask(record)
+        stored.final_at = final_at
+        self._add(id, stored)
+        self._final[id] = stored
+        self._expiry.append(stored)
+        return True
+
     def _add(self, id: str, stored: StoredTask) -> None:
         self._tasks[id] = stored
         self.bytes += stored.size
@@ -340,6 +358,8 @@ class RecordBook:
         del self._final[id]
         del self._tasks[id]
         self.bytes -= stored.size
+        if self.dropped is not None:
+            self.dropped.append(id)
 
     # -- reading -------------------------------------------------------------
 

@@ -5,20 +5,29 @@ inbox, executors and the Dispatcher into its ``RecordBook``, and answers
 queries from the Results edge (``Requests``, with ``Ref.call``) at once or
 later (``Waiters``), with one timer for their deadlines. How records move
 and what waits is told in docs/results.md.
+
+With a ``journal`` ref (a Journal that is on), each record that becomes
+final is sent to it as a ``PutResult`` and each final record the bounds
+drop as a ``DropResult``, in one ``JournalWrite`` per handled batch; at
+start the final records it held come back (``recovery``), so results are
+served across a restart. Without one, none of this costs anything.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Union
 
 import attrs
 import trio
 
-from actors import Actor
+from actors import Actor, ActorContext, GetStats, Ref
 from actors.requests import Answers, Requests
 from actors.timers import Timer
-from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued
+from fastworker.internal import Dispatched, GetTask, JournalWrite, ListTasks, Recover, Requeued
+from fastworker.journal.ops import DropResult, Op, PutResult
 from fastworker.messages import (
     Cancelled,
     Expired,
@@ -33,6 +42,7 @@ from fastworker.messages import (
 )
 from fastworker.results.listing import task_detail, task_page
 from fastworker.results.records import REPORTS, RecordBook, Report
+from fastworker.results.recovery import restore_results
 from fastworker.results.waiters import Waiters
 from fastworker.stats import ResultStoreStats
 
@@ -77,9 +87,17 @@ class ResultStore(Actor[Accepts]):
     """
 
     Options = ResultStoreOptions
+    refs_optional = ("journal",)
 
-    def __init__(self, options: ResultStoreOptions, context: Any) -> None:
+    def __init__(self, options: ResultStoreOptions, context: ActorContext, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock`` is the wall clock (for the journal's ``final_at``)."""
         super().__init__(options, context)
+        self._clock = clock
+        #: The journal, once ``setup`` found it on; ``None``: nothing is journaled.
+        self._journal: Ref[Any] | None = None
+        #: Ops for the journal not yet sent, in the order they happened.
+        self._unjournaled: list[Op] = []
         self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
                                    max_bytes=options.max_bytes)
         self._waiters = Waiters(self._records, max_wait=options.max_wait,
@@ -89,17 +107,49 @@ class ResultStore(Actor[Accepts]):
         self._ignored_total = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
-        await nursery.start(self._answer_at_deadlines)
         options = self.options
-        return (
+        ready = (
             f"keeps results {options.ttl:g} s, at most {options.max_entries} records "
             f"and {options.max_bytes} bytes"
         )
+        if "journal" in self.refs:
+            recovered = await self._recover(self.refs["journal"])
+            if recovered is not None:
+                ready += f"; {recovered}"
+        await nursery.start(self._answer_at_deadlines)
+        return ready
+
+    async def _recover(self, journal: Ref[Any]) -> str | None:
+        """Take back the final records the journal kept (those still within
+        the TTL), and journal from here on; ``None`` if the journal is off."""
+        if (await journal.call(GetStats())).detail is None:
+            return None  # off: it keeps nothing, so nothing is sent to it
+        self._journal = journal
+        self._records.dropped = []
+        recovered = await journal.call(Recover())
+        now = trio.current_time()
+        restored, dropped = restore_results(self._records, recovered.results,
+                                            wall=self._clock(), now=now)
+        self._unjournaled.extend(DropResult(id=id) for id in dropped)
+        self._records.expire(now)  # the bounds apply to what came back too
+        evicted = len(self._records.dropped)
+        await self._journal_send()
+        # Said once, at INFO, in the supervisor's "started results" line.
+        return (f"recovered {restored} result{'' if restored == 1 else 's'} from the journal "
+                f"({len(dropped)} past their TTL dropped, {evicted} over the bounds evicted)")
 
     async def drain(self) -> None:
         self._waiters.answer_all(trio.current_time())
+        if self._journal is not None:
+            await self._journal_send()
 
     async def handle(self, message: Accepts) -> Any:
+        answer = self._handle(message)
+        if self._journal is not None:
+            await self._journal_send()
+        return answer
+
+    def _handle(self, message: Accepts) -> Any:
         match message:
             case (Queued() | Running() | Finished() | Cancelled() | Requeued() | Dispatched()
                   | Released() | Expired()):
@@ -123,10 +173,14 @@ class ResultStore(Actor[Accepts]):
         reports = [m for m in messages if isinstance(m, REPORTS)]
         self._ignored_total += len(messages) - len(reports)
         self._take_reports(reports)
+        if self._journal is not None:
+            await self._journal_send()
 
     def stats_detail(self) -> ResultStoreStats:
         records = self._records
         records.expire(trio.current_time())  # so that expired records are not counted
+        if self._journal is not None:
+            self._journal_send_nowait()
         return ResultStoreStats(
             entries=len(records),
             live_entries=records.live,
@@ -145,6 +199,11 @@ class ResultStore(Actor[Accepts]):
         finalized = self._records.apply(reports, now)
         if finalized:
             self._waiters.on_final(finalized, now)
+            if self._journal is not None:
+                self._take_dropped()  # dropped before these became final: first
+                final_at = self._clock()
+                self._unjournaled.extend(
+                    PutResult(record=record, final_at=final_at) for record in finalized)
         self._records.expire(now)
 
     def _on_queries(self, messages: tuple[Any, ...], *, single: bool) -> Any:
@@ -176,10 +235,45 @@ class ResultStore(Actor[Accepts]):
             return None
         return answers.result
 
-    def _on_timer(self, now: float) -> None:
+    async def _on_timer(self, now: float) -> None:
         """The earliest deadline came (or an earlier one was armed)."""
         self._records.expire(now)
         self._waiters.answer_due(now)
+        if self._journal is not None:
+            await self._journal_send()
+
+    # -- the journal -----------------------------------------------------------
+
+    def _take_dropped(self) -> None:
+        """Queue a ``DropResult`` for each record the bounds dropped since."""
+        dropped = self._records.dropped
+        if dropped:
+            self._unjournaled.extend(DropResult(id=id) for id in dropped)
+            dropped.clear()
+
+    def _journal_ops(self) -> tuple[Op, ...]:
+        self._take_dropped()
+        ops, self._unjournaled = tuple(self._unjournaled), []
+        return ops
+
+    async def _journal_send(self) -> None:
+        """Send what the journal has not heard yet, as one ``JournalWrite``
+        (sent, not called: nobody waits for it to be durable)."""
+        assert self._journal is not None
+        ops = self._journal_ops()
+        if ops:
+            await self._journal.send(JournalWrite(ops=ops))
+
+    def _journal_send_nowait(self) -> None:
+        """The same from where nothing may wait (a snapshot): if the
+        journal's mailbox is full, the ops wait for the next send."""
+        assert self._journal is not None
+        ops = self._journal_ops()
+        if ops:
+            try:
+                self._journal.send_nowait(JournalWrite(ops=ops))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._unjournaled[:0] = ops
 
     async def _answer_at_deadlines(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

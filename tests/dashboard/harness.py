@@ -79,9 +79,12 @@ class Control:
 @asynccontextmanager
 async def open_control(
     *, dashboard: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
+    journal: str | None = None,
 ) -> AsyncIterator[Control]:
     """config/control.toml with the dashboard on 127.0.0.1 and a free port,
-    sampling every 50 ms (``dashboard`` overrides its options)."""
+    sampling every 50 ms (``dashboard`` overrides its options); with
+    ``journal``, a Journal on that file that the store and the scheduler
+    write to (unless config/control.toml has one already)."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env = {
         "FASTWORKER_ADDRESS": address,
@@ -94,6 +97,17 @@ async def open_control(
     for spec in topology.actors:
         if spec.name == "dashboard":
             spec.options.update({"sample_interval": 0.05, **(dashboard or {})})
+    if journal is not None:
+        if any(spec.name == "journal" for spec in topology.actors):
+            [spec] = [spec for spec in topology.actors if spec.name == "journal"]
+            spec.options["path"] = journal
+        else:
+            topology.add("journal", "fastworker.Journal", path=journal)
+            topology.actors = [
+                attrs.evolve(spec, refs={**spec.refs, "journal": "journal"})
+                if spec.name in ("results", "scheduler") else spec
+                for spec in topology.actors
+            ]
     async with open_node(topology) as node:
         ready = node.ready["dashboard"] or ""
         url = "" if ready == "off" else ready.partition(",")[0]

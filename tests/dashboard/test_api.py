@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import ActorStats, Node, StartError, Topology, open_node
 from actors.mailbox import MailboxStats
 from actors.pytest_plugin import free_tcp_ports
-from dashboard import views
+from dashboard import metrics, views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
 from fastworker import TaskCancelled, TaskError
+from fastworker.journal import JournalStats
 from fastworker.stats import ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
@@ -329,6 +331,87 @@ class TestAccess:
     def test_a_bad_address_says_what_was_expected(self, address: str) -> None:
         with pytest.raises(ValueError, match="expected host:port"):
             parse_address(address)
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _journal_stats(**fields: Any) -> JournalStats:
+    defaults: dict[str, Any] = dict(
+        path="/var/lib/fastworker.journal", bytes=4096, healthy=True, pending_ops=0,
+        pending_writes=0, max_pending_ops=65_536, commits_total=7, ops_total=20,
+        failures_total=0, checkpoints_total=0, last_commit_at=1000.0, last_error="")
+    return JournalStats(**{**defaults, **fields})
+
+
+def _sample_with(detail: Any) -> views.Sample:
+    return views.Sample(at=1010.0, clock=1.0, stats={"journal": ActorStats(
+        name="journal", kind="fastworker.Journal",
+        mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+        handled_total=0, batches_total=0, restarts=0, detail=detail)})
+
+
+class TestJournal:
+    async def test_the_overview_and_metrics_show_the_journal(self, tmp_path: Path) -> None:
+        """With a journal, the overview shows its file, its commits and its
+        health, and /metrics has its lines; a finished task's result is one
+        of its commits."""
+        path = tmp_path / "fastworker.journal"
+        async with open_control(journal=str(path)) as control:
+            await control.client.submit(tasks.add, 1, 2)
+            snapshot = await control.until(
+                lambda s: s["overview"]["journal"]["commits_total"] >= 1)
+            overview = await control.get("/api/overview")
+            response = await control.http.get("/metrics")
+        journal = snapshot["overview"]["journal"]
+        assert (journal["enabled"], journal["path"], journal["healthy"]) == (True, str(path), True)
+        assert journal["bytes"] > 0 and journal["last_commit_at"] > 0
+        assert (journal["failures_total"], journal["last_error"]) == (0, "")
+        assert overview["journal"]["enabled"] is True
+        families = _families(response.text)
+        assert families["fastworker_journal_healthy"].samples[0].value == 1
+        assert families["fastworker_journal_bytes"].samples[0].value > 0
+        assert families["fastworker_journal_pending_ops"].samples[0].value >= 0
+        [commits] = [s.value for s in families["fastworker_journal_commits"].samples
+                     if s.name.endswith("_total")]
+        assert commits >= 1
+        [failures] = [s.value for s in families["fastworker_journal_failures"].samples
+                      if s.name.endswith("_total")]
+        assert failures == 0
+
+    async def test_without_a_journal_the_overview_says_it_is_off(self) -> None:
+        """No journal (or one that is off): the overview says so, and
+        /metrics has no journal lines."""
+        async with open_control() as control:
+            overview = await control.get("/api/overview")
+            response = await control.http.get("/metrics")
+        assert overview["journal"] == {
+            "enabled": False, "path": "", "bytes": 0, "healthy": True, "pending_ops": 0,
+            "commits_total": 0, "last_commit_at": None, "failures_total": 0, "last_error": ""}
+        assert not [name for name in _families(response.text) if "journal" in name]
+
+    def test_a_failing_journal_shows_why(self) -> None:
+        """A journal whose commits fail shows unhealthy, with its last error,
+        in the view and in /metrics."""
+        sample = _sample_with(_journal_stats(
+            healthy=False, pending_ops=12, failures_total=2,
+            last_error="database or disk is full"))
+        view = views.journal_view(sample)
+        text = metrics.render(sample, views.NodeInfo(name="n", version="1", started_at=0.0))
+        assert (view.enabled, view.healthy, view.pending_ops, view.failures_total) == (
+            True, False, 12, 2)
+        assert view.last_error == "database or disk is full"
+        families = _families(text.decode())
+        assert families["fastworker_journal_healthy"].samples[0].value == 0
+        assert families["fastworker_journal_pending_ops"].samples[0].value == 12
+        assert families["fastworker_journal_last_commit_timestamp_seconds"].samples[0].value == 1000.0
+
+    def test_a_journal_that_is_off_shows_as_off(self) -> None:
+        """The Journal actor of a node whose journal is off has no detail."""
+        assert views.journal_view(_sample_with(None)).enabled is False
+        assert views.journal_view(_sample_with(_journal_stats(last_commit_at=0.0))
+                                  ).last_commit_at is None
 
 
 class TestEndpoints:
