@@ -26,7 +26,6 @@ from fastworker.errors import JournalUnavailable
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.held import Held
 from fastworker.inbox.journaled import (
-    JOURNAL_UNAVAILABLE,
     Unwritten,
     Write,
     restore,
@@ -272,9 +271,10 @@ class PriorityInbox(Actor[Accepts]):
         """Free the keys of the request's Submits whose holder has ended
         (the store knows); see ``fastworker.unique``."""
         levels, held = self._levels, self._held
+        unwritten = {} if self._unwritten is None else self._unwritten.by_id
         asked = self._admission.keys.pending(
             (m for m in message.messages if isinstance(m, Submit)),
-            lambda task_id: task_id in levels.jobs or task_id in held,
+            lambda task_id: task_id in levels.jobs or task_id in held or task_id in unwritten,
         )
         if not asked:
             return
@@ -430,10 +430,15 @@ class PriorityInbox(Actor[Accepts]):
                 if entries:  # known to the store before anyone hears of them
                     await self.refs["results"].send(Queued(entries=entries))
                 self._unwritten.settle(write, written=True)
-                self._place(write)
+                for task_id in self._admission.place_written(write):
+                    # Cancelled while it was written: the store hears of it
+                    # after its Queued, the journal drops it after its PutTask.
+                    self._cancelled.append(task_id)
+                    self._journal_ops.append(DropTask(task_id))
             else:
                 self._unwritten.settle(write, written=False)
-                self._forget(write, error)
+                self._admission.forget_unwritten(write)
+                log.warning("%s: refused %d tasks: %s", self.name, len(write.tasks), error)
             self._admission.answered.extend(write.answer(error))
             await self._flush()
         finally:
@@ -441,60 +446,14 @@ class PriorityInbox(Actor[Accepts]):
             if not self._writing:
                 self._written.set()
 
-    def _place(self, write: Write) -> None:
-        """Queue or hold the written tasks (a task cancelled meanwhile is dropped)."""
-        now, wall = trio.current_time(), time.time()
-        for task in write.tasks:
-            job = task.job
-            if task.cancelled:
-                self._cancelled.append(job.id)
-                self._journal_ops.append(DropTask(job.id))
-                continue
-            if task.at is None:
-                self._levels.append(job)
-            else:
-                self._held.hold(job, task.at)
-            if job.expires_at is not None:
-                self._held.expire(job.id, now + job.expires_at - wall)
-
-    def _forget(self, write: Write, error: str) -> None:
-        """The tasks were not written: as if their Submits had been refused."""
-        admission = self._admission
-        for task in write.tasks:
-            task_id = task.job.id
-            if task.key:
-                admission.keys.release(task.key, task_id)
-            self._recent.pop(task_id, None)
-            self._held.forget_deadline(task_id)
-            admission.accepted_total -= 1
-            admission.rejected_total[JOURNAL_UNAVAILABLE] = (
-                admission.rejected_total.get(JOURNAL_UNAVAILABLE, 0) + 1)
-        log.warning("%s: refused %d tasks: %s", self.name, len(write.tasks), error)
-
     async def _recover(self) -> str:
         """From ``setup``: take back what the journal holds (see
         ``journaled.restore``); tell the store and the journal what it became."""
         assert self._unwritten is not None
         recovered: Recovered = await self.refs["journal"].call(Recover())
         restored = restore(recovered, task_is_at_most_once, name=self.name)
-        levels, held, recent = self._levels, self._held, self._recent
-        now, wall = trio.current_time(), time.time()
-        for job in restored.queued:
-            levels.append(job)
-            recent.remember(job.id, "queued")
-        for job, at in restored.held:
-            held.hold(job, at)
-            recent.remember(job.id, "scheduled")
-        for job in reversed(restored.rerun):
-            levels.push_front(job)
-            recent.remember(job.id, "queued")
-        for job in (*restored.queued, *(job for job, _ in restored.held), *restored.rerun):
-            if job.expires_at is not None:
-                held.expire(job.id, now + job.expires_at - wall)
-        for outcome in restored.failed:
-            recent.remember(outcome.id, "dispatched")
+        self._admission.take_back(restored)
         for key, task_id in restored.keys.items():
-            self._admission.keys.claim(key, task_id)
             self._unwritten.remember_key(task_id, key)
         reports: list[Any] = []
         if restored.entries:

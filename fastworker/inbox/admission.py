@@ -3,9 +3,11 @@
 A resent id is Accepted again, a Submit with a bad option or an unknown
 task is refused, one whose key is held gets the holder's id; the others
 are scheduled, queued, parked until room frees, or refused with QueueFull
-(the order and the rules are in ``docs/inbox.md``). Admission does not
-take jobs out of the queue or talk to other actors: the inbox sends what
-it produced (``entries``, ``answered``) at its next flush.
+(the order and the rules are in ``docs/inbox.md``). With a journal, an
+accepted task waits unwritten (``journaled``) and is queued or held once
+written; admission also takes back what the journal held at start.
+Admission does not take jobs out of the queue or talk to other actors: the
+inbox sends what it produced (``entries``, ``answered``) at its next flush.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ import trio
 from actors.requests import Answers
 from actors.timers import DueHeap, Timer
 from fastworker.inbox.held import Held
-from fastworker.inbox.journaled import Unwritten, UnwrittenTask
+from fastworker.inbox.journaled import (
+    JOURNAL_UNAVAILABLE,
+    Restored,
+    Unwritten,
+    UnwrittenTask,
+    Write,
+)
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
 from fastworker.messages import Accepted, CancelReply, Job, QueuedEntry, Rejected, Submit
@@ -107,10 +115,11 @@ class Admission:
         """The answer to one Submit, or ``None`` once it is parked (its
         answer goes to ``answers`` at ``index`` later)."""
         unwritten = self.unwritten
+        if unwritten is not None and unwritten.wait(submit.id, submit.id, answers, index):
+            self.duplicates_total += 1
+            return None  # answered as its first Submit, once that is written (or not)
         if submit.id in self.levels.jobs or submit.id in self.recent:
             self.duplicates_total += 1
-            if unwritten is not None and unwritten.wait(submit.id, submit.id, answers, index):
-                return None  # accepted once its first Submit is written
             return Accepted(id=submit.id)
         problem = check_submit(submit)
         if problem is not None:
@@ -151,15 +160,73 @@ class Admission:
             _, parked = parked_line.popitem(last=False)
             self._waits.discard(parked.number)
             submit = parked.submit
+            if unwritten is not None and unwritten.wait(
+                    submit.id, submit.id, parked.answers, parked.index):
+                self.duplicates_total += 1  # its twin got in first, and is being written
+                continue
             if submit.id in jobs or submit.id in self.recent:
                 self.duplicates_total += 1  # its twin got in first
                 answer: Answer = Accepted(id=submit.id)
             else:
                 answer = self._enqueue(submit)
-            if unwritten is not None and unwritten.wait(
-                    submit.id, submit.id, parked.answers, parked.index):
-                continue  # answered once written
+                if unwritten is not None:
+                    # Answered once written (Accepted), or not (JournalUnavailable).
+                    unwritten.wait(submit.id, submit.id, parked.answers, parked.index)
+                    continue
             self._finish(parked, answer, at_once=False)
+
+    def place_written(self, write: Write) -> list[str]:
+        """Queue or hold the tasks of a committed write; return the ids of
+        those cancelled meanwhile (not placed)."""
+        now, wall = trio.current_time(), time.time()
+        cancelled = []
+        for task in write.tasks:
+            job = task.job
+            if task.cancelled:
+                cancelled.append(job.id)
+                continue
+            if task.at is None:
+                self.levels.append(job)
+            else:
+                self.held.hold(job, task.at)
+            if job.expires_at is not None:  # it may have passed while it was written
+                self.held.expire(job.id, now + job.expires_at - wall)
+        return cancelled
+
+    def forget_unwritten(self, write: Write) -> None:
+        """The tasks of a failed write were not accepted after all: forget
+        their ids, keys and deadlines, and count them refused."""
+        for task in write.tasks:
+            task_id = task.job.id
+            if task.key:
+                self.keys.release(task.key, task_id)
+            self.recent.pop(task_id, None)
+            self.held.forget_deadline(task_id)
+            self.accepted_total -= 1
+            self.rejected_total[JOURNAL_UNAVAILABLE] = (
+                self.rejected_total.get(JOURNAL_UNAVAILABLE, 0) + 1)
+
+    def take_back(self, restored: Restored) -> None:
+        """Queue and hold what the journal held at start (``journaled.restore``):
+        the next attempts of dispatched tasks at the front of their levels."""
+        levels, held, recent = self.levels, self.held, self.recent
+        now, wall = trio.current_time(), time.time()
+        for job in restored.queued:
+            levels.append(job)
+            recent.remember(job.id, "queued")
+        for job, at in restored.held:
+            held.hold(job, at)
+            recent.remember(job.id, "scheduled")
+        for job in reversed(restored.rerun):
+            levels.push_front(job)
+            recent.remember(job.id, "queued")
+        for job in (*restored.queued, *(job for job, _ in restored.held), *restored.rerun):
+            if job.expires_at is not None:
+                held.expire(job.id, now + job.expires_at - wall)
+        for outcome in restored.failed:
+            recent.remember(outcome.id, "dispatched")
+        for key, task_id in restored.keys.items():
+            self.keys.claim(key, task_id)
 
     def queued(self) -> int:
         """Tasks queued in the levels, or accepted for them and not yet written."""

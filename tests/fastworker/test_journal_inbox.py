@@ -26,7 +26,7 @@ from actors.requests import Requests
 from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
-from fastworker.internal import JournalWrite
+from fastworker.internal import JournalWrite, Requeue
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
 from fastworker.journal.file import JournalFileStats
 from fastworker.journal.ops import DropTask, Op
@@ -264,6 +264,50 @@ class TestAcknowledgedMeansWritten:
             await h.written()
         assert ids(load(path).dispatched) == ["a"]
 
+    async def test_a_submit_waiting_for_room_is_written_before_it_is_accepted(
+            self, tmp_path: Path) -> None:
+        """A Submit parked for room is written once room frees, then Accepted."""
+        path = tmp_path / "j.db"
+        async with open_inbox(path, capacity=1) as h:
+            assert await h.submit(sub("a")) == [Accepted(id="a")]
+            async with trio.open_nursery() as nursery:
+                answers: list[Any] = []
+
+                async def submit() -> None:
+                    answers.extend(await h.submit(attrs.evolve(sub("b"), queue_wait=60.0)))
+
+                nursery.start_soon(submit)
+                await trio.testing.wait_all_tasks_blocked()
+                assert answers == []
+                await h.demand(1)
+            assert answers == [Accepted(id="b")]
+            await h.written()
+        assert ids(load(path).queued) == ["b"] and ids(load(path).dispatched) == ["a"]
+
+    async def test_every_move_is_journaled(self, tmp_path: Path,
+                                           mock_clock: trio.testing.MockClock) -> None:
+        """Dispatched, put back by a lost worker (its next attempt), held for a
+        retry's backoff, released, cancelled and expired: each reaches the file."""
+        path = tmp_path / "j.db"
+        async with open_inbox(path) as h:
+            await h.submit(sub("lost", 0), sub("retry", 0), sub("late", 0, delay=30.0),
+                           sub("cancel"), attrs.evolve(sub("expire"), expires_in=10.0))
+            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(2)
+            assert h.dispatched() == [("lost", 1), ("retry", 1)]
+            await h.inbox.send(Requeue(jobs=(job("lost", 0, attempt=2),)))
+            await h.inbox.send(Requeue(jobs=(job("retry", 0, attempt=2),), delays=(60.0,)))
+            assert await h.submit(Cancel(id="cancel")) == [
+                CancelReply(id="cancel", outcome="cancelled")]
+            mock_clock.jump(40.0)  # "late" is released, "expire" expires
+            await trio.testing.wait_all_tasks_blocked()
+            await h.written()
+        recovered = load(path)
+        assert [(t.job.id, t.job.attempt) for t in recovered.queued] == [("lost", 2), ("late", 1)]
+        assert [(t.job.id, t.job.attempt) for t in recovered.scheduled] == [("retry", 2)]
+        assert recovered.scheduled[0].due_at > time.time() + 50.0
+        assert recovered.dispatched == ()
+
     def test_the_client_raises_journal_unavailable(self) -> None:
         """The client turns the refusal into fastworker.errors.JournalUnavailable."""
         rejected = Rejected(id="a", error="JournalUnavailable", message="disk is full")
@@ -352,7 +396,9 @@ class TestRecovery:
         assert stats.queued == (0, 0, 0, 0)
         reports = [m for m in h.store_got if isinstance(m, (Queued, Finished))]
         assert [type(m) for m in reports] == [Queued, Finished]
-        (outcome,) = reports[1].outcomes
+        finished = reports[1]
+        assert isinstance(finished, Finished)
+        (outcome,) = finished.outcomes
         assert outcome.id == "once" and outcome.error is not None
         assert outcome.error.type == "WorkerLost"
         assert "at-most-once task examples.tasks.once" in outcome.error.message
