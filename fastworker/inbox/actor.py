@@ -152,6 +152,7 @@ class PriorityInbox(Actor[Accepts]):
         self._unwritten: Unwritten | None = None
         self._journal_ops: list[Op] = []
         self._writing = 0  # writes under way
+        self._settling = False  # a task is settling answered writes
         self._written = trio.Event()  # set when the last write under way ends
         self._nursery: trio.Nursery | None = None
         if "journal" in context.refs:
@@ -412,39 +413,54 @@ class PriorityInbox(Actor[Accepts]):
             await self.refs["journal"].send(JournalWrite(ops=tuple(ops)))
 
     async def _write(self, write: Write) -> None:
-        """Write one flush's accepted tasks; then queue them, tell the store
-        and answer Accepted, or forget them and answer JournalUnavailable."""
-        assert self._unwritten is not None
+        """Write one flush's accepted tasks, then settle what was answered."""
         try:
-            error: str | None = None
             try:
                 await self.refs["journal"].call(JournalWrite(ops=write.ops()))
             except JournalUnavailable as failure:
-                error = str(failure)
+                write.error = str(failure)
             except (ActorCrashed, trio.BrokenResourceError) as failure:
                 # The journal crashed or stopped: it may have committed them.
-                error = f"the journal did not answer ({failure})"
+                write.error = f"the journal did not answer ({failure})"
                 self._journal_ops.extend(DropTask(task.job.id) for task in write.tasks)
-            if error is None:
-                entries = tuple(task.entry for task in write.tasks)
-                if entries:  # known to the store before anyone hears of them
-                    await self.refs["results"].send(Queued(entries=entries))
-                self._unwritten.settle(write, written=True)
-                for task_id in self._admission.place_written(write):
-                    # Cancelled while it was written: the store hears of it
-                    # after its Queued, the journal drops it after its PutTask.
-                    self._cancelled.append(task_id)
-                    self._journal_ops.append(DropTask(task_id))
-            else:
-                self._unwritten.settle(write, written=False)
-                self._admission.forget_unwritten(write)
-                log.warning("%s: refused %d tasks: %s", self.name, len(write.tasks), error)
-            self._admission.answered.extend(write.answer(error))
-            await self._flush()
+            write.done = True
+            await self._settle_writes()
         finally:
             self._writing -= 1
             if not self._writing:
                 self._written.set()
+
+    async def _settle_writes(self) -> None:
+        """In the order they were made, queue the tasks of committed writes,
+        tell the store and answer Accepted; forget those of failed writes and
+        answer JournalUnavailable. One task at a time does it (the others
+        leave it their writes), so the levels keep the written order."""
+        unwritten, admission = self._unwritten, self._admission
+        if unwritten is None or self._settling:
+            return
+        self._settling = True
+        try:
+            while done := unwritten.done():
+                entries = tuple(task.entry for write in done if write.error is None
+                                for task in write.tasks)
+                if entries:  # known to the store before anyone hears of them
+                    await self.refs["results"].send(Queued(entries=entries))
+                for write in done:
+                    unwritten.settle(write)
+                    if write.error is None:
+                        for task_id in admission.place_written(write):
+                            # Cancelled while it was written: the store hears of it
+                            # after its Queued, the journal drops it after its PutTask.
+                            self._cancelled.append(task_id)
+                            self._journal_ops.append(DropTask(task_id))
+                    else:
+                        admission.forget_unwritten(write)
+                        log.warning("%s: refused %d tasks: %s", self.name, len(write.tasks),
+                                    write.error)
+                    admission.answered.extend(write.answer())
+        finally:
+            self._settling = False
+        await self._flush()
 
     async def _recover(self) -> str:
         """From ``setup``: take back what the journal holds (see

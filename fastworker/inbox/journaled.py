@@ -15,7 +15,7 @@ queued and held jobs. Nothing here talks to other actors: the inbox does.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -63,14 +63,18 @@ class Write:
 
     tasks: list[UnwrittenTask] = attrs.Factory(list)
     waiting: list[tuple[Answers, int, str, str]] = attrs.Factory(list)
+    #: The journal answered: committed (``error`` None) or not (why).
+    done: bool = False
+    error: str | None = None
 
     def ops(self) -> tuple[Op, ...]:
         return tuple(PutTask(t.job, "queued" if t.at is None else "scheduled", t.due_at, t.key)
                      for t in self.tasks)
 
-    def answer(self, error: str | None) -> Iterator[Answers]:
-        """Fill the waiting answers (``Accepted``, or ``Rejected`` with
-        ``error``); yield each request that has all of its answers now."""
+    def answer(self) -> Iterator[Answers]:
+        """Fill the waiting answers (``Accepted``, or ``Rejected`` with the
+        write's error); yield each request that has all of its answers now."""
+        error = self.error
         for answers, index, submit_id, accepted_id in self.waiting:
             value: Accepted | Rejected = (
                 Accepted(id=accepted_id) if error is None else
@@ -88,8 +92,9 @@ class Unwritten:
         #: Of them, how many go to a level, how many are held.
         self.queued = 0
         self.scheduled = 0
-        #: Writes under way (called, not answered yet).
-        self.writes: set[Write] = set()
+        #: Writes under way, in the order they were made (settled in that
+        #: order too, so that tasks queue in the order they were written).
+        self.writes: deque[Write] = deque()
         #: The key of each keyed live task, so that a ``PutTask`` of its next
         #: attempt keeps it (oldest forgotten past ``key_limit``).
         self.keys: OrderedDict[str, str] = OrderedDict()
@@ -126,15 +131,28 @@ class Unwritten:
     def take(self) -> Write | None:
         """The write to make now, if anything was accepted since the last."""
         write = self.next
-        if not write.tasks and not write.waiting:
+        if not write.tasks:
             return None
         self.next = Write()
-        self.writes.add(write)
+        self.writes.append(write)
         return write
 
-    def settle(self, write: Write, *, written: bool) -> None:
-        """``write`` is committed or failed: its tasks are no longer unwritten."""
-        self.writes.discard(write)
+    def done(self) -> list[Write]:
+        """The first writes under way that the journal answered, up to the
+        first it has not: the ones to ``settle`` next, in this order."""
+        done = []
+        for write in self.writes:
+            if not write.done:
+                break
+            done.append(write)
+        return done
+
+    def settle(self, write: Write) -> None:
+        """``write``, the first under way, is committed or failed: its tasks
+        are no longer unwritten."""
+        first = self.writes.popleft()
+        assert first is write, "writes are settled in the order they were made"
+        written = write.error is None
         for task in write.tasks:
             if self.by_id.get(task.job.id) is write:
                 del self.by_id[task.job.id]

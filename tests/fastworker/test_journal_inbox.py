@@ -22,10 +22,11 @@ import trio.testing
 
 import fastworker.tasks
 from actors import GetStats, Ref, Topology, open_node
-from actors.requests import Requests
+from actors.requests import Answers, Requests
 from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
+from fastworker.inbox.journaled import Unwritten, UnwrittenTask
 from fastworker.internal import JournalWrite, Requeue
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
 from fastworker.journal.file import JournalFileStats
@@ -41,6 +42,7 @@ from fastworker.messages import (
     Job,
     JobBatch,
     Queued,
+    QueuedEntry,
     Rejected,
     Submit,
 )
@@ -410,3 +412,44 @@ class TestRecovery:
             await h.demand(1)
             assert h.dispatched() == [("a", 1)]
         assert list(tmp_path.iterdir()) == []
+
+
+class TestUnwritten:
+    def test_writes_settle_in_the_order_they_were_made(self) -> None:
+        """A write answered before an earlier one waits for it, so that tasks
+        queue in the order they were written."""
+        unwritten = Unwritten(key_limit=10)
+        for name in ("first", "second"):
+            unwritten.add(UnwrittenTask(job(name), entry(name), key=""))
+            assert unwritten.take() is not None
+        first, second = unwritten.writes
+        second.done = True
+        assert unwritten.done() == []
+        first.done, first.error = True, "disk full"
+        assert unwritten.done() == [first, second]
+        unwritten.settle(first)
+        unwritten.settle(second)
+        assert unwritten.by_id == {} and unwritten.queued == 0 and not unwritten.writes
+
+    def test_a_failed_write_rejects_every_submit_waiting_on_it(self) -> None:
+        """Each Submit waiting on a failed write (its own, or a resent one of
+        its id or key) is refused with JournalUnavailable under its own id."""
+        unwritten = Unwritten(key_limit=10)
+        unwritten.add(UnwrittenTask(job("a"), entry("a"), key="k"))
+        answers = Answers(2)
+        answers.later()
+        answers.later()
+        assert unwritten.wait("a", "a", answers, 0)
+        assert unwritten.wait("a", "b", answers, 1)  # "b" named the key "a" holds
+        assert not unwritten.wait("c", "c", answers, 1)
+        write = unwritten.take()
+        assert write is not None
+        write.done, write.error = True, "disk full"
+        assert list(write.answer()) == [answers]
+        assert answers.values == [
+            Rejected(id="a", error="JournalUnavailable", message="disk full"),
+            Rejected(id="b", error="JournalUnavailable", message="disk full")]
+
+
+def entry(id: str) -> QueuedEntry:
+    return QueuedEntry(id=id, task=ADD, priority=2, queued_at=1.0)
