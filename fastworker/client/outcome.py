@@ -26,6 +26,7 @@ from fastworker.client.slot import Slot
 from fastworker.errors import (
     ConnectionLost,
     InvalidSubmission,
+    JournalUnavailable,
     QueueFull,
     ResultUnknown,
     TaskCancelled,
@@ -46,6 +47,7 @@ _REJECTIONS: dict[str, type[Exception]] = {
     "QueueFull": QueueFull,
     "UnknownTask": UnknownTask,
     "InvalidSubmission": InvalidSubmission,
+    "JournalUnavailable": JournalUnavailable,
 }
 
 

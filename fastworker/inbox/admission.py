@@ -3,9 +3,11 @@
 A resent id is Accepted again, a Submit with a bad option or an unknown
 task is refused, one whose key is held gets the holder's id; the others
 are scheduled, queued, parked until room frees, or refused with QueueFull
-(the order and the rules are in ``docs/inbox.md``). Admission does not
-take jobs out of the queue or talk to other actors: the inbox sends what
-it produced (``entries``, ``answered``) at its next flush.
+(the order and the rules are in ``docs/inbox.md``). With a journal, an
+accepted task waits unwritten (``journaled``) and is queued or held once
+written; admission also takes back what the journal held at start.
+Admission does not take jobs out of the queue or talk to other actors: the
+inbox sends what it produced (``entries``, ``answered``) at its next flush.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ import trio
 from actors.requests import Answers
 from actors.timers import DueHeap, Timer
 from fastworker.inbox.held import Held
+from fastworker.inbox.journaled import (
+    JOURNAL_UNAVAILABLE,
+    Restored,
+    Unwritten,
+    UnwrittenTask,
+    Write,
+)
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
 from fastworker.messages import Accepted, CancelReply, Job, QueuedEntry, Rejected, Submit
@@ -96,6 +105,8 @@ class Admission:
         # and the requests whose last answer came from a parked Submit.
         self.entries: list[QueuedEntry] = []
         self.answered: list[Answers] = []
+        #: With a journal: accepted tasks wait here until written (the inbox sets it).
+        self.unwritten: Unwritten | None = None
         self.accepted_total = 0
         self.duplicates_total = 0
         self.rejected_total: dict[str, int] = {}
@@ -103,6 +114,10 @@ class Admission:
     def decide(self, submit: Submit, answers: Answers, index: int) -> Answer | None:
         """The answer to one Submit, or ``None`` once it is parked (its
         answer goes to ``answers`` at ``index`` later)."""
+        unwritten = self.unwritten
+        if unwritten is not None and unwritten.wait(submit.id, submit.id, answers, index):
+            self.duplicates_total += 1
+            return None  # answered as its first Submit, once that is written (or not)
         if submit.id in self.levels.jobs or submit.id in self.recent:
             self.duplicates_total += 1
             return Accepted(id=submit.id)
@@ -113,14 +128,25 @@ class Admission:
         if names is not None and not names.knows(submit.task):
             return self.reject(submit.id, "UnknownTask", names.unknown(submit.task))
         if not submit.key:
-            return self._place(submit, answers, index)
+            return self._when_written(self._place(submit, answers, index), submit, answers, index)
         holder = self.keys.holder(submit.key)
         if holder is not None:
+            if unwritten is not None and unwritten.wait(holder, submit.id, answers, index):
+                return None
             return Accepted(id=holder)  # the task already holding the key
         self.keys.claim(submit.key, submit.id)
         answer = self._place(submit, answers, index)
         if isinstance(answer, Rejected):
             self.keys.release(submit.key, submit.id)
+        return self._when_written(answer, submit, answers, index)
+
+    def _when_written(self, answer: Answer | None, submit: Submit, answers: Answers,
+                      index: int) -> Answer | None:
+        """With a journal, an Accepted waits for its task to be written."""
+        unwritten = self.unwritten
+        if (unwritten is not None and isinstance(answer, Accepted)
+                and unwritten.wait(submit.id, submit.id, answers, index)):
+            return None
         return answer
 
     def reject(self, task_id: str, error: str, message: str) -> Rejected:
@@ -129,17 +155,83 @@ class Admission:
 
     def admit(self) -> None:
         """Queue parked Submits, first come first, while there is room."""
-        parked_line, jobs = self.parked, self.levels.jobs
-        while parked_line and len(jobs) < self.capacity:
+        parked_line, jobs, unwritten = self.parked, self.levels.jobs, self.unwritten
+        while parked_line and self.queued() < self.capacity:
             _, parked = parked_line.popitem(last=False)
             self._waits.discard(parked.number)
             submit = parked.submit
+            if unwritten is not None and unwritten.wait(
+                    submit.id, submit.id, parked.answers, parked.index):
+                self.duplicates_total += 1  # its twin got in first, and is being written
+                continue
             if submit.id in jobs or submit.id in self.recent:
                 self.duplicates_total += 1  # its twin got in first
                 answer: Answer = Accepted(id=submit.id)
             else:
                 answer = self._enqueue(submit)
+                if unwritten is not None:
+                    # Answered once written (Accepted), or not (JournalUnavailable).
+                    unwritten.wait(submit.id, submit.id, parked.answers, parked.index)
+                    continue
             self._finish(parked, answer, at_once=False)
+
+    def place_written(self, write: Write) -> list[str]:
+        """Queue or hold the tasks of a committed write; return the ids of
+        those cancelled meanwhile (not placed)."""
+        now, wall = trio.current_time(), time.time()
+        cancelled = []
+        for task in write.tasks:
+            job = task.job
+            if task.cancelled:
+                cancelled.append(job.id)
+                continue
+            if task.at is None:
+                self.levels.append(job)
+            else:
+                self.held.hold(job, task.at)
+            if job.expires_at is not None:  # it may have passed while it was written
+                self.held.expire(job.id, now + job.expires_at - wall)
+        return cancelled
+
+    def forget_unwritten(self, write: Write) -> None:
+        """The tasks of a failed write were not accepted after all: forget
+        their ids, keys and deadlines, and count them refused."""
+        for task in write.tasks:
+            task_id = task.job.id
+            if task.key:
+                self.keys.release(task.key, task_id)
+            self.recent.pop(task_id, None)
+            self.held.forget_deadline(task_id)
+            self.accepted_total -= 1
+            self.rejected_total[JOURNAL_UNAVAILABLE] = (
+                self.rejected_total.get(JOURNAL_UNAVAILABLE, 0) + 1)
+
+    def take_back(self, restored: Restored) -> None:
+        """Queue and hold what the journal held at start (``journaled.restore``):
+        the next attempts of dispatched tasks at the front of their levels."""
+        levels, held, recent = self.levels, self.held, self.recent
+        now, wall = trio.current_time(), time.time()
+        for job in restored.queued:
+            levels.append(job)
+            recent.remember(job.id, "queued")
+        for job, at in restored.held:
+            held.hold(job, at)
+            recent.remember(job.id, "scheduled")
+        for job in reversed(restored.rerun):
+            levels.push_front(job)
+            recent.remember(job.id, "queued")
+        for job in (*restored.queued, *(job for job, _ in restored.held), *restored.rerun):
+            if job.expires_at is not None:
+                held.expire(job.id, now + job.expires_at - wall)
+        for outcome in restored.failed:
+            recent.remember(outcome.id, "dispatched")
+        for key, task_id in restored.keys.items():
+            self.keys.claim(key, task_id)
+
+    def queued(self) -> int:
+        """Tasks queued in the levels, or accepted for them and not yet written."""
+        unwritten = self.unwritten
+        return len(self.levels.jobs) + (0 if unwritten is None else unwritten.queued)
 
     def stop(self, now: float) -> None:
         """Refuse every parked Submit: the inbox stops, their callers must not hang."""
@@ -154,7 +246,7 @@ class Admission:
         if submit.delay > 0:
             return self._schedule(submit)
         self.admit()  # room freed by a Cancel goes to those waiting first
-        if len(self.levels.jobs) < self.capacity:
+        if self.queued() < self.capacity:
             return self._enqueue(submit)
         if submit.queue_wait > 0 and len(self.parked) < self.parked_max:
             self._park(submit, answers, index)
@@ -179,28 +271,36 @@ class Admission:
     def _schedule(self, submit: Submit) -> Accepted | Rejected:
         """Hold a Submit with a delay until its time."""
         capacity = self.scheduled_capacity
-        if len(self.held) >= capacity:
+        held = len(self.held) + (0 if self.unwritten is None else self.unwritten.scheduled)
+        if held >= capacity:
             return self.reject(submit.id, "QueueFull",
                                f"{capacity} scheduled tasks already wait (scheduled_capacity)")
         now = time.time()
         job = self._job(submit, now)
-        self.held.hold(job, trio.current_time() + submit.delay)
+        at = trio.current_time() + submit.delay
+        entry = QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                            payload=job.payload, retry_of=submit.retry_of,
+                            scheduled_for=now + submit.delay)
+        if self.unwritten is not None:
+            self.unwritten.add(UnwrittenTask(job, entry, submit.key, at, now + submit.delay))
+        else:
+            self.held.hold(job, at)
+            self.entries.append(entry)
         self.recent.remember(job.id, "scheduled")
-        self.entries.append(
-            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
-                        payload=job.payload, retry_of=submit.retry_of,
-                        scheduled_for=now + submit.delay))
         self.accepted_total += 1
         return Accepted(id=job.id)
 
     def _enqueue(self, submit: Submit) -> Accepted:
         now = time.time()
         job = self._job(submit, now)
-        self.levels.append(job)
+        entry = QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
+                            payload=job.payload, retry_of=submit.retry_of)
+        if self.unwritten is not None:
+            self.unwritten.add(UnwrittenTask(job, entry, submit.key))
+        else:
+            self.levels.append(job)
+            self.entries.append(entry)
         self.recent.remember(job.id, "queued")
-        self.entries.append(
-            QueuedEntry(id=job.id, task=job.task, priority=job.priority, queued_at=now,
-                        payload=job.payload, retry_of=submit.retry_of))
         self.accepted_total += 1
         return Accepted(id=job.id)
 
