@@ -132,6 +132,7 @@ class Client:
                 self._task_group.start_soon(coalescer.flush_forever)
         for _ in range(tasks):
             self._task_group.start_soon(self._results.poll_forever)
+        self._task_group.start_soon(self._results.check_forever)
         return self
 
     async def __aexit__(

@@ -9,6 +9,7 @@ and what waits is told in docs/results.md.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from typing import Any, Union
 
@@ -82,8 +83,11 @@ class ResultStore(Actor[Accepts]):
         super().__init__(options, context)
         self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
                                    max_bytes=options.max_bytes)
+        #: This incarnation of the store: a restart (of the process, or of
+        #: the actor by its supervisor) makes a new one; clients compare it.
+        self.epoch = secrets.token_hex(8)
         self._waiters = Waiters(self._records, max_wait=options.max_wait,
-                                session_ttl=options.session_ttl)
+                                session_ttl=options.session_ttl, epoch=self.epoch)
         self._timer = Timer(self._waiters.next_at, self._on_timer)
         self._queries_total = 0
         self._ignored_total = 0
@@ -160,7 +164,8 @@ class ResultStore(Actor[Accepts]):
                 case StatusQuery():
                     self._queries_total += 1
                     answers.values[index] = Records(
-                        records=tuple(records.status(id) for id in dict.fromkeys(message.ids)))
+                        records=tuple(records.status(id) for id in dict.fromkeys(message.ids)),
+                        epoch=self.epoch)
                 case ResultQuery():
                     self._queries_total += 1
                     waiters.result_query(message, answers, index, now)
