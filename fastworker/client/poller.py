@@ -84,6 +84,7 @@ class ResultPoller:
         #: Restarts of the control plane seen.
         self.restarts = 0
         self._to_check: dict[str, None] = {}  # ids to ask a restarted store about
+        self._answered = False  # a poll came back
         send, receive = anyio.create_memory_object_stream[None](math.inf)
         self._wake_send: MemoryObjectSendStream[None] = send
         self._wake_receive: MemoryObjectReceiveStream[None] = receive
@@ -171,7 +172,7 @@ class ResultPoller:
         """Note the store's ``epoch`` from an answer. A new one after another
         means the control plane restarted: every id still waited for is
         watched again, and checked (``check_lost``)."""
-        if not epoch or epoch == self.epoch or epoch in self._past_epochs:
+        if not epoch or epoch == self.epoch or epoch in self._past_epochs or self.closed:
             return  # the same store, or a late answer from an earlier one
         previous, self.epoch = self.epoch, epoch
         if not previous:
@@ -254,9 +255,9 @@ class ResultPoller:
                 del self.new_ids[task_id]
             self.in_flight += 1
             try:
-                # Parked only once the store's epoch is known, so that a
-                # restart is noticed by the very first poll too.
-                wait = self._poll_wait if self.epoch else 0.0
+                # Parked only once the store has answered (so its epoch is
+                # known): a restart is noticed by the very first poll too.
+                wait = self._poll_wait if self._answered else 0.0
                 watch = Watch(session=self.session, ids=tuple(ids), wait=wait, epoch=self.epoch)
                 (reply,) = await self._port.ask([watch], self._poll_wait + self._request_timeout)
             except ConnectionLost as error:
@@ -270,6 +271,7 @@ class ResultPoller:
                 self.in_flight -= 1
                 self._wake_send.send_nowait(None)
             assert isinstance(reply, Records)
+            self._answered = True
             self.deliver(reply.records)
             self.heard(reply.epoch)
             if reply.waited_out and not self._to_check:
