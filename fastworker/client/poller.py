@@ -13,8 +13,9 @@ Across a restart of the control plane: every answer names the store's
 so the poll that the request socket sends again once the new control plane
 listens is answered at once. On a new epoch the poller watches every id it
 still waits for again (the new store knows those its journal kept) and
-asks the new store about them; an id it has no record of, twice a second
-apart, was lost with the restart, and its waiters are told so.
+asks the new store about them; an id it has no record of when asked twice,
+``LOST_RECHECK`` (1 s) apart, was lost with the restart, and its waiters
+are told so.
 """
 
 from __future__ import annotations
