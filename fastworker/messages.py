@@ -42,7 +42,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -338,6 +338,9 @@ class Watch:
     session: str
     ids: tuple[str, ...] = ()
     wait: float = 0.0
+    #: The store's ``epoch`` the client last heard; a store of another
+    #: epoch (it restarted) answers at once, so the client learns it.
+    epoch: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -355,6 +358,9 @@ class Records:
     records: tuple[TaskRecord, ...]
     #: True when a ResultQuery or Watch was answered because its wait ran out.
     waited_out: bool = False
+    #: The store's incarnation, new at each start: a client that sees it
+    #: change knows the control plane restarted. Not part of equality.
+    epoch: str = attrs.field(default="", eq=False)
 
 
 @attrs.frozen(kw_only=True)

@@ -68,7 +68,9 @@ class Client:
         queue_wait: how long a submission may wait for room when the
             control plane's queue is full, before ``QueueFull``.
         request_timeout: how long a request may go unanswered before the
-            call fails with ``ConnectionLost``.
+            call fails with ``ConnectionLost``. A restart of the control
+            plane shorter than that is ridden through: waiting calls get
+            their results, or ``ResultUnknown`` for a task the restart lost.
         max_batch: the most requests coalesced into one frame.
         contexts: frames in flight at once per port.
         poll_wait: the longest one result poll waits at the control plane;
@@ -132,6 +134,7 @@ class Client:
                 self._task_group.start_soon(coalescer.flush_forever)
         for _ in range(tasks):
             self._task_group.start_soon(self._results.poll_forever)
+        self._task_group.start_soon(self._results.check_forever)
         return self
 
     async def __aexit__(
@@ -283,7 +286,8 @@ class Client:
             TaskError: the task raised (``TaskTimeout`` past its time limit,
                 ``TaskCancelled`` if cancelled); carries the remote type,
                 message and traceback text.
-            ResultUnknown: the control plane has no record of it.
+            ResultUnknown: the control plane has no record of it (the
+                message says when a restart of the control plane lost it).
             TimeoutError: ``timeout`` seconds passed first.
             ConnectionLost: the control plane did not answer.
         """

@@ -21,9 +21,9 @@ from actors.errors import FrameError
 from actors.frame import Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
-from fastworker.probe import discover
 from fastworker.errors import ConnectionLost, InvalidSubmission
 from fastworker.messages import CODEC, PRIORITIES
+from fastworker.probe import discover
 
 __all__ = ["Connection", "Port"]
 

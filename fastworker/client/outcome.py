@@ -65,6 +65,8 @@ def task_value(record: TaskRecord) -> Any:
     if record.state == "succeeded":
         return unpack_value(record.value) if record.value is not None else None
     if record.state == "unknown":
+        if record.error is not None:  # the client's own word on it (a restart lost it)
+            raise ResultUnknown(record.error.message)
         raise ResultUnknown(
             f"no record of task {record.id}: never submitted here, or its result expired"
         )

@@ -7,11 +7,21 @@ bring back every record of the session that became final, so N results
 cost far fewer than N round trips. One poll is parked at the store at a
 time; a poll carrying new ids sends the parked one home. Turning a record
 into a value is not done here (``outcome``).
+
+Across a restart of the control plane: every answer names the store's
+``epoch``, new at each start, and every poll names the epoch last heard,
+so the poll that the request socket sends again once the new control plane
+listens is answered at once. On a new epoch the poller watches every id it
+still waits for again (the new store knows those its journal kept) and
+asks the new store about them; an id it has no record of when asked twice,
+``LOST_RECHECK`` (1 s) apart, was lost with the restart, and its waiters
+are told so.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any, final
@@ -22,15 +32,31 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from fastworker.client.connection import Port
 from fastworker.client.slot import Slot
 from fastworker.errors import ConnectionLost
-from fastworker.messages import Records, StatusQuery, Submit, TaskRecord, Watch
+from fastworker.messages import (
+    FINAL_STATES,
+    Records,
+    RemoteError,
+    StatusQuery,
+    Submit,
+    TaskRecord,
+    Watch,
+)
 
-__all__ = ["ResultPoller"]
+__all__ = ["LOST_RECHECK", "ResultPoller", "lost_record"]
+
+log = logging.getLogger("fastworker.client")
+
+#: Seconds after which a restarted store is asked again about an id it had
+#: no record of, before that id's waiters are told it was lost: the store
+#: may not yet know every task its control plane recovered when it first
+#: answers.
+LOST_RECHECK = 1.0
 
 
 @final
 class ResultPoller:
     """Waits for results through one watch session; run ``poll_forever``
-    in a few tasks.
+    in a few tasks, and ``check_forever`` in one.
 
     Args:
         port: the queries port.
@@ -53,9 +79,19 @@ class ResultPoller:
         self.elsewhere: set[str] = set()  # their Watch travels with their submission
         self.in_flight = 0
         self.closed = False
+        #: The store's incarnation last heard ("": none yet).
+        self.epoch = ""
+        self._past_epochs: set[str] = set()
+        #: Restarts of the control plane seen.
+        self.restarts = 0
+        self._to_check: dict[str, None] = {}  # ids to ask a restarted store about
+        self._answered = False  # a poll came back
         send, receive = anyio.create_memory_object_stream[None](math.inf)
         self._wake_send: MemoryObjectSendStream[None] = send
         self._wake_receive: MemoryObjectReceiveStream[None] = receive
+        send, receive = anyio.create_memory_object_stream[None](math.inf)
+        self._check_send: MemoryObjectSendStream[None] = send
+        self._check_receive: MemoryObjectReceiveStream[None] = receive
 
     def expect(self, task_id: str, *, sent: bool = False) -> Slot[TaskRecord]:
         """Register interest in ``task_id``; ``sent``: a Watch for it is
@@ -101,15 +137,16 @@ class ResultPoller:
         with ``expect(id, sent=True)`` first); return the answer to
         ``submit``. The records the Watch brings go to their waiters; if
         this one's is not among them, the polls cover it from now on."""
+        watch = Watch(session=self.session, ids=(submit.id,), wait=self._poll_wait,
+                      epoch=self.epoch)
         answer, records = await self._port.ask(
-            [submit, Watch(session=self.session, ids=(submit.id,), wait=self._poll_wait)],
-            submit.queue_wait + self._poll_wait + self._request_timeout,
-        )
+            [submit, watch], submit.queue_wait + self._poll_wait + self._request_timeout)
         assert isinstance(records, Records)
         # Delivered even if the submission was refused: the Watch may bring
         # other waiters' records, which the store hands out only once.
         self.deliver(records.records)
         self.resend(submit.id)
+        self.heard(records.epoch)
         return answer
 
     def deliver(self, records: Iterable[TaskRecord]) -> None:
@@ -118,6 +155,7 @@ class ResultPoller:
             for slot in self.waiters.pop(record.id, []):
                 slot.set(record)
             self.elsewhere.discard(record.id)
+            self.new_ids.pop(record.id, None)
 
     def resend(self, task_id: str) -> None:
         """Cover ``task_id`` by a poll again (its Watch came back without it)."""
@@ -126,6 +164,74 @@ class ResultPoller:
             self.new_ids[task_id] = None
             self._wake_send.send_nowait(None)
 
+    @property
+    def _address(self) -> str:
+        """Where the queries go, for messages."""
+        return self._port.name.removeprefix("dialing ")
+
+    def heard(self, epoch: str) -> None:
+        """Note the store's ``epoch`` from an answer. A new one after another
+        means the control plane restarted: every id still waited for is
+        watched again, and checked (``check_lost``)."""
+        if not epoch or epoch == self.epoch or epoch in self._past_epochs or self.closed:
+            return  # the same store, or a late answer from an earlier one
+        previous, self.epoch = self.epoch, epoch
+        if not previous:
+            return
+        self._past_epochs.add(previous)
+        self.restarts += 1
+        # Ids whose Watch travels with their submission are not checked: the
+        # new control plane may not have taken that submission yet; its
+        # answer says what became of it, then a poll covers the id.
+        ids = [task_id for task_id in self.waiters if task_id not in self.elsewhere]
+        log.warning(
+            "the control plane at %s restarted: watching the %d task(s) this client "
+            "waits for again", self._address, len(ids))
+        for task_id in ids:
+            self.new_ids[task_id] = None
+            self._to_check[task_id] = None
+        self._wake_send.send_nowait(None)
+        self._check_send.send_nowait(None)
+
+    async def check_forever(self) -> None:
+        """Check the ids a restart left in doubt (``check_lost``), until
+        cancelled. A task of its own: the polls go on meanwhile."""
+        while True:
+            await self._check_receive.receive()
+            await self.check_lost()
+
+    async def check_lost(self) -> None:
+        """Ask the restarted store about the ids still to check, a batch at a
+        time: final records go to their waiters; ids it has no record of,
+        twice ``LOST_RECHECK`` apart, were lost with the restart."""
+        limit, unknown = self._limit, []
+        while self._to_check:
+            ids = list(itertools.islice(self._to_check, limit))
+            for task_id in ids:
+                del self._to_check[task_id]
+            unknown += await self._ask_status([i for i in ids if i in self.waiters])
+        if not unknown:
+            return
+        await anyio.sleep(LOST_RECHECK)
+        for start in range(0, len(unknown), limit):
+            ids = [i for i in unknown[start:start + limit] if i in self.waiters]
+            lost = await self._ask_status(ids)
+            self.deliver(lost_record(task_id, self._address) for task_id in lost)
+
+    async def _ask_status(self, ids: list[str]) -> list[str]:
+        """Deliver the final records among ``ids``; return the ids the store
+        has no record of (none if it did not answer: polls go on)."""
+        if not ids:
+            return []
+        try:
+            (reply,) = await self._port.ask([StatusQuery(ids=tuple(ids))], self._request_timeout)
+        except ConnectionLost:
+            return []
+        assert isinstance(reply, Records)
+        self.deliver(record for record in reply.records if record.state in FINAL_STATES)
+        self.heard(reply.epoch)
+        return [record.id for record in reply.records if record.state == "unknown"]
+
     def close(self) -> None:
         """Fail every waiter, and close the wake-up queue."""
         self.closed = True
@@ -133,8 +239,9 @@ class ResultPoller:
             for slot in slots:
                 slot.fail(ConnectionLost("the client was closed"))
         self.waiters.clear()
-        self._wake_send.close()
-        self._wake_receive.close()
+        for stream in (self._wake_send, self._wake_receive, self._check_send,
+                       self._check_receive):
+            stream.close()
 
     async def poll_forever(self) -> None:
         """Poll while anything is waited for, until cancelled."""
@@ -149,10 +256,11 @@ class ResultPoller:
                 del self.new_ids[task_id]
             self.in_flight += 1
             try:
-                (reply,) = await self._port.ask(
-                    [Watch(session=self.session, ids=tuple(ids), wait=self._poll_wait)],
-                    self._poll_wait + self._request_timeout,
-                )
+                # Parked only once the store has answered (so its epoch is
+                # known): a restart is noticed by the very first poll too.
+                wait = self._poll_wait if self._answered else 0.0
+                watch = Watch(session=self.session, ids=tuple(ids), wait=wait, epoch=self.epoch)
+                (reply,) = await self._port.ask([watch], self._poll_wait + self._request_timeout)
             except ConnectionLost as error:
                 for slots in self.waiters.values():
                     for slot in slots:
@@ -164,8 +272,10 @@ class ResultPoller:
                 self.in_flight -= 1
                 self._wake_send.send_nowait(None)
             assert isinstance(reply, Records)
+            self._answered = True
             self.deliver(reply.records)
-            if reply.waited_out:
+            self.heard(reply.epoch)
+            if reply.waited_out and not self._to_check:
                 # A whole poll passed with nothing final: ask whether the
                 # store knows the ids at all (an expired or foreign id, or
                 # a control plane that restarted, would be waited for
@@ -181,3 +291,19 @@ class ResultPoller:
             return  # the next poll will say so
         assert isinstance(reply, Records)
         self.deliver(record for record in reply.records if record.state == "unknown")
+        self.heard(reply.epoch)
+
+
+def lost_record(task_id: str, address: str) -> TaskRecord:
+    """The record that tells the waiters of ``task_id`` it was lost when the
+    control plane at ``address`` restarted (``ResultUnknown`` with this text)."""
+    return TaskRecord(id=task_id, state="unknown", error=RemoteError(
+        type="ResultUnknown",
+        message=(
+            f"the control plane at {address} restarted while this client waited for task "
+            f"{task_id}, and has no record of it: the task was lost with the restart "
+            f"(its journal is off) or its result had expired. Submit it again; to keep "
+            f"tasks across a restart, run the control plane with its journal on "
+            f"(docs/durability.md)"
+        ),
+    ))

@@ -15,6 +15,7 @@ served across a restart. Without one, none of this costs anything.
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -100,8 +101,11 @@ class ResultStore(Actor[Accepts]):
         self._unjournaled: list[Op] = []
         self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
                                    max_bytes=options.max_bytes)
+        #: This incarnation of the store: a restart (of the process, or of
+        #: the actor by its supervisor) makes a new one; clients compare it.
+        self.epoch = secrets.token_hex(8)
         self._waiters = Waiters(self._records, max_wait=options.max_wait,
-                                session_ttl=options.session_ttl)
+                                session_ttl=options.session_ttl, epoch=self.epoch)
         self._timer = Timer(self._waiters.next_at, self._on_timer)
         self._queries_total = 0
         self._ignored_total = 0
@@ -219,7 +223,8 @@ class ResultStore(Actor[Accepts]):
                 case StatusQuery():
                     self._queries_total += 1
                     answers.values[index] = Records(
-                        records=tuple(records.status(id) for id in dict.fromkeys(message.ids)))
+                        records=tuple(records.status(id) for id in dict.fromkeys(message.ids)),
+                        epoch=self.epoch)
                 case ResultQuery():
                     self._queries_total += 1
                     waiters.result_query(message, answers, index, now)

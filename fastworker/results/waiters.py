@@ -27,10 +27,13 @@ class Waiters:
         records: where final records are read (a read counts as a use).
         max_wait: the longest a query may park, in seconds.
         session_ttl: seconds after which an idle session is forgotten.
+        epoch: the store's incarnation, put in every ``Records``.
     """
 
-    def __init__(self, records: RecordBook, *, max_wait: float, session_ttl: float) -> None:
+    def __init__(self, records: RecordBook, *, max_wait: float, session_ttl: float,
+                 epoch: str = "") -> None:
         self._records = records
+        self.epoch = epoch
         self.max_wait = max_wait
         self.session_ttl = session_ttl
         self._waiting: dict[str, set[_ParkedQuery]] = {}  # id -> ResultQueries parked on it
@@ -55,7 +58,7 @@ class Waiters:
         records = self._records.final_records(query.ids)
         wait = min(query.wait, self.max_wait)
         if records or wait <= 0 or not query.ids:
-            answers.values[index] = Records(records=records)
+            answers.values[index] = Records(records=records, epoch=self.epoch)
             return
         self._park(_ParkedQuery(ids=query.ids, answers=answers, index=index), now + wait)
 
@@ -64,8 +67,10 @@ class Waiters:
         session's ready records, or park it until there are some."""
         session = self._session(query, now)
         wait = min(query.wait, self.max_wait)
-        if session.ready or wait <= 0:
-            answers.values[index] = Records(records=session.take())
+        # A Watch that names another epoch comes from before a restart:
+        # answered at once, so its client learns of the restart now.
+        if session.ready or wait <= 0 or query.epoch not in ("", self.epoch):
+            answers.values[index] = Records(records=session.take(), epoch=self.epoch)
             return
         if session.parked is not None:
             # One parked Watch per session: the older one goes home.
@@ -148,7 +153,8 @@ class Waiters:
         else:
             records = self._records.final_records(parked.ids)
         answers = parked.answers
-        if answers.fill(parked.index, Records(records=records, waited_out=waited_out)):
+        if answers.fill(parked.index, Records(records=records, waited_out=waited_out,
+                                                   epoch=self.epoch)):
             answers.send()
 
     def _sweep_sessions(self, now: float) -> None:
