@@ -11,7 +11,11 @@ run every task: the control plane only queues and dispatches), then:
   disturbed by other load on a shared machine than the rates are).
 
     .venv/bin/python benchmarks/throughput.py [--tasks 100000] [--runs 5] [--subworkers 0,1,2]
-        [--dashboard off,idle,watched]
+        [--dashboard off,idle,watched] [--journal off,on]
+
+``--journal off,on`` measures without and with the journal (a file in a
+fresh temporary directory, ``FASTWORKER_JOURNAL``), in the same run, and
+prints the journal's size per task afterwards.
 
 ``--dashboard`` measures the control plane with its dashboard turned off,
 on with nobody watching (as shipped), or watched: a stand-in for an open
@@ -28,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -131,12 +136,15 @@ class Watcher:
         self.stopped.set()
 
 
-def measure(args: argparse.Namespace, subworkers: int, dashboard: str) -> None:
+def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: str) -> None:
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     port = free_tcp_ports(1)
     env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
            "FASTWORKER_DASHBOARD": "off" if dashboard == "off" else f"127.0.0.1:{port}"}
     with contextlib.ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        journal_file = directory / "fastworker.journal"
+        env["FASTWORKER_JOURNAL"] = str(journal_file) if journal == "on" else "off"
         control = start("config/control.toml", env)
         stack.callback(stop, control)
         for _ in range(subworkers):
@@ -146,8 +154,8 @@ def measure(args: argparse.Namespace, subworkers: int, dashboard: str) -> None:
             watcher = Watcher(f"http://127.0.0.1:{port}")
             stack.callback(watcher.stop)
         where = f"{subworkers} subworkers" if subworkers else "the control plane's own executor"
-        print(f"tasks run by {where}, dashboard {dashboard}; {args.tasks} tasks per run, "
-              f"median of {args.runs}")
+        print(f"tasks run by {where}, dashboard {dashboard}, journal {journal}; "
+              f"{args.tasks} tasks per run, median of {args.runs}")
         for name, task in [("async no-op", "examples.noop"), ("sync no-op", "examples.noop_sync")]:
             rates, costs = [], []
             for _ in range(args.runs):
@@ -168,6 +176,9 @@ def measure(args: argparse.Namespace, subworkers: int, dashboard: str) -> None:
         if dashboard == "watched":
             print(f"  (the page saw {watcher.events} snapshots and fetched "
                   f"{watcher.pages} task lists)")
+        if journal == "on":
+            size = sum(f.stat().st_size for f in directory.iterdir())
+            print(f"  journal: {size / 1e6:.1f} MB on disk for the results the store keeps")
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -189,10 +200,13 @@ def main() -> None:
                         help="comma-separated counts of subworkers to measure with")
     parser.add_argument("--dashboard", default="idle",
                         help="comma-separated: off, idle (on, nobody watching), watched")
+    parser.add_argument("--journal", default="off",
+                        help="comma-separated: off, on (a journal in a temporary directory)")
     args = parser.parse_args()
     for count in (int(n) for n in args.subworkers.split(",")):
         for dashboard in args.dashboard.split(","):
-            measure(args, count, dashboard)
+            for journal in args.journal.split(","):
+                measure(args, count, dashboard, journal)
 
 
 if __name__ == "__main__":

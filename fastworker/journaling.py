@@ -18,7 +18,6 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext
-from fastworker.errors import JournalUnavailable
 from fastworker.internal import JournalWrite, Recover
 from fastworker.journal.commit import Storage
 from fastworker.journal.file import JournalFile, Recovered
@@ -126,7 +125,7 @@ class Journal(Actor[Accepts]):
                 async def answer() -> None:
                     try:
                         await commit.wait()
-                    except JournalUnavailable as error:
+                    except Exception as error:  # JournalUnavailable, or a bad op: the caller's
                         reply.fail(error)
                     else:
                         reply.set(True)

@@ -33,7 +33,7 @@ from fastworker.inbox.journaled import (
 )
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.internal import JournalWrite, KnownTasks, Recover, Requeue
+from fastworker.internal import JournalWrite, KnownTasks, Recover, RecoveredDispatched, Requeue
 from fastworker.journal.file import Recovered
 from fastworker.journal.ops import DropTask, Op, PutTask, SetState
 from fastworker.messages import (
@@ -480,6 +480,10 @@ class PriorityInbox(Actor[Accepts]):
             await self.refs["results"].send_batch(reports)
         if restored.ops:
             await self.refs["journal"].send(JournalWrite(ops=tuple(restored.ops)))
+        if restored.rerun:
+            # A late result of one (its worker outlived the restart) cancels its queued copy.
+            await self.refs["dispatcher"].send(
+                RecoveredDispatched(ids=tuple(job.id for job in restored.rerun)))
         summary = recovered.summary()
         failed = len(restored.failed)
         if failed:

@@ -1,5 +1,5 @@
 """A client across a restart of a real ``fastworker run config/control.toml``
-(killed with SIGKILL, started again on the same ports), with the journal off.
+(killed with SIGKILL, started again on the same ports), with the journal off and on.
 
 The task waited for holds its slot with ``tests.gate`` until a file exists,
 so it is certainly running when the control plane dies; nothing here sleeps
@@ -33,8 +33,7 @@ def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixtu
     return env
 
 
-# "on" joins once config/control.toml reads FASTWORKER_JOURNAL (issue 14).
-@pytest.mark.parametrize("journal", ["off"])
+@pytest.mark.parametrize("journal", ["off", "on"])
 async def test_a_client_waiting_across_a_restart(
     journal: str, control_env: dict[str, str], tmp_path: Path
 ) -> None:
