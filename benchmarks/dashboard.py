@@ -55,7 +55,8 @@ async def main(tasks: int, repeat: int) -> None:
     port = free_tcp_ports(1)
     topology = Topology.from_toml("config/control.toml", environ={
         "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
-        "FASTWORKER_DASHBOARD": f"127.0.0.1:{port}", "FASTWORKER_TASKS": "examples.tasks"})
+        "FASTWORKER_DASHBOARD": f"127.0.0.1:{port}", "FASTWORKER_TASKS": "examples.tasks",
+        "FASTWORKER_JOURNAL": "off"})  # the dashboard's own cost, as measured before the journal
     async with open_node(topology) as node:
         [child] = [c for c in node.supervisor.children if c.name == "dashboard"]
         dashboard = child.instance

@@ -13,8 +13,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio.testing
+
+
+@pytest.fixture(autouse=True)
+def journal_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's control planes keep their journal in the test's own
+    directory (``FASTWORKER_JOURNAL``), never in the working directory's
+    ``fastworker.journal``: no test sees another's tasks. A test that means
+    the journal to be off sets ``FASTWORKER_JOURNAL=off`` itself."""
+    path = tmp_path / "fastworker.journal"
+    monkeypatch.setenv("FASTWORKER_JOURNAL", str(path))
+    return path
 
 
 @pytest.fixture

@@ -79,7 +79,8 @@ async def test_example_runs_to_completion(
 ) -> None:
     """The example exits 0 on its own and logs the line that shows it worked."""
     args = [arg.format(address=loopback_address) for arg in example.args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTWORKER_", "PINGPONG_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FASTWORKER_", "PINGPONG_")) or k == "FASTWORKER_JOURNAL"}
     if example.control_plane:
         env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
         async with fastworker_run("config/control.toml", env) as node:

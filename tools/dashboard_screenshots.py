@@ -70,7 +70,8 @@ def main() -> None:
     port = free_tcp_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
     env.update(FASTWORKER_ADDRESS=address, FASTWORKER_DASHBOARD=f"127.0.0.1:{port}",
-               FASTWORKER_DISCOVERY_PORT="0", PYTHONUNBUFFERED="1")
+               FASTWORKER_DISCOVERY_PORT="0", PYTHONUNBUFFERED="1",
+               FASTWORKER_JOURNAL="off")  # pictures of a fresh control plane, every time
     processes = [start("config/control.toml", env, "node control ready")]
     stop = threading.Event()
     try:

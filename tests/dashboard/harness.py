@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -91,6 +92,7 @@ async def open_control(
         "FASTWORKER_TASKS": "examples.tasks,tests.dashboard.dash_tasks",
         "FASTWORKER_DISCOVERY_PORT": "0",
         "FASTWORKER_DASHBOARD": f"127.0.0.1:{free_tcp_ports(1)}",
+        "FASTWORKER_JOURNAL": os.environ.get("FASTWORKER_JOURNAL", "off"),
         **(environ or {}),
     }
     topology = Topology.from_toml("config/control.toml", environ=env)

@@ -51,7 +51,8 @@ def control_plane() -> Iterator[tuple[str, str]]:
     (dashboard url, task address). Killed at the end, whatever happened."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     port = free_tcp_ports(1)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("FASTWORKER_") or key == "FASTWORKER_JOURNAL"}
     env.update({
         "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": f"127.0.0.1:{port}",
         "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1",

@@ -280,7 +280,9 @@ def control_plane(address: str, store: type[ResultStore] | None = None) -> Topol
     topology = Topology.from_toml(
         "config/control.toml",
         environ={"FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
-                 "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_DASHBOARD": "off"},
+                 "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_DASHBOARD": "off",
+                 # The restart tests here are of a control plane without a journal.
+                 "FASTWORKER_JOURNAL": "off"},
     )
     if store is not None:
         for index, spec in enumerate(topology.actors):

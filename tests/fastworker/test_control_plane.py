@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import trio
 
@@ -23,7 +25,8 @@ async def test_the_control_plane_serves_again_after_any_core_actor_crashes(
     topology = Topology.from_toml(
         "config/control.toml",
         environ={"FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
-                 "FASTWORKER_DISCOVERY_PORT": "0"},
+                 "FASTWORKER_DISCOVERY_PORT": "0",
+                 "FASTWORKER_JOURNAL": os.environ["FASTWORKER_JOURNAL"]},
     )
     assert topology.node.supervision.strategy == "one_for_all"
     for index, spec in enumerate(topology.actors):

@@ -38,7 +38,7 @@ def env() -> dict[str, str]:
     environ = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("FASTWORKER_", "PINGPONG_"))
+        if not key.startswith(("FASTWORKER_", "PINGPONG_")) or key == "FASTWORKER_JOURNAL"
     }
     environ["PYTHONUNBUFFERED"] = "1"
     # No discovery beacon unless a test asks for one: parallel control planes
