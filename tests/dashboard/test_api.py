@@ -383,7 +383,7 @@ class TestJournal:
     async def test_without_a_journal_the_overview_says_it_is_off(self) -> None:
         """No journal (or one that is off): the overview says so, and
         /metrics has no journal lines."""
-        async with open_control() as control:
+        async with open_control(environ={"FASTWORKER_JOURNAL": "off"}) as control:
             overview = await control.get("/api/overview")
             response = await control.http.get("/metrics")
         assert overview["journal"] == {

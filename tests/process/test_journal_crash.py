@@ -11,8 +11,9 @@ from pathlib import Path
 
 import trio
 
+from actors.pytest_plugin import free_tcp_ports
 from fastworker import Client
-from tests.process.harness import env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import env, fastworker_run, run_to_exit, text_lines  # noqa: F401 (fixture)
 from tests.process.test_control import CONTROL, control_env  # noqa: F401 (fixture)
 
 TASKS = "examples.tasks,tests.process.journal_tasks"
@@ -67,3 +68,39 @@ async def test_kill_9_in_a_loop_loses_no_accepted_task(
     # A task runs twice only if it was running when the control plane died:
     # at most the executor's slots per kill.
     assert len(twice) <= 10 * 8, twice
+
+
+async def test_a_damaged_journal_stops_the_control_plane_with_one_line(
+    control_env: dict[str, str], tmp_path: Path,  # noqa: F811
+) -> None:
+    """``fastworker run`` on a damaged journal exits 1 with one line naming
+    the file, what is wrong and the salvage command; the file is unchanged."""
+    journal = tmp_path / "fastworker.journal"
+    garbage = b"this is not a journal" * 100
+    journal.write_bytes(garbage)
+    done = await run_to_exit(CONTROL, env={**control_env, "FASTWORKER_JOURNAL": str(journal)})
+    assert done.returncode == 1
+    errors = [line for line in text_lines(done.stderr) if "journal" in line]
+    assert len(errors) == 1, text_lines(done.stderr)
+    assert str(journal) in errors[0] and "fastworker journal salvage" in errors[0]
+    assert "not an SQLite database" in errors[0]
+    assert journal.read_bytes() == garbage
+
+
+async def test_a_second_control_plane_on_the_same_journal_refuses_to_start(
+    control_env: dict[str, str], tmp_path: Path,  # noqa: F811
+) -> None:
+    """A second control plane on a journal in use exits 1 naming the file and
+    the process that holds it; the first goes on serving."""
+    journal = tmp_path / "fastworker.journal"
+    environ = {**control_env, "FASTWORKER_JOURNAL": str(journal)}
+    async with fastworker_run(CONTROL, environ) as first:
+        await first.wait_for("node control ready")
+        other = {**environ, "FASTWORKER_ADDRESS": f"tcp://127.0.0.1:{free_tcp_ports(6)}"}
+        done = await run_to_exit(CONTROL, env=other)
+        assert done.returncode == 1
+        stderr = "\n".join(text_lines(done.stderr))
+        assert f"is in use by process {first.process.pid}" in stderr, stderr
+        async with Client(environ["FASTWORKER_ADDRESS"]) as client:
+            assert await client.submit("examples.tasks.add", 1, 2) == 3
+        assert await first.stop() == 0, first.tail
