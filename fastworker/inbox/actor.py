@@ -92,6 +92,11 @@ class InboxOptions:
         key_check_timeout: seconds to wait for the store to say whether
             the holders of submitted keys have ended (past it, the keys
             stay held and the Submits get the holder's id).
+        recovery_grace: with a journal, seconds the tasks it brings back as
+            dispatched (handed out when the control plane stopped) wait
+            before they run again, so that a subworker which finished one
+            meanwhile can report it first (its late result cancels the
+            copy); 0: they run again at once, at the front of their level.
     """
 
     capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=attrs.validators.ge(1))
@@ -104,6 +109,7 @@ class InboxOptions:
     recent_ids: int = attrs.field(default=DEFAULT_RECENT_IDS, validator=attrs.validators.ge(0))
     parked_max: int = attrs.field(default=DEFAULT_PARKED_MAX, validator=attrs.validators.ge(0))
     key_check_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    recovery_grace: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
 
 class PriorityInbox(Actor[Accepts]):
@@ -467,7 +473,8 @@ class PriorityInbox(Actor[Accepts]):
         ``journaled.restore``); tell the store and the journal what it became."""
         assert self._unwritten is not None
         recovered: Recovered = await self.refs["journal"].call(Recover())
-        restored = restore(recovered, task_is_at_most_once, name=self.name)
+        restored = restore(recovered, task_is_at_most_once, name=self.name,
+                           grace=self.options.recovery_grace)
         self._admission.take_back(restored)
         for key, task_id in restored.keys.items():
             self._unwritten.remember_key(task_id, key)

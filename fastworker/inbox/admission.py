@@ -217,9 +217,14 @@ class Admission:
         for job, at in restored.held:
             held.hold(job, at)
             recent.remember(job.id, "scheduled")
-        for job in reversed(restored.rerun):
-            levels.push_front(job)
-            recent.remember(job.id, "queued")
+        if restored.rerun_at is None:
+            for job in reversed(restored.rerun):
+                levels.push_front(job)
+                recent.remember(job.id, "queued")
+        else:
+            for job in restored.rerun:
+                held.hold(job, restored.rerun_at)
+                recent.remember(job.id, "scheduled")
         for job in (*restored.queued, *(job for job, _ in restored.held), *restored.rerun):
             if job.expires_at is not None:
                 held.expire(job.id, now + job.expires_at - wall)

@@ -182,8 +182,9 @@ class Restored:
     Attributes:
         queued: jobs to append to their levels, in order.
         held: jobs to hold, with their trio-clock time.
-        rerun: dispatched jobs to put at the front of their levels, as their
-            next attempt, in order.
+        rerun: dispatched jobs to run again as their next attempt, in order:
+            at the front of their levels, or held until ``rerun_at``.
+        rerun_at: with a recovery grace, when (trio clock) they are queued.
         failed: ``Finished`` outcomes of dispatched ``at_most_once`` jobs.
         entries: what the store is told (``Queued``), for every task.
         ops: what the journal is sent (the next attempts' ``PutTask``).
@@ -193,6 +194,7 @@ class Restored:
     queued: list[Job]
     held: list[tuple[Job, float]]
     rerun: list[Job]
+    rerun_at: float | None
     failed: list[Outcome]
     entries: list[QueuedEntry]
     ops: list[Op]
@@ -200,12 +202,13 @@ class Restored:
 
 
 def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
-            *, name: str) -> Restored:
+            *, name: str, grace: float = 0.0) -> Restored:
     """Decide what each recovered task becomes (see ``docs/durability.md``):
     queued ones queue again, scheduled ones are held again on trio's clock
     (a due time past is due now), dispatched ones run again as their next
-    attempt, except ``at_most_once`` tasks, which fail with ``WorkerLost``.
-    ``name`` is the inbox's, for the error's message."""
+    attempt (after ``grace`` seconds, if any), except ``at_most_once``
+    tasks, which fail with ``WorkerLost``. ``name`` is the inbox's, for the
+    error's message."""
     now, wall = trio.current_time(), time.time()
     entries: list[QueuedEntry] = []
     held: list[tuple[Job, float]] = []
@@ -217,9 +220,10 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
     for put in recovered.scheduled:
         held.append((put.job, now + max(put.due_at - wall, 0.0)))
         entries.append(_entry(put.job, scheduled_for=put.due_at))
+    rerun_at = now + grace if grace > 0 else None
     for put in recovered.dispatched:
         job = put.job
-        entries.append(_entry(job))
+        entries.append(_entry(job, scheduled_for=wall + grace if grace > 0 else 0.0))
         if at_most_once(job.task):
             failed.append(Outcome(
                 id=job.id, attempt=job.attempt, worker=name, started_at=wall, finished_at=wall,
@@ -230,9 +234,13 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
             continue
         job = attrs.evolve(job, attempt=job.attempt + 1)
         rerun.append(job)
-        ops.append(PutTask(job, "queued", key=put.key))
+        if rerun_at is None:
+            ops.append(PutTask(job, "queued", key=put.key))
+        else:
+            ops.append(PutTask(job, "scheduled", due_at=wall + grace, key=put.key))
     return Restored(queued=[put.job for put in recovered.queued], held=held, rerun=rerun,
-                    failed=failed, entries=entries, ops=ops, keys=dict(recovered.keys))
+                    rerun_at=rerun_at, failed=failed, entries=entries, ops=ops,
+                    keys=dict(recovered.keys))
 
 
 def _entry(job: Job, *, scheduled_for: float = 0.0) -> QueuedEntry:

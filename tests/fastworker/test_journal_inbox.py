@@ -27,7 +27,7 @@ from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
 from fastworker.inbox.journaled import Unwritten, UnwrittenTask
-from fastworker.internal import JournalWrite, Requeue
+from fastworker.internal import JournalWrite, RecoveredDispatched, Requeue
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
 from fastworker.journal.file import JournalFileStats
 from fastworker.journal.ops import DropTask, Op
@@ -378,6 +378,33 @@ class TestRecovery:
             assert h.dispatched() == [("late", 1), ("soon", 1)]
             await h.written()
         assert ids(load(path).dispatched) == ["late", "soon"]
+
+    async def test_with_a_grace_dispatched_tasks_wait_before_they_run_again(
+            self, tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+        """With recovery_grace, a task the journal brings back as dispatched
+        is held that long before it runs again (the dispatcher is told which
+        ones, so a late result can cancel the copy): one cancelled within
+        the grace never runs; the other runs once the grace is over."""
+        path = tmp_path / "j.db"
+        write(path, [PutTask(job("finished"), "dispatched"),
+                     PutTask(job("unheard"), "dispatched")])
+        async with open_inbox(path, recovery_grace=5.0) as h:
+            await h.demand(10)
+            assert h.dispatched() == []
+            told = [m for m in h.dispatcher_got if isinstance(m, RecoveredDispatched)]
+            assert [m.ids for m in told] == [("finished", "unheard")]
+            # The late result of "finished" arrived: the dispatcher cancels its copy.
+            assert await h.submit(Cancel(id="finished")) == [
+                CancelReply(id="finished", outcome="cancelled")]
+            mock_clock.jump(4.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == []
+            mock_clock.jump(0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("unheard", 2)]
+            await h.written()
+        recovered = load(path)
+        assert ids(recovered.dispatched) == ["unheard"] and recovered.scheduled == ()
 
     async def test_an_at_most_once_task_is_failed_not_run_again(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

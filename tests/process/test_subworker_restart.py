@@ -59,19 +59,22 @@ async def fleet(environ: dict[str, str]) -> AsyncIterator[Fleet]:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("journal", ["off", "on"])
 @pytest.mark.parametrize("ends", ["while_down", "after_restart"])
 async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
-    control_env: dict[str, str], ends: str,  # noqa: F811 (the fixture)
+    control_env: dict[str, str], ends: str, journal: str,  # noqa: F811 (the fixture)
 ) -> None:
     """A subworker runs a held task; the control plane is killed (-9); the
     task ends while none runs, or after a new one (no journal: it never
     heard of the task) started on the same ports and the subworker
     registered again. Either way its result is delivered as a late one:
     the new control plane's store keeps it (``succeeded``, attempt 1, that
-    worker), and the task ran once."""
-    # Without a journal: with one, the new control plane would run the task
-    # again at once (docs/durability.md, "Not yet": no grace for it yet).
-    control_env["FASTWORKER_JOURNAL"] = "off"
+    worker), and the task ran once: with the journal on, the copy the new
+    control plane holds for its recovery grace is cancelled by that result."""
+    # With the journal on, the new control plane brings the task back as
+    # dispatched and holds it for recovery_grace: the late result cancels it.
+    if journal == "off":
+        control_env["FASTWORKER_JOURNAL"] = "off"
     async with fleet(control_env) as f:
         gate = f.gate
         assert isinstance(gate, EndingGate)
@@ -86,6 +89,9 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
             await gate.open()
             await gate.wait_ended(1)
         second = await f.start_control()
+        if journal == "on":  # it knew the task: handed out when the first one died
+            assert any("inbox: recovered 0 queued, 0 scheduled, 1 dispatched" in line
+                       for line in second.lines), second.tail
         assert await registered(second) == sub_id
         if ends == "after_restart":
             await gate.open()
