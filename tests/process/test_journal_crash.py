@@ -6,6 +6,7 @@ without being accepted."""
 from __future__ import annotations
 
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -58,6 +59,11 @@ async def test_kill_9_in_a_loop_loses_no_accepted_task(
                 results = await client.results(list(accepted.values()))
         assert await node.stop() == 0, node.tail
     assert sorted(results) == sorted(accepted)
+    # The journal the kills left behind is sound to SQLite's own check.
+    check = await trio.run_process(
+        [sys.executable, "-m", "fastworker", "journal", "check", str(journal)],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert check.returncode == 0, (check.stdout, check.stderr)
     ran = Counter(runs.read_text().split())
     lost = [label for label in accepted if ran[label] == 0]
     unexpected = [label for label in ran if label not in submitted]
