@@ -25,8 +25,8 @@ from trio.testing import MockClock
 
 from actors import GetStats, Topology, open_node
 from actors.frame import Framer
-from fastworker import link as link_module
 from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
+from fastworker.link import session as link_module
 from fastworker.messages import (
     CODEC,
     Ack,

@@ -1,0 +1,296 @@
+"""The WorkerLink's conversations with its control plane, over NNG req/rep
+on the workers port (base+5).
+
+``connect`` finds the control plane (the address given, or the discovery
+beacon's), then runs sessions until the link drains: ``Register``, then a
+parked ``Pull``, batched ``Report``s and ``Heartbeat``s side by side until
+the control plane answers ``UnknownWorker`` (it restarted, or declared this
+worker lost) and the link registers again. A request unanswered is asked
+again; what a Report carries comes from the link's ``ReportBuffer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import trio
+
+from actors import Ref
+from actors.edge import offset_address
+from actors.errors import FrameError
+from actors.frame import Framer
+from actors.log import RateLimitedLog
+from actors.nng import open_request_wire
+from actors.requester import Requester
+from fastworker.link.reports import ReportBuffer
+from fastworker.messages import (
+    WORKERS_PORT_OFFSET,
+    Ack,
+    Assign,
+    Deregister,
+    Drain,
+    Heartbeat,
+    Outcome,
+    Pull,
+    Register,
+    Registered,
+    Report,
+    UnknownWorker,
+)
+from fastworker.probe import discover_forever
+from fastworker.tasks import default_registry
+
+if TYPE_CHECKING:
+    from fastworker.link.actor import LinkOptions
+
+__all__ = ["LinkSession"]
+
+log = logging.getLogger("fastworker.link")
+
+
+class LinkSession:
+    """One subworker's standing with its control plane: the request wire,
+    the credit offered and the jobs held, and the loops that keep them.
+
+    The actor feeds it (``credit``, ``finished``, ``want_report``) and
+    reads its counters for its snapshot; ``refs["executor"]`` gets the
+    jobs assigned.
+    """
+
+    def __init__(self, options: LinkOptions, *, name: str, worker: str, framer: Framer,
+                 buffer: ReportBuffer, refs: Mapping[str, Ref[Any]]) -> None:
+        self.options = options
+        self.name = name
+        self.worker = worker
+        self._framer = framer
+        self._buffer = buffer
+        self._refs = refs
+        self.requester: Requester | None = None
+        self.address = ""
+        self._concurrency = 0
+        self._first_credit = trio.Event()
+        self._free = 0  # slots the executor has free, beyond jobs on their way to it
+        self._reported = 0  # of those, credit the control plane holds
+        self._report_wanted = trio.Event()
+        self._report_seq = 0
+        self._reported_all = trio.Event()
+        self.registered = False
+        self._unknown = trio.Event()
+        self.draining = False
+        self.pulling_done = trio.Event()
+        self.counts = dict.fromkeys(("registrations", "jobs", "outcomes", "reports"), 0)
+        self.in_flight = 0
+        self._succeeded = self._failed = 0
+        self._quiet_log = RateLimitedLog(log, what="unanswered requests", period=10.0)
+
+    # -- what the actor tells it ------------------------------------------------------
+
+    def credit(self, n: int) -> None:
+        """The executor has ``n`` more slots free (its first credit is its
+        concurrency, which registering waits for)."""
+        if not self._first_credit.is_set():
+            self._concurrency = n
+            self._first_credit.set()
+        self._free += n
+
+    def finished(self, outcomes: tuple[Outcome, ...]) -> None:
+        """Jobs held have ended (their outcomes are in the buffer)."""
+        self.in_flight -= len(outcomes)
+        for outcome in outcomes:
+            if outcome.error is None:
+                self._succeeded += 1
+            else:
+                self._failed += 1
+
+    def want_report(self) -> None:
+        self._report_wanted.set()
+
+    # -- finding and joining the control plane ---------------------------------------
+
+    async def connect(self) -> None:
+        options = self.options
+        address = options.address
+        if not address:
+            address, announcement = await discover_forever(
+                log=log, what=self.name, port=options.discovery_port)
+            if announcement.secret_required and not (options.secret or options.secret_file):
+                log.error(
+                    "%s: the control plane at %s requires a shared secret; set "
+                    "FASTWORKER_SECRET or FASTWORKER_SECRET_FILE to the same one",
+                    self.name, address)
+            log.info("%s: found control plane %s at %s", self.name, announcement.name, address)
+        self.address = address
+        wire = await open_request_wire(
+            offset_address(address, WORKERS_PORT_OFFSET),
+            recv_max_size=options.max_frame_bytes, contexts=4, tls=options.tls,
+        )
+        self.requester = Requester(wire, self._framer)
+        await self._first_credit.wait()
+        while not self.draining:
+            await self._session()
+
+    async def _session(self) -> None:
+        """Register, then pull, report and beat until the control plane
+        forgets this worker (or the node stops)."""
+        interval = await self._register()
+        if interval is None:
+            return
+        self._unknown = trio.Event()
+        self._reported = 0  # a new registration holds none of our credit
+        self._report_wanted.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._report_loop)
+            nursery.start_soon(self._heartbeat_loop, interval)
+            nursery.start_soon(self._pull_loop)
+            await self._unknown.wait()
+            self.registered = False
+            nursery.cancel_scope.cancel()
+        if not self.draining:
+            log.warning("%s: the control plane at %s no longer knows this worker; "
+                        "registering again", self.name, self.address)
+
+    async def _register(self) -> float | None:
+        registry = default_registry()
+        tasks = registry.names()
+        at_most_once = tuple(sorted(n for n in tasks if (t := registry.get(n)) and t.at_most_once))
+        register = Register(
+            worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
+            concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
+        )
+        since = trio.current_time()
+        while not self.draining:
+            answer = await self._ask(register, timeout=self.options.request_timeout, quiet=True)
+            if isinstance(answer, Registered):
+                self.registered = True
+                self.counts["registrations"] += 1
+                log.info("%s: registered with %s as %s (%d slots, %d tasks)", self.name,
+                         self.address, self.worker, self._concurrency, len(tasks))
+                return answer.heartbeat_interval
+            if answer is None:
+                log.warning(
+                    "%s: no answer from a control plane at %s for %.0f s; still trying (is it "
+                    "running, and is the shared secret the same?)", self.name,
+                    offset_address(self.address, WORKERS_PORT_OFFSET),
+                    trio.current_time() - since)
+            else:
+                log.warning("%s: registration refused (%s); trying again", self.name,
+                            type(answer).__name__)
+                await trio.sleep(self.options.request_timeout)
+        return None
+
+    # -- the conversations ----------------------------------------------------------
+
+    async def _pull_loop(self) -> None:
+        seq = 0
+        try:
+            while True:
+                seq += 1
+                pull = Pull(worker=self.worker, wait=self.options.pull_wait, seq=seq)
+                answer: Any = None
+                while answer is None:  # the same Pull again until it is answered
+                    answer = await self._ask(
+                        pull, timeout=self.options.pull_wait + self.options.request_timeout)
+                if isinstance(answer, UnknownWorker):
+                    self._unknown.set()
+                    return
+                if isinstance(answer, Assign) and (answer.jobs or answer.cancel):
+                    count = len(answer.jobs)
+                    self._free -= count
+                    self._reported -= count
+                    self.in_flight += count
+                    self.counts["jobs"] += count
+                    await self._refs["executor"].send(answer)  # its ``cancel`` too
+                if self.draining:
+                    return
+        finally:
+            if self.draining:
+                self.pulling_done.set()
+
+    async def drain_request(self) -> None:
+        """Ask the control plane to assign nothing more (``Drain``)."""
+        if self.registered:
+            answer = await self._ask(Drain(worker=self.worker),
+                                     timeout=self.options.request_timeout)
+            if isinstance(answer, Ack):
+                log.info("%s: draining: %s assigns nothing more; finishing %d jobs held",
+                         self.name, self.address, self.in_flight)
+        else:
+            self.pulling_done.set()
+
+    async def deregister(self) -> None:
+        """Report what is left (while still registered), then ``Deregister``."""
+        while self._buffer and self.registered:
+            self._reported_all = trio.Event()
+            self._report_wanted.set()
+            await self._reported_all.wait()
+        answer = await self._ask(Deregister(worker=self.worker),
+                                 timeout=self.options.request_timeout, quiet=True)
+        if answer is not None:
+            log.info("%s: deregistered from %s", self.name, self.address)
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_wanted.wait()
+            self._report_wanted = trio.Event()
+            credit = self._free - self._reported
+            if not (self._buffer or credit > 0):
+                self._reported_all.set()
+                continue
+            running, finished = self._buffer.take()
+            self._report_seq += 1
+            report = Report(worker=self.worker, credit=max(credit, 0), running=tuple(running),
+                            finished=tuple(finished), seq=self._report_seq)
+            self._reported += report.credit
+            try:
+                answer = None
+                while answer is None:  # results are never dropped: the same report again
+                    answer = await self._ask(report, timeout=self.options.request_timeout)
+            except BaseException:
+                # Cancelled mid-request: keep it for the next session (the
+                # store takes a result once, so a repeat is harmless).
+                self._buffer.put_back(running, finished)
+                self._reported -= report.credit
+                raise
+            self.counts["reports"] += 1
+            self.counts["outcomes"] += len(finished)
+            if report.credit and self._reported == report.credit:
+                log.info("%s: offered %d slots to %s", self.name, report.credit, self.address)
+            if isinstance(answer, UnknownWorker):
+                self._unknown.set()  # the results were taken; the credit was not
+            self._report_wanted.set()
+
+    async def _heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            beat = Heartbeat(worker=self.worker, in_flight=self.in_flight,
+                             succeeded_total=self._succeeded, failed_total=self._failed)
+            answer = await self._ask(beat, timeout=interval * 2, quiet=True)
+            if isinstance(answer, UnknownWorker):
+                self._unknown.set()
+
+    async def _ask(self, message: Any, *, timeout: float, quiet: bool = False) -> Any:
+        """One request, one answer; ``None`` when none came in time (or a
+        bad frame came)."""
+        assert self.requester is not None
+        try:
+            [answer] = await self.requester.ask([message], timeout=timeout)
+        except TimeoutError:
+            if not quiet:
+                self._quiet_log.event("%s: no answer to %s from %s within %g s", self.name,
+                                      type(message).__name__, self.address, timeout)
+            return None
+        except FrameError as error:
+            self._quiet_log.event("%s: bad answer from %s: %s", self.name, self.address, error)
+            return None
+        except (anyio.ClosedResourceError, trio.ClosedResourceError):
+            return None  # the link is stopping
+        if not isinstance(answer, (Ack, Assign, Registered, UnknownWorker)):
+            self._quiet_log.event("%s: unexpected answer from %s: %r", self.name,
+                                  self.address, [answer])
+            return None
+        return answer
