@@ -7,7 +7,8 @@ allows. This module is the message table and the flush that sends; it
 decides nothing itself: the parts beside it do (``admission``, ``names``,
 ``levels``, ``held``), and ``docs/inbox.md`` has the rules. The queue
 lives in memory; with a ``journal`` ref it is also journaled, and taken
-back from the journal at start (``journaled``).
+back from the journal at start (``writer`` talks to the journal,
+``journaled`` decides what is written and recovered).
 """
 
 from __future__ import annotations
@@ -22,27 +23,19 @@ import trio
 
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Answers, Requests
-from fastworker.errors import JournalUnavailable
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.held import Held
-from fastworker.inbox.journaled import (
-    Unwritten,
-    Write,
-    restore,
-    task_is_at_most_once,
-)
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.internal import JournalWrite, KnownTasks, Recover, RecoveredDispatched, Requeue
-from fastworker.journal.file import Recovered
-from fastworker.journal.ops import DropTask, Op, PutTask, SetState
+from fastworker.inbox.writer import JournalWriter
+from fastworker.internal import KnownTasks, Requeue
+from fastworker.journal.ops import DropTask, PutTask, SetState
 from fastworker.messages import (
     Cancel,
     Cancelled,
     CancelReply,
     Demand,
     Expired,
-    Finished,
     Job,
     JobBatch,
     Queued,
@@ -153,17 +146,14 @@ class PriorityInbox(Actor[Accepts]):
         self._requeued_total = 0
         self._retried_total = 0
         self._expired_total = 0
-        # With a journal: accepted tasks not yet written, and what the next
-        # flush sends the journal (nobody waits).
-        self._unwritten: Unwritten | None = None
-        self._journal_ops: list[Op] = []
-        self._writing = 0  # writes under way
-        self._settling = False  # a task is settling answered writes
-        self._written = trio.Event()  # set when the last write under way ends
-        self._nursery: trio.Nursery | None = None
+        # With a journal: what is written to it, and what is not yet.
+        self._journal: JournalWriter | None = None
         if "journal" in context.refs:
-            self._unwritten = Unwritten(options.recent_ids)
-            self._admission.unwritten = self._unwritten
+            self._journal = JournalWriter(
+                context, self._admission, flush=self._flush,
+                on_cancelled=self._cancelled_written, key_limit=options.recent_ids,
+                recovery_grace=options.recovery_grace)
+            self._admission.unwritten = self._journal.unwritten
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -174,27 +164,23 @@ class PriorityInbox(Actor[Accepts]):
             for answers in self._admission.answered:
                 answers.fail(
                     ActorCrashed(f"{self.name} stopped before its store heard of these tasks"))
-            if self._unwritten is not None:
-                for answers in self._unwritten.waiting_answers():
-                    answers.fail(ActorCrashed(
-                        f"{self.name} stopped before the journal wrote these tasks"))
+            if self._journal is not None:
+                self._journal.fail_waiting()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
-        self._nursery = nursery
         await nursery.start(self._admission.timer.run)
         await nursery.start(self._held.timer.run)
         capacity = self.options.capacity
-        recovered = "" if self._unwritten is None else f"; recovered {await self._recover()}"
+        journal = self._journal
+        recovered = "" if journal is None else f"; recovered {await journal.setup(nursery)}"
         if self._names is None:
             return f"capacity {capacity}, task names not checked{recovered}"
         self._names.refresh()
         return f"capacity {capacity}, {len(self._names.known)} task names known{recovered}"
 
     async def drain(self) -> None:
-        # Every write under way is answered (the journal stops after the inbox).
-        while self._writing:
-            self._written = trio.Event()
-            await self._written.wait()
+        if self._journal is not None:
+            await self._journal.drain()
 
     async def handle(self, message: Accepts) -> Any:
         if isinstance(message, Requests):
@@ -278,7 +264,7 @@ class PriorityInbox(Actor[Accepts]):
         """Free the keys of the request's Submits whose holder has ended
         (the store knows); see ``fastworker.unique``."""
         levels, held = self._levels, self._held
-        unwritten = {} if self._unwritten is None else self._unwritten.by_id
+        unwritten = {} if self._journal is None else self._journal.unwritten.by_id
         asked = self._admission.keys.pending(
             (m for m in message.messages if isinstance(m, Submit)),
             lambda task_id: task_id in levels.jobs or task_id in held or task_id in unwritten,
@@ -302,10 +288,10 @@ class PriorityInbox(Actor[Accepts]):
             self._recent.remember(task_id, "cancelled")
             self._cancelled.append(task_id)
             self._cancelled_total += 1
-            if self._unwritten is not None:
-                self._journal_ops.append(DropTask(task_id))
+            if self._journal is not None:
+                self._journal.ops.append(DropTask(task_id))
             return CancelReply(id=task_id, outcome="cancelled")
-        if self._unwritten is not None and self._unwritten.cancel(task_id):
+        if self._journal is not None and self._journal.unwritten.cancel(task_id):
             # The store hears of it, and the journal drops it, once it is written.
             self._recent.remember(task_id, "cancelled")
             self._cancelled_total += 1
@@ -322,14 +308,13 @@ class PriorityInbox(Actor[Accepts]):
         return self._held.cancel(task_id) or self._levels.remove(task_id)
 
     def _requeue(self, jobs: tuple[Job, ...]) -> None:
-        unwritten = self._unwritten
+        journal = self._journal
         for job in reversed(jobs):
             if self._levels.push_front(job):
                 self._recent.remember(job.id, "queued")
                 self._requeued_total += 1
-                if unwritten is not None:
-                    self._journal_ops.append(
-                        PutTask(job, "queued", key=unwritten.keys.get(job.id, "")))
+                if journal is not None:
+                    journal.ops.append(PutTask(job, "queued", key=journal.key(job.id)))
 
     def _hold_retries(self, jobs: tuple[Job, ...], delays: tuple[float, ...]) -> None:
         now, wall = trio.current_time(), time.time()
@@ -341,28 +326,28 @@ class PriorityInbox(Actor[Accepts]):
                 self._held.expire(job.id, now + job.expires_at - wall)
             self._recent.remember(job.id, "scheduled")
             self._retried_total += 1
-            if self._unwritten is not None:
-                self._journal_ops.append(PutTask(job, "scheduled", wall + max(delay, 0.0),
-                                                 self._unwritten.keys.get(job.id, "")))
+            if self._journal is not None:
+                self._journal.ops.append(PutTask(job, "scheduled", wall + max(delay, 0.0),
+                                                 self._journal.key(job.id)))
 
     async def _release_due(self, now: float) -> None:
         """Queue held jobs whose time came, at the back of their levels, and
         drop tasks past their deadline (the held timer's call)."""
         released, expired = self._held.due(now)
-        journaled = self._unwritten is not None
+        journal = self._journal
         for job in released:
             self._levels.append(job)
             self._recent.remember(job.id, "queued")
             self._released.append(job.id)
-            if journaled:
-                self._journal_ops.append(SetState(job.id, "queued"))
+            if journal is not None:
+                journal.ops.append(SetState(job.id, "queued"))
         for task_id in expired:
             if self._drop(task_id):
                 self._recent.remember(task_id, "expired")
                 self._expired.append(task_id)
                 self._expired_total += 1
-                if journaled:
-                    self._journal_ops.append(DropTask(task_id))
+                if journal is not None:
+                    journal.ops.append(DropTask(task_id))
         if self._released or self._expired:
             await self._flush()
 
@@ -387,8 +372,8 @@ class PriorityInbox(Actor[Accepts]):
             expired, self._expired = self._expired, []
             await self.refs["results"].send_batch(
                 [Released(ids=tuple(released)), Expired(ids=tuple(expired))])
-        if self._unwritten is not None:
-            await self._journal(jobs)
+        if self._journal is not None:
+            await self._journal.send(jobs)
         if jobs:
             await self.refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
         answered, admission.answered = admission.answered, []
@@ -403,97 +388,7 @@ class PriorityInbox(Actor[Accepts]):
         self._recent.remember(job.id, "dispatched")
         self._admission.admit()
 
-    # -- the journal (only with a journal ref) ------------------------------------
-
-    async def _journal(self, jobs: list[Job]) -> None:
-        """From a flush: start writing what was accepted since the last one
-        (answered once committed), and send the journal the other moves."""
-        assert self._unwritten is not None and self._nursery is not None
-        write = self._unwritten.take()
-        if write is not None:
-            self._writing += 1
-            self._nursery.start_soon(self._write, write)
-        ops, self._journal_ops = self._journal_ops, []
-        ops.extend(SetState(job.id, "dispatched") for job in jobs)
-        if ops:
-            await self.refs["journal"].send(JournalWrite(ops=tuple(ops)))
-
-    async def _write(self, write: Write) -> None:
-        """Write one flush's accepted tasks, then settle what was answered."""
-        try:
-            try:
-                await self.refs["journal"].call(JournalWrite(ops=write.ops()))
-            except JournalUnavailable as failure:
-                write.error = str(failure)
-            except (ActorCrashed, trio.BrokenResourceError) as failure:
-                # The journal crashed or stopped: it may have committed them.
-                write.error = f"the journal did not answer ({failure})"
-                self._journal_ops.extend(DropTask(task.job.id) for task in write.tasks)
-            write.done = True
-            await self._settle_writes()
-        finally:
-            self._writing -= 1
-            if not self._writing:
-                self._written.set()
-
-    async def _settle_writes(self) -> None:
-        """In the order they were made, queue the tasks of committed writes,
-        tell the store and answer Accepted; forget those of failed writes and
-        answer JournalUnavailable. One task at a time does it (the others
-        leave it their writes), so the levels keep the written order."""
-        unwritten, admission = self._unwritten, self._admission
-        if unwritten is None or self._settling:
-            return
-        self._settling = True
-        try:
-            while done := unwritten.done():
-                entries = tuple(task.entry for write in done if write.error is None
-                                for task in write.tasks)
-                if entries:  # known to the store before anyone hears of them
-                    await self.refs["results"].send(Queued(entries=entries))
-                for write in done:
-                    unwritten.settle(write)
-                    if write.error is None:
-                        for task_id in admission.place_written(write):
-                            # Cancelled while it was written: the store hears of it
-                            # after its Queued, the journal drops it after its PutTask.
-                            self._cancelled.append(task_id)
-                            self._journal_ops.append(DropTask(task_id))
-                    else:
-                        admission.forget_unwritten(write)
-                        log.warning("%s: refused %d tasks: %s", self.name, len(write.tasks),
-                                    write.error)
-                    admission.answered.extend(write.answer())
-        finally:
-            self._settling = False
-        await self._flush()
-
-    async def _recover(self) -> str:
-        """From ``setup``: take back what the journal holds (see
-        ``journaled.restore``); tell the store and the journal what it became."""
-        assert self._unwritten is not None
-        recovered: Recovered = await self.refs["journal"].call(Recover())
-        restored = restore(recovered, task_is_at_most_once, name=self.name,
-                           grace=self.options.recovery_grace)
-        self._admission.take_back(restored)
-        for key, task_id in restored.keys.items():
-            self._unwritten.remember_key(task_id, key)
-        reports: list[Any] = []
-        if restored.entries:
-            reports.append(Queued(entries=tuple(restored.entries)))
-        if restored.failed:
-            reports.append(Finished(outcomes=tuple(restored.failed)))
-        if reports:
-            await self.refs["results"].send_batch(reports)
-        if restored.ops:
-            await self.refs["journal"].send(JournalWrite(ops=tuple(restored.ops)))
-        if restored.rerun:
-            # A late result of one (its worker outlived the restart) cancels its queued copy.
-            await self.refs["dispatcher"].send(
-                RecoveredDispatched(ids=tuple(job.id for job in restored.rerun)))
-        summary = recovered.summary()
-        failed = len(restored.failed)
-        if failed:
-            summary += f" ({failed} at-most-once dispatched tasks failed as lost, not run again)"
-        log.info("%s: recovered %s", self.name, summary)
-        return summary
+    def _cancelled_written(self, task_id: str) -> None:
+        """A task cancelled while it was written is placed: the next flush
+        tells the store (after its Queued)."""
+        self._cancelled.append(task_id)
