@@ -25,9 +25,9 @@ from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Answers, Requests
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.held import Held
+from fastworker.inbox.journal import InboxJournal
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.inbox.writer import JournalWriter
 from fastworker.internal import KnownTasks, Requeue
 from fastworker.journal.ops import DropTask, PutTask, SetState
 from fastworker.messages import (
@@ -147,9 +147,9 @@ class PriorityInbox(Actor[Accepts]):
         self._retried_total = 0
         self._expired_total = 0
         # With a journal: what is written to it, and what is not yet.
-        self._journal: JournalWriter | None = None
+        self._journal: InboxJournal | None = None
         if "journal" in context.refs:
-            self._journal = JournalWriter(
+            self._journal = InboxJournal(
                 context, self._admission, flush=self._flush,
                 on_cancelled=self._cancelled_written, key_limit=options.recent_ids,
                 recovery_grace=options.recovery_grace)

@@ -27,12 +27,12 @@ from fastworker.journal.file import Recovered
 from fastworker.journal.ops import DropTask, Op, SetState
 from fastworker.messages import Finished, Job, Queued
 
-__all__ = ["JournalWriter"]
+__all__ = ["InboxJournal"]
 
 log = logging.getLogger("fastworker.inbox")
 
 
-class JournalWriter:
+class InboxJournal:
     """Writes the inbox's accepted tasks and moves to the journal.
 
     Args:
