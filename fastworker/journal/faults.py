@@ -19,7 +19,7 @@ from typing import final
 from fastworker.journal.file import JournalFile, JournalFileStats, Recovered
 from fastworker.journal.ops import Op
 
-__all__ = ["DISK_FULL", "FaultyFile", "JournalFaults"]
+__all__ = ["DISK_FULL", "FaultyFile", "JournalFaults", "WrappedFile"]
 
 #: SQLite's message for SQLITE_FULL.
 DISK_FULL = "database or disk is full"
@@ -71,22 +71,18 @@ class JournalFaults:
             return message
 
 
-@final
-class FaultyFile:
-    """A ``JournalFile`` whose ``apply`` fails when its ``JournalFaults`` says."""
+class WrappedFile:
+    """A ``JournalFile`` seen through a wrapper: everything goes to the file;
+    a subclass changes ``apply`` (to fail it, or to hold it)."""
 
-    def __init__(self, file: JournalFile, faults: JournalFaults) -> None:
+    def __init__(self, file: JournalFile) -> None:
         self.file = file
-        self.faults = faults
 
     @property
     def path(self) -> Path:
         return self.file.path
 
     def apply(self, ops: Sequence[Op]) -> None:
-        message = self.faults._fault()
-        if message is not None:
-            raise sqlite3.OperationalError(message)
         self.file.apply(ops)
 
     def load(self) -> Recovered:
@@ -103,3 +99,18 @@ class FaultyFile:
 
     def close(self) -> None:
         self.file.close()
+
+
+@final
+class FaultyFile(WrappedFile):
+    """A ``JournalFile`` whose ``apply`` fails when its ``JournalFaults`` says."""
+
+    def __init__(self, file: JournalFile, faults: JournalFaults) -> None:
+        super().__init__(file)
+        self.faults = faults
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        message = self.faults._fault()
+        if message is not None:
+            raise sqlite3.OperationalError(message)
+        self.file.apply(ops)

@@ -29,7 +29,7 @@ from fastworker.inbox import PriorityInbox
 from fastworker.inbox.journaled import Unwritten, UnwrittenTask
 from fastworker.internal import JournalWrite, RecoveredDispatched, Requeue
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
-from fastworker.journal.file import JournalFileStats
+from fastworker.journal.faults import WrappedFile
 from fastworker.journal.ops import DropTask, Op
 from fastworker.journaling import Journal
 from fastworker.messages import (
@@ -141,38 +141,19 @@ def ids(tasks: tuple[PutTask, ...]) -> list[str]:
     return [task.job.id for task in tasks]
 
 
-class HeldFile:
+class HeldFile(WrappedFile):
     """A journal file whose commits wait until the test lets them through."""
 
     def __init__(self, file: JournalFile) -> None:
-        self.file = file
+        super().__init__(file)
         self.entered = threading.Event()
         self.release = threading.Event()
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
 
     def apply(self, ops: Sequence[Op]) -> None:
         if any(isinstance(op, PutTask) for op in ops):
             self.entered.set()
             self.release.wait(30)
         self.file.apply(ops)
-
-    def load(self) -> Recovered:
-        return self.file.load()
-
-    def stats(self) -> JournalFileStats:
-        return self.file.stats()
-
-    def size(self) -> int:
-        return self.file.size()
-
-    def checkpoint(self) -> None:
-        self.file.checkpoint()
-
-    def close(self) -> None:
-        self.file.close()
 
 
 class TestAcknowledgedMeansWritten:
