@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from actors import ActorContext, ActorCrashed
+from actors.log import RateLimitedLog
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox.admission import Admission
 from fastworker.inbox.journaled import Unwritten, Write, restore, task_is_at_most_once
@@ -69,6 +70,8 @@ class InboxJournal:
         self._settling = False  # a task is settling answered writes
         self._written = trio.Event()  # set when the last write under way ends
         self._nursery: trio.Nursery | None = None
+        # A full disk refuses every write: one line a minute, not one per write.
+        self._refused_log = RateLimitedLog(log, what="refused writes", period=60.0)
 
     def key(self, task_id: str) -> str:
         """The key a live task holds ("" if none), for its next ``PutTask``."""
@@ -150,8 +153,8 @@ class InboxJournal:
                             self.ops.append(DropTask(task_id))
                     else:
                         admission.forget_unwritten(write)
-                        log.warning("%s: refused %d tasks: %s", self._context.name,
-                                    len(write.tasks), write.error)
+                        self._refused_log.event("%s: refused %d tasks: %s", self._context.name,
+                                                len(write.tasks), write.error)
                     admission.answered.extend(write.answer())
         finally:
             self._settling = False
