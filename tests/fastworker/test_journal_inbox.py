@@ -21,8 +21,8 @@ import trio
 import trio.testing
 
 import fastworker.tasks
-from actors import GetStats, Ref, Topology, open_node
-from actors.requests import Answers, Requests
+from actors import Ref, Topology, open_node
+from actors.requests import Answers
 from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
@@ -37,7 +37,6 @@ from fastworker.messages import (
     Cancel,
     Cancelled,
     CancelReply,
-    Demand,
     Finished,
     Job,
     JobBatch,
@@ -46,9 +45,9 @@ from fastworker.messages import (
     Rejected,
     Submit,
 )
-from fastworker.stats import InboxStats
 from fastworker.tasks import TaskRegistry
 from tests.fastworker.helpers import Recorder
+from tests.fastworker.test_inbox import Harness as InboxHarness
 
 ADD, ONCE = "examples.tasks.add", "examples.tasks.once"
 TASKS = frozenset({ADD, ONCE})
@@ -59,36 +58,23 @@ class Crash(Exception):
 
 
 @attrs.define
-class Harness:
-    """A running inbox with a journal, and what its dispatcher and store got."""
+class Harness(InboxHarness):
+    """An inbox harness whose inbox has a journal."""
 
-    inbox: Ref[Any]
-    journal: Ref[Any]
-    dispatcher_got: list[Any]
-    store_got: list[Any]
-
-    async def submit(self, *submits: Submit | Cancel) -> list[Any]:
-        answers: list[Any] = await self.inbox.call(Requests(messages=submits))
-        return answers
-
-    async def demand(self, n: int) -> None:
-        await self.inbox.send(Demand(n=n))
-        await trio.testing.wait_all_tasks_blocked()
+    journal: Ref[Any] = attrs.field(kw_only=True)
 
     async def written(self) -> None:
         """Wait until everything sent to the journal so far is committed."""
         assert await self.journal.call(JournalWrite(ops=(DropTask("-"),))) is True
 
-    def dispatched(self) -> list[tuple[str, int]]:
+    def dispatched(self) -> list[tuple[str, int]]:  # type: ignore[override]
+        """(id, attempt) of each job handed to the dispatcher."""
         return [(job.id, job.attempt) for m in self.dispatcher_got if isinstance(m, JobBatch)
                 for job in m.jobs]
 
-    def queued(self) -> list[str]:
+    def queued(self) -> list[str]:  # type: ignore[override]
+        """The ids of every Queued the store got, in one list."""
         return [e.id for m in self.store_got if isinstance(m, Queued) for e in m.entries]
-
-    async def stats(self) -> InboxStats:
-        detail: InboxStats = (await self.inbox.call(GetStats())).detail
-        return detail
 
 
 @asynccontextmanager
@@ -108,7 +94,7 @@ async def open_inbox(path: Path, wrap: Any = None, **options: Any) -> AsyncItera
              params={"task_names": lambda: TASKS}, **options)
     )
     async with open_node(topology) as node:
-        yield Harness(node.refs["inbox"], node.refs["journal"], dispatcher_got, store_got)
+        yield Harness(node.refs["inbox"], dispatcher_got, store_got, journal=node.refs["journal"])
 
 
 def sub(id: str, priority: int = 2, *, task: str = ADD, key: str = "",
