@@ -79,9 +79,11 @@ class DrainWorker:
 @attrs.frozen(kw_only=True)
 class KnownTasks:
     """Anyone (subworkers, later) -> PriorityInbox: these task names exist
-    too, beyond those of the task registry."""
+    too, beyond those of the task registry; ``at_most_once`` of them are
+    never to be run twice."""
 
     names: frozenset[str]
+    at_most_once: frozenset[str] = frozenset()
 
 
 # -- inbox -> dispatcher -------------------------------------------------------

@@ -170,7 +170,8 @@ class Registry(Actor[Accepts]):
                 self.name, worker, peer, register.pid, register.host, register.concurrency,
                 len(register.tasks),
             )
-            await self.refs["inbox"].send(KnownTasks(names=frozenset(register.tasks)))
+            await self.refs["inbox"].send(KnownTasks(
+                names=frozenset(register.tasks), at_most_once=frozenset(register.at_most_once)))
             await self.refs["dispatcher"].send(
                 WorkerJoined(worker=worker, tasks=frozenset(register.tasks),
                              at_most_once=frozenset(register.at_most_once))

@@ -146,7 +146,7 @@ class Dispatcher(Actor[Accepts]):
                 self._placement.add_local_credit(name, n)
             case JobBatch(jobs=jobs):
                 self._counts["batches"] += 1
-                self._held.extend(jobs)
+                self._held.extend(self._remote.admit(jobs))
                 self._asked = max(self._asked - len(jobs), 0)
                 self._received = True
             case WorkerJoined():

@@ -170,6 +170,28 @@ class Subworkers:
         for task_id in ids:
             self._remember_redelivered(task_id)
 
+    def admit(self, jobs: tuple[Job, ...]) -> list[Job]:
+        """The jobs of a ``JobBatch`` that may be placed: a job already lost
+        by ``poison_after`` workers (control-plane restarts count: the
+        journal brings back what was dispatched as lost once more) fails as
+        poison instead of being handed out."""
+        poison_after = self._poison_after
+        admitted = [job for job in jobs if job.losses < poison_after]
+        if len(admitted) < len(jobs):
+            now = time.time()
+            failed = tuple(Outcome(
+                id=job.id, attempt=job.attempt, worker=self._name, started_at=now,
+                finished_at=now, error=RemoteError(
+                    type="PoisonTask", kind="error",
+                    message=f"task {job.task} was lost {job.losses} times (by workers that "
+                    "were lost, or by restarts of the control plane while it was "
+                    f"dispatched); failed as poison (poison_after = {poison_after}) "
+                    "rather than risk more"))
+                for job in jobs if job.losses >= poison_after)
+            self._counts["failed_lost"] += len(failed)
+            self._out.results.append(Finished(outcomes=failed))
+        return admitted
+
     def _remember_redelivered(self, task_id: str) -> None:
         self._redelivered[task_id] = None
         if len(self._redelivered) > _REDELIVERED_REMEMBERED:

@@ -66,6 +66,9 @@ DEFAULT_RECENT_IDS = 100_000
 #: Submits that may wait for room at once; more are refused with QueueFull.
 DEFAULT_PARKED_MAX = 10_000
 
+#: Seconds an at-most-once job whose dispatch could not be written waits.
+_HOLD_BACK = 1.0
+
 Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
 
 
@@ -151,7 +154,8 @@ class PriorityInbox(Actor[Accepts]):
         if "journal" in context.refs:
             self._journal = InboxJournal(
                 context, self._admission, flush=self._flush,
-                on_cancelled=self._cancelled_written, key_limit=options.recent_ids,
+                on_cancelled=self._cancelled_written, hold_back=self._hold_back,
+                key_limit=options.recent_ids,
                 recovery_grace=options.recovery_grace)
             self._admission.unwritten = self._journal.unwritten
 
@@ -211,9 +215,11 @@ class PriorityInbox(Actor[Accepts]):
                 self._requeue(jobs)
             case Requeue(jobs=jobs, delays=delays):
                 self._hold_retries(jobs, delays)
-            case KnownTasks(names=names):
+            case KnownTasks(names=names, at_most_once=once):
                 if self._names is not None:
                     self._names.advertise(names)
+                if self._journal is not None:
+                    self._journal.advertise_once(once)
             case _:
                 # A wiring mistake; crashing would lose the whole queue.
                 kind = type(message).__name__
@@ -373,7 +379,7 @@ class PriorityInbox(Actor[Accepts]):
             await self.refs["results"].send_batch(
                 [Released(ids=tuple(released)), Expired(ids=tuple(expired))])
         if self._journal is not None:
-            await self._journal.send(jobs)
+            jobs = await self._journal.send(jobs)
         if jobs:
             await self.refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
         answered, admission.answered = admission.answered, []
@@ -387,6 +393,20 @@ class PriorityInbox(Actor[Accepts]):
             self._held.forget_deadline(job.id)
         self._recent.remember(job.id, "dispatched")
         self._admission.admit()
+
+    async def _hold_back(self, jobs: list[Job]) -> None:
+        """At-most-once jobs whose dispatch could not be written: they never
+        left, so the dispatcher's demand for them stands; held a second
+        before they are tried again (the journal may be failing)."""
+        now, wall = trio.current_time(), time.time()
+        self._demand += len(jobs)
+        self._dispatched_total -= len(jobs)
+        for job in jobs:
+            self._held.hold(job, now + _HOLD_BACK)
+            if job.expires_at is not None:
+                self._held.expire(job.id, now + job.expires_at - wall)
+            self._recent.remember(job.id, "scheduled")
+        await self._flush()
 
     def _cancelled_written(self, task_id: str) -> None:
         """A task cancelled while it was written is placed: the next flush

@@ -6,14 +6,17 @@ writes are settled in the order they were made: their tasks are queued,
 told to the store and answered ``Accepted``, or forgotten and answered
 ``JournalUnavailable``. Every other move (dispatched, released, put back,
 held for a retry, cancelled, expired) is sent once per flush with nothing
-to wait for. At start the inbox takes back what the journal holds. What is
-written and what recovery decides is ``journaled``'s; this part talks.
+to wait for, except that an at-most-once job leaves for the dispatcher
+only once its ``dispatched`` is committed (a crash must not bring it back
+as queued after it started). At start the inbox takes back what the
+journal holds. What is written and what recovery decides is
+``journaled``'s; this part talks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -26,7 +29,7 @@ from fastworker.inbox.journaled import Unwritten, Write, restore, task_is_at_mos
 from fastworker.internal import JournalWrite, Recover, RecoveredDispatched
 from fastworker.journal.file import Recovered
 from fastworker.journal.ops import DropTask, Op, SetState
-from fastworker.messages import Finished, Job, Queued
+from fastworker.messages import Finished, Job, JobBatch, Queued
 
 __all__ = ["InboxJournal"]
 
@@ -43,6 +46,8 @@ class InboxJournal:
         flush: the inbox's flush, called once answered writes are settled.
         on_cancelled: told of each task cancelled while it was written
             (the store hears of it in the next flush).
+        hold_back: given at-most-once jobs whose ``dispatched`` could not
+            be written (they did not leave: the inbox holds them a while).
         key_limit: keys remembered for the next attempts of keyed tasks.
         recovery_grace: the inbox's ``recovery_grace`` option.
     """
@@ -54,6 +59,7 @@ class InboxJournal:
         *,
         flush: Callable[[], Awaitable[None]],
         on_cancelled: Callable[[str], None],
+        hold_back: Callable[[list[Job]], Awaitable[None]],
         key_limit: int,
         recovery_grace: float,
     ) -> None:
@@ -61,6 +67,9 @@ class InboxJournal:
         self._admission = admission
         self._flush = flush
         self._on_cancelled = on_cancelled
+        self._hold_back = hold_back
+        #: Task name -> at-most-once, from this process's registry or a subworker.
+        self._once: dict[str, bool] = {}
         self._recovery_grace = recovery_grace
         #: Accepted tasks not yet written.
         self.unwritten = Unwritten(key_limit)
@@ -83,19 +92,40 @@ class InboxJournal:
         self._nursery = nursery
         return await self._recover()
 
-    async def send(self, jobs: list[Job]) -> None:
+    def advertise_once(self, names: Iterable[str]) -> None:
+        """These tasks (a subworker's) are at-most-once too."""
+        for name in names:
+            self._once[name] = True
+
+    def _is_once(self, name: str) -> bool:
+        once = self._once.get(name)
+        if once is None:
+            once = self._once[name] = task_is_at_most_once(name)
+        return once
+
+    async def send(self, jobs: list[Job]) -> list[Job]:
         """From a flush: start writing what was accepted since the last one
         (answered once committed), and send the journal the other moves,
-        ``jobs`` dispatched among them."""
+        ``jobs`` dispatched among them. Return the jobs to hand the
+        dispatcher now: the at-most-once ones go once their ``dispatched``
+        is committed."""
         assert self._nursery is not None
         write = self.unwritten.take()
         if write is not None:
             self._writing += 1
             self._nursery.start_soon(self._write, write)
         ops, self.ops = self.ops, []
+        is_once = self._is_once
+        once = [job for job in jobs if is_once(job.task)]
+        if once:
+            jobs = [job for job in jobs if not is_once(job.task)]
         ops.extend(SetState(job.id, "dispatched") for job in jobs)
         if ops:
             await self._context.refs["journal"].send(JournalWrite(ops=tuple(ops)))
+        if once:  # after the ops above, which may concern the same tasks
+            self._writing += 1
+            self._nursery.start_soon(self._dispatch_once, once)
+        return jobs
 
     async def drain(self) -> None:
         """Wait until every write under way is answered (the journal stops
@@ -109,6 +139,25 @@ class InboxJournal:
         for answers in self.unwritten.waiting_answers():
             answers.fail(ActorCrashed(
                 f"{self._context.name} stopped before the journal wrote these tasks"))
+
+    async def _dispatch_once(self, jobs: list[Job]) -> None:
+        """Write that at-most-once ``jobs`` are dispatched, then hand them to
+        the dispatcher; if it cannot be written, they do not leave."""
+        refs = self._context.refs
+        try:
+            try:
+                await refs["journal"].call(JournalWrite(ops=tuple(
+                    SetState(job.id, "dispatched", once=True) for job in jobs)))
+            except (JournalUnavailable, ActorCrashed, trio.BrokenResourceError) as failure:
+                self._refused_log.event("%s: held back %d at-most-once jobs: %s",
+                                        self._context.name, len(jobs), failure)
+                await self._hold_back(jobs)
+            else:
+                await refs["dispatcher"].send(JobBatch(jobs=tuple(jobs)))
+        finally:
+            self._writing -= 1
+            if not self._writing:
+                self._written.set()
 
     async def _write(self, write: Write) -> None:
         """Write one flush's accepted tasks, then settle what was answered."""
@@ -165,7 +214,7 @@ class InboxJournal:
         the store and the journal what it became."""
         refs, name = self._context.refs, self._context.name
         recovered: Recovered = await refs["journal"].call(Recover())
-        restored = restore(recovered, task_is_at_most_once, name=name,
+        restored = restore(recovered, self._is_once, name=name,
                            grace=self._recovery_grace)
         self._admission.take_back(restored)
         for key, task_id in restored.keys.items():

@@ -206,9 +206,11 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
     """Decide what each recovered task becomes (see ``docs/durability.md``):
     queued ones queue again, scheduled ones are held again on trio's clock
     (a due time past is due now), dispatched ones run again as their next
-    attempt (after ``grace`` seconds, if any), except ``at_most_once``
-    tasks, which fail with ``WorkerLost``. ``name`` is the inbox's, for the
-    error's message."""
+    attempt (after ``grace`` seconds, if any) with one more loss (the
+    dispatcher fails a task lost ``poison_after`` times as poison), except
+    at-most-once tasks (marked so when dispatched, or so in
+    ``at_most_once``), which fail with ``WorkerLost``. ``name`` is the
+    inbox's, for the error's message."""
     now, wall = trio.current_time(), time.time()
     entries: list[QueuedEntry] = []
     held: list[tuple[Job, float]] = []
@@ -224,7 +226,7 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
     for put in recovered.dispatched:
         job = put.job
         entries.append(_entry(job, scheduled_for=wall + grace if grace > 0 else 0.0))
-        if at_most_once(job.task):
+        if job.id in recovered.once or at_most_once(job.task):
             failed.append(Outcome(
                 id=job.id, attempt=job.attempt, worker=name, started_at=wall, finished_at=wall,
                 error=RemoteError(
@@ -232,7 +234,9 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
                     message=f"the control plane stopped while at-most-once task {job.task} "
                             "was dispatched; it may or may not have run, and is not run again")))
             continue
-        job = attrs.evolve(job, attempt=job.attempt + 1)
+        # The restart counts as a lost worker: a task that brings the
+        # control plane down fails as poison once the dispatcher sees it.
+        job = attrs.evolve(job, attempt=job.attempt + 1, losses=job.losses + 1)
         rerun.append(job)
         if rerun_at is None:
             ops.append(PutTask(job, "queued", key=put.key))

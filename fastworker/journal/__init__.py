@@ -19,6 +19,7 @@ from fastworker.journal.file import Recovered as Recovered
 from fastworker.journal.ops import DropResult as DropResult
 from fastworker.journal.ops import DropSchedule as DropSchedule
 from fastworker.journal.ops import DropTask as DropTask
+from fastworker.journal.ops import PutRecord as PutRecord
 from fastworker.journal.ops import PutResult as PutResult
 from fastworker.journal.ops import PutSchedule as PutSchedule
 from fastworker.journal.ops import PutTask as PutTask
@@ -39,6 +40,7 @@ __all__ = [
     "JournalLocked",
     "JournalStats",
     "JournalWriter",
+    "PutRecord",
     "PutResult",
     "PutSchedule",
     "PutTask",

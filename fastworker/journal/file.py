@@ -23,7 +23,7 @@ import attrs
 from fastworker.journal import disk
 from fastworker.journal.errors import JournalError
 from fastworker.journal.lock import JournalLock
-from fastworker.journal.ops import Op, PutResult, PutSchedule, PutTask
+from fastworker.journal.ops import Op, PutRecord, PutResult, PutSchedule, PutTask
 from fastworker.journal.schema import apply_ops, decode_record, task_from_row
 
 __all__ = ["JournalFile", "JournalFileStats", "Recovered", "Synchronous"]
@@ -50,6 +50,8 @@ class Recovered:
         queued: queued tasks, by level then arrival.
         scheduled: scheduled tasks (countdown, eta, a retry's backoff), by ``due_at``.
         dispatched: tasks handed to a worker and not finished, by level then arrival.
+        once: of ``dispatched``, the ids of at-most-once tasks (``SetState.once``).
+        records: the records of live tasks that failed an attempt (``PutRecord``).
         results: stored final records, oldest ``final_at`` first.
         schedules: each schedule's last run.
         keys: idempotency key -> id of the live task holding it.
@@ -59,6 +61,8 @@ class Recovered:
     queued: tuple[PutTask, ...] = ()
     scheduled: tuple[PutTask, ...] = ()
     dispatched: tuple[PutTask, ...] = ()
+    once: frozenset[str] = frozenset()
+    records: tuple[PutRecord, ...] = ()
     results: tuple[PutResult, ...] = ()
     schedules: tuple[PutSchedule, ...] = ()
     keys: dict[str, str] = attrs.field(factory=dict)
@@ -191,18 +195,30 @@ class JournalFile:
         db = self._db
         by_state: dict[str, list[PutTask]] = {"queued": [], "scheduled": [], "dispatched": []}
         keys: dict[str, str] = {}
+        once: set[str] = set()
+        records: list[PutRecord] = []
         unreadable = 0
-        rows = db.execute("SELECT id, state, due_at, key, job FROM tasks ORDER BY level, seq")
-        for task_id, state, due_at, key, blob in rows:
+        rows = db.execute(
+            "SELECT id, state, due_at, key, job, once, record FROM tasks ORDER BY level, seq")
+        for task_id, state, due_at, key, blob, at_most_once, record in rows:
             try:
                 task = task_from_row(state, due_at, key, blob)
             except ValueError as error:
                 unreadable += 1
                 log.warning("journal %s: skipped task %r: %s", self.path, task_id, error)
                 continue
+            if record is not None:
+                try:
+                    records.append(PutRecord(decode_record(record)))
+                except ValueError as error:  # the task runs on without its earlier attempts
+                    unreadable += 1
+                    log.warning("journal %s: skipped the record of task %r: %s", self.path,
+                                task_id, error)
             by_state[task.state].append(task)
             if task.key:
                 keys[task.key] = task.job.id
+            if at_most_once and task.state == "dispatched":
+                once.add(task.job.id)
         results = []
         for task_id, final_at, blob in db.execute(
             "SELECT id, final_at, record FROM results ORDER BY final_at"
@@ -222,6 +238,8 @@ class JournalFile:
             queued=tuple(by_state["queued"]),
             scheduled=tuple(by_state["scheduled"]),
             dispatched=tuple(by_state["dispatched"]),
+            once=frozenset(once),
+            records=tuple(records),
             results=tuple(results),
             schedules=tuple(schedules),
             keys=keys,

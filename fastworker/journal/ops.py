@@ -6,16 +6,19 @@ classes come back from ``JournalFile.load`` (a recovered task is the
 ``PutTask`` that would write it again), so what an actor writes is what it
 reads after a restart.
 
-Who sends what (the plan for wiring them in):
+Who sends what:
 
 - the inbox: ``PutTask`` for an accepted task (``queued``, or
   ``scheduled`` with its wall-clock ``due_at``), ``SetState`` when a
   scheduled task is released, ``DropTask`` when one is cancelled or expires;
-- the dispatcher: ``SetState(id, "dispatched")`` when it hands a job out,
-  ``SetState(id, "queued")`` when a lost worker's job goes back, and
-  ``PutTask`` of the next attempt (``scheduled`` until its backoff ends);
-- the result store: ``PutResult`` when a record becomes final (it also
-  drops the task's row), ``DropResult`` when TTL or a bound evicts it;
+  ``SetState(id, "dispatched")`` when it hands a job to the dispatcher
+  (``once`` for an at-most-once task, committed before the job leaves),
+  ``PutTask`` of the next attempt (``queued`` when a lost worker's job goes
+  back, ``scheduled`` until a retry's backoff ends);
+- the result store: ``PutRecord`` when an attempt failed and the task waits
+  for its retry (the record keeps its earlier attempts), ``PutResult`` when
+  a record becomes final (it also drops the task's row), ``DropResult`` when
+  TTL or a bound evicts it;
 - the scheduler: ``PutSchedule`` after each run, ``DropSchedule`` for a
   schedule no longer defined.
 
@@ -36,6 +39,7 @@ __all__ = [
     "DropSchedule",
     "DropTask",
     "Op",
+    "PutRecord",
     "PutResult",
     "PutSchedule",
     "PutTask",
@@ -75,11 +79,33 @@ class PutTask:
 
 @attrs.frozen
 class SetState:
-    """Move the live task ``id`` to ``state`` (nothing if it is gone)."""
+    """Move the live task ``id`` to ``state`` (nothing if it is gone).
+
+    ``once`` marks a ``dispatched`` task as at-most-once: if the control
+    plane stops while it is dispatched, it fails with ``WorkerLost`` at the
+    restart rather than run again (whether or not this process's registry
+    knows the task then)."""
 
     id: str
     state: TaskState = attrs.field(validator=_task_state)
     due_at: float = 0.0
+    once: bool = False
+
+
+def _live(instance: object, attribute: attrs.Attribute[TaskRecord], record: TaskRecord) -> None:
+    if record.state in FINAL_STATES:
+        raise ValueError(f"PutRecord takes the record of a live task, got state {record.state!r} "
+                         "(a final record is a PutResult)")
+
+
+@attrs.frozen
+class PutRecord:
+    """Keep the record of the live task ``record.id`` with its row in
+    ``tasks`` (nothing if it is gone): an attempt failed and the task waits
+    for its retry, so the record holds its earlier ``attempts``, which a
+    restart gives back to the store. It goes with the row."""
+
+    record: TaskRecord = attrs.field(validator=_live)
 
 
 @attrs.frozen
@@ -124,4 +150,4 @@ class DropSchedule:
     name: str
 
 
-Op = Union[PutTask, SetState, DropTask, PutResult, DropResult, PutSchedule, DropSchedule]
+Op = Union[PutTask, SetState, DropTask, PutRecord, PutResult, DropResult, PutSchedule, DropSchedule]

@@ -23,7 +23,7 @@ from fastworker.journal.errors import JournalCorrupt, JournalError, salvage_hint
 from fastworker.journal.disk import file_bytes
 from fastworker.journal.file import JournalFile, Recovered
 from fastworker.journal.lock import JournalLock
-from fastworker.journal.ops import Op, PutResult, PutSchedule, PutTask
+from fastworker.journal.ops import Op, PutRecord, PutResult, PutSchedule, PutTask, SetState
 from fastworker.journal.schema import decode_record, task_from_row
 
 __all__ = [
@@ -203,22 +203,37 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
         db.close()
         return [], [Lost(table="every table", reason=str(error))]
     try:
-        task_rows = _read_table(db, "tasks", "seq, state, due_at, key, job", lost)
+        if _has_columns(db, "tasks", "once", "record"):
+            task_rows = _read_table(db, "tasks", "seq, state, due_at, key, job, once, record",
+                                    lost)
+        else:  # a journal of version 1
+            task_rows = [(*row, 0, None) for row in
+                         _read_table(db, "tasks", "seq, state, due_at, key, job", lost)]
         result_rows = _read_table(db, "results", "final_at, record", lost)
         schedule_rows = _read_table(db, "schedules", "name, last_run, last_id", lost)
     finally:
         db.close()
-    tasks: list[tuple[Any, PutTask]] = []
+    tasks: list[tuple[Any, list[Op]]] = []
     bad = 0
-    for _, seq, state, due_at, key, blob in task_rows:
+    for _, seq, state, due_at, key, blob, once, record in task_rows:
         try:
-            tasks.append((seq if isinstance(seq, int) else 0, task_from_row(state, due_at, key, blob)))
+            task = task_from_row(state, due_at, key, blob)
         except ValueError:
             bad += 1
+            continue
+        written: list[Op] = [task]
+        if once and task.state == "dispatched":
+            written.append(SetState(task.job.id, "dispatched", task.due_at, once=True))
+        if record is not None:
+            try:
+                written.append(PutRecord(decode_record(record)))
+            except ValueError:
+                bad += 1  # the task is kept, without its earlier attempts
+        tasks.append((seq if isinstance(seq, int) else 0, written))
     if bad:
         lost.append(Lost(table="tasks", undecodable=bad))
     tasks.sort(key=lambda pair: pair[0])
-    ops: list[Op] = [task for _, task in tasks]
+    ops: list[Op] = [op for _, written in tasks for op in written]
     bad = 0
     for _, final_at, blob in result_rows:
         try:
@@ -236,6 +251,14 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
     if bad:
         lost.append(Lost(table="schedules", undecodable=bad))
     return ops, lost
+
+
+def _has_columns(db: sqlite3.Connection, table: str, *names: str) -> bool:
+    try:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        return True  # reading the table says what is wrong
+    return set(names) <= columns
 
 
 def _read_table(

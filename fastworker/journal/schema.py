@@ -21,6 +21,7 @@ from fastworker.journal.ops import (
     DropSchedule,
     DropTask,
     Op,
+    PutRecord,
     PutResult,
     PutSchedule,
     PutTask,
@@ -42,7 +43,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of a journal: "FWJ1".
 APPLICATION_ID: Final = 0x46574A31
 #: ``PRAGMA user_version``: the version of the tables below.
-VERSION: Final = 1
+VERSION: Final = 2
 #: Jobs and records as bytes. Its own codec (the wire's has no TaskRecord);
 #: the wire protocol's version is kept in ``meta`` for whoever reads the file.
 CODEC: Final = Codec([Job, TaskRecord], protocol=PROTOCOL_VERSION)
@@ -56,7 +57,9 @@ CREATE TABLE tasks (
     state  TEXT NOT NULL,      -- queued | scheduled | dispatched
     due_at REAL NOT NULL,      -- wall clock, for scheduled
     key    TEXT NOT NULL,      -- idempotency key, '' none
-    job    BLOB NOT NULL       -- the Job, encoded
+    job    BLOB NOT NULL,      -- the Job, encoded
+    once   INTEGER NOT NULL DEFAULT 0,  -- 1: dispatched at-most-once task
+    record BLOB                -- its TaskRecord with earlier attempts, NULL none
 );
 CREATE TABLE results (
     id       TEXT PRIMARY KEY,
@@ -79,7 +82,8 @@ _PUT_TASK = (
     "ON CONFLICT (id) DO UPDATE SET level = excluded.level, state = excluded.state, "
     "due_at = excluded.due_at, key = excluded.key, job = excluded.job"
 )
-_SET_STATE = "UPDATE tasks SET state = ?, due_at = ? WHERE id = ?"
+_SET_STATE = "UPDATE tasks SET state = ?, due_at = ?, once = ? WHERE id = ?"
+_PUT_RECORD = "UPDATE tasks SET record = ? WHERE id = ?"
 _DROP_TASK = "DELETE FROM tasks WHERE id = ?"
 _PUT_RESULT = "INSERT OR REPLACE INTO results (id, final_at, record) VALUES (?, ?, ?)"
 _DROP_RESULT = "DELETE FROM results WHERE id = ?"
@@ -113,11 +117,16 @@ def _put_tasks(db: sqlite3.Connection, ops: list[PutTask], next_seq: Callable[[]
 
 
 def _set_states(db: sqlite3.Connection, ops: list[SetState], next_seq: Callable[[], int]) -> None:
-    db.executemany(_SET_STATE, [(op.state, op.due_at, op.id) for op in ops])
+    db.executemany(_SET_STATE, [(op.state, op.due_at, int(op.once), op.id) for op in ops])
 
 
 def _drop_tasks(db: sqlite3.Connection, ops: list[DropTask], next_seq: Callable[[], int]) -> None:
     db.executemany(_DROP_TASK, [(op.id,) for op in ops])
+
+
+def _put_records(db: sqlite3.Connection, ops: list[PutRecord], next_seq: Callable[[], int]) -> None:
+    encode = CODEC.encode
+    db.executemany(_PUT_RECORD, [(encode([op.record]), op.record.id) for op in ops])
 
 
 def _put_results(db: sqlite3.Connection, ops: list[PutResult], next_seq: Callable[[], int]) -> None:
@@ -146,6 +155,7 @@ _APPLY: dict[type, Callable[[sqlite3.Connection, list[Any], Callable[[], int]], 
     PutTask: _put_tasks,
     SetState: _set_states,
     DropTask: _drop_tasks,
+    PutRecord: _put_records,
     PutResult: _put_results,
     DropResult: _drop_results,
     PutSchedule: _put_schedules,
@@ -163,10 +173,11 @@ def decode_job(blob: object) -> Job:
 
 
 def decode_record(blob: object) -> TaskRecord:
-    """The TaskRecord a ``results.record`` value holds.
+    """The TaskRecord a ``results.record`` (final) or ``tasks.record``
+    (live, with earlier attempts) value holds.
 
     Raises:
-        ValueError: it does not decode to one final TaskRecord.
+        ValueError: it does not decode to one TaskRecord.
     """
     return _decode_one(blob, TaskRecord)
 

@@ -110,6 +110,9 @@ class RecordBook:
         #: Ids of final records dropped by ``expire``, kept only when a
         #: journal must hear of them (``None``: nobody listens).
         self.dropped: list[str] | None = None
+        #: Records of live tasks that failed an attempt and wait for their
+        #: retry, kept only when a journal must hear of them.
+        self.retried: list[TaskRecord] | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -176,7 +179,11 @@ class RecordBook:
             stored.size += len(queued.payload)
             self._add(id, stored)
         else:
-            stored.record = attrs.evolve(stored.record, task=queued.task,
+            old = stored.record
+            state = old.state
+            if state in ("queued", "scheduled"):  # not yet moved on by the workers
+                state = "scheduled" if queued.scheduled_for else "queued"
+            stored.record = attrs.evolve(old, state=state, task=queued.task,
                                          priority=queued.priority, queued_at=queued.queued_at,
                                          scheduled_for=queued.scheduled_for)
             stored.payload = queued.payload
@@ -269,6 +276,8 @@ class RecordBook:
         else:
             stored.record = record
             self._resize(stored)
+        if self.retried is not None:
+            self.retried.append(record)
 
     def _on_cancelled(
         self, id: str, now: float, finalized: list[TaskRecord],
@@ -321,6 +330,15 @@ class RecordBook:
         self._add(id, stored)
         self._final[id] = stored
         self._expiry.append(stored)
+        return True
+
+    def restore_live(self, record: TaskRecord) -> bool:
+        """Hold the record of a live task as it was before a restart, for
+        its earlier ``attempts`` (the inbox's ``Queued`` fills in the rest).
+        False if a record of that id is held already."""
+        if record.id in self._tasks:
+            return False
+        self._add(record.id, StoredTask(record))
         return True
 
     def _add(self, id: str, stored: StoredTask) -> None:

@@ -7,10 +7,12 @@ later (``Waiters``), with one timer for their deadlines. How records move
 and what waits is told in docs/results.md.
 
 With a ``journal`` ref (a Journal that is on), each record that becomes
-final is sent to it as a ``PutResult`` and each final record the bounds
-drop as a ``DropResult``, in one ``JournalWrite`` per handled batch; at
-start the final records it held come back (``recovery``), so results are
-served across a restart. Without one, none of this costs anything.
+final is sent to it as a ``PutResult``, each record of a task waiting for
+its retry as a ``PutRecord`` (its earlier attempts), and each final record
+the bounds drop as a ``DropResult``, in one ``JournalWrite`` per handled
+batch; at start the records it held come back (``recovery``), so results
+and earlier attempts are kept across a restart. Without one, none of this
+costs anything.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from actors import Actor, ActorContext, GetStats, Ref
 from actors.requests import Answers, Requests
 from actors.timers import Timer
 from fastworker.internal import Dispatched, GetTask, JournalWrite, ListTasks, Recover, Requeued
-from fastworker.journal.ops import DropResult, Op, PutResult
+from fastworker.journal.ops import DropResult, Op, PutRecord, PutResult
 from fastworker.messages import (
     Cancelled,
     Expired,
@@ -130,10 +132,13 @@ class ResultStore(Actor[Accepts]):
             return None  # off: it keeps nothing, so nothing is sent to it
         self._journal = journal
         self._records.dropped = []
+        self._records.retried = []
         recovered = await journal.call(Recover())
         now = trio.current_time()
         restored, dropped = restore_results(self._records, recovered.results,
                                             wall=self._clock(), now=now)
+        for live in recovered.records:
+            self._records.restore_live(live.record)
         self._unjournaled.extend(DropResult(id=id) for id in dropped)
         self._records.expire(now)  # the bounds apply to what came back too
         evicted = len(self._records.dropped)
@@ -250,8 +255,14 @@ class ResultStore(Actor[Accepts]):
     # -- the journal -----------------------------------------------------------
 
     def _take_dropped(self) -> None:
-        """Queue a ``DropResult`` for each record the bounds dropped since."""
-        dropped = self._records.dropped
+        """Queue a ``PutRecord`` for each task that failed an attempt and
+        waits for its retry, and a ``DropResult`` for each record the bounds
+        dropped, since the last time."""
+        records = self._records
+        if records.retried:
+            self._unjournaled.extend(PutRecord(record=record) for record in records.retried)
+            records.retried.clear()
+        dropped = records.dropped
         if dropped:
             self._unjournaled.extend(DropResult(id=id) for id in dropped)
             dropped.clear()

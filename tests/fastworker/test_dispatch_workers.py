@@ -531,6 +531,24 @@ class TestGoneWorkers:
         assert failed.error is not None and failed.error.type == "PoisonTask"
         assert h.requeued() == [Requeue(jobs=(job("q", attempt=3, losses=2),))]
 
+    async def test_a_job_lost_poison_after_times_is_not_handed_out(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job that comes already lost poison_after times (the journal
+        counts a control-plane restart as a loss) fails with PoisonTask
+        instead of reaching a worker; the others of its batch go on."""
+        async with open_dispatcher(poison_after=3) as h:
+            await h.join("w1", "a", credit=2)
+            pending = await h.pull("w1", 1)
+            await h.send(batch(job("p", attempt=4, losses=3), job("q", attempt=2, losses=2)))
+            stats = await h.stats()
+        assert assigned(pending) == ["q"]
+        [failed] = h.finished()
+        assert (failed.id, failed.attempt) == ("p", 4)
+        assert failed.error is not None and failed.error.type == "PoisonTask"
+        assert "lost 3 times" in failed.error.message
+        assert stats.failed_lost_total == 1
+
     async def test_a_worker_that_left_cleanly_adds_no_loss(self, autojump_clock: MockClock) -> None:
         """WorkerLeft(lost=False) requeues as the next attempt without
         counting a loss, even for a job one loss short of poison."""

@@ -32,6 +32,7 @@ from fastworker.journal import (
     JournalFile,
     JournalLocked,
     JournalWriter,
+    PutRecord,
     PutResult,
     PutSchedule,
     PutTask,
@@ -181,6 +182,26 @@ class TestJournalFile:
         assert found.queued == found.dispatched == ()
         assert found.scheduled == (
             PutTask(job("b"), "scheduled", 77.0), PutTask(job("a", attempt=2), "scheduled", 88.0))
+
+    def test_marks_and_records_of_live_tasks_come_back_with_them(self, path: Path) -> None:
+        """A dispatched task marked ``once`` comes back among ``once`` (a
+        later SetState without it clears it); a live task's ``PutRecord``
+        comes back in ``records`` until its task ends; a record of a task
+        with no row is not kept."""
+        write_file(path, [PutTask(job("o")), PutTask(job("p")), PutTask(job("r")),
+                          PutTask(job("ended"))], [
+            SetState("o", "dispatched", once=True),
+            SetState("p", "dispatched", once=True),
+            PutRecord(record("r", "scheduled")),
+            PutRecord(record("ended", "scheduled")),
+            PutRecord(record("nobody", "scheduled")),
+        ], [SetState("p", "queued"), PutResult(record("ended"), final_at=1.0)])
+        with opened(path) as file:
+            found = file.load()
+        assert found.once == {"o"}
+        assert found.records == (PutRecord(record("r", "scheduled")),)
+        with pytest.raises(ValueError, match="live task"):
+            PutRecord(record("x", "failed"))
 
     def test_queued_tasks_come_back_by_level_then_arrival(self, path: Path) -> None:
         """Queued tasks load in priority order, and in arrival order within a

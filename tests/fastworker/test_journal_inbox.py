@@ -27,10 +27,10 @@ from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
 from fastworker.inbox.journaled import Unwritten, UnwrittenTask
-from fastworker.internal import JournalWrite, RecoveredDispatched, Requeue
+from fastworker.internal import JournalWrite, KnownTasks, RecoveredDispatched, Requeue
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
 from fastworker.journal.faults import WrappedFile
-from fastworker.journal.ops import DropTask, Op
+from fastworker.journal.ops import DropTask, Op, SetState
 from fastworker.journaling import Journal
 from fastworker.messages import (
     Accepted,
@@ -137,6 +137,22 @@ class HeldFile(WrappedFile):
 
     def apply(self, ops: Sequence[Op]) -> None:
         if any(isinstance(op, PutTask) for op in ops):
+            self.entered.set()
+            self.release.wait(30)
+        self.file.apply(ops)
+
+
+class HeldOnceFile(WrappedFile):
+    """A journal file whose commits of at-most-once dispatches wait until
+    the test lets them through."""
+
+    def __init__(self, file: JournalFile) -> None:
+        super().__init__(file)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        if any(isinstance(op, SetState) and op.once for op in ops):
             self.entered.set()
             self.release.wait(30)
         self.file.apply(ops)
@@ -277,6 +293,80 @@ class TestAcknowledgedMeansWritten:
         assert recovered.scheduled[0].due_at > time.time() + 50.0
         assert recovered.dispatched == ()
 
+    @pytest.mark.parametrize("end", ["stop", "crash"])
+    async def test_an_at_most_once_job_leaves_only_once_its_dispatch_is_written(
+            self, tmp_path: Path, end: str) -> None:
+        """A job of an at-most-once task (here, as a subworker advertised it)
+        reaches the dispatcher only after its ``dispatched`` is committed,
+        marked at-most-once; other jobs do not wait. After a stop or a crash
+        the task fails with WorkerLost though this registry does not know it
+        at all."""
+        path = tmp_path / "j.db"
+        held: list[HeldOnceFile] = []
+
+        def wrap(file: JournalFile) -> HeldOnceFile:
+            held.append(HeldOnceFile(file))
+            return held[-1]
+
+        try:
+            async with open_inbox(path, wrap=wrap) as h:
+                await h.inbox.send(KnownTasks(names=frozenset({ONCE}),
+                                              at_most_once=frozenset({ONCE})))
+                assert await h.submit(sub("once", 0, task=ONCE), sub("plain")) == [
+                    Accepted(id="once"), Accepted(id="plain")]
+                await h.demand(5)
+                await trio.to_thread.run_sync(held[0].entered.wait)
+                await trio.testing.wait_all_tasks_blocked()
+                assert h.dispatched() == [("plain", 1)]
+                held[0].release.set()
+                await h.written()
+                await trio.testing.wait_all_tasks_blocked()
+                assert h.dispatched() == [("plain", 1), ("once", 1)]
+                if end == "crash":
+                    raise Crash
+        except Crash:
+            pass
+        recovered = load(path)
+        assert ids(recovered.dispatched) == ["once", "plain"]
+        assert recovered.once == {"once"}
+        async with open_inbox(path) as h:
+            await h.demand(5)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("plain", 2)]
+        (finished,) = [m for m in h.store_got if isinstance(m, Finished)]
+        (outcome,) = finished.outcomes
+        assert outcome.id == "once" and outcome.error is not None
+        assert outcome.error.type == "WorkerLost"
+
+    async def test_an_at_most_once_job_whose_dispatch_fails_to_be_written_waits(
+            self, tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+        """If its ``dispatched`` cannot be written (disk full), an
+        at-most-once job does not leave: it is held a second and tried
+        again, and leaves once the journal writes again; the dispatcher's
+        demand for it stands meanwhile."""
+        path = tmp_path / "j.db"
+        faults = JournalFaults()
+        async with open_inbox(path, wrap=faults.wrap) as h:
+            await h.inbox.send(KnownTasks(names=frozenset({ONCE}),
+                                          at_most_once=frozenset({ONCE})))
+            assert await h.submit(sub("once", task=ONCE)) == [Accepted(id="once")]
+            faults.fail()
+            await h.demand(1)
+            with pytest.raises(JournalUnavailable):
+                await h.written()  # after the dispatch's write, which failed too
+            await trio.testing.wait_all_tasks_blocked()  # held back from now
+            mock_clock.jump(0.5)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == []
+            assert (await h.stats()).scheduled == 1
+            faults.heal()
+            mock_clock.jump(0.6)
+            await trio.testing.wait_all_tasks_blocked()
+            await h.written()  # after the dispatch's second write
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("once", 1)]
+        assert load(path).once == {"once"}
+
     def test_the_client_raises_journal_unavailable(self) -> None:
         """The client turns the refusal into fastworker.errors.JournalUnavailable."""
         rejected = Rejected(id="a", error="JournalUnavailable", message="disk is full")
@@ -398,6 +488,19 @@ class TestRecovery:
         assert outcome.id == "once" and outcome.error is not None
         assert outcome.error.type == "WorkerLost"
         assert "at-most-once task examples.tasks.once" in outcome.error.message
+
+    async def test_a_restart_counts_as_a_loss_of_what_was_dispatched(
+            self, tmp_path: Path) -> None:
+        """A task brought back as dispatched runs again with one more loss,
+        so that one which keeps bringing the control plane down is failed
+        as poison by the dispatcher (``poison_after``) instead of forever."""
+        path = tmp_path / "j.db"
+        write(path, [PutTask(attrs.evolve(job("again", attempt=2), losses=1), "dispatched")])
+        async with open_inbox(path) as h:
+            await h.demand(10)
+            await trio.testing.wait_all_tasks_blocked()
+        (batch,) = [m for m in h.dispatcher_got if isinstance(m, JobBatch)]
+        assert [(j.id, j.attempt, j.losses) for j in batch.jobs] == [("again", 3, 2)]
 
     async def test_a_journal_that_is_off_recovers_nothing(self, tmp_path: Path) -> None:
         """With the journal off the inbox works as without one."""

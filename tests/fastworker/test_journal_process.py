@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from fastworker.journal import JournalFile, JournalLocked, PutResult, PutSchedule, PutTask
+from fastworker.journal import (
+    JournalFile,
+    JournalLocked,
+    PutRecord,
+    PutResult,
+    PutSchedule,
+    PutTask,
+    SetState,
+)
 from tests.fastworker.test_journal import REFUSALS, corrupt_files, hint, job, opened, record
 from tests.process.harness import Lines
 
@@ -160,6 +169,8 @@ def sound_journal(path: Path) -> None:
     with opened(path) as file:
         file.apply([PutTask(job("q1")), PutTask(job("q2")),
                     PutTask(job("s"), "scheduled", due_at=10.0),
+                    PutRecord(record("s", "scheduled")),
+                    PutTask(job("d")), SetState("d", "dispatched", once=True),
                     PutResult(record("r"), 1.0), PutSchedule("nightly", 5.0, "q1")])
 
 
@@ -169,7 +180,7 @@ async def test_check_reports_a_sound_journal(path: Path) -> None:
     result = await journal_command("check", path)
     assert result.returncode == 0, result
     [line] = out(result)
-    assert line.startswith(f"{path}: ok: 2 queued, 1 scheduled, 0 dispatched, 1 results, "
+    assert line.startswith(f"{path}: ok: 2 queued, 1 scheduled, 1 dispatched, 1 results, "
                            "1 schedules; ")
     assert line.endswith(" KB") and err(result) == []
 
@@ -240,10 +251,43 @@ async def test_salvage_of_a_sound_journal_keeps_everything(path: Path) -> None:
         before = file.load()
     result = await journal_command("salvage", path)
     assert out(result)[1:] == [
-        f"kept 3 tasks, 1 results and 1 schedules in a new journal at {path}",
+        f"kept 4 tasks, 1 results and 1 schedules in a new journal at {path}",
         "lost: nothing that could be seen"]
     with opened(path) as file:
-        assert file.load() == before
+        after = file.load()
+    assert after == before
+    assert after.once == {"d"} and [r.record.id for r in after.records] == ["s"]
+
+
+async def test_salvage_carries_a_version_1_journal_over(path: Path) -> None:
+    """A journal of version 1 (no at-most-once marks, no live records) is
+    refused at start, and salvage carries its rows into a new journal of
+    this version: the way the refusal's hint gives."""
+    with opened(path) as file:
+        file.apply([PutTask(job("q1")), PutTask(job("d")), SetState("d", "dispatched"),
+                    PutResult(record("r"), 1.0)])
+    db = sqlite3.connect(path, isolation_level=None)  # back to the tables of version 1
+    db.executescript("""
+        CREATE TABLE v1 (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, level INTEGER NOT NULL,
+                         state TEXT NOT NULL, due_at REAL NOT NULL, key TEXT NOT NULL,
+                         job BLOB NOT NULL);
+        INSERT INTO v1 SELECT id, seq, level, state, due_at, key, job FROM tasks;
+        DROP TABLE tasks;
+        ALTER TABLE v1 RENAME TO tasks;
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    refused = await journal_command("check", path)
+    assert refused.returncode == 1
+    assert "it is a journal of version 1" in out(refused)[0]
+    result = await journal_command("salvage", path)
+    assert result.returncode == 0, result
+    assert out(result)[1] == f"kept 2 tasks, 1 results and 0 schedules in a new journal at {path}"
+    with opened(path) as file:
+        found = file.load()
+    assert [t.job.id for t in found.queued] == ["q1"]
+    assert [t.job.id for t in found.dispatched] == ["d"] and found.once == frozenset()
+    assert [r.record.id for r in found.results] == ["r"]
 
 
 async def test_the_journal_command_needs_an_action(path: Path) -> None:

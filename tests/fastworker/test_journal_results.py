@@ -29,11 +29,19 @@ from actors.topology import NodeOptions
 from examples import tasks
 from fastworker import TaskError
 from fastworker.internal import JournalWrite, Recover
-from fastworker.journal import DropResult, JournalFile, PutResult, PutSchedule, Recovered
+from fastworker.journal import (
+    DropResult,
+    JournalFile,
+    PutResult,
+    PutSchedule,
+    PutTask,
+    Recovered,
+)
 from fastworker.journaling import Journal
 from fastworker.messages import (
     Cancelled,
     Finished,
+    Job,
     Outcome,
     Queued,
     QueuedEntry,
@@ -173,6 +181,43 @@ class TestStore:
         assert ready is not None and ready.endswith(
             "recovered 3 results from the journal (0 past their TTL dropped, "
             "0 over the bounds evicted)")
+
+    @pytest.mark.parametrize("how", ["stop", "crash"])
+    async def test_a_task_waiting_for_its_retry_keeps_its_earlier_attempts(
+        self, tmp_path: Path, autojump_clock: MockClock, how: str
+    ) -> None:
+        """A failed attempt whose task waits for its retry is kept with the
+        task's row (``PutRecord``): after a restart the store has it again,
+        and the final record lists every attempt, those before the restart
+        too. The row, and the record with it, go once the task ends."""
+        path = tmp_path / "j.db"
+        job = Job(id="r", task="add", payload=b"p", priority=2, timeout=None)
+        async with run(store(path), how) as node:
+            await node.refs["journal"].call(JournalWrite(ops=(PutTask(job),)))
+            await node.refs["results"].send(queued("r"))
+            retried = Outcome(id="r", attempt=1, worker="w1", started_at=101.0, finished_at=102.0,
+                              error=RemoteError(type="ValueError", message="boom"), retry_in=60.0)
+            await node.refs["results"].send(Finished(outcomes=(retried,)))
+            await durable(node, autojump_clock)
+        (live,) = loaded(path).records
+        assert [(a.attempt, a.error.message) for a in live.record.attempts] == [(1, "boom")]
+        async with run(store(path)) as node:
+            # The inbox tells the store of what it took back, as it does at start.
+            await node.refs["results"].send(Queued(entries=(QueuedEntry(
+                id="r", task="add", priority=2, queued_at=100.0, scheduled_for=162.0),)))
+            waiting = await states(node, "r")
+            await node.refs["results"].send(Finished(outcomes=(Outcome(
+                id="r", attempt=2, worker="w2", value=b"ok", started_at=170.0,
+                finished_at=171.0),)))
+            final = (await finals(node, "r"))["r"]
+            await durable(node, autojump_clock)
+        assert waiting == ["scheduled"]
+        assert (final.state, final.attempt, final.value) == ("succeeded", 2, b"ok")
+        assert [(a.attempt, a.worker, a.error.message) for a in final.attempts] == [
+            (1, "w1", "boom")]
+        recovered = loaded(path)
+        assert recovered.records == () and recovered.queued == ()
+        assert [r.record.attempts for r in recovered.results] == [final.attempts]
 
     async def test_the_ttl_runs_on_from_when_the_record_became_final(
         self, tmp_path: Path, autojump_clock: MockClock

@@ -109,7 +109,8 @@ async def test_register_is_welcomed_and_told_to_dispatcher_and_inbox(
         WorkerJoined(worker="w1", tasks=frozenset({"add", "mul"}),
                      at_most_once=frozenset({"mul"}))
     ]
-    assert h.inbox_got == [KnownTasks(names=frozenset({"add", "mul"}))]
+    assert h.inbox_got == [KnownTasks(names=frozenset({"add", "mul"}),
+                                      at_most_once=frozenset({"mul"}))]
     assert info is not None
     assert (info.host, info.pid, info.concurrency, info.tasks, info.peer) == (
         "box", 4242, 4, ("add", "mul"), PEER)

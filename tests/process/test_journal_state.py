@@ -152,6 +152,7 @@ async def test_countdown_retry_and_schedule_survive_a_kill_9(
     assert before_kill.attempt == 1
     assert before_kill.error.type == "ConnectionError"
     assert before_kill.error.message == "attempt 1 failed on purpose"
+    assert done_flaky.attempts == waiting.attempts  # kept across the kill
 
     # The schedule: its run before the kill, then on its beat from that run
     # (not EVERY after the restart, nor at once), one run per slot.
