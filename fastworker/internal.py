@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 import attrs
 
-from fastworker.messages import Job, TaskRecord
+from fastworker.messages import HeldJob, Job, TaskRecord
 
 __all__ = [
+    "Adopted",
     "Dispatched",
     "DrainWorker",
     "GetTask",
@@ -39,11 +40,13 @@ __all__ = [
 
 @attrs.frozen(kw_only=True)
 class WorkerJoined:
-    """Registry -> Dispatcher: a subworker registered and can run ``tasks``."""
+    """Registry -> Dispatcher: a subworker registered and can run ``tasks``;
+    it holds the jobs ``holding`` (a control plane restarted meanwhile)."""
 
     worker: str
     tasks: frozenset[str]
     at_most_once: frozenset[str] = frozenset()
+    holding: tuple[HeldJob, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +101,20 @@ class RecoveredDispatched:
 
 
 # -- dispatcher -> inbox -------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class Adopted:
+    """Dispatcher -> PriorityInbox: tasks the journal brought back as
+    dispatched, which a subworker that registered again still holds.
+    ``running``: it runs them, keep their copies from running again;
+    ``ended``: their results came, forget the copies; ``again``: the worker
+    went without ending them, or an attempt failed and is to be retried:
+    queue the copies (each after its ``delays`` entry, if given)."""
+
+    ids: tuple[str, ...]
+    state: Literal["running", "ended", "again"]
+    delays: tuple[float, ...] = ()
+
 
 @attrs.frozen(kw_only=True)
 class Requeue:

@@ -42,7 +42,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -410,6 +410,17 @@ class CancelReply:
 
 
 @attrs.frozen(kw_only=True)
+class HeldJob:
+    """A job a subworker holds (assigned to it, not yet ended), as it tells
+    a control plane it registers with again."""
+
+    id: str
+    attempt: int
+    #: When it started (0: not yet).
+    started_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class Register:
     """Subworker -> Registry: I exist, and can run these tasks."""
 
@@ -420,6 +431,9 @@ class Register:
     tasks: tuple[str, ...]
     #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
     at_most_once: tuple[str, ...] = ()
+    #: The jobs it holds now (registering again: a restarted control plane
+    #: lets them end there rather than run them again).
+    holding: tuple[HeldJob, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -174,7 +174,8 @@ class Registry(Actor[Accepts]):
                 names=frozenset(register.tasks), at_most_once=frozenset(register.at_most_once)))
             await self.refs["dispatcher"].send(
                 WorkerJoined(worker=worker, tasks=frozenset(register.tasks),
-                             at_most_once=frozenset(register.at_most_once))
+                             at_most_once=frozenset(register.at_most_once),
+                             holding=register.holding)
             )
         options = self.options
         return Registered(worker=worker, heartbeat_interval=options.heartbeat_interval,

@@ -269,6 +269,9 @@ class Dispatcher(Actor[Accepts]):
             delays, out.retry_delays = out.retry_delays, []
             self._counts["retried"] += len(jobs)
             await self.refs["inbox"].send(Requeue(jobs=tuple(jobs), delays=tuple(delays)))
+        if out.adopted:
+            adopted, out.adopted = out.adopted, []
+            await self.refs["inbox"].send_batch(adopted)
         if out.cancel_queued:
             ids, out.cancel_queued = out.cancel_queued, []
             stale = set(ids)

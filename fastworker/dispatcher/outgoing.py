@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastworker.internal import Adopted
 from fastworker.messages import Job
 
 __all__ = ["Outgoing"]
@@ -17,7 +18,7 @@ __all__ = ["Outgoing"]
 class Outgoing:
     """Messages and jobs waiting to be sent at the end of a handled batch."""
 
-    __slots__ = ("results", "requeue", "retries", "retry_delays", "cancel_queued")
+    __slots__ = ("results", "requeue", "retries", "retry_delays", "cancel_queued", "adopted")
 
     def __init__(self) -> None:
         #: For the ResultStore: Running, Finished, Cancelled, Dispatched.
@@ -29,3 +30,5 @@ class Outgoing:
         self.retry_delays: list[float] = []
         #: Queued redeliveries to cancel (a late result came for them).
         self.cancel_queued: list[str] = []
+        #: For the inbox: what became of recovered tasks a subworker holds.
+        self.adopted: list[Adopted] = []

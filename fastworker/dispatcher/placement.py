@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Literal
 
-from fastworker.messages import Assign, Job
+from fastworker.messages import Assign, HeldJob, Job
 
 __all__ = ["Placement", "WorkerAccount"]
 
@@ -26,7 +26,7 @@ class WorkerAccount:
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "drained",
                  "assigned_total", "held", "outbox", "cancel", "pull_seq", "last_assign",
-                 "report_seq")
+                 "report_seq", "holding", "adopted")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -45,6 +45,11 @@ class WorkerAccount:
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
         self.report_seq = 0  # the last Report taken
+        # Across a control plane's restart: the jobs it said it held when it
+        # registered (not yet matched with what the journal brought back),
+        # and the recovered tasks it holds (their copies wait in the inbox).
+        self.holding: dict[str, HeldJob] = {}
+        self.adopted: dict[str, None] = {}  # in the order adopted
 
     @property
     def offers(self) -> bool:

@@ -24,7 +24,7 @@ from actors.requests import Answers
 from actors.timers import DueHeap, Timer
 from fastworker.dispatcher.outgoing import Outgoing
 from fastworker.dispatcher.placement import Placement, WorkerAccount
-from fastworker.internal import DrainWorker, WorkerJoined, WorkerLeft
+from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     Ack,
     Assign,
@@ -37,6 +37,7 @@ from fastworker.messages import (
     Pull,
     RemoteError,
     Report,
+    Running,
     UnknownWorker,
 )
 
@@ -89,6 +90,9 @@ class Subworkers:
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
+        #: Tasks the journal brought back as dispatched that no subworker
+        #: has yet said it holds (the inbox keeps their copies).
+        self._recovered: set[str] = set()
         self._late_log = RateLimitedLog(log, what="late results", period=60.0,
                                         level=logging.INFO)
 
@@ -137,9 +141,12 @@ class Subworkers:
         if report.finished:
             out.results.append(Finished(outcomes=report.finished))
         held = worker.held if worker is not None else {}
+        adopted = worker.adopted if worker is not None else {}
         for outcome in report.finished:
             job = held.pop(outcome.id, None)
-            if job is None:
+            if job is None and outcome.id in adopted:
+                self._adopted_ended(adopted, outcome)
+            elif job is None:
                 self._late(outcome)
             elif outcome.retry_in is not None:
                 out.retries.append(attrs.evolve(job, attempt=job.attempt + 1))
@@ -165,10 +172,52 @@ class Subworkers:
 
     def recovered(self, ids: Iterable[str]) -> None:
         """Tasks the journal said were dispatched when the control plane
-        stopped, queued again by the inbox: a late result for one, from a
-        subworker that ran it across the restart, cancels the queued copy."""
+        stopped, whose copies the inbox holds for its recovery grace: one a
+        subworker says it holds is adopted (it ends there); a late result
+        for another cancels its copy."""
         for task_id in ids:
             self._remember_redelivered(task_id)
+            self._recovered.add(task_id)
+        for worker in self._placement.workers.values():
+            if worker.holding:
+                self._adopt(worker)
+
+    def _adopt(self, worker: WorkerAccount) -> None:
+        """Adopt the recovered tasks ``worker`` holds: the inbox keeps their
+        copies from running, the store hears where they run."""
+        recovered = self._recovered
+        found = [held for task_id, held in worker.holding.items() if task_id in recovered]
+        if not found:
+            return
+        now = time.time()
+        for held in found:
+            recovered.discard(held.id)
+            del worker.holding[held.id]
+            worker.adopted[held.id] = None
+            self._out.results.append(
+                Running(ids=(held.id,), worker=worker.name, started_at=held.started_at,
+                        attempts=(held.attempt,)) if held.started_at else
+                Dispatched(ids=(held.id,), worker=worker.name, at=now))
+        self._out.adopted.append(Adopted(ids=tuple(held.id for held in found), state="running"))
+        self._counts["adopted"] += len(found)
+        log.info("%s: worker %s still holds %d tasks the journal brought back as dispatched: "
+                 "they end there, and are not run again", self._name, worker.name, len(found))
+
+    def _adopted_ended(self, adopted: dict[str, None], outcome: Outcome) -> None:
+        """An adopted task's result: kept; its copy is forgotten (or, for a
+        failed attempt to be retried, run as the retry)."""
+        del adopted[outcome.id]
+        self._redelivered.pop(outcome.id, None)
+        self._counts["late"] += 1
+        self._late_log.event(
+            "%s: result for task %s (attempt %d) from worker %s, which ran it across a restart "
+            "of the control plane: kept", self._name, outcome.id, outcome.attempt,
+            outcome.worker)
+        if outcome.retry_in is None:
+            self._out.adopted.append(Adopted(ids=(outcome.id,), state="ended"))
+        else:
+            self._out.adopted.append(
+                Adopted(ids=(outcome.id,), state="again", delays=(outcome.retry_in,)))
 
     def admit(self, jobs: tuple[Job, ...]) -> list[Job]:
         """The jobs of a ``JobBatch`` that may be placed: a job already lost
@@ -247,6 +296,10 @@ class Subworkers:
         outbox, else the worker is told with its next Assign. ``None`` if no
         subworker holds it."""
         for worker in self._placement.workers.values():
+            if task_id in worker.adopted:
+                worker.cancel.append(task_id)
+                self._answer_pull(worker)
+                return CancelReply(id=task_id, outcome="requested")
             if task_id not in worker.held:
                 continue
             for job in worker.outbox:
@@ -266,7 +319,10 @@ class Subworkers:
     def join(self, joined: WorkerJoined) -> None:
         if joined.worker in self._placement.workers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
-        self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+        worker = self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+        if joined.holding:
+            worker.holding = {held.id: held for held in joined.holding}
+            self._adopt(worker)
 
     def drain_by_operator(self, message: DrainWorker) -> bool:
         """Give a worker nothing new (or again, ``resume``); ``False`` if it
@@ -299,6 +355,8 @@ class Subworkers:
         if worker is None or worker.local:
             return
         self._answer_pull(worker, UnknownWorker(worker=worker.name))
+        if worker.adopted:  # their copies run now (a late result cancels them)
+            self._out.adopted.append(Adopted(ids=tuple(worker.adopted), state="again"))
         undelivered = {job.id for job in worker.outbox}
         delivered = [job for job in worker.held.values() if job.id not in undelivered]
         # Oldest first: what it held was placed before what it had yet to pull.

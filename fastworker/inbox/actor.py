@@ -28,7 +28,7 @@ from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.internal import KnownTasks, Requeue
+from fastworker.internal import Adopted, KnownTasks, Requeue
 from fastworker.journal.ops import DropTask, PutTask, SetState
 from fastworker.messages import (
     Cancel,
@@ -69,7 +69,7 @@ DEFAULT_PARKED_MAX = 10_000
 #: Seconds an at-most-once job whose dispatch could not be written waits.
 _HOLD_BACK = 1.0
 
-Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue]
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted]
 
 
 @attrs.frozen(kw_only=True)
@@ -215,6 +215,8 @@ class PriorityInbox(Actor[Accepts]):
                 self._requeue(jobs)
             case Requeue(jobs=jobs, delays=delays):
                 self._hold_retries(jobs, delays)
+            case Adopted():
+                self._on_adopted(message)
             case KnownTasks(names=names, at_most_once=once):
                 if self._names is not None:
                     self._names.advertise(names)
@@ -313,6 +315,47 @@ class PriorityInbox(Actor[Accepts]):
         """Take a queued or held task out; ``False`` if it is neither."""
         return self._held.cancel(task_id) or self._levels.remove(task_id)
 
+    def _on_adopted(self, message: Adopted) -> None:
+        """Recovered tasks a subworker still runs: keep their copies from
+        running (``running``), forget them (``ended``), or queue them
+        (``again``, each after its delay)."""
+        journal = self._journal
+        if journal is None:
+            return
+        adopted = journal.adopted
+        if message.state == "running":
+            for task_id in message.ids:
+                job = self._held.take(task_id)
+                if job is None and task_id in self._levels:
+                    job = self._levels.jobs[task_id]
+                    self._levels.remove(task_id)
+                if job is None:
+                    continue  # its copy left already: a result will cancel it
+                self._held.forget_deadline(task_id)
+                adopted[task_id] = job
+                self._recent.remember(task_id, "dispatched")
+                journal.ops.append(SetState(task_id, "dispatched"))
+        elif message.state == "ended":
+            for task_id in message.ids:
+                adopted.pop(task_id, None)
+        else:
+            delays = message.delays or (0.0,) * len(message.ids)
+            now, wall = trio.current_time(), time.time()
+            for task_id, delay in zip(message.ids, delays):
+                job = adopted.pop(task_id, None)
+                if job is None:
+                    continue
+                if delay > 0:
+                    self._held.hold(job, now + delay)
+                    self._recent.remember(task_id, "scheduled")
+                    journal.ops.append(SetState(task_id, "scheduled", wall + delay))
+                else:
+                    self._levels.push_front(job)
+                    self._recent.remember(task_id, "queued")
+                    journal.ops.append(SetState(task_id, "queued"))
+                if job.expires_at is not None:
+                    self._held.expire(task_id, now + job.expires_at - wall)
+
     def _requeue(self, jobs: tuple[Job, ...]) -> None:
         journal = self._journal
         for job in reversed(jobs):
@@ -354,6 +397,8 @@ class PriorityInbox(Actor[Accepts]):
                 self._expired_total += 1
                 if journal is not None:
                     journal.ops.append(DropTask(task_id))
+        if journal is not None:
+            journal.grace_over(now)
         if self._released or self._expired:
             await self._flush()
 

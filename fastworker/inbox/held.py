@@ -52,6 +52,10 @@ class Held:
         """The task was handed out: the executor checks its deadline from here."""
         self._deadlines.discard(task_id)
 
+    def take(self, task_id: str) -> Job | None:
+        """Take a held job out (its deadline stays); ``None`` if not held."""
+        return self._jobs.discard(task_id)
+
     def cancel(self, task_id: str) -> bool:
         """Forget the task's deadline and take it out if it is held;
         ``True`` if it was."""

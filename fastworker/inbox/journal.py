@@ -70,6 +70,11 @@ class InboxJournal:
         self._hold_back = hold_back
         #: Task name -> at-most-once, from this process's registry or a subworker.
         self._once: dict[str, bool] = {}
+        #: Copies of recovered tasks that a subworker still runs (the
+        #: dispatcher said so: ``Adopted``), by id: not to be run again.
+        self.adopted: dict[str, Job] = {}
+        #: While the recovery grace runs: when it ends, and the ids it holds.
+        self._grace: tuple[float, frozenset[str]] | None = None
         self._recovery_grace = recovery_grace
         #: Accepted tasks not yet written.
         self.unwritten = Unwritten(key_limit)
@@ -90,7 +95,7 @@ class InboxJournal:
         """From the inbox's ``setup``: writes run in ``nursery``; take back
         what the journal holds and return what was recovered."""
         self._nursery = nursery
-        return await self._recover()
+        return await self._recover(nursery)
 
     def advertise_once(self, names: Iterable[str]) -> None:
         """These tasks (a subworker's) are at-most-once too."""
@@ -209,7 +214,27 @@ class InboxJournal:
             self._settling = False
         await self._flush()
 
-    async def _recover(self) -> str:
+    def grace_over(self, now: float) -> None:
+        """Once the recovery grace is over (the inbox calls this when held
+        jobs are released; a timer of its own calls it too), say in one line
+        what became of the tasks it held: run again, adopted by the
+        subworkers that still run them, or ended (their results came)."""
+        if self._grace is None or now < self._grace[0]:
+            return
+        ids = self._grace[1]
+        self._grace = None
+        levels, held = self._admission.levels, self._admission.held
+        again = sum(1 for task_id in ids if task_id in levels or task_id in held)
+        adopted = sum(1 for task_id in ids if task_id in self.adopted)
+        log.info("%s: recovery grace over: of %d tasks that were dispatched, %d run again, %d "
+                 "still run on the subworkers that had them, %d ended meanwhile",
+                 self._context.name, len(ids), again, adopted, len(ids) - again - adopted)
+
+    async def _grace_timer(self, at: float) -> None:
+        await trio.sleep_until(at)
+        self.grace_over(at)
+
+    async def _recover(self, nursery: trio.Nursery) -> str:
         """Take back what the journal holds (see ``journaled.restore``); tell
         the store and the journal what it became."""
         refs, name = self._context.refs, self._context.name
@@ -229,9 +254,13 @@ class InboxJournal:
         if restored.ops:
             await refs["journal"].send(JournalWrite(ops=tuple(restored.ops)))
         if restored.rerun:
-            # A late result of one (its worker outlived the restart) cancels its queued copy.
+            # A subworker that still holds one adopts it; a late result of
+            # one (its worker outlived the restart) cancels its copy.
             await refs["dispatcher"].send(
                 RecoveredDispatched(ids=tuple(job.id for job in restored.rerun)))
+            if restored.rerun_at is not None:
+                self._grace = (restored.rerun_at, frozenset(job.id for job in restored.rerun))
+                nursery.start_soon(self._grace_timer, restored.rerun_at)
         summary = recovered.summary()
         failed = len(restored.failed)
         if failed:

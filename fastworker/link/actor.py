@@ -122,6 +122,7 @@ class WorkerLink(Actor[Accepts]):
                     urgent = True
                 case Running():
                     self._buffer.add_running(message)
+                    self._session.running(message)
                 case Retry():
                     # The Report's outcomes say ``retry_in``: the control
                     # plane's Dispatcher retries from its own copy of the job.

@@ -35,11 +35,13 @@ from fastworker.messages import (
     Deregister,
     Drain,
     Heartbeat,
+    HeldJob,
     Outcome,
     Pull,
     Register,
     Registered,
     Report,
+    Running,
     UnknownWorker,
 )
 from fastworker.probe import discover_forever
@@ -85,6 +87,8 @@ class LinkSession:
         self.pulling_done = trio.Event()
         self.counts = dict.fromkeys(("registrations", "jobs", "outcomes", "reports"), 0)
         self.in_flight = 0
+        #: The jobs assigned and not yet ended, by id (told when registering again).
+        self.holding: dict[str, HeldJob] = {}
         self._succeeded = self._failed = 0
         self._quiet_log = RateLimitedLog(log, what="unanswered requests", period=10.0)
 
@@ -98,10 +102,21 @@ class LinkSession:
             self._first_credit.set()
         self._free += n
 
+    def running(self, running: Running) -> None:
+        """Jobs held have started."""
+        holding = self.holding
+        for task_id in running.ids:
+            held = holding.get(task_id)
+            if held is not None:
+                holding[task_id] = HeldJob(id=task_id, attempt=held.attempt,
+                                           started_at=running.started_at)
+
     def finished(self, outcomes: tuple[Outcome, ...]) -> None:
         """Jobs held have ended (their outcomes are in the buffer)."""
         self.in_flight -= len(outcomes)
+        holding = self.holding
         for outcome in outcomes:
+            holding.pop(outcome.id, None)
             if outcome.error is None:
                 self._succeeded += 1
             else:
@@ -161,6 +176,7 @@ class LinkSession:
         register = Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
             concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
+            holding=tuple(self.holding.values()),
         )
         since = trio.current_time()
         while not self.draining:
@@ -204,6 +220,8 @@ class LinkSession:
                     self._reported -= count
                     self.in_flight += count
                     self.counts["jobs"] += count
+                    for job in answer.jobs:
+                        self.holding[job.id] = HeldJob(id=job.id, attempt=job.attempt)
                     await self._refs["executor"].send(answer)  # its ``cancel`` too
                 if self.draining:
                     return

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from trio.testing import MockClock
@@ -25,6 +26,7 @@ from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
 from fastworker.internal import (
+    Adopted,
     Dispatched,
     DrainWorker,
     RecoveredDispatched,
@@ -44,6 +46,7 @@ from fastworker.messages import (
     Demand,
     Drain,
     Finished,
+    HeldJob,
     Job,
     JobBatch,
     Outcome,
@@ -833,3 +836,69 @@ class TestAcrossARestart:
             await h.request(Report(worker="w1", finished=(outcome("j1", attempt=2),)))
         assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
         assert h.finished() == [failed, outcome("j1", attempt=2)]
+
+
+class TestAdoption:
+    """A subworker that registers again with a restarted control plane says
+    which jobs it holds; those the journal brought back as dispatched are
+    adopted: they end there, and their copies in the inbox do not run."""
+
+    @pytest.mark.parametrize("order", ["recovered_first", "joined_first"])
+    async def test_a_recovered_task_a_worker_holds_is_adopted(
+        self, autojump_clock: MockClock, order: str
+    ) -> None:
+        """Whichever comes first, recovery or the registration: the inbox is
+        told to keep the copy (``running``), the store where it runs (its
+        attempt and start); the result goes to the store and the copy is
+        forgotten (``ended``), never cancelled as a queued task."""
+        joined = WorkerJoined(worker="w1", tasks=frozenset({"a"}), holding=(
+            HeldJob(id="j1", attempt=2, started_at=50.0), HeldJob(id="j2", attempt=1),
+            HeldJob(id="other", attempt=1)))
+        recovered = RecoveredDispatched(ids=("j1", "j2", "j3"))
+        async with open_dispatcher() as h:
+            await h.send(*((recovered, joined) if order == "recovered_first" else (joined,)))
+            if order == "joined_first":
+                await h.send(recovered)
+            await h.request(Report(worker="w1", finished=(outcome("j1", attempt=2),), seq=1))
+            stats = await h.stats()
+        adopted = [m for m in h.inbox_got if isinstance(m, Adopted)]
+        assert adopted == [Adopted(ids=("j1", "j2"), state="running"),
+                           Adopted(ids=("j1",), state="ended")]
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == []
+        assert Running(ids=("j1",), worker="w1", started_at=50.0, attempts=(2,)) in h.results_got
+        assert ("w1", ("j2",)) in h.dispatched()
+        assert h.finished() == [outcome("j1", attempt=2)]
+        assert stats.late_results_total == 1
+
+    async def test_a_failed_attempt_of_an_adopted_task_runs_its_copy_as_the_retry(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """An adopted task's attempt that fails and is to be retried: its copy
+        is queued again after the backoff (``again``, with the delay)."""
+        async with open_dispatcher() as h:
+            await h.send(RecoveredDispatched(ids=("j1",)))
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}),
+                                      holding=(HeldJob(id="j1", attempt=1),)))
+            failed = attrs.evolve(outcome("j1"), value=None, retry_in=5.0,
+                                  error=RemoteError(type="ValueError", message="no"))
+            await h.request(Report(worker="w1", finished=(failed,), seq=1))
+        assert [m for m in h.inbox_got if isinstance(m, Adopted)][-1] == Adopted(
+            ids=("j1",), state="again", delays=(5.0,))
+
+    async def test_a_worker_gone_with_adopted_tasks_has_their_copies_run(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A worker lost (or gone) while it runs adopted tasks: their copies
+        run (``again``); a Stop of an adopted task reaches the worker."""
+        async with open_dispatcher() as h:
+            await h.send(RecoveredDispatched(ids=("j1", "j2")))
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), holding=(
+                HeldJob(id="j1", attempt=1), HeldJob(id="j2", attempt=1))))
+            stopped = await h.dispatcher.call(Stop(id="j2"))
+            pending = await h.pull("w1", 1)
+            cancel = pending.answer
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+        assert stopped == CancelReply(id="j2", outcome="requested")
+        assert cancel == [Assign(jobs=(), cancel=("j2",))]
+        assert [m for m in h.inbox_got if isinstance(m, Adopted)][-1] == Adopted(
+            ids=("j1", "j2"), state="again")

@@ -8,6 +8,7 @@ store are stand-ins that record what they are sent."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -27,7 +28,13 @@ from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox import PriorityInbox
 from fastworker.inbox.journaled import Unwritten, UnwrittenTask
-from fastworker.internal import JournalWrite, KnownTasks, RecoveredDispatched, Requeue
+from fastworker.internal import (
+    Adopted,
+    JournalWrite,
+    KnownTasks,
+    RecoveredDispatched,
+    Requeue,
+)
 from fastworker.journal import JournalFaults, JournalFile, PutTask, Recovered
 from fastworker.journal.faults import WrappedFile
 from fastworker.journal.ops import DropTask, Op, SetState
@@ -462,6 +469,39 @@ class TestRecovery:
             await h.written()
         recovered = load(path)
         assert ids(recovered.dispatched) == ["unheard"] and recovered.scheduled == ()
+
+    async def test_copies_of_adopted_tasks_wait_for_their_worker(
+            self, tmp_path: Path, mock_clock: trio.testing.MockClock,
+            caplog: pytest.LogCaptureFixture) -> None:
+        """Recovered dispatched tasks a subworker still runs (``Adopted``)
+        are not run again when the grace ends; one whose result came is
+        forgotten; one whose worker went runs then, at the front; one whose
+        attempt failed runs after its backoff. One line says what the grace
+        ended with."""
+        path = tmp_path / "j.db"
+        write(path, [PutTask(job(i), "dispatched") for i in ("kept", "again", "ended", "retry")])
+        async with open_inbox(path, recovery_grace=5.0) as h:
+            await h.inbox.send(Adopted(ids=("kept", "ended", "retry", "unknown"),
+                                       state="running"))
+            await h.inbox.send(Adopted(ids=("ended",), state="ended"))
+            await h.inbox.send(Adopted(ids=("retry",), state="again", delays=(30.0,)))
+            await h.demand(10)
+            with caplog.at_level(logging.INFO, logger="fastworker.inbox"):
+                mock_clock.jump(5.1)
+                await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("again", 2)]
+            await h.inbox.send(Adopted(ids=("kept",), state="again"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("again", 2), ("kept", 2)]
+            mock_clock.jump(30.0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("again", 2), ("kept", 2), ("retry", 2)]
+            await h.written()
+        [line] = [r.getMessage() for r in caplog.records if "grace over" in r.getMessage()]
+        assert line.endswith("of 4 tasks that were dispatched, 2 run again, 1 still run on the "
+                             "subworkers that had them, 1 ended meanwhile")
+        # (The store's PutResult drops "ended": it is not in this harness.)
+        assert ids(load(path).dispatched) == ["kept", "again", "ended", "retry"]
 
     async def test_an_at_most_once_task_is_failed_not_run_again(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,8 @@ from fastworker.messages import (
     Drain,
     Finished,
     Heartbeat,
+    HeldJob,
+    Job,
     Outcome,
     Pull,
     Register,
@@ -65,7 +67,10 @@ class FakeControlPlane:
         self.up = True
         self.known: set[str] = set()
         self.registrations = 0
+        self.registers: list[Register] = []
         self.reports: list[Report] = []
+        #: Jobs the next parked Pull is answered with (once).
+        self.to_assign: tuple[Job, ...] = ()
         self.lose_next_report_answer = False
 
     def restart(self) -> None:
@@ -91,6 +96,7 @@ class FakeControlPlane:
             case Register(worker=worker):
                 self.known.add(worker)
                 self.registrations += 1
+                self.registers.append(message)
                 return Registered(worker=worker, heartbeat_interval=1.0, missed_limit=3)
             case Report():
                 self.reports.append(message)
@@ -98,6 +104,9 @@ class FakeControlPlane:
                     self.lose_next_report_answer = False
                     self.up = False
                     return None
+            case Pull() if known and self.to_assign:
+                jobs, self.to_assign = self.to_assign, ()
+                return Assign(jobs=jobs)
             case Pull(wait=wait) if known:
                 await trio.sleep(wait)
                 if message.worker in self.known:
@@ -114,6 +123,7 @@ class FakeControlPlane:
 class Harness:
     link: Any
     control_plane: FakeControlPlane
+    executor_got: list[Any] = attrs.Factory(list)
 
     async def send(self, *messages: Any) -> None:
         """What the Executor would send the link, as one batch."""
@@ -134,6 +144,7 @@ class Harness:
 @asynccontextmanager
 async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIterator[Harness]:
     control_plane = FakeControlPlane()
+    executor_got: list[Any] = []
 
     async def open_fake_wire(address: str, **_: Any) -> FakeControlPlane:
         return control_plane
@@ -141,12 +152,12 @@ async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIte
     monkeypatch.setattr(link_module, "open_request_wire", open_fake_wire)
     topology = (
         Topology()
-        .add("executor", Recorder, params={"got": []})
+        .add("executor", Recorder, params={"got": executor_got})
         .add("link", WorkerLink, refs={"executor": "executor"}, address="tcp://127.0.0.1:1",
              discovery_port=0, worker="w1", **options)
     )
     async with open_node(topology) as node:
-        harness = Harness(node.refs["link"], control_plane)
+        harness = Harness(node.refs["link"], control_plane, executor_got)
         await harness.send(Credit(worker="w1", n=2))
         await harness.until(lambda: control_plane.registrations == 1)
         yield harness
@@ -190,6 +201,27 @@ class TestOutage:
                 during.running_dropped_total) == (3, 2, 2)
         assert (after.buffered_outcomes, after.outcomes_dropped_total,
                 after.registrations_total, after.registered) == (0, 2, 2, True)
+
+    async def test_registering_again_the_link_says_which_jobs_it_holds(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a restart the link registers again listing the jobs it was
+        assigned and that have not ended (with their attempt, and start if
+        they started), so that the new control plane can let them end here."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            cp.to_assign = tuple(Job(id=id, task="add", payload=b"p", priority=2, timeout=None,
+                                     attempt=attempt) for id, attempt in
+                                 (("j1", 2), ("j2", 1), ("j3", 1)))
+            executor_got = h.executor_got
+            await h.until(lambda: any(isinstance(m, Assign) and m.jobs for m in executor_got))
+            await h.send(Running(ids=("j1", "j2"), worker="w1", started_at=7.0,
+                                 attempts=(2, 1)), finished("j2"))
+            cp.restart()
+            await h.until(lambda: cp.registrations == 2)
+        assert cp.registers[0].holding == ()
+        assert cp.registers[1].holding == (HeldJob(id="j1", attempt=2, started_at=7.0),
+                                           HeldJob(id="j3", attempt=1))
 
     async def test_a_report_whose_answer_was_lost_goes_again_to_the_new_control_plane(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch

@@ -70,7 +70,8 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
     registered again. Either way its result is delivered as a late one:
     the new control plane's store keeps it (``succeeded``, attempt 1, that
     worker), and the task ran once: with the journal on, the copy the new
-    control plane holds for its recovery grace is cancelled by that result."""
+    control plane holds for its recovery grace is cancelled by that result,
+    or adopted when the subworker registers again still holding the task."""
     # With the journal on, the new control plane brings the task back as
     # dispatched and holds it for recovery_grace: the late result cancels it.
     if journal == "off":
@@ -96,8 +97,9 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
         if ends == "after_restart":
             await gate.open()
         # Delivered before or after it registers again (a Report in flight
-        # when the control plane died is answered UnknownWorker, its results taken).
-        late = f"late result for task {task_id} (attempt 1) from worker {sub_id}"
+        # when the control plane died is answered UnknownWorker, its results
+        # taken); a task it still held when it registered again was adopted.
+        late = f"result for task {task_id} (attempt 1) from worker {sub_id}"
         if not any(late in line for line in second.lines):
             await second.wait_for(late)
         async with Client(f.address) as client:
@@ -107,4 +109,42 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
             value = await client.result(task_id, timeout=10)
         assert (value, record.attempt, record.worker) == (sub.process.pid, 1, sub_id)
         assert gate.started == [(sub.process.pid, "across")]
+        assert "dropped" not in sub.output
+
+
+async def test_a_task_running_past_the_recovery_grace_is_adopted_not_run_again(
+    control_env: dict[str, str],  # noqa: F811 (the fixture)
+) -> None:
+    """A subworker runs a held task; the control plane is killed (-9) and a
+    new one starts on the same journal; the subworker registers again and
+    says it holds the task, so the new control plane adopts it: when the
+    recovery grace is over it does not run the task again, and the task
+    ends once, on that subworker, with its result delivered."""
+    async with fleet(control_env) as f:
+        gate = f.gate
+        assert isinstance(gate, EndingGate)
+        first = await f.start_control()
+        sub, sub_id = await f.start_registered_sub()
+        async with Client(f.address) as client:
+            task_id = await client.delay("tests.hold", gate.port, "long")
+        await gate.wait_started(1)
+        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        second = await f.start_control()
+        assert await registered(second) == sub_id
+        await second.wait_for(f"dispatcher: worker {sub_id} still holds 1 tasks the journal "
+                              "brought back as dispatched")
+        # Past the grace, the copy would have run by now: it was kept back.
+        over = await second.wait_for("inbox: recovery grace over")
+        assert "of 1 tasks that were dispatched, 0 run again, 1 still run on the subworkers " \
+               "that had them, 0 ended meanwhile" in over, over
+        async with Client(f.address) as client:
+            running = await client.status(task_id)
+            await gate.open()
+            value = await client.result(task_id, timeout=10)
+            record = await client.status(task_id)
+        assert (running.state, running.worker, running.attempt) == ("running", sub_id, 1)
+        assert (value, record.state, record.attempt) == (sub.process.pid, "succeeded", 1)
+        assert gate.started == [(sub.process.pid, "long")]
+        await gate.wait_ended(1)
+        assert await second.stop() == 0, second.tail
         assert "dropped" not in sub.output
