@@ -87,8 +87,10 @@ class LinkSession:
         self.pulling_done = trio.Event()
         self.counts = dict.fromkeys(("registrations", "jobs", "outcomes", "reports"), 0)
         self.in_flight = 0
-        #: The jobs assigned and not yet ended, by id (told when registering again).
-        self.holding: dict[str, HeldJob] = {}
+        #: The jobs assigned and not yet ended: id -> attempt, and when the
+        #: started ones started (told when registering again).
+        self._holding: dict[str, int] = {}
+        self._started: dict[str, float] = {}
         self._succeeded = self._failed = 0
         self._quiet_log = RateLimitedLog(log, what="unanswered requests", period=10.0)
 
@@ -104,19 +106,24 @@ class LinkSession:
 
     def running(self, running: Running) -> None:
         """Jobs held have started."""
-        holding = self.holding
+        holding, started, at = self._holding, self._started, running.started_at
         for task_id in running.ids:
-            held = holding.get(task_id)
-            if held is not None:
-                holding[task_id] = HeldJob(id=task_id, attempt=held.attempt,
-                                           started_at=running.started_at)
+            if task_id in holding:
+                started[task_id] = at
+
+    def holding(self) -> tuple[HeldJob, ...]:
+        """The jobs held now, for a ``Register``."""
+        started = self._started
+        return tuple(HeldJob(id=task_id, attempt=attempt, started_at=started.get(task_id, 0.0))
+                     for task_id, attempt in self._holding.items())
 
     def finished(self, outcomes: tuple[Outcome, ...]) -> None:
         """Jobs held have ended (their outcomes are in the buffer)."""
         self.in_flight -= len(outcomes)
-        holding = self.holding
+        holding, started = self._holding, self._started
         for outcome in outcomes:
             holding.pop(outcome.id, None)
+            started.pop(outcome.id, None)
             if outcome.error is None:
                 self._succeeded += 1
             else:
@@ -176,7 +183,7 @@ class LinkSession:
         register = Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
             concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
-            holding=tuple(self.holding.values()),
+            holding=self.holding(),
         )
         since = trio.current_time()
         while not self.draining:
@@ -220,8 +227,9 @@ class LinkSession:
                     self._reported -= count
                     self.in_flight += count
                     self.counts["jobs"] += count
+                    holding = self._holding
                     for job in answer.jobs:
-                        self.holding[job.id] = HeldJob(id=job.id, attempt=job.attempt)
+                        holding[job.id] = job.attempt
                     await self._refs["executor"].send(answer)  # its ``cancel`` too
                 if self.draining:
                     return
