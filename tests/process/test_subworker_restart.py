@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -59,6 +60,22 @@ async def fleet(environ: dict[str, str]) -> AsyncIterator[Fleet]:
             nursery.cancel_scope.cancel()
 
 
+async def killed_while_a_task_runs(f: Fleet, label: str) -> tuple[EndingGate, Any, str, str]:
+    """Start a control plane and a subworker, have the subworker run a held
+    task ``label``, and kill the control plane (-9) meanwhile: the gate, the
+    subworker, its id, and the task's id."""
+    gate = f.gate
+    assert isinstance(gate, EndingGate)
+    first = await f.start_control()
+    sub, sub_id = await f.start_registered_sub()
+    async with Client(f.address) as client:
+        task_id = await client.delay("tests.hold", gate.port, label)
+    await gate.wait_started(1)
+    assert gate.started == [(sub.process.pid, label)]
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    return gate, sub, sub_id, task_id
+
+
 @pytest.mark.parametrize("journal", ["off", "on"])
 @pytest.mark.parametrize("ends", ["while_down", "after_restart"])
 async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
@@ -77,15 +94,7 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
     if journal == "off":
         control_env["FASTWORKER_JOURNAL"] = "off"
     async with fleet(control_env) as f:
-        gate = f.gate
-        assert isinstance(gate, EndingGate)
-        first = await f.start_control()
-        sub, sub_id = await f.start_registered_sub()
-        async with Client(f.address) as client:
-            task_id = await client.delay("tests.hold", gate.port, "across")
-        await gate.wait_started(1)
-        assert gate.started == [(sub.process.pid, "across")]
-        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        gate, sub, sub_id, task_id = await killed_while_a_task_runs(f, "across")
         if ends == "while_down":
             await gate.open()
             await gate.wait_ended(1)
@@ -121,14 +130,7 @@ async def test_a_task_running_past_the_recovery_grace_is_adopted_not_run_again(
     recovery grace is over it does not run the task again, and the task
     ends once, on that subworker, with its result delivered."""
     async with fleet(control_env) as f:
-        gate = f.gate
-        assert isinstance(gate, EndingGate)
-        first = await f.start_control()
-        sub, sub_id = await f.start_registered_sub()
-        async with Client(f.address) as client:
-            task_id = await client.delay("tests.hold", gate.port, "long")
-        await gate.wait_started(1)
-        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        gate, sub, sub_id, task_id = await killed_while_a_task_runs(f, "long")
         second = await f.start_control()
         assert await registered(second) == sub_id
         await second.wait_for(f"dispatcher: worker {sub_id} still holds 1 tasks the journal "
