@@ -230,6 +230,8 @@ class Admission:
                 held.expire(job.id, now + job.expires_at - wall)
         for outcome in restored.failed:
             recent.remember(outcome.id, "dispatched")
+        for job in restored.waiting_once:
+            recent.remember(job.id, "dispatched")
         for key, task_id in restored.keys.items():
             self.keys.claim(key, task_id)
 

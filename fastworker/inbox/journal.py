@@ -25,7 +25,13 @@ from actors import ActorContext, ActorCrashed
 from actors.log import RateLimitedLog
 from fastworker.errors import JournalUnavailable
 from fastworker.inbox.admission import Admission
-from fastworker.inbox.journaled import Unwritten, Write, restore, task_is_at_most_once
+from fastworker.inbox.journaled import (
+    Unwritten,
+    Write,
+    lost_at_most_once,
+    restore,
+    task_is_at_most_once,
+)
 from fastworker.internal import JournalWrite, Recover, RecoveredDispatched
 from fastworker.journal.file import Recovered
 from fastworker.journal.ops import DropTask, Op, SetState
@@ -73,6 +79,12 @@ class InboxJournal:
         #: Copies of recovered tasks that a subworker still runs (the
         #: dispatcher said so: ``Adopted``), by id: not to be run again.
         self.adopted: dict[str, Job] = {}
+        #: Recovered dispatched at-most-once jobs waiting out the grace, by id:
+        #: adopted if a subworker runs them, else failed as lost when it ends.
+        self.waiting_once: dict[str, Job] = {}
+        #: Their ids (and, of them, those adopted): never run again.
+        self.once_ids: frozenset[str] = frozenset()
+        self.adopted_once: set[str] = set()
         #: While the recovery grace runs: when it ends, and the ids it holds.
         self._grace: tuple[float, frozenset[str]] | None = None
         self._recovery_grace = recovery_grace
@@ -102,7 +114,8 @@ class InboxJournal:
         for name in names:
             self._once[name] = True
 
-    def _is_once(self, name: str) -> bool:
+    def is_once(self, name: str) -> bool:
+        """Whether the task ``name`` is at-most-once (this registry's, or a subworker's)."""
         once = self._once.get(name)
         if once is None:
             once = self._once[name] = task_is_at_most_once(name)
@@ -120,7 +133,7 @@ class InboxJournal:
             self._writing += 1
             self._nursery.start_soon(self._write, write)
         ops, self.ops = self.ops, []
-        is_once = self._is_once
+        is_once = self.is_once
         once = [job for job in jobs if is_once(job.task)]
         if once:
             jobs = [job for job in jobs if not is_once(job.task)]
@@ -214,32 +227,39 @@ class InboxJournal:
             self._settling = False
         await self._flush()
 
-    def grace_over(self, now: float) -> None:
+    async def grace_over(self, now: float) -> None:
         """Once the recovery grace is over (the inbox calls this when held
-        jobs are released; a timer of its own calls it too), say in one line
-        what became of the tasks it held: run again, adopted by the
-        subworkers that still run them, or ended (their results came)."""
+        jobs are released; a timer of its own calls it too): fail the
+        at-most-once tasks no subworker adopted, and say in one line what
+        became of the tasks it held: run again, adopted by the subworkers
+        that still run them, failed as lost, or ended (their results came)."""
         if self._grace is None or now < self._grace[0]:
             return
         ids = self._grace[1]
         self._grace = None
+        lost, self.waiting_once = list(self.waiting_once.values()), {}
+        if lost:
+            name = self._context.name
+            await self._context.refs["results"].send(
+                Finished(outcomes=tuple(lost_at_most_once(job, name) for job in lost)))
         levels, held = self._admission.levels, self._admission.held
         again = sum(1 for task_id in ids if task_id in levels or task_id in held)
         adopted = sum(1 for task_id in ids if task_id in self.adopted)
         log.info("%s: recovery grace over: of %d tasks that were dispatched, %d run again, %d "
-                 "still run on the subworkers that had them, %d ended meanwhile",
-                 self._context.name, len(ids), again, adopted, len(ids) - again - adopted)
+                 "still run on the subworkers that had them, %d at-most-once failed as lost, "
+                 "%d ended meanwhile", self._context.name, len(ids), again, adopted, len(lost),
+                 len(ids) - again - adopted - len(lost))
 
     async def _grace_timer(self, at: float) -> None:
         await trio.sleep_until(at)
-        self.grace_over(at)
+        await self.grace_over(at)
 
     async def _recover(self, nursery: trio.Nursery) -> str:
         """Take back what the journal holds (see ``journaled.restore``); tell
         the store and the journal what it became."""
         refs, name = self._context.refs, self._context.name
         recovered: Recovered = await refs["journal"].call(Recover())
-        restored = restore(recovered, self._is_once, name=name,
+        restored = restore(recovered, self.is_once, name=name,
                            grace=self._recovery_grace)
         self._admission.take_back(restored)
         for key, task_id in restored.keys.items():
@@ -253,17 +273,23 @@ class InboxJournal:
             await refs["results"].send_batch(reports)
         if restored.ops:
             await refs["journal"].send(JournalWrite(ops=tuple(restored.ops)))
-        if restored.rerun:
+        dispatched = (*restored.rerun, *restored.waiting_once)
+        if dispatched:
             # A subworker that still holds one adopts it; a late result of
             # one (its worker outlived the restart) cancels its copy.
-            await refs["dispatcher"].send(
-                RecoveredDispatched(ids=tuple(job.id for job in restored.rerun)))
+            ids = tuple(job.id for job in dispatched)
+            await refs["dispatcher"].send(RecoveredDispatched(ids=ids))
+            self.waiting_once = {job.id: job for job in restored.waiting_once}
+            self.once_ids = frozenset(self.waiting_once)
             if restored.rerun_at is not None:
-                self._grace = (restored.rerun_at, frozenset(job.id for job in restored.rerun))
+                self._grace = (restored.rerun_at, frozenset(ids))
                 nursery.start_soon(self._grace_timer, restored.rerun_at)
         summary = recovered.summary()
-        failed = len(restored.failed)
+        failed, waiting = len(restored.failed), len(restored.waiting_once)
         if failed:
             summary += f" ({failed} at-most-once dispatched tasks failed as lost, not run again)"
+        if waiting:
+            summary += (f" ({waiting} at-most-once dispatched tasks wait for the subworkers that "
+                        "may still run them, or fail as lost when the grace is over)")
         log.info("%s: recovered %s", name, summary)
         return summary

@@ -33,6 +33,7 @@ __all__ = [
     "Unwritten",
     "UnwrittenTask",
     "Write",
+    "lost_at_most_once",
     "restore",
     "task_is_at_most_once",
 ]
@@ -185,7 +186,11 @@ class Restored:
         rerun: dispatched jobs to run again as their next attempt, in order:
             at the front of their levels, or held until ``rerun_at``.
         rerun_at: with a recovery grace, when (trio clock) they are queued.
-        failed: ``Finished`` outcomes of dispatched ``at_most_once`` jobs.
+        waiting_once: with a recovery grace, dispatched at-most-once jobs
+            that wait it out: adopted if a subworker still runs them, else
+            failed with ``WorkerLost`` when it ends.
+        failed: ``Finished`` outcomes of dispatched at-most-once jobs (without
+            a grace).
         entries: what the store is told (``Queued``), for every task.
         ops: what the journal is sent (the next attempts' ``PutTask``).
         keys: key -> id of the live tasks holding one.
@@ -195,6 +200,7 @@ class Restored:
     held: list[tuple[Job, float]]
     rerun: list[Job]
     rerun_at: float | None
+    waiting_once: list[Job]
     failed: list[Outcome]
     entries: list[QueuedEntry]
     ops: list[Op]
@@ -209,13 +215,15 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
     attempt (after ``grace`` seconds, if any) with one more loss (the
     dispatcher fails a task lost ``poison_after`` times as poison), except
     at-most-once tasks (marked so when dispatched, or so in
-    ``at_most_once``), which fail with ``WorkerLost``. ``name`` is the
-    inbox's, for the error's message."""
+    ``at_most_once``), which never run again: they wait out the grace (a
+    subworker that still runs one adopts it), or without one fail with
+    ``WorkerLost`` at once. ``name`` is the inbox's, for the error's message."""
     now, wall = trio.current_time(), time.time()
     entries: list[QueuedEntry] = []
     held: list[tuple[Job, float]] = []
     rerun: list[Job] = []
     failed: list[Outcome] = []
+    waiting_once: list[Job] = []
     ops: list[Op] = []
     for put in recovered.queued:
         entries.append(_entry(put.job))
@@ -227,12 +235,10 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
         job = put.job
         entries.append(_entry(job, scheduled_for=wall + grace if grace > 0 else 0.0))
         if job.id in recovered.once or at_most_once(job.task):
-            failed.append(Outcome(
-                id=job.id, attempt=job.attempt, worker=name, started_at=wall, finished_at=wall,
-                error=RemoteError(
-                    type="WorkerLost", kind="error",
-                    message=f"the control plane stopped while at-most-once task {job.task} "
-                            "was dispatched; it may or may not have run, and is not run again")))
+            if rerun_at is None:
+                failed.append(lost_at_most_once(job, name))
+            else:
+                waiting_once.append(job)
             continue
         # The restart counts as a lost worker: a task that brings the
         # control plane down fails as poison once the dispatcher sees it.
@@ -243,8 +249,21 @@ def restore(recovered: Recovered, at_most_once: Callable[[str], bool],
         else:
             ops.append(PutTask(job, "scheduled", due_at=wall + grace, key=put.key))
     return Restored(queued=[put.job for put in recovered.queued], held=held, rerun=rerun,
-                    rerun_at=rerun_at, failed=failed, entries=entries, ops=ops,
-                    keys=dict(recovered.keys))
+                    rerun_at=rerun_at, waiting_once=waiting_once, failed=failed,
+                    entries=entries, ops=ops, keys=dict(recovered.keys))
+
+
+def lost_at_most_once(job: Job, name: str) -> Outcome:
+    """The outcome of an at-most-once task that was dispatched when the
+    control plane stopped, and that no subworker says it runs: ``WorkerLost``."""
+    wall = time.time()
+    return Outcome(
+        id=job.id, attempt=job.attempt, worker=name, started_at=wall, finished_at=wall,
+        error=RemoteError(
+            type="WorkerLost", kind="error",
+            message=f"the control plane stopped while at-most-once task {job.task} was "
+                    "dispatched, and no worker said it still runs it; it may or may not have "
+                    "run, and is not run again"))
 
 
 def _entry(job: Job, *, scheduled_for: float = 0.0) -> QueuedEntry:

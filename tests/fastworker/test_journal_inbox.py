@@ -499,9 +499,37 @@ class TestRecovery:
             await h.written()
         [line] = [r.getMessage() for r in caplog.records if "grace over" in r.getMessage()]
         assert line.endswith("of 4 tasks that were dispatched, 2 run again, 1 still run on the "
-                             "subworkers that had them, 1 ended meanwhile")
+                             "subworkers that had them, 0 at-most-once failed as lost, 1 ended "
+                             "meanwhile")
         # (The store's PutResult drops "ended": it is not in this harness.)
         assert ids(load(path).dispatched) == ["kept", "again", "ended", "retry"]
+
+    async def test_with_a_grace_at_most_once_tasks_wait_for_a_worker_to_adopt_them(
+            self, tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+        """With recovery_grace, a dispatched at-most-once task is never run
+        again: one a subworker adopts ends there (its result), one whose
+        adopting worker goes fails with WorkerLost then, and one nobody
+        adopts fails with WorkerLost when the grace is over."""
+        path = tmp_path / "j.db"
+        write(path, [PutTask(job(i, task=ONCE)) for i in ("adopted", "gone", "unheard")] + [
+            SetState(i, "dispatched", once=True) for i in ("adopted", "gone", "unheard")])
+        async with open_inbox(path, recovery_grace=5.0) as h:
+            told = [m for m in h.dispatcher_got if isinstance(m, RecoveredDispatched)]
+            assert [set(m.ids) for m in told] == [{"adopted", "gone", "unheard"}]
+            await h.inbox.send(Adopted(ids=("adopted", "gone"), state="running"))
+            await h.inbox.send(Adopted(ids=("gone",), state="again"))
+            await trio.testing.wait_all_tasks_blocked()
+            lost_early = [o.id for m in h.store_got if isinstance(m, Finished) for o in m.outcomes]
+            await h.demand(10)
+            mock_clock.jump(5.1)
+            await trio.testing.wait_all_tasks_blocked()
+            await h.inbox.send(Adopted(ids=("adopted",), state="ended"))
+            stats = await h.stats()
+        assert h.dispatched() == [] and stats.queued == (0, 0, 0, 0)
+        assert lost_early == ["gone"]
+        outcomes = [o for m in h.store_got if isinstance(m, Finished) for o in m.outcomes]
+        assert [o.id for o in outcomes] == ["gone", "unheard"]
+        assert all(o.error is not None and o.error.type == "WorkerLost" for o in outcomes)
 
     async def test_an_at_most_once_task_is_failed_not_run_again(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
