@@ -27,6 +27,7 @@ __all__ = [
     "RecoveredDispatched",
     "Requeue",
     "Requeued",
+    "ResultsKept",
     "TaskDetail",
     "TaskPage",
     "WorkerHealth",
@@ -98,6 +99,17 @@ class RecoveredDispatched:
     next attempt); a late result for one cancels its queued copy."""
 
     ids: tuple[str, ...]
+
+
+# -- dispatcher -> store ---------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class ResultsKept:
+    """Dispatcher -> ResultStore (call): answered ``True`` once every report
+    the store was sent before it is kept (written to the journal, if there
+    is one; ``False`` if the journal could not write them). A subworker's
+    Report of results is acknowledged only then: a restart between the two
+    would otherwise lose results the subworker no longer keeps."""
 
 
 # -- dispatcher -> inbox -------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeAlias, Union
 import attrs
 import trio
 
-from actors import Actor, ActorContext, CallTimeout
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.log import RateLimitedLog
 from actors.requests import Answers, Requests
 from fastworker.dispatcher.outgoing import Outgoing
@@ -30,6 +30,7 @@ from fastworker.internal import (
     RecoveredDispatched,
     Requeue,
     Requeued,
+    ResultsKept,
     WorkerHealth,
     WorkerJoined,
     WorkerLeft,
@@ -116,8 +117,10 @@ class Dispatcher(Actor[Accepts]):
         # for the local executor are on their way): INFO, not WARNING.
         self._held_log = RateLimitedLog(log, what="such batches", period=60.0,
                                         level=logging.INFO)
+        self._nursery: trio.Nursery | None = None
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
+        self._nursery = nursery
         await nursery.start(self._remote.timer.run)
         local = "no local executor" if "executor" not in self.refs else (
             f"local executor: {self.options.local}")
@@ -126,12 +129,27 @@ class Dispatcher(Actor[Accepts]):
     async def handle(self, message: Accepts) -> Any:
         answer = await self._handle_one(message, call=True)
         await self._dispatch()
+        if self._remote.unkept_acks:
+            acks, self._remote.unkept_acks = self._remote.unkept_acks, []
+            assert self._nursery is not None
+            self._nursery.start_soon(self._ack_once_kept, acks)
         if not isinstance(answer, Answers):
             return answer
-        if answer.missing:  # a Pull waits: answered when jobs are placed for it
+        if answer.missing:  # a Pull waits, or an Ack waits for the store
             answer.reply = self.defer()
             return None
         return answer.values
+
+    async def _ack_once_kept(self, acks: list[tuple[Answers, int, Any]]) -> None:
+        """Answer Reports of results once the store keeps them (the results
+        were sent to it by the dispatch before this)."""
+        try:
+            await self.refs["results"].call(ResultsKept())
+        except (ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the control plane stops: the subworker sends them again
+        for answers, index, value in acks:
+            if answers.fill(index, value):
+                answers.send()
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:

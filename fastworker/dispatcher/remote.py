@@ -90,6 +90,9 @@ class Subworkers:
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
+        #: Acks of Reports of results, waiting for the store to keep them
+        #: (``ResultsKept``): the request's answers, the index, the Ack.
+        self.unkept_acks: list[tuple[Answers, int, Any]] = []
         #: Tasks the journal brought back as dispatched that no subworker
         #: has yet said it holds (the inbox keeps their copies).
         self._recovered: set[str] = set()
@@ -105,6 +108,11 @@ class Subworkers:
         match item:
             case Report():
                 value: Any = self._report(item)
+                if item.finished and isinstance(value, Ack):
+                    # Acked once the store keeps them (the subworker lets them go then).
+                    answers.later()
+                    self.unkept_acks.append((answers, index, value))
+                    return
             case Pull(worker=name, seq=seq):
                 worker = self._placement.workers.get(name)
                 if worker is None or worker.local:

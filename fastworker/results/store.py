@@ -26,10 +26,19 @@ from typing import Any, Union
 import attrs
 import trio
 
-from actors import Actor, ActorContext, GetStats, Ref
+from actors import Actor, ActorContext, ActorCrashed, GetStats, Ref
 from actors.requests import Answers, Requests
 from actors.timers import Timer
-from fastworker.internal import Dispatched, GetTask, JournalWrite, ListTasks, Recover, Requeued
+from fastworker.errors import JournalUnavailable
+from fastworker.internal import (
+    Dispatched,
+    GetTask,
+    JournalWrite,
+    ListTasks,
+    Recover,
+    Requeued,
+    ResultsKept,
+)
 from fastworker.journal.ops import DropResult, Op, PutRecord, PutResult
 from fastworker.messages import (
     Cancelled,
@@ -57,7 +66,7 @@ else:  # pragma: no cover
 __all__ = ["ResultStore", "ResultStoreOptions"]
 
 Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
-Accepts = Union[Report, Query, Requests]
+Accepts = Union[Report, Query, Requests, ResultsKept]
 
 
 @attrs.frozen(kw_only=True)
@@ -97,6 +106,7 @@ class ResultStore(Actor[Accepts]):
         """``clock`` is the wall clock (for the journal's ``final_at``)."""
         super().__init__(options, context)
         self._clock = clock
+        self._nursery: trio.Nursery | None = None
         #: The journal, once ``setup`` found it on; ``None``: nothing is journaled.
         self._journal: Ref[Any] | None = None
         #: Ops for the journal not yet sent, in the order they happened.
@@ -113,6 +123,7 @@ class ResultStore(Actor[Accepts]):
         self._ignored_total = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
+        self._nursery = nursery
         options = self.options
         ready = (
             f"keeps results {options.ttl:g} s, at most {options.max_entries} records "
@@ -153,10 +164,36 @@ class ResultStore(Actor[Accepts]):
             await self._journal_send()
 
     async def handle(self, message: Accepts) -> Any:
+        if isinstance(message, ResultsKept):
+            return await self._kept()
         answer = self._handle(message)
         if self._journal is not None:
             await self._journal_send()
         return answer
+
+    async def _kept(self) -> bool | None:
+        """Answer ``ResultsKept`` once what the journal was sent is written
+        (at once without a journal); the store goes on meanwhile."""
+        journal = self._journal
+        if journal is None:
+            return True
+        await self._journal_send()
+        reply = self.defer()
+        assert self._nursery is not None
+
+        async def answer() -> None:
+            try:
+                # An empty write is done once every earlier write is.
+                await journal.call(JournalWrite(ops=()))
+            except JournalUnavailable:
+                reply.set(False)
+            except (ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                reply.fail(error)
+            else:
+                reply.set(True)
+
+        self._nursery.start_soon(answer)
+        return None
 
     def _handle(self, message: Accepts) -> Any:
         match message:
@@ -173,6 +210,8 @@ class ResultStore(Actor[Accepts]):
                 return self._on_queries((message,), single=True)
             case Requests():
                 return self._on_queries(message.messages, single=False)
+            case ResultsKept():
+                return True  # not called: nobody waits
             case _:
                 assert_never(message)
 

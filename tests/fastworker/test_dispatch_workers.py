@@ -32,6 +32,7 @@ from fastworker.internal import (
     RecoveredDispatched,
     Requeue,
     Requeued,
+    ResultsKept,
     WorkerHealth,
     WorkerJoined,
     WorkerLeft,
@@ -130,8 +131,9 @@ class Harness:
         return [job.id for m in self.executor_got for job in m.jobs]
 
     def reports(self) -> list[Any]:
-        """What the store was sent, without the Dispatched timestamps."""
-        return [m for m in self.results_got if not isinstance(m, Dispatched)]
+        """What the store was sent, without the Dispatched timestamps (nor
+        the ``ResultsKept`` the acks of Reports wait for)."""
+        return [m for m in self.results_got if not isinstance(m, (Dispatched, ResultsKept))]
 
     def dispatched(self) -> list[tuple[str, tuple[str, ...]]]:
         """(worker, ids) of each Dispatched the store was sent."""
@@ -149,10 +151,27 @@ class Harness:
         return found[0] if found else None
 
 
+class GatedStore(Recorder):
+    """A store stand-in that answers ``ResultsKept`` once ``kept`` is set."""
+
+    def __init__(self, options: Any, context: Any, *, got: list[Any],
+                 kept: trio.Event | None) -> None:
+        super().__init__(options, context, got=got)
+        self.kept = kept
+
+    async def handle(self, message: Any) -> Any:
+        self.got.append(message)
+        if isinstance(message, ResultsKept) and self.kept is not None:
+            await self.kept.wait()
+        return True if isinstance(message, ResultsKept) else None
+
+
 @asynccontextmanager
 async def open_dispatcher(
-    local_tasks: Callable[[], Collection[str]] = lambda: LOCAL_TASKS, **options: Any
+    local_tasks: Callable[[], Collection[str]] = lambda: LOCAL_TASKS, *,
+    kept: trio.Event | None = None, **options: Any
 ) -> AsyncIterator[Harness]:
+    """``kept``: the store answers ``ResultsKept`` only once it is set."""
     inbox_got: list[Any] = []
     executor_got: list[Any] = []
     results_got: list[Any] = []
@@ -160,7 +179,7 @@ async def open_dispatcher(
         Topology()
         .add("inbox", Recorder, params={"got": inbox_got})
         .add("executor", Recorder, params={"got": executor_got})
-        .add("results", Recorder, params={"got": results_got})
+        .add("results", GatedStore, params={"got": results_got, "kept": kept})
         .add("dispatcher", Dispatcher,
              refs={"inbox": "inbox", "executor": "executor", "results": "results"},
              params={"local_tasks": local_tasks}, **options)
@@ -836,6 +855,35 @@ class TestAcrossARestart:
             await h.request(Report(worker="w1", finished=(outcome("j1", attempt=2),)))
         assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
         assert h.finished() == [failed, outcome("j1", attempt=2)]
+
+
+class TestResultsKept:
+    async def test_a_report_of_results_is_acked_once_the_store_keeps_them(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A Report with results is answered Ack only once the store says
+        they are kept (written to its journal): a restart before that would
+        lose results the subworker no longer keeps. A Report of credit alone
+        is answered at once."""
+        kept = trio.Event()
+        async with open_dispatcher(kept=kept) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            answered: list[Any] = []
+
+            async def report() -> None:
+                answered.extend(await h.dispatcher.call(Requests(messages=(
+                    Report(worker="w1", finished=(outcome("j1"),), seq=2),), peer=PEER)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(report)
+                await trio.testing.wait_all_tasks_blocked()
+                assert answered == [] and h.finished() == [outcome("j1")]
+                assert await h.request(Report(worker="w1", credit=1, seq=3)) == [Ack()]
+                kept.set()
+            assert answered == [Ack()]
+        kinds = [type(m) for m in h.results_got if isinstance(m, (Finished, ResultsKept))]
+        assert kinds == [Finished, ResultsKept]
 
 
 class TestAdoption:

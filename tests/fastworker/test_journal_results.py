@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime
@@ -28,7 +29,7 @@ from actors.testing import crash_after
 from actors.topology import NodeOptions
 from examples import tasks
 from fastworker import TaskError
-from fastworker.internal import JournalWrite, Recover
+from fastworker.internal import JournalWrite, Recover, ResultsKept
 from fastworker.journal import (
     DropResult,
     JournalFile,
@@ -37,6 +38,7 @@ from fastworker.journal import (
     PutTask,
     Recovered,
 )
+from fastworker.journal.faults import WrappedFile
 from fastworker.journaling import Journal
 from fastworker.messages import (
     Cancelled,
@@ -218,6 +220,43 @@ class TestStore:
         recovered = loaded(path)
         assert recovered.records == () and recovered.queued == ()
         assert [r.record.attempts for r in recovered.results] == [final.attempts]
+
+    async def test_results_kept_is_answered_once_the_results_are_written(
+        self, tmp_path: Path
+    ) -> None:
+        """``ResultsKept`` (what a subworker's Report ack waits for) is
+        answered True only once the results sent before it are committed."""
+        path = tmp_path / "j.db"
+        entered, release = threading.Event(), threading.Event()
+
+        class Held(WrappedFile):
+            def apply(self, ops: Any) -> None:
+                if any(isinstance(op, PutResult) for op in ops):
+                    entered.set()
+                    release.wait(30)
+                self.file.apply(ops)
+
+        topology = (
+            nodes()
+            .add("journal", Journal, path=str(path), params={"wrap": Held})
+            .add("results", ResultStore, refs={"journal": "journal"}, params={"clock": wall})
+        )
+        async with open_node(topology) as node:
+            answered: list[Any] = []
+
+            async def kept() -> None:
+                answered.append(await node.refs["results"].call(ResultsKept()))
+
+            await node.refs["results"].send(Finished(outcomes=(done("a"),)))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kept)
+                await trio.to_thread.run_sync(entered.wait)
+                await trio.testing.wait_all_tasks_blocked()
+                assert answered == []
+                assert await states(node, "a") == ["succeeded"]  # the store goes on
+                release.set()
+            assert answered == [True]
+        assert stored_ids(path) == ["a"]
 
     async def test_the_ttl_runs_on_from_when_the_record_became_final(
         self, tmp_path: Path, autojump_clock: MockClock
