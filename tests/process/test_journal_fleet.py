@@ -78,11 +78,11 @@ class Kill:
 
     pid: int
     at: float  # wall-clock time, taken just before the signal
-    queued: int
-    recovered: str
+    queued: int  # tasks the next one brought back queued
+    recovered: str  # the whole "recovered ..." of its start-up log
     #: When the test saw the subworker registered with the next control plane:
     #: it starts no job that plane gave it before this.
-    registered: float = float("inf")  # the whole "recovered ..." line
+    registered: float = float("inf")
 
 
 class Tally(Gate):
@@ -151,7 +151,8 @@ def recovered(control: Running, killed: int, at: float) -> Kill:
     [line] = [line for line in control.lines if "inbox: recovered" in line]
     found = _RECOVERED.search(line)
     assert found, line
-    return Kill(killed, at, queued=int(found[1]), recovered="recovered " + line.split(": recovered ", 1)[1])
+    return Kill(killed, at, queued=int(found[1]),
+                recovered="recovered " + line.split(": recovered ", 1)[1])
 
 
 @dataclass
