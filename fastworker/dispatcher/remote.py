@@ -90,6 +90,8 @@ class Subworkers:
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
+        #: Tasks whose queued copies a late result cancelled (once each).
+        self._copies_cancelled: OrderedDict[str, None] = OrderedDict()
         #: Acks of Reports of results, waiting for the store to keep them
         #: (``ResultsKept``): the request's answers, the index, the Ack.
         self.unkept_acks: list[tuple[Answers, int, Any]] = []
@@ -167,15 +169,21 @@ class Subworkers:
 
     def _late(self, outcome: Outcome) -> None:
         """A result from a worker that no longer holds the job: accepted (the
-        store keeps one result per (task, attempt)); a queued redelivery is
-        cancelled if the result is final (a failed attempt to be retried
-        leaves it: the copy is its retry)."""
+        store keeps one result per (task, attempt)); a queued copy (a
+        redelivery, or one a restart brought back) is cancelled if the
+        result is final (a failed attempt to be retried leaves it: the copy
+        is its retry)."""
         self._counts["late"] += 1
         self._late_log.event(
             "%s: late result for task %s (attempt %d) from worker %s, which no longer held "
             "it: kept", self._name, outcome.id, outcome.attempt, outcome.worker)
-        if outcome.retry_in is None and outcome.id in self._redelivered:
-            del self._redelivered[outcome.id]
+        if outcome.retry_in is None and outcome.id not in self._copies_cancelled:
+            # A copy the journal brought back as queued (its dispatch was not
+            # yet written) is not among the redelivered: cancelled all the same.
+            self._redelivered.pop(outcome.id, None)
+            self._copies_cancelled[outcome.id] = None
+            if len(self._copies_cancelled) > _REDELIVERED_REMEMBERED:
+                self._copies_cancelled.popitem(last=False)
             self._out.cancel_queued.append(outcome.id)
 
     def recovered(self, ids: Iterable[str]) -> None:
@@ -190,11 +198,13 @@ class Subworkers:
             if worker.holding:
                 self._adopt(worker)
 
-    def _adopt(self, worker: WorkerAccount) -> None:
-        """Adopt the recovered tasks ``worker`` holds: the inbox keeps their
-        copies from running, the store hears where they run."""
+    def _adopt(self, worker: WorkerAccount, *, everything: bool = False) -> None:
+        """Adopt the recovered tasks ``worker`` holds (``everything``: all it
+        said it holds when it registered): the inbox keeps their copies
+        from running, if it has them, and the store hears where they run."""
         recovered = self._recovered
-        found = [held for task_id, held in worker.holding.items() if task_id in recovered]
+        found = [held for task_id, held in worker.holding.items()
+                 if everything or task_id in recovered]
         if not found:
             return
         now = time.time()
@@ -208,8 +218,8 @@ class Subworkers:
                 Dispatched(ids=(held.id,), worker=worker.name, at=now))
         self._out.adopted.append(Adopted(ids=tuple(held.id for held in found), state="running"))
         self._counts["adopted"] += len(found)
-        log.info("%s: worker %s still holds %d tasks the journal brought back as dispatched: "
-                 "they end there, and are not run again", self._name, worker.name, len(found))
+        log.info("%s: worker %s still holds %d tasks it had before it registered again: they "
+                 "end there, and are not run again", self._name, worker.name, len(found))
 
     def _adopted_ended(self, adopted: dict[str, None], outcome: Outcome) -> None:
         """An adopted task's result: kept; its copy is forgotten (or, for a
@@ -329,8 +339,11 @@ class Subworkers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
         worker = self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
         if joined.holding:
+            # All of them: the journal may have brought one back as queued
+            # (its dispatch was not yet written), or this control plane may
+            # have requeued them when it lost the worker.
             worker.holding = {held.id: held for held in joined.holding}
-            self._adopt(worker)
+            self._adopt(worker, everything=True)
 
     def drain_by_operator(self, message: DrainWorker) -> bool:
         """Give a worker nothing new (or again, ``resume``); ``False`` if it

@@ -828,6 +828,18 @@ class TestAcrossARestart:
         assert h.finished() == [outcome("j1"), outcome("j1")]
         assert stats.late_results_total == 2
 
+    async def test_a_late_result_cancels_a_copy_the_restart_brought_back_as_queued(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A task handed out just before a crash, whose dispatch was not yet
+        written, comes back queued (not among the recovered dispatched): its
+        late final result cancels that copy all the same, once."""
+        async with open_dispatcher() as h:
+            await h.request(Report(worker="w1", finished=(outcome("j1"),), seq=4))
+            await h.join("w1", "a")
+            await h.request(Report(worker="w1", finished=(outcome("j1"),), seq=5))
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+
     async def test_a_recovered_copy_already_with_the_dispatcher_is_dropped(
         self, autojump_clock: MockClock
     ) -> None:
@@ -896,8 +908,9 @@ class TestAdoption:
         self, autojump_clock: MockClock, order: str
     ) -> None:
         """Whichever comes first, recovery or the registration: the inbox is
-        told to keep the copy (``running``), the store where it runs (its
-        attempt and start); the result goes to the store and the copy is
+        told to keep the copies (``running``) of all the worker holds (the
+        journal may have brought one back as queued), the store where they
+        run (attempt and start); a result goes to the store and its copy is
         forgotten (``ended``), never cancelled as a queued task."""
         joined = WorkerJoined(worker="w1", tasks=frozenset({"a"}), holding=(
             HeldJob(id="j1", attempt=2, started_at=50.0), HeldJob(id="j2", attempt=1),
@@ -910,7 +923,7 @@ class TestAdoption:
             await h.request(Report(worker="w1", finished=(outcome("j1", attempt=2),), seq=1))
             stats = await h.stats()
         adopted = [m for m in h.inbox_got if isinstance(m, Adopted)]
-        assert adopted == [Adopted(ids=("j1", "j2"), state="running"),
+        assert adopted == [Adopted(ids=("j1", "j2", "other"), state="running"),
                            Adopted(ids=("j1",), state="ended")]
         assert [m for m in h.inbox_got if isinstance(m, Cancel)] == []
         assert Running(ids=("j1",), worker="w1", started_at=50.0, attempts=(2,)) in h.results_got

@@ -44,20 +44,17 @@ WAIT = 45  # seconds the waiting client may take, after the last restart, to hav
 #: again: its result may not be in the journal yet (the result is acknowledged
 #: to the subworker, and published, before its group commit).
 UNWRITTEN = 1.0
-#: Why a task may run again (at-least-once): a kill caught it running, or it
-#: had ended with its result not yet in the journal. The journal writes two
-#: moves behind rather than ahead, and a kill in between runs a task again
-#: (issue 14 asks that a task a subworker finished not run again): the control
-#: plane answers a subworker's Report before the results it carries are
-#: committed, so they are lost and the task runs again after the grace; and it
-#: hands a job out before its "dispatched" is committed, so the job comes back
-#: queued and runs again at once, even while the subworker still runs it (a
-#: late result cancels only the copies the journal brought back as dispatched).
+#: Why a task may run again (at-least-once): a kill caught it running on the
+#: control plane, or it had ended there with its result not yet in the
+#: journal, or it was handed to the subworker just before a kill: the job
+#: leaves before its "dispatched" is committed (only at-most-once jobs wait
+#: for that), so it comes back queued and may run again. A task the subworker
+#: held across a kill for longer is adopted, and one it finished is kept
+#: (its Report is acked once written): neither runs again.
 JUSTIFIED = {
     "cut short on the control plane",
     "ended on the control plane, result not yet written",
-    "held by the subworker at a kill",
-    "ended on the subworker, result not yet written",
+    "handed to the subworker just before a kill",
 }
 _RECOVERED = re.compile(r"inbox: recovered (\d+) queued")
 
@@ -197,8 +194,13 @@ def check(accepted: dict[str, str], completed: dict[str, Completed], runs: list[
             if run.ended >= at - UNWRITTEN:
                 return "ended on the control plane, result not yet written"
             return "ended on the control plane long before its kill"
+        if any(kill.at - UNWRITTEN <= run.started < kill.registered and kill.at < end(run)
+               for kill in kills):
+            # Started just before the kill, or during the outage from its
+            # queue: handed out just before the kill.
+            return "handed to the subworker just before a kill"
         if any(run.started < kill.registered and kill.at < end(run) for kill in kills):
-            return "held by the subworker at a kill"
+            return "held by the subworker across a kill"
         if any(kill.at - UNWRITTEN <= run.ended < kill.at for kill in kills
                if run.ended is not None):
             return "ended on the subworker, result not yet written"

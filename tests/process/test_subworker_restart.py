@@ -133,8 +133,8 @@ async def test_a_task_running_past_the_recovery_grace_is_adopted_not_run_again(
         gate, sub, sub_id, task_id = await killed_while_a_task_runs(f, "long")
         second = await f.start_control()
         assert await registered(second) == sub_id
-        await second.wait_for(f"dispatcher: worker {sub_id} still holds 1 tasks the journal "
-                              "brought back as dispatched")
+        await second.wait_for(f"dispatcher: worker {sub_id} still holds 1 tasks it had before "
+                              "it registered again")
         # Past the grace, the copy would have run by now: it was kept back.
         over = await second.wait_for("inbox: recovery grace over")
         assert "of 1 tasks that were dispatched, 0 run again, 1 still run on the subworkers " \
