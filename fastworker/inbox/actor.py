@@ -26,7 +26,6 @@ from actors.requests import Answers, Requests
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
-from fastworker.inbox.journaled import lost_at_most_once
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
 from fastworker.internal import Adopted, KnownTasks, Requeue
@@ -40,7 +39,6 @@ from fastworker.messages import (
     Finished,
     Job,
     JobBatch,
-    Outcome,
     Queued,
     Records,
     Released,
@@ -147,7 +145,6 @@ class PriorityInbox(Actor[Accepts]):
         self._cancelled: list[str] = []
         self._released: list[str] = []
         self._expired: list[str] = []
-        self._lost: list[Outcome] = []  # adopted at-most-once tasks whose worker went
         self._dispatched_total = 0
         self._cancelled_total = 0
         self._requeued_total = 0
@@ -220,7 +217,8 @@ class PriorityInbox(Actor[Accepts]):
             case Requeue(jobs=jobs, delays=delays):
                 self._hold_retries(jobs, delays)
             case Adopted():
-                self._on_adopted(message)
+                if self._journal is not None:
+                    self._journal.adopt(message)
             case KnownTasks(names=names, at_most_once=once):
                 if self._names is not None:
                     self._names.advertise(names)
@@ -319,55 +317,6 @@ class PriorityInbox(Actor[Accepts]):
         """Take a queued or held task out; ``False`` if it is neither."""
         return self._held.cancel(task_id) or self._levels.remove(task_id)
 
-    def _on_adopted(self, message: Adopted) -> None:
-        """Recovered tasks a subworker still runs: keep their copies from
-        running (``running``), forget them (``ended``), or queue them
-        (``again``, each after its delay; an at-most-once task whose worker
-        went without ending it fails with ``WorkerLost`` instead)."""
-        journal = self._journal
-        if journal is None:
-            return
-        adopted = journal.adopted
-        if message.state == "running":
-            for task_id in message.ids:
-                job = self._held.take(task_id) or journal.waiting_once.pop(task_id, None)
-                if job is None and task_id in self._levels:
-                    job = self._levels.jobs[task_id]
-                    self._levels.remove(task_id)
-                if job is None:
-                    continue  # its copy left already: a result will cancel it
-                self._held.forget_deadline(task_id)
-                adopted[task_id] = job
-                if task_id in journal.once_ids:
-                    journal.adopted_once.add(task_id)
-                self._recent.remember(task_id, "dispatched")
-                journal.ops.append(SetState(task_id, "dispatched"))
-        elif message.state == "ended":
-            for task_id in message.ids:
-                adopted.pop(task_id, None)
-                journal.adopted_once.discard(task_id)
-        else:
-            delays = message.delays or (0.0,) * len(message.ids)
-            now, wall = trio.current_time(), time.time()
-            for task_id, delay in zip(message.ids, delays):
-                job = adopted.pop(task_id, None)
-                if job is None:
-                    continue
-                if delay <= 0 and (task_id in journal.adopted_once
-                                   or journal.is_once(job.task)):
-                    self._lost.append(lost_at_most_once(job, self.name))
-                    continue
-                if delay > 0:
-                    self._held.hold(job, now + delay)
-                    self._recent.remember(task_id, "scheduled")
-                    journal.ops.append(SetState(task_id, "scheduled", wall + delay))
-                else:
-                    self._levels.push_front(job)
-                    self._recent.remember(task_id, "queued")
-                    journal.ops.append(SetState(task_id, "queued"))
-                if job.expires_at is not None:
-                    self._held.expire(task_id, now + job.expires_at - wall)
-
     def _requeue(self, jobs: tuple[Job, ...]) -> None:
         journal = self._journal
         for job in reversed(jobs):
@@ -435,8 +384,8 @@ class PriorityInbox(Actor[Accepts]):
             expired, self._expired = self._expired, []
             await self.refs["results"].send_batch(
                 [Released(ids=tuple(released)), Expired(ids=tuple(expired))])
-        if self._lost:
-            lost, self._lost = self._lost, []
+        if self._journal is not None and self._journal.lost:
+            lost, self._journal.lost = self._journal.lost, []
             await self.refs["results"].send(Finished(outcomes=tuple(lost)))
         if self._journal is not None:
             jobs = await self._journal.send(jobs)

@@ -9,13 +9,15 @@ held for a retry, cancelled, expired) is sent once per flush with nothing
 to wait for, except that an at-most-once job leaves for the dispatcher
 only once its ``dispatched`` is committed (a crash must not bring it back
 as queued after it started). At start the inbox takes back what the
-journal holds. What is written and what recovery decides is
-``journaled``'s; this part talks.
+journal holds, holds the copies of dispatched tasks for the recovery
+grace, and keeps back those a subworker still runs (``adopt``). What is
+written and what recovery decides is ``journaled``'s; this part talks.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -32,10 +34,10 @@ from fastworker.inbox.journaled import (
     restore,
     task_is_at_most_once,
 )
-from fastworker.internal import JournalWrite, Recover, RecoveredDispatched
+from fastworker.internal import Adopted, JournalWrite, Recover, RecoveredDispatched
 from fastworker.journal.file import Recovered
 from fastworker.journal.ops import DropTask, Op, SetState
-from fastworker.messages import Finished, Job, JobBatch, Queued
+from fastworker.messages import Finished, Job, JobBatch, Outcome, Queued
 
 __all__ = ["InboxJournal"]
 
@@ -85,6 +87,9 @@ class InboxJournal:
         #: Their ids (and, of them, those adopted): never run again.
         self.once_ids: frozenset[str] = frozenset()
         self.adopted_once: set[str] = set()
+        #: Outcomes of adopted at-most-once tasks whose worker went (the
+        #: inbox's next flush sends them to the store).
+        self.lost: list[Outcome] = []
         #: While the recovery grace runs: when it ends, and the ids it holds.
         self._grace: tuple[float, frozenset[str]] | None = None
         self._recovery_grace = recovery_grace
@@ -226,6 +231,54 @@ class InboxJournal:
         finally:
             self._settling = False
         await self._flush()
+
+    def adopt(self, message: Adopted) -> None:
+        """Recovered tasks a subworker still runs: keep their copies from
+        running (``running``), forget them (``ended``), or queue them
+        (``again``, each after its delay; an at-most-once task whose worker
+        went without ending it fails with ``WorkerLost`` instead)."""
+        admission = self._admission
+        levels, held, recent = admission.levels, admission.held, admission.recent
+        adopted = self.adopted
+        if message.state == "running":
+            for task_id in message.ids:
+                job = held.take(task_id) or self.waiting_once.pop(task_id, None)
+                if job is None and task_id in levels:
+                    job = levels.jobs[task_id]
+                    levels.remove(task_id)
+                if job is None:
+                    continue  # its copy left already: a result will cancel it
+                held.forget_deadline(task_id)
+                adopted[task_id] = job
+                if task_id in self.once_ids:
+                    self.adopted_once.add(task_id)
+                recent.remember(task_id, "dispatched")
+                self.ops.append(SetState(task_id, "dispatched"))
+        elif message.state == "ended":
+            for task_id in message.ids:
+                adopted.pop(task_id, None)
+                self.adopted_once.discard(task_id)
+        else:
+            delays = message.delays or (0.0,) * len(message.ids)
+            now, wall = trio.current_time(), time.time()
+            for task_id, delay in zip(message.ids, delays):
+                job = adopted.pop(task_id, None)
+                if job is None:
+                    continue
+                if delay <= 0 and (task_id in self.adopted_once
+                                   or self.is_once(job.task)):
+                    self.lost.append(lost_at_most_once(job, self._context.name))
+                    continue
+                if delay > 0:
+                    held.hold(job, now + delay)
+                    recent.remember(task_id, "scheduled")
+                    self.ops.append(SetState(task_id, "scheduled", wall + delay))
+                else:
+                    levels.push_front(job)
+                    recent.remember(task_id, "queued")
+                    self.ops.append(SetState(task_id, "queued"))
+                if job.expires_at is not None:
+                    held.expire(task_id, now + job.expires_at - wall)
 
     async def grace_over(self, now: float) -> None:
         """Once the recovery grace is over (the inbox calls this when held
