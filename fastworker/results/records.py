@@ -94,8 +94,9 @@ class RecordCounts:
 
 class RecordBook:
     """One ``StoredTask`` per task id; final ones expire after ``ttl`` and
-    are evicted, least recently used first, past ``max_entries`` records or
-    ``max_bytes`` bytes. Live ones (queued, running) are never evicted."""
+    are evicted, least recently used first, past ``max_entries`` final
+    records or ``max_bytes`` bytes (all records count). Live ones (queued,
+    running) are never evicted, and are bounded by the inbox's capacity."""
 
     def __init__(self, *, ttl: float, max_entries: int, max_bytes: int) -> None:
         self.ttl = ttl
@@ -361,7 +362,7 @@ class RecordBook:
             if self._final.get(stored.record.id) is stored:
                 self._forget(stored)
                 counts.evicted_ttl += 1
-        while len(self._tasks) > self.max_entries and self._final:
+        while len(self._final) > self.max_entries:
             self._forget(next(iter(self._final.values())))
             counts.evicted_lru += 1
         while self.bytes > self.max_bytes and self._final:

@@ -75,8 +75,8 @@ class ResultStoreOptions:
 
     Attributes:
         ttl: seconds a final record is kept after it became final.
-        max_entries: the most records held (live ones count, but only final
-            ones are evicted).
+        max_entries: the most final records held (live ones do not count:
+            the inbox's capacity bounds them, and they are never evicted).
         max_bytes: the most bytes held: values, error texts and
             ``RECORD_OVERHEAD_BYTES`` per record.
         max_wait: the longest a ``ResultQuery`` may park, in seconds.

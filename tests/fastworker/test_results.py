@@ -324,18 +324,22 @@ class TestBounds:
     async def test_live_records_are_never_evicted(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Queued and running records outlive the TTL and the entry bound;
-        only final ones make room, and live ones are counted."""
-        async with open_store(max_entries=2, ttl=10.0) as store:
+        """Queued and running records outlive the TTL and the entry bound,
+        and do not count towards it: more live tasks than ``max_entries``
+        (a full queue) do not push out the results of those that end; final
+        records make room among themselves."""
+        async with open_store(max_entries=2, ttl=10_000.0) as store:
             await store.send(queued("a", "b", "c"))
             await store.send(Running(ids=("b",), worker="w1", started_at=1.0))
-            await store.send(Finished(outcomes=(done("d"),)))
+            await store.send(Finished(outcomes=(done("d"), done("e"))))
+            assert await states(store, "d", "e") == ["succeeded", "succeeded"]
+            await store.send(Finished(outcomes=(done("f"),)))
             await trio.sleep(1000)
-            assert await states(store, "a", "b", "c", "d") == [
-                "queued", "running", "queued", "unknown"
+            assert await states(store, "a", "b", "c", "d", "e", "f") == [
+                "queued", "running", "queued", "unknown", "succeeded", "succeeded"
             ]
             stats = await snapshot(store)
-        assert (stats.entries, stats.live_entries, stats.evicted_lru) == (3, 3, 1)
+        assert (stats.entries, stats.live_entries, stats.evicted_lru) == (5, 3, 1)
 
 
 class TestQueries:
@@ -383,13 +387,13 @@ class TestQueries:
         """Waiters are answered before the bounds are enforced, so a record
         evicted by the same batch that made it final still reaches them."""
         pending = Pending()
-        async with open_store(max_entries=1) as store, trio.open_nursery() as nursery:
-            await store.send(queued("a"))
+        async with open_store(max_bytes=RECORD_OVERHEAD_BYTES) as store, \
+                trio.open_nursery() as nursery:
             nursery.start_soon(pending.run, store, ResultQuery(ids=("b",), wait=60))
             await trio.testing.wait_all_tasks_blocked()
             await store.send(Finished(outcomes=(done("b", b"42"),)))
             await trio.testing.wait_all_tasks_blocked()
-            assert await states(store, "a", "b") == ["queued", "unknown"]
+            assert await states(store, "b") == ["unknown"]
         assert [record.value for record in pending.answer.records] == [b"42"]
 
     async def test_a_query_for_an_id_not_yet_known_waits_for_its_finished(
