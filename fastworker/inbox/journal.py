@@ -95,7 +95,9 @@ class InboxJournal:
         ops, self.ops = self.ops, []
         ops.extend(SetState(job.id, "dispatched") for job in jobs)
         if ops:
-            await self._context.refs["journal"].send(JournalWrite(ops=tuple(ops)))
+            # No schedule point unless the mailbox is full: the flush goes
+            # on to hand the jobs to the dispatcher without a detour.
+            await self._context.refs["journal"].send_batch((JournalWrite(ops=tuple(ops)),))
 
     async def drain(self) -> None:
         """Wait until every write under way is answered (the journal stops
@@ -142,7 +144,7 @@ class InboxJournal:
                 entries = tuple(task.entry for write in done if write.error is None
                                 for task in write.tasks)
                 if entries:  # known to the store before anyone hears of them
-                    await self._context.refs["results"].send(Queued(entries=entries))
+                    await self._context.refs["results"].send_batch((Queued(entries=entries),))
                 for write in done:
                     unwritten.settle(write)
                     if write.error is None:
