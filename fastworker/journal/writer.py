@@ -277,6 +277,7 @@ class JournalWriter:
                 if self._unreleased is not None:  # it is followed: it goes at once
                     self._unreleased.released = True
                     self._unreleased = None
+                    self._thread.condition.notify()
                 batch = Batch(released=False)
                 queue.append(batch)
             batch.ops.extend(ops)

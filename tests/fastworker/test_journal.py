@@ -537,6 +537,21 @@ class TestJournalWriter:
         found = await load(path)
         assert ids(found.dispatched) == ["a"] and ids(found.queued) == ["c"]
 
+    async def test_a_followed_lazy_batch_goes_at_once(
+        self, path: Path, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """Lazy writes that fill a batch up to max_batch_ops start the next
+        one, and the full one goes at once: only the last batch waits."""
+        files: list[HeldFile] = []
+        async with JournalWriter.open(path, lazy_interval=60.0, max_batch_ops=4,
+                                      wrap=held_files(files, go=True)) as writer:
+            first = await writer.write([PutTask(job(f"a{i}")) for i in range(3)], lazy=True)
+            second = await writer.write([PutTask(job(f"b{i}")) for i in range(2)], lazy=True)
+            assert await files[0].next_taken() == [PutTask(job(f"a{i}")) for i in range(3)]
+            await first.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not second.done
+
     async def test_a_write_is_done_only_once_committed_and_in_order(self, path: Path) -> None:
         """A write somebody waits for is done (and its callbacks called) only
         once its transaction is committed; writes made meanwhile, lazy or
