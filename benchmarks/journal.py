@@ -9,6 +9,9 @@ each commit, so every commit carries exactly one group; for
 ``synchronous=normal`` and ``full``. Then the shape the control plane will
 have: many concurrent writers of one op each, which the writer gathers into
 groups by itself; and a task's whole life (put, dispatched, result: 3 ops).
+Last, a submission's commit as the control plane makes it one task at a
+time: the task's row waited for, its dispatched state and result sent
+(lazy, nobody waits) while it runs, with and without ``lazy_interval``.
 Files go to a temporary directory on the same disk as the working
 directory (``--dir`` to choose). These machines are shared and noisy: read
 the figures as orders of magnitude.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -102,6 +106,24 @@ async def lifecycle(path: Path, synchronous: Synchronous, tasks: int, group: int
     return tasks / elapsed
 
 
+async def submission(path: Path, lazy_interval: float, tasks: int) -> tuple[float, float]:
+    """(p50 seconds of a submission's commit, commits per task), one task at
+    a time: its PutTask waited for, then its SetState(dispatched) and
+    PutResult written lazily while it "runs", as the inbox and the store do."""
+    async with JournalWriter.open(path, lazy_interval=lazy_interval) as writer:
+        samples = []
+        for n in range(tasks):
+            start = time.perf_counter()
+            await (await writer.write([PutTask(job(n))])).wait()
+            samples.append(time.perf_counter() - start)
+            await writer.write([SetState(job(n).id, "dispatched")], lazy=True)
+            await trio.sleep(0.0003)  # the task is dispatched and runs
+            await writer.write([PutResult(result(n), time.time())], lazy=True)
+            await trio.sleep(0.0005)  # its client hears of it and submits the next
+        commits = writer.stats().commits_total
+    return statistics.median(samples), commits / tasks
+
+
 def bytes_per_row(directory: Path, count: int) -> tuple[float, float]:
     """Bytes on disk per queued task and per stored result (after a checkpoint)."""
     path = fresh(directory, "size")
@@ -166,6 +188,11 @@ async def main(directory: Path, quick: bool) -> None:
         rate = await lifecycle(fresh(directory, "life"), synchronous, 50_000 // scale, 256)
         print(f"a task's life (put, dispatched, result; groups of 256), synchronous={synchronous}: "
               f"{rate:,.0f} tasks/s")
+    for lazy_interval in (0.0, 0.002):
+        p50, commits = await submission(fresh(directory, "submit"), lazy_interval,
+                                        4000 // scale)
+        print(f"a submission's commit, one task at a time, lazy_interval={lazy_interval * 1000:g} "
+              f"ms: p50 {p50 * 1e6:,.0f} us, {commits:.2f} commits per task")
     task_bytes, result_bytes = bytes_per_row(directory, 20_000 // scale)
     print(f"on disk: {task_bytes:,.0f} bytes per queued no-op task, "
           f"{result_bytes:,.0f} bytes per stored result")

@@ -2,8 +2,10 @@
 (``fastworker.journal`` is the file and its writer; this is the actor).
 
 The inbox, the result store and the scheduler send it ``JournalWrite``s
-(applied in the order they arrive, many per transaction) and ask it, at
-their start, what to ``Recover``. It never decides anything about tasks:
+(applied in the order they arrive, many per transaction; a called one is
+answered once committed, a sent one may wait ``lazy_interval`` to share
+the next called one's transaction) and ask it, at their start, what to
+``Recover``. It never decides anything about tasks:
 what to write and what a recovered row means is the sender's business.
 With ``path`` empty or ``off`` it keeps nothing and answers at once.
 """
@@ -36,6 +38,11 @@ Accepts: TypeAlias = Union[JournalWrite, Recover]
 
 #: The ``path`` that turns the journal off.
 OFF = "off"
+#: Seconds a sent write may wait to share a called write's transaction: a
+#: task's dispatched state and result go with the next submission's commit
+#: instead of two commits of their own, which a submission waiting for its
+#: commit would otherwise queue behind (issue 14).
+DEFAULT_LAZY_INTERVAL = 0.002
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +58,11 @@ class JournalOptions:
         max_pending_ops: operations not yet committed before writers wait.
         commit_interval: seconds a transaction stays open for more writes
             (0: commit as soon as the previous commit is done).
+        lazy_interval: seconds a write sent without a call (nobody waits
+            for it: dispatched states, results, drops) may wait for a
+            called one, to go in its transaction (0: commit it as soon as
+            the previous commit is done). A crash may lose the sent writes
+            of this last moment, as it may lose those of a commit under way.
     """
 
     path: str = ""
@@ -60,6 +72,8 @@ class JournalOptions:
     max_pending_ops: int = attrs.field(default=DEFAULT_MAX_PENDING_OPS,
                                        validator=attrs.validators.ge(1))
     commit_interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    lazy_interval: float = attrs.field(default=DEFAULT_LAZY_INTERVAL,
+                                       validator=attrs.validators.ge(0))
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +93,6 @@ class Journal(Actor[Accepts]):
         self._wrap = wrap
         self._writer: JournalWriter | None = None
         self._recovered: Recovered | None = None
-        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         options = self.options
@@ -89,7 +102,8 @@ class Journal(Actor[Accepts]):
         async with JournalWriter.open(
             options.path, synchronous=options.synchronous,
             max_batch_ops=options.max_batch_ops, max_pending_ops=options.max_pending_ops,
-            commit_interval=options.commit_interval, wrap=self._wrap,
+            commit_interval=options.commit_interval, lazy_interval=options.lazy_interval,
+            wrap=self._wrap,
         ) as writer:
             self._writer = writer
             try:
@@ -98,7 +112,6 @@ class Journal(Actor[Accepts]):
                 self._writer = None
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
-        self._nursery = nursery
         if self._writer is None:
             return "off: nothing is kept across a restart"
         self._recovered = await self._writer.load()
@@ -120,22 +133,21 @@ class Journal(Actor[Accepts]):
                     return True
                 commit = await self._writer.write(ops)
                 reply = self.defer()
-                assert self._nursery is not None
 
-                async def answer() -> None:
-                    try:
-                        await commit.wait()
-                    except Exception as error:  # JournalUnavailable, or a bad op: the caller's
-                        reply.fail(error)
-                    else:
+                def answer(error: Exception | None) -> None:
+                    # From the writer's hand-back: JournalUnavailable, or a bad op: the caller's.
+                    if error is None:
                         reply.set(True)
+                    else:
+                        reply.fail(error)
 
-                self._nursery.start_soon(answer)
+                commit.add_done_callback(answer)
                 return None
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
-        # Sent writes (nobody waits) go in one write; order is kept because
-        # the writer applies writes in the order they are made.
+        # Sent writes (nobody waits) go in one lazy write, which may wait for
+        # the next called one; order is kept because the writer applies
+        # writes in the order they are made.
         ops: list[Any] = []
         for message in messages:
             if isinstance(message, JournalWrite):
@@ -144,7 +156,7 @@ class Journal(Actor[Accepts]):
                 log.warning("%s: ignored %s sent without a call", self.name,
                             type(message).__name__)
         if ops and self._writer is not None:
-            await self._writer.write(ops)
+            await self._writer.write(ops, lazy=True)
 
     def stats_detail(self) -> JournalStats | None:
         return None if self._writer is None else self._writer.stats()

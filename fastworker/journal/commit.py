@@ -8,6 +8,8 @@ queue, to the journal's thread once taken, and comes back through
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar, final
@@ -19,6 +21,8 @@ from fastworker.journal.file import JournalFileStats, Recovered
 from fastworker.journal.ops import Op
 
 __all__ = ["Batch", "Call", "Commit", "Storage"]
+
+log = logging.getLogger("fastworker.journal")
 
 T = TypeVar("T")
 
@@ -48,23 +52,50 @@ class Batch:
     it is the last in the queue; the journal's thread owns it once taken,
     and hands it back through ``run_sync_soon``."""
 
-    __slots__ = ("ops", "writes", "released", "created_at", "done", "failure", "errors",
+    __slots__ = ("ops", "writes", "released", "due", "done", "callbacks", "failure", "errors",
                  "committed")
 
-    def __init__(self, *, released: bool, created_at: float) -> None:
+    def __init__(self, *, released: bool) -> None:
         self.ops: list[Op] = []
         #: How many ops each write added, in order.
         self.writes: list[int] = []
-        #: Whether the thread may take it (with a commit interval, not before its time).
+        #: Whether the thread may take it (not before its time, see ``due``).
         self.released = released
-        self.created_at = created_at
+        #: Trio time at which the writer releases it (``inf``: not by time).
+        self.due = math.inf
         self.done = trio.Event()
+        #: ``(write index, callback)`` to call once done (``Commit.add_done_callback``).
+        self.callbacks: list[tuple[int, Callable[[Exception | None], object]]] = []
         #: Why the whole batch failed (None: it did not).
         self.failure: str | None = None
         #: Errors of single writes, by index (a bad op fails only its own write).
         self.errors: dict[int, Exception] = {}
         #: Ops committed.
         self.committed = 0
+
+    def error(self, index: int) -> Exception | None:
+        """Why write ``index`` was not written (``None``: it was, once done)."""
+        error = self.errors.get(index)
+        if error is not None:
+            return error
+        if self.failure is not None:
+            return JournalUnavailable(self.failure)
+        return None
+
+    def finish(self) -> None:
+        """On the trio thread, once committed or failed: wake the waiters and
+        call the callbacks (an exception of one is logged, never raised)."""
+        self.done.set()
+        callbacks, self.callbacks = self.callbacks, []
+        for index, callback in callbacks:
+            self.call_back(index, callback)
+
+    def call_back(self, index: int, callback: Callable[[Exception | None], object]) -> None:
+        """``callback`` with write ``index``'s outcome; an exception it raises is logged."""
+        try:
+            callback(self.error(index))
+        except Exception:
+            log.exception("a journal commit's callback failed")
 
 
 class Call(Generic[T]):
@@ -95,6 +126,17 @@ class Commit:
         """Whether it was committed or failed."""
         return self._batch.done.is_set()
 
+    def add_done_callback(self, callback: Callable[[Exception | None], object]) -> None:
+        """Call ``callback(None)`` once the write is committed, or
+        ``callback(error)`` with what ``wait`` would raise; on the trio
+        thread, as the writer learns of it (at once if it is done). It must
+        not wait; an exception it raises is logged."""
+        batch = self._batch
+        if batch.done.is_set():
+            batch.call_back(self._index, callback)
+        else:
+            batch.callbacks.append((self._index, callback))
+
     async def wait(self) -> None:
         """Wait until the write is committed.
 
@@ -106,8 +148,6 @@ class Commit:
         """
         batch = self._batch
         await batch.done.wait()
-        error = batch.errors.get(self._index)
+        error = batch.error(self._index)
         if error is not None:
             raise error
-        if batch.failure is not None:
-            raise JournalUnavailable(batch.failure)

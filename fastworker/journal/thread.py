@@ -34,6 +34,11 @@ __all__ = ["HandBack", "JournalThread"]
 
 log = logging.getLogger("fastworker.journal")
 
+#: Seconds between two measures of the file's size after commits (it is
+#: measured at each checkpoint too): a stat per commit, on the thread that
+#: hands the commit back, delays trio's taking it (both want the GIL).
+SIZE_INTERVAL = 1.0
+
 
 @final
 @attrs.frozen(kw_only=True)
@@ -43,7 +48,9 @@ class HandBack:
 
     #: The file opened (``None``, and its size in bytes) or failed to (the error, 0).
     opened: Callable[[BaseException | None, int], object]
-    #: A batch was committed or failed; the file's size since.
+    #: A batch was committed or failed; the file's size as last measured
+    #: (after the commit before, or at the last checkpoint: measuring it
+    #: before handing a commit back would delay whoever waits on it).
     committed: Callable[[Batch, int], object]
     #: The write-ahead log was checkpointed; the file's size since.
     checkpointed: Callable[[int], object]
@@ -81,6 +88,9 @@ class JournalThread:
         self.condition = threading.Condition()
         self.queue: deque[Batch | Call[Any]] = deque()
         self._closing = False
+        # The thread's own: the file's size as last measured, and when.
+        self._size = 0
+        self._sized_at = 0.0
 
     def start(self, open_storage: Callable[[], Storage]) -> None:
         """Start the thread, which opens the storage first (``HandBack.opened``)."""
@@ -106,7 +116,8 @@ class JournalThread:
         except Exception as error:
             log.warning("journal %s: checkpoint failed: %s", self.path, error)
             return
-        self._soon(self._hand_back.checkpointed, storage.size())
+        self._measure(storage)
+        self._soon(self._hand_back.checkpointed, self._size)
 
     # -- on the thread --------------------------------------------------------------
 
@@ -117,7 +128,8 @@ class JournalThread:
             self._soon(self._hand_back.opened, error, 0)
             self._soon(self._hand_back.stopped)
             return
-        self._soon(self._hand_back.opened, None, storage.size())
+        self._measure(storage)
+        self._soon(self._hand_back.opened, None, self._size)
         try:
             self._serve(storage)
         except BaseException as error:  # a bug: fail what is left, say so, stop
@@ -148,12 +160,18 @@ class JournalThread:
                     return
                 continue
             self._commit(storage, item)
-            self._soon(self._hand_back.committed, item, storage.size())
+            self._soon(self._hand_back.committed, item, self._size)
+            if time.monotonic() - self._sized_at >= SIZE_INTERVAL:
+                self._measure(storage)
             since_checkpoint += 1
             if (since_checkpoint >= self._checkpoint_every
                     or time.monotonic() - last_checkpoint >= self._checkpoint_interval):
                 self.checkpoint(storage)
                 since_checkpoint, last_checkpoint = 0, time.monotonic()
+
+    def _measure(self, storage: Storage) -> None:
+        self._size = storage.size()
+        self._sized_at = time.monotonic()
 
     def _take(self, timeout: float | None) -> Batch | Call[Any] | None:
         """The next item the thread may take; ``None`` when it waited

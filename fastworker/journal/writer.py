@@ -6,9 +6,14 @@ disk, or raises ``JournalUnavailable``. A ``JournalThread``
 (``fastworker.journal.thread``) owns the ``JournalFile`` and commits one
 batch at a time; while it commits, new writes gather in the next batch (up
 to ``max_batch_ops``), so under load one transaction carries many actors'
-writes. This module is the trio side: it fills the batches, releases them,
-and keeps the counts the thread reports back through
-``TrioToken.run_sync_soon``; nothing here blocks the trio thread on the file.
+writes. A *lazy* write (one nobody waits for soon: a task's dispatched
+state, its result) may wait up to ``lazy_interval`` for the next write
+somebody waits for, and goes in its transaction: a submission then waits
+for one commit, not for the commits of earlier moves first. This module is
+the trio side: it fills the batches, releases them, and keeps the counts
+the thread reports back through ``TrioToken.run_sync_soon``; a commit's
+callbacks (``Commit.add_done_callback``) run from that hand-back. Nothing
+here blocks the trio thread on the file.
 
 What it must not do: acknowledge a write it did not commit, hold unbounded
 work (``max_pending_ops``: ``write`` waits for room, ``write_nowait``
@@ -19,6 +24,7 @@ next write is tried again: the disk may have room again).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -63,7 +69,8 @@ class JournalStats:
     """A snapshot of the writer, for the dashboard and metrics."""
 
     path: str
-    #: The database and its write-ahead log, as of the last commit.
+    #: The database and its write-ahead log, as last measured (after the
+    #: commit before the last one, or at the last checkpoint).
     bytes: int
     #: False since a commit failed, until one succeeds.
     healthy: bool
@@ -98,18 +105,21 @@ class JournalWriter:
         max_batch_ops: int,
         max_pending_ops: int,
         commit_interval: float,
+        lazy_interval: float,
         checkpoint_every: int,
         checkpoint_interval: float,
         log_period: float,
     ) -> None:
         if max_batch_ops < 1 or max_pending_ops < 1:
             raise ValueError("max_batch_ops and max_pending_ops must be at least 1")
-        if commit_interval < 0:
-            raise ValueError(f"commit_interval must be >= 0, got {commit_interval}")
+        if commit_interval < 0 or lazy_interval < 0:
+            raise ValueError(f"commit_interval and lazy_interval must be >= 0, got "
+                             f"{commit_interval} and {lazy_interval}")
         self.path = path
         self.max_batch_ops = max_batch_ops
         self.max_pending_ops = max_pending_ops
         self.commit_interval = commit_interval
+        self.lazy_interval = lazy_interval
         self._opened = trio.Event()
         self._stopped = trio.Event()
         self._thread = JournalThread(
@@ -120,7 +130,8 @@ class JournalWriter:
                                stopped=self._stopped.set),
         )
         # The trio thread's own (the queue is shared, under the thread's condition).
-        self._unreleased: Batch | None = None
+        self._unreleased: Batch | None = None  # the last batch, while it waits for its time
+        self._timer_at = math.inf  # when the timer wakes next (it sleeps till then)
         self._timer_wake = trio.Event()
         self._room = trio.lowlevel.ParkingLot()
         self._open_error: BaseException | None = None
@@ -149,6 +160,7 @@ class JournalWriter:
         max_batch_ops: int = DEFAULT_MAX_BATCH_OPS,
         max_pending_ops: int = DEFAULT_MAX_PENDING_OPS,
         commit_interval: float = 0.0,
+        lazy_interval: float = 0.0,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         log_period: float = 60.0,
@@ -168,6 +180,11 @@ class JournalWriter:
             commit_interval: seconds a batch stays open for more writes
                 after its first, on trio's clock (0: commit as soon as the
                 thread is free; writes still gather while it commits).
+            lazy_interval: the same for ``lazy`` writes: a batch of only
+                lazy writes stays open this long (0: as any write), and goes
+                at once (or at its ``commit_interval``) when another write
+                joins it, so that lazy writes ride in the transaction of the
+                next write somebody waits for.
             checkpoint_every / checkpoint_interval: checkpoint the
                 write-ahead log after this many commits, or this many
                 seconds (of real time) when there were commits.
@@ -178,7 +195,8 @@ class JournalWriter:
             JournalLocked / JournalCorrupt / JournalError: from opening it.
         """
         writer = cls(Path(path), max_batch_ops=max_batch_ops, max_pending_ops=max_pending_ops,
-                     commit_interval=commit_interval, checkpoint_every=checkpoint_every,
+                     commit_interval=commit_interval, lazy_interval=lazy_interval,
+                     checkpoint_every=checkpoint_every,
                      checkpoint_interval=checkpoint_interval, log_period=log_period)
 
         def open_storage() -> Storage:
@@ -188,7 +206,7 @@ class JournalWriter:
         await writer._start(open_storage)
         try:
             async with trio.open_nursery() as nursery:
-                if commit_interval > 0:
+                if commit_interval > 0 or lazy_interval > 0:
                     nursery.start_soon(writer._release_on_time)
                 try:
                     yield writer
@@ -205,10 +223,17 @@ class JournalWriter:
         """False from a failed commit until the next one that succeeds."""
         return self._healthy
 
-    async def write(self, ops: Sequence[Op]) -> Commit:
+    async def write(self, ops: Sequence[Op], *, lazy: bool = False) -> Commit:
         """Queue ``ops`` for the next transaction, waiting while more than
         ``max_pending_ops`` are pending: that wait is how a slow disk slows
         acceptance down.
+
+        Args:
+            ops: what to write, in order.
+            lazy: nobody waits for this write soon (a move the caller does
+                not wait on): it may wait up to ``lazy_interval`` for
+                another write, to share its transaction. Its place in the
+                order is the same as any write's.
 
         Returns:
             The ``Commit`` to wait on. Writing no ops gives a barrier: it is
@@ -221,13 +246,13 @@ class JournalWriter:
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._has_room(len(ops)):
             await self._room.park()
-        return self._enqueue(ops)
+        return self._enqueue(ops, lazy)
 
-    def write_nowait(self, ops: Sequence[Op]) -> Commit:
+    def write_nowait(self, ops: Sequence[Op], *, lazy: bool = False) -> Commit:
         """Like ``write``, or raise ``trio.WouldBlock`` when it would wait."""
         if not self._has_room(len(ops)):
             raise trio.WouldBlock
-        return self._enqueue(ops)
+        return self._enqueue(ops, lazy)
 
     def _has_room(self, n: int) -> bool:
         if self._closed:
@@ -236,12 +261,13 @@ class JournalWriter:
             raise trio.BrokenResourceError(self._broken)
         return self._pending_ops == 0 or self._pending_ops + n <= self.max_pending_ops
 
-    def _enqueue(self, ops: Sequence[Op]) -> Commit:
+    def _enqueue(self, ops: Sequence[Op], lazy: bool) -> Commit:
         n = len(ops)
         if n == 0 and self._pending_writes == 0:
-            done = Batch(released=True, created_at=0.0)
+            done = Batch(released=True)
             done.done.set()
             return Commit(done, 0)
+        wait = self.lazy_interval if lazy else self.commit_interval
         with self._thread.condition:
             queue = self._thread.queue
             batch = queue[-1] if queue else None
@@ -251,18 +277,25 @@ class JournalWriter:
                 if self._unreleased is not None:  # it is followed: it goes at once
                     self._unreleased.released = True
                     self._unreleased = None
-                batch = Batch(released=self.commit_interval == 0,
-                               created_at=trio.current_time())
+                    self._thread.condition.notify()
+                batch = Batch(released=False)
                 queue.append(batch)
-                if not batch.released:
-                    self._unreleased = batch
-                    self._timer_wake.set()
             batch.ops.extend(ops)
             batch.writes.append(n)
-            if len(batch.ops) >= self.max_batch_ops:
-                batch.released = True
-            if batch.released:
-                self._thread.condition.notify()
+            if not batch.released:
+                if wait == 0 or len(batch.ops) >= self.max_batch_ops:
+                    batch.released = True
+                else:
+                    # A write waits ``wait`` at most: the batch goes at the
+                    # earliest time one of its writes allows.
+                    due = trio.current_time() + wait
+                    if due < batch.due:
+                        batch.due = due
+                        self._unreleased = batch
+                        if due < self._timer_at:
+                            self._timer_wake.set()
+                if batch.released:
+                    self._thread.condition.notify()
         if batch.released and batch is self._unreleased:
             self._unreleased = None
         self._pending_ops += n
@@ -270,19 +303,22 @@ class JournalWriter:
         return Commit(batch, len(batch.writes) - 1)
 
     async def _release_on_time(self) -> None:
-        """Hand each batch to the thread ``commit_interval`` after its first write."""
+        """Hand the last batch to the thread at its ``due`` time."""
         while True:
+            self._timer_wake = trio.Event()
             batch = self._unreleased
-            if batch is None:
-                self._timer_wake = trio.Event()
-                await self._timer_wake.wait()
+            if batch is not None and batch.released:
+                self._unreleased = batch = None
+            self._timer_at = math.inf if batch is None else batch.due
+            if trio.current_time() < self._timer_at:
+                with trio.move_on_at(self._timer_at):
+                    await self._timer_wake.wait()
                 continue
-            await trio.sleep_until(batch.created_at + self.commit_interval)
+            assert batch is not None
             with self._thread.condition:
                 batch.released = True
                 self._thread.condition.notify()
-            if self._unreleased is batch:
-                self._unreleased = None
+            self._unreleased = None
 
     # -- reading and upkeep (on the thread, in order with the writes) --------------
 
@@ -363,7 +399,7 @@ class JournalWriter:
             self._healthy = True
             log.warning("journal %s: writing again after %d failed commits", self.path,
                         self._failures_total)
-        batch.done.set()
+        batch.finish()
         self._room.unpark_all()
 
     def _on_checkpointed(self, size: int) -> None:
@@ -382,7 +418,8 @@ class JournalWriter:
                 item.failure = reason
                 self._pending_ops -= len(item.ops)
                 self._pending_writes -= len(item.writes)
+                item.finish()
             else:
                 item.error = trio.BrokenResourceError(reason)
-            item.done.set()
+                item.done.set()
         self._room.unpark_all()

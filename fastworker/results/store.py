@@ -317,7 +317,7 @@ class ResultStore(Actor[Accepts]):
         assert self._journal is not None
         ops = self._journal_ops()
         if ops:
-            await self._journal.send(JournalWrite(ops=ops))
+            await self._journal.send_batch((JournalWrite(ops=ops),))
 
     def _journal_send_nowait(self) -> None:
         """The same from where nothing may wait (a snapshot): if the

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from fastworker.journal import (
     PutTask,
     SetState,
 )
+from fastworker.journal.faults import WrappedFile
 from fastworker.journal.ops import Op
 from fastworker.journal.schema import APPLICATION_ID, VERSION
 from fastworker.messages import Attempt, Job, RemoteError, TaskRecord
@@ -503,14 +506,154 @@ class TestJournalWriter:
             await committed(writer, [PutTask(job("c"))])
             assert trio.current_time() - again == pytest.approx(0.05)
 
+    @pytest.mark.parametrize("lazy", [False, True], ids=["write", "lazy_write"])
     async def test_a_full_batch_does_not_wait_for_the_interval(
-        self, path: Path, autojump_clock: trio.testing.MockClock
+        self, path: Path, autojump_clock: trio.testing.MockClock, lazy: bool
     ) -> None:
         """A batch that reaches max_batch_ops is committed at once."""
-        async with JournalWriter.open(path, commit_interval=10.0, max_batch_ops=4) as writer:
+        async with JournalWriter.open(path, commit_interval=10.0, lazy_interval=10.0,
+                                      max_batch_ops=4) as writer:
             start = trio.current_time()
-            await committed(writer, [PutTask(job(f"t{i}")) for i in range(4)])
+            commit = await writer.write([PutTask(job(f"t{i}")) for i in range(4)], lazy=lazy)
+            await commit.wait()
             assert trio.current_time() == start
+
+    async def test_a_lazy_write_alone_waits_for_its_interval(
+        self, path: Path, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """A lazy write that no other write joins is committed lazy_interval
+        after it was made, on trio's clock, and not before."""
+        files: list[HeldFile] = []
+        async with JournalWriter.open(path, lazy_interval=0.5,
+                                      wrap=held_files(files, go=True)) as writer:
+            commit = await writer.write([PutTask(job("a"))], lazy=True)
+            mock_clock.jump(0.4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not commit.done and writer.stats().pending_ops == 1
+            mock_clock.jump(0.1)
+            assert await files[0].next_taken() == [PutTask(job("a"))]
+            await commit.wait()
+            assert writer.stats().commits_total == 1
+        assert ids((await load(path)).queued) == ["a"]
+
+    async def test_a_write_takes_the_lazy_writes_before_it_along(
+        self, path: Path, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """A write that is not lazy goes at once (the clock does not move),
+        with the lazy writes made before it in the same transaction, in the
+        order they were made."""
+        files: list[HeldFile] = []
+        async with JournalWriter.open(path, lazy_interval=60.0,
+                                      wrap=held_files(files, go=True)) as writer:
+            lazy = await writer.write([PutTask(job("a")), PutTask(job("b"))], lazy=True)
+            moved = await writer.write([SetState("a", "dispatched")], lazy=True)
+            waited = await writer.write([DropTask("b"), PutTask(job("c"))])
+            assert await files[0].next_taken() == [
+                PutTask(job("a")), PutTask(job("b")), SetState("a", "dispatched"),
+                DropTask("b"), PutTask(job("c"))]
+            await waited.wait()
+            assert lazy.done and moved.done
+            stats = writer.stats()
+        assert (stats.commits_total, stats.ops_total) == (1, 5)
+        found = await load(path)
+        assert ids(found.dispatched) == ["a"] and ids(found.queued) == ["c"]
+
+    async def test_a_followed_lazy_batch_goes_at_once(
+        self, path: Path, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """Lazy writes that fill a batch up to max_batch_ops start the next
+        one, and the full one goes at once: only the last batch waits."""
+        files: list[HeldFile] = []
+        async with JournalWriter.open(path, lazy_interval=60.0, max_batch_ops=4,
+                                      wrap=held_files(files, go=True)) as writer:
+            first = await writer.write([PutTask(job(f"a{i}")) for i in range(3)], lazy=True)
+            second = await writer.write([PutTask(job(f"b{i}")) for i in range(2)], lazy=True)
+            assert await files[0].next_taken() == [PutTask(job(f"a{i}")) for i in range(3)]
+            await first.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not second.done
+
+    async def test_a_write_is_done_only_once_committed_and_in_order(self, path: Path) -> None:
+        """A write somebody waits for is done (and its callbacks called) only
+        once its transaction is committed; writes made meanwhile, lazy or
+        not, wait for the next transaction, in the order they were made."""
+        files: list[HeldFile] = []
+        answers: list[tuple[str, Exception | None]] = []
+        async with JournalWriter.open(path, lazy_interval=60.0,
+                                      wrap=held_files(files)) as writer:
+            held = files[0]
+            try:
+                first = await writer.write([PutTask(job("a"))])
+                first.add_done_callback(lambda error: answers.append(("a", error)))
+                assert await held.next_taken() == [PutTask(job("a"))]
+                moved = await writer.write([SetState("a", "dispatched")], lazy=True)
+                second = await writer.write([PutTask(job("b"))])
+                second.add_done_callback(lambda error: answers.append(("b", error)))
+                await trio.testing.wait_all_tasks_blocked()
+                assert answers == [] and not first.done and not second.done
+                assert await trio.to_thread.run_sync(read_ids, path) == []
+                held.go()
+                await first.wait()
+                assert answers == [("a", None)]
+                assert await held.next_taken() == [
+                    SetState("a", "dispatched"), PutTask(job("b"))]
+                await trio.testing.wait_all_tasks_blocked()
+                assert not moved.done and not second.done
+                assert await trio.to_thread.run_sync(read_ids, path) == ["a"]
+                held.go()
+                await second.wait()
+                assert moved.done and answers == [("a", None), ("b", None)]
+            finally:
+                held.go(1_000_000)  # a failure above never leaves the thread held
+        found = await load(path)
+        assert ids(found.dispatched) == ["a"] and ids(found.queued) == ["b"]
+
+    async def test_a_write_joining_lazy_ones_goes_at_its_commit_interval(
+        self, path: Path, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """With a commit interval, a write that joins a batch of lazy writes
+        makes it go at its own interval, sooner than the lazy one."""
+        files: list[HeldFile] = []
+        async with JournalWriter.open(path, commit_interval=0.05, lazy_interval=1.0,
+                                      wrap=held_files(files, go=True)) as writer:
+            lazy = await writer.write([PutTask(job("a"))], lazy=True)
+            mock_clock.jump(0.5)
+            waited = await writer.write([PutTask(job("b"))])
+            mock_clock.jump(0.04)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not lazy.done and not waited.done
+            mock_clock.jump(0.01)
+            assert await files[0].next_taken() == [PutTask(job("a")), PutTask(job("b"))]
+            await waited.wait()
+            assert lazy.done and writer.stats().commits_total == 1
+
+    async def test_a_done_callback_gets_the_outcome(
+        self, path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A commit's callback gets None once it is committed, or the error
+        wait() raises; on a commit already done it is called at once; one
+        that raises is logged and the others still get theirs."""
+        faults = JournalFaults()
+        got: list[Exception | None] = []
+
+        def broken(error: Exception | None) -> None:
+            raise RuntimeError("a broken callback")
+
+        async with JournalWriter.open(path, wrap=faults.wrap) as writer:
+            written = await writer.write([PutTask(job("a"))])
+            written.add_done_callback(broken)
+            written.add_done_callback(got.append)
+            await written.wait()
+            faults.fail()
+            refused = await writer.write([PutTask(job("b"))])
+            refused.add_done_callback(got.append)
+            with pytest.raises(JournalUnavailable):
+                await refused.wait()
+            written.add_done_callback(got.append)
+        assert got[0] is None and isinstance(got[1], JournalUnavailable) and got[2] is None
+        assert len(got) == 3
+        assert [r.message for r in caplog.records if r.name == "fastworker.journal"][0] == (
+            "a journal commit's callback failed")
 
     async def test_a_write_waits_for_room_when_too_much_is_pending(self, path: Path) -> None:
         """Past max_pending_ops, write_nowait raises WouldBlock and write
@@ -644,6 +787,49 @@ class TestJournalWriter:
             assert stats.checkpoints_total >= 4
             assert path.with_name(path.name + "-wal").stat().st_size == 0
             assert (await writer.file_stats()).tasks == 1000
+
+
+class HeldFile(WrappedFile):
+    """A journal file whose commits each wait for the test's ``go``; each
+    transaction's ops are handed to the test as its commit begins."""
+
+    def __init__(self, file: JournalFile, *, go: bool = False) -> None:
+        super().__init__(file)
+        self.taken: queue.Queue[list[Op]] = queue.Queue()
+        self._go = threading.Semaphore(1_000_000 if go else 0)
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        self.taken.put(list(ops))
+        if not self._go.acquire(timeout=30):
+            raise RuntimeError("the test never let this commit go")
+        self.file.apply(ops)
+
+    def go(self, n: int = 1) -> None:
+        """Let the next ``n`` commits through."""
+        self._go.release(n)
+
+    async def next_taken(self) -> list[Op]:
+        """The ops of the next transaction the thread begins (10 s at most)."""
+        return await trio.to_thread.run_sync(lambda: self.taken.get(timeout=10))
+
+
+def held_files(files: list[HeldFile], *, go: bool = False) -> Any:
+    """A ``wrap`` that makes each opened file a ``HeldFile`` and lists it."""
+
+    def wrap(file: JournalFile) -> HeldFile:
+        files.append(HeldFile(file, go=go))
+        return files[-1]
+
+    return wrap
+
+
+def read_ids(path: Path) -> list[str]:
+    """The ids of the tasks another reader of the file sees now."""
+    reader = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in reader.execute("SELECT id FROM tasks ORDER BY seq")]
+    finally:
+        reader.close()
 
 
 @contextmanager

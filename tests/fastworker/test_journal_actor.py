@@ -4,8 +4,11 @@ recovery handed to whoever asks at start, and nothing kept when off."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from actors import GetStats, Topology, open_node
 from fastworker.errors import JournalUnavailable
@@ -20,7 +23,7 @@ from fastworker.journal import (
     SetState,
 )
 from fastworker.journaling import Journal
-from tests.fastworker.test_journal import ids, job, opened, record
+from tests.fastworker.test_journal import HeldFile, held_files, ids, job, opened, record
 
 
 def journal(path: str) -> Topology:
@@ -95,3 +98,55 @@ async def test_a_failed_commit_fails_the_call(tmp_path: Path) -> None:
         assert await ref.call(JournalWrite(ops=(PutTask(job=job("kept")),))) is True
     with opened(path) as file:
         assert ids(file.load().queued) == ["kept"]
+
+
+async def test_sent_writes_go_with_the_next_called_one(tmp_path: Path) -> None:
+    """Writes sent without a call wait for a called one (up to
+    lazy_interval) and go in its transaction, before it; the call is
+    answered only once that transaction is committed."""
+    files: list[HeldFile] = []
+    topology = Topology().add("journal", Journal, path=str(tmp_path / "j.db"),
+                              lazy_interval=60.0, params={"wrap": held_files(files)})
+    async with open_node(topology) as node:
+        ref, held = node.refs["journal"], files[0]
+        answers: list[Any] = []
+
+        async def call() -> None:
+            answers.append(await ref.call(JournalWrite(ops=(PutTask(job=job("b")),))))
+
+        try:
+            await ref.send(JournalWrite(ops=(PutTask(job=job("a")),)))
+            await ref.send(JournalWrite(ops=(SetState(id="a", state="dispatched"),)))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                assert await held.next_taken() == [
+                    PutTask(job=job("a")), SetState(id="a", state="dispatched"),
+                    PutTask(job=job("b"))]
+                await trio.testing.wait_all_tasks_blocked()
+                assert answers == []
+                held.go()
+            assert answers == [True]
+        finally:
+            held.go(1_000_000)  # a failure above never leaves the thread held
+        stats = (await ref.call(GetStats())).detail
+        assert isinstance(stats, JournalStats) and stats.commits_total == 1
+
+
+async def test_a_sent_write_alone_is_committed_after_lazy_interval(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """A sent write that no called one follows is committed lazy_interval
+    after it arrived (trio's clock)."""
+    files: list[HeldFile] = []
+    topology = Topology().add("journal", Journal, path=str(tmp_path / "j.db"),
+                              lazy_interval=0.5, params={"wrap": held_files(files, go=True)})
+    async with open_node(topology) as node:
+        ref = node.refs["journal"]
+        await ref.send(JournalWrite(ops=(PutTask(job=job("a")),)))
+        await trio.testing.wait_all_tasks_blocked()  # the journal has it
+        mock_clock.jump(0.4)
+        await trio.testing.wait_all_tasks_blocked()
+        stats = (await ref.call(GetStats())).detail
+        assert isinstance(stats, JournalStats) and stats.pending_ops == 1
+        mock_clock.jump(0.1)
+        assert await files[0].next_taken() == [PutTask(job=job("a"))]
