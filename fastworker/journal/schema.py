@@ -10,8 +10,9 @@ the same strict checks as a frame. Nothing here opens files.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import groupby
 from typing import Any, Final, TypeVar
 
@@ -32,6 +33,7 @@ from fastworker.messages import PROTOCOL_VERSION, Job, TaskRecord
 __all__ = [
     "APPLICATION_ID",
     "CODEC",
+    "ROWS_PER_STATEMENT",
     "SCHEMA",
     "VERSION",
     "apply_ops",
@@ -77,26 +79,34 @@ CREATE TABLE meta (
 );
 """
 
-_PUT_TASK = (
-    "INSERT INTO tasks (id, seq, level, state, due_at, key, job) VALUES (?, ?, ?, ?, ?, ?, ?) "
+_PUT_TASKS = (
+    "INSERT INTO tasks (id, seq, level, state, due_at, key, job) VALUES {rows} "
     "ON CONFLICT (id) DO UPDATE SET level = excluded.level, state = excluded.state, "
     "due_at = excluded.due_at, key = excluded.key, job = excluded.job"
 )
-_SET_STATE = "UPDATE tasks SET state = ?, due_at = ?, once = ? WHERE id = ?"
+_SET_STATES = "UPDATE tasks SET state = ?, due_at = ?, once = ? WHERE id IN ({ids})"
 _PUT_RECORD = "UPDATE tasks SET record = ? WHERE id = ?"
-_DROP_TASK = "DELETE FROM tasks WHERE id = ?"
-_PUT_RESULT = "INSERT OR REPLACE INTO results (id, final_at, record) VALUES (?, ?, ?)"
-_DROP_RESULT = "DELETE FROM results WHERE id = ?"
+_DROP_TASKS = "DELETE FROM tasks WHERE id IN ({ids})"
+_PUT_RESULTS = "INSERT OR REPLACE INTO results (id, final_at, record) VALUES {rows}"
+_DROP_RESULTS = "DELETE FROM results WHERE id IN ({ids})"
 _PUT_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, last_run, last_id) VALUES (?, ?, ?)"
 _DROP_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
+
+#: Rows in one statement at most. sqlite3 lets go of the GIL for each step
+#: of a statement and must take it back after: with ``executemany`` that is
+#: once per row, and under a busy trio thread each taking back can wait for
+#: the interpreter's switch interval. A batch of ops is a few statements of
+#: many rows instead (sizes are powers of two, so that few statement texts
+#: exist and sqlite3's cache keeps them prepared).
+ROWS_PER_STATEMENT: Final = 128
 
 
 def apply_ops(db: sqlite3.Connection, ops: Sequence[Op], next_seq: Callable[[], int]) -> None:
     """Run ``ops`` on ``db`` inside the caller's transaction, in order.
 
-    Consecutive ops of one kind go in one ``executemany``: a batch from one
-    actor is one statement, and ops of different kinds keep their order
-    (a task put and finished in one batch ends up finished).
+    Consecutive ops of one kind go in as few statements as they fit
+    (``ROWS_PER_STATEMENT`` rows each), and ops of different kinds keep
+    their order (a task put and finished in one batch ends up finished).
 
     Raises:
         TypeError: an item is not an op.
@@ -108,35 +118,72 @@ def apply_ops(db: sqlite3.Connection, ops: Sequence[Op], next_seq: Callable[[], 
         apply(db, list(run), next_seq)
 
 
+def _sizes(n: int) -> Iterator[int]:
+    """Split ``n`` rows into statements: full ones, then powers of two."""
+    full, rest = divmod(n, ROWS_PER_STATEMENT)
+    yield from (ROWS_PER_STATEMENT,) * full
+    size = ROWS_PER_STATEMENT // 2
+    while rest:
+        if rest >= size:
+            yield size
+            rest -= size
+        size //= 2
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(template: str, size: int, width: int) -> str:
+    """``template`` for ``size`` rows of ``width`` values (``{rows}``), or
+    ``size`` ids (``{ids}``)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return template.format(rows=", ".join([row] * size), ids=", ".join("?" * size))
+
+
+def _rows(db: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]],
+          first: tuple[Any, ...] = ()) -> None:
+    """Run ``template`` over ``rows`` (each of the same width; for ``{ids}``
+    each a 1-tuple), a statement per ``_sizes`` chunk, with ``first``
+    before each chunk's values."""
+    if not rows:
+        return
+    width, start = len(rows[0]), 0
+    for size in _sizes(len(rows)):
+        values = [value for row in rows[start:start + size] for value in row]
+        db.execute(_statement(template, size, width), (*first, *values))
+        start += size
+
+
 def _put_tasks(db: sqlite3.Connection, ops: list[PutTask], next_seq: Callable[[], int]) -> None:
     encode = CODEC.encode
-    db.executemany(_PUT_TASK, [
+    _rows(db, _PUT_TASKS, [
         (op.job.id, next_seq(), op.job.priority, op.state, op.due_at, op.key, encode([op.job]))
         for op in ops
     ])
 
 
 def _set_states(db: sqlite3.Connection, ops: list[SetState], next_seq: Callable[[], int]) -> None:
-    db.executemany(_SET_STATE, [(op.state, op.due_at, int(op.once), op.id) for op in ops])
+    # One statement per run of ops that set the same thing, in order (a task
+    # moved twice in one batch ends where the second move put it).
+    for (state, due_at, once), run in groupby(ops, lambda op: (op.state, op.due_at, op.once)):
+        _rows(db, _SET_STATES, [(op.id,) for op in run], first=(state, due_at, int(once)))
 
 
 def _drop_tasks(db: sqlite3.Connection, ops: list[DropTask], next_seq: Callable[[], int]) -> None:
-    db.executemany(_DROP_TASK, [(op.id,) for op in ops])
+    _rows(db, _DROP_TASKS, [(op.id,) for op in ops])
 
 
 def _put_records(db: sqlite3.Connection, ops: list[PutRecord], next_seq: Callable[[], int]) -> None:
-    encode = CODEC.encode
+    encode = CODEC.encode  # a failed attempt's: rare, one statement each
     db.executemany(_PUT_RECORD, [(encode([op.record]), op.record.id) for op in ops])
 
 
 def _put_results(db: sqlite3.Connection, ops: list[PutResult], next_seq: Callable[[], int]) -> None:
     encode = CODEC.encode
-    db.executemany(_PUT_RESULT, [(op.record.id, op.final_at, encode([op.record])) for op in ops])
-    db.executemany(_DROP_TASK, [(op.record.id,) for op in ops])
+    _rows(db, _PUT_RESULTS, [(op.record.id, op.final_at, encode([op.record])) for op in ops])
+    _rows(db, _DROP_TASKS, [(op.record.id,) for op in ops])
 
 
 def _drop_results(db: sqlite3.Connection, ops: list[DropResult], next_seq: Callable[[], int]) -> None:
-    db.executemany(_DROP_RESULT, [(op.id,) for op in ops])
+    _rows(db, _DROP_RESULTS, [(op.id,) for op in ops])
 
 
 def _put_schedules(

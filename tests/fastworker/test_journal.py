@@ -42,7 +42,7 @@ from fastworker.journal import (
 )
 from fastworker.journal.faults import WrappedFile
 from fastworker.journal.ops import Op
-from fastworker.journal.schema import APPLICATION_ID, VERSION
+from fastworker.journal.schema import APPLICATION_ID, ROWS_PER_STATEMENT, VERSION
 from fastworker.messages import Attempt, Job, RemoteError, TaskRecord
 
 
@@ -205,6 +205,26 @@ class TestJournalFile:
         assert found.records == (PutRecord(record("r", "scheduled")),)
         with pytest.raises(ValueError, match="live task"):
             PutRecord(record("x", "failed"))
+
+    def test_a_batch_bigger_than_a_statement_goes_in_whole_and_in_order(
+            self, path: Path) -> None:
+        """Runs of ops longer than one statement's rows (ROWS_PER_STATEMENT,
+        and sizes that are not powers of two) are applied whole, in order:
+        each task ends where its last op put it."""
+        n = ROWS_PER_STATEMENT * 2 + 77
+        names = [f"t{i:03d}" for i in range(n)]
+        write_file(path, [
+            *(PutTask(job(name)) for name in names),
+            *(SetState(name, "dispatched") for name in names),
+            SetState("t000", "scheduled", due_at=5.0), SetState("t000", "queued"),
+            *(PutResult(record(name), 1.0) for name in names[1:100]),
+            *(DropTask(name) for name in names[100:150]),
+        ])
+        with opened(path) as file:
+            found = file.load()
+        assert [t.job.id for t in found.queued] == ["t000"]
+        assert [t.job.id for t in found.dispatched] == names[150:]
+        assert [r.record.id for r in found.results] == names[1:100]
 
     def test_queued_tasks_come_back_by_level_then_arrival(self, path: Path) -> None:
         """Queued tasks load in priority order, and in arrival order within a
