@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from itertools import groupby
+from itertools import chain, groupby
 from typing import Any, Final, TypeVar
 
 from actors import Codec
@@ -147,8 +147,8 @@ def _rows(db: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]],
         return
     width, start = len(rows[0]), 0
     for size in _sizes(len(rows)):
-        values = [value for row in rows[start:start + size] for value in row]
-        db.execute(_statement(template, size, width), (*first, *values))
+        values = chain(first, chain.from_iterable(rows[start:start + size]))
+        db.execute(_statement(template, size, width), tuple(values))
         start += size
 
 
