@@ -9,8 +9,6 @@ here also says when a held task has ended."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from tests.process.test_subworkers import (  # noqa: F401 (fixture)
     Fleet,
     Gate,
     control_env,
+    fleet,
     registered,
 )
 
@@ -47,17 +46,6 @@ class EndingGate(Gate):
             while self.ended < count:
                 self._ended = trio.Event()
                 await self._ended.wait()
-
-
-@asynccontextmanager
-async def fleet(environ: dict[str, str]) -> AsyncIterator[Fleet]:
-    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        gate = EndingGate()
-        await nursery.start(gate.serve)
-        try:
-            yield Fleet(stack, environ, gate)
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 async def killed_while_a_task_runs(f: Fleet, label: str) -> tuple[EndingGate, Any, str, str]:
@@ -93,7 +81,7 @@ async def test_a_result_finished_across_a_restart_reaches_the_new_control_plane(
     # dispatched and holds it for recovery_grace: the late result cancels it.
     if journal == "off":
         control_env["FASTWORKER_JOURNAL"] = "off"
-    async with fleet(control_env) as f:
+    async with fleet(control_env, EndingGate) as f:
         gate, sub, sub_id, task_id = await killed_while_a_task_runs(f, "across")
         if ends == "while_down":
             await gate.open()
@@ -129,7 +117,7 @@ async def test_a_task_running_past_the_recovery_grace_is_adopted_not_run_again(
     says it holds the task, so the new control plane adopts it: when the
     recovery grace is over it does not run the task again, and the task
     ends once, on that subworker, with its result delivered."""
-    async with fleet(control_env) as f:
+    async with fleet(control_env, EndingGate) as f:
         gate, sub, sub_id, task_id = await killed_while_a_task_runs(f, "long")
         second = await f.start_control()
         assert await registered(second) == sub_id

@@ -118,10 +118,12 @@ class Fleet:
 
 
 @asynccontextmanager
-async def fleet(control_env: dict[str, str]) -> AsyncIterator[Fleet]:
-    """A fleet to start processes in, and a gate for its ``tests.hold`` tasks."""
+async def fleet(control_env: dict[str, str], gate_type: type[Gate] | None = None
+                ) -> AsyncIterator[Fleet]:
+    """A fleet to start processes in, and a gate (a ``Gate``, or a
+    ``gate_type``) for its ``tests.hold`` tasks."""
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        gate = Gate()
+        gate = Gate() if gate_type is None else gate_type()
         await nursery.start(gate.serve)
         try:
             yield Fleet(stack, control_env, gate)
