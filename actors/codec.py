@@ -18,6 +18,10 @@ first built by ``msgspec.convert`` in strict mode (about ten times faster
 than cattrs), plus a check that no map holds a key its class lacks; only
 data that this fast path refuses goes through cattrs, which then either
 builds it (a type msgspec does not know) or says precisely what is wrong.
+Encoding is on every hot path too: with the default converter, a class
+msgspec encodes exactly as cattrs would unstructure it (scalars, tuples,
+nested classes of public fields; see ``_plain``) goes to msgspec as it is,
+about three times faster than through cattrs.
 """
 
 from __future__ import annotations
@@ -200,8 +204,13 @@ class Codec:
                 )
         self._tags = tags
         self.tags: Final[Mapping[str, type]] = MappingProxyType(tags)
-        self._encoders: dict[type, tuple[str, Callable[[Any], Any]]] = {
-            cls: (tag, self._converter.get_unstructure_hook(cls)) for tag, cls in tags.items()
+        # With the default converter, a class whose fields msgspec encodes as
+        # cattrs unstructures them goes to msgspec as it is (about three
+        # times faster): its encoder is ``None``.
+        self._encoders: dict[type, tuple[str, Callable[[Any], Any] | None]] = {
+            cls: (tag, None if converter is None and _plain(cls, {})
+                  else self._converter.get_unstructure_hook(cls))
+            for tag, cls in tags.items()
         }
         self._decoders: dict[str, tuple[type, Callable[[Any, Any], Any]]] = {
             tag: (cls, self._converter.get_structure_hook(cls)) for tag, cls in tags.items()
@@ -237,7 +246,7 @@ class Codec:
         encoders = self._encoders
         try:
             batch = [
-                (tag, unstructure(message))
+                (tag, message if unstructure is None else unstructure(message))
                 for message in messages
                 for tag, unstructure in (encoders[type(message)],)
             ]
@@ -356,6 +365,47 @@ def _nested_checker(
         check_values = values
         return lambda value: all(check_values(item) for item in value.values())
     return None
+
+
+#: Types msgspec encodes as the default converter unstructures them
+#: (cattrs hands these to msgspec unchanged).
+_PLAIN_SCALARS: Final = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _plain(hint: Any, seen: dict[type, bool]) -> bool:
+    """Whether msgspec encodes a value of type ``hint`` exactly as the
+    default converter's unstructuring would be encoded: scalars, literals,
+    tuples, lists, sets and str-keyed maps of such, and attrs classes whose
+    fields are all such and all public ``__init__`` arguments (msgspec
+    skips a private field and encodes an ``init=False`` one; cattrs does the
+    opposite). Anything else (``Any``, enums, dataclasses) is not.
+    ``seen`` holds the classes under way: a class met again inside itself
+    counts as plain, which is right for the outermost class asked about
+    (anything not plain inside the cycle makes it not plain), so each
+    message class gets a ``seen`` of its own."""
+    if hint in _PLAIN_SCALARS:
+        return True
+    if isinstance(hint, type) and attrs.has(hint):
+        if hint in seen:  # a recursive class: as plain as the rest of it
+            return seen[hint]
+        seen[hint] = True
+        hints = typing.get_type_hints(hint)
+        seen[hint] = all(
+            field.init and not field.name.startswith("_") and field.alias == field.name
+            and _plain(hints.get(field.name), seen)
+            for field in attrs.fields(hint)
+        )
+        return seen[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is typing.Literal:
+        return all(type(arg) in (str, int, bool) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return all(_plain(arg, seen) for arg in args)
+    if origin in (tuple, list, frozenset, set):
+        return all(arg is Ellipsis or _plain(arg, seen) for arg in args)
+    if origin is dict:
+        return len(args) == 2 and args[0] is str and _plain(args[1], seen)
+    return False
 
 
 def _qualified(cls: type) -> str:

@@ -159,6 +159,57 @@ class TestRoundTrip:
         assert type(inner.weight) is float
 
 
+
+@attrs.frozen(kw_only=True)
+class Hidden:
+    """Fields msgspec would encode otherwise than cattrs unstructures them."""
+
+    _secret: int
+    shown: int = 1
+    derived: int = attrs.field(default=2, init=False)
+
+
+@attrs.frozen(kw_only=True)
+class HoldsHidden:
+    hidden: Hidden
+    note: str = ""
+
+
+class TestEncodingAsCattrs:
+    """A body holds what the converter unstructures, whichever path encodes it."""
+
+    @given(st.lists(messages, max_size=10))
+    def test_every_body_is_what_the_converter_unstructures(self, batch: list[object]) -> None:
+        """Plain classes go to msgspec as they are, the others through cattrs:
+        either way the maps are the ones cattrs makes (key order aside)."""
+        converter = make_converter()
+        expected = [[type(m).__name__, converter.unstructure(m)] for m in batch]
+        assert msgspec.msgpack.decode(CODEC.encode(batch)) == msgspec.msgpack.decode(
+            msgspec.msgpack.encode(expected))
+
+    def test_only_classes_msgspec_encodes_alike_skip_cattrs(self) -> None:
+        """Ping and Inner hold only scalars; Job holds enums; Hidden a private
+        and an init=False field; HoldsHidden a Hidden; Node is recursive."""
+        codec = Codec([Ping, Inner, Job, Hidden, HoldsHidden, Node], protocol=1)
+        direct = {tag for tag, cls in codec.tags.items() if codec._encoders[cls][1] is None}
+        assert direct == {"Ping", "Inner", "Node"}
+
+    def test_private_and_derived_fields_are_encoded_as_cattrs_does(self) -> None:
+        codec = Codec([Hidden, HoldsHidden], protocol=1)
+        message = HoldsHidden(hidden=Hidden(secret=7, shown=3), note="n")
+        assert msgspec.msgpack.decode(codec.encode([message])) == [
+            ["HoldsHidden", {"hidden": {"_secret": 7, "shown": 3}, "note": "n"}]]
+        assert codec.decode(codec.encode([message])) == [message]
+
+    def test_a_given_converter_is_always_asked(self) -> None:
+        converter = make_converter()
+        converter.register_unstructure_hook(Inner, lambda inner: {"label": inner.label.upper(),
+                                                                   "weight": inner.weight})
+        codec = Codec([Inner], protocol=1, converter=converter)
+        assert msgspec.msgpack.decode(codec.encode([Inner(label="a", weight=1.0)])) == [
+            ["Inner", {"label": "A", "weight": 1.0}]]
+
+
 class TestRegistration:
     def test_tags_are_class_names(self) -> None:
         """Each class travels under its __name__."""
