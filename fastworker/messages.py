@@ -29,8 +29,14 @@ every message):
    (the Dispatcher passes them on to the ResultStore); ``Drain`` stops new
    assignments. ``UnknownWorker`` tells a worker to register again.
 
-Times named ``*_at`` are wall-clock seconds (``time.time()``), for people;
-deadlines inside a process use trio's clock.
+Times named ``*_at`` are wall-clock seconds (``time.time()``) of the
+process that wrote them, for people; deadlines inside a process use trio's
+clock. One clock decides each thing: a deadline handed to another process
+(``Job.expires_at`` in an ``Assign`` to a subworker) travels with the
+sender's clock reading at send (``Assign.sent_at``), and the receiver turns
+the time left into a deadline on its own clock on arrival
+(``fastworker.deadlines``); every other time that crosses is a duration
+(``delay``, ``expires_in``, ``retry_in``, ``wait``, heartbeat intervals).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -123,7 +129,10 @@ class Job:
     queued_at: float = 0.0
     #: Workers lost while they held this job (a poison task kills workers).
     losses: int = 0
-    #: Wall-clock time past which it must not start (``None``: no deadline).
+    #: Wall-clock time past which it must not start (``None``: no deadline),
+    #: on the clock of the process that holds the job: the control plane's;
+    #: in an ``Assign`` that crossed to a subworker, the sender's until the
+    #: subworker moves it onto its own (see ``Assign.sent_at``).
     expires_at: float | None = None
     #: Retries of a failed attempt, overriding the task's (``None``: the task's).
     retries: int | None = None
@@ -153,6 +162,11 @@ class Assign:
 
     jobs: tuple[Job, ...]
     cancel: tuple[str, ...] = ()
+    #: The sender's wall clock when it answered a subworker's Pull with this:
+    #: the jobs' ``expires_at`` are on that clock, and a subworker keeps the
+    #: time left (``expires_at - sent_at``), not the clock (0: the deadlines
+    #: are on this process's own clock). Not part of equality.
+    sent_at: float = attrs.field(default=0.0, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -210,6 +224,8 @@ class Outcome:
     worker: str
     value: bytes | None = None
     error: RemoteError | None = None
+    #: When it started and ended, on the wall clock of the worker that ran
+    #: it (for people; nothing compares them with another process's clock).
     started_at: float = 0.0
     finished_at: float = 0.0
     #: The attempt failed and is retried after this many seconds
@@ -245,6 +261,7 @@ class Running:
 
     ids: tuple[str, ...]
     worker: str
+    #: On ``worker``'s wall clock (for people).
     started_at: float
     #: Each id's attempt number, in order (empty: the store counts them).
     attempts: tuple[int, ...] = ()
@@ -416,7 +433,8 @@ class HeldJob:
 
     id: str
     attempt: int
-    #: When it started (0: not yet).
+    #: When it started (0: not yet), on the subworker's wall clock: for
+    #: people, never compared with the control plane's.
     started_at: float = 0.0
 
 

@@ -120,7 +120,9 @@ class Subworkers:
                 if worker is None or worker.local:
                     value = UnknownWorker(worker=name)
                 elif seq and seq == worker.pull_seq:
-                    value = worker.last_assign  # its answer was lost on the way: again
+                    # Its answer was lost on the way: the same again, stamped
+                    # anew (the deadlines' time left is counted from now).
+                    value = attrs.evolve(worker.last_assign, sent_at=time.time())
                 elif worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
                     value = self._take_outbox(worker, seq)
                 else:
@@ -295,7 +297,9 @@ class Subworkers:
         jobs, worker.outbox = worker.outbox, []
         cancel, worker.cancel = worker.cancel, []
         worker.pull_seq = seq
-        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel))
+        # Stamped with this clock: the subworker keeps the deadlines' time
+        # left, not our clock (fastworker.deadlines).
+        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time())
         return worker.last_assign
 
     # -- jobs placed, and tasks stopped ----------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from actors.frame import Framer
 from actors.log import RateLimitedLog
 from actors.nng import open_request_wire
 from actors.requester import Requester
+from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
     WORKERS_PORT_OFFSET,
@@ -222,6 +224,8 @@ class LinkSession:
                     self._unknown.set()
                     return
                 if isinstance(answer, Assign) and (answer.jobs or answer.cancel):
+                    # Deadlines onto this worker's clock, counted from now.
+                    answer = on_arrival(answer, time.time())
                     count = len(answer.jobs)
                     self._free -= count
                     self._reported -= count

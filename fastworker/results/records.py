@@ -270,7 +270,9 @@ class RecordBook:
             old, state="scheduled", attempt=outcome.attempt, worker=outcome.worker,
             workers=old.workers if outcome.worker in old.workers else (
                 *old.workers, outcome.worker),
-            scheduled_for=outcome.finished_at + outcome.retry_in,
+            # Due on this (the control plane's) clock, which holds the retry;
+            # finished_at is on the clock of the worker that ran it.
+            scheduled_for=time.time() + outcome.retry_in,
             attempts=(*old.attempts, tried))
         if stored is None:
             self._add(outcome.id, StoredTask(record))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -24,7 +25,7 @@ from trio.testing import MockClock
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
-from fastworker.dispatcher import Dispatcher
+from fastworker.dispatcher import Dispatcher, remote
 from fastworker.internal import (
     Adopted,
     Dispatched,
@@ -477,6 +478,26 @@ class TestPulls:
             await h.send(batch(job("j3")))
             assert assigned(following) == ["j3"]
             assert (await h.stats()).assigned_total == 3
+
+    async def test_an_assign_carries_the_control_planes_clock_stamped_again_when_resent(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Pull's answer is stamped with the control plane's wall clock
+        when it is made, so that the subworker counts its jobs' deadlines
+        from then; the same answer resent later is stamped anew, and a
+        job's own deadline is left on the control plane's clock."""
+        wall = [1_000.0]
+        monkeypatch.setattr(remote, "time", SimpleNamespace(time=lambda: wall[0]))
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            first = await h.pull("w1", seq=1)
+            await h.send(batch(attrs.evolve(job("j1"), expires_at=1_060.0)))
+            wall[0] = 1_005.0
+            again = await h.pull("w1", seq=1)
+        [sent], [resent] = first.answer, again.answer
+        assert (sent.sent_at, resent.sent_at) == (1_000.0, 1_005.0)
+        assert [j.expires_at for j in sent.jobs] == [j.expires_at for j in resent.jobs] == [
+            1_060.0]
 
     async def test_a_newer_pull_sends_the_parked_one_home(self, autojump_clock: MockClock) -> None:
         """A worker keeps one parked Pull: a newer one answers the older one
