@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from fastworker.client.connection import Port
 from fastworker.client.slot import Slot
-from fastworker.errors import ConnectionLost
+from fastworker.errors import AnswerTooLarge, ConnectionLost
 from fastworker.messages import (
     FINAL_STATES,
     Records,
@@ -261,6 +261,11 @@ class ResultPoller:
                 wait = self._poll_wait if self._answered else 0.0
                 watch = Watch(session=self.session, ids=tuple(ids), wait=wait, epoch=self.epoch)
                 (reply,) = await self._port.ask([watch], self._poll_wait + self._request_timeout)
+            except AnswerTooLarge as error:
+                # The store kept the records it could not send, and sends
+                # them fewer at a time: poll again (the ids were sent).
+                log.warning("%s; polling again", error)
+                continue
             except ConnectionLost as error:
                 for slots in self.waiters.values():
                     for slot in slots:
