@@ -321,9 +321,12 @@ class ResultStore(Actor[Accepts]):
         records they took from watch sessions are ready there again."""
         self._unsent_total += 1
         now = trio.current_time()
-        for message, answer in zip(unsent.messages, unsent.answers, strict=False):
-            if isinstance(message, Watch) and isinstance(answer, Records):
-                self._waiters.give_back(message.session, answer.records, now)
+        taken = [(message.session, answer.records)
+                 for message, answer in zip(unsent.messages, unsent.answers, strict=False)
+                 if isinstance(message, Watch) and isinstance(answer, Records) and answer.records]
+        for session, records in taken:
+            # A record alone in the request's answers was too large by itself.
+            self._waiters.give_back(session, records, now, alone=len(taken) == 1)
 
     async def _on_timer(self, now: float) -> None:
         """The earliest deadline came (or an earlier one was armed)."""

@@ -210,18 +210,20 @@ class Waiters:
                                                    epoch=self.epoch)):
             answers.send()
 
-    def give_back(self, session_name: str, records: tuple[TaskRecord, ...], now: float) -> None:
+    def give_back(self, session_name: str, records: tuple[TaskRecord, ...], now: float, *,
+                  alone: bool = True) -> None:
         """Records of an answer to a Watch of ``session_name`` that could not
         be sent (too large for a frame after all): ready again, first, and
         from now on at most half as many per answer; a record that could
-        not be sent alone is delivered as failed (``ResultTooLarge``)."""
+        not be sent ``alone`` (no other answer of its request carried
+        records) is delivered as failed (``ResultTooLarge``)."""
         if not records:
             return
         session = self._sessions.get(session_name)
         if session is None:
             session = self._sessions[session_name] = _WatchSession(name=session_name)
         session.last_seen = now
-        if len(records) == 1:
+        if len(records) == 1 and alone:
             records = (self._too_large(records[0], reply_size(records[0])),)
         else:
             session.max_records = max(1, len(records) // 2)

@@ -10,7 +10,7 @@ be on its way).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors import Framer, Ref, Topology, Unsent, open_node
+from actors import FrameError, Framer, Ref, Topology, Unsent, open_node
+from fastworker.client.poller import ResultPoller
+from fastworker.errors import AnswerTooLarge
 from fastworker.messages import (
     CODEC,
     Finished,
@@ -190,6 +192,21 @@ class TestUnsentAnswers:
         assert again.error is not None and again.error.type == "ResultTooLarge"
 
 
+    async def test_a_record_sent_with_other_answers_is_not_called_too_large(self) -> None:
+        """Two sessions' answers of one record each in one unsent request:
+        neither record was too large alone, so both are delivered again as
+        they were."""
+        async with open_store(max_frame_bytes=FRAME) as store:
+            await store.send(Finished(outcomes=(big("a", 100), big("b", 100))))
+            polls = (Watch(session="s1", ids=("a",), wait=0), Watch(session="s2", ids=("b",),
+                                                                     wait=0))
+            lost = tuple([await store.call(poll) for poll in polls])
+            await store.send(Unsent(messages=polls, answers=lost))
+            again = [await store.call(Watch(session=s, wait=0)) for s in ("s1", "s2")]
+        assert [a.records for a in again] == [a.records for a in lost]
+        assert [r.state for a in again for r in a.records] == ["succeeded", "succeeded"]
+
+
 class TestDroppedIds:
     async def test_an_id_dropped_by_the_ttl_is_answered_unknown_at_once(
         self, autojump_clock: object
@@ -259,3 +276,65 @@ class TestDroppedIds:
             answer = await store.call(Watch(session="s", ids=("a",), wait=5))
             assert trio.current_time() == start + 5
         assert answer == Records(records=(), waited_out=True)
+
+
+class FramedPort:
+    """The queries port in memory, with the edge's frame check: an answer
+    over ``limit`` bytes is not delivered; the store gets it back as
+    ``Unsent`` and the caller an ``AnswerTooLarge``, as from a ServeEdge."""
+
+    name = "dialing tcp://127.0.0.1:5559"
+
+    def __init__(self, store: Ref[Any], limit: int) -> None:
+        self._store = store
+        self._framer = Framer(CODEC, max_frame_bytes=limit)
+        self.refused = 0
+
+    async def ask(self, messages: Sequence[Any], timeout: float) -> list[Any]:
+        answers = [await self._store.call(message) for message in messages]
+        try:
+            self._framer.pack(answers)
+        except FrameError as error:
+            self.refused += 1
+            await self._store.send(Unsent(tuple(messages), tuple(answers), reason=str(error)))
+            raise AnswerTooLarge(str(error)) from None
+        return answers
+
+
+async def test_a_poller_told_an_answer_was_too_large_gets_every_record_after_all(
+    autojump_clock: object,
+) -> None:
+    """When the edge refuses answers the store thought would fit (its
+    estimate above the real frame limit), the poller polls again and the
+    store sends fewer records at a time: every waiter gets its record,
+    none fails, nothing waits for a poll's deadline."""
+    ids = [f"t{n}" for n in range(16)]
+    async with open_store(max_frame_bytes=8 * FRAME) as store:
+        port = FramedPort(store, limit=FRAME)
+        poller = ResultPoller(port, session="s", max_batch=64,  # type: ignore[arg-type]
+                              poll_wait=10.0, request_timeout=30.0)
+        records: dict[str, TaskRecord] = {}
+        all_in = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(poller.poll_forever)
+
+            async def wait(task_id: str) -> None:
+                records[task_id] = await poller.wait(task_id, None)
+                if len(records) == len(ids):
+                    all_in.set()
+
+            for task_id in ids:
+                nursery.start_soon(wait, task_id)
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            await store.send(Finished(outcomes=tuple(big(id, 20 * 1024) for id in ids)))
+            with trio.fail_after(1):
+                await all_in.wait()
+            assert trio.current_time() == start
+            nursery.cancel_scope.cancel()
+        poller.close()
+        stats = await snapshot(store)
+    assert sorted(records) == sorted(ids)
+    assert all(r.state == "succeeded" and r.value == bytes(20 * 1024) for r in records.values())
+    assert port.refused >= 1 and stats.unsent_total == port.refused
