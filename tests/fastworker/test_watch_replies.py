@@ -23,10 +23,12 @@ from fastworker.client.poller import ResultPoller
 from fastworker.errors import AnswerTooLarge
 from fastworker.messages import (
     CODEC,
+    Accepted,
     Finished,
     Outcome,
     Records,
     ResultQuery,
+    Submit,
     TaskRecord,
     Watch,
 )
@@ -289,9 +291,12 @@ class FramedPort:
         self._store = store
         self._framer = Framer(CODEC, max_frame_bytes=limit)
         self.refused = 0
+        self.asked: list[tuple[Any, ...]] = []
 
     async def ask(self, messages: Sequence[Any], timeout: float) -> list[Any]:
-        answers = [await self._store.call(message) for message in messages]
+        self.asked.append(tuple(messages))
+        answers = [Accepted(id=message.id) if isinstance(message, Submit)
+                   else await self._store.call(message) for message in messages]
         try:
             self._framer.pack(answers)
         except FrameError as error:
@@ -338,3 +343,31 @@ async def test_a_poller_told_an_answer_was_too_large_gets_every_record_after_all
     assert sorted(records) == sorted(ids)
     assert all(r.state == "succeeded" and r.value == bytes(20 * 1024) for r in records.values())
     assert port.refused >= 1 and stats.unsent_total == port.refused
+
+
+async def test_a_submit_whose_watch_brings_too_much_is_asked_again(
+    autojump_clock: object,
+) -> None:
+    """``submit`` sends its Submit with a Watch; when the Watch's answer is
+    refused as too large, the pair is sent again (the Watch without the id,
+    which the session has) until it fits: the caller gets its id, and the
+    waiters their records."""
+    ids = [f"t{n}" for n in range(8)]
+    async with open_store(max_frame_bytes=8 * FRAME) as store:
+        port = FramedPort(store, limit=FRAME)
+        poller = ResultPoller(port, session="s", max_batch=64,  # type: ignore[arg-type]
+                              poll_wait=10.0, request_timeout=30.0)
+        slots = {task_id: poller.expect(task_id) for task_id in ids}
+        await store.call(Watch(session="s", ids=tuple(ids), wait=0))
+        await store.send(Finished(outcomes=tuple(big(id, 20 * 1024) for id in ids)))
+        new = Submit(id="new", task="add", payload=b"")
+        poller.expect("new", sent=True)
+        with trio.fail_after(1):
+            assert await poller.send_watched(new) == Accepted(id="new")
+            while any(task_id in poller.waiters for task_id in ids):
+                (answer,) = await port.ask([Watch(session="s", wait=0)], 1)
+                poller.deliver(answer.records)
+        poller.close()
+    assert port.refused >= 1
+    assert [m[1].ids for m in port.asked[:2]] == [("new",), ()]
+    assert all(slot.get().state == "succeeded" for slot in slots.values())
