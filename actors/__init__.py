@@ -23,6 +23,7 @@ from actors.errors import ConfigError as ConfigError
 from actors.errors import Escalation as Escalation
 from actors.errors import FrameError as FrameError
 from actors.errors import StartError as StartError
+from actors.errors import Unanswered as Unanswered
 from actors.errors import WiringError as WiringError
 from actors.frame import Framer as Framer
 from actors.mailbox import Inbox as Inbox
@@ -36,6 +37,7 @@ from actors.node import run_node as run_node
 from actors.requester import Requester as Requester
 from actors.requests import Answers as Answers
 from actors.requests import Requests as Requests
+from actors.requests import Unsent as Unsent
 from actors.supervisor import RestartPolicy as RestartPolicy
 from actors.timers import DueHeap as DueHeap
 from actors.timers import Timer as Timer
@@ -77,6 +79,8 @@ __all__ = [
     "StartError",
     "Timer",
     "Topology",
+    "Unanswered",
+    "Unsent",
     "Wire",
     "WiringError",
     "open_mailbox",

@@ -35,7 +35,7 @@ from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
 from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
-from actors.requests import Requests
+from actors.requests import Requests, Unsent
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
@@ -368,6 +368,11 @@ class ServeEdge(_WireActor):
     by tag, to the wired actors as one ``Requests`` call per actor, and their
     answers go back in one reply frame. ``contexts`` requests are served at
     once; a bad frame is dropped, counted and logged, and gets no answer.
+
+    Answers too large for one frame are not sent: the requester gets an
+    empty reply frame at once (``actors.requester`` raises ``Unanswered``),
+    the event is counted and logged, and the actor wired under ``Unsent``,
+    if any, gets the answers back as an ``Unsent`` message.
     """
 
     Options = ServeOptions
@@ -411,11 +416,10 @@ class ServeEdge(_WireActor):
             self._in_progress += 1
             try:
                 replies = await self._serve_requests(messages, received.peer)
-                frame = self.framer.pack(replies)
-            except (CallTimeout, FrameError) as error:
-                # One slow or oversized answer must not take the edge down
-                # (and with it, under one_for_all, everything): the requester
-                # gets no answer and its own timeout tells it so.
+            except CallTimeout as error:
+                # One slow answer must not take the edge down (and with it,
+                # under one_for_all, everything): the requester gets no
+                # answer and its own timeout tells it so.
                 self._unanswered_log.event(
                     "no answer to a request from %s: %s", received.peer, error
                 )
@@ -423,8 +427,24 @@ class ServeEdge(_WireActor):
                 continue
             finally:
                 self._in_progress -= 1
+            try:
+                frame = self.framer.pack(replies)
+            except FrameError as error:
+                frame = await self._refuse_reply(messages, replies, received.peer, error)
             await wire.send_frame(frame, to=received.reply_to)
             self._replies += 1
+
+    async def _refuse_reply(self, messages: list[Any], replies: list[Any], peer: str,
+                            error: FrameError) -> bytes:
+        """The frame that answers a request whose answers do not fit one: no
+        answers (the requester learns at once that it will get none); the
+        answers go back to the ``Unsent`` route, if one is wired."""
+        self._unanswered_log.event(
+            "no answer to a request from %s: %s; told the requester", peer, error)
+        ref = self.refs.get(Unsent.__name__)
+        if ref is not None:
+            await ref.send(Unsent(tuple(messages), tuple(replies), peer, str(error)))
+        return self.framer.pack(())
 
     async def _release(self, wire: Wire, reply_to: object) -> None:
         release = getattr(wire, "discard", None)

@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)     a topology or its options are wrong
     │   └── WiringError              a ref names an actor that is not there
     ├── FrameError (ValueError)      bytes from a wire are not a valid frame
+    │   └── Unanswered               a server could not send its answer (too large)
     ├── CallTimeout (TimeoutError)   a call got no reply in time
     ├── ActorCrashed                 the actor crashed while handling a call
     ├── StartError                   an actor failed before it was ready
@@ -44,6 +45,11 @@ class WiringError(ConfigError):
 class FrameError(ActorError, ValueError):
     """Raised when bytes are not a frame we accept: malformed, oversized,
     of an unknown version, or failing authentication."""
+
+
+class Unanswered(FrameError):
+    """Raised to a requester when the server answered with no answers: it
+    could not send them in one frame (its log says why); nothing was lost."""
 
 
 class CallTimeout(ActorError, TimeoutError):

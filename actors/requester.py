@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from actors.errors import FrameError
+from actors.errors import FrameError, Unanswered
 from actors.frame import Framer
 from actors.nng_reqrep import RequestWire
 
@@ -37,12 +37,18 @@ class Requester:
 
         Raises:
             TimeoutError: no answer within ``timeout`` seconds.
+            Unanswered: the server could not send its answers (an empty
+                reply: they were too large for one frame).
             FrameError: the answer frame is bad (its tag, version or shape),
                 or does not hold one answer per message.
             anyio.ClosedResourceError: the wire is closed.
         """
         reply = await self.wire.request(self.framer.pack(messages), timeout=timeout)
         answers = self.framer.unpack(reply)
+        if not answers and messages:
+            raise Unanswered(
+                f"{self.wire.name} could not send its answer: too large for one frame "
+                f"(its max_frame_bytes); its log says more")
         if len(answers) != len(messages):
             raise FrameError(
                 f"expected {len(messages)} answer(s) from {self.wire.name}, got {len(answers)}")

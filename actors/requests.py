@@ -7,6 +7,12 @@ query waiting for a result, a Pull waiting for jobs) keeps the list in an
 ``Answers``: the answers known now are ``set``, the missing ones counted
 with ``later`` and ``fill``ed when known, and the call's reply goes out
 with ``send`` once none is missing.
+
+If the answers of a request cannot be sent (together they make a frame
+over the edge's limit), the edge tells the requester so at once (an empty
+reply frame) and, when it is wired with an ``Unsent`` route, sends that
+actor an ``Unsent`` with the messages and the answers it could not send:
+an actor that handed something out in an answer can take it back.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import attrs
 
 from actors.mailbox import Reply
 
-__all__ = ["Answers", "Requests"]
+__all__ = ["Answers", "Requests", "Unsent"]
 
 
 @attrs.frozen
@@ -29,6 +35,18 @@ class Requests:
 
     messages: tuple[Any, ...]
     peer: str = ""
+
+
+@attrs.frozen
+class Unsent:
+    """A ServeEdge -> the actor wired under ``Unsent`` (a plain message): the
+    answers to ``messages`` (one each, in order) from a request of ``peer``
+    were not sent, for ``reason``; the requester was told."""
+
+    messages: tuple[Any, ...]
+    answers: tuple[Any, ...]
+    peer: str = ""
+    reason: str = ""
 
 
 class Answers:

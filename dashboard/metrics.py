@@ -73,6 +73,10 @@ class _SampleCollector(Collector):
                                     value=sum(s.entries for s in stores))
             yield GaugeMetricFamily("fastworker_results_bytes", "Bytes of task records held.",
                                     value=sum(s.bytes for s in stores))
+            yield CounterMetricFamily(
+                "fastworker_results_too_large",
+                "Results too large for one answer frame, delivered as ResultTooLarge.",
+                value=sum(s.too_large_total for s in stores))
         workers = worker_views(sample, node)
         health = GaugeMetricFamily("fastworker_workers", "Workers listed, by health.",
                                    labels=["health"])

@@ -15,6 +15,7 @@ Run the control plane with ``fastworker run config/control.toml``.
 from fastworker.client import Client as Client
 from fastworker.client import Completed as Completed
 from fastworker.client import SyncClient as SyncClient
+from fastworker.errors import AnswerTooLarge as AnswerTooLarge
 from fastworker.errors import ConnectionLost as ConnectionLost
 from fastworker.errors import DiscoveryTimeout as DiscoveryTimeout
 from fastworker.errors import FastworkerError as FastworkerError
@@ -35,6 +36,7 @@ from fastworker.version import VERSION
 __version__ = VERSION
 
 __all__ = [
+    "AnswerTooLarge",
     "Backoff",
     "Client",
     "Completed",

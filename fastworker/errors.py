@@ -10,6 +10,7 @@
     │   └── TaskExpired                its deadline (expires) passed before it started
     ├── ResultUnknown (LookupError)    the store has no record (never seen, or expired)
     ├── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
+    │   └── AnswerTooLarge             its answer would not fit one frame; nothing was lost
     ├── DiscoveryTimeout               no control plane answered discovery probes in time
     └── JournalUnavailable             the journal could not write (disk full, I/O error)
 
@@ -86,6 +87,12 @@ class ResultUnknown(FastworkerError, LookupError):
 class ConnectionLost(FastworkerError, ConnectionError):
     """Raised when the link to the control plane dropped while a call was in
     flight; the call may or may not have taken effect."""
+
+
+class AnswerTooLarge(ConnectionLost):
+    """Raised when the control plane could not send its answer because it
+    would not fit one frame (``max_frame_bytes``); it kept what it would
+    have sent, and the call may be made again."""
 
 
 class DiscoveryTimeout(FastworkerError):

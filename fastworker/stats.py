@@ -80,6 +80,10 @@ class ResultStoreStats:
             ``Ref.call``, or a non-query inside ``Requests``.
         retried_total: failed attempts that run again (kept in the
             record's ``attempts``).
+        unsent_total: answers the queries edge could not send (too large
+            for its frame); their records were delivered again.
+        too_large_total: records too large for any answer, delivered as
+            failed with ``ResultTooLarge``.
     """
 
     entries: int
@@ -100,6 +104,8 @@ class ResultStoreStats:
     queries_total: int
     ignored_total: int
     retried_total: int = 0
+    unsent_total: int = 0
+    too_large_total: int = 0
 
 
 @attrs.frozen(kw_only=True)

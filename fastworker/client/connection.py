@@ -17,11 +17,11 @@ from typing import Any, final
 import anyio
 
 from actors.edge import offset_address
-from actors.errors import FrameError
+from actors.errors import FrameError, Unanswered
 from actors.frame import Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
-from fastworker.errors import ConnectionLost, InvalidSubmission
+from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
 from fastworker.messages import CODEC, PRIORITIES
 from fastworker.probe import discover
 
@@ -50,6 +50,8 @@ class Port:
         """Send ``messages`` in one frame; return their answers, in order.
 
         Raises:
+            AnswerTooLarge: the control plane could not send the answer in
+                one frame (a ``ConnectionLost``; nothing was lost there).
             ConnectionLost: no answer within ``timeout`` seconds, or a bad one.
         """
         try:
@@ -59,6 +61,8 @@ class Port:
                 f"no answer from the control plane at {self.name} within {timeout:g} s "
                 f"(is it running there, with the same FASTWORKER_SECRET?)"
             ) from None
+        except Unanswered as error:
+            raise AnswerTooLarge(str(error)) from None
         except FrameError as error:
             raise ConnectionLost(f"bad answer from {self.name}: {error}") from None
 

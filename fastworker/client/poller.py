@@ -27,11 +27,12 @@ from collections.abc import Iterable
 from typing import Any, final
 
 import anyio
+import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fastworker.client.connection import Port
 from fastworker.client.slot import Slot
-from fastworker.errors import ConnectionLost
+from fastworker.errors import AnswerTooLarge, ConnectionLost
 from fastworker.messages import (
     FINAL_STATES,
     Records,
@@ -139,8 +140,16 @@ class ResultPoller:
         this one's is not among them, the polls cover it from now on."""
         watch = Watch(session=self.session, ids=(submit.id,), wait=self._poll_wait,
                       epoch=self.epoch)
-        answer, records = await self._port.ask(
-            [submit, watch], submit.queue_wait + self._poll_wait + self._request_timeout)
+        timeout = submit.queue_wait + self._poll_wait + self._request_timeout
+        while True:
+            try:
+                answer, records = await self._port.ask([submit, watch], timeout)
+                break
+            except AnswerTooLarge:
+                # The Watch's records would not fit one frame: the store kept
+                # them and sends fewer next time. The submission was taken
+                # (its id is accepted again) and the session has the id.
+                watch = attrs.evolve(watch, ids=())
         assert isinstance(records, Records)
         # Delivered even if the submission was refused: the Watch may bring
         # other waiters' records, which the store hands out only once.
@@ -261,6 +270,11 @@ class ResultPoller:
                 wait = self._poll_wait if self._answered else 0.0
                 watch = Watch(session=self.session, ids=tuple(ids), wait=wait, epoch=self.epoch)
                 (reply,) = await self._port.ask([watch], self._poll_wait + self._request_timeout)
+            except AnswerTooLarge as error:
+                # The store kept the records it could not send, and sends
+                # them fewer at a time: poll again (the ids were sent).
+                log.warning("%s; polling again", error)
+                continue
             except ConnectionLost as error:
                 for slots in self.waiters.values():
                     for slot in slots:

@@ -98,7 +98,8 @@ class RecordBook:
     records or ``max_bytes`` bytes (all records count). Live ones (queued,
     running) are never evicted, and are bounded by the inbox's capacity."""
 
-    def __init__(self, *, ttl: float, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, *, ttl: float, max_entries: int, max_bytes: int,
+                 remember_dropped: int = 0) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -114,6 +115,11 @@ class RecordBook:
         #: Records of live tasks that failed an attempt and wait for their
         #: retry, kept only when a journal must hear of them.
         self.retried: list[TaskRecord] | None = None
+        #: The most recently dropped ids and why (``ttl``, ``max_entries``,
+        #: ``max_bytes``), at most ``remember_dropped``: a query for one is
+        #: answered "unknown" at once instead of waiting for it.
+        self.forgotten: OrderedDict[str, str] = OrderedDict()
+        self.remember_dropped = remember_dropped
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -362,25 +368,36 @@ class RecordBook:
         while expiry and expiry[0].final_at is not None and expiry[0].final_at + ttl <= now:
             stored = expiry.popleft()
             if self._final.get(stored.record.id) is stored:
-                self._forget(stored)
+                self._forget(stored, "ttl")
                 counts.evicted_ttl += 1
         while len(self._final) > self.max_entries:
-            self._forget(next(iter(self._final.values())))
+            self._forget(next(iter(self._final.values())), "max_entries")
             counts.evicted_lru += 1
         while self.bytes > self.max_bytes and self._final:
-            self._forget(next(iter(self._final.values())))
+            self._forget(next(iter(self._final.values())), "max_bytes")
             counts.evicted_bytes += 1
         if len(expiry) > 2 * len(self._final) + 64:
             # Records evicted by the bounds linger here; drop them now and then.
             self._expiry = deque(s for s in expiry if self._final.get(s.record.id) is s)
 
-    def _forget(self, stored: StoredTask) -> None:
+    def _forget(self, stored: StoredTask, reason: str) -> None:
         id = stored.record.id
         del self._final[id]
         del self._tasks[id]
         self.bytes -= stored.size
         if self.dropped is not None:
             self.dropped.append(id)
+        self.remember_forgotten(id, reason)
+
+    def remember_forgotten(self, id: str, reason: str) -> None:
+        """Note that the final record of ``id`` was dropped, for ``reason``
+        (the bound that dropped it); the oldest such note goes past
+        ``remember_dropped``."""
+        forgotten = self.forgotten
+        if self.remember_dropped:
+            forgotten[id] = reason
+            if len(forgotten) > self.remember_dropped:
+                forgotten.popitem(last=False)
 
     # -- reading -------------------------------------------------------------
 

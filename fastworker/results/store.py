@@ -27,7 +27,8 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext, ActorCrashed, GetStats, Ref
-from actors.requests import Answers, Requests
+from actors.frame import DEFAULT_MAX_FRAME_BYTES
+from actors.requests import Answers, Requests, Unsent
 from actors.timers import Timer
 from fastworker.errors import JournalUnavailable
 from fastworker.internal import (
@@ -66,7 +67,11 @@ else:  # pragma: no cover
 __all__ = ["ResultStore", "ResultStoreOptions"]
 
 Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
-Accepts = Union[Report, Query, Requests, ResultsKept]
+Accepts = Union[Report, Query, Requests, ResultsKept, Unsent]
+
+#: Room kept in a reply frame for its header, auth tag and the other
+#: answers of the same request (at most a quarter of the frame).
+REPLY_FRAME_ROOM = 64 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +93,18 @@ class ResultStoreOptions:
     max_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
     #: Seconds after which an idle watch session (its client gone) is forgotten.
     session_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    #: The frame limit of the edge that carries the store's answers (its
+    #: ``max_frame_bytes``): a Watch answer is kept within it.
+    max_frame_bytes: int = attrs.field(default=DEFAULT_MAX_FRAME_BYTES,
+                                       validator=attrs.validators.ge(1024))
+    #: How many dropped ids the store remembers, so that a query for one is
+    #: answered "unknown" at once; an older one waits like an id never seen.
+    remember_dropped: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The most record bytes one Watch answer carries."""
+        return self.max_frame_bytes - min(REPLY_FRAME_ROOM, self.max_frame_bytes // 4)
 
 
 class ResultStore(Actor[Accepts]):
@@ -112,15 +129,18 @@ class ResultStore(Actor[Accepts]):
         #: Ops for the journal not yet sent, in the order they happened.
         self._unjournaled: list[Op] = []
         self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
-                                   max_bytes=options.max_bytes)
+                                   max_bytes=options.max_bytes,
+                                   remember_dropped=options.remember_dropped)
         #: This incarnation of the store: a restart (of the process, or of
         #: the actor by its supervisor) makes a new one; clients compare it.
         self.epoch = secrets.token_hex(8)
         self._waiters = Waiters(self._records, max_wait=options.max_wait,
-                                session_ttl=options.session_ttl, epoch=self.epoch)
+                                session_ttl=options.session_ttl, epoch=self.epoch,
+                                max_reply_bytes=options.max_reply_bytes)
         self._timer = Timer(self._waiters.next_at, self._on_timer)
         self._queries_total = 0
         self._ignored_total = 0
+        self._unsent_total = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
@@ -151,6 +171,8 @@ class ResultStore(Actor[Accepts]):
         for live in recovered.records:
             self._records.restore_live(live.record)
         self._unjournaled.extend(DropResult(id=id) for id in dropped)
+        for id in dropped:
+            self._records.remember_forgotten(id, "ttl")
         self._records.expire(now)  # the bounds apply to what came back too
         evicted = len(self._records.dropped)
         await self._journal_send()
@@ -212,6 +234,9 @@ class ResultStore(Actor[Accepts]):
                 return self._on_queries(message.messages, single=False)
             case ResultsKept():
                 return True  # not called: nobody waits
+            case Unsent():
+                self._on_unsent(message)
+                return None
             case _:
                 assert_never(message)
 
@@ -219,7 +244,12 @@ class ResultStore(Actor[Accepts]):
         # Plain messages: the reports of a drained run are taken in one pass.
         # A query sent without Ref.call has nobody to answer.
         reports = [m for m in messages if isinstance(m, REPORTS)]
-        self._ignored_total += len(messages) - len(reports)
+        if len(reports) < len(messages):
+            for message in messages:
+                if isinstance(message, Unsent):
+                    self._on_unsent(message)
+                elif not isinstance(message, REPORTS):
+                    self._ignored_total += 1
         self._take_reports(reports)
         if self._journal is not None:
             await self._journal_send()
@@ -236,6 +266,8 @@ class ResultStore(Actor[Accepts]):
             waiting_queries=len(self._waiters),
             queries_total=self._queries_total,
             ignored_total=self._ignored_total,
+            unsent_total=self._unsent_total,
+            too_large_total=self._waiters.too_large_total,
             **attrs.asdict(records.counts),
         )
 
@@ -283,6 +315,18 @@ class ResultStore(Actor[Accepts]):
             self._timer.arm(waiters.next_at())
             return None
         return answers.result
+
+    def _on_unsent(self, unsent: Unsent) -> None:
+        """The edge could not send answers (too large for its frame): the
+        records they took from watch sessions are ready there again."""
+        self._unsent_total += 1
+        now = trio.current_time()
+        taken = [(message.session, answer.records)
+                 for message, answer in zip(unsent.messages, unsent.answers, strict=False)
+                 if isinstance(message, Watch) and isinstance(answer, Records) and answer.records]
+        for session, records in taken:
+            # A record alone in the request's answers was too large by itself.
+            self._waiters.give_back(session, records, now, alone=len(taken) == 1)
 
     async def _on_timer(self, now: float) -> None:
         """The earliest deadline came (or an earlier one was armed)."""

@@ -13,7 +13,7 @@ import trio.testing
 
 from actors import ConfigError, Edge, Framer, GetStats, Topology, open_node
 from actors.testing import memory_wire_pair
-from tests.actors.helpers import Note, Recorder, codec
+from tests.actors.helpers import Blob, Note, Recorder, codec
 
 CODEC = "tests.actors.helpers:codec"
 
@@ -270,3 +270,66 @@ async def test_a_request_whose_answer_times_out_leaves_the_serving_edge_running(
     assert {c.name: c.context.restarts for c in node.supervisor.children} == {"slow": 0, "serve": 0}
     assert any("no answer to a request from b: slow did not answer Requests within 5" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_an_answer_too_large_for_a_frame_is_refused_at_once_and_handed_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ServeEdge whose answers would make a frame over its limit answers
+    with an empty frame at once (the requester raises ``Unanswered``), logs
+    it, hands the answers to the actor wired under ``Unsent``, and serves
+    the next request."""
+    from actors import Actor, Requester, Requests, ServeEdge, Unanswered, Unsent
+
+    class Big(Actor[Any]):
+        """Answers each Note with a Blob of ``value`` bytes; keeps Unsents."""
+
+        def __init__(self, options: Any, context: Any, *, unsent: list[Unsent]) -> None:
+            super().__init__(options, context)
+            self.unsent = unsent
+
+        async def handle(self, message: Any) -> Any:
+            if isinstance(message, Unsent):
+                self.unsent.append(message)
+                return None
+            assert isinstance(message, Requests)
+            return [Blob(b"x" * m.value) for m in message.messages]
+
+    unsent: list[Unsent] = []
+    server_wire, client_wire = memory_wire_pair()
+    framer = Framer(codec, max_frame_bytes=4096)
+    topology = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "big", "Unsent": "big"},
+             params={"wire": server_wire}, codec=CODEC, max_frame_bytes=4096)
+        .add("big", Big, params={"unsent": unsent})
+    )
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology) as node:
+            requester = Requester(_RequestOverMemory(client_wire), framer)
+            with trio.fail_after(5):
+                with pytest.raises(Unanswered, match="could not send its answer: too large"):
+                    await requester.ask([Note(2000), Note(3000)], timeout=None)
+                assert await requester.ask([Note(10)], timeout=None) == [Blob(b"x" * 10)]
+            stats = await edge_stats(node, "serve")
+    assert stats.unanswered == 1 and stats.replies == 2
+    assert [(u.messages, u.answers) for u in unsent] == [
+        ((Note(2000), Note(3000)), (Blob(b"x" * 2000), Blob(b"x" * 3000)))]
+    assert "exceeds the limit of 4096" in unsent[0].reason
+    assert any("no answer to a request from b: frame of" in r.getMessage()
+               and "told the requester" in r.getMessage() for r in caplog.records)
+
+
+class _RequestOverMemory:
+    """A request wire over one end of a memory wire pair (one request at a time)."""
+
+    name = "memory"
+
+    def __init__(self, wire: Any) -> None:
+        self._wire = wire
+
+    async def request(self, frame: bytes, *, timeout: float | None) -> bytes:
+        await self._wire.send_frame(frame)
+        reply = await self._wire.receive_frame()
+        data: bytes = reply.frame
+        return data

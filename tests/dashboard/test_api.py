@@ -436,6 +436,7 @@ class TestEndpoints:
                    if s.name.endswith("_total")}
         assert skipped == {"overlap", "missed"}
         assert families["fastworker_task_retries"].samples[0].value == 0
+        assert families["fastworker_results_too_large"].samples[0].value == 0
 
     async def test_the_openapi_schema_lists_every_api_route(self) -> None:
         async with open_control() as control:
