@@ -965,6 +965,63 @@ class TestUniqueKeys:
         assert asked[0] == ["a", "b", "c"]
         assert again == [Accepted(id="d"), Accepted(id="c")]
 
+    async def test_a_submit_with_the_key_of_one_waiting_for_room_gets_its_answer(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Submit whose key is held by one still waiting for room is not
+        queued as well, even though the store knows nothing of the holder
+        yet: once room frees, the holder is queued and both are answered
+        with its id."""
+        answers: dict[str, list[Any]] = {}
+        async with open_inbox(capacity=1, store_answer=answer_status({})) as h:
+            await h.submit(sub("full"))
+
+            async def submit(submit: Submit) -> None:
+                answers[submit.id] = await h.submit(submit)
+
+            with trio.fail_after(600):  # a Submit never answered fails, not hangs
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=60.0))
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(submit, keyed("b", "k", queue_wait=60.0))
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=60.0))  # a resend
+                    await trio.testing.wait_all_tasks_blocked()
+                    waiting = await h.stats()
+                    await h.demand(3)
+            stats = await h.stats()
+        assert answers == {"a": [Accepted(id="a")], "b": [Accepted(id="a")]}
+        assert waiting.parked == 1
+        assert h.dispatched() == ["full", "a"]
+        assert (stats.keys, stats.accepted_total) == (1, 2)
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+
+    async def test_submits_following_one_refused_for_room_are_refused_with_it(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """When the wait of a keyed Submit ends before room frees, those that
+        came with its key meanwhile are refused with it (each with its own
+        id), and the key is free again."""
+        answers: dict[str, list[Any]] = {}
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("full"))
+
+            async def submit(submit: Submit) -> None:
+                answers[submit.id] = await h.submit(submit)
+
+            with trio.fail_after(600):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=1.0))
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(submit, keyed("b", "k"))
+            stats = await h.stats()
+            await h.demand(1)
+            later = await h.submit(keyed("c", "k"))
+        why = "queue full (capacity 1); waited 1.0 s"
+        assert answers == {"a": [Rejected(id="a", error="QueueFull", message=why)],
+                           "b": [Rejected(id="b", error="QueueFull", message=why)]}
+        assert (stats.keys, stats.rejected_total) == (0, {"QueueFull": 2})
+        assert later == [Accepted(id="c")]
+
     async def test_a_submission_refused_after_waiting_for_room_frees_its_key(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
