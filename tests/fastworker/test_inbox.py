@@ -1022,6 +1022,29 @@ class TestUniqueKeys:
         assert (stats.keys, stats.rejected_total) == (0, {"QueueFull": 2})
         assert later == [Accepted(id="c")]
 
+    async def test_past_its_limit_holders_still_in_the_inbox_are_not_asked_about(self) -> None:
+        """Holders still queued are not asked about when the map is past its
+        limit (the store need not know them yet): they keep their keys."""
+        async with open_inbox(store_answer=answer_status({}), recent_ids=1) as h:
+            await h.submit(keyed("a", "ka"), keyed("b", "kb"))
+            await h.submit(sub("x"))
+            stats = await h.stats()
+            again = await h.submit(keyed("c", "ka"))
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+        assert stats.keys == 2 and again == [Accepted(id="a")]
+
+    async def test_at_its_limit_the_map_is_not_trimmed(self) -> None:
+        """Holding exactly ``recent_ids`` keys, a request asks nothing of
+        the store: trimming begins past the limit."""
+        states = {"a": "succeeded", "b": "succeeded"}
+        async with open_inbox(store_answer=answer_status(states), recent_ids=2) as h:
+            await h.submit(keyed("a", "ka"), keyed("b", "kb"))
+            await h.demand(2)
+            await h.submit(sub("x"))
+            stats = await h.stats()
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+        assert stats.keys == 2
+
     async def test_a_submission_refused_after_waiting_for_room_frees_its_key(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
