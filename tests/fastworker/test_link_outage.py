@@ -85,6 +85,10 @@ class FakeControlPlane:
         self.report_delay = 0.0
         #: What came and what was answered, in order: "Report", "answered Report", ...
         self.events: list[str] = []
+        #: Jobs a parked Pull is answered with once a Drain comes (what the
+        #: Dispatcher had placed for the worker).
+        self.assign_on_drain: tuple[Job, ...] = ()
+        self._drained = trio.Event()
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -133,10 +137,15 @@ class FakeControlPlane:
                 jobs, self.to_assign = self.to_assign, ()
                 return Assign(jobs=jobs)
             case Pull(wait=wait) if known:
-                await trio.sleep(wait)
+                with trio.move_on_after(wait):
+                    await self._drained.wait()  # a Drain answers the parked Pull
                 if message.worker in self.known:
-                    return Assign(jobs=())
-            case Heartbeat() | Drain() | Deregister():
+                    jobs = self.assign_on_drain if self._drained.is_set() else ()
+                    self.assign_on_drain = ()
+                    return Assign(jobs=jobs)
+            case Drain():
+                self._drained.set()
+            case Heartbeat() | Deregister():
                 pass
         return Ack() if message.worker in self.known else UnknownWorker(worker=message.worker)
 
@@ -313,6 +322,29 @@ class TestOutage:
             # Leaving the block stopped the node gracefully: the link drained.
         order = [e for e in cp.events if e.endswith(("Report", "Deregister"))]
         assert cp.delivered() == ["j1"]
+        assert order[-4:] == ["Report", "answered Report", "Deregister", "answered Deregister"]
+
+    async def test_jobs_handed_over_when_draining_run_and_are_reported_before_deregister(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The control plane answers the parked Pull with the jobs it had
+        placed when it hears ``Drain``: the draining link waits for that
+        answer, hands them to the Executor, and reports their outcomes
+        before ``Deregister``."""
+        async with trio.open_nursery() as nursery:
+            async with open_link(monkeypatch) as h:
+                cp = h.control_plane
+                cp.assign_on_drain = (Job(id="last", task="add", payload=b"p", priority=2,
+                                          timeout=None),)
+
+                async def run_what_is_assigned() -> None:
+                    await h.until(lambda: any(isinstance(m, Assign) and m.jobs
+                                              for m in h.executor_got))
+                    await h.send(finished("last"))
+
+                nursery.start_soon(run_what_is_assigned)
+        order = [e for e in cp.events if e.endswith(("Report", "Deregister"))]
+        assert cp.delivered() == ["last"]
         assert order[-4:] == ["Report", "answered Report", "Deregister", "answered Deregister"]
 
     async def test_a_refused_registration_is_asked_again_after_request_timeout(
