@@ -299,6 +299,24 @@ class TestOutage:
         assert cp.delivered() == ["o0", "o1", "o2"]
         assert (stats.buffered_outcomes, stats.outcomes_dropped_total) == (0, 0)
 
+    async def test_a_report_answered_unknown_worker_registers_again_at_once(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Report answered ``UnknownWorker`` (its results were taken) makes
+        the link register again at once, without waiting for a heartbeat or
+        the parked Pull to say so."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            await h.send(finished("o0"))
+            await h.until(lambda: cp.delivered() == ["o0"])
+            cp.unanswered = {Heartbeat}
+            cp.known.clear()  # it declared the worker lost
+            sent_at = trio.current_time()
+            await h.send(finished("o1"))
+            await h.until(lambda: cp.registrations == 2)
+        assert cp.delivered() == ["o0", "o1"]
+        assert cp.register_times[-1] == sent_at
+
     async def test_a_draining_link_reports_what_is_left_before_it_deregisters(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
