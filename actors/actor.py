@@ -152,12 +152,17 @@ class Actor(Generic[M]):
         is true (checked after each handled batch, and first). For an actor
         that must hear from actors stopped after it (those it sends to stop
         later) while it finishes, e.g. results of the work it handed out.
-        A second stop request met meanwhile is ignored."""
+        A second stop request met meanwhile is ignored. What came behind the
+        stop request in its batch is served first, in order."""
         context = self.context
         while not done():
-            batch = await context.inbox.receive_batch(self.batch_max, settle=self.batch_settle)
-            context.batches_total += 1
-            context.handled_total += len(batch)
+            if context.pending:
+                batch, context.pending = context.pending, []
+            else:
+                batch = await context.inbox.receive_batch(self.batch_max,
+                                                          settle=self.batch_settle)
+                context.batches_total += 1
+                context.handled_total += len(batch)
             await self._handle_items([item for item in batch if not isinstance(item, _Stop)])
 
     def stopping(self) -> None:

@@ -2,9 +2,10 @@
 
 A Submit may carry a ``key``. While the task first submitted with that key
 is queued, scheduled or running, a second Submit with the key is answered
-with the first task's id and not queued. Once the first task is final
-(succeeded, failed, cancelled, expired, or forgotten by the store), the key
-is free again.
+with the first task's id and not queued (while the first waits for room,
+the second gets its answer once it has one: ``Admission`` does that).
+Once the first task is final (succeeded, failed, cancelled, expired, or
+forgotten by the store), the key is free again.
 
 The inbox knows which of its tasks are queued or scheduled, but not when a
 task handed to a worker ends: the ResultStore does. So before the inbox
@@ -57,8 +58,9 @@ class UniqueKeys:
     def pending(self, submits: Iterable[Submit], queued: Callable[[str], bool]) -> dict[str, str]:
         """The holders to ask the store about before deciding ``submits``:
         ``{task id: key}`` of keys they name whose holder is not ``queued``
-        (queued or scheduled in the inbox); every such holder when the map
-        is over its limit."""
+        (queued, scheduled, waiting for room or unwritten in the inbox: the
+        store may not know it yet); every such holder when the map is over
+        its limit."""
         holders = self._holders
         asked: dict[str, str] = {}
         for submit in submits:

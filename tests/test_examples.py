@@ -83,6 +83,9 @@ async def test_example_runs_to_completion(
            if not k.startswith(("FASTWORKER_", "PINGPONG_")) or k == "FASTWORKER_JOURNAL"}
     if example.control_plane:
         env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+        # Not the well-known ports (8080, 5550), which parallel runs would share.
+        env["FASTWORKER_DASHBOARD"] = "127.0.0.1:0"
+        env["FASTWORKER_DISCOVERY_PORT"] = "0"
         async with fastworker_run("config/control.toml", env) as node:
             await node.wait_for("node control ready")
             await run_example(example, args, env, tmp_path)

@@ -273,11 +273,12 @@ class PriorityInbox(Actor[Accepts]):
     async def _settle_keys(self, message: Requests) -> None:
         """Free the keys of the request's Submits whose holder has ended
         (the store knows); see ``fastworker.unique``."""
-        levels, held = self._levels, self._held
+        levels, held, parked = self._levels, self._held, self._admission.parked_holders
         unwritten = {} if self._journal is None else self._journal.unwritten.by_id
         asked = self._admission.keys.pending(
             (m for m in message.messages if isinstance(m, Submit)),
-            lambda task_id: task_id in levels.jobs or task_id in held or task_id in unwritten,
+            lambda task_id: (task_id in levels.jobs or task_id in held or task_id in unwritten
+                             or task_id in parked),
         )
         if not asked:
             return

@@ -69,6 +69,9 @@ class _Parked:
     since: float
     #: Its place in the line, first come first admitted.
     number: int
+    #: Submits with its key that came while it waited (request, index,
+    #: their id): they get its answer.
+    followers: list[tuple[Answers, int, str]] = attrs.Factory(list)
 
 
 class Admission:
@@ -97,6 +100,8 @@ class Admission:
         self.parked_max = parked_max
         self.keys = UniqueKeys(limit=key_limit)
         self.parked: OrderedDict[int, _Parked] = OrderedDict()  # first come first
+        #: The keyed ones among them, by id: each holds its key while it waits.
+        self.parked_holders: dict[str, _Parked] = {}
         self._waits: DueHeap[int, _Parked] = DueHeap()  # the same, by the end of their wait
         self._numbers = itertools.count(1)
         #: Refuses parked Submits whose wait is over; started by the inbox.
@@ -133,6 +138,10 @@ class Admission:
         if holder is not None:
             if unwritten is not None and unwritten.wait(holder, submit.id, answers, index):
                 return None
+            parked = self.parked_holders.get(holder)
+            if parked is not None:  # answered as the holder is, once it is
+                parked.followers.append((answers, index, submit.id))
+                return None
             return Accepted(id=holder)  # the task already holding the key
         self.keys.claim(submit.key, submit.id)
         answer = self._place(submit, answers, index)
@@ -163,6 +172,7 @@ class Admission:
             if unwritten is not None and unwritten.wait(
                     submit.id, submit.id, parked.answers, parked.index):
                 self.duplicates_total += 1  # its twin got in first, and is being written
+                self._followers_wait(parked, unwritten)
                 continue
             if submit.id in jobs or submit.id in self.recent:
                 self.duplicates_total += 1  # its twin got in first
@@ -172,6 +182,7 @@ class Admission:
                 if unwritten is not None:
                     # Answered once written (Accepted), or not (JournalUnavailable).
                     unwritten.wait(submit.id, submit.id, parked.answers, parked.index)
+                    self._followers_wait(parked, unwritten)
                     continue
             self._finish(parked, answer, at_once=False)
 
@@ -315,6 +326,8 @@ class Admission:
         now = trio.current_time()
         parked = _Parked(submit, answers, index, since=now, number=next(self._numbers))
         self.parked[parked.number] = parked
+        if submit.key:
+            self.parked_holders[submit.id] = parked
         self._waits.push(now + submit.queue_wait, parked.number, parked)
         self.timer.arm(now + submit.queue_wait)
 
@@ -332,12 +345,30 @@ class Admission:
         submit = parked.submit
         if isinstance(answer, Rejected) and submit.key:
             self.keys.release(submit.key, submit.id)
-        answers = parked.answers
-        if answers.fill(parked.index, answer) and answers.reply is not None:
+        self._unpark(parked)
+        self._deliver(parked.answers, parked.index, answer, at_once=at_once)
+        for answers, index, follower_id in parked.followers:
+            followed = (self.reject(follower_id, answer.error, answer.message)
+                        if isinstance(answer, Rejected) else answer)
+            self._deliver(answers, index, followed, at_once=at_once)
+
+    def _deliver(self, answers: Answers, index: int, answer: Answer, *, at_once: bool) -> None:
+        if answers.fill(index, answer) and answers.reply is not None:
             if at_once:
                 answers.send()
             else:
                 self.answered.append(answers)
+
+    def _unpark(self, parked: _Parked) -> None:
+        if self.parked_holders.get(parked.submit.id) is parked:
+            del self.parked_holders[parked.submit.id]
+
+    def _followers_wait(self, parked: _Parked, unwritten: Unwritten) -> None:
+        """With a journal: those following ``parked`` are answered once its
+        task is written (accepted as it), or not."""
+        self._unpark(parked)
+        for answers, index, follower_id in parked.followers:
+            unwritten.wait(parked.submit.id, follower_id, answers, index)
 
 
 def _seconds(value: float) -> str:

@@ -180,6 +180,21 @@ class TestUnpackRefuses:
         frame[4:6] = b"\x00\x02"
         assert unpack_error(other, bytes(frame)) == "bad auth tag"
 
+    def test_every_byte_of_the_tag_is_checked(self) -> None:
+        """A tag wrong in any one of its 32 bytes, the last included, is refused."""
+        start = len(header())
+        reasons = {}
+        for position in range(32):
+            frame = bytearray(signed(BODY))
+            frame[start + position] ^= 0x01
+            try:
+                SIGNED.unpack(bytes(frame))
+            except FrameError as error:
+                reasons[position] = str(error)
+            else:
+                reasons[position] = "accepted"
+        assert reasons == dict.fromkeys(range(32), "bad auth tag")
+
     @given(st.binary(max_size=200))
     def test_arbitrary_bytes_raise_only_frame_error(self, frame: bytes) -> None:
         """Whatever bytes arrive, unpack returns messages or raises FrameError, signed or not."""

@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors import Actor, Edge, Topology, open_node
+from actors import Actor, Edge, Node, Topology, open_node
 from actors.testing import CuttableWire, FaultyWire, crash_after, cut, memory_wire_pair
-from tests.actors.helpers import Note, Recorder
+from tests.actors.helpers import Hold, Note, Recorder
 
 CODEC = "tests.actors.helpers:codec"
 
@@ -43,6 +43,42 @@ class Jobs(Actor[Note]):
     async def drain(self) -> None:
         if self.running:
             await self.idle.wait()
+
+
+class Collector(Recorder):
+    """A Recorder whose drain goes on serving its inbox until it has seen
+    ``wanted`` values (as the worker link waits for its last results)."""
+
+    def __init__(self, options: Any, context: Any, *, seen: list[Any], wanted: int) -> None:
+        super().__init__(options, context, seen=seen)
+        self.wanted = wanted
+
+    async def drain(self) -> None:
+        await self.serve_until(lambda: len(self.seen) >= self.wanted)
+
+
+async def test_serve_until_serves_what_came_behind_the_stop_request(
+    autojump_clock: object,
+) -> None:
+    """Messages queued behind the stop request, and taken with it in one
+    batch, are served by ``serve_until`` first, in order: the drain ends
+    at once, not at the shutdown deadline with them unhandled."""
+    seen: list[Any] = []
+    topology = Topology().add("rec", Collector, params={"seen": seen, "wanted": 3})
+    async with trio.open_nursery() as nursery:
+        node: Node = await nursery.start(Node(topology).run)
+        ref = node.refs["rec"]
+        gate = trio.Event()
+        await ref.send(Hold(gate))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(node.stop)
+        await trio.testing.wait_all_tasks_blocked()  # the stop request is queued
+        await ref.send_batch([Note(1), Note(2)])
+        released_at = trio.current_time()
+        gate.set()
+        await node.stopped.wait()
+    assert seen == ["held", 1, 2]
+    assert trio.current_time() == released_at
 
 
 async def test_graceful_stop_lets_in_flight_work_finish(autojump_clock: object) -> None:

@@ -1,4 +1,5 @@
-"""The shipped control plane, in process, with its dashboard on a free port."""
+"""The shipped control plane, in process, with its dashboard on a port it
+chose (it listens on port 0 and says which port it got)."""
 
 from __future__ import annotations
 
@@ -82,16 +83,17 @@ async def open_control(
     *, dashboard: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
     journal: str | None = None,
 ) -> AsyncIterator[Control]:
-    """config/control.toml with the dashboard on 127.0.0.1 and a free port,
-    sampling every 50 ms (``dashboard`` overrides its options); with
-    ``journal``, a Journal on that file that the store and the scheduler
-    write to (unless config/control.toml has one already)."""
+    """config/control.toml with the dashboard on 127.0.0.1 and a port of its
+    choosing (port 0: nothing to pick, nothing to race), sampling every
+    50 ms (``dashboard`` overrides its options); with ``journal``, a
+    Journal on that file that the store and the scheduler write to (unless
+    config/control.toml has one already)."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env = {
         "FASTWORKER_ADDRESS": address,
         "FASTWORKER_TASKS": "examples.tasks,tests.dashboard.dash_tasks",
         "FASTWORKER_DISCOVERY_PORT": "0",
-        "FASTWORKER_DASHBOARD": f"127.0.0.1:{free_tcp_ports(1)}",
+        "FASTWORKER_DASHBOARD": "127.0.0.1:0",
         "FASTWORKER_JOURNAL": os.environ.get("FASTWORKER_JOURNAL", "off"),
         **(environ or {}),
     }

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors import ActorStats, Node, StartError, Topology, open_node
 from actors.mailbox import MailboxStats
-from actors.pytest_plugin import free_tcp_ports
 from dashboard import metrics, views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
@@ -534,10 +533,10 @@ async def test_a_subworker_is_listed_and_can_be_drained_and_resumed() -> None:
 
 
 async def test_a_port_in_use_fails_the_start_with_what_to_do() -> None:
-    port = free_tcp_ports(1)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
         with pytest.raises(StartError, match=(
                 rf"cannot listen on 127.0.0.1:{port} \(Address already in use\); "
                 "set FASTWORKER_DASHBOARD")):

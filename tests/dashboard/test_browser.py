@@ -9,6 +9,7 @@ here is of the page updating live, without a reload.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,14 +48,14 @@ def launch(playwright: object, user_data: str) -> BrowserContext:
 @pytest.fixture
 def control_plane() -> Iterator[tuple[str, str]]:
     """``fastworker run config/control.toml`` with one executor slot (so that
-    a second task stays queued), its dashboard on a free port; yields
-    (dashboard url, task address). Killed at the end, whatever happened."""
+    a second task stays queued), its dashboard on a port of its choosing
+    (port 0: the URL is read from its log); yields (dashboard url, task
+    address). Killed at the end, whatever happened."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
-    port = free_tcp_ports(1)
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("FASTWORKER_") or key == "FASTWORKER_JOURNAL"}
     env.update({
-        "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": f"127.0.0.1:{port}",
+        "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": "127.0.0.1:0",
         "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1",
         "FASTWORKER_TASKS": "examples.tasks", "PYTHONUNBUFFERED": "1",
     })
@@ -64,13 +65,17 @@ def control_plane() -> Iterator[tuple[str, str]]:
     try:
         assert process.stdout is not None
         seen = []
+        url = ""
         for line in process.stdout:  # blocks until the next line: no polling
             seen.append(line)
+            if found := re.search(r"dashboard at (http://\S+)", line):
+                url = found[1]
             if "node control ready" in line:
                 break
         else:
             raise AssertionError("the control plane exited:\n" + "".join(seen))
-        yield f"http://127.0.0.1:{port}", address
+        assert url, "no 'dashboard at' line:\n" + "".join(seen)
+        yield url, address
     finally:
         process.kill()
         process.wait()

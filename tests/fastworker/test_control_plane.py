@@ -26,6 +26,8 @@ async def test_the_control_plane_serves_again_after_any_core_actor_crashes(
         "config/control.toml",
         environ={"FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
                  "FASTWORKER_DISCOVERY_PORT": "0",
+                 # Not the well-known 8080: a free port the dashboard picks itself.
+                 "FASTWORKER_DASHBOARD": "127.0.0.1:0",
                  "FASTWORKER_JOURNAL": os.environ["FASTWORKER_JOURNAL"]},
     )
     assert topology.node.supervision.strategy == "one_for_all"

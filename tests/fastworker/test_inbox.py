@@ -76,14 +76,15 @@ class Harness:
 @asynccontextmanager
 async def open_inbox(
     task_names: Callable[[], Collection[str]] = lambda: TASKS,
-    store_answer: Callable[[Any], Any] | None = None, **options: Any
+    store_answer: Callable[[Any], Any] | None = None,
+    store: type[Recorder] = Recorder, **options: Any
 ) -> AsyncIterator[Harness]:
     dispatcher_got: list[Any] = []
     store_got: list[Any] = []
     topology = (
         Topology()
         .add("dispatcher", Recorder, params={"got": dispatcher_got})
-        .add("results", Recorder, params={"got": store_got, "answer": store_answer})
+        .add("results", store, params={"got": store_got, "answer": store_answer})
         .add(
             "inbox",
             PriorityInbox,
@@ -830,6 +831,27 @@ def keyed(id: str, key: str, **fields: Any) -> Submit:
     return attrs.evolve(sub(id), key=key, **fields)
 
 
+def answer_status(states: dict[str, str]) -> Callable[[Any], Any]:
+    """A store's answer to StatusQuery: each id in its state, ``unknown``
+    if it has none (the store never had, or has dropped, its record)."""
+    def answer(message: Any) -> Any:
+        if isinstance(message, StatusQuery):
+            return Records(records=tuple(
+                TaskRecord(id=id, state=states.get(id, "unknown")) for id in message.ids))
+        return None
+    return answer
+
+
+class SilentStore(Recorder):
+    """A store that takes StatusQuery calls and never answers them."""
+
+    async def handle(self, message: Any) -> Any:
+        self.got.append(message)
+        if isinstance(message, StatusQuery):
+            self.defer()
+        return None
+
+
 class TestUniqueKeys:
     async def test_a_key_held_by_a_queued_or_scheduled_task_returns_its_id(self) -> None:
         async with open_inbox() as h:
@@ -894,3 +916,149 @@ class TestUniqueKeys:
             await h.demand(1)
             answer = await h.submit(keyed("b", "k"))
         assert answer == [Accepted(id="a")]
+
+    async def test_a_store_silent_past_the_key_check_timeout_leaves_the_key_held(
+        self, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When the store does not answer within ``key_check_timeout``, the
+        key stays with its holder (a task that may still run is not started
+        twice), the inbox says so once, and it goes on serving."""
+        async with open_inbox(store=SilentStore, key_check_timeout=2.0) as h:
+            await h.submit(keyed("a", "k"))
+            await h.demand(1)
+            asked_at = trio.current_time()
+            answer = await h.submit(keyed("b", "k"))
+            waited = trio.current_time() - asked_at
+            unkeyed = await h.submit(sub("c"))
+        assert answer == [Accepted(id="a")] and unkeyed == [Accepted(id="c")]
+        assert [m.ids for m in h.store_got if isinstance(m, StatusQuery)] == [("a",)]
+        assert waited == pytest.approx(2.0, abs=0.1)
+        assert [r.getMessage() for r in caplog.records if r.name == "fastworker.inbox"] == [
+            "inbox: the store did not say in 2 s whether 1 keyed tasks ended; "
+            "their keys stay held"]
+
+    async def test_a_holder_the_store_has_forgotten_frees_its_key(self) -> None:
+        """A holder the store no longer knows (its record was dropped, or it
+        never got one) counts as ended: the key goes to the next Submit."""
+        async with open_inbox(store_answer=answer_status({})) as h:
+            await h.submit(keyed("a", "k"))
+            await h.demand(1)
+            answer = await h.submit(keyed("b", "k"))
+            stats = await h.stats()
+        assert answer == [Accepted(id="b")]
+        assert stats.keys == 1
+
+    async def test_past_its_limit_the_map_drops_the_keys_of_every_ended_holder(self) -> None:
+        """Past ``recent_ids`` keys, the next request, keyed or not, asks the
+        store about every holder outside the queue and drops the ended ones;
+        a running holder keeps its key."""
+        states = {"a": "succeeded", "b": "failed", "c": "running"}
+        async with open_inbox(store_answer=answer_status(states), recent_ids=2) as h:
+            await h.submit(keyed("a", "ka"), keyed("b", "kb"), keyed("c", "kc"))
+            await h.demand(3)
+            before = await h.stats()
+            await h.submit(sub("plain"))
+            after = await h.stats()
+            again = await h.submit(keyed("d", "ka"), keyed("e", "kc"))
+        asked = [sorted(m.ids) for m in h.store_got if isinstance(m, StatusQuery)]
+        assert (before.keys, after.keys) == (3, 1)
+        assert asked[0] == ["a", "b", "c"]
+        assert again == [Accepted(id="d"), Accepted(id="c")]
+
+    async def test_a_submit_with_the_key_of_one_waiting_for_room_gets_its_answer(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Submit whose key is held by one still waiting for room is not
+        queued as well, even though the store knows nothing of the holder
+        yet: once room frees, the holder is queued and both are answered
+        with its id."""
+        answers: dict[str, list[Any]] = {}
+        async with open_inbox(capacity=1, store_answer=answer_status({})) as h:
+            await h.submit(sub("full"))
+
+            async def submit(submit: Submit) -> None:
+                answers[submit.id] = await h.submit(submit)
+
+            with trio.fail_after(600):  # a Submit never answered fails, not hangs
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=60.0))
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(submit, keyed("b", "k", queue_wait=60.0))
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=60.0))  # a resend
+                    await trio.testing.wait_all_tasks_blocked()
+                    waiting = await h.stats()
+                    await h.demand(3)
+            stats = await h.stats()
+        assert answers == {"a": [Accepted(id="a")], "b": [Accepted(id="a")]}
+        assert waiting.parked == 1
+        assert h.dispatched() == ["full", "a"]
+        assert (stats.keys, stats.accepted_total) == (1, 2)
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+
+    async def test_submits_following_one_refused_for_room_are_refused_with_it(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """When the wait of a keyed Submit ends before room frees, those that
+        came with its key meanwhile are refused with it (each with its own
+        id), and the key is free again."""
+        answers: dict[str, list[Any]] = {}
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("full"))
+
+            async def submit(submit: Submit) -> None:
+                answers[submit.id] = await h.submit(submit)
+
+            with trio.fail_after(600):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(submit, keyed("a", "k", queue_wait=1.0))
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(submit, keyed("b", "k"))
+            stats = await h.stats()
+            await h.demand(1)
+            later = await h.submit(keyed("c", "k"))
+        why = "queue full (capacity 1); waited 1.0 s"
+        assert answers == {"a": [Rejected(id="a", error="QueueFull", message=why)],
+                           "b": [Rejected(id="b", error="QueueFull", message=why)]}
+        assert (stats.keys, stats.rejected_total) == (0, {"QueueFull": 2})
+        assert later == [Accepted(id="c")]
+
+    async def test_past_its_limit_holders_still_in_the_inbox_are_not_asked_about(self) -> None:
+        """Holders still queued are not asked about when the map is past its
+        limit (the store need not know them yet): they keep their keys."""
+        async with open_inbox(store_answer=answer_status({}), recent_ids=1) as h:
+            await h.submit(keyed("a", "ka"), keyed("b", "kb"))
+            await h.submit(sub("x"))
+            stats = await h.stats()
+            again = await h.submit(keyed("c", "ka"))
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+        assert stats.keys == 2 and again == [Accepted(id="a")]
+
+    async def test_at_its_limit_the_map_is_not_trimmed(self) -> None:
+        """Holding exactly ``recent_ids`` keys, a request asks nothing of
+        the store: trimming begins past the limit."""
+        states = {"a": "succeeded", "b": "succeeded"}
+        async with open_inbox(store_answer=answer_status(states), recent_ids=2) as h:
+            await h.submit(keyed("a", "ka"), keyed("b", "kb"))
+            await h.demand(2)
+            await h.submit(sub("x"))
+            stats = await h.stats()
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]
+        assert stats.keys == 2
+
+    async def test_a_submission_refused_after_waiting_for_room_frees_its_key(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A keyed Submit parked for room and refused when its wait ends
+        leaves no key behind: the next Submit with the key is queued as
+        itself, with no question to the store."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("full"))
+            refused = await h.submit(keyed("a", "k", queue_wait=1.0))
+            after_refusal = await h.stats()
+            await h.demand(1)
+            taken = await h.submit(keyed("b", "k"))
+        assert isinstance(refused[0], Rejected) and refused[0].error == "QueueFull"
+        assert refused[0].message == "queue full (capacity 1); waited 1.0 s"
+        assert after_refusal.keys == 0
+        assert taken == [Accepted(id="b")]
+        assert not [m for m in h.store_got if isinstance(m, StatusQuery)]

@@ -276,6 +276,30 @@ class TestAcknowledgedMeansWritten:
             await h.written()
         assert ids(load(path).queued) == ["b"] and ids(load(path).dispatched) == ["a"]
 
+    async def test_a_submit_with_the_key_of_one_waiting_for_room_waits_for_its_write(
+            self, tmp_path: Path) -> None:
+        """A Submit whose key is held by one parked for room is answered as
+        that one is: with its id, once it is queued and written."""
+        path = tmp_path / "j.db"
+        async with open_inbox(path, capacity=1) as h:
+            assert await h.submit(sub("a")) == [Accepted(id="a")]
+            answers: dict[str, list[Any]] = {}
+
+            async def submit(submit: Submit) -> None:
+                answers[submit.id] = await h.submit(submit)
+
+            with trio.fail_after(10):  # a Submit never answered fails, not hangs
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(submit, attrs.evolve(sub("b", key="k"), queue_wait=60.0))
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(submit, sub("c", key="k"))
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert answers == {}
+                    await h.demand(1)
+            assert answers == {"b": [Accepted(id="b")], "c": [Accepted(id="b")]}
+            await h.written()
+        assert ids(load(path).queued) == ["b"]
+
     async def test_every_move_is_journaled(self, tmp_path: Path,
                                            mock_clock: trio.testing.MockClock) -> None:
         """Dispatched, put back by a lost worker (its next attempt), held for a

@@ -6,7 +6,9 @@ link has registered again; a Report whose answer was lost goes again.
 The control plane is a stand-in at the other end of the link's request
 wire (``FakeControlPlane``, put in place of ``open_request_wire``): it
 answers as the Registry and the Dispatcher do, can be down (requests time
-out), can restart (it forgets every worker) and can lose an answer. The
+out), can restart (it forgets every worker), can lose an answer, leave one
+kind of request unanswered, and refuse registrations (as a full registry
+does). The
 Executor is a Recorder; the tests send the link what an Executor would.
 Every test runs under MockClock (``autojump_clock``).
 """
@@ -72,6 +74,21 @@ class FakeControlPlane:
         #: Jobs the next parked Pull is answered with (once).
         self.to_assign: tuple[Job, ...] = ()
         self.lose_next_report_answer = False
+        #: Kinds of request neither taken nor answered (they time out).
+        self.unanswered: set[type] = set()
+        self.ignored: list[Any] = []
+        #: Registers refused (``UnknownWorker``) before one is accepted.
+        self.refuse_registers = 0
+        #: When each Register arrived (trio's clock).
+        self.register_times: list[float] = []
+        #: Seconds a Report waits before it is taken and answered.
+        self.report_delay = 0.0
+        #: What came and what was answered, in order: "Report", "answered Report", ...
+        self.events: list[str] = []
+        #: Jobs a parked Pull is answered with once a Drain comes (what the
+        #: Dispatcher had placed for the worker).
+        self.assign_on_drain: tuple[Job, ...] = ()
+        self._drained = trio.Event()
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -84,21 +101,33 @@ class FakeControlPlane:
 
     async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
         [message] = self.framer.unpack(frame)
+        self.events.append(type(message).__name__)
+        if type(message) in self.unanswered:
+            self.ignored.append(message)
+            await trio.sleep(PATIENCE if timeout is None else timeout)
+            raise TimeoutError
         answer = await self._answer(message) if self.up else None
         if answer is None or not self.up:
             await trio.sleep(PATIENCE if timeout is None else timeout)
             raise TimeoutError
+        self.events.append(f"answered {type(message).__name__}")
         return self.framer.pack([answer])
 
     async def _answer(self, message: Any) -> Any:
         known = getattr(message, "worker", "") in self.known
         match message:
+            case Register(worker=worker) if self.refuse_registers:
+                self.refuse_registers -= 1
+                self.register_times.append(trio.current_time())
+                return UnknownWorker(worker=worker)
             case Register(worker=worker):
+                self.register_times.append(trio.current_time())
                 self.known.add(worker)
                 self.registrations += 1
                 self.registers.append(message)
                 return Registered(worker=worker, heartbeat_interval=1.0, missed_limit=3)
             case Report():
+                await trio.sleep(self.report_delay)
                 self.reports.append(message)
                 if self.lose_next_report_answer:  # taken, then the control plane dies
                     self.lose_next_report_answer = False
@@ -108,10 +137,15 @@ class FakeControlPlane:
                 jobs, self.to_assign = self.to_assign, ()
                 return Assign(jobs=jobs)
             case Pull(wait=wait) if known:
-                await trio.sleep(wait)
+                with trio.move_on_after(wait):
+                    await self._drained.wait()  # a Drain answers the parked Pull
                 if message.worker in self.known:
-                    return Assign(jobs=())
-            case Heartbeat() | Drain() | Deregister():
+                    jobs = self.assign_on_drain if self._drained.is_set() else ()
+                    self.assign_on_drain = ()
+                    return Assign(jobs=jobs)
+            case Drain():
+                self._drained.set()
+            case Heartbeat() | Deregister():
                 pass
         return Ack() if message.worker in self.known else UnknownWorker(worker=message.worker)
 
@@ -240,6 +274,119 @@ class TestOutage:
             cp.restart()
             await h.until(lambda: "o2" in cp.delivered())
         assert cp.delivered() == ["o0", "o1", "o1", "o2"]
+
+    async def test_a_report_in_flight_when_the_worker_is_forgotten_is_sent_after_registering(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Report still unanswered when the control plane says it no longer
+        knows this worker (its heartbeat is answered ``UnknownWorker``) is
+        kept: its outcomes go out, in order, once the link has registered
+        again."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            await h.send(finished("o0"))
+            await h.until(lambda: cp.delivered() == ["o0"])
+            cp.unanswered = {Report}
+            await h.send(finished("o1"))
+            await h.until(lambda: len(cp.ignored) == 1)
+            cp.unanswered = set()
+            cp.known.clear()  # it declared the worker lost
+            await h.until(lambda: cp.registrations == 2)
+            await h.send(finished("o2"))
+            await h.until(lambda: "o2" in cp.delivered())
+            stats = await h.stats()
+        assert [o.id for o in cp.ignored[0].finished] == ["o1"]
+        assert cp.delivered() == ["o0", "o1", "o2"]
+        assert (stats.buffered_outcomes, stats.outcomes_dropped_total) == (0, 0)
+
+    async def test_a_report_answered_unknown_worker_registers_again_at_once(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Report answered ``UnknownWorker`` (its results were taken) makes
+        the link register again at once, without waiting for a heartbeat or
+        the parked Pull to say so."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            await h.send(finished("o0"))
+            await h.until(lambda: cp.delivered() == ["o0"])
+            cp.unanswered = {Heartbeat}
+            cp.known.clear()  # it declared the worker lost
+            sent_at = trio.current_time()
+            await h.send(finished("o1"))
+            await h.until(lambda: cp.registrations == 2)
+        assert cp.delivered() == ["o0", "o1"]
+        assert cp.register_times[-1] == sent_at
+
+    async def test_a_draining_link_reports_what_is_left_before_it_deregisters(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a graceful stop, the outcome of the last job held goes out, and
+        is answered, before ``Deregister``: the control plane never takes
+        back (and runs again) a job whose result was on its way."""
+        async with trio.open_nursery() as nursery:
+            async with open_link(monkeypatch, pull_wait=1.0) as h:
+                cp = h.control_plane
+                cp.to_assign = (Job(id="j1", task="add", payload=b"p", priority=2,
+                                    timeout=None),)
+                await h.until(lambda: any(isinstance(m, Assign) and m.jobs
+                                          for m in h.executor_got))
+                cp.report_delay = 1.0
+
+                async def end_the_job_once_draining() -> None:
+                    await h.until(lambda: "Drain" in cp.events)
+                    await h.send(finished("j1"))
+
+                nursery.start_soon(end_the_job_once_draining)
+            # Leaving the block stopped the node gracefully: the link drained.
+        order = [e for e in cp.events if e.endswith(("Report", "Deregister"))]
+        assert cp.delivered() == ["j1"]
+        assert order[-4:] == ["Report", "answered Report", "Deregister", "answered Deregister"]
+
+    async def test_jobs_handed_over_when_draining_run_and_are_reported_before_deregister(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The control plane answers the parked Pull with the jobs it had
+        placed when it hears ``Drain``: the draining link waits for that
+        answer, hands them to the Executor, and reports their outcomes
+        before ``Deregister``."""
+        async with trio.open_nursery() as nursery:
+            async with open_link(monkeypatch) as h:
+                cp = h.control_plane
+                cp.assign_on_drain = (Job(id="last", task="add", payload=b"p", priority=2,
+                                          timeout=None),)
+
+                async def run_what_is_assigned() -> None:
+                    await h.until(lambda: any(isinstance(m, Assign) and m.jobs
+                                              for m in h.executor_got))
+                    await h.send(finished("last"))
+
+                nursery.start_soon(run_what_is_assigned)
+        order = [e for e in cp.events if e.endswith(("Report", "Deregister"))]
+        assert cp.delivered() == ["last"]
+        assert order[-4:] == ["Report", "answered Report", "Deregister", "answered Deregister"]
+
+    async def test_a_refused_registration_is_asked_again_after_request_timeout(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A control plane that refuses the worker (a full registry answers
+        ``UnknownWorker``) is asked again every ``request_timeout``, not in a
+        tight loop, with a line saying so each time; once it accepts, the
+        link works again."""
+        async with open_link(monkeypatch, request_timeout=4.0) as h:
+            cp = h.control_plane
+            cp.refuse_registers = 2
+            cp.restart()
+            await h.until(lambda: cp.registrations == 2)
+            await h.send(finished("o1"))
+            await h.until(lambda: cp.delivered() == ["o1"])
+            stats = await h.stats()
+        first, second, accepted = cp.register_times[1:]
+        assert (second - first, accepted - second) == (pytest.approx(4.0), pytest.approx(4.0))
+        refused = [r.getMessage() for r in caplog.records
+                   if r.name == "fastworker.link" and "refused" in r.getMessage()]
+        assert refused == ["link: registration refused (UnknownWorker); trying again"] * 2
+        assert (stats.registered, stats.registrations_total) == (True, 2)
 
     async def test_a_backlog_goes_out_in_reports_of_bounded_size(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
