@@ -5,7 +5,8 @@ scheduler, the dashboard's retry), and checked here again where it enters
 the control plane (the inbox), so a bad value is refused at once with
 ``InvalidSubmission`` rather than found by the actor that runs the task.
 Priority names and levels, the time limit that applies, countdown / eta /
-expires turned into relative seconds, and task ids all live here.
+expires turned into relative seconds, and task ids all live here; the
+limits on the sizes of ids, names and keys are ``fastworker.limits``'.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from fastworker.errors import InvalidSubmission
+from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH, check_text
 from fastworker.messages import PRIORITIES, Priority, Submit
 from fastworker.payload import pack_call
 from fastworker.tasks import Task, task_name
@@ -155,10 +157,13 @@ def build_submit(
             key=_key(key),
             retries=None if retries is None else _retries(retries),
         )
-    # Every field but queue_wait and the time limit was checked as it was
-    # made; ``check_submit`` says what is wrong with those two.
+    # Every field but queue_wait, the time limit and the sizes of the id,
+    # the name and retry_of was checked as it was made; ``check_submit``
+    # says what is wrong with those.
     if not (type(queue_wait) is float and 0.0 <= queue_wait < math.inf) and not _seconds(
-            queue_wait, allow_zero=True) or (limit is not None and not _seconds(limit)):
+            queue_wait, allow_zero=True) or (limit is not None and not _seconds(limit)) or not (
+            type(id) is str and 0 < len(id) <= MAX_ID_LENGTH
+            and len(name) <= MAX_TASK_NAME_LENGTH and len(retry_of) <= MAX_ID_LENGTH):
         problem = check_submit(submit)
         assert problem is not None
         raise InvalidSubmission(problem)
@@ -182,6 +187,15 @@ def check_submit(submit: Submit) -> str | None:
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
                                 or retries < 0):
         return f"retries {retries!r} is not a whole number >= 0"
+    # Sizes: the common case (all short) costs four len() calls.
+    if not (type(submit.id) is str and 0 < len(submit.id) <= MAX_ID_LENGTH):
+        return check_text("id", submit.id, MAX_ID_LENGTH, empty=False)
+    if len(submit.task) > MAX_TASK_NAME_LENGTH:
+        return check_text("task name", submit.task, MAX_TASK_NAME_LENGTH)
+    if len(submit.key) > MAX_KEY_LENGTH:
+        return check_text("key", submit.key, MAX_KEY_LENGTH)
+    if len(submit.retry_of) > MAX_ID_LENGTH:
+        return check_text("retry_of", submit.retry_of, MAX_ID_LENGTH)
     return None
 
 
@@ -244,4 +258,6 @@ def _key(key: str | None) -> str:
         return ""
     if not isinstance(key, str) or not key:
         raise InvalidSubmission(f"key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidSubmission(f"key is {len(key)} characters; the limit is {MAX_KEY_LENGTH}")
     return key

@@ -15,6 +15,7 @@ import attrs
 import pytest
 
 from fastworker import InvalidSubmission
+from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH
 from fastworker.messages import Submit
 from fastworker.payload import pack_call, unpack_call
 from fastworker.submission import (
@@ -344,3 +345,49 @@ class TestTaskIds:
 
     def test_new_task_id_never_repeats(self) -> None:
         assert len({new_task_id() for _ in range(1000)}) == 1000
+
+
+class TestSizes:
+    """Ids, names and keys over their limits (``fastworker.limits``) are
+    refused on both sides, naming the field and the limit."""
+
+    @pytest.mark.parametrize(
+        ("options", "complaint"),
+        [
+            ({"id": "x" * 1_000_000}, "id is 1000000 characters; the limit is 256"),
+            ({"id": ""}, "id must not be empty"),
+            ({"id": 42}, "id must be a string, got int"),
+            ({"task": "t" * 513}, "task name is 513 characters; the limit is 512"),
+            ({"key": "k" * 257}, "key is 257 characters; the limit is 256"),
+            ({"retry_of": "r" * 257}, "retry_of is 257 characters; the limit is 256"),
+        ],
+        ids=["huge_id", "empty_id", "int_id", "long_name", "long_key", "long_retry_of"],
+    )
+    def test_the_client_refuses_a_value_over_its_limit(
+        self, options: dict[str, Any], complaint: str
+    ) -> None:
+        arguments = {"task": "tests.add", "id": "t-1", **options}
+        with pytest.raises(InvalidSubmission) as raised:
+            build_submit(arguments.pop("task"), (1, 2), **arguments)
+        assert str(raised.value) == complaint
+
+    @pytest.mark.parametrize(
+        ("field", "value", "complaint"),
+        [
+            ("id", "x" * 1_000_000, "id is 1000000 characters; the limit is 256"),
+            ("id", "", "id must not be empty"),
+            ("task", "t" * 513, "task name is 513 characters; the limit is 512"),
+            ("key", "k" * 257, "key is 257 characters; the limit is 256"),
+            ("retry_of", "r" * 257, "retry_of is 257 characters; the limit is 256"),
+        ],
+        ids=["huge_id", "empty_id", "long_name", "long_key", "long_retry_of"],
+    )
+    def test_the_inbox_check_refuses_a_value_over_its_limit(
+        self, field: str, value: str, complaint: str
+    ) -> None:
+        assert check_submit(attrs.evolve(GOOD, **{field: value})) == complaint
+
+    def test_values_at_their_limits_pass_both_sides(self) -> None:
+        submit = build_submit("t" * MAX_TASK_NAME_LENGTH, id="i" * MAX_ID_LENGTH,
+                              key="k" * MAX_KEY_LENGTH, retry_of="r" * MAX_ID_LENGTH)
+        assert check_submit(submit) is None
