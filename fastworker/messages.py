@@ -42,7 +42,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -315,6 +315,10 @@ class TaskRecord:
     scheduled_for: float = 0.0
     #: The earlier attempts that failed and were retried, oldest first.
     attempts: tuple[Attempt, ...] = ()
+    #: Runs of this task beyond the one whose outcome the record keeps, as
+    #: at-least-once delivery allows (a worker thought lost that woke up
+    #: and reported its outcome too); counted as their outcomes arrive.
+    duplicate_runs: int = 0
 
 
 @attrs.frozen(kw_only=True)
