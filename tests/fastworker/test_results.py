@@ -861,10 +861,11 @@ class TestQueryLimits:
     ], ids=["too_many_ids", "id_too_long", "nan_wait", "inf_wait", "negative_wait",
             "session_too_long"])
     async def test_a_query_over_a_limit_is_rejected_naming_it(
-        self, query: Any, message: str
+        self, query: Any, message: str, autojump_clock: trio.testing.MockClock
     ) -> None:
         async with open_store() as store:
-            answer = await store.call(Requests(messages=(query, StatusQuery(ids=("b",)))))
+            with trio.fail_after(PATIENCE):  # a NaN wait once parked the query for good
+                answer = await store.call(Requests(messages=(query, StatusQuery(ids=("b",)))))
             stats = await snapshot(store)
         assert answer == [
             Rejected(id="", error="InvalidSubmission", message=message),
