@@ -20,7 +20,7 @@ from typing import Any
 from fastworker.errors import InvalidSubmission
 from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH, check_text
 from fastworker.messages import PRIORITIES, Priority, Submit
-from fastworker.payload import pack_call
+from fastworker.payload import DEFAULT_MAX_PAYLOAD_BYTES, pack_call
 from fastworker.tasks import Task, task_name
 
 __all__ = [
@@ -196,6 +196,9 @@ def check_submit(submit: Submit) -> str | None:
         return check_text("key", submit.key, MAX_KEY_LENGTH)
     if len(submit.retry_of) > MAX_ID_LENGTH:
         return check_text("retry_of", submit.retry_of, MAX_ID_LENGTH)
+    if len(submit.payload) > DEFAULT_MAX_PAYLOAD_BYTES:  # the client's own limit, again
+        return (f"the arguments are {len(submit.payload)} bytes; the limit is "
+                f"{DEFAULT_MAX_PAYLOAD_BYTES}")
     return None
 
 

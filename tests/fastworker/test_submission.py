@@ -379,11 +379,13 @@ class TestSizes:
             ("task", "t" * 513, "task name is 513 characters; the limit is 512"),
             ("key", "k" * 257, "key is 257 characters; the limit is 256"),
             ("retry_of", "r" * 257, "retry_of is 257 characters; the limit is 256"),
+            ("payload", b"p" * (8 * 1024 * 1024 + 1),
+             "the arguments are 8388609 bytes; the limit is 8388608"),
         ],
-        ids=["huge_id", "empty_id", "long_name", "long_key", "long_retry_of"],
+        ids=["huge_id", "empty_id", "long_name", "long_key", "long_retry_of", "big_payload"],
     )
     def test_the_inbox_check_refuses_a_value_over_its_limit(
-        self, field: str, value: str, complaint: str
+        self, field: str, value: str | bytes, complaint: str
     ) -> None:
         assert check_submit(attrs.evolve(GOOD, **{field: value})) == complaint
 
