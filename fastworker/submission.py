@@ -215,7 +215,7 @@ def _seconds_until(when: datetime | float, name: str) -> float:
         if when.tzinfo is None:
             raise InvalidSubmission(f"{name} must be an aware datetime (with a tzinfo)")
         return when.timestamp() - time.time()
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
+    if isinstance(when, (int, float)) and not isinstance(when, bool) and math.isfinite(when):
         return float(when) - time.time()
     raise InvalidSubmission(f"{name} must be a datetime or Unix seconds, got {when!r}")
 
