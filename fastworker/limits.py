@@ -24,6 +24,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_QUERY_IDS",
+    "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
     "check_query",
     "check_text",
@@ -36,6 +37,8 @@ MAX_ID_LENGTH: Final = 256
 MAX_TASK_NAME_LENGTH: Final = 512
 #: The longest idempotency key (``key=``), in characters.
 MAX_KEY_LENGTH: Final = 256
+#: The most retries a submission may ask for (``retries=``).
+MAX_RETRIES: Final = 1_000_000
 #: The most ids one ``ResultQuery``, ``StatusQuery`` or ``Watch`` may name;
 #: the client asks about more a batch at a time.
 MAX_QUERY_IDS: Final = 100_000

@@ -18,7 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from fastworker.errors import InvalidSubmission
-from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH, check_text
+from fastworker.limits import (
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_RETRIES,
+    MAX_TASK_NAME_LENGTH,
+    check_text,
+)
 from fastworker.messages import PRIORITIES, Priority, Submit
 from fastworker.payload import DEFAULT_MAX_PAYLOAD_BYTES, pack_call
 from fastworker.tasks import Task, task_name
@@ -139,6 +145,12 @@ def build_submit(
     if payload is None:
         payload = pack_call(tuple(args), dict(kwargs) if kwargs else {})
     limit = timeout if found is None else time_limit(timeout, found)
+    # Whole seconds travel as floats: an int too large for the wire would
+    # fail the whole frame of submissions it is sent with.
+    if type(queue_wait) is not float and _seconds(queue_wait, allow_zero=True):
+        queue_wait = float(queue_wait)
+    if limit is not None and type(limit) is not float and _seconds(limit):
+        limit = float(limit)
     if countdown is None and eta is None and expires is None and key is None and (
             retries is None):
         submit = Submit(id=id, task=name, payload=payload, priority=level, timeout=limit,
@@ -187,6 +199,8 @@ def check_submit(submit: Submit) -> str | None:
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
                                 or retries < 0):
         return f"retries {retries!r} is not a whole number >= 0"
+    if retries is not None and retries > MAX_RETRIES:
+        return f"retries is {retries}; the limit is {MAX_RETRIES}"
     # Sizes: the common case (all short) costs four len() calls.
     if not (type(submit.id) is str and 0 < len(submit.id) <= MAX_ID_LENGTH):
         return check_text("id", submit.id, MAX_ID_LENGTH, empty=False)
@@ -253,6 +267,8 @@ def _expires_in(expires: datetime | float | None) -> float | None:
 def _retries(retries: int) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidSubmission(f"retries must be a whole number >= 0, got {retries!r}")
+    if retries > MAX_RETRIES:
+        raise InvalidSubmission(f"retries is {retries}; the limit is {MAX_RETRIES}")
     return retries
 
 
