@@ -52,8 +52,9 @@ SECRET = "validation-secret"
 #: A task only the hand-made workers below can run (the control plane's
 #: own executor does not know it, so each run of it is theirs).
 REMOTE_TASK = "tests.remote_only"
-#: Seconds between a worker's heartbeats: silent for three, it is lost.
-HEARTBEAT = 0.5
+#: Seconds between a worker's heartbeats: silent for three, it is lost
+#: (the default; the hand-made workers need a few round trips of margin).
+HEARTBEAT = 1.0
 
 
 @pytest.fixture
