@@ -66,6 +66,11 @@ class _SampleCollector(Collector):
         yield CounterMetricFamily("fastworker_task_retries",
                                   "Failed attempts run again (retries with backoff).",
                                   value=sum(s.retried_total for s in stores))
+        yield CounterMetricFamily(
+            "fastworker_task_duplicate_runs",
+            "Runs of tasks beyond the one whose outcome is kept (at-least-once delivery ran "
+            "them again: a worker thought lost finished too).",
+            value=sum(s.duplicate_runs_total for s in stores))
         yield from _schedule_metrics(sample)
         yield from _journal_metrics(sample)
         if stores:

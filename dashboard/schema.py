@@ -215,6 +215,8 @@ class TaskView(_TaskHead):
     #: The earlier attempts that failed and were retried, oldest first.
     attempts: list[AttemptView]
     timeline: list[TimelineEvent]
+    #: Runs beyond the one whose outcome is kept (at-least-once delivery).
+    duplicate_runs: int
     retry_of: str | None
     retried_as: list[str]
     actions: TaskActions

@@ -323,7 +323,8 @@ def task_view(detail: TaskDetail) -> TaskView:
         workers=list(record.workers), args=args, kwargs=kwargs,
         result=peek_value(record.value) if record.value is not None else None,
         error=None if error is None else _error_view(error), attempts=attempts,
-        timeline=timeline, retry_of=detail.retry_of or None, retried_as=list(detail.retried_as),
+        timeline=timeline, duplicate_runs=record.duplicate_runs,
+        retry_of=detail.retry_of or None, retried_as=list(detail.retried_as),
         actions=TaskActions(cancel=record.state in ("queued", "scheduled", "running"),
                             retry=retryable(detail)),
     )

@@ -332,6 +332,10 @@ class TaskRecord:
     scheduled_for: float = 0.0
     #: The earlier attempts that failed and were retried, oldest first.
     attempts: tuple[Attempt, ...] = ()
+    #: Runs of this task beyond the one whose outcome the record keeps, as
+    #: at-least-once delivery allows (a worker thought lost that woke up
+    #: and reported its outcome too); counted as their outcomes arrive.
+    duplicate_runs: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -69,9 +69,12 @@ class ResultStoreStats:
             succeeded_total and failed_total.
         cancelled_total: queued tasks cancelled; expired_total: tasks not
             started by their deadline.
-        duplicates_total: a second Finished of the same (id, attempt), ignored.
-        extra_attempts_total: a Finished of another attempt after the record
-            was final (a duplicate execution), ignored.
+        duplicates_total: a Finished seen before (the same id, attempt and
+            worker: a resent report), ignored.
+        duplicate_runs_total: outcomes of a task's runs beyond the one its
+            record keeps (another attempt, or the same attempt on another
+            worker: at-least-once delivery ran it twice); each is counted
+            in its record's ``duplicate_runs`` too, and not applied.
         stale_total: a Running or Cancelled for a record already final, ignored.
         evicted_ttl / evicted_lru / evicted_bytes: final records dropped by
             age, by the entry bound, by the byte bound.
@@ -84,6 +87,8 @@ class ResultStoreStats:
             for its frame); their records were delivered again.
         too_large_total: records too large for any answer, delivered as
             failed with ``ResultTooLarge``.
+        rejected_total: queries refused over a limit of
+            ``fastworker.limits`` (answered ``Rejected``).
     """
 
     entries: int
@@ -96,7 +101,7 @@ class ResultStoreStats:
     cancelled_total: int
     expired_total: int
     duplicates_total: int
-    extra_attempts_total: int
+    duplicate_runs_total: int
     stale_total: int
     evicted_ttl: int
     evicted_lru: int
@@ -106,6 +111,7 @@ class ResultStoreStats:
     retried_total: int = 0
     unsent_total: int = 0
     too_large_total: int = 0
+    rejected_total: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -5,7 +5,8 @@ scheduler, the dashboard's retry), and checked here again where it enters
 the control plane (the inbox), so a bad value is refused at once with
 ``InvalidSubmission`` rather than found by the actor that runs the task.
 Priority names and levels, the time limit that applies, countdown / eta /
-expires turned into relative seconds, and task ids all live here.
+expires turned into relative seconds, and task ids all live here; the
+limits on the sizes of ids, names and keys are ``fastworker.limits``'.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from datetime import datetime
 from typing import Any
 
 from fastworker.errors import InvalidSubmission
+from fastworker.limits import (
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_RETRIES,
+    MAX_TASK_NAME_LENGTH,
+    check_text,
+)
 from fastworker.messages import PRIORITIES, Priority, Submit
-from fastworker.payload import pack_call
+from fastworker.payload import DEFAULT_MAX_PAYLOAD_BYTES, pack_call
 from fastworker.tasks import Task, task_name
 
 __all__ = [
@@ -137,6 +145,12 @@ def build_submit(
     if payload is None:
         payload = pack_call(tuple(args), dict(kwargs) if kwargs else {})
     limit = timeout if found is None else time_limit(timeout, found)
+    # Whole seconds travel as floats: an int too large for the wire would
+    # fail the whole frame of submissions it is sent with.
+    if type(queue_wait) is not float and _seconds(queue_wait, allow_zero=True):
+        queue_wait = float(queue_wait)
+    if limit is not None and type(limit) is not float and _seconds(limit):
+        limit = float(limit)
     if countdown is None and eta is None and expires is None and key is None and (
             retries is None):
         submit = Submit(id=id, task=name, payload=payload, priority=level, timeout=limit,
@@ -155,10 +169,13 @@ def build_submit(
             key=_key(key),
             retries=None if retries is None else _retries(retries),
         )
-    # Every field but queue_wait and the time limit was checked as it was
-    # made; ``check_submit`` says what is wrong with those two.
+    # Every field but queue_wait, the time limit and the sizes of the id,
+    # the name and retry_of was checked as it was made; ``check_submit``
+    # says what is wrong with those.
     if not (type(queue_wait) is float and 0.0 <= queue_wait < math.inf) and not _seconds(
-            queue_wait, allow_zero=True) or (limit is not None and not _seconds(limit)):
+            queue_wait, allow_zero=True) or (limit is not None and not _seconds(limit)) or not (
+            type(id) is str and 0 < len(id) <= MAX_ID_LENGTH
+            and len(name) <= MAX_TASK_NAME_LENGTH and len(retry_of) <= MAX_ID_LENGTH):
         problem = check_submit(submit)
         assert problem is not None
         raise InvalidSubmission(problem)
@@ -182,6 +199,20 @@ def check_submit(submit: Submit) -> str | None:
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
                                 or retries < 0):
         return f"retries {retries!r} is not a whole number >= 0"
+    if retries is not None and retries > MAX_RETRIES:
+        return f"retries is {retries}; the limit is {MAX_RETRIES}"
+    # Sizes: the common case (all short) costs four len() calls.
+    if not (type(submit.id) is str and 0 < len(submit.id) <= MAX_ID_LENGTH):
+        return check_text("id", submit.id, MAX_ID_LENGTH, empty=False)
+    if len(submit.task) > MAX_TASK_NAME_LENGTH:
+        return check_text("task name", submit.task, MAX_TASK_NAME_LENGTH)
+    if len(submit.key) > MAX_KEY_LENGTH:
+        return check_text("key", submit.key, MAX_KEY_LENGTH)
+    if len(submit.retry_of) > MAX_ID_LENGTH:
+        return check_text("retry_of", submit.retry_of, MAX_ID_LENGTH)
+    if len(submit.payload) > DEFAULT_MAX_PAYLOAD_BYTES:  # the client's own limit, again
+        return (f"the arguments are {len(submit.payload)} bytes; the limit is "
+                f"{DEFAULT_MAX_PAYLOAD_BYTES}")
     return None
 
 
@@ -198,7 +229,7 @@ def _seconds_until(when: datetime | float, name: str) -> float:
         if when.tzinfo is None:
             raise InvalidSubmission(f"{name} must be an aware datetime (with a tzinfo)")
         return when.timestamp() - time.time()
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
+    if isinstance(when, (int, float)) and not isinstance(when, bool) and math.isfinite(when):
         return float(when) - time.time()
     raise InvalidSubmission(f"{name} must be a datetime or Unix seconds, got {when!r}")
 
@@ -236,6 +267,8 @@ def _expires_in(expires: datetime | float | None) -> float | None:
 def _retries(retries: int) -> int:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidSubmission(f"retries must be a whole number >= 0, got {retries!r}")
+    if retries > MAX_RETRIES:
+        raise InvalidSubmission(f"retries is {retries}; the limit is {MAX_RETRIES}")
     return retries
 
 
@@ -244,4 +277,6 @@ def _key(key: str | None) -> str:
         return ""
     if not isinstance(key, str) or not key:
         raise InvalidSubmission(f"key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidSubmission(f"key is {len(key)} characters; the limit is {MAX_KEY_LENGTH}")
     return key

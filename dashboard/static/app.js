@@ -855,6 +855,7 @@
       const props = h('dl', { class: 'props' },
         field('Priority', t.priority ? h('span', { class: 'prio p-' + str(t.priority), text: str(t.priority) }) : null),
         field('Attempt', t.attempt == null ? null : str(t.attempt)),
+        num(t.duplicate_runs) > 0 ? field('Duplicate runs', h('span', { 'data-testid': 'task-duplicate-runs', title: 'Runs beyond the one whose outcome is kept (a worker thought lost finished it too)', text: str(t.duplicate_runs) })) : null,
         field(workers.length > 1 ? 'Workers' : 'Worker', workers.length ? workers.map((w) => h('span', { class: 'mono chip-inline', text: str(w) })) : null),
         field('Queue wait', t0 && started ? fmtDuration(started - t0) : null),
         field('Run time', started && finished && finished >= started ? fmtDuration(finished - started) : null),

@@ -30,6 +30,8 @@ from fastworker.client.connection import Connection
 from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
 from fastworker.client.poller import ResultPoller
 from fastworker.client.slot import Slot
+from fastworker.errors import InvalidSubmission
+from fastworker.limits import MAX_ID_LENGTH, check_text
 from fastworker.messages import (
     RESULTS_PORT_OFFSET,
     Records,
@@ -359,6 +361,8 @@ class Client:
     async def status(self, task_id: str) -> TaskRecord:
         """The task's current record (state, attempt, worker, times, error)."""
         assert self._queries is not None, "use the client inside `async with`"
+        if len(task_id) > MAX_ID_LENGTH:  # the store would refuse the query
+            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
         reply = await self._queries.ask(StatusQuery(ids=(task_id,)))
         assert isinstance(reply, Records)
         return reply.records[0]

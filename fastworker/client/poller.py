@@ -32,7 +32,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from fastworker.client.connection import Port
 from fastworker.client.slot import Slot
-from fastworker.errors import AnswerTooLarge, ConnectionLost
+from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
+from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS, check_text
 from fastworker.messages import (
     FINAL_STATES,
     Records,
@@ -72,7 +73,7 @@ class ResultPoller:
                  request_timeout: float) -> None:
         self._port = port
         self.session = session
-        self._limit = max_batch * 8
+        self._limit = min(max_batch * 8, MAX_QUERY_IDS)
         self._poll_wait = poll_wait
         self._request_timeout = request_timeout
         self.waiters: dict[str, list[Slot[TaskRecord]]] = {}
@@ -97,6 +98,8 @@ class ResultPoller:
     def expect(self, task_id: str, *, sent: bool = False) -> Slot[TaskRecord]:
         """Register interest in ``task_id``; ``sent``: a Watch for it is
         already on its way (``send_watched`` sends one with the submission)."""
+        if len(task_id) > MAX_ID_LENGTH:  # the store would refuse the poll that names it
+            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
         slot: Slot[TaskRecord] = Slot()
         waiters = self.waiters.setdefault(task_id, [])
         waiters.append(slot)

@@ -61,7 +61,7 @@ class StoredTask:
     final and its counted size, and what a task's page shows besides."""
 
     __slots__ = ("record", "final_at", "size", "payload", "dispatched_at", "dispatched_to",
-                 "retry_of", "retried_as")
+                 "retry_of", "retried_as", "duplicate_runs")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
@@ -72,6 +72,9 @@ class StoredTask:
         self.dispatched_to = ""
         self.retry_of = ""
         self.retried_as: tuple[str, ...] = ()
+        #: The (attempt, worker) of each duplicate run counted, so that a
+        #: resent report of one is not counted twice.
+        self.duplicate_runs: tuple[tuple[int, str], ...] = ()
 
 
 @attrs.define
@@ -84,7 +87,7 @@ class RecordCounts:
     cancelled_total: int = 0
     expired_total: int = 0
     duplicates_total: int = 0
-    extra_attempts_total: int = 0
+    duplicate_runs_total: int = 0
     stale_total: int = 0
     evicted_ttl: int = 0
     evicted_lru: int = 0
@@ -120,6 +123,10 @@ class RecordBook:
         #: answered "unknown" at once instead of waiting for it.
         self.forgotten: OrderedDict[str, str] = OrderedDict()
         self.remember_dropped = remember_dropped
+        #: Final records that counted one more duplicate run, with when they
+        #: became final (trio's clock), kept only when a journal must hear
+        #: of them.
+        self.recounted: list[tuple[TaskRecord, float]] | None = None
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -231,10 +238,11 @@ class RecordBook:
     def _on_outcome(self, outcome: Outcome, now: float, finalized: list[TaskRecord]) -> None:
         stored = self._tasks.get(outcome.id)
         if stored is not None and stored.final_at is not None:
-            if stored.record.attempt == outcome.attempt:
-                self.counts.duplicates_total += 1
+            final = stored.record
+            if final.attempt == outcome.attempt and final.worker == outcome.worker:
+                self.counts.duplicates_total += 1  # a resent report
             else:
-                self.counts.extra_attempts_total += 1
+                self._count_duplicate_run(stored, outcome, stored.final_at)
             return
         old = stored.record if stored is not None else TaskRecord(id=outcome.id, state="unknown")
         error = outcome.error
@@ -257,15 +265,38 @@ class RecordBook:
             error=outcome.error,
             scheduled_for=old.scheduled_for,
             attempts=old.attempts,
+            duplicate_runs=old.duplicate_runs,
         )
         self._finalize(outcome.id, stored, record, now, finalized)
+
+    def _count_duplicate_run(self, stored: StoredTask, outcome: Outcome,
+                             final_at: float | None) -> None:
+        """The outcome of a run of the task other than the one its record
+        follows: counted in the record and in the totals, once per (attempt,
+        worker) (``final_at``: the record is final since, if it is)."""
+        run = (outcome.attempt, outcome.worker)
+        if run in stored.duplicate_runs:
+            self.counts.duplicates_total += 1  # a resent report of that run
+            return
+        stored.duplicate_runs = (*stored.duplicate_runs, run)
+        self.counts.duplicate_runs_total += 1
+        record = attrs.evolve(stored.record, duplicate_runs=stored.record.duplicate_runs + 1)
+        stored.record = record
+        if final_at is not None and self.recounted is not None:
+            self.recounted.append((record, final_at))
 
     def _on_retry(self, outcome: Outcome, stored: StoredTask | None, old: TaskRecord,
                   error: RemoteError) -> None:
         """A failed attempt that runs again after its backoff: kept among the
         record's ``attempts``; the task waits, ``scheduled``, for the retry."""
         if old.attempts and old.attempts[-1].attempt >= outcome.attempt:
-            self.counts.duplicates_total += 1  # a resent report
+            if any(tried.attempt == outcome.attempt and tried.worker == outcome.worker
+                   for tried in old.attempts):
+                self.counts.duplicates_total += 1  # a resent report
+            else:
+                # An attempt the record had moved past ran (again) elsewhere.
+                assert stored is not None  # old.attempts came from it
+                self._count_duplicate_run(stored, outcome, None)
             return
         self.counts.retried_total += 1
         tried = Attempt(attempt=outcome.attempt, worker=outcome.worker,

@@ -7,7 +7,8 @@ later (``Waiters``), with one timer for their deadlines. How records move
 and what waits is told in docs/results.md.
 
 With a ``journal`` ref (a Journal that is on), each record that becomes
-final is sent to it as a ``PutResult``, each record of a task waiting for
+final is sent to it as a ``PutResult`` (again when it counts a duplicate
+run), each record of a task waiting for
 its retry as a ``PutRecord`` (its earlier attempts), and each final record
 the bounds drop as a ``DropResult``, in one ``JournalWrite`` per handled
 batch; at start the records it held come back (``recovery``), so results
@@ -41,12 +42,14 @@ from fastworker.internal import (
     ResultsKept,
 )
 from fastworker.journal.ops import DropResult, Op, PutRecord, PutResult
+from fastworker.limits import check_query
 from fastworker.messages import (
     Cancelled,
     Expired,
     Finished,
     Queued,
     Records,
+    Rejected,
     Released,
     ResultQuery,
     Running,
@@ -141,6 +144,7 @@ class ResultStore(Actor[Accepts]):
         self._queries_total = 0
         self._ignored_total = 0
         self._unsent_total = 0
+        self._rejected_total = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
@@ -164,6 +168,7 @@ class ResultStore(Actor[Accepts]):
         self._journal = journal
         self._records.dropped = []
         self._records.retried = []
+        self._records.recounted = []
         recovered = await journal.call(Recover())
         now = trio.current_time()
         restored, dropped = restore_results(self._records, recovered.results,
@@ -268,6 +273,7 @@ class ResultStore(Actor[Accepts]):
             ignored_total=self._ignored_total,
             unsent_total=self._unsent_total,
             too_large_total=self._waiters.too_large_total,
+            rejected_total=self._rejected_total,
             **attrs.asdict(records.counts),
         )
 
@@ -276,15 +282,23 @@ class ResultStore(Actor[Accepts]):
         enforce the bounds (after answering: a waiter sees its record even
         if the bounds drop it at once)."""
         now = trio.current_time()
-        finalized = self._records.apply(reports, now)
+        records = self._records
+        finalized = records.apply(reports, now)
         if finalized:
             self._waiters.on_final(finalized, now)
-            if self._journal is not None:
-                self._take_dropped()  # dropped before these became final: first
-                final_at = self._clock()
+        if self._journal is not None and (finalized or records.recounted):
+            self._take_dropped()  # dropped before these became final: first
+            wall = self._clock()
+            self._unjournaled.extend(
+                PutResult(record=record, final_at=wall) for record in finalized)
+            if records.recounted:
+                # A final record that counted a duplicate run is kept again,
+                # with the time it became final (its TTL is not renewed).
                 self._unjournaled.extend(
-                    PutResult(record=record, final_at=final_at) for record in finalized)
-        self._records.expire(now)
+                    PutResult(record=record, final_at=wall - (now - final_at))
+                    for record, final_at in records.recounted)
+                records.recounted.clear()
+        records.expire(now)
 
     def _on_queries(self, messages: tuple[Any, ...], *, single: bool) -> Any:
         """Answer each query now, or park it; defer the call if any parked.
@@ -295,6 +309,15 @@ class ResultStore(Actor[Accepts]):
         records.expire(now)
         answers = Answers(len(messages), single=single)
         for index, message in enumerate(messages):
+            if isinstance(message, (StatusQuery, ResultQuery, Watch)):
+                problem = check_query(message)
+                if problem is not None:
+                    # Refused whole, before it is parked or read: the sizes a
+                    # client controls are bounded (fastworker.limits).
+                    self._rejected_total += 1
+                    answers.values[index] = Rejected(id="", error="InvalidSubmission",
+                                                     message=problem)
+                    continue
             match message:
                 case StatusQuery():
                     self._queries_total += 1

@@ -21,8 +21,10 @@ from dashboard import metrics, views
 from dashboard.actor import Dashboard, DashboardOptions, parse_address
 from examples import tasks
 from fastworker import TaskCancelled, TaskError
+from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
-from fastworker.stats import ScheduleInfo, SchedulerStats
+from fastworker.messages import TaskRecord
+from fastworker.stats import ResultStoreStats, ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
 
@@ -411,6 +413,29 @@ class TestJournal:
         assert views.journal_view(_sample_with(None)).enabled is False
         assert views.journal_view(_sample_with(_journal_stats(last_commit_at=0.0))
                                   ).last_commit_at is None
+
+
+class TestDuplicateRuns:
+    def test_metrics_and_the_task_page_show_duplicate_runs(self) -> None:
+        """The store's ``duplicate_runs_total`` is ``fastworker_task_duplicate_runs``
+        in /metrics, and a task's page shows its record's ``duplicate_runs``."""
+        store = ResultStoreStats(
+            entries=1, live_entries=0, bytes=512, waiting_queries=0, finished_total=1,
+            succeeded_total=1, failed_total=0, cancelled_total=0, expired_total=0,
+            duplicates_total=0, duplicate_runs_total=3, stale_total=0, evicted_ttl=0,
+            evicted_lru=0, evicted_bytes=0, queries_total=0, ignored_total=0)
+        sample = views.Sample(at=1010.0, clock=1.0, stats={"results": ActorStats(
+            name="results", kind="fastworker.ResultStore",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=store)})
+        text = metrics.render(sample, views.NodeInfo(name="n", version="1", started_at=0.0))
+        page = views.task_view(TaskDetail(
+            record=TaskRecord(id="a", state="succeeded", attempt=2, duplicate_runs=1),
+            payload=b"", dispatched_at=0.0, dispatched_to="", retry_of="", retried_as=()))
+        [total] = [s for s in _families(text.decode())["fastworker_task_duplicate_runs"].samples
+                   if s.name.endswith("_total")]
+        assert total.value == 3
+        assert page.duplicate_runs == 1
 
 
 class TestEndpoints:

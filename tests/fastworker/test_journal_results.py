@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -39,6 +41,7 @@ from fastworker.journal import (
     Recovered,
 )
 from fastworker.journal.faults import WrappedFile
+from fastworker.journal.schema import decode_record
 from fastworker.journaling import Journal
 from fastworker.messages import (
     Cancelled,
@@ -51,6 +54,7 @@ from fastworker.messages import (
     RemoteError,
     ResultQuery,
     StatusQuery,
+    TaskRecord,
 )
 from fastworker.periodic import Scheduler
 from fastworker.results import ResultStore
@@ -277,6 +281,41 @@ class TestStore:
             await durable(node, autojump_clock)
         assert (at_60, at_99, at_100) == (["succeeded"], ["succeeded"], ["unknown"])
         assert stored_ids(path) == []  # the TTL's drop reached the file
+
+    async def test_a_duplicate_run_counted_after_final_is_kept_across_a_restart(
+        self, tmp_path: Path, autojump_clock: MockClock
+    ) -> None:
+        """A final record that counts a duplicate run is written again, with
+        the time it became final (its TTL is not renewed): after a restart it
+        still says so, and still expires when it would have."""
+        path = tmp_path / "j.db"
+        async with run(store(path, ttl=100.0)) as node:
+            await node.refs["results"].send(Finished(outcomes=(done("a"),)))
+            await trio.sleep(30)
+            late = attrs.evolve(done("a", b"late"), attempt=2, worker="w2")
+            await node.refs["results"].send(Finished(outcomes=(late,)))
+            await durable(node, autojump_clock)
+        (stored,) = loaded(path).results
+        async with run(store(path, ttl=100.0)) as node:
+            before = (await finals(node, "a"))["a"]
+            await trio.sleep(69)
+            at_99 = await states(node, "a")
+            await trio.sleep(1)
+            at_100 = await states(node, "a")
+        assert (stored.record.duplicate_runs, stored.final_at) == (1, BASE)
+        assert (before.value, before.duplicate_runs) == (b"v", 1)
+        assert (at_99, at_100) == (["succeeded"], ["unknown"])
+
+    def test_a_record_stored_before_duplicate_runs_existed_still_decodes(self) -> None:
+        """Records are msgpack maps: one written without ``duplicate_runs``
+        (an older version) decodes, with none counted."""
+        blob = msgspec.msgpack.encode([["TaskRecord", {
+            "id": "a", "state": "succeeded", "task": "add", "attempt": 1, "worker": "w1",
+            "value": b"v"}]])
+        record = decode_record(blob)
+        assert record == TaskRecord(id="a", state="succeeded", task="add", attempt=1,
+                                    worker="w1", value=b"v")
+        assert record.duplicate_runs == 0
 
     async def test_results_past_their_ttl_do_not_come_back(
         self, tmp_path: Path, autojump_clock: MockClock

@@ -3,6 +3,7 @@ that park until a result arrives (all timed cases under MockClock)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from fastworker.messages import (
     Queued,
     QueuedEntry,
     Records,
+    Rejected,
     Released,
     RemoteError,
     ResultQuery,
@@ -32,6 +34,7 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
+from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS
 from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore
 from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued, TaskDetail, TaskPage
 from fastworker.stats import ResultStoreStats
@@ -165,19 +168,19 @@ class TestRecords:
             [record] = await status(store, "a")
             stats = await snapshot(store)
         assert record.value == b"first"
-        assert (stats.duplicates_total, stats.extra_attempts_total) == (1, 0)
+        assert (stats.duplicates_total, stats.duplicate_runs_total) == (1, 0)
         assert stats.finished_total == 1
 
     async def test_a_finished_of_another_attempt_after_final_is_counted_apart(self) -> None:
         """A duplicate execution (another attempt) keeps the first outcome and
-        is counted as an extra attempt."""
+        is counted as a duplicate run."""
         async with open_store() as store:
             await store.send(Finished(outcomes=(done("a", b"first"),)))
             await store.send(Finished(outcomes=(done("a", b"again", attempt=2),)))
             [record] = await status(store, "a")
             stats = await snapshot(store)
         assert (record.value, record.attempt) == (b"first", 1)
-        assert (stats.duplicates_total, stats.extra_attempts_total) == (0, 1)
+        assert (stats.duplicates_total, stats.duplicate_runs_total) == (0, 1)
 
     async def test_an_id_never_seen_is_unknown(self) -> None:
         """A StatusQuery answers state unknown for ids the store has no record of."""
@@ -245,8 +248,8 @@ class TestRedelivery:
     async def test_a_late_finished_of_the_lost_attempt_is_the_result(self) -> None:
         """The lost worker's result arriving after Requeued(attempt 2) makes
         the record final, once; the redelivered attempt's own result later is
-        an extra attempt, counted and not stored; a late Requeued changes
-        nothing."""
+        a duplicate run, counted (in the record too) and not stored; a late
+        Requeued changes nothing."""
         async with open_store() as store:
             await store.send(queued("a"))
             await store.send(running("a", "w1", 1))
@@ -260,8 +263,8 @@ class TestRedelivery:
             stats = await snapshot(store)
         assert (record.state, record.attempt, record.value) == ("succeeded", 1, b"first")
         assert (record.worker, record.workers) == ("w1", ("w1",))
-        assert after == record
-        assert (stats.finished_total, stats.extra_attempts_total) == (1, 1)
+        assert after == attrs.evolve(record, duplicate_runs=1)
+        assert (stats.finished_total, stats.duplicate_runs_total) == (1, 1)
         assert (stats.duplicates_total, stats.stale_total) == (0, 1)
 
 
@@ -556,7 +559,7 @@ async def test_the_snapshot_counts_records_waiters_and_traffic(
     assert stats == ResultStoreStats(
         entries=3, live_entries=2, bytes=3 * RECORD_OVERHEAD_BYTES + 5, waiting_queries=1,
         finished_total=1, succeeded_total=1, failed_total=0, cancelled_total=0, expired_total=0,
-        duplicates_total=1, extra_attempts_total=0, stale_total=0,
+        duplicates_total=1, duplicate_runs_total=0, stale_total=0,
         evicted_ttl=0, evicted_lru=0, evicted_bytes=0, queries_total=2, ignored_total=0,
     )
 
@@ -782,3 +785,103 @@ class TestRetries:
         assert [(a.attempt, a.error.message) for a in final.attempts] == [(1, "one"), (2, "two")]
         assert pending.answer is not None
         assert (stats.retried_total, stats.duplicates_total, stats.finished_total) == (2, 1, 1)
+
+
+class TestDuplicateRuns:
+    """Runs of a task beyond the one its record follows (at-least-once
+    delivery allows them): counted in the record and in the totals."""
+
+    async def test_a_frozen_worker_that_wakes_up_is_counted_in_the_record(self) -> None:
+        """A worker thought lost finishes its attempt after the redelivered
+        attempt made the record final: the first outcome stays, the record's
+        ``duplicate_runs`` and the store's ``duplicate_runs_total`` count the
+        second run, and a resent report of that run counts nothing more."""
+        late = done("a", b"late", attempt=1, worker="w1")
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(running("a", "w1", 1))
+            await store.send(Requeued(ids=("a",), attempts=(2,)))
+            await store.send(running("a", "w2", 2))
+            await store.send(Finished(outcomes=(done("a", b"kept", attempt=2, worker="w2"),)))
+            [final] = await status(store, "a")
+            await store.send(Finished(outcomes=(late,)))
+            [counted] = await status(store, "a")
+            await store.send(Finished(outcomes=(late,)))  # resent after a lost answer
+            [again] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (final.value, final.duplicate_runs) == (b"kept", 0)
+        assert counted == attrs.evolve(final, duplicate_runs=1)
+        assert again == counted
+        assert (stats.duplicate_runs_total, stats.duplicates_total) == (1, 1)
+        assert stats.finished_total == 1
+
+    async def test_the_same_attempt_on_another_worker_is_a_duplicate_run(self) -> None:
+        """One attempt run by two workers (it reached both): the second
+        outcome is a duplicate run, not a resent report."""
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Finished(outcomes=(done("a", b"one", worker="w1"),)))
+            await store.send(Finished(outcomes=(done("a", b"two", worker="w2"),)))
+            [record] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (record.value, record.worker, record.duplicate_runs) == (b"one", "w1", 1)
+        assert (stats.duplicate_runs_total, stats.duplicates_total) == (1, 0)
+
+    async def test_a_failed_attempt_run_twice_is_counted_while_the_task_waits(self) -> None:
+        """A failed attempt reported by a worker other than the one the record
+        kept it from is a duplicate run; the task still waits for its retry
+        and the count stays with it to its final record."""
+        first = attrs.evolve(failed("a"), retry_in=5.0)
+        elsewhere = attrs.evolve(first, worker="w9")
+        async with open_store() as store:
+            await store.send(queued("a"))
+            await store.send(Finished(outcomes=(first,)))
+            await store.send(Finished(outcomes=(elsewhere,)))
+            [waiting] = await status(store, "a")
+            await store.send(Finished(outcomes=(done("a", attempt=2),)))
+            [final] = await status(store, "a")
+            stats = await snapshot(store)
+        assert (waiting.state, waiting.duplicate_runs, len(waiting.attempts)) == (
+            "scheduled", 1, 1)
+        assert (final.state, final.duplicate_runs) == ("succeeded", 1)
+        assert (stats.duplicate_runs_total, stats.retried_total) == (1, 1)
+
+
+class TestQueryLimits:
+    """Queries a client sent are checked against ``fastworker.limits``: one
+    over a limit is answered ``Rejected`` naming it, and nothing is kept."""
+
+    @pytest.mark.parametrize(("query", "message"), [
+        (StatusQuery(ids=("a",) * (MAX_QUERY_IDS + 1)),
+         f"StatusQuery names {MAX_QUERY_IDS + 1} ids; the limit is {MAX_QUERY_IDS}"),
+        (ResultQuery(ids=("x" * 1_000_000,), wait=5.0),
+         f"ResultQuery id is 1000000 characters; the limit is {MAX_ID_LENGTH}"),
+        (ResultQuery(ids=("a",), wait=math.nan), "ResultQuery wait nan is not a number of "
+         "seconds >= 0"),
+        (Watch(session="s", ids=("a",), wait=math.inf), "Watch wait inf is not a number of "
+         "seconds >= 0"),
+        (Watch(session="s", ids=("a",), wait=-1.0), "Watch wait -1.0 is not a number of "
+         "seconds >= 0"),
+        (Watch(session="s" * 300), f"Watch session is 300 characters; the limit is "
+         f"{MAX_ID_LENGTH}"),
+    ], ids=["too_many_ids", "id_too_long", "nan_wait", "inf_wait", "negative_wait",
+            "session_too_long"])
+    async def test_a_query_over_a_limit_is_rejected_naming_it(
+        self, query: Any, message: str, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with open_store() as store:
+            with trio.fail_after(PATIENCE):  # a NaN wait once parked the query for good
+                answer = await store.call(Requests(messages=(query, StatusQuery(ids=("b",)))))
+            stats = await snapshot(store)
+        assert answer == [
+            Rejected(id="", error="InvalidSubmission", message=message),
+            Records(records=(TaskRecord(id="b", state="unknown"),)),
+        ]
+        assert (stats.rejected_total, stats.queries_total, stats.waiting_queries) == (1, 1, 0)
+
+    async def test_a_query_at_the_limits_is_answered(self) -> None:
+        """The limits themselves are allowed."""
+        ids = tuple(f"{n:0{MAX_ID_LENGTH}d}" for n in range(MAX_QUERY_IDS))
+        async with open_store() as store:
+            answer = await store.call(StatusQuery(ids=ids))
+        assert isinstance(answer, Records) and len(answer.records) == MAX_QUERY_IDS

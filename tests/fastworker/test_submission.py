@@ -15,7 +15,8 @@ import attrs
 import pytest
 
 from fastworker import InvalidSubmission
-from fastworker.messages import Submit
+from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH
+from fastworker.messages import CODEC, Submit
 from fastworker.payload import pack_call, unpack_call
 from fastworker.submission import (
     TaskIds,
@@ -174,6 +175,9 @@ class TestSchedule:
             ({"countdown": "5"}, "countdown must be a number of seconds, got '5'"),
             ({"eta": datetime(2030, 1, 1)}, "eta must be an aware datetime (with a tzinfo)"),
             ({"eta": "tomorrow"}, "eta must be a datetime or Unix seconds, got 'tomorrow'"),
+            ({"eta": math.nan}, "eta must be a datetime or Unix seconds, got nan"),
+            ({"eta": math.inf}, "eta must be a datetime or Unix seconds, got inf"),
+            ({"countdown": math.inf}, "countdown must be a number of seconds, got inf"),
             ({"expires": datetime(2030, 1, 1)},
              "expires must be an aware datetime (with a tzinfo)"),
             ({"expires": "soon"}, "expires must be seconds or a datetime, got 'soon'"),
@@ -344,3 +348,62 @@ class TestTaskIds:
 
     def test_new_task_id_never_repeats(self) -> None:
         assert len({new_task_id() for _ in range(1000)}) == 1000
+
+
+class TestSizes:
+    """Ids, names and keys over their limits (``fastworker.limits``) are
+    refused on both sides, naming the field and the limit."""
+
+    @pytest.mark.parametrize(
+        ("options", "complaint"),
+        [
+            ({"id": "x" * 1_000_000}, "id is 1000000 characters; the limit is 256"),
+            ({"id": ""}, "id must not be empty"),
+            ({"id": 42}, "id must be a string, got int"),
+            ({"task": "t" * 513}, "task name is 513 characters; the limit is 512"),
+            ({"key": "k" * 257}, "key is 257 characters; the limit is 256"),
+            ({"retry_of": "r" * 257}, "retry_of is 257 characters; the limit is 256"),
+            ({"retries": 10**30}, f"retries is {10**30}; the limit is 1000000"),
+        ],
+        ids=["huge_id", "empty_id", "int_id", "long_name", "long_key", "long_retry_of",
+             "many_retries"],
+    )
+    def test_the_client_refuses_a_value_over_its_limit(
+        self, options: dict[str, Any], complaint: str
+    ) -> None:
+        arguments = {"task": "tests.add", "id": "t-1", **options}
+        with pytest.raises(InvalidSubmission) as raised:
+            build_submit(arguments.pop("task"), (1, 2), **arguments)
+        assert str(raised.value) == complaint
+
+    @pytest.mark.parametrize(
+        ("field", "value", "complaint"),
+        [
+            ("id", "x" * 1_000_000, "id is 1000000 characters; the limit is 256"),
+            ("id", "", "id must not be empty"),
+            ("task", "t" * 513, "task name is 513 characters; the limit is 512"),
+            ("key", "k" * 257, "key is 257 characters; the limit is 256"),
+            ("retry_of", "r" * 257, "retry_of is 257 characters; the limit is 256"),
+            ("retries", 1_000_001, "retries is 1000001; the limit is 1000000"),
+            ("payload", b"p" * (8 * 1024 * 1024 + 1),
+             "the arguments are 8388609 bytes; the limit is 8388608"),
+        ],
+        ids=["huge_id", "empty_id", "long_name", "long_key", "long_retry_of", "many_retries",
+             "big_payload"],
+    )
+    def test_the_inbox_check_refuses_a_value_over_its_limit(
+        self, field: str, value: str | bytes, complaint: str
+    ) -> None:
+        assert check_submit(attrs.evolve(GOOD, **{field: value})) == complaint
+
+    def test_huge_whole_seconds_travel_as_floats(self) -> None:
+        """An int of seconds too large for the wire is sent as a float, so it
+        cannot fail the frame of submissions it travels with."""
+        submit = build(queue_wait=10**30, timeout=10**30)
+        assert (submit.queue_wait, submit.timeout) == (1e30, 1e30)
+        assert CODEC.decode(CODEC.encode([submit])) == [submit]
+
+    def test_values_at_their_limits_pass_both_sides(self) -> None:
+        submit = build_submit("t" * MAX_TASK_NAME_LENGTH, id="i" * MAX_ID_LENGTH,
+                              key="k" * MAX_KEY_LENGTH, retry_of="r" * MAX_ID_LENGTH)
+        assert check_submit(submit) is None

@@ -1,0 +1,79 @@
+"""The sizes a client controls, and their limits: one place for both sides.
+
+A client chooses a task's id, its name, an idempotency key and the ids it
+asks about; the control plane keeps them (queues, records, watch sets), so
+each has a limit here. The client refuses a value over a limit before
+sending it (``build_submit``); the control plane checks again whatever it
+receives (``check_submit`` in the inbox, ``check_query`` in the store), so
+a hand-made frame is refused the same way, with the field and the limit
+named ("id is 1000000 characters; the limit is 256").
+
+The checks run for every submission and every poll: they are ``len`` and
+type comparisons only, and allocate nothing when all is well. This module
+decides nothing else (time values are ``fastworker.submission``'s).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from fastworker.messages import ResultQuery, StatusQuery, Watch
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_QUERY_IDS",
+    "MAX_RETRIES",
+    "MAX_TASK_NAME_LENGTH",
+    "check_query",
+    "check_text",
+]
+
+#: The longest task id, in characters (a client's ``task_id``, ``retry_of``,
+#: and every id a query names); ids the client makes are 16.
+MAX_ID_LENGTH: Final = 256
+#: The longest task name, in characters (``module.function`` by default).
+MAX_TASK_NAME_LENGTH: Final = 512
+#: The longest idempotency key (``key=``), in characters.
+MAX_KEY_LENGTH: Final = 256
+#: The most retries a submission may ask for (``retries=``).
+MAX_RETRIES: Final = 1_000_000
+#: The most ids one ``ResultQuery``, ``StatusQuery`` or ``Watch`` may name;
+#: the client asks about more a batch at a time.
+MAX_QUERY_IDS: Final = 100_000
+
+
+def check_text(name: str, value: object, limit: int, *, empty: bool = True) -> str | None:
+    """What is wrong with the string field ``name``, or ``None``: not a
+    string, longer than ``limit`` characters, or empty when ``empty`` is
+    false."""
+    if type(value) is not str:
+        return f"{name} must be a string, got {type(value).__name__}"
+    if len(value) > limit:
+        return f"{name} is {len(value)} characters; the limit is {limit}"
+    if not value and not empty:
+        return f"{name} must not be empty"
+    return None
+
+
+def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
+    """What is wrong with a query a client sent, or ``None``: too many ids,
+    an id too long, a ``wait`` that is not a number of seconds >= 0, or a
+    watch session or epoch name too long."""
+    kind = type(query).__name__
+    ids = query.ids
+    if len(ids) > MAX_QUERY_IDS:
+        return f"{kind} names {len(ids)} ids; the limit is {MAX_QUERY_IDS}"
+    for id in ids:
+        if len(id) > MAX_ID_LENGTH:
+            return f"{kind} id is {len(id)} characters; the limit is {MAX_ID_LENGTH}"
+    if isinstance(query, StatusQuery):
+        return None
+    wait = query.wait
+    if not (0.0 <= wait < math.inf):  # NaN fails this too
+        return f"{kind} wait {wait!r} is not a number of seconds >= 0"
+    if isinstance(query, Watch):
+        return (check_text("Watch session", query.session, MAX_ID_LENGTH)
+                or check_text("Watch epoch", query.epoch, MAX_ID_LENGTH))
+    return None
