@@ -99,7 +99,7 @@ async def lifecycle(path: Path, synchronous: Synchronous, tasks: int, group: int
         for base in range(0, tasks, group):
             numbers = range(base, base + group)
             await writer.write([PutTask(job(n)) for n in numbers])
-            await writer.write([SetState(job(n).id, "dispatched") for n in numbers])
+            await writer.write([SetState(tuple(job(n).id for n in numbers), "dispatched")])
             commit = await writer.write([PutResult(result(n), time.time()) for n in numbers])
         await commit.wait()
         elapsed = time.perf_counter() - start
@@ -116,7 +116,7 @@ async def submission(path: Path, lazy_interval: float, tasks: int) -> tuple[floa
             start = time.perf_counter()
             await (await writer.write([PutTask(job(n))])).wait()
             samples.append(time.perf_counter() - start)
-            await writer.write([SetState(job(n).id, "dispatched")], lazy=True)
+            await writer.write([SetState((job(n).id,), "dispatched")], lazy=True)
             await trio.sleep(0.0003)  # the task is dispatched and runs
             await writer.write([PutResult(result(n), time.time())], lazy=True)
             await trio.sleep(0.0005)  # its client hears of it and submits the next

@@ -350,8 +350,8 @@ class PriorityInbox(Actor[Accepts]):
             self._levels.append(job)
             self._recent.remember(job.id, "queued")
             self._released.append(job.id)
-            if journal is not None:
-                journal.ops.append(SetState(job.id, "queued"))
+        if released and journal is not None:
+            journal.ops.append(SetState(tuple([job.id for job in released]), "queued"))
         for task_id in expired:
             if self._drop(task_id):
                 self._recent.remember(task_id, "expired")

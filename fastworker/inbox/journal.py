@@ -142,7 +142,8 @@ class InboxJournal:
         once = [job for job in jobs if is_once(job.task)]
         if once:
             jobs = [job for job in jobs if not is_once(job.task)]
-        ops.extend(SetState(job.id, "dispatched") for job in jobs)
+        if jobs:
+            ops.append(SetState(tuple([job.id for job in jobs]), "dispatched"))
         if ops:
             # No schedule point unless the mailbox is full: the flush goes
             # on to hand the jobs to the dispatcher without a detour.
@@ -171,8 +172,8 @@ class InboxJournal:
         refs = self._context.refs
         try:
             try:
-                await refs["journal"].call(JournalWrite(ops=tuple(
-                    SetState(job.id, "dispatched", once=True) for job in jobs)))
+                await refs["journal"].call(JournalWrite(ops=(
+                    SetState(tuple([job.id for job in jobs]), "dispatched", once=True),)))
             except (JournalUnavailable, ActorCrashed, trio.BrokenResourceError) as failure:
                 self._refused_log.event("%s: held back %d at-most-once jobs: %s",
                                         self._context.name, len(jobs), failure)
@@ -255,7 +256,7 @@ class InboxJournal:
                 if task_id in self.once_ids:
                     self.adopted_once.add(task_id)
                 recent.remember(task_id, "dispatched")
-                self.ops.append(SetState(task_id, "dispatched"))
+                self.ops.append(SetState((task_id,), "dispatched"))
         elif message.state == "ended":
             for task_id in message.ids:
                 adopted.pop(task_id, None)
@@ -274,11 +275,11 @@ class InboxJournal:
                 if delay > 0:
                     held.hold(job, now + delay)
                     recent.remember(task_id, "scheduled")
-                    self.ops.append(SetState(task_id, "scheduled", wall + delay))
+                    self.ops.append(SetState((task_id,), "scheduled", wall + delay))
                 else:
                     levels.push_front(job)
                     recent.remember(task_id, "queued")
-                    self.ops.append(SetState(task_id, "queued"))
+                    self.ops.append(SetState((task_id,), "queued"))
                 if job.expires_at is not None:
                     held.expire(task_id, now + job.expires_at - wall)
 

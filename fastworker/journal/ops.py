@@ -9,10 +9,10 @@ reads after a restart.
 Who sends what:
 
 - the inbox: ``PutTask`` for an accepted task (``queued``, or
-  ``scheduled`` with its wall-clock ``due_at``), ``SetState`` when a
-  scheduled task is released, ``DropTask`` when one is cancelled or expires;
-  ``SetState(id, "dispatched")`` when it hands a job to the dispatcher
-  (``once`` for an at-most-once task, committed before the job leaves),
+  ``scheduled`` with its wall-clock ``due_at``), ``SetState`` when
+  scheduled tasks are released, ``DropTask`` when one is cancelled or expires;
+  ``SetState(ids, "dispatched")`` when it hands jobs to the dispatcher
+  (``once`` for at-most-once tasks, committed before the jobs leave),
   ``PutTask`` of the next attempt (``queued`` when a lost worker's job goes
   back, ``scheduled`` until a retry's backoff ends);
 - the result store: ``PutRecord`` when an attempt failed and the task waits
@@ -77,16 +77,25 @@ class PutTask:
     key: str = ""
 
 
+def _task_ids(instance: object, attribute: attrs.Attribute[tuple[str, ...]],
+              ids: tuple[str, ...]) -> None:
+    if type(ids) is not tuple:  # a bare id would be taken for its characters
+        raise TypeError(f"SetState takes a tuple of task ids, got {type(ids).__name__}")
+
+
 @attrs.frozen
 class SetState:
-    """Move the live task ``id`` to ``state`` (nothing if it is gone).
+    """Move the live tasks ``ids`` to ``state`` (those gone: nothing).
 
-    ``once`` marks a ``dispatched`` task as at-most-once: if the control
-    plane stops while it is dispatched, it fails with ``WorkerLost`` at the
+    One op for many tasks: the inbox hands out jobs in batches, and an op
+    per job would cost an object and its handling per task.
+
+    ``once`` marks ``dispatched`` tasks as at-most-once: if the control
+    plane stops while one is dispatched, it fails with ``WorkerLost`` at the
     restart rather than run again (whether or not this process's registry
     knows the task then)."""
 
-    id: str
+    ids: tuple[str, ...] = attrs.field(validator=_task_ids)
     state: TaskState = attrs.field(validator=_task_state)
     due_at: float = 0.0
     once: bool = False

@@ -223,7 +223,7 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
             continue
         written: list[Op] = [task]
         if once and task.state == "dispatched":
-            written.append(SetState(task.job.id, "dispatched", task.due_at, once=True))
+            written.append(SetState((task.job.id,), "dispatched", task.due_at, once=True))
         if record is not None:
             try:
                 written.append(PutRecord(decode_record(record)))

@@ -164,7 +164,8 @@ def _set_states(db: sqlite3.Connection, ops: list[SetState], next_seq: Callable[
     # One statement per run of ops that set the same thing, in order (a task
     # moved twice in one batch ends where the second move put it).
     for (state, due_at, once), run in groupby(ops, lambda op: (op.state, op.due_at, op.once)):
-        _rows(db, _SET_STATES, [(op.id,) for op in run], first=(state, due_at, int(once)))
+        _rows(db, _SET_STATES, [(task_id,) for op in run for task_id in op.ids],
+              first=(state, due_at, int(once)))
 
 
 def _drop_tasks(db: sqlite3.Connection, ops: list[DropTask], next_seq: Callable[[], int]) -> None:

@@ -97,7 +97,13 @@ class TestOps:
         with pytest.raises(ValueError, match="'state' must be in"):
             PutTask(job("a"), "running")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="'state' must be in"):
-            SetState("a", "done")  # type: ignore[arg-type]
+            SetState(("a",), "done")  # type: ignore[arg-type]
+
+    def test_set_state_takes_a_tuple_of_ids_not_one_id(self) -> None:
+        """A bare id would be taken for its characters: it is refused when made."""
+        with pytest.raises(TypeError, match="tuple of task ids, got str"):
+            SetState("abc", "dispatched")  # type: ignore[arg-type]
+        assert SetState(("abc",), "dispatched").ids == ("abc",)
 
     def test_put_result_takes_only_a_final_record(self) -> None:
         """A record that is not final cannot be stored as a result."""
@@ -176,9 +182,9 @@ class TestJournalFile:
         """SetState moves a task between states; a PutTask of the same id (its
         next attempt) replaces the job; a SetState of an unknown id does nothing."""
         write_file(path, [PutTask(job("a")), PutTask(job("b"))], [
-            SetState("a", "dispatched"),
-            SetState("b", "scheduled", due_at=77.0),
-            SetState("nobody", "queued"),
+            SetState(("a",), "dispatched"),
+            SetState(("b",), "scheduled", due_at=77.0),
+            SetState(("nobody",), "queued"),
         ], [PutTask(job("a", attempt=2), "scheduled", due_at=88.0)])
         with opened(path) as file:
             found = file.load()
@@ -193,12 +199,12 @@ class TestJournalFile:
         with no row is not kept."""
         write_file(path, [PutTask(job("o")), PutTask(job("p")), PutTask(job("r")),
                           PutTask(job("ended"))], [
-            SetState("o", "dispatched", once=True),
-            SetState("p", "dispatched", once=True),
+            SetState(("o",), "dispatched", once=True),
+            SetState(("p",), "dispatched", once=True),
             PutRecord(record("r", "scheduled")),
             PutRecord(record("ended", "scheduled")),
             PutRecord(record("nobody", "scheduled")),
-        ], [SetState("p", "queued"), PutResult(record("ended"), final_at=1.0)])
+        ], [SetState(("p",), "queued"), PutResult(record("ended"), final_at=1.0)])
         with opened(path) as file:
             found = file.load()
         assert found.once == {"o"}
@@ -215,8 +221,8 @@ class TestJournalFile:
         names = [f"t{i:03d}" for i in range(n)]
         write_file(path, [
             *(PutTask(job(name)) for name in names),
-            *(SetState(name, "dispatched") for name in names),
-            SetState("t000", "scheduled", due_at=5.0), SetState("t000", "queued"),
+            SetState(tuple(names), "dispatched"),
+            SetState(("t000",), "scheduled", due_at=5.0), SetState(("t000",), "queued"),
             *(PutResult(record(name), 1.0) for name in names[1:100]),
             *(DropTask(name) for name in names[100:150]),
         ])
@@ -484,7 +490,7 @@ class TestJournalWriter:
         async with JournalWriter.open(path, max_batch_ops=2) as writer:
             commits = [writer.write_nowait(ops) for ops in (
                 [PutTask(job("a")), PutTask(job("b"))],
-                [SetState("a", "dispatched")],
+                [SetState(("a",), "dispatched")],
                 [DropTask("b"), PutTask(job("c"))],
                 [PutResult(record("a"), 1.0)],
             )]
@@ -566,10 +572,10 @@ class TestJournalWriter:
         async with JournalWriter.open(path, lazy_interval=60.0,
                                       wrap=held_files(files, go=True)) as writer:
             lazy = await writer.write([PutTask(job("a")), PutTask(job("b"))], lazy=True)
-            moved = await writer.write([SetState("a", "dispatched")], lazy=True)
+            moved = await writer.write([SetState(("a",), "dispatched")], lazy=True)
             waited = await writer.write([DropTask("b"), PutTask(job("c"))])
             assert await files[0].next_taken() == [
-                PutTask(job("a")), PutTask(job("b")), SetState("a", "dispatched"),
+                PutTask(job("a")), PutTask(job("b")), SetState(("a",), "dispatched"),
                 DropTask("b"), PutTask(job("c"))]
             await waited.wait()
             assert lazy.done and moved.done
@@ -606,7 +612,7 @@ class TestJournalWriter:
                 first = await writer.write([PutTask(job("a"))])
                 first.add_done_callback(lambda error: answers.append(("a", error)))
                 assert await held.next_taken() == [PutTask(job("a"))]
-                moved = await writer.write([SetState("a", "dispatched")], lazy=True)
+                moved = await writer.write([SetState(("a",), "dispatched")], lazy=True)
                 second = await writer.write([PutTask(job("b"))])
                 second.add_done_callback(lambda error: answers.append(("b", error)))
                 await trio.testing.wait_all_tasks_blocked()
@@ -616,7 +622,7 @@ class TestJournalWriter:
                 await first.wait()
                 assert answers == [("a", None)]
                 assert await held.next_taken() == [
-                    SetState("a", "dispatched"), PutTask(job("b"))]
+                    SetState(("a",), "dispatched"), PutTask(job("b"))]
                 await trio.testing.wait_all_tasks_blocked()
                 assert not moved.done and not second.done
                 assert await trio.to_thread.run_sync(read_ids, path) == ["a"]

@@ -50,7 +50,7 @@ async def test_sent_writes_keep_their_order(tmp_path: Path) -> None:
     async with open_node(journal(str(path))) as node:
         ref = node.refs["journal"]
         await ref.send(JournalWrite(ops=(PutTask(job=job("a")), PutTask(job=job("b")))))
-        await ref.send(JournalWrite(ops=(SetState(id="a", state="dispatched"),)))
+        await ref.send(JournalWrite(ops=(SetState(ids=("a",), state="dispatched"),)))
         await ref.send(JournalWrite(ops=(PutResult(record=record("b")),)))
         assert await ref.call(JournalWrite(ops=(PutSchedule(name="s", last_run=1.0),))) is True
     with opened(path) as file:
@@ -116,11 +116,11 @@ async def test_sent_writes_go_with_the_next_called_one(tmp_path: Path) -> None:
 
         try:
             await ref.send(JournalWrite(ops=(PutTask(job=job("a")),)))
-            await ref.send(JournalWrite(ops=(SetState(id="a", state="dispatched"),)))
+            await ref.send(JournalWrite(ops=(SetState(ids=("a",), state="dispatched"),)))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(call)
                 assert await held.next_taken() == [
-                    PutTask(job=job("a")), SetState(id="a", state="dispatched"),
+                    PutTask(job=job("a")), SetState(ids=("a",), state="dispatched"),
                     PutTask(job=job("b"))]
                 await trio.testing.wait_all_tasks_blocked()
                 assert answers == []

@@ -536,7 +536,7 @@ class TestRecovery:
         adopts fails with WorkerLost when the grace is over."""
         path = tmp_path / "j.db"
         write(path, [PutTask(job(i, task=ONCE)) for i in ("adopted", "gone", "unheard")] + [
-            SetState(i, "dispatched", once=True) for i in ("adopted", "gone", "unheard")])
+            SetState(("adopted", "gone", "unheard"), "dispatched", once=True)])
         async with open_inbox(path, recovery_grace=5.0) as h:
             told = [m for m in h.dispatcher_got if isinstance(m, RecoveredDispatched)]
             assert [set(m.ids) for m in told] == [{"adopted", "gone", "unheard"}]

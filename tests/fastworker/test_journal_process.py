@@ -170,7 +170,7 @@ def sound_journal(path: Path) -> None:
         file.apply([PutTask(job("q1")), PutTask(job("q2")),
                     PutTask(job("s"), "scheduled", due_at=10.0),
                     PutRecord(record("s", "scheduled")),
-                    PutTask(job("d")), SetState("d", "dispatched", once=True),
+                    PutTask(job("d")), SetState(("d",), "dispatched", once=True),
                     PutResult(record("r"), 1.0), PutSchedule("nightly", 5.0, "q1")])
 
 
@@ -264,7 +264,7 @@ async def test_salvage_carries_a_version_1_journal_over(path: Path) -> None:
     refused at start, and salvage carries its rows into a new journal of
     this version: the way the refusal's hint gives."""
     with opened(path) as file:
-        file.apply([PutTask(job("q1")), PutTask(job("d")), SetState("d", "dispatched"),
+        file.apply([PutTask(job("q1")), PutTask(job("d")), SetState(("d",), "dispatched"),
                     PutResult(record("r"), 1.0)])
     db = sqlite3.connect(path, isolation_level=None)  # back to the tables of version 1
     db.executescript("""
