@@ -145,6 +145,17 @@ async def fastworker_run(file: str, env: dict[str, str]) -> AsyncIterator[Runnin
 
 
 @asynccontextmanager
+async def control_plane(env: dict[str, str],
+                        file: str = "config/control.toml") -> AsyncIterator[Running]:
+    """A control plane, ready; on the way out stopped with SIGTERM (exit 0
+    asserted), or killed if the test failed."""
+    async with fastworker_run(file, env) as node:
+        await node.wait_for("node control ready")
+        yield node
+        assert await node.stop() == 0, node.tail
+
+
+@asynccontextmanager
 async def run_process(args: list[str], env: dict[str, str], label: str) -> AsyncIterator[Running]:
     """Start ``args`` (output read as ``label``); kill and reap it on the way out."""
     process = await trio.lowlevel.open_process(

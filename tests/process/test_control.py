@@ -4,8 +4,6 @@ on a free loopback port, and clients under trio and asyncio."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from fastworker import (
     UnknownTask,
 )
 from fastworker.messages import CODEC, StatusQuery
-from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import control_plane, env, fastworker_run  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 TASKS = "examples.tasks,tests.process.control_tasks"
@@ -37,15 +35,6 @@ def control_env(env: dict[str, str]) -> dict[str, str]:
     env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env["FASTWORKER_TASKS"] = TASKS
     return env
-
-
-@asynccontextmanager
-async def control_plane(environ: dict[str, str], **settings: str) -> AsyncIterator[Running]:
-    """A control plane, ready; stopped with SIGTERM (exit 0 asserted) or killed."""
-    async with fastworker_run(CONTROL, {**environ, **settings}) as node:
-        await node.wait_for("node control ready")
-        yield node
-        assert await node.stop() == 0, node.tail
 
 
 class TestTrioClient:
@@ -146,7 +135,7 @@ async def test_priority_order(control_env: dict[str, str], tmp_path: Path) -> No
     earlier low ones."""
     gate_file = tmp_path / "open"
     address = control_env["FASTWORKER_ADDRESS"]
-    async with control_plane(control_env, FASTWORKER_CONCURRENCY="1"), Client(address) as client:
+    async with control_plane({**control_env, "FASTWORKER_CONCURRENCY": "1"}), Client(address) as client:
         gate = await client.delay("tests.gate", str(gate_file))
         lows = [await client.delay("tests.order", f"low{n}", priority="low") for n in range(3)]
         critical = await client.delay("tests.order", "critical", priority="critical")
@@ -165,7 +154,7 @@ async def test_queue_full(control_env: dict[str, str], tmp_path: Path) -> None:
     gate_file = tmp_path / "open"
     address = control_env["FASTWORKER_ADDRESS"]
     settings = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_QUEUE_CAPACITY": "2"}
-    async with control_plane(control_env, **settings), Client(address) as client:
+    async with control_plane({**control_env, **settings}), Client(address) as client:
         await client.delay("tests.gate", str(gate_file))
         queued = [await client.delay("tests.order", f"q{n}") for n in range(2)]
         with pytest.raises(QueueFull, match="queue full"):

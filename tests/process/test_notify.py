@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from fastworker import (
     TaskTimeout,
 )
 from fastworker.client import Completed
-from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import control_plane, env, fastworker_run  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 TASKS = "examples.tasks,tests.process.control_tasks"
@@ -52,15 +51,6 @@ def control_env(env: dict[str, str]) -> dict[str, str]:
     env["FASTWORKER_DISCOVERY_PORT"] = str(free_udp_port())
     env["FASTWORKER_TASKS"] = TASKS
     return env
-
-
-@asynccontextmanager
-async def control_plane(environ: dict[str, str]) -> AsyncIterator[Running]:
-    """A control plane, ready; stopped with SIGTERM (exit 0 asserted) or killed."""
-    async with fastworker_run(CONTROL, environ) as node:
-        await node.wait_for("node control ready")
-        yield node
-        assert await node.stop() == 0, node.tail
 
 
 def waiting(client: Client) -> set[str]:

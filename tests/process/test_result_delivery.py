@@ -10,8 +10,6 @@ found out).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import trio
 
 from actors.pytest_plugin import free_tcp_ports
 from fastworker import Client, ResultUnknown, TaskError
-from tests.process.harness import Running, env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import control_plane, env  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 MIB = 1024 * 1024
@@ -39,15 +37,6 @@ def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (fixture)
     return env
 
 
-@asynccontextmanager
-async def control_plane(file: str, environ: dict[str, str]) -> AsyncIterator[Running]:
-    """A control plane, ready; stopped with SIGTERM (exit 0 asserted) or killed."""
-    async with fastworker_run(file, environ) as node:
-        await node.wait_for("node control ready")
-        yield node
-        assert await node.stop() == 0, node.tail
-
-
 async def test_results_larger_together_than_a_frame_all_arrive(
     control_env: dict[str, str],
 ) -> None:
@@ -56,7 +45,7 @@ async def test_results_larger_together_than_a_frame_all_arrive(
     a 5 MiB result, more than any answer can carry, fails with
     ``ResultTooLarge`` naming its size and the limit instead of hanging."""
     address = control_env["FASTWORKER_ADDRESS"]
-    async with control_plane(CONTROL, control_env) as node, \
+    async with control_plane(control_env, CONTROL) as node, \
             Client(address, request_timeout=5) as client, \
             Client(address, request_timeout=5) as other:
         ids = [await client.delay("tests.blob", MIB) for _ in range(24)]
@@ -86,7 +75,7 @@ async def test_an_evicted_id_is_unknown_at_once(
     topology = tmp_path / "control.toml"
     topology.write_text(text.replace("\nmax_entries = 100000\n", "\nmax_entries = 1\n"))
     address = control_env["FASTWORKER_ADDRESS"]
-    async with control_plane(str(topology), control_env), Client(address) as client:
+    async with control_plane(control_env, str(topology)), Client(address) as client:
         first = await client.delay("tests.blob", 10)
         assert await client.result(first, timeout=10) == bytes(10)
         second = await client.delay("tests.blob", 10)

@@ -44,8 +44,7 @@ from fastworker.messages import (
     Watch,
 )
 from fastworker.payload import pack_call
-from tests.process.harness import Running as Process
-from tests.process.harness import env, fastworker_run  # noqa: F401 (fixture)
+from tests.process.harness import control_plane, env  # noqa: F401 (fixture)
 
 CONTROL = "config/control.toml"
 SECRET = "validation-secret"
@@ -64,14 +63,6 @@ def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (fixture)
     env["FASTWORKER_SECRET"] = SECRET
     env["FASTWORKER_HEARTBEAT"] = str(HEARTBEAT)
     return env
-
-
-@asynccontextmanager
-async def control_plane(environ: dict[str, str]) -> AsyncIterator[Process]:
-    async with fastworker_run(CONTROL, environ) as node:
-        await node.wait_for("node control ready")
-        yield node
-        assert await node.stop() == 0, node.tail
 
 
 class Port:
