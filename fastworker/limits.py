@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from fastworker.messages import ResultQuery, StatusQuery, Watch
+from fastworker.messages import Register, ResultQuery, StatusQuery, Watch
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -26,7 +26,9 @@ __all__ = [
     "MAX_QUERY_IDS",
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
+    "MAX_WORKER_TASKS",
     "check_query",
+    "check_register",
     "check_text",
 ]
 
@@ -42,6 +44,9 @@ MAX_RETRIES: Final = 1_000_000
 #: The most ids one ``ResultQuery``, ``StatusQuery`` or ``Watch`` may name;
 #: the client asks about more a batch at a time.
 MAX_QUERY_IDS: Final = 100_000
+#: The most task names one subworker may register (and, of them,
+#: at-most-once ones); the jobs it says it holds are bounded by its slots.
+MAX_WORKER_TASKS: Final = 10_000
 
 
 def check_text(name: str, value: object, limit: int, *, empty: bool = True) -> str | None:
@@ -76,4 +81,27 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
     if isinstance(query, Watch):
         return (check_text("Watch session", query.session, MAX_ID_LENGTH)
                 or check_text("Watch epoch", query.epoch, MAX_ID_LENGTH))
+    return None
+
+
+def check_register(register: Register) -> str | None:
+    """What is wrong with a subworker's ``Register``, or ``None``: a worker
+    or host name too long, too many task names or one too long, more held
+    jobs than slots, or a held job's id too long. The registry keeps all of
+    it for as long as the worker lives, so a signed peer is bounded too."""
+    problem = (check_text("worker name", register.worker, MAX_ID_LENGTH, empty=False)
+               or check_text("host name", register.host, MAX_ID_LENGTH))
+    if problem is not None:
+        return problem
+    for field, names in (("tasks", register.tasks), ("at_most_once", register.at_most_once)):
+        if len(names) > MAX_WORKER_TASKS:
+            return f"{field} names {len(names)} tasks; the limit is {MAX_WORKER_TASKS}"
+        for name in names:
+            if (problem := check_text("a task name", name, MAX_TASK_NAME_LENGTH)) is not None:
+                return problem
+    if len(register.holding) > max(register.concurrency, 0):
+        return (f"it holds {len(register.holding)} jobs with {register.concurrency} slots")
+    for held in register.holding:
+        if (problem := check_text("a held job's id", held.id, MAX_ID_LENGTH)) is not None:
+            return problem
     return None

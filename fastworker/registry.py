@@ -25,6 +25,7 @@ PriorityInbox (``KnownTasks``), so submissions of them are accepted.
 from __future__ import annotations
 
 import logging
+import reprlib
 import time
 from typing import Any, Literal, TypeAlias, Union
 
@@ -34,6 +35,7 @@ import trio
 from actors import Actor, ActorContext
 from actors.requests import Requests
 from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
+from fastworker.limits import check_register
 from fastworker.messages import (
     Ack,
     Deregister,
@@ -47,6 +49,9 @@ from fastworker.stats import Health, RegistryStats, WorkerInfo
 __all__ = ["Registry", "RegistryOptions", "RegistryStats", "WorkerInfo"]
 
 log = logging.getLogger("fastworker.registry")
+#: A name in a log line: a refused worker's may be of any length.
+_short = reprlib.Repr()
+_short.maxstring = 80
 
 Accepts: TypeAlias = Union[Requests]
 
@@ -151,6 +156,12 @@ class Registry(Actor[Accepts]):
 
     async def _register(self, register: Register, peer: str) -> Registered | UnknownWorker:
         worker = register.worker
+        problem = check_register(register)
+        if problem is not None:
+            # Answered as unknown, so it asks again (a fixed subworker gets in).
+            log.warning("%s: refused worker %s from %s: %s", self.name,
+                        _short.repr(worker), peer, problem)
+            return UnknownWorker(worker=worker)
         entry = self._workers.get(worker)
         rejoined = entry is not None and entry.health in ("alive", "suspect")
         live = sum(1 for e in self._workers.values() if e.health in ("alive", "suspect"))

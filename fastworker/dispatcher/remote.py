@@ -271,7 +271,8 @@ class Subworkers:
     def _park(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int) -> None:
         self._answer_pull(worker)  # a resent Pull replaces the older one
         answers.later()
-        deadline = trio.current_time() + min(max(pull.wait, 0.0), self._pull_wait_max)
+        wait = pull.wait if pull.wait >= 0.0 else 0.0  # NaN, from a signed peer, is 0 too
+        deadline = trio.current_time() + min(wait, self._pull_wait_max)
         self._parked.push(deadline, worker.name, _ParkedPull(worker, answers, index, pull.seq))
         self.timer.arm(deadline)
 

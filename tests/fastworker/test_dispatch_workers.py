@@ -12,6 +12,7 @@ answered by its wait in virtual time instead of holding the test up.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -462,6 +463,20 @@ class TestPulls:
             await h.join("w1", "a", credit=1)
             pending = await h.pull("w1", seq=1, wait=1000.0)
         assert (pending.answer, pending.answered_at) == ([Assign(jobs=())], 5.0)
+
+    @pytest.mark.parametrize("wait", [math.nan, -1.0])
+    async def test_a_pull_whose_wait_is_not_a_number_of_seconds_waits_none(
+        self, autojump_clock: MockClock, wait: float
+    ) -> None:
+        """NaN or a negative wait (only a signed peer can send one) is answered
+        at once, not parked with a deadline no clock reaches."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            pending = await h.pull("w1", seq=1, wait=wait)
+            with trio.fail_after(1.0):
+                while pending.answer is None:
+                    await trio.sleep(0.01)
+        assert (pending.answer, pending.answered_at) == ([Assign(jobs=())], 0.0)
 
     async def test_a_resent_pull_gets_the_same_jobs_again(self, autojump_clock: MockClock) -> None:
         """A Pull resent with the seq of the one last answered (its answer was

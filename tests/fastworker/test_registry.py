@@ -20,12 +20,12 @@ import trio.testing
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
-from fastworker.internal import WorkerHealth, WorkerJoined, WorkerLeft
-from fastworker.internal import KnownTasks
+from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     Ack,
     Deregister,
     Heartbeat,
+    HeldJob,
     Register,
     Registered,
     UnknownWorker,
@@ -286,6 +286,44 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
     assert [(type(m), m.worker) for m in h.dispatcher_got] == [
         (WorkerJoined, "w1"), (WorkerLeft, "w1"), (WorkerJoined, "w2"),
     ]
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"worker": "w" * 257}, "worker name is 257 characters; the limit is 256"),
+    ({"worker": ""}, "worker name must not be empty"),
+    ({"host": "h" * 257}, "host name is 257 characters; the limit is 256"),
+    ({"tasks": ("t",) * 10_001}, "tasks names 10001 tasks; the limit is 10000"),
+    ({"tasks": ("t" * 513,)}, "a task name is 513 characters; the limit is 512"),
+    ({"at_most_once": ("t" * 513,)}, "a task name is 513 characters; the limit is 512"),
+    ({"concurrency": 1, "holding": (HeldJob(id="a", attempt=1, started_at=0.0),) * 2},
+     "it holds 2 jobs with 1 slots"),
+    ({"holding": (HeldJob(id="a" * 257, attempt=1, started_at=0.0),)},
+     "a held job's id is 257 characters; the limit is 256"),
+])
+async def test_a_register_over_a_limit_is_refused_and_kept_nowhere(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+    fields: dict[str, Any], reason: str,
+) -> None:
+    """The registry keeps what a worker registers for as long as it lives:
+    a Register over a limit is answered UnknownWorker (the worker asks
+    again), logged with the reason, and told to nobody."""
+    worker = fields.pop("worker", "w1")
+    async with open_registry() as h:
+        assert await h.register(worker, **fields) == UnknownWorker(worker=worker)
+        assert (await h.stats()).workers == ()
+    assert h.dispatcher_got == [] and h.inbox_got == []
+    assert any(reason in record.getMessage() and "refused worker" in record.getMessage()
+               for record in caplog.records)
+
+
+async def test_a_register_at_the_limits_is_welcomed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_registry() as h:
+        answer = await h.register("w" * 256, host="h" * 256, tasks=("t" * 512,) * 10_000,
+                                  at_most_once=(), concurrency=1,
+                                  holding=(HeldJob(id="a" * 256, attempt=1, started_at=0.0),))
+    assert isinstance(answer, Registered)
 
 
 async def test_max_workers_counts_a_departed_worker_that_comes_back_as_new(
