@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout
+from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.log import RateLimitedLog
 from actors.requests import Answers, Requests
 from fastworker.dispatcher.outgoing import Outgoing
@@ -73,12 +74,21 @@ class DispatcherOptions:
         pull_wait_max: the longest a subworker's Pull is held, in seconds.
         stop_timeout: seconds to wait for the local executor to stop a
             running task (``Stop``) before answering ``requested``.
+        max_frame_bytes: the frame limit of the edge subworkers pull from:
+            an answer to a Pull carries no more jobs than fit in one frame.
     """
 
     local: Literal["fallback", "always"] = "fallback"
     poison_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     pull_wait_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    max_frame_bytes: int = attrs.field(default=DEFAULT_MAX_FRAME_BYTES,
+                                       validator=attrs.validators.ge(4096))
+
+    @property
+    def max_assign_bytes(self) -> int:
+        """About the most bytes of jobs one Assign carries (room left for the rest)."""
+        return self.max_frame_bytes - min(64 * 1024, self.max_frame_bytes // 4)
 
 
 class Dispatcher(Actor[Accepts]):
@@ -108,7 +118,8 @@ class Dispatcher(Actor[Accepts]):
         self._counts = Counter[str]()
         self._remote = Subworkers(self.name, self._placement, self._out, self._counts,
                                   poison_after=options.poison_after,
-                                  pull_wait_max=options.pull_wait_max)
+                                  pull_wait_max=options.pull_wait_max,
+                                  max_assign_bytes=options.max_assign_bytes)
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
         self._asked = 0  # jobs asked of the inbox and not yet received
         self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand

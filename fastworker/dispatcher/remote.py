@@ -76,16 +76,21 @@ class Subworkers:
             ``redelivered``, ``failed_lost`` and ``resent_results``.
         poison_after: a job held by this many lost workers fails as poison.
         pull_wait_max: the longest a Pull is parked, in seconds.
+        max_assign_bytes: about the most bytes of jobs one Assign carries
+            (the workers edge's frame limit, less room); the rest wait in
+            the outbox for the next Pull, which the subworker sends at once.
     """
 
     def __init__(self, name: str, placement: Placement, out: Outgoing, counts: Counter[str], *,
-                 poison_after: int, pull_wait_max: float) -> None:
+                 poison_after: int, pull_wait_max: float,
+                 max_assign_bytes: int = 12 * 1024 * 1024) -> None:
         self._name = name
         self._placement = placement
         self._out = out
         self._counts = counts
         self._poison_after = poison_after
         self._pull_wait_max = pull_wait_max
+        self._max_assign_bytes = max_assign_bytes
         #: Parked Pulls by worker name, due when their wait is over.
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
@@ -295,7 +300,7 @@ class Subworkers:
         parked.answers.send()  # unless its request is still being handled
 
     def _take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
-        jobs, worker.outbox = worker.outbox, []
+        jobs, worker.outbox = _within(worker.outbox, self._max_assign_bytes)
         cancel, worker.cancel = worker.cancel, []
         worker.pull_seq = seq
         # Stamped with this clock: the subworker keeps the deadlines' time
@@ -430,3 +435,20 @@ class Subworkers:
                 f"{self._poison_after}) rather than risk more workers",
             )
         return None
+
+
+#: Bytes counted for a job besides its payload, id and task name (its other
+#: fields and their msgpack keys, with room to spare).
+JOB_OVERHEAD_BYTES = 256
+
+
+def _within(jobs: list[Job], budget: int) -> tuple[list[Job], list[Job]]:
+    """The first of ``jobs`` whose sizes fit ``budget`` (always one at
+    least), and the rest. One frame carries an Assign: past its limit it
+    could not be sent at all, and its jobs would wait for nobody."""
+    used = 0
+    for index, job in enumerate(jobs):
+        used += len(job.payload) + len(job.id) + len(job.task) + JOB_OVERHEAD_BYTES
+        if used > budget and index:
+            return jobs[:index], jobs[index:]
+    return jobs, []

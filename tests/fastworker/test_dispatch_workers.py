@@ -25,6 +25,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors import GetStats, Ref, Topology, open_node
+from actors.frame import Framer
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher, remote
 from fastworker.internal import (
@@ -40,6 +41,7 @@ from fastworker.internal import (
     WorkerLeft,
 )
 from fastworker.messages import (
+    CODEC,
     Ack,
     Assign,
     Cancel,
@@ -250,6 +252,31 @@ class TestAssigning:
             assert pending.answer is None
             await h.send(batch(job("j1"), job("j2"), job("j3")))
         assert assigned(pending) == ["j1", "j2", "j3"]
+
+    async def test_an_assign_fits_one_frame_and_the_rest_come_with_the_next_pull(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Jobs whose arguments together exceed a frame go in several
+        answers, each of which the workers edge can pack; a job alone larger
+        than the budget still goes (alone). Before, one Assign carried them
+        all, could not be sent, and its jobs waited for nobody."""
+        frame = 64 * 1024
+        framer = Framer(CODEC, max_frame_bytes=frame)
+        big = [Job(id=f"j{n}", task="a", payload=bytes(20_000), priority=2, timeout=None)
+               for n in range(7)]
+        async with open_dispatcher(max_frame_bytes=frame) as h:
+            await h.join("w1", "a", credit=8)
+            await h.send(batch(*big, Job(id="huge", task="a", payload=bytes(60_000),
+                                         priority=2, timeout=None)))
+            answers = []
+            for seq in range(1, 6):
+                pending = await h.pull("w1", seq=seq, wait=0.0)
+                [answer] = pending.answer
+                framer.pack([answer])  # FrameError if it did not fit
+                answers.append([job.id for job in answer.jobs])
+        # 20,259 bytes counted per job of 20,000: two fit the 49,152 left of
+        # a 64 KiB frame, and the job of 60,000 goes alone.
+        assert answers == [["j0", "j1"], ["j2", "j3"], ["j4", "j5"], ["j6"], ["huge"]]
 
     async def test_jobs_of_a_task_a_worker_lacks_are_never_sent_to_it(
         self, autojump_clock: MockClock
