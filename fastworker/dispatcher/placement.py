@@ -17,6 +17,10 @@ from fastworker.messages import Assign, HeldJob, Job
 
 __all__ = ["Placement", "WorkerAccount"]
 
+#: Bytes counted for a job besides its payload, id and task name (its other
+#: fields and their msgpack keys, with room to spare).
+JOB_OVERHEAD_BYTES = 256
+
 
 class WorkerAccount:
     """The Dispatcher's account of one worker: its credit, what it holds,
@@ -50,6 +54,20 @@ class WorkerAccount:
         # and the recovered tasks it holds (their copies wait in the inbox).
         self.holding: dict[str, HeldJob] = {}
         self.adopted: dict[str, None] = {}  # in the order adopted
+
+    def take_outbox(self, budget: int) -> list[Job]:
+        """Take the first jobs of the outbox whose sizes fit ``budget``
+        (always one at least); the rest wait for the next Pull. One frame
+        carries an Assign: past its limit it could not be sent at all, and
+        its jobs would wait for nobody."""
+        outbox, used = self.outbox, 0
+        for index, job in enumerate(outbox):
+            used += len(job.payload) + len(job.id) + len(job.task) + JOB_OVERHEAD_BYTES
+            if used > budget and index:
+                self.outbox = outbox[index:]
+                return outbox[:index]
+        self.outbox = []
+        return outbox
 
     @property
     def offers(self) -> bool:

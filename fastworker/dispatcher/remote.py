@@ -300,7 +300,7 @@ class Subworkers:
         parked.answers.send()  # unless its request is still being handled
 
     def _take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
-        jobs, worker.outbox = _within(worker.outbox, self._max_assign_bytes)
+        jobs = worker.take_outbox(self._max_assign_bytes)
         cancel, worker.cancel = worker.cancel, []
         worker.pull_seq = seq
         # Stamped with this clock: the subworker keeps the deadlines' time
@@ -435,20 +435,3 @@ class Subworkers:
                 f"{self._poison_after}) rather than risk more workers",
             )
         return None
-
-
-#: Bytes counted for a job besides its payload, id and task name (its other
-#: fields and their msgpack keys, with room to spare).
-JOB_OVERHEAD_BYTES = 256
-
-
-def _within(jobs: list[Job], budget: int) -> tuple[list[Job], list[Job]]:
-    """The first of ``jobs`` whose sizes fit ``budget`` (always one at
-    least), and the rest. One frame carries an Assign: past its limit it
-    could not be sent at all, and its jobs would wait for nobody."""
-    used = 0
-    for index, job in enumerate(jobs):
-        used += len(job.payload) + len(job.id) + len(job.task) + JOB_OVERHEAD_BYTES
-        if used > budget and index:
-            return jobs[:index], jobs[index:]
-    return jobs, []
