@@ -31,11 +31,12 @@ import trio
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
 from actors.errors import CallTimeout, ConfigError, FrameError
-from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
 from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
 from actors.requests import Requests, Unsent
+from actors.secret import check_secret_choice, frame_secret, shared_secret
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
@@ -81,7 +82,10 @@ class EdgeOptions:
         secret: the shared secret; every frame is signed with it and every
             frame received must carry a valid tag. Usually
             ``"${FASTWORKER_SECRET:-}"``.
-        secret_file: a file holding the secret (instead of ``secret``).
+        secret_file: a file holding the secret (instead of ``secret``);
+            ``"auto"``: this user's per-host secret, made on first use
+            (``secret`` overrides it); ``"none"`` or empty: unsigned frames.
+            See ``actors.secret``.
         max_frame_bytes: the largest frame sent or accepted.
         tls: TLS for a ``tls+tcp://`` address (``cert_file``, ``key_file``,
             ``ca_file``, ``server_name``); see docs/transport.md.
@@ -109,16 +113,18 @@ class EdgeOptions:
     log_period: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        if self.secret and self.secret_file:
-            raise ValueError("set either secret or secret_file, not both")
+        check_secret_choice(self.secret, self.secret_file)
         if self.mode == "listen" and self.address:
             # Refused when the topology is checked, not when the socket opens.
-            secured = bool(self.secret or self.secret_file or self.tls)
+            # The per-host secret protects this host only: beyond it, other
+            # hosts need a secret set on purpose.
+            secured = shared_secret(self.secret, self.secret_file) or self.tls is not None
             check_listen_address(self.address, secured=secured)
 
     def read_secret(self) -> bytes | None:
-        """The secret as bytes, from ``secret`` or ``secret_file``; ``None`` if unset."""
-        return load_secret(self.secret, self.secret_file)
+        """The bytes that sign this edge's frames (``actors.secret.frame_secret``;
+        the per-host secret is made if missing); ``None``: unsigned."""
+        return frame_secret(self.secret, self.secret_file, create=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -165,6 +171,15 @@ class _WireActor(Actor[Any]):
                 with trio.CancelScope(shield=True):
                     await self.wire.aclose()
 
+    def _warn_unsigned(self, wire: Wire) -> None:
+        """Say once that a listening wire takes unsigned frames: any local
+        process may send this node messages (pickled code, for a task queue)."""
+        if not self.framer.signed:
+            log.warning(
+                "%s: %s takes unsigned frames: any process that can reach it may send it "
+                "messages; set secret_file = \"auto\" (or FASTWORKER_SECRET) to sign them",
+                self.name, wire.name)
+
     def _runs(self, messages: list[Any]) -> list[tuple[Ref[Any], list[Any]]]:
         """Messages split into runs bound for the same ref (by tag, else
         ``default``), in order; those with no route are counted, not sent."""
@@ -208,7 +223,7 @@ class Edge(_WireActor):
         options = self.options
         if not options.address:
             raise ConfigError(f"{self.name}: no address configured")
-        return await open_wire(
+        wire = await open_wire(
             options.address,
             pattern=options.pattern,
             mode=options.mode,
@@ -218,6 +233,9 @@ class Edge(_WireActor):
             io=options.io,
             buffer_frames=options.buffer_frames,
         )
+        if options.mode == "listen":
+            self._warn_unsigned(wire)
+        return wire
 
     async def handle_batch(self, messages: list[Any]) -> None:
         assert self.wire is not None
@@ -398,6 +416,8 @@ class ServeEdge(_WireActor):
             tls=options.tls,
             contexts=options.contexts,
         )
+        if self._given_wire is None:
+            self._warn_unsigned(self.wire)
         for _ in range(options.contexts):
             nursery.start_soon(self._serve_loop, self.wire)
         return self.wire.name

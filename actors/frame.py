@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Final, final
 
 from actors.codec import Codec
-from actors.errors import ConfigError, FrameError
+from actors.errors import FrameError
+from actors.secret import read_secret_file
 
 __all__ = ["DEFAULT_MAX_FRAME_BYTES", "FRAME_VERSION", "Framer", "load_secret", "secret_from"]
 
@@ -65,20 +66,16 @@ def secret_from(value: str | bytes | None) -> bytes | None:
 
 def load_secret(secret: str, secret_file: str) -> bytes | None:
     """The configured secret's bytes: ``secret``, or the stripped text of
-    ``secret_file``; ``None`` if neither is set.
+    ``secret_file``; ``None`` if neither is set. Which secret signs a
+    node's frames (the per-host default included) is decided by
+    ``actors.secret.frame_secret``; this reads a plain setting only.
 
     Raises:
         ConfigError: the file cannot be read, or is empty.
     """
     if not secret_file:
         return secret_from(secret)
-    try:
-        text = Path(secret_file).read_text().strip()
-    except OSError as error:
-        raise ConfigError(f"secret_file {secret_file}: cannot read: {error.strerror}") from None
-    if not text:
-        raise ConfigError(f"secret_file {secret_file}: the file is empty")
-    return secret_from(text)
+    return read_secret_file(Path(secret_file), auto=False)
 
 
 @final

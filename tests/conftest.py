@@ -30,6 +30,26 @@ def journal_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's per-host secret (``secret_file = "auto"``, the shipped
+    default) lives under the test's own ``XDG_STATE_HOME``, never the real
+    home: the control planes a test starts and its clients agree on it, and
+    no test sees another's."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def host_secret(state_home: Path) -> bytes:
+    """The per-host secret made now, as a control plane's first start makes
+    it: for tests whose client starts before any control plane."""
+    from actors.secret import auto_secret_path, ensure_secret_file
+
+    return ensure_secret_file(auto_secret_path())
+
+
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     """A clock that jumps to the next deadline whenever all tasks block."""
