@@ -28,6 +28,7 @@ import trio
 
 from actors import Actor
 from actors.log import RateLimitedLog
+from actors.secret import signs
 from fastworker.messages import PROTOCOL_VERSION
 from fastworker.probe import (
     DEFAULT_DISCOVERY_PORT,
@@ -75,7 +76,8 @@ class BeaconOptions:
             ``"${FASTWORKER_DISCOVERY_PORT:-5550}"``.
         bind: the address to listen for probes on; empty means 127.0.0.1 when
             ``address`` is loopback, else 0.0.0.0.
-        secret / secret_file: only to say whether a secret is required; the
+        secret / secret_file: only to say whether a secret is required
+            (``actors.secret.signs``: the per-host ``"auto"`` one too); the
             secret is never sent and the file never read.
         announce_name: the name announced; empty means this host's name.
     """
@@ -119,7 +121,7 @@ class Beacon(Actor[Any]):
             listen_host=host,
             port=port,
             protocol=PROTOCOL_VERSION,
-            secret_required=bool(options.secret or options.secret_file),
+            secret_required=signs(options.secret, options.secret_file),
             version=VERSION,
         ))
         where = f"udp://{bind}:{options.port}"

@@ -65,8 +65,10 @@ class Client:
             base+0..3 by priority, queries on base+4); default
             ``$FASTWORKER_ADDRESS`` or ``tcp://127.0.0.1:5555``.
         secret: the shared secret; default ``$FASTWORKER_SECRET``, or the
-            contents of the file ``$FASTWORKER_SECRET_FILE`` (neither set:
-            frames are not signed, which a loopback control plane accepts).
+            contents of the file ``$FASTWORKER_SECRET_FILE``; neither set:
+            this user's per-host secret, which a control plane on this host
+            made (``~/.local/state/fastworker/secret``; docs/transport.md).
+            ``""`` sends unsigned frames.
         queue_wait: how long a submission may wait for room when the
             control plane's queue is full, before ``QueueFull``.
         request_timeout: how long a request may go unanswered before the
@@ -83,6 +85,10 @@ class Client:
             opens (on this host or the LAN; docs/discovery.md), waiting at
             most this many seconds before ``DiscoveryTimeout``. ``None``
             (the default): no discovery, ``tcp://127.0.0.1:5555``.
+
+    Raises:
+        InvalidSubmission: the secret the environment names cannot be read,
+            or there is no per-host secret yet (the message names the path).
     """
 
     def __init__(

@@ -17,10 +17,11 @@ from typing import Any, final
 import anyio
 
 from actors.edge import offset_address
-from actors.errors import FrameError, Unanswered
+from actors.errors import ConfigError, FrameError, Unanswered
 from actors.frame import Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
+from actors.secret import AUTO, frame_secret
 from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
 from fastworker.messages import CODEC, PRIORITIES
 from fastworker.probe import discover
@@ -81,11 +82,13 @@ class Connection:
             found by discovery if ``discover`` is given, else
             ``tcp://127.0.0.1:5555``.
         secret: default ``$FASTWORKER_SECRET``, or the contents of the file
-            ``$FASTWORKER_SECRET_FILE``; neither: frames are not signed.
+            ``$FASTWORKER_SECRET_FILE``, or with neither set this user's
+            per-host secret (``actors.secret``); ``""``: unsigned frames.
         discover: seconds to wait for a discovery beacon's answer.
 
     Raises:
-        InvalidSubmission: ``$FASTWORKER_SECRET_FILE`` cannot be read.
+        InvalidSubmission: the secret the environment names cannot be read
+            (the message names the file and the fix).
     """
 
     def __init__(
@@ -100,11 +103,8 @@ class Connection:
         given = address or os.environ.get("FASTWORKER_ADDRESS")
         self.address = given or DEFAULT_ADDRESS
         self._discover = None if given else discover
-        if secret is None:
-            secret = os.environ.get("FASTWORKER_SECRET") or _read_secret_file(
-                os.environ.get("FASTWORKER_SECRET_FILE")
-            )
-        self._framer = Framer(CODEC, secret=secret_from(secret), max_frame_bytes=max_frame_bytes)
+        signing = _environment_secret() if secret is None else secret_from(secret)
+        self._framer = Framer(CODEC, secret=signing, max_frame_bytes=max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
         self._contexts = contexts
         self._ports: list[Port] = []
@@ -135,13 +135,14 @@ class Connection:
         self._ports = []
 
 
-def _read_secret_file(path: str | None) -> str | None:
-    if not path:
-        return None
+def _environment_secret() -> bytes | None:
+    """The secret the environment names, by the nodes' own rule
+    (``actors.secret.frame_secret``): ``$FASTWORKER_SECRET``, else
+    ``$FASTWORKER_SECRET_FILE`` (a path, ``none``), else, unset, this user's
+    per-host secret, which a control plane on this host makes: a client
+    never makes one."""
     try:
-        with open(path) as file:
-            return file.read().strip() or None
-    except OSError as error:
-        raise InvalidSubmission(
-            f"FASTWORKER_SECRET_FILE {path}: cannot read: {error.strerror}"
-        ) from None
+        return frame_secret(os.environ.get("FASTWORKER_SECRET", ""),
+                            os.environ.get("FASTWORKER_SECRET_FILE", AUTO), create=False)
+    except ConfigError as error:
+        raise InvalidSubmission(str(error)) from None

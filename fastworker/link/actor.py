@@ -20,9 +20,10 @@ import attrs
 import trio
 
 from actors import Actor, ActorContext
-from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
 from actors.nng import TlsOptions
+from actors.secret import check_secret_choice, frame_secret
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
 from fastworker.link.session import LinkSession
 from fastworker.messages import CODEC, Credit, Finished, Retry, Running
@@ -45,7 +46,10 @@ class LinkOptions:
             ``FASTWORKER_ADDRESS``); empty: find it by discovery.
         discovery_port: the UDP port of the discovery beacon; 0: no
             discovery (then ``address`` is required).
-        secret / secret_file: the control plane's shared secret.
+        secret / secret_file: the control plane's shared secret
+            (``actors.secret.frame_secret``); ``secret_file = "auto"`` reads
+            this user's per-host secret, which a control plane on this host
+            makes: a link never makes one.
         tls: certificates for a ``tls+tcp://`` address.
         worker: this worker's id; empty: ``<hostname>:<pid>`` (the
             Executor's default name, so records name the same worker).
@@ -76,8 +80,7 @@ class LinkOptions:
                                              validator=attrs.validators.ge(1))
 
     def __attrs_post_init__(self) -> None:
-        if self.secret and self.secret_file:
-            raise ValueError("set either secret or secret_file, not both")
+        check_secret_choice(self.secret, self.secret_file)
         if not self.address and not self.discovery_port:
             raise ValueError(
                 "no address and discovery is off (discovery_port 0): set the control plane's "
@@ -96,7 +99,8 @@ class WorkerLink(Actor[Accepts]):
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self._buffer = ReportBuffer(max_buffered=options.max_buffered_outcomes,
                                     max_frame_bytes=options.max_frame_bytes)
-        framer = Framer(CODEC, secret=load_secret(options.secret, options.secret_file),
+        framer = Framer(CODEC, secret=frame_secret(options.secret, options.secret_file,
+                                                   create=False),
                         max_frame_bytes=options.max_frame_bytes)
         self._session = LinkSession(options, name=self.name, worker=self.worker, framer=framer,
                                     buffer=self._buffer, refs=self.refs)

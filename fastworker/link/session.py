@@ -28,6 +28,7 @@ from actors.frame import Framer
 from actors.log import RateLimitedLog
 from actors.nng import open_request_wire
 from actors.requester import Requester
+from actors.secret import signs
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
@@ -142,7 +143,7 @@ class LinkSession:
         if not address:
             address, announcement = await discover_forever(
                 log=log, what=self.name, port=options.discovery_port)
-            if announcement.secret_required and not (options.secret or options.secret_file):
+            if announcement.secret_required and not signs(options.secret, options.secret_file):
                 log.error(
                     "%s: the control plane at %s requires a shared secret; set "
                     "FASTWORKER_SECRET or FASTWORKER_SECRET_FILE to the same one",

@@ -303,6 +303,7 @@ async def crashing(topology: Topology) -> AsyncIterator[Node]:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.usefixtures("host_secret")  # each client opens before its control plane
 class TestClientAcrossARestart:
     """A Client against the shipped control plane, crashed and started again
     on the same ports."""

@@ -46,6 +46,9 @@ def env() -> dict[str, str]:
     environ["FASTWORKER_DISCOVERY_PORT"] = "0"
     # Nor a dashboard on the well-known port 8080.
     environ["FASTWORKER_DASHBOARD"] = "off"
+    # The per-host secret is the test's own (tests/conftest.py's state_home),
+    # shared by the nodes it starts and its clients.
+    environ["XDG_STATE_HOME"] = os.environ["XDG_STATE_HOME"]
     return environ
 
 

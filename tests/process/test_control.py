@@ -195,7 +195,7 @@ async def test_bad_frames_on_each_port_are_dropped_and_counted(
 
 
 async def test_a_client_reconnects_after_a_control_plane_restart(
-    control_env: dict[str, str],
+    control_env: dict[str, str], host_secret: bytes,
 ) -> None:
     """A client keeps working across a control-plane restart on the same address."""
     address = control_env["FASTWORKER_ADDRESS"]

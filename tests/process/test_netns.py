@@ -309,7 +309,7 @@ async def _unauthorised() -> None:
     def short(secret: str | None) -> Client:
         return Client(address, secret=secret, request_timeout=1.0, queue_wait=0.5, poll_wait=0.5)
 
-    async with short(None) as unsigned, short("not-the-secret") as wrong:
+    async with short("") as unsigned, short("not-the-secret") as wrong:
         async with trio.open_nursery() as nursery:
             for label, client in (("none", unsigned), ("wrong", wrong)):
                 for what in ("delay", "status"):

@@ -1,0 +1,84 @@
+"""Secure by default on one host: a control plane started with no secret
+configured signs with this user's per-host secret, refuses unsigned frames
+even on loopback, and a default client of the same user just works."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from actors.edge import offset_address
+from actors.frame import Framer
+from actors.nng import open_request_wire
+from actors.pytest_plugin import free_tcp_ports
+from examples import tasks
+from fastworker import Client, InvalidSubmission
+from fastworker.messages import CODEC, StatusQuery
+from tests.process.harness import control_plane, env, fastworker_run  # noqa: F401 (fixture)
+
+QUERIES = 4  # the queries port's offset from the base address
+
+
+@pytest.fixture
+def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixture)
+    """A control plane's environment with no secret of any kind set."""
+    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    assert not {"FASTWORKER_SECRET", "FASTWORKER_SECRET_FILE"} & env.keys()
+    return env
+
+
+async def test_a_local_unsigned_frame_is_refused_with_the_auto_secret(
+    control_env: dict[str, str], state_home: Path
+) -> None:
+    """The first start makes the per-host secret (0600); an unsigned frame
+    from a local process is dropped and logged, one signed with that file's
+    secret is answered, and a default Client works."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    secret_file = state_home / "fastworker" / "secret"
+    async with control_plane(control_env) as node:
+        query = [StatusQuery(ids=("x",))]
+        wire = await open_request_wire(offset_address(address, QUERIES),
+                                       recv_max_size=1 << 20, contexts=2)
+        try:
+            with pytest.raises(TimeoutError):
+                await wire.request(Framer(CODEC).pack(query), timeout=0.5)
+            assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+            signed = Framer(CODEC, secret=secret_file.read_bytes().strip())
+            answer = signed.unpack(await wire.request(signed.pack(query), timeout=10))
+        finally:
+            await wire.aclose()
+        assert [type(message).__name__ for message in answer] == ["Records"]
+        line = await node.wait_for("dropped frame from tcp://127.0.0.1:")
+        assert line.endswith(
+            "unsigned frame (this end requires a shared secret) (1 dropped in the last 60 s)")
+        async with Client(address) as client:
+            assert await client.submit(tasks.add, 1, 2) == 3
+
+
+async def test_a_client_without_the_per_host_secret_says_where_it_looked(
+    state_home: Path,
+) -> None:
+    """With no control plane ever started by this user here, a default
+    client fails at once naming the file, not after a request's timeout."""
+    with pytest.raises(InvalidSubmission) as raised:
+        Client("tcp://127.0.0.1:5555")
+    assert str(raised.value) == (
+        f"no per-host secret at {state_home / 'fastworker' / 'secret'}: a control plane of "
+        "this user on this host makes it when it starts (start one first), or set "
+        "FASTWORKER_SECRET / FASTWORKER_SECRET_FILE to the control plane's secret"
+    )
+
+
+async def test_a_subworker_of_the_same_user_joins_with_no_secret_set(
+    control_env: dict[str, str],
+) -> None:
+    """A subworker on the same host finds the per-host secret by itself and
+    runs tasks the control plane hands it."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    control_env["FASTWORKER_TASKS"] = "examples.tasks"
+    async with control_plane(control_env), fastworker_run("config/sub.toml", control_env) as sub:
+        await sub.wait_for("registered with")
+        async with Client(address) as client:
+            assert await client.submit(tasks.add, 2, 3) == 5
