@@ -67,6 +67,7 @@ async def state_is(client: Client, task_id: str, state: str, limit: float) -> Ta
 
 async def test_countdown_retry_and_schedule_survive_a_kill_9(
     control_env: dict[str, str], tmp_path: Path,  # noqa: F811
+    host_secret: bytes,  # the client opens before the control plane
 ) -> None:
     """After a SIGKILL and a restart on the same journal: the countdown task
     runs once, at its due time; the task waiting for its retry runs as

@@ -35,7 +35,8 @@ def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixtu
 
 @pytest.mark.parametrize("journal", ["off", "on"])
 async def test_a_client_waiting_across_a_restart(
-    journal: str, control_env: dict[str, str], tmp_path: Path
+    journal: str, control_env: dict[str, str], tmp_path: Path,
+    host_secret: bytes,  # the client opens before the control plane
 ) -> None:
     """A result() waits on a running task when the control plane is killed.
     Journal off: it raises ResultUnknown saying the restart lost the task,
