@@ -13,6 +13,10 @@ lines, never a traceback:
 ``fastworker journal check PATH`` checks a journal (exit 0 sound, 1 not, or
 in use, or missing); ``fastworker journal salvage PATH`` moves a damaged
 one aside and keeps its readable rows in a new one (exit 0 done, 1 not).
+
+``fastworker secret`` makes this user's per-host secret if it is missing
+and prints its path, never the secret (exit 0; 1 with one line on stderr
+if the file cannot be made or is open to other users).
 """
 
 from __future__ import annotations
@@ -69,7 +73,25 @@ def _parser() -> argparse.ArgumentParser:
     salvage = actions.add_parser(
         "salvage", help="move a damaged journal aside and keep its readable rows in a new one")
     salvage.add_argument("path", help="the journal file")
+    commands.add_parser(
+        "secret", help="make this user's per-host secret if missing; print its path")
     return parser
+
+
+def _secret() -> int:
+    """``fastworker secret``: the per-host secret's path on stdout (made
+    first if missing, as a control plane's first start would), a refusal
+    as one line on stderr."""
+    from actors.secret import auto_secret_path, ensure_secret_file
+
+    try:
+        path = auto_secret_path()
+        ensure_secret_file(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def _journal(action: str, path: str) -> int:
@@ -94,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "journal":
         return _journal(args.action, args.path)
+    if args.command == "secret":
+        return _secret()
     args.log_level = args.log_level.upper()
     if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(

@@ -4,7 +4,9 @@ node starts (the process tests in tests/process/test_run.py run it for real)."""
 from __future__ import annotations
 
 import gc
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,3 +51,31 @@ def test_check_leaves_the_collector_alone(collector: None) -> None:
     gc.set_threshold(700, 10, 10)
     assert cli.main(["run", "--check", "examples/pingpong.toml"]) == 0
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_secret_makes_the_per_host_secret_and_prints_only_its_path(
+    state_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fastworker secret`` makes the file (0600) once and prints where it
+    is, never what it holds; a second run keeps the same secret."""
+    path = state_home / "fastworker" / "secret"
+    assert cli.main(["secret"]) == 0
+    secret = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert cli.main(["secret"]) == 0
+    assert path.read_text() == secret
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"{path}\n{path}\n", "")
+
+
+def test_secret_refuses_a_file_open_to_others(
+    state_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = state_home / "fastworker" / "secret"
+    assert cli.main(["secret"]) == 0
+    path.chmod(0o640)
+    capsys.readouterr()
+    assert cli.main(["secret"]) == 1
+    assert capsys.readouterr() == ("", (
+        f"the per-host secret {path} is open to other users (mode 0640); "
+        f"run chmod 600 {path}, or remove it to have a new one made\n"))
