@@ -7,8 +7,8 @@ by its port's ``Coalescer`` (concurrent calls share one frame), and its
 result waited for through the ``ResultPoller`` (one watch session for the
 whole client); ``outcome`` says what the answers mean.
 
-Task ids are chosen here (``TaskIds``: counting from a random start), so a resent submission is recognised by the control plane, and
-``submit`` can wait for the result in the same breath as it submits.
+Task ids are chosen here (``TaskIds``: counting from a random start), so a
+resent submission is recognised by the control plane, and ``submit`` can wait for the result in the same breath as it submits.
 """
 
 from __future__ import annotations
@@ -383,6 +383,8 @@ class Client:
         """
         queries = self._queries
         assert queries is not None, "use the client inside `async with`"
+        if len(task_id) > MAX_ID_LENGTH:  # no task has such an id: the control plane says unknown
+            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
         reply = await cancel_task(task_id, at_inbox=queries.ask, at_dispatcher=queries.ask)
         return reply.outcome
 
