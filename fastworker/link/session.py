@@ -28,6 +28,7 @@ from actors.frame import Framer
 from actors.log import RateLimitedLog
 from actors.nng import open_request_wire
 from actors.requester import Requester
+from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
@@ -149,9 +150,12 @@ class LinkSession:
                     self.name, address)
             log.info("%s: found control plane %s at %s", self.name, announcement.name, address)
         self.address = address
+        # A discovered tls+tcp:// address needs this worker's TLS settings; a
+        # worker with TLS settings refuses a plain one (no downgrade).
+        tls = resolve_tls(address, options.tls, "dial")
         wire = await open_request_wire(
             offset_address(address, WORKERS_PORT_OFFSET),
-            recv_max_size=options.max_frame_bytes, contexts=4, tls=options.tls,
+            recv_max_size=options.max_frame_bytes, contexts=4, tls=tls,
         )
         self.requester = Requester(wire, self._framer)
         await self._first_credit.wait()
