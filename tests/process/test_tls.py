@@ -91,3 +91,33 @@ async def test_a_client_refuses_to_reach_a_tls_control_plane_without_tls_or_down
     with pytest.raises(InvalidSubmission, match="refusing to dial without TLS"):
         async with Client("tcp://127.0.0.1:5555"):
             pass
+
+
+async def test_discovery_finds_a_tls_control_plane_and_passes_it_over_without_tls(
+    tasks_env: dict[str, str], pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A discovered tls+tcp:// address is dialed with the TLS settings: a
+    subworker and a client that have them find the control plane and run a
+    task; a subworker without them says why it passes the control plane
+    over, and keeps looking."""
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
+        await probe.bind(("127.0.0.1", 0))
+        discovery = str(probe.getsockname()[1])
+    address = f"tls+tcp://127.0.0.1:{free_tcp_ports(6)}"
+    tasks_env["FASTWORKER_DISCOVERY_PORT"] = discovery
+    control_env = {**tasks_env, "FASTWORKER_ADDRESS": address, **tls_environ(pki, "server")}
+    sub_env = {**tasks_env, **tls_environ(pki, "client")}
+    monkeypatch.delenv("FASTWORKER_ADDRESS", raising=False)
+    monkeypatch.setenv("FASTWORKER_DISCOVERY_PORT", discovery)
+    for name, value in tls_environ(pki, "client").items():
+        monkeypatch.setenv(name, value)
+    with trio.fail_after(30):
+        async with (control_plane(control_env), fastworker_run(SUB, sub_env) as sub,
+                    fastworker_run(SUB, tasks_env) as plain):
+            line = await plain.wait_for("passing over the control plane")
+            assert f"found at {address}, looking again in 5 s: {address}: the address uses " \
+                   "TLS but no TLS settings are given: set ca_file (FASTWORKER_TLS_CA)" in line
+            await sub.wait_for("offered")
+            async with Client(discover=5.0) as client:
+                assert client.address == address
+                assert await client.submit("tests.pid") == sub.process.pid
