@@ -42,7 +42,8 @@ async def test_mutual_tls_without_a_secret_runs_a_task_end_to_end(
     """The control plane listens off loopback on mutual TLS alone; a
     subworker and a client with certificates from its CA, set only through
     the environment, run a task there. A client with a certificate from
-    another CA gets no answer, and the good client is served afterwards."""
+    another CA, and one with none, get no answer, and the good client is
+    served afterwards."""
     port = free_tcp_ports(6)
     control_env = {**tasks_env, "FASTWORKER_ADDRESS": f"tls+tcp://0.0.0.0:{port}",
                    **tls_environ(pki, "server")}
@@ -67,6 +68,9 @@ async def run_fleet(control_env: dict[str, str], sub_env: dict[str, str], port: 
         monkeypatch.setenv("FASTWORKER_TLS_CERT", stranger["FASTWORKER_TLS_CERT"])
         monkeypatch.setenv("FASTWORKER_TLS_KEY", stranger["FASTWORKER_TLS_KEY"])
         async with Client(request_timeout=1.0) as refused:
+            with pytest.raises(ConnectionLost, match="FASTWORKER_TLS_CERT"):
+                await refused.delay("tests.pid")
+        async with Client(request_timeout=1.0, tls=pki.no_certificate_client) as refused:
             with pytest.raises(ConnectionLost, match="FASTWORKER_TLS_CERT"):
                 await refused.delay("tests.pid")
         async with Client(tls=pki.client) as client:
