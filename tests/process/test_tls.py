@@ -24,7 +24,7 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def tasks_env(env: dict[str, str]) -> dict[str, str]:
+def tasks_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixture)
     env["FASTWORKER_TASKS"] = "examples.tasks,tests.process.worker_tasks"
     return env
 
