@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
+from actors.tls import TlsOptions
 from fastworker.cancel import cancel_task
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
@@ -83,6 +84,14 @@ class Client:
             opens (on this host or the LAN; docs/discovery.md), waiting at
             most this many seconds before ``DiscoveryTimeout``. ``None``
             (the default): no discovery, ``tcp://127.0.0.1:5555``.
+        tls: ``TlsOptions`` for a ``tls+tcp://`` control plane: ``ca_file``
+            (the CA that signed its certificate), ``cert_file`` and
+            ``key_file`` (this client's, for mutual TLS), ``server_name``
+            (default: the address's host). Default: ``$FASTWORKER_TLS_CA``,
+            ``$FASTWORKER_TLS_CERT``, ``$FASTWORKER_TLS_KEY``,
+            ``$FASTWORKER_TLS_SERVER_NAME``. A ``tls+tcp://`` address without
+            them, or a plain address with them, raises ``InvalidSubmission``
+            when the client opens.
     """
 
     def __init__(
@@ -97,9 +106,11 @@ class Client:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         poll_wait: float = POLL_WAIT,
         discover: float | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         self._connection = Connection(address, secret, discover=discover,
-                                      max_frame_bytes=max_frame_bytes, contexts=contexts)
+                                      max_frame_bytes=max_frame_bytes, contexts=contexts,
+                                      tls=tls)
         self.queue_wait = queue_wait
         self.request_timeout = request_timeout
         self.max_batch = max_batch
