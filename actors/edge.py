@@ -10,8 +10,8 @@ for the same target are sent together.
 Edges distrust the network: a frame that is malformed, too large, of an
 unknown version or fails authentication is dropped and counted, with a
 rate-limited log line naming the peer, and the edge keeps running. A listen
-on a non-loopback address is refused unless a shared secret (or TLS) is
-configured.
+on a non-loopback address is refused unless a shared secret or mutual TLS
+(a ``tls`` table with ``ca_file``) authenticates its peers.
 
 ``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
 one direction: an inbound edge listens and must route what it receives; an
@@ -37,6 +37,7 @@ from actors.mailbox import Ref
 from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
 from actors.requests import Requests, Unsent
 from actors.secret import check_secret_choice, frame_secret, shared_secret
+from actors.tls import resolve_tls
 from actors.wire import Wire
 
 log = logging.getLogger("actors.edge")
@@ -88,7 +89,9 @@ class EdgeOptions:
             See ``actors.secret``.
         max_frame_bytes: the largest frame sent or accepted.
         tls: TLS for a ``tls+tcp://`` address (``cert_file``, ``key_file``,
-            ``ca_file``, ``server_name``); see docs/transport.md.
+            ``ca_file``, ``server_name``; empty strings are unset, so
+            ``"${FASTWORKER_TLS_CA:-}"`` works); a listener with ``ca_file``
+            demands client certificates (mutual TLS). See docs/transport.md.
         buffer_frames: frames NNG may queue each way; more is faster, but
             queued frames are lost when the peer restarts.
         io: ``poll`` (drive the socket by its descriptors; faster) or
@@ -114,17 +117,24 @@ class EdgeOptions:
 
     def __attrs_post_init__(self) -> None:
         check_secret_choice(self.secret, self.secret_file)
-        if self.mode == "listen" and self.address:
-            # Refused when the topology is checked, not when the socket opens.
+        if not self.address:
+            return
+        # Refused when the topology is checked, not when the socket opens.
+        tls = resolve_tls(self.address, self.tls, self.mode)
+        if self.mode == "listen":
             # The per-host secret protects this host only: beyond it, other
-            # hosts need a secret set on purpose.
-            secured = shared_secret(self.secret, self.secret_file) or self.tls is not None
+            # hosts need a secret set on purpose (or mutual TLS).
+            mutual = tls is not None and tls.mutual
+            secured = shared_secret(self.secret, self.secret_file) or mutual
             check_listen_address(self.address, secured=secured)
 
     def read_secret(self) -> bytes | None:
         """The bytes that sign this edge's frames (``actors.secret.frame_secret``;
-        the per-host secret is made if missing); ``None``: unsigned."""
-        return frame_secret(self.secret, self.secret_file, create=True)
+        the per-host secret is made if missing, unless mutual TLS
+        authenticates instead); ``None``: unsigned."""
+        tls = resolve_tls(self.address, self.tls, self.mode) if self.address else None
+        return frame_secret(self.secret, self.secret_file, create=True,
+                            mutual_tls=tls is not None and tls.mutual)
 
 
 @attrs.frozen(kw_only=True)

@@ -15,6 +15,9 @@ empty                  empty or ``"none"``    nothing: unsigned frames
 set                    a path or ``"none"``   (refused: choose one)
 =====================  =====================  ====================================
 
+Where mutual TLS authenticates the peers (``mutual_tls``), ``"auto"``
+signs nothing: the certificates do that job, across hosts.
+
 The per-host secret lives at ``$XDG_STATE_HOME/fastworker/secret`` (default
 ``~/.local/state/fastworker/secret``), one per user on a host, so every node
 and client of that user on that host agrees without configuration. A node
@@ -110,7 +113,10 @@ def shared_secret(secret: str, secret_file: str) -> bool:
     return bool(secret) or secret_file not in ("", AUTO, NONE)
 
 
-def frame_secret(secret: str, secret_file: str, *, create: bool) -> bytes | None:
+def frame_secret(
+    secret: str, secret_file: str, *, create: bool, mutual_tls: bool = False,
+    missing_ok: bool = False,
+) -> bytes | None:
     """The bytes that sign frames, by the rule in the module docstring.
 
     Args:
@@ -118,6 +124,14 @@ def frame_secret(secret: str, secret_file: str, *, create: bool) -> bytes | None
         secret_file: a path, ``"auto"``, ``"none"``, or empty (not set).
         create: make the per-host secret if it is missing (a node that
             serves); otherwise a missing one is an error (a client, a link).
+        mutual_tls: mutual TLS authenticates this end's peers (a listener
+            that demands certificates, a dialer that shows one); then
+            ``"auto"`` signs nothing, as a peer on another host has no
+            per-host secret to sign with. A secret set on purpose still signs.
+        missing_ok: a reader (``create=False``) with TLS settings to fall
+            back on signs nothing when the per-host secret is missing,
+            rather than failing: its control plane may authenticate by
+            mutual TLS, and a TLS refusal says more than a missing file.
 
     Raises:
         ConfigError: the choice is contradictory, or the file cannot be
@@ -132,8 +146,14 @@ def frame_secret(secret: str, secret_file: str, *, create: bool) -> bytes | None
     if not secret_file or secret_file == NONE:
         return None
     if secret_file == AUTO:
+        if mutual_tls:
+            return None
         path = auto_secret_path()
-        return ensure_secret_file(path) if create else read_secret_file(path, auto=True)
+        if create:
+            return ensure_secret_file(path)
+        if missing_ok and not os.path.lexists(path):
+            return None
+        return read_secret_file(path, auto=True)
     return read_secret_file(Path(secret_file), auto=False)
 
 

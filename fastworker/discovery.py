@@ -28,7 +28,7 @@ import trio
 
 from actors import Actor
 from actors.log import RateLimitedLog
-from actors.secret import signs
+from actors.secret import shared_secret, signs
 from fastworker.messages import PROTOCOL_VERSION
 from fastworker.probe import (
     DEFAULT_DISCOVERY_PORT,
@@ -90,6 +90,16 @@ class BeaconOptions:
     announce_name: str = ""
 
 
+def _secret_required(options: BeaconOptions, scheme: str) -> bool:
+    """Whether frames must be signed, as far as the beacon can tell: a secret
+    set on purpose, or the per-host one on a plain TCP control plane. Over
+    TLS the per-host secret gives way to mutual TLS, which the beacon cannot
+    see, so it announces none: a peer that has neither is refused anyway."""
+    if shared_secret(options.secret, options.secret_file):
+        return True
+    return signs(options.secret, options.secret_file) and not scheme.startswith("tls+")
+
+
 class Beacon(Actor[Any]):
     """Answers discovery probes for the control plane at ``address``.
 
@@ -121,7 +131,7 @@ class Beacon(Actor[Any]):
             listen_host=host,
             port=port,
             protocol=PROTOCOL_VERSION,
-            secret_required=signs(options.secret, options.secret_file),
+            secret_required=_secret_required(options, scheme),
             version=VERSION,
         ))
         where = f"udp://{bind}:{options.port}"

@@ -24,6 +24,7 @@ from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
 from actors.nng import TlsOptions
 from actors.secret import check_secret_choice, frame_secret
+from actors.tls import resolve_tls
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
 from fastworker.link.session import LinkSession
 from fastworker.messages import CODEC, Credit, Finished, Retry, Running
@@ -49,8 +50,13 @@ class LinkOptions:
         secret / secret_file: the control plane's shared secret
             (``actors.secret.frame_secret``); ``secret_file = "auto"`` reads
             this user's per-host secret, which a control plane on this host
-            makes: a link never makes one.
-        tls: certificates for a ``tls+tcp://`` address.
+            makes (a link never makes one), or signs nothing when this
+            worker's certificate does mutual TLS (with TLS settings, a
+            missing per-host secret is none).
+        tls: TLS settings for a ``tls+tcp://`` control plane (``ca_file``,
+            and ``cert_file`` / ``key_file`` for mutual TLS; empty strings
+            are unset). With them, a plain ``tcp://`` address (given or
+            discovered) is refused.
         worker: this worker's id; empty: ``<hostname>:<pid>`` (the
             Executor's default name, so records name the same worker).
         pull_wait: seconds a Pull waits at the control plane for jobs.
@@ -85,6 +91,8 @@ class LinkOptions:
             raise ValueError(
                 "no address and discovery is off (discovery_port 0): set the control plane's "
                 "address (FASTWORKER_ADDRESS) or a discovery port (FASTWORKER_DISCOVERY_PORT)")
+        if self.address:
+            resolve_tls(self.address, self.tls, "dial")
 
 
 class WorkerLink(Actor[Accepts]):
@@ -99,9 +107,11 @@ class WorkerLink(Actor[Accepts]):
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self._buffer = ReportBuffer(max_buffered=options.max_buffered_outcomes,
                                     max_frame_bytes=options.max_frame_bytes)
-        framer = Framer(CODEC, secret=frame_secret(options.secret, options.secret_file,
-                                                   create=False),
-                        max_frame_bytes=options.max_frame_bytes)
+        tls = options.tls if options.tls is not None and options.tls.configured else None
+        framer = Framer(CODEC, secret=frame_secret(
+            options.secret, options.secret_file, create=False,
+            mutual_tls=tls is not None and tls.mutual, missing_ok=tls is not None,
+        ), max_frame_bytes=options.max_frame_bytes)
         self._session = LinkSession(options, name=self.name, worker=self.worker, framer=framer,
                                     buffer=self._buffer, refs=self.refs)
         self._running_timer = False

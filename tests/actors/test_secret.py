@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from actors.edge import Edge, EdgeOptions
@@ -219,3 +220,41 @@ class TestEdges:
                            "without a shared secret"):
             topology.resolve()
         assert not auto_secret_path().exists()
+
+
+class TestMutualTls:
+    """Where certificates authenticate the peers, the per-host secret
+    gives way: a peer on another host has none to sign with."""
+
+    def test_auto_signs_nothing_under_mutual_tls(self, state_home: Path) -> None:
+        assert frame_secret("", AUTO, create=True, mutual_tls=True) is None
+        assert not auto_secret_path().exists()
+        assert frame_secret("s3cret", AUTO, create=True, mutual_tls=True) == b"s3cret"
+
+    def test_a_reader_with_tls_settings_may_find_none(self, state_home: Path) -> None:
+        """``missing_ok``: no per-host secret is no signing, not an error;
+        one that exists is used."""
+        assert frame_secret("", AUTO, create=False, missing_ok=True) is None
+        made = ensure_secret_file(auto_secret_path())
+        assert frame_secret("", AUTO, create=False, missing_ok=True) == made
+
+    def test_a_listener_that_demands_certificates_leaves_auto_unsigned(
+        self, state_home: Path, tmp_path: Path
+    ) -> None:
+        """An edge on tls+tcp:// with a client CA signs nothing by default;
+        without the client CA (TLS that lets anyone in) it signs with the
+        per-host secret."""
+        from actors.tls import TlsOptions
+
+        for name in ("ca.pem", "server.pem", "server.key"):
+            (tmp_path / name).write_text("-")
+        server_only = TlsOptions(cert_file=str(tmp_path / "server.pem"),
+                                 key_file=str(tmp_path / "server.key"))
+        mutual = attrs.evolve(server_only, ca_file=str(tmp_path / "ca.pem"))
+        address = "tls+tcp://127.0.0.1:5555"
+        assert EdgeOptions(codec=CODEC, address=address, secret_file=AUTO,
+                           tls=mutual).read_secret() is None
+        assert not auto_secret_path().exists()
+        assert EdgeOptions(codec=CODEC, address=address, secret_file=AUTO,
+                           tls=server_only).read_secret() == auto_secret_path().read_bytes().strip()
+

@@ -367,3 +367,19 @@ async def test_discover_forever_never_gives_up_until_cancelled() -> None:
                 nursery.cancel_scope.cancel()
     finally:
         logger.removeHandler(flag)
+
+
+def test_the_beacon_announces_the_per_host_secret_on_plain_tcp_only() -> None:
+    """``secret_required`` counts the per-host secret (``auto``) on a plain
+    TCP control plane; over TLS it may give way to mutual TLS, which the
+    beacon cannot see, so only a secret set on purpose is announced."""
+    from fastworker.discovery import BeaconOptions, _secret_required
+
+    def required(scheme: str, **secret: str) -> bool:
+        return _secret_required(
+            BeaconOptions(address=f"{scheme}://127.0.0.1:5555", **secret), scheme)
+
+    assert required("tcp", secret_file="auto")
+    assert not required("tls+tcp", secret_file="auto")
+    assert required("tls+tcp", secret="s3cret")
+    assert not required("tcp", secret_file="none")
