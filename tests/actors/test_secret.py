@@ -3,6 +3,7 @@ once, private to its user, and what overrides it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -258,3 +259,31 @@ class TestMutualTls:
         assert EdgeOptions(codec=CODEC, address=address, secret_file=AUTO,
                            tls=server_only).read_secret() == auto_secret_path().read_bytes().strip()
 
+
+
+@pytest.mark.parametrize("secret_file", ["", AUTO], ids=["unsigned", "auto"])
+async def test_a_listener_says_when_it_takes_unsigned_frames(
+    state_home: Path, loopback_address: str, secret_file: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unsigned listening edge warns, once, that any process that can
+    reach it may send it messages; one with the per-host secret does not."""
+    from actors import open_node
+    from tests.actors.helpers import Recorder
+
+    topology = (
+        Topology()
+        .add("in", Edge, refs={"Note": "rec"}, codec=CODEC, address=loopback_address,
+             secret_file=secret_file)
+        .add("rec", Recorder, params={"seen": []})
+    )
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(topology):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.name == "actors.edge"]
+    expected = [
+        f"in: listening on {loopback_address} takes unsigned frames: any process that can "
+        "reach it may send it messages; set secret_file = \"auto\" (or FASTWORKER_SECRET) "
+        "to sign them"
+    ]
+    assert warnings == (expected if secret_file == "" else [])
