@@ -30,11 +30,18 @@ import trio
 
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
-from actors.errors import CallTimeout, ConfigError, FrameError
+from actors.errors import CallTimeout, ConfigError, FrameError, PeerDropped
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
-from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
+from actors.nng import (
+    DEFAULT_BUFFER_FRAMES,
+    DEFAULT_PEER_REPLY_BYTES,
+    DEFAULT_REPLY_TIMEOUT,
+    TlsOptions,
+    check_listen_address,
+    open_wire,
+)
 from actors.requests import Requests, Unsent
 from actors.wire import Wire
 
@@ -336,6 +343,13 @@ class ServeOptions(EdgeOptions):
         contexts: requests served at once.
         call_timeout: the longest an actor may take to answer a request
             (a parked query or a wait for queue room counts).
+        reply_timeout: the longest a reply may wait for its client's
+            connection (behind replies that client has not read) before that
+            client is dropped: connection closed, its replies freed, one
+            WARNING line, ``peers_dropped_slow`` counted.
+        peer_reply_bytes: bytes of replies that may wait for one client's
+            connection in the transport; more wait, uncopied, within
+            ``reply_timeout``.
     """
 
     pattern: Literal["rep"] = "rep"  # type: ignore[assignment]
@@ -343,6 +357,12 @@ class ServeOptions(EdgeOptions):
     port_offset: int = 0
     contexts: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     call_timeout: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    reply_timeout: float = attrs.field(
+        default=DEFAULT_REPLY_TIMEOUT, validator=attrs.validators.gt(0)
+    )
+    peer_reply_bytes: int = attrs.field(
+        default=DEFAULT_PEER_REPLY_BYTES, validator=attrs.validators.ge(1)
+    )
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "address", offset_address(self.address, self.port_offset))
@@ -361,6 +381,7 @@ class ServeStats:
     messages_unrouted: int
     in_progress: int
     unanswered: int
+    peers_dropped_slow: int
 
 
 class ServeEdge(_WireActor):
@@ -368,6 +389,12 @@ class ServeEdge(_WireActor):
     by tag, to the wired actors as one ``Requests`` call per actor, and their
     answers go back in one reply frame. ``contexts`` requests are served at
     once; a bad frame is dropped, counted and logged, and gets no answer.
+
+    A client that does not read its replies is dropped once a reply has
+    waited ``reply_timeout`` for its connection: its connection is closed
+    (freeing what was queued for it), one WARNING line names it, and
+    ``peers_dropped_slow`` counts it. A reply waiting holds only its own
+    context: other clients' replies never wait behind it.
 
     Answers too large for one frame are not sent: the requester gets an
     empty reply frame at once (``actors.requester`` raises ``Unanswered``),
@@ -383,6 +410,7 @@ class ServeEdge(_WireActor):
         super().__init__(options, context, wire=wire)
         self._requests = self._replies = self._messages_in = 0
         self._in_progress = 0
+        self._peers_dropped_slow = 0
         self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
@@ -397,6 +425,8 @@ class ServeEdge(_WireActor):
             secured=self.framer.signed,
             tls=options.tls,
             contexts=options.contexts,
+            reply_timeout=options.reply_timeout,
+            peer_reply_bytes=options.peer_reply_bytes,
         )
         for _ in range(options.contexts):
             nursery.start_soon(self._serve_loop, self.wire)
@@ -431,7 +461,12 @@ class ServeEdge(_WireActor):
                 frame = self.framer.pack(replies)
             except FrameError as error:
                 frame = await self._refuse_reply(messages, replies, received.peer, error)
-            await wire.send_frame(frame, to=received.reply_to)
+            try:
+                await wire.send_frame(frame, to=received.reply_to)
+            except PeerDropped as error:
+                self._peers_dropped_slow += 1
+                log.warning("%s: %s", self.name, error)
+                continue
             self._replies += 1
 
     async def _refuse_reply(self, messages: list[Any], replies: list[Any], peer: str,
@@ -468,4 +503,5 @@ class ServeEdge(_WireActor):
             messages_unrouted=self._unrouted,
             in_progress=self._in_progress,
             unanswered=self._unanswered_log.total,
+            peers_dropped_slow=self._peers_dropped_slow,
         )

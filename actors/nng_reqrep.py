@@ -8,7 +8,8 @@ It, ``actors.nng`` and ``actors.nng_wire`` are the only modules that import pynn
 - ``RepContexts``: a rep socket's pool of contexts. Each receive takes a
   free context, and it stays taken until that request is answered or
   discarded, or until its ``Received.reply_to`` is garbage-collected (then
-  nobody can answer it any more).
+  nobody can answer it any more). Its replies are bounded per connection
+  (``_Output``): a peer that does not take them in time is dropped.
 - ``RequestWire``: a req socket's pool of contexts, one request in flight
   on each. Written on anyio and pynng's own async calls, which pick the
   event loop through sniffio, so it runs under asyncio and trio alike.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, final
@@ -31,7 +33,7 @@ import pynng  # type: ignore[import-untyped]
 import sniffio
 import trio
 
-from actors.errors import ConfigError
+from actors.errors import ConfigError, PeerDropped
 
 __all__ = ["RepContexts", "RequestWire", "req_socket", "send_message"]
 
@@ -98,12 +100,34 @@ def req_socket(*, resend_ms: int, **options: Any) -> Any:
 
 @final
 class _Request:
-    """A rep wire's ``Received.reply_to``: the context holding one request."""
+    """A rep wire's ``Received.reply_to``: the context holding one request,
+    and the pipe (connection) it came in on, which its reply goes back to."""
 
-    __slots__ = ("__weakref__", "context")
+    __slots__ = ("__weakref__", "context", "pipe")
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, pipe: Any) -> None:
         self.context = context
+        self.pipe = pipe
+
+
+@final
+class _Output:
+    """The replies under way to one pipe, for the per-connection bounds.
+
+    NNG writes one message at a time to a pipe; a reply sent while the pipe
+    is busy waits inside NNG (its context's send stays pending) until the
+    one before is written out. ``queued`` counts the bytes of replies handed
+    to NNG whose send has not finished: replies waiting behind a write the
+    peer is not taking. Replies that would take it over the byte bound wait
+    here instead, before NNG copies them, on ``room``.
+    """
+
+    __slots__ = ("dropped", "queued", "room")
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.room = trio.lowlevel.ParkingLot()
+        self.dropped = False
 
 
 @final
@@ -112,10 +136,26 @@ class RepContexts:
 
     Trio only (the rep side is an ``NngWire``). ``closed_error`` makes the
     exception raised once the pool is closed.
+
+    Replies are bounded per pipe: at most ``peer_bytes`` of replies wait
+    for one pipe inside NNG (more wait here, uncopied), and a reply not
+    taken by NNG within ``reply_timeout`` seconds, waits included, drops
+    that pipe: it is closed, which frees every reply queued for it, and
+    the reply raises ``PeerDropped`` (``peer_name(pipe)`` names the peer).
+    A peer that never reads is so dropped on its second pending reply; its
+    first one, already being written, is held until then or until it goes.
     """
 
     def __init__(
-        self, socket: Any, count: int, *, name: str, closed_error: Callable[[], Exception]
+        self,
+        socket: Any,
+        count: int,
+        *,
+        name: str,
+        closed_error: Callable[[], Exception],
+        reply_timeout: float = math.inf,
+        peer_bytes: int = 2**62,
+        peer_name: Callable[[Any], str] = repr,
     ) -> None:
         self._contexts = [socket.new_context() for _ in range(count)]
         self._free = list(self._contexts)
@@ -126,6 +166,11 @@ class RepContexts:
         self._name = name
         self._closed_error = closed_error
         self._closed = False
+        self._reply_timeout = reply_timeout
+        self._peer_bytes = peer_bytes
+        self._peer_name = peer_name
+        # pipe id -> the replies under way to it; only while some are.
+        self._outputs: dict[int, _Output] = {}
 
     async def receive(self) -> tuple[Any, _Request]:
         """Wait for a free context, then for a request on it.
@@ -145,22 +190,68 @@ class RepContexts:
         except BaseException:
             self._release(context)
             raise
-        request = _Request(context)
+        request = _Request(context, message.pipe)
         self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
         return message, request
 
     async def reply(self, frame: bytes, reply_to: object) -> None:
         """Answer the request behind ``reply_to``; its context is free again after.
 
-        A cancelled or failed reply is dropped (never leaked). Raises
-        ConfigError if ``reply_to`` is not a request of this pool still
-        unanswered; pynng.Closed if the socket closed.
+        A cancelled or failed reply is dropped (never leaked), and so is a
+        reply to a peer already dropped. Raises ConfigError if ``reply_to``
+        is not a request of this pool still unanswered; pynng.Closed if the
+        socket closed; PeerDropped if this reply found its peer too slow
+        (see the class docstring).
         """
         context = self._claim(reply_to)
+        pipe = reply_to.pipe  # type: ignore[attr-defined]  # _claim checked it
         try:
-            await send_message(context, frame)
+            if pipe is None:  # the connection went before the request was read
+                return
+            await self._bounded_send(context, frame, pipe)
         finally:
             self._release(context)
+
+    async def _bounded_send(self, context: Any, frame: bytes, pipe: Any) -> None:
+        output = self._outputs.get(pipe.id)
+        if output is None:
+            output = self._outputs[pipe.id] = _Output()
+        size = len(frame)
+        try:
+            with trio.move_on_after(self._reply_timeout):
+                while output.queued and output.queued + size > self._peer_bytes:
+                    if output.dropped:
+                        return
+                    await output.room.park()
+                if output.dropped:
+                    return
+                output.queued += size
+                try:
+                    await send_message(context, frame)
+                finally:
+                    output.queued -= size
+                    output.room.unpark_all()
+                return
+            if not output.dropped:
+                raise self._drop(pipe, output, size)
+        finally:
+            if not output.queued and not output.room.statistics().tasks_waiting:
+                self._outputs.pop(pipe.id, None)
+
+    def _drop(self, pipe: Any, output: _Output, size: int) -> PeerDropped:
+        """Close a pipe that took no reply in time; the error that says so."""
+        output.dropped = True
+        output.room.unpark_all()
+        peer = self._peer_name(pipe)
+        try:
+            pipe.close()  # NNG frees the replies queued for it
+        except pynng.NNGException:  # it closed by itself meanwhile
+            pass
+        return PeerDropped(
+            f"dropped peer {peer}: a reply of {size} bytes was not taken within "
+            f"{self._reply_timeout:g} s ({output.queued} bytes of replies queued for it); "
+            "closed its connection"
+        )
 
     def discard(self, reply_to: object) -> None:
         """Free the context behind ``reply_to`` without answering."""
