@@ -457,6 +457,10 @@ class ServeEdge(_WireActor):
                 continue
             finally:
                 self._in_progress -= 1
+            # Replies to a client that does not read wait here, unbuilt.
+            if not await self._reply_room(wire, received.reply_to):
+                await self._release(wire, received.reply_to)
+                continue
             try:
                 frame = self.framer.pack(replies)
             except FrameError as error:
@@ -464,8 +468,7 @@ class ServeEdge(_WireActor):
             try:
                 await wire.send_frame(frame, to=received.reply_to)
             except PeerDropped as error:
-                self._peers_dropped_slow += 1
-                log.warning("%s: %s", self.name, error)
+                self._dropped_slow(error)
                 continue
             self._replies += 1
 
@@ -485,6 +488,23 @@ class ServeEdge(_WireActor):
         release = getattr(wire, "discard", None)
         if release is not None:
             await release(reply_to)
+
+    async def _reply_room(self, wire: Wire, reply_to: object) -> bool:
+        """Wait until the requester's connection has room (on a wire that
+        bounds replies per connection, as a rep wire does); False: it has
+        gone, or was dropped for not reading."""
+        room = getattr(wire, "reply_room", None)
+        if room is None:
+            return True
+        try:
+            return bool(await room(reply_to))
+        except PeerDropped as error:
+            self._dropped_slow(error)
+            return False
+
+    def _dropped_slow(self, error: PeerDropped) -> None:
+        self._peers_dropped_slow += 1
+        log.warning("%s: %s", self.name, error)
 
     async def _serve_requests(self, messages: list[Any], peer: str) -> list[Any]:
         replies: list[Any] = []

@@ -62,7 +62,7 @@ DEFAULT_RESEND_TIME: Final = 60.0
 #: the peer is not taking) before that peer is dropped.
 DEFAULT_REPLY_TIMEOUT: Final = 10.0
 #: Bytes of replies a rep wire lets wait for one connection inside NNG.
-DEFAULT_PEER_REPLY_BYTES: Final = 32 * 1024 * 1024
+DEFAULT_PEER_REPLY_BYTES: Final = 1024 * 1024
 _MAX_CONTEXTS: Final = 4096
 _MAX_MS: Final = 2**31 - 1  # NNG durations are int32 milliseconds
 

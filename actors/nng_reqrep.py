@@ -103,11 +103,13 @@ class _Request:
     """A rep wire's ``Received.reply_to``: the context holding one request,
     and the pipe (connection) it came in on, which its reply goes back to."""
 
-    __slots__ = ("__weakref__", "context", "pipe")
+    __slots__ = ("__weakref__", "context", "deadline", "pipe")
 
     def __init__(self, context: Any, pipe: Any) -> None:
         self.context = context
         self.pipe = pipe
+        #: When its pipe must have taken its reply (trio time); set at the first wait.
+        self.deadline: float | None = None
 
 
 @final
@@ -118,8 +120,9 @@ class _Output:
     is busy waits inside NNG (its context's send stays pending) until the
     one before is written out. ``queued`` counts the bytes of replies handed
     to NNG whose send has not finished: replies waiting behind a write the
-    peer is not taking. Replies that would take it over the byte bound wait
-    here instead, before NNG copies them, on ``room``.
+    peer is not taking. While it is at the byte bound, further replies wait
+    here, on ``room``, before NNG copies them (and, with ``RepContexts.room``,
+    before they are even built).
     """
 
     __slots__ = ("dropped", "queued", "room")
@@ -137,13 +140,16 @@ class RepContexts:
     Trio only (the rep side is an ``NngWire``). ``closed_error`` makes the
     exception raised once the pool is closed.
 
-    Replies are bounded per pipe: at most ``peer_bytes`` of replies wait
-    for one pipe inside NNG (more wait here, uncopied), and a reply not
-    taken by NNG within ``reply_timeout`` seconds, waits included, drops
-    that pipe: it is closed, which frees every reply queued for it, and
-    the reply raises ``PeerDropped`` (``peer_name(pipe)`` names the peer).
-    A peer that never reads is so dropped on its second pending reply; its
-    first one, already being written, is held until then or until it goes.
+    Replies are bounded per pipe: a reply goes to NNG only while fewer
+    than ``peer_bytes`` of replies wait there for that pipe (so at most
+    ``peer_bytes`` plus one reply wait, besides the one being written), and
+    a reply that the pipe has not taken within ``reply_timeout`` seconds of
+    its first wait (NNG gives a pipe a reply once the one before is written
+    out) drops that pipe: it is closed, which frees every reply
+    queued for it, and the reply raises ``PeerDropped`` (``peer_name(pipe)``
+    names the peer). A peer that never reads is so dropped by the reply
+    after the one queued behind its stuck write; a peer with one request
+    only holds that one reply until it goes.
     """
 
     def __init__(
@@ -194,37 +200,58 @@ class RepContexts:
         self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
         return message, request
 
+    async def room(self, reply_to: object) -> bool:
+        """Wait until the connection of ``reply_to`` has room for a reply.
+
+        Room: fewer than ``peer_bytes`` of replies wait for that connection
+        inside NNG. Call it before building a large reply, so that replies
+        to a peer that does not read wait here unbuilt. The wait counts
+        towards the reply's ``reply_timeout``.
+
+        Returns False when the reply cannot be sent (its connection has
+        gone or was dropped): discard the request. Raises ConfigError if
+        ``reply_to`` is not an unanswered request of this pool; PeerDropped
+        if the time ran out (the peer is dropped: discard the request).
+        """
+        request = self._check(reply_to)
+        if request.pipe is None:
+            return False
+        output = self._output(request.pipe)
+        try:
+            with trio.move_on_at(self._deadline(request)):
+                return await self._wait_room(output)
+            if output.dropped:
+                return False
+            raise self._drop(request.pipe, output, "a reply")
+        finally:
+            self._forget(request.pipe, output)
+
     async def reply(self, frame: bytes, reply_to: object) -> None:
         """Answer the request behind ``reply_to``; its context is free again after.
 
-        A cancelled or failed reply is dropped (never leaked), and so is a
-        reply to a peer already dropped. Raises ConfigError if ``reply_to``
-        is not a request of this pool still unanswered; pynng.Closed if the
-        socket closed; PeerDropped if this reply found its peer too slow
-        (see the class docstring).
+        Waits for room as ``room`` does. A cancelled or failed reply is
+        dropped (never leaked), and so is a reply to a peer already dropped.
+        Raises ConfigError if ``reply_to`` is not a request of this pool
+        still unanswered; pynng.Closed if the socket closed; PeerDropped if
+        this reply found its peer too slow (see the class docstring).
         """
-        context = self._claim(reply_to)
-        pipe = reply_to.pipe  # type: ignore[attr-defined]  # _claim checked it
+        request = self._check(reply_to)
+        context = self._claim(request)
         try:
-            if pipe is None:  # the connection went before the request was read
-                return
-            await self._bounded_send(context, frame, pipe)
+            if request.pipe is not None:  # None: the connection went meanwhile
+                await self._bounded_send(context, frame, request)
         finally:
             self._release(context)
 
-    async def _bounded_send(self, context: Any, frame: bytes, pipe: Any) -> None:
-        output = self._outputs.get(pipe.id)
-        if output is None:
-            output = self._outputs[pipe.id] = _Output()
+    async def _bounded_send(self, context: Any, frame: bytes, request: _Request) -> None:
+        pipe = request.pipe
+        output = self._output(pipe)
         size = len(frame)
         try:
-            with trio.move_on_after(self._reply_timeout):
-                while output.queued and output.queued + size > self._peer_bytes:
-                    if output.dropped:
-                        return
-                    await output.room.park()
-                if output.dropped:
+            with trio.move_on_at(self._deadline(request)):
+                if not await self._wait_room(output):
                     return
+                # No checkpoint since the room was seen: the count is ours.
                 output.queued += size
                 try:
                     await send_message(context, frame)
@@ -233,12 +260,35 @@ class RepContexts:
                     output.room.unpark_all()
                 return
             if not output.dropped:
-                raise self._drop(pipe, output, size)
+                raise self._drop(pipe, output, f"a reply of {size} bytes")
         finally:
-            if not output.queued and not output.room.statistics().tasks_waiting:
-                self._outputs.pop(pipe.id, None)
+            self._forget(pipe, output)
 
-    def _drop(self, pipe: Any, output: _Output, size: int) -> PeerDropped:
+    async def _wait_room(self, output: _Output) -> bool:
+        """Wait until ``output`` has room; False if its pipe was dropped."""
+        while output.queued >= self._peer_bytes and not output.dropped:
+            await output.room.park()
+        return not output.dropped
+
+    def _deadline(self, request: _Request) -> float:
+        """When the reply to ``request`` must be taken by its pipe; set at the first wait."""
+        if request.deadline is None:
+            request.deadline = trio.current_time() + self._reply_timeout
+        return request.deadline
+
+    def _output(self, pipe: Any) -> _Output:
+        output = self._outputs.get(pipe.id)
+        if output is None:
+            output = self._outputs[pipe.id] = _Output()
+        return output
+
+    def _forget(self, pipe: Any, output: _Output) -> None:
+        """Stop tracking ``pipe`` once no reply is queued for it or waiting."""
+        if not output.queued and not output.room.statistics().tasks_waiting:
+            if self._outputs.get(pipe.id) is output:
+                del self._outputs[pipe.id]
+
+    def _drop(self, pipe: Any, output: _Output, what: str) -> PeerDropped:
         """Close a pipe that took no reply in time; the error that says so."""
         output.dropped = True
         output.room.unpark_all()
@@ -248,14 +298,14 @@ class RepContexts:
         except pynng.NNGException:  # it closed by itself meanwhile
             pass
         return PeerDropped(
-            f"dropped peer {peer}: a reply of {size} bytes was not taken within "
-            f"{self._reply_timeout:g} s ({output.queued} bytes of replies queued for it); "
-            "closed its connection"
+            f"dropped peer {peer}: {what} to it could not be sent within "
+            f"{self._reply_timeout:g} s, behind {output.queued} bytes of replies it has "
+            "not read; closed its connection"
         )
 
     def discard(self, reply_to: object) -> None:
         """Free the context behind ``reply_to`` without answering."""
-        self._release(self._claim(reply_to))
+        self._release(self._claim(self._check(reply_to)))
 
     def close(self) -> None:
         """Wake every waiting receiver; ``close_contexts`` must follow."""
@@ -270,7 +320,8 @@ class RepContexts:
             except pynng.NNGException:  # already gone with the socket
                 pass
 
-    def _claim(self, reply_to: object) -> Any:
+    def _check(self, reply_to: object) -> _Request:
+        """``reply_to`` as an unanswered request of this pool, or ConfigError."""
         held = None
         if isinstance(reply_to, _Request):
             held = self._held.get(reply_to.context)
@@ -280,9 +331,12 @@ class RepContexts:
                 f"wire and not answered yet, got {reply_to!r}"
             )
         assert isinstance(reply_to, _Request)
+        return reply_to
+
+    def _claim(self, request: _Request) -> Any:
         # Dropping the weak reference first means its callback will not run.
-        del self._held[reply_to.context]
-        return reply_to.context
+        del self._held[request.context]
+        return request.context
 
     def _release(self, context: Any) -> None:
         if not self._closed:

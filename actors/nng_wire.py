@@ -168,6 +168,24 @@ class NngWire:
         pipe = message.pipe
         return Received(message.bytes, self._peer(pipe), pipe if self._pattern == "pair1" else None)
 
+    async def reply_room(self, reply_to: object) -> bool:
+        """Rep only: wait until the connection of ``reply_to`` has room for a reply.
+
+        Call it before building a large reply: replies to a peer that does
+        not read then wait unbuilt. The wait counts towards the reply's
+        ``reply_timeout``. False: the connection has gone or was dropped;
+        discard the request.
+
+        Raises:
+            ConfigError: not a rep wire, or ``reply_to`` is not an unanswered
+                request of this one.
+            PeerDropped: the time ran out and the peer was dropped; discard
+                the request.
+        """
+        if self._rep is None:
+            raise ConfigError(f"{self._name}: only a rep wire has replies to make room for")
+        return await self._rep.room(reply_to)
+
     async def discard(self, reply_to: object) -> None:
         """Rep only: free the request behind ``reply_to`` without answering it.
 
