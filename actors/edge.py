@@ -43,7 +43,7 @@ from actors.nng import (
     open_wire,
 )
 from actors.requests import Requests, Unsent
-from actors.wire import Wire
+from actors.wire import Received, Wire
 
 log = logging.getLogger("actors.edge")
 
@@ -434,43 +434,47 @@ class ServeEdge(_WireActor):
 
     async def _serve_loop(self, wire: Wire) -> None:
         while True:
-            received = await wire.receive_frame()
-            self._requests += 1
-            try:
-                messages = self.framer.unpack(received.frame)
-            except FrameError as error:
-                self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
-                await self._release(wire, received.reply_to)
-                continue
-            self._messages_in += len(messages)
-            self._in_progress += 1
-            try:
-                replies = await self._serve_requests(messages, received.peer)
-            except CallTimeout as error:
-                # One slow answer must not take the edge down (and with it,
-                # under one_for_all, everything): the requester gets no
-                # answer and its own timeout tells it so.
-                self._unanswered_log.event(
-                    "no answer to a request from %s: %s", received.peer, error
-                )
-                await self._release(wire, received.reply_to)
-                continue
-            finally:
-                self._in_progress -= 1
-            # Replies to a client that does not read wait here, unbuilt.
-            if not await self._reply_room(wire, received.reply_to):
-                await self._release(wire, received.reply_to)
-                continue
-            try:
-                frame = self.framer.pack(replies)
-            except FrameError as error:
-                frame = await self._refuse_reply(messages, replies, received.peer, error)
-            try:
-                await wire.send_frame(frame, to=received.reply_to)
-            except PeerDropped as error:
-                self._dropped_slow(error)
-                continue
-            self._replies += 1
+            # One call per request: nothing of it (its frame, its reply,
+            # megabytes each) stays referenced while the loop waits.
+            await self._serve_one(wire, await wire.receive_frame())
+
+    async def _serve_one(self, wire: Wire, received: Received) -> None:
+        self._requests += 1
+        try:
+            messages = self.framer.unpack(received.frame)
+        except FrameError as error:
+            self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
+            await self._release(wire, received.reply_to)
+            return
+        self._messages_in += len(messages)
+        self._in_progress += 1
+        try:
+            replies = await self._serve_requests(messages, received.peer)
+        except CallTimeout as error:
+            # One slow answer must not take the edge down (and with it,
+            # under one_for_all, everything): the requester gets no
+            # answer and its own timeout tells it so.
+            self._unanswered_log.event(
+                "no answer to a request from %s: %s", received.peer, error
+            )
+            await self._release(wire, received.reply_to)
+            return
+        finally:
+            self._in_progress -= 1
+        # Replies to a client that does not read wait here, unbuilt.
+        if not await self._reply_room(wire, received.reply_to):
+            await self._release(wire, received.reply_to)
+            return
+        try:
+            frame = self.framer.pack(replies)
+        except FrameError as error:
+            frame = await self._refuse_reply(messages, replies, received.peer, error)
+        try:
+            await wire.send_frame(frame, to=received.reply_to)
+        except PeerDropped as error:
+            self._dropped_slow(error)
+            return
+        self._replies += 1
 
     async def _refuse_reply(self, messages: list[Any], replies: list[Any], peer: str,
                             error: FrameError) -> bytes:
