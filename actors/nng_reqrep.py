@@ -129,8 +129,23 @@ class _Output:
 
     def __init__(self) -> None:
         self.queued = 0
-        self.room = trio.lowlevel.ParkingLot()
+        # Made at the first wait: most replies never wait.
+        self.room: trio.lowlevel.ParkingLot | None = None
         self.dropped = False
+
+    async def wait(self) -> None:
+        """Wait until a reply's send ends, or the pipe is dropped."""
+        if self.room is None:
+            self.room = trio.lowlevel.ParkingLot()
+        await self.room.park()
+
+    def wake(self) -> None:
+        if self.room is not None:
+            self.room.unpark_all()
+
+    def idle(self) -> bool:
+        """No reply is queued for the pipe, nor waiting to be."""
+        return not self.queued and (self.room is None or not self.room.statistics().tasks_waiting)
 
 
 @final
@@ -173,6 +188,12 @@ class RepContexts:
         self._closed_error = closed_error
         self._closed = False
         self._reply_timeout = reply_timeout
+        # NNG bounds each context's sends (-1: never).
+        self._send_timeout_ms = (
+            -1 if math.isinf(reply_timeout) else min(2**31 - 1, max(1, round(reply_timeout * 1000)))
+        )
+        for context in self._contexts:
+            self._set_send_timeout(context, self._send_timeout_ms)
         self._peer_bytes = peer_bytes
         self._peer_name = peer_name
         # pipe id -> the replies under way to it; only while some are.
@@ -216,13 +237,11 @@ class RepContexts:
         request = self._check(reply_to)
         if request.pipe is None:
             return False
-        output = self._output(request.pipe)
+        output = self._outputs.get(request.pipe.id)
+        if output is None:  # nothing under way to it: the common case, no timer
+            return True
         try:
-            with trio.move_on_at(self._deadline(request)):
-                return await self._wait_room(output)
-            if output.dropped:
-                return False
-            raise self._drop(request.pipe, output, "a reply")
+            return await self._wait_room(output, request)
         finally:
             self._forget(request.pipe, output)
 
@@ -244,31 +263,50 @@ class RepContexts:
             self._release(context)
 
     async def _bounded_send(self, context: Any, frame: bytes, request: _Request) -> None:
+        """Send ``frame`` within the bounds. The time bound of the send itself
+        is NNG's: each context's send timeout is ``reply_timeout``, so the
+        common case (room at once) costs no timer here."""
         pipe = request.pipe
         output = self._output(pipe)
         size = len(frame)
+        shortened = False
         try:
-            with trio.move_on_at(self._deadline(request)):
-                if not await self._wait_room(output):
-                    return
-                # No checkpoint since the room was seen: the count is ours.
-                output.queued += size
-                try:
-                    await send_message(context, frame)
-                finally:
-                    output.queued -= size
-                    output.room.unpark_all()
+            if not await self._wait_room(output, request):
                 return
-            if not output.dropped:
-                raise self._drop(pipe, output, f"a reply of {size} bytes")
+            if request.deadline is not None:  # it waited: the rest of its time only
+                shortened = True
+                left = request.deadline - trio.current_time()
+                self._set_send_timeout(context, max(1, int(left * 1000)))
+            # No checkpoint since the room was seen: the count is ours.
+            output.queued += size
+            try:
+                await send_message(context, frame)
+            except pynng.Timeout:
+                if not output.dropped:
+                    raise self._drop(pipe, output, f"a reply of {size} bytes") from None
+            finally:
+                output.queued -= size
+                output.wake()
         finally:
+            if shortened:
+                self._set_send_timeout(context, self._send_timeout_ms)
             self._forget(pipe, output)
 
-    async def _wait_room(self, output: _Output) -> bool:
-        """Wait until ``output`` has room; False if its pipe was dropped."""
-        while output.queued >= self._peer_bytes and not output.dropped:
-            await output.room.park()
-        return not output.dropped
+    async def _wait_room(self, output: _Output, request: _Request) -> bool:
+        """Wait until ``output`` has room, within the request's time; False
+        if its pipe was dropped. Raises PeerDropped if the time ran out."""
+        if output.queued < self._peer_bytes or output.dropped:
+            return not output.dropped
+        with trio.move_on_at(self._deadline(request)):
+            while output.queued >= self._peer_bytes and not output.dropped:
+                await output.wait()
+            return not output.dropped
+        if output.dropped:
+            return False
+        raise self._drop(request.pipe, output, "a reply")
+
+    def _set_send_timeout(self, context: Any, ms: int) -> None:
+        pynng.nng.lib.nng_ctx_set_ms(context.context, b"send-timeout", ms)
 
     def _deadline(self, request: _Request) -> float:
         """When the reply to ``request`` must be taken by its pipe; set at the first wait."""
@@ -284,14 +322,13 @@ class RepContexts:
 
     def _forget(self, pipe: Any, output: _Output) -> None:
         """Stop tracking ``pipe`` once no reply is queued for it or waiting."""
-        if not output.queued and not output.room.statistics().tasks_waiting:
-            if self._outputs.get(pipe.id) is output:
-                del self._outputs[pipe.id]
+        if output.idle() and self._outputs.get(pipe.id) is output:
+            del self._outputs[pipe.id]
 
     def _drop(self, pipe: Any, output: _Output, what: str) -> PeerDropped:
         """Close a pipe that took no reply in time; the error that says so."""
         output.dropped = True
-        output.room.unpark_all()
+        output.wake()
         peer = self._peer_name(pipe)
         try:
             pipe.close()  # NNG frees the replies queued for it
