@@ -11,7 +11,9 @@ Edges distrust the network: a frame that is malformed, too large, of an
 unknown version or fails authentication is dropped and counted, with a
 rate-limited log line naming the peer, and the edge keeps running. A listen
 on a non-loopback address is refused unless a shared secret (or TLS) is
-configured.
+configured. A serving edge bounds what waits for each client's connection:
+a client that does not read its replies is dropped, logged and counted,
+and never holds up the others' replies.
 
 ``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
 one direction: an inbound edge listens and must route what it receives; an

@@ -164,7 +164,9 @@ class RepContexts:
     queued for it, and the reply raises ``PeerDropped`` (``peer_name(pipe)``
     names the peer). A peer that never reads is so dropped by the reply
     after the one queued behind its stuck write; a peer with one request
-    only holds that one reply until it goes.
+    only holds that one reply until it goes. The time bound of a send is
+    NNG's own (each context's send timeout), so a reply that finds room at
+    once costs no timer.
     """
 
     def __init__(
