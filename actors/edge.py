@@ -10,10 +10,11 @@ for the same target are sent together.
 Edges distrust the network: a frame that is malformed, too large, of an
 unknown version or fails authentication is dropped and counted, with a
 rate-limited log line naming the peer, and the edge keeps running. A listen
-on a non-loopback address is refused unless a shared secret (or TLS) is
-configured. A serving edge bounds what waits for each client's connection:
-a client that does not read its replies is dropped, logged and counted,
-and never holds up the others' replies.
+on a non-loopback address is refused unless a shared secret or mutual TLS
+(a ``tls`` table with ``ca_file``) authenticates its peers. A serving edge
+bounds what waits for each client's connection: a client that does not
+read its replies is dropped, logged and counted, and never holds up the
+others' replies.
 
 ``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
 one direction: an inbound edge listens and must route what it receives; an
@@ -45,6 +46,7 @@ from actors.nng import (
     open_wire,
 )
 from actors.requests import Requests, Unsent
+from actors.tls import resolve_tls
 from actors.wire import Received, Wire
 
 log = logging.getLogger("actors.edge")
@@ -93,7 +95,9 @@ class EdgeOptions:
         secret_file: a file holding the secret (instead of ``secret``).
         max_frame_bytes: the largest frame sent or accepted.
         tls: TLS for a ``tls+tcp://`` address (``cert_file``, ``key_file``,
-            ``ca_file``, ``server_name``); see docs/transport.md.
+            ``ca_file``, ``server_name``; empty strings are unset, so
+            ``"${FASTWORKER_TLS_CA:-}"`` works); a listener with ``ca_file``
+            demands client certificates (mutual TLS). See docs/transport.md.
         buffer_frames: frames NNG may queue each way; more is faster, but
             queued frames are lost when the peer restarts.
         io: ``poll`` (drive the socket by its descriptors; faster) or
@@ -120,9 +124,13 @@ class EdgeOptions:
     def __attrs_post_init__(self) -> None:
         if self.secret and self.secret_file:
             raise ValueError("set either secret or secret_file, not both")
-        if self.mode == "listen" and self.address:
-            # Refused when the topology is checked, not when the socket opens.
-            secured = bool(self.secret or self.secret_file or self.tls)
+        if not self.address:
+            return
+        # Refused when the topology is checked, not when the socket opens.
+        tls = resolve_tls(self.address, self.tls, self.mode)
+        if self.mode == "listen":
+            mutual = tls is not None and tls.mutual
+            secured = bool(self.secret or self.secret_file) or mutual
             check_listen_address(self.address, secured=secured)
 
     def read_secret(self) -> bytes | None:

@@ -7,7 +7,8 @@ dials, driven by its descriptors (``io="poll"``) or by pynng's aio
 rep wire, a ``RequestWire`` that runs under asyncio and trio. The wires
 themselves live in ``actors.nng_wire`` (``NngWire``) and
 ``actors.nng_reqrep`` (``RequestWire``), and are re-exported here; these
-three are the only modules that import pynng. See docs/transport.md. A sent
+three are the only modules that import pynng (TLS settings and their rule are
+``actors.tls``). See docs/transport.md. A sent
 frame may still be lost when a peer restarts: delivery rests on the acks and
 redelivery of the layers above.
 """
@@ -18,11 +19,10 @@ import functools
 import ipaddress
 import math
 from collections.abc import Callable
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import pynng  # type: ignore[import-untyped]
 import trio
 
@@ -31,6 +31,8 @@ from actors.nng_reqrep import RequestWire as RequestWire
 from actors.nng_reqrep import req_socket
 from actors.nng_wire import BY_CONTEXT, CAN_RECEIVE, CAN_SEND
 from actors.nng_wire import NngWire as NngWire
+from actors.tls import TlsOptions as TlsOptions
+from actors.tls import tls_problems
 
 __all__ = [
     "NngWire",
@@ -82,30 +84,14 @@ _HEADER_BYTES: Final = {"pair1": 4, "rep": 4, "req": 4}
 _LOCAL_SCHEMES: Final = ("ipc://", "inproc://", "abstract://")
 
 
-@final
-@attrs.frozen(kw_only=True)
-class TlsOptions:
-    """TLS for a ``tls+tcp://`` wire: PEM file paths, mapped onto ``pynng.TLSConfig``.
-
-    A listener needs ``cert_file`` and ``key_file``; given ``ca_file`` too, it
-    demands from every dialer a certificate that CA signed (mutual TLS). A
-    dialer needs ``ca_file`` to verify the listener, whose certificate must name
-    ``server_name`` (a DNS name: NNG does not match IP addresses); its own
-    certificate and key matter only to a listener that demands them.
-    """
-
-    cert_file: str | None = None
-    key_file: str | None = None
-    ca_file: str | None = None
-    server_name: str | None = None
-
-
 def check_listen_address(address: str, *, secured: bool) -> None:
-    """Refuse to listen beyond this host when frames are not authenticated.
+    """Refuse to listen beyond this host when peers are not authenticated.
 
     Args:
         address: the NNG address to listen on.
-        secured: whether a shared secret or TLS protects the wire.
+        secured: whether a shared secret or mutual TLS (a CA that signed
+            every client's certificate) authenticates the peers. TLS without
+            a client CA does not: it lets any client in.
 
     Raises:
         ConfigError: ``address`` is not loopback, ipc or inproc, and ``secured``
@@ -117,9 +103,10 @@ def check_listen_address(address: str, *, secured: bool) -> None:
     port = parts.netloc.rpartition(":")[2] if ":" in parts.netloc else ""
     loopback = parts._replace(netloc="127.0.0.1" + (f":{port}" if port else "")).geturl()
     raise ConfigError(
-        f"refusing to listen on {address} without a shared secret: set one "
-        "(FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), "
-        f"configure TLS, or listen on a loopback address such as {loopback}"
+        f"refusing to listen on {address} without a shared secret or mutual TLS: set a "
+        "secret (FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), use "
+        "mutual TLS (a tls+tcp:// address with a client CA: FASTWORKER_TLS_CA, or the "
+        f"edge's `tls.ca_file`), or listen on a loopback address such as {loopback}"
     )
 
 
@@ -154,7 +141,9 @@ async def open_wire(
         recv_max_size: the largest frame accepted, in bytes. A peer sending a
             larger one is disconnected and the frame dropped.
         secured: frames are authenticated above this layer (shared secret).
-        tls: certificates for a ``tls+tcp://`` address; counts as secured.
+        tls: certificates for a ``tls+tcp://`` address; a listener's counts as
+            secured only with ``ca_file`` (mutual TLS). Unset settings
+            (``TlsOptions()``) mean no TLS.
         io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio). rep
             always uses ``async``: its contexts have no descriptors.
         buffer_frames: frames queued each way (0 to 8192), beyond those in
@@ -193,8 +182,9 @@ async def open_wire(
     problems += _common_problems(address, mode, recv_max_size, contexts, tls)
     if problems:
         raise ConfigError(f"{address}: {problem}" for problem in problems)
+    tls = tls if tls is not None and tls.configured else None
     if mode == "listen":
-        check_listen_address(address, secured=secured or tls is not None)
+        check_listen_address(address, secured=secured or (tls is not None and tls.mutual))
     # Binding, and reading and parsing certificates, happen off the trio thread.
     max_size = recv_max_size + _HEADER_BYTES.get(pattern, 0)
     socket, name = await trio.to_thread.run_sync(
@@ -248,6 +238,7 @@ async def open_request_wire(
         problems.append(f"resend_time must be positive seconds or math.inf, got {resend_time}")
     if problems:
         raise ConfigError(f"{address}: {problem}" for problem in problems)
+    tls = tls if tls is not None and tls.configured else None
     resend_ms = _MAX_MS if math.isinf(resend) else min(_MAX_MS, max(1, round(resend * 1000)))
     socket, name = await anyio.to_thread.run_sync(
         functools.partial(
@@ -272,14 +263,7 @@ def _common_problems(
         problems.append(f"recv_max_size must be a positive int, got {recv_max_size}")
     if not 1 <= contexts <= _MAX_CONTEXTS:
         problems.append(f"contexts must be within 1..{_MAX_CONTEXTS}, got {contexts}")
-    if address.startswith("tls+") != (tls is not None):
-        problems.append("TLS options go with, and only with, a tls+tcp:// address")
-    if tls is not None and (tls.cert_file is None) != (tls.key_file is None):
-        problems.append("TLS cert_file and key_file go together")
-    elif tls is not None and mode == "listen" and tls.cert_file is None:
-        problems.append("a TLS listener needs cert_file and key_file")
-    if tls is not None and mode == "dial" and tls.ca_file is None:
-        problems.append("a TLS dialer needs ca_file to verify the listener")
+    problems += tls_problems(address, tls, mode)
     return problems
 
 
@@ -300,9 +284,11 @@ def _tls_config(address: str, tls: TlsOptions, mode: str) -> Any:
             raise ConfigError(f"{address}: cannot read TLS {what} {path}: {error}") from None
 
     server = mode == "listen"
+    # NNG verifies no name unless told one: the address's host (a DNS name,
+    # or an IP address matched against the certificate's IP entries).
     config = pynng.TLSConfig(
         pynng.TLSConfig.MODE_SERVER if server else pynng.TLSConfig.MODE_CLIENT,
-        server_name=tls.server_name,
+        server_name=None if server else tls.server_name or urlsplit(address).hostname,
     )
     try:
         # With a CA the peer must show a certificate it signed; without, none is asked.

@@ -12,6 +12,7 @@
 Run the control plane with ``fastworker run config/control.toml``.
 """
 
+from actors.tls import TlsOptions as TlsOptions
 from fastworker.client import Client as Client
 from fastworker.client import Completed as Completed
 from fastworker.client import SyncClient as SyncClient
@@ -53,6 +54,7 @@ __all__ = [
     "TaskExpired",
     "TaskRecord",
     "TaskTimeout",
+    "TlsOptions",
     "UnknownTask",
     "task",
 ]

@@ -43,7 +43,8 @@ class UnknownTask(FastworkerError, LookupError):
 
 class InvalidSubmission(FastworkerError, ValueError):
     """Raised when a submission cannot be queued as given (bad priority,
-    arguments that cannot be pickled, a payload over the size limit)."""
+    arguments that cannot be pickled, a payload over the size limit), or
+    when a client's own settings cannot be used (its secret file, its TLS)."""
 
 
 class TaskError(FastworkerError):

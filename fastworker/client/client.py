@@ -7,8 +7,8 @@ by its port's ``Coalescer`` (concurrent calls share one frame), and its
 result waited for through the ``ResultPoller`` (one watch session for the
 whole client); ``outcome`` says what the answers mean.
 
-Task ids are chosen here (``TaskIds``: counting from a random start), so a resent submission is recognised by the control plane, and
-``submit`` can wait for the result in the same breath as it submits.
+Task ids are chosen here (``TaskIds``: counting from a random start), so a
+resent submission is recognised by the control plane, and ``submit`` can wait for the result in the same breath as it submits.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
+from actors.tls import TlsOptions
 from fastworker.cancel import cancel_task
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
@@ -83,6 +84,14 @@ class Client:
             opens (on this host or the LAN; docs/discovery.md), waiting at
             most this many seconds before ``DiscoveryTimeout``. ``None``
             (the default): no discovery, ``tcp://127.0.0.1:5555``.
+        tls: ``TlsOptions`` for a ``tls+tcp://`` control plane: ``ca_file``
+            (the CA that signed its certificate), ``cert_file`` and
+            ``key_file`` (this client's, for mutual TLS), ``server_name``
+            (default: the address's host). Default: ``$FASTWORKER_TLS_CA``,
+            ``$FASTWORKER_TLS_CERT``, ``$FASTWORKER_TLS_KEY``,
+            ``$FASTWORKER_TLS_SERVER_NAME``. A ``tls+tcp://`` address without
+            them, or a plain address with them, raises ``InvalidSubmission``
+            when the client opens.
     """
 
     def __init__(
@@ -97,9 +106,11 @@ class Client:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         poll_wait: float = POLL_WAIT,
         discover: float | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         self._connection = Connection(address, secret, discover=discover,
-                                      max_frame_bytes=max_frame_bytes, contexts=contexts)
+                                      max_frame_bytes=max_frame_bytes, contexts=contexts,
+                                      tls=tls)
         self.queue_wait = queue_wait
         self.request_timeout = request_timeout
         self.max_batch = max_batch
@@ -383,6 +394,8 @@ class Client:
         """
         queries = self._queries
         assert queries is not None, "use the client inside `async with`"
+        if len(task_id) > MAX_ID_LENGTH:  # no task has such an id: the control plane says unknown
+            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
         reply = await cancel_task(task_id, at_inbox=queries.ask, at_dispatcher=queries.ask)
         return reply.outcome
 

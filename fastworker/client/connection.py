@@ -1,8 +1,10 @@
 """The client's wires to a control plane, and one question over each.
 
 Where the control plane is (the address given, ``$FASTWORKER_ADDRESS``, or
-found by its discovery beacon), the secret that signs the frames, and one
-request wire per port: base+0..3 take submissions by priority, base+4
+found by its discovery beacon), the secret that signs the frames, the TLS
+settings for a ``tls+tcp://`` address (given, or ``$FASTWORKER_TLS_*``;
+``actors.tls.resolve_tls`` decides whether they apply), and one request
+wire per port: base+0..3 take submissions by priority, base+4
 queries. A question that goes unanswered, or is answered badly, raises
 ``ConnectionLost`` naming the port. What the messages mean is not known
 here.
@@ -17,10 +19,11 @@ from typing import Any, final
 import anyio
 
 from actors.edge import offset_address
-from actors.errors import FrameError, Unanswered
+from actors.errors import ConfigError, FrameError, Unanswered
 from actors.frame import Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
+from actors.tls import TlsOptions, resolve_tls, tls_from_environ
 from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
 from fastworker.messages import CODEC, PRIORITIES
 from fastworker.probe import discover
@@ -36,10 +39,15 @@ class Port:
     """One port of the control plane: messages out in one frame, their
     answers back, or ``ConnectionLost``."""
 
-    __slots__ = ("_requester",)
+    __slots__ = ("_hint", "_requester")
 
-    def __init__(self, wire: RequestWire, framer: Framer) -> None:
+    def __init__(self, wire: RequestWire, framer: Framer, *, tls: bool = False) -> None:
         self._requester = Requester(wire, framer)
+        self._hint = (
+            "is it running there, with a certificate signed by FASTWORKER_TLS_CA, and "
+            "does it accept this client's certificate, FASTWORKER_TLS_CERT?" if tls
+            else "is it running there, with the same FASTWORKER_SECRET?"
+        )
 
     @property
     def name(self) -> str:
@@ -59,7 +67,7 @@ class Port:
         except TimeoutError:
             raise ConnectionLost(
                 f"no answer from the control plane at {self.name} within {timeout:g} s "
-                f"(is it running there, with the same FASTWORKER_SECRET?)"
+                f"({self._hint})"
             ) from None
         except Unanswered as error:
             raise AnswerTooLarge(str(error)) from None
@@ -83,6 +91,8 @@ class Connection:
         secret: default ``$FASTWORKER_SECRET``, or the contents of the file
             ``$FASTWORKER_SECRET_FILE``; neither: frames are not signed.
         discover: seconds to wait for a discovery beacon's answer.
+        tls: TLS settings for a ``tls+tcp://`` control plane; default
+            ``$FASTWORKER_TLS_CA``, ``_CERT``, ``_KEY``, ``_SERVER_NAME``.
 
     Raises:
         InvalidSubmission: ``$FASTWORKER_SECRET_FILE`` cannot be read.
@@ -96,6 +106,7 @@ class Connection:
         discover: float | None,
         max_frame_bytes: int,
         contexts: int,
+        tls: TlsOptions | None = None,
     ) -> None:
         given = address or os.environ.get("FASTWORKER_ADDRESS")
         self.address = given or DEFAULT_ADDRESS
@@ -107,21 +118,33 @@ class Connection:
         self._framer = Framer(CODEC, secret=secret_from(secret), max_frame_bytes=max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
         self._contexts = contexts
+        self._tls = tls if tls is not None else tls_from_environ()
         self._ports: list[Port] = []
 
     async def open(self) -> list[Port]:
         """Find the control plane if asked to, and dial its ports: the four
-        submission ports by priority level, then the queries port."""
+        submission ports by priority level, then the queries port.
+
+        Raises:
+            InvalidSubmission: the TLS settings do not fit the address (a
+                ``tls+tcp://`` one without them, a plain one with them, a
+                file missing, a key without its certificate).
+        """
         if self._discover is not None:
             self.address, _ = await discover(timeout=self._discover)
+        try:
+            tls = resolve_tls(self.address, self._tls, "dial")
+        except ConfigError as error:
+            raise InvalidSubmission(f"TLS to the control plane: {error}") from None
         try:
             for offset in range(len(PRIORITIES) + 1):
                 wire = await open_request_wire(
                     offset_address(self.address, offset),
                     recv_max_size=self._max_frame_bytes,
                     contexts=self._contexts,
+                    tls=tls,
                 )
-                self._ports.append(Port(wire, self._framer))
+                self._ports.append(Port(wire, self._framer, tls=tls is not None))
         except BaseException:
             await self.aclose()
             raise

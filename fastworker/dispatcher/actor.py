@@ -36,6 +36,7 @@ from fastworker.internal import (
     WorkerJoined,
     WorkerLeft,
 )
+from fastworker.limits import MAX_ID_LENGTH
 from fastworker.messages import (
     Assign,
     Cancel,
@@ -241,6 +242,8 @@ class Dispatcher(Actor[Accepts]):
         is cancelled here; a subworker is told with its next Assign; the
         local executor is asked (it never waits on the Dispatcher, so the
         call cannot deadlock)."""
+        if len(task_id) > MAX_ID_LENGTH:  # a Submit with such an id is refused
+            return CancelReply(id=task_id, outcome="unknown")
         for job in self._held:
             if job.id == task_id:
                 self._held.remove(job)

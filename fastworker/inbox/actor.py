@@ -30,6 +30,7 @@ from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
 from fastworker.internal import Adopted, KnownTasks, Requeue
 from fastworker.journal.ops import DropTask, PutTask, SetState
+from fastworker.limits import MAX_ID_LENGTH
 from fastworker.messages import (
     Cancel,
     Cancelled,
@@ -295,6 +296,8 @@ class PriorityInbox(Actor[Accepts]):
             self._admission.keys.settle(asked, answer.records)
 
     def _cancel(self, task_id: str) -> CancelReply:
+        if len(task_id) > MAX_ID_LENGTH:  # a Submit with such an id is refused
+            return CancelReply(id=task_id, outcome="unknown")
         if self._drop(task_id):
             self._recent.remember(task_id, "cancelled")
             self._cancelled.append(task_id)

@@ -23,6 +23,7 @@ from actors import Actor, ActorContext
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, load_secret
 from actors.log import RateLimitedLog
 from actors.nng import TlsOptions
+from actors.tls import resolve_tls
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
 from fastworker.link.session import LinkSession
 from fastworker.messages import CODEC, Credit, Finished, Retry, Running
@@ -46,7 +47,10 @@ class LinkOptions:
         discovery_port: the UDP port of the discovery beacon; 0: no
             discovery (then ``address`` is required).
         secret / secret_file: the control plane's shared secret.
-        tls: certificates for a ``tls+tcp://`` address.
+        tls: TLS settings for a ``tls+tcp://`` control plane (``ca_file``,
+            and ``cert_file`` / ``key_file`` for mutual TLS; empty strings
+            are unset). With them, a plain ``tcp://`` address (given or
+            discovered) is refused.
         worker: this worker's id; empty: ``<hostname>:<pid>`` (the
             Executor's default name, so records name the same worker).
         pull_wait: seconds a Pull waits at the control plane for jobs.
@@ -82,6 +86,8 @@ class LinkOptions:
             raise ValueError(
                 "no address and discovery is off (discovery_port 0): set the control plane's "
                 "address (FASTWORKER_ADDRESS) or a discovery port (FASTWORKER_DISCOVERY_PORT)")
+        if self.address:
+            resolve_tls(self.address, self.tls, "dial")
 
 
 class WorkerLink(Actor[Accepts]):

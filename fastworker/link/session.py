@@ -23,11 +23,12 @@ import trio
 
 from actors import Ref
 from actors.edge import offset_address
-from actors.errors import FrameError
+from actors.errors import ConfigError, FrameError
 from actors.frame import Framer
 from actors.log import RateLimitedLog
 from actors.nng import open_request_wire
 from actors.requester import Requester
+from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
@@ -46,7 +47,7 @@ from fastworker.messages import (
     Running,
     UnknownWorker,
 )
-from fastworker.probe import discover_forever
+from fastworker.probe import Announcement, discover_forever
 from fastworker.tasks import default_registry
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 __all__ = ["LinkSession"]
 
 log = logging.getLogger("fastworker.link")
+
+#: Seconds before looking again for a control plane after passing one over
+#: (its address's TLS does not fit this worker's settings).
+_REDISCOVER_DELAY = 5.0
 
 
 class LinkSession:
@@ -140,8 +145,7 @@ class LinkSession:
         options = self.options
         address = options.address
         if not address:
-            address, announcement = await discover_forever(
-                log=log, what=self.name, port=options.discovery_port)
+            address, announcement = await self._discover()
             if announcement.secret_required and not (options.secret or options.secret_file):
                 log.error(
                     "%s: the control plane at %s requires a shared secret; set "
@@ -151,12 +155,30 @@ class LinkSession:
         self.address = address
         wire = await open_request_wire(
             offset_address(address, WORKERS_PORT_OFFSET),
-            recv_max_size=options.max_frame_bytes, contexts=4, tls=options.tls,
+            recv_max_size=options.max_frame_bytes, contexts=4,
+            tls=resolve_tls(address, options.tls, "dial"),
         )
         self.requester = Requester(wire, self._framer)
         await self._first_credit.wait()
         while not self.draining:
             await self._session()
+
+    async def _discover(self) -> tuple[str, Announcement]:
+        """The first control plane found whose address fits this worker's
+        TLS settings: a tls+tcp:// one needs them; with them, a plain one is
+        passed over (a forged answer must not downgrade the link)."""
+        while True:
+            address, announcement = await discover_forever(
+                log=log, what=self.name, port=self.options.discovery_port)
+            try:
+                resolve_tls(address, self.options.tls, "dial")
+            except ConfigError as error:
+                log.error("%s: passing over the control plane %s found at %s, looking again "
+                          "in %g s: %s", self.name, announcement.name, address,
+                          _REDISCOVER_DELAY, error)
+                await trio.sleep(_REDISCOVER_DELAY)
+                continue
+            return address, announcement
 
     async def _session(self) -> None:
         """Register, then pull, report and beat until the control plane

@@ -185,8 +185,10 @@ def test_listening_off_loopback_without_a_secret_is_refused() -> None:
         topology.resolve()
     assert raised.value.problems == (
         "<python>: $.actors.edge: refusing to listen on tcp://0.0.0.0:5555 without a shared "
-        "secret: set one (FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), "
-        "configure TLS, or listen on a loopback address such as tcp://127.0.0.1:5555",
+        "secret or mutual TLS: set a secret (FASTWORKER_SECRET, or the edge's `secret` / "
+        "`secret_file` option), use mutual TLS (a tls+tcp:// address with a client CA: "
+        "FASTWORKER_TLS_CA, or the edge's `tls.ca_file`), or listen on a loopback address "
+        "such as tcp://127.0.0.1:5555",
     )
 
 

@@ -664,7 +664,8 @@ class TestRequestWireOptions:
             ),
             (
                 {"tls": TlsOptions(ca_file="ca.pem")},
-                "TLS options go with, and only with, a tls+tcp:// address",
+                "TLS settings are given but the address is not tls+tcp://: refusing to dial "
+                "without TLS (use the tls+tcp:// address, or unset the TLS settings)",
             ),
         ],
     )
@@ -723,9 +724,10 @@ class TestCheckListenAddress:
         with pytest.raises(ConfigError) as caught:
             check_listen_address("tcp://0.0.0.0:5555", secured=False)
         assert str(caught.value) == (
-            "refusing to listen on tcp://0.0.0.0:5555 without a shared secret: set one "
-            "(FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), "
-            "configure TLS, or listen on a loopback address such as tcp://127.0.0.1:5555"
+            "refusing to listen on tcp://0.0.0.0:5555 without a shared secret or mutual TLS: "
+            "set a secret (FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), "
+            "use mutual TLS (a tls+tcp:// address with a client CA: FASTWORKER_TLS_CA, or the "
+            "edge's `tls.ca_file`), or listen on a loopback address such as tcp://127.0.0.1:5555"
         )
 
     async def test_open_wire_refuses_before_binding(self) -> None:
@@ -749,7 +751,8 @@ class TestOptions:
             ({"contexts": 0}, "contexts must be within 1..4096, got 0"),
             (
                 {"tls": TlsOptions(cert_file="c.pem", key_file="k.pem")},
-                "TLS options go with, and only with, a tls+tcp:// address",
+                "TLS settings are given but the address is not tls+tcp://: listen on a "
+                "tls+tcp:// address, or unset them",
             ),
         ],
     )
@@ -789,7 +792,18 @@ class TestTls:
     @pytest.mark.parametrize(
         ("mode", "tls", "problem"),
         [
-            ("listen", TlsOptions(cert_file="c.pem"), "TLS cert_file and key_file go together"),
+            (
+                "listen",
+                TlsOptions(cert_file="c.pem"),
+                "TLS cert_file (FASTWORKER_TLS_CERT) is set without key_file "
+                "(FASTWORKER_TLS_KEY): they go together",
+            ),
+            (
+                "dial",
+                TlsOptions(ca_file="ca.pem", key_file="k.pem"),
+                "TLS key_file (FASTWORKER_TLS_KEY) is set without cert_file "
+                "(FASTWORKER_TLS_CERT): they go together",
+            ),
             ("listen", TlsOptions(ca_file="ca.pem"), "a TLS listener needs cert_file and key_file"),
             ("dial", TlsOptions(server_name="node1"), "a TLS dialer needs ca_file"),
         ],
@@ -803,19 +817,33 @@ class TestTls:
                 "tls+tcp://127.0.0.1:0", pattern="pull", mode=mode, recv_max_size=MAX, tls=tls
             )
 
-    async def test_tls_address_needs_tls_options(self) -> None:
-        """A tls+tcp:// address without TlsOptions is refused."""
-        with pytest.raises(ConfigError, match="TLS options go with, and only with"):
+    @pytest.mark.parametrize("tls", [None, TlsOptions(cert_file="", ca_file="")])
+    async def test_tls_address_needs_tls_options(self, tls: TlsOptions | None) -> None:
+        """A tls+tcp:// address without TLS settings (empty ones are unset) is refused."""
+        with pytest.raises(ConfigError, match=re.escape("a tls+tcp:// listener needs TLS settings")):
             await open_wire(
-                "tls+tcp://127.0.0.1:0", pattern="pull", mode="listen", recv_max_size=MAX
+                "tls+tcp://127.0.0.1:0", pattern="pull", mode="listen", recv_max_size=MAX,
+                tls=tls,
             )
 
     async def test_missing_file_is_named(self, tmp_path: Path) -> None:
-        """An unreadable PEM file is named; TLS also counts as secured on 0.0.0.0."""
+        """A PEM file that does not exist is named with its variable."""
         missing = tmp_path / "missing.pem"
-        tls = TlsOptions(cert_file=str(missing), key_file=str(missing))
-        problem = f"cannot read TLS cert_file {re.escape(str(missing))}"
+        tls = TlsOptions(cert_file=str(missing), key_file=str(missing), ca_file=str(missing))
+        problem = re.escape(f"TLS cert_file (FASTWORKER_TLS_CERT) {missing}: no such file")
         with pytest.raises(ConfigError, match=problem):
+            await open_wire(
+                "tls+tcp://0.0.0.0:0", pattern="pull", mode="listen", recv_max_size=MAX, tls=tls
+            )
+
+    async def test_unreadable_file_is_named(self, tmp_path: Path) -> None:
+        """A PEM path that exists but cannot be read is named when the wire opens."""
+        unreadable = tmp_path / "dir.pem"
+        unreadable.mkdir()
+        (tmp_path / "k.pem").write_text("x")
+        tls = TlsOptions(cert_file=str(tmp_path / "k.pem"), key_file=str(tmp_path / "k.pem"),
+                         ca_file=str(unreadable))
+        with pytest.raises(ConfigError, match="cannot read TLS ca_file .*dir.pem: .*Is a directory"):
             await open_wire(
                 "tls+tcp://0.0.0.0:0", pattern="pull", mode="listen", recv_max_size=MAX, tls=tls
             )

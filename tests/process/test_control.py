@@ -234,9 +234,10 @@ async def test_listening_off_loopback_needs_a_secret(control_env: dict[str, str]
     assert refused.returncode == 2
     assert text_lines(refused.stderr)[0] == (
         f"{CONTROL}: $.actors.submit_critical: refusing to listen on tcp://0.0.0.0:{port} "
-        "without a shared secret: set one (FASTWORKER_SECRET, or the edge's `secret` / "
-        "`secret_file` option), configure TLS, or listen on a loopback address such as "
-        f"tcp://127.0.0.1:{port}"
+        "without a shared secret or mutual TLS: set a secret (FASTWORKER_SECRET, or the "
+        "edge's `secret` / `secret_file` option), use mutual TLS (a tls+tcp:// address with a "
+        "client CA: FASTWORKER_TLS_CA, or the edge's `tls.ca_file`), or listen on a loopback "
+        f"address such as tcp://127.0.0.1:{port}"
     )
     secret_file = tmp_path / "secret"
     secret_file.write_text("s3cret\n")

@@ -192,9 +192,10 @@ class TestStartFailure:
 
         assert text_lines(result.stderr) == [
             f"{LISTENER}: $.actors.edge: refusing to listen on "
-            f"tcp://0.0.0.0:{free_port} without a shared secret: set one (FASTWORKER_SECRET, "
-            "or the edge's `secret` / `secret_file` option), configure TLS, or listen on a "
-            f"loopback address such as tcp://127.0.0.1:{free_port}"
+            f"tcp://0.0.0.0:{free_port} without a shared secret or mutual TLS: set a secret "
+            "(FASTWORKER_SECRET, or the edge's `secret` / `secret_file` option), use mutual TLS "
+            "(a tls+tcp:// address with a client CA: FASTWORKER_TLS_CA, or the edge's "
+            f"`tls.ca_file`), or listen on a loopback address such as tcp://127.0.0.1:{free_port}"
         ]
         assert result.returncode == 2
 

@@ -29,6 +29,8 @@ from fastworker.messages import (
     Accepted,
     Ack,
     Assign,
+    Cancel,
+    CancelReply,
     Outcome,
     Pull,
     Records,
@@ -38,6 +40,7 @@ from fastworker.messages import (
     Report,
     Running,
     StatusQuery,
+    Stop,
     Submit,
     TaskRecord,
     UnknownWorker,
@@ -95,7 +98,8 @@ async def test_bad_values_are_refused_by_the_control_plane(
 ) -> None:
     """A Submit with a NaN or infinite time, or a 1,000,000-character id, and
     queries over their limits, are answered ``Rejected`` naming the field
-    and the limit; the same Submit from the client raises before it is
+    and the limit; a Cancel or Stop of an over-long id is answered
+    ``unknown``; the same calls from the client raise before they are
     sent; good work goes on."""
     address = control_env["FASTWORKER_ADDRESS"]
     async with control_plane(control_env), Port(address).open() as submissions, \
@@ -113,9 +117,13 @@ async def test_bad_values_are_refused_by_the_control_plane(
             Watch(session="s", ids=("good",), wait=math.nan),
             StatusQuery(ids=("good",)),
         )
+        long_id = "z" * (MAX_ID_LENGTH + 1)
+        stopped = await queries.ask(Cancel(id=long_id)) + await queries.ask(Stop(id=long_id))
         async with Client(address, secret=SECRET) as client:
             with pytest.raises(InvalidSubmission) as raised:
                 await client.send(tasks.add, (1, 2), timeout=math.nan)
+            with pytest.raises(InvalidSubmission) as cancel_raised:
+                await client.cancel(long_id)
             assert await client.result("good", timeout=10) == 3
     assert [r.message for r in refused[:4]] == [
         "timeout nan is not a number of seconds > 0",
@@ -138,6 +146,11 @@ async def test_bad_values_are_refused_by_the_control_plane(
     ]
     assert isinstance(asked[3], Records) and asked[3].records[0].id == "good"
     assert str(raised.value) == "timeout nan is not a number of seconds > 0"
+    # No task can have an id over the limit: a Cancel or Stop of one is
+    # answered at once, and the client says why before sending it.
+    assert stopped == [CancelReply(id=long_id, outcome="unknown")] * 2
+    assert str(cancel_raised.value) == (
+        f"task id is {MAX_ID_LENGTH + 1} characters; the limit is {MAX_ID_LENGTH}")
 
 
 def register(worker: str) -> Register:
