@@ -22,6 +22,7 @@ from actors.errors import CallTimeout as CallTimeout
 from actors.errors import ConfigError as ConfigError
 from actors.errors import Escalation as Escalation
 from actors.errors import FrameError as FrameError
+from actors.errors import PeerDropped as PeerDropped
 from actors.errors import StartError as StartError
 from actors.errors import Unanswered as Unanswered
 from actors.errors import WiringError as WiringError
@@ -69,6 +70,7 @@ __all__ = [
     "NoOptions",
     "Node",
     "OutboundEdge",
+    "PeerDropped",
     "Received",
     "Ref",
     "Reply",

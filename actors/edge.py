@@ -11,7 +11,10 @@ Edges distrust the network: a frame that is malformed, too large, of an
 unknown version or fails authentication is dropped and counted, with a
 rate-limited log line naming the peer, and the edge keeps running. A listen
 on a non-loopback address is refused unless a shared secret or mutual TLS
-(a ``tls`` table with ``ca_file``) authenticates its peers.
+(a ``tls`` table with ``ca_file``) authenticates its peers. A serving edge
+bounds what waits for each client's connection: a client that does not
+read its replies is dropped, logged and counted, and never holds up the
+others' replies.
 
 ``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
 one direction: an inbound edge listens and must route what it receives; an
@@ -30,15 +33,22 @@ import trio
 
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
-from actors.errors import CallTimeout, ConfigError, FrameError
+from actors.errors import CallTimeout, ConfigError, FrameError, PeerDropped
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
-from actors.nng import DEFAULT_BUFFER_FRAMES, TlsOptions, check_listen_address, open_wire
+from actors.nng import (
+    DEFAULT_BUFFER_FRAMES,
+    DEFAULT_PEER_REPLY_BYTES,
+    DEFAULT_REPLY_TIMEOUT,
+    TlsOptions,
+    check_listen_address,
+    open_wire,
+)
 from actors.requests import Requests, Unsent
 from actors.secret import check_secret_choice, frame_secret, shared_secret
 from actors.tls import resolve_tls
-from actors.wire import Wire
+from actors.wire import Received, Wire
 
 log = logging.getLogger("actors.edge")
 
@@ -364,6 +374,13 @@ class ServeOptions(EdgeOptions):
         contexts: requests served at once.
         call_timeout: the longest an actor may take to answer a request
             (a parked query or a wait for queue room counts).
+        reply_timeout: the longest a reply may wait for its client's
+            connection (behind replies that client has not read) before that
+            client is dropped: connection closed, its replies freed, one
+            WARNING line, ``peers_dropped_slow`` counted.
+        peer_reply_bytes: bytes of replies that may wait for one client's
+            connection in the transport; more wait, uncopied, within
+            ``reply_timeout``.
     """
 
     pattern: Literal["rep"] = "rep"  # type: ignore[assignment]
@@ -371,6 +388,12 @@ class ServeOptions(EdgeOptions):
     port_offset: int = 0
     contexts: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     call_timeout: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    reply_timeout: float = attrs.field(
+        default=DEFAULT_REPLY_TIMEOUT, validator=attrs.validators.gt(0)
+    )
+    peer_reply_bytes: int = attrs.field(
+        default=DEFAULT_PEER_REPLY_BYTES, validator=attrs.validators.ge(1)
+    )
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "address", offset_address(self.address, self.port_offset))
@@ -389,6 +412,7 @@ class ServeStats:
     messages_unrouted: int
     in_progress: int
     unanswered: int
+    peers_dropped_slow: int
 
 
 class ServeEdge(_WireActor):
@@ -396,6 +420,12 @@ class ServeEdge(_WireActor):
     by tag, to the wired actors as one ``Requests`` call per actor, and their
     answers go back in one reply frame. ``contexts`` requests are served at
     once; a bad frame is dropped, counted and logged, and gets no answer.
+
+    A client that does not read its replies is dropped once a reply has
+    waited ``reply_timeout`` for its connection: its connection is closed
+    (freeing what was queued for it), one WARNING line names it, and
+    ``peers_dropped_slow`` counts it. A reply waiting holds only its own
+    context: other clients' replies never wait behind it.
 
     Answers too large for one frame are not sent: the requester gets an
     empty reply frame at once (``actors.requester`` raises ``Unanswered``),
@@ -411,6 +441,7 @@ class ServeEdge(_WireActor):
         super().__init__(options, context, wire=wire)
         self._requests = self._replies = self._messages_in = 0
         self._in_progress = 0
+        self._peers_dropped_slow = 0
         self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
@@ -425,6 +456,8 @@ class ServeEdge(_WireActor):
             secured=self.framer.signed,
             tls=options.tls,
             contexts=options.contexts,
+            reply_timeout=options.reply_timeout,
+            peer_reply_bytes=options.peer_reply_bytes,
         )
         if self._given_wire is None:
             self._warn_unsigned(self.wire)
@@ -434,35 +467,47 @@ class ServeEdge(_WireActor):
 
     async def _serve_loop(self, wire: Wire) -> None:
         while True:
-            received = await wire.receive_frame()
-            self._requests += 1
-            try:
-                messages = self.framer.unpack(received.frame)
-            except FrameError as error:
-                self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
-                await self._release(wire, received.reply_to)
-                continue
-            self._messages_in += len(messages)
-            self._in_progress += 1
-            try:
-                replies = await self._serve_requests(messages, received.peer)
-            except CallTimeout as error:
-                # One slow answer must not take the edge down (and with it,
-                # under one_for_all, everything): the requester gets no
-                # answer and its own timeout tells it so.
-                self._unanswered_log.event(
-                    "no answer to a request from %s: %s", received.peer, error
-                )
-                await self._release(wire, received.reply_to)
-                continue
-            finally:
-                self._in_progress -= 1
-            try:
-                frame = self.framer.pack(replies)
-            except FrameError as error:
-                frame = await self._refuse_reply(messages, replies, received.peer, error)
+            # One call per request: nothing of it (its frame, its reply,
+            # megabytes each) stays referenced while the loop waits.
+            await self._serve_one(wire, await wire.receive_frame())
+
+    async def _serve_one(self, wire: Wire, received: Received) -> None:
+        self._requests += 1
+        try:
+            messages = self.framer.unpack(received.frame)
+        except FrameError as error:
+            self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
+            await self._release(wire, received.reply_to)
+            return
+        self._messages_in += len(messages)
+        self._in_progress += 1
+        try:
+            replies = await self._serve_requests(messages, received.peer)
+        except CallTimeout as error:
+            # One slow answer must not take the edge down (and with it,
+            # under one_for_all, everything): the requester gets no
+            # answer and its own timeout tells it so.
+            self._unanswered_log.event(
+                "no answer to a request from %s: %s", received.peer, error
+            )
+            await self._release(wire, received.reply_to)
+            return
+        finally:
+            self._in_progress -= 1
+        # Replies to a client that does not read wait here, unbuilt.
+        if not await self._reply_room(wire, received.reply_to):
+            await self._release(wire, received.reply_to)
+            return
+        try:
+            frame = self.framer.pack(replies)
+        except FrameError as error:
+            frame = await self._refuse_reply(messages, replies, received.peer, error)
+        try:
             await wire.send_frame(frame, to=received.reply_to)
-            self._replies += 1
+        except PeerDropped as error:
+            self._dropped_slow(error)
+            return
+        self._replies += 1
 
     async def _refuse_reply(self, messages: list[Any], replies: list[Any], peer: str,
                             error: FrameError) -> bytes:
@@ -481,6 +526,23 @@ class ServeEdge(_WireActor):
         if release is not None:
             await release(reply_to)
 
+    async def _reply_room(self, wire: Wire, reply_to: object) -> bool:
+        """Wait until the requester's connection has room (on a wire that
+        bounds replies per connection, as a rep wire does); False: it has
+        gone, or was dropped for not reading."""
+        room = getattr(wire, "reply_room", None)
+        if room is None:
+            return True
+        try:
+            return bool(await room(reply_to))
+        except PeerDropped as error:
+            self._dropped_slow(error)
+            return False
+
+    def _dropped_slow(self, error: PeerDropped) -> None:
+        self._peers_dropped_slow += 1
+        log.warning("%s: %s", self.name, error)
+
     async def _serve_requests(self, messages: list[Any], peer: str) -> list[Any]:
         replies: list[Any] = []
         timeout = self.options.call_timeout
@@ -498,4 +560,5 @@ class ServeEdge(_WireActor):
             messages_unrouted=self._unrouted,
             in_progress=self._in_progress,
             unanswered=self._unanswered_log.total,
+            peers_dropped_slow=self._peers_dropped_slow,
         )

@@ -6,6 +6,7 @@
     ├── FrameError (ValueError)      bytes from a wire are not a valid frame
     │   └── Unanswered               a server could not send its answer (too large)
     ├── CallTimeout (TimeoutError)   a call got no reply in time
+    ├── PeerDropped                  a peer took no reply in time; its connection was closed
     ├── ActorCrashed                 the actor crashed while handling a call
     ├── StartError                   an actor failed before it was ready
     └── Escalation                   a supervisor gave up restarting
@@ -54,6 +55,12 @@ class Unanswered(FrameError):
 
 class CallTimeout(ActorError, TimeoutError):
     """Raised when a ``Ref.call`` gets no reply before its timeout."""
+
+
+class PeerDropped(ActorError):
+    """Raised by a wire's send when the peer did not take its frames within
+    the wire's bound: the wire closed that peer's connection and freed what
+    was queued for it. The message names the peer and the bound."""
 
 
 class ActorCrashed(ActorError):

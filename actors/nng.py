@@ -60,6 +60,11 @@ DEFAULT_CONTEXTS: Final = 8
 #: again. Longer than any request may legitimately wait at the server (every
 #: copy takes a server context); a dropped connection resends at once anyway.
 DEFAULT_RESEND_TIME: Final = 60.0
+#: Seconds a rep wire's reply may wait for its connection (behind replies
+#: the peer is not taking) before that peer is dropped.
+DEFAULT_REPLY_TIMEOUT: Final = 10.0
+#: Bytes of replies a rep wire lets wait for one connection inside NNG.
+DEFAULT_PEER_REPLY_BYTES: Final = 1024 * 1024
 _MAX_CONTEXTS: Final = 4096
 _MAX_MS: Final = 2**31 - 1  # NNG durations are int32 milliseconds
 
@@ -116,6 +121,8 @@ async def open_wire(
     io: Io = "poll",
     buffer_frames: int = DEFAULT_BUFFER_FRAMES,
     contexts: int = DEFAULT_CONTEXTS,
+    reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+    peer_reply_bytes: int = DEFAULT_PEER_REPLY_BYTES,
 ) -> NngWire:
     """Open an NNG socket on ``address`` and wrap it as a wire.
 
@@ -145,6 +152,12 @@ async def open_wire(
             Not used by rep, which takes one request per connection at a time.
         contexts: rep only: requests held at once (1 to 4096), each from its
             receipt until it is answered; ``receive_frame`` waits while all are.
+        reply_timeout: rep only: seconds a reply may wait for its connection
+            (behind replies the peer has not taken) before the peer is
+            dropped: its connection closed, its queued replies freed, and
+            ``send_frame`` raising ``PeerDropped``. ``math.inf``: never.
+        peer_reply_bytes: rep only: bytes of replies that may wait inside
+            NNG for one connection; more wait uncopied, within ``reply_timeout``.
 
     Raises:
         ConfigError: an option is wrong, or a non-loopback listener is unsecured.
@@ -162,6 +175,10 @@ async def open_wire(
     ]
     if not 0 <= buffer_frames <= 8192:
         problems.append(f"buffer_frames must be within 0..8192, got {buffer_frames}")
+    if not reply_timeout > 0:  # also refuses NaN
+        problems.append(f"reply_timeout must be positive seconds or math.inf, got {reply_timeout}")
+    if peer_reply_bytes < 1:
+        problems.append(f"peer_reply_bytes must be at least 1, got {peer_reply_bytes}")
     problems += _common_problems(address, mode, recv_max_size, contexts, tls)
     if problems:
         raise ConfigError(f"{address}: {problem}" for problem in problems)
@@ -173,7 +190,16 @@ async def open_wire(
     socket, name = await trio.to_thread.run_sync(
         _open_socket, address, pattern, mode, max_size, buffer_frames, tls
     )
-    return NngWire(socket, name=name, address=address, pattern=pattern, io=io, contexts=contexts)
+    return NngWire(
+        socket,
+        name=name,
+        address=address,
+        pattern=pattern,
+        io=io,
+        contexts=contexts,
+        reply_timeout=reply_timeout,
+        peer_reply_bytes=peer_reply_bytes,
+    )
 
 
 async def open_request_wire(

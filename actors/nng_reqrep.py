@@ -8,7 +8,8 @@ It, ``actors.nng`` and ``actors.nng_wire`` are the only modules that import pynn
 - ``RepContexts``: a rep socket's pool of contexts. Each receive takes a
   free context, and it stays taken until that request is answered or
   discarded, or until its ``Received.reply_to`` is garbage-collected (then
-  nobody can answer it any more).
+  nobody can answer it any more). Its replies are bounded per connection
+  (``_Output``): a peer that does not take them in time is dropped.
 - ``RequestWire``: a req socket's pool of contexts, one request in flight
   on each. Written on anyio and pynng's own async calls, which pick the
   event loop through sniffio, so it runs under asyncio and trio alike.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, final
@@ -31,7 +33,7 @@ import pynng  # type: ignore[import-untyped]
 import sniffio
 import trio
 
-from actors.errors import ConfigError
+from actors.errors import ConfigError, PeerDropped
 
 __all__ = ["RepContexts", "RequestWire", "req_socket", "send_message"]
 
@@ -98,12 +100,52 @@ def req_socket(*, resend_ms: int, **options: Any) -> Any:
 
 @final
 class _Request:
-    """A rep wire's ``Received.reply_to``: the context holding one request."""
+    """A rep wire's ``Received.reply_to``: the context holding one request,
+    and the pipe (connection) it came in on, which its reply goes back to."""
 
-    __slots__ = ("__weakref__", "context")
+    __slots__ = ("__weakref__", "context", "deadline", "pipe")
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, pipe: Any) -> None:
         self.context = context
+        self.pipe = pipe
+        #: When its pipe must have taken its reply (trio time); set at the first wait.
+        self.deadline: float | None = None
+
+
+@final
+class _Output:
+    """The replies under way to one pipe, for the per-connection bounds.
+
+    NNG writes one message at a time to a pipe; a reply sent while the pipe
+    is busy waits inside NNG (its context's send stays pending) until the
+    one before is written out. ``queued`` counts the bytes of replies handed
+    to NNG whose send has not finished: replies waiting behind a write the
+    peer is not taking. While it is at the byte bound, further replies wait
+    here, on ``room``, before NNG copies them (and, with ``RepContexts.room``,
+    before they are even built).
+    """
+
+    __slots__ = ("dropped", "queued", "room")
+
+    def __init__(self) -> None:
+        self.queued = 0
+        # Made at the first wait: most replies never wait.
+        self.room: trio.lowlevel.ParkingLot | None = None
+        self.dropped = False
+
+    async def wait(self) -> None:
+        """Wait until a reply's send ends, or the pipe is dropped."""
+        if self.room is None:
+            self.room = trio.lowlevel.ParkingLot()
+        await self.room.park()
+
+    def wake(self) -> None:
+        if self.room is not None:
+            self.room.unpark_all()
+
+    def idle(self) -> bool:
+        """No reply is queued for the pipe, nor waiting to be."""
+        return not self.queued and (self.room is None or not self.room.statistics().tasks_waiting)
 
 
 @final
@@ -112,10 +154,31 @@ class RepContexts:
 
     Trio only (the rep side is an ``NngWire``). ``closed_error`` makes the
     exception raised once the pool is closed.
+
+    Replies are bounded per pipe: a reply goes to NNG only while fewer
+    than ``peer_bytes`` of replies wait there for that pipe (so at most
+    ``peer_bytes`` plus one reply wait, besides the one being written), and
+    a reply that the pipe has not taken within ``reply_timeout`` seconds of
+    its first wait (NNG gives a pipe a reply once the one before is written
+    out) drops that pipe: it is closed, which frees every reply
+    queued for it, and the reply raises ``PeerDropped`` (``peer_name(pipe)``
+    names the peer). A peer that never reads is so dropped by the reply
+    after the one queued behind its stuck write; a peer with one request
+    only holds that one reply until it goes. The time bound of a send is
+    NNG's own (each context's send timeout), so a reply that finds room at
+    once costs no timer.
     """
 
     def __init__(
-        self, socket: Any, count: int, *, name: str, closed_error: Callable[[], Exception]
+        self,
+        socket: Any,
+        count: int,
+        *,
+        name: str,
+        closed_error: Callable[[], Exception],
+        reply_timeout: float = math.inf,
+        peer_bytes: int = 2**62,
+        peer_name: Callable[[Any], str] = repr,
     ) -> None:
         self._contexts = [socket.new_context() for _ in range(count)]
         self._free = list(self._contexts)
@@ -126,6 +189,17 @@ class RepContexts:
         self._name = name
         self._closed_error = closed_error
         self._closed = False
+        self._reply_timeout = reply_timeout
+        # NNG bounds each context's sends (-1: never).
+        self._send_timeout_ms = (
+            -1 if math.isinf(reply_timeout) else min(2**31 - 1, max(1, round(reply_timeout * 1000)))
+        )
+        for context in self._contexts:
+            self._set_send_timeout(context, self._send_timeout_ms)
+        self._peer_bytes = peer_bytes
+        self._peer_name = peer_name
+        # pipe id -> the replies under way to it; only while some are.
+        self._outputs: dict[int, _Output] = {}
 
     async def receive(self) -> tuple[Any, _Request]:
         """Wait for a free context, then for a request on it.
@@ -145,26 +219,132 @@ class RepContexts:
         except BaseException:
             self._release(context)
             raise
-        request = _Request(context)
+        request = _Request(context, message.pipe)
         self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
         return message, request
+
+    async def room(self, reply_to: object) -> bool:
+        """Wait until the connection of ``reply_to`` has room for a reply.
+
+        Room: fewer than ``peer_bytes`` of replies wait for that connection
+        inside NNG. Call it before building a large reply, so that replies
+        to a peer that does not read wait here unbuilt. The wait counts
+        towards the reply's ``reply_timeout``.
+
+        Returns False when the reply cannot be sent (its connection has
+        gone or was dropped): discard the request. Raises ConfigError if
+        ``reply_to`` is not an unanswered request of this pool; PeerDropped
+        if the time ran out (the peer is dropped: discard the request).
+        """
+        request = self._check(reply_to)
+        if request.pipe is None:
+            return False
+        output = self._outputs.get(request.pipe.id)
+        if output is None:  # nothing under way to it: the common case, no timer
+            return True
+        try:
+            return await self._wait_room(output, request)
+        finally:
+            self._forget(request.pipe, output)
 
     async def reply(self, frame: bytes, reply_to: object) -> None:
         """Answer the request behind ``reply_to``; its context is free again after.
 
-        A cancelled or failed reply is dropped (never leaked). Raises
-        ConfigError if ``reply_to`` is not a request of this pool still
-        unanswered; pynng.Closed if the socket closed.
+        Waits for room as ``room`` does. A cancelled or failed reply is
+        dropped (never leaked), and so is a reply to a peer already dropped.
+        Raises ConfigError if ``reply_to`` is not a request of this pool
+        still unanswered; pynng.Closed if the socket closed; PeerDropped if
+        this reply found its peer too slow (see the class docstring).
         """
-        context = self._claim(reply_to)
+        request = self._check(reply_to)
+        context = self._claim(request)
         try:
-            await send_message(context, frame)
+            if request.pipe is not None:  # None: the connection went meanwhile
+                await self._bounded_send(context, frame, request)
         finally:
             self._release(context)
 
+    async def _bounded_send(self, context: Any, frame: bytes, request: _Request) -> None:
+        """Send ``frame`` within the bounds. The time bound of the send itself
+        is NNG's: each context's send timeout is ``reply_timeout``, so the
+        common case (room at once) costs no timer here."""
+        pipe = request.pipe
+        output = self._output(pipe)
+        size = len(frame)
+        shortened = False
+        try:
+            if not await self._wait_room(output, request):
+                return
+            if request.deadline is not None:  # it waited: the rest of its time only
+                shortened = True
+                left = request.deadline - trio.current_time()
+                self._set_send_timeout(context, max(1, int(left * 1000)))
+            # No checkpoint since the room was seen: the count is ours.
+            output.queued += size
+            try:
+                await send_message(context, frame)
+            except pynng.Timeout:
+                if not output.dropped:
+                    raise self._drop(pipe, output, f"a reply of {size} bytes") from None
+            finally:
+                output.queued -= size
+                output.wake()
+        finally:
+            if shortened:
+                self._set_send_timeout(context, self._send_timeout_ms)
+            self._forget(pipe, output)
+
+    async def _wait_room(self, output: _Output, request: _Request) -> bool:
+        """Wait until ``output`` has room, within the request's time; False
+        if its pipe was dropped. Raises PeerDropped if the time ran out."""
+        if output.queued < self._peer_bytes or output.dropped:
+            return not output.dropped
+        with trio.move_on_at(self._deadline(request)):
+            while output.queued >= self._peer_bytes and not output.dropped:
+                await output.wait()
+            return not output.dropped
+        if output.dropped:
+            return False
+        raise self._drop(request.pipe, output, "a reply")
+
+    def _set_send_timeout(self, context: Any, ms: int) -> None:
+        pynng.nng.lib.nng_ctx_set_ms(context.context, b"send-timeout", ms)
+
+    def _deadline(self, request: _Request) -> float:
+        """When the reply to ``request`` must be taken by its pipe; set at the first wait."""
+        if request.deadline is None:
+            request.deadline = trio.current_time() + self._reply_timeout
+        return request.deadline
+
+    def _output(self, pipe: Any) -> _Output:
+        output = self._outputs.get(pipe.id)
+        if output is None:
+            output = self._outputs[pipe.id] = _Output()
+        return output
+
+    def _forget(self, pipe: Any, output: _Output) -> None:
+        """Stop tracking ``pipe`` once no reply is queued for it or waiting."""
+        if output.idle() and self._outputs.get(pipe.id) is output:
+            del self._outputs[pipe.id]
+
+    def _drop(self, pipe: Any, output: _Output, what: str) -> PeerDropped:
+        """Close a pipe that took no reply in time; the error that says so."""
+        output.dropped = True
+        output.wake()
+        peer = self._peer_name(pipe)
+        try:
+            pipe.close()  # NNG frees the replies queued for it
+        except pynng.NNGException:  # it closed by itself meanwhile
+            pass
+        return PeerDropped(
+            f"dropped peer {peer}: {what} to it could not be sent within "
+            f"{self._reply_timeout:g} s, behind {output.queued} bytes of replies it has "
+            "not read; closed its connection"
+        )
+
     def discard(self, reply_to: object) -> None:
         """Free the context behind ``reply_to`` without answering."""
-        self._release(self._claim(reply_to))
+        self._release(self._claim(self._check(reply_to)))
 
     def close(self) -> None:
         """Wake every waiting receiver; ``close_contexts`` must follow."""
@@ -179,7 +359,8 @@ class RepContexts:
             except pynng.NNGException:  # already gone with the socket
                 pass
 
-    def _claim(self, reply_to: object) -> Any:
+    def _check(self, reply_to: object) -> _Request:
+        """``reply_to`` as an unanswered request of this pool, or ConfigError."""
         held = None
         if isinstance(reply_to, _Request):
             held = self._held.get(reply_to.context)
@@ -189,9 +370,12 @@ class RepContexts:
                 f"wire and not answered yet, got {reply_to!r}"
             )
         assert isinstance(reply_to, _Request)
+        return reply_to
+
+    def _claim(self, request: _Request) -> Any:
         # Dropping the weak reference first means its callback will not run.
-        del self._held[reply_to.context]
-        return reply_to.context
+        del self._held[request.context]
+        return request.context
 
     def _release(self, context: Any) -> None:
         if not self._closed:

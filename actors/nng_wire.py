@@ -11,6 +11,7 @@ the sockets' queues by it. This module, ``actors.nng`` and
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any, Final, final
 
@@ -43,11 +44,23 @@ class NngWire:
     A rep wire holds each request in one of its contexts until it is answered
     (``send_frame(reply, to=received.reply_to)``) or discarded (``discard``),
     or until nothing references its ``reply_to`` any more. Every wait is
-    cancellable: a cancelled reply is dropped, never leaked.
+    cancellable: a cancelled reply is dropped, never leaked. Its replies are
+    bounded per connection (``reply_timeout``, ``peer_reply_bytes``): a
+    peer that does not take them is dropped, and the reply that found it
+    so raises ``PeerDropped``.
     """
 
     def __init__(
-        self, socket: Any, *, name: str, address: str, pattern: str, io: str, contexts: int = 0
+        self,
+        socket: Any,
+        *,
+        name: str,
+        address: str,
+        pattern: str,
+        io: str,
+        contexts: int = 0,
+        reply_timeout: float = math.inf,
+        peer_reply_bytes: int = 2**62,
     ) -> None:
         self._socket = socket
         self._name = name
@@ -56,7 +69,15 @@ class NngWire:
         self._poll = io == "poll" and pattern not in BY_CONTEXT
         self._closed = False
         self._rep = (
-            RepContexts(socket, contexts, name=name, closed_error=self._closed_error)
+            RepContexts(
+                socket,
+                contexts,
+                name=name,
+                closed_error=self._closed_error,
+                reply_timeout=reply_timeout,
+                peer_bytes=peer_reply_bytes,
+                peer_name=self._peer,
+            )
             if pattern == "rep"
             else None
         )
@@ -87,6 +108,8 @@ class NngWire:
             trio.ClosedResourceError: the wire is closed, before or while waiting.
             ConfigError: this pattern cannot send, or ``to`` is not a pair1
                 peer or an unanswered request of this rep wire.
+            PeerDropped: rep only: the reply was not taken within the wire's
+                ``reply_timeout``, so its peer's connection was closed.
         """
         self._check(CAN_SEND, "send")
         if self._rep is not None:
@@ -144,6 +167,24 @@ class NngWire:
             raise self._closed_error() from None
         pipe = message.pipe
         return Received(message.bytes, self._peer(pipe), pipe if self._pattern == "pair1" else None)
+
+    async def reply_room(self, reply_to: object) -> bool:
+        """Rep only: wait until the connection of ``reply_to`` has room for a reply.
+
+        Call it before building a large reply: replies to a peer that does
+        not read then wait unbuilt. The wait counts towards the reply's
+        ``reply_timeout``. False: the connection has gone or was dropped;
+        discard the request.
+
+        Raises:
+            ConfigError: not a rep wire, or ``reply_to`` is not an unanswered
+                request of this one.
+            PeerDropped: the time ran out and the peer was dropped; discard
+                the request.
+        """
+        if self._rep is None:
+            raise ConfigError(f"{self._name}: only a rep wire has replies to make room for")
+        return await self._rep.room(reply_to)
 
     async def discard(self, reply_to: object) -> None:
         """Rep only: free the request behind ``reply_to`` without answering it.

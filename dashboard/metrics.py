@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from actors.edge import ServeStats
 from dashboard.views import (
     NodeInfo,
     Sample,
@@ -117,6 +118,14 @@ class _SampleCollector(Collector):
         yield depth
         yield handled
         yield restarts
+        dropped = CounterMetricFamily(
+            "fastworker_peers_dropped_slow",
+            "Clients each serving port dropped because they did not read its replies "
+            "(a reply waited longer than its reply_timeout).", labels=["port"])
+        for stats in sample.stats.values():
+            if isinstance(stats.detail, ServeStats):
+                dropped.add_metric([stats.name], stats.detail.peers_dropped_slow)
+        yield dropped
 
 
 def _schedule_metrics(sample: Sample) -> Iterator[Metric]:

@@ -22,6 +22,8 @@ if the file cannot be made or is open to other users).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -51,6 +53,32 @@ def tune_gc() -> None:
     """Set the collector for a long-running node (``GC_YOUNG_THRESHOLD``)."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+#: Blocks of at least this many bytes get memory of their own from the
+#: system (glibc's mmap threshold), returned to it when freed. glibc starts
+#: at 128 KiB but raises the threshold after each such block is freed, up
+#: to 32 MiB; frames and results of a few MiB then come from the heap, and
+#: a burst of them (clients that do not read their replies, say) left the
+#: control plane's RSS hundreds of MB up for good after it had freed them.
+#: Fixed at 1 MiB, a freed frame goes back to the system at once; smaller
+#: blocks, every small task's, are not affected.
+MMAP_THRESHOLD = 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def tune_malloc() -> bool:
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` in a node process.
+
+    Returns whether it was set (False where the C library is not glibc).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: leave them be
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(args.log_level)
     tune_gc()
+    tune_malloc()
     try:
         return trio.run(run_node, topology)
     except BaseException as raised:  # noqa: BLE001 - turned into an exit code below
