@@ -48,6 +48,10 @@ class WorkerJoined:
     tasks: frozenset[str]
     at_most_once: frozenset[str] = frozenset()
     holding: tuple[HeldJob, ...] = ()
+    #: The last Pull and Report numbers it used before registering: older
+    #: copies still on their way are stale.
+    pull_seq: int = 0
+    report_seq: int = 0
 
 
 @attrs.frozen(kw_only=True)

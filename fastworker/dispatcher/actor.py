@@ -9,6 +9,7 @@ docs/dispatcher.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -55,11 +56,26 @@ __all__ = ["Dispatcher", "DispatcherOptions", "RecoveredDispatched"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
+#: Seconds a subworker has to acknowledge an Assign's jobs. Its next Pull,
+#: sent as soon as the jobs are with its executor, usually does so within
+#: milliseconds; an answer lost on the way is asked for again after the
+#: link's ``pull_wait + request_timeout`` (15 s), by when its jobs run
+#: elsewhere.
+DEFAULT_ACK_TIMEOUT = 5.0
+
+
+
+
+
+@attrs.frozen
+class TakeBack:
+    """Dispatcher -> itself (from its ack timer): a subworker's Assign went
+    unacknowledged past ``ack_timeout``; take its jobs back."""
 
 
 Accepts: TypeAlias = Union[
     Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
-    Stop, RecoveredDispatched]
+    Stop, RecoveredDispatched, TakeBack]
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +92,9 @@ class DispatcherOptions:
             running task (``Stop``) before answering ``requested``.
         max_frame_bytes: the frame limit of the edge subworkers pull from:
             an answer to a Pull carries no more jobs than fit in one frame.
+        ack_timeout: seconds a subworker has to acknowledge the jobs of an
+            Assign (by its next Pull, or a Report) before they are taken
+            back and queued again, though it stays healthy.
     """
 
     local: Literal["fallback", "always"] = "fallback"
@@ -84,6 +103,8 @@ class DispatcherOptions:
     stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     max_frame_bytes: int = attrs.field(default=DEFAULT_MAX_FRAME_BYTES,
                                        validator=attrs.validators.ge(4096))
+    ack_timeout: float = attrs.field(default=DEFAULT_ACK_TIMEOUT,
+                                     validator=attrs.validators.gt(0))
 
     @property
     def max_assign_bytes(self) -> int:
@@ -119,6 +140,8 @@ class Dispatcher(Actor[Accepts]):
         self._remote = Subworkers(self.name, self._placement, self._out, self._counts,
                                   poison_after=options.poison_after,
                                   pull_wait_max=options.pull_wait_max,
+                                  ack_timeout=options.ack_timeout,
+                                  on_overdue=self._ack_overdue,
                                   max_assign_bytes=options.max_assign_bytes)
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
         self._asked = 0  # jobs asked of the inbox and not yet received
@@ -133,9 +156,16 @@ class Dispatcher(Actor[Accepts]):
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
         await nursery.start(self._remote.timer.run)
+        await nursery.start(self._remote.ack_timer.run)
         local = "no local executor" if "executor" not in self.refs else (
             f"local executor: {self.options.local}")
         return f"{local}, poison after {self.options.poison_after} lost workers"
+
+    async def _ack_overdue(self) -> None:
+        """Unacknowledged Assigns past their bound: taken back by a message
+        to itself, so that what goes back is sent like any dispatch."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.context.peers[self.name].send(TakeBack())
 
     async def handle(self, message: Accepts) -> Any:
         answer = await self._handle_one(message, call=True)
@@ -188,6 +218,8 @@ class Dispatcher(Actor[Accepts]):
                 self._remote.leave(message)
             case RecoveredDispatched(ids=ids):
                 self._remote.recovered(ids)
+            case TakeBack():
+                self._remote.take_back()
             case Retry(jobs=jobs, delays=delays):
                 self._out.retries.extend(jobs)
                 self._out.retry_delays.extend(delays)
@@ -220,6 +252,8 @@ class Dispatcher(Actor[Accepts]):
             late_results_total=counts["late"],
             retried_total=counts["retried"],
             resent_results_total=counts["resent_results"],
+            stale_pulls_total=counts["stale_pulls"],
+            taken_back_total=counts["taken_back"],
         )
 
     async def _on_requests(self, request: Requests) -> Answers:

@@ -30,7 +30,7 @@ class WorkerAccount:
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "drained",
                  "assigned_total", "held", "outbox", "cancel", "pull_seq", "last_assign",
-                 "report_seq", "holding", "adopted")
+                 "pull_seen", "report_seq", "taken_back", "holding", "adopted")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -48,7 +48,11 @@ class WorkerAccount:
         self.cancel: list[str] = []  # held jobs to stop, sent with the next Assign
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
+        self.pull_seen = 0  # the newest Pull seen (answered, or parked now)
         self.report_seq = 0  # the last Report taken
+        # Jobs of an Assign it did not acknowledge in time, taken back: if
+        # it ran one after all, the credit given back for it is taken again.
+        self.taken_back: dict[str, None] = {}
         # Across a control plane's restart: the jobs it said it held when it
         # registered (not yet matched with what the journal brought back),
         # and the recovered tasks it holds (their copies wait in the inbox).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -73,16 +73,24 @@ class Subworkers:
         placement: the workers' accounts (the Dispatcher's too).
         out: where results, requeued jobs and retries wait to be sent.
         counts: the Dispatcher's counters; this adds ``late``,
-            ``redelivered``, ``failed_lost`` and ``resent_results``.
+            ``redelivered``, ``failed_lost``, ``resent_results``,
+            ``stale_pulls`` and ``taken_back``.
         poison_after: a job held by this many lost workers fails as poison.
         pull_wait_max: the longest a Pull is parked, in seconds.
+        ack_timeout: seconds an Assign with jobs may go unacknowledged (by
+            the worker's next Pull, or a Report) before its jobs are taken
+            back and queued again.
+        on_overdue: awaited by ``ack_timer`` when Assigns fall overdue; it
+            has the Dispatcher call ``take_back`` (inside its handling, so
+            what goes back is sent with a dispatch).
         max_assign_bytes: about the most bytes of jobs one Assign carries
             (the workers edge's frame limit, less room); the rest wait in
             the outbox for the next Pull, which the subworker sends at once.
     """
 
     def __init__(self, name: str, placement: Placement, out: Outgoing, counts: Counter[str], *,
-                 poison_after: int, pull_wait_max: float,
+                 poison_after: int, pull_wait_max: float, ack_timeout: float = 5.0,
+                 on_overdue: Callable[[], Awaitable[None]] | None = None,
                  max_assign_bytes: int = 12 * 1024 * 1024) -> None:
         self._name = name
         self._placement = placement
@@ -94,6 +102,14 @@ class Subworkers:
         #: Parked Pulls by worker name, due when their wait is over.
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
         self.timer = Timer(lambda: self._parked.next_at, self._expire)
+        #: Workers whose last Assign with jobs is not yet acknowledged, due
+        #: ``ack_timeout`` after it was made; ``ack_timer`` moves the overdue
+        #: to ``overdue``, for ``take_back``.
+        self._ack_timeout = ack_timeout
+        self._unacknowledged: DueHeap[str, WorkerAccount] = DueHeap()
+        self.ack_timer = Timer(lambda: self._unacknowledged.next_at, self._overdue)
+        self.overdue: list[WorkerAccount] = []
+        self._on_overdue = on_overdue
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         #: Tasks whose queued copies a late result cancelled (once each).
         self._copies_cancelled: OrderedDict[str, None] = OrderedDict()
@@ -105,6 +121,9 @@ class Subworkers:
         self._recovered: set[str] = set()
         self._late_log = RateLimitedLog(log, what="late results", period=60.0,
                                         level=logging.INFO)
+        self._stale_log = RateLimitedLog(log, what="stale Pulls", period=60.0,
+                                         level=logging.INFO)
+        self._take_back_log = RateLimitedLog(log, what="Assigns taken back", period=60.0)
 
     # -- requests --------------------------------------------------------------------
 
@@ -120,19 +139,14 @@ class Subworkers:
                     answers.later()
                     self.unkept_acks.append((answers, index, value))
                     return
-            case Pull(worker=name, seq=seq):
+            case Pull(worker=name):
                 worker = self._placement.workers.get(name)
                 if worker is None or worker.local:
                     value = UnknownWorker(worker=name)
-                elif seq and seq == worker.pull_seq:
-                    # Its answer was lost on the way: the same again, stamped
-                    # anew (the deadlines' time left is counted from now).
-                    value = attrs.evolve(worker.last_assign, sent_at=time.time())
-                elif worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
-                    value = self._take_outbox(worker, seq)
                 else:
-                    self._park(worker, item, answers, index)
-                    return
+                    value = self._pull(worker, item, answers, index, may_wait=may_wait)
+                    if value is None:  # parked
+                        return
             case Drain(worker=name):
                 worker = self._placement.workers.get(name)
                 if worker is None or worker.local:
@@ -144,6 +158,44 @@ class Subworkers:
                 log.warning("%s: ignored %s in a request", self._name, type(item).__name__)
                 value = None
         answers.values[index] = value
+
+    def _pull(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int, *,
+              may_wait: bool) -> Assign | None:
+        """The answer to a subworker's Pull, or ``None`` when it is parked.
+
+        Every copy of Pull N gets the same jobs, and only Pull N+1 (or a
+        Report saying ``assigned = N``) tells that the worker has them: a
+        copy older than the newest Pull seen is stale and gets nothing, or
+        its jobs would go to a request nobody waits on any more.
+        """
+        seq = pull.seq
+        if seq < worker.pull_seen:
+            self._counts["stale_pulls"] += 1
+            self._stale_log.event(
+                "%s: stale Pull %d from worker %s (its newest is %d): a delayed copy, answered "
+                "with no jobs", self._name, seq, worker.name, worker.pull_seen)
+            return Assign(jobs=(), sent_at=time.time())
+        if seq == worker.pull_seq:
+            # Its answer was lost on the way: the same again, stamped anew
+            # (the deadlines' time left is counted from now).
+            return attrs.evolve(worker.last_assign, sent_at=time.time())
+        if seq == worker.pull_seen:
+            # A copy of the parked Pull: whichever answer the worker reads,
+            # the other copies get the same one, so the parked copy is
+            # answered now and this one like a resend.
+            self._answer_pull(worker)
+            return attrs.evolve(worker.last_assign, sent_at=time.time())
+        # A new Pull: the worker has the answer to the one before.
+        self._acknowledged(worker)
+        worker.pull_seen = seq
+        if worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
+            return self._take_outbox(worker, seq)
+        self._park(worker, pull, answers, index)
+        return None
+
+    def _acknowledged(self, worker: WorkerAccount) -> None:
+        """The worker has the jobs of its last Assign."""
+        self._unacknowledged.discard(worker.name)
 
     def _report(self, report: Report) -> Ack | UnknownWorker:
         worker = self._placement.workers.get(report.worker)
@@ -172,7 +224,22 @@ class Subworkers:
             return UnknownWorker(worker=report.worker)
         worker.report_seq = report.seq
         worker.credit += max(report.credit, 0)
+        if report.assigned and report.assigned >= worker.pull_seq:
+            self._acknowledged(worker)
+        if worker.taken_back:
+            self._ran_after_all(worker, report)
         return Ack()
+
+    def _ran_after_all(self, worker: WorkerAccount, report: Report) -> None:
+        """Jobs taken back (their Assign unacknowledged) that the worker got
+        after all: the credit given back for each is taken again, once,
+        since the worker offers that slot again when the job ends."""
+        taken_back = worker.taken_back
+        for task_id in [*(i for r in report.running for i in r.ids),
+                        *(o.id for o in report.finished)]:
+            if task_id in taken_back:
+                del taken_back[task_id]
+                worker.credit -= 1
 
     def _late(self, outcome: Outcome) -> None:
         """A result from a worker that no longer holds the job: accepted (the
@@ -274,7 +341,9 @@ class Subworkers:
     # -- parked Pulls --------------------------------------------------------------
 
     def _park(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int) -> None:
-        self._answer_pull(worker)  # a resent Pull replaces the older one
+        # An older Pull still parked is one the worker no longer waits on
+        # (it has sent a newer one): sent home with nothing, its jobs kept.
+        self._answer_pull(worker, Assign(jobs=(), sent_at=time.time()))
         answers.later()
         wait = pull.wait if pull.wait >= 0.0 else 0.0  # NaN, from a signed peer, is 0 too
         deadline = trio.current_time() + min(wait, self._pull_wait_max)
@@ -306,7 +375,49 @@ class Subworkers:
         # Stamped with this clock: the subworker keeps the deadlines' time
         # left, not our clock (fastworker.deadlines).
         worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time())
+        if jobs:
+            due = trio.current_time() + self._ack_timeout
+            self._unacknowledged.push(due, worker.name, worker)
+            self.ack_timer.arm(due)
         return worker.last_assign
+
+    # -- Assigns not acknowledged ----------------------------------------------------
+
+    async def _overdue(self, now: float) -> None:
+        """The ack timer's callback: Assigns unacknowledged past the bound
+        wait in ``overdue`` for ``take_back``."""
+        due = self._unacknowledged.pop_due(now)
+        if due:
+            self.overdue.extend(due)
+            if self._on_overdue is not None:
+                await self._on_overdue()
+
+    def take_back(self) -> None:
+        """Take back the jobs of each overdue Assign that its worker (still
+        the same, still holding them) has not acknowledged: queued again at
+        the front as their next attempt (a task that must not run twice
+        fails with ``WorkerLost``), the credit given back. If the worker had
+        them after all, their results come as late ones, and a second run
+        is counted by the store."""
+        overdue, self.overdue = self.overdue, []
+        for worker in overdue:
+            if self._placement.workers.get(worker.name) is not worker:
+                continue  # it left: what it held went back then
+            last = worker.last_assign
+            jobs = [job for job in last.jobs if job.id in worker.held]
+            worker.last_assign = Assign(jobs=(), cancel=last.cancel)  # a late resend: nothing
+            if not jobs:
+                continue
+            for job in jobs:
+                worker.taken_back[job.id] = None
+            worker.credit += len(jobs)
+            self._counts["taken_back"] += len(jobs)
+            self._take_back_log.event(
+                "%s: worker %s did not acknowledge the %d jobs answered to its Pull %d within "
+                "%g s (ack_timeout): taken back and queued again", self._name, worker.name,
+                len(jobs), worker.pull_seq, self._ack_timeout)
+            self._redeliver(worker, jobs, lost=False, delivered=True,
+                            reason=f"its Assign was not acknowledged within {self._ack_timeout:g} s")
 
     # -- jobs placed, and tasks stopped ----------------------------------------------
 
@@ -348,6 +459,9 @@ class Subworkers:
         if joined.worker in self._placement.workers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
         worker = self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+        # Copies of its requests from before it registered are stale here.
+        worker.pull_seq = worker.pull_seen = max(joined.pull_seq, 0)
+        worker.report_seq = max(joined.report_seq, 0)
         if joined.holding:
             # All of them: the journal may have brought one back as queued
             # (its dispatch was not yet written), or this control plane may
@@ -386,6 +500,7 @@ class Subworkers:
         if worker is None or worker.local:
             return
         self._answer_pull(worker, UnknownWorker(worker=worker.name))
+        self._unacknowledged.discard(worker.name)
         if worker.adopted:  # their copies run now (a late result cancels them)
             self._out.adopted.append(Adopted(ids=tuple(worker.adopted), state="again"))
         undelivered = {job.id for job in worker.outbox}
