@@ -68,14 +68,14 @@ DEFAULT_ACK_TIMEOUT = 5.0
 
 
 @attrs.frozen
-class TakeBack:
+class _TakeBack:
     """Dispatcher -> itself (from its ack timer): a subworker's Assign went
     unacknowledged past ``ack_timeout``; take its jobs back."""
 
 
 Accepts: TypeAlias = Union[
     Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
-    Stop, RecoveredDispatched, TakeBack]
+    Stop, RecoveredDispatched, _TakeBack]
 
 
 @attrs.frozen(kw_only=True)
@@ -155,8 +155,8 @@ class Dispatcher(Actor[Accepts]):
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
-        await nursery.start(self._remote.timer.run)
-        await nursery.start(self._remote.ack_timer.run)
+        await nursery.start(self._remote.pulls.timer.run)
+        await nursery.start(self._remote.pulls.ack_timer.run)
         local = "no local executor" if "executor" not in self.refs else (
             f"local executor: {self.options.local}")
         return f"{local}, poison after {self.options.poison_after} lost workers"
@@ -165,7 +165,7 @@ class Dispatcher(Actor[Accepts]):
         """Unacknowledged Assigns past their bound: taken back by a message
         to itself, so that what goes back is sent like any dispatch."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.context.peers[self.name].send(TakeBack())
+            await self.context.peers[self.name].send(_TakeBack())
 
     async def handle(self, message: Accepts) -> Any:
         answer = await self._handle_one(message, call=True)
@@ -218,7 +218,7 @@ class Dispatcher(Actor[Accepts]):
                 self._remote.leave(message)
             case RecoveredDispatched(ids=ids):
                 self._remote.recovered(ids)
-            case TakeBack():
+            case _TakeBack():
                 self._remote.take_back()
             case Retry(jobs=jobs, delays=delays):
                 self._out.retries.extend(jobs)

@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
-import trio
 
 from actors.log import RateLimitedLog
 from actors.requests import Answers
-from actors.timers import DueHeap, Timer
 from fastworker.dispatcher.outgoing import Outgoing
 from fastworker.dispatcher.placement import Placement, WorkerAccount
+from fastworker.dispatcher.pulls import Pulls
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     Ack,
@@ -48,17 +47,6 @@ log = logging.getLogger("fastworker.dispatcher")
 #: Ids of redelivered jobs (and of jobs recovered as dispatched after a
 #: restart) remembered, to cancel a queued copy when a late result arrives.
 _REDELIVERED_REMEMBERED = 100_000
-
-
-@attrs.define(eq=False)
-class _ParkedPull:
-    """A worker's Pull waiting for jobs: the answer of its request that it
-    fills, and its sequence number."""
-
-    worker: WorkerAccount
-    answers: Answers
-    index: int
-    seq: int
 
 
 class Subworkers:
@@ -97,19 +85,8 @@ class Subworkers:
         self._out = out
         self._counts = counts
         self._poison_after = poison_after
-        self._pull_wait_max = pull_wait_max
-        self._max_assign_bytes = max_assign_bytes
-        #: Parked Pulls by worker name, due when their wait is over.
-        self._parked: DueHeap[str, _ParkedPull] = DueHeap()
-        self.timer = Timer(lambda: self._parked.next_at, self._expire)
-        #: Workers whose last Assign with jobs is not yet acknowledged, due
-        #: ``ack_timeout`` after it was made; ``ack_timer`` moves the overdue
-        #: to ``overdue``, for ``take_back``.
-        self._ack_timeout = ack_timeout
-        self._unacknowledged: DueHeap[str, WorkerAccount] = DueHeap()
-        self.ack_timer = Timer(lambda: self._unacknowledged.next_at, self._overdue)
-        self.overdue: list[WorkerAccount] = []
-        self._on_overdue = on_overdue
+        self.pulls = Pulls(name, counts, pull_wait_max=pull_wait_max, ack_timeout=ack_timeout,
+                           max_assign_bytes=max_assign_bytes, on_overdue=on_overdue)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         #: Tasks whose queued copies a late result cancelled (once each).
         self._copies_cancelled: OrderedDict[str, None] = OrderedDict()
@@ -121,8 +98,6 @@ class Subworkers:
         self._recovered: set[str] = set()
         self._late_log = RateLimitedLog(log, what="late results", period=60.0,
                                         level=logging.INFO)
-        self._stale_log = RateLimitedLog(log, what="stale Pulls", period=60.0,
-                                         level=logging.INFO)
         self._take_back_log = RateLimitedLog(log, what="Assigns taken back", period=60.0)
 
     # -- requests --------------------------------------------------------------------
@@ -144,7 +119,7 @@ class Subworkers:
                 if worker is None or worker.local:
                     value = UnknownWorker(worker=name)
                 else:
-                    value = self._pull(worker, item, answers, index, may_wait=may_wait)
+                    value = self.pulls.pull(worker, item, answers, index, may_wait=may_wait)
                     if value is None:  # parked
                         return
             case Drain(worker=name):
@@ -158,44 +133,6 @@ class Subworkers:
                 log.warning("%s: ignored %s in a request", self._name, type(item).__name__)
                 value = None
         answers.values[index] = value
-
-    def _pull(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int, *,
-              may_wait: bool) -> Assign | None:
-        """The answer to a subworker's Pull, or ``None`` when it is parked.
-
-        Every copy of Pull N gets the same jobs, and only Pull N+1 (or a
-        Report saying ``assigned = N``) tells that the worker has them: a
-        copy older than the newest Pull seen is stale and gets nothing, or
-        its jobs would go to a request nobody waits on any more.
-        """
-        seq = pull.seq
-        if seq < worker.pull_seen:
-            self._counts["stale_pulls"] += 1
-            self._stale_log.event(
-                "%s: stale Pull %d from worker %s (its newest is %d): a delayed copy, answered "
-                "with no jobs", self._name, seq, worker.name, worker.pull_seen)
-            return Assign(jobs=(), sent_at=time.time())
-        if seq == worker.pull_seq:
-            # Its answer was lost on the way: the same again, stamped anew
-            # (the deadlines' time left is counted from now).
-            return attrs.evolve(worker.last_assign, sent_at=time.time())
-        if seq == worker.pull_seen:
-            # A copy of the parked Pull: whichever answer the worker reads,
-            # the other copies get the same one, so the parked copy is
-            # answered now and this one like a resend.
-            self._answer_pull(worker)
-            return attrs.evolve(worker.last_assign, sent_at=time.time())
-        # A new Pull: the worker has the answer to the one before.
-        self._acknowledged(worker)
-        worker.pull_seen = seq
-        if worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
-            return self._take_outbox(worker, seq)
-        self._park(worker, pull, answers, index)
-        return None
-
-    def _acknowledged(self, worker: WorkerAccount) -> None:
-        """The worker has the jobs of its last Assign."""
-        self._unacknowledged.discard(worker.name)
 
     def _report(self, report: Report) -> Ack | UnknownWorker:
         worker = self._placement.workers.get(report.worker)
@@ -225,7 +162,7 @@ class Subworkers:
         worker.report_seq = report.seq
         worker.credit += max(report.credit, 0)
         if report.assigned and report.assigned >= worker.pull_seq:
-            self._acknowledged(worker)
+            self.pulls.acknowledged(worker)
         if worker.taken_back:
             self._ran_after_all(worker, report)
         return Ack()
@@ -338,60 +275,6 @@ class Subworkers:
         if len(self._redelivered) > _REDELIVERED_REMEMBERED:
             self._redelivered.popitem(last=False)
 
-    # -- parked Pulls --------------------------------------------------------------
-
-    def _park(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int) -> None:
-        # An older Pull still parked is one the worker no longer waits on
-        # (it has sent a newer one): sent home with nothing, its jobs kept.
-        self._answer_pull(worker, Assign(jobs=(), sent_at=time.time()))
-        answers.later()
-        wait = pull.wait if pull.wait >= 0.0 else 0.0  # NaN, from a signed peer, is 0 too
-        deadline = trio.current_time() + min(wait, self._pull_wait_max)
-        self._parked.push(deadline, worker.name, _ParkedPull(worker, answers, index, pull.seq))
-        self.timer.arm(deadline)
-
-    def _answer_pull(self, worker: WorkerAccount, value: Any = None) -> None:
-        """Answer the worker's parked Pull, if it has one: with ``value``, or
-        else with its outbox."""
-        parked = self._parked.discard(worker.name)
-        if parked is not None:
-            self._fill(parked, value)
-
-    def _expire(self, now: float) -> None:
-        """Answer the parked Pulls whose wait is over (with nothing, usually)."""
-        for parked in self._parked.pop_due(now):
-            self._fill(parked, None)
-
-    def _fill(self, parked: _ParkedPull, value: Any) -> None:
-        if value is None:
-            value = self._take_outbox(parked.worker, parked.seq)
-        parked.answers.fill(parked.index, value)
-        parked.answers.send()  # unless its request is still being handled
-
-    def _take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
-        jobs = worker.take_outbox(self._max_assign_bytes)
-        cancel, worker.cancel = worker.cancel, []
-        worker.pull_seq = seq
-        # Stamped with this clock: the subworker keeps the deadlines' time
-        # left, not our clock (fastworker.deadlines).
-        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time())
-        if jobs:
-            due = trio.current_time() + self._ack_timeout
-            self._unacknowledged.push(due, worker.name, worker)
-            self.ack_timer.arm(due)
-        return worker.last_assign
-
-    # -- Assigns not acknowledged ----------------------------------------------------
-
-    async def _overdue(self, now: float) -> None:
-        """The ack timer's callback: Assigns unacknowledged past the bound
-        wait in ``overdue`` for ``take_back``."""
-        due = self._unacknowledged.pop_due(now)
-        if due:
-            self.overdue.extend(due)
-            if self._on_overdue is not None:
-                await self._on_overdue()
-
     def take_back(self) -> None:
         """Take back the jobs of each overdue Assign that its worker (still
         the same, still holding them) has not acknowledged: queued again at
@@ -399,7 +282,8 @@ class Subworkers:
         fails with ``WorkerLost``), the credit given back. If the worker had
         them after all, their results come as late ones, and a second run
         is counted by the store."""
-        overdue, self.overdue = self.overdue, []
+        overdue, self.pulls.overdue = self.pulls.overdue, []
+        timeout = self.pulls.ack_timeout
         for worker in overdue:
             if self._placement.workers.get(worker.name) is not worker:
                 continue  # it left: what it held went back then
@@ -415,9 +299,9 @@ class Subworkers:
             self._take_back_log.event(
                 "%s: worker %s did not acknowledge the %d jobs answered to its Pull %d within "
                 "%g s (ack_timeout): taken back and queued again", self._name, worker.name,
-                len(jobs), worker.pull_seq, self._ack_timeout)
+                len(jobs), worker.pull_seq, timeout)
             self._redeliver(worker, jobs, lost=False, delivered=True,
-                            reason=f"its Assign was not acknowledged within {self._ack_timeout:g} s")
+                            reason=f"its Assign was not acknowledged within {timeout:g} s")
 
     # -- jobs placed, and tasks stopped ----------------------------------------------
 
@@ -428,7 +312,7 @@ class Subworkers:
         for job in jobs:
             held[job.id] = job
         worker.outbox.extend(jobs)
-        self._answer_pull(worker)
+        self.pulls.answer(worker)
 
     def stop(self, task_id: str) -> CancelReply | None:
         """Stop a task a subworker holds: cancelled if it is still in the
@@ -437,7 +321,7 @@ class Subworkers:
         for worker in self._placement.workers.values():
             if task_id in worker.adopted:
                 worker.cancel.append(task_id)
-                self._answer_pull(worker)
+                self.pulls.answer(worker)
                 return CancelReply(id=task_id, outcome="requested")
             if task_id not in worker.held:
                 continue
@@ -449,7 +333,7 @@ class Subworkers:
                     self._out.results.append(Cancelled(ids=(task_id,)))
                     return CancelReply(id=task_id, outcome="cancelled")
             worker.cancel.append(task_id)
-            self._answer_pull(worker)
+            self.pulls.answer(worker)
             return CancelReply(id=task_id, outcome="requested")
         return None
 
@@ -489,8 +373,8 @@ class Subworkers:
         not pulled goes with its last Pull, or back to the queue."""
         self._placement.update(worker, health="draining")
         worker.credit = 0
-        if worker.name in self._parked:
-            self._answer_pull(worker)
+        if self.pulls.is_parked(worker):
+            self.pulls.answer(worker)
         else:
             self._redeliver(worker, worker.outbox, lost=False, delivered=False)
             worker.outbox = []
@@ -499,8 +383,8 @@ class Subworkers:
         worker = self._placement.remove(left.worker)
         if worker is None or worker.local:
             return
-        self._answer_pull(worker, UnknownWorker(worker=worker.name))
-        self._unacknowledged.discard(worker.name)
+        self.pulls.answer(worker, UnknownWorker(worker=worker.name))
+        self.pulls.acknowledged(worker)  # nothing of it is taken back: it all goes back now
         if worker.adopted:  # their copies run now (a late result cancels them)
             self._out.adopted.append(Adopted(ids=tuple(worker.adopted), state="again"))
         undelivered = {job.id for job in worker.outbox}

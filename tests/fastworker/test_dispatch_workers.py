@@ -27,7 +27,7 @@ from trio.testing import MockClock
 from actors import GetStats, Ref, Topology, open_node
 from actors.frame import Framer
 from actors.requests import Requests
-from fastworker.dispatcher import Dispatcher, remote
+from fastworker.dispatcher import Dispatcher, pulls
 from fastworker.internal import (
     Adopted,
     Dispatched,
@@ -529,7 +529,7 @@ class TestPulls:
         from then; the same answer resent later is stamped anew, and a
         job's own deadline is left on the control plane's clock."""
         wall = [1_000.0]
-        monkeypatch.setattr(remote, "time", SimpleNamespace(time=lambda: wall[0]))
+        monkeypatch.setattr(pulls, "time", SimpleNamespace(time=lambda: wall[0]))
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=1)
             first = await h.pull("w1", seq=1)
