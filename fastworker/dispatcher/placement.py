@@ -50,9 +50,10 @@ class WorkerAccount:
         self.last_assign = Assign(jobs=())
         self.pull_seen = 0  # the newest Pull seen (answered, or parked now)
         self.report_seq = 0  # the last Report taken
-        # Jobs of an Assign it did not acknowledge in time, taken back: if
-        # it ran one after all, the credit given back for it is taken again.
-        self.taken_back: dict[str, None] = {}
+        # Jobs of an Assign it did not acknowledge in time, taken back (id:
+        # attempt): if it runs one after all, the credit given back for it
+        # is taken again (once; the copy queued again has the next attempt).
+        self.taken_back: dict[str, int] = {}
         # Across a control plane's restart: the jobs it said it held when it
         # registered (not yet matched with what the journal brought back),
         # and the recovered tasks it holds (their copies wait in the inbox).

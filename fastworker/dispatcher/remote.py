@@ -47,6 +47,9 @@ log = logging.getLogger("fastworker.dispatcher")
 #: Ids of redelivered jobs (and of jobs recovered as dispatched after a
 #: restart) remembered, to cancel a queued copy when a late result arrives.
 _REDELIVERED_REMEMBERED = 100_000
+#: Jobs taken back from one worker (their Assign unacknowledged) remembered,
+#: to take their credit again if the worker runs them after all.
+_TAKEN_BACK_REMEMBERED = 10_000
 
 
 class Subworkers:
@@ -172,9 +175,13 @@ class Subworkers:
         after all: the credit given back for each is taken again, once,
         since the worker offers that slot again when the job ends."""
         taken_back = worker.taken_back
-        for task_id in [*(i for r in report.running for i in r.ids),
-                        *(o.id for o in report.finished)]:
-            if task_id in taken_back:
+        runs = [(o.id, o.attempt) for o in report.finished]
+        for running in report.running:
+            # No attempts listed: any run of the id is taken for that one.
+            attempts = running.attempts or (0,) * len(running.ids)
+            runs.extend(zip(running.ids, attempts, strict=False))
+        for task_id, attempt in runs:
+            if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
                 del taken_back[task_id]
                 worker.credit -= 1
 
@@ -292,8 +299,11 @@ class Subworkers:
             worker.last_assign = Assign(jobs=(), cancel=last.cancel)  # a late resend: nothing
             if not jobs:
                 continue
+            taken_back = worker.taken_back
             for job in jobs:
-                worker.taken_back[job.id] = None
+                taken_back[job.id] = job.attempt
+            while len(taken_back) > _TAKEN_BACK_REMEMBERED:  # the oldest never came
+                del taken_back[next(iter(taken_back))]
             worker.credit += len(jobs)
             self._counts["taken_back"] += len(jobs)
             self._take_back_log.event(

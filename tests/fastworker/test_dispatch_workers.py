@@ -648,6 +648,26 @@ class TestStaleAndUnacknowledged:
         assert load is not None and load.credit == 1
         assert stats.late_results_total == 1
 
+    async def test_the_copy_of_a_taken_back_job_run_there_keeps_its_credit(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job taken back, then placed on the same worker as its next
+        attempt and run there, is no run "after all": the worker's credit
+        is what it reports."""
+        async with open_dispatcher(ack_timeout=4.0) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"), seq=1)
+            await trio.sleep(5.0)
+            again = await h.pull("w1", seq=2)
+            await h.send(batch(job("j1", attempt=2)))
+            assert assigned(again) == ["j1"]
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(2,))
+            await h.request(Report(worker="w1", seq=1, running=(running,)))
+            await h.request(Report(worker="w1", seq=2, credit=1,
+                                   finished=(outcome("j1", attempt=2),)))
+            load = await h.load("w1")
+        assert load is not None and (load.held, load.credit) == (0, 1)
+
     async def test_requests_from_before_a_registration_are_stale(
         self, autojump_clock: MockClock
     ) -> None:
