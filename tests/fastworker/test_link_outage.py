@@ -89,6 +89,8 @@ class FakeControlPlane:
         #: Dispatcher had placed for the worker).
         self.assign_on_drain: tuple[Job, ...] = ()
         self._drained = trio.Event()
+        #: Every Pull that came, in order.
+        self.pulls: list[Pull] = []
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -102,6 +104,8 @@ class FakeControlPlane:
     async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
         [message] = self.framer.unpack(frame)
         self.events.append(type(message).__name__)
+        if isinstance(message, Pull):
+            self.pulls.append(message)
         if type(message) in self.unanswered:
             self.ignored.append(message)
             await trio.sleep(PATIENCE if timeout is None else timeout)
@@ -256,6 +260,33 @@ class TestOutage:
         assert cp.registers[0].holding == ()
         assert cp.registers[1].holding == (HeldJob(id="j1", attempt=2, started_at=7.0),
                                            HeldJob(id="j3", attempt=1))
+
+    async def test_pulls_count_up_across_registrations_and_reports_acknowledge_assigns(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Pull numbers never start again: registering again, the link says
+        the last Pull and Report numbers it used (older copies still on the
+        way are stale to the new control plane), and its next Pull goes on
+        from there. A Report names the last Pull whose answer came."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            cp.to_assign = (Job(id="j1", task="add", payload=b"p", priority=2, timeout=None),)
+            await h.until(lambda: any(isinstance(m, Assign) and m.jobs for m in h.executor_got))
+            await h.send(Running(ids=("j1",), worker="w1", started_at=7.0, attempts=(1,)))
+            await h.until(lambda: any(r.running for r in cp.reports))
+            cp.restart()
+            await h.until(lambda: cp.registrations == 2 and len(cp.pulls) > 2)
+        before = [p.seq for p in cp.pulls if p.seq <= cp.registers[1].pull_seq]
+        after = [p.seq for p in cp.pulls if p.seq > cp.registers[1].pull_seq]
+        assert before[:2] == [1, 2] and after[0] == max(before) + 1
+        assert [p.seq for p in cp.pulls] == sorted(p.seq for p in cp.pulls)
+        assert cp.registers[0].pull_seq == cp.registers[0].report_seq == 0
+        last_report = cp.registers[1].report_seq
+        assert last_report >= 1 and min(r.seq for r in cp.reports if r.seq > last_report) == (
+            last_report + 1)
+        [with_running] = [r for r in cp.reports if r.running]
+        assert cp.reports[0].assigned == 0  # its credit, before any Assign
+        assert 1 <= with_running.assigned <= cp.registers[1].pull_seq
 
     async def test_a_report_whose_answer_was_lost_goes_again_to_the_new_control_plane(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
