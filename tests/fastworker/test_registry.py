@@ -94,6 +94,17 @@ def register(worker: str = "w1", **fields: Any) -> Register:
     return Register(worker=worker, **values)
 
 
+async def test_a_worker_registering_again_tells_the_dispatcher_its_last_request_numbers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The last Pull and Report numbers a Register carries reach the
+    dispatcher, which takes older copies of those requests as stale."""
+    async with open_registry() as h:
+        await h.register(pull_seq=41, report_seq=17)
+    [joined] = h.dispatcher_got
+    assert (joined.pull_seq, joined.report_seq) == (41, 17)
+
+
 async def test_register_is_welcomed_and_told_to_dispatcher_and_inbox(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -299,6 +310,8 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
      "it holds 2 jobs with 1 slots"),
     ({"holding": (HeldJob(id="a" * 257, attempt=1, started_at=0.0),)},
      "a held job's id is 257 characters; the limit is 256"),
+    ({"pull_seq": -1}, "pull_seq is -1; expected 0 or more"),
+    ({"report_seq": -5}, "report_seq is -5; expected 0 or more"),
 ])
 async def test_a_register_over_a_limit_is_refused_and_kept_nowhere(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
