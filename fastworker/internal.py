@@ -52,6 +52,8 @@ class WorkerJoined:
     #: copies still on their way are stale.
     pull_seq: int = 0
     report_seq: int = 0
+    #: The largest frame it takes (0: not said).
+    max_frame_bytes: int = 0
 
 
 @attrs.frozen(kw_only=True)

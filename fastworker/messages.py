@@ -460,6 +460,9 @@ class Register:
     #: a copy of an older request, still on its way, is then known as stale.
     pull_seq: int = 0
     report_seq: int = 0
+    #: The largest frame it takes (its ``max_frame_bytes``; 0: not said): an
+    #: answer to its Pull is kept within it, and a job alone larger fails.
+    max_frame_bytes: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -154,6 +154,9 @@ class DispatcherStats:
     #: Jobs of Assigns their worker did not acknowledge within
     #: ``ack_timeout``, taken back and queued again.
     taken_back_total: int = 0
+    #: Jobs failed with ``JobTooLarge``: alone larger than a frame their
+    #: worker takes.
+    too_large_total: int = 0
 
     @property
     def credit(self) -> Mapping[str, int]:

@@ -24,7 +24,7 @@ from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.log import RateLimitedLog
 from actors.requests import Answers, Requests
 from fastworker.dispatcher.outgoing import Outgoing
-from fastworker.dispatcher.placement import Placement
+from fastworker.dispatcher.placement import Placement, assign_budget, job_limit
 from fastworker.dispatcher.remote import Subworkers
 from fastworker.internal import (
     Dispatched,
@@ -109,7 +109,12 @@ class DispatcherOptions:
     @property
     def max_assign_bytes(self) -> int:
         """About the most bytes of jobs one Assign carries (room left for the rest)."""
-        return self.max_frame_bytes - min(64 * 1024, self.max_frame_bytes // 4)
+        return assign_budget(self.max_frame_bytes)
+
+    @property
+    def max_job_bytes(self) -> int:
+        """The most bytes one job may take (it goes alone in a frame)."""
+        return job_limit(self.max_frame_bytes)
 
 
 class Dispatcher(Actor[Accepts]):
@@ -142,7 +147,8 @@ class Dispatcher(Actor[Accepts]):
                                   pull_wait_max=options.pull_wait_max,
                                   ack_timeout=options.ack_timeout,
                                   on_overdue=self._ack_overdue,
-                                  max_assign_bytes=options.max_assign_bytes)
+                                  max_assign_bytes=options.max_assign_bytes,
+                                  max_job_bytes=options.max_job_bytes)
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
         self._asked = 0  # jobs asked of the inbox and not yet received
         self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
@@ -254,6 +260,7 @@ class Dispatcher(Actor[Accepts]):
             resent_results_total=counts["resent_results"],
             stale_pulls_total=counts["stale_pulls"],
             taken_back_total=counts["taken_back"],
+            too_large_total=counts["too_large"],
         )
 
     async def _on_requests(self, request: Requests) -> Answers:

@@ -25,8 +25,9 @@ import trio
 from actors.log import RateLimitedLog
 from actors.requests import Answers
 from actors.timers import DueHeap, Timer
-from fastworker.dispatcher.placement import WorkerAccount
-from fastworker.messages import Assign, Pull
+from fastworker.dispatcher.outgoing import Outgoing
+from fastworker.dispatcher.placement import WorkerAccount, job_bytes
+from fastworker.messages import Assign, Finished, Job, Outcome, Pull, RemoteError
 
 __all__ = ["Pulls"]
 
@@ -52,22 +53,29 @@ class Pulls:
 
     Args:
         name: the Dispatcher's name, for log lines.
-        counts: the Dispatcher's counters; this adds ``stale_pulls``.
+        counts: the Dispatcher's counters; this adds ``stale_pulls`` and
+            ``too_large``.
+        out: where the outcomes of jobs too large to send go.
         pull_wait_max: the longest a Pull is parked, in seconds.
         ack_timeout: seconds an Assign with jobs may go unacknowledged.
-        max_assign_bytes: about the most bytes of jobs one Assign carries.
+        max_assign_bytes: about the most bytes of jobs one Assign carries
+            (a worker's own ``max_assign_bytes``, if it has one, instead).
+        max_job_bytes: the most bytes one job may take; a job larger fails
+            (``JobTooLarge``; a worker's own ``max_job_bytes`` likewise).
         on_overdue: awaited by ``ack_timer`` when Assigns fall overdue (they
             wait in ``overdue``).
     """
 
-    def __init__(self, name: str, counts: Counter[str], *, pull_wait_max: float,
-                 ack_timeout: float, max_assign_bytes: int,
+    def __init__(self, name: str, counts: Counter[str], out: Outgoing, *, pull_wait_max: float,
+                 ack_timeout: float, max_assign_bytes: int, max_job_bytes: int,
                  on_overdue: Callable[[], Awaitable[None]] | None) -> None:
         self._name = name
         self._counts = counts
+        self._out = out
         self._pull_wait_max = pull_wait_max
         self.ack_timeout = ack_timeout
-        self._max_assign_bytes = max_assign_bytes
+        self.max_assign_bytes = max_assign_bytes
+        self.max_job_bytes = max_job_bytes
         self._on_overdue = on_overdue
         #: Parked Pulls by worker name, due when their wait is over.
         self._parked: DueHeap[str, _ParkedPull] = DueHeap()
@@ -79,6 +87,7 @@ class Pulls:
         self.overdue: list[WorkerAccount] = []
         self._stale_log = RateLimitedLog(log, what="stale Pulls", period=60.0,
                                          level=logging.INFO)
+        self._too_large_log = RateLimitedLog(log, what="jobs too large", period=60.0)
 
     def is_parked(self, worker: WorkerAccount) -> bool:
         """Whether the worker has a Pull parked."""
@@ -153,7 +162,13 @@ class Pulls:
         parked.answers.send()  # unless its request is still being handled
 
     def take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
-        jobs = worker.take_outbox(self._max_assign_bytes)
+        """The answer to the worker's Pull ``seq``: what of its outbox fits
+        one frame, and the tasks to stop."""
+        limit = worker.max_job_bytes or self.max_job_bytes
+        jobs, too_large = worker.take_outbox(worker.max_assign_bytes or self.max_assign_bytes,
+                                             limit)
+        if too_large:
+            self._fail_too_large(worker, too_large, limit)
         cancel, worker.cancel = worker.cancel, []
         worker.pull_seq = seq
         # Stamped with this clock: the subworker keeps the deadlines' time
@@ -164,6 +179,31 @@ class Pulls:
             self._unacknowledged.push(due, worker.name, worker)
             self.ack_timer.arm(due)
         return worker.last_assign
+
+    def _fail_too_large(self, worker: WorkerAccount, jobs: list[Job], limit: int) -> None:
+        """Jobs alone larger than an answer to the worker's Pull may be: it
+        could never take them (its frame limit would drop the answer, and
+        them with it, each time), so they fail, their credit given back."""
+        now = time.time()
+        outcomes = []
+        for job in jobs:
+            worker.held.pop(job.id, None)
+            size = job_bytes(job)
+            outcomes.append(Outcome(
+                id=job.id, attempt=job.attempt, worker=worker.name, started_at=now,
+                finished_at=now, error=RemoteError(
+                    type="JobTooLarge", kind="error",
+                    message=f"task {job.task}'s job is about {size} bytes, more than the "
+                    f"{limit} bytes a job sent to worker {worker.name} may take (its "
+                    "max_frame_bytes, or the workers port's, less room for the frame); not "
+                    "sent. Pass less data, or raise FASTWORKER_MAX_FRAME_BYTES on both")))
+            self._too_large_log.event(
+                "%s: failed task %s (%s): its job is about %d bytes, more than the %d bytes a "
+                "job sent to worker %s may take", self._name, job.id, job.task, size,
+                limit, worker.name)
+        worker.credit += len(jobs)
+        self._counts["too_large"] += len(jobs)
+        self._out.results.append(Finished(outcomes=tuple(outcomes)))
 
     # -- Assigns not acknowledged ----------------------------------------------------
 

@@ -21,7 +21,12 @@ import attrs
 from actors.log import RateLimitedLog
 from actors.requests import Answers
 from fastworker.dispatcher.outgoing import Outgoing
-from fastworker.dispatcher.placement import Placement, WorkerAccount
+from fastworker.dispatcher.placement import (
+    Placement,
+    WorkerAccount,
+    assign_budget,
+    job_limit,
+)
 from fastworker.dispatcher.pulls import Pulls
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
@@ -82,14 +87,16 @@ class Subworkers:
     def __init__(self, name: str, placement: Placement, out: Outgoing, counts: Counter[str], *,
                  poison_after: int, pull_wait_max: float, ack_timeout: float = 5.0,
                  on_overdue: Callable[[], Awaitable[None]] | None = None,
-                 max_assign_bytes: int = 12 * 1024 * 1024) -> None:
+                 max_assign_bytes: int = 12 * 1024 * 1024,
+                 max_job_bytes: int = 16 * 1024 * 1024 - 512) -> None:
         self._name = name
         self._placement = placement
         self._out = out
         self._counts = counts
         self._poison_after = poison_after
-        self.pulls = Pulls(name, counts, pull_wait_max=pull_wait_max, ack_timeout=ack_timeout,
-                           max_assign_bytes=max_assign_bytes, on_overdue=on_overdue)
+        self.pulls = Pulls(name, counts, out, pull_wait_max=pull_wait_max, ack_timeout=ack_timeout,
+                           max_assign_bytes=max_assign_bytes, max_job_bytes=max_job_bytes,
+                           on_overdue=on_overdue)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         #: Tasks whose queued copies a late result cancelled (once each).
         self._copies_cancelled: OrderedDict[str, None] = OrderedDict()
@@ -356,6 +363,11 @@ class Subworkers:
         # Copies of its requests from before it registered are stale here.
         worker.pull_seq = worker.pull_seen = max(joined.pull_seq, 0)
         worker.report_seq = max(joined.report_seq, 0)
+        if joined.max_frame_bytes > 0:  # the smaller of its frame limit and ours
+            worker.max_assign_bytes = min(self.pulls.max_assign_bytes,
+                                          assign_budget(joined.max_frame_bytes))
+            worker.max_job_bytes = min(self.pulls.max_job_bytes,
+                                       job_limit(joined.max_frame_bytes))
         if joined.holding:
             # All of them: the journal may have brought one back as queued
             # (its dispatch was not yet written), or this control plane may

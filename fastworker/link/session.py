@@ -191,6 +191,7 @@ class LinkSession:
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
             concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
             holding=self.holding(), pull_seq=self._pull_seq, report_seq=self._report_seq,
+            max_frame_bytes=self.options.max_frame_bytes,
         )
         since = trio.current_time()
         while not self.draining:

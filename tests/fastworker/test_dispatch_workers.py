@@ -278,6 +278,32 @@ class TestAssigning:
         # a 64 KiB frame, and the job of 60,000 goes alone.
         assert answers == [["j0", "j1"], ["j2", "j3"], ["j4", "j5"], ["j6"], ["huge"]]
 
+    async def test_a_job_alone_larger_than_the_workers_frame_fails_with_job_too_large(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A subworker registered with a frame limit smaller than a job is
+        never sent it (its link would drop the answer, each time): the job
+        fails, saying why and by how much; its credit is given back, and the
+        other jobs go."""
+        async with open_dispatcher() as h:
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), max_frame_bytes=8192))
+            assert await h.request(Report(worker="w1", credit=2)) == [Ack()]
+            big = Job(id="big", task="a", payload=bytes(10_000), priority=2, timeout=None)
+            pending = await h.pull("w1", seq=1)
+            await h.send(batch(big, job("j2")))
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert assigned(pending) == ["j2"]
+        [failed] = h.finished()
+        assert (failed.id, failed.attempt, failed.worker) == ("big", 1, "w1")
+        assert failed.error is not None and failed.error.type == "JobTooLarge"
+        assert failed.error.message == (
+            "task a's job is about 10260 bytes, more than the 7680 bytes a job sent to worker "
+            "w1 may take (its max_frame_bytes, or the workers port's, less room for the frame); "
+            "not sent. Pass less data, or raise FASTWORKER_MAX_FRAME_BYTES on both")
+        assert load is not None and (load.held, load.credit) == (1, 1)
+        assert stats.too_large_total == 1
+
     async def test_jobs_of_a_task_a_worker_lacks_are_never_sent_to_it(
         self, autojump_clock: MockClock
     ) -> None:

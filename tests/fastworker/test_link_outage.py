@@ -26,7 +26,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors import GetStats, Topology, open_node
-from actors.frame import Framer
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
 from fastworker.link import session as link_module
 from fastworker.messages import (
@@ -281,6 +281,7 @@ class TestOutage:
         assert before[:2] == [1, 2] and after[0] == max(before) + 1
         assert [p.seq for p in cp.pulls] == sorted(p.seq for p in cp.pulls)
         assert cp.registers[0].pull_seq == cp.registers[0].report_seq == 0
+        assert cp.registers[0].max_frame_bytes == DEFAULT_MAX_FRAME_BYTES  # its answers' limit
         last_report = cp.registers[1].report_seq
         assert last_report >= 1 and min(r.seq for r in cp.reports if r.seq > last_report) == (
             last_report + 1)
