@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Literal
 
 from fastworker.messages import Assign, HeldJob, Job
@@ -106,6 +106,17 @@ class WorkerAccount:
             taken.append(job)
         self.outbox = []
         return taken, too_large
+
+    def ran_after_all(self, runs: Iterable[tuple[str, int]]) -> None:
+        """Of these (id, attempt) it reported running or ended, the jobs
+        taken back that it got after all: the credit given back for each
+        is taken again, once, since it offers that slot again at the end
+        (attempt 0: any attempt)."""
+        taken_back = self.taken_back
+        for task_id, attempt in runs:
+            if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
+                del taken_back[task_id]
+                self.credit -= 1
 
     @property
     def offers(self) -> bool:

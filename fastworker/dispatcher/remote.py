@@ -1,11 +1,12 @@
 """The Dispatcher's side of its conversation with subworkers.
 
-Subworkers ask through the workers edge: ``Pull`` (parked until jobs are
-placed for the worker, or its wait is over), ``Report`` (credit, starts,
-ends) and ``Drain``. Placed jobs wait in the worker's outbox for its Pull.
-When a subworker drains, leaves or is lost, what it held is requeued,
-redelivered or failed. Nothing is sent from here: results and requeued jobs
-go to ``Outgoing``, and where jobs go is ``placement.py``'s to decide.
+Subworkers ask through the workers edge: ``Pull`` (answered by
+``pulls.py``), ``Report`` (credit, starts, ends) and ``Drain``. Placed jobs
+wait in the worker's outbox for its Pull. When a subworker drains, leaves
+or is lost, or does not acknowledge an Assign in time, what it held is
+requeued, redelivered or failed. Nothing is sent from here: results and
+requeued jobs go to ``Outgoing``, and where jobs go is ``placement.py``'s
+to decide.
 """
 
 from __future__ import annotations
@@ -173,24 +174,14 @@ class Subworkers:
         worker.credit += max(report.credit, 0)
         if report.assigned and report.assigned >= worker.pull_seq:
             self.pulls.acknowledged(worker)
-        if worker.taken_back:
-            self._ran_after_all(worker, report)
+        if worker.taken_back:  # did it get a job taken back after all?
+            runs = [(o.id, o.attempt) for o in report.finished]
+            for running in report.running:
+                # No attempts listed (0): any run of the id counts.
+                runs.extend(zip(running.ids, running.attempts or (0,) * len(running.ids),
+                                strict=False))
+            worker.ran_after_all(runs)
         return Ack()
-
-    def _ran_after_all(self, worker: WorkerAccount, report: Report) -> None:
-        """Jobs taken back (their Assign unacknowledged) that the worker got
-        after all: the credit given back for each is taken again, once,
-        since the worker offers that slot again when the job ends."""
-        taken_back = worker.taken_back
-        runs = [(o.id, o.attempt) for o in report.finished]
-        for running in report.running:
-            # No attempts listed: any run of the id is taken for that one.
-            attempts = running.attempts or (0,) * len(running.ids)
-            runs.extend(zip(running.ids, attempts, strict=False))
-        for task_id, attempt in runs:
-            if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
-                del taken_back[task_id]
-                worker.credit -= 1
 
     def _late(self, outcome: Outcome) -> None:
         """A result from a worker that no longer holds the job: accepted (the
