@@ -88,8 +88,8 @@ def check_register(register: Register) -> str | None:
     """What is wrong with a subworker's ``Register``, or ``None``: a worker
     or host name too long, too many task names or one too long, a negative
     Pull or Report number or frame limit, more held jobs than slots, or a
-    held job's id too long. The registry keeps all of
-    it for as long as the worker lives, so a signed peer is bounded too."""
+    held job's id too long. The registry keeps all of it for as long as the
+    worker lives, so a signed peer is bounded too."""
     problem = (check_text("worker name", register.worker, MAX_ID_LENGTH, empty=False)
                or check_text("host name", register.host, MAX_ID_LENGTH))
     if problem is not None:
