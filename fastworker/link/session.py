@@ -243,7 +243,11 @@ class LinkSession:
                     holding = self._holding
                     for job in answer.jobs:
                         holding[job.id] = job.attempt
-                    await self._refs["executor"].send(answer)  # its ``cancel`` too
+                    # Shielded: jobs received and counted as held must reach
+                    # the executor even if the session ends meanwhile (the
+                    # next Register says they are held, so they run here).
+                    with trio.CancelScope(shield=True):
+                        await self._refs["executor"].send(answer)  # its ``cancel`` too
                 if self.draining:
                     return
         finally:

@@ -179,8 +179,25 @@ class Harness:
                 await trio.sleep(0.25)
 
 
+class GatedExecutor(Recorder):
+    """An executor stand-in that, once it has an Assign, takes nothing more
+    until ``gate`` is set (with a mailbox of one, the link's hand-over after
+    the next waits)."""
+
+    def __init__(self, options: Any, context: Any, *, got: list[Any], gate: trio.Event) -> None:
+        super().__init__(options, context, got=got)
+        self.gate = gate
+
+    async def handle(self, message: Any) -> Any:
+        self.got.append(message)
+        if isinstance(message, Assign):
+            await self.gate.wait()
+
+
 @asynccontextmanager
-async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIterator[Harness]:
+async def open_link(monkeypatch: pytest.MonkeyPatch, *, gate: trio.Event | None = None,
+                    **options: Any) -> AsyncIterator[Harness]:
+    """``gate``: the executor blocks on its first Assign until it is set."""
     control_plane = FakeControlPlane()
     executor_got: list[Any] = []
 
@@ -190,7 +207,12 @@ async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIte
     monkeypatch.setattr(link_module, "open_request_wire", open_fake_wire)
     topology = (
         Topology()
-        .add("executor", Recorder, params={"got": executor_got})
+        .add("executor", Recorder, params={"got": executor_got}) if gate is None else
+        Topology().add("executor", GatedExecutor, params={"got": executor_got, "gate": gate},
+                       mailbox=1)
+    )
+    topology = (
+        topology
         .add("link", WorkerLink, refs={"executor": "executor"}, address="tcp://127.0.0.1:1",
              discovery_port=0, worker="w1", **options)
     )
@@ -288,6 +310,28 @@ class TestOutage:
         [with_running] = [r for r in cp.reports if r.running]
         assert cp.reports[0].assigned == 0  # its credit, before any Assign
         assert 1 <= with_running.assigned <= cp.registers[1].pull_seq
+
+    async def test_jobs_received_reach_the_executor_even_when_the_session_ends_meanwhile(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An Assign whose hand-over to the executor waits when the control
+        plane forgets the worker still reaches the executor: the jobs the
+        link says it holds when it registers again are jobs that run here
+        (the control plane lets them end here, and runs no copy)."""
+        gate = trio.Event()
+        async with open_link(monkeypatch, gate=gate) as h:
+            cp = h.control_plane
+            for id in ("j1", "j2", "j3"):  # j1 is handled, j2 waits in the mailbox
+                cp.to_assign = (Job(id=id, task="add", payload=b"p", priority=2, timeout=None),)
+                await h.until(lambda: not cp.to_assign)
+            await trio.sleep(1.0)  # j3's hand-over waits
+            cp.restart()
+            await trio.sleep(5.0)  # the heartbeat is answered UnknownWorker
+            gate.set()
+            await h.until(lambda: cp.registrations == 2)
+            await h.until(lambda: len(h.executor_got) == 3)
+        assert [job.id for m in h.executor_got for job in m.jobs] == ["j1", "j2", "j3"]
+        assert [held.id for held in cp.registers[1].holding] == ["j1", "j2", "j3"]
 
     async def test_a_report_whose_answer_was_lost_goes_again_to_the_new_control_plane(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
