@@ -70,7 +70,7 @@ DEFAULT_ACK_TIMEOUT = 5.0
 @attrs.frozen
 class _TakeBack:
     """Dispatcher -> itself (from its ack timer): a subworker's Assign went
-    unacknowledged past ``ack_timeout``; take its jobs back."""
+    unacknowledged past ``ack_timeout``; the dispatch takes its jobs back."""
 
 
 Accepts: TypeAlias = Union[
@@ -168,10 +168,13 @@ class Dispatcher(Actor[Accepts]):
         return f"{local}, poison after {self.options.poison_after} lost workers"
 
     async def _ack_overdue(self) -> None:
-        """Unacknowledged Assigns past their bound: taken back by a message
-        to itself, so that what goes back is sent like any dispatch."""
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.context.peers[self.name].send(_TakeBack())
+        """Unacknowledged Assigns past their bound: a message to itself has
+        the next dispatch take them back (with no ref to itself, the next
+        message it handles does)."""
+        ref = self.context.peers.get(self.name)
+        if ref is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await ref.send(_TakeBack())
 
     async def handle(self, message: Accepts) -> Any:
         answer = await self._handle_one(message, call=True)
@@ -225,7 +228,7 @@ class Dispatcher(Actor[Accepts]):
             case RecoveredDispatched(ids=ids):
                 self._remote.recovered(ids)
             case _TakeBack():
-                self._remote.take_back()
+                pass  # _dispatch takes back what is overdue
             case Retry(jobs=jobs, delays=delays):
                 self._out.retries.extend(jobs)
                 self._out.retry_delays.extend(delays)
@@ -302,8 +305,11 @@ class Dispatcher(Actor[Accepts]):
     # -- each dispatch --------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Place what is held, send what the handled messages produced, and
-        ask the inbox for as many jobs as there is free credit."""
+        """Take back the jobs of overdue Assigns, place what is held, send
+        what the handled messages produced, and ask the inbox for as many
+        jobs as there is free credit."""
+        if self._remote.pulls.overdue:
+            self._remote.take_back()
         placed, self._held = self._placement.place(self._held)
         if self._held and self._received:
             self._held_log.event(
