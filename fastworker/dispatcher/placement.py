@@ -92,6 +92,21 @@ class WorkerAccount:
         taken out that are alone larger than ``limit`` (they can never be
         sent)."""
         outbox, used = self.outbox, 0
+        overhead = JOB_OVERHEAD_BYTES  # job_bytes, inline: this runs per job
+        for index, job in enumerate(outbox):
+            size = len(job.payload) + len(job.id) + len(job.task) + overhead
+            if size > limit:
+                return self._take_outbox_sorting(budget, limit)
+            used += size
+            if used > budget and index:
+                self.outbox = outbox[index:]
+                return outbox[:index], []
+        self.outbox = []
+        return outbox, []
+
+    def _take_outbox_sorting(self, budget: int, limit: int) -> tuple[list[Job], list[Job]]:
+        """``take_outbox`` when a job too large is among them (rare)."""
+        outbox, used = self.outbox, 0
         taken: list[Job] = []
         too_large: list[Job] = []
         for index, job in enumerate(outbox):
