@@ -261,9 +261,13 @@ class FaultyWire:
         """Close the wire and the inner wire; delayed and held frames are lost."""
         self._closed = True
         self._held = None
-        self._cancel_scope.cancel()
         self._all_sent.set()  # wakes a flush waiting in another task, to raise
-        await self._inner.aclose()
+        try:
+            await self._inner.aclose()
+        finally:
+            # Last: the caller may run inside this scope (``async with``),
+            # and closing the inner wire must not be cancelled by it.
+            self._cancel_scope.cancel()
 
     def _check_open(self) -> None:
         if self._closed:

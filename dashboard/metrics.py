@@ -23,7 +23,7 @@ from dashboard.views import (
     worker_views,
 )
 from fastworker.messages import PRIORITIES
-from fastworker.stats import InboxStats, ResultStoreStats
+from fastworker.stats import DispatcherStats, InboxStats, ResultStoreStats
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,6 +72,21 @@ class _SampleCollector(Collector):
             "Runs of tasks beyond the one whose outcome is kept (at-least-once delivery ran "
             "them again: a worker thought lost finished too).",
             value=sum(s.duplicate_runs_total for s in stores))
+        dispatchers: list[DispatcherStats] = sample.details(DispatcherStats)
+        yield CounterMetricFamily(
+            "fastworker_stale_pulls",
+            "Subworker Pulls older than their worker's newest (copies the network delayed "
+            "or repeated), answered with no jobs.",
+            value=sum(d.stale_pulls_total for d in dispatchers))
+        yield CounterMetricFamily(
+            "fastworker_jobs_taken_back",
+            "Jobs of Assigns their subworker did not acknowledge within ack_timeout, "
+            "queued again.",
+            value=sum(d.taken_back_total for d in dispatchers))
+        yield CounterMetricFamily(
+            "fastworker_jobs_too_large",
+            "Jobs failed with JobTooLarge: alone larger than a frame their subworker takes.",
+            value=sum(d.too_large_total for d in dispatchers))
         yield from _schedule_metrics(sample)
         yield from _journal_metrics(sample)
         if stores:

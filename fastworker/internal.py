@@ -48,6 +48,12 @@ class WorkerJoined:
     tasks: frozenset[str]
     at_most_once: frozenset[str] = frozenset()
     holding: tuple[HeldJob, ...] = ()
+    #: The last Pull and Report numbers it used before registering: older
+    #: copies still on their way are stale.
+    pull_seq: int = 0
+    report_seq: int = 0
+    #: The largest frame it takes (0: not said).
+    max_frame_bytes: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -86,9 +86,10 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
 
 def check_register(register: Register) -> str | None:
     """What is wrong with a subworker's ``Register``, or ``None``: a worker
-    or host name too long, too many task names or one too long, more held
-    jobs than slots, or a held job's id too long. The registry keeps all of
-    it for as long as the worker lives, so a signed peer is bounded too."""
+    or host name too long, too many task names or one too long, a negative
+    Pull or Report number or frame limit, more held jobs than slots, or a
+    held job's id too long. The registry keeps all of it for as long as the
+    worker lives, so a signed peer is bounded too."""
     problem = (check_text("worker name", register.worker, MAX_ID_LENGTH, empty=False)
                or check_text("host name", register.host, MAX_ID_LENGTH))
     if problem is not None:
@@ -99,6 +100,10 @@ def check_register(register: Register) -> str | None:
         for name in names:
             if (problem := check_text("a task name", name, MAX_TASK_NAME_LENGTH)) is not None:
                 return problem
+    for field, number in (("pull_seq", register.pull_seq), ("report_seq", register.report_seq),
+                          ("max_frame_bytes", register.max_frame_bytes)):
+        if number < 0:
+            return f"{field} is {number}; expected 0 or more"
     if len(register.holding) > max(register.concurrency, 0):
         return (f"it holds {len(register.holding)} jobs with {register.concurrency} slots")
     for held in register.holding:

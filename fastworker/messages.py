@@ -48,7 +48,7 @@ import attrs
 from actors import Codec
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -456,6 +456,13 @@ class Register:
     #: The jobs it holds now (registering again: a restarted control plane
     #: lets them end there rather than run them again).
     holding: tuple[HeldJob, ...] = ()
+    #: The last Pull and Report numbers it used before (registering again):
+    #: a copy of an older request, still on its way, is then known as stale.
+    pull_seq: int = 0
+    report_seq: int = 0
+    #: The largest frame it takes (its ``max_frame_bytes``; 0: not said): an
+    #: answer to its Pull is kept within it, and a job alone larger fails.
+    max_frame_bytes: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -485,8 +492,11 @@ class Pull:
 
     worker: str
     wait: float = 5.0
-    #: Counts the worker's Pulls: one resent after a dropped connection has
-    #: the number of the last one answered, and gets the same jobs again.
+    #: Counts the worker's Pulls, from 1, across its registrations: one
+    #: resent after a dropped connection has the number of the last one
+    #: answered, and gets the same jobs again; one older than that is stale
+    #: (a copy the network delayed) and gets nothing. Sending Pull N+1
+    #: acknowledges the Assign that answered Pull N.
     seq: int = 0
 
 
@@ -502,6 +512,9 @@ class Report:
     #: Counts the worker's Reports: one seen before (resent after a lost
     #: answer) adds no credit twice.
     seq: int = 0
+    #: The seq of the last Pull whose answer (an Assign) it received: an
+    #: acknowledgement of that Assign's jobs, besides the next Pull.
+    assigned: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -186,7 +186,9 @@ class Registry(Actor[Accepts]):
             await self.refs["dispatcher"].send(
                 WorkerJoined(worker=worker, tasks=frozenset(register.tasks),
                              at_most_once=frozenset(register.at_most_once),
-                             holding=register.holding)
+                             holding=register.holding, pull_seq=register.pull_seq,
+                             report_seq=register.report_seq,
+                             max_frame_bytes=register.max_frame_bytes)
             )
         options = self.options
         return Registered(worker=worker, heartbeat_interval=options.heartbeat_interval,

@@ -148,6 +148,15 @@ class DispatcherStats:
     #: dropped here; a repeat the Dispatcher cannot recognise (across a
     #: restart) is the store's ``duplicates_total``.
     resent_results_total: int = 0
+    #: Pulls older than the newest of their worker (copies the network
+    #: delayed or repeated), answered with no jobs.
+    stale_pulls_total: int = 0
+    #: Jobs of Assigns their worker did not acknowledge within
+    #: ``ack_timeout``, taken back and queued again.
+    taken_back_total: int = 0
+    #: Jobs failed with ``JobTooLarge``: alone larger than a frame their
+    #: worker takes.
+    too_large_total: int = 0
 
     @property
     def credit(self) -> Mapping[str, int]:

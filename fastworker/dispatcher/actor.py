@@ -9,6 +9,7 @@ docs/dispatcher.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -23,7 +24,7 @@ from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.log import RateLimitedLog
 from actors.requests import Answers, Requests
 from fastworker.dispatcher.outgoing import Outgoing
-from fastworker.dispatcher.placement import Placement
+from fastworker.dispatcher.placement import Placement, assign_budget, job_limit
 from fastworker.dispatcher.remote import Subworkers
 from fastworker.internal import (
     Dispatched,
@@ -56,11 +57,26 @@ __all__ = ["Dispatcher", "DispatcherOptions", "RecoveredDispatched"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
+#: Seconds a subworker has to acknowledge an Assign's jobs. Its next Pull,
+#: sent as soon as the jobs are with its executor, usually does so within
+#: milliseconds; an answer lost on the way is asked for again after the
+#: link's ``pull_wait + request_timeout`` (15 s), by when its jobs run
+#: elsewhere.
+DEFAULT_ACK_TIMEOUT = 5.0
+
+
+
+
+
+@attrs.frozen
+class _TakeBack:
+    """Dispatcher -> itself (from its ack timer): a subworker's Assign went
+    unacknowledged past ``ack_timeout``; the dispatch takes its jobs back."""
 
 
 Accepts: TypeAlias = Union[
     Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
-    Stop, RecoveredDispatched]
+    Stop, RecoveredDispatched, _TakeBack]
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +93,9 @@ class DispatcherOptions:
             running task (``Stop``) before answering ``requested``.
         max_frame_bytes: the frame limit of the edge subworkers pull from:
             an answer to a Pull carries no more jobs than fit in one frame.
+        ack_timeout: seconds a subworker has to acknowledge the jobs of an
+            Assign (by its next Pull, or a Report) before they are taken
+            back and queued again, though it stays healthy.
     """
 
     local: Literal["fallback", "always"] = "fallback"
@@ -85,11 +104,18 @@ class DispatcherOptions:
     stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     max_frame_bytes: int = attrs.field(default=DEFAULT_MAX_FRAME_BYTES,
                                        validator=attrs.validators.ge(4096))
+    ack_timeout: float = attrs.field(default=DEFAULT_ACK_TIMEOUT,
+                                     validator=attrs.validators.gt(0))
 
     @property
     def max_assign_bytes(self) -> int:
         """About the most bytes of jobs one Assign carries (room left for the rest)."""
-        return self.max_frame_bytes - min(64 * 1024, self.max_frame_bytes // 4)
+        return assign_budget(self.max_frame_bytes)
+
+    @property
+    def max_job_bytes(self) -> int:
+        """The most bytes one job may take (it goes alone in a frame)."""
+        return job_limit(self.max_frame_bytes)
 
 
 class Dispatcher(Actor[Accepts]):
@@ -120,7 +146,10 @@ class Dispatcher(Actor[Accepts]):
         self._remote = Subworkers(self.name, self._placement, self._out, self._counts,
                                   poison_after=options.poison_after,
                                   pull_wait_max=options.pull_wait_max,
-                                  max_assign_bytes=options.max_assign_bytes)
+                                  ack_timeout=options.ack_timeout,
+                                  on_overdue=self._ack_overdue,
+                                  max_assign_bytes=options.max_assign_bytes,
+                                  max_job_bytes=options.max_job_bytes)
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
         self._asked = 0  # jobs asked of the inbox and not yet received
         self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
@@ -133,10 +162,20 @@ class Dispatcher(Actor[Accepts]):
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         self._nursery = nursery
-        await nursery.start(self._remote.timer.run)
+        await nursery.start(self._remote.pulls.timer.run)
+        await nursery.start(self._remote.pulls.ack_timer.run)
         local = "no local executor" if "executor" not in self.refs else (
             f"local executor: {self.options.local}")
         return f"{local}, poison after {self.options.poison_after} lost workers"
+
+    async def _ack_overdue(self) -> None:
+        """Unacknowledged Assigns past their bound: a message to itself has
+        the next dispatch take them back (with no ref to itself, the next
+        message it handles does)."""
+        ref = self.context.peers.get(self.name)
+        if ref is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await ref.send(_TakeBack())
 
     async def handle(self, message: Accepts) -> Any:
         answer = await self._handle_one(message, call=True)
@@ -189,6 +228,8 @@ class Dispatcher(Actor[Accepts]):
                 self._remote.leave(message)
             case RecoveredDispatched(ids=ids):
                 self._remote.recovered(ids)
+            case _TakeBack():
+                pass  # _dispatch takes back what is overdue
             case Retry(jobs=jobs, delays=delays):
                 self._out.retries.extend(jobs)
                 self._out.retry_delays.extend(delays)
@@ -221,6 +262,9 @@ class Dispatcher(Actor[Accepts]):
             late_results_total=counts["late"],
             retried_total=counts["retried"],
             resent_results_total=counts["resent_results"],
+            stale_pulls_total=counts["stale_pulls"],
+            taken_back_total=counts["taken_back"],
+            too_large_total=counts["too_large"],
         )
 
     async def _on_requests(self, request: Requests) -> Answers:
@@ -264,8 +308,11 @@ class Dispatcher(Actor[Accepts]):
     # -- each dispatch --------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        """Place what is held, send what the handled messages produced, and
-        ask the inbox for as many jobs as there is free credit."""
+        """Take back the jobs of overdue Assigns, place what is held, send
+        what the handled messages produced, and ask the inbox for as many
+        jobs as there is free credit."""
+        if self._remote.pulls.overdue:
+            self._remote.take_back()
         placed, self._held = self._placement.place(self._held)
         if self._held and self._received:
             self._held_log.event(

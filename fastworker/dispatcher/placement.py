@@ -10,16 +10,34 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Literal
 
 from fastworker.messages import Assign, HeldJob, Job
 
-__all__ = ["Placement", "WorkerAccount"]
+__all__ = ["Placement", "WorkerAccount", "assign_budget", "job_bytes", "job_limit"]
 
 #: Bytes counted for a job besides its payload, id and task name (its other
 #: fields and their msgpack keys, with room to spare).
 JOB_OVERHEAD_BYTES = 256
+
+
+def job_bytes(job: Job) -> int:
+    """About the bytes ``job`` takes in a frame (more, rather than less)."""
+    return len(job.payload) + len(job.id) + len(job.task) + JOB_OVERHEAD_BYTES
+
+
+def assign_budget(max_frame_bytes: int) -> int:
+    """About the most bytes of jobs one Assign carries in a frame of
+    ``max_frame_bytes``: room is left for the rest of the frame."""
+    return max_frame_bytes - min(64 * 1024, max_frame_bytes // 4)
+
+
+def job_limit(max_frame_bytes: int) -> int:
+    """The most bytes one job may take to go alone in a frame of
+    ``max_frame_bytes`` (its header, tag and the Assign around it need
+    less than the room left)."""
+    return max_frame_bytes - 512
 
 
 class WorkerAccount:
@@ -30,7 +48,8 @@ class WorkerAccount:
 
     __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "drained",
                  "assigned_total", "held", "outbox", "cancel", "pull_seq", "last_assign",
-                 "report_seq", "holding", "adopted")
+                 "pull_seen", "report_seq", "taken_back", "max_assign_bytes", "max_job_bytes",
+                 "holding", "adopted")
 
     def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
                  at_most_once: frozenset[str] = frozenset()) -> None:
@@ -48,26 +67,71 @@ class WorkerAccount:
         self.cancel: list[str] = []  # held jobs to stop, sent with the next Assign
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
+        self.pull_seen = 0  # the newest Pull seen (answered, or parked now)
         self.report_seq = 0  # the last Report taken
+        # Jobs of an Assign it did not acknowledge in time, taken back (id:
+        # attempt): if it runs one after all, the credit given back for it
+        # is taken again (once; the copy queued again has the next attempt).
+        self.taken_back: dict[str, int] = {}
+        # The most bytes of jobs an answer to its Pull carries, and of one
+        # job (from its own frame limit, when it said one smaller than the
+        # workers port's; 0: the port's).
+        self.max_assign_bytes = 0
+        self.max_job_bytes = 0
         # Across a control plane's restart: the jobs it said it held when it
         # registered (not yet matched with what the journal brought back),
         # and the recovered tasks it holds (their copies wait in the inbox).
         self.holding: dict[str, HeldJob] = {}
         self.adopted: dict[str, None] = {}  # in the order adopted
 
-    def take_outbox(self, budget: int) -> list[Job]:
+    def take_outbox(self, budget: int, limit: int) -> tuple[list[Job], list[Job]]:
         """Take the first jobs of the outbox whose sizes fit ``budget``
         (always one at least); the rest wait for the next Pull. One frame
         carries an Assign: past its limit it could not be sent at all, and
-        its jobs would wait for nobody."""
+        its jobs would wait for nobody. Returns the jobs taken, and those
+        taken out that are alone larger than ``limit`` (they can never be
+        sent)."""
         outbox, used = self.outbox, 0
+        overhead = JOB_OVERHEAD_BYTES  # job_bytes, inline: this runs per job
         for index, job in enumerate(outbox):
-            used += len(job.payload) + len(job.id) + len(job.task) + JOB_OVERHEAD_BYTES
+            size = len(job.payload) + len(job.id) + len(job.task) + overhead
+            if size > limit:
+                return self._take_outbox_sorting(budget, limit)
+            used += size
             if used > budget and index:
                 self.outbox = outbox[index:]
-                return outbox[:index]
+                return outbox[:index], []
         self.outbox = []
-        return outbox
+        return outbox, []
+
+    def _take_outbox_sorting(self, budget: int, limit: int) -> tuple[list[Job], list[Job]]:
+        """``take_outbox`` when a job too large is among them (rare)."""
+        outbox, used = self.outbox, 0
+        taken: list[Job] = []
+        too_large: list[Job] = []
+        for index, job in enumerate(outbox):
+            size = job_bytes(job)
+            if size > limit:
+                too_large.append(job)
+                continue
+            used += size
+            if used > budget and taken:
+                self.outbox = outbox[index:]
+                return taken, too_large
+            taken.append(job)
+        self.outbox = []
+        return taken, too_large
+
+    def ran_after_all(self, runs: Iterable[tuple[str, int]]) -> None:
+        """Of these (id, attempt) it reported running or ended, the jobs
+        taken back that it got after all: the credit given back for each
+        is taken again, once, since it offers that slot again at the end
+        (attempt 0: any attempt)."""
+        taken_back = self.taken_back
+        for task_id, attempt in runs:
+            if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
+                del taken_back[task_id]
+                self.credit -= 1
 
     @property
     def offers(self) -> bool:

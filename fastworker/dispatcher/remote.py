@@ -1,11 +1,12 @@
 """The Dispatcher's side of its conversation with subworkers.
 
-Subworkers ask through the workers edge: ``Pull`` (parked until jobs are
-placed for the worker, or its wait is over), ``Report`` (credit, starts,
-ends) and ``Drain``. Placed jobs wait in the worker's outbox for its Pull.
-When a subworker drains, leaves or is lost, what it held is requeued,
-redelivered or failed. Nothing is sent from here: results and requeued jobs
-go to ``Outgoing``, and where jobs go is ``placement.py``'s to decide.
+Subworkers ask through the workers edge: ``Pull`` (answered by
+``pulls.py``), ``Report`` (credit, starts, ends) and ``Drain``. Placed jobs
+wait in the worker's outbox for its Pull. When a subworker drains, leaves
+or is lost, or does not acknowledge an Assign in time, what it held is
+requeued, redelivered or failed. Nothing is sent from here: results and
+requeued jobs go to ``Outgoing``, and where jobs go is ``placement.py``'s
+to decide.
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
-import trio
 
 from actors.log import RateLimitedLog
 from actors.requests import Answers
-from actors.timers import DueHeap, Timer
 from fastworker.dispatcher.outgoing import Outgoing
-from fastworker.dispatcher.placement import Placement, WorkerAccount
+from fastworker.dispatcher.placement import (
+    Placement,
+    WorkerAccount,
+    assign_budget,
+    job_limit,
+)
+from fastworker.dispatcher.pulls import Pulls
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     Ack,
@@ -48,17 +53,9 @@ log = logging.getLogger("fastworker.dispatcher")
 #: Ids of redelivered jobs (and of jobs recovered as dispatched after a
 #: restart) remembered, to cancel a queued copy when a late result arrives.
 _REDELIVERED_REMEMBERED = 100_000
-
-
-@attrs.define(eq=False)
-class _ParkedPull:
-    """A worker's Pull waiting for jobs: the answer of its request that it
-    fills, and its sequence number."""
-
-    worker: WorkerAccount
-    answers: Answers
-    index: int
-    seq: int
+#: Jobs taken back from one worker (their Assign unacknowledged) remembered,
+#: to take their credit again if the worker runs them after all.
+_TAKEN_BACK_REMEMBERED = 10_000
 
 
 class Subworkers:
@@ -73,27 +70,34 @@ class Subworkers:
         placement: the workers' accounts (the Dispatcher's too).
         out: where results, requeued jobs and retries wait to be sent.
         counts: the Dispatcher's counters; this adds ``late``,
-            ``redelivered``, ``failed_lost`` and ``resent_results``.
+            ``redelivered``, ``failed_lost``, ``resent_results``,
+            ``stale_pulls`` and ``taken_back``.
         poison_after: a job held by this many lost workers fails as poison.
         pull_wait_max: the longest a Pull is parked, in seconds.
+        ack_timeout: seconds an Assign with jobs may go unacknowledged (by
+            the worker's next Pull, or a Report) before its jobs are taken
+            back and queued again.
+        on_overdue: awaited by ``ack_timer`` when Assigns fall overdue; it
+            has the Dispatcher call ``take_back`` (inside its handling, so
+            what goes back is sent with a dispatch).
         max_assign_bytes: about the most bytes of jobs one Assign carries
             (the workers edge's frame limit, less room); the rest wait in
             the outbox for the next Pull, which the subworker sends at once.
     """
 
     def __init__(self, name: str, placement: Placement, out: Outgoing, counts: Counter[str], *,
-                 poison_after: int, pull_wait_max: float,
-                 max_assign_bytes: int = 12 * 1024 * 1024) -> None:
+                 poison_after: int, pull_wait_max: float, ack_timeout: float = 5.0,
+                 on_overdue: Callable[[], Awaitable[None]] | None = None,
+                 max_assign_bytes: int = 12 * 1024 * 1024,
+                 max_job_bytes: int = 16 * 1024 * 1024 - 512) -> None:
         self._name = name
         self._placement = placement
         self._out = out
         self._counts = counts
         self._poison_after = poison_after
-        self._pull_wait_max = pull_wait_max
-        self._max_assign_bytes = max_assign_bytes
-        #: Parked Pulls by worker name, due when their wait is over.
-        self._parked: DueHeap[str, _ParkedPull] = DueHeap()
-        self.timer = Timer(lambda: self._parked.next_at, self._expire)
+        self.pulls = Pulls(name, counts, out, pull_wait_max=pull_wait_max, ack_timeout=ack_timeout,
+                           max_assign_bytes=max_assign_bytes, max_job_bytes=max_job_bytes,
+                           on_overdue=on_overdue)
         self._redelivered: OrderedDict[str, None] = OrderedDict()
         #: Tasks whose queued copies a late result cancelled (once each).
         self._copies_cancelled: OrderedDict[str, None] = OrderedDict()
@@ -105,6 +109,7 @@ class Subworkers:
         self._recovered: set[str] = set()
         self._late_log = RateLimitedLog(log, what="late results", period=60.0,
                                         level=logging.INFO)
+        self._take_back_log = RateLimitedLog(log, what="Assigns taken back", period=60.0)
 
     # -- requests --------------------------------------------------------------------
 
@@ -120,19 +125,14 @@ class Subworkers:
                     answers.later()
                     self.unkept_acks.append((answers, index, value))
                     return
-            case Pull(worker=name, seq=seq):
+            case Pull(worker=name):
                 worker = self._placement.workers.get(name)
                 if worker is None or worker.local:
                     value = UnknownWorker(worker=name)
-                elif seq and seq == worker.pull_seq:
-                    # Its answer was lost on the way: the same again, stamped
-                    # anew (the deadlines' time left is counted from now).
-                    value = attrs.evolve(worker.last_assign, sent_at=time.time())
-                elif worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
-                    value = self._take_outbox(worker, seq)
                 else:
-                    self._park(worker, item, answers, index)
-                    return
+                    value = self.pulls.pull(worker, item, answers, index, may_wait=may_wait)
+                    if value is None:  # parked
+                        return
             case Drain(worker=name):
                 worker = self._placement.workers.get(name)
                 if worker is None or worker.local:
@@ -172,6 +172,15 @@ class Subworkers:
             return UnknownWorker(worker=report.worker)
         worker.report_seq = report.seq
         worker.credit += max(report.credit, 0)
+        if report.assigned and report.assigned >= worker.pull_seq:
+            self.pulls.acknowledged(worker)
+        if worker.taken_back:  # did it get a job taken back after all?
+            runs = [(o.id, o.attempt) for o in report.finished]
+            for running in report.running:
+                # No attempts listed (0): any run of the id counts.
+                runs.extend(zip(running.ids, running.attempts or (0,) * len(running.ids),
+                                strict=False))
+            worker.ran_after_all(runs)
         return Ack()
 
     def _late(self, outcome: Outcome) -> None:
@@ -271,42 +280,36 @@ class Subworkers:
         if len(self._redelivered) > _REDELIVERED_REMEMBERED:
             self._redelivered.popitem(last=False)
 
-    # -- parked Pulls --------------------------------------------------------------
-
-    def _park(self, worker: WorkerAccount, pull: Pull, answers: Answers, index: int) -> None:
-        self._answer_pull(worker)  # a resent Pull replaces the older one
-        answers.later()
-        wait = pull.wait if pull.wait >= 0.0 else 0.0  # NaN, from a signed peer, is 0 too
-        deadline = trio.current_time() + min(wait, self._pull_wait_max)
-        self._parked.push(deadline, worker.name, _ParkedPull(worker, answers, index, pull.seq))
-        self.timer.arm(deadline)
-
-    def _answer_pull(self, worker: WorkerAccount, value: Any = None) -> None:
-        """Answer the worker's parked Pull, if it has one: with ``value``, or
-        else with its outbox."""
-        parked = self._parked.discard(worker.name)
-        if parked is not None:
-            self._fill(parked, value)
-
-    def _expire(self, now: float) -> None:
-        """Answer the parked Pulls whose wait is over (with nothing, usually)."""
-        for parked in self._parked.pop_due(now):
-            self._fill(parked, None)
-
-    def _fill(self, parked: _ParkedPull, value: Any) -> None:
-        if value is None:
-            value = self._take_outbox(parked.worker, parked.seq)
-        parked.answers.fill(parked.index, value)
-        parked.answers.send()  # unless its request is still being handled
-
-    def _take_outbox(self, worker: WorkerAccount, seq: int) -> Assign:
-        jobs = worker.take_outbox(self._max_assign_bytes)
-        cancel, worker.cancel = worker.cancel, []
-        worker.pull_seq = seq
-        # Stamped with this clock: the subworker keeps the deadlines' time
-        # left, not our clock (fastworker.deadlines).
-        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time())
-        return worker.last_assign
+    def take_back(self) -> None:
+        """Take back the jobs of each overdue Assign that its worker (still
+        the same, still holding them) has not acknowledged: queued again at
+        the front as their next attempt (a task that must not run twice
+        fails with ``WorkerLost``), the credit given back. If the worker had
+        them after all, their results come as late ones, and a second run
+        is counted by the store."""
+        overdue, self.pulls.overdue = self.pulls.overdue, []
+        timeout = self.pulls.ack_timeout
+        for worker in overdue:
+            if self._placement.workers.get(worker.name) is not worker:
+                continue  # it left: what it held went back then
+            last = worker.last_assign
+            jobs = [job for job in last.jobs if job.id in worker.held]
+            worker.last_assign = Assign(jobs=(), cancel=last.cancel)  # a late resend: nothing
+            if not jobs:
+                continue
+            taken_back = worker.taken_back
+            for job in jobs:
+                taken_back[job.id] = job.attempt
+            while len(taken_back) > _TAKEN_BACK_REMEMBERED:  # the oldest never came
+                del taken_back[next(iter(taken_back))]
+            worker.credit += len(jobs)
+            self._counts["taken_back"] += len(jobs)
+            self._take_back_log.event(
+                "%s: worker %s did not acknowledge the %d jobs answered to its Pull %d within "
+                "%g s (ack_timeout): taken back and queued again", self._name, worker.name,
+                len(jobs), worker.pull_seq, timeout)
+            self._redeliver(worker, jobs, lost=False, delivered=True,
+                            reason=f"its Assign was not acknowledged within {timeout:g} s")
 
     # -- jobs placed, and tasks stopped ----------------------------------------------
 
@@ -317,7 +320,7 @@ class Subworkers:
         for job in jobs:
             held[job.id] = job
         worker.outbox.extend(jobs)
-        self._answer_pull(worker)
+        self.pulls.answer(worker)
 
     def stop(self, task_id: str) -> CancelReply | None:
         """Stop a task a subworker holds: cancelled if it is still in the
@@ -326,7 +329,7 @@ class Subworkers:
         for worker in self._placement.workers.values():
             if task_id in worker.adopted:
                 worker.cancel.append(task_id)
-                self._answer_pull(worker)
+                self.pulls.answer(worker)
                 return CancelReply(id=task_id, outcome="requested")
             if task_id not in worker.held:
                 continue
@@ -338,7 +341,7 @@ class Subworkers:
                     self._out.results.append(Cancelled(ids=(task_id,)))
                     return CancelReply(id=task_id, outcome="cancelled")
             worker.cancel.append(task_id)
-            self._answer_pull(worker)
+            self.pulls.answer(worker)
             return CancelReply(id=task_id, outcome="requested")
         return None
 
@@ -348,6 +351,14 @@ class Subworkers:
         if joined.worker in self._placement.workers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
         worker = self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+        # Copies of its requests from before it registered are stale here.
+        worker.pull_seq = worker.pull_seen = max(joined.pull_seq, 0)
+        worker.report_seq = max(joined.report_seq, 0)
+        if joined.max_frame_bytes > 0:  # the smaller of its frame limit and ours
+            worker.max_assign_bytes = min(self.pulls.max_assign_bytes,
+                                          assign_budget(joined.max_frame_bytes))
+            worker.max_job_bytes = min(self.pulls.max_job_bytes,
+                                       job_limit(joined.max_frame_bytes))
         if joined.holding:
             # All of them: the journal may have brought one back as queued
             # (its dispatch was not yet written), or this control plane may
@@ -375,8 +386,8 @@ class Subworkers:
         not pulled goes with its last Pull, or back to the queue."""
         self._placement.update(worker, health="draining")
         worker.credit = 0
-        if worker.name in self._parked:
-            self._answer_pull(worker)
+        if self.pulls.is_parked(worker):
+            self.pulls.answer(worker)
         else:
             self._redeliver(worker, worker.outbox, lost=False, delivered=False)
             worker.outbox = []
@@ -385,7 +396,8 @@ class Subworkers:
         worker = self._placement.remove(left.worker)
         if worker is None or worker.local:
             return
-        self._answer_pull(worker, UnknownWorker(worker=worker.name))
+        self.pulls.answer(worker, UnknownWorker(worker=worker.name))
+        self.pulls.acknowledged(worker)  # nothing of it is taken back: it all goes back now
         if worker.adopted:  # their copies run now (a late result cancels them)
             self._out.adopted.append(Adopted(ids=tuple(worker.adopted), state="again"))
         undelivered = {job.id for job in worker.outbox}

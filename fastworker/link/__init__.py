@@ -9,9 +9,13 @@ the workers port (base+5), over NNG req/rep, in four conversations:
 - ``Register`` once (again whenever the control plane answers
   ``UnknownWorker``: it restarted, or declared this worker lost);
 - a ``Pull`` always parked at the Dispatcher, answered with an ``Assign``
-  when there are jobs for this worker. Each Pull carries a sequence number,
-  so a Pull resent after a dropped connection gets the same jobs again
-  instead of losing them;
+  when there are jobs for this worker. Each Pull carries a sequence number
+  that counts up for the life of the link (``Register`` says the last one
+  used): a Pull resent after a dropped connection gets the same jobs again
+  instead of losing them, a late copy of an older one gets none, and the
+  next Pull (or a Report's ``assigned``) acknowledges the jobs received.
+  Jobs received always reach the executor, even if the session ends
+  meanwhile: registering again, the link lists them as held;
 - ``Report``s: free credit, and what started and ended, batched: while one
   is in flight the next accumulates. A start alone waits up to
   ``running_delay`` for company (the job's end, usually), so that a short

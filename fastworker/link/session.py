@@ -87,6 +87,11 @@ class LinkSession:
         self._reported = 0  # of those, credit the control plane holds
         self._report_wanted = trio.Event()
         self._report_seq = 0
+        #: Pulls are numbered across registrations (the control plane takes
+        #: a copy numbered at or below the last used before it as stale);
+        #: ``_assigned`` is the last whose answer came, told in Reports.
+        self._pull_seq = 0
+        self._assigned = 0
         self._reported_all = trio.Event()
         self.registered = False
         self._unknown = trio.Event()
@@ -207,7 +212,8 @@ class LinkSession:
         register = Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
             concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
-            holding=self.holding(),
+            holding=self.holding(), pull_seq=self._pull_seq, report_seq=self._report_seq,
+            max_frame_bytes=self.options.max_frame_bytes,
         )
         since = trio.current_time()
         while not self.draining:
@@ -233,11 +239,10 @@ class LinkSession:
     # -- the conversations ----------------------------------------------------------
 
     async def _pull_loop(self) -> None:
-        seq = 0
         try:
             while True:
-                seq += 1
-                pull = Pull(worker=self.worker, wait=self.options.pull_wait, seq=seq)
+                self._pull_seq += 1
+                pull = Pull(worker=self.worker, wait=self.options.pull_wait, seq=self._pull_seq)
                 answer: Any = None
                 while answer is None:  # the same Pull again until it is answered
                     answer = await self._ask(
@@ -245,6 +250,10 @@ class LinkSession:
                 if isinstance(answer, UnknownWorker):
                     self._unknown.set()
                     return
+                if isinstance(answer, Assign):
+                    # Acknowledged by the next Pull, and by the next Report
+                    # (which goes out even while this one waits for the executor).
+                    self._assigned = pull.seq
                 if isinstance(answer, Assign) and (answer.jobs or answer.cancel):
                     # Deadlines onto this worker's clock, counted from now.
                     answer = on_arrival(answer, time.time())
@@ -256,7 +265,11 @@ class LinkSession:
                     holding = self._holding
                     for job in answer.jobs:
                         holding[job.id] = job.attempt
-                    await self._refs["executor"].send(answer)  # its ``cancel`` too
+                    # Shielded: jobs received and counted as held must reach
+                    # the executor even if the session ends meanwhile (the
+                    # next Register says they are held, so they run here).
+                    with trio.CancelScope(shield=True):
+                        await self._refs["executor"].send(answer)  # its ``cancel`` too
                 if self.draining:
                     return
         finally:
@@ -296,7 +309,8 @@ class LinkSession:
             running, finished = self._buffer.take()
             self._report_seq += 1
             report = Report(worker=self.worker, credit=max(credit, 0), running=tuple(running),
-                            finished=tuple(finished), seq=self._report_seq)
+                            finished=tuple(finished), seq=self._report_seq,
+                            assigned=self._assigned)
             self._reported += report.credit
             try:
                 answer = None

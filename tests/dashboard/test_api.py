@@ -24,7 +24,7 @@ from fastworker import TaskCancelled, TaskError
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
 from fastworker.messages import TaskRecord
-from fastworker.stats import ResultStoreStats, ScheduleInfo, SchedulerStats
+from fastworker.stats import DispatcherStats, ResultStoreStats, ScheduleInfo, SchedulerStats
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
 
@@ -436,6 +436,27 @@ class TestDuplicateRuns:
                    if s.name.endswith("_total")]
         assert total.value == 3
         assert page.duplicate_runs == 1
+
+
+class TestWorkerProtocol:
+    def test_metrics_show_stale_pulls_jobs_taken_back_and_jobs_too_large(self) -> None:
+        """The dispatcher's ``stale_pulls_total``, ``taken_back_total`` and
+        ``too_large_total`` are counters in /metrics."""
+        dispatcher = DispatcherStats(
+            workers=(), held=0, asked=0, assigned_total=9, batches_total=1,
+            redelivered_total=0, failed_lost_total=0, late_results_total=0,
+            stale_pulls_total=4, taken_back_total=2, too_large_total=1)
+        sample = views.Sample(at=1010.0, clock=1.0, stats={"dispatcher": ActorStats(
+            name="dispatcher", kind="fastworker.Dispatcher",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=dispatcher)})
+        text = metrics.render(sample, views.NodeInfo(name="n", version="1", started_at=0.0))
+        families = _families(text.decode())
+        totals = {name: [s.value for s in families[name].samples if s.name.endswith("_total")]
+                  for name in ("fastworker_stale_pulls", "fastworker_jobs_taken_back",
+                               "fastworker_jobs_too_large")}
+        assert totals == {"fastworker_stale_pulls": [4], "fastworker_jobs_taken_back": [2],
+                          "fastworker_jobs_too_large": [1]}
 
 
 class TestEndpoints:

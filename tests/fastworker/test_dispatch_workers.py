@@ -27,7 +27,7 @@ from trio.testing import MockClock
 from actors import GetStats, Ref, Topology, open_node
 from actors.frame import Framer
 from actors.requests import Requests
-from fastworker.dispatcher import Dispatcher, remote
+from fastworker.dispatcher import Dispatcher, pulls
 from fastworker.internal import (
     Adopted,
     Dispatched,
@@ -277,6 +277,32 @@ class TestAssigning:
         # 20,259 bytes counted per job of 20,000: two fit the 49,152 left of
         # a 64 KiB frame, and the job of 60,000 goes alone.
         assert answers == [["j0", "j1"], ["j2", "j3"], ["j4", "j5"], ["j6"], ["huge"]]
+
+    async def test_a_job_alone_larger_than_the_workers_frame_fails_with_job_too_large(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A subworker registered with a frame limit smaller than a job is
+        never sent it (its link would drop the answer, each time): the job
+        fails, saying why and by how much; its credit is given back, and the
+        other jobs go."""
+        async with open_dispatcher() as h:
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), max_frame_bytes=8192))
+            assert await h.request(Report(worker="w1", credit=2)) == [Ack()]
+            big = Job(id="big", task="a", payload=bytes(10_000), priority=2, timeout=None)
+            pending = await h.pull("w1", seq=1)
+            await h.send(batch(big, job("j2")))
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert assigned(pending) == ["j2"]
+        [failed] = h.finished()
+        assert (failed.id, failed.attempt, failed.worker) == ("big", 1, "w1")
+        assert failed.error is not None and failed.error.type == "JobTooLarge"
+        assert failed.error.message == (
+            "task a's job is about 10260 bytes, more than the 7680 bytes a job sent to worker "
+            "w1 may take (its max_frame_bytes, or the workers port's, less room for the frame); "
+            "not sent. Pass less data, or raise FASTWORKER_MAX_FRAME_BYTES on both")
+        assert load is not None and (load.held, load.credit) == (1, 1)
+        assert stats.too_large_total == 1
 
     async def test_jobs_of_a_task_a_worker_lacks_are_never_sent_to_it(
         self, autojump_clock: MockClock
@@ -529,7 +555,7 @@ class TestPulls:
         from then; the same answer resent later is stamped anew, and a
         job's own deadline is left on the control plane's clock."""
         wall = [1_000.0]
-        monkeypatch.setattr(remote, "time", SimpleNamespace(time=lambda: wall[0]))
+        monkeypatch.setattr(pulls, "time", SimpleNamespace(time=lambda: wall[0]))
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=1)
             first = await h.pull("w1", seq=1)
@@ -551,6 +577,141 @@ class TestPulls:
             assert older.answer == [Assign(jobs=())]
             await h.send(batch(job("j1")))
         assert assigned(newer) == ["j1"]
+
+
+class TestStaleAndUnacknowledged:
+    """Copies of a subworker's requests that the network delayed or repeated
+    never take jobs away from the Pull the worker waits on, and jobs whose
+    Assign the worker does not acknowledge go back to the queue."""
+
+    async def test_a_pull_older_than_the_newest_gets_no_jobs_and_is_counted(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A delayed copy of Pull 1 arriving while Pull 3 is parked is
+        answered with no jobs; the next jobs go to Pull 3."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"), seq=1)
+            await hold(h, "w1", job("j2"), seq=2)
+            parked = await h.pull("w1", seq=3)
+            stale = await h.pull("w1", seq=1)
+            assert stale.answer == [Assign(jobs=())]
+            await h.send(batch(job("j3")))
+            stats = await h.stats()
+        assert assigned(parked) == ["j3"]
+        assert stats.stale_pulls_total == 1
+        assert stats.taken_back_total == 0 and h.requeued() == []
+
+    async def test_every_copy_of_the_parked_pull_gets_the_same_answer(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A second copy of the parked Pull answers the first now, and gets
+        the same answer; jobs placed later go to the next Pull."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=1)
+            first = await h.pull("w1", seq=1)
+            copy = await h.pull("w1", seq=1)
+            assert first.answer == copy.answer == [Assign(jobs=())]
+            following = await h.pull("w1", seq=2)
+            await h.send(batch(job("j1")))
+        assert assigned(following) == ["j1"]
+
+    async def test_an_unacknowledged_assign_is_taken_back_after_ack_timeout(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Jobs whose Assign is followed by no Pull and no Report within
+        ack_timeout go back to the queue as their next attempt, with their
+        credit; a late resend of that Pull then gets nothing."""
+        async with open_dispatcher(ack_timeout=4.0) as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"), job("j2"))
+            await trio.sleep(3.9)
+            assert h.requeued() == []
+            await trio.sleep(0.2)
+            resent = await h.pull("w1", seq=1)
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert h.requeued() == [Requeue(jobs=(job("j1", attempt=2), job("j2", attempt=2)))]
+        assert resent.answer == [Assign(jobs=())]
+        assert load is not None and (load.held, load.credit) == (0, 2)
+        assert stats.taken_back_total == 2
+
+    @pytest.mark.parametrize("acknowledgement", ["next_pull", "report"])
+    async def test_the_next_pull_or_a_report_acknowledges_an_assign(
+        self, autojump_clock: MockClock, acknowledgement: str
+    ) -> None:
+        """Pull 2, or a Report saying it received the answer to Pull 1,
+        acknowledges Pull 1's jobs: they stay with the worker."""
+        async with open_dispatcher(ack_timeout=4.0) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"), seq=1)
+            if acknowledgement == "next_pull":
+                await h.pull("w1", seq=2)
+            else:
+                assert await h.request(Report(worker="w1", seq=1, assigned=1)) == [Ack()]
+            await trio.sleep(10.0)
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert h.requeued() == []
+        assert load is not None and load.held == 1
+        assert stats.taken_back_total == 0
+
+    async def test_a_taken_back_job_that_ran_after_all_is_late_and_takes_its_credit_again(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The worker had the jobs after all: its result is a late one (the
+        queued copy cancelled), and the credit given back is taken again."""
+        async with open_dispatcher(ack_timeout=4.0) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"))
+            await trio.sleep(5.0)
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            await h.request(Report(worker="w1", seq=1, running=(running,)))
+            await h.request(Report(worker="w1", seq=2, credit=1, finished=(outcome("j1"),)))
+            load = await h.load("w1")
+            stats = await h.stats()
+        assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
+        assert load is not None and load.credit == 1
+        assert stats.late_results_total == 1
+
+    async def test_the_copy_of_a_taken_back_job_run_there_keeps_its_credit(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A job taken back, then placed on the same worker as its next
+        attempt and run there, is no run "after all": the worker's credit
+        is what it reports."""
+        async with open_dispatcher(ack_timeout=4.0) as h:
+            await h.join("w1", "a", credit=1)
+            await hold(h, "w1", job("j1"), seq=1)
+            await trio.sleep(5.0)
+            again = await h.pull("w1", seq=2)
+            await h.send(batch(job("j1", attempt=2)))
+            assert assigned(again) == ["j1"]
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(2,))
+            await h.request(Report(worker="w1", seq=1, running=(running,)))
+            await h.request(Report(worker="w1", seq=2, credit=1,
+                                   finished=(outcome("j1", attempt=2),)))
+            load = await h.load("w1")
+        assert load is not None and (load.held, load.credit) == (0, 1)
+
+    async def test_requests_from_before_a_registration_are_stale(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """A worker registering again says the last Pull and Report numbers
+        it used: copies up to them still on their way take no jobs, and add
+        no credit."""
+        async with open_dispatcher() as h:
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), pull_seq=10,
+                                      report_seq=7))
+            assert await h.request(Report(worker="w1", credit=5, seq=7)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=1, seq=8)) == [Ack()]
+            stale = await h.pull("w1", seq=9)
+            pending = await h.pull("w1", seq=11)
+            await h.send(batch(job("j1"), job("j2")))
+            stats = await h.stats()
+        assert stale.answer == [Assign(jobs=())]
+        assert assigned(pending) == ["j1"]
+        assert stats.stale_pulls_total == 1
 
 
 class TestGoneWorkers:

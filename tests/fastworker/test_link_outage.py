@@ -26,7 +26,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors import GetStats, Topology, open_node
-from actors.frame import Framer
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
 from fastworker.link import session as link_module
 from fastworker.messages import (
@@ -89,6 +89,8 @@ class FakeControlPlane:
         #: Dispatcher had placed for the worker).
         self.assign_on_drain: tuple[Job, ...] = ()
         self._drained = trio.Event()
+        #: Every Pull that came, in order.
+        self.pulls: list[Pull] = []
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -102,6 +104,8 @@ class FakeControlPlane:
     async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
         [message] = self.framer.unpack(frame)
         self.events.append(type(message).__name__)
+        if isinstance(message, Pull):
+            self.pulls.append(message)
         if type(message) in self.unanswered:
             self.ignored.append(message)
             await trio.sleep(PATIENCE if timeout is None else timeout)
@@ -175,8 +179,25 @@ class Harness:
                 await trio.sleep(0.25)
 
 
+class GatedExecutor(Recorder):
+    """An executor stand-in that, once it has an Assign, takes nothing more
+    until ``gate`` is set (with a mailbox of one, the link's hand-over after
+    the next waits)."""
+
+    def __init__(self, options: Any, context: Any, *, got: list[Any], gate: trio.Event) -> None:
+        super().__init__(options, context, got=got)
+        self.gate = gate
+
+    async def handle(self, message: Any) -> Any:
+        self.got.append(message)
+        if isinstance(message, Assign):
+            await self.gate.wait()
+
+
 @asynccontextmanager
-async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIterator[Harness]:
+async def open_link(monkeypatch: pytest.MonkeyPatch, *, gate: trio.Event | None = None,
+                    **options: Any) -> AsyncIterator[Harness]:
+    """``gate``: the executor blocks on its first Assign until it is set."""
     control_plane = FakeControlPlane()
     executor_got: list[Any] = []
 
@@ -186,7 +207,12 @@ async def open_link(monkeypatch: pytest.MonkeyPatch, **options: Any) -> AsyncIte
     monkeypatch.setattr(link_module, "open_request_wire", open_fake_wire)
     topology = (
         Topology()
-        .add("executor", Recorder, params={"got": executor_got})
+        .add("executor", Recorder, params={"got": executor_got}) if gate is None else
+        Topology().add("executor", GatedExecutor, params={"got": executor_got, "gate": gate},
+                       mailbox=1)
+    )
+    topology = (
+        topology
         .add("link", WorkerLink, refs={"executor": "executor"}, address="tcp://127.0.0.1:1",
              discovery_port=0, worker="w1", **options)
     )
@@ -256,6 +282,56 @@ class TestOutage:
         assert cp.registers[0].holding == ()
         assert cp.registers[1].holding == (HeldJob(id="j1", attempt=2, started_at=7.0),
                                            HeldJob(id="j3", attempt=1))
+
+    async def test_pulls_count_up_across_registrations_and_reports_acknowledge_assigns(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Pull numbers never start again: registering again, the link says
+        the last Pull and Report numbers it used (older copies still on the
+        way are stale to the new control plane), and its next Pull goes on
+        from there. A Report names the last Pull whose answer came."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            cp.to_assign = (Job(id="j1", task="add", payload=b"p", priority=2, timeout=None),)
+            await h.until(lambda: any(isinstance(m, Assign) and m.jobs for m in h.executor_got))
+            await h.send(Running(ids=("j1",), worker="w1", started_at=7.0, attempts=(1,)))
+            await h.until(lambda: any(r.running for r in cp.reports))
+            cp.restart()
+            await h.until(lambda: cp.registrations == 2 and len(cp.pulls) > 2)
+        before = [p.seq for p in cp.pulls if p.seq <= cp.registers[1].pull_seq]
+        after = [p.seq for p in cp.pulls if p.seq > cp.registers[1].pull_seq]
+        assert before[:2] == [1, 2] and after[0] == max(before) + 1
+        assert [p.seq for p in cp.pulls] == sorted(p.seq for p in cp.pulls)
+        assert cp.registers[0].pull_seq == cp.registers[0].report_seq == 0
+        assert cp.registers[0].max_frame_bytes == DEFAULT_MAX_FRAME_BYTES  # its answers' limit
+        last_report = cp.registers[1].report_seq
+        assert last_report >= 1 and min(r.seq for r in cp.reports if r.seq > last_report) == (
+            last_report + 1)
+        [with_running] = [r for r in cp.reports if r.running]
+        assert cp.reports[0].assigned == 0  # its credit, before any Assign
+        assert 1 <= with_running.assigned <= cp.registers[1].pull_seq
+
+    async def test_jobs_received_reach_the_executor_even_when_the_session_ends_meanwhile(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An Assign whose hand-over to the executor waits when the control
+        plane forgets the worker still reaches the executor: the jobs the
+        link says it holds when it registers again are jobs that run here
+        (the control plane lets them end here, and runs no copy)."""
+        gate = trio.Event()
+        async with open_link(monkeypatch, gate=gate) as h:
+            cp = h.control_plane
+            for id in ("j1", "j2", "j3"):  # j1 is handled, j2 waits in the mailbox
+                cp.to_assign = (Job(id=id, task="add", payload=b"p", priority=2, timeout=None),)
+                await h.until(lambda: not cp.to_assign)
+            await trio.sleep(1.0)  # j3's hand-over waits
+            cp.restart()
+            await trio.sleep(5.0)  # the heartbeat is answered UnknownWorker
+            gate.set()
+            await h.until(lambda: cp.registrations == 2)
+            await h.until(lambda: len(h.executor_got) == 3)
+        assert [job.id for m in h.executor_got for job in m.jobs] == ["j1", "j2", "j3"]
+        assert [held.id for held in cp.registers[1].holding] == ["j1", "j2", "j3"]
 
     async def test_a_report_whose_answer_was_lost_goes_again_to_the_new_control_plane(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch

@@ -94,6 +94,18 @@ def register(worker: str = "w1", **fields: Any) -> Register:
     return Register(worker=worker, **values)
 
 
+async def test_a_worker_registering_again_tells_the_dispatcher_its_last_request_numbers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The last Pull and Report numbers a Register carries reach the
+    dispatcher, which takes older copies of those requests as stale, and
+    so does the worker's frame limit."""
+    async with open_registry() as h:
+        await h.register(pull_seq=41, report_seq=17, max_frame_bytes=65_536)
+    [joined] = h.dispatcher_got
+    assert (joined.pull_seq, joined.report_seq, joined.max_frame_bytes) == (41, 17, 65_536)
+
+
 async def test_register_is_welcomed_and_told_to_dispatcher_and_inbox(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -299,6 +311,9 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
      "it holds 2 jobs with 1 slots"),
     ({"holding": (HeldJob(id="a" * 257, attempt=1, started_at=0.0),)},
      "a held job's id is 257 characters; the limit is 256"),
+    ({"pull_seq": -1}, "pull_seq is -1; expected 0 or more"),
+    ({"report_seq": -5}, "report_seq is -5; expected 0 or more"),
+    ({"max_frame_bytes": -1}, "max_frame_bytes is -1; expected 0 or more"),
 ])
 async def test_a_register_over_a_limit_is_refused_and_kept_nowhere(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
