@@ -500,3 +500,59 @@ async def test_a_requester_gives_up_after_refusals_in_a_row() -> None:
     with pytest.raises(FrameError, match="dialing refusing refused the request as stale 4 times"):
         await requester.ask([Note(1)], timeout=None)
     assert wire.sent == 4
+
+
+async def test_a_request_resent_after_its_server_restarted_is_answered(
+    loopback_address: str,
+) -> None:
+    """Over real NNG: a request held by a server that then stops is resent
+    by the req socket, as the same bytes, to the server started again on
+    the same address; that one refuses it (an earlier epoch), the Requester
+    restamps it and gets its answer. No hang, no lost request."""
+    from actors.nng import open_request_wire
+
+    received = trio.Event()
+
+    class Holding(Actor[Any]):
+        """Takes a request and never answers it."""
+
+        async def handle(self, message: Any) -> Any:
+            received.set()
+            self.defer()
+            return None
+
+    seen: list[int] = []
+    holding = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "hold"}, codec=CODEC, secret="s3cret",
+             address=loopback_address)
+        .add("hold", Holding)
+    )
+    serving = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "tens"}, codec=CODEC, secret="s3cret",
+             address=loopback_address)
+        .add("tens", _Tens, params={"seen": seen})
+    )
+    wire = await open_request_wire(loopback_address, recv_max_size=1 << 20)
+    requester = Requester(wire, SIGNING)
+    answers: list[Any] = []
+    answered = trio.Event()
+
+    async def ask() -> None:
+        answers.extend(await requester.ask([Note(5)], timeout=None))
+        answered.set()
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                async with open_node(holding):
+                    nursery.start_soon(ask)
+                    await received.wait()
+                async with open_node(serving) as node:
+                    await answered.wait()
+                    stats = await edge_stats(node, "serve")
+    finally:
+        await wire.aclose()
+    assert answers == [Note(50)] and seen == [5]
+    assert stats.frames_stale == 1
