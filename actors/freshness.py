@@ -27,7 +27,7 @@ from typing import Final, final
 
 from actors.frame import Stamp
 
-__all__ = ["DEFAULT_MAX_SENDERS", "WINDOW", "ReplayWindow", "Stamper"]
+__all__ = ["DEFAULT_MAX_SENDERS", "ReplayWindow", "Stamper", "WINDOW", "new_epoch"]
 
 #: How far below a sender's highest sequence a frame may arrive (reordered
 #: across the contexts of one request wire) and still be accepted once.
