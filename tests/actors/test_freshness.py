@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.freshness import WINDOW, ReplayWindow, Stamper
 
@@ -74,6 +76,24 @@ class TestReplayWindow:
         """Each window (each start of a process) picks its own non-zero epoch."""
         epochs = {ReplayWindow().epoch for _ in range(50)}
         assert len(epochs) == 50 and 0 not in epochs
+
+    @given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 40) | st.integers(1, 3 * WINDOW)),
+                    max_size=300))
+    def test_the_window_agrees_with_a_model_of_everything_seen(
+        self, stamps: list[tuple[int, int]]
+    ) -> None:
+        """Whatever the order, a stamp is accepted exactly when it was never
+        seen and is within WINDOW of its sender's highest sequence so far."""
+        seen_window = window()
+        seen: set[tuple[int, int]] = set()
+        highest: dict[int, int] = {}
+        for sender, seq in stamps:
+            top = highest.get(sender, 0)
+            fresh = (sender, seq) not in seen and seq > top - WINDOW
+            assert (seen_window.check((EPOCH, sender, seq)) is None) == fresh
+            if fresh:
+                seen.add((sender, seq))
+                highest[sender] = max(top, seq)
 
     def test_max_senders_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="max_senders must be at least 1, got 0"):
