@@ -51,7 +51,8 @@ class Requester:
             Unanswered: the server could not send its answers (an empty
                 reply: they were too large for one frame).
             FrameError: the answer frame is bad (its tag, version or shape),
-                or does not hold one answer per message.
+                does not hold one answer per message, or the server refused
+                the request as stale ``MAX_RESENDS + 1`` times in a row.
             anyio.ClosedResourceError: the wire is closed.
         """
         deadline = None if timeout is None else anyio.current_time() + timeout
