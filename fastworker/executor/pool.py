@@ -134,7 +134,9 @@ class ProcessPool:
 
         Returns what ``call_sync(task, payload)`` returns there; a timeout
         error past ``limit`` seconds (the process is killed); a
-        ``WorkerProcessDied`` error if the process died on its own. The
+        ``WorkerProcessDied`` error if the process died on its own (worth
+        a retry, as any error is to a task without ``retry_on``, if it died
+        running the task; not if it died before, starting up). The
         limit counts from when the process got the job: not the wait for
         a free process, nor a new process's start-up.
 
@@ -227,7 +229,10 @@ class ProcessPool:
             await self._stop(process, "timeout")
             return None, timeout_error(task, limit), task.retries_on_timeout
         if answer is None:
-            return await self._lost(process, task, f"died running task {task.name}")
+            # The task's doing, most likely: worth a retry like any error
+            # (the executor counts these deaths toward poison).
+            _, error, _ = await self._lost(process, task, f"died running task {task.name}")
+            return None, error, error is not None and task.retry_on is None
         process.tasks.add(shipment.key)
         value, error, retryable = pickle.loads(answer)
         process.usable = True
