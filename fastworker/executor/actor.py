@@ -263,6 +263,7 @@ class Executor(Actor[Accepts]):
                 self._flushed.set()
         finally:
             self._threads.close()
+            self._isolated.abandon()
 
     async def _flush(self) -> None:
         reports = self._reports

@@ -57,6 +57,13 @@ class Isolated:
         if self._pool is not None:
             await self._pool.aclose()
 
+    def abandon(self) -> None:
+        """The executor is cancelled (a crash, or the shutdown deadline):
+        kill the pool's idle processes now, so none outlives it; busy ones
+        are killed by their cancelled jobs."""
+        if self._pool is not None:
+            self._pool.kill_idle()
+
     def start(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
         assert self._nursery is not None
         self._nursery.start_soon(self._run, job, found, limit)

@@ -195,6 +195,18 @@ class ProcessPool:
             for process in self._processes:  # cancelled: kill what is left, reap later
                 process.kill()
 
+    def kill_idle(self) -> None:
+        """Close the pool at once, without waiting (its owner is being
+        cancelled): kill the idle processes and free their resources; a
+        busy one is killed and reaped by its own ``run``, which is being
+        cancelled too."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for process in idle:
+            self._kill(process, "closed")
+            process.close()  # no task waits on its fds: it is idle
+            self._processes.discard(process)
+
     async def _run_on(
         self,
         process: PoolProcess,

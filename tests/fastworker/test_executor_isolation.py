@@ -10,6 +10,7 @@ import signal
 
 import attrs
 import pytest
+import trio
 
 from fastworker.messages import Retry
 from tests.fastworker import crash_tasks  # noqa: F401 (registers tests.crash.*)
@@ -87,3 +88,22 @@ async def test_a_job_lost_before_counts_toward_poison() -> None:
         await harness.assign(crash)
         [outcome] = await harness.outcomes_of(crash)
     assert outcome.error is not None and outcome.error.type == "PoisonTask"
+
+
+
+async def test_an_executor_cancelled_leaves_no_pool_process_running() -> None:
+    """A crash of the node (its actors cancelled, no drain) kills the
+    pool's idle processes with it, rather than leaving them to the end of
+    the interpreter."""
+    with trio.CancelScope() as scope:
+        async with executor(isolation="process", processes=1) as harness:
+            first = job("tests.sample.pid")
+            await harness.assign(first)
+            [outcome] = await harness.outcomes_of(first)
+            exited = os.pidfd_open(value_of(outcome))  # readable once it has exited
+            scope.cancel()
+    try:
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(exited)
+    finally:
+        os.close(exited)
