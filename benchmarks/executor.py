@@ -14,10 +14,10 @@ and noisy).
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 

@@ -38,7 +38,7 @@ async def test_a_crashing_task_on_the_control_plane_alone_fails_alone(
                 for n in range(4) for task in ("tests.hold", "tests.hold_sync")
             }
             await gate.wait_started(len(neighbours))
-            for how, said in (("exit", "exit code 1"), ("segfault", "signal SIGSEGV")):
+            for how, said in (("exit", "exit code 1"), ("segfault", "killed by signal SIGSEGV")):
                 crash = await client.delay("tests.crash.once", how)
                 with pytest.raises(TaskError) as raised:
                     await client.result(crash, timeout=20)
@@ -58,7 +58,7 @@ async def test_a_crashing_task_on_the_control_plane_alone_fails_alone(
         # the async ones in the control plane, the sync ones in its pool.
         labels = Counter(label for _, label in gate.started)
         assert labels == Counter(neighbours.values()), labels
-        for task_id, pid in zip(ids, pids):
+        for task_id, pid in zip(ids, pids, strict=True):
             in_control = neighbours[task_id].startswith("tests.hold-")
             assert (pid == control.process.pid) == in_control, neighbours[task_id]
             assert records[task_id].state == "succeeded" and records[task_id].attempt == 1
