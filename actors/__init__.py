@@ -24,6 +24,7 @@ from actors.errors import Escalation as Escalation
 from actors.errors import FrameError as FrameError
 from actors.errors import PeerDropped as PeerDropped
 from actors.errors import StartError as StartError
+from actors.errors import StaleFrame as StaleFrame
 from actors.errors import Unanswered as Unanswered
 from actors.errors import WiringError as WiringError
 from actors.frame import Framer as Framer
@@ -78,6 +79,7 @@ __all__ = [
     "Requests",
     "RestartPolicy",
     "ServeEdge",
+    "StaleFrame",
     "StartError",
     "Timer",
     "Topology",

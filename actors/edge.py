@@ -9,12 +9,15 @@ for the same target are sent together.
 
 Edges distrust the network: a frame that is malformed, too large, of an
 unknown version or fails authentication is dropped and counted, with a
-rate-limited log line naming the peer, and the edge keeps running. A listen
-on a non-loopback address is refused unless a shared secret or mutual TLS
-(a ``tls`` table with ``ca_file``) authenticates its peers. A serving edge
-bounds what waits for each client's connection: a client that does not
-read its replies is dropped, logged and counted, and never holds up the
-others' replies.
+rate-limited log line naming the peer, and the edge keeps running. A
+serving edge also refuses a request frame it has seen before, or one meant
+for an earlier start of the process (``actors.freshness``): it answers with
+a small refusal the requester re-stamps and resends after, and counts the
+refusal per peer. A listen on a non-loopback address is refused unless a
+shared secret or mutual TLS (a ``tls`` table with ``ca_file``)
+authenticates its peers. A serving edge bounds what waits for each
+client's connection: a client that does not read its replies is dropped,
+logged and counted, and never holds up the others' replies.
 
 ``InboundEdge`` and ``OutboundEdge`` are the same actor with defaults for
 one direction: an inbound edge listens and must route what it receives; an
@@ -34,7 +37,8 @@ import trio
 from actors.actor import Actor, ActorContext
 from actors.codec import Codec
 from actors.errors import CallTimeout, ConfigError, FrameError, PeerDropped
-from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
+from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer, Stamp
+from actors.freshness import DEFAULT_MAX_SENDERS, ReplayWindow
 from actors.log import RateLimitedLog
 from actors.mailbox import Ref
 from actors.nng import (
@@ -381,6 +385,9 @@ class ServeOptions(EdgeOptions):
         peer_reply_bytes: bytes of replies that may wait for one client's
             connection in the transport; more wait, uncopied, within
             ``reply_timeout``.
+        max_senders: requesters whose sequences are remembered; one more
+            starts a new epoch (each requester then learns it, one extra
+            round trip each).
     """
 
     pattern: Literal["rep"] = "rep"  # type: ignore[assignment]
@@ -394,6 +401,7 @@ class ServeOptions(EdgeOptions):
     peer_reply_bytes: int = attrs.field(
         default=DEFAULT_PEER_REPLY_BYTES, validator=attrs.validators.ge(1)
     )
+    max_senders: int = attrs.field(default=DEFAULT_MAX_SENDERS, validator=attrs.validators.ge(1))
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "address", offset_address(self.address, self.port_offset))
@@ -402,7 +410,15 @@ class ServeOptions(EdgeOptions):
 
 @attrs.frozen(kw_only=True)
 class ServeStats:
-    """What a serving edge answered and what it refused."""
+    """What a serving edge answered and what it refused.
+
+    ``frames_stale`` counts request frames refused by the replay window
+    (replays, NNG resends, frames for an earlier start), ``stale_by_peer``
+    the same by peer address (at most ``STALE_PEERS`` of them, the rest
+    under ``"other"``); ``epochs_told`` the first requests of new
+    requesters, stamped for no epoch yet and answered with the epoch;
+    ``epoch`` is the window's current epoch, in hex.
+    """
 
     wire: str
     requests: int
@@ -413,6 +429,16 @@ class ServeStats:
     in_progress: int
     unanswered: int
     peers_dropped_slow: int
+    frames_stale: int
+    stale_by_peer: dict[str, int]
+    epochs_told: int
+    senders: int
+    epoch: str
+    epochs_rotated: int
+
+
+#: Peers counted one by one in ``ServeStats.stale_by_peer``.
+STALE_PEERS = 32
 
 
 class ServeEdge(_WireActor):
@@ -443,6 +469,10 @@ class ServeEdge(_WireActor):
         self._in_progress = 0
         self._peers_dropped_slow = 0
         self._unanswered_log = RateLimitedLog(log, what="unanswered", period=options.log_period)
+        self._window = ReplayWindow(max_senders=options.max_senders)
+        self._stale_log = RateLimitedLog(log, what="refused as stale", period=options.log_period)
+        self._stale_by_peer: dict[str, int] = {}
+        self._epochs_told = 0
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         if not self.refs:
@@ -474,10 +504,16 @@ class ServeEdge(_WireActor):
     async def _serve_one(self, wire: Wire, received: Received) -> None:
         self._requests += 1
         try:
-            messages = self.framer.unpack(received.frame)
+            stamp, messages = self.framer.unpack_stamped(received.frame)
+            if stamp is None:
+                raise FrameError("request frame without a stamp")
         except FrameError as error:
             self._dropped_log.event("dropped frame from %s: %s", received.peer, error)
             await self._release(wire, received.reply_to)
+            return
+        stale = self._window.check(stamp)
+        if stale is not None:
+            await self._refuse_stale(wire, received.reply_to, received.peer, stamp, stale)
             return
         self._messages_in += len(messages)
         self._in_progress += 1
@@ -521,6 +557,27 @@ class ServeEdge(_WireActor):
             await ref.send(Unsent(tuple(messages), tuple(replies), peer, str(error)))
         return self.framer.pack(())
 
+    async def _refuse_stale(self, wire: Wire, reply_to: object, peer: str,
+                            stamp: Stamp, reason: str) -> None:
+        """Answer a stale request with a refusal naming the current epoch:
+        its requester re-stamps and resends (a replay's sender cannot). A
+        new requester's first request (no epoch yet) is only counted."""
+        epoch, sender, seq = stamp
+        if not epoch:
+            self._epochs_told += 1
+        else:
+            by_peer = self._stale_by_peer
+            key = peer if peer in by_peer or len(by_peer) < STALE_PEERS else "other"
+            by_peer[key] = by_peer.get(key, 0) + 1
+            self._stale_log.event(
+                "refused a stale request from %s (sender %x, sequence %d): %s",
+                peer, sender, seq, reason)
+        try:
+            await wire.send_frame(self.framer.refusal((self._window.epoch, sender, seq)),
+                                  to=reply_to)
+        except PeerDropped as error:
+            self._dropped_slow(error)
+
     async def _release(self, wire: Wire, reply_to: object) -> None:
         release = getattr(wire, "discard", None)
         if release is not None:
@@ -561,4 +618,10 @@ class ServeEdge(_WireActor):
             in_progress=self._in_progress,
             unanswered=self._unanswered_log.total,
             peers_dropped_slow=self._peers_dropped_slow,
+            frames_stale=self._stale_log.total,
+            stale_by_peer=dict(self._stale_by_peer),
+            epochs_told=self._epochs_told,
+            senders=len(self._window),
+            epoch=f"{self._window.epoch:016x}",
+            epochs_rotated=self._window.rotations,
         )

@@ -4,7 +4,8 @@
     ├── ConfigError (ValueError)     a topology or its options are wrong
     │   └── WiringError              a ref names an actor that is not there
     ├── FrameError (ValueError)      bytes from a wire are not a valid frame
-    │   └── Unanswered               a server could not send its answer (too large)
+    │   ├── Unanswered               a server could not send its answer (too large)
+    │   └── StaleFrame               a server refused a request as a replay or stale
     ├── CallTimeout (TimeoutError)   a call got no reply in time
     ├── PeerDropped                  a peer took no reply in time; its connection was closed
     ├── ActorCrashed                 the actor crashed while handling a call
@@ -51,6 +52,19 @@ class FrameError(ActorError, ValueError):
 class Unanswered(FrameError):
     """Raised to a requester when the server answered with no answers: it
     could not send them in one frame (its log says why); nothing was lost."""
+
+
+class StaleFrame(FrameError):
+    """Raised to a requester when the server refused its request frame as
+    stale (another epoch, a sequence already seen, or too old); the request
+    was not handled. ``epoch`` is the server's current epoch; ``sender`` and
+    ``seq`` echo the refused request's stamp."""
+
+    def __init__(self, epoch: int, sender: int, seq: int) -> None:
+        super().__init__(f"request {sender:x}:{seq} refused as stale (server epoch {epoch:x})")
+        self.epoch = epoch
+        self.sender = sender
+        self.seq = seq
 
 
 class CallTimeout(ActorError, TimeoutError):

@@ -12,14 +12,20 @@ Layout, all integers big-endian::
 
     magic  b"FW"      2 bytes
     version           u8   FRAME_VERSION
-    flags             u8   bit 0: signed
+    flags             u8   bit 0: signed; bit 1: stamped; bit 2: refusal
     protocol          u16  the codec's message protocol
     auth tag          32 bytes, only when signed:
-                      HMAC-SHA256(secret, header + body)
+                      HMAC-SHA256(secret, header + stamp + body)
+    stamp             24 bytes, only when stamped: the receiver's epoch,
+                      the sender's id and its sequence, each u64
     body              the codec's msgpack batch
 
 ``unpack`` checks in that order, cheapest first, and only decodes a body
-once the frame is authenticated.
+once the frame is authenticated. A stamp makes a request frame unique, for
+the receiver's replay window (``actors.freshness``); this module carries it
+and judges nothing by it. A refusal is the stamped, bodiless answer to a
+request refused as stale: its stamp names the receiver's current epoch and
+echoes the request's sender and sequence.
 """
 
 from __future__ import annotations
@@ -31,21 +37,30 @@ from pathlib import Path
 from typing import Final, final
 
 from actors.codec import Codec
-from actors.errors import FrameError
+from actors.errors import FrameError, StaleFrame
 from actors.secret import read_secret_file
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "FRAME_VERSION", "Framer", "load_secret", "secret_from"]
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES", "FRAME_VERSION", "Framer", "Stamp", "load_secret", "secret_from",
+]
 
 #: The layout version written in, and required of, every frame header.
-FRAME_VERSION: Final = 1
+FRAME_VERSION: Final = 2
 #: Frames larger than this are neither sent nor accepted, unless configured.
 DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 _MAGIC: Final = b"FW"
 _HEADER: Final = struct.Struct(">2sBBH")
 _FLAG_SIGNED: Final = 0x01
+_FLAG_STAMPED: Final = 0x02
+_FLAG_REFUSAL: Final = 0x04
+_KNOWN_FLAGS: Final = _FLAG_SIGNED | _FLAG_STAMPED | _FLAG_REFUSAL
+_STAMP: Final = struct.Struct(">QQQ")
 _TAG_BYTES: Final = 32
 _DIGEST: Final = "sha256"
+
+#: A request frame's stamp: (receiver epoch, sender id, sender sequence).
+Stamp = tuple[int, int, int]
 
 
 def secret_from(value: str | bytes | None) -> bytes | None:
@@ -112,8 +127,12 @@ class Framer:
             raise ValueError(f"protocol {codec.protocol} does not fit a frame header (0-65535)")
         if secret is not None and not secret:
             raise ValueError("an empty secret is no secret; pass None to send unsigned frames")
-        flags = 0 if secret is None else _FLAG_SIGNED
-        self._header = _HEADER.pack(_MAGIC, FRAME_VERSION, flags, codec.protocol)
+        signed = 0 if secret is None else _FLAG_SIGNED
+        self._header = _HEADER.pack(_MAGIC, FRAME_VERSION, signed, codec.protocol)
+        self._stamped_header = _HEADER.pack(
+            _MAGIC, FRAME_VERSION, signed | _FLAG_STAMPED, codec.protocol)
+        self._refusal_header = _HEADER.pack(
+            _MAGIC, FRAME_VERSION, signed | _FLAG_STAMPED | _FLAG_REFUSAL, codec.protocol)
         self._overhead = len(self._header) + (0 if secret is None else _TAG_BYTES)
         if max_frame_bytes <= self._overhead:
             raise ValueError(f"max_frame_bytes must be more than {self._overhead}")
@@ -132,8 +151,9 @@ class Framer:
             f"max_frame_bytes={self.max_frame_bytes}>"
         )
 
-    def pack(self, messages: Sequence[object]) -> bytes:
-        """Pack a batch of messages into one frame.
+    def pack(self, messages: Sequence[object], *, stamp: Stamp | None = None) -> bytes:
+        """Pack a batch of messages into one frame, stamped if ``stamp`` is given
+        (a request to a serving edge: see ``actors.freshness``).
 
         Raises:
             FrameError: The frame would exceed ``max_frame_bytes``; use
@@ -141,10 +161,21 @@ class Framer:
             TypeError: A message's class is not registered with the codec.
         """
         body = self.codec.encode(messages)
+        if stamp is not None:
+            size = self._overhead + _STAMP.size + len(body)
+            if size > self.max_frame_bytes:
+                raise FrameError(self._too_large(size))
+            return self._seal(_STAMP.pack(*stamp) + body, self._stamped_header)
         size = self._overhead + len(body)
         if size > self.max_frame_bytes:
             raise FrameError(self._too_large(size))
-        return self._seal(body)
+        return self._seal(body, self._header)
+
+    def refusal(self, stamp: Stamp) -> bytes:
+        """The answer to a request refused as stale: no body, and ``stamp``
+        (the receiver's current epoch, the request's sender and sequence).
+        ``unpack`` on the requesting end raises ``StaleFrame`` for it."""
+        return self._seal(_STAMP.pack(*stamp), self._refusal_header)
 
     def pack_batches(self, messages: Sequence[object]) -> list[bytes]:
         """Pack a batch of messages into frames that each fit ``max_frame_bytes``.
@@ -164,14 +195,25 @@ class Framer:
         return frames
 
     def unpack(self, frame: bytes) -> list[object]:
-        """Check a frame from the network and decode its messages.
+        """Check a frame from the network and decode its messages (a stamp,
+        if any, is checked with the rest and then ignored).
 
         Checks run cheapest first: size, header, version, protocol, auth tag;
         the body is decoded only after all of them pass.
 
         Raises:
+            StaleFrame: The frame is a refusal: the receiver refused the
+                request as stale; it names the receiver's current epoch.
             FrameError: The frame is refused; the reason says why in a few
                 words ("bad auth tag", "protocol version 3 (expected 1)").
+        """
+        return self.unpack_stamped(frame)[1]
+
+    def unpack_stamped(self, frame: bytes) -> tuple[Stamp | None, list[object]]:
+        """``unpack``, and the frame's stamp (``None`` if it has none).
+
+        Raises:
+            StaleFrame, FrameError: as ``unpack``.
         """
         size = len(frame)
         if size > self.max_frame_bytes:
@@ -185,26 +227,36 @@ class Framer:
             raise FrameError(f"unknown frame version {version} (expected {FRAME_VERSION})")
         if protocol != self.codec.protocol:
             raise FrameError(f"protocol version {protocol} (expected {self.codec.protocol})")
-        if flags & ~_FLAG_SIGNED:
+        if flags & ~_KNOWN_FLAGS:
             raise FrameError(f"unknown frame flags 0x{flags:02x}")
         if self.secret is None:
             if flags & _FLAG_SIGNED:
                 raise FrameError("signed frame, but no shared secret is configured here")
-            return self.codec.decode(frame[_HEADER.size :])
-        if not flags & _FLAG_SIGNED:
-            raise FrameError("unsigned frame (this end requires a shared secret)")
-        # A frame too short to hold a tag fails the comparison like a wrong tag.
-        body = frame[self._overhead :]
-        expected = hmac.digest(self.secret, frame[: _HEADER.size] + body, _DIGEST)
-        if not hmac.compare_digest(expected, frame[_HEADER.size : self._overhead]):
-            raise FrameError("bad auth tag")
-        return self.codec.decode(body)
+            rest = frame[_HEADER.size :]
+        else:
+            if not flags & _FLAG_SIGNED:
+                raise FrameError("unsigned frame (this end requires a shared secret)")
+            # A frame too short to hold a tag fails the comparison like a wrong tag.
+            rest = frame[self._overhead :]
+            expected = hmac.digest(self.secret, frame[: _HEADER.size] + rest, _DIGEST)
+            if not hmac.compare_digest(expected, frame[_HEADER.size : self._overhead]):
+                raise FrameError("bad auth tag")
+        if not flags & _FLAG_STAMPED:
+            if flags & _FLAG_REFUSAL:
+                raise FrameError("refusal frame without a stamp")
+            return None, self.codec.decode(rest)
+        if len(rest) < _STAMP.size:
+            raise FrameError(f"truncated stamp ({len(rest)} bytes)")
+        stamp: Stamp = _STAMP.unpack_from(rest)
+        if flags & _FLAG_REFUSAL:
+            raise StaleFrame(*stamp)
+        return stamp, self.codec.decode(rest[_STAMP.size :])
 
     def _pack_into(self, frames: list[bytes], messages: Sequence[object]) -> None:
         body = self.codec.encode(messages)
         size = self._overhead + len(body)
         if size <= self.max_frame_bytes:
-            frames.append(self._seal(body))
+            frames.append(self._seal(body, self._header))
             return
         if len(messages) == 1:
             raise FrameError(
@@ -215,12 +267,13 @@ class Framer:
         self._pack_into(frames, messages[:half])
         self._pack_into(frames, messages[half:])
 
-    def _seal(self, body: bytes) -> bytes:
-        """Put the header, and the auth tag when signing, before ``body``."""
+    def _seal(self, body: bytes, header: bytes) -> bytes:
+        """Put ``header``, and the auth tag when signing, before ``body``
+        (which starts with the stamp, in a stamped frame)."""
         if self.secret is None:
-            return self._header + body
-        tag = hmac.digest(self.secret, self._header + body, _DIGEST)
-        return b"".join((self._header, tag, body))
+            return header + body
+        tag = hmac.digest(self.secret, header + body, _DIGEST)
+        return b"".join((header, tag, body))
 
     def _too_large(self, size: int) -> str:
         return f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}"

@@ -6,11 +6,14 @@ yours (docs/actors.md, "Testing under faults").
   (see ``actors._faults``).
 - ``crash_after(cls, n)``: a subclass of an actor that raises
   ``InjectedCrash`` on its n-th message, to exercise supervision.
+- ``RawRequests``: stamped request frames made by hand, for tests that send
+  raw frames to a serving edge (and replay them).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, final
 
 from actors._faults import CutStats as CutStats
 from actors._faults import CuttableWire as CuttableWire
@@ -20,6 +23,9 @@ from actors._faults import cut as cut
 from actors._memory import MemoryWire as MemoryWire
 from actors._memory import memory_wire_pair as memory_wire_pair
 from actors.actor import Actor
+from actors.errors import FrameError, StaleFrame
+from actors.frame import Framer
+from actors.freshness import Stamper
 
 A = TypeVar("A", bound=type[Actor[Any]])
 
@@ -30,6 +36,7 @@ __all__ = [
     "FaultyWire",
     "InjectedCrash",
     "MemoryWire",
+    "RawRequests",
     "crash_after",
     "cut",
     "memory_wire_pair",
@@ -76,3 +83,60 @@ def crash_after(cls: A, n: int, *, times: int = 1) -> A:
     Crashing.__name__ = Crashing.__qualname__ = f"{cls.__name__}CrashingAfter{n}"
     Crashing.__module__ = cls.__module__
     return Crashing  # type: ignore[return-value]
+
+
+@final
+class RawRequests:
+    """Request frames for a ``ServeEdge``, stamped by hand, and the raw
+    exchange around them: what a test needs to capture a frame and send it
+    again.
+
+    Args:
+        framer: packs and unpacks (its secret signs).
+        ask: sends one request frame and returns the reply frame (a
+            ``RequestWire.request``, or a send and receive on a memory wire).
+
+    Example::
+
+        raw = RawRequests(framer, functools.partial(wire.request, timeout=5))
+        frame, answers = await raw.send([Ping()])   # the epoch is learnt here
+        with pytest.raises(StaleFrame):
+            await raw.resend(frame)                  # a replay is refused
+    """
+
+    def __init__(self, framer: Framer, ask: Callable[[bytes], Awaitable[bytes]]) -> None:
+        self.framer = framer
+        self.stamper = Stamper()
+        self._ask = ask
+
+    def frame(self, messages: Sequence[object]) -> bytes:
+        """A frame of ``messages`` with the next stamp for the epoch learnt."""
+        return self.framer.pack(messages, stamp=self.stamper.next())
+
+    async def learn_epoch(self) -> int:
+        """Ask with no epoch; learn the server's from its refusal."""
+        try:
+            await self.resend(self.frame(()))
+        except StaleFrame as refusal:
+            self.stamper.learn(refusal.epoch)
+            return refusal.epoch
+        raise FrameError("a request stamped for no epoch was accepted")
+
+    async def send(self, messages: Sequence[object]) -> tuple[bytes, list[object]]:
+        """Send ``messages`` in a fresh frame (learning the epoch first if
+        refused); return the frame that was answered and the answers."""
+        for _ in range(2):
+            frame = self.frame(messages)
+            try:
+                return frame, await self.resend(frame)
+            except StaleFrame as refusal:
+                self.stamper.learn(refusal.epoch)
+        raise FrameError("refused twice as stale")
+
+    async def resend(self, frame: bytes) -> list[object]:
+        """Send ``frame`` as it is; the answers.
+
+        Raises:
+            StaleFrame: the server refused it (a replay, or another epoch).
+        """
+        return self.framer.unpack(await self._ask(frame))

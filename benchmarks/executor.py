@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ class Sink(Actor[Any]):
             self.done.set()
 
 
-async def through_executor(task_name: str, count: int, registry: TaskRegistry) -> float:
+async def through_executor(task_name: str, count: int, registry: TaskRegistry,
+                           **options: Any) -> float:
     payload = pack_call((), {})
     jobs = [
         Job(id=str(n), task=task_name, payload=payload, priority=2, timeout=None)
@@ -89,6 +91,7 @@ async def through_executor(task_name: str, count: int, registry: TaskRegistry) -
             Executor,
             refs={"dispatcher": "dispatcher", "results": "results"},
             params={"registry": registry},
+            **options,
         )
     )
     start = time.perf_counter()
@@ -128,6 +131,12 @@ def main() -> None:
             through_executor, "bench.async_noop", args.count, registry)),
         ("executor, sync no-op (64 slots, 8 threads)", lambda: trio.run(
             through_executor, "bench.noop", args.count, registry)),
+        ("executor, sync no-op, isolation=process (2 proc)", lambda: trio.run(
+            partial(through_executor, "bench.noop", args.count // 4, registry,
+                    isolation="process", processes=2))),
+        ("executor, sync no-op, isolation=process (4 proc)", lambda: trio.run(
+            partial(through_executor, "bench.noop", args.count // 4, registry,
+                    isolation="process", processes=4))),
         ("reference: trio.to_thread.run_sync per call", lambda: trio.run(
             through_to_thread, args.count // 4)),
     ]

@@ -11,11 +11,16 @@ run every task: the control plane only queues and dispatches), then:
   disturbed by other load on a shared machine than the rates are).
 
     .venv/bin/python benchmarks/throughput.py [--tasks 100000] [--runs 5] [--subworkers 0,1,2]
-        [--dashboard off,idle,watched] [--journal off,on]
+        [--dashboard off,idle,watched] [--journal off,on] [--isolation thread,process]
 
 ``--journal off,on`` measures without and with the journal (a file in a
 fresh temporary directory, ``FASTWORKER_JOURNAL``), in the same run, and
 prints the journal's size per task afterwards.
+
+``--isolation thread,process`` measures sync tasks run on the executors'
+worker threads (FASTWORKER_ISOLATION=thread: cheap, but a crash of one
+takes its process down) and in their process pools (as shipped: a crash
+fails only its task), in the same run.
 
 ``--dashboard`` measures the control plane with its dashboard turned off,
 on with nobody watching (as shipped), or watched: a stand-in for an open
@@ -79,6 +84,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of a process's live children (its executor's pool
+    processes), which ``cpu_seconds`` does not count."""
+    total = 0.0
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(int(child))
+    return total
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -136,11 +152,13 @@ class Watcher:
         self.stopped.set()
 
 
-def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: str) -> None:
+def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: str,
+            isolation: str) -> None:
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     port = free_tcp_ports(1)
     env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
-           "FASTWORKER_DASHBOARD": "off" if dashboard == "off" else f"127.0.0.1:{port}"}
+           "FASTWORKER_DASHBOARD": "off" if dashboard == "off" else f"127.0.0.1:{port}",
+           "FASTWORKER_ISOLATION": isolation}
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         journal_file = directory / "fastworker.journal"
@@ -154,17 +172,23 @@ def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: 
             watcher = Watcher(f"http://127.0.0.1:{port}")
             stack.callback(watcher.stop)
         where = f"{subworkers} subworkers" if subworkers else "the control plane's own executor"
-        print(f"tasks run by {where}, dashboard {dashboard}, journal {journal}; "
+        sync = "on worker threads" if isolation == "thread" else "in its process pool"
+        print(f"tasks run by {where}, sync ones {sync}, dashboard {dashboard}, "
+              f"journal {journal}; "
               f"{args.tasks} tasks per run, median of {args.runs}")
         for name, task in [("async no-op", "examples.noop"), ("sync no-op", "examples.noop_sync")]:
-            rates, costs = [], []
+            rates, costs, pool_costs = [], [], []
             for _ in range(args.runs):
                 before = cpu_seconds(control.pid)
+                pool_before = children_cpu_seconds(control.pid)
                 rates.append(trio.run(throughput, address, task, args.tasks, args.chunk))
                 costs.append((cpu_seconds(control.pid) - before) / args.tasks * 1e6)
+                pool_costs.append(
+                    (children_cpu_seconds(control.pid) - pool_before) / args.tasks * 1e6)
             print(f"  {name:12} throughput {statistics.median(rates):>9,.0f} tasks/s  "
                   f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); control plane CPU "
-                  f"{statistics.median(costs):.1f} us/task", flush=True)
+                  f"{statistics.median(costs):.1f} us/task, its pool processes "
+                  f"{statistics.median(pool_costs):.1f} us/task", flush=True)
         for name, task in [("async no-op", "examples.noop"), ("sync no-op", "examples.noop_sync")]:
             p50s, p99s = [], []
             for _ in range(args.runs):
@@ -202,11 +226,14 @@ def main() -> None:
                         help="comma-separated: off, idle (on, nobody watching), watched")
     parser.add_argument("--journal", default="off",
                         help="comma-separated: off, on (a journal in a temporary directory)")
+    parser.add_argument("--isolation", default="process",
+                        help="comma-separated: thread, process (where sync tasks run)")
     args = parser.parse_args()
     for count in (int(n) for n in args.subworkers.split(",")):
         for dashboard in args.dashboard.split(","):
             for journal in args.journal.split(","):
-                measure(args, count, dashboard, journal)
+                for isolation in args.isolation.split(","):
+                    measure(args, count, dashboard, journal, isolation)
 
 
 if __name__ == "__main__":

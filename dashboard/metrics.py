@@ -137,10 +137,16 @@ class _SampleCollector(Collector):
             "fastworker_peers_dropped_slow",
             "Clients each serving port dropped because they did not read its replies "
             "(a reply waited longer than its reply_timeout).", labels=["port"])
+        stale = CounterMetricFamily(
+            "fastworker_frames_stale",
+            "Request frames each serving port refused as stale: replays, resends, frames "
+            "stamped for an earlier start.", labels=["port"])
         for stats in sample.stats.values():
             if isinstance(stats.detail, ServeStats):
                 dropped.add_metric([stats.name], stats.detail.peers_dropped_slow)
+                stale.add_metric([stats.name], stats.detail.frames_stale)
         yield dropped
+        yield stale
 
 
 def _schedule_metrics(sample: Sample) -> Iterator[Metric]:

@@ -127,7 +127,8 @@ class Job:
     timeout: float | None
     attempt: int = 1
     queued_at: float = 0.0
-    #: Workers lost while they held this job (a poison task kills workers).
+    #: Workers lost while they held this job, and pool processes that died
+    #: running it (a poison task kills them).
     losses: int = 0
     #: Wall-clock time past which it must not start (``None``: no deadline),
     #: on the clock of the process that holds the job: the control plane's;

@@ -166,7 +166,11 @@ class Subworkers:
             elif job is None:
                 self._late(outcome)
             elif outcome.retry_in is not None:
-                out.retries.append(attrs.evolve(job, attempt=job.attempt + 1))
+                # A pool process that died running it counts as a loss, as
+                # the subworker's executor counted it (its poison_after).
+                died = outcome.error is not None and outcome.error.type == "WorkerProcessDied"
+                out.retries.append(
+                    attrs.evolve(job, attempt=job.attempt + 1, losses=job.losses + died))
                 out.retry_delays.append(outcome.retry_in)
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)

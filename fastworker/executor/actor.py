@@ -79,6 +79,11 @@ class ExecutorOptions:
     processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Where sync tasks that do not choose (``@task(isolation=...)``) run.
     isolation: Literal["thread", "process"] = "thread"
+    #: A job whose pool process died running it this many times (counted
+    #: across its attempts) is poison: it fails as ``PoisonTask`` instead of
+    #: being retried. A death before that is a ``WorkerProcessDied`` error,
+    #: retried like any error while the job has retries left.
+    poison_after: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 class Executor(Actor[Accepts]):
@@ -100,7 +105,7 @@ class Executor(Actor[Accepts]):
         self._reports = Reports(self.worker)
         self._lanes = Lanes(options.concurrency, self._reports)
         self._threads = Threads(options.threads, self._reports)
-        self._isolated = Isolated(options.processes, self._reports)
+        self._isolated = Isolated(options.processes, self._reports, options.poison_after)
         self._backlog: collections.deque[Job] = collections.deque()  # assigned past our credit
         self._credit_out = 0  # credit the Dispatcher holds, as far as we told it
         self._flushed = trio.Event()
@@ -258,6 +263,7 @@ class Executor(Actor[Accepts]):
                 self._flushed.set()
         finally:
             self._threads.close()
+            self._isolated.abandon()
 
     async def _flush(self) -> None:
         reports = self._reports

@@ -134,7 +134,9 @@ class ProcessPool:
 
         Returns what ``call_sync(task, payload)`` returns there; a timeout
         error past ``limit`` seconds (the process is killed); a
-        ``WorkerProcessDied`` error if the process died on its own. The
+        ``WorkerProcessDied`` error if the process died on its own (worth
+        a retry, as any error is to a task without ``retry_on``, if it died
+        running the task; not if it died before, starting up). The
         limit counts from when the process got the job: not the wait for
         a free process, nor a new process's start-up.
 
@@ -193,6 +195,18 @@ class ProcessPool:
             for process in self._processes:  # cancelled: kill what is left, reap later
                 process.kill()
 
+    def kill_idle(self) -> None:
+        """Close the pool at once, without waiting (its owner is being
+        cancelled): kill the idle processes and free their resources; a
+        busy one is killed and reaped by its own ``run``, which is being
+        cancelled too."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for process in idle:
+            self._kill(process, "closed")
+            process.close()  # no task waits on its fds: it is idle
+            self._processes.discard(process)
+
     async def _run_on(
         self,
         process: PoolProcess,
@@ -227,7 +241,10 @@ class ProcessPool:
             await self._stop(process, "timeout")
             return None, timeout_error(task, limit), task.retries_on_timeout
         if answer is None:
-            return await self._lost(process, task, f"died running task {task.name}")
+            # The task's doing, most likely: worth a retry like any error
+            # (the executor counts these deaths toward poison).
+            _, error, _ = await self._lost(process, task, f"died running task {task.name}")
+            return None, error, error is not None and task.retry_on is None
         process.tasks.add(shipment.key)
         value, error, retryable = pickle.loads(answer)
         process.usable = True

@@ -11,8 +11,21 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ConfigError, Edge, Framer, GetStats, Topology, open_node
-from actors.testing import memory_wire_pair
+from actors import (
+    Actor,
+    ConfigError,
+    Edge,
+    FrameError,
+    Framer,
+    GetStats,
+    Requester,
+    Requests,
+    ServeEdge,
+    StaleFrame,
+    Topology,
+    open_node,
+)
+from actors.testing import RawRequests, memory_wire_pair
 from tests.actors.helpers import Blob, Note, Recorder, codec
 
 CODEC = "tests.actors.helpers:codec"
@@ -262,9 +275,11 @@ async def test_a_request_whose_answer_times_out_leaves_the_serving_edge_running(
     )
     with caplog.at_level(logging.WARNING, logger="actors.edge"):
         async with open_node(topology) as node:
-            await client_wire.send_frame(framer.pack([Note(0)]))
+            raw = RawRequests(framer, _RequestOverMemory(client_wire).ask)
+            await raw.learn_epoch()
+            await client_wire.send_frame(raw.frame([Note(0)]))
             await trio.sleep(6)  # virtual time: past call_timeout
-            await client_wire.send_frame(framer.pack([Note(4)]))
+            await client_wire.send_frame(raw.frame([Note(4)]))
             reply = await client_wire.receive_frame()
             stats = await edge_stats(node, "serve")
     assert framer.unpack(reply.frame) == [Note(40)]
@@ -331,7 +346,213 @@ class _RequestOverMemory:
         self._wire = wire
 
     async def request(self, frame: bytes, *, timeout: float | None) -> bytes:
+        return await self.ask(frame)
+
+    async def ask(self, frame: bytes) -> bytes:
         await self._wire.send_frame(frame)
         reply = await self._wire.receive_frame()
         data: bytes = reply.frame
         return data
+
+
+class _Tens(Actor[Any]):
+    """Answers each Note with Note(value * 10) and remembers what it saw."""
+
+    def __init__(self, options: Any, context: Any, *, seen: list[int]) -> None:
+        super().__init__(options, context)
+        self.seen = seen
+
+    async def handle(self, message: Any) -> Any:
+        assert isinstance(message, Requests)
+        self.seen += [m.value for m in message.messages]
+        return [Note(m.value * 10) for m in message.messages]
+
+
+def _serving(wire: Any, seen: list[int], **options: Any) -> Topology:
+    return (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "tens"}, params={"wire": wire}, codec=CODEC,
+             secret="s3cret", **options)
+        .add("tens", _Tens, params={"seen": seen})
+    )
+
+
+SIGNING = Framer(codec, secret=b"s3cret")
+
+
+async def test_a_replayed_request_is_refused_counted_per_peer_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same signed request frame sent again is answered with a refusal
+    (StaleFrame), not handled: counted under its peer, logged once."""
+    server_wire, client_wire = memory_wire_pair(names=("a", "b"))
+    seen: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="actors.edge"):
+        async with open_node(_serving(server_wire, seen)) as node:
+            raw = RawRequests(SIGNING, _RequestOverMemory(client_wire).ask)
+            frame, answers = await raw.send([Note(7)])
+            for _ in range(3):
+                with pytest.raises(StaleFrame):
+                    await raw.resend(frame)
+            stats = await edge_stats(node, "serve")
+    assert answers == [Note(70)] and seen == [7]
+    assert (stats.frames_stale, stats.stale_by_peer, stats.epochs_told) == (3, {"b": 3}, 1)
+    assert stats.replies == 1 and stats.senders == 1
+    sender, seq = raw.stamper.sender, 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"refused a stale request from b (sender {sender:x}, sequence {seq}): "
+        "sequence already seen (1 refused as stale in the last 60 s)"]
+
+
+async def test_a_requester_learns_the_epoch_and_restamps_after_a_restart() -> None:
+    """A Requester's first question costs one refusal (it learns the
+    epoch); after the server restarts (a new epoch), the next question is
+    refused once, restamped and answered; the old frame stays refused."""
+    seen: list[int] = []
+    client = _RequestOverMemory(None)
+    requester = Requester(client, SIGNING)  # type: ignore[arg-type]
+    raw = RawRequests(SIGNING, client.ask)
+    epochs = []
+    for start in range(2):
+        server_wire, client._wire = memory_wire_pair(names=("a", "b"))
+        async with open_node(_serving(server_wire, seen)) as node:
+            if start == 0:
+                captured, _ = await raw.send([Note(1)])
+            else:
+                with pytest.raises(StaleFrame):
+                    await raw.resend(captured)
+            assert await requester.ask([Note(start + 2)], timeout=None) == [Note(start * 10 + 20)]
+            stats = await edge_stats(node, "serve")
+            epochs.append(requester.stamper.epoch)
+            assert stats.epoch == f"{requester.stamper.epoch:016x}"
+    assert seen == [1, 2, 3]
+    assert epochs[0] != epochs[1]
+    # after the restart: the replay, and the requester's frame for the old epoch
+    assert (stats.frames_stale, stats.epochs_told) == (2, 0)
+
+
+class _ResentOverMemory(_RequestOverMemory):
+    """Like NNG's req socket when the connection drops after the request
+    went out: the first request's reply is lost and the same bytes go out
+    again, once."""
+
+    resent = 0
+
+    async def request(self, frame: bytes, *, timeout: float | None) -> bytes:
+        if not self.resent:
+            self.resent += 1
+            await self.ask(frame)  # its reply is lost with the connection
+        return await self.ask(frame)
+
+
+async def test_a_resent_request_is_restamped_and_answered() -> None:
+    """A request resent as identical bytes (its reply was lost) is refused
+    as already seen, restamped by the Requester and answered; the actor
+    sees the repeat, which the application recognises (task ids)."""
+    server_wire, client_wire = memory_wire_pair(names=("a", "b"))
+    seen: list[int] = []
+    async with open_node(_serving(server_wire, seen)) as node:
+        requester = Requester(_RequestOverMemory(client_wire), SIGNING)  # type: ignore[arg-type]
+        assert await requester.ask([Note(1)], timeout=None) == [Note(10)]
+        requester.wire = _ResentOverMemory(client_wire)  # type: ignore[assignment]
+        with trio.fail_after(5):
+            assert await requester.ask([Note(2)], timeout=None) == [Note(20)]
+        stats = await edge_stats(node, "serve")
+    assert seen == [1, 2, 2]
+    assert stats.frames_stale == 1 and stats.stale_by_peer == {"b": 1}
+
+
+async def test_a_full_table_of_senders_starts_a_new_epoch_and_everyone_still_gets_answers() -> None:
+    """With room for one sender, two requesters taking turns each start a
+    new epoch; both are answered every time (restamping), nothing is
+    handled twice."""
+    server_wire, client_wire = memory_wire_pair(names=("a", "b"))
+    seen: list[int] = []
+    async with open_node(_serving(server_wire, seen, max_senders=1)) as node:
+        wire = _RequestOverMemory(client_wire)
+        first, second = Requester(wire, SIGNING), Requester(wire, SIGNING)  # type: ignore[arg-type]
+        for n in range(3):
+            assert await first.ask([Note(n)], timeout=None) == [Note(n * 10)]
+            assert await second.ask([Note(n + 100)], timeout=None) == [Note(n * 10 + 1000)]
+        stats = await edge_stats(node, "serve")
+    assert seen == [0, 100, 1, 101, 2, 102]
+    assert stats.epochs_rotated == 5 and stats.senders == 1
+
+
+async def test_a_requester_gives_up_after_refusals_in_a_row() -> None:
+    """A server that refuses every request (its epoch changes each time)
+    makes the question fail with a FrameError saying so, not loop."""
+
+    class Refusing:
+        name = "dialing refusing"
+
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def request(self, frame: bytes, *, timeout: float | None) -> bytes:
+            self.sent += 1
+            stamp, _ = SIGNING.unpack_stamped(frame)
+            assert stamp is not None
+            return SIGNING.refusal((self.sent, stamp[1], stamp[2]))
+
+    wire = Refusing()
+    requester = Requester(wire, SIGNING)  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match="dialing refusing refused the request as stale 4 times"):
+        await requester.ask([Note(1)], timeout=None)
+    assert wire.sent == 4
+
+
+async def test_a_request_resent_after_its_server_restarted_is_answered(
+    loopback_address: str,
+) -> None:
+    """Over real NNG: a request held by a server that then stops is resent
+    by the req socket, as the same bytes, to the server started again on
+    the same address; that one refuses it (an earlier epoch), the Requester
+    restamps it and gets its answer. No hang, no lost request."""
+    from actors.nng import open_request_wire
+
+    received = trio.Event()
+
+    class Holding(Actor[Any]):
+        """Takes a request and never answers it."""
+
+        async def handle(self, message: Any) -> Any:
+            received.set()
+            self.defer()
+            return None
+
+    seen: list[int] = []
+    holding = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "hold"}, codec=CODEC, secret="s3cret",
+             address=loopback_address)
+        .add("hold", Holding)
+    )
+    serving = (
+        Topology()
+        .add("serve", ServeEdge, refs={"Note": "tens"}, codec=CODEC, secret="s3cret",
+             address=loopback_address)
+        .add("tens", _Tens, params={"seen": seen})
+    )
+    wire = await open_request_wire(loopback_address, recv_max_size=1 << 20)
+    requester = Requester(wire, SIGNING)
+    answers: list[Any] = []
+    answered = trio.Event()
+
+    async def ask() -> None:
+        answers.extend(await requester.ask([Note(5)], timeout=None))
+        answered.set()
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                async with open_node(holding):
+                    nursery.start_soon(ask)
+                    await received.wait()
+                async with open_node(serving) as node:
+                    await answered.wait()
+                    stats = await edge_stats(node, "serve")
+    finally:
+        await wire.aclose()
+    assert answers == [Note(50)] and seen == [5]
+    assert stats.frames_stale == 1

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.codec import Codec
-from actors.errors import FrameError
+from actors.errors import FrameError, StaleFrame
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, FRAME_VERSION, Framer, secret_from
 
 
@@ -74,11 +74,11 @@ class TestRoundTrip:
 
     def test_the_unsigned_layout_is_header_then_body(self) -> None:
         """An unsigned frame is magic, version, flags 0, protocol u16, then the body."""
-        assert PLAIN.pack([Ping(n=1)]) == b"FW\x01\x00\x00\x01" + BODY
+        assert PLAIN.pack([Ping(n=1)]) == b"FW\x02\x00\x00\x01" + BODY
 
     def test_the_signed_layout_carries_an_hmac_of_header_and_body(self) -> None:
         """A signed frame sets flag bit 0 and puts HMAC-SHA256(secret, header + body) first."""
-        head = b"FW\x01\x01\x00\x01"
+        head = b"FW\x02\x01\x00\x01"
         tag = hmac.digest(SECRET, head + BODY, "sha256")
         assert SIGNED.pack([Ping(n=1)]) == head + tag + BODY
 
@@ -119,14 +119,19 @@ class TestUnpackRefuses:
                 b"GET / HTTP/1.1\r\n", "not a frame (magic b'GE')", id="http_request"
             ),
             pytest.param(
-                header(version=7) + BODY, "unknown frame version 7 (expected 1)", id="version"
+                header(version=7) + BODY, "unknown frame version 7 (expected 2)", id="version"
+            ),
+            pytest.param(
+                header(version=1) + BODY,
+                "unknown frame version 1 (expected 2)",
+                id="version_1_before_stamps",
             ),
             pytest.param(
                 header(protocol=3) + BODY, "protocol version 3 (expected 1)", id="protocol"
             ),
             pytest.param(
-                header(version=2, protocol=3) + BODY,
-                "unknown frame version 2 (expected 1)",
+                header(version=3, protocol=3) + BODY,
+                "unknown frame version 3 (expected 2)",
                 id="version_before_protocol",
             ),
             pytest.param(header(flags=0x82) + BODY, "unknown frame flags 0x82", id="flags"),
@@ -210,6 +215,51 @@ class TestUnpackRefuses:
         for framer, frame in ((PLAIN, header() + body), (SIGNED, signed(body))):
             with contextlib.suppress(FrameError):
                 framer.unpack(frame)
+
+
+class TestStamps:
+    @given(batches, st.tuples(*[st.integers(0, 2**64 - 1)] * 3))
+    def test_a_stamped_frame_unpacks_to_its_stamp_and_batch(
+        self, batch: list[object], stamp: tuple[int, int, int]
+    ) -> None:
+        """A stamp travels whole beside the batch, signed or not."""
+        for framer in (PLAIN, SIGNED):
+            assert framer.unpack_stamped(framer.pack(batch, stamp=stamp)) == (stamp, batch)
+            assert framer.unpack(framer.pack(batch, stamp=stamp)) == batch
+
+    def test_the_stamp_follows_the_tag_and_is_signed(self) -> None:
+        """A stamped frame sets flag bit 1; the 24-byte stamp comes after the tag
+        and the tag covers it."""
+        head = b"FW\x02\x03\x00\x01"
+        stamp = struct.pack(">QQQ", 5, 6, 7)
+        tag = hmac.digest(SECRET, head + stamp + BODY, "sha256")
+        frame = SIGNED.pack([Ping(n=1)], stamp=(5, 6, 7))
+        assert frame == head + tag + stamp + BODY
+        assert PLAIN.unpack_stamped(PLAIN.pack([Ping(n=1)])) == (None, [Ping(n=1)])
+        changed = bytearray(frame)
+        changed[38 + 23] ^= 0x01  # the sequence's last byte
+        assert unpack_error(SIGNED, bytes(changed)) == "bad auth tag"
+
+    def test_a_refusal_raises_stale_frame_with_its_stamp(self) -> None:
+        """A refusal frame has flags 0b111 and no body; unpacking it raises
+        StaleFrame naming the epoch, the sender and the sequence."""
+        refusal = SIGNED.refusal((0xE, 0x5, 9))
+        assert refusal[3] == 0x07 and len(refusal) == 6 + 32 + 24
+        with pytest.raises(StaleFrame) as caught:
+            SIGNED.unpack(refusal)
+        assert (caught.value.epoch, caught.value.sender, caught.value.seq) == (0xE, 0x5, 9)
+        assert str(caught.value) == "request 5:9 refused as stale (server epoch e)"
+
+    @pytest.mark.parametrize(
+        ("frame", "reason"),
+        [
+            pytest.param(header(flags=0x02) + b"\x00" * 5, "truncated stamp (5 bytes)", id="stamp"),
+            pytest.param(header(flags=0x04), "refusal frame without a stamp", id="refusal"),
+        ],
+    )
+    def test_a_bad_stamp_is_refused(self, frame: bytes, reason: str) -> None:
+        """A stamp too short, or a refusal without one, is a frame error."""
+        assert unpack_error(PLAIN, frame) == reason
 
 
 class TestPack:

@@ -83,8 +83,8 @@ async def open_control(
     *, dashboard: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
     journal: str | None = None,
 ) -> AsyncIterator[Control]:
-    """config/control.toml with the dashboard on 127.0.0.1 and a port of its
-    choosing (port 0: nothing to pick, nothing to race), sampling every
+    """config/control.toml, sync tasks on threads, with the dashboard on
+    127.0.0.1 and a port of its choosing (port 0: nothing to pick, nothing to race), sampling every
     50 ms (``dashboard`` overrides its options); with ``journal``, a
     Journal on that file that the store and the scheduler write to (unless
     config/control.toml has one already)."""
@@ -95,6 +95,10 @@ async def open_control(
         "FASTWORKER_DISCOVERY_PORT": "0",
         "FASTWORKER_DASHBOARD": "127.0.0.1:0",
         "FASTWORKER_JOURNAL": os.environ.get("FASTWORKER_JOURNAL", "off"),
+        # Sync tasks on threads: the node runs in this process, and the
+        # tests' sync tasks share state with the test. The shipped default
+        # (a process pool) is tested with real processes (test_isolation).
+        "FASTWORKER_ISOLATION": "thread",
         **(environ or {}),
     }
     topology = Topology.from_toml("config/control.toml", environ=env)

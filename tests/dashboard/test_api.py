@@ -459,6 +459,26 @@ class TestWorkerProtocol:
                           "fastworker_jobs_too_large": [1]}
 
 
+class TestStaleFrames:
+    def test_metrics_count_stale_frames_per_serving_edge(self) -> None:
+        """A serving edge's ``frames_stale`` is ``fastworker_frames_stale{port}``."""
+        from actors.edge import ServeStats
+
+        edge = ServeStats(
+            wire="listening on tcp://127.0.0.1:5557", requests=9, replies=4, messages_in=4,
+            frames_dropped=0, messages_unrouted=0, in_progress=0, unanswered=0,
+            frames_stale=3, stale_by_peer={"tcp://127.0.0.1:40514": 3}, epochs_told=2,
+            senders=2, epoch="00000000000000ee", epochs_rotated=0, peers_dropped_slow=0)
+        sample = views.Sample(at=1010.0, clock=1.0, stats={"submit_normal": ActorStats(
+            name="submit_normal", kind="actors.ServeEdge",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=edge)})
+        text = metrics.render(sample, views.NodeInfo(name="n", version="1", started_at=0.0))
+        [total] = [s for s in _families(text.decode())["fastworker_frames_stale"].samples
+                   if s.name.endswith("_total")]
+        assert (total.labels, total.value) == ({"port": "submit_normal"}, 3)
+
+
 class TestEndpoints:
     async def test_metrics_in_prometheus_text_format(self) -> None:
         async with open_control() as control:
@@ -482,6 +502,9 @@ class TestEndpoints:
         assert skipped == {"overlap", "missed"}
         assert families["fastworker_task_retries"].samples[0].value == 0
         assert families["fastworker_results_too_large"].samples[0].value == 0
+        stale = {s.labels["port"]: s.value for s in families["fastworker_frames_stale"].samples
+                 if s.name.endswith("_total")}
+        assert {"submit_normal", "queries", "workers"} <= set(stale)
 
     async def test_the_openapi_schema_lists_every_api_route(self) -> None:
         async with open_control() as control:

@@ -4,6 +4,7 @@ even on loopback, and a default client of the same user just works."""
 
 from __future__ import annotations
 
+import functools
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from actors.edge import offset_address
 from actors.frame import Framer
 from actors.nng import open_request_wire
 from actors.pytest_plugin import free_tcp_ports
+from actors.testing import RawRequests
 from examples import tasks
 from fastworker import Client, InvalidSubmission
 from fastworker.messages import CODEC, StatusQuery
@@ -45,8 +47,9 @@ async def test_a_local_unsigned_frame_is_refused_with_the_auto_secret(
             with pytest.raises(TimeoutError):
                 await wire.request(Framer(CODEC).pack(query), timeout=0.5)
             assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-            signed = Framer(CODEC, secret=secret_file.read_bytes().strip())
-            answer = signed.unpack(await wire.request(signed.pack(query), timeout=10))
+            signed = RawRequests(Framer(CODEC, secret=secret_file.read_bytes().strip()),
+                                 functools.partial(wire.request, timeout=10))
+            _, answer = await signed.send(query)
         finally:
             await wire.aclose()
         assert [type(message).__name__ for message in answer] == ["Records"]

@@ -12,6 +12,7 @@ only guards against a hang.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from pathlib import Path
@@ -21,8 +22,10 @@ import pytest
 import trio
 
 from actors.frame import Framer
+from actors.nng import open_request_wire
 from actors.pytest_plugin import free_tcp_ports
 from actors.secret import auto_secret_path, read_secret_file
+from actors.testing import RawRequests
 from fastworker import Client
 from fastworker.messages import CODEC, ResultQuery
 from tests.process.harness import control_plane, env  # noqa: F401 (fixture)
@@ -51,15 +54,23 @@ def vm_rss(pid: int) -> int:
 async def ask_and_never_read(port: int, task_id: str, times: int) -> trio.socket.SocketType:
     """Open a req0 connection to ``port`` and ask ``times`` for the result of
     ``task_id`` (a ``ResultQuery`` frame each, signed with the per-host
-    secret the control plane made), never reading. The one place this test
-    builds frames and SP messages by hand."""
+    secret the control plane made, stamped for the port's epoch with a
+    sequence of its own), never reading. The one place this test builds
+    frames and SP messages by hand."""
     secret = read_secret_file(auto_secret_path(), auto=True)
-    frame = Framer(CODEC, secret=secret).pack([ResultQuery(ids=(task_id,))])
+    wire = await open_request_wire(f"tcp://127.0.0.1:{port}", recv_max_size=MIB)
+    try:
+        raw = RawRequests(Framer(CODEC, secret=secret),
+                          functools.partial(wire.request, timeout=10))
+        await raw.learn_epoch()
+    finally:
+        await wire.aclose()
+    frames = [raw.frame([ResultQuery(ids=(task_id,))]) for _ in range(times)]
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(("127.0.0.1", port))
     out = b"\x00SP\x00\x00\x30\x00\x00"  # the req0 handshake
-    for number in range(1, times + 1):
+    for number, frame in enumerate(frames, 1):
         body = (0x80000000 | number).to_bytes(4, "big") + frame  # request id, frame
         out += len(body).to_bytes(8, "big") + body
     await sock.send(out)

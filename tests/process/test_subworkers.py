@@ -237,12 +237,15 @@ async def test_an_at_most_once_task_is_failed_not_rerun(control_env: dict[str, s
 async def test_a_poison_task_is_failed_after_killing_its_limit_of_workers(
     control_env: dict[str, str],
 ) -> None:
-    """A task that kills every worker it runs on is failed as PoisonTask
-    after three lost workers, and the fleet's fourth worker survives."""
+    """A task that kills every worker it runs on (sync tasks on threads,
+    the opt-in: FASTWORKER_ISOLATION=thread) is failed as PoisonTask after
+    three lost workers, and the fleet's fourth worker survives. (In a pool
+    process, the default, it kills no worker: see test_isolation.)"""
     # The control plane lacks the poison: its own executor never runs it.
     async with fleet(control_env) as f:
         control = await f.start_control(FASTWORKER_TASKS="examples.tasks")
-        subs = [await f.start_sub(concurrency=1) for _ in range(4)]
+        subs = [await f.start_sub(concurrency=1, FASTWORKER_ISOLATION="thread")
+                for _ in range(4)]
         async with Client(f.address) as client:
             with pytest.raises(TaskError) as raised:
                 await client.submit("tests.kill_worker")

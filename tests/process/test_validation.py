@@ -2,12 +2,14 @@
 values refused with the field and the limit named, and duplicate runs of a
 task counted in its record.
 
-Frames are made by hand (``Framer`` over a raw request wire), as a client
-that skips the client library's own checks, or a subworker, would send them.
+Frames are made by hand (``RawRequests``: a ``Framer`` and a stamp over a
+raw request wire), as a client that skips the client library's own checks,
+or a subworker, would send them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from actors.edge import offset_address
 from actors.frame import Framer, secret_from
 from actors.nng import open_request_wire
 from actors.pytest_plugin import free_tcp_ports
+from actors.testing import RawRequests
 from examples import tasks
 from fastworker import Client, InvalidSubmission
 from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS
@@ -78,14 +81,15 @@ class Port:
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Port]:
         self.wire = await open_request_wire(self.address, recv_max_size=8 << 20)
+        self.raw = RawRequests(self.framer, functools.partial(self.wire.request, timeout=10))
         try:
             yield self
         finally:
             await self.wire.aclose()
 
     async def ask(self, *messages: Any) -> list[Any]:
-        reply = await self.wire.request(self.framer.pack(list(messages)), timeout=10)
-        return self.framer.unpack(reply)
+        _, answers = await self.raw.send(list(messages))
+        return answers
 
 
 def submit(**fields: Any) -> Submit:

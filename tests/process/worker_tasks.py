@@ -48,9 +48,16 @@ async def _hold(port: int, label: str) -> int:
     return os.getpid()
 
 
-@task(name="tests.hold_thread")
+@task(name="tests.hold_thread", isolation="thread")
 def hold_thread(port: int, label: str) -> int:
     """``hold`` as a sync task on a worker thread."""
+    return _hold_blocking(port, label)
+
+
+@task(name="tests.hold_sync")
+def hold_sync(port: int, label: str) -> int:
+    """``hold`` as a sync task that does not choose where it runs: the
+    executor's ``isolation`` option decides."""
     return _hold_blocking(port, label)
 
 
