@@ -15,7 +15,6 @@ from actors.edge import Edge as Edge
 from actors.edge import EdgeOptions as EdgeOptions
 from actors.edge import InboundEdge as InboundEdge
 from actors.edge import OutboundEdge as OutboundEdge
-from actors.edge import ServeEdge as ServeEdge
 from actors.errors import ActorCrashed as ActorCrashed
 from actors.errors import ActorError as ActorError
 from actors.errors import CallTimeout as CallTimeout
@@ -23,8 +22,8 @@ from actors.errors import ConfigError as ConfigError
 from actors.errors import Escalation as Escalation
 from actors.errors import FrameError as FrameError
 from actors.errors import PeerDropped as PeerDropped
-from actors.errors import StartError as StartError
 from actors.errors import StaleFrame as StaleFrame
+from actors.errors import StartError as StartError
 from actors.errors import Unanswered as Unanswered
 from actors.errors import WiringError as WiringError
 from actors.frame import Framer as Framer
@@ -40,6 +39,7 @@ from actors.requester import Requester as Requester
 from actors.requests import Answers as Answers
 from actors.requests import Requests as Requests
 from actors.requests import Unsent as Unsent
+from actors.serve import ServeEdge as ServeEdge
 from actors.supervisor import RestartPolicy as RestartPolicy
 from actors.timers import DueHeap as DueHeap
 from actors.timers import Timer as Timer

@@ -5,10 +5,11 @@ one from an NNG socket (push, pull, pair, pair1, bus or rep) that listens or
 dials, driven by its descriptors (``io="poll"``) or by pynng's aio
 (``io="async"``, always for rep); ``open_request_wire`` makes the client of a
 rep wire, a ``RequestWire`` that runs under asyncio and trio. The wires
-themselves live in ``actors.nng_wire`` (``NngWire``) and
-``actors.nng_reqrep`` (``RequestWire``), and are re-exported here; these
-three are the only modules that import pynng (TLS settings and their rule are
-``actors.tls``). See docs/transport.md. A sent
+themselves live in ``actors.nng_wire`` (``NngWire``, with
+``actors.nng_rep`` for a rep socket's contexts) and ``actors.nng_req``
+(``RequestWire``), and are re-exported here; these four are the only modules
+that import pynng (TLS settings and their rule are ``actors.tls``). See
+docs/transport.md. A sent
 frame may still be lost when a peer restarts: delivery rests on the acks and
 redelivery of the layers above.
 """
@@ -27,8 +28,8 @@ import pynng  # type: ignore[import-untyped]
 import trio
 
 from actors.errors import ConfigError
-from actors.nng_reqrep import RequestWire as RequestWire
-from actors.nng_reqrep import req_socket
+from actors.nng_req import RequestWire as RequestWire
+from actors.nng_req import req_socket
 from actors.nng_wire import BY_CONTEXT, CAN_RECEIVE, CAN_SEND
 from actors.nng_wire import NngWire as NngWire
 from actors.tls import TlsOptions as TlsOptions

@@ -3,10 +3,11 @@
 A wire is driven by its socket's descriptors (``io="poll"``: wait until trio
 sees one readable, then call pynng without blocking) or by pynng's aio
 (``io="async"``); a rep wire goes through the contexts of
-``actors.nng_reqrep.RepContexts``. Which patterns send, receive, or go by
+``actors.nng_rep.RepContexts``. Which patterns send, receive, or go by
 contexts is said once, here, for the wire and for ``actors.nng``, which sizes
-the sockets' queues by it. This module, ``actors.nng`` and
-``actors.nng_reqrep`` are the only ones that import pynng. See docs/transport.md.
+the sockets' queues by it. This module, ``actors.nng``, ``actors.nng_rep``
+and ``actors.nng_req`` are the only ones that import pynng. See
+docs/transport.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pynng  # type: ignore[import-untyped]
 import trio
 
 from actors.errors import ConfigError
-from actors.nng_reqrep import RepContexts
+from actors.nng_rep import RepContexts
 from actors.wire import Received
 
 __all__ = ["NngWire"]

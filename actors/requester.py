@@ -19,7 +19,7 @@ import anyio
 from actors.errors import FrameError, StaleFrame, Unanswered
 from actors.frame import Framer
 from actors.freshness import Stamper
-from actors.nng_reqrep import RequestWire
+from actors.nng_req import RequestWire
 
 __all__ = ["MAX_RESENDS", "Requester"]
 

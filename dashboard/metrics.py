@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from actors.edge import ServeStats
+from actors.serve import ServeStats
 from dashboard.views import (
     NodeInfo,
     Sample,

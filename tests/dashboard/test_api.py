@@ -462,7 +462,7 @@ class TestWorkerProtocol:
 class TestStaleFrames:
     def test_metrics_count_stale_frames_per_serving_edge(self) -> None:
         """A serving edge's ``frames_stale`` is ``fastworker_frames_stale{port}``."""
-        from actors.edge import ServeStats
+        from actors.serve import ServeStats
 
         edge = ServeStats(
             wire="listening on tcp://127.0.0.1:5557", requests=9, replies=4, messages_in=4,

@@ -1,43 +1,34 @@
-"""NNG request/reply over contexts: the two ends behind ``actors.nng``.
+"""NNG replies over contexts: the serving end behind ``actors.nng``.
 
-``actors.nng`` opens the sockets (``open_wire(pattern="rep")`` for a server,
-``open_request_wire`` for a client) and re-exports ``RequestWire``; this
-module keeps the contexts that let one socket carry many requests at once.
-It, ``actors.nng`` and ``actors.nng_wire`` are the only modules that import pynng.
-
-- ``RepContexts``: a rep socket's pool of contexts. Each receive takes a
-  free context, and it stays taken until that request is answered or
-  discarded, or until its ``Received.reply_to`` is garbage-collected (then
-  nobody can answer it any more). Its replies are bounded per connection
-  (``_Output``): a peer that does not take them in time is dropped.
-- ``RequestWire``: a req socket's pool of contexts, one request in flight
-  on each. Written on anyio and pynng's own async calls, which pick the
-  event loop through sniffio, so it runs under asyncio and trio alike.
+``actors.nng`` opens a rep socket (``open_wire(pattern="rep")``) and hands it
+to ``RepContexts``, a pool of contexts that lets one socket serve many
+requests at once. Each receive takes a free context, and it stays taken
+until that request is answered or discarded, or until its
+``Received.reply_to`` is garbage-collected (then nobody can answer it any
+more). Replies are bounded per connection (``_Output``): a peer that does
+not take them in time is dropped. The requesting end is ``actors.nng_req``.
+This module, ``actors.nng_req``, ``actors.nng`` and ``actors.nng_wire`` are
+the only ones that import pynng.
 
 pynng frees nothing after a send that failed or was cancelled (NNG hands
-the message back; pynng marked it given away), so every send here goes
-through ``send_message``, which takes the message back. See docs/transport.md.
+the message back; pynng marked it given away), so every send goes through
+``send_message``, which takes the message back. See docs/transport.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, final
+from collections.abc import Callable
+from typing import Any, final
 
-import anyio
 import pynng  # type: ignore[import-untyped]
-import sniffio
 import trio
 
 from actors.errors import ConfigError, PeerDropped
 
-__all__ = ["RepContexts", "RequestWire", "req_socket", "send_message"]
-
-T = TypeVar("T")
+__all__ = ["RepContexts", "send_message"]
 
 
 async def send_message(target: Any, frame: bytes) -> None:
@@ -54,48 +45,6 @@ async def send_message(target: Any, frame: bytes) -> None:
     except BaseException:
         message._mem_freed = False  # NNG did not take it: ours to free
         raise
-
-
-async def _cancellable(operation: Callable[[], Awaitable[T]]) -> T:
-    """Await a pynng call so that cancelling it is seen as the canceller's own.
-
-    Under asyncio, pynng swallows the CancelledError it is cancelled with and
-    raises a new, bare one once NNG has cancelled: anyio's cancel scopes (so
-    ``anyio.fail_after``) do not recognise that one as theirs and let it
-    escape as if the whole task were cancelled. So under asyncio the call
-    runs in a task of its own that only this function cancels, and the
-    caller gets the original CancelledError. (pynng's trio path is right.)
-    """
-    if sniffio.current_async_library() != "asyncio":
-        return await operation()
-    inner = asyncio.ensure_future(operation())
-    # Whatever it ends with once we were cancelled is of no interest.
-    inner.add_done_callback(lambda done: done.cancelled() or done.exception())
-    try:
-        return await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        inner.cancel()  # pynng cancels the NNG operation and waits for it
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait([inner])
-        raise
-
-
-class _Req0(pynng.Req0):  # type: ignore[misc]
-    """Req0 plus NNG's resend tick (how often it looks for requests to resend)."""
-
-    resend_tick = pynng.nng.MsOption("req:resend-tick")
-
-
-def req_socket(*, resend_ms: int, **options: Any) -> Any:
-    """A pynng Req0 socket resending after ``resend_ms`` (``options`` go to pynng).
-
-    NNG looks for requests to resend once per tick (1 s by default); a tick of
-    at most ``resend_ms`` resends between one and two ``resend_ms`` late.
-    """
-    # Set before any context is made: each context copies the resend time.
-    socket = _Req0(resend_time=resend_ms, **options)
-    socket.resend_tick = min(1000, resend_ms)
-    return socket
 
 
 @final
@@ -394,97 +343,3 @@ class RepContexts:
         if self._held.get(context) is held:
             del self._held[context]
             self._release(context)
-
-
-@final
-class RequestWire:
-    """Sends request frames to a rep listener; each gets exactly one reply frame.
-
-    Make one with ``actors.nng.open_request_wire``. Runs under asyncio and
-    trio. Up to ``contexts`` requests are in flight at once; more wait for a
-    free context. Any number of tasks may call ``request`` at once.
-    """
-
-    def __init__(self, socket: Any, *, name: str, contexts: int) -> None:
-        self._socket = socket
-        self._name = name
-        # NNG copies the socket's resend time into a context when it is made.
-        self._contexts = [socket.new_context() for _ in range(contexts)]
-        self._free = list(self._contexts)
-        self._slots = anyio.Semaphore(contexts)
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        """``dialing tcp://127.0.0.1:5555``."""
-        return self._name
-
-    async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
-        """Send ``frame`` on a free context and return the reply frame.
-
-        Waits for a free context if all are busy. The request is sent again
-        (same request, same reply awaited) whenever the connection it went
-        out on drops, and after each ``resend_time`` without a reply: the
-        server may see it more than once. Cancelling leaks nothing and frees
-        the context; a reply arriving later is dropped by NNG.
-
-        Args:
-            frame: the request.
-            timeout: seconds for the whole request, waiting for a context
-                included; ``None`` waits for ever.
-
-        Raises:
-            TimeoutError: no reply within ``timeout`` (the builtin, which
-                asyncio and trio callers alike can catch).
-            anyio.ClosedResourceError: the wire is closed, before or while waiting.
-        """
-        try:
-            with anyio.fail_after(timeout):
-                async with self._slots:
-                    context = self._free.pop()
-                    try:
-                        await _cancellable(functools.partial(self._send, context, frame))
-                        message = await _cancellable(functools.partial(self._receive, context))
-                    except pynng.Closed:
-                        raise self._closed_error() from None
-                    finally:
-                        self._free.append(context)
-        except TimeoutError:
-            if timeout is None:
-                raise
-            raise TimeoutError(f"{self._name}: no reply within {timeout:g} s") from None
-        return bytes(message.bytes)
-
-    async def aclose(self) -> None:
-        """Close the socket; waiting and later requests raise anyio.ClosedResourceError."""
-        if not self._closed:
-            self._closed = True
-            # nng_close waits for the socket's pipes to wind down.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._close)
-        await anyio.lowlevel.checkpoint()
-
-    # aclose marks the wire closed on the event loop's thread, then closes the
-    # contexts on another: each use checks first, with no await in between.
-
-    async def _send(self, context: Any, frame: bytes) -> None:
-        if self._closed:
-            raise self._closed_error()
-        await send_message(context, frame)
-
-    async def _receive(self, context: Any) -> Any:
-        if self._closed:
-            raise self._closed_error()
-        return await context.arecv_msg()
-
-    def _close(self) -> None:
-        # Contexts first: once the socket is gone, closing one raises in __del__.
-        for context in self._contexts:
-            try:
-                context.close()
-            except pynng.NNGException:
-                pass
-        self._socket.close()
-
-    def _closed_error(self) -> anyio.ClosedResourceError:
-        return anyio.ClosedResourceError(f"wire {self._name} is closed")
