@@ -40,6 +40,7 @@ __all__ = [
     "RequestWire",
     "TlsOptions",
     "check_listen_address",
+    "is_local_address",
     "open_request_wire",
     "open_wire",
 ]
@@ -98,7 +99,7 @@ def check_listen_address(address: str, *, secured: bool) -> None:
         ConfigError: ``address`` is not loopback, ipc or inproc, and ``secured``
             is false. The message says how to fix it.
     """
-    if secured or address.startswith(_LOCAL_SCHEMES) or _is_loopback(address):
+    if secured or is_local_address(address):
         return
     parts = urlsplit(address)
     port = parts.netloc.rpartition(":")[2] if ":" in parts.netloc else ""
@@ -266,6 +267,12 @@ def _common_problems(
         problems.append(f"contexts must be within 1..{_MAX_CONTEXTS}, got {contexts}")
     problems += tls_problems(address, tls, mode)
     return problems
+
+
+def is_local_address(address: str) -> bool:
+    """Whether ``address`` reaches this host only: ``ipc://``, ``inproc://``,
+    or a loopback host (``127.0.0.1``, ``::1``, ``localhost``)."""
+    return address.startswith(_LOCAL_SCHEMES) or _is_loopback(address)
 
 
 def _is_loopback(address: str) -> bool:

@@ -24,8 +24,10 @@ and client of that user on that host agrees without configuration. A node
 that serves (``create=True``) makes it on first start: random, mode 0600 in a
 0700 directory, written under a temporary name and linked into place, so two
 nodes starting at once agree on one secret and nobody reads half a file. A
-client or a worker link only reads it (``create=False``), and a missing file
-is an error naming the path, not a silent wait for answers that never come.
+client or a worker link makes it too when its control plane is on this host
+(it may start first); one that talks to another host only reads it
+(``create=False``), and a missing file is an error naming the path, not a
+silent wait for answers that never come.
 A file that other users can read, or that another user owns, is refused.
 
 The auto secret protects one host. It does not count as a shared secret for
@@ -123,7 +125,8 @@ def frame_secret(
         secret: the secret's text; empty: not set.
         secret_file: a path, ``"auto"``, ``"none"``, or empty (not set).
         create: make the per-host secret if it is missing (a node that
-            serves); otherwise a missing one is an error (a client, a link).
+            serves, or a client or link of a control plane on this host);
+            otherwise a missing one is an error (one of another host).
         mutual_tls: mutual TLS authenticates this end's peers (a listener
             that demands certificates, a dialer that shows one); then
             ``"auto"`` signs nothing, as a peer on another host has no
@@ -176,9 +179,10 @@ def read_secret_file(path: Path, *, auto: bool) -> bytes:
     except OSError as error:
         if auto and isinstance(error, FileNotFoundError):
             raise ConfigError(
-                f"no per-host secret at {path}: a control plane of this user on this host "
-                "makes it when it starts (start one first), or set FASTWORKER_SECRET / "
-                "FASTWORKER_SECRET_FILE to the control plane's secret"
+                f"no per-host secret at {path}: it is made on this host by this user's "
+                "control planes, and by their clients and subworkers here; for a control "
+                "plane on another host, set FASTWORKER_SECRET / FASTWORKER_SECRET_FILE to "
+                "its secret"
             ) from None
         raise ConfigError(f"{what} {path}: cannot read: {error.strerror}") from None
     try:

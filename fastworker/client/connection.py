@@ -21,7 +21,7 @@ import anyio
 from actors.edge import offset_address
 from actors.errors import ConfigError, FrameError, Unanswered
 from actors.frame import Framer, secret_from
-from actors.nng import RequestWire, open_request_wire
+from actors.nng import RequestWire, is_local_address, open_request_wire
 from actors.requester import Requester
 from actors.secret import AUTO, frame_secret
 from actors.tls import TlsOptions, resolve_tls, tls_from_environ
@@ -116,7 +116,12 @@ class Connection:
         self.address = given or DEFAULT_ADDRESS
         self._discover = None if given else discover
         self._tls = tls if tls is not None else tls_from_environ()
-        signing = _environment_secret(self._tls) if secret is None else secret_from(secret)
+        if secret is None:
+            # A control plane on this host may not have started yet: whoever
+            # starts first makes the per-host secret, the other reads it.
+            signing = _environment_secret(self._tls, create=is_local_address(self.address))
+        else:
+            signing = secret_from(secret)
         self._framer = Framer(CODEC, secret=signing, max_frame_bytes=max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
         self._contexts = contexts
@@ -159,16 +164,18 @@ class Connection:
         self._ports = []
 
 
-def _environment_secret(tls: TlsOptions | None) -> bytes | None:
+def _environment_secret(tls: TlsOptions | None, *, create: bool) -> bytes | None:
     """The secret the environment names, by the nodes' own rule
     (``actors.secret.frame_secret``): ``$FASTWORKER_SECRET``, else
     ``$FASTWORKER_SECRET_FILE`` (a path, ``none``), else, unset, this user's
-    per-host secret, which a control plane on this host makes: a client
-    never makes one. With a client certificate (mutual TLS) the per-host
+    per-host secret: made if missing when ``create`` (the control plane is
+    on this host, and may start after the client), else a missing one is an
+    error naming the path (the control plane is elsewhere: it needs its
+    secret copied here). With a client certificate (mutual TLS) the per-host
     secret signs nothing; with TLS settings, a missing one is none."""
     try:
         return frame_secret(os.environ.get("FASTWORKER_SECRET", ""),
-                            os.environ.get("FASTWORKER_SECRET_FILE", AUTO), create=False,
+                            os.environ.get("FASTWORKER_SECRET_FILE", AUTO), create=create,
                             mutual_tls=tls is not None and tls.mutual,
                             missing_ok=tls is not None)
     except ConfigError as error:

@@ -11,9 +11,11 @@ plane.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import TypeAlias, Union
 
 import attrs
@@ -22,7 +24,7 @@ import trio
 from actors import Actor, ActorContext
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
-from actors.nng import TlsOptions
+from actors.nng import TlsOptions, is_local_address
 from actors.secret import check_secret_choice, frame_secret
 from actors.tls import resolve_tls
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
@@ -48,11 +50,13 @@ class LinkOptions:
         discovery_port: the UDP port of the discovery beacon; 0: no
             discovery (then ``address`` is required).
         secret / secret_file: the control plane's shared secret
-            (``actors.secret.frame_secret``); ``secret_file = "auto"`` reads
-            this user's per-host secret, which a control plane on this host
-            makes (a link never makes one), or signs nothing when this
-            worker's certificate does mutual TLS (with TLS settings, a
-            missing per-host secret is none).
+            (``actors.secret.frame_secret``); ``secret_file = "auto"`` is
+            this user's per-host secret: made if missing for a control
+            plane on this host (it may start after the link), read for one
+            elsewhere (missing: an error at start for a given address, a
+            control plane found by discovery passed over with the reason);
+            none when this worker's certificate does mutual TLS (with TLS
+            settings, a missing per-host secret is none).
         tls: TLS settings for a ``tls+tcp://`` control plane (``ca_file``,
             and ``cert_file`` / ``key_file`` for mutual TLS; empty strings
             are unset). With them, a plain ``tcp://`` address (given or
@@ -107,13 +111,12 @@ class WorkerLink(Actor[Accepts]):
         self.worker = options.worker or f"{socket.gethostname()}:{os.getpid()}"
         self._buffer = ReportBuffer(max_buffered=options.max_buffered_outcomes,
                                     max_frame_bytes=options.max_frame_bytes)
-        tls = options.tls if options.tls is not None and options.tls.configured else None
-        framer = Framer(CODEC, secret=frame_secret(
-            options.secret, options.secret_file, create=False,
-            mutual_tls=tls is not None and tls.mutual, missing_ok=tls is not None,
-        ), max_frame_bytes=options.max_frame_bytes)
-        self._session = LinkSession(options, name=self.name, worker=self.worker, framer=framer,
-                                    buffer=self._buffer, refs=self.refs)
+        framer_for: Callable[[str], Framer] = functools.partial(_framer_for, options)
+        if options.address:
+            framer = framer_for(options.address)  # a bad secret stops the node at start
+            framer_for = lambda address: framer  # noqa: E731
+        self._session = LinkSession(options, name=self.name, worker=self.worker,
+                                    framer_for=framer_for, buffer=self._buffer, refs=self.refs)
         self._running_timer = False
         self._nursery: trio.Nursery | None = None
         self._dropped_log = RateLimitedLog(log, what="times", period=60.0)
@@ -196,3 +199,20 @@ class WorkerLink(Actor[Accepts]):
             outcomes_dropped_total=self._buffer.outcomes_dropped,
             running_dropped_total=self._buffer.running_dropped,
         )
+
+
+def _framer_for(options: LinkOptions, address: str) -> Framer:
+    """The framer for the control plane at ``address``, signing by
+    ``actors.secret.frame_secret``. A control plane on this host may start
+    after its subworker, so the per-host secret is made if missing for a
+    local address (whoever starts first makes it); for another host a
+    missing one is an error naming the path (its secret must be copied).
+
+    Raises:
+        ConfigError: the secret settings cannot be used (the message says why).
+    """
+    tls = options.tls if options.tls is not None and options.tls.configured else None
+    return Framer(CODEC, secret=frame_secret(
+        options.secret, options.secret_file, create=is_local_address(address),
+        mutual_tls=tls is not None and tls.mutual, missing_ok=tls is not None,
+    ), max_frame_bytes=options.max_frame_bytes)

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -71,12 +71,15 @@ class LinkSession:
     jobs assigned.
     """
 
-    def __init__(self, options: LinkOptions, *, name: str, worker: str, framer: Framer,
-                 buffer: ReportBuffer, refs: Mapping[str, Ref[Any]]) -> None:
+    def __init__(self, options: LinkOptions, *, name: str, worker: str,
+                 framer_for: Callable[[str], Framer], buffer: ReportBuffer,
+                 refs: Mapping[str, Ref[Any]]) -> None:
         self.options = options
         self.name = name
         self.worker = worker
-        self._framer = framer
+        #: The framer for a control plane's address (its secret depends on
+        #: whether that is this host); raises ConfigError if it cannot sign.
+        self._framer_for = framer_for
         self._buffer = buffer
         self._refs = refs
         self.requester: Requester | None = None
@@ -149,9 +152,11 @@ class LinkSession:
     async def connect(self) -> None:
         options = self.options
         address = options.address
-        if not address:
-            address, announcement = await self._discover()
-            if announcement.secret_required and not self._framer.signed:
+        if address:
+            framer = self._framer_for(address)
+        else:
+            address, announcement, framer = await self._discover()
+            if announcement.secret_required and not framer.signed:
                 log.error(
                     "%s: the control plane at %s requires a shared secret; set "
                     "FASTWORKER_SECRET or FASTWORKER_SECRET_FILE to the same one",
@@ -163,27 +168,30 @@ class LinkSession:
             recv_max_size=options.max_frame_bytes, contexts=4,
             tls=resolve_tls(address, options.tls, "dial"),
         )
-        self.requester = Requester(wire, self._framer)
+        self.requester = Requester(wire, framer)
         await self._first_credit.wait()
         while not self.draining:
             await self._session()
 
-    async def _discover(self) -> tuple[str, Announcement]:
+    async def _discover(self) -> tuple[str, Announcement, Framer]:
         """The first control plane found whose address fits this worker's
-        TLS settings: a tls+tcp:// one needs them; with them, a plain one is
-        passed over (a forged answer must not downgrade the link)."""
+        TLS settings (a tls+tcp:// one needs them; with them, a plain one is
+        passed over: a forged answer must not downgrade the link) and its
+        secret settings (one on another host, with no secret set here, is
+        passed over with the reason), and the framer for it."""
         while True:
             address, announcement = await discover_forever(
                 log=log, what=self.name, port=self.options.discovery_port)
             try:
                 resolve_tls(address, self.options.tls, "dial")
+                framer = self._framer_for(address)
             except ConfigError as error:
                 log.error("%s: passing over the control plane %s found at %s, looking again "
                           "in %g s: %s", self.name, announcement.name, address,
                           _REDISCOVER_DELAY, error)
                 await trio.sleep(_REDISCOVER_DELAY)
                 continue
-            return address, announcement
+            return address, announcement, framer
 
     async def _session(self) -> None:
         """Register, then pull, report and beat until the control plane

@@ -153,15 +153,16 @@ class TestRefused:
         assert not path.exists()
 
     def test_missing_for_a_reader(self, state_home: Path) -> None:
-        """A client or link (``create=False``) makes nothing: a missing
-        secret is an error naming the path and who makes it."""
+        """A client or link of another host's control plane
+        (``create=False``) makes nothing: a missing secret is an error
+        naming the path, who makes it, and what to set instead."""
         path = auto_secret_path()
         with pytest.raises(ConfigError) as raised:
             frame_secret("", AUTO, create=False)
         assert str(raised.value) == (
-            f"no per-host secret at {path}: a control plane of this user on this host makes "
-            "it when it starts (start one first), or set FASTWORKER_SECRET / "
-            "FASTWORKER_SECRET_FILE to the control plane's secret"
+            f"no per-host secret at {path}: it is made on this host by this user's control "
+            "planes, and by their clients and subworkers here; for a control plane on "
+            "another host, set FASTWORKER_SECRET / FASTWORKER_SECRET_FILE to its secret"
         )
         assert not path.parent.exists()
 

@@ -60,18 +60,41 @@ async def test_a_local_unsigned_frame_is_refused_with_the_auto_secret(
             assert await client.submit(tasks.add, 1, 2) == 3
 
 
-async def test_a_client_without_the_per_host_secret_says_where_it_looked(
+async def test_a_client_of_another_host_without_the_per_host_secret_says_where_it_looked(
     state_home: Path,
 ) -> None:
-    """With no control plane ever started by this user here, a default
-    client fails at once naming the file, not after a request's timeout."""
+    """A default client of a control plane on another host, with no secret
+    set and no per-host secret here, fails at once naming the file and
+    what to set, not after a request's timeout; it makes no file (the other
+    host would not have it)."""
     with pytest.raises(InvalidSubmission) as raised:
-        Client("tcp://127.0.0.1:5555")
+        Client("tcp://10.0.0.5:5555")
+    path = state_home / "fastworker" / "secret"
     assert str(raised.value) == (
-        f"no per-host secret at {state_home / 'fastworker' / 'secret'}: a control plane of "
-        "this user on this host makes it when it starts (start one first), or set "
-        "FASTWORKER_SECRET / FASTWORKER_SECRET_FILE to the control plane's secret"
+        f"no per-host secret at {path}: it is made on this host by this user's control "
+        "planes, and by their clients and subworkers here; for a control plane on another "
+        "host, set FASTWORKER_SECRET / FASTWORKER_SECRET_FILE to its secret"
     )
+    assert not path.exists()
+
+
+async def test_a_client_and_a_subworker_started_before_their_control_plane_agree_with_it(
+    control_env: dict[str, str], state_home: Path,
+) -> None:
+    """On a fresh host, a client and a subworker of a local control plane
+    may start first: whichever comes first makes the per-host secret, 0600,
+    and the control plane started after them uses it; a task only the
+    subworker knows runs there."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    path = state_home / "fastworker" / "secret"
+    assert not path.exists()
+    async with Client(address) as client:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        sub_env = {**control_env, "FASTWORKER_TASKS": "tests.process.worker_tasks"}
+        async with fastworker_run("config/sub.toml", sub_env) as sub:
+            async with control_plane(control_env):
+                await sub.wait_for("registered with")
+                assert await client.submit("tests.pid") == sub.process.pid
 
 
 async def test_a_subworker_of_the_same_user_joins_with_no_secret_set(

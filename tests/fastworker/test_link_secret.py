@@ -1,0 +1,79 @@
+"""Which secret a subworker's link signs with, by where its control plane is.
+
+A control plane on this host may start after its subworker, so for a local
+address the link makes the per-host secret if it is missing (whoever starts
+first makes it); for another host a missing one is an error naming the path,
+at start for a given address, and a reason to pass over a control plane
+found by discovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import ConfigError
+from actors.secret import auto_secret_path
+from fastworker.link import actor as link_actor
+from fastworker.link import session as link_session
+from fastworker.link.actor import LinkOptions
+from fastworker.link.reports import ReportBuffer
+from fastworker.link.session import LinkSession
+from fastworker.probe import Announcement
+
+REMOTE = "tcp://10.0.0.5:5555"
+LOCAL = "tcp://127.0.0.1:5555"
+
+
+def options(**changes: Any) -> LinkOptions:
+    return LinkOptions(**{"secret_file": "auto", "discovery_port": 0, **changes})
+
+
+def test_a_local_control_plane_s_link_makes_the_per_host_secret(state_home: Path) -> None:
+    framer = link_actor._framer_for(options(address=LOCAL), LOCAL)
+    path = auto_secret_path()
+    assert framer.signed and framer.secret == path.read_bytes().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_another_host_s_link_reads_and_names_the_missing_file(state_home: Path) -> None:
+    with pytest.raises(ConfigError, match=f"no per-host secret at {auto_secret_path()}: "):
+        link_actor._framer_for(options(address=REMOTE), REMOTE)
+    assert not auto_secret_path().exists()
+
+
+def announcement(host: str) -> Announcement:
+    return Announcement(name=f"cp-{host}", host=host, pid=1, scheme="tcp", listen_host=host,
+                        port=5555, protocol=1, secret_required=True, version="0")
+
+
+async def test_discovery_passes_over_another_host_without_its_secret(
+    state_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found first on another host (no secret for it here), then on this
+    one: the first is passed over with the reason, the second is taken with
+    the per-host secret."""
+    found = iter([(REMOTE, announcement("10.0.0.5")), (LOCAL, announcement("127.0.0.1"))])
+
+    async def discover_forever(**_: Any) -> tuple[str, Announcement]:
+        return next(found)
+
+    monkeypatch.setattr(link_session, "discover_forever", discover_forever)
+    monkeypatch.setattr(link_session, "_REDISCOVER_DELAY", 0)
+    link_options = options(discovery_port=5550)
+    session = LinkSession(link_options, name="link", worker="w1",
+                          framer_for=lambda address: link_actor._framer_for(link_options,
+                                                                            address),
+                          buffer=ReportBuffer(max_buffered=10, max_frame_bytes=1 << 20),
+                          refs={})
+    with caplog.at_level(logging.ERROR, logger="fastworker.link"):
+        address, _, framer = await session._discover()
+    assert address == LOCAL
+    assert framer.secret == auto_secret_path().read_bytes().strip()
+    [passed] = [r.getMessage() for r in caplog.records]
+    assert passed.startswith(f"link: passing over the control plane cp-10.0.0.5 found at "
+                             f"{REMOTE}, looking again in 0 s: no per-host secret at ")
