@@ -1,6 +1,6 @@
 """The messages actors of one node send each other, never over the network.
 
-Beside ``messages.py`` (the wire spec), these are the rest of the
+Beside ``fastworker.messages`` (the wire spec), these are the rest of the
 conversation inside a control plane: frozen, keyword-only attrs classes,
 each with one line saying who sends it to whom. An actor module imports
 its peers' messages from here, never from the peer's module, so no actor

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Literal
 
-from fastworker.messages import Assign, HeldJob, Job
+from fastworker.messages import Assign, HeldJob, Job, Outcome, Running
 
 __all__ = ["Placement", "WorkerAccount", "assign_budget", "job_bytes", "job_limit"]
 
@@ -122,12 +122,16 @@ class WorkerAccount:
         self.outbox = []
         return taken, too_large
 
-    def ran_after_all(self, runs: Iterable[tuple[str, int]]) -> None:
-        """Of these (id, attempt) it reported running or ended, the jobs
-        taken back that it got after all: the credit given back for each
-        is taken again, once, since it offers that slot again at the end
-        (attempt 0: any attempt)."""
+    def ran_after_all(self, running: Iterable[Running], finished: Iterable[Outcome]) -> None:
+        """Of the runs it reported started or ended, the jobs taken back
+        that it got after all: the credit given back for each is taken
+        again, once, since it offers that slot again at the end."""
         taken_back = self.taken_back
+        runs = [(o.id, o.attempt) for o in finished]
+        for started in running:
+            # No attempts listed (0): any run of the id counts.
+            runs.extend(zip(started.ids, started.attempts or (0,) * len(started.ids),
+                            strict=False))
         for task_id, attempt in runs:
             if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
                 del taken_back[task_id]

@@ -179,12 +179,7 @@ class Subworkers:
         if report.assigned and report.assigned >= worker.pull_seq:
             self.pulls.acknowledged(worker)
         if worker.taken_back:  # did it get a job taken back after all?
-            runs = [(o.id, o.attempt) for o in report.finished]
-            for running in report.running:
-                # No attempts listed (0): any run of the id counts.
-                runs.extend(zip(running.ids, running.attempts or (0,) * len(running.ids),
-                                strict=False))
-            worker.ran_after_all(runs)
+            worker.ran_after_all(report.running, report.finished)
         return Ack()
 
     def _late(self, outcome: Outcome) -> None:

@@ -5,9 +5,9 @@ records and their bounds, ``waiters`` the parked queries and watch
 sessions. See docs/results.md.
 """
 
-from fastworker.results.records import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
 from fastworker.results.store import ResultStore as ResultStore
 from fastworker.results.store import ResultStoreOptions as ResultStoreOptions
+from fastworker.results.stored import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
 
 __all__ = ["RECORD_OVERHEAD_BYTES", "ResultStore", "ResultStoreOptions"]
 

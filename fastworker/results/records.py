@@ -31,18 +31,14 @@ from fastworker.messages import (
     State,
     TaskRecord,
 )
+from fastworker.results.stored import RecordCounts, StoredTask, record_size
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
 else:  # pragma: no cover
     from typing_extensions import assert_never
 
-__all__ = [
-    "RECORD_OVERHEAD_BYTES", "REPORTS", "RecordBook", "RecordCounts", "Report", "StoredTask",
-]
-
-#: What the store counts per record besides its value and error texts.
-RECORD_OVERHEAD_BYTES = 512
+__all__ = ["REPORTS", "RecordBook", "Report"]
 
 #: The reports that move a record: plain messages (``send``), taken in batches.
 Report = Union[Queued, Running, Finished, Cancelled, Requeued, Dispatched, Released, Expired]
@@ -54,45 +50,6 @@ _EXPIRED = RemoteError(
     message="its deadline (expires) passed while it was still waiting; it was not started")
 #: The final state of a task that ended with an error of this kind.
 _FINAL_STATE_OF: dict[str, State] = {"expired": "expired", "cancelled": "cancelled"}
-
-
-class StoredTask:
-    """What the store holds about one task: its record, when it became
-    final and its counted size, and what a task's page shows besides."""
-
-    __slots__ = ("record", "final_at", "size", "payload", "dispatched_at", "dispatched_to",
-                 "retry_of", "retried_as", "duplicate_runs")
-
-    def __init__(self, record: TaskRecord) -> None:
-        self.record = record
-        self.final_at: float | None = None
-        self.size = _size(record)
-        self.payload = b""
-        self.dispatched_at = 0.0
-        self.dispatched_to = ""
-        self.retry_of = ""
-        self.retried_as: tuple[str, ...] = ()
-        #: The (attempt, worker) of each duplicate run counted, so that a
-        #: resent report of one is not counted twice.
-        self.duplicate_runs: tuple[tuple[int, str], ...] = ()
-
-
-@attrs.define
-class RecordCounts:
-    """The records' running totals, named as in ``ResultStoreStats``."""
-
-    finished_total: int = 0
-    succeeded_total: int = 0
-    failed_total: int = 0
-    cancelled_total: int = 0
-    expired_total: int = 0
-    duplicates_total: int = 0
-    duplicate_runs_total: int = 0
-    stale_total: int = 0
-    evicted_ttl: int = 0
-    evicted_lru: int = 0
-    evicted_bytes: int = 0
-    retried_total: int = 0
 
 
 class RecordBook:
@@ -386,7 +343,7 @@ class RecordBook:
         self.bytes += stored.size
 
     def _resize(self, stored: StoredTask) -> None:
-        size = _size(stored.record) + len(stored.payload)
+        size = record_size(stored.record) + len(stored.payload)
         self.bytes += size - stored.size
         stored.size = size
 
@@ -466,13 +423,3 @@ class RecordBook:
     def newest(self) -> Iterator[StoredTask]:
         """Everything held, newest first (not counted as a use)."""
         return reversed(self._tasks.values())
-
-
-def _size(record: TaskRecord) -> int:
-    size = RECORD_OVERHEAD_BYTES + len(record.value or b"")
-    errors = [attempt.error for attempt in record.attempts]
-    if record.error is not None:
-        errors.append(record.error)
-    for error in errors:
-        size += len(error.type) + len(error.message) + len(error.traceback)
-    return size

@@ -1,0 +1,246 @@
+"""The task's conversations on the wire: submit, dispatch and report.
+
+``Submit`` and its answers (client -> inbox), the jobs the dispatcher hands
+out (``Job``, ``Demand``, ``JobBatch``, ``Assign``, ``Stop``, ``Credit``,
+``Retry``) and what becomes of them (``Outcome``, ``Running``, ``Finished``,
+``Queued``, ``Cancelled``, ``Released``, ``Expired``). Part of the wire spec:
+see ``fastworker.messages`` for the whole and the rules every message keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+# -- submit ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Submit:
+    """Client -> Ingress: queue task ``task`` with pickled ``(args, kwargs)``
+    under the client-chosen ``id``; wait up to ``queue_wait`` s for room."""
+
+    id: str
+    task: str
+    payload: bytes
+    priority: int = 2
+    timeout: float | None = None
+    queue_wait: float = 0.0
+    #: The task this one retries by hand (the dashboard's retry), if any.
+    retry_of: str = ""
+    #: Seconds to hold it before it is queued (``countdown`` / ``eta``).
+    delay: float = 0.0
+    #: Seconds after acceptance past which it must not start (``expires``).
+    expires_in: float | None = None
+    #: An idempotency key: while a task submitted with the same key is
+    #: queued, scheduled or running, this submission is answered with that
+    #: task's id and not queued ("": none).
+    key: str = ""
+    #: Retries of a failed attempt, overriding the task's ``retries``
+    #: (``None``: the task's).
+    retries: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    """Ingress -> client: the task ``id`` is queued (or was already)."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class Rejected:
+    """Ingress -> client: the task ``id`` was not queued, and why.
+
+    ``error`` names the client-side exception: ``QueueFull``,
+    ``UnknownTask`` or ``InvalidSubmission``.
+    """
+
+    id: str
+    error: str
+    message: str
+
+
+# -- dispatch ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A queued task as it travels inside the system."""
+
+    id: str
+    task: str
+    payload: bytes
+    priority: int
+    timeout: float | None
+    attempt: int = 1
+    queued_at: float = 0.0
+    #: Workers lost while they held this job, and pool processes that died
+    #: running it (a poison task kills them).
+    losses: int = 0
+    #: Wall-clock time past which it must not start (``None``: no deadline),
+    #: on the clock of the process that holds the job: the control plane's;
+    #: in an ``Assign`` that crossed to a subworker, the sender's until the
+    #: subworker moves it onto its own (see ``Assign.sent_at``).
+    expires_at: float | None = None
+    #: Retries of a failed attempt, overriding the task's (``None``: the task's).
+    retries: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Demand:
+    """Dispatcher -> PriorityInbox: send me up to ``n`` more jobs, best first,
+    of tasks my free workers can run: ``only`` these (``None``: any). The
+    latest Demand's filter holds for all of it."""
+
+    n: int
+    only: frozenset[str] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobBatch:
+    """PriorityInbox -> Dispatcher: jobs in priority order (maybe fewer than asked)."""
+
+    jobs: tuple[Job, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Assign:
+    """Dispatcher -> Executor: run these jobs (never more than its credit).
+    To a subworker it also carries the running jobs to ``cancel``."""
+
+    jobs: tuple[Job, ...]
+    cancel: tuple[str, ...] = ()
+    #: The sender's wall clock when it answered a subworker's Pull with this:
+    #: the jobs' ``expires_at`` are on that clock, and a subworker keeps the
+    #: time left (``expires_at - sent_at``), not the clock (0: the deadlines
+    #: are on this process's own clock). Not part of equality.
+    sent_at: float = attrs.field(default=0.0, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Stop:
+    """Client -> Dispatcher (queries port, after a Cancel answered
+    ``not_queued``); Dispatcher -> Executor: stop the task ``id`` if it is
+    running. Answered with a ``CancelReply``."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class Credit:
+    """Executor -> Dispatcher: ``worker`` can take ``n`` more jobs."""
+
+    worker: str
+    n: int
+
+
+@attrs.frozen(kw_only=True)
+class Retry:
+    """Executor -> Dispatcher: these jobs (already their next attempt) failed
+    and are to run again after ``delays`` seconds each. Only the control
+    plane's own executor needs it: a subworker's ``Report`` says
+    ``retry_in`` and the Dispatcher retries from its own copy of the job."""
+
+    jobs: tuple[Job, ...]
+    delays: tuple[float, ...]
+
+
+# -- report --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RemoteError:
+    """What a task raised, as text: the exception class is never unpickled.
+
+    ``kind`` is ``error`` (the task raised), ``timeout`` (it ran past its
+    time limit), ``cancelled``, or ``expired`` (its deadline passed before
+    it started).
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    kind: Literal["error", "timeout", "cancelled", "expired"] = "error"
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """How one job ended: ``value`` (pickled) or ``error``."""
+
+    id: str
+    attempt: int
+    worker: str
+    value: bytes | None = None
+    error: RemoteError | None = None
+    #: When it started and ended, on the wall clock of the worker that ran
+    #: it (for people; nothing compares them with another process's clock).
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    #: The attempt failed and is retried after this many seconds
+    #: (``None``: this outcome is final).
+    retry_in: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueuedEntry:
+    """One task the inbox accepted: what the store records for it (the
+    payload is kept for a task's page and for retrying it)."""
+
+    id: str
+    task: str
+    priority: int
+    queued_at: float
+    payload: bytes = b""
+    retry_of: str = ""
+    #: Wall-clock time it is held until (0: queued at once).
+    scheduled_for: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Queued:
+    """PriorityInbox -> ResultStore: these tasks were accepted."""
+
+    entries: tuple[QueuedEntry, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Running:
+    """Executor -> ResultStore: these jobs started on ``worker``."""
+
+    ids: tuple[str, ...]
+    worker: str
+    #: On ``worker``'s wall clock (for people).
+    started_at: float
+    #: Each id's attempt number, in order (empty: the store counts them).
+    attempts: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Finished:
+    """Executor -> ResultStore: these jobs ended."""
+
+    outcomes: tuple[Outcome, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Cancelled:
+    """PriorityInbox -> ResultStore: these queued tasks were cancelled."""
+
+    ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Released:
+    """PriorityInbox -> ResultStore: these scheduled tasks are now queued."""
+
+    ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Expired:
+    """PriorityInbox -> ResultStore: these tasks were still queued (or
+    scheduled) at their deadline, and will not run."""
+
+    ids: tuple[str, ...]
