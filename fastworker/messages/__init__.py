@@ -87,6 +87,49 @@ from fastworker.messages.workers import Registered as Registered
 from fastworker.messages.workers import Report as Report
 from fastworker.messages.workers import UnknownWorker as UnknownWorker
 
+__all__ = [
+    "Accepted",
+    "Ack",
+    "Assign",
+    "Attempt",
+    "Cancel",
+    "CancelOutcome",
+    "CancelReply",
+    "Cancelled",
+    "Credit",
+    "Demand",
+    "Deregister",
+    "Drain",
+    "Expired",
+    "FINAL_STATES",
+    "Finished",
+    "Heartbeat",
+    "HeldJob",
+    "Job",
+    "JobBatch",
+    "Outcome",
+    "Pull",
+    "Queued",
+    "QueuedEntry",
+    "Records",
+    "Register",
+    "Registered",
+    "Rejected",
+    "Released",
+    "RemoteError",
+    "Report",
+    "ResultQuery",
+    "Retry",
+    "Running",
+    "State",
+    "StatusQuery",
+    "Stop",
+    "Submit",
+    "TaskRecord",
+    "UnknownWorker",
+    "Watch",
+]
+
 #: Bumped whenever a message changes shape; frames of another version are dropped.
 PROTOCOL_VERSION = 8
 
