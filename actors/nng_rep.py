@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, final
 
@@ -29,6 +30,9 @@ import trio
 from actors.errors import ConfigError, PeerDropped
 
 __all__ = ["RepContexts", "send_message"]
+
+#: Dropped pipes remembered, so that later replies to them are dropped too.
+_DROPPED_REMEMBERED = 1024
 
 
 async def send_message(target: Any, frame: bytes) -> None:
@@ -149,6 +153,10 @@ class RepContexts:
         self._peer_name = peer_name
         # pipe id -> the replies under way to it; only while some are.
         self._outputs: dict[int, _Output] = {}
+        # Pipes dropped lately: a reply to one of their requests, taken
+        # after its output was forgotten, is dropped too (NNG would hold it
+        # until its send timed out). Ids are not reused within a socket.
+        self._dropped: OrderedDict[int, None] = OrderedDict()
 
     async def receive(self) -> tuple[Any, _Request]:
         """Wait for a free context, then for a request on it.
@@ -186,7 +194,7 @@ class RepContexts:
         if the time ran out (the peer is dropped: discard the request).
         """
         request = self._check(reply_to)
-        if request.pipe is None:
+        if request.pipe is None or request.pipe.id in self._dropped:
             return False
         output = self._outputs.get(request.pipe.id)
         if output is None:  # nothing under way to it: the common case, no timer
@@ -269,6 +277,7 @@ class RepContexts:
         output = self._outputs.get(pipe.id)
         if output is None:
             output = self._outputs[pipe.id] = _Output()
+            output.dropped = pipe.id in self._dropped
         return output
 
     def _forget(self, pipe: Any, output: _Output) -> None:
@@ -280,6 +289,9 @@ class RepContexts:
         """Close a pipe that took no reply in time; the error that says so."""
         output.dropped = True
         output.wake()
+        self._dropped[pipe.id] = None
+        if len(self._dropped) > _DROPPED_REMEMBERED:
+            self._dropped.popitem(last=False)
         peer = self._peer_name(pipe)
         try:
             pipe.close()  # NNG frees the replies queued for it

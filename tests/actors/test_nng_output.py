@@ -109,6 +109,38 @@ async def test_a_peer_that_reads_nothing_is_dropped_and_others_are_answered(
         assert not server._rep._outputs  # type: ignore[union-attr]  # nothing kept per peer
 
 
+async def test_a_reply_built_after_its_peer_was_dropped_is_dropped_at_once() -> None:
+    """A request of a dropped peer answered only after the drop (its other
+    replies all ended, so nothing is tracked for it any more) is neither
+    sent into NNG to wait out a send timeout nor reported as a second
+    drop: ``room`` says no, and a reply anyway goes nowhere at once."""
+    async with rep_wire(reply_timeout=1.0) as server:
+        with trio.fail_after(GUARD):
+            deaf = await deaf_peer(server, 3)
+            try:
+                held = [await server.receive_frame() for _ in range(3)]
+                dropped: list[PeerDropped] = []
+
+                async def reply(received: Any) -> None:
+                    try:
+                        await server.send_frame(b"x" * BIG, to=received.reply_to)
+                    except PeerDropped as error:
+                        dropped.append(error)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reply, held[0])
+                    nursery.start_soon(reply, held[1])
+                assert len(dropped) == 1
+                rep = server._rep
+                assert rep is not None and not rep._outputs  # forgotten
+                assert not await server.reply_room(held[2].reply_to)
+                with trio.fail_after(0.5):  # not the 1 s send timeout
+                    await reply(held[2])
+                assert len(dropped) == 1
+            finally:
+                deaf.close()
+
+
 async def test_replies_beyond_peer_reply_bytes_wait_outside_nng_and_lose_nothing() -> None:
     """A peer that reads late gets every reply, in the order NNG took them,
     while at most ``peer_reply_bytes`` of them waited inside NNG."""
