@@ -84,7 +84,10 @@ class Pulls:
         #: ``ack_timeout`` after it was made.
         self._unacknowledged: DueHeap[str, WorkerAccount] = DueHeap()
         self.ack_timer = Timer(lambda: self._unacknowledged.next_at, self._overdue)
-        self.overdue: list[WorkerAccount] = []
+        #: Workers whose last Assign fell overdue, by name, with the number
+        #: of the Pull it answered, until ``take_back`` (an acknowledgement
+        #: that arrives before it still counts).
+        self.overdue: dict[str, tuple[WorkerAccount, int]] = {}
         self._stale_log = RateLimitedLog(log, what="stale Pulls", period=60.0,
                                          level=logging.INFO)
         self._too_large_log = RateLimitedLog(log, what="jobs too large", period=60.0)
@@ -130,6 +133,7 @@ class Pulls:
     def acknowledged(self, worker: WorkerAccount) -> None:
         """The worker has the jobs of its last Assign."""
         self._unacknowledged.discard(worker.name)
+        self.overdue.pop(worker.name, None)
 
     # -- parked Pulls --------------------------------------------------------------
 
@@ -209,9 +213,12 @@ class Pulls:
 
     async def _overdue(self, now: float) -> None:
         """The ack timer's callback: Assigns unacknowledged past the bound
-        wait in ``overdue`` for ``take_back``."""
+        wait in ``overdue`` for ``take_back``, which the Dispatcher runs once
+        it has handled what arrived before (an acknowledgement among it
+        takes the worker out again)."""
         due = self._unacknowledged.pop_due(now)
         if due:
-            self.overdue.extend(due)
+            for worker in due:
+                self.overdue[worker.name] = (worker, worker.pull_seq)
             if self._on_overdue is not None:
                 await self._on_overdue()

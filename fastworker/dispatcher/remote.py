@@ -286,11 +286,11 @@ class Subworkers:
         fails with ``WorkerLost``), the credit given back. If the worker had
         them after all, their results come as late ones, and a second run
         is counted by the store."""
-        overdue, self.pulls.overdue = self.pulls.overdue, []
+        overdue, self.pulls.overdue = self.pulls.overdue, {}
         timeout = self.pulls.ack_timeout
-        for worker in overdue:
-            if self._placement.workers.get(worker.name) is not worker:
-                continue  # it left: what it held went back then
+        for worker, seq in overdue.values():
+            if self._placement.workers.get(worker.name) is not worker or worker.pull_seq != seq:
+                continue  # it left (what it held went back then), or had that Assign
             last = worker.last_assign
             jobs = [job for job in last.jobs if job.id in worker.held]
             worker.last_assign = Assign(jobs=(), cancel=last.cancel)  # a late resend: nothing
@@ -306,9 +306,10 @@ class Subworkers:
             self._take_back_log.event(
                 "%s: worker %s did not acknowledge the %d jobs answered to its Pull %d within "
                 "%g s (ack_timeout): taken back and queued again", self._name, worker.name,
-                len(jobs), worker.pull_seq, timeout)
-            self._redeliver(worker, jobs, lost=False, delivered=True,
-                            reason=f"its Assign was not acknowledged within {timeout:g} s")
+                len(jobs), seq, timeout)
+            self._redeliver(worker, jobs, lost=False, delivered=True, how=(
+                f"worker {worker.name} did not acknowledge the jobs sent to it within "
+                f"{timeout:g} s"))
 
     # -- jobs placed, and tasks stopped ----------------------------------------------
 
@@ -406,15 +407,15 @@ class Subworkers:
         self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
 
     def _redeliver(self, worker: WorkerAccount, jobs: Iterable[Job], *, lost: bool,
-                   delivered: bool, reason: str = "") -> None:
-        """Requeue a gone worker's jobs as their next attempt, or fail them."""
+                   delivered: bool, reason: str = "", how: str = "") -> None:
+        """Requeue a gone worker's jobs, or taken back ones, or fail them."""
         failed: list[Outcome] = []
         for job in jobs:
             worker.held.pop(job.id, None)
             if not delivered:  # never reached the worker: the same attempt again
                 self._out.requeue.append(job)
                 continue
-            error = self._lost_error(worker, job, lost=lost, reason=reason)
+            error = self._lost_error(worker, job, lost=lost, reason=reason, how=how)
             if error is not None:
                 now = time.time()
                 failed.append(Outcome(id=job.id, attempt=job.attempt, worker=worker.name,
@@ -429,13 +430,13 @@ class Subworkers:
             self._out.results.append(Finished(outcomes=tuple(failed)))
 
     def _lost_error(self, worker: WorkerAccount, job: Job, *, lost: bool,
-                    reason: str) -> RemoteError | None:
-        how = f"worker {worker.name} was lost ({reason})" if lost else (
-            f"worker {worker.name} left ({reason}) before finishing it")
+                    reason: str, how: str = "") -> RemoteError | None:
+        how = how or (f"worker {worker.name} was lost ({reason})" if lost else (
+            f"worker {worker.name} left ({reason}) before finishing it"))
         if job.task in worker.at_most_once:
             return RemoteError(
                 type="WorkerLost", kind="error",
-                message=f"{how} while running at-most-once task {job.task}; "
+                message=f"{how}, holding at-most-once task {job.task}; "
                 "it may or may not have run, and is not run again",
             )
         if lost and job.losses + 1 >= self._poison_after:

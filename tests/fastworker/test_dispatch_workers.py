@@ -13,6 +13,7 @@ answered by its wait in virtual time instead of holding the test up.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -26,8 +27,11 @@ from trio.testing import MockClock
 
 from actors import GetStats, Ref, Topology, open_node
 from actors.frame import Framer
-from actors.requests import Requests
+from actors.requests import Answers, Requests
 from fastworker.dispatcher import Dispatcher, pulls
+from fastworker.dispatcher.outgoing import Outgoing
+from fastworker.dispatcher.placement import Placement
+from fastworker.dispatcher.remote import Subworkers
 from fastworker.internal import (
     Adopted,
     Dispatched,
@@ -1187,3 +1191,27 @@ class TestAdoption:
         assert cancel == [Assign(jobs=(), cancel=("j2",))]
         assert [m for m in h.inbox_got if isinstance(m, Adopted)][-1] == Adopted(
             ids=("j1", "j2"), state="again")
+
+
+async def test_an_acknowledgement_handled_before_the_take_back_keeps_the_jobs() -> None:
+    """The ack timer finds Assign 1 overdue, but the worker's Pull 2 (its
+    acknowledgement) is handled before the take-back it asked for: nothing
+    is taken back, and above all not the jobs just answered to Pull 2."""
+    placement = Placement(local="fallback", local_tasks=frozenset)
+    out = Outgoing()
+    remote = Subworkers("dispatcher", placement, out, Counter(), poison_after=3,
+                        pull_wait_max=5.0, ack_timeout=4.0)
+    remote.join(WorkerJoined(worker="w1", tasks=frozenset({"a"})))
+    worker = placement.workers["w1"]
+    worker.credit = 4
+    remote.hand(worker, [job("j1")])
+    first = Answers(1)
+    remote.answer(Pull(worker="w1", seq=1), first, 0, may_wait=False)
+    assert first.values[0].jobs == (job("j1"),)
+    await remote.pulls._overdue(trio.current_time() + 10.0)  # Assign 1 falls overdue
+    remote.hand(worker, [job("j2")])
+    second = Answers(1)
+    remote.answer(Pull(worker="w1", seq=2), second, 0, may_wait=False)  # acknowledges 1
+    assert second.values[0].jobs == (job("j2"),)
+    remote.take_back()
+    assert out.requeue == [] and set(worker.held) == {"j1", "j2"}
