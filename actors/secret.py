@@ -46,12 +46,15 @@ from pathlib import Path
 from typing import Final
 
 from actors.errors import ConfigError
+from actors.nng import is_local_address
+from actors.tls import TlsOptions
 
 __all__ = [
     "AUTO",
     "NONE",
     "auto_secret_path",
     "check_secret_choice",
+    "dialer_secret",
     "ensure_secret_file",
     "frame_secret",
     "read_secret_file",
@@ -158,6 +161,23 @@ def frame_secret(
             return None
         return read_secret_file(path, auto=True)
     return read_secret_file(Path(secret_file), auto=False)
+
+
+def dialer_secret(secret: str, secret_file: str, *, address: str,
+                  tls: TlsOptions | None) -> bytes | None:
+    """The bytes a client or worker link signs with, talking to the control
+    plane at ``address``: ``frame_secret``, making the per-host secret if
+    missing when ``address`` is on this host (its control plane may start
+    after it), only reading it for another host's. With a certificate to
+    show (mutual TLS) the per-host secret signs nothing; with other TLS
+    settings, a missing one is none.
+
+    Raises:
+        ConfigError: the settings cannot be used (the message says why).
+    """
+    tls = tls if tls is not None and tls.configured else None
+    return frame_secret(secret, secret_file, create=is_local_address(address),
+                        mutual_tls=tls is not None and tls.mutual, missing_ok=tls is not None)
 
 
 def read_secret_file(path: Path, *, auto: bool) -> bytes:

@@ -21,9 +21,9 @@ import anyio
 from actors.edge import offset_address
 from actors.errors import ConfigError, FrameError, Unanswered
 from actors.frame import Framer, secret_from
-from actors.nng import RequestWire, is_local_address, open_request_wire
+from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
-from actors.secret import AUTO, frame_secret
+from actors.secret import AUTO, dialer_secret
 from actors.tls import TlsOptions, resolve_tls, tls_from_environ
 from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
 from fastworker.messages import CODEC, PRIORITIES
@@ -99,7 +99,8 @@ class Connection:
 
     Raises:
         InvalidSubmission: the secret the environment names cannot be read
-            (the message names the file and the fix).
+            (the message names the file and the fix); with discovery, from
+            ``open``, once the control plane is found.
     """
 
     def __init__(
@@ -116,16 +117,34 @@ class Connection:
         self.address = given or DEFAULT_ADDRESS
         self._discover = None if given else discover
         self._tls = tls if tls is not None else tls_from_environ()
-        if secret is None:
-            # A control plane on this host may not have started yet: whoever
-            # starts first makes the per-host secret, the other reads it.
-            signing = _environment_secret(self._tls, create=is_local_address(self.address))
-        else:
-            signing = secret_from(secret)
-        self._framer = Framer(CODEC, secret=signing, max_frame_bytes=max_frame_bytes)
+        self._secret = secret
         self._max_frame_bytes = max_frame_bytes
+        # Known address: a bad secret setting raises now; else once found.
+        self._framer = None if self._discover is not None else self._framer_for(self.address)
         self._contexts = contexts
         self._ports: list[Port] = []
+
+    def _framer_for(self, address: str) -> Framer:
+        """The framer for the control plane at ``address``: the secret given,
+        else the environment's by the nodes' rule (``$FASTWORKER_SECRET``,
+        else ``$FASTWORKER_SECRET_FILE``: a path or ``none``, else this
+        user's per-host secret, made if missing for a control plane on this
+        host, only read for another host's: ``actors.secret.dialer_secret``).
+
+        Raises:
+            InvalidSubmission: the secret cannot be used; the message names
+                the file and the fix.
+        """
+        if self._secret is not None:
+            secret = secret_from(self._secret)
+        else:
+            try:
+                secret = dialer_secret(os.environ.get("FASTWORKER_SECRET", ""),
+                                       os.environ.get("FASTWORKER_SECRET_FILE", AUTO),
+                                       address=address, tls=self._tls)
+            except ConfigError as error:
+                raise InvalidSubmission(str(error)) from None
+        return Framer(CODEC, secret=secret, max_frame_bytes=self._max_frame_bytes)
 
     async def open(self) -> list[Port]:
         """Find the control plane if asked to, and dial its ports: the four
@@ -134,10 +153,14 @@ class Connection:
         Raises:
             InvalidSubmission: the TLS settings do not fit the address (a
                 ``tls+tcp://`` one without them, a plain one with them, a
-                file missing, a key without its certificate).
+                file missing, a key without its certificate); a control
+                plane found by discovery on another host, with no secret
+                set here for it.
         """
         if self._discover is not None:
             self.address, _ = await discover(timeout=self._discover)
+            self._framer = self._framer_for(self.address)
+        assert self._framer is not None
         try:
             tls = resolve_tls(self.address, self._tls, "dial")
         except ConfigError as error:
@@ -162,21 +185,3 @@ class Connection:
             for port in self._ports:
                 await port.aclose()
         self._ports = []
-
-
-def _environment_secret(tls: TlsOptions | None, *, create: bool) -> bytes | None:
-    """The secret the environment names, by the nodes' own rule
-    (``actors.secret.frame_secret``): ``$FASTWORKER_SECRET``, else
-    ``$FASTWORKER_SECRET_FILE`` (a path, ``none``), else, unset, this user's
-    per-host secret: made if missing when ``create`` (the control plane is
-    on this host, and may start after the client), else a missing one is an
-    error naming the path (the control plane is elsewhere: it needs its
-    secret copied here). With a client certificate (mutual TLS) the per-host
-    secret signs nothing; with TLS settings, a missing one is none."""
-    try:
-        return frame_secret(os.environ.get("FASTWORKER_SECRET", ""),
-                            os.environ.get("FASTWORKER_SECRET_FILE", AUTO), create=create,
-                            mutual_tls=tls is not None and tls.mutual,
-                            missing_ok=tls is not None)
-    except ConfigError as error:
-        raise InvalidSubmission(str(error)) from None

@@ -24,8 +24,8 @@ import trio
 from actors import Actor, ActorContext
 from actors.frame import DEFAULT_MAX_FRAME_BYTES, Framer
 from actors.log import RateLimitedLog
-from actors.nng import TlsOptions, is_local_address
-from actors.secret import check_secret_choice, frame_secret
+from actors.nng import TlsOptions
+from actors.secret import check_secret_choice, dialer_secret
 from actors.tls import resolve_tls
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
 from fastworker.link.session import LinkSession
@@ -203,16 +203,11 @@ class WorkerLink(Actor[Accepts]):
 
 def _framer_for(options: LinkOptions, address: str) -> Framer:
     """The framer for the control plane at ``address``, signing by
-    ``actors.secret.frame_secret``. A control plane on this host may start
-    after its subworker, so the per-host secret is made if missing for a
-    local address (whoever starts first makes it); for another host a
-    missing one is an error naming the path (its secret must be copied).
+    ``actors.secret.dialer_secret`` (the per-host secret made if missing for
+    a control plane on this host, only read for another host's).
 
     Raises:
         ConfigError: the secret settings cannot be used (the message says why).
     """
-    tls = options.tls if options.tls is not None and options.tls.configured else None
-    return Framer(CODEC, secret=frame_secret(
-        options.secret, options.secret_file, create=is_local_address(address),
-        mutual_tls=tls is not None and tls.mutual, missing_ok=tls is not None,
-    ), max_frame_bytes=options.max_frame_bytes)
+    secret = dialer_secret(options.secret, options.secret_file, address=address, tls=options.tls)
+    return Framer(CODEC, secret=secret, max_frame_bytes=options.max_frame_bytes)

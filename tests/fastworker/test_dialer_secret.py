@@ -1,10 +1,11 @@
-"""Which secret a subworker's link signs with, by where its control plane is.
+"""Which secret a client or a subworker's link signs with, by where its
+control plane is (``actors.secret.dialer_secret``).
 
-A control plane on this host may start after its subworker, so for a local
-address the link makes the per-host secret if it is missing (whoever starts
-first makes it); for another host a missing one is an error naming the path,
-at start for a given address, and a reason to pass over a control plane
-found by discovery.
+A control plane on this host may start after them, so for a local address
+they make the per-host secret if it is missing (whoever starts first makes
+it); for another host a missing one is an error naming the path: at once
+for a given address, once found for a discovered one (a link passes it
+over and keeps looking; a client's ``open`` raises).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pytest
 
 from actors import ConfigError
 from actors.secret import auto_secret_path
+from fastworker import InvalidSubmission
+from fastworker.client import connection as client_connection
+from fastworker.client.connection import Connection
 from fastworker.link import actor as link_actor
 from fastworker.link import session as link_session
 from fastworker.link.actor import LinkOptions
@@ -77,3 +81,31 @@ async def test_discovery_passes_over_another_host_without_its_secret(
     [passed] = [r.getMessage() for r in caplog.records]
     assert passed.startswith(f"link: passing over the control plane cp-10.0.0.5 found at "
                              f"{REMOTE}, looking again in 0 s: no per-host secret at ")
+
+
+@pytest.mark.parametrize("found", [REMOTE, LOCAL])
+async def test_a_discovering_client_signs_for_the_control_plane_it_found(
+    state_home: Path, monkeypatch: pytest.MonkeyPatch, found: str,
+) -> None:
+    """The secret is chosen for the address discovery found, not for the
+    default one: another host's control plane with no secret set here is
+    refused naming the file (and no file is made); this host's gets the
+    per-host secret, made if missing."""
+    host = found.split("//")[1].split(":")[0]
+
+    async def discover(timeout: float) -> tuple[str, Announcement]:
+        return found, announcement(host)
+
+    monkeypatch.setattr(client_connection, "discover", discover)
+    monkeypatch.delenv("FASTWORKER_ADDRESS", raising=False)
+    connection = Connection(None, None, discover=1.0, max_frame_bytes=1 << 20, contexts=1)
+    if found == REMOTE:
+        with pytest.raises(InvalidSubmission, match=f"no per-host secret at {auto_secret_path()}"):
+            await connection.open()
+        assert not auto_secret_path().exists()
+    else:
+        try:
+            ports = await connection.open()
+            assert ports[0]._requester.framer.secret == auto_secret_path().read_bytes().strip()
+        finally:
+            await connection.aclose()
