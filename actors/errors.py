@@ -56,9 +56,13 @@ class Unanswered(FrameError):
 
 class StaleFrame(FrameError):
     """Raised to a requester when the server refused its request frame as
-    stale (another epoch, a sequence already seen, or too old); the request
-    was not handled. ``epoch`` is the server's current epoch; ``sender`` and
-    ``seq`` echo the refused request's stamp."""
+    stale (another epoch, a sequence already seen, or too old). That frame
+    was not handled, but for "already seen" an earlier copy of it was (NNG
+    resent identical bytes): a ``Requester`` that restamps and resends makes
+    the server see the same messages again, so what goes over a serving
+    edge must recognise a repeat (fastworker's do: a Submit's id, a Pull's
+    or Report's ``seq``, a Cancel). ``epoch`` is the server's current epoch;
+    ``sender`` and ``seq`` echo the refused request's stamp."""
 
     def __init__(self, epoch: int, sender: int, seq: int) -> None:
         super().__init__(f"request {sender:x}:{seq} refused as stale (server epoch {epoch:x})")

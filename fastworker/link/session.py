@@ -58,8 +58,11 @@ __all__ = ["LinkSession"]
 log = logging.getLogger("fastworker.link")
 
 #: Seconds before looking again for a control plane after passing one over
-#: (its address's TLS does not fit this worker's settings).
+#: (its address's TLS or secret does not fit this worker's settings).
 _REDISCOVER_DELAY = 5.0
+#: Seconds before a request answered with a bad frame is asked again (the
+#: control plane refused it as stale again and again, or could not answer).
+_BAD_ANSWER_PAUSE = 1.0
 
 
 class LinkSession:
@@ -349,7 +352,7 @@ class LinkSession:
 
     async def _ask(self, message: Any, *, timeout: float, quiet: bool = False) -> Any:
         """One request, one answer; ``None`` when none came in time (or a
-        bad frame came)."""
+        bad frame came, after ``_BAD_ANSWER_PAUSE``)."""
         assert self.requester is not None
         try:
             [answer] = await self.requester.ask([message], timeout=timeout)
@@ -360,6 +363,8 @@ class LinkSession:
             return None
         except FrameError as error:
             self._quiet_log.event("%s: bad answer from %s: %s", self.name, self.address, error)
+            # Asked again by the caller: not at once, as the same may follow.
+            await trio.sleep(_BAD_ANSWER_PAUSE)
             return None
         except (anyio.ClosedResourceError, trio.ClosedResourceError):
             return None  # the link is stopping

@@ -91,6 +91,11 @@ class FakeControlPlane:
         self._drained = trio.Event()
         #: Every Pull that came, in order.
         self.pulls: list[Pull] = []
+        #: Kinds of request answered with a frame that is not one (the next
+        #: ``garble`` of them), and when.
+        self.garbled: set[type] = set()
+        self.garble = 0
+        self.garbled_at: list[float] = []
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -106,6 +111,11 @@ class FakeControlPlane:
         self.events.append(type(message).__name__)
         if isinstance(message, Pull):
             self.pulls.append(message)
+        if type(message) in self.garbled and self.garble:
+            self.garble -= 1
+            self.garbled_at.append(trio.current_time())
+            await trio.lowlevel.checkpoint()
+            return b"not a frame"
         if type(message) in self.unanswered:
             self.ignored.append(message)
             await trio.sleep(PATIENCE if timeout is None else timeout)
@@ -261,6 +271,22 @@ class TestOutage:
                 during.running_dropped_total) == (3, 2, 2)
         assert (after.buffered_outcomes, after.outcomes_dropped_total,
                 after.registrations_total, after.registered) == (0, 2, 2, True)
+
+    async def test_a_request_answered_with_bad_frames_is_asked_again_after_a_pause(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A control plane that answers a Pull with something that is not a
+        frame (or refuses it as stale again and again) gets the same Pull
+        again a second later each time, not in a tight loop."""
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            cp.garbled.add(Pull)
+            cp.garble = 5
+            await h.until(lambda: len(cp.garbled_at) == 5)
+            stats = await h.stats()
+        gaps = [b - a for a, b in zip(cp.garbled_at, cp.garbled_at[1:], strict=False)]
+        assert gaps and min(gaps) >= link_module._BAD_ANSWER_PAUSE
+        assert stats.registered
 
     async def test_registering_again_the_link_says_which_jobs_it_holds(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
