@@ -35,7 +35,7 @@ from actors.nng import DEFAULT_PEER_REPLY_BYTES, DEFAULT_REPLY_TIMEOUT, open_wir
 from actors.requests import Requests, Unsent
 from actors.wire import Received, Wire
 
-__all__ = ["STALE_PEERS", "ServeEdge", "ServeOptions", "ServeStats"]
+__all__ = ["STALE_PEERS", "ServeEdge", "ServeOptions", "ServeStats", "peer_host"]
 
 log = logging.getLogger("actors.edge")
 
@@ -86,8 +86,8 @@ class ServeStats:
 
     ``frames_stale`` counts request frames refused by the replay window
     (replays, NNG resends, frames for an earlier start), ``stale_by_peer``
-    the same by peer address (at most ``STALE_PEERS`` of them, the rest
-    under ``"other"``); ``epochs_told`` the first requests of new
+    the same by peer host (``tcp://10.0.0.7``: at most ``STALE_PEERS`` of
+    them, the rest under ``"other"``); ``epochs_told`` the first requests of new
     requesters, stamped for no epoch yet and answered with the epoch;
     ``epoch`` is the window's current epoch, in hex.
     """
@@ -109,7 +109,7 @@ class ServeStats:
     epochs_rotated: int
 
 
-#: Peers counted one by one in ``ServeStats.stale_by_peer``.
+#: Peer hosts counted one by one in ``ServeStats.stale_by_peer``.
 STALE_PEERS = 32
 
 
@@ -239,7 +239,8 @@ class ServeEdge(WireActor):
             self._epochs_told += 1
         else:
             by_peer = self._stale_by_peer
-            key = peer if peer in by_peer or len(by_peer) < STALE_PEERS else "other"
+            host = peer_host(peer)
+            key = host if host in by_peer or len(by_peer) < STALE_PEERS else "other"
             by_peer[key] = by_peer.get(key, 0) + 1
             self._stale_log.event(
                 "refused a stale request from %s (sender %x, sequence %d): %s",
@@ -297,3 +298,13 @@ class ServeEdge(WireActor):
             epoch=f"{self._window.epoch:016x}",
             epochs_rotated=self._window.rotations,
         )
+
+
+def peer_host(peer: str) -> str:
+    """A peer's address without its port (``tcp://10.0.0.7:40514`` ->
+    ``tcp://10.0.0.7``): each connection of one host has a port of its own."""
+    scheme, sep, rest = peer.partition("://")
+    if not sep or rest.startswith("/") or ":" not in rest.lstrip("["):
+        return peer
+    host, _, port = rest.rpartition(":")
+    return f"{scheme}://{host}" if port.isdigit() else peer

@@ -556,3 +556,18 @@ async def test_a_request_resent_after_its_server_restarted_is_answered(
         await wire.aclose()
     assert answers == [Note(50)] and seen == [5]
     assert stats.frames_stale == 1
+
+
+@pytest.mark.parametrize(("peer", "host"), [
+    ("tcp://10.0.0.7:40514", "tcp://10.0.0.7"),
+    ("tcp://[::1]:5555", "tcp://[::1]"),
+    ("tls+tcp://node.example:6000", "tls+tcp://node.example"),
+    ("ipc:///run/fw.sock", "ipc:///run/fw.sock"),
+    ("b", "b"),
+])
+def test_stale_requests_are_counted_by_peer_host(peer: str, host: str) -> None:
+    """``stale_by_peer`` keys: a host's connections (each on a port of its
+    own) count together, so 32 keys are 32 hosts, not the first 32 connections."""
+    from actors.serve import peer_host
+
+    assert peer_host(peer) == host
