@@ -241,7 +241,7 @@ class RepContexts:
             try:
                 await send_message(context, frame)
             except pynng.Timeout:
-                if not output.dropped:
+                if not output.dropped and pipe.id not in self._dropped:  # once per pipe
                     raise self._drop(pipe, output, f"a reply of {size} bytes") from None
             finally:
                 output.queued -= size
@@ -260,7 +260,7 @@ class RepContexts:
             while output.queued >= self._peer_bytes and not output.dropped:
                 await output.wait()
             return not output.dropped
-        if output.dropped:
+        if output.dropped or request.pipe.id in self._dropped:  # once per pipe
             return False
         raise self._drop(request.pipe, output, "a reply")
 
