@@ -84,8 +84,10 @@ class DispatcherOptions:
     """Where jobs may go.
 
     Attributes:
-        local: ``fallback``: the control plane's own executor runs only
-            tasks no live subworker can run; ``always``: it runs its share.
+        local: ``fallback``: the control plane's own executor takes a job
+            when no subworker that can run it has a free slot (subworkers
+            first); ``always``: it is one more worker (most free credit
+            first); ``never``: it runs only tasks no live subworker can run.
         poison_after: a job held by this many workers that were lost is
             failed as poison instead of being redelivered again.
         pull_wait_max: the longest a subworker's Pull is held, in seconds.
@@ -98,7 +100,7 @@ class DispatcherOptions:
             back and queued again, though it stays healthy.
     """
 
-    local: Literal["fallback", "always"] = "fallback"
+    local: Literal["fallback", "always", "never"] = "fallback"
     poison_after: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     pull_wait_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     stop_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
@@ -158,6 +160,8 @@ class Dispatcher(Actor[Accepts]):
         # for the local executor are on their way): INFO, not WARNING.
         self._held_log = RateLimitedLog(log, what="such batches", period=60.0,
                                         level=logging.INFO)
+        self._kept_off_log = RateLimitedLog(log, what="such batches", period=60.0,
+                                            level=logging.INFO)
         self._nursery: trio.Nursery | None = None
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
@@ -315,9 +319,16 @@ class Dispatcher(Actor[Accepts]):
             self._remote.take_back()
         placed, self._held = self._placement.place(self._held)
         if self._held and self._received:
-            self._held_log.event(
-                "%s: holding %d jobs that no worker with free slots can run until one has "
-                "room", self.name, len(self._held))
+            idle = self._placement.free_slots()
+            if idle:
+                self._kept_off_log.event(
+                    "%s: holding %d jobs while %d free slots may not run them (workers "
+                    "without their tasks, or the local executor with local = \"never\")",
+                    self.name, len(self._held), idle)
+            else:
+                self._held_log.event(
+                    "%s: holding %d jobs that no worker with free slots can run until one "
+                    "has room", self.name, len(self._held))
         self._received = False
         out = self._out
         now = time.time()

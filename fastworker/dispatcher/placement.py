@@ -148,13 +148,17 @@ class Placement:
     where held jobs go.
 
     Args:
-        local: ``fallback``: the local executor takes only tasks no live
-            subworker has; ``always``: its share of every task it has.
+        local: ``fallback``: subworkers first, the local executor a job
+            only when no eligible subworker has credit left (so adding a
+            subworker never leaves its slots idle); ``always``: it is one
+            more worker, the one with the most free credit first;
+            ``never``: it takes only tasks no live subworker has (the
+            control plane coordinates).
         local_tasks: the task names the local executor has (asked again
             when a job names one it does not list).
     """
 
-    def __init__(self, *, local: Literal["fallback", "always"],
+    def __init__(self, *, local: Literal["fallback", "always", "never"],
                  local_tasks: Callable[[], Collection[str]]) -> None:
         self.workers: dict[str, WorkerAccount] = {}
         #: Live subworkers per task (those that ``offers``).
@@ -206,34 +210,41 @@ class Placement:
     # -- placing jobs ---------------------------------------------------------------
 
     def place(self, held: deque[Job]) -> tuple[dict[WorkerAccount, list[Job]], deque[Job]]:
-        """Give held jobs, in order, each to the eligible worker with the
-        most free credit (taking that credit). Returns the jobs placed per
+        """Give held jobs, in order, each to an eligible worker, taking its
+        credit: with ``local = "fallback"`` a subworker first (the one with
+        the most free credit), the local executor only when none has credit
+        left (its large credit would otherwise take everything); else the
+        worker with the most free credit. Returns the jobs placed per
         worker, and those no worker can take now, in order."""
         placed: dict[WorkerAccount, list[Job]] = {}
-        heaps: dict[str, list[tuple[int, int, WorkerAccount]]] = {}
+        # (tier, -credit, index, worker): tier 1 is the local executor's
+        # under "fallback", taken only once tier 0 is empty.
+        heaps: dict[str, list[tuple[int, int, int, WorkerAccount]]] = {}
         kept: deque[Job] = deque()
+        last_tier = self._local == "fallback"
         while held:
             job = held.popleft()
             heap = heaps.get(job.task)
             if heap is None:
                 heap = heaps[job.task] = [
-                    (-w.credit, index, w) for index, w in enumerate(self._eligible(job.task))
+                    (last_tier and w.local, -w.credit, index, w)
+                    for index, w in enumerate(self._eligible(job.task))
                 ]
                 heapq.heapify(heap)
-            while heap and -heap[0][0] != heap[0][2].credit:
+            while heap and -heap[0][1] != heap[0][3].credit:
                 # Stale: another task's jobs took some of this worker's credit.
-                _, index, stale = heap[0]
+                tier, _, index, stale = heap[0]
                 if stale.credit > 0:
-                    heapq.heapreplace(heap, (-stale.credit, index, stale))
+                    heapq.heapreplace(heap, (tier, -stale.credit, index, stale))
                 else:
                     heapq.heappop(heap)
             if not heap:
                 kept.append(job)
                 continue
-            _, index, worker = heap[0]
+            tier, _, index, worker = heap[0]
             worker.credit -= 1
             if worker.credit:
-                heapq.heapreplace(heap, (-worker.credit, index, worker))
+                heapq.heapreplace(heap, (tier, -worker.credit, index, worker))
             else:
                 heapq.heappop(heap)
             placed.setdefault(worker, []).append(job)
@@ -241,11 +252,11 @@ class Placement:
 
     def _eligible(self, task: str) -> list[WorkerAccount]:
         """Live workers with free credit that may run ``task`` now."""
-        fallback = self._local == "fallback" and self.remote_tasks[task] > 0
+        kept_off = self._local == "never" and self.remote_tasks[task] > 0
         return [
             w for w in self.workers.values()
             if w.credit > 0 and w.health == "alive" and not w.drained and (
-                task in w.tasks if not w.local else not fallback and self._local_has(w, task))
+                task in w.tasks if not w.local else not kept_off and self._local_has(w, task))
         ]
 
     def _local_has(self, worker: WorkerAccount, task: str) -> bool:
@@ -267,13 +278,23 @@ class Placement:
             for worker in self.workers.values():
                 if worker.local:
                     worker.tasks = frozenset(self._local_tasks())
-        free = [w for w in self.workers.values()
-                if w.credit > 0 and w.health == "alive" and not w.drained]
+        credit = 0
+        runnable: list[frozenset[str]] = []
+        for worker in self.workers.values():
+            if worker.credit > 0 and worker.health == "alive" and not worker.drained:
+                tasks = self._runnable(worker)
+                if tasks:  # credit for nothing it may run is not asked for
+                    credit += worker.credit
+                    runnable.append(tasks)
         # Jobs of other tasks stay queued for a worker that has them.
-        only: frozenset[str] = frozenset().union(*(self._runnable(w) for w in free))
-        return sum(w.credit for w in free), only
+        return credit, frozenset().union(*runnable)
+
+    def free_slots(self) -> int:
+        """The free credit of the live workers, whatever they may run."""
+        return sum(w.credit for w in self.workers.values()
+                   if w.credit > 0 and w.health == "alive" and not w.drained)
 
     def _runnable(self, worker: WorkerAccount) -> frozenset[str]:
-        if not worker.local or self._local == "always":
+        if not worker.local or self._local != "never":
             return worker.tasks
         return frozenset(t for t in worker.tasks if self.remote_tasks[t] <= 0)

@@ -12,6 +12,7 @@ answered by its wait in virtual time instead of holding the test up.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
@@ -372,13 +373,13 @@ class TestAssigning:
 
 
 class TestLocalExecutor:
-    async def test_the_local_executor_only_runs_what_no_live_subworker_can(
+    async def test_with_never_the_local_executor_only_runs_what_no_live_subworker_can(
         self, autojump_clock: MockClock
     ) -> None:
-        """With local = "fallback" and a subworker that runs "a", the local
-        executor gets no "a" jobs, but gets jobs of "l", which only it has;
-        once the subworker is gone, it gets the "a" jobs too."""
-        async with open_dispatcher() as h:
+        """With local = "never" and a subworker that runs "a" (full), the
+        local executor gets no "a" jobs, but gets jobs of "l", which only
+        it has; once the subworker is gone, it gets the "a" jobs too."""
+        async with open_dispatcher(local="never") as h:
             await h.send(Credit(worker="local", n=5))
             await h.join("w1", "a")
             await h.send(batch(job("a1"), job("l1", "l"), job("a2")))
@@ -386,6 +387,87 @@ class TestLocalExecutor:
             assert (await h.stats()).held == 2
             await h.send(WorkerLeft(worker="w1", reason="stopped", lost=False))
         assert h.local() == ["l1", "a1", "a2"]
+
+    async def test_with_fallback_a_subworker_with_credit_gets_the_job_first(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "fallback" a job goes to a subworker with free
+        credit though the local executor has far more."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=256))
+            await h.join("w1", "a", credit=2)
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+            stats = await h.stats()
+        assert assigned(w1) == ["j1", "j2"]
+        assert h.local() == []
+        assert stats.credit == {"local": 256, "w1": 0}
+
+    async def test_with_fallback_the_local_executor_takes_what_full_subworkers_cannot(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "fallback" and the subworkers that run "a" full, the
+        local executor takes the "a" jobs rather than leave its slots idle;
+        the subworkers' free credit is used first."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=4))
+            await h.join("w1", "a", credit=1)
+            await h.join("w2", "a", credit=1)
+            w1 = await h.pull("w1", seq=1)
+            w2 = await h.pull("w2", seq=1)
+            await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
+            stats = await h.stats()
+        assert sorted(assigned(w1) + assigned(w2)) == ["j1", "j2"]
+        assert h.local() == ["j3", "j4"]
+        assert stats.held == 0
+        assert stats.credit == {"local": 2, "w1": 0, "w2": 0}
+
+    async def test_with_never_a_job_waits_for_a_subworker_while_local_slots_are_free(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "never" the local executor's free credit is neither
+        used for nor asked for tasks a live subworker has: the job waits
+        until the subworker has room."""
+        async with open_dispatcher(local="never") as h:
+            await h.send(Credit(worker="local", n=4))
+            await h.join("w1", "a", credit=1)
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+            assert assigned(w1) == ["j1"]
+            assert h.local() == []
+            assert (await h.stats()).held == 1
+            w1_next = await h.pull("w1", seq=2)
+            assert await h.request(Report(worker="w1", credit=1, seq=1)) == [Ack()]
+        assert assigned(w1_next) == ["j2"]
+        assert h.local() == []
+
+    async def test_the_held_jobs_log_line_says_whether_free_slots_may_run_them(
+        self, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """With local = "fallback" jobs are held only once every worker that
+        can run them is full, and the log says so; with local = "never" the
+        free local slots that may not run them are counted in the line."""
+        caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=2))
+            await h.join("w1", "a", credit=1)
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
+            fallback = await h.stats()
+        assert (assigned(w1), h.local(), fallback.held) == (["j1"], ["j2", "j3"], 1)
+        async with open_dispatcher(local="never") as h:
+            await h.send(Credit(worker="local", n=4))
+            await h.join("w1", "a", credit=1)
+            await h.send(batch(job("j1"), job("j2")))
+            never = await h.stats()
+        assert (h.local(), never.held) == ([], 1)
+        assert [r.getMessage() for r in caplog.records if "holding" in r.getMessage()] == [
+            "dispatcher: holding 1 jobs that no worker with free slots can run until one "
+            "has room (1 such batches in the last 60 s)",
+            "dispatcher: holding 1 jobs while 4 free slots may not run them (workers "
+            "without their tasks, or the local executor with local = \"never\") "
+            "(1 such batches in the last 60 s)",
+        ]
 
     async def test_with_local_always_the_local_executor_gets_its_share(
         self, autojump_clock: MockClock
@@ -417,15 +499,36 @@ class TestDemand:
             await h.send(batch(job("j1"), job("j2")))
             assert h.demands()[-1] == Demand(n=0, only=frozenset({"b", "c"}))
 
-    async def test_with_fallback_the_demand_leaves_out_tasks_subworkers_have(
+    async def test_with_never_the_demand_leaves_out_tasks_subworkers_have(
         self, autojump_clock: MockClock
     ) -> None:
-        """The local executor's free credit asks only for the tasks no
-        subworker has."""
-        async with open_dispatcher() as h:
+        """With local = "never" the local executor's free credit asks only
+        for the tasks no subworker has."""
+        async with open_dispatcher(local="never") as h:
             await h.send(Credit(worker="local", n=3))
             await h.join("w1", "a")
         assert h.demands()[-1] == Demand(n=0, only=frozenset({"l"}))
+
+    async def test_with_fallback_the_demand_asks_for_every_task_of_the_local_executor(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "fallback" the local executor's free credit is asked
+        for with all its tasks, those the (full) subworkers have too."""
+        async with open_dispatcher() as h:
+            await h.send(Credit(worker="local", n=3))
+            await h.join("w1", "a", "s")
+        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
+
+    async def test_with_never_credit_for_nothing_it_may_run_is_not_asked_for(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With local = "never" and subworkers that have every local task,
+        the local executor's free credit is not asked of the inbox (its
+        jobs would only wait)."""
+        async with open_dispatcher(local="never") as h:
+            await h.join("w1", "a", "l", credit=2)
+            await h.send(Credit(worker="local", n=5))
+        assert h.demands() == [Demand(n=2, only=frozenset({"a", "l"}))]
 
     async def test_without_subworkers_the_demand_names_the_local_tasks(
         self, autojump_clock: MockClock
@@ -880,8 +983,8 @@ class TestDrain:
         self, autojump_clock: MockClock
     ) -> None:
         """A draining subworker no longer counts as one that can run its
-        tasks: with local = "fallback" the local executor runs them again."""
-        async with open_dispatcher() as h:
+        tasks: even with local = "never" the local executor runs them again."""
+        async with open_dispatcher(local="never") as h:
             await h.send(Credit(worker="local", n=2))
             await h.join("w1", "a")
             await h.send(batch(job("j1")))
