@@ -573,8 +573,12 @@ async def open_subworker(control: Control, name: str) -> AsyncIterator[Node]:
 
 async def test_a_subworker_is_listed_and_can_be_drained_and_resumed() -> None:
     """Drained, a subworker gets no new task (the control plane's executor
-    runs it, as for a task no live subworker has); resumed, it gets them again."""
-    async with open_control(environ={"FASTWORKER_HEARTBEAT": "0.2"}) as control:
+    runs it, as for a task no live subworker has); resumed, it gets them again.
+    With local = "never" the tasks wait for the subworker's slots rather
+    than go to the control plane's executor while its first credit is on
+    its way."""
+    async with open_control(environ={"FASTWORKER_HEARTBEAT": "0.2",
+                                     "FASTWORKER_LOCAL": "never"}) as control:
         async with open_subworker(control, "sub-1"):
             snapshot = await control.until(
                 lambda s: any(w["id"] == "sub-1" for w in s["workers"]["workers"]))
