@@ -86,8 +86,10 @@ def measure(args: argparse.Namespace, subworkers: int) -> None:
         print(f"control plane {where}; median of {args.runs} runs", flush=True)
         waits = [trio.run(priority_wait, address, args.low, args.low_seconds, args.critical)
                  for _ in range(args.runs)]
-        # The shipped configs' 8 processes each; with subworkers, the control
-        # plane runs only what none of them can ("fallback").
+        # The shipped configs' 8 processes each. Subworkers are placed first
+        # and each takes up to its credit (256 today), so the low backlog
+        # waits on the first subworker's 8; the control plane's executor
+        # takes what they have no room for (local = "fallback").
         slots = 8 * max(subworkers, 1)
         print(f"  priority: {args.critical} critical tasks sent behind {args.low} low ones of "
               f"{args.low_seconds:g} s were done {statistics.median(waits):.2f} s later "

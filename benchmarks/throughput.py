@@ -1,8 +1,10 @@
 """End-to-end throughput and latency of a control plane, from one client.
 
 Starts ``fastworker run config/control.toml`` on free loopback ports (and,
-with ``--subworkers``, that many ``config/sub.toml`` subworkers, which then
-run every task: the control plane only queues and dispatches), then:
+with ``--subworkers``, that many ``config/sub.toml`` subworkers, which run
+the tasks first: the control plane's own executor takes those they have no
+room for, ``local = "fallback"``; ``FASTWORKER_LOCAL=never`` in the
+environment measures the control plane only queueing and dispatching), then:
 
 - throughput: N no-op tasks (async, then sync) queued with ``delay_many``
   and their results collected, first submission to last result;
@@ -171,7 +173,8 @@ def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: 
         if dashboard == "watched":
             watcher = Watcher(f"http://127.0.0.1:{port}")
             stack.callback(watcher.stop)
-        where = f"{subworkers} subworkers" if subworkers else "the control plane's own executor"
+        where = (f"{subworkers} subworkers (local = {env.get('FASTWORKER_LOCAL', 'fallback')})"
+                 if subworkers else "the control plane's own executor")
         sync = "on worker threads" if isolation == "thread" else "in its process pool"
         print(f"tasks run by {where}, sync ones {sync}, dashboard {dashboard}, "
               f"journal {journal}; "
