@@ -45,9 +45,12 @@ class Levels:
         self.starvation_limit = starvation_limit
         #: The live jobs, by id.
         self.jobs: dict[str, Job] = {}
-        #: Per level: fairness key -> its queue (the key's turn is in ``_turns``).
+        #: Per level: the jobs without a key (kept when empty: no allocation
+        #: per job), and fairness key -> its queue (dropped when empty).
+        self._plain: list[deque[Job]] = [deque() for _ in range(LEVELS)]
         self._queues: list[dict[str, deque[Job]]] = [{} for _ in range(LEVELS)]
-        #: Per level: the keys with a queue, the one whose turn it is first.
+        #: Per level: the keys with jobs ("" while ``_plain`` has some), the
+        #: one whose turn it is first.
         self._turns: list[deque[str]] = [deque() for _ in range(LEVELS)]
         self._counts = [0] * LEVELS  # live jobs per level
         self._by_task: list[Counter[str]] = [Counter() for _ in range(LEVELS)]  # live, per task
@@ -82,15 +85,19 @@ class Levels:
         level = job.priority
         key = job.fair_key
         self.jobs[job.id] = job
-        queue = self._queues[level].get(key)
-        if queue is None:
-            self._queues[level][key] = queue = deque()
-            self._turns[level].append(key)
+        if key:
+            queue = self._queues[level].get(key)
+            if queue is None:
+                self._queues[level][key] = queue = deque()
+                self._turns[level].append(key)
+            self._by_key[key] += 1
+        else:
+            queue = self._plain[level]
+            if not queue:
+                self._turns[level].append("")
         queue.append(job)
         self._counts[level] += 1
         self._by_task[level][job.task] += 1
-        if key:
-            self._by_key[key] += 1
 
     def push_front(self, job: Job) -> bool:
         """Queue ``job`` at the front of its key's queue (it comes back from
@@ -101,15 +108,19 @@ class Levels:
             return False
         key = job.fair_key
         self.jobs[job.id] = job
-        queue = self._queues[level].get(key)
-        if queue is None:
-            self._queues[level][key] = queue = deque()
-            self._turns[level].appendleft(key)
+        if key:
+            queue = self._queues[level].get(key)
+            if queue is None:
+                self._queues[level][key] = queue = deque()
+                self._turns[level].appendleft(key)
+            self._by_key[key] += 1
+        else:
+            queue = self._plain[level]
+            if not queue:
+                self._turns[level].appendleft("")
         queue.appendleft(job)
         self._counts[level] += 1
         self._by_task[level][job.task] += 1
-        if key:
-            self._by_key[key] += 1
         return True
 
     def remove(self, task_id: str) -> bool:
@@ -152,24 +163,36 @@ class Levels:
     def _take(self, level: int, only: frozenset[str] | None = None) -> Job:
         """Take the next live job of ``level`` that the filter lets through:
         the first of the key whose turn it is; that key goes to the back."""
-        queues, turns = self._queues[level], self._turns[level]
-        if only is None:
+        queues, turns, live = self._queues[level], self._turns[level], self.jobs
+        if only is None and not queues:
+            # No keys at this level: first in first out, as a single queue.
+            queue = self._plain[level]
+            job = queue.popleft()
+            while live.get(job.id) is not job:
+                self._stale[level] -= 1
+                job = queue.popleft()
+            if not queue:
+                turns.clear()
+        elif only is None:
+            plain = self._plain[level]
             while True:
                 key = turns[0]
-                queue = queues[key]
-                job = None
+                queue = queues[key] if key else plain
+                found = None
                 while queue:
                     candidate = queue.popleft()
-                    if self._is_live(candidate):
-                        job = candidate
+                    if live.get(candidate.id) is candidate:
+                        found = candidate
                         break
                     self._stale[level] -= 1
                 if not queue:
-                    del queues[key]
+                    if key:
+                        del queues[key]
                     turns.popleft()
                 elif len(turns) > 1:
                     turns.rotate(-1)
-                if job is not None:
+                if found is not None:
+                    job = found
                     break
         else:
             job = self._take_matching(level, only)
@@ -188,20 +211,21 @@ class Levels:
         turn that has one; that key goes to the back of the turns."""
         queues, turns = self._queues[level], self._turns[level]
         for position, key in enumerate(turns):
-            queue = queues[key]
+            queue = queues[key] if key else self._plain[level]
             for index, job in enumerate(queue):
                 if self._is_live(job) and job.task in only:
                     del queue[index]
                     del turns[position]
                     if queue:
                         turns.append(key)
-                    else:
+                    elif key:
                         del queues[key]
                     return job
         raise AssertionError("no matching job where one was counted")  # pragma: no cover
 
     def _rebuild(self, level: int) -> None:
         """Drop the removed jobs from ``level``'s queues, and the keys left empty."""
+        self._plain[level] = deque(job for job in self._plain[level] if self._is_live(job))
         queues = self._queues[level]
         for key in list(queues):
             queue = deque(job for job in queues[key] if self._is_live(job))
@@ -209,7 +233,8 @@ class Levels:
                 queues[key] = queue
             else:
                 del queues[key]
-        self._turns[level] = deque(key for key in self._turns[level] if key in queues)
+        self._turns[level] = deque(
+            key for key in self._turns[level] if key in queues or (not key and self._plain[level]))
         self._stale[level] = 0
 
     def _forget_key(self, key: str) -> None:
