@@ -17,12 +17,12 @@ __all__ = [
     "DispatcherStats",
     "ExecutorStats",
     "InboxStats",
-    "TOP_FAIR_KEYS",
     "LinkStats",
     "RegistryStats",
     "ResultStoreStats",
     "ScheduleInfo",
     "SchedulerStats",
+    "TOP_FAIR_KEYS",
     "WorkerInfo",
     "WorkerLoad",
 ]
