@@ -130,7 +130,8 @@ def build_submit(
         payload: the pickled arguments, when they are already packed (a
             retry of a stored task); otherwise ``args`` and ``kwargs`` are.
         fair_key: the fairness key (``None``: the task's ``fair_key`` of
-            the arguments, if it has one; else none).
+            ``args`` and ``kwargs``, if it has one and no ``payload`` is
+            given; else none).
 
     Raises:
         InvalidSubmission: an option is out of range, with what was expected.
@@ -147,10 +148,10 @@ def build_submit(
         level = priority_level(priority)  # raises, naming the priorities
     name = task_name(task)
     if payload is None:
+        if found is not None and found.fair_key is not None and fair_key is None:
+            fair_key = _task_fair_key(found, args, kwargs)
         payload = pack_call(tuple(args), dict(kwargs) if kwargs else {})
     limit = timeout if found is None else time_limit(timeout, found)
-    if fair_key is None and found is not None and found.fair_key is not None:
-        fair_key = _task_fair_key(found, args, kwargs)
     # Whole seconds travel as floats: an int too large for the wire would
     # fail the whole frame of submissions it is sent with.
     if type(queue_wait) is not float and _seconds(queue_wait, allow_zero=True):

@@ -117,3 +117,25 @@ def test_the_starvation_guard_holds_across_levels_with_keys() -> None:
     order = take_all(levels)
     assert order.index("low") == 3
     assert order[:3] == ["c0", "c1", "c2"]
+
+
+def test_jobs_without_a_key_share_one_turn_through_cancel_requeue_and_filter() -> None:
+    levels = Levels(starvation_limit=100)
+    levels.append(job("n0"))
+    levels.append(job("a0", "a", task="x"))
+    levels.append(job("n1", task="x"))
+    levels.append(job("n2"))
+    assert levels.remove("n0")
+    assert take_all(levels, frozenset({"x"})) == ["n1", "a0"]
+    assert levels.push_front(job("n9"))
+    levels.append(job("b0", "b"))
+    assert take_all(levels) == ["n9", "b0", "n2"]
+    assert not any(levels._turns) and not any(levels._plain)
+    # A plain queue emptied by cancels leaves the turns once it is swept.
+    for i in range(100):
+        levels.append(job(f"p{i}"))
+    levels.append(job("k0", "k"))
+    for i in range(100):
+        levels.remove(f"p{i}")
+    assert take_all(levels) == ["k0"]
+    assert not any(levels._turns) and not any(levels._queues)

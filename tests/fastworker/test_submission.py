@@ -441,6 +441,9 @@ class TestFairKey:
         assert build_submit(found, ("t-7", 1), id="b", fair_key="other").fair_key == "other"
         none = make_task(fair_key=lambda *args: None)
         assert build_submit(none, (1,), id="c").fair_key == ""
+        # Packed arguments (a retry of a stored task) are not unpacked for it.
+        packed = build_submit(found, id="d", payload=pack_call(("t-7", 1), {}))
+        assert packed.fair_key == ""
 
     def test_a_task_key_function_that_fails_is_reported(self) -> None:
         found = Task(name="tenants.bill", fn=_nothing, fair_key=lambda tenant: tenant["id"])
