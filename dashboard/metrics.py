@@ -51,6 +51,15 @@ class _SampleCollector(Collector):
             yield depth
             yield GaugeMetricFamily("fastworker_queue_capacity", "Tasks the queue can hold.",
                                     value=inbox.capacity)
+            yield GaugeMetricFamily("fastworker_fair_keys",
+                                    "Fairness keys with tasks queued.", value=inbox.fair_keys)
+            by_key = GaugeMetricFamily(
+                "fastworker_queue_depth_by_fair_key",
+                "Tasks queued, for the fairness keys with the most (at most ten).",
+                labels=["fair_key"])
+            for key, count in inbox.top_fair_keys:
+                by_key.add_metric([key], count)
+            yield by_key
         totals = Totals.of(sample)
         yield CounterMetricFamily("fastworker_tasks_submitted", "Tasks accepted into the queue.",
                                   value=totals.submitted)

@@ -20,6 +20,11 @@ class NodeView(msgspec.Struct):
     now: float
 
 
+class FairKeyView(msgspec.Struct):
+    key: str
+    queued: int
+
+
 class QueueView(msgspec.Struct):
     critical: int
     high: int
@@ -29,6 +34,9 @@ class QueueView(msgspec.Struct):
     capacity: int
     #: Held for a later time (countdown / eta), not counted in ``total``.
     scheduled: int
+    #: Fairness keys with tasks queued, and those with the most, most first.
+    fair_keys: int = 0
+    top_fair_keys: list[FairKeyView] = msgspec.field(default_factory=list)
 
 
 class TotalsView(msgspec.Struct):

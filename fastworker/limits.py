@@ -1,6 +1,7 @@
 """The sizes a client controls, and their limits: one place for both sides.
 
-A client chooses a task's id, its name, an idempotency key and the ids it
+A client chooses a task's id, its name, an idempotency key, a fairness
+key and the ids it
 asks about; the control plane keeps them (queues, records, watch sets), so
 each has a limit here. The client refuses a value over a limit before
 sending it (``build_submit``); the control plane checks again whatever it
@@ -21,6 +22,7 @@ from typing import Final
 from fastworker.messages import Register, ResultQuery, StatusQuery, Watch
 
 __all__ = [
+    "MAX_FAIR_KEY_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_QUERY_IDS",
@@ -39,6 +41,8 @@ MAX_ID_LENGTH: Final = 256
 MAX_TASK_NAME_LENGTH: Final = 512
 #: The longest idempotency key (``key=``), in characters.
 MAX_KEY_LENGTH: Final = 256
+#: The longest fairness key (``fair_key=``), in characters.
+MAX_FAIR_KEY_LENGTH: Final = 256
 #: The most retries a submission may ask for (``retries=``).
 MAX_RETRIES: Final = 1_000_000
 #: The most ids one ``ResultQuery``, ``StatusQuery`` or ``Watch`` may name;

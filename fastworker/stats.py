@@ -22,12 +22,17 @@ __all__ = [
     "ResultStoreStats",
     "ScheduleInfo",
     "SchedulerStats",
+    "TOP_FAIR_KEYS",
     "WorkerInfo",
     "WorkerLoad",
 ]
 
 #: A subworker's health as the Registry judges it.
 Health = Literal["alive", "suspect", "lost", "left"]
+
+
+#: The fairness keys an ``InboxStats`` names (those with the most queued).
+TOP_FAIR_KEYS = 10
 
 
 @attrs.frozen(kw_only=True)
@@ -55,6 +60,10 @@ class InboxStats:
     retried_total: int = 0
     unique_hits_total: int = 0
     keys: int = 0
+    #: Fairness keys with tasks queued, and the ``TOP_FAIR_KEYS`` with the
+    #: most, as ``(key, queued)``, most first.
+    fair_keys: int = 0
+    top_fair_keys: tuple[tuple[str, int], ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastworker.errors import InvalidSubmission
 from fastworker.limits import (
+    MAX_FAIR_KEY_LENGTH,
     MAX_ID_LENGTH,
     MAX_KEY_LENGTH,
     MAX_RETRIES,
@@ -118,6 +119,7 @@ def build_submit(
     expires: datetime | float | None = None,
     retries: int | None = None,
     key: str | None = None,
+    fair_key: str | None = None,
     retry_of: str = "",
     payload: bytes | None = None,
 ) -> Submit:
@@ -127,6 +129,9 @@ def build_submit(
     Args:
         payload: the pickled arguments, when they are already packed (a
             retry of a stored task); otherwise ``args`` and ``kwargs`` are.
+        fair_key: the fairness key (``None``: the task's ``fair_key`` of
+            ``args`` and ``kwargs``, if it has one and no ``payload`` is
+            given; else none).
 
     Raises:
         InvalidSubmission: an option is out of range, with what was expected.
@@ -143,6 +148,8 @@ def build_submit(
         level = priority_level(priority)  # raises, naming the priorities
     name = task_name(task)
     if payload is None:
+        if found is not None and found.fair_key is not None and fair_key is None:
+            fair_key = _task_fair_key(found, args, kwargs)
         payload = pack_call(tuple(args), dict(kwargs) if kwargs else {})
     limit = timeout if found is None else time_limit(timeout, found)
     # Whole seconds travel as floats: an int too large for the wire would
@@ -152,7 +159,7 @@ def build_submit(
     if limit is not None and type(limit) is not float and _seconds(limit):
         limit = float(limit)
     if countdown is None and eta is None and expires is None and key is None and (
-            retries is None):
+            retries is None and fair_key is None):
         submit = Submit(id=id, task=name, payload=payload, priority=level, timeout=limit,
                         queue_wait=queue_wait, retry_of=retry_of)
     else:
@@ -168,6 +175,7 @@ def build_submit(
             expires_in=_expires_in(expires),
             key=_key(key),
             retries=None if retries is None else _retries(retries),
+            fair_key=_fair_key(fair_key),
         )
     # Every field but queue_wait, the time limit and the sizes of the id,
     # the name and retry_of was checked as it was made; ``check_submit``
@@ -208,6 +216,8 @@ def check_submit(submit: Submit) -> str | None:
         return check_text("task name", submit.task, MAX_TASK_NAME_LENGTH)
     if len(submit.key) > MAX_KEY_LENGTH:
         return check_text("key", submit.key, MAX_KEY_LENGTH)
+    if len(submit.fair_key) > MAX_FAIR_KEY_LENGTH:
+        return check_text("fair_key", submit.fair_key, MAX_FAIR_KEY_LENGTH)
     if len(submit.retry_of) > MAX_ID_LENGTH:
         return check_text("retry_of", submit.retry_of, MAX_ID_LENGTH)
     if len(submit.payload) > DEFAULT_MAX_PAYLOAD_BYTES:  # the client's own limit, again
@@ -280,3 +290,31 @@ def _key(key: str | None) -> str:
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidSubmission(f"key is {len(key)} characters; the limit is {MAX_KEY_LENGTH}")
     return key
+
+
+def _fair_key(fair_key: str | None) -> str:
+    if fair_key is None:
+        return ""
+    if not isinstance(fair_key, str):
+        raise InvalidSubmission(f"fair_key must be a string, got {fair_key!r}")
+    if len(fair_key) > MAX_FAIR_KEY_LENGTH:
+        raise InvalidSubmission(
+            f"fair_key is {len(fair_key)} characters; the limit is {MAX_FAIR_KEY_LENGTH}")
+    return fair_key
+
+
+def _task_fair_key(found: Task[Any, Any], args: tuple[Any, ...] | list[Any],
+                   kwargs: dict[str, Any] | None) -> str:
+    """The fairness key a task's ``fair_key`` callable gives for these arguments."""
+    assert found.fair_key is not None
+    try:
+        fair_key = found.fair_key(*args, **(kwargs or {}))
+    except Exception as error:
+        raise InvalidSubmission(
+            f"the fair_key of task {found.name} raised {type(error).__name__}: {error}") from error
+    if fair_key is None:
+        return ""
+    if not isinstance(fair_key, str):
+        raise InvalidSubmission(
+            f"the fair_key of task {found.name} must return a string, got {fair_key!r}")
+    return fair_key

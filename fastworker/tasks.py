@@ -37,7 +37,7 @@ R = TypeVar("R")
 #: Option names ``@task`` accepts, for the error that lists them.
 TASK_OPTIONS = (
     "name", "priority", "timeout", "at_most_once", "retries", "backoff", "retry_on",
-    "isolation", "cron", "every",
+    "isolation", "cron", "every", "fair_key",
 )
 
 Isolation = Literal["thread", "process"]
@@ -97,6 +97,8 @@ class Task(Generic[P, R]):
         cron: a cron expression (five fields, the control plane's local
             time) to run it by, with no arguments.
         every: run it every so many seconds, with no arguments.
+        fair_key: called with a submission's arguments, gives its fairness
+            key (``None``: none); a call's ``fair_key=`` overrides it.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Task(Generic[P, R]):
     isolation: Isolation | None = None
     cron: str | None = None
     every: float | None = None
+    fair_key: Callable[..., str | None] | None = None
 
     @property
     def periodic(self) -> bool:
@@ -203,6 +206,7 @@ def task(
     isolation: Isolation | None = None,
     cron: str | None = None,
     every: float | datetime.timedelta | None = None,
+    fair_key: Callable[..., str | None] | None = None,
     **unknown: Any,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -221,6 +225,7 @@ def task(
     isolation: Isolation | None = None,
     cron: str | None = None,
     every: float | datetime.timedelta | None = None,
+    fair_key: Callable[..., str | None] | None = None,
     **unknown: Any,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or async function as a task.
@@ -249,6 +254,11 @@ def task(
             ``isolation`` option says (``thread`` unless configured).
         cron: run it on this schedule (``"*/5 * * * *"``), with no arguments.
         every: run it every so many seconds (or a ``timedelta``).
+        fair_key: a function of the task's arguments giving a submission's
+            fairness key (``fair_key=lambda tenant, *rest: tenant``): within
+            a priority level, keys take turns, so one key's flood does not
+            hold up the others' tasks; it returns a string, or ``None`` for
+            none. A call's ``fair_key=`` overrides it.
 
     Raises:
         TypeError: an unknown option, or a bad value for one.
@@ -287,6 +297,9 @@ def task(
         isinstance(every, (int, float)) and not isinstance(every, bool) and every > 0
     ):
         raise TypeError(f"task every must be a positive number of seconds, got {every!r}")
+    if fair_key is not None and not callable(fair_key):
+        raise TypeError(
+            f"task fair_key must be a function of the task's arguments, got {fair_key!r}")
 
     def register(function: Callable[P, R]) -> Task[P, R]:
         if not callable(function):
@@ -308,6 +321,7 @@ def task(
             isolation=isolation,
             cron=cron,
             every=None if every is None else float(every),
+            fair_key=fair_key,
         )
         registry.register(made)
         return made

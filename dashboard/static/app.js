@@ -467,7 +467,9 @@
       h('header', null, h('h2', { text: 'Queue' }), h('span', { class: 'card-meta' }, v('q-total', 'queue-total', 'strong'), ' / ', v('q-cap'), ' capacity')),
       ref('qcap-bar', h('span', { class: 'bar wide' }, h('i'))),
       h('div', { class: 'qrows' }, prios),
-      h('div', { class: 'qsched muted' }, v('q-scheduled', 'queue-scheduled', 'strong'), ' scheduled for later (not in the queue yet)'));
+      h('div', { class: 'qsched muted' }, v('q-scheduled', 'queue-scheduled', 'strong'), ' scheduled for later (not in the queue yet)'),
+      h('div', { class: 'qfair muted' }, v('q-fair-keys', 'queue-fair-keys', 'strong'), ' fairness keys with tasks queued',
+        ref('q-fair-top', h('ol', { class: 'qfair-top', 'data-testid': 'queue-fair-top' }))));
 
     const stat = (label, el) => h('div', { class: 'stat' }, h('span', { class: 'stat-label', text: label }), el);
     const workersCard = h('section', { class: 'card' },
@@ -530,6 +532,9 @@
       }
       setText(refs['q-total'], plainInt(q.total));
       setText(refs['q-scheduled'], plainInt(q.scheduled || 0));
+      setText(refs['q-fair-keys'], plainInt(q.fair_keys || 0));
+      refs['q-fair-top'].replaceChildren(...(Array.isArray(q.top_fair_keys) ? q.top_fair_keys : []).map((k) =>
+        h('li', { text: str(k.key) + ': ' + plainInt(k.queued) })));
       setText(refs['q-cap'], fmtInt(q.capacity));
       setBar(refs['qcap-bar'], num(q.capacity) ? total / q.capacity : 0);
       setText(refs['w-alive'], fmtInt(w.alive)); setText(refs['w-suspect'], fmtInt(w.suspect)); setText(refs['w-lost'], fmtInt(w.lost));

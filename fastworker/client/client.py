@@ -201,6 +201,7 @@ class Client:
         expires: datetime | float | None = None,
         retries: int | None = None,
         key: str | None = None,
+        fair_key: str | None = None,
     ) -> str:
         """The explicit form of ``delay``, with the options of one run.
 
@@ -224,6 +225,10 @@ class Client:
             key: an idempotency key: while a task submitted with the same
                 key is queued, scheduled or running, this call returns that
                 task's id and queues nothing.
+            fair_key: a fairness key (a tenant, a user): within a priority
+                level, keys take turns, one task each, so one key's flood
+                does not hold up another key's tasks (default: the task's
+                ``fair_key`` of the arguments, else none).
         """
         if not self._submitters:
             raise RuntimeError(_NOT_OPEN)
@@ -231,6 +236,7 @@ class Client:
             task, args, kwargs, id=task_id or self._ids.next(), priority=priority,
             timeout=timeout, queue_wait=self.queue_wait if queue_wait is None else queue_wait,
             countdown=countdown, eta=eta, expires=expires, retries=retries, key=key,
+            fair_key=fair_key,
         )
         return accepted_id(await self._submitters[submit.priority].ask(submit))
 
@@ -240,16 +246,19 @@ class Client:
         calls: Iterable[tuple[Any, ...] | Any],
         *,
         priority: str | None = None,
+        fair_key: str | None = None,
     ) -> list[str]:
         """Queue one run of ``task`` per item of ``calls`` (a tuple of
-        positional arguments, or a single argument); return their ids."""
+        positional arguments, or a single argument); return their ids.
+        ``fair_key`` is the fairness key of them all (default: the task's
+        ``fair_key`` of each call's arguments, else none)."""
         if not self._submitters:
             raise RuntimeError(_NOT_OPEN)
         slots = []
         for call in calls:
             args = call if isinstance(call, tuple) else (call,)
             submit = build_submit(task, args, None, id=self._ids.next(), priority=priority,
-                                  queue_wait=self.queue_wait)
+                                  queue_wait=self.queue_wait, fair_key=fair_key)
             slots.append(self._submitters[submit.priority].put(submit))
         return [accepted_id(await slot.wait()) for slot in slots]
 

@@ -72,9 +72,10 @@ class SyncClient:
         return self._call(self._client.send, task, args, kwargs, **options)  # type: ignore[no-any-return]
 
     def delay_many(self, task: str | Task[Any, Any], calls: Iterable[Any], *,
-                   priority: str | None = None) -> list[str]:
+                   priority: str | None = None, fair_key: str | None = None) -> list[str]:
         """See ``Client.delay_many``."""
-        return self._call(self._client.delay_many, task, list(calls), priority=priority)  # type: ignore[no-any-return]
+        return self._call(self._client.delay_many, task, list(calls),  # type: ignore[no-any-return]
+                          priority=priority, fair_key=fair_key)
 
     def map(self, task: str | Task[Any, Any], calls: Iterable[Any], **options: Any) -> list[Any]:
         """See ``Client.map``."""

@@ -46,7 +46,7 @@ from fastworker.messages import (
     StatusQuery,
     Submit,
 )
-from fastworker.stats import InboxStats
+from fastworker.stats import TOP_FAIR_KEYS, InboxStats
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -249,6 +249,8 @@ class PriorityInbox(Actor[Accepts]):
             retried_total=self._retried_total,
             unique_hits_total=admission.keys.hits_total,
             keys=len(admission.keys),
+            fair_keys=self._levels.fair_keys,
+            top_fair_keys=self._levels.top_fair_keys(TOP_FAIR_KEYS),
         )
 
     def _on_requests(self, message: Requests) -> Answers:

@@ -284,7 +284,7 @@ class Admission:
             self.held.expire(submit.id, trio.current_time() + submit.expires_in)
         return Job(id=submit.id, task=submit.task, payload=submit.payload,
                    priority=submit.priority, timeout=submit.timeout, queued_at=now,
-                   expires_at=expires_at, retries=submit.retries)
+                   expires_at=expires_at, retries=submit.retries, fair_key=submit.fair_key)
 
     def _schedule(self, submit: Submit) -> Accepted | Rejected:
         """Hold a Submit with a delay until its time."""

@@ -40,6 +40,9 @@ class Submit:
     #: Retries of a failed attempt, overriding the task's ``retries``
     #: (``None``: the task's).
     retries: int | None = None
+    #: The fairness key: within a priority level, keys take turns ("": none,
+    #: the tasks without a key share one turn).
+    fair_key: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +89,8 @@ class Job:
     expires_at: float | None = None
     #: Retries of a failed attempt, overriding the task's (``None``: the task's).
     retries: int | None = None
+    #: The submission's fairness key ("": none); kept across attempts.
+    fair_key: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -24,7 +24,13 @@ from fastworker import TaskCancelled, TaskError
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
 from fastworker.messages import TaskRecord
-from fastworker.stats import DispatcherStats, ResultStoreStats, ScheduleInfo, SchedulerStats
+from fastworker.stats import (
+    DispatcherStats,
+    InboxStats,
+    ResultStoreStats,
+    ScheduleInfo,
+    SchedulerStats,
+)
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, Control, open_control
 
@@ -457,6 +463,32 @@ class TestWorkerProtocol:
                                "fastworker_jobs_too_large")}
         assert totals == {"fastworker_stale_pulls": [4], "fastworker_jobs_taken_back": [2],
                           "fastworker_jobs_too_large": [1]}
+
+
+class TestFairKeys:
+    def test_the_overview_and_metrics_show_tasks_queued_per_fairness_key(self) -> None:
+        """The inbox's ``fair_keys`` and ``top_fair_keys`` are the queue's
+        ``fair_keys`` and ``top_fair_keys`` in the overview, and
+        ``fastworker_fair_keys`` and ``fastworker_queue_depth_by_fair_key``
+        in /metrics."""
+        inbox = InboxStats(
+            queued=(0, 0, 51, 0), capacity=100, parked=0, demand=0, accepted_total=51,
+            duplicates_total=0, rejected_total={}, dispatched_total=0, cancelled_total=0,
+            requeued_total=0, fair_keys=2, top_fair_keys=(("tenant-1", 50), ("tenant-2", 1)))
+        sample = views.Sample(at=1010.0, clock=1.0, stats={"inbox": ActorStats(
+            name="inbox", kind="fastworker.PriorityInbox",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=inbox)})
+        node = views.NodeInfo(name="n", version="1", started_at=0.0)
+        queue = views.overview(sample, node, [], 1.0).queue
+        assert queue.fair_keys == 2
+        assert [(k.key, k.queued) for k in queue.top_fair_keys] == [
+            ("tenant-1", 50), ("tenant-2", 1)]
+        families = _families(metrics.render(sample, node).decode())
+        assert families["fastworker_fair_keys"].samples[0].value == 2
+        by_key = {s.labels["fair_key"]: s.value
+                  for s in families["fastworker_queue_depth_by_fair_key"].samples}
+        assert by_key == {"tenant-1": 50, "tenant-2": 1}
 
 
 class TestStaleFrames:

@@ -136,4 +136,11 @@ def test_the_dashboard_follows_tasks_live_and_cancels_a_queued_one(
         page.get_by_test_id("nav-overview").click()
         expect(page.get_by_test_id("total-cancelled")).to_have_text("1")
         expect(page.get_by_test_id("queue-normal")).to_have_text("0")
+
+        # Tasks queued with fairness keys: the queue card counts the keys and
+        # lists those with the most.
+        client.delay_many(tasks.add, [(1, 1), (2, 2)], fair_key="tenant-42")
+        client.send(tasks.add, (3, 3), fair_key="tenant-7")
+        expect(page.get_by_test_id("queue-fair-keys")).to_have_text("2")
+        expect(page.get_by_test_id("queue-fair-top")).to_have_text("tenant-42: 2tenant-7: 1")
         browser.close()

@@ -20,6 +20,7 @@ from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.inbox import PriorityInbox
 from fastworker.internal import KnownTasks, Requeue
+from fastworker.limits import MAX_FAIR_KEY_LENGTH
 from fastworker.messages import (
     Accepted,
     Cancel,
@@ -108,6 +109,32 @@ def sub(
 
 
 class TestAdmission:
+    async def test_fairness_keys_take_turns_and_are_counted(self) -> None:
+        """A flood of one key queued first does not hold up another key's
+        task; the stats count the tasks queued per key, most first."""
+        flood = [Submit(id=f"f{i}", task=ADD, payload=b"p", fair_key="t1") for i in range(20)]
+        async with open_inbox() as h:
+            await h.submit(*flood)
+            await h.submit(Submit(id="q", task=ADD, payload=b"p", fair_key="t2"),
+                           Submit(id="n", task=ADD, payload=b"p"))
+            stats = await h.stats()
+            assert stats.fair_keys == 2
+            assert stats.top_fair_keys == (("t1", 20), ("t2", 1))
+            await h.demand(4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["f0", "q", "n", "f1"]
+            stats = await h.stats()
+            assert stats.fair_keys == 1 and stats.top_fair_keys == (("t1", 18),)
+
+    async def test_a_fairness_key_too_long_is_refused_naming_the_limit(self) -> None:
+        async with open_inbox() as h:
+            answers = await h.submit(
+                Submit(id="a", task=ADD, payload=b"p", fair_key="k" * (MAX_FAIR_KEY_LENGTH + 1)))
+        assert answers == [Rejected(
+            id="a", error="InvalidSubmission",
+            message=f"fair_key is {MAX_FAIR_KEY_LENGTH + 1} characters; "
+                    f"the limit is {MAX_FAIR_KEY_LENGTH}")]
+
     async def test_a_request_is_answered_in_order_and_queued(self) -> None:
         """Each Submit of a request is answered in order, and the store hears
         of the request's tasks in one Queued."""

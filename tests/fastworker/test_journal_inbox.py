@@ -446,6 +446,29 @@ class TestRecovery:
         assert [t.job.attempt for t in recovered.dispatched] == [2, 1, 1, 1, 1]
         assert recovered.keys == {"key": "k1"}
 
+    async def test_fairness_keys_survive_a_restart(self, tmp_path: Path) -> None:
+        """Queued tasks come back with their fairness keys: after a crash the
+        keys still take turns, and the inbox counts the tasks per key."""
+        path = tmp_path / "j.db"
+        flood = [Submit(id=f"f{i}", task=ADD, payload=b"p", fair_key="flood") for i in range(5)]
+        quiet = Submit(id="q", task=ADD, payload=b"p", fair_key="quiet")
+        try:
+            async with open_inbox(path) as h:
+                assert await h.submit(*flood, quiet) == [
+                    Accepted(id=s.id) for s in (*flood, quiet)]
+                await h.written()
+                raise Crash
+        except Crash:
+            pass
+        async with open_inbox(path) as h:
+            stats = await h.stats()
+            assert stats.fair_keys == 2
+            assert stats.top_fair_keys == (("flood", 5), ("quiet", 1))
+            await h.demand(3)
+            assert h.dispatched() == [("f0", 1), ("q", 1), ("f1", 1)]
+            batch = next(m for m in h.dispatcher_got if isinstance(m, JobBatch))
+            assert [j.fair_key for j in batch.jobs] == ["flood", "quiet", "flood"]
+
     async def test_scheduled_tasks_are_armed_again(self, tmp_path: Path,
                                                    mock_clock: trio.testing.MockClock) -> None:
         """A scheduled task is held until its wall-clock due time, now on

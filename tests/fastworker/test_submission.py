@@ -15,7 +15,12 @@ import attrs
 import pytest
 
 from fastworker import InvalidSubmission
-from fastworker.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH, MAX_TASK_NAME_LENGTH
+from fastworker.limits import (
+    MAX_FAIR_KEY_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_TASK_NAME_LENGTH,
+)
 from fastworker.messages import CODEC, Submit
 from fastworker.payload import pack_call, unpack_call
 from fastworker.submission import (
@@ -27,7 +32,7 @@ from fastworker.submission import (
     priority_name,
     time_limit,
 )
-from fastworker.tasks import Task
+from fastworker.tasks import Task, task
 
 #: The frozen wall clock, in Unix seconds.
 NOW = 1_800_000_000.0
@@ -407,3 +412,50 @@ class TestSizes:
         submit = build_submit("t" * MAX_TASK_NAME_LENGTH, id="i" * MAX_ID_LENGTH,
                               key="k" * MAX_KEY_LENGTH, retry_of="r" * MAX_ID_LENGTH)
         assert check_submit(submit) is None
+
+
+class TestFairKey:
+    def test_a_call_carries_its_fairness_key(self) -> None:
+        submit = build_submit("t", id="a", fair_key="tenant-42")
+        assert submit.fair_key == "tenant-42" and check_submit(submit) is None
+        assert build_submit("t", id="b").fair_key == ""
+        assert CODEC.decode(CODEC.encode([submit])) == [submit]
+
+    def test_a_key_too_long_is_refused_naming_the_limit_on_both_sides(self) -> None:
+        with pytest.raises(InvalidSubmission) as raised:
+            build_submit("t", id="a", fair_key="k" * (MAX_FAIR_KEY_LENGTH + 1))
+        assert str(raised.value) == (
+            f"fair_key is {MAX_FAIR_KEY_LENGTH + 1} characters; the limit is {MAX_FAIR_KEY_LENGTH}")
+        hand_made = Submit(id="a", task="t", payload=b"", fair_key="k" * (MAX_FAIR_KEY_LENGTH + 1))
+        assert check_submit(hand_made) == (
+            f"fair_key is {MAX_FAIR_KEY_LENGTH + 1} characters; the limit is {MAX_FAIR_KEY_LENGTH}")
+        assert check_submit(attrs.evolve(hand_made, fair_key="k" * MAX_FAIR_KEY_LENGTH)) is None
+
+    def test_a_key_that_is_not_a_string_is_refused(self) -> None:
+        with pytest.raises(InvalidSubmission, match="fair_key must be a string, got 42"):
+            build_submit("t", id="a", fair_key=42)  # type: ignore[arg-type]
+
+    def test_the_task_gives_the_key_of_the_arguments_and_the_call_overrides_it(self) -> None:
+        found = make_task(fair_key=lambda tenant, *rest, **kw: tenant)
+        assert build_submit(found, ("t-7", 1), id="a").fair_key == "t-7"
+        assert build_submit(found, ("t-7", 1), id="b", fair_key="other").fair_key == "other"
+        none = make_task(fair_key=lambda *args: None)
+        assert build_submit(none, (1,), id="c").fair_key == ""
+        # Packed arguments (a retry of a stored task) are not unpacked for it.
+        packed = build_submit(found, id="d", payload=pack_call(("t-7", 1), {}))
+        assert packed.fair_key == ""
+
+    def test_a_task_key_function_that_fails_is_reported(self) -> None:
+        found = Task(name="tenants.bill", fn=_nothing, fair_key=lambda tenant: tenant["id"])
+        with pytest.raises(InvalidSubmission) as raised:
+            build_submit(found, ({},), id="a")
+        assert str(raised.value) == "the fair_key of task tenants.bill raised KeyError: 'id'"
+        bad = Task(name="tenants.bill", fn=_nothing,
+                   fair_key=lambda tenant: 7)  # type: ignore[arg-type,return-value]
+        with pytest.raises(InvalidSubmission) as raised:
+            build_submit(bad, ("x",), id="a")
+        assert str(raised.value) == "the fair_key of task tenants.bill must return a string, got 7"
+
+    def test_the_task_option_must_be_a_function(self) -> None:
+        with pytest.raises(TypeError, match="task fair_key must be a function"):
+            task(fair_key="tenant")  # type: ignore[call-overload]
