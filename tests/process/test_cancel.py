@@ -53,6 +53,9 @@ async def test_a_running_task_on_the_control_plane_is_stopped(
 async def test_a_task_running_on_a_subworker_is_stopped_there(
     control_env: dict[str, str],  # noqa: F811
 ) -> None:
+    # The next task runs on the subworker only once its slot is back (with
+    # the default "fallback", the control plane would take it meanwhile).
+    control_env["FASTWORKER_LOCAL"] = "never"
     async with fleet(control_env) as f:
         gate = f.gate
         await f.start_control()
