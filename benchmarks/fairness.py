@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.pytest_plugin import free_tcp_ports  # noqa: E402
+from benchmarks.scheduling import control_env, ready  # noqa: E402
 from benchmarks.throughput import start, stop  # noqa: E402
 from fastworker import Client  # noqa: E402
 
@@ -36,12 +36,6 @@ from fastworker import Client  # noqa: E402
 BUSY = "examples.tasks.busy"
 #: The fairness keys: one floods, the others are quiet.
 KEYS = ["flood"] + [f"quiet-{n}" for n in range(1, 10)]
-
-
-async def ready(address: str) -> None:
-    """Wait until the control plane answers."""
-    async with Client(address) as client:
-        await client.submit("examples.noop")
 
 
 async def waits(address: str, flood: int, quiet: int, seconds: float,
@@ -77,9 +71,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
-    env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
-           "FASTWORKER_DASHBOARD": "off", "FASTWORKER_JOURNAL": "off",
-           "FASTWORKER_TASKS": "examples.tasks"}
+    env = control_env(address)
     with contextlib.ExitStack() as stack:
         stack.callback(stop, start("config/control.toml", env))
         trio.run(ready, address)

@@ -43,6 +43,14 @@ from fastworker import Client  # noqa: E402
 BUSY = "examples.tasks.busy"
 
 
+def control_env(address: str) -> dict[str, str]:
+    """The environment of a control plane measured alone: no discovery,
+    dashboard or journal, the example tasks."""
+    return {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
+            "FASTWORKER_DASHBOARD": "off", "FASTWORKER_JOURNAL": "off",
+            "FASTWORKER_TASKS": "examples.tasks"}
+
+
 async def ready(address: str) -> None:
     """Wait until the control plane answers."""
     async with Client(address) as client:
@@ -74,9 +82,7 @@ async def capacity(address: str, tasks: int) -> float:
 
 def measure(args: argparse.Namespace, subworkers: int) -> None:
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
-    env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
-           "FASTWORKER_DASHBOARD": "off", "FASTWORKER_JOURNAL": "off",
-           "FASTWORKER_TASKS": "examples.tasks"}
+    env = control_env(address)
     with contextlib.ExitStack() as stack:
         stack.callback(stop, start("config/control.toml", env))
         for _ in range(subworkers):
