@@ -130,11 +130,19 @@ class WorkerLoad:
     worker: str
     local: bool
     health: str
+    #: Free credit, all kinds of slot together (``by_kind``: per kind).
     credit: int
+    #: Jobs handed to it and not yet ended (a subworker's; the local
+    #: executor's are in its own snapshot).
     held: int
     assigned_total: int
     #: Drained by an operator (``DrainWorker``): given nothing new.
     drained: bool = False
+    #: Of ``held``, those it reported started; the rest wait there for a
+    #: slot (prefetched), or for its next Pull.
+    running: int = 0
+    #: Free credit per kind of slot (``KINDS``).
+    credit_by_kind: tuple[int, int, int] = (0, 0, 0)
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +189,7 @@ class ExecutorStats:
 
     worker: str
     concurrency: int
+    #: Jobs running, plus those waiting for a slot (``waiting``).
     in_flight: int
     threads: int
     succeeded_total: int
@@ -192,6 +201,13 @@ class ExecutorStats:
     cancelled_total: int = 0
     #: Processes of the pool for ``isolation="process"`` tasks, alive now.
     processes: int = 0
+    #: Per kind of slot (``KINDS``): how many it has, how many run a job,
+    #: and the jobs assigned to it that wait for one (prefetched).
+    slots: tuple[int, int, int] = (0, 0, 0)
+    running: tuple[int, int, int] = (0, 0, 0)
+    waiting: tuple[int, int, int] = (0, 0, 0)
+    #: Jobs per kind it takes beyond its free slots, to start as one frees.
+    prefetch: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -202,7 +218,8 @@ class WorkerInfo:
     worker: str
     host: str
     pid: int
-    concurrency: int
+    #: The most jobs it holds per kind of slot (``KINDS``): slots plus prefetch.
+    slots: tuple[int, int, int]
     tasks: tuple[str, ...]
     peer: str
     health: Health

@@ -29,7 +29,7 @@ import attrs
 from croniter import croniter
 
 from fastworker.errors import TaskTimeout
-from fastworker.messages import PRIORITIES, Priority
+from fastworker.messages import ASYNC, PRIORITIES, PROCESS, THREAD, Priority
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,6 +144,9 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
+        #: Counts the changes: whoever keeps a copy of the names or kinds
+        #: knows to take them again.
+        self.version = 0
 
     def register(self, task: Task[Any, Any]) -> None:
         """Add a task.
@@ -158,6 +161,7 @@ class TaskRegistry:
                 f"give {_origin(task.fn)} another with @task(name=...)"
             )
         self._tasks[task.name] = task
+        self.version += 1
 
     def get(self, name: str) -> Task[Any, Any] | None:
         """The task of that name, or ``None``."""
@@ -167,6 +171,10 @@ class TaskRegistry:
         """Every registered name."""
         return frozenset(self._tasks)
 
+    def kinds(self, isolation: Isolation) -> dict[str, int]:
+        """Every registered name and the kind of slot it needs (``task_kind``)."""
+        return {name: task_kind(task, isolation) for name, task in self._tasks.items()}
+
     def close_matches(self, name: str) -> list[str]:
         """Registered names that look like ``name`` (for error messages)."""
         return difflib.get_close_matches(name, list(self._tasks), n=3)
@@ -174,6 +182,15 @@ class TaskRegistry:
     def unregister(self, name: str) -> None:
         """Remove a task (tests)."""
         self._tasks.pop(name, None)
+        self.version += 1
+
+
+def task_kind(task: Task[Any, Any], isolation: Isolation) -> int:
+    """The kind of slot (``KINDS`` index) a job of ``task`` needs on an
+    executor whose sync tasks run by default as ``isolation`` says."""
+    if task.is_async:
+        return ASYNC
+    return PROCESS if (task.isolation or isolation) == "process" else THREAD
 
 
 #: This process's tasks.

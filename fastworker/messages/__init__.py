@@ -58,6 +58,11 @@ from fastworker.messages.queries import StatusQuery as StatusQuery
 from fastworker.messages.queries import TaskRecord as TaskRecord
 from fastworker.messages.queries import Watch as Watch
 from fastworker.messages.tasks import Accepted as Accepted
+from fastworker.messages.tasks import ASYNC as ASYNC
+from fastworker.messages.tasks import KINDS as KINDS
+from fastworker.messages.tasks import PROCESS as PROCESS
+from fastworker.messages.tasks import THREAD as THREAD
+from fastworker.messages.tasks import Slots as Slots
 from fastworker.messages.tasks import Assign as Assign
 from fastworker.messages.tasks import Cancelled as Cancelled
 from fastworker.messages.tasks import Credit as Credit
@@ -73,6 +78,7 @@ from fastworker.messages.tasks import Rejected as Rejected
 from fastworker.messages.tasks import Released as Released
 from fastworker.messages.tasks import RemoteError as RemoteError
 from fastworker.messages.tasks import Retry as Retry
+from fastworker.messages.tasks import Returned as Returned
 from fastworker.messages.tasks import Running as Running
 from fastworker.messages.tasks import Stop as Stop
 from fastworker.messages.tasks import Submit as Submit
@@ -120,6 +126,7 @@ __all__ = [
     "Report",
     "ResultQuery",
     "Retry",
+    "Returned",
     "Running",
     "State",
     "StatusQuery",
@@ -131,7 +138,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")

@@ -9,7 +9,7 @@ see ``fastworker.messages`` for the whole and the rules every message keeps.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import attrs
 
@@ -67,6 +67,15 @@ class Rejected:
 
 # -- dispatch ------------------------------------------------------------------
 
+#: The kinds of slot a job needs to start, in the order credit counts them:
+#: a lane (an async task), a worker thread (a sync task) or a pool process
+#: (a sync task with ``isolation="process"``). A worker has so many of each,
+#: and the kind of each of its tasks (``fastworker.tasks.task_kind``).
+KINDS: tuple[str, str, str] = ("async", "thread", "process")
+ASYNC, THREAD, PROCESS = 0, 1, 2
+#: Slots per kind, in the order of ``KINDS``.
+Slots: TypeAlias = tuple[int, int, int]
+
 
 @attrs.frozen(kw_only=True)
 class Job:
@@ -95,12 +104,15 @@ class Job:
 
 @attrs.frozen(kw_only=True)
 class Demand:
-    """Dispatcher -> PriorityInbox: send me up to ``n`` more jobs, best first,
-    of tasks my free workers can run: ``only`` these (``None``: any). The
-    latest Demand's filter holds for all of it."""
+    """Dispatcher -> PriorityInbox: what its free workers can take now,
+    replacing the Demand before. Per pool of free slots (slots of one kind,
+    on workers that run the same tasks): how many jobs, and of which tasks.
+    ``received`` counts the jobs the dispatcher had received in JobBatches
+    when it wrote this: the inbox first charges to the pools what it sent
+    since, still on its way."""
 
-    n: int
-    only: frozenset[str] | None = None
+    pools: tuple[tuple[int, frozenset[str]], ...] = ()
+    received: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -112,8 +124,10 @@ class JobBatch:
 
 @attrs.frozen(kw_only=True)
 class Assign:
-    """Dispatcher -> Executor: run these jobs (never more than its credit).
-    To a subworker it also carries the running jobs to ``cancel``."""
+    """Dispatcher -> Executor: run these jobs (never more than its credit of
+    their kind). To a subworker it also carries the running jobs to
+    ``cancel``; ``give_back`` asks the executor to hand back every job it
+    holds that has not started (the worker is drained), as ``Returned``."""
 
     jobs: tuple[Job, ...]
     cancel: tuple[str, ...] = ()
@@ -122,6 +136,7 @@ class Assign:
     #: time left (``expires_at - sent_at``), not the clock (0: the deadlines
     #: are on this process's own clock). Not part of equality.
     sent_at: float = attrs.field(default=0.0, eq=False)
+    give_back: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -135,10 +150,23 @@ class Stop:
 
 @attrs.frozen(kw_only=True)
 class Credit:
-    """Executor -> Dispatcher: ``worker`` can take ``n`` more jobs."""
+    """Executor -> Dispatcher (or its link): ``worker`` can take this many
+    more jobs per kind of slot (``KINDS``): the slots it has free to start
+    one now, plus its small prefetch. ``tasks`` (in its first Credit, and
+    whenever they changed) names the tasks it can run and the kind of each."""
 
     worker: str
-    n: int
+    slots: Slots
+    tasks: dict[str, int] | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Returned:
+    """Executor -> Dispatcher (or its link): jobs it was assigned and hands
+    back without having started them (asked by ``Assign.give_back``, or
+    stopping); they are queued again, at the front, with the same attempt."""
+
+    jobs: tuple[Job, ...]
 
 
 @attrs.frozen(kw_only=True)

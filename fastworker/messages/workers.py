@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from fastworker.messages.tasks import Outcome, Running
+from fastworker.messages.tasks import Outcome, Running, Slots
 
 # -- workers (subworker <-> control plane on base+5) ----------------------------
 #
@@ -40,8 +40,12 @@ class Register:
     worker: str
     host: str
     pid: int
-    concurrency: int
+    #: The most jobs it holds at once per kind of slot (``KINDS``): its
+    #: slots plus its prefetch.
+    slots: Slots
     tasks: tuple[str, ...]
+    #: The kind of slot each of ``tasks`` needs (``KINDS`` index), in order.
+    kinds: tuple[int, ...] = ()
     #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
     at_most_once: tuple[str, ...] = ()
     #: The jobs it holds now (registering again: a restarted control plane
@@ -93,11 +97,11 @@ class Pull:
 
 @attrs.frozen(kw_only=True)
 class Report:
-    """Subworker -> Dispatcher: ``credit`` more free slots, these jobs
-    started, these ended."""
+    """Subworker -> Dispatcher: ``credit`` more free slots per kind
+    (``KINDS``), these jobs started, these ended, these given back unstarted."""
 
     worker: str
-    credit: int = 0
+    credit: Slots = (0, 0, 0)
     running: tuple[Running, ...] = ()
     finished: tuple[Outcome, ...] = ()
     #: Counts the worker's Reports: one seen before (resent after a lost
@@ -106,6 +110,9 @@ class Report:
     #: The seq of the last Pull whose answer (an Assign) it received: an
     #: acknowledgement of that Assign's jobs, besides the next Pull.
     assigned: int = 0
+    #: Ids of jobs it was assigned and gives back without having started
+    #: them (drained, or stopping): queued again with the same attempt.
+    returned: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
