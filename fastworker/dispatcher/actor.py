@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
 from typing import Any, Literal, TypeAlias, Union
 
 import attrs
@@ -48,10 +47,10 @@ from fastworker.messages import (
     Job,
     JobBatch,
     Retry,
+    Returned,
     Stop,
 )
 from fastworker.stats import DispatcherStats, WorkerLoad
-from fastworker.tasks import default_registry
 
 __all__ = ["Dispatcher", "DispatcherOptions", "RecoveredDispatched"]
 
@@ -76,7 +75,7 @@ class _TakeBack:
 
 Accepts: TypeAlias = Union[
     Credit, JobBatch, WorkerJoined, WorkerHealth, WorkerLeft, Requests, DrainWorker, Retry,
-    Stop, RecoveredDispatched, _TakeBack]
+    Returned, Stop, RecoveredDispatched, _TakeBack]
 
 
 @attrs.frozen(kw_only=True)
@@ -122,12 +121,7 @@ class DispatcherOptions:
 
 class Dispatcher(Actor[Accepts]):
     """Places jobs on workers as far as their credit allows (docs/dispatcher.md).
-
-    Args:
-        local_tasks: the task names the local executor has (called again
-            when a job names one it does not list); by default the task
-            registry's.
-    """
+    The local executor says which tasks it runs in its ``Credit``."""
 
     Options = DispatcherOptions
     refs_required = ("inbox", "results")
@@ -137,12 +131,9 @@ class Dispatcher(Actor[Accepts]):
         self,
         options: DispatcherOptions,
         context: ActorContext,
-        *,
-        local_tasks: Callable[[], Collection[str]] | None = None,
     ) -> None:
         super().__init__(options, context)
-        self._placement = Placement(local=options.local,
-                                    local_tasks=local_tasks or _registry_names)
+        self._placement = Placement(local=options.local)
         self._out = Outgoing()
         self._counts = Counter[str]()
         self._remote = Subworkers(self.name, self._placement, self._out, self._counts,
@@ -153,8 +144,9 @@ class Dispatcher(Actor[Accepts]):
                                   max_assign_bytes=options.max_assign_bytes,
                                   max_job_bytes=options.max_job_bytes)
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
-        self._asked = 0  # jobs asked of the inbox and not yet received
-        self._filter: frozenset[str] = frozenset()  # the inbox takes nothing before a Demand
+        self._received_total = 0  # jobs received from the inbox, ever
+        self._demanded: dict[frozenset[str], int] = {}  # the pools of the last Demand
+        self._demanded_at = -1  # and the jobs received when it was sent
         self._received = False
         # Normal when the fleet changes (a subworker joins while jobs asked
         # for the local executor are on their way): INFO, not WARNING.
@@ -215,13 +207,15 @@ class Dispatcher(Actor[Accepts]):
         """The message table: what ``message`` changes, and its answer if it
         is a ``call`` (what is to be sent waits for ``_dispatch``)."""
         match message:
-            case Credit(worker=name, n=n):
-                self._placement.add_local_credit(name, n)
+            case Credit(worker=name, slots=slots, tasks=tasks):
+                self._placement.add_local_credit(name, slots, tasks)
             case JobBatch(jobs=jobs):
                 self._counts["batches"] += 1
                 self._held.extend(self._remote.admit(jobs))
-                self._asked = max(self._asked - len(jobs), 0)
+                self._received_total += len(jobs)
                 self._received = True
+            case Returned(jobs=jobs):  # from the local executor
+                self._remote.returned_locally(_local_name(self._placement), jobs)
             case WorkerJoined():
                 self._remote.join(message)
             case WorkerHealth(worker=name, health=health):
@@ -242,7 +236,12 @@ class Dispatcher(Actor[Accepts]):
             case Stop(id=task_id) if call:
                 return await self._stop(task_id)
             case DrainWorker() if call:
-                return self._remote.drain_by_operator(message)
+                drained = self._remote.drain_by_operator(message)
+                local = self._placement.workers.get(message.worker)
+                if drained and local is not None and local.local and local.drained:
+                    # What it holds and has not started comes back (Returned).
+                    await self.refs["executor"].send(Assign(jobs=(), give_back=True))
+                return drained
             case _:
                 # A wiring mistake; crashing would lose the jobs held.
                 kind = type(message).__name__
@@ -253,12 +252,14 @@ class Dispatcher(Actor[Accepts]):
         counts = self._counts
         return DispatcherStats(
             workers=tuple(
-                WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.credit,
-                           held=len(w.held), assigned_total=w.assigned_total, drained=w.drained)
+                WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.free,
+                           held=len(w.held), assigned_total=w.assigned_total, drained=w.drained,
+                           running=len(w.started),
+                           credit_by_kind=(w.credit[0], w.credit[1], w.credit[2]))
                 for w in self._placement.workers.values()
             ),
             held=len(self._held),
-            asked=self._asked,
+            asked=sum(self._demanded.values()),
             assigned_total=counts["assigned"],
             batches_total=counts["batches"],
             redelivered_total=counts["redelivered"],
@@ -370,16 +371,18 @@ class Dispatcher(Actor[Accepts]):
             await self.refs["inbox"].send_batch([Cancel(id=id) for id in ids])
 
     async def _demand(self) -> None:
-        """Ask for the free credit not yet asked for, of the tasks the free
-        workers can run (a Demand also when only the tasks changed)."""
-        free, only = self._placement.free(trio.current_time())
-        wanted = free - self._asked
-        if wanted > 0 or only != self._filter:
-            self._filter = only
-            wanted = max(wanted, 0)
-            self._asked += wanted
-            await self.refs["inbox"].send(Demand(n=wanted, only=only))
+        """Tell the inbox the free credit, as pools of the tasks each can
+        run, when it changed. The inbox takes off what it sent that had not
+        arrived when this was written (``received``)."""
+        pools = self._placement.pools()
+        if pools != self._demanded or self._received_total != self._demanded_at:
+            self._demanded = pools
+            self._demanded_at = self._received_total
+            await self.refs["inbox"].send(Demand(
+                pools=tuple((free, tasks) for tasks, free in pools.items()),
+                received=self._received_total))
 
 
-def _registry_names() -> Collection[str]:
-    return default_registry().names()
+def _local_name(placement: Placement) -> str:
+    """The local executor's name ("" before its first Credit)."""
+    return next((w.name for w in placement.workers.values() if w.local), "")

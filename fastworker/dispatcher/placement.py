@@ -8,12 +8,11 @@ nothing, and knows nothing of Pulls or Reports (``remote.py``).
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Iterable
 from typing import Literal
 
-from fastworker.messages import Assign, HeldJob, Job, Outcome, Running
+from fastworker.messages import ASYNC, Assign, HeldJob, Job, Outcome, Running, Slots
 
 __all__ = ["Placement", "WorkerAccount", "assign_budget", "job_bytes", "job_limit"]
 
@@ -41,38 +40,45 @@ def job_limit(max_frame_bytes: int) -> int:
 
 
 class WorkerAccount:
-    """The Dispatcher's account of one worker: its credit, what it holds,
-    and where a subworker's conversation stands (its parked Pull, if any,
-    waits in ``remote.py``). The control plane's own executor has one too
-    (``local``)."""
+    """The Dispatcher's account of one worker: its credit per kind of slot,
+    what it holds, and where a subworker's conversation stands (its parked
+    Pull, if any, waits in ``remote.py``). The control plane's own executor
+    has one too (``local``)."""
 
-    __slots__ = ("name", "local", "tasks", "at_most_once", "credit", "health", "drained",
-                 "assigned_total", "held", "outbox", "cancel", "pull_seq", "last_assign",
-                 "pull_seen", "report_seq", "taken_back", "max_assign_bytes", "max_job_bytes",
-                 "holding", "adopted")
+    __slots__ = ("name", "local", "tasks", "kinds", "by_kind", "at_most_once", "credit",
+                 "health", "drained", "assigned_total", "held", "started", "outbox", "cancel",
+                 "give_back", "pull_seq", "last_assign", "pull_seen", "report_seq",
+                 "taken_back", "max_assign_bytes", "max_job_bytes", "holding", "adopted")
 
-    def __init__(self, name: str, *, local: bool, tasks: frozenset[str],
+    def __init__(self, name: str, *, local: bool, kinds: dict[str, int],
                  at_most_once: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.local = local
-        self.tasks = tasks
+        self.tasks: frozenset[str] = frozenset()
+        self.kinds: dict[str, int] = {}  # task -> the kind of slot it needs here
+        self.by_kind: tuple[frozenset[str], ...] = ()
+        self.set_tasks(kinds)
         self.at_most_once = at_most_once
-        self.credit = 0
+        #: Free credit per kind of slot (``KINDS``).
+        self.credit = [0, 0, 0]
         self.health: str = "alive"  # alive, suspect or draining
         self.drained = False  # by an operator: nothing new until resumed
         self.assigned_total = 0
         # A subworker's conversation (remote.py).
         self.held: dict[str, Job] = {}  # delivered and not yet reported finished
+        self.started: set[str] = set()  # of those, the ones it reported started
         self.outbox: list[Job] = []  # placed, waiting for the worker's next Pull
         self.cancel: list[str] = []  # held jobs to stop, sent with the next Assign
+        self.give_back = False  # ask it, with the next Assign, for what has not started
         self.pull_seq = 0  # the last Pull answered, and its answer
         self.last_assign = Assign(jobs=())
         self.pull_seen = 0  # the newest Pull seen (answered, or parked now)
         self.report_seq = 0  # the last Report taken
         # Jobs of an Assign it did not acknowledge in time, taken back (id:
-        # attempt): if it runs one after all, the credit given back for it
-        # is taken again (once; the copy queued again has the next attempt).
-        self.taken_back: dict[str, int] = {}
+        # attempt, kind of slot): if it runs one after all, the credit given
+        # back for it is taken again (once; the copy queued again has the
+        # next attempt).
+        self.taken_back: dict[str, tuple[int, int]] = {}
         # The most bytes of jobs an answer to its Pull carries, and of one
         # job (from its own frame limit, when it said one smaller than the
         # workers port's; 0: the port's).
@@ -83,6 +89,33 @@ class WorkerAccount:
         # and the recovered tasks it holds (their copies wait in the inbox).
         self.holding: dict[str, HeldJob] = {}
         self.adopted: dict[str, None] = {}  # in the order adopted
+
+    def set_tasks(self, kinds: dict[str, int]) -> None:
+        """The tasks it runs and the kind of slot each needs."""
+        self.kinds = kinds
+        self.tasks = frozenset(kinds)
+        self.by_kind = tuple(frozenset(t for t, k in kinds.items() if k == kind)
+                             for kind in range(3))
+
+    def kind(self, task: str) -> int:
+        """The kind of slot a job of ``task`` takes here."""
+        return self.kinds.get(task, ASYNC)
+
+    def give(self, job: Job) -> None:
+        """The slot ``job`` took is free again (it never went, or came back)."""
+        self.credit[self.kinds.get(job.task, ASYNC)] += 1
+
+    def add_credit(self, slots: Slots) -> None:
+        """``slots`` more free credit per kind (a negative count adds none)."""
+        credit = self.credit
+        for kind, n in enumerate(slots[:3]):
+            if n > 0:
+                credit[kind] += n
+
+    @property
+    def free(self) -> int:
+        """Free credit, all kinds together."""
+        return sum(self.credit)
 
     def take_outbox(self, budget: int, limit: int) -> tuple[list[Job], list[Job]]:
         """Take the first jobs of the outbox whose sizes fit ``budget``
@@ -133,9 +166,10 @@ class WorkerAccount:
             runs.extend(zip(started.ids, started.attempts or (0,) * len(started.ids),
                             strict=False))
         for task_id, attempt in runs:
-            if taken_back.get(task_id) is not None and attempt in (taken_back[task_id], 0):
+            entry = taken_back.get(task_id)
+            if entry is not None and attempt in (entry[0], 0):
                 del taken_back[task_id]
-                self.credit -= 1
+                self.credit[entry[1]] -= 1
 
     @property
     def offers(self) -> bool:
@@ -149,41 +183,39 @@ class Placement:
 
     Args:
         local: ``fallback``: subworkers first, the local executor a job
-            only when no eligible subworker has credit left (so adding a
-            subworker never leaves its slots idle); ``always``: it is one
-            more worker, the one with the most free credit first;
+            only when no eligible subworker has credit left for it (so
+            adding a subworker never leaves its slots idle); ``always``: it
+            is one more worker, the one with the most free credit first;
             ``never``: it takes only tasks no live subworker has (the
             control plane coordinates).
-        local_tasks: the task names the local executor has (asked again
-            when a job names one it does not list).
     """
 
-    def __init__(self, *, local: Literal["fallback", "always", "never"],
-                 local_tasks: Callable[[], Collection[str]]) -> None:
+    def __init__(self, *, local: Literal["fallback", "always", "never"]) -> None:
         self.workers: dict[str, WorkerAccount] = {}
         #: Live subworkers per task (those that ``offers``).
         self.remote_tasks: Counter[str] = Counter()
         self._local = local
-        self._local_tasks = local_tasks
-        self._local_checked = -math.inf
 
     # -- the fleet ----------------------------------------------------------------
 
-    def add_local_credit(self, name: str, n: int) -> None:
+    def add_local_credit(self, name: str, slots: Slots,
+                         tasks: dict[str, int] | None = None) -> None:
         """The local executor ``name`` (known from its first ``Credit``) can
-        take ``n`` more jobs."""
+        take ``slots`` more jobs per kind; ``tasks``: what it runs now, and
+        the kind of each (``None``: as before)."""
         worker = self.workers.get(name)
         if worker is None:
-            worker = self.workers[name] = WorkerAccount(
-                name, local=True, tasks=frozenset(self._local_tasks()))
-        worker.credit += max(n, 0)
+            worker = self.workers[name] = WorkerAccount(name, local=True, kinds=tasks or {})
+        elif tasks is not None:
+            worker.set_tasks(tasks)
+        worker.add_credit(slots)
 
-    def add_subworker(self, name: str, tasks: frozenset[str],
+    def add_subworker(self, name: str, kinds: dict[str, int],
                       at_most_once: frozenset[str]) -> WorkerAccount:
         """A subworker joined (one of the same name must be removed first)."""
         worker = self.workers[name] = WorkerAccount(
-            name, local=False, tasks=tasks, at_most_once=at_most_once)
-        self.remote_tasks.update(tasks)
+            name, local=False, kinds=kinds, at_most_once=at_most_once)
+        self.remote_tasks.update(worker.tasks)
         return worker
 
     def remove(self, name: str) -> WorkerAccount | None:
@@ -210,16 +242,16 @@ class Placement:
     # -- placing jobs ---------------------------------------------------------------
 
     def place(self, held: deque[Job]) -> tuple[dict[WorkerAccount, list[Job]], deque[Job]]:
-        """Give held jobs, in order, each to an eligible worker, taking its
-        credit: with ``local = "fallback"`` a subworker first (the one with
-        the most free credit), the local executor only when none has credit
-        left (its large credit would otherwise take everything); else the
-        worker with the most free credit. Returns the jobs placed per
-        worker, and those no worker can take now, in order."""
+        """Give held jobs, in order, each to an eligible worker with credit
+        of the kind the job needs there, taking it: with ``local =
+        "fallback"`` a subworker first (the one with the most free credit
+        of that kind), the local executor only when none has any left;
+        else the worker with the most. Returns the jobs placed per worker,
+        and those no worker can take now, in order."""
         placed: dict[WorkerAccount, list[Job]] = {}
-        # (tier, -credit, index, worker): tier 1 is the local executor's
-        # under "fallback", taken only once tier 0 is empty.
-        heaps: dict[str, list[tuple[int, int, int, WorkerAccount]]] = {}
+        # (tier, -credit, index, worker, kind): tier 1 is the local
+        # executor's under "fallback", taken only once tier 0 is empty.
+        heaps: dict[str, list[tuple[int, int, int, WorkerAccount, int]]] = {}
         kept: deque[Job] = deque()
         last_tier = self._local == "fallback"
         while held:
@@ -227,74 +259,65 @@ class Placement:
             heap = heaps.get(job.task)
             if heap is None:
                 heap = heaps[job.task] = [
-                    (last_tier and w.local, -w.credit, index, w)
-                    for index, w in enumerate(self._eligible(job.task))
+                    (last_tier and w.local, -w.credit[kind], index, w, kind)
+                    for index, (w, kind) in enumerate(self._eligible(job.task))
                 ]
                 heapq.heapify(heap)
-            while heap and -heap[0][1] != heap[0][3].credit:
+            while heap and -heap[0][1] != heap[0][3].credit[heap[0][4]]:
                 # Stale: another task's jobs took some of this worker's credit.
-                tier, _, index, stale = heap[0]
-                if stale.credit > 0:
-                    heapq.heapreplace(heap, (tier, -stale.credit, index, stale))
+                tier, _, index, stale, kind = heap[0]
+                if stale.credit[kind] > 0:
+                    heapq.heapreplace(heap, (tier, -stale.credit[kind], index, stale, kind))
                 else:
                     heapq.heappop(heap)
             if not heap:
                 kept.append(job)
                 continue
-            tier, _, index, worker = heap[0]
-            worker.credit -= 1
-            if worker.credit:
-                heapq.heapreplace(heap, (tier, -worker.credit, index, worker))
+            tier, _, index, worker, kind = heap[0]
+            credit = worker.credit
+            credit[kind] -= 1
+            if credit[kind]:
+                heapq.heapreplace(heap, (tier, -credit[kind], index, worker, kind))
             else:
                 heapq.heappop(heap)
             placed.setdefault(worker, []).append(job)
         return placed, kept
 
-    def _eligible(self, task: str) -> list[WorkerAccount]:
-        """Live workers with free credit that may run ``task`` now."""
+    def _eligible(self, task: str) -> list[tuple[WorkerAccount, int]]:
+        """Live workers with free credit for ``task`` that may run it now,
+        with the kind of slot it needs on each."""
         kept_off = self._local == "never" and self.remote_tasks[task] > 0
-        return [
-            w for w in self.workers.values()
-            if w.credit > 0 and w.health == "alive" and not w.drained and (
-                task in w.tasks if not w.local else not kept_off and self._local_has(w, task))
-        ]
-
-    def _local_has(self, worker: WorkerAccount, task: str) -> bool:
-        if task not in worker.tasks:
-            worker.tasks = frozenset(self._local_tasks())  # registered since
-        return task in worker.tasks
+        eligible = []
+        for w in self.workers.values():
+            if w.health != "alive" or w.drained or (w.local and kept_off):
+                continue
+            kind = w.kinds.get(task)
+            if kind is not None and w.credit[kind] > 0:
+                eligible.append((w, kind))
+        return eligible
 
     # -- what to ask the inbox for --------------------------------------------------
 
-    def free(self, now: float) -> tuple[int, frozenset[str]]:
-        """The free credit of the live workers, and the tasks they can run.
-
-        Args:
-            now: the time, to look at the local executor's tasks again (ones
-                registered since) once a second at most.
-        """
-        if now >= self._local_checked + 1.0:
-            self._local_checked = now
-            for worker in self.workers.values():
-                if worker.local:
-                    worker.tasks = frozenset(self._local_tasks())
-        credit = 0
-        runnable: list[frozenset[str]] = []
+    def pools(self) -> dict[frozenset[str], int]:
+        """The free credit of the live workers, as pools: per set of tasks
+        that some worker's slots of one kind run, how many jobs of them it
+        can take (workers with the same tasks share a pool)."""
+        pools: dict[frozenset[str], int] = {}
+        never = self._local == "never"
         for worker in self.workers.values():
-            if worker.credit > 0 and worker.health == "alive" and not worker.drained:
-                tasks = self._runnable(worker)
+            if worker.health != "alive" or worker.drained:
+                continue
+            for kind, free in enumerate(worker.credit):
+                if free <= 0:
+                    continue
+                tasks = worker.by_kind[kind]
+                if never and worker.local:
+                    tasks = frozenset(t for t in tasks if self.remote_tasks[t] <= 0)
                 if tasks:  # credit for nothing it may run is not asked for
-                    credit += worker.credit
-                    runnable.append(tasks)
-        # Jobs of other tasks stay queued for a worker that has them.
-        return credit, frozenset().union(*runnable)
+                    pools[tasks] = pools.get(tasks, 0) + free
+        return pools
 
     def free_slots(self) -> int:
         """The free credit of the live workers, whatever they may run."""
-        return sum(w.credit for w in self.workers.values()
-                   if w.credit > 0 and w.health == "alive" and not w.drained)
-
-    def _runnable(self, worker: WorkerAccount) -> frozenset[str]:
-        if not worker.local or self._local != "never":
-            return worker.tasks
-        return frozenset(t for t in worker.tasks if self.remote_tasks[t] <= 0)
+        return sum(w.free for w in self.workers.values()
+                   if w.health == "alive" and not w.drained)

@@ -125,7 +125,8 @@ class Pulls:
         # A new Pull: the worker has the answer to the one before.
         self.acknowledged(worker)
         worker.pull_seen = seq
-        if worker.outbox or worker.cancel or worker.health == "draining" or not may_wait:
+        if (worker.outbox or worker.cancel or worker.give_back or worker.health == "draining"
+                or not may_wait):
             return self.take_outbox(worker, seq)
         self._park(worker, pull, answers, index)
         return None
@@ -174,10 +175,12 @@ class Pulls:
         if too_large:
             self._fail_too_large(worker, too_large, limit)
         cancel, worker.cancel = worker.cancel, []
+        give_back, worker.give_back = worker.give_back, False
         worker.pull_seq = seq
         # Stamped with this clock: the subworker keeps the deadlines' time
         # left, not our clock (fastworker.deadlines).
-        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time())
+        worker.last_assign = Assign(jobs=tuple(jobs), cancel=tuple(cancel), sent_at=time.time(),
+                                    give_back=give_back)
         if jobs:
             due = trio.current_time() + self.ack_timeout
             self._unacknowledged.push(due, worker.name, worker)
@@ -205,7 +208,8 @@ class Pulls:
                 "%s: failed task %s (%s): its job is about %d bytes, more than the %d bytes a "
                 "job sent to worker %s may take", self._name, job.id, job.task, size,
                 limit, worker.name)
-        worker.credit += len(jobs)
+        for job in jobs:
+            worker.give(job)
         self._counts["too_large"] += len(jobs)
         self._out.results.append(Finished(outcomes=tuple(outcomes)))
 

@@ -31,6 +31,7 @@ from fastworker.dispatcher.placement import (
 from fastworker.dispatcher.pulls import Pulls
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
+    ASYNC,
     Ack,
     Assign,
     Cancelled,
@@ -159,8 +160,12 @@ class Subworkers:
             out.results.append(Finished(outcomes=report.finished))
         held = worker.held if worker is not None else {}
         adopted = worker.adopted if worker is not None else {}
+        started = worker.started if worker is not None else set()
+        for running in report.running:
+            started.update(task_id for task_id in running.ids if task_id in held)
         for outcome in report.finished:
             job = held.pop(outcome.id, None)
+            started.discard(outcome.id)
             if job is None and outcome.id in adopted:
                 self._adopted_ended(adopted, outcome)
             elif job is None:
@@ -175,12 +180,38 @@ class Subworkers:
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)
         worker.report_seq = report.seq
-        worker.credit += max(report.credit, 0)
+        worker.add_credit(report.credit)
+        if report.returned:
+            self._returned(worker, report.returned)
         if report.assigned and report.assigned >= worker.pull_seq:
             self.pulls.acknowledged(worker)
         if worker.taken_back:  # did it get a job taken back after all?
             worker.ran_after_all(report.running, report.finished)
         return Ack()
+
+    def _returned(self, worker: WorkerAccount, ids: Iterable[str]) -> None:
+        """Jobs a subworker gives back unstarted (it was drained, or stops):
+        queued again at the front, the same attempt; its credit for them
+        comes in its Reports. One it no longer holds (ended, or gone back
+        already) is passed over."""
+        jobs = [job for task_id in ids if (job := worker.held.get(task_id)) is not None
+                and task_id not in worker.started]
+        if jobs:
+            self._counts["returned"] += len(jobs)
+            log.info("%s: worker %s gave back %d jobs it had not started: queued again",
+                     self._name, worker.name, len(jobs))
+            self._redeliver(worker, jobs, lost=False, delivered=False)
+
+    def returned_locally(self, name: str, jobs: Iterable[Job]) -> None:
+        """Jobs the local executor ``name`` gives back unstarted: queued
+        again at the front, the same attempt."""
+        jobs = list(jobs)
+        worker = self._placement.workers.get(name)
+        self._counts["returned"] += len(jobs)
+        if worker is None:
+            self._out.requeue.extend(jobs)
+        else:
+            self._redeliver(worker, jobs, lost=False, delivered=False)
 
     def _late(self, outcome: Outcome) -> None:
         """A result from a worker that no longer holds the job: accepted (the
@@ -298,10 +329,10 @@ class Subworkers:
                 continue
             taken_back = worker.taken_back
             for job in jobs:
-                taken_back[job.id] = job.attempt
+                taken_back[job.id] = (job.attempt, worker.kind(job.task))
+                worker.give(job)
             while len(taken_back) > _TAKEN_BACK_REMEMBERED:  # the oldest never came
                 del taken_back[next(iter(taken_back))]
-            worker.credit += len(jobs)
             self._counts["taken_back"] += len(jobs)
             self._take_back_log.event(
                 "%s: worker %s did not acknowledge the %d jobs answered to its Pull %d within "
@@ -337,7 +368,7 @@ class Subworkers:
                 if job.id == task_id:  # placed, not yet pulled
                     worker.outbox.remove(job)
                     del worker.held[task_id]
-                    worker.credit += 1
+                    worker.give(job)
                     self._out.results.append(Cancelled(ids=(task_id,)))
                     return CancelReply(id=task_id, outcome="cancelled")
             worker.cancel.append(task_id)
@@ -350,7 +381,7 @@ class Subworkers:
     def join(self, joined: WorkerJoined) -> None:
         if joined.worker in self._placement.workers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
-        worker = self._placement.add_subworker(joined.worker, joined.tasks, joined.at_most_once)
+        worker = self._placement.add_subworker(joined.worker, _kinds(joined), joined.at_most_once)
         # Copies of its requests from before it registered are stale here.
         worker.pull_seq = worker.pull_seen = max(joined.pull_seq, 0)
         worker.report_seq = max(joined.report_seq, 0)
@@ -374,9 +405,12 @@ class Subworkers:
             return False
         self._placement.update(worker, drained=not message.resume)
         if worker.drained and not worker.local:
-            # What it was given but has not pulled goes back to the queue.
+            # What it was given but has not pulled goes back to the queue;
+            # what it holds and has not started, once it hands it back.
             self._redeliver(worker, worker.outbox, lost=False, delivered=False)
             worker.outbox = []
+            worker.give_back = True
+            self.pulls.answer(worker)
         log.info("%s: worker %s %s by request", self._name, worker.name,
                  "drained" if worker.drained else "resumed")
         return True
@@ -385,7 +419,7 @@ class Subworkers:
         """Give a stopping worker nothing more; what it was given but has
         not pulled goes with its last Pull, or back to the queue."""
         self._placement.update(worker, health="draining")
-        worker.credit = 0
+        worker.credit = [0, 0, 0]
         if self.pulls.is_parked(worker):
             self.pulls.answer(worker)
         else:
@@ -412,6 +446,7 @@ class Subworkers:
         failed: list[Outcome] = []
         for job in jobs:
             worker.held.pop(job.id, None)
+            worker.started.discard(job.id)
             if not delivered:  # never reached the worker: the same attempt again
                 self._out.requeue.append(job)
                 continue
@@ -447,3 +482,14 @@ class Subworkers:
                 f"{self._poison_after}) rather than risk more workers",
             )
         return None
+
+
+def _kinds(joined: WorkerJoined) -> dict[str, int]:
+    """A newcomer's tasks and the kind of slot each needs there (async for
+    any it did not say)."""
+    said = getattr(joined, "kinds", ())  # MERGE: set by the link's part
+    if isinstance(said, dict):
+        return {task: said.get(task, ASYNC) for task in joined.tasks}
+    return dict(zip(sorted(joined.tasks), said, strict=False)) | {
+        task: ASYNC for task in joined.tasks if task not in dict(
+            zip(sorted(joined.tasks), said, strict=False))}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, TypeAlias, Union
 
@@ -23,6 +24,7 @@ import trio
 
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Answers, Requests
+from fastworker.budget import Budget
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
@@ -139,9 +141,13 @@ class PriorityInbox(Actor[Accepts]):
             self._levels, self._held, self._recent, self._names,
             capacity=options.capacity, scheduled_capacity=options.scheduled_capacity,
             parked_max=options.parked_max, key_limit=options.recent_ids)
-        self._demand = 0
-        # What the workers with free slots can run: only these (None: any).
-        self._only: frozenset[str] | None = None
+        # The dispatcher's free slots, as pools of the tasks each runs
+        # (its last Demand, less what was taken since).
+        self._budget = Budget()
+        # Jobs taken for the dispatcher that it had not received as of its
+        # last Demand, oldest first; and how many were taken, ever.
+        self._in_flight: deque[Job] = deque()
+        self._taken_total = 0
         # What the next flush sends besides what admission produced.
         self._cancelled: list[str] = []
         self._released: list[str] = []
@@ -210,9 +216,8 @@ class PriorityInbox(Actor[Accepts]):
                 return self._on_requests(message)
             case Cancel(id=task_id):
                 return self._cancel(task_id)
-            case Demand(n=n, only=only):
-                self._demand += max(n, 0)
-                self._only = only
+            case Demand(pools=pools, received=received):
+                self._on_demand(pools, received)
             case Requeue(jobs=jobs, delays=()):
                 self._requeue(jobs)
             case Requeue(jobs=jobs, delays=delays):
@@ -237,7 +242,7 @@ class PriorityInbox(Actor[Accepts]):
             queued=self._levels.counts,
             capacity=self.options.capacity,
             parked=len(admission.parked),
-            demand=self._demand,
+            demand=self._budget.total,
             accepted_total=admission.accepted_total,
             duplicates_total=admission.duplicates_total,
             rejected_total=dict(admission.rejected_total),
@@ -376,8 +381,7 @@ class PriorityInbox(Actor[Accepts]):
         one JobBatch, then the answers of completed deferred requests."""
         admission = self._admission
         admission.admit()
-        jobs = self._levels.take(self._demand, self._only, self._taken)
-        self._demand -= len(jobs)
+        jobs = self._levels.take(self._budget, self._taken)
         self._dispatched_total += len(jobs)
         entries, admission.entries = admission.entries, []
         cancelled, self._cancelled = self._cancelled, []
@@ -401,9 +405,22 @@ class PriorityInbox(Actor[Accepts]):
         for answers in answered:
             answers.send()
 
+    def _on_demand(self, pools: tuple[tuple[int, frozenset[str]], ...], received: int) -> None:
+        """The dispatcher's free slots now: what it had not received when it
+        wrote them is charged to them first."""
+        in_flight = self._in_flight
+        arrived = received - (self._taken_total - len(in_flight))
+        for _ in range(min(max(arrived, 0), len(in_flight))):
+            in_flight.popleft()
+        budget = self._budget = Budget(pools)
+        for job in in_flight:
+            budget.charge(job.task)
+
     def _taken(self, job: Job) -> None:
         """A job leaves for the dispatcher: from here the executor checks its
         deadline, and its room goes to a waiting Submit."""
+        self._in_flight.append(job)
+        self._taken_total += 1
         if job.expires_at is not None:
             self._held.forget_deadline(job.id)
         self._recent.remember(job.id, "dispatched")
@@ -414,8 +431,13 @@ class PriorityInbox(Actor[Accepts]):
         left, so the dispatcher's demand for them stands; held a second
         before they are tried again (the journal may be failing)."""
         now, wall = trio.current_time(), time.time()
-        self._demand += len(jobs)
         self._dispatched_total -= len(jobs)
+        # They never reach the dispatcher: not on their way, their slots free.
+        back = {id(job) for job in jobs}
+        self._in_flight = deque(job for job in self._in_flight if id(job) not in back)
+        self._taken_total -= len(jobs)
+        for job in jobs:
+            self._budget.refund(job.task)
         for job in jobs:
             self._held.hold(job, now + _HOLD_BACK)
             if job.expires_at is not None:

@@ -13,6 +13,7 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable
 
+from fastworker.budget import Budget
 from fastworker.messages import PRIORITIES, Job
 
 __all__ = ["Levels"]
@@ -137,27 +138,29 @@ class Levels:
             self._rebuild(level)
         return True
 
-    def take(self, n: int, only: frozenset[str] | None,
-             taken: Callable[[Job], object]) -> list[Job]:
-        """Take up to ``n`` jobs, best first, of the tasks in ``only``
-        (``None``: any); jobs of other tasks keep their places. ``taken``
-        is called with each job as it leaves, and may queue more."""
+    def take(self, budget: Budget, taken: Callable[[Job], object]) -> list[Job]:
+        """Take jobs, best first, while a pool of ``budget`` that runs the
+        job's task has a free slot (charged as each leaves); jobs of other
+        tasks keep their places. ``taken`` is called with each job as it
+        leaves, and may queue more."""
         jobs: list[Job] = []
-        if only is None:
-            while n > 0 and self.jobs:
-                job = self._take(self._next_level(self._counts))
+        by_task = self._by_task
+        while budget.total > 0 and self.jobs:
+            only = budget.runnable
+            matching = [sum(by_task[level][name] for name in only) for level in range(LEVELS)]
+            if not any(matching):
+                break
+            counts = self._counts
+            while any(matching):
+                level = self._next_level(matching)
+                # Every job of the level may go: the unfiltered take is quicker.
+                job = self._take(level, None if matching[level] == counts[level] else only)
                 jobs.append(job)
-                n -= 1
+                matching[level] -= 1
+                budget.charge(job.task)
                 taken(job)
-            return jobs
-        matching = [sum(self._by_task[level][name] for name in only) for level in range(LEVELS)]
-        while n > 0 and any(matching):
-            level = self._next_level(matching)
-            job = self._take(level, only)
-            jobs.append(job)
-            matching[level] -= 1
-            n -= 1
-            taken(job)
+                if budget.runnable is not only:  # a pool ran out: count again
+                    break
         return jobs
 
     def _take(self, level: int, only: frozenset[str] | None = None) -> Job:

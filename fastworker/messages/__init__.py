@@ -94,6 +94,7 @@ from fastworker.messages.workers import Report as Report
 from fastworker.messages.workers import UnknownWorker as UnknownWorker
 
 __all__ = [
+    "ASYNC",
     "Accepted",
     "Ack",
     "Assign",
@@ -113,7 +114,9 @@ __all__ = [
     "HeldJob",
     "Job",
     "JobBatch",
+    "KINDS",
     "Outcome",
+    "PROCESS",
     "Pull",
     "Queued",
     "QueuedEntry",
@@ -128,10 +131,12 @@ __all__ = [
     "Retry",
     "Returned",
     "Running",
+    "Slots",
     "State",
     "StatusQuery",
     "Stop",
     "Submit",
+    "THREAD",
     "TaskRecord",
     "UnknownWorker",
     "Watch",

@@ -54,11 +54,24 @@ class Harness:
     store_got: list[Any]
 
     async def submit(self, *submits: Submit | Cancel) -> list[Any]:
+        self.tasks |= {s.task for s in submits if isinstance(s, Submit)}
         answers: list[Any] = await self.inbox.call(Requests(messages=submits))
         return answers
 
-    async def demand(self, n: int) -> None:
-        await self.inbox.send(Demand(n=n))
+    granted: int = 0  # slots the dispatcher had free, ever, as this harness plays it
+    tasks: frozenset[str] = TASKS  # and every task submitted through it
+
+    def next_demand(self, n: int, only: frozenset[str] | None = None) -> Demand:
+        """The Demand a dispatcher sends once ``n`` more of its slots are
+        free (of ``only``'s tasks; by default any submitted): its free slots
+        less what it received."""
+        self.granted += n
+        received = len(self.dispatched())
+        return Demand(pools=((self.granted - received, self.tasks if only is None else only),),
+                      received=received)
+
+    async def demand(self, n: int, only: frozenset[str] | None = None) -> None:
+        await self.inbox.send(self.next_demand(n, only))
         await trio.testing.wait_all_tasks_blocked()
 
     def dispatched(self) -> list[str]:
@@ -306,7 +319,7 @@ class TestDispatch:
         """Demands handled together are answered with one JobBatch."""
         async with open_inbox() as h:
             await h.submit(*(sub(f"j{n}") for n in range(5)))
-            await h.inbox.send_batch([Demand(n=1)] * 3)
+            await h.inbox.send_batch([h.next_demand(1) for _ in range(3)])
             await trio.testing.wait_all_tasks_blocked()
         assert h.dispatcher_got == [JobBatch(jobs=h.dispatcher_got[0].jobs)]
         assert h.dispatched() == ["j0", "j1", "j2"]
@@ -583,16 +596,16 @@ class TestRequeue:
 
 class TestTaskFilter:
     async def test_only_sends_matching_jobs_and_keeps_the_others_in_order(self) -> None:
-        """Demand(only=...) sends only jobs of those tasks, best first; the
-        others stay queued in their order for a Demand that allows them."""
+        """A Demand whose pools run only some tasks sends only jobs of those,
+        best first; the others stay queued in their order for a Demand
+        that allows them."""
         async with open_inbox() as h:
             await h.submit(sub("m1", 2, task=MUL), sub("a1", 3), sub("m2", 0, task=MUL),
                            sub("a2", 1), sub("a3", 3), sub("m3", 2, task=MUL))
-            await h.inbox.send(Demand(n=10, only=frozenset({ADD})))
-            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(10, frozenset({ADD}))
             assert h.dispatched() == ["a2", "a1", "a3"]
             stats = await h.stats()
-            await h.demand(10)
+            await h.demand(0)
         assert stats.queued == (1, 0, 2, 0)
         assert stats.demand == 7
         assert h.dispatched() == ["a2", "a1", "a3", "m2", "m1", "m3"]
@@ -602,8 +615,7 @@ class TestTaskFilter:
         that arrives goes out, past the others."""
         async with open_inbox() as h:
             await h.submit(sub("m1", task=MUL))
-            await h.inbox.send(Demand(n=1, only=frozenset({ADD})))
-            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(1, frozenset({ADD}))
             assert h.dispatched() == []
             await h.submit(sub("m2", task=MUL), sub("a1", 3))
             await trio.testing.wait_all_tasks_blocked()
@@ -611,15 +623,13 @@ class TestTaskFilter:
         assert h.dispatched() == ["a1"]
         assert (stats.demand, stats.queued) == (0, (0, 0, 2, 0))
 
-    async def test_the_latest_demand_sets_the_filter_for_all_of_it(self) -> None:
-        """A later Demand (even of n=0) replaces the filter of the standing demand."""
+    async def test_the_latest_demand_replaces_the_one_before(self) -> None:
+        """A later Demand replaces the pools of the one before."""
         async with open_inbox() as h:
             await h.submit(sub("m1", task=MUL), sub("m2", task=MUL))
-            await h.inbox.send(Demand(n=2, only=frozenset({ADD})))
-            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(2, frozenset({ADD}))
             assert h.dispatched() == []
-            await h.inbox.send(Demand(n=0, only=frozenset({MUL})))
-            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(0, frozenset({MUL}))
         assert h.dispatched() == ["m1", "m2"]
 
     async def test_a_filtered_demand_skips_cancelled_jobs(self) -> None:
@@ -628,12 +638,41 @@ class TestTaskFilter:
         async with open_inbox() as h:
             await h.submit(sub("m1", task=MUL), sub("a1"), sub("m2", task=MUL), sub("a2"))
             await h.submit(Cancel(id="a1"))
-            await h.inbox.send(Demand(n=10, only=frozenset({ADD})))
-            await trio.testing.wait_all_tasks_blocked()
+            await h.demand(10, frozenset({ADD}))
             stats = await h.stats()
             await h.demand(0)
         assert (stats.queued, stats.demand) == ((0, 0, 2, 0), 9)
         assert h.dispatched() == ["a2", "m1", "m2"]
+
+    async def test_each_pool_takes_only_its_tasks_up_to_its_free_slots(self) -> None:
+        """Two pools (say a worker's threads and its lanes): each job takes a
+        slot of a pool that runs its task, so a flood of one task never
+        takes the slots only the other can use."""
+        async with open_inbox() as h:
+            await h.submit(*(sub(f"m{n}", 2, task=MUL) for n in range(5)), sub("a1", 3))
+            await h.inbox.send(Demand(pools=((2, frozenset({MUL})), (1, frozenset({ADD}))),
+                                      received=0))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["m0", "m1", "a1"]
+        assert (stats.demand, stats.queued) == (0, (0, 0, 3, 0))
+
+    async def test_jobs_on_their_way_are_charged_to_a_new_demand(self) -> None:
+        """A Demand written before the dispatcher received the last batch:
+        the jobs still on their way take slots of it first."""
+        async with open_inbox() as h:
+            await h.submit(*(sub(f"a{n}") for n in range(6)))
+            await h.inbox.send(Demand(pools=((2, TASKS),), received=0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["a0", "a1"]
+            # One more slot freed before the two arrived: 3 free, 2 coming.
+            await h.inbox.send(Demand(pools=((3, TASKS),), received=0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["a0", "a1", "a2"]
+            # Now it has them (and placed them): 1 slot free.
+            await h.inbox.send(Demand(pools=((1, TASKS),), received=3))
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.dispatched() == ["a0", "a1", "a2", "a3"]
 
 
 async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) -> None:

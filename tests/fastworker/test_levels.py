@@ -3,6 +3,7 @@ starvation guard, and fairness keys taking turns within a level."""
 
 from __future__ import annotations
 
+from fastworker.budget import Budget
 from fastworker.inbox.levels import Levels
 from fastworker.messages import Job
 
@@ -11,8 +12,14 @@ def job(id: str, key: str = "", priority: int = 2, task: str = "t") -> Job:
     return Job(id=id, task=task, payload=b"", priority=priority, timeout=None, fair_key=key)
 
 
+def budget(levels: Levels, n: int, only: frozenset[str] | None = None) -> Budget:
+    """``n`` free slots for ``only``'s tasks (``None``: any queued)."""
+    tasks = frozenset(j.task for j in levels.jobs.values()) if only is None else only
+    return Budget([(n, tasks)])
+
+
 def take_all(levels: Levels, only: frozenset[str] | None = None) -> list[str]:
-    return [j.id for j in levels.take(10**9, only, lambda j: None)]
+    return [j.id for j in levels.take(budget(levels, 10**9, only), lambda j: None)]
 
 
 def test_without_keys_a_level_is_first_in_first_out() -> None:
@@ -43,13 +50,13 @@ def test_one_flooding_key_does_not_hold_up_quiet_keys() -> None:
         levels.append(job(f"quiet{k}", f"tenant-{k}"))
     assert levels.fair_keys == 10
     assert levels.top_fair_keys(2) == (("flood", 50_000), ("tenant-0", 1))
-    started = [j.id for j in levels.take(20, None, lambda j: None)]
+    started = [j.id for j in levels.take(budget(levels, 20), lambda j: None)]
     for k in range(9):
         assert started.index(f"quiet{k}") < 10
     assert levels.fair_keys == 1
     # A quiet task arriving later waits for one turn of the flood, not for it all.
     levels.append(job("late", "tenant-late"))
-    assert [j.id for j in levels.take(2, None, lambda j: None)][1] == "late"
+    assert [j.id for j in levels.take(budget(levels, 2), lambda j: None)][1] == "late"
 
 
 def test_a_key_queue_goes_when_empty() -> None:
