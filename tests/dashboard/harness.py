@@ -1,5 +1,7 @@
 """The shipped control plane, in process, with its dashboard on a port it
-chose (it listens on port 0 and says which port it got)."""
+chose (it listens on port 0 and says which port it got); and a node of
+stand-ins, actors that answer ``GetStats`` with snapshots a test chose, so
+that what the dashboard shows can be checked figure by figure."""
 
 from __future__ import annotations
 
