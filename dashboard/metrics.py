@@ -46,7 +46,7 @@ class _SampleCollector(Collector):
         if inbox is not None:
             depth = GaugeMetricFamily("fastworker_queue_depth", "Tasks queued, by priority.",
                                       labels=["priority"])
-            for name, count in zip(PRIORITIES, inbox.queued):
+            for name, count in zip(PRIORITIES, inbox.queued, strict=True):
                 depth.add_metric([name], count)
             yield depth
             yield GaugeMetricFamily("fastworker_queue_capacity", "Tasks the queue can hold.",
@@ -113,12 +113,25 @@ class _SampleCollector(Collector):
         for state in ("alive", "suspect", "lost", "left"):
             health.add_metric([state], sum(1 for w in workers if w.health == state))
         yield health
-        used = GaugeMetricFamily("fastworker_worker_slots_used", "Slots in use per worker.",
-                                 labels=["worker", "kind"])
-        slots = GaugeMetricFamily("fastworker_worker_slots", "Slots per worker.",
-                                  labels=["worker", "kind"])
+        used = GaugeMetricFamily(
+            "fastworker_worker_slots_used",
+            "Jobs each worker holds (running or prefetched); kind is local or subworker.",
+            labels=["worker", "kind"])
+        slots = GaugeMetricFamily(
+            "fastworker_worker_slots",
+            "The most jobs each worker holds (its slots plus its prefetch, all kinds of slot "
+            "together); kind is local or subworker.", labels=["worker", "kind"])
         done = CounterMetricFamily("fastworker_worker_tasks", "Tasks each worker finished.",
                                    labels=["worker", "kind", "outcome"])
+        running = GaugeMetricFamily("fastworker_worker_running", "Jobs running on each worker.",
+                                    labels=["worker"])
+        prefetched = GaugeMetricFamily(
+            "fastworker_worker_prefetched",
+            "Jobs handed to each worker that wait there for a free slot.", labels=["worker"])
+        free = GaugeMetricFamily(
+            "fastworker_worker_free_slots",
+            "Jobs each worker can take now, per kind of slot (async, thread, process): "
+            "free slots plus unused prefetch.", labels=["worker", "kind"])
         for w in workers:
             if w.health in ("lost", "left"):
                 continue
@@ -126,9 +139,11 @@ class _SampleCollector(Collector):
             slots.add_metric([w.id, w.kind], w.slots_total)
             done.add_metric([w.id, w.kind, "succeeded"], w.succeeded)
             done.add_metric([w.id, w.kind, "failed"], w.failed)
-        yield used
-        yield slots
-        yield done
+            running.add_metric([w.id], w.running)
+            prefetched.add_metric([w.id], w.prefetched)
+            for kind, by_kind in w.by_kind.items():
+                free.add_metric([w.id, kind], by_kind.free)
+        yield from (used, slots, done, running, prefetched, free)
         depth = GaugeMetricFamily("fastworker_actor_mailbox_depth",
                                   "Messages waiting in each actor's mailbox.", labels=["actor"])
         handled = CounterMetricFamily("fastworker_actor_handled",

@@ -81,12 +81,40 @@ class JournalView(msgspec.Struct):
     last_error: str
 
 
+class KindSlotsView(msgspec.Struct):
+    """One kind of slot (``async``, ``thread``, ``process``) of a worker, or
+    of the live workers together.
+
+    ``capacity`` is the most jobs of this kind it holds (its slots plus its
+    prefetch); ``free`` the jobs of this kind it can take now (free slots
+    plus unused prefetch: its credit). ``slots``, ``running`` and
+    ``prefetched`` (waiting there for a slot) are ``None`` where they are
+    not known per kind: a subworker reports slots and prefetch together,
+    and its running jobs for all kinds together.
+    """
+
+    capacity: int
+    free: int
+    slots: int | None
+    running: int | None
+    prefetched: int | None
+
+
 class FleetView(msgspec.Struct):
     alive: int
     suspect: int
     lost: int
+    #: Jobs the live workers hold (running plus prefetched), of the most
+    #: they hold (``capacity``, all kinds together).
     slots_used: int
     slots_total: int
+    #: Of the jobs the live workers hold, those running and those waiting
+    #: there for a slot; and the jobs they can take now.
+    running: int = 0
+    prefetched: int = 0
+    free: int = 0
+    #: The same per kind of slot, by kind name.
+    by_kind: dict[str, KindSlotsView] = msgspec.field(default_factory=dict)
 
 
 class SeriesView(msgspec.Struct):
@@ -120,6 +148,8 @@ class WorkerView(msgspec.Struct):
     health: str
     draining: bool
     heartbeat_age: float | None
+    #: Jobs it holds (``running`` + ``prefetched``), of the most it holds
+    #: (its slots plus its prefetch, all kinds together).
     slots_used: int
     slots_total: int
     succeeded: int
@@ -129,6 +159,13 @@ class WorkerView(msgspec.Struct):
     gone_at: float | None
     reason: str
     tasks: list[str]
+    #: Jobs running on it; jobs handed to it that wait there for a slot
+    #: (prefetched); jobs it can take now (its free credit).
+    running: int = 0
+    prefetched: int = 0
+    free: int = 0
+    #: Per kind of slot, by kind name (``async``, ``thread``, ``process``).
+    by_kind: dict[str, KindSlotsView] = msgspec.field(default_factory=dict)
 
 
 class Workers(msgspec.Struct):

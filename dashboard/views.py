@@ -26,6 +26,7 @@ from dashboard.schema import (
     FairKeyView,
     FleetView,
     JournalView,
+    KindSlotsView,
     NodeView,
     Overview,
     QueueView,
@@ -43,7 +44,7 @@ from dashboard.schema import (
 )
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
-from fastworker.messages import FINAL_STATES, RemoteError, TaskRecord
+from fastworker.messages import FINAL_STATES, KINDS, RemoteError, TaskRecord
 from fastworker.peek import peek_call, peek_value
 from fastworker.stats import (
     DispatcherStats,
@@ -174,6 +175,11 @@ def overview(sample: Sample, node: NodeInfo,
             lost=sum(1 for w in workers if w.health == "lost"),
             slots_used=sum(w.slots_used for w in live),
             slots_total=sum(w.slots_total for w in live),
+            running=sum(w.running for w in live),
+            prefetched=sum(w.prefetched for w in live),
+            free=sum(w.free for w in live),
+            by_kind={kind: _sum_kind([w.by_kind[kind] for w in live if kind in w.by_kind])
+                     for kind in KINDS},
         ),
         series=SeriesView(interval=interval, t=[p[0] for p in series],
                           submitted=[round(p[1], 3) for p in series],
@@ -216,32 +222,81 @@ def worker_views(sample: Sample, node: NodeInfo) -> list[WorkerView]:
     loads: dict[str, WorkerLoad] = {w.worker: w for w in dispatcher.workers} if dispatcher else {}
     views = []
     for executor in sample.details(ExecutorStats):
-        load = loads.get(executor.worker)
-        views.append(WorkerView(
-            id=executor.worker, kind="local", host=node.host, pid=node.pid, health="alive",
-            draining=bool(load and load.drained), heartbeat_age=None,
-            slots_used=executor.in_flight, slots_total=executor.concurrency,
-            succeeded=executor.succeeded_total, failed=executor.failed_total + executor.timed_out_total,
-            registered_at=node.started_at, last_seen_at=sample.at, gone_at=None, reason="",
-            tasks=[],
-        ))
+        views.append(_local(executor, loads.get(executor.worker), node, sample.at))
     registry: RegistryStats | None = sample.detail(RegistryStats)
     for info in registry.workers if registry is not None else ():
         views.append(_subworker(info, loads.get(info.worker)))
     return views
 
 
+def _local(executor: ExecutorStats, load: WorkerLoad | None, node: NodeInfo,
+           now: float) -> WorkerView:
+    """The control plane's executor: its own snapshot says, per kind, what
+    runs and what waits for a slot; the Dispatcher's says what it may
+    still be given (without it, what its slots and prefetch leave)."""
+    by_kind = {}
+    for index, kind in enumerate(KINDS):
+        slots, running = executor.slots[index], executor.running[index]
+        waiting = executor.waiting[index]
+        capacity = slots + executor.prefetch
+        free = (load.credit_by_kind[index] if load is not None
+                else max(capacity - running - waiting, 0))
+        by_kind[kind] = KindSlotsView(capacity=capacity, free=free, slots=slots,
+                                      running=running, prefetched=waiting)
+    running, prefetched = sum(executor.running), sum(executor.waiting)
+    return WorkerView(
+        id=executor.worker, kind="local", host=node.host, pid=node.pid, health="alive",
+        draining=bool(load and load.drained), heartbeat_age=None,
+        slots_used=running + prefetched,
+        slots_total=sum(k.capacity for k in by_kind.values()),
+        succeeded=executor.succeeded_total, failed=executor.failed_total + executor.timed_out_total,
+        registered_at=node.started_at, last_seen_at=now, gone_at=None, reason="",
+        tasks=[], running=running, prefetched=prefetched,
+        free=sum(k.free for k in by_kind.values()), by_kind=by_kind,
+    )
+
+
 def _subworker(info: WorkerInfo, load: WorkerLoad | None) -> WorkerView:
+    """A subworker: the Registry has the most it holds per kind, the
+    Dispatcher what it holds, what of that runs (the rest is prefetched),
+    and its free credit per kind. A lost or left one holds nothing."""
     gone = info.health in ("lost", "left")
+    live = load if load is not None and not gone else None
+    by_kind = {
+        kind: KindSlotsView(capacity=info.slots[index],
+                            free=live.credit_by_kind[index] if live is not None else 0,
+                            slots=None, running=None, prefetched=None)
+        for index, kind in enumerate(KINDS)
+    }
+    if live is not None:
+        held, running = live.held, min(live.running, live.held)
+        prefetched = held - running
+    else:  # not yet in the Dispatcher's view: only its own count is known
+        held, running, prefetched = (0 if gone else info.in_flight), 0, 0
     return WorkerView(
         id=info.worker, kind="subworker", host=info.host, pid=info.pid, health=info.health,
         draining=bool(load and (load.drained or load.health == "draining")),
         heartbeat_age=None if gone else round(info.silent_for, 3),
-        slots_used=0 if gone else (load.held if load is not None else info.in_flight),
-        slots_total=info.concurrency, succeeded=info.succeeded_total, failed=info.failed_total,
-        registered_at=info.registered_at, last_seen_at=info.last_seen_at,
-        gone_at=info.gone_at if gone else None, reason=info.reason, tasks=list(info.tasks),
+        slots_used=held, slots_total=sum(info.slots), succeeded=info.succeeded_total,
+        failed=info.failed_total, registered_at=info.registered_at,
+        last_seen_at=info.last_seen_at, gone_at=info.gone_at if gone else None,
+        reason=info.reason, tasks=list(info.tasks), running=running,
+        prefetched=prefetched, free=sum(k.free for k in by_kind.values()),
+        by_kind=by_kind,
     )
+
+
+def _sum_kind(views: Sequence[KindSlotsView]) -> KindSlotsView:
+    """One kind of slot of several workers together (a figure only some
+    of them report per kind is ``None``)."""
+
+    def total(values: list[int | None]) -> int | None:
+        return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+    return KindSlotsView(
+        capacity=sum(v.capacity for v in views), free=sum(v.free for v in views),
+        slots=total([v.slots for v in views]), running=total([v.running for v in views]),
+        prefetched=total([v.prefetched for v in views]))
 
 
 _converter = cattrs.Converter()

@@ -310,6 +310,31 @@
     return h('span', { class: 'bar ' + (cls || '') + (pct >= 90 ? ' hot' : pct >= 70 ? ' warm' : '') },
       h('i', { style: 'width:' + pct.toFixed(1) + '%' }));
   }
+  /** Per kind of slot (async, thread, process), a line each: a stacked bar
+   * of the kind's capacity (slots + prefetch): running, prefetched, held
+   * where the split is not known, and free (the empty part); then
+   * "N free / C". Kinds with no capacity are left out. */
+  const SLOT_KINDS = ['async', 'thread', 'process'];
+  function kindLines(byKind, testid) {
+    byKind = obj(byKind);
+    return SLOT_KINDS.filter((k) => num(obj(byKind[k]).capacity) > 0).map((k) => {
+      const x = obj(byKind[k]), cap = num(x.capacity), free = Math.max(0, num(x.free) || 0);
+      const run = num(x.running), pre = num(x.prefetched), split = run != null && pre != null;
+      const parts = split ? [['run', run], ['pre', pre], ['held', cap - free - run - pre]] : [['held', cap - free]];
+      const pct = (n) => (Math.max(0, Math.min(cap, n)) / cap * 100).toFixed(1) + '%';
+      const title = split
+        ? k + ': ' + plainInt(run) + ' running, ' + plainInt(pre) + ' prefetched, ' + plainInt(free) + ' free; ' +
+          (num(x.slots) != null ? plainInt(x.slots) + ' slots + ' + plainInt(cap - x.slots) + ' prefetch' : 'holds at most ' + plainInt(cap))
+        : k + ': ' + plainInt(Math.max(0, cap - free)) + ' held (running or prefetched), ' + plainInt(free) + ' free; holds at most ' + plainInt(cap) + ' (slots + prefetch)';
+      return h('div', { class: 'kind-line', title },
+        h('span', { class: 'kind-name', text: k }),
+        h('span', { class: 'sbar' }, parts.filter(([, n]) => n > 0).map(([c, n]) => h('i', { class: c, style: 'width:' + pct(n) }))),
+        h('span', { class: 'kind-num', 'data-testid': testid + '-' + k, text: fmtInt(free) + ' free / ' + fmtInt(cap) }));
+    });
+  }
+  const slotLegend = () => h('span', { class: 'slot-legend' },
+    h('span', null, h('i', { class: 'run' }), 'running'), h('span', null, h('i', { class: 'pre' }), 'prefetched'),
+    h('span', null, h('i', { class: 'held' }), 'held'), h('span', null, h('i'), 'free'));
   const pageHead = (title, ...extra) => h('div', { class: 'page-head' }, h('h1', { text: title }), ...extra);
   const errorBox = (what, err) => (err && err.status === 401
     ? h('div', { class: 'notice', text: 'Waiting for an access token (see above).' })
@@ -457,7 +482,7 @@
       tile('c-succeeded', 'Succeeded', v('succeeded', 'total-succeeded'), [v('r-succeeded'), ' /s now']),
       tile('c-failed', 'Failed', v('failed', 'total-failed'), [v('r-failed'), ' /s now']),
       tile('c-cancelled', 'Cancelled', v('cancelled', 'total-cancelled'), 'total'),
-      tile('c-running', 'In flight', v('inflight', 'in-flight'), [v('slots-used'), ' of ', v('slots-total'), ' slots busy']),
+      tile('c-running', 'In flight', v('inflight', 'in-flight'), [v('slots-running', 'slots-running'), ' running · ', v('slots-prefetched', 'slots-prefetched'), ' prefetched · ', v('slots-free', 'slots-free'), ' free']),
       tile('c-ratio', 'Success ratio', v('ratio', null), ref('ratio-bar', h('span', { class: 'bar ratio' }, h('i')))));
 
     const prios = ['critical', 'high', 'normal', 'low'].map((p) => h('div', { class: 'qrow q-' + p },
@@ -475,9 +500,9 @@
     const workersCard = h('section', { class: 'card' },
       h('header', null, h('h2', { text: 'Workers' }), h('a', { class: 'card-link', href: '#/workers', text: 'View all →' })),
       h('div', { class: 'stats' },
-        stat('Alive', v('w-alive', null, 'n-alive')), stat('Suspect', v('w-suspect', null, 'n-suspect')), stat('Lost', v('w-lost', null, 'n-lost')),
-        stat('Slots', h('span', null, v('w-used'), h('span', { class: 'muted' }, ' / ', v('w-total'))))),
-      ref('w-bar', h('span', { class: 'bar wide' }, h('i'))));
+        stat('Alive', v('w-alive', null, 'n-alive')), stat('Suspect', v('w-suspect', null, 'n-suspect')), stat('Lost', v('w-lost', null, 'n-lost'))),
+      // Per kind of slot, the live workers together: where tasks wait.
+      ref('w-kinds', h('div', { class: 'kind-lines', 'data-testid': 'fleet-kinds' })), slotLegend());
     const storeCard = h('section', { class: 'card' },
       h('header', null, h('h2', { text: 'Result store' })),
       h('div', { class: 'stats' }, stat('Entries', v('s-entries')), stat('Live', v('s-live')), stat('Size', v('s-bytes'))));
@@ -519,8 +544,9 @@
       for (const k of ['submitted', 'succeeded', 'failed', 'cancelled']) setText(refs[k], plainInt(t[k]));
       for (const k of ['submitted', 'succeeded', 'failed']) { setText(refs['r-' + k], fmtRate(r[k])); setText(refs['l-' + k], fmtRate(r[k])); }
       setText(refs.inflight, plainInt(o.in_flight));
-      setText(refs['slots-used'], fmtInt(w.slots_used));
-      setText(refs['slots-total'], fmtInt(w.slots_total));
+      setText(refs['slots-running'], fmtInt(w.running));
+      setText(refs['slots-prefetched'], fmtInt(w.prefetched));
+      setText(refs['slots-free'], fmtInt(w.free));
       const ratio = num(o.success_ratio);
       setText(refs.ratio, ratio == null ? '—' : (ratio * 100).toFixed(ratio >= 0.999 || ratio === 0 ? 0 : 1) + '%');
       setBar(refs['ratio-bar'], ratio || 0);
@@ -538,8 +564,9 @@
       setText(refs['q-cap'], fmtInt(q.capacity));
       setBar(refs['qcap-bar'], num(q.capacity) ? total / q.capacity : 0);
       setText(refs['w-alive'], fmtInt(w.alive)); setText(refs['w-suspect'], fmtInt(w.suspect)); setText(refs['w-lost'], fmtInt(w.lost));
-      setText(refs['w-used'], fmtInt(w.slots_used)); setText(refs['w-total'], fmtInt(w.slots_total));
-      setBar(refs['w-bar'], num(w.slots_total) ? (num(w.slots_used) || 0) / w.slots_total : 0);
+      const kinds = kindLines(w.by_kind, 'fleet-kind');
+      const kindsSig = kinds.map((x) => x.outerHTML).join('');
+      if (refs['w-kinds'].dataset.sig !== kindsSig) { refs['w-kinds'].replaceChildren(...kinds); refs['w-kinds'].dataset.sig = kindsSig; }
       setText(refs['s-entries'], fmtInt(s.entries)); setText(refs['s-live'], fmtInt(s.live)); setText(refs['s-bytes'], fmtBytes(s.bytes));
       const j = obj(o.journal), jOn = j.enabled === true;
       refs['j-on'].hidden = !jOn; refs['j-off'].hidden = jOn;
@@ -681,10 +708,12 @@
   // ---------------------------------------------------------------- view: workers
   function WorkersView(root) {
     const summary = h('div', { class: 'chips' });
-    const tbl = table('workers', ['Worker', 'Kind', 'Host', ['PID', 'num'], 'Health', ['Heartbeat', 'num'], 'Slots',
+    const tbl = table('workers', ['Worker', 'Kind', 'Host', ['PID', 'num'], 'Health', ['Heartbeat', 'num'],
+      ['Running', 'num'], ['Prefetched', 'num'], ['Free', 'num'], 'Slots by kind',
       ['Succeeded', 'num'], ['Failed', 'num'], 'Registered', 'Last seen', 'Gone', ['', 'actions']]);
     const err = h('div');
-    root.append(pageHead('Workers', summary), err, h('section', { class: 'card flush' }, tbl.el));
+    root.append(pageHead('Workers', summary), err, h('section', { class: 'card flush' }, tbl.el),
+      h('p', { class: 'muted small slot-note' }, slotLegend(), ' Running: jobs started on the worker. Prefetched: jobs handed to it that wait there for a free slot. Free: jobs it can take now (free slots plus unused prefetch). Per kind of slot, each bar is the most it holds (its slots plus its prefetch); for a subworker, running and prefetched are known for all kinds together, so its bars show them as held.'));
 
     function row(w) {
       const id = str(w.id), health = str(w.health) || 'unknown', gone = num(w.gone_at);
@@ -698,7 +727,10 @@
         h('td', { class: 'num mono', text: w.pid == null ? '—' : str(w.pid) }),
         h('td', { class: 'nowrap' }, badge(health, 'worker-health'), w.draining ? [' ', badge('draining')] : null),
         h('td', { class: 'num' + (age != null && age > 3 ? ' warn' : ''), text: age == null ? '—' : age.toFixed(1) + ' s' }),
-        h('td', { class: 'slots' }, h('span', { class: 'slot-num', text: fmtInt(w.slots_used) + ' / ' + fmtInt(w.slots_total) }), bar(w.slots_used, w.slots_total)),
+        h('td', { class: 'num', 'data-testid': 'worker-running', text: fmtInt(w.running) }),
+        h('td', { class: 'num', 'data-testid': 'worker-prefetched', text: fmtInt(w.prefetched) }),
+        h('td', { class: 'num', 'data-testid': 'worker-free', text: fmtInt(w.free) }),
+        h('td', { class: 'kinds' }, canAct ? h('div', { class: 'kind-lines' }, kindLines(w.by_kind, 'worker-kind')) : h('span', { class: 'muted', text: '—' })),
         h('td', { class: 'num', text: fmtInt(w.succeeded) }),
         h('td', { class: 'num' + (num(w.failed) > 0 ? ' bad' : ''), text: fmtInt(w.failed) }),
         h('td', null, ago(w.registered_at)),
@@ -710,7 +742,7 @@
     }
     function update() {
       const list = arr(obj(store.workers).workers).map(obj);
-      patchRows(tbl.tbody, list.length ? list.map(row) : [emptyRow(13, 'No workers registered.')]);
+      patchRows(tbl.tbody, list.length ? list.map(row) : [emptyRow(16, 'No workers registered.')]);
       const count = (pred) => list.filter(pred).length;
       const chip = (cls, n, label) => h('span', { class: 'chip ' + cls }, h('b', { text: n }), ' ' + label);
       summary.replaceChildren(chip('s-alive', count((w) => w.health === 'alive'), 'alive'),
@@ -719,7 +751,7 @@
     }
     const refresh = () => loadPart('workers').then(() => { err.replaceChildren(); update(); },
       (e) => err.replaceChildren(errorBox('Could not load workers:', e)));
-    if (store.workers) update(); else patchRows(tbl.tbody, [emptyRow(13, 'Loading…')]);
+    if (store.workers) update(); else patchRows(tbl.tbody, [emptyRow(16, 'Loading…')]);
     refresh();
     return { onSnapshot: update, refresh };
   }

@@ -1,5 +1,7 @@
 """The shipped control plane, in process, with its dashboard on a port it
-chose (it listens on port 0 and says which port it got)."""
+chose (it listens on port 0 and says which port it got); and a node of
+stand-ins, actors that answer ``GetStats`` with snapshots a test chose, so
+that what the dashboard shows can be checked figure by figure."""
 
 from __future__ import annotations
 
@@ -13,21 +15,29 @@ import attrs
 import httpx
 import trio
 
-from actors import Node, Topology, open_node
+from actors import Actor, Node, NoOptions, Topology, open_node
 from actors.pytest_plugin import free_tcp_ports
+from dashboard.actor import Dashboard
 from fastworker import Client, TaskError
+from fastworker.stats import (
+    DispatcherStats,
+    ExecutorStats,
+    RegistryStats,
+    WorkerInfo,
+    WorkerLoad,
+)
 
 #: Seconds a test waits for something before it fails instead of hanging.
 PATIENCE = 15.0
 
 
 @attrs.define
-class Control:
+class Dash:
+    """A node with its dashboard, and an HTTP client for it."""
+
     node: Node
-    client: Client
     http: httpx.AsyncClient
     url: str
-    address: str
 
     async def until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """The first snapshot of the event stream for which ``predicate`` holds."""
@@ -64,6 +74,19 @@ class Control:
                 if fields.get("event", "").strip() == "snapshot":
                     yield json.loads(fields["data"])
 
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.http.get(path, params=params)
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.json()
+
+
+@attrs.define
+class Control(Dash):
+    """The shipped control plane, a client of it, and its dashboard."""
+
+    client: Client
+    address: str
+
     async def settle(self, *ids: str) -> None:
         """Wait until each task has ended, however it ended."""
         for task_id in ids:
@@ -71,11 +94,6 @@ class Control:
                 await self.client.result(task_id, timeout=PATIENCE)
             except TaskError:
                 pass
-
-    async def get(self, path: str, **params: Any) -> Any:
-        response = await self.http.get(path, params=params)
-        assert response.status_code == 200, (response.status_code, response.text)
-        return response.json()
 
 
 @asynccontextmanager
@@ -122,4 +140,73 @@ async def open_control(
         async with Client(address, request_timeout=5) as client, httpx.AsyncClient(
             base_url=url, timeout=PATIENCE
         ) as http:
-            yield Control(node, client, http, url, address)
+            yield Control(node=node, http=http, url=url, client=client, address=address)
+
+
+# -- a node of stand-ins -------------------------------------------------------
+
+#: What each stand-in answers ``GetStats`` with (its ``detail``), by actor name.
+SNAPSHOTS: dict[str, Any] = {}
+
+
+class StandIn(Actor[NoOptions]):
+    """An actor that only answers ``GetStats``, with ``SNAPSHOTS[name]``:
+    the dashboard shows exactly the figures a test chose."""
+
+    def stats_detail(self) -> Any:
+        return SNAPSHOTS.get(self.name)
+
+    async def handle(self, message: Any) -> Any:
+        return None
+
+
+@asynccontextmanager
+async def open_stand_ins(snapshots: dict[str, Any]) -> AsyncIterator[Dash]:
+    """The dashboard (on 127.0.0.1, a port of its choosing, sampling every
+    50 ms) in a node whose other actors are stand-ins, one per entry of
+    ``snapshots``, each answering with its snapshot."""
+    SNAPSHOTS.clear()
+    SNAPSHOTS.update(snapshots)
+    topology = Topology(name="stand-ins")
+    for name in snapshots:
+        topology.add(name, StandIn)
+    refs = {"inbox": "stand-in", "results": "stand-in", "dispatcher": "stand-in"}
+    topology.add("stand-in", StandIn)
+    topology.add("dashboard", Dashboard, refs=refs, address="127.0.0.1:0",
+                 sample_interval=0.05)
+    async with open_node(topology) as node:
+        url = (node.ready["dashboard"] or "").partition(",")[0]
+        async with httpx.AsyncClient(base_url=url, timeout=PATIENCE) as http:
+            yield Dash(node=node, http=http, url=url)
+
+
+def loaded_workers() -> dict[str, Any]:
+    """Stand-in snapshots of a busy control plane: its executor ``cp``
+    (async 256 slots, thread 8, process 4, prefetch 2) runs 1 async, 8
+    thread and 2 process jobs, with 2 thread jobs prefetched; subworker
+    ``sub-1`` holds 9 jobs (7 running, 2 prefetched) of at most 66 async,
+    10 thread, 10 process; ``sub-2`` is lost."""
+    executor = ExecutorStats(
+        worker="cp", concurrency=256, in_flight=13, threads=8, succeeded_total=5,
+        failed_total=1, timed_out_total=0, late_results_discarded=0, processes=4,
+        slots=(256, 8, 4), running=(1, 8, 2), waiting=(0, 2, 0), prefetch=2)
+    dispatcher = DispatcherStats(
+        workers=(
+            WorkerLoad(worker="cp", local=True, health="alive", credit=261, held=0,
+                       assigned_total=40, running=0, credit_by_kind=(257, 0, 4)),
+            WorkerLoad(worker="sub-1", local=False, health="alive", credit=77, held=9,
+                       assigned_total=30, running=7, credit_by_kind=(66, 1, 10)),
+        ),
+        held=0, asked=0, assigned_total=70, batches_total=9, redelivered_total=0,
+        failed_lost_total=0, late_results_total=0)
+    info = dict(host="h1", pid=42, tasks=("examples.tasks.add",), peer="tcp://10.0.0.2:1",
+                registered_at=900.0, last_seen_at=999.0, silent_for=0.5, in_flight=9,
+                succeeded_total=3, failed_total=0)
+    registry = RegistryStats(
+        workers=(
+            WorkerInfo(worker="sub-1", slots=(66, 10, 10), health="alive", **info),
+            WorkerInfo(worker="sub-2", slots=(6, 10, 10), health="lost", gone_at=990.0,
+                       reason="no heartbeat for 5 s", **info),
+        ),
+        registered_total=2, lost_total=1, left_total=0)
+    return {"executor": executor, "dispatcher": dispatcher, "registry": registry}

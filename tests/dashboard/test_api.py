@@ -32,7 +32,13 @@ from fastworker.stats import (
     SchedulerStats,
 )
 from tests.dashboard import dash_tasks
-from tests.dashboard.harness import PATIENCE, Control, open_control
+from tests.dashboard.harness import (
+    PATIENCE,
+    Control,
+    loaded_workers,
+    open_control,
+    open_stand_ins,
+)
 
 
 def dashboard_of(control: Control) -> Dashboard:
@@ -93,7 +99,9 @@ class TestViews:
             dash_tasks.gate("w").set()
         [local] = workers
         assert (local["kind"], local["health"], local["draining"]) == ("local", "alive", False)
-        assert (local["slots_used"], local["slots_total"]) == (1, 1)
+        assert (local["running"], local["prefetched"], local["slots_used"]) == (1, 0, 1)
+        held = local["by_kind"]["async"]
+        assert (held["slots"], held["running"], held["prefetched"]) == (1, 1, 0)
 
     async def test_actors_list_every_actor_with_its_mailbox_and_restarts(self) -> None:
         async with open_control() as control:
@@ -590,13 +598,14 @@ async def test_the_dashboard_can_be_turned_off() -> None:
 
 @asynccontextmanager
 async def open_subworker(control: Control, name: str) -> AsyncIterator[Node]:
-    """config/sub.toml in the same process, its executor named ``name``."""
+    """config/sub.toml in the same process, its executor named ``name``
+    (4 async slots, 8 threads, a prefetch of 1)."""
     topology = Topology.from_toml("config/sub.toml", environ={
         "FASTWORKER_ADDRESS": control.address, "FASTWORKER_DISCOVERY_PORT": "0",
         "FASTWORKER_TASKS": "examples.tasks", "FASTWORKER_CONCURRENCY": "4"})
     for spec in topology.actors:
         if spec.name == "executor":
-            spec.options["worker"] = name
+            spec.options.update(worker=name, prefetch=1)
         if spec.name == "link":
             spec.options["worker"] = name
     async with open_node(topology) as node:
@@ -628,7 +637,8 @@ async def test_a_subworker_is_listed_and_can_be_drained_and_resumed() -> None:
         gone = await control.until(
             lambda s: s["workers"]["workers"][1]["health"] in ("left", "lost"))
     [local, sub] = snapshot["workers"]["workers"]
-    assert (sub["kind"], sub["health"], sub["slots_total"]) == ("subworker", "alive", 4)
+    assert (sub["kind"], sub["health"]) == ("subworker", "alive")
+    assert (sub["by_kind"]["async"]["capacity"], sub["by_kind"]["thread"]["capacity"]) == (5, 9)
     assert sub["heartbeat_age"] is not None and sub["tasks"]
     assert drained.json() == {"worker": "sub-1", "draining": True}
     assert resumed.json() == {"worker": "sub-1", "draining": False}
@@ -647,3 +657,103 @@ async def test_a_port_in_use_fails_the_start_with_what_to_do() -> None:
                 "set FASTWORKER_DASHBOARD")):
             async with open_control(environ={"FASTWORKER_DASHBOARD": f"127.0.0.1:{port}"}):
                 pass
+
+
+def _kind(slots: int | None, capacity: int, running: int | None, prefetched: int | None,
+          free: int) -> dict[str, Any]:
+    return {"capacity": capacity, "free": free, "slots": slots, "running": running,
+            "prefetched": prefetched}
+
+
+class TestWhereTasksWait:
+    """Per worker, running vs prefetched (handed to it, waiting there for a
+    slot) vs free, per kind of slot: from stand-in snapshots with known
+    figures (``loaded_workers``), through the API, the event stream and
+    /metrics."""
+
+    async def test_the_workers_api_shows_running_prefetched_and_free_per_kind(self) -> None:
+        async with open_stand_ins(loaded_workers()) as dash:
+            workers = (await dash.get("/api/workers"))["workers"]
+            streamed = await dash.until(lambda s: len(s["workers"]["workers"]) == 3)
+        # The event stream carries the same figures (each sample has its own time).
+        figures = ("id", "running", "prefetched", "free", "by_kind", "slots_used", "slots_total")
+        assert [{k: w[k] for k in figures} for w in streamed["workers"]["workers"]] == [
+            {k: w[k] for k in figures} for w in workers]
+        cp, sub, lost = workers
+        assert (cp["id"], cp["kind"], sub["id"], lost["id"]) == ("cp", "local", "sub-1", "sub-2")
+        # The control plane's executor: its own snapshot per kind, the
+        # dispatcher's credit as what is free.
+        assert (cp["running"], cp["prefetched"], cp["free"]) == (11, 2, 261)
+        assert cp["by_kind"] == {
+            "async": _kind(256, 258, 1, 0, 257),
+            "thread": _kind(8, 10, 8, 2, 0),
+            "process": _kind(4, 6, 2, 0, 4),
+        }
+        assert (cp["slots_used"], cp["slots_total"]) == (13, 274)
+        # A subworker: held minus started is prefetched; per kind only what
+        # it holds at most (slots + prefetch) and its free credit are known.
+        assert (sub["running"], sub["prefetched"], sub["free"]) == (7, 2, 77)
+        assert sub["by_kind"] == {
+            "async": _kind(None, 66, None, None, 66),
+            "thread": _kind(None, 10, None, None, 1),
+            "process": _kind(None, 10, None, None, 10),
+        }
+        assert (sub["slots_used"], sub["slots_total"]) == (9, 86)
+        # A lost one holds nothing and can take nothing.
+        assert (lost["health"], lost["running"], lost["prefetched"], lost["free"]) == (
+            "lost", 0, 0, 0)
+        assert [k["free"] for k in lost["by_kind"].values()] == [0, 0, 0]
+
+    async def test_the_overview_adds_up_the_live_workers(self) -> None:
+        async with open_stand_ins(loaded_workers()) as dash:
+            fleet = (await dash.get("/api/overview"))["workers"]
+        assert (fleet["alive"], fleet["lost"]) == (2, 1)
+        assert (fleet["running"], fleet["prefetched"], fleet["free"]) == (18, 4, 338)
+        assert (fleet["slots_used"], fleet["slots_total"]) == (22, 360)
+        # Running and prefetched per kind are known for the executor only, so
+        # for the fleet they are not; capacity and free add up.
+        assert fleet["by_kind"] == {
+            "async": _kind(None, 324, None, None, 323),
+            "thread": _kind(None, 20, None, None, 1),
+            "process": _kind(None, 16, None, None, 14),
+        }
+
+    async def test_metrics_show_running_prefetched_and_free_slots_per_worker(self) -> None:
+        async with open_stand_ins(loaded_workers()) as dash:
+            response = await dash.http.get("/metrics")
+        families = _families(response.text)
+        for name in ("fastworker_worker_running", "fastworker_worker_prefetched",
+                     "fastworker_worker_free_slots"):
+            assert families[name].type == "gauge"
+        running = {s.labels["worker"]: s.value
+                   for s in families["fastworker_worker_running"].samples}
+        prefetched = {s.labels["worker"]: s.value
+                      for s in families["fastworker_worker_prefetched"].samples}
+        free = {(s.labels["worker"], s.labels["kind"]): s.value
+                for s in families["fastworker_worker_free_slots"].samples}
+        assert running == {"cp": 11, "sub-1": 7}  # the lost one is not listed
+        assert prefetched == {"cp": 2, "sub-1": 2}
+        assert free == {("cp", "async"): 257, ("cp", "thread"): 0, ("cp", "process"): 4,
+                        ("sub-1", "async"): 66, ("sub-1", "thread"): 1,
+                        ("sub-1", "process"): 10}
+        used = {s.labels["worker"]: s.value
+                for s in families["fastworker_worker_slots_used"].samples}
+        assert used == {"cp": 13, "sub-1": 9}
+
+    def test_without_the_dispatchers_view_the_executors_free_slots_are_what_is_left(
+        self,
+    ) -> None:
+        """Before the Dispatcher lists it, the executor's free slots per kind
+        are its slots plus prefetch less what runs and waits; a subworker
+        the Dispatcher does not list yet shows only its own count."""
+        snapshots = loaded_workers()
+        stats = {name: ActorStats(
+            name=name, kind="stand-in",
+            mailbox=MailboxStats(current_depth=0, peak_depth=0, max_depth=1024),
+            handled_total=0, batches_total=0, restarts=0, detail=detail)
+            for name, detail in snapshots.items() if name != "dispatcher"}
+        cp, sub, _ = views.worker_views(views.Sample(at=1000.0, clock=1.0, stats=stats),
+                                        views.NodeInfo(name="n", version="1", started_at=0.0))
+        assert {k: v.free for k, v in cp.by_kind.items()} == {
+            "async": 257, "thread": 0, "process": 4}
+        assert (sub.running, sub.prefetched, sub.free, sub.slots_used) == (0, 0, 0, 9)

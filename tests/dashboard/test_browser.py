@@ -4,6 +4,10 @@ plane process.
 
 Playwright's ``expect`` waits for the page to change by itself: every check
 here is of the page updating live, without a reload.
+
+The slots views are checked against a node of stand-ins whose snapshots
+have known figures (``harness.loaded_workers``), run by trio in a thread of
+this process.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from actors.pytest_plugin import free_tcp_ports
 from examples import tasks
 from fastworker import SyncClient
+from tests.dashboard.harness import PATIENCE, loaded_workers, open_stand_ins
 
 CHROMIUM = os.environ.get("FASTWORKER_CHROMIUM", "/usr/bin/chromium")
 #: The flags that keep Chromium quiet on a machine with a closed network.
@@ -143,4 +151,83 @@ def test_the_dashboard_follows_tasks_live_and_cancels_a_queued_one(
         client.send(tasks.add, (3, 3), fair_key="tenant-7")
         expect(page.get_by_test_id("queue-fair-keys")).to_have_text("2")
         expect(page.get_by_test_id("queue-fair-top")).to_have_text("tenant-42: 2tenant-7: 1")
+        browser.close()
+
+
+@pytest.fixture
+def stand_ins() -> Iterator[str]:
+    """The dashboard in a node of stand-ins answering with
+    ``loaded_workers()``, run by trio in a thread; yields its URL, and
+    stops the node at the end."""
+    ready = threading.Event()
+    found: dict[str, Any] = {}
+
+    async def serve() -> None:
+        stop = trio.Event()
+        async with open_stand_ins(loaded_workers()) as dash:
+            found.update(url=dash.url, stop=stop, token=trio.lowlevel.current_trio_token())
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as error:  # handed to the test
+            found["error"] = error
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="stand-ins", daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(PATIENCE), "the stand-ins' node did not start"
+        if "error" in found:
+            raise found["error"]
+        yield found["url"]
+    finally:
+        if "stop" in found:
+            trio.from_thread.run_sync(found["stop"].set, trio_token=found["token"])
+        thread.join(PATIENCE)
+
+
+def test_workers_show_running_prefetched_and_free_per_kind_of_slot(stand_ins: str) -> None:
+    """The Workers view shows, per worker, what runs, what waits there for
+    a slot and what it can still take, and per kind of slot what is free of
+    the most it holds; the overview adds up the live workers."""
+    with tempfile.TemporaryDirectory() as user_data, sync_playwright() as playwright:
+        browser = launch(playwright, user_data)
+        page: Page = browser.new_page()
+        page.set_default_timeout(PATIENCE_MS)
+        page.goto(f"{stand_ins}/#/workers")
+        local = page.locator('tr[data-worker-id="cp"]')
+        expect(local.get_by_test_id("worker-running")).to_have_text("11")
+        expect(local.get_by_test_id("worker-prefetched")).to_have_text("2")
+        expect(local.get_by_test_id("worker-free")).to_have_text("261")
+        expect(local.get_by_test_id("worker-kind-async")).to_have_text("257 free / 258")
+        expect(local.get_by_test_id("worker-kind-thread")).to_have_text("0 free / 10")
+        expect(local.get_by_test_id("worker-kind-process")).to_have_text("4 free / 6")
+        expect(local.locator(".kind-line").nth(1)).to_have_attribute(
+            "title", "thread: 8 running, 2 prefetched, 0 free; 8 slots + 2 prefetch")
+        sub = page.locator('tr[data-worker-id="sub-1"]')
+        expect(sub.get_by_test_id("worker-running")).to_have_text("7")
+        expect(sub.get_by_test_id("worker-prefetched")).to_have_text("2")
+        expect(sub.get_by_test_id("worker-free")).to_have_text("77")
+        expect(sub.get_by_test_id("worker-kind-async")).to_have_text("66 free / 66")
+        expect(sub.get_by_test_id("worker-kind-thread")).to_have_text("1 free / 10")
+        expect(sub.get_by_test_id("worker-kind-process")).to_have_text("10 free / 10")
+        expect(sub.locator(".kind-line").nth(1)).to_have_attribute(
+            "title", "thread: 9 held (running or prefetched), 1 free; holds at most 10 "
+            "(slots + prefetch)")
+        lost = page.locator('tr[data-worker-id="sub-2"]')
+        expect(lost.get_by_test_id("worker-running")).to_have_text("0")
+        expect(lost.get_by_test_id("worker-free")).to_have_text("0")
+        expect(lost.locator(".kind-line")).to_have_count(0)  # it holds nothing now
+
+        page.get_by_test_id("nav-overview").click()
+        expect(page.get_by_test_id("slots-running")).to_have_text("18")
+        expect(page.get_by_test_id("slots-prefetched")).to_have_text("4")
+        expect(page.get_by_test_id("slots-free")).to_have_text("338")
+        expect(page.get_by_test_id("fleet-kind-async")).to_have_text("323 free / 324")
+        expect(page.get_by_test_id("fleet-kind-thread")).to_have_text("1 free / 20")
+        expect(page.get_by_test_id("fleet-kind-process")).to_have_text("14 free / 16")
         browser.close()
