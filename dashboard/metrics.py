@@ -131,7 +131,7 @@ class _SampleCollector(Collector):
         free = GaugeMetricFamily(
             "fastworker_worker_free_slots",
             "Jobs each worker can take now, per kind of slot (async, thread, process): "
-            "free slots plus unused prefetch.", labels=["worker", "kind"])
+            "free slots plus unused prefetch.", labels=["worker", "slot"])
         for w in workers:
             if w.health in ("lost", "left"):
                 continue

@@ -729,7 +729,7 @@ class TestWhereTasksWait:
                    for s in families["fastworker_worker_running"].samples}
         prefetched = {s.labels["worker"]: s.value
                       for s in families["fastworker_worker_prefetched"].samples}
-        free = {(s.labels["worker"], s.labels["kind"]): s.value
+        free = {(s.labels["worker"], s.labels["slot"]): s.value
                 for s in families["fastworker_worker_free_slots"].samples}
         assert running == {"cp": 11, "sub-1": 7}  # the lost one is not listed
         assert prefetched == {"cp": 2, "sub-1": 2}
