@@ -110,10 +110,10 @@ class Fleet:
         await sub.wait_for("offered")
         return sub
 
-    async def start_registered_sub(self) -> tuple[Running, str]:
+    async def start_registered_sub(self, **settings: str) -> tuple[Running, str]:
         """A subworker, and its id as the control plane registered it."""
         assert self.control is not None
-        sub = await self.start_sub()
+        sub = await self.start_sub(**settings)
         return sub, await registered(self.control)
 
 
