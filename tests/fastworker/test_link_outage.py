@@ -31,6 +31,7 @@ from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
 from fastworker.link import session as link_module
 from fastworker.messages import (
     CODEC,
+    THREAD,
     Ack,
     Assign,
     Credit,
@@ -228,7 +229,7 @@ async def open_link(monkeypatch: pytest.MonkeyPatch, *, gate: trio.Event | None 
     )
     async with open_node(topology) as node:
         harness = Harness(node.refs["link"], control_plane, executor_got)
-        await harness.send(Credit(worker="w1", n=2))
+        await harness.send(Credit(worker="w1", slots=(0, 2, 0), tasks={"add": THREAD}))
         await harness.until(lambda: control_plane.registrations == 1)
         yield harness
 
