@@ -235,7 +235,8 @@ class Registry(Actor[Accepts]):
                     entry.health = "suspect"
                     log.warning("%s: worker %s is suspect: no heartbeat for %.1f s",
                                 self.name, worker, silence)
-                    await self.refs["dispatcher"].send(WorkerHealth(worker=worker, health="suspect"))
+                    await self.refs["dispatcher"].send(
+                        WorkerHealth(worker=worker, health="suspect"))
 
     def _info(self, entry: _Listed, now: float) -> WorkerInfo:
         register = entry.register

@@ -286,7 +286,7 @@ class LinkSession:
                 self.registered = True
                 self.counts["registrations"] += 1
                 log.info("%s: registered with %s as %s (%s slots, %d tasks)", self.name,
-                         self.address, self.worker, describe(register.slots),
+                         self.address, self.worker, _describe(register.slots),
                          len(register.tasks))
                 return answer.heartbeat_interval
             if answer is None:
@@ -403,7 +403,7 @@ class LinkSession:
             self.counts["reports"] += 1
             self.counts["outcomes"] += len(finished)
             if any(credit) and tuple(reported) == credit:
-                log.info("%s: offered %s slots to %s", self.name, describe(credit),
+                log.info("%s: offered %s slots to %s", self.name, _describe(credit),
                          self.address)
             if returned:
                 log.info("%s: gave back %d jobs not started to %s", self.name, len(returned),
@@ -446,6 +446,6 @@ class LinkSession:
         return answer
 
 
-def describe(slots: Slots) -> str:
+def _describe(slots: Slots) -> str:
     """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
     return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))
