@@ -54,8 +54,8 @@ def on_arrival(assign: Assign, wall: float) -> Assign:
     else:
         return assign
     shift = wall - sent_at
-    return Assign(
+    return attrs.evolve(
+        assign, sent_at=0.0,
         jobs=tuple(job if job.expires_at is None else
                    attrs.evolve(job, expires_at=job.expires_at + shift) for job in jobs),
-        cancel=assign.cancel,
     )

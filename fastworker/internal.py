@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from fastworker.messages import HeldJob, Job, TaskRecord
+from fastworker.messages import HeldJob, Job, Slots, TaskRecord
 
 __all__ = [
     "Adopted",
@@ -41,11 +41,18 @@ __all__ = [
 
 @attrs.frozen(kw_only=True)
 class WorkerJoined:
-    """Registry -> Dispatcher: a subworker registered and can run ``tasks``;
-    it holds the jobs ``holding`` (a control plane restarted meanwhile)."""
+    """Registry -> Dispatcher: a subworker registered and can run ``tasks``
+    (the kind of slot each needs: ``kinds``) with ``slots``; it holds the
+    jobs ``holding`` (a control plane restarted meanwhile)."""
 
     worker: str
     tasks: frozenset[str]
+    #: The kind of slot (``KINDS`` index) each task needs, in the order of
+    #: ``sorted(tasks)``: ``dict(zip(sorted(tasks), kinds))``. Empty: the
+    #: worker did not say.
+    kinds: tuple[int, ...] = ()
+    #: The most jobs it holds at once per kind of slot (slots plus prefetch).
+    slots: Slots = (0, 0, 0)
     at_most_once: frozenset[str] = frozenset()
     holding: tuple[HeldJob, ...] = ()
     #: The last Pull and Report numbers it used before registering: older

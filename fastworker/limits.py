@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from fastworker.messages import Register, ResultQuery, StatusQuery, Watch
+from fastworker.messages import KINDS, Register, ResultQuery, StatusQuery, Watch
 
 __all__ = [
     "MAX_FAIR_KEY_LENGTH",
@@ -90,10 +90,11 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
 
 def check_register(register: Register) -> str | None:
     """What is wrong with a subworker's ``Register``, or ``None``: a worker
-    or host name too long, too many task names or one too long, a negative
-    Pull or Report number or frame limit, more held jobs than slots, or a
-    held job's id too long. The registry keeps all of it for as long as the
-    worker lives, so a signed peer is bounded too."""
+    or host name too long, too many task names or one too long, kinds of
+    slot not one per task or out of range, a slot count that is not 0 or
+    more, a negative Pull or Report number or frame limit, more held jobs
+    than slots, or a held job's id too long. The registry keeps all of it
+    for as long as the worker lives, so a signed peer is bounded too."""
     problem = (check_text("worker name", register.worker, MAX_ID_LENGTH, empty=False)
                or check_text("host name", register.host, MAX_ID_LENGTH))
     if problem is not None:
@@ -104,12 +105,25 @@ def check_register(register: Register) -> str | None:
         for name in names:
             if (problem := check_text("a task name", name, MAX_TASK_NAME_LENGTH)) is not None:
                 return problem
+    kinds = register.kinds
+    if kinds and len(kinds) != len(register.tasks):
+        return (f"kinds names {len(kinds)} kinds for {len(register.tasks)} tasks; "
+                "expected one per task, or none")
+    for kind in kinds:
+        if not 0 <= kind < len(KINDS):
+            return f"a task's kind is {kind}; expected 0 to {len(KINDS) - 1} (KINDS)"
+    slots = register.slots
+    if len(slots) != len(KINDS):
+        return f"slots has {len(slots)} counts; expected {len(KINDS)} ({', '.join(KINDS)})"
+    for name, count in zip(KINDS, slots, strict=True):
+        if count < 0:
+            return f"slots for {name} is {count}; expected 0 or more"
     for field, number in (("pull_seq", register.pull_seq), ("report_seq", register.report_seq),
                           ("max_frame_bytes", register.max_frame_bytes)):
         if number < 0:
             return f"{field} is {number}; expected 0 or more"
-    if len(register.holding) > max(register.concurrency, 0):
-        return (f"it holds {len(register.holding)} jobs with {register.concurrency} slots")
+    if len(register.holding) > sum(slots):
+        return f"it holds {len(register.holding)} jobs with {sum(slots)} slots"
     for held in register.holding:
         if (problem := check_text("a held job's id", held.id, MAX_ID_LENGTH)) is not None:
             return problem

@@ -1,6 +1,7 @@
 """The Registry: which subworkers exist, and whether they are well.
 
-Subworkers ``Register`` (id, host, pid, slots, the tasks they can run),
+Subworkers ``Register`` (id, host, pid, slots per kind, the tasks they can
+run and the kind of slot each needs),
 send a ``Heartbeat`` every ``heartbeat_interval`` seconds with their load,
 and ``Deregister`` when they stop cleanly. They arrive through the workers
 edge (port base+5) as ``Requests`` calls; each message is answered
@@ -37,11 +38,13 @@ from actors.requests import Requests
 from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.limits import check_register
 from fastworker.messages import (
+    KINDS,
     Ack,
     Deregister,
     Heartbeat,
     Register,
     Registered,
+    Slots,
     UnknownWorker,
 )
 from fastworker.stats import Health, RegistryStats, WorkerInfo
@@ -177,14 +180,19 @@ class Registry(Actor[Accepts]):
         if not rejoined:  # a resent Register of a worker already listed changes nothing
             self._counts["registered"] += 1
             log.info(
-                "%s: worker %s registered from %s (pid %d on %s, %d slots, %d tasks)",
-                self.name, worker, peer, register.pid, register.host, register.concurrency,
-                len(register.tasks),
+                "%s: worker %s registered from %s (pid %d on %s, %s slots, %d tasks)",
+                self.name, worker, peer, register.pid, register.host,
+                _describe(register.slots), len(register.tasks),
             )
             await self.refs["inbox"].send(KnownTasks(
                 names=frozenset(register.tasks), at_most_once=frozenset(register.at_most_once)))
+            tasks = frozenset(register.tasks)
+            kinds: tuple[int, ...] = ()
+            if register.kinds:  # in the order of sorted(tasks), whatever the worker's
+                kind_of = dict(zip(register.tasks, register.kinds, strict=True))
+                kinds = tuple(kind_of[name] for name in sorted(tasks))
             await self.refs["dispatcher"].send(
-                WorkerJoined(worker=worker, tasks=frozenset(register.tasks),
+                WorkerJoined(worker=worker, tasks=tasks, kinds=kinds, slots=register.slots,
                              at_most_once=frozenset(register.at_most_once),
                              holding=register.holding, pull_seq=register.pull_seq,
                              report_seq=register.report_seq,
@@ -227,15 +235,21 @@ class Registry(Actor[Accepts]):
                     entry.health = "suspect"
                     log.warning("%s: worker %s is suspect: no heartbeat for %.1f s",
                                 self.name, worker, silence)
-                    await self.refs["dispatcher"].send(WorkerHealth(worker=worker, health="suspect"))
+                    await self.refs["dispatcher"].send(
+                        WorkerHealth(worker=worker, health="suspect"))
 
     def _info(self, entry: _Listed, now: float) -> WorkerInfo:
         register = entry.register
         return WorkerInfo(
             worker=register.worker, host=register.host, pid=register.pid,
-            concurrency=register.concurrency, tasks=tuple(sorted(register.tasks)),
+            slots=register.slots, tasks=tuple(sorted(register.tasks)),
             peer=entry.peer, health=entry.health, registered_at=entry.registered_at,
             last_seen_at=entry.last_seen_at, silent_for=now - entry.last_seen,
             in_flight=entry.in_flight, succeeded_total=entry.succeeded_total,
             failed_total=entry.failed_total, gone_at=entry.gone_at, reason=entry.reason,
         )
+
+
+def _describe(slots: Slots) -> str:
+    """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
+    return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))

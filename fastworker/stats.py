@@ -296,6 +296,8 @@ class LinkStats:
             the control plane is unreachable), besides a Report in flight.
         outcomes_dropped_total / running_dropped_total: the oldest outcomes
             (``Running`` reports) dropped past ``max_buffered_outcomes``.
+        returned_total: jobs the executor gave back unstarted (drained),
+            reported to the control plane to be queued again.
     """
 
     worker: str
@@ -309,6 +311,7 @@ class LinkStats:
     buffered_outcomes: int = 0
     outcomes_dropped_total: int = 0
     running_dropped_total: int = 0
+    returned_total: int = 0
 
 
 @attrs.frozen(kw_only=True)

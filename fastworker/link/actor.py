@@ -2,7 +2,7 @@
 reports), its snapshot, and its graceful stop.
 
 The link stands in for the Dispatcher and the ResultStore to its Executor:
-``Credit`` and ``Finished`` ask for a Report at once; a ``Running`` alone
+``Credit``, ``Finished`` and ``Returned`` ask for a Report at once; a ``Running`` alone
 waits up to ``running_delay`` for company (the job's end, usually), so that
 a short task costs one Report, not two in a row. What the Executor reports
 waits in a ``ReportBuffer``; a ``LinkSession`` carries it to the control
@@ -29,7 +29,7 @@ from actors.secret import check_secret_choice, dialer_secret
 from actors.tls import resolve_tls
 from fastworker.link.reports import DEFAULT_MAX_BUFFERED_OUTCOMES, ReportBuffer
 from fastworker.link.session import LinkSession
-from fastworker.messages import CODEC, Credit, Finished, Retry, Running
+from fastworker.messages import CODEC, Assign, Credit, Finished, Retry, Returned, Running
 from fastworker.probe import DEFAULT_DISCOVERY_PORT
 from fastworker.stats import LinkStats
 
@@ -37,7 +37,7 @@ __all__ = ["LinkOptions", "WorkerLink"]
 
 log = logging.getLogger("fastworker.link")
 
-Accepts: TypeAlias = Union[Credit, Running, Finished, Retry]
+Accepts: TypeAlias = Union[Credit, Running, Finished, Retry, Returned]
 
 
 @attrs.frozen(kw_only=True)
@@ -134,8 +134,8 @@ class WorkerLink(Actor[Accepts]):
         urgent = False
         for message in messages:
             match message:
-                case Credit(n=n):
-                    self._session.credit(n)
+                case Credit(slots=slots, tasks=tasks):
+                    self._session.credit(slots, tasks)
                     urgent = True
                 case Running():
                     self._buffer.add_running(message)
@@ -148,6 +148,10 @@ class WorkerLink(Actor[Accepts]):
                     urgent = True
                     self._buffer.add_outcomes(outcomes)
                     self._session.finished(outcomes)
+                case Returned(jobs=jobs):
+                    # Never dropped: the control plane queues them again.
+                    urgent = True
+                    self._buffer.add_returned(self._session.returned(jobs))
         self._bound_buffer()
         if urgent:
             self._session.want_report()
@@ -177,14 +181,22 @@ class WorkerLink(Actor[Accepts]):
             self._nursery.start_soon(self._session.drain_request)
 
     async def drain(self) -> None:
-        """Wait for the last Pull's answer, let the executor (it stops after
-        the link) finish every job it was given, report them, deregister."""
+        """Wait for the last Pull's answer and for the ``Drain`` request's;
+        then ask the executor (it stops after the link) to give back the
+        jobs it holds that have not started, let it finish the others,
+        report all of them, deregister."""
         session = self._session
         session.draining = True
         if session.requester is None:
             return
         if session.registered:
             await session.pulling_done.wait()
+            await session.drain_done.wait()
+            # Only now: the last Pull's jobs have reached the executor (they
+            # go back too), and the control plane, drained, will not place
+            # the jobs given back on this worker again.
+            if session.in_flight > 0:
+                await self.refs["executor"].send(Assign(jobs=(), give_back=True))
             await self.serve_until(lambda: session.in_flight <= 0 or not session.registered)
             await session.deregister()
         await session.requester.wire.aclose()
@@ -198,6 +210,7 @@ class WorkerLink(Actor[Accepts]):
             draining=session.draining, buffered_outcomes=self._buffer.outcomes,
             outcomes_dropped_total=self._buffer.outcomes_dropped,
             running_dropped_total=self._buffer.running_dropped,
+            returned_total=counts["returned"],
         )
 
 

@@ -1,11 +1,16 @@
 """What a WorkerLink holds for its next Reports: the Executor's ``Running``
-reports and outcomes, in order, until the control plane has taken them.
+reports, outcomes and the ids of jobs it gave back unstarted, in order,
+until the control plane has taken them.
 
 The buffer is bounded: across an outage at most ``max_buffered_outcomes``
 outcomes (and as many ``Running``) wait, the oldest dropped beyond that and
-counted (issue 14). ``take`` hands out the oldest that fit one Report, of
-bounded size; ``put_back`` returns them when that Report could not be sent.
-No I/O and no clock here: the link's session decides when a Report goes.
+counted. The ids of jobs given back are never dropped (a job whose id were
+lost would wait on this worker's account until it is declared lost): they
+are bounded by the jobs the worker was assigned, as the session adds only
+the ids of jobs it holds, each once. ``take`` hands out the oldest that fit
+one Report, of bounded size; ``put_back`` returns them when that Report
+could not be sent. No I/O and no clock here: the link's session decides
+when a Report goes.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ __all__ = ["DEFAULT_MAX_BUFFERED_OUTCOMES", "REPORT_MAX_ITEMS", "ReportBuffer"]
 
 #: Outcomes a link keeps while the control plane cannot take them.
 DEFAULT_MAX_BUFFERED_OUTCOMES = 10_000
-#: The most outcomes (and, apart, ``Running`` reports) one Report carries:
-#: a backlog after an outage goes out in several, oldest first.
+#: The most outcomes (and, apart, ``Running`` reports and ids of jobs given
+#: back) one Report carries: a backlog after an outage goes out in several,
+#: oldest first.
 REPORT_MAX_ITEMS = 500
 #: Bytes an outcome adds to a frame besides its value and error text
 #: (its id, worker, times): for keeping a Report within ``max_frame_bytes``.
 _OUTCOME_OVERHEAD = 200
+#: Bytes an id adds to a frame besides its characters (msgpack's header).
+_ID_OVERHEAD = 8
 
 
 class ReportBuffer:
@@ -41,13 +49,14 @@ class ReportBuffer:
         self._max_frame_bytes = max_frame_bytes
         self._running: list[Running] = []
         self._finished: list[Outcome] = []
+        self._returned: list[str] = []
         #: Dropped beyond the bound, in all.
         self.outcomes_dropped = 0
         self.running_dropped = 0
 
     def __bool__(self) -> bool:
         """Whether anything waits to be reported."""
-        return bool(self._running or self._finished)
+        return bool(self._running or self._finished or self._returned)
 
     @property
     def has_running(self) -> bool:
@@ -64,6 +73,10 @@ class ReportBuffer:
 
     def add_outcomes(self, outcomes: Iterable[Outcome]) -> None:
         self._finished.extend(outcomes)
+
+    def add_returned(self, ids: Iterable[str]) -> None:
+        """Ids of jobs given back unstarted: never dropped by ``bound``."""
+        self._returned.extend(ids)
 
     def bound(self) -> int:
         """Keep at most ``max_buffered`` undelivered outcomes (and
@@ -83,12 +96,21 @@ class ReportBuffer:
             self.running_dropped += over
         return max(dropped, 0)
 
-    def take(self) -> tuple[list[Running], list[Outcome]]:
-        """The oldest buffered starts and outcomes that fit one Report: at
-        most ``REPORT_MAX_ITEMS`` of each, the outcomes within about half a
-        frame (always at least one: a bigger one fails alone, as before)."""
+    def take(self) -> tuple[list[Running], list[Outcome], list[str]]:
+        """The oldest buffered starts, outcomes and ids given back that fit
+        one Report: at most ``REPORT_MAX_ITEMS`` of each, the outcomes
+        within about half a frame and the ids within a quarter (always at
+        least one: a bigger outcome fails alone, as before)."""
         running = self._running[:REPORT_MAX_ITEMS]
         del self._running[:REPORT_MAX_ITEMS]
+        count, budget = 0, self._max_frame_bytes // 4
+        for task_id in self._returned[:REPORT_MAX_ITEMS]:
+            budget -= len(task_id) + _ID_OVERHEAD
+            if budget < 0 and count:
+                break
+            count += 1
+        returned = self._returned[:count]
+        del self._returned[:count]
         budget = self._max_frame_bytes // 2
         count = 0
         for outcome in self._finished[:REPORT_MAX_ITEMS]:
@@ -101,8 +123,10 @@ class ReportBuffer:
             count += 1
         finished = self._finished[:count]
         del self._finished[:count]
-        return running, finished
+        return running, finished, returned
 
-    def put_back(self, running: list[Running], finished: list[Outcome]) -> None:
+    def put_back(self, running: list[Running], finished: list[Outcome],
+                 returned: list[str]) -> None:
         """Return what ``take`` gave, in front, when its Report was not sent."""
         self._running[:0], self._finished[:0] = running, finished
+        self._returned[:0] = returned

@@ -7,6 +7,11 @@ parked ``Pull``, batched ``Report``s and ``Heartbeat``s side by side until
 the control plane answers ``UnknownWorker`` (it restarted, or declared this
 worker lost) and the link registers again. A request unanswered is asked
 again; what a Report carries comes from the link's ``ReportBuffer``.
+
+Credit is counted per kind of slot (``KINDS``): the executor's ``Credit``
+adds to what it has free, each job assigned takes one of its task's kind
+(from the executor's latest ``tasks``), and a Report offers what the
+control plane does not already hold.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
+    KINDS,
+    THREAD,
     WORKERS_PORT_OFFSET,
     Ack,
     Assign,
@@ -39,12 +46,14 @@ from fastworker.messages import (
     Drain,
     Heartbeat,
     HeldJob,
+    Job,
     Outcome,
     Pull,
     Register,
     Registered,
     Report,
     Running,
+    Slots,
     UnknownWorker,
 )
 from fastworker.probe import Announcement, discover_forever
@@ -87,10 +96,16 @@ class LinkSession:
         self._refs = refs
         self.requester: Requester | None = None
         self.address = ""
-        self._concurrency = 0
+        #: The most jobs the executor holds per kind (its first Credit).
+        self._slots: Slots = (0, 0, 0)
         self._first_credit = trio.Event()
-        self._free = 0  # slots the executor has free, beyond jobs on their way to it
-        self._reported = 0  # of those, credit the control plane holds
+        #: Its tasks and the kind of each (its latest Credit that said);
+        #: ``None``: it never said (the process's registry names them).
+        self._tasks: dict[str, int] | None = None
+        # Per kind: slots the executor has free, beyond jobs on their way
+        # to it; of those, credit the control plane holds.
+        self._free = [0, 0, 0]
+        self._reported = [0, 0, 0]
         self._report_wanted = trio.Event()
         self._report_seq = 0
         #: Pulls are numbered across registrations (the control plane takes
@@ -103,7 +118,10 @@ class LinkSession:
         self._unknown = trio.Event()
         self.draining = False
         self.pulling_done = trio.Event()
-        self.counts = dict.fromkeys(("registrations", "jobs", "outcomes", "reports"), 0)
+        #: Set once the ``Drain`` request has been answered (or could not be).
+        self.drain_done = trio.Event()
+        self.counts = dict.fromkeys(
+            ("registrations", "jobs", "outcomes", "reports", "returned"), 0)
         self.in_flight = 0
         #: The jobs assigned and not yet ended: id -> attempt, and when the
         #: started ones started (told when registering again).
@@ -114,13 +132,25 @@ class LinkSession:
 
     # -- what the actor tells it ------------------------------------------------------
 
-    def credit(self, n: int) -> None:
-        """The executor has ``n`` more slots free (its first credit is its
-        concurrency, which registering waits for)."""
+    def credit(self, slots: Slots, tasks: dict[str, int] | None) -> None:
+        """The executor has ``slots`` more free per kind (its first credit
+        is the most jobs it holds, which registering waits for), and runs
+        ``tasks`` if it says (told to the control plane at the next
+        registration)."""
+        if tasks is not None:
+            if self._first_credit.is_set() and tasks != self._tasks:
+                before = set(self._tasks or ())
+                log.info(
+                    "%s: the executor's tasks changed (%d now, %d new, %d gone); the control "
+                    "plane learns them when this worker registers next", self.name, len(tasks),
+                    len(tasks.keys() - before), len(before - tasks.keys()))
+            self._tasks = dict(tasks)
         if not self._first_credit.is_set():
-            self._concurrency = n
+            self._slots = slots
             self._first_credit.set()
-        self._free += n
+        free = self._free
+        for kind, n in enumerate(slots):
+            free[kind] += n
 
     def running(self, running: Running) -> None:
         """Jobs held have started."""
@@ -134,6 +164,22 @@ class LinkSession:
         started = self._started
         return tuple(HeldJob(id=task_id, attempt=attempt, started_at=started.get(task_id, 0.0))
                      for task_id, attempt in self._holding.items())
+
+    def returned(self, jobs: tuple[Job, ...]) -> list[str]:
+        """Jobs held were given back unstarted: they are held no more.
+
+        Returns:
+            The ids to report (those of jobs held, each once).
+        """
+        holding, started = self._holding, self._started
+        ids = []
+        for job in jobs:
+            if holding.pop(job.id, None) is not None:
+                started.pop(job.id, None)
+                ids.append(job.id)
+        self.in_flight -= len(ids)
+        self.counts["returned"] += len(ids)
+        return ids
 
     def finished(self, outcomes: tuple[Outcome, ...]) -> None:
         """Jobs held have ended (their outcomes are in the buffer)."""
@@ -203,7 +249,7 @@ class LinkSession:
         if interval is None:
             return
         self._unknown = trio.Event()
-        self._reported = 0  # a new registration holds none of our credit
+        self._reported = [0, 0, 0]  # a new registration holds none of our credit
         self._report_wanted.set()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._report_loop)
@@ -216,24 +262,32 @@ class LinkSession:
             log.warning("%s: the control plane at %s no longer knows this worker; "
                         "registering again", self.name, self.address)
 
-    async def _register(self) -> float | None:
+    def _register_message(self) -> Register:
+        """This worker's ``Register``: its slots, the executor's tasks
+        (sorted) and the kind of each, what it holds, its last numbers."""
         registry = default_registry()
-        tasks = registry.names()
-        at_most_once = tuple(sorted(n for n in tasks if (t := registry.get(n)) and t.at_most_once))
-        register = Register(
+        kinds_of = self._tasks
+        tasks = tuple(sorted(registry.names() if kinds_of is None else kinds_of))
+        at_most_once = tuple(n for n in tasks if (t := registry.get(n)) and t.at_most_once)
+        return Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
-            concurrency=self._concurrency, tasks=tuple(sorted(tasks)), at_most_once=at_most_once,
-            holding=self.holding(), pull_seq=self._pull_seq, report_seq=self._report_seq,
-            max_frame_bytes=self.options.max_frame_bytes,
+            slots=self._slots, tasks=tasks,
+            kinds=() if kinds_of is None else tuple(kinds_of[n] for n in tasks),
+            at_most_once=at_most_once, holding=self.holding(), pull_seq=self._pull_seq,
+            report_seq=self._report_seq, max_frame_bytes=self.options.max_frame_bytes,
         )
+
+    async def _register(self) -> float | None:
+        register = self._register_message()
         since = trio.current_time()
         while not self.draining:
             answer = await self._ask(register, timeout=self.options.request_timeout, quiet=True)
             if isinstance(answer, Registered):
                 self.registered = True
                 self.counts["registrations"] += 1
-                log.info("%s: registered with %s as %s (%d slots, %d tasks)", self.name,
-                         self.address, self.worker, self._concurrency, len(tasks))
+                log.info("%s: registered with %s as %s (%s slots, %d tasks)", self.name,
+                         self.address, self.worker, _describe(register.slots),
+                         len(register.tasks))
                 return answer.heartbeat_interval
             if answer is None:
                 log.warning(
@@ -265,22 +319,28 @@ class LinkSession:
                     # Acknowledged by the next Pull, and by the next Report
                     # (which goes out even while this one waits for the executor).
                     self._assigned = pull.seq
-                if isinstance(answer, Assign) and (answer.jobs or answer.cancel):
+                if isinstance(answer, Assign) and (answer.jobs or answer.cancel
+                                                   or answer.give_back):
                     # Deadlines onto this worker's clock, counted from now.
                     answer = on_arrival(answer, time.time())
                     count = len(answer.jobs)
-                    self._free -= count
-                    self._reported -= count
                     self.in_flight += count
                     self.counts["jobs"] += count
-                    holding = self._holding
+                    holding, free, reported = self._holding, self._free, self._reported
+                    kinds_of = self._tasks or {}
                     for job in answer.jobs:
                         holding[job.id] = job.attempt
+                        # Each job takes a slot of its task's kind (one of
+                        # a task the executor did not name: a thread's).
+                        kind = kinds_of.get(job.task, THREAD)
+                        free[kind] -= 1
+                        reported[kind] -= 1
                     # Shielded: jobs received and counted as held must reach
                     # the executor even if the session ends meanwhile (the
                     # next Register says they are held, so they run here).
                     with trio.CancelScope(shield=True):
-                        await self._refs["executor"].send(answer)  # its ``cancel`` too
+                        # Its ``cancel`` and ``give_back`` (drained by an operator) too.
+                        await self._refs["executor"].send(answer)
                 if self.draining:
                     return
         finally:
@@ -289,14 +349,17 @@ class LinkSession:
 
     async def drain_request(self) -> None:
         """Ask the control plane to assign nothing more (``Drain``)."""
-        if self.registered:
-            answer = await self._ask(Drain(worker=self.worker),
-                                     timeout=self.options.request_timeout)
-            if isinstance(answer, Ack):
-                log.info("%s: draining: %s assigns nothing more; finishing %d jobs held",
-                         self.name, self.address, self.in_flight)
-        else:
-            self.pulling_done.set()
+        try:
+            if self.registered:
+                answer = await self._ask(Drain(worker=self.worker),
+                                         timeout=self.options.request_timeout)
+                if isinstance(answer, Ack):
+                    log.info("%s: draining: %s assigns nothing more; %d jobs held (those "
+                             "not started go back)", self.name, self.address, self.in_flight)
+            else:
+                self.pulling_done.set()
+        finally:
+            self.drain_done.set()
 
     async def deregister(self) -> None:
         """Report what is left (while still registered), then ``Deregister``."""
@@ -313,16 +376,19 @@ class LinkSession:
         while True:
             await self._report_wanted.wait()
             self._report_wanted = trio.Event()
-            credit = self._free - self._reported
-            if not (self._buffer or credit > 0):
+            free, reported = self._free, self._reported
+            credit: Slots = (max(free[0] - reported[0], 0), max(free[1] - reported[1], 0),
+                             max(free[2] - reported[2], 0))
+            if not (self._buffer or any(credit)):
                 self._reported_all.set()
                 continue
-            running, finished = self._buffer.take()
+            running, finished, returned = self._buffer.take()
             self._report_seq += 1
-            report = Report(worker=self.worker, credit=max(credit, 0), running=tuple(running),
+            report = Report(worker=self.worker, credit=credit, running=tuple(running),
                             finished=tuple(finished), seq=self._report_seq,
-                            assigned=self._assigned)
-            self._reported += report.credit
+                            assigned=self._assigned, returned=tuple(returned))
+            for kind, n in enumerate(credit):
+                reported[kind] += n
             try:
                 answer = None
                 while answer is None:  # results are never dropped: the same report again
@@ -330,13 +396,18 @@ class LinkSession:
             except BaseException:
                 # Cancelled mid-request: keep it for the next session (the
                 # store takes a result once, so a repeat is harmless).
-                self._buffer.put_back(running, finished)
-                self._reported -= report.credit
+                self._buffer.put_back(running, finished, returned)
+                for kind, n in enumerate(credit):
+                    reported[kind] -= n
                 raise
             self.counts["reports"] += 1
             self.counts["outcomes"] += len(finished)
-            if report.credit and self._reported == report.credit:
-                log.info("%s: offered %d slots to %s", self.name, report.credit, self.address)
+            if any(credit) and tuple(reported) == credit:
+                log.info("%s: offered %s slots to %s", self.name, _describe(credit),
+                         self.address)
+            if returned:
+                log.info("%s: gave back %d jobs not started to %s", self.name, len(returned),
+                         self.address)
             if isinstance(answer, UnknownWorker):
                 self._unknown.set()  # the results were taken; the credit was not
             self._report_wanted.set()
@@ -373,3 +444,8 @@ class LinkSession:
                                   self.address, [answer])
             return None
         return answer
+
+
+def _describe(slots: Slots) -> str:
+    """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
+    return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))

@@ -64,14 +64,15 @@ class TestOnArrival:
         assert arrived.expires_at == wall - 2.0
 
     def test_only_jobs_with_a_deadline_are_copied(self) -> None:
-        """Jobs without a deadline, and ``cancel``, pass as they are; the
-        result is on this process's clock (no stamp)."""
+        """Jobs without a deadline, ``cancel`` and ``give_back`` pass as they
+        are; the result is on this process's clock (no stamp)."""
         plain = job("plain")
-        assign = Assign(jobs=(plain, job("d", SENT_AT + 5.0)), cancel=("c",), sent_at=SENT_AT)
+        assign = Assign(jobs=(plain, job("d", SENT_AT + 5.0)), cancel=("c",), sent_at=SENT_AT,
+                        give_back=True)
         arrived = on_arrival(assign, SENT_AT + HOUR)
         assert arrived.jobs[0] is plain
         assert arrived.jobs[1].expires_at == SENT_AT + HOUR + 5.0
-        assert (arrived.cancel, arrived.sent_at) == (("c",), 0.0)
+        assert (arrived.cancel, arrived.sent_at, arrived.give_back) == (("c",), 0.0, True)
 
     @pytest.mark.parametrize("assign", [
         Assign(jobs=(job("plain"),), sent_at=SENT_AT),

@@ -31,6 +31,7 @@ from fastworker.link import REPORT_MAX_ITEMS, WorkerLink
 from fastworker.link import session as link_module
 from fastworker.messages import (
     CODEC,
+    THREAD,
     Ack,
     Assign,
     Credit,
@@ -96,6 +97,10 @@ class FakeControlPlane:
         self.garbled: set[type] = set()
         self.garble = 0
         self.garbled_at: list[float] = []
+        #: Every message that came, in order.
+        self.messages: list[Any] = []
+        #: An Assign the next parked Pull is answered with (once), as it is.
+        self.assign_next: Assign | None = None
 
     def restart(self) -> None:
         """A new control plane on the same address: it knows no worker."""
@@ -108,6 +113,7 @@ class FakeControlPlane:
 
     async def request(self, frame: bytes, *, timeout: float | None = None) -> bytes:
         [message] = self.framer.unpack(frame)
+        self.messages.append(message)
         self.events.append(type(message).__name__)
         if isinstance(message, Pull):
             self.pulls.append(message)
@@ -147,6 +153,9 @@ class FakeControlPlane:
                     self.lose_next_report_answer = False
                     self.up = False
                     return None
+            case Pull() if known and self.assign_next is not None:
+                assign, self.assign_next = self.assign_next, None
+                return assign
             case Pull() if known and self.to_assign:
                 jobs, self.to_assign = self.to_assign, ()
                 return Assign(jobs=jobs)
@@ -204,10 +213,19 @@ class GatedExecutor(Recorder):
             await self.gate.wait()
 
 
+#: The first Credit the executor stand-in sends the link, unless a test says.
+FIRST_CREDIT = Credit(worker="w1", slots=(0, 2, 0), tasks={"add": THREAD})
+
+
 @asynccontextmanager
 async def open_link(monkeypatch: pytest.MonkeyPatch, *, gate: trio.Event | None = None,
+                    executor: type[Recorder] = Recorder,
+                    executor_params: dict[str, Any] | None = None,
+                    first_credit: Credit = FIRST_CREDIT,
                     **options: Any) -> AsyncIterator[Harness]:
-    """``gate``: the executor blocks on its first Assign until it is set."""
+    """``gate``: the executor blocks on its first Assign until it is set;
+    ``executor``: another stand-in for it (given ``got``, and
+    ``executor_params``, its ``dispatcher`` the link)."""
     control_plane = FakeControlPlane()
     executor_got: list[Any] = []
 
@@ -215,20 +233,23 @@ async def open_link(monkeypatch: pytest.MonkeyPatch, *, gate: trio.Event | None 
         return control_plane
 
     monkeypatch.setattr(link_module, "open_request_wire", open_fake_wire)
-    topology = (
-        Topology()
-        .add("executor", Recorder, params={"got": executor_got}) if gate is None else
-        Topology().add("executor", GatedExecutor, params={"got": executor_got, "gate": gate},
-                       mailbox=1)
-    )
-    topology = (
-        topology
-        .add("link", WorkerLink, refs={"executor": "executor"}, address="tcp://127.0.0.1:1",
-             discovery_port=0, worker="w1", **options)
-    )
+    # Written first, as in config/sub.toml: an executor that sends to the
+    # link makes a cycle, broken at the link, which then starts after the
+    # executor and stops before it (its drain hears from the executor).
+    topology = Topology().add("link", WorkerLink, refs={"executor": "executor"},
+                              address="tcp://127.0.0.1:1", discovery_port=0, worker="w1",
+                              **options)
+    if gate is not None:
+        topology.add("executor", GatedExecutor, params={"got": executor_got, "gate": gate},
+                     mailbox=1)
+    elif executor is not Recorder:
+        topology.add("executor", executor, refs={"dispatcher": "link"},
+                     params={"got": executor_got, **(executor_params or {})})
+    else:
+        topology.add("executor", Recorder, params={"got": executor_got})
     async with open_node(topology) as node:
         harness = Harness(node.refs["link"], control_plane, executor_got)
-        await harness.send(Credit(worker="w1", n=2))
+        await harness.send(first_credit)
         await harness.until(lambda: control_plane.registrations == 1)
         yield harness
 

@@ -9,6 +9,7 @@ tests look at it between those ticks (at x.25 and x.75), never on one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,9 @@ from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.messages import (
+    ASYNC,
+    PROCESS,
+    THREAD,
     Ack,
     Deregister,
     Heartbeat,
@@ -87,7 +91,8 @@ async def open_registry(**options: Any) -> AsyncIterator[Harness]:
 
 def register(worker: str = "w1", **fields: Any) -> Register:
     values: dict[str, Any] = {
-        "host": "box", "pid": 4242, "concurrency": 4, "tasks": ("add", "mul"),
+        "host": "box", "pid": 4242, "slots": (1, 2, 1), "tasks": ("add", "mul"),
+        "kinds": (THREAD, PROCESS),
         "at_most_once": ("mul",),
     }
     values.update(fields)
@@ -118,17 +123,38 @@ async def test_register_is_welcomed_and_told_to_dispatcher_and_inbox(
         stats = await h.stats()
     assert answer == Registered(worker="w1", heartbeat_interval=2.0, missed_limit=4)
     assert h.dispatcher_got == [
-        WorkerJoined(worker="w1", tasks=frozenset({"add", "mul"}),
-                     at_most_once=frozenset({"mul"}))
+        WorkerJoined(worker="w1", tasks=frozenset({"add", "mul"}), kinds=(THREAD, PROCESS),
+                     slots=(1, 2, 1), at_most_once=frozenset({"mul"}))
     ]
     assert h.inbox_got == [KnownTasks(names=frozenset({"add", "mul"}),
                                       at_most_once=frozenset({"mul"}))]
     assert info is not None
-    assert (info.host, info.pid, info.concurrency, info.tasks, info.peer) == (
-        "box", 4242, 4, ("add", "mul"), PEER)
+    assert (info.host, info.pid, info.slots, info.tasks, info.peer) == (
+        "box", 4242, (1, 2, 1), ("add", "mul"), PEER)
     assert (info.health, info.silent_for, info.gone_at, info.reason) == ("alive", 0.0, 0.0, "")
     assert info.registered_at > 0 and info.last_seen_at > 0  # wall-clock times
     assert (stats.registered_total, stats.lost_total, stats.left_total) == (1, 0, 0)
+
+
+async def test_the_dispatcher_gets_each_task_s_kind_in_the_order_of_the_sorted_tasks(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever order a worker lists its tasks in, ``WorkerJoined.kinds``
+    gives the kind of each of ``sorted(tasks)``; the log line says the
+    slots per kind. A worker that names no kinds is passed on as such."""
+    caplog.set_level(logging.INFO, logger="fastworker.registry")
+    async with open_registry() as h:
+        await h.register("w1", tasks=("mul", "add", "sleep"), kinds=(PROCESS, ASYNC, THREAD),
+                         slots=(3, 0, 2))
+        await h.register("w2", kinds=())
+    first, second = h.dispatcher_got
+    assert dict(zip(sorted(first.tasks), first.kinds, strict=True)) == {
+        "add": ASYNC, "mul": PROCESS, "sleep": THREAD}
+    assert first.kinds == (ASYNC, PROCESS, THREAD) and first.slots == (3, 0, 2)
+    assert (second.kinds, second.slots) == ((), (1, 2, 1))
+    assert any(record.getMessage().endswith(
+        "(pid 4242 on box, 3 async, 0 thread, 2 process slots, 3 tasks)")
+        for record in caplog.records)
 
 
 async def test_silence_makes_a_worker_suspect_then_a_beat_makes_it_alive_again(
@@ -307,8 +333,13 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
     ({"tasks": ("t",) * 10_001}, "tasks names 10001 tasks; the limit is 10000"),
     ({"tasks": ("t" * 513,)}, "a task name is 513 characters; the limit is 512"),
     ({"at_most_once": ("t" * 513,)}, "a task name is 513 characters; the limit is 512"),
-    ({"concurrency": 1, "holding": (HeldJob(id="a", attempt=1, started_at=0.0),) * 2},
+    ({"slots": (1, 0, 0), "holding": (HeldJob(id="a", attempt=1, started_at=0.0),) * 2},
      "it holds 2 jobs with 1 slots"),
+    ({"kinds": (THREAD, THREAD, THREAD)},
+     "kinds names 3 kinds for 2 tasks; expected one per task, or none"),
+    ({"kinds": (THREAD, 7)}, "a task's kind is 7; expected 0 to 2 (KINDS)"),
+    ({"kinds": (-1, THREAD)}, "a task's kind is -1; expected 0 to 2 (KINDS)"),
+    ({"slots": (1, -1, 0)}, "slots for thread is -1; expected 0 or more"),
     ({"holding": (HeldJob(id="a" * 257, attempt=1, started_at=0.0),)},
      "a held job's id is 257 characters; the limit is 256"),
     ({"pull_seq": -1}, "pull_seq is -1; expected 0 or more"),
@@ -336,7 +367,7 @@ async def test_a_register_at_the_limits_is_welcomed(
 ) -> None:
     async with open_registry() as h:
         answer = await h.register("w" * 256, host="h" * 256, tasks=("t" * 512,) * 10_000,
-                                  at_most_once=(), concurrency=1,
+                                  at_most_once=(), slots=(1, 0, 0), kinds=(),
                                   holding=(HeldJob(id="a" * 256, attempt=1, started_at=0.0),))
     assert isinstance(answer, Registered)
 

@@ -284,6 +284,37 @@ async def test_sigterm_drains_a_subworker(control_env: dict[str, str]) -> None:
         assert " lost: " not in control.output
 
 
+async def test_sigterm_gives_back_the_jobs_a_subworker_has_not_started(
+    control_env: dict[str, str],
+) -> None:
+    """SIGTERM on a subworker with one slot busy and jobs prefetched behind
+    it: those go back to the control plane at once and start on another
+    worker, with the same attempt, while the job it runs still holds it;
+    then that one ends, is reported, and the subworker exits 0."""
+    control_env["FASTWORKER_LOCAL"] = "never"  # only subworkers run the holds
+    async with fleet(control_env) as f:
+        gate = f.gate
+        await f.start_control()
+        first = await f.start_sub(concurrency=1)
+        async with Client(f.address) as client:
+            ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(3)]
+            await gate.wait_started(1)
+            first.send_signal(signal.SIGTERM)
+            await first.wait_for("draining")
+            second = await f.start_sub(concurrency=2)
+            # The gate is still closed: the first subworker's job still runs.
+            await gate.wait_started(3)
+            started_on = [pid for pid, _ in gate.started]
+            await gate.open()
+            assert await first.wait_exit() == 0, first.output
+            results = await client.results(ids, timeout=10)
+            records = [await client.status(task_id) for task_id in ids]
+    assert started_on == [first.process.pid, second.process.pid, second.process.pid]
+    assert Counter(results) == {first.process.pid: 1, second.process.pid: 2}
+    assert {(r.attempt, r.duplicate_runs) for r in records} == {(1, 0)}
+    assert "gave back" in first.output and "deregistered" in first.output
+
+
 async def test_subworkers_register_again_with_a_restarted_control_plane(
     control_env: dict[str, str],
 ) -> None:

@@ -28,6 +28,7 @@ from fastworker import Client, InvalidSubmission
 from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS
 from fastworker.messages import (
     CODEC,
+    THREAD,
     WORKERS_PORT_OFFSET,
     Accepted,
     Ack,
@@ -157,8 +158,35 @@ async def test_bad_values_are_refused_by_the_control_plane(
         f"task id is {MAX_ID_LENGTH + 1} characters; the limit is {MAX_ID_LENGTH}")
 
 
-def register(worker: str) -> Register:
-    return Register(worker=worker, host="test", pid=1, concurrency=1, tasks=(REMOTE_TASK,))
+def register(worker: str, **fields: Any) -> Register:
+    values: dict[str, Any] = {"host": "test", "pid": 1, "slots": (0, 1, 0),
+                              "tasks": (REMOTE_TASK,), "kinds": (THREAD,), **fields}
+    return Register(worker=worker, **values)
+
+
+async def test_a_register_with_bad_kinds_or_slots_is_refused_with_the_reason(
+    control_env: dict[str, str],
+) -> None:
+    """A subworker's Register naming more kinds than tasks, a kind that is
+    none of ``KINDS``, or a negative slot count is answered UnknownWorker
+    (it may ask again once fixed) and logged with what is wrong; a good one
+    is welcomed after them."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with control_plane(control_env) as control, \
+            Port(offset_address(address, WORKERS_PORT_OFFSET)).open() as workers:
+        answers = [answer for bad in (register("long", kinds=(THREAD, THREAD)),
+                                      register("seven", kinds=(7,)),
+                                      register("negative", slots=(1, -2, 0)))
+                   for answer in await workers.ask(bad)]
+        lines = [await control.wait_for(f"refused worker '{name}'")
+                 for name in ("long", "seven", "negative")]
+        assert isinstance((await workers.ask(register("good")))[0], Registered)
+    assert answers == [UnknownWorker(worker=name) for name in ("long", "seven", "negative")]
+    assert [line.split(": ")[-1] for line in lines] == [
+        "kinds names 2 kinds for 1 tasks; expected one per task, or none",
+        "a task's kind is 7; expected 0 to 2 (KINDS)",
+        "slots for thread is -2; expected 0 or more",
+    ]
 
 
 async def test_a_worker_thought_lost_that_finishes_too_is_a_counted_duplicate_run(
@@ -174,7 +202,7 @@ async def test_a_worker_thought_lost_that_finishes_too_is_a_counted_duplicate_ru
             Port(offset_address(address, WORKERS_PORT_OFFSET)).open() as workers, \
             Port(offset_address(address, 2)).open() as submissions, \
             Port(offset_address(address, 4)).open() as queries:
-        [joined, offered] = await workers.ask(register("w1"), Report(worker="w1", credit=1,
+        [joined, offered] = await workers.ask(register("w1"), Report(worker="w1", credit=(0, 1, 0),
                                                                       seq=1))
         assert isinstance(joined, Registered) and offered == Ack()
         assert await submissions.ask(submit(id=task_id, task=REMOTE_TASK)) == [
@@ -187,7 +215,7 @@ async def test_a_worker_thought_lost_that_finishes_too_is_a_counted_duplicate_ru
         # w1 is frozen from here: no heartbeat, no report.
         await control.wait_for("worker w1 lost")
 
-        [joined, offered] = await workers.ask(register("w2"), Report(worker="w2", credit=1,
+        [joined, offered] = await workers.ask(register("w2"), Report(worker="w2", credit=(0, 1, 0),
                                                                       seq=1))
         assert isinstance(joined, Registered) and offered == Ack()
         [second] = await workers.ask(Pull(worker="w2", wait=10, seq=1))
