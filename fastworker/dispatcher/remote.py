@@ -485,11 +485,7 @@ class Subworkers:
 
 
 def _kinds(joined: WorkerJoined) -> dict[str, int]:
-    """A newcomer's tasks and the kind of slot each needs there (async for
-    any it did not say)."""
-    said = getattr(joined, "kinds", ())  # MERGE: set by the link's part
-    if isinstance(said, dict):
-        return {task: said.get(task, ASYNC) for task in joined.tasks}
-    return dict(zip(sorted(joined.tasks), said, strict=False)) | {
-        task: ASYNC for task in joined.tasks if task not in dict(
-            zip(sorted(joined.tasks), said, strict=False))}
+    """A newcomer's tasks and the kind of slot each needs there: ``kinds``
+    follows the sorted tasks (async for any it did not say)."""
+    said = dict(zip(sorted(joined.tasks), joined.kinds, strict=False))
+    return {task: said.get(task, ASYNC) for task in joined.tasks}
