@@ -38,14 +38,13 @@ from actors.requests import Requests
 from fastworker.internal import KnownTasks, WorkerHealth, WorkerJoined, WorkerLeft
 from fastworker.limits import check_register
 from fastworker.messages import (
-    KINDS,
     Ack,
     Deregister,
     Heartbeat,
     Register,
     Registered,
-    Slots,
     UnknownWorker,
+    describe_slots,
 )
 from fastworker.stats import Health, RegistryStats, WorkerInfo
 
@@ -182,7 +181,7 @@ class Registry(Actor[Accepts]):
             log.info(
                 "%s: worker %s registered from %s (pid %d on %s, %s slots, %d tasks)",
                 self.name, worker, peer, register.pid, register.host,
-                _describe(register.slots), len(register.tasks),
+                describe_slots(register.slots), len(register.tasks),
             )
             await self.refs["inbox"].send(KnownTasks(
                 names=frozenset(register.tasks), at_most_once=frozenset(register.at_most_once)))
@@ -248,8 +247,3 @@ class Registry(Actor[Accepts]):
             in_flight=entry.in_flight, succeeded_total=entry.succeeded_total,
             failed_total=entry.failed_total, gone_at=entry.gone_at, reason=entry.reason,
         )
-
-
-def _describe(slots: Slots) -> str:
-    """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
-    return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))

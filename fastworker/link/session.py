@@ -37,7 +37,6 @@ from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
 from fastworker.messages import (
-    KINDS,
     THREAD,
     WORKERS_PORT_OFFSET,
     Ack,
@@ -55,6 +54,7 @@ from fastworker.messages import (
     Running,
     Slots,
     UnknownWorker,
+    describe_slots,
 )
 from fastworker.probe import Announcement, discover_forever
 from fastworker.tasks import default_registry
@@ -286,7 +286,7 @@ class LinkSession:
                 self.registered = True
                 self.counts["registrations"] += 1
                 log.info("%s: registered with %s as %s (%s slots, %d tasks)", self.name,
-                         self.address, self.worker, _describe(register.slots),
+                         self.address, self.worker, describe_slots(register.slots),
                          len(register.tasks))
                 return answer.heartbeat_interval
             if answer is None:
@@ -403,7 +403,7 @@ class LinkSession:
             self.counts["reports"] += 1
             self.counts["outcomes"] += len(finished)
             if any(credit) and tuple(reported) == credit:
-                log.info("%s: offered %s slots to %s", self.name, _describe(credit),
+                log.info("%s: offered %s slots to %s", self.name, describe_slots(credit),
                          self.address)
             if returned:
                 log.info("%s: gave back %d jobs not started to %s", self.name, len(returned),
@@ -444,8 +444,3 @@ class LinkSession:
                                   self.address, [answer])
             return None
         return answer
-
-
-def _describe(slots: Slots) -> str:
-    """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
-    return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))

@@ -57,12 +57,11 @@ from fastworker.messages.queries import State as State
 from fastworker.messages.queries import StatusQuery as StatusQuery
 from fastworker.messages.queries import TaskRecord as TaskRecord
 from fastworker.messages.queries import Watch as Watch
-from fastworker.messages.tasks import Accepted as Accepted
 from fastworker.messages.tasks import ASYNC as ASYNC
 from fastworker.messages.tasks import KINDS as KINDS
 from fastworker.messages.tasks import PROCESS as PROCESS
 from fastworker.messages.tasks import THREAD as THREAD
-from fastworker.messages.tasks import Slots as Slots
+from fastworker.messages.tasks import Accepted as Accepted
 from fastworker.messages.tasks import Assign as Assign
 from fastworker.messages.tasks import Cancelled as Cancelled
 from fastworker.messages.tasks import Credit as Credit
@@ -80,8 +79,10 @@ from fastworker.messages.tasks import RemoteError as RemoteError
 from fastworker.messages.tasks import Retry as Retry
 from fastworker.messages.tasks import Returned as Returned
 from fastworker.messages.tasks import Running as Running
+from fastworker.messages.tasks import Slots as Slots
 from fastworker.messages.tasks import Stop as Stop
 from fastworker.messages.tasks import Submit as Submit
+from fastworker.messages.tasks import describe_slots as describe_slots
 from fastworker.messages.workers import Ack as Ack
 from fastworker.messages.workers import Deregister as Deregister
 from fastworker.messages.workers import Drain as Drain
@@ -140,6 +141,7 @@ __all__ = [
     "TaskRecord",
     "UnknownWorker",
     "Watch",
+    "describe_slots",
 ]
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.

@@ -77,6 +77,11 @@ ASYNC, THREAD, PROCESS = 0, 1, 2
 Slots: TypeAlias = tuple[int, int, int]
 
 
+def describe_slots(slots: Slots) -> str:
+    """Slots per kind for a log line: "8 async, 10 thread, 0 process"."""
+    return ", ".join(f"{n} {kind}" for kind, n in zip(KINDS, slots, strict=True))
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """A queued task as it travels inside the system."""
