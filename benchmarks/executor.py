@@ -1,6 +1,7 @@
 """What the Executor costs: no-op tasks per second through one executor.
 
-    .venv/bin/python benchmarks/executor.py [--runs 5] [--count 100000]
+    .venv/bin/python benchmarks/executor.py [--runs 5] [--count 100000] [--prefetch N]
+        [--only SUBSTRING]
 
 A stand-in dispatcher answers every ``Credit`` with an ``Assign`` of that
 many jobs (its credit for the jobs' kind of slot), and a stand-in store
@@ -127,27 +128,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="the executor's prefetch (default: its own default)")
+    parser.add_argument("--only", default="", help="run only the cases whose name has this")
     args = parser.parse_args()
+    extra: dict[str, Any] = {} if args.prefetch is None else {"prefetch": args.prefetch}
     registry = TaskRegistry()
     registry.register(noop)
     registry.register(async_noop)
     cases: list[tuple[str, Any]] = [
         ("executor, async no-op (64 lanes)", lambda: trio.run(
-            through_executor, "bench.async_noop", args.count, registry)),
+            partial(through_executor, "bench.async_noop", args.count, registry, **extra))),
         ("executor, sync no-op (8 threads)", lambda: trio.run(
-            through_executor, "bench.noop", args.count, registry)),
+            partial(through_executor, "bench.noop", args.count, registry, **extra))),
         ("executor, sync no-op, isolation=process (2 proc)", lambda: trio.run(
             partial(through_executor, "bench.noop", args.count // 4, registry,
-                    isolation="process", processes=2))),
+                    isolation="process", processes=2, **extra))),
         ("executor, sync no-op, isolation=process (4 proc)", lambda: trio.run(
             partial(through_executor, "bench.noop", args.count // 4, registry,
-                    isolation="process", processes=4))),
+                    isolation="process", processes=4, **extra))),
         ("reference: trio.to_thread.run_sync per call", lambda: trio.run(
             through_to_thread, args.count // 4)),
     ]
     print(f"{'case':48} {'median tasks/s':>14} {'min':>10} {'max':>10}   ({args.runs} runs, "
           f"{args.count} tasks)", flush=True)
     for name, run in cases:
+        if args.only not in name:
+            continue
         rates = [run() for _ in range(args.runs)]
         print(
             f"{name:48} {statistics.median(rates):>14,.0f} {min(rates):>10,.0f} "

@@ -50,7 +50,7 @@ from fastworker.messages import (
 )
 from fastworker.stats import ExecutorStats
 from fastworker.submission import time_limit
-from fastworker.tasks import Task, TaskRegistry, default_registry, task_kind
+from fastworker.tasks import Task, TaskRegistry, default_registry
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -129,8 +129,12 @@ class Executor(Actor[Accepts]):
         # jobs given back whose Returned is not sent yet (no credit yet).
         self._credit_out = [0, 0, 0]
         self._returning = [0, 0, 0]
-        self._kinds: dict[str, int] = {}  # each task's kind, as last told the Dispatcher
-        self._version = -1  # the registry's version then
+        # Each task's kind of slot, as last told the Dispatcher and as the
+        # registry says now; and the registry's version of each.
+        self._announced: dict[str, int] = {}
+        self._announced_version = -1
+        self._kinds: dict[str, int] = {}
+        self._kinds_version = -1
         self._flushed = trio.Event()
         self._flushing = False
 
@@ -172,7 +176,7 @@ class Executor(Actor[Accepts]):
             self._stop(task_id)
         if give_back:
             await self._give_back()
-        elif self._registry.version != self._version:
+        elif self._registry.version != self._announced_version:
             await self._send_credit()  # the tasks changed: say so now
 
     async def drain(self) -> None:
@@ -216,7 +220,7 @@ class Executor(Actor[Accepts]):
         start now: as many of each kind as it has free slots, best first;
         the others wait. A job of a task this worker does not know fails at
         once (its credit comes back)."""
-        get, kinds, isolation = self._registry.get, self._kinds, self.options.isolation
+        get, kinds, announced = self._registry.get, self._current_kinds(), self._announced
         credit_out, waiting, reports = self._credit_out, self._waiting, self._reports
         waits = waiting.counts
         running, slots = reports.running, self._slots
@@ -225,13 +229,13 @@ class Executor(Actor[Accepts]):
         for job in jobs:
             found = get(job.task)
             if found is None:
-                credit_out[kinds.get(job.task, ASYNC)] -= 1
+                credit_out[announced.get(job.task, ASYNC)] -= 1
                 reports.report(self._unknown(job))
                 continue
-            kind = task_kind(found, isolation)
+            kind = kinds[job.task]
             # Charged to the kind the Dispatcher was told (the same, unless
             # the task changed since).
-            credit_out[kinds.get(job.task, kind)] -= 1
+            credit_out[announced.get(job.task, kind)] -= 1
             if free[kind] > 0 and not waits[kind]:
                 free[kind] -= 1
                 ready.append((job, found, kind))
@@ -361,12 +365,20 @@ class Executor(Actor[Accepts]):
                 out[kind] += n
                 free[kind] = n
         tasks = None
-        if self._registry.version != self._version:
-            self._version = self._registry.version
-            self._kinds = tasks = self._registry.kinds(self.options.isolation)
+        if self._registry.version != self._announced_version:
+            self._announced_version = self._registry.version
+            self._announced = tasks = self._current_kinds()
         if tasks is None and not any(free):
             return None
         return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks)
+
+    def _current_kinds(self) -> dict[str, int]:
+        """Each registered task's kind of slot (``task_kind``), taken again
+        when the registry changed: a look-up per job, not a call."""
+        if self._registry.version != self._kinds_version:
+            self._kinds_version = self._registry.version
+            self._kinds = self._registry.kinds(self.options.isolation)
+        return self._kinds
 
     async def _send_credit(self) -> None:
         credit = self._credit()

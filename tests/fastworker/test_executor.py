@@ -572,10 +572,10 @@ class TestSlots:
             await harness.assign(quick)
             [ran] = await harness.outcomes_of(quick)
             assert value_of(ran) == 4
-            stats = await harness.stats()
-            assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 1, 0))
             running = [ids for r in harness.results.of(Running) for ids in r.ids]
             assert running == [blocker.id, quick.id]
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 1, 0))
             GATES[gate].set()
             [added] = await harness.outcomes_of(waiting)
         assert value_of(added) == 3
