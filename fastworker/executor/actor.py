@@ -3,14 +3,17 @@
 It takes ``Assign`` (and ``Stop``) from the Dispatcher, tells the
 ResultStore which jobs are ``Running`` and, as they end, how they
 ``Finished``, sends failed attempts with retries left back as ``Retry``,
-and gives ``Credit`` for every slot that frees: one message of each per
-pass of its collector. Jobs run on lanes (async), worker threads (sync) or
-in a process pool (``isolation="process"``); see docs/executor.md.
+and gives ``Credit`` per kind of slot for every slot that frees: one
+message of each per pass of its collector. Jobs run on lanes (async),
+worker threads (sync) or in a process pool (``isolation="process"``), each
+only when a slot of its kind is free; until then it waits here, best
+first, and ``Assign(give_back=True)`` hands the waiting ones back as
+``Returned``. It never runs more jobs of a kind than it has slots, nor
+decides which worker gets what (the Dispatcher's part). See docs/executor.md.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import socket
@@ -26,7 +29,11 @@ from fastworker.executor.isolated import Isolated
 from fastworker.executor.lanes import Lanes
 from fastworker.executor.reports import Reports
 from fastworker.executor.threads import Threads
+from fastworker.executor.waiting import Waiting
 from fastworker.messages import (
+    ASYNC,
+    KINDS,
+    PROCESS,
     Assign,
     CancelOutcome,
     CancelReply,
@@ -36,7 +43,9 @@ from fastworker.messages import (
     Outcome,
     RemoteError,
     Retry,
+    Returned,
     Running,
+    Slots,
     Stop,
 )
 from fastworker.stats import ExecutorStats
@@ -66,16 +75,16 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any
 class ExecutorOptions:
     """How much an executor runs at once, and how it names itself."""
 
-    #: Jobs running at once; also the credit it grants the Dispatcher.
+    #: Async jobs running at once: its lanes, the slots of kind "async".
     concurrency: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    #: Long-lived worker threads that run sync tasks.
+    #: Long-lived worker threads that run sync tasks: the slots of kind "thread".
     threads: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     #: The name in records and credit; empty means "<hostname>:<pid>".
     worker: str = ""
     #: The time limit of jobs whose submission and task set none (seconds).
     default_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
     #: Processes for ``isolation="process"`` tasks, started when first
-    #: needed (0: one per CPU).
+    #: needed (0: one per CPU): the slots of kind "process".
     processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Where sync tasks that do not choose (``@task(isolation=...)``) run.
     isolation: Literal["thread", "process"] = "thread"
@@ -84,13 +93,21 @@ class ExecutorOptions:
     #: being retried. A death before that is a ``WorkerProcessDied`` error,
     #: retried like any error while the job has retries left.
     poison_after: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: Jobs per kind of slot it takes beyond its free slots, to start the
+    #: moment one frees (they hide the round trip to the Dispatcher). They
+    #: wait here, best first; 0 takes only what can start at once.
+    prefetch: int = attrs.field(default=2, validator=attrs.validators.ge(0))
 
 
 class Executor(Actor[Accepts]):
     """Runs assigned jobs and reports them in batches.
 
-    It grants ``concurrency`` credit at start; the Dispatcher never assigns
-    more than it holds, so ``concurrency`` bounds the jobs running at once.
+    It has slots of three kinds (``KINDS``): ``concurrency`` lanes for async
+    tasks, ``threads`` worker threads for sync ones and ``processes`` pool
+    processes for sync ones isolated in a process. A job starts only when a
+    slot of its kind is free; until then it waits here, best first. It
+    grants credit per kind, its slots plus ``prefetch``, and gives back each
+    one that frees; the Dispatcher never assigns more than it holds.
     """
 
     Options = ExecutorOptions
@@ -106,8 +123,18 @@ class Executor(Actor[Accepts]):
         self._lanes = Lanes(options.concurrency, self._reports)
         self._threads = Threads(options.threads, self._reports)
         self._isolated = Isolated(options.processes, self._reports, options.poison_after)
-        self._backlog: collections.deque[Job] = collections.deque()  # assigned past our credit
-        self._credit_out = 0  # credit the Dispatcher holds, as far as we told it
+        self._slots: Slots = (options.concurrency, options.threads, self._isolated.size)
+        self._waiting = Waiting()  # assigned, not started: no slot of their kind was free
+        # Per kind: credit the Dispatcher holds, as far as we told it; and
+        # jobs given back whose Returned is not sent yet (no credit yet).
+        self._credit_out = [0, 0, 0]
+        self._returning = [0, 0, 0]
+        # Each task's kind of slot, as last told the Dispatcher and as the
+        # registry says now; and the registry's version of each.
+        self._announced: dict[str, int] = {}
+        self._announced_version = -1
+        self._kinds: dict[str, int] = {}
+        self._kinds_version = -1
         self._flushed = trio.Event()
         self._flushing = False
 
@@ -117,9 +144,11 @@ class Executor(Actor[Accepts]):
         await self._threads.open(nursery, self.name)
         self._isolated.open(nursery, f"{self.name} ({self.worker})")
         nursery.start_soon(self._collect)
-        self._credit_out = options.concurrency
-        await self.refs["dispatcher"].send(Credit(worker=self.worker, n=options.concurrency))
-        return f"{options.concurrency} slots, {options.threads} threads"
+        first = self._credit()  # all of it, and the tasks
+        assert first is not None
+        await self.refs["dispatcher"].send(first)
+        slots = ", ".join(f"{n} {kind}" for n, kind in zip(self._slots, KINDS, strict=True))
+        return f"slots: {slots}; prefetch {options.prefetch}"
 
     async def handle(self, message: Accepts) -> CancelReply | None:
         if isinstance(message, Stop):  # a call: answered with how it stopped
@@ -130,35 +159,32 @@ class Executor(Actor[Accepts]):
     async def handle_batch(self, messages: list[Accepts]) -> None:
         jobs: list[Job] = []
         stops: list[str] = []  # applied once the batch's jobs have started
+        give_back = False
         for message in messages:
             match message:
                 case Assign():
                     jobs.extend(message.jobs)
                     stops.extend(message.cancel)  # a subworker's, through its link
+                    give_back = give_back or message.give_back
                 case Stop(id=task_id):
                     stops.append(task_id)
                 case _:
                     assert_never(message)
-        self._credit_out -= len(jobs)
-        room = max(self.options.concurrency - self._reports.in_flight - len(self._backlog), 0)
-        if len(jobs) > room:
-            # The Dispatcher sent more than our credit: hold the rest here
-            # rather than run past the bound.
-            log.warning(
-                "%s: assigned %d jobs with room for %d; %d wait for a free slot",
-                self.name, len(jobs), room, len(jobs) - room,
-            )
-            self._backlog.extend(jobs[room:])
-            jobs = jobs[:room]
-        await self._start(jobs)
+        if jobs:
+            await self._start(self._take(jobs))
         for task_id in stops:
             self._stop(task_id)
+        if give_back:
+            await self._give_back()
+        elif self._registry.version != self._announced_version:
+            await self._send_credit()  # the tasks changed: say so now
 
     async def drain(self) -> None:
-        """Wait for running jobs and their reports, then stop the threads
-        and the pool; the node's shutdown deadline cancels whatever is left."""
+        """Wait for running and waiting jobs and their reports, then stop the
+        threads and the pool; the node's shutdown deadline cancels whatever
+        is left."""
         reports = self._reports
-        while (reports.in_flight or self._backlog or reports.pending
+        while (any(reports.running) or any(self._waiting.counts) or reports.pending
                or self._threads.uncollected or self._flushing):
             self._flushed = trio.Event()
             await self._flushed.wait()
@@ -167,10 +193,12 @@ class Executor(Actor[Accepts]):
 
     def stats_detail(self) -> ExecutorStats:
         counts = self._reports.counts
+        a, t, p = self._reports.running
+        wa, wt, wp = self._waiting.counts
         return ExecutorStats(
             worker=self.worker,
             concurrency=self.options.concurrency,
-            in_flight=self._reports.in_flight,
+            in_flight=a + t + p + wa + wt + wp,
             threads=self._threads.started,
             succeeded_total=counts["succeeded"],
             failed_total=counts["failed"],
@@ -179,48 +207,105 @@ class Executor(Actor[Accepts]):
             retried_total=counts["retried"],
             cancelled_total=counts["cancelled"],
             processes=self._isolated.processes,
+            slots=self._slots,
+            running=(a, t, p),
+            waiting=(wa, wt, wp),
+            prefetch=self.options.prefetch,
         )
 
-    # -- starting and stopping jobs -----------------------------------------------
+    # -- taking, starting and stopping jobs ----------------------------------------
 
-    async def _start(self, jobs: list[Job]) -> None:
-        """Tell the store which jobs start, then start them (in that order,
-        so a job's ``Running`` always precedes its ``Finished``)."""
-        reports = self._reports
-        started: list[tuple[Job, Task[Any, Any]]] = []
-        wall = time.time()
+    def _take(self, jobs: list[Job]) -> list[_Ready]:
+        """Charge each job to the credit of its kind, and choose those to
+        start now: as many of each kind as it has free slots, best first;
+        the others wait. A job of a task this worker does not know fails at
+        once (its credit comes back)."""
+        get, kinds, announced = self._registry.get, self._current_kinds(), self._announced
+        credit_out, waiting, reports = self._credit_out, self._waiting, self._reports
+        waits = waiting.counts
+        running, slots = reports.running, self._slots
+        free = [slots[0] - running[0], slots[1] - running[1], slots[2] - running[2]]
+        ready: list[_Ready] = []
         for job in jobs:
-            found = self._registry.get(job.task)
+            found = get(job.task)
             if found is None:
+                credit_out[announced.get(job.task, ASYNC)] -= 1
                 reports.report(self._unknown(job))
-            elif job.expires_at is not None and job.expires_at <= wall:
-                reports.report(Outcome(
-                    id=job.id, attempt=job.attempt, worker=self.worker, started_at=wall,
-                    finished_at=wall, error=RemoteError(
-                        type="TaskExpired", kind="expired",
-                        message=f"its deadline (expires) passed {wall - job.expires_at:.3f} s "
-                        "before it could start; it was not started")))
+                continue
+            kind = kinds[job.task]
+            # Charged to the kind the Dispatcher was told (the same, unless
+            # the task changed since).
+            credit_out[announced.get(job.task, kind)] -= 1
+            if free[kind] > 0 and not waits[kind]:
+                free[kind] -= 1
+                ready.append((job, found, kind))
             else:
-                started.append((job, found))
+                waiting.push(job, found, kind)
+        for kind, out in enumerate(credit_out):
+            if out < 0:
+                # The Dispatcher sent more than our credit: they wait here
+                # rather than run past the slots.
+                log.warning("%s: assigned %d %s jobs past its credit; they wait for a free slot",
+                            self.name, -out, KINDS[kind])
+                credit_out[kind] = 0
+        if any(waits):
+            ready.extend(self._best(free))
+        return ready
+
+    def _best(self, free: list[int]) -> list[_Ready]:
+        """Take the best waiting jobs of each kind into its ``free`` slots."""
+        ready: list[_Ready] = []
+        waiting = self._waiting
+        for kind in range(len(KINDS)):
+            while free[kind] > 0 and (best := waiting.pop(kind)) is not None:
+                free[kind] -= 1
+                ready.append((best[0], best[1], kind))
+        return ready
+
+    async def _start(self, ready: list[_Ready]) -> None:
+        """Tell the store which jobs start, then start them (in that order,
+        so a job's ``Running`` always precedes its ``Finished``). A job whose
+        ``expires`` deadline passed is failed instead."""
+        if not ready:
+            return
+        reports = self._reports
+        running = reports.running
+        started: list[_Ready] = []
+        wall = time.time()
+        for item in ready:
+            job = item[0]
+            if job.expires_at is not None and job.expires_at <= wall:
+                reports.report(self._expired(job, wall))
+            else:
+                started.append(item)
+                running[item[2]] += 1  # its slot is taken from here
         if not started:
             return
-        reports.in_flight += len(started)
         await self.refs["results"].send(
-            Running(ids=tuple(job.id for job, _ in started), worker=self.worker,
-                    started_at=time.time(), attempts=tuple(job.attempt for job, _ in started))
+            Running(ids=tuple(job.id for job, _, _ in started), worker=self.worker,
+                    started_at=time.time(), attempts=tuple(job.attempt for job, _, _ in started))
         )
         default_limit = self.options.default_timeout
-        isolation = self.options.isolation
-        on_lane, on_thread = self._lanes.start, self._threads.start
+        on_lane, on_thread, on_process = (
+            self._lanes.start, self._threads.start, self._isolated.start)
         now = trio.current_time()
-        for job, found in started:
+        for job, found, kind in started:
             limit = time_limit(job.timeout, found, default_limit)
-            if found.is_async:
+            if kind == ASYNC:
                 on_lane(job, found, limit)
-            elif (found.isolation or isolation) == "process":
-                self._isolated.start(job, found, limit)
+            elif kind == PROCESS:
+                on_process(job, found, limit)
             else:
                 on_thread(job, found, limit, now)
+
+    def _expired(self, job: Job, wall: float) -> Outcome:
+        assert job.expires_at is not None
+        return Outcome(
+            id=job.id, attempt=job.attempt, worker=self.worker, started_at=wall,
+            finished_at=wall, error=RemoteError(
+                type="TaskExpired", kind="expired",
+                message=f"its deadline (expires) passed {wall - job.expires_at:.3f} s "
+                "before it could start; it was not started"))
 
     def _unknown(self, job: Job) -> Outcome:
         matches = self._registry.close_matches(job.task)
@@ -241,17 +326,69 @@ class Executor(Actor[Accepts]):
                or self._threads.stop(task_id))
         if how is not None:
             return how
-        for job in self._backlog:
-            if job.id == task_id:
-                self._backlog.remove(job)
-                return self._reports.cancel_unstarted(job)
+        waiting = self._waiting.stop(task_id)
+        if waiting is not None:  # its credit comes back in the collector's pass
+            return self._reports.cancel_unstarted(waiting)
         return "not_queued"
+
+    async def _give_back(self) -> None:
+        """Hand every waiting job back to the Dispatcher in one ``Returned``,
+        then the credit they held (never before: it would count them twice)."""
+        counts = self._waiting.counts.copy()
+        jobs = self._waiting.take_all()
+        if jobs:
+            returning = self._returning
+            for kind, n in enumerate(counts):
+                returning[kind] += n
+            try:
+                await self.refs["dispatcher"].send(Returned(jobs=tuple(jobs)))
+            finally:
+                for kind, n in enumerate(counts):
+                    returning[kind] -= n
+            log.info("%s: gave back %d jobs that had not started", self.name, len(jobs))
+        await self._send_credit()
 
     # -- reporting ---------------------------------------------------------------
 
+    def _credit(self) -> Credit | None:
+        """The credit to grant now, per kind (held by the Dispatcher from
+        here on): slots and prefetch, less what runs, waits or it holds;
+        with the tasks and their kinds if the registry changed since they
+        were last sent. ``None`` if there is neither."""
+        prefetch = self.options.prefetch
+        running, waits = self._reports.running, self._waiting.counts
+        out, returning = self._credit_out, self._returning
+        free = [0, 0, 0]
+        for kind, slots in enumerate(self._slots):
+            n = slots + prefetch - running[kind] - waits[kind] - returning[kind] - out[kind]
+            if n > 0:
+                out[kind] += n
+                free[kind] = n
+        tasks = None
+        if self._registry.version != self._announced_version:
+            self._announced_version = self._registry.version
+            self._announced = tasks = self._current_kinds()
+        if tasks is None and not any(free):
+            return None
+        return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks)
+
+    def _current_kinds(self) -> dict[str, int]:
+        """Each registered task's kind of slot (``task_kind``), taken again
+        when the registry changed: a look-up per job, not a call."""
+        if self._registry.version != self._kinds_version:
+            self._kinds_version = self._registry.version
+            self._kinds = self._registry.kinds(self.options.isolation)
+        return self._kinds
+
+    async def _send_credit(self) -> None:
+        credit = self._credit()
+        if credit is not None:
+            await self.refs["dispatcher"].send(credit)
+
     async def _collect(self) -> None:
-        """Take every report at once; send one ``Finished``, one ``Retry``
-        and one ``Credit`` per pass."""
+        """Take every report at once; start the best waiting jobs into the
+        slots that freed; send one ``Finished``, one ``Retry`` and one
+        ``Credit`` per pass."""
         try:
             while True:
                 await self._reports.wait()
@@ -268,19 +405,19 @@ class Executor(Actor[Accepts]):
     async def _flush(self) -> None:
         reports = self._reports
         self._threads.collect()
-        free = self.options.concurrency - reports.in_flight
-        if self._backlog and free > 0:
-            taken = min(free, len(self._backlog))
-            await self._start([self._backlog.popleft() for _ in range(taken)])
+        if any(self._waiting.counts):
+            running, slots = reports.running, self._slots
+            await self._start(self._best(
+                [slots[0] - running[0], slots[1] - running[1], slots[2] - running[2]]))
         outcomes, retries, delays = reports.take()
-        credit = (
-            self.options.concurrency - reports.in_flight - len(self._backlog) - self._credit_out
-        )
-        if credit > 0:
-            self._credit_out += credit
+        credit = self._credit()
         if outcomes:
             await self.refs["results"].send(Finished(outcomes=tuple(outcomes)))
         if retries:  # after Finished: the store hears of the failure first
             await self.refs["dispatcher"].send(Retry(jobs=tuple(retries), delays=tuple(delays)))
-        if credit > 0:
-            await self.refs["dispatcher"].send(Credit(worker=self.worker, n=credit))
+        if credit is not None:
+            await self.refs["dispatcher"].send(credit)
+
+
+#: A job chosen to start: the job, its task and its kind of slot.
+_Ready = tuple[Job, Task[Any, Any], int]

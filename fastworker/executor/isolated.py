@@ -20,7 +20,7 @@ import trio
 from fastworker.executor.pool import ProcessPool
 from fastworker.executor.reports import Reports
 from fastworker.executor.scopes import Scopes
-from fastworker.messages import CancelOutcome, Job, RemoteError
+from fastworker.messages import PROCESS, CancelOutcome, Job, RemoteError
 from fastworker.tasks import Task
 
 
@@ -41,6 +41,11 @@ class Isolated:
         self._name = ""
         self._pool: ProcessPool | None = None
         self._scopes = Scopes("terminated")
+
+    @property
+    def size(self) -> int:
+        """The most processes the pool runs at once: its slots."""
+        return self._processes or os.cpu_count() or 1
 
     @property
     def processes(self) -> int:
@@ -75,8 +80,7 @@ class Isolated:
 
     async def _run(self, job: Job, found: Task[Any, Any], limit: float | None) -> None:
         if self._pool is None:
-            size = self._processes or os.cpu_count() or 1
-            self._pool = ProcessPool(size, name=self._name)
+            self._pool = ProcessPool(self.size, name=self._name)
         started_at = time.time()
         with trio.CancelScope() as scope:
             self._scopes.hold(job.id, scope)
@@ -89,7 +93,8 @@ class Isolated:
         if retryable and error is not None and error.type == "WorkerProcessDied":
             job, error, retryable = self._died(job, found, error)
         reports = self._reports
-        reports.finish(reports.outcome(job, found, value, error, retryable, started_at), job)
+        reports.finish(reports.outcome(job, found, value, error, retryable, started_at), job,
+                       PROCESS)
 
     def _died(self, job: Job, found: Task[Any, Any], error: RemoteError
               ) -> tuple[Job, RemoteError, bool]:

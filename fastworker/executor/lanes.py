@@ -16,7 +16,7 @@ import trio
 from fastworker.calls import call_async
 from fastworker.executor.reports import Reports
 from fastworker.executor.scopes import Scopes
-from fastworker.messages import CancelOutcome, Job
+from fastworker.messages import ASYNC, CancelOutcome, Job
 from fastworker.tasks import Task
 
 #: A job handed to the lanes: the job, its task and its time limit.
@@ -60,7 +60,7 @@ class Lanes:
         pending = self._pending.pop(task_id, None)
         if pending is None:
             return None
-        self._reports.in_flight -= 1  # a lane that takes it skips it
+        self._reports.running[ASYNC] -= 1  # a lane that takes it skips it
         return self._reports.cancel_unstarted(pending)
 
     async def _lane(self) -> None:
@@ -94,9 +94,10 @@ class Lanes:
                     scopes.release(job.id, scope)  # a Stop that came as it returned is moot
                     running = None
                     reports.finish(
-                        reports.outcome(job, found, value, error, retryable, started_at), job)
+                        reports.outcome(job, found, value, error, retryable, started_at), job,
+                        ASYNC)
             if running is not None:  # the scope ended it: a Stop, or its time limit
                 job, found, limit = running
                 value, error, retryable = scopes.cut_short(job.id, scope, found, limit)
                 reports.finish(reports.outcome(job, found, value, error, retryable, started_at),
-                               job)
+                               job, ASYNC)

@@ -1,6 +1,6 @@
 """What the executor's runners hand back to it: each job's ``Outcome`` (and
-the retry a failed attempt earns), the slot it frees, and a wake-up for the
-collector, which sends them on in batches.
+the retry a failed attempt earns), the slot it frees (counted per kind of
+slot), and a wake-up for the collector, which sends them on in batches.
 
 Touched only on the trio thread, except ``outcome``, which worker threads
 call too: it reads, never writes.
@@ -24,7 +24,7 @@ COUNTS = ("succeeded", "failed", "timed_out", "late", "retried", "cancelled")
 
 class Reports:
     """Outcomes and retries gathered since the collector's last pass, the
-    counts for the executor's snapshot, and the jobs holding a slot.
+    counts for the executor's snapshot, and the jobs holding a slot, per kind.
 
     A runner calls ``finish`` when a job gives its slot back with its
     outcome, ``report`` when the outcome is known but the slot stays taken
@@ -34,8 +34,9 @@ class Reports:
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
-        #: Jobs started and not yet given their slot back.
-        self.in_flight = 0
+        #: Jobs started and not yet given their slot back, per kind of slot
+        #: (``KINDS`` index): the executor adds, each runner takes off its own.
+        self.running = [0, 0, 0]
         self.counts = dict.fromkeys(COUNTS, 0)
         self._outbox: list[Outcome] = []
         # Failed attempts to run again, and after how long.
@@ -61,9 +62,9 @@ class Reports:
                        error=error, started_at=started_at, finished_at=time.time(),
                        retry_in=retry_in)
 
-    def finish(self, outcome: Outcome, job: Job) -> None:
-        """A job ended and gives its slot back: report it."""
-        self.in_flight -= 1
+    def finish(self, outcome: Outcome, job: Job, kind: int) -> None:
+        """A job ended and gives its slot (of ``kind``) back: report it."""
+        self.running[kind] -= 1
         self.report(outcome, job)
 
     def report(self, outcome: Outcome, job: Job | None = None) -> None:

@@ -20,7 +20,7 @@ import trio
 from actors.timers import DueHeap, Timer
 from fastworker.calls import call_sync, cancelled_error, timeout_error
 from fastworker.executor.reports import Reports
-from fastworker.messages import CancelOutcome, Job, Outcome
+from fastworker.messages import THREAD, CancelOutcome, Job, Outcome
 from fastworker.tasks import Task
 
 
@@ -109,7 +109,7 @@ class Threads:
             run = completed.popleft()
             if self._runs.get(run.job.id) is run:  # not another run of that id
                 del self._runs[run.job.id]
-            reports.in_flight -= 1
+            reports.running[THREAD] -= 1
             if run.abandoned:
                 if run.started_mono is not None:  # it ran: what it returned is discarded
                     reports.counts["late"] += 1

@@ -9,13 +9,12 @@ which real time drives, is a tiny one whose outcome is awaited as an event.
 
 from __future__ import annotations
 
-import time
-
 import itertools
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,8 +26,10 @@ import trio.testing
 
 from actors import Actor, GetStats, Node, Topology, open_node
 from fastworker.executor import Executor
-from fastworker.stats import ExecutorStats
 from fastworker.messages import (
+    ASYNC,
+    PROCESS,
+    THREAD,
     Assign,
     CancelReply,
     Credit,
@@ -36,12 +37,13 @@ from fastworker.messages import (
     Job,
     Outcome,
     Retry,
+    Returned,
     Running,
     Stop,
 )
 from fastworker.payload import pack_call, unpack_value
+from fastworker.stats import ExecutorStats
 from fastworker.tasks import Backoff, TaskRegistry, task
-
 from tests.fastworker import sample_tasks
 from tests.fastworker.sample_tasks import (
     ENTERED,
@@ -79,9 +81,13 @@ class Log:
     def outcomes(self) -> dict[str, Outcome]:
         return {o.id: o for f in self.of(Finished) for o in f.outcomes}
 
-    @property
-    def credits(self) -> list[int]:
-        return [c.n for c in self.of(Credit)]
+    def credits(self, kind: int) -> list[int]:
+        """Of each Credit in order, the slots of ``kind`` it grants."""
+        return [c.slots[kind] for c in self.of(Credit)]
+
+    def granted(self, kind: int) -> int:
+        """The credit of ``kind`` granted so far."""
+        return sum(self.credits(kind))
 
 
 class StandIn(Actor[Any]):
@@ -136,12 +142,12 @@ async def executor(
 
 
 def job(task: str, *args: Any, timeout: float | None = None, payload: bytes | None = None,
-        **kwargs: Any) -> Job:
+        priority: int = 2, **kwargs: Any) -> Job:
     return Job(
         id=f"j{next(_ids)}",
         task=task,
         payload=pack_call(args, kwargs) if payload is None else payload,
-        priority=2,
+        priority=priority,
         timeout=timeout,
         attempt=1,
     )
@@ -155,6 +161,29 @@ def value_of(outcome: Outcome) -> Any:
 
 
 @pytest.fixture
+def gates() -> Any:
+    """Makes keys for ``tests.sample.block``, each with its events; every
+    one is released at teardown whatever happens."""
+    keys: list[str] = []
+
+    def make() -> str:
+        key = f"gate{next(_ids)}"
+        GATES[key], ENTERED[key] = threading.Event(), threading.Event()
+        keys.append(key)
+        return key
+
+    yield make
+    for key in keys:
+        GATES.pop(key).set()
+        ENTERED.pop(key)
+
+
+async def entered(key: str) -> bool:
+    """Whether a ``tests.sample.block`` job of ``key`` began within 10 s."""
+    return await trio.to_thread.run_sync(ENTERED[key].wait, 10.0)
+
+
+@pytest.fixture
 def gate() -> Any:
     """A key for ``tests.sample.block``; its thread is released at teardown
     whatever happens, so no test leaves a thread blocked."""
@@ -163,14 +192,6 @@ def gate() -> Any:
     yield key
     GATES.pop(key).set()
     ENTERED.pop(key)
-
-
-async def test_setup_grants_concurrency_as_credit() -> None:
-    """On start the executor grants the dispatcher its whole concurrency."""
-    async with executor(concurrency=7, threads=2) as harness:
-        await harness.dispatcher.until(lambda: bool(harness.dispatcher.messages))
-        assert harness.dispatcher.messages[0] == Credit(worker="w", n=7)
-        assert harness.node.ready["executor"] == "7 slots, 2 threads"
 
 
 async def test_worker_name_defaults_to_host_and_pid() -> None:
@@ -228,11 +249,13 @@ class TestErrors:
         matches, is never reported running, and its slot comes back."""
         registry = TaskRegistry()
         registry.register(sample_tasks.noop)
-        async with executor(registry=registry, concurrency=2) as harness:
+        async with executor(registry=registry, concurrency=2, prefetch=0) as harness:
             the_job = job("tests.sample.nop")
             await harness.assign(the_job)
             [outcome] = await harness.outcomes_of(the_job)
-            await harness.dispatcher.until(lambda: harness.dispatcher.credits == [2, 1])
+            # Never announced: its credit is taken back as async.
+            await harness.dispatcher.until(
+                lambda: harness.dispatcher.credits(ASYNC) == [2, 1])
         assert outcome.error is not None
         assert outcome.error.type == "UnknownTask"
         assert outcome.error.message == (
@@ -246,12 +269,12 @@ class TestErrors:
         """A job whose deadline passed on its way here is not started: it
         ends as expired, is never reported running, and its slot comes back;
         one still in time runs."""
-        async with executor(concurrency=2) as harness:
+        async with executor(threads=2, prefetch=0) as harness:
             stale = attrs.evolve(job("tests.sample.add", 1, 2), expires_at=time.time() - 1)
             fresh = attrs.evolve(job("tests.sample.add", 2, 2), expires_at=time.time() + 60)
             await harness.assign(stale, fresh)
             expired, ran = await harness.outcomes_of(stale, fresh)
-            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) >= 4)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(THREAD) == 4)
         assert expired.error is not None
         assert (expired.error.type, expired.error.kind) == ("TaskExpired", "expired")
         assert value_of(ran) == 4
@@ -285,7 +308,7 @@ class TestErrors:
 
     async def test_stats_count_outcomes(self) -> None:
         """The snapshot counts successes and failures apart."""
-        async with executor(concurrency=3, threads=2) as harness:
+        async with executor(concurrency=3, threads=2, processes=1) as harness:
             jobs = [job("tests.sample.add", 1, 1), job("tests.sample.fail", 1),
                     job("tests.sample.nothing")]
             await harness.assign(*jobs)
@@ -293,6 +316,7 @@ class TestErrors:
             assert await harness.stats() == ExecutorStats(
                 worker="w", concurrency=3, in_flight=0, threads=2, succeeded_total=1,
                 failed_total=2, timed_out_total=0, late_results_discarded=0,
+                slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=2,
             )
 
 
@@ -321,7 +345,7 @@ class TestTimeLimits:
         ]
         assert value_of(outcomes[3]) == "slept"
         assert (stats.timed_out_total, stats.failed_total, stats.in_flight) == (3, 0, 0)
-        assert sum(harness.dispatcher.credits[1:]) == 4
+        assert harness.dispatcher.granted(ASYNC) - harness.dispatcher.credits(ASYNC)[0] == 4
 
     async def test_sync_timeout_fails_at_deadline_and_keeps_slot_until_thread_ends(
         self, gate: str
@@ -329,7 +353,7 @@ class TestTimeLimits:
         """A sync task past its limit is reported as timed out at once; its
         slot returns only when its thread is done, and its late result is
         discarded."""
-        async with executor(concurrency=1, threads=1) as harness:
+        async with executor(concurrency=1, threads=1, prefetch=0) as harness:
             the_job = job("tests.sample.block", gate, timeout=0.05)
             await harness.assign(the_job)
             [outcome] = await harness.outcomes_of(the_job)
@@ -341,10 +365,10 @@ class TestTimeLimits:
             # The thread is still in the task: the slot stays taken.
             stats = await harness.stats()
             assert (stats.in_flight, stats.late_results_discarded) == (1, 0)
-            assert harness.dispatcher.credits == [1]
+            assert harness.dispatcher.credits(THREAD) == [1]
 
             GATES[gate].set()
-            await harness.dispatcher.until(lambda: harness.dispatcher.credits == [1, 1])
+            await harness.dispatcher.until(lambda: harness.dispatcher.credits(THREAD) == [1, 1])
             stats = await harness.stats()
             assert (stats.in_flight, stats.late_results_discarded) == (0, 1)
             assert (stats.timed_out_total, stats.succeeded_total) == (1, 0)
@@ -372,27 +396,29 @@ class TestBatching:
     async def test_reports_are_batched(self, task: str) -> None:
         """One Running per Assign, and far fewer Finished and Credit messages
         than jobs."""
-        async with executor(concurrency=100) as harness:
+        kind = ASYNC if task.endswith("async_add") else THREAD
+        async with executor(concurrency=100, threads=100, prefetch=0) as harness:
             jobs = [job(task, n, 1) for n in range(100)]
             await harness.assign(*jobs)
             outcomes = await harness.outcomes_of(*jobs)
-            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 200)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(kind) == 200)
         assert [value_of(o) for o in outcomes] == list(range(1, 101))
         assert len(harness.results.of(Running)) == 1
         assert len(harness.results.of(Finished)) <= 25
         assert len(harness.dispatcher.of(Credit)) <= 26
 
-    async def test_credit_adds_back_up_to_concurrency(self) -> None:
+    async def test_credit_adds_back_up_to_slots_and_prefetch(self) -> None:
         """After the initial grant, credit comes back one per finished job,
-        until the dispatcher holds the whole concurrency again."""
-        async with executor(concurrency=4, threads=2) as harness:
+        until the dispatcher holds the kind's slots and prefetch again."""
+        async with executor(concurrency=4, threads=2, prefetch=2) as harness:
             jobs = [job("tests.sample.add", n, n) for n in range(4)]
             await harness.assign(*jobs)
             await harness.outcomes_of(*jobs)
-            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 8)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(THREAD) == 8)
             await trio.testing.wait_all_tasks_blocked()
-        assert harness.dispatcher.credits[0] == 4
-        assert sum(harness.dispatcher.credits) == 8
+        assert harness.dispatcher.credits(THREAD)[0] == 4
+        assert harness.dispatcher.granted(THREAD) == 8
+        assert harness.dispatcher.granted(ASYNC) == 6  # untouched
 
 
 class TestConcurrency:
@@ -407,8 +433,8 @@ class TestConcurrency:
             credits = harness.dispatcher
             sent = 0
             while sent < len(jobs):
-                await credits.until(lambda: sum(credits.credits) > sent)
-                n = sum(credits.credits) - sent
+                await credits.until(lambda sent=sent: credits.granted(ASYNC) > sent)
+                n = credits.granted(ASYNC) - sent
                 await harness.assign(*jobs[sent : sent + n])
                 sent += n
             await harness.outcomes_of(*jobs)
@@ -422,13 +448,13 @@ class TestConcurrency:
         Concurrency.peak = 0
         jobs = [job("tests.sample.overlap", 1) for _ in range(10)]
         with caplog.at_level(logging.WARNING, logger="fastworker.executor"):
-            async with executor(concurrency=3) as harness:
+            async with executor(concurrency=3, prefetch=1) as harness:
                 await harness.assign(*jobs)
                 outcomes = await harness.outcomes_of(*jobs)
-                await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 13)
+                await harness.dispatcher.until(lambda: harness.dispatcher.granted(ASYNC) == 8)
         assert all(o.error is None for o in outcomes)
         assert Concurrency.peak == 3
-        assert "executor: assigned 10 jobs with room for 3; 7 wait for a free slot" in (
+        assert "executor: assigned 6 async jobs past its credit; they wait for a free slot" in (
             caplog.messages
         )
         assert len(harness.results.of(Running)) > 1
@@ -445,7 +471,192 @@ class TestConcurrency:
         assert threading.get_ident() not in THREAD_IDENTS
 
 
-class TestStop:
+class TestSlots:
+    """A job starts only on a free slot of its kind; the others wait here,
+    best first; credit is counted per kind."""
+
+    async def test_setup_grants_slots_and_prefetch_per_kind_and_names_the_tasks(
+        self, gates: Callable[[], str], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The first Credit grants each kind its slots plus the prefetch, and
+        names every task with its kind; jobs of one kind take only that
+        kind's credit, which comes back as they end."""
+        async with executor(threads=2, processes=1, concurrency=3, prefetch=1) as harness:
+            dispatcher = harness.dispatcher
+            await dispatcher.until(lambda: bool(dispatcher.of(Credit)))
+            [first] = dispatcher.of(Credit)
+            assert first == Credit(worker="w", slots=(4, 3, 2))
+            assert first.tasks is not None
+            assert (first.tasks["tests.sample.add"], first.tasks["tests.sample.async_add"]) == (
+                THREAD, ASYNC)
+            assert harness.node.ready["executor"] == (
+                "slots: 3 async, 2 thread, 1 process; prefetch 1")
+
+            keys = [gates() for _ in range(3)]
+            blocked = [job("tests.sample.block", key) for key in keys]
+            await harness.assign(*blocked)
+            assert await entered(keys[0]) and await entered(keys[1])
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting, stats.in_flight) == ((0, 2, 0), (0, 1, 0), 3)
+            # The thread credit is spent (one more is past it); the async
+            # credit is whole: 4 async jobs are no surprise.
+            key = f"slots{next(_ids)}"
+            TRIO_GATES[key] = trio.Event()
+            waits = [job("tests.sample.async_wait", key) for _ in range(4)]
+            with caplog.at_level(logging.WARNING, logger="fastworker.executor"):
+                await harness.assign(*waits)
+                past = job("tests.sample.add", 1, 1)
+                await harness.assign(past)
+                await trio.testing.wait_all_tasks_blocked()
+            assert caplog.messages == [
+                "executor: assigned 1 thread jobs past its credit; they wait for a free slot"]
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((3, 2, 0), (1, 2, 0))
+            assert len(dispatcher.of(Credit)) == 1
+
+            # As they end, each kind's credit comes back to it.
+            TRIO_GATES[key].set()
+            for key in keys:
+                GATES[key].set()
+            await harness.outcomes_of(*blocked, *waits, past)
+            await dispatcher.until(lambda: dispatcher.granted(THREAD) == 3 + 3)
+            await dispatcher.until(lambda: dispatcher.granted(ASYNC) == 4 + 4)
+            await trio.testing.wait_all_tasks_blocked()
+            # The thread job past the credit was not credit given: 3, not 4, come back.
+            assert [dispatcher.granted(kind) for kind in (ASYNC, THREAD, PROCESS)] == [8, 6, 2]
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting, stats.in_flight) == ((0, 0, 0), (0, 0, 0), 0)
+
+    async def test_a_critical_job_starts_before_low_ones_that_waited_longer(
+        self, gates: Callable[[], str]
+    ) -> None:
+        """Jobs waiting for a slot start best first (priority, then arrival),
+        not in the order they came."""
+        async with executor(threads=2, prefetch=1) as harness:
+            blocker_key, critical_key = gates(), gates()
+            low_keys = [gates() for _ in range(3)]
+            blocker = job("tests.sample.block", blocker_key, priority=3)
+            lows = [job("tests.sample.block", key, priority=3) for key in low_keys]
+            critical = job("tests.sample.block", critical_key, priority=0)
+            await harness.assign(blocker)
+            await harness.assign(*lows)  # the first takes the other thread
+            await harness.assign(critical)
+            assert await entered(blocker_key) and await entered(low_keys[0])
+            GATES[blocker_key].set()  # a thread frees: the critical job takes it
+            assert await entered(critical_key)
+            assert not ENTERED[low_keys[1]].is_set() and not ENTERED[low_keys[2]].is_set()
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 2, 0), (0, 2, 0))
+            started = [ids for r in harness.results.of(Running) for ids in r.ids]
+            assert started == [blocker.id, lows[0].id, critical.id]
+            GATES[low_keys[0]].set()  # then the low ones, in their order
+            assert await entered(low_keys[1])
+            assert not ENTERED[low_keys[2]].is_set()
+            for key in (critical_key, *low_keys):
+                GATES[key].set()
+            await harness.outcomes_of(blocker, critical, *lows)
+        started = [ids for r in harness.results.of(Running) for ids in r.ids]
+        assert started == [blocker.id, lows[0].id, critical.id, lows[1].id, lows[2].id]
+
+    async def test_a_sync_job_waits_for_its_kind_while_async_slots_are_free(
+        self, gate: str
+    ) -> None:
+        """With every thread busy, a sync job is not started (not reported
+        running, not queued for a thread) however many async slots are
+        free; async jobs run past it."""
+        async with executor(concurrency=8, threads=1, prefetch=1) as harness:
+            blocker, waiting = job("tests.sample.block", gate), job("tests.sample.add", 1, 2)
+            await harness.assign(blocker, waiting)
+            await trio.to_thread.run_sync(ENTERED[gate].wait)
+            quick = job("tests.sample.async_add", 2, 2)
+            await harness.assign(quick)
+            [ran] = await harness.outcomes_of(quick)
+            assert value_of(ran) == 4
+            running = [ids for r in harness.results.of(Running) for ids in r.ids]
+            assert running == [blocker.id, quick.id]
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 1, 0))
+            GATES[gate].set()
+            [added] = await harness.outcomes_of(waiting)
+        assert value_of(added) == 3
+        running = [ids for r in harness.results.of(Running) for ids in r.ids]
+        assert running == [blocker.id, quick.id, waiting.id]
+
+    async def test_give_back_returns_the_waiting_jobs_and_then_their_credit(
+        self, gate: str
+    ) -> None:
+        """``Assign(give_back=True)`` hands back every job not started, best
+        first and as they came (same attempt), in one Returned followed by
+        their credit; the running job runs on."""
+        async with executor(threads=1, prefetch=3) as harness:
+            dispatcher = harness.dispatcher
+            running = job("tests.sample.block", gate)
+            second = attrs.evolve(job("tests.sample.add", 1, 1), attempt=2)
+            first = job("tests.sample.add", 2, 2, priority=0)
+            last = job("tests.sample.add", 3, 3)
+            await harness.assign(running, second, first, last)
+            await trio.to_thread.run_sync(ENTERED[gate].wait)
+            await harness.node.refs["executor"].send(Assign(jobs=(), give_back=True))
+            await dispatcher.until(lambda: len(dispatcher.of(Credit)) == 2)
+            [returned] = dispatcher.of(Returned)
+            assert returned.jobs == (first, second, last)
+            credit = dispatcher.of(Credit)[1]
+            assert dispatcher.messages.index(returned) < dispatcher.messages.index(credit)
+            assert credit.slots == (0, 3, 0) and credit.tasks is None
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 0, 0))
+            GATES[gate].set()
+            [outcome] = await harness.outcomes_of(running)
+            await dispatcher.until(lambda: dispatcher.granted(THREAD) == 4 + 3 + 1)
+        assert value_of(outcome) == "late"
+        assert set(harness.results.outcomes) == {running.id}  # the others never ran here
+        assert [ids for r in harness.results.of(Running) for ids in r.ids] == [running.id]
+
+    async def test_tasks_are_named_at_setup_and_after_the_registry_changes(
+        self, gate: str
+    ) -> None:
+        """Credit.tasks comes in the first Credit and in the first one after
+        each change to the registry (from the next batch or collector pass,
+        with no credit if there is none), and never otherwise."""
+        registry = TaskRegistry()
+        registry.register(sample_tasks.block)
+        async with executor(registry=registry, concurrency=1, threads=1, processes=1,
+                            prefetch=0) as harness:
+            dispatcher = harness.dispatcher
+            the_job = job("tests.sample.block", gate)
+            GATES[gate].set()
+            await harness.assign(the_job)
+            await harness.outcomes_of(the_job)
+            await dispatcher.until(lambda: len(dispatcher.of(Credit)) == 2)
+            # A batch after a change: the tasks, with no credit to give.
+            registry.register(sample_tasks.async_add)
+            await harness.node.refs["executor"].send(Assign(jobs=()))
+            await dispatcher.until(lambda: len(dispatcher.of(Credit)) == 3)
+            await harness.node.refs["executor"].send(Assign(jobs=()))  # no change: nothing
+            # A change while a job runs: the collector's pass as it ends
+            # sends its credit and the tasks.
+            GATES[gate].clear()
+            ENTERED[gate].clear()
+            other = job("tests.sample.block", gate)
+            await harness.assign(other)
+            await trio.to_thread.run_sync(ENTERED[gate].wait)
+            registry.register(sample_tasks.pid)
+            GATES[gate].set()
+            await harness.outcomes_of(other)
+            await dispatcher.until(lambda: len(dispatcher.of(Credit)) == 4)
+            await trio.testing.wait_all_tasks_blocked()
+        credits = dispatcher.of(Credit)
+        assert [c.slots for c in credits] == [(1, 1, 1), (0, 1, 0), (0, 0, 0), (0, 1, 0)]
+        assert [c.tasks for c in credits] == [
+            {"tests.sample.block": THREAD},
+            None,
+            {"tests.sample.block": THREAD, "tests.sample.async_add": ASYNC},
+            {"tests.sample.block": THREAD, "tests.sample.async_add": ASYNC,
+             "tests.sample.pid": THREAD},
+        ]
+
+
+class TestGracefulStop:
     async def test_graceful_stop_waits_for_a_running_job(self) -> None:
         """Leaving the node lets a running job finish and report first; the
         worker threads end afterwards."""
@@ -503,7 +714,10 @@ class TestRetries:
             jobs = [attrs.evolve(job("tests.sample.retried", n), attempt=n) for n in (1, 2, 3)]
             await harness.assign(*jobs)
             outcomes = await harness.outcomes_of(*jobs)
-            retried = lambda: [j.attempt for r in harness.dispatcher.of(Retry) for j in r.jobs]
+
+            def retried() -> list[int]:
+                return [j.attempt for r in harness.dispatcher.of(Retry) for j in r.jobs]
+
             await harness.dispatcher.until(lambda: len(retried()) == 2)
         assert [o.retry_in for o in outcomes] == [1.0, 3.0, None]
         assert sorted(retried()) == [2, 3]  # threads finish in any order
@@ -601,7 +815,7 @@ class TestStop:
     async def test_a_running_thread_job_is_abandoned_and_its_result_discarded(
         self, gate: str
     ) -> None:
-        async with executor(concurrency=2, threads=1) as harness:
+        async with executor(concurrency=2, threads=1, prefetch=1) as harness:
             running = job("tests.sample.block", gate)
             waiting = job("tests.sample.add", 1, 2)
             await harness.assign(running, waiting)
@@ -610,7 +824,7 @@ class TestStop:
             not_begun = await self.stop(harness, waiting)
             outcomes = await harness.outcomes_of(running, waiting)
             GATES[gate].set()
-            await harness.dispatcher.until(lambda: sum(harness.dispatcher.credits) == 4)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(THREAD) == 4)
             stats = await harness.stats()
         assert (how, not_begun) == ("abandoned", "cancelled")
         assert [o.error.kind if o.error else None for o in outcomes] == ["cancelled"] * 2

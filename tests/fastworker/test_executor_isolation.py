@@ -12,7 +12,7 @@ import attrs
 import pytest
 import trio
 
-from fastworker.messages import Retry
+from fastworker.messages import PROCESS, Retry
 from tests.fastworker import crash_tasks  # noqa: F401 (registers tests.crash.*)
 from tests.fastworker.test_executor import executor, job, value_of
 
@@ -23,7 +23,7 @@ from tests.fastworker.test_executor import executor, job, value_of
     ("segfault", f"killed by signal SIGSEGV ({signal.SIGSEGV.value})"),
 ])
 async def test_a_job_that_kills_its_process_fails_alone(how: str, said: str) -> None:
-    async with executor(isolation="process", processes=2, concurrency=8) as harness:
+    async with executor(isolation="process", processes=2, prefetch=6) as harness:
         crash = job("tests.crash.once", how)
         neighbours = [job("tests.sample.add", n, n) for n in range(6)]
         await harness.assign(neighbours[0], crash, *neighbours[1:])
@@ -42,7 +42,7 @@ async def test_a_job_that_kills_its_process_fails_alone(how: str, said: str) -> 
     assert value_of(ran) != os.getpid()
     assert sorted(finished) == sorted(j.id for j in [crash, *neighbours, after])  # once each
     assert (stats.in_flight, stats.failed_total, stats.succeeded_total) == (0, 1, 7)
-    assert sum(harness.dispatcher.credits) == 8 + 8  # every slot given back
+    assert harness.dispatcher.granted(PROCESS) == 8 + 8  # every slot given back
 
 
 async def test_a_job_whose_process_died_is_poison_at_the_first_death_by_default() -> None:
