@@ -27,9 +27,10 @@ SMALL = {"FASTWORKER_CONCURRENCY": str(SLOTS), "FASTWORKER_PREFETCH": str(PREFET
 
 async def saturate(f: Fleet, client: Client, prefix: str, n: int = SLOTS) -> list[str]:
     """``n`` held low-priority tasks, once all have started."""
+    before = len(f.gate.started)
     ids = [await client.delay("tests.hold", f.gate.port, f"{prefix}{i}", priority="low")
            for i in range(n)]
-    await f.gate.wait_started(len(f.gate.started) + n)
+    await f.gate.wait_started(before + n)
     return ids
 
 
@@ -106,9 +107,12 @@ async def test_an_idle_newcomer_gets_the_queue_a_busy_worker_cannot_start(
 async def test_a_drained_worker_gives_back_what_it_has_not_started(
     control_env: dict[str, str],  # noqa: F811
 ) -> None:
-    """An operator drains a busy subworker: the task it prefetched goes
-    back to the queue at once, and a newcomer starts it and the queued ones
-    while the drained worker's running tasks go on. Each runs once."""
+    """An operator drains the only subworker while it is busy: the task it
+    prefetched comes back to the queue at once, and the control plane's
+    executor (the only worker left for the task) starts it and the queued
+    ones while the drained worker's running tasks go on. Each runs once,
+    as its first attempt. The drained worker used to keep what it held
+    until its slots freed."""
     dashboard = f"127.0.0.1:{free_tcp_ports(1)}"
     async with fleet(control_env) as f:
         control = await f.start_control(FASTWORKER_LOCAL="never", FASTWORKER_DASHBOARD=dashboard)
@@ -121,15 +125,14 @@ async def test_a_drained_worker_gives_back_what_it_has_not_started(
                 answer = await http.post(f"/api/workers/{drained_id}/drain")
             assert answer.status_code == 200, answer.text
             await control.wait_for(f"worker {drained_id} gave back {PREFETCH} jobs")
-            newcomer = await f.start_sub(concurrency=SLOTS, FASTWORKER_PREFETCH=str(PREFETCH))
             await f.gate.wait_started(SLOTS + 3)
             started = list(f.gate.started)
             await f.gate.open()
             pids = await client.results(busy + queued, timeout=20)
             records = [await client.status(task_id) for task_id in queued]
-    assert sorted(label for pid, label in started if pid == newcomer.process.pid) == [
+    assert sorted(label for pid, label in started if pid == control.process.pid) == [
         "q0", "q1", "q2"]
-    assert pids == [drained.process.pid] * SLOTS + [newcomer.process.pid] * 3
+    assert pids == [drained.process.pid] * SLOTS + [control.process.pid] * 3
     assert {r.attempt for r in records} == {1}  # given back unstarted: the same attempt
 
 
