@@ -5,8 +5,10 @@ comes back when it is drained or lost.
 
 The ``tests.hold`` tasks report to the test's gate when they start and run
 until it opens (``tests/process/test_subworkers.py``), so the tests see the
-order in which tasks started without polling. Each worker here has 4 async
-slots and a prefetch of 1 (``FASTWORKER_CONCURRENCY``, ``FASTWORKER_PREFETCH``).
+order in which tasks started without polling. Each worker here has a
+prefetch of 1 (``FASTWORKER_PREFETCH``); the priority cases use sync tasks
+on its 8 worker threads, the others async tasks on 4 lanes
+(``FASTWORKER_CONCURRENCY``).
 """
 
 from __future__ import annotations
@@ -23,24 +25,27 @@ from tests.process.test_subworkers import Fleet, control_env, fleet  # noqa: F40
 SLOTS = 4
 PREFETCH = 1
 SMALL = {"FASTWORKER_CONCURRENCY": str(SLOTS), "FASTWORKER_PREFETCH": str(PREFETCH)}
+#: The worker threads of an executor (``threads`` in the shipped configs).
+THREADS = 8
 
 
-async def saturate(f: Fleet, client: Client, prefix: str, n: int = SLOTS) -> list[str]:
+async def saturate(f: Fleet, client: Client, prefix: str, n: int = SLOTS,
+                   task: str = "tests.hold") -> list[str]:
     """``n`` held low-priority tasks, once all have started."""
     before = len(f.gate.started)
-    ids = [await client.delay("tests.hold", f.gate.port, f"{prefix}{i}", priority="low")
+    ids = [await client.delay(task, f.gate.port, f"{prefix}{i}", priority="low")
            for i in range(n)]
     await f.gate.wait_started(before + n)
     return ids
 
 
 async def priority_case(f: Fleet, client: Client) -> list[str]:
-    """Every slot busy, 20 low tasks queued, then 5 critical ones: the
-    labels of what started after the busy ones, in order."""
-    busy = await saturate(f, client, "busy")
-    low = [await client.delay("tests.hold", f.gate.port, f"low{i}", priority="low")
-           for i in range(20)]
-    critical = [await client.delay("tests.hold", f.gate.port, f"crit{i}", priority="critical")
+    """Every worker thread busy, 20 low sync tasks queued, then 5 critical
+    ones: the labels of what started after the busy ones, in order."""
+    task = "tests.hold_thread"
+    busy = await saturate(f, client, "busy", THREADS, task)
+    low = [await client.delay(task, f.gate.port, f"low{i}", priority="low") for i in range(20)]
+    critical = [await client.delay(task, f.gate.port, f"crit{i}", priority="critical")
                 for i in range(5)]
     await f.gate.open()
     await client.results(busy + low + critical, timeout=30)
@@ -55,17 +60,17 @@ def lows_before_last_critical(order: list[str]) -> int:
 async def test_a_critical_task_starts_before_queued_low_ones_on_the_control_plane(
     control_env: dict[str, str],  # noqa: F811
 ) -> None:
-    """The control plane alone, its slots busy: 5 critical tasks sent after
-    20 low ones start before all but a few of them (the prefetched low one,
-    and those that took slots alongside the criticals). The executor used to
-    take 256 jobs for 4 slots, and all 20 low ones ran first."""
+    """The control plane alone, its threads busy: 5 critical tasks sent
+    after 20 low ones start before all but a few of them (the prefetched low
+    one, and those that took threads alongside the criticals). The executor
+    used to take 256 jobs for its 8 threads, and all 20 low ones ran first."""
     async with fleet(control_env) as f:
-        await f.start_control(**SMALL)
+        await f.start_control(FASTWORKER_PREFETCH=str(PREFETCH))
         async with Client(f.address) as client:
             order = await priority_case(f, client)
     assert sorted(order) == sorted([f"low{i}" for i in range(20)] +
                                    [f"crit{i}" for i in range(5)])
-    assert lows_before_last_critical(order) <= PREFETCH + SLOTS, order
+    assert lows_before_last_critical(order) <= PREFETCH + THREADS, order
 
 
 async def test_a_critical_task_starts_before_queued_low_ones_on_a_subworker(
@@ -74,11 +79,11 @@ async def test_a_critical_task_starts_before_queued_low_ones_on_a_subworker(
     """The same on a subworker (the control plane only coordinates)."""
     async with fleet(control_env) as f:
         await f.start_control(FASTWORKER_LOCAL="never")
-        sub = await f.start_sub(concurrency=SLOTS, FASTWORKER_PREFETCH=str(PREFETCH))
+        sub = await f.start_sub(FASTWORKER_PREFETCH=str(PREFETCH))
         async with Client(f.address) as client:
             order = await priority_case(f, client)
     assert {pid for pid, _ in f.gate.started} == {sub.process.pid}
-    assert lows_before_last_critical(order) <= PREFETCH + SLOTS, order
+    assert lows_before_last_critical(order) <= PREFETCH + THREADS, order
 
 
 async def test_an_idle_newcomer_gets_the_queue_a_busy_worker_cannot_start(
