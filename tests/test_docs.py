@@ -1,6 +1,6 @@
 """The examples of docs/tasks.md marked ``python run`` run as the page
 says: each is a script, run in its own process against a control plane
-with one executor slot."""
+with one async slot."""
 
 from __future__ import annotations
 
