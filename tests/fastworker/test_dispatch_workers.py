@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -46,6 +46,7 @@ from fastworker.internal import (
     WorkerLeft,
 )
 from fastworker.messages import (
+    ASYNC,
     CODEC,
     Ack,
     Assign,
@@ -65,6 +66,7 @@ from fastworker.messages import (
     Report,
     Retry,
     Running,
+    Slots,
     Stop,
     UnknownWorker,
 )
@@ -74,8 +76,10 @@ from tests.fastworker.helpers import Recorder
 PEER = "tcp://10.0.0.7:40000"
 #: Virtual seconds a background request waits before failing instead of hanging.
 PATIENCE = 10_000.0
-#: The tasks the local executor has: "a" (subworkers have it too) and "l".
-LOCAL_TASKS = frozenset({"a", "l"})
+#: The tasks the local executor has, and their kinds of slot: "a"
+#: (subworkers have it too) and "l", both async.
+LOCAL_KINDS = {"a": ASYNC, "l": ASYNC}
+LOCAL_TASKS = frozenset(LOCAL_KINDS)
 
 
 class Pending:
@@ -101,6 +105,9 @@ class Harness:
     inbox_got: list[Any]
     executor_got: list[Any]
     results_got: list[Any]
+    #: The tasks the local executor says it runs in its first Credit.
+    local_tasks: dict[str, int] = attrs.field(factory=lambda: dict(LOCAL_KINDS))
+    credited: bool = False
 
     async def send(self, *messages: Any) -> None:
         """Send messages so that the dispatcher handles them as one batch."""
@@ -121,13 +128,24 @@ class Harness:
         await trio.testing.wait_all_tasks_blocked()
         return pending
 
-    async def join(self, worker: str, *tasks: str, credit: int = 0,
+    async def join(self, worker: str, *tasks: str, credit: int | Slots = 0,
                    at_most_once: Collection[str] = ()) -> None:
-        """A subworker registers (the Registry's WorkerJoined) and offers credit."""
+        """A subworker registers (the Registry's WorkerJoined) and offers
+        credit (a number: of async slots, which its tasks take)."""
         await self.send(WorkerJoined(worker=worker, tasks=frozenset(tasks),
                                      at_most_once=frozenset(at_most_once)))
-        if credit:
-            assert await self.request(Report(worker=worker, credit=credit)) == [Ack()]
+        slots = (credit, 0, 0) if isinstance(credit, int) else credit
+        if any(slots):
+            assert await self.request(Report(worker=worker, credit=slots)) == [Ack()]
+
+    async def credit(self, n: int = 0, *, slots: Slots | None = None,
+                     tasks: dict[str, int] | None = None) -> None:
+        """The local executor offers ``n`` more async slots (or ``slots``);
+        its first Credit (or one given ``tasks``) says what it runs."""
+        if tasks is None and not self.credited:
+            tasks = self.local_tasks
+        self.credited = True
+        await self.send(Credit(worker="local", slots=slots or (n, 0, 0), tasks=tasks))
 
     def demands(self) -> list[Demand]:
         return [m for m in self.inbox_got if isinstance(m, Demand)]
@@ -177,10 +195,12 @@ class GatedStore(Recorder):
 
 @asynccontextmanager
 async def open_dispatcher(
-    local_tasks: Callable[[], Collection[str]] = lambda: LOCAL_TASKS, *,
+    local_tasks: dict[str, int] | None = None, *,
     kept: trio.Event | None = None, **options: Any
 ) -> AsyncIterator[Harness]:
-    """``kept``: the store answers ``ResultsKept`` only once it is set."""
+    """``local_tasks``: what the local executor says it runs in its first
+    Credit (``h.credit``; by default ``LOCAL_KINDS``); ``kept``: the store
+    answers ``ResultsKept`` only once it is set."""
     inbox_got: list[Any] = []
     executor_got: list[Any] = []
     results_got: list[Any] = []
@@ -191,10 +211,11 @@ async def open_dispatcher(
         .add("results", GatedStore, params={"got": results_got, "kept": kept})
         .add("dispatcher", Dispatcher,
              refs={"inbox": "inbox", "executor": "executor", "results": "results"},
-             params={"local_tasks": local_tasks}, **options)
+             **options)
     )
     async with open_node(topology) as node, trio.open_nursery() as nursery:
-        yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got)
+        yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got,
+                      dict(LOCAL_KINDS) if local_tasks is None else local_tasks)
 
 
 def job(id: str, task: str = "a", *, attempt: int = 1, losses: int = 0) -> Job:
@@ -204,6 +225,12 @@ def job(id: str, task: str = "a", *, attempt: int = 1, losses: int = 0) -> Job:
 
 def batch(*jobs: Job) -> JobBatch:
     return JobBatch(jobs=jobs)
+
+
+def demand(*pools: tuple[int, Collection[str]], received: int = 0) -> Demand:
+    """A Demand of these pools, (free, tasks) each, in that order."""
+    return Demand(pools=tuple((free, frozenset(tasks)) for free, tasks in pools),
+                  received=received)
 
 
 def assigned(pending: Pending) -> list[str]:
@@ -233,14 +260,14 @@ class TestAssigning:
         than the Report's credit is given; the rest waits for more credit."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
-            assert h.demands() == [Demand(n=2, only=frozenset({"a"}))]
+            assert h.demands() == [demand((2, {"a"}))]
             await h.send(batch(job("j1"), job("j2"), job("j3")))
             assert (await h.stats()).held == 1
             first = await h.pull("w1", seq=1)
             assert assigned(first) == ["j1", "j2"]
             second = await h.pull("w1", seq=2)
             assert second.answer is None  # parked: no credit left
-            await h.request(Report(worker="w1", credit=1))
+            await h.request(Report(worker="w1", credit=(1, 0, 0)))
             assert assigned(second) == ["j3"]
             load = await h.load("w1")
         assert h.executor_got == []
@@ -292,7 +319,7 @@ class TestAssigning:
         other jobs go."""
         async with open_dispatcher() as h:
             await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), max_frame_bytes=8192))
-            assert await h.request(Report(worker="w1", credit=2)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(2, 0, 0))) == [Ack()]
             big = Job(id="big", task="a", payload=bytes(10_000), priority=2, timeout=None)
             pending = await h.pull("w1", seq=1)
             await h.send(batch(big, job("j2")))
@@ -354,14 +381,14 @@ class TestAssigning:
             await h.join("w2", "a", credit=2)
             w1, w2 = await h.pull("w1", seq=1), await h.pull("w2", seq=1)
             await h.send(WorkerHealth(worker="w1", health="suspect"))
-            assert h.demands()[-1].only == frozenset({"a"})
+            assert h.demands()[-1] == demand((2, {"a"}))  # w1's credit left out
             await h.send(batch(job("j1"), job("j2"), job("j3")))
             assert w1.answer is None
             assert assigned(w2) == ["j1", "j2"]
             assert (await h.stats()).held == 1
             await h.send(WorkerHealth(worker="w1", health="alive"))
             assert assigned(w1) == ["j3"]
-        assert h.demands()[-1].only == frozenset({"a", "s"})
+        assert h.demands()[-1] == demand((1, {"a", "s"}), received=3)
 
     async def test_a_pull_or_drain_of_an_unknown_worker_is_answered_unknown_worker(
         self, autojump_clock: MockClock
@@ -380,7 +407,7 @@ class TestLocalExecutor:
         local executor gets no "a" jobs, but gets jobs of "l", which only
         it has; once the subworker is gone, it gets the "a" jobs too."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=5))
+            await h.credit(5)
             await h.join("w1", "a")
             await h.send(batch(job("a1"), job("l1", "l"), job("a2")))
             assert h.local() == ["l1"]
@@ -394,7 +421,7 @@ class TestLocalExecutor:
         """With local = "fallback" a job goes to a subworker with free
         credit though the local executor has far more."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=256))
+            await h.credit(256)
             await h.join("w1", "a", credit=2)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2")))
@@ -410,7 +437,7 @@ class TestLocalExecutor:
         local executor takes the "a" jobs rather than leave its slots idle;
         the subworkers' free credit is used first."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             await h.join("w2", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
@@ -429,7 +456,7 @@ class TestLocalExecutor:
         used for nor asked for tasks a live subworker has: the job waits
         until the subworker has room."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2")))
@@ -437,7 +464,7 @@ class TestLocalExecutor:
             assert h.local() == []
             assert (await h.stats()).held == 1
             w1_next = await h.pull("w1", seq=2)
-            assert await h.request(Report(worker="w1", credit=1, seq=1)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=1)) == [Ack()]
         assert assigned(w1_next) == ["j2"]
         assert h.local() == []
 
@@ -449,14 +476,14 @@ class TestLocalExecutor:
         free local slots that may not run them are counted in the line."""
         caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
             fallback = await h.stats()
         assert (assigned(w1), h.local(), fallback.held) == (["j1"], ["j2", "j3"], 1)
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             await h.send(batch(job("j1"), job("j2")))
             never = await h.stats()
@@ -474,7 +501,7 @@ class TestLocalExecutor:
     ) -> None:
         """With local = "always" the local executor is one more worker."""
         async with open_dispatcher(local="always") as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a", credit=2)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
@@ -488,16 +515,19 @@ class TestDemand:
     async def test_the_demand_names_the_tasks_the_free_workers_can_run(
         self, autojump_clock: MockClock
     ) -> None:
-        """``only`` holds the tasks of workers with free credit: a worker
-        without credit adds none, one that offers credit adds its own."""
+        """The Demand is the free credit now, a pool per set of tasks: a
+        worker without credit adds none, one that offers credit adds a pool
+        of its own tasks; jobs received are taken off, and counted in
+        ``received``."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
             await h.join("w2", "b", "c")
-            assert h.demands()[-1] == Demand(n=2, only=frozenset({"a"}))
-            await h.request(Report(worker="w2", credit=1))
-            assert h.demands()[-1] == Demand(n=1, only=frozenset({"a", "b", "c"}))
+            assert h.demands() == [demand((2, {"a"}))]
+            await h.request(Report(worker="w2", credit=(1, 0, 0)))
+            assert h.demands()[-1] == demand((2, {"a"}), (1, {"b", "c"}))
             await h.send(batch(job("j1"), job("j2")))
-            assert h.demands()[-1] == Demand(n=0, only=frozenset({"b", "c"}))
+            assert h.demands()[-1] == demand((1, {"b", "c"}), received=2)
+            assert len(h.demands()) == 3
 
     async def test_with_never_the_demand_leaves_out_tasks_subworkers_have(
         self, autojump_clock: MockClock
@@ -505,9 +535,9 @@ class TestDemand:
         """With local = "never" the local executor's free credit asks only
         for the tasks no subworker has."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=3))
+            await h.credit(3)
             await h.join("w1", "a")
-        assert h.demands()[-1] == Demand(n=0, only=frozenset({"l"}))
+        assert h.demands() == [demand((3, LOCAL_TASKS)), demand((3, {"l"}))]
 
     async def test_with_fallback_the_demand_asks_for_every_task_of_the_local_executor(
         self, autojump_clock: MockClock
@@ -515,9 +545,9 @@ class TestDemand:
         """With local = "fallback" the local executor's free credit is asked
         for with all its tasks, those the (full) subworkers have too."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=3))
+            await h.credit(3)
             await h.join("w1", "a", "s")
-        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
+        assert h.demands() == [demand((3, LOCAL_TASKS))]
 
     async def test_with_never_credit_for_nothing_it_may_run_is_not_asked_for(
         self, autojump_clock: MockClock
@@ -527,31 +557,29 @@ class TestDemand:
         jobs would only wait)."""
         async with open_dispatcher(local="never") as h:
             await h.join("w1", "a", "l", credit=2)
-            await h.send(Credit(worker="local", n=5))
-        assert h.demands() == [Demand(n=2, only=frozenset({"a", "l"}))]
+            await h.credit(5)
+        assert h.demands() == [demand((2, {"a", "l"}))]
 
     async def test_without_subworkers_the_demand_names_the_local_tasks(
         self, autojump_clock: MockClock
     ) -> None:
         """With the local executor alone, the demand is for the tasks it has."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=3))
-        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
-
+            await h.credit(3)
+        assert h.demands() == [demand((3, LOCAL_TASKS))]
 
     async def test_a_task_registered_locally_later_is_asked_for(
         self, autojump_clock: MockClock
     ) -> None:
-        """The local executor's task names are looked up again (once a second
-        at most), so a task registered after start is demanded too."""
-        names = {"a"}
-        async with open_dispatcher(lambda: frozenset(names)) as h:
-            await h.send(Credit(worker="local", n=1))
-            names.add("late")
-            await trio.sleep(1.0)
-            await h.send(Credit(worker="local", n=1))
-        assert h.demands() == [Demand(n=1, only=frozenset({"a"})),
-                               Demand(n=1, only=frozenset({"a", "late"}))]
+        """The local executor names its tasks again in a Credit when they
+        changed (a task registered after start): it is demanded too, and a
+        Credit without tasks keeps them."""
+        async with open_dispatcher({"a": ASYNC}) as h:
+            await h.credit(1)
+            await h.credit(1, tasks={"a": ASYNC, "late": ASYNC})
+            await h.credit(1)
+        assert h.demands() == [demand((1, {"a"})), demand((2, {"a", "late"})),
+                               demand((3, {"a", "late"}))]
 
 
 class TestReports:
@@ -560,9 +588,9 @@ class TestReports:
         and adds nothing; the next one counts again."""
         async with open_dispatcher() as h:
             await h.join("w1", "a")
-            for report in (Report(worker="w1", credit=2, seq=1),
-                           Report(worker="w1", credit=2, seq=1),
-                           Report(worker="w1", credit=1, seq=2)):
+            for report in (Report(worker="w1", credit=(2, 0, 0), seq=1),
+                           Report(worker="w1", credit=(2, 0, 0), seq=1),
+                           Report(worker="w1", credit=(1, 0, 0), seq=2)):
                 assert await h.request(report) == [Ack()]
             load = await h.load("w1")
         assert load is not None and load.credit == 3
@@ -577,7 +605,8 @@ class TestReports:
             await hold(h, "w1", job("j1"))
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
             assert await h.request(Report(worker="w1", running=(running,))) == [Ack()]
-            answer = await h.request(Report(worker="w1", credit=1, finished=(outcome("j1"),)))
+            answer = await h.request(Report(worker="w1", credit=(1, 0, 0),
+                                            finished=(outcome("j1"),)))
             load = await h.load("w1")
             stats = await h.stats()
         assert answer == [Ack()]
@@ -593,7 +622,7 @@ class TestReports:
         async with open_dispatcher() as h:
             running = Running(ids=("j1",), worker="ghost", started_at=1.0, attempts=(1,))
             answer = await h.request(
-                Report(worker="ghost", credit=3, running=(running,),
+                Report(worker="ghost", credit=(3, 0, 0), running=(running,),
                        finished=(outcome("j0", worker="ghost"),)))
             stats = await h.stats()
         assert answer == [UnknownWorker(worker="ghost")]
@@ -774,7 +803,7 @@ class TestStaleAndUnacknowledged:
             await trio.sleep(5.0)
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
             await h.request(Report(worker="w1", seq=1, running=(running,)))
-            await h.request(Report(worker="w1", seq=2, credit=1, finished=(outcome("j1"),)))
+            await h.request(Report(worker="w1", seq=2, credit=(1, 0, 0), finished=(outcome("j1"),)))
             load = await h.load("w1")
             stats = await h.stats()
         assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
@@ -796,7 +825,7 @@ class TestStaleAndUnacknowledged:
             assert assigned(again) == ["j1"]
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(2,))
             await h.request(Report(worker="w1", seq=1, running=(running,)))
-            await h.request(Report(worker="w1", seq=2, credit=1,
+            await h.request(Report(worker="w1", seq=2, credit=(1, 0, 0),
                                    finished=(outcome("j1", attempt=2),)))
             load = await h.load("w1")
         assert load is not None and (load.held, load.credit) == (0, 1)
@@ -810,8 +839,8 @@ class TestStaleAndUnacknowledged:
         async with open_dispatcher() as h:
             await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), pull_seq=10,
                                       report_seq=7))
-            assert await h.request(Report(worker="w1", credit=5, seq=7)) == [Ack()]
-            assert await h.request(Report(worker="w1", credit=1, seq=8)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(5, 0, 0), seq=7)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=8)) == [Ack()]
             stale = await h.pull("w1", seq=9)
             pending = await h.pull("w1", seq=11)
             await h.send(batch(job("j1"), job("j2")))
@@ -963,7 +992,7 @@ class TestDrain:
             stats = await h.stats()
         assert load is not None and (load.health, load.credit) == ("draining", 0)
         assert stats.held == 1
-        assert h.demands()[-1].only == frozenset()
+        assert h.demands()[-1] == demand(received=1)  # nothing asked for
 
     async def test_drain_requeues_jobs_placed_but_not_pulled(
         self, autojump_clock: MockClock
@@ -985,7 +1014,7 @@ class TestDrain:
         """A draining subworker no longer counts as one that can run its
         tasks: even with local = "never" the local executor runs them again."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a")
             await h.send(batch(job("j1")))
             assert h.local() == []
@@ -997,7 +1026,8 @@ class TestOperatorDrain:
     async def test_a_drained_subworker_gets_nothing_new_until_resumed(
         self, autojump_clock: MockClock
     ) -> None:
-        """DrainWorker stops new placements on a subworker (its parked Pull
+        """DrainWorker stops new placements on a subworker (its next Pull is
+        answered at once asking for its unstarted jobs back; the one after
         stays parked, with nothing), the jobs go to the other worker, and
         resuming gives it work again."""
         async with open_dispatcher() as h:
@@ -1005,7 +1035,9 @@ class TestOperatorDrain:
             await h.join("w2", "a", credit=1)
             assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
             drained = await h.load("w1")
-            pending = await h.pull("w1", seq=1)
+            asked_back = await h.pull("w1", seq=1)
+            assert asked_back.answer == [Assign(jobs=(), give_back=True)]
+            pending = await h.pull("w1", seq=2)
             other = await h.pull("w2", seq=1)
             await h.send(batch(job("j1"), job("j2")))
             assert pending.answer is None
@@ -1025,7 +1057,7 @@ class TestOperatorDrain:
         that can run its tasks: the control plane's executor takes them."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
             await h.send(batch(job("j1")))
         assert h.local() == ["j1"]
@@ -1042,7 +1074,7 @@ class TestOperatorDrain:
         """The store hears which worker each job was handed to (the
         timeline's "dispatched")."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=1))
+            await h.credit(1)
             await h.join("w1", "a", credit=2)
             await hold(h, "w1", job("j1"), job("j2"))
             await h.send(batch(job("j3", "l")))
@@ -1176,7 +1208,7 @@ class TestAcrossARestart:
     ) -> None:
         """The queued copy of a recovered task that the inbox already handed
         over (held for want of a worker) is dropped when the late result comes."""
-        async with open_dispatcher(local_tasks=lambda: ()) as h:
+        async with open_dispatcher() as h:  # no local executor
             await h.send(RecoveredDispatched(ids=("j1",)))
             await h.send(batch(job("j1", attempt=2), job("j2")))
             assert (await h.stats()).held == 2
@@ -1222,7 +1254,7 @@ class TestResultsKept:
                 nursery.start_soon(report)
                 await trio.testing.wait_all_tasks_blocked()
                 assert answered == [] and h.finished() == [outcome("j1")]
-                assert await h.request(Report(worker="w1", credit=1, seq=3)) == [Ack()]
+                assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=3)) == [Ack()]
                 kept.set()
             assert answered == [Ack()]
         kinds = [type(m) for m in h.results_got if isinstance(m, (Finished, ResultsKept))]
@@ -1300,13 +1332,13 @@ async def test_an_acknowledgement_handled_before_the_take_back_keeps_the_jobs() 
     """The ack timer finds Assign 1 overdue, but the worker's Pull 2 (its
     acknowledgement) is handled before the take-back it asked for: nothing
     is taken back, and above all not the jobs just answered to Pull 2."""
-    placement = Placement(local="fallback", local_tasks=frozenset)
+    placement = Placement(local="fallback")
     out = Outgoing()
     remote = Subworkers("dispatcher", placement, out, Counter(), poison_after=3,
                         pull_wait_max=5.0, ack_timeout=4.0)
     remote.join(WorkerJoined(worker="w1", tasks=frozenset({"a"})))
     worker = placement.workers["w1"]
-    worker.credit = 4
+    worker.credit = [4, 0, 0]
     remote.hand(worker, [job("j1")])
     first = Answers(1)
     remote.answer(Pull(worker="w1", seq=1), first, 0, may_wait=False)

@@ -17,9 +17,9 @@ import trio.testing
 from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open_node
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
-from fastworker.stats import DispatcherStats
 from fastworker.inbox import PriorityInbox
-from fastworker.messages import Accepted, Assign, Credit, Demand, Job, JobBatch, Submit
+from fastworker.messages import ASYNC, Accepted, Assign, Credit, Demand, Job, JobBatch, Submit
+from fastworker.stats import DispatcherStats
 from tests.fastworker.helpers import Recorder
 
 
@@ -35,7 +35,8 @@ class Executor(Actor[Assign]):
 
     async def handle(self, message: Assign) -> None:
         self.ran.extend(job.id for job in message.jobs)
-        await self.refs["dispatcher"].send(Credit(worker="local", n=len(message.jobs)))
+        await self.refs["dispatcher"].send(
+            Credit(worker="local", slots=(len(message.jobs), 0, 0)))
 
 
 @attrs.define
@@ -70,16 +71,24 @@ async def open_dispatcher() -> AsyncIterator[Harness]:
         .add("executor", Recorder, params={"got": executor_got})
         .add("results", Recorder, params={"got": []})
         .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor",
-                                             "results": "results"},
-             params={"local_tasks": lambda: {"t"}})
+                                             "results": "results"})
     )
     async with open_node(topology) as node:
         yield Harness(node.refs["dispatcher"], inbox_got, executor_got)
 
 
-def demand(n: int) -> Demand:
-    """A Demand of the local executor, which has task "t" only."""
-    return Demand(n=n, only=frozenset({"t"}))
+#: The tasks the executors run: "t", an async task.
+TASKS = {"t": ASYNC}
+
+
+def demand(n: int = 0, *, received: int = 0) -> Demand:
+    """A Demand of ``n`` free slots for task "t" (none: an empty one)."""
+    return Demand(pools=((n, frozenset(TASKS)),) if n else (), received=received)
+
+
+def credit(n: int, worker: str = "local", *, first: bool = False) -> Credit:
+    """``n`` more async slots of an executor; its ``first`` Credit names its tasks."""
+    return Credit(worker=worker, slots=(n, 0, 0), tasks=TASKS if first else None)
 
 
 def batch(*ids: str) -> JobBatch:
@@ -89,18 +98,19 @@ def batch(*ids: str) -> JobBatch:
 
 
 async def test_credit_is_asked_of_the_inbox_and_spent_on_jobs() -> None:
-    """Credit becomes Demand; jobs go to the executor and spend credit; new
-    credit asks only for what is not already asked for."""
+    """Credit becomes Demand; jobs go to the executor and spend credit; each
+    Demand says the free credit now (not more on top of the last), and how
+    many jobs were received when it was written."""
     async with open_dispatcher() as h:
-        await h.send(Credit(worker="local", n=3))
+        await h.send(credit(3, first=True))
         assert h.inbox_got == [demand(3)]
         await h.send(batch("a", "b"))
         assert h.assigned() == [["a", "b"]]
         stats = await h.stats()
         assert (stats.credit, stats.asked) == ({"local": 1}, 1)
-        await h.send(Credit(worker="local", n=2))
+        await h.send(credit(2))
         stats = await h.stats()
-    assert h.inbox_got == [demand(3), demand(2)]
+    assert h.inbox_got == [demand(3), demand(1, received=2), demand(3, received=2)]
     assert (stats.credit, stats.asked, stats.held) == ({"local": 3}, 3, 0)
     assert (stats.assigned_total, stats.batches_total) == (2, 1)
 
@@ -108,16 +118,16 @@ async def test_credit_is_asked_of_the_inbox_and_spent_on_jobs() -> None:
 async def test_credits_handled_together_are_one_demand() -> None:
     """Several Credits in one handled batch are asked for with one Demand."""
     async with open_dispatcher() as h:
-        await h.send(Credit(worker="w1", n=2), Credit(worker="w2", n=3), Credit(worker="w1", n=1))
+        await h.send(credit(2, "w1", first=True), credit(3, "w2", first=True), credit(1, "w1"))
         stats = await h.stats()
-    assert h.inbox_got == [demand(6)]
+    assert h.inbox_got == [demand(6)]  # one pool: both run the same tasks
     assert stats.credit == {"w1": 3, "w2": 3}
 
 
 async def test_jobs_go_to_the_worker_with_the_most_free_credit() -> None:
     """A batch spreads over workers, most free credit first, in one Assign per worker."""
     async with open_dispatcher() as h:
-        await h.send(Credit(worker="w1", n=2), Credit(worker="w2", n=3))
+        await h.send(credit(2, "w1", first=True), credit(3, "w2", first=True))
         await h.send(batch("j1", "j2", "j3", "j4"))
         stats = await h.stats()
     # w2 (3) j1; tie 2-2 goes by name: w1 j2; w2 (2) j3; tie 1-1: w1 j4.
@@ -128,18 +138,18 @@ async def test_jobs_go_to_the_worker_with_the_most_free_credit() -> None:
 
 async def test_jobs_without_credit_are_held_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
     """Jobs that arrive with no credit are logged and held until credit
-    arrives; that credit is not asked of the inbox again."""
+    arrives; the credit they take is not asked of the inbox."""
     caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
     async with open_dispatcher() as h:
         await h.send(batch("a", "b", "c"))
         assert h.executor_got == []
         assert (await h.stats()).held == 3
-        await h.send(Credit(worker="local", n=2))
+        await h.send(credit(2, first=True))
         assert h.assigned() == [["a", "b"]]
-        await h.send(Credit(worker="local", n=2))
+        await h.send(credit(2))
         stats = await h.stats()
     assert h.assigned() == [["a", "b"], ["c"]]
-    assert h.inbox_got == [demand(1)]
+    assert h.inbox_got == [demand(received=3), demand(1, received=3)]
     assert (stats.held, stats.credit, stats.asked) == (0, {"local": 1}, 1)
     assert [r.getMessage() for r in caplog.records] == [
         "dispatcher: holding 3 jobs that no worker with free slots can run until one has room "
@@ -148,13 +158,13 @@ async def test_jobs_without_credit_are_held_not_dropped(caplog: pytest.LogCaptur
 
 
 async def test_a_batch_and_credit_together_are_placed() -> None:
-    """A JobBatch and a Credit handled together: jobs use the old credit,
-    the new credit is asked for."""
+    """A JobBatch and a Credit handled together: the jobs are placed, what
+    credit is left is asked for."""
     async with open_dispatcher() as h:
-        await h.send(Credit(worker="local", n=2))
-        await h.send(batch("a", "b"), Credit(worker="local", n=2))
+        await h.send(credit(2, first=True))
+        await h.send(batch("a", "b"), credit(2))
     assert h.assigned() == [["a", "b"]]
-    assert h.inbox_got == [demand(2), demand(2)]
+    assert h.inbox_got == [demand(2), demand(2, received=2)]
 
 
 async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
@@ -168,8 +178,7 @@ async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
         .add("results", Recorder, params={"got": []})
         .add("executor", Executor, refs={"dispatcher": "dispatcher"}, params={"ran": ran})
         .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "executor": "executor",
-                                             "results": "results"},
-             params={"local_tasks": lambda: {"t"}})
+                                             "results": "results"})
         .add(
             "inbox",
             PriorityInbox,
@@ -193,7 +202,7 @@ async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
             for start in range(0, 100, 10):
                 nursery.start_soon(submit, submits[start : start + 10])
             await trio.testing.wait_all_tasks_blocked()
-            await node.refs["dispatcher"].send(Credit(worker="local", n=4))
+            await node.refs["dispatcher"].send(credit(4, first=True))
         await trio.testing.wait_all_tasks_blocked()
         stats = await node.stats()
     assert sorted(ran) == sorted(ids)
