@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -48,6 +48,8 @@ from fastworker.internal import (
 from fastworker.messages import (
     ASYNC,
     CODEC,
+    PROCESS,
+    THREAD,
     Ack,
     Assign,
     Cancel,
@@ -65,6 +67,7 @@ from fastworker.messages import (
     RemoteError,
     Report,
     Retry,
+    Returned,
     Running,
     Slots,
     Stop,
@@ -1326,6 +1329,242 @@ class TestAdoption:
         assert cancel == [Assign(jobs=(), cancel=("j2",))]
         assert [m for m in h.inbox_got if isinstance(m, Adopted)][-1] == Adopted(
             ids=("j1", "j2"), state="again")
+
+
+class TestKindsOfSlot:
+    """Credit counts per kind of slot (async lanes, threads, pool processes):
+    a job takes a slot of the kind its task needs on that worker, and the
+    Demand asks for each kind's free slots with the tasks that run on them."""
+
+    async def test_a_job_waits_for_a_slot_of_its_kind_though_others_are_free(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor runs "a" in a lane and "s" on a thread. With
+        only async credit it gets the "a" job, not the "s" one (held), and
+        the Demand's pool of its async slots does not name "s"; a thread
+        slot freed takes the "s" job, the async credit left untouched."""
+        async with open_dispatcher({"a": ASYNC, "s": THREAD}) as h:
+            await h.credit(slots=(3, 0, 0))
+            assert h.demands() == [demand((3, {"a"}))]
+            await h.send(batch(job("s1", "s"), job("a1")))
+            assert h.local() == ["a1"]
+            assert (await h.stats()).held == 1
+            await h.credit(slots=(0, 1, 0))
+            load = await h.load("local")
+            held = (await h.stats()).held
+        assert (h.local(), held) == (["a1", "s1"], 0)
+        assert load is not None and load.credit_by_kind == (2, 0, 0)
+        assert h.demands() == [demand((3, {"a"})), demand((2, {"a"}), received=2)]
+
+    async def test_the_demand_has_a_pool_per_kind_with_the_tasks_it_runs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Free slots of each kind are asked for with the tasks that run on
+        them: no sync task is in the pool of the async slots."""
+        async with open_dispatcher({"a": ASYNC, "s": THREAD, "p": PROCESS}) as h:
+            await h.credit(slots=(4, 2, 1))
+        assert h.demands() == [demand((4, {"a"}), (2, {"s"}), (1, {"p"}))]
+
+    async def test_with_fallback_the_local_executor_takes_a_job_no_subworker_has_a_slot_for(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 runs "a" in a lane and offers 1 async slot and 3 thread slots:
+        the first "a" job goes to w1 (a subworker first, though the local
+        executor has more free credit), the second to the local executor,
+        since w1's free thread slots cannot run it. Those thread slots,
+        for no task of w1's, are not asked of the inbox."""
+        async with open_dispatcher() as h:
+            await h.credit(4)
+            await h.join("w1", "a", credit=(1, 3, 0))
+            assert h.demands()[-1] == demand((4, LOCAL_TASKS), (1, {"a"}))
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+            load = await h.load("w1")
+        assert assigned(w1) == ["j1"]
+        assert h.local() == ["j2"]
+        assert load is not None and load.credit_by_kind == (0, 3, 0)
+        assert h.demands()[-1] == demand((3, LOCAL_TASKS), received=2)
+
+
+def test_placement_gives_each_job_a_slot_of_the_kind_its_task_needs_there() -> None:
+    """Of two subworkers, w1 has the most free credit, all async; w2 runs
+    "s" on a thread and "p" in a pool process. The "s" and "p" jobs go to
+    w2, the "a" job to w1, and a second "s" job waits (w2's one thread slot
+    is taken) though w1 has credit left. The pools keep the kinds apart."""
+    placement = Placement(local="always")
+    w1 = placement.add_subworker("w1", {"a": ASYNC, "s": THREAD}, frozenset())
+    w2 = placement.add_subworker("w2", {"s": THREAD, "p": PROCESS}, frozenset())
+    w1.add_credit((5, 0, 0))
+    w2.add_credit((0, 1, 2))
+    assert placement.pools() == {frozenset({"a"}): 5, frozenset({"s"}): 1,
+                                 frozenset({"p"}): 2}
+    placed, kept = placement.place(
+        deque([job("s1", "s"), job("a1"), job("s2", "s"), job("p1", "p")]))
+    assert {w.name: [j.id for j in jobs] for w, jobs in placed.items()} == {
+        "w2": ["s1", "p1"], "w1": ["a1"]}
+    assert [j.id for j in kept] == ["s2"]
+    assert (w1.credit, w2.credit) == ([4, 0, 0], [0, 0, 1])
+    assert placement.pools() == {frozenset({"a"}): 4, frozenset({"p"}): 1}
+
+
+def test_placement_falls_back_to_the_local_executor_per_kind() -> None:
+    """With local = "fallback", a subworker with a free slot of the job's
+    kind is chosen before the local executor; once its slots of that kind
+    are used up, the local executor takes the job, though the subworker
+    has slots of another kind free."""
+    placement = Placement(local="fallback")
+    placement.add_local_credit("local", (0, 8, 0), {"s": THREAD, "a": ASYNC})
+    w1 = placement.add_subworker("w1", {"s": THREAD, "a": ASYNC}, frozenset())
+    w1.add_credit((5, 1, 0))
+    placed, kept = placement.place(deque([job("s1", "s"), job("s2", "s")]))
+    assert {w.name: [j.id for j in jobs] for w, jobs in placed.items()} == {
+        "w1": ["s1"], "local": ["s2"]}
+    assert not kept
+    assert (w1.credit, placement.workers["local"].credit) == ([5, 0, 0], [0, 7, 0])
+
+
+class TestNoHoarding:
+    async def test_an_idle_newcomer_gets_the_next_jobs_within_one_dispatch(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 is saturated (it holds as many jobs as it offered slots): no
+        more is asked for, and a job that comes anyway is held. w2 joins
+        and offers 2 slots: the dispatch of its Report hands it the held
+        job and asks the inbox for its other slot; the next JobBatch's job
+        goes to w2 in the dispatch that handles it, not to w1."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"), job("j2"))
+            assert h.demands()[-1] == demand(received=2)
+            await h.send(batch(job("j3")))
+            assert (await h.stats()).held == 1
+            await h.join("w2", "a")
+            w2 = await h.pull("w2", seq=1)
+            w1 = await h.pull("w1", seq=2)
+            assert await h.request(Report(worker="w2", credit=(2, 0, 0))) == [Ack()]
+            assert assigned(w2) == ["j3"]
+            assert h.demands()[-1] == demand((1, {"a"}), received=3)
+            w2_next = await h.pull("w2", seq=2)
+            await h.send(batch(job("j4")))
+            assert assigned(w2_next) == ["j4"]
+            assert w1.answer is None
+            stats = await h.stats()
+        assert (stats.held, stats.credit) == (0, {"w1": 0, "w2": 0})
+
+    async def test_a_lost_workers_prefetched_jobs_are_requeued_like_its_running_ones(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 holds 3 jobs and reported one started (the others wait there
+        for a slot): all 3 go back as their next attempt when it is lost."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"), job("j2"), job("j3"))
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            load = await h.load("w1")
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+            stats = await h.stats()
+        assert load is not None and (load.held, load.running) == (3, 1)
+        assert h.requeued() == [Requeue(jobs=tuple(
+            job(i, attempt=2, losses=1) for i in ("j1", "j2", "j3")))]
+        assert Requeued(ids=("j1", "j2", "j3"), attempts=(2, 2, 2)) in h.results_got
+        assert stats.redelivered_total == 3
+
+
+class TestGivingBack:
+    """An operator's drain asks a worker for the jobs it holds and has not
+    started; those it gives back are queued again, the same attempt."""
+
+    async def test_a_drained_subworkers_parked_pull_asks_for_its_unstarted_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Draining w1 answers its parked Pull at once with give_back. Its
+        Report of jobs returned requeues those it holds and had not reported
+        started (j2, j3), the same attempt; a started one (j1) and one it
+        does not hold (j0) are passed over, and the Report resent does not
+        requeue them twice. Its next Pull waits: nothing more to give back."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"), job("j2"), job("j3", attempt=2))
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            parked = await h.pull("w1", seq=2)
+            assert parked.answer is None
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert parked.answer == [Assign(jobs=(), give_back=True)]
+            report = Report(worker="w1", returned=("j1", "j2", "j3", "j0"), seq=2)
+            assert await h.request(report) == [Ack()]
+            assert await h.request(report) == [Ack()]  # resent: its answer was lost
+            following = await h.pull("w1", seq=3)
+            load = await h.load("w1")
+        assert h.requeued() == [Requeue(jobs=(job("j2"), job("j3", attempt=2)))]
+        assert [m for m in h.results_got if isinstance(m, Requeued)] == [
+            Requeued(ids=("j2", "j3"), attempts=(1, 2))]
+        assert following.answer == [Assign(jobs=())]  # answered at the end of its wait
+        assert load is not None and (load.held, load.running, load.drained) == (1, 1, True)
+
+    async def test_a_subworker_resumed_before_its_next_pull_keeps_its_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Drained and resumed before it pulled again: its next Pull does
+        not ask for its jobs back (it may start them after all)."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"))
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            assert await h.dispatcher.call(DrainWorker(worker="w1", resume=True)) is True
+            following = await h.pull("w1", seq=2)
+            assert following.answer is None  # parked, as before the drain
+            await h.send(batch(job("j2")))
+        assert assigned(following) == ["j2"]
+        assert following.answer[0].give_back is False
+
+    async def test_draining_the_local_executor_asks_it_for_its_unstarted_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor drained is sent an Assign with give_back; the
+        jobs it returns are requeued (the same attempt), and it gets nothing
+        new while drained."""
+        async with open_dispatcher() as h:
+            await h.credit(3)
+            await h.send(batch(job("j1"), job("j2"), job("j3", attempt=2)))
+            assert await h.dispatcher.call(DrainWorker(worker="local")) is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.executor_got[-1] == Assign(jobs=(), give_back=True)
+            await h.send(Returned(jobs=(job("j2"), job("j3", attempt=2))))
+            await h.credit(2)  # their slots, free again
+            await h.send(batch(job("j4")))
+            stats = await h.stats()
+        assert h.requeued() == [Requeue(jobs=(job("j2"), job("j3", attempt=2)))]
+        assert Requeued(ids=("j2", "j3"), attempts=(1, 2)) in h.results_got
+        assert h.local() == ["j1", "j2", "j3"]
+        assert (stats.held, stats.redelivered_total) == (1, 0)
+
+
+class TestWorkerLoad:
+    async def test_worker_load_shows_jobs_running_and_free_credit_by_kind(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """``running`` counts the held jobs a subworker reported started
+        (an id it does not hold is not counted) until they end;
+        ``credit_by_kind`` its free credit per kind, ``credit`` their sum."""
+        async with open_dispatcher() as h:
+            await h.credit(slots=(2, 3, 1))
+            await h.join("w1", "a", credit=(3, 1, 0))
+            await hold(h, "w1", job("j1"), job("j2"))
+            running = Running(ids=("j1", "zz"), worker="w1", started_at=1.0, attempts=(1, 1))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            w1, local = await h.load("w1"), await h.load("local")
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=2,
+                                          finished=(outcome("j1"),))) == [Ack()]
+            after = await h.load("w1")
+        assert w1 == WorkerLoad(worker="w1", local=False, health="alive", credit=2, held=2,
+                                assigned_total=2, running=1, credit_by_kind=(1, 1, 0))
+        assert local == WorkerLoad(worker="local", local=True, health="alive", credit=6,
+                                   held=0, assigned_total=0, credit_by_kind=(2, 3, 1))
+        assert after is not None
+        assert (after.held, after.running, after.credit_by_kind) == (1, 0, (2, 1, 0))
 
 
 async def test_an_acknowledgement_handled_before_the_take_back_keeps_the_jobs() -> None:

@@ -18,7 +18,19 @@ from actors import Actor, ActorContext, GetStats, NoOptions, Ref, Topology, open
 from actors.requests import Requests
 from fastworker.dispatcher import Dispatcher
 from fastworker.inbox import PriorityInbox
-from fastworker.messages import ASYNC, Accepted, Assign, Credit, Demand, Job, JobBatch, Submit
+from fastworker.internal import DrainWorker
+from fastworker.messages import (
+    ASYNC,
+    THREAD,
+    Accepted,
+    Assign,
+    Credit,
+    Demand,
+    Job,
+    JobBatch,
+    Returned,
+    Submit,
+)
 from fastworker.stats import DispatcherStats
 from tests.fastworker.helpers import Recorder
 
@@ -210,3 +222,120 @@ async def test_every_task_runs_exactly_once_through_inbox_and_dispatcher(
     assert (dispatcher.credit, dispatcher.held, dispatcher.assigned_total) == ({"local": 4}, 0, 100)
     assert stats["inbox"].detail.dispatched_total == 100
     assert trio.current_time() < 30  # waiting Submits were admitted, none timed out
+
+
+class Spy(Actor[Any]):
+    """Passes every message on to ``to``, keeping a copy (what the
+    dispatcher sends the inbox)."""
+
+    refs_required = ("to",)
+
+    def __init__(self, options: NoOptions, context: ActorContext, *, got: list[Any]) -> None:
+        super().__init__(options, context)
+        self.got = got
+
+    async def handle(self, message: Any) -> None:
+        self.got.append(message)
+        await self.refs["to"].send(message)
+
+
+@attrs.define
+class Wired:
+    """A dispatcher wired to a real inbox; the executor a recording stand-in
+    whose credit the test gives back."""
+
+    dispatcher: Ref[Any]
+    inbox: Ref[Any]
+    to_inbox: list[Any]
+    executor_got: list[Any]
+
+    async def submit(self, *ids: str, priority: int = 2) -> None:
+        answers = await self.inbox.call(Requests(messages=tuple(
+            Submit(id=i, task="t", payload=b"", priority=priority) for i in ids)))
+        assert answers == [Accepted(id=i) for i in ids]
+        await trio.testing.wait_all_tasks_blocked()
+
+    async def send(self, message: Any) -> None:
+        await self.dispatcher.send(message)
+        await trio.testing.wait_all_tasks_blocked()
+
+    def assigned(self) -> list[list[str]]:
+        return [[job.id for job in m.jobs] for m in self.executor_got if m.jobs]
+
+    def demands(self) -> list[Demand]:
+        return [m for m in self.to_inbox if isinstance(m, Demand)]
+
+
+@asynccontextmanager
+async def open_wired() -> AsyncIterator[Wired]:
+    to_inbox: list[Any] = []
+    executor_got: list[Any] = []
+    topology = (
+        Topology()
+        .add("results", Recorder, params={"got": []})
+        .add("executor", Recorder, params={"got": executor_got})
+        .add("to_inbox", Spy, refs={"to": "inbox"}, params={"got": to_inbox})
+        .add("dispatcher", Dispatcher, refs={"inbox": "to_inbox", "executor": "executor",
+                                             "results": "results"})
+        .add("inbox", PriorityInbox, refs={"dispatcher": "dispatcher", "results": "results"},
+             check_task_names=False, capacity=100)
+    )
+    async with open_node(topology) as node:
+        yield Wired(node.refs["dispatcher"], node.refs["inbox"], to_inbox, executor_got)
+
+
+def threads(n: int, *, first: bool = False) -> Credit:
+    """``n`` more thread slots of the local executor, which runs "t" on threads."""
+    return Credit(worker="local", slots=(0, n, 0), tasks={"t": THREAD} if first else None)
+
+
+def thread_demand(n: int = 0, *, received: int = 0) -> Demand:
+    return Demand(pools=((n, frozenset({"t"})),) if n else (), received=received)
+
+
+async def test_a_flood_leaves_the_inbox_only_as_far_as_free_credit_so_a_critical_job_goes_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The local executor runs "t" on threads and offers 2 (its free
+    threads and prefetch). Of 40 low jobs queued, 2 leave the inbox: each
+    Demand asks for the free credit, no more. A critical job submitted
+    after the flood is the next to go when a slot frees, before the 38 low
+    ones still queued."""
+    async with open_wired() as w:
+        await w.send(threads(2, first=True))
+        await w.submit(*(f"low{n}" for n in range(40)), priority=3)
+        assert w.assigned() == [["low0", "low1"]]
+        await w.submit("crit", priority=0)
+        assert w.assigned() == [["low0", "low1"]]
+        await w.send(threads(1))  # a job ended: a thread is free
+        assert w.assigned() == [["low0", "low1"], ["crit"]]
+        await w.send(threads(1))
+        stats = await w.inbox.call(GetStats())
+    assert w.assigned() == [["low0", "low1"], ["crit"], ["low2"]]
+    assert w.demands() == [
+        thread_demand(2), thread_demand(received=2),
+        thread_demand(1, received=2), thread_demand(received=3),
+        thread_demand(1, received=3), thread_demand(received=4),
+    ]
+    assert stats.detail.queued == (0, 0, 0, 37)
+
+
+async def test_jobs_the_local_executor_gives_back_are_the_first_to_leave_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Drained by an operator, the local executor is asked for the jobs it
+    has not started; those it returns are queued again at the front, the
+    same attempt: once it is resumed and has slots, they go before the
+    jobs that were queued behind them."""
+    async with open_wired() as w:
+        await w.send(threads(3, first=True))
+        await w.submit("j0", "j1", "j2", "j3", "j4")
+        assert w.assigned() == [["j0", "j1", "j2"]]
+        assert await w.dispatcher.call(DrainWorker(worker="local")) is True
+        await trio.testing.wait_all_tasks_blocked()
+        assert w.executor_got[-1] == Assign(jobs=(), give_back=True)
+        await w.send(Returned(jobs=w.executor_got[0].jobs[1:]))  # j0 started
+        assert await w.dispatcher.call(DrainWorker(worker="local", resume=True)) is True
+        await w.send(threads(2))
+    assert w.assigned() == [["j0", "j1", "j2"], ["j1", "j2"]]
+    assert [job.attempt for job in w.executor_got[-1].jobs] == [1, 1]
