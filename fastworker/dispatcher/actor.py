@@ -324,8 +324,9 @@ class Dispatcher(Actor[Accepts]):
             idle = self._placement.free_slots()
             if idle:
                 self._kept_off_log.event(
-                    "%s: holding %d jobs while %d free slots may not run them (workers "
-                    "without their tasks, or the local executor with local = \"never\")",
+                    "%s: holding %d jobs while %d free slots may not run them (slots of "
+                    "another kind, workers without their tasks, or the local executor with "
+                    "local = \"never\")",
                     self.name, len(self._held), idle)
             else:
                 self._held_log.event(

@@ -476,7 +476,8 @@ class TestLocalExecutor:
     ) -> None:
         """With local = "fallback" jobs are held only once every worker that
         can run them is full, and the log says so; with local = "never" the
-        free local slots that may not run them are counted in the line."""
+        free local slots that may not run them are counted in the line, as
+        are free slots of another kind than the jobs need."""
         caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
         async with open_dispatcher() as h:
             await h.credit(2)
@@ -491,11 +492,19 @@ class TestLocalExecutor:
             await h.send(batch(job("j1"), job("j2")))
             never = await h.stats()
         assert (h.local(), never.held) == ([], 1)
+        async with open_dispatcher({"a": ASYNC, "s": THREAD}) as h:
+            await h.credit(3)  # async slots; "s" runs on a thread
+            await h.send(batch(job("s1", "s")))
+            other_kind = await h.stats()
+        assert (h.local(), other_kind.held) == ([], 1)
         assert [r.getMessage() for r in caplog.records if "holding" in r.getMessage()] == [
             "dispatcher: holding 1 jobs that no worker with free slots can run until one "
             "has room (1 such batches in the last 60 s)",
-            "dispatcher: holding 1 jobs while 4 free slots may not run them (workers "
-            "without their tasks, or the local executor with local = \"never\") "
+            "dispatcher: holding 1 jobs while 4 free slots may not run them (slots of another "
+            "kind, workers without their tasks, or the local executor with local = \"never\") "
+            "(1 such batches in the last 60 s)",
+            "dispatcher: holding 1 jobs while 3 free slots may not run them (slots of another "
+            "kind, workers without their tasks, or the local executor with local = \"never\") "
             "(1 such batches in the last 60 s)",
         ]
 
