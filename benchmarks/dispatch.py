@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from actors import Actor, ActorContext, NoOptions, Ref, Topology, open_node  # noqa: E402
 from actors.requests import Requests  # noqa: E402
-from fastworker.dispatcher import Dispatcher
-from fastworker.internal import WorkerJoined
+from fastworker.dispatcher import Dispatcher  # noqa: E402
 from fastworker.inbox import PriorityInbox  # noqa: E402
+from fastworker.internal import WorkerJoined  # noqa: E402
 from fastworker.messages import (  # noqa: E402
     Assign,
     Outcome,
@@ -63,8 +63,9 @@ class Sink(Actor[Any]):
 
 
 async def worker(dispatcher: Ref[Any], name: str, slots: int, start: trio.Event) -> None:
-    """A simulated subworker: offer slots, then pull, finish at once, report."""
-    await dispatcher.call(Requests((Report(worker=name, credit=slots),)))
+    """A simulated subworker: offer slots (async ones: its tasks' kind), then
+    pull, finish at once, report."""
+    await dispatcher.call(Requests((Report(worker=name, credit=(slots, 0, 0)),)))
     await start.wait()
     seq = 0
     while True:
@@ -76,7 +77,7 @@ async def worker(dispatcher: Ref[Any], name: str, slots: int, start: trio.Event)
         ids = tuple(job.id for job in answer.jobs)
         outcomes = tuple(Outcome(id=i, attempt=1, worker=name, value=b"N.") for i in ids)
         await dispatcher.call(Requests((Report(
-            worker=name, credit=len(ids),
+            worker=name, credit=(len(ids), 0, 0),
             running=(Running(ids=ids, worker=name, started_at=0.0),),
             finished=outcomes,
         ),)))
@@ -87,8 +88,7 @@ async def run(jobs: int, workers: int, slots: int) -> float:
     topology = (
         Topology()
         .add("results", Sink, params={"expect": jobs, "done": done})
-        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "results": "results"},
-             params={"local_tasks": lambda: ()})
+        .add("dispatcher", Dispatcher, refs={"inbox": "inbox", "results": "results"})
         .add("inbox", PriorityInbox, refs={"dispatcher": "dispatcher", "results": "results"},
              check_task_names=False, capacity=jobs)
     )

@@ -39,18 +39,22 @@ class Budget:
         self.total = 0
         self._recount()
 
-    def charge(self, task: str) -> bool:
-        """Take a slot for a job of ``task``; ``False`` if no pool that runs
-        it has one (nothing taken). When a pool runs out, ``runnable`` is
-        counted again (once per pool)."""
-        pools = self._by_task.get(task)
-        if not pools:
-            return False
-        pool = pools[0]
-        pool.free -= 1
-        self.total -= 1
-        if not pool.free:
-            self._recount()
+    def charge(self, task: str, n: int = 1) -> bool:
+        """Take a slot for each of ``n`` jobs of ``task``, as far as pools
+        that run it have them; ``False`` if they had fewer (the rest not
+        taken). When a pool runs out, ``runnable`` is counted again (once
+        per pool)."""
+        while n > 0:
+            pools = self._by_task.get(task)
+            if not pools:
+                return False
+            pool = pools[0]
+            taken = pool.free if pool.free < n else n
+            pool.free -= taken
+            self.total -= taken
+            n -= taken
+            if not pool.free:
+                self._recount()
         return True
 
     def refund(self, task: str) -> None:

@@ -146,7 +146,8 @@ class Dispatcher(Actor[Accepts]):
         self._held: deque[Job] = deque()  # received, waiting for a worker with credit
         self._received_total = 0  # jobs received from the inbox, ever
         self._demanded: dict[frozenset[str], int] = {}  # the pools of the last Demand
-        self._demanded_at = -1  # and the jobs received when it was sent
+        self._demanded_at = 0  # and the jobs received when it was sent (none,
+        # nothing free: what the inbox assumes before the first Demand)
         self._received = False
         # Normal when the fleet changes (a subworker joins while jobs asked
         # for the local executor are on their way): INFO, not WARNING.

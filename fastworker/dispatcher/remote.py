@@ -411,6 +411,9 @@ class Subworkers:
             worker.outbox = []
             worker.give_back = True
             self.pulls.answer(worker)
+        elif not worker.drained:
+            # Resumed before its next Pull: it keeps what it holds.
+            worker.give_back = False
         log.info("%s: worker %s %s by request", self._name, worker.name,
                  "drained" if worker.drained else "resumed")
         return True

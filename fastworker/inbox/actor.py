@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any, TypeAlias, Union
 
@@ -145,8 +145,11 @@ class PriorityInbox(Actor[Accepts]):
         # (its last Demand, less what was taken since).
         self._budget = Budget()
         # Jobs taken for the dispatcher that it had not received as of its
-        # last Demand, oldest first; and how many were taken, ever.
+        # last Demand, oldest first, and how many per task (charged per
+        # task to each Demand, not job by job: thousands may be on their
+        # way); and how many were taken, ever.
         self._in_flight: deque[Job] = deque()
+        self._in_flight_tasks: Counter[str] = Counter()
         self._taken_total = 0
         # What the next flush sends besides what admission produced.
         self._cancelled: list[str] = []
@@ -339,7 +342,7 @@ class PriorityInbox(Actor[Accepts]):
 
     def _hold_retries(self, jobs: tuple[Job, ...], delays: tuple[float, ...]) -> None:
         now, wall = trio.current_time(), time.time()
-        for job, delay in zip(jobs, delays):
+        for job, delay in zip(jobs, delays, strict=False):
             if job.id in self._levels.jobs or job.id in self._held:
                 continue
             self._held.hold(job, now + max(delay, 0.0))
@@ -408,18 +411,22 @@ class PriorityInbox(Actor[Accepts]):
     def _on_demand(self, pools: tuple[tuple[int, frozenset[str]], ...], received: int) -> None:
         """The dispatcher's free slots now: what it had not received when it
         wrote them is charged to them first."""
-        in_flight = self._in_flight
+        in_flight, tasks = self._in_flight, self._in_flight_tasks
         arrived = received - (self._taken_total - len(in_flight))
         for _ in range(min(max(arrived, 0), len(in_flight))):
-            in_flight.popleft()
+            task = in_flight.popleft().task
+            tasks[task] -= 1
+            if not tasks[task]:
+                del tasks[task]
         budget = self._budget = Budget(pools)
-        for job in in_flight:
-            budget.charge(job.task)
+        for task, n in tasks.items():
+            budget.charge(task, n)
 
     def _taken(self, job: Job) -> None:
         """A job leaves for the dispatcher: from here the executor checks its
         deadline, and its room goes to a waiting Submit."""
         self._in_flight.append(job)
+        self._in_flight_tasks[job.task] += 1
         self._taken_total += 1
         if job.expires_at is not None:
             self._held.forget_deadline(job.id)
@@ -435,6 +442,7 @@ class PriorityInbox(Actor[Accepts]):
         # They never reach the dispatcher: not on their way, their slots free.
         back = {id(job) for job in jobs}
         self._in_flight = deque(job for job in self._in_flight if id(job) not in back)
+        self._in_flight_tasks = Counter(job.task for job in self._in_flight)
         self._taken_total -= len(jobs)
         for job in jobs:
             self._budget.refund(job.task)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -46,7 +46,10 @@ from fastworker.internal import (
     WorkerLeft,
 )
 from fastworker.messages import (
+    ASYNC,
     CODEC,
+    PROCESS,
+    THREAD,
     Ack,
     Assign,
     Cancel,
@@ -64,7 +67,9 @@ from fastworker.messages import (
     RemoteError,
     Report,
     Retry,
+    Returned,
     Running,
+    Slots,
     Stop,
     UnknownWorker,
 )
@@ -74,8 +79,10 @@ from tests.fastworker.helpers import Recorder
 PEER = "tcp://10.0.0.7:40000"
 #: Virtual seconds a background request waits before failing instead of hanging.
 PATIENCE = 10_000.0
-#: The tasks the local executor has: "a" (subworkers have it too) and "l".
-LOCAL_TASKS = frozenset({"a", "l"})
+#: The tasks the local executor has, and their kinds of slot: "a"
+#: (subworkers have it too) and "l", both async.
+LOCAL_KINDS = {"a": ASYNC, "l": ASYNC}
+LOCAL_TASKS = frozenset(LOCAL_KINDS)
 
 
 class Pending:
@@ -101,6 +108,9 @@ class Harness:
     inbox_got: list[Any]
     executor_got: list[Any]
     results_got: list[Any]
+    #: The tasks the local executor says it runs in its first Credit.
+    local_tasks: dict[str, int] = attrs.field(factory=lambda: dict(LOCAL_KINDS))
+    credited: bool = False
 
     async def send(self, *messages: Any) -> None:
         """Send messages so that the dispatcher handles them as one batch."""
@@ -121,13 +131,24 @@ class Harness:
         await trio.testing.wait_all_tasks_blocked()
         return pending
 
-    async def join(self, worker: str, *tasks: str, credit: int = 0,
+    async def join(self, worker: str, *tasks: str, credit: int | Slots = 0,
                    at_most_once: Collection[str] = ()) -> None:
-        """A subworker registers (the Registry's WorkerJoined) and offers credit."""
+        """A subworker registers (the Registry's WorkerJoined) and offers
+        credit (a number: of async slots, which its tasks take)."""
         await self.send(WorkerJoined(worker=worker, tasks=frozenset(tasks),
                                      at_most_once=frozenset(at_most_once)))
-        if credit:
-            assert await self.request(Report(worker=worker, credit=credit)) == [Ack()]
+        slots = (credit, 0, 0) if isinstance(credit, int) else credit
+        if any(slots):
+            assert await self.request(Report(worker=worker, credit=slots)) == [Ack()]
+
+    async def credit(self, n: int = 0, *, slots: Slots | None = None,
+                     tasks: dict[str, int] | None = None) -> None:
+        """The local executor offers ``n`` more async slots (or ``slots``);
+        its first Credit (or one given ``tasks``) says what it runs."""
+        if tasks is None and not self.credited:
+            tasks = self.local_tasks
+        self.credited = True
+        await self.send(Credit(worker="local", slots=slots or (n, 0, 0), tasks=tasks))
 
     def demands(self) -> list[Demand]:
         return [m for m in self.inbox_got if isinstance(m, Demand)]
@@ -177,10 +198,12 @@ class GatedStore(Recorder):
 
 @asynccontextmanager
 async def open_dispatcher(
-    local_tasks: Callable[[], Collection[str]] = lambda: LOCAL_TASKS, *,
+    local_tasks: dict[str, int] | None = None, *,
     kept: trio.Event | None = None, **options: Any
 ) -> AsyncIterator[Harness]:
-    """``kept``: the store answers ``ResultsKept`` only once it is set."""
+    """``local_tasks``: what the local executor says it runs in its first
+    Credit (``h.credit``; by default ``LOCAL_KINDS``); ``kept``: the store
+    answers ``ResultsKept`` only once it is set."""
     inbox_got: list[Any] = []
     executor_got: list[Any] = []
     results_got: list[Any] = []
@@ -191,10 +214,11 @@ async def open_dispatcher(
         .add("results", GatedStore, params={"got": results_got, "kept": kept})
         .add("dispatcher", Dispatcher,
              refs={"inbox": "inbox", "executor": "executor", "results": "results"},
-             params={"local_tasks": local_tasks}, **options)
+             **options)
     )
     async with open_node(topology) as node, trio.open_nursery() as nursery:
-        yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got)
+        yield Harness(node.refs["dispatcher"], nursery, inbox_got, executor_got, results_got,
+                      dict(LOCAL_KINDS) if local_tasks is None else local_tasks)
 
 
 def job(id: str, task: str = "a", *, attempt: int = 1, losses: int = 0) -> Job:
@@ -204,6 +228,12 @@ def job(id: str, task: str = "a", *, attempt: int = 1, losses: int = 0) -> Job:
 
 def batch(*jobs: Job) -> JobBatch:
     return JobBatch(jobs=jobs)
+
+
+def demand(*pools: tuple[int, Collection[str]], received: int = 0) -> Demand:
+    """A Demand of these pools, (free, tasks) each, in that order."""
+    return Demand(pools=tuple((free, frozenset(tasks)) for free, tasks in pools),
+                  received=received)
 
 
 def assigned(pending: Pending) -> list[str]:
@@ -233,14 +263,14 @@ class TestAssigning:
         than the Report's credit is given; the rest waits for more credit."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
-            assert h.demands() == [Demand(n=2, only=frozenset({"a"}))]
+            assert h.demands() == [demand((2, {"a"}))]
             await h.send(batch(job("j1"), job("j2"), job("j3")))
             assert (await h.stats()).held == 1
             first = await h.pull("w1", seq=1)
             assert assigned(first) == ["j1", "j2"]
             second = await h.pull("w1", seq=2)
             assert second.answer is None  # parked: no credit left
-            await h.request(Report(worker="w1", credit=1))
+            await h.request(Report(worker="w1", credit=(1, 0, 0)))
             assert assigned(second) == ["j3"]
             load = await h.load("w1")
         assert h.executor_got == []
@@ -292,7 +322,7 @@ class TestAssigning:
         other jobs go."""
         async with open_dispatcher() as h:
             await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), max_frame_bytes=8192))
-            assert await h.request(Report(worker="w1", credit=2)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(2, 0, 0))) == [Ack()]
             big = Job(id="big", task="a", payload=bytes(10_000), priority=2, timeout=None)
             pending = await h.pull("w1", seq=1)
             await h.send(batch(big, job("j2")))
@@ -354,14 +384,14 @@ class TestAssigning:
             await h.join("w2", "a", credit=2)
             w1, w2 = await h.pull("w1", seq=1), await h.pull("w2", seq=1)
             await h.send(WorkerHealth(worker="w1", health="suspect"))
-            assert h.demands()[-1].only == frozenset({"a"})
+            assert h.demands()[-1] == demand((2, {"a"}))  # w1's credit left out
             await h.send(batch(job("j1"), job("j2"), job("j3")))
             assert w1.answer is None
             assert assigned(w2) == ["j1", "j2"]
             assert (await h.stats()).held == 1
             await h.send(WorkerHealth(worker="w1", health="alive"))
             assert assigned(w1) == ["j3"]
-        assert h.demands()[-1].only == frozenset({"a", "s"})
+        assert h.demands()[-1] == demand((1, {"a", "s"}), received=3)
 
     async def test_a_pull_or_drain_of_an_unknown_worker_is_answered_unknown_worker(
         self, autojump_clock: MockClock
@@ -380,7 +410,7 @@ class TestLocalExecutor:
         local executor gets no "a" jobs, but gets jobs of "l", which only
         it has; once the subworker is gone, it gets the "a" jobs too."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=5))
+            await h.credit(5)
             await h.join("w1", "a")
             await h.send(batch(job("a1"), job("l1", "l"), job("a2")))
             assert h.local() == ["l1"]
@@ -394,7 +424,7 @@ class TestLocalExecutor:
         """With local = "fallback" a job goes to a subworker with free
         credit though the local executor has far more."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=256))
+            await h.credit(256)
             await h.join("w1", "a", credit=2)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2")))
@@ -410,7 +440,7 @@ class TestLocalExecutor:
         local executor takes the "a" jobs rather than leave its slots idle;
         the subworkers' free credit is used first."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             await h.join("w2", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
@@ -429,7 +459,7 @@ class TestLocalExecutor:
         used for nor asked for tasks a live subworker has: the job waits
         until the subworker has room."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2")))
@@ -437,7 +467,7 @@ class TestLocalExecutor:
             assert h.local() == []
             assert (await h.stats()).held == 1
             w1_next = await h.pull("w1", seq=2)
-            assert await h.request(Report(worker="w1", credit=1, seq=1)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=1)) == [Ack()]
         assert assigned(w1_next) == ["j2"]
         assert h.local() == []
 
@@ -446,26 +476,35 @@ class TestLocalExecutor:
     ) -> None:
         """With local = "fallback" jobs are held only once every worker that
         can run them is full, and the log says so; with local = "never" the
-        free local slots that may not run them are counted in the line."""
+        free local slots that may not run them are counted in the line, as
+        are free slots of another kind than the jobs need."""
         caplog.set_level(logging.INFO, logger="fastworker.dispatcher")
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a", credit=1)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
             fallback = await h.stats()
         assert (assigned(w1), h.local(), fallback.held) == (["j1"], ["j2", "j3"], 1)
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=4))
+            await h.credit(4)
             await h.join("w1", "a", credit=1)
             await h.send(batch(job("j1"), job("j2")))
             never = await h.stats()
         assert (h.local(), never.held) == ([], 1)
+        async with open_dispatcher({"a": ASYNC, "s": THREAD}) as h:
+            await h.credit(3)  # async slots; "s" runs on a thread
+            await h.send(batch(job("s1", "s")))
+            other_kind = await h.stats()
+        assert (h.local(), other_kind.held) == ([], 1)
         assert [r.getMessage() for r in caplog.records if "holding" in r.getMessage()] == [
             "dispatcher: holding 1 jobs that no worker with free slots can run until one "
             "has room (1 such batches in the last 60 s)",
-            "dispatcher: holding 1 jobs while 4 free slots may not run them (workers "
-            "without their tasks, or the local executor with local = \"never\") "
+            "dispatcher: holding 1 jobs while 4 free slots may not run them (slots of another "
+            "kind, workers without their tasks, or the local executor with local = \"never\") "
+            "(1 such batches in the last 60 s)",
+            "dispatcher: holding 1 jobs while 3 free slots may not run them (slots of another "
+            "kind, workers without their tasks, or the local executor with local = \"never\") "
             "(1 such batches in the last 60 s)",
         ]
 
@@ -474,7 +513,7 @@ class TestLocalExecutor:
     ) -> None:
         """With local = "always" the local executor is one more worker."""
         async with open_dispatcher(local="always") as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a", credit=2)
             w1 = await h.pull("w1", seq=1)
             await h.send(batch(job("j1"), job("j2"), job("j3"), job("j4")))
@@ -488,16 +527,19 @@ class TestDemand:
     async def test_the_demand_names_the_tasks_the_free_workers_can_run(
         self, autojump_clock: MockClock
     ) -> None:
-        """``only`` holds the tasks of workers with free credit: a worker
-        without credit adds none, one that offers credit adds its own."""
+        """The Demand is the free credit now, a pool per set of tasks: a
+        worker without credit adds none, one that offers credit adds a pool
+        of its own tasks; jobs received are taken off, and counted in
+        ``received``."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
             await h.join("w2", "b", "c")
-            assert h.demands()[-1] == Demand(n=2, only=frozenset({"a"}))
-            await h.request(Report(worker="w2", credit=1))
-            assert h.demands()[-1] == Demand(n=1, only=frozenset({"a", "b", "c"}))
+            assert h.demands() == [demand((2, {"a"}))]
+            await h.request(Report(worker="w2", credit=(1, 0, 0)))
+            assert h.demands()[-1] == demand((2, {"a"}), (1, {"b", "c"}))
             await h.send(batch(job("j1"), job("j2")))
-            assert h.demands()[-1] == Demand(n=0, only=frozenset({"b", "c"}))
+            assert h.demands()[-1] == demand((1, {"b", "c"}), received=2)
+            assert len(h.demands()) == 3
 
     async def test_with_never_the_demand_leaves_out_tasks_subworkers_have(
         self, autojump_clock: MockClock
@@ -505,9 +547,9 @@ class TestDemand:
         """With local = "never" the local executor's free credit asks only
         for the tasks no subworker has."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=3))
+            await h.credit(3)
             await h.join("w1", "a")
-        assert h.demands()[-1] == Demand(n=0, only=frozenset({"l"}))
+        assert h.demands() == [demand((3, LOCAL_TASKS)), demand((3, {"l"}))]
 
     async def test_with_fallback_the_demand_asks_for_every_task_of_the_local_executor(
         self, autojump_clock: MockClock
@@ -515,9 +557,9 @@ class TestDemand:
         """With local = "fallback" the local executor's free credit is asked
         for with all its tasks, those the (full) subworkers have too."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=3))
+            await h.credit(3)
             await h.join("w1", "a", "s")
-        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
+        assert h.demands() == [demand((3, LOCAL_TASKS))]
 
     async def test_with_never_credit_for_nothing_it_may_run_is_not_asked_for(
         self, autojump_clock: MockClock
@@ -527,31 +569,29 @@ class TestDemand:
         jobs would only wait)."""
         async with open_dispatcher(local="never") as h:
             await h.join("w1", "a", "l", credit=2)
-            await h.send(Credit(worker="local", n=5))
-        assert h.demands() == [Demand(n=2, only=frozenset({"a", "l"}))]
+            await h.credit(5)
+        assert h.demands() == [demand((2, {"a", "l"}))]
 
     async def test_without_subworkers_the_demand_names_the_local_tasks(
         self, autojump_clock: MockClock
     ) -> None:
         """With the local executor alone, the demand is for the tasks it has."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=3))
-        assert h.demands() == [Demand(n=3, only=LOCAL_TASKS)]
-
+            await h.credit(3)
+        assert h.demands() == [demand((3, LOCAL_TASKS))]
 
     async def test_a_task_registered_locally_later_is_asked_for(
         self, autojump_clock: MockClock
     ) -> None:
-        """The local executor's task names are looked up again (once a second
-        at most), so a task registered after start is demanded too."""
-        names = {"a"}
-        async with open_dispatcher(lambda: frozenset(names)) as h:
-            await h.send(Credit(worker="local", n=1))
-            names.add("late")
-            await trio.sleep(1.0)
-            await h.send(Credit(worker="local", n=1))
-        assert h.demands() == [Demand(n=1, only=frozenset({"a"})),
-                               Demand(n=1, only=frozenset({"a", "late"}))]
+        """The local executor names its tasks again in a Credit when they
+        changed (a task registered after start): it is demanded too, and a
+        Credit without tasks keeps them."""
+        async with open_dispatcher({"a": ASYNC}) as h:
+            await h.credit(1)
+            await h.credit(1, tasks={"a": ASYNC, "late": ASYNC})
+            await h.credit(1)
+        assert h.demands() == [demand((1, {"a"})), demand((2, {"a", "late"})),
+                               demand((3, {"a", "late"}))]
 
 
 class TestReports:
@@ -560,9 +600,9 @@ class TestReports:
         and adds nothing; the next one counts again."""
         async with open_dispatcher() as h:
             await h.join("w1", "a")
-            for report in (Report(worker="w1", credit=2, seq=1),
-                           Report(worker="w1", credit=2, seq=1),
-                           Report(worker="w1", credit=1, seq=2)):
+            for report in (Report(worker="w1", credit=(2, 0, 0), seq=1),
+                           Report(worker="w1", credit=(2, 0, 0), seq=1),
+                           Report(worker="w1", credit=(1, 0, 0), seq=2)):
                 assert await h.request(report) == [Ack()]
             load = await h.load("w1")
         assert load is not None and load.credit == 3
@@ -577,7 +617,8 @@ class TestReports:
             await hold(h, "w1", job("j1"))
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
             assert await h.request(Report(worker="w1", running=(running,))) == [Ack()]
-            answer = await h.request(Report(worker="w1", credit=1, finished=(outcome("j1"),)))
+            answer = await h.request(Report(worker="w1", credit=(1, 0, 0),
+                                            finished=(outcome("j1"),)))
             load = await h.load("w1")
             stats = await h.stats()
         assert answer == [Ack()]
@@ -593,7 +634,7 @@ class TestReports:
         async with open_dispatcher() as h:
             running = Running(ids=("j1",), worker="ghost", started_at=1.0, attempts=(1,))
             answer = await h.request(
-                Report(worker="ghost", credit=3, running=(running,),
+                Report(worker="ghost", credit=(3, 0, 0), running=(running,),
                        finished=(outcome("j0", worker="ghost"),)))
             stats = await h.stats()
         assert answer == [UnknownWorker(worker="ghost")]
@@ -774,7 +815,7 @@ class TestStaleAndUnacknowledged:
             await trio.sleep(5.0)
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
             await h.request(Report(worker="w1", seq=1, running=(running,)))
-            await h.request(Report(worker="w1", seq=2, credit=1, finished=(outcome("j1"),)))
+            await h.request(Report(worker="w1", seq=2, credit=(1, 0, 0), finished=(outcome("j1"),)))
             load = await h.load("w1")
             stats = await h.stats()
         assert [m for m in h.inbox_got if isinstance(m, Cancel)] == [Cancel(id="j1")]
@@ -796,7 +837,7 @@ class TestStaleAndUnacknowledged:
             assert assigned(again) == ["j1"]
             running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(2,))
             await h.request(Report(worker="w1", seq=1, running=(running,)))
-            await h.request(Report(worker="w1", seq=2, credit=1,
+            await h.request(Report(worker="w1", seq=2, credit=(1, 0, 0),
                                    finished=(outcome("j1", attempt=2),)))
             load = await h.load("w1")
         assert load is not None and (load.held, load.credit) == (0, 1)
@@ -810,8 +851,8 @@ class TestStaleAndUnacknowledged:
         async with open_dispatcher() as h:
             await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), pull_seq=10,
                                       report_seq=7))
-            assert await h.request(Report(worker="w1", credit=5, seq=7)) == [Ack()]
-            assert await h.request(Report(worker="w1", credit=1, seq=8)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(5, 0, 0), seq=7)) == [Ack()]
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=8)) == [Ack()]
             stale = await h.pull("w1", seq=9)
             pending = await h.pull("w1", seq=11)
             await h.send(batch(job("j1"), job("j2")))
@@ -963,7 +1004,7 @@ class TestDrain:
             stats = await h.stats()
         assert load is not None and (load.health, load.credit) == ("draining", 0)
         assert stats.held == 1
-        assert h.demands()[-1].only == frozenset()
+        assert h.demands()[-1] == demand(received=1)  # nothing asked for
 
     async def test_drain_requeues_jobs_placed_but_not_pulled(
         self, autojump_clock: MockClock
@@ -985,7 +1026,7 @@ class TestDrain:
         """A draining subworker no longer counts as one that can run its
         tasks: even with local = "never" the local executor runs them again."""
         async with open_dispatcher(local="never") as h:
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             await h.join("w1", "a")
             await h.send(batch(job("j1")))
             assert h.local() == []
@@ -997,7 +1038,8 @@ class TestOperatorDrain:
     async def test_a_drained_subworker_gets_nothing_new_until_resumed(
         self, autojump_clock: MockClock
     ) -> None:
-        """DrainWorker stops new placements on a subworker (its parked Pull
+        """DrainWorker stops new placements on a subworker (its next Pull is
+        answered at once asking for its unstarted jobs back; the one after
         stays parked, with nothing), the jobs go to the other worker, and
         resuming gives it work again."""
         async with open_dispatcher() as h:
@@ -1005,7 +1047,9 @@ class TestOperatorDrain:
             await h.join("w2", "a", credit=1)
             assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
             drained = await h.load("w1")
-            pending = await h.pull("w1", seq=1)
+            asked_back = await h.pull("w1", seq=1)
+            assert asked_back.answer == [Assign(jobs=(), give_back=True)]
+            pending = await h.pull("w1", seq=2)
             other = await h.pull("w2", seq=1)
             await h.send(batch(job("j1"), job("j2")))
             assert pending.answer is None
@@ -1025,7 +1069,7 @@ class TestOperatorDrain:
         that can run its tasks: the control plane's executor takes them."""
         async with open_dispatcher() as h:
             await h.join("w1", "a", credit=2)
-            await h.send(Credit(worker="local", n=2))
+            await h.credit(2)
             assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
             await h.send(batch(job("j1")))
         assert h.local() == ["j1"]
@@ -1042,7 +1086,7 @@ class TestOperatorDrain:
         """The store hears which worker each job was handed to (the
         timeline's "dispatched")."""
         async with open_dispatcher() as h:
-            await h.send(Credit(worker="local", n=1))
+            await h.credit(1)
             await h.join("w1", "a", credit=2)
             await hold(h, "w1", job("j1"), job("j2"))
             await h.send(batch(job("j3", "l")))
@@ -1176,7 +1220,7 @@ class TestAcrossARestart:
     ) -> None:
         """The queued copy of a recovered task that the inbox already handed
         over (held for want of a worker) is dropped when the late result comes."""
-        async with open_dispatcher(local_tasks=lambda: ()) as h:
+        async with open_dispatcher() as h:  # no local executor
             await h.send(RecoveredDispatched(ids=("j1",)))
             await h.send(batch(job("j1", attempt=2), job("j2")))
             assert (await h.stats()).held == 2
@@ -1222,7 +1266,7 @@ class TestResultsKept:
                 nursery.start_soon(report)
                 await trio.testing.wait_all_tasks_blocked()
                 assert answered == [] and h.finished() == [outcome("j1")]
-                assert await h.request(Report(worker="w1", credit=1, seq=3)) == [Ack()]
+                assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=3)) == [Ack()]
                 kept.set()
             assert answered == [Ack()]
         kinds = [type(m) for m in h.results_got if isinstance(m, (Finished, ResultsKept))]
@@ -1296,17 +1340,253 @@ class TestAdoption:
             ids=("j1", "j2"), state="again")
 
 
+class TestKindsOfSlot:
+    """Credit counts per kind of slot (async lanes, threads, pool processes):
+    a job takes a slot of the kind its task needs on that worker, and the
+    Demand asks for each kind's free slots with the tasks that run on them."""
+
+    async def test_a_job_waits_for_a_slot_of_its_kind_though_others_are_free(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor runs "a" in a lane and "s" on a thread. With
+        only async credit it gets the "a" job, not the "s" one (held), and
+        the Demand's pool of its async slots does not name "s"; a thread
+        slot freed takes the "s" job, the async credit left untouched."""
+        async with open_dispatcher({"a": ASYNC, "s": THREAD}) as h:
+            await h.credit(slots=(3, 0, 0))
+            assert h.demands() == [demand((3, {"a"}))]
+            await h.send(batch(job("s1", "s"), job("a1")))
+            assert h.local() == ["a1"]
+            assert (await h.stats()).held == 1
+            await h.credit(slots=(0, 1, 0))
+            load = await h.load("local")
+            held = (await h.stats()).held
+        assert (h.local(), held) == (["a1", "s1"], 0)
+        assert load is not None and load.credit_by_kind == (2, 0, 0)
+        assert h.demands() == [demand((3, {"a"})), demand((2, {"a"}), received=2)]
+
+    async def test_the_demand_has_a_pool_per_kind_with_the_tasks_it_runs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Free slots of each kind are asked for with the tasks that run on
+        them: no sync task is in the pool of the async slots."""
+        async with open_dispatcher({"a": ASYNC, "s": THREAD, "p": PROCESS}) as h:
+            await h.credit(slots=(4, 2, 1))
+        assert h.demands() == [demand((4, {"a"}), (2, {"s"}), (1, {"p"}))]
+
+    async def test_with_fallback_the_local_executor_takes_a_job_no_subworker_has_a_slot_for(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 runs "a" in a lane and offers 1 async slot and 3 thread slots:
+        the first "a" job goes to w1 (a subworker first, though the local
+        executor has more free credit), the second to the local executor,
+        since w1's free thread slots cannot run it. Those thread slots,
+        for no task of w1's, are not asked of the inbox."""
+        async with open_dispatcher() as h:
+            await h.credit(4)
+            await h.join("w1", "a", credit=(1, 3, 0))
+            assert h.demands()[-1] == demand((4, LOCAL_TASKS), (1, {"a"}))
+            w1 = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+            load = await h.load("w1")
+        assert assigned(w1) == ["j1"]
+        assert h.local() == ["j2"]
+        assert load is not None and load.credit_by_kind == (0, 3, 0)
+        assert h.demands()[-1] == demand((3, LOCAL_TASKS), received=2)
+
+
+def test_placement_gives_each_job_a_slot_of_the_kind_its_task_needs_there() -> None:
+    """Of two subworkers, w1 has the most free credit, all async; w2 runs
+    "s" on a thread and "p" in a pool process. The "s" and "p" jobs go to
+    w2, the "a" job to w1, and a second "s" job waits (w2's one thread slot
+    is taken) though w1 has credit left. The pools keep the kinds apart."""
+    placement = Placement(local="always")
+    w1 = placement.add_subworker("w1", {"a": ASYNC, "s": THREAD}, frozenset())
+    w2 = placement.add_subworker("w2", {"s": THREAD, "p": PROCESS}, frozenset())
+    w1.add_credit((5, 0, 0))
+    w2.add_credit((0, 1, 2))
+    assert placement.pools() == {frozenset({"a"}): 5, frozenset({"s"}): 1,
+                                 frozenset({"p"}): 2}
+    placed, kept = placement.place(
+        deque([job("s1", "s"), job("a1"), job("s2", "s"), job("p1", "p")]))
+    assert {w.name: [j.id for j in jobs] for w, jobs in placed.items()} == {
+        "w2": ["s1", "p1"], "w1": ["a1"]}
+    assert [j.id for j in kept] == ["s2"]
+    assert (w1.credit, w2.credit) == ([4, 0, 0], [0, 0, 1])
+    assert placement.pools() == {frozenset({"a"}): 4, frozenset({"p"}): 1}
+
+
+def test_placement_falls_back_to_the_local_executor_per_kind() -> None:
+    """With local = "fallback", a subworker with a free slot of the job's
+    kind is chosen before the local executor; once its slots of that kind
+    are used up, the local executor takes the job, though the subworker
+    has slots of another kind free."""
+    placement = Placement(local="fallback")
+    placement.add_local_credit("local", (0, 8, 0), {"s": THREAD, "a": ASYNC})
+    w1 = placement.add_subworker("w1", {"s": THREAD, "a": ASYNC}, frozenset())
+    w1.add_credit((5, 1, 0))
+    placed, kept = placement.place(deque([job("s1", "s"), job("s2", "s")]))
+    assert {w.name: [j.id for j in jobs] for w, jobs in placed.items()} == {
+        "w1": ["s1"], "local": ["s2"]}
+    assert not kept
+    assert (w1.credit, placement.workers["local"].credit) == ([5, 0, 0], [0, 7, 0])
+
+
+class TestNoHoarding:
+    async def test_an_idle_newcomer_gets_the_next_jobs_within_one_dispatch(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 is saturated (it holds as many jobs as it offered slots): no
+        more is asked for, and a job that comes anyway is held. w2 joins
+        and offers 2 slots: the dispatch of its Report hands it the held
+        job and asks the inbox for its other slot; the next JobBatch's job
+        goes to w2 in the dispatch that handles it, not to w1."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"), job("j2"))
+            assert h.demands()[-1] == demand(received=2)
+            await h.send(batch(job("j3")))
+            assert (await h.stats()).held == 1
+            await h.join("w2", "a")
+            w2 = await h.pull("w2", seq=1)
+            w1 = await h.pull("w1", seq=2)
+            assert await h.request(Report(worker="w2", credit=(2, 0, 0))) == [Ack()]
+            assert assigned(w2) == ["j3"]
+            assert h.demands()[-1] == demand((1, {"a"}), received=3)
+            w2_next = await h.pull("w2", seq=2)
+            await h.send(batch(job("j4")))
+            assert assigned(w2_next) == ["j4"]
+            assert w1.answer is None
+            stats = await h.stats()
+        assert (stats.held, stats.credit) == (0, {"w1": 0, "w2": 0})
+
+    async def test_a_lost_workers_prefetched_jobs_are_requeued_like_its_running_ones(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """w1 holds 3 jobs and reported one started (the others wait there
+        for a slot): all 3 go back as their next attempt when it is lost."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"), job("j2"), job("j3"))
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            load = await h.load("w1")
+            await h.send(WorkerLeft(worker="w1", reason="no heartbeat", lost=True))
+            stats = await h.stats()
+        assert load is not None and (load.held, load.running) == (3, 1)
+        assert h.requeued() == [Requeue(jobs=tuple(
+            job(i, attempt=2, losses=1) for i in ("j1", "j2", "j3")))]
+        assert Requeued(ids=("j1", "j2", "j3"), attempts=(2, 2, 2)) in h.results_got
+        assert stats.redelivered_total == 3
+
+
+class TestGivingBack:
+    """An operator's drain asks a worker for the jobs it holds and has not
+    started; those it gives back are queued again, the same attempt."""
+
+    async def test_a_drained_subworkers_parked_pull_asks_for_its_unstarted_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Draining w1 answers its parked Pull at once with give_back. Its
+        Report of jobs returned requeues those it holds and had not reported
+        started (j2, j3), the same attempt; a started one (j1) and one it
+        does not hold (j0) are passed over, and the Report resent does not
+        requeue them twice. Its next Pull waits: nothing more to give back."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=3)
+            await hold(h, "w1", job("j1"), job("j2"), job("j3", attempt=2))
+            running = Running(ids=("j1",), worker="w1", started_at=1.0, attempts=(1,))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            parked = await h.pull("w1", seq=2)
+            assert parked.answer is None
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert parked.answer == [Assign(jobs=(), give_back=True)]
+            report = Report(worker="w1", returned=("j1", "j2", "j3", "j0"), seq=2)
+            assert await h.request(report) == [Ack()]
+            assert await h.request(report) == [Ack()]  # resent: its answer was lost
+            following = await h.pull("w1", seq=3)
+            load = await h.load("w1")
+        assert h.requeued() == [Requeue(jobs=(job("j2"), job("j3", attempt=2)))]
+        assert [m for m in h.results_got if isinstance(m, Requeued)] == [
+            Requeued(ids=("j2", "j3"), attempts=(1, 2))]
+        assert following.answer == [Assign(jobs=())]  # answered at the end of its wait
+        assert load is not None and (load.held, load.running, load.drained) == (1, 1, True)
+
+    async def test_a_subworker_resumed_before_its_next_pull_keeps_its_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Drained and resumed before it pulled again: its next Pull does
+        not ask for its jobs back (it may start them after all)."""
+        async with open_dispatcher() as h:
+            await h.join("w1", "a", credit=2)
+            await hold(h, "w1", job("j1"))
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            assert await h.dispatcher.call(DrainWorker(worker="w1", resume=True)) is True
+            following = await h.pull("w1", seq=2)
+            assert following.answer is None  # parked, as before the drain
+            await h.send(batch(job("j2")))
+        assert assigned(following) == ["j2"]
+        assert following.answer[0].give_back is False
+
+    async def test_draining_the_local_executor_asks_it_for_its_unstarted_jobs(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """The local executor drained is sent an Assign with give_back; the
+        jobs it returns are requeued (the same attempt), and it gets nothing
+        new while drained."""
+        async with open_dispatcher() as h:
+            await h.credit(3)
+            await h.send(batch(job("j1"), job("j2"), job("j3", attempt=2)))
+            assert await h.dispatcher.call(DrainWorker(worker="local")) is True
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.executor_got[-1] == Assign(jobs=(), give_back=True)
+            await h.send(Returned(jobs=(job("j2"), job("j3", attempt=2))))
+            await h.credit(2)  # their slots, free again
+            await h.send(batch(job("j4")))
+            stats = await h.stats()
+        assert h.requeued() == [Requeue(jobs=(job("j2"), job("j3", attempt=2)))]
+        assert Requeued(ids=("j2", "j3"), attempts=(1, 2)) in h.results_got
+        assert h.local() == ["j1", "j2", "j3"]
+        assert (stats.held, stats.redelivered_total) == (1, 0)
+
+
+class TestWorkerLoad:
+    async def test_worker_load_shows_jobs_running_and_free_credit_by_kind(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """``running`` counts the held jobs a subworker reported started
+        (an id it does not hold is not counted) until they end;
+        ``credit_by_kind`` its free credit per kind, ``credit`` their sum."""
+        async with open_dispatcher() as h:
+            await h.credit(slots=(2, 3, 1))
+            await h.join("w1", "a", credit=(3, 1, 0))
+            await hold(h, "w1", job("j1"), job("j2"))
+            running = Running(ids=("j1", "zz"), worker="w1", started_at=1.0, attempts=(1, 1))
+            assert await h.request(Report(worker="w1", running=(running,), seq=1)) == [Ack()]
+            w1, local = await h.load("w1"), await h.load("local")
+            assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=2,
+                                          finished=(outcome("j1"),))) == [Ack()]
+            after = await h.load("w1")
+        assert w1 == WorkerLoad(worker="w1", local=False, health="alive", credit=2, held=2,
+                                assigned_total=2, running=1, credit_by_kind=(1, 1, 0))
+        assert local == WorkerLoad(worker="local", local=True, health="alive", credit=6,
+                                   held=0, assigned_total=0, credit_by_kind=(2, 3, 1))
+        assert after is not None
+        assert (after.held, after.running, after.credit_by_kind) == (1, 0, (2, 1, 0))
+
+
 async def test_an_acknowledgement_handled_before_the_take_back_keeps_the_jobs() -> None:
     """The ack timer finds Assign 1 overdue, but the worker's Pull 2 (its
     acknowledgement) is handled before the take-back it asked for: nothing
     is taken back, and above all not the jobs just answered to Pull 2."""
-    placement = Placement(local="fallback", local_tasks=frozenset)
+    placement = Placement(local="fallback")
     out = Outgoing()
     remote = Subworkers("dispatcher", placement, out, Counter(), poison_after=3,
                         pull_wait_max=5.0, ack_timeout=4.0)
     remote.join(WorkerJoined(worker="w1", tasks=frozenset({"a"})))
     worker = placement.workers["w1"]
-    worker.credit = 4
+    worker.credit = [4, 0, 0]
     remote.hand(worker, [job("j1")])
     first = Answers(1)
     remote.answer(Pull(worker="w1", seq=1), first, 0, may_wait=False)

@@ -674,6 +674,26 @@ class TestTaskFilter:
             await trio.testing.wait_all_tasks_blocked()
         assert h.dispatched() == ["a0", "a1", "a2", "a3"]
 
+    async def test_jobs_of_several_tasks_on_their_way_are_charged_to_their_pools(
+        self,
+    ) -> None:
+        """Jobs on their way are charged to the pool of their own task: two
+        "mul" jobs and one "add" job on their way leave, of a new Demand of
+        3 "mul" slots and 1 "add" slot, one "mul" slot and no "add" slot."""
+        async with open_inbox() as h:
+            await h.submit(*(sub(f"m{n}", 2, task=MUL) for n in range(5)),
+                           sub("a1", 3), sub("a2", 3))
+            pools = ((2, frozenset({MUL})), (1, frozenset({ADD})))
+            await h.inbox.send(Demand(pools=pools, received=0))
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == ["m0", "m1", "a1"]
+            await h.inbox.send(Demand(pools=((3, frozenset({MUL})), (1, frozenset({ADD}))),
+                                      received=0))
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await h.stats()
+        assert h.dispatched() == ["m0", "m1", "a1", "m2"]
+        assert (stats.demand, stats.queued) == (0, (0, 0, 2, 1))
+
 
 async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) -> None:
     """Under a random mix of submits, resends, cancels and demands, every
@@ -682,7 +702,7 @@ async def test_no_job_is_ever_dropped(autojump_clock: trio.testing.MockClock) ->
     accepted: set[str] = set()
     cancelled: set[str] = set()
     async with open_inbox(capacity=8, starvation_limit=3) as h:
-        for step in range(400):
+        for _step in range(400):
             roll = rng.random()
             if roll < 0.6:
                 ids = [f"t{rng.randrange(150)}" for _ in range(rng.randrange(1, 5))]
