@@ -124,6 +124,12 @@ class Executor(Actor[Accepts]):
         self._threads = Threads(options.threads, self._reports)
         self._isolated = Isolated(options.processes, self._reports, options.poison_after)
         self._slots: Slots = (options.concurrency, options.threads, self._isolated.size)
+        # How many of each kind it hands to their runner at once: a worker
+        # thread takes its next job from its own best-first queue, without
+        # waiting for a pass of the collector, so the threads' prefetch
+        # waits there; lanes and the pool take a job only into a free slot.
+        self._handed: Slots = (options.concurrency, options.threads + options.prefetch,
+                               self._isolated.size)
         self._waiting = Waiting()  # assigned, not started: no slot of their kind was free
         # Per kind: credit the Dispatcher holds, as far as we told it; and
         # jobs given back whose Returned is not sent yet (no credit yet).
@@ -195,6 +201,8 @@ class Executor(Actor[Accepts]):
         counts = self._reports.counts
         a, t, p = self._reports.running
         wa, wt, wp = self._waiting.counts
+        held, unbegun = self._threads.unbegun()  # handed to the threads, not begun
+        t, wt = t - held, wt + unbegun
         return ExecutorStats(
             worker=self.worker,
             concurrency=self.options.concurrency,
@@ -223,7 +231,7 @@ class Executor(Actor[Accepts]):
         get, kinds, announced = self._registry.get, self._current_kinds(), self._announced
         credit_out, waiting, reports = self._credit_out, self._waiting, self._reports
         waits = waiting.counts
-        running, slots = reports.running, self._slots
+        running, slots = reports.running, self._handed
         free = [slots[0] - running[0], slots[1] - running[1], slots[2] - running[2]]
         ready: list[_Ready] = []
         for job in jobs:
@@ -335,7 +343,10 @@ class Executor(Actor[Accepts]):
         """Hand every waiting job back to the Dispatcher in one ``Returned``,
         then the credit they held (never before: it would count them twice)."""
         counts = self._waiting.counts.copy()
-        jobs = self._waiting.take_all()
+        # Those the threads hold unbegun keep their slots until the threads
+        # pass them over (then the collector frees them): no credit before.
+        jobs = sorted(self._threads.give_back() + self._waiting.take_all(),
+                      key=lambda job: job.priority)  # best first, then as they came
         if jobs:
             returning = self._returning
             for kind, n in enumerate(counts):
@@ -406,7 +417,7 @@ class Executor(Actor[Accepts]):
         reports = self._reports
         self._threads.collect()
         if any(self._waiting.counts):
-            running, slots = reports.running, self._slots
+            running, slots = reports.running, self._handed
             await self._start(self._best(
                 [slots[0] - running[0], slots[1] - running[1], slots[2] - running[2]]))
         outcomes, retries, delays = reports.take()

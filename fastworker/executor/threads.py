@@ -1,6 +1,8 @@
 """Sync jobs on long-lived worker threads, and their time limits.
 
-Threads take jobs from a ``queue.SimpleQueue`` and hand back what they
+Threads take jobs from a best-first ``queue.PriorityQueue`` (the
+executor hands them their slots' worth plus its prefetch, so a thread never
+waits for the trio side to start its next job) and hand back what they
 finished through a deque, waking the trio side only when no wake-up is
 pending. A thread cannot be stopped: a job past its time limit, or
 stopped, is reported at once and keeps its slot until its call returns;
@@ -10,6 +12,8 @@ what it returns then is discarded. See docs/executor.md.
 from __future__ import annotations
 
 import collections
+import itertools
+import math
 import queue
 import threading
 import time
@@ -32,7 +36,13 @@ class Threads:
         self._reports = reports
         self._token: trio.lowlevel.TrioToken | None = None
         self._threads: list[threading.Thread] = []
-        self._queue: queue.SimpleQueue[_SyncRun | None] = queue.SimpleQueue()
+        # (priority, arrival, run): best first; a run of None stops a thread.
+        self._queue: queue.PriorityQueue[tuple[float, int, _SyncRun | None]] = (
+            queue.PriorityQueue())
+        self._arrivals = itertools.count()
+        # Held by a thread as it begins a run, and by the trio side as it
+        # gives one back or stops it: a run is begun or passed over, never both.
+        self._begin = threading.Lock()
         self._closing = False
         # Filled by the worker threads, emptied by ``collect``.
         self._completed: collections.deque[_SyncRun] = collections.deque()
@@ -70,14 +80,14 @@ class Threads:
         if not self._closing:
             self._closing = True
             for _ in self._threads:
-                self._queue.put(None)
+                self._queue.put((math.inf, next(self._arrivals), None))
 
     def start(self, job: Job, found: Task[Any, Any], limit: float | None, now: float) -> None:
         """Queue a sync job for a thread; its time limit is first checked at
         ``now + limit`` (trio's clock), and counts from when a thread begins it."""
         run = _SyncRun(job, found, limit)
         self._runs[job.id] = run
-        self._queue.put(run)
+        self._queue.put((job.priority, next(self._arrivals), run))
         if limit is not None:
             self._check_at(now + limit, run)
 
@@ -88,15 +98,42 @@ class Threads:
         run = self._runs.get(task_id)
         if run is None or run.outcome is not None or run.abandoned:
             return None
-        run.abandoned = True  # a thread skips it, or discards what it returns
+        with self._begin:
+            run.abandoned = True  # a thread skips it, or discards what it returns
+            begun = run.started_mono is not None
         self._limits.discard(run)
-        if run.started_mono is None:
+        if not begun:
             return self._reports.cancel_unstarted(run.job)
         job = run.job
         self._reports.report(Outcome(id=job.id, attempt=job.attempt, worker=self._reports.worker,
                                      error=cancelled_error(run.task, "abandoned"),
                                      started_at=run.started_at, finished_at=time.time()))
         return "abandoned"
+
+    def unbegun(self) -> tuple[int, int]:
+        """Runs handed to the threads that none has begun: all of them
+        (their slots are taken until a thread passes them), and those of
+        them still to run (not stopped or given back)."""
+        held = waiting = 0
+        for run in self._runs.values():
+            if run.started_mono is None:
+                held += 1
+                waiting += not run.abandoned
+        return held, waiting
+
+    def give_back(self) -> list[Job]:
+        """Take back every run no thread has begun, best first: the threads
+        pass them over (their slots free as the collector takes them)."""
+        taken: list[_SyncRun] = []
+        with self._begin:
+            for run in self._runs.values():
+                if run.started_mono is None and not run.abandoned:
+                    run.abandoned = True
+                    taken.append(run)
+        for run in taken:
+            self._limits.discard(run)
+        taken.sort(key=lambda run: run.job.priority)
+        return [run.job for run in taken]
 
     def collect(self) -> None:
         """From the collector: take every run the threads finished, give its
@@ -124,15 +161,19 @@ class Threads:
     def _work(self) -> None:
         """A worker thread: run jobs until a sentinel arrives."""
         get = self._queue.get
+        begin = self._begin
         outcome = self._reports.outcome
-        while (run := get()) is not None:
+        while (run := get()[2]) is not None:
             if self._closing:
                 continue  # the executor is gone; nobody waits for this one
-            if run.abandoned:  # stopped before a thread took it: never started
+            with begin:
+                skip = run.abandoned  # stopped or given back before a thread took it
+                if not skip:
+                    run.started_mono = time.monotonic()
+            if skip:
                 self._complete(run)
                 continue
             run.started_at = time.time()
-            run.started_mono = time.monotonic()
             value, error, retryable = call_sync(run.task, run.job.payload)
             run.outcome = outcome(run.job, run.task, value, error, retryable, run.started_at)
             if not self._complete(run):

@@ -531,7 +531,9 @@ class TestSlots:
         self, gates: Callable[[], str]
     ) -> None:
         """Jobs waiting for a slot start best first (priority, then arrival),
-        not in the order they came."""
+        not in the order they came. The threads hold their prefetch (here 1)
+        in their own queue, so a thread that frees starts it at once; the
+        critical job goes next, before the low one that waited longer."""
         async with executor(threads=2, prefetch=1) as harness:
             blocker_key, critical_key = gates(), gates()
             low_keys = [gates() for _ in range(3)]
@@ -539,24 +541,21 @@ class TestSlots:
             lows = [job("tests.sample.block", key, priority=3) for key in low_keys]
             critical = job("tests.sample.block", critical_key, priority=0)
             await harness.assign(blocker)
-            await harness.assign(*lows)  # the first takes the other thread
+            await harness.assign(*lows)  # one more thread, one prefetched, one waits
             await harness.assign(critical)
             assert await entered(blocker_key) and await entered(low_keys[0])
-            GATES[blocker_key].set()  # a thread frees: the critical job takes it
-            assert await entered(critical_key)
-            assert not ENTERED[low_keys[1]].is_set() and not ENTERED[low_keys[2]].is_set()
             stats = await harness.stats()
-            assert (stats.running, stats.waiting) == ((0, 2, 0), (0, 2, 0))
-            started = [ids for r in harness.results.of(Running) for ids in r.ids]
-            assert started == [blocker.id, lows[0].id, critical.id]
-            GATES[low_keys[0]].set()  # then the low ones, in their order
+            assert (stats.running, stats.waiting) == ((0, 2, 0), (0, 3, 0))
+            GATES[blocker_key].set()  # its thread starts the prefetched one...
             assert await entered(low_keys[1])
+            GATES[low_keys[0]].set()  # ...and the next thread to free the critical one
+            assert await entered(critical_key)
             assert not ENTERED[low_keys[2]].is_set()
             for key in (critical_key, *low_keys):
                 GATES[key].set()
             await harness.outcomes_of(blocker, critical, *lows)
         started = [ids for r in harness.results.of(Running) for ids in r.ids]
-        assert started == [blocker.id, lows[0].id, critical.id, lows[1].id, lows[2].id]
+        assert started == [blocker.id, lows[0].id, lows[1].id, critical.id, lows[2].id]
 
     async def test_a_sync_job_waits_for_its_kind_while_async_slots_are_free(
         self, gate: str
@@ -564,7 +563,7 @@ class TestSlots:
         """With every thread busy, a sync job is not started (not reported
         running, not queued for a thread) however many async slots are
         free; async jobs run past it."""
-        async with executor(concurrency=8, threads=1, prefetch=1) as harness:
+        async with executor(concurrency=8, threads=1, prefetch=0) as harness:
             blocker, waiting = job("tests.sample.block", gate), job("tests.sample.add", 1, 2)
             await harness.assign(blocker, waiting)
             await trio.to_thread.run_sync(ENTERED[gate].wait)
@@ -583,34 +582,40 @@ class TestSlots:
         assert running == [blocker.id, quick.id, waiting.id]
 
     async def test_give_back_returns_the_waiting_jobs_and_then_their_credit(
-        self, gate: str
+        self, gates: Callable[[], str]
     ) -> None:
         """``Assign(give_back=True)`` hands back every job not started, best
-        first and as they came (same attempt), in one Returned followed by
-        their credit; the running job runs on."""
-        async with executor(threads=1, prefetch=3) as harness:
+        first and as they came (same attempt), in one Returned: those
+        prefetched into the threads' queue and those waiting past it. Their
+        credit follows, once the slots they held are free; the running job
+        runs on."""
+        async with executor(threads=1, prefetch=2) as harness:
+            gate = gates()
             dispatcher = harness.dispatcher
-            running = job("tests.sample.block", gate)
+            running = job("tests.sample.block", gate, priority=0)  # the threads take it first
             second = attrs.evolve(job("tests.sample.add", 1, 1), attempt=2)
             first = job("tests.sample.add", 2, 2, priority=0)
             last = job("tests.sample.add", 3, 3)
             await harness.assign(running, second, first, last)
             await trio.to_thread.run_sync(ENTERED[gate].wait)
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 3, 0))
             await harness.node.refs["executor"].send(Assign(jobs=(), give_back=True))
-            await dispatcher.until(lambda: len(dispatcher.of(Credit)) == 2)
+            await dispatcher.until(lambda: bool(dispatcher.of(Returned)))
             [returned] = dispatcher.of(Returned)
             assert returned.jobs == (first, second, last)
-            credit = dispatcher.of(Credit)[1]
-            assert dispatcher.messages.index(returned) < dispatcher.messages.index(credit)
-            assert credit.slots == (0, 3, 0) and credit.tasks is None
             stats = await harness.stats()
             assert (stats.running, stats.waiting) == ((0, 1, 0), (0, 0, 0))
             GATES[gate].set()
             [outcome] = await harness.outcomes_of(running)
-            await dispatcher.until(lambda: dispatcher.granted(THREAD) == 4 + 3 + 1)
+            await dispatcher.until(lambda: dispatcher.granted(THREAD) == 3 + 3)
+            credits = dispatcher.of(Credit)[1:]
+            assert all(dispatcher.messages.index(returned) < dispatcher.messages.index(c)
+                       for c in credits)
         assert value_of(outcome) == "late"
         assert set(harness.results.outcomes) == {running.id}  # the others never ran here
-        assert [ids for r in harness.results.of(Running) for ids in r.ids] == [running.id]
+        assert [ids for r in harness.results.of(Running) for ids in r.ids] == [
+            running.id, second.id, first.id]
 
     async def test_tasks_are_named_at_setup_and_after_the_registry_changes(
         self, gate: str
