@@ -54,7 +54,7 @@ async def hold_the_only_slot(control: Control, key: str) -> str:
     return task_id
 
 
-ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1"}
+ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
 
 
 class TestViews:

@@ -64,7 +64,7 @@ def control_plane() -> Iterator[tuple[str, str]]:
            if not key.startswith("FASTWORKER_") or key == "FASTWORKER_JOURNAL"}
     env.update({
         "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": "127.0.0.1:0",
-        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1",
+        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0",
         "FASTWORKER_TASKS": "examples.tasks", "PYTHONUNBUFFERED": "1",
     })
     process = subprocess.Popen(

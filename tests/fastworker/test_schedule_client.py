@@ -13,6 +13,9 @@ from fastworker import InvalidSubmission, TaskExpired
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import PATIENCE, open_control
 
+#: One async slot and no prefetch: a second task waits in the queue.
+ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
+
 
 async def test_countdown_holds_a_task_until_its_time() -> None:
     async with open_control() as control:
@@ -41,7 +44,7 @@ async def test_eta_is_an_aware_datetime_and_a_scheduled_task_can_be_cancelled() 
 
 
 async def test_a_task_still_queued_at_its_deadline_raises_task_expired() -> None:
-    async with open_control(environ={"FASTWORKER_CONCURRENCY": "1"}) as control:
+    async with open_control(environ=ONE_SLOT) as control:
         holder = await control.client.delay(dash_tasks.hold, "slot")
         await control.until(lambda s: s["overview"]["in_flight"] == 1)
         doomed = await control.client.send(tasks.add, (1, 1), expires=0.3)

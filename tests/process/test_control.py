@@ -25,6 +25,9 @@ from fastworker import (
 from fastworker.messages import CODEC, StatusQuery
 from tests.process.harness import control_plane, env, fastworker_run  # noqa: F401 (fixture)
 
+#: One async slot and no prefetch: a second task waits in the queue.
+ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
+
 CONTROL = "config/control.toml"
 TASKS = "examples.tasks,tests.process.control_tasks"
 
@@ -135,7 +138,7 @@ async def test_priority_order(control_env: dict[str, str], tmp_path: Path) -> No
     earlier low ones."""
     gate_file = tmp_path / "open"
     address = control_env["FASTWORKER_ADDRESS"]
-    async with control_plane({**control_env, "FASTWORKER_CONCURRENCY": "1"}), Client(address) as client:
+    async with control_plane({**control_env, **ONE_SLOT}), Client(address) as client:
         gate = await client.delay("tests.gate", str(gate_file))
         lows = [await client.delay("tests.order", f"low{n}", priority="low") for n in range(3)]
         critical = await client.delay("tests.order", "critical", priority="critical")
@@ -153,7 +156,7 @@ async def test_queue_full(control_env: dict[str, str], tmp_path: Path) -> None:
     cancelling a queued task makes room."""
     gate_file = tmp_path / "open"
     address = control_env["FASTWORKER_ADDRESS"]
-    settings = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_QUEUE_CAPACITY": "2"}
+    settings = {**ONE_SLOT, "FASTWORKER_QUEUE_CAPACITY": "2"}
     async with control_plane({**control_env, **settings}), Client(address) as client:
         await client.delay("tests.gate", str(gate_file))
         queued = [await client.delay("tests.order", f"q{n}") for n in range(2)]

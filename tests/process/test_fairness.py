@@ -9,6 +9,9 @@ from examples.tasks import busy
 from fastworker import Client
 from tests.dashboard.harness import open_control
 
+#: One async slot and no prefetch: a second task waits in the queue.
+ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
+
 FLOOD = 100
 
 
@@ -16,7 +19,7 @@ async def test_a_quiet_key_is_not_held_up_by_a_flooding_one() -> None:
     """100 tasks of 20 ms queued for one key, then one task of another key:
     the quiet task is done while nearly all of the flood still waits (first
     in first out, it would be last)."""
-    async with open_control(environ={"FASTWORKER_CONCURRENCY": "1"}) as control:
+    async with open_control(environ=ONE_SLOT) as control:
         async with Client(control.address) as flooder, Client(control.address) as quiet:
             flood = await flooder.delay_many(busy, [(0.02,)] * FLOOD, fair_key="tenant-big")
             small = await quiet.send(busy, (0.0,), fair_key="tenant-small")
