@@ -96,7 +96,7 @@ class ExecutorOptions:
     #: Jobs per kind of slot it takes beyond its free slots, to start the
     #: moment one frees (they hide the round trip to the Dispatcher). They
     #: wait here, best first; 0 takes only what can start at once.
-    prefetch: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    prefetch: int = attrs.field(default=16, validator=attrs.validators.ge(0))
 
 
 class Executor(Actor[Accepts]):

@@ -316,7 +316,7 @@ class TestErrors:
             assert await harness.stats() == ExecutorStats(
                 worker="w", concurrency=3, in_flight=0, threads=2, succeeded_total=1,
                 failed_total=2, timed_out_total=0, late_results_discarded=0,
-                slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=2,
+                slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=16,
             )
 
 
@@ -429,7 +429,7 @@ class TestConcurrency:
         ``concurrency`` jobs at once, and uses all of them."""
         Concurrency.peak = 0
         jobs = [job("tests.sample.overlap", 1 + n % 3) for n in range(30)]
-        async with executor(concurrency=5) as harness:
+        async with executor(concurrency=5, prefetch=2) as harness:
             credits = harness.dispatcher
             sent = 0
             while sent < len(jobs):
