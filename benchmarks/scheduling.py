@@ -9,8 +9,7 @@ with ``--subworkers``, that many ``config/sub.toml`` subworkers), then:
   their last result, against the time one low task runs (what priority
   should cost: a slot must free first) and the time the low backlog
   takes on the slots (what a first-in-first-out queue behind the priority
-  inbox costs). A record's ``started_at`` is not used: an executor marks a
-  job started when it takes it, before it waits for a thread or process;
+  inbox costs);
 - capacity: ``--tasks`` sync tasks of 5 ms, sent at once, first
   submission to last result, in tasks/s: adding a subworker must not
   lower it.
@@ -92,11 +91,10 @@ def measure(args: argparse.Namespace, subworkers: int) -> None:
         print(f"control plane {where}; median of {args.runs} runs", flush=True)
         waits = [trio.run(priority_wait, address, args.low, args.low_seconds, args.critical)
                  for _ in range(args.runs)]
-        # The shipped configs' 8 processes each. Subworkers are placed first
-        # and each takes up to its credit (256 today), so the low backlog
-        # waits on the first subworker's 8; the control plane's executor
-        # takes what they have no room for (local = "fallback").
-        slots = 8 * max(subworkers, 1)
+        # The shipped configs' 8 pool processes each: subworkers first, the
+        # control plane's executor when they have no room (local =
+        # "fallback"), so with subworkers all of them run the backlog.
+        slots = 8 * (subworkers + 1)
         print(f"  priority: {args.critical} critical tasks sent behind {args.low} low ones of "
               f"{args.low_seconds:g} s were done {statistics.median(waits):.2f} s later "
               f"(runs: {', '.join(f'{w:.2f}' for w in waits)}); one low task runs "
