@@ -34,6 +34,7 @@ from fastworker.messages import (
     ASYNC,
     KINDS,
     PROCESS,
+    THREAD,
     Assign,
     CancelOutcome,
     CancelReply,
@@ -289,10 +290,14 @@ class Executor(Actor[Accepts]):
                 running[item[2]] += 1  # its slot is taken from here
         if not started:
             return
-        await self.refs["results"].send(
-            Running(ids=tuple(job.id for job, _, _ in started), worker=self.worker,
-                    started_at=time.time(), attempts=tuple(job.attempt for job, _, _ in started))
-        )
+        # A thread job is running once a thread begins it (the collector
+        # reports it then); the others start now.
+        now_running = [item for item in started if item[2] != THREAD]
+        if now_running:
+            await self.refs["results"].send(Running(
+                ids=tuple(job.id for job, _, _ in now_running), worker=self.worker,
+                started_at=time.time(),
+                attempts=tuple(job.attempt for job, _, _ in now_running)))
         default_limit = self.options.default_timeout
         on_lane, on_thread, on_process = (
             self._lanes.start, self._threads.start, self._isolated.start)
@@ -415,6 +420,12 @@ class Executor(Actor[Accepts]):
 
     async def _flush(self) -> None:
         reports = self._reports
+        begun = self._threads.take_begun()
+        if begun:  # before any Finished of this pass
+            await self.refs["results"].send(Running(
+                ids=tuple(run.job.id for run in begun), worker=self.worker,
+                started_at=min(run.started_at for run in begun),
+                attempts=tuple(run.job.attempt for run in begun)))
         self._threads.collect()
         if any(self._waiting.counts):
             running, slots = reports.running, self._handed

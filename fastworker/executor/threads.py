@@ -3,7 +3,7 @@
 Threads take jobs from a best-first ``queue.PriorityQueue`` (the
 executor hands them their slots' worth plus its prefetch, so a thread never
 waits for the trio side to start its next job) and hand back what they
-finished through a deque, waking the trio side only when no wake-up is
+began (for its ``Running``) and what they finished through deques, waking the trio side only when no wake-up is
 pending. A thread cannot be stopped: a job past its time limit, or
 stopped, is reported at once and keeps its slot until its call returns;
 what it returns then is discarded. See docs/executor.md.
@@ -44,8 +44,10 @@ class Threads:
         # gives one back or stops it: a run is begun or passed over, never both.
         self._begin = threading.Lock()
         self._closing = False
-        # Filled by the worker threads, emptied by ``collect``.
+        # Filled by the worker threads: runs finished (emptied by
+        # ``collect``) and runs begun (emptied by ``take_begun``).
         self._completed: collections.deque[_SyncRun] = collections.deque()
+        self._begun: collections.deque[_SyncRun] = collections.deque()
         self._wake_pending = False
         # Trio-side state: only ever touched on the trio thread.
         self._runs: dict[str, _SyncRun] = {}  # for a Stop
@@ -135,6 +137,14 @@ class Threads:
         taken.sort(key=lambda run: run.job.priority)
         return [run.job for run in taken]
 
+    def take_begun(self) -> list[_SyncRun]:
+        """From the collector, first in its pass: the runs threads began
+        since the last pass (their ``Running`` goes out before any
+        ``Finished`` of this pass)."""
+        self._wake_pending = False  # before the deques are drained: see _wake
+        begun = self._begun
+        return [begun.popleft() for _ in range(len(begun))]
+
     def collect(self) -> None:
         """From the collector: take every run the threads finished, give its
         slot back, and record its outcome (or count what a run that was
@@ -174,6 +184,9 @@ class Threads:
                 self._complete(run)
                 continue
             run.started_at = time.time()
+            self._begun.append(run)
+            if not self._wake():
+                return
             value, error, retryable = call_sync(run.task, run.job.payload)
             run.outcome = outcome(run.job, run.task, value, error, retryable, run.started_at)
             if not self._complete(run):
@@ -182,9 +195,13 @@ class Threads:
     def _complete(self, run: _SyncRun) -> bool:
         """Hand a finished run to the trio side; False once the trio run is over."""
         self._completed.append(run)
-        # Wake the trio side only if no wake-up is pending. No lock: the
-        # collector clears the flag before it drains, so a run appended
-        # while the flag is still set is drained by that pass.
+        return self._wake()
+
+    def _wake(self) -> bool:
+        """Wake the trio side's collector; False once the trio run is over."""
+        # Only if no wake-up is pending. No lock: the collector clears the
+        # flag before it drains, so a run appended while the flag is still
+        # set is drained by that pass.
         if not self._wake_pending:
             self._wake_pending = True
             try:

@@ -555,7 +555,8 @@ class TestSlots:
                 GATES[key].set()
             await harness.outcomes_of(blocker, critical, *lows)
         started = [ids for r in harness.results.of(Running) for ids in r.ids]
-        assert started == [blocker.id, lows[0].id, lows[1].id, critical.id, lows[2].id]
+        assert set(started[:2]) == {blocker.id, lows[0].id}  # two threads begin at once
+        assert started[2:] == [lows[1].id, critical.id, lows[2].id]
 
     async def test_a_sync_job_waits_for_its_kind_while_async_slots_are_free(
         self, gate: str
@@ -614,8 +615,8 @@ class TestSlots:
                        for c in credits)
         assert value_of(outcome) == "late"
         assert set(harness.results.outcomes) == {running.id}  # the others never ran here
-        assert [ids for r in harness.results.of(Running) for ids in r.ids] == [
-            running.id, second.id, first.id]
+        # Only the job a thread began was reported running.
+        assert [ids for r in harness.results.of(Running) for ids in r.ids] == [running.id]
 
     async def test_tasks_are_named_at_setup_and_after_the_registry_changes(
         self, gate: str
