@@ -119,6 +119,7 @@ def check_register(register: Register) -> str | None:
         if count < 0:
             return f"slots for {name} is {count}; expected 0 or more"
     for field, number in (("pull_seq", register.pull_seq), ("report_seq", register.report_seq),
+                          ("prefetch", register.prefetch),
                           ("max_frame_bytes", register.max_frame_bytes)):
         if number < 0:
             return f"{field} is {number}; expected 0 or more"

@@ -192,6 +192,7 @@ class Registry(Actor[Accepts]):
                 kinds = tuple(kind_of[name] for name in sorted(tasks))
             await self.refs["dispatcher"].send(
                 WorkerJoined(worker=worker, tasks=tasks, kinds=kinds, slots=register.slots,
+                             prefetch=register.prefetch,
                              at_most_once=frozenset(register.at_most_once),
                              holding=register.holding, pull_seq=register.pull_seq,
                              report_seq=register.report_seq,

@@ -208,8 +208,9 @@ class Dispatcher(Actor[Accepts]):
         """The message table: what ``message`` changes, and its answer if it
         is a ``call`` (what is to be sent waits for ``_dispatch``)."""
         match message:
-            case Credit(worker=name, slots=slots, tasks=tasks):
-                self._placement.add_local_credit(name, slots, tasks)
+            case Credit(worker=name, slots=slots, tasks=tasks, prefetch=prefetch):
+                self._placement.add_local_credit(name, slots, tasks,
+                                                 prefetch if prefetch >= 0 else None)
             case JobBatch(jobs=jobs):
                 self._counts["batches"] += 1
                 self._held.extend(self._remote.admit(jobs))
@@ -253,7 +254,7 @@ class Dispatcher(Actor[Accepts]):
         counts = self._counts
         return DispatcherStats(
             workers=tuple(
-                WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.free,
+                WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.useful_credit,
                            held=len(w.held), assigned_total=w.assigned_total, drained=w.drained,
                            running=len(w.started),
                            credit_by_kind=(w.credit[0], w.credit[1], w.credit[2]))

@@ -45,7 +45,7 @@ class WorkerAccount:
     Pull, if any, waits in ``remote.py``). The control plane's own executor
     has one too (``local``)."""
 
-    __slots__ = ("name", "local", "tasks", "kinds", "by_kind", "at_most_once", "credit",
+    __slots__ = ("name", "local", "tasks", "kinds", "by_kind", "at_most_once", "credit", "prefetch",
                  "health", "drained", "assigned_total", "held", "started", "outbox", "cancel",
                  "give_back", "pull_seq", "last_assign", "pull_seen", "report_seq",
                  "taken_back", "max_assign_bytes", "max_job_bytes", "holding", "adopted")
@@ -59,8 +59,10 @@ class WorkerAccount:
         self.by_kind: tuple[frozenset[str], ...] = ()
         self.set_tasks(kinds)
         self.at_most_once = at_most_once
-        #: Free credit per kind of slot (``KINDS``).
+        #: Free credit per kind of slot (``KINDS``), and how much of each
+        #: kind's credit is prefetch (jobs beyond its slots) rather than slots.
         self.credit = [0, 0, 0]
+        self.prefetch = 0
         self.health: str = "alive"  # alive, suspect or draining
         self.drained = False  # by an operator: nothing new until resumed
         self.assigned_total = 0
@@ -116,6 +118,12 @@ class WorkerAccount:
     def free(self) -> int:
         """Free credit, all kinds together."""
         return sum(self.credit)
+
+    @property
+    def useful_credit(self) -> int:
+        """Free credit of the kinds of slot that run some of its tasks (an
+        executor grants process credit though none of its tasks needs it)."""
+        return sum(n for n, tasks in zip(self.credit, self.by_kind, strict=True) if tasks)
 
     def take_outbox(self, budget: int, limit: int) -> tuple[list[Job], list[Job]]:
         """Take the first jobs of the outbox whose sizes fit ``budget``
@@ -199,22 +207,26 @@ class Placement:
     # -- the fleet ----------------------------------------------------------------
 
     def add_local_credit(self, name: str, slots: Slots,
-                         tasks: dict[str, int] | None = None) -> None:
+                         tasks: dict[str, int] | None = None, prefetch: int | None = None) -> None:
         """The local executor ``name`` (known from its first ``Credit``) can
         take ``slots`` more jobs per kind; ``tasks``: what it runs now, and
-        the kind of each (``None``: as before)."""
+        the kind of each (``None``: as before); ``prefetch``: of its credit
+        per kind, how much is prefetch (``None``: as before)."""
         worker = self.workers.get(name)
         if worker is None:
             worker = self.workers[name] = WorkerAccount(name, local=True, kinds=tasks or {})
         elif tasks is not None:
             worker.set_tasks(tasks)
+        if prefetch is not None:
+            worker.prefetch = max(prefetch, 0)
         worker.add_credit(slots)
 
     def add_subworker(self, name: str, kinds: dict[str, int],
-                      at_most_once: frozenset[str]) -> WorkerAccount:
+                      at_most_once: frozenset[str], prefetch: int = 0) -> WorkerAccount:
         """A subworker joined (one of the same name must be removed first)."""
         worker = self.workers[name] = WorkerAccount(
             name, local=False, kinds=kinds, at_most_once=at_most_once)
+        worker.prefetch = max(prefetch, 0)
         self.remote_tasks.update(worker.tasks)
         return worker
 
@@ -243,45 +255,56 @@ class Placement:
 
     def place(self, held: deque[Job]) -> tuple[dict[WorkerAccount, list[Job]], deque[Job]]:
         """Give held jobs, in order, each to an eligible worker with credit
-        of the kind the job needs there, taking it: with ``local =
-        "fallback"`` a subworker first (the one with the most free credit
-        of that kind), the local executor only when none has any left;
-        else the worker with the most. Returns the jobs placed per worker,
-        and those no worker can take now, in order."""
+        of the kind the job needs there, taking it. The order of choice:
+        a worker with a free slot for it before one with only prefetch room
+        left (with ``local = "fallback"``: subworkers' free slots, then the
+        local executor, then subworkers' prefetch room); then the worker
+        that runs the fewest other tasks with that kind of slot (so a
+        worker that runs more keeps room for jobs only it can take); then
+        the most free credit of that kind. Returns the jobs placed per
+        worker, and those no worker can take now, in order."""
         placed: dict[WorkerAccount, list[Job]] = {}
-        # (tier, -credit, index, worker, kind): tier 1 is the local
-        # executor's under "fallback", taken only once tier 0 is empty.
-        heaps: dict[str, list[tuple[int, int, int, WorkerAccount, int]]] = {}
+        heaps: dict[str, list[tuple[int, int, int, int, WorkerAccount, int]]] = {}
         kept: deque[Job] = deque()
-        last_tier = self._local == "fallback"
+        tier = self._tier
         while held:
             job = held.popleft()
             heap = heaps.get(job.task)
             if heap is None:
                 heap = heaps[job.task] = [
-                    (last_tier and w.local, -w.credit[kind], index, w, kind)
+                    (tier(w, kind), len(w.by_kind[kind]), -w.credit[kind], index, w, kind)
                     for index, (w, kind) in enumerate(self._eligible(job.task))
                 ]
                 heapq.heapify(heap)
-            while heap and -heap[0][1] != heap[0][3].credit[heap[0][4]]:
+            while heap and -heap[0][2] != heap[0][4].credit[heap[0][5]]:
                 # Stale: another task's jobs took some of this worker's credit.
-                tier, _, index, stale, kind = heap[0]
+                _, size, _, index, stale, kind = heap[0]
                 if stale.credit[kind] > 0:
-                    heapq.heapreplace(heap, (tier, -stale.credit[kind], index, stale, kind))
+                    heapq.heapreplace(
+                        heap, (tier(stale, kind), size, -stale.credit[kind], index, stale, kind))
                 else:
                     heapq.heappop(heap)
             if not heap:
                 kept.append(job)
                 continue
-            tier, _, index, worker, kind = heap[0]
+            _, size, _, index, worker, kind = heap[0]
             credit = worker.credit
             credit[kind] -= 1
             if credit[kind]:
-                heapq.heapreplace(heap, (tier, -credit[kind], index, worker, kind))
+                heapq.heapreplace(
+                    heap, (tier(worker, kind), size, -credit[kind], index, worker, kind))
             else:
                 heapq.heappop(heap)
             placed.setdefault(worker, []).append(job)
         return placed, kept
+
+    def _tier(self, worker: WorkerAccount, kind: int) -> int:
+        """0: it has a free slot of that kind (its credit is more than its
+        prefetch); 2: only prefetch room; the local executor is 1 with
+        ``local = "fallback"``, taken before subworkers' prefetch room."""
+        if worker.local and self._local == "fallback":
+            return 1
+        return 0 if worker.credit[kind] > worker.prefetch else 2
 
     def _eligible(self, task: str) -> list[tuple[WorkerAccount, int]]:
         """Live workers with free credit for ``task`` that may run it now,
@@ -318,6 +341,7 @@ class Placement:
         return pools
 
     def free_slots(self) -> int:
-        """The free credit of the live workers, whatever they may run."""
-        return sum(w.free for w in self.workers.values()
+        """The free credit of the live workers, of the kinds of slot that
+        run some of their tasks."""
+        return sum(w.useful_credit for w in self.workers.values()
                    if w.health == "alive" and not w.drained)

@@ -381,7 +381,8 @@ class Subworkers:
     def join(self, joined: WorkerJoined) -> None:
         if joined.worker in self._placement.workers:
             self.leave(WorkerLeft(worker=joined.worker, reason="registered again", lost=False))
-        worker = self._placement.add_subworker(joined.worker, _kinds(joined), joined.at_most_once)
+        worker = self._placement.add_subworker(joined.worker, _kinds(joined), joined.at_most_once,
+                                               joined.prefetch)
         # Copies of its requests from before it registered are stale here.
         worker.pull_seq = worker.pull_seen = max(joined.pull_seq, 0)
         worker.report_seq = max(joined.report_seq, 0)
@@ -405,8 +406,11 @@ class Subworkers:
             return False
         self._placement.update(worker, drained=not message.resume)
         if worker.drained and not worker.local:
-            # What it was given but has not pulled goes back to the queue;
-            # what it holds and has not started, once it hands it back.
+            # What it was given but has not pulled goes back to the queue
+            # (its credit with it); what it holds and has not started, once
+            # it hands it back.
+            for job in worker.outbox:
+                worker.give(job)
             self._redeliver(worker, worker.outbox, lost=False, delivered=False)
             worker.outbox = []
             worker.give_back = True

@@ -386,7 +386,8 @@ class Executor(Actor[Accepts]):
             self._announced = tasks = self._current_kinds()
         if tasks is None and not any(free):
             return None
-        return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks)
+        return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks,
+                      prefetch=prefetch if tasks is not None else -1)
 
     def _current_kinds(self) -> dict[str, int]:
         """Each registered task's kind of slot (``task_kind``), taken again

@@ -98,6 +98,7 @@ class LinkSession:
         self.address = ""
         #: The most jobs the executor holds per kind (its first Credit).
         self._slots: Slots = (0, 0, 0)
+        self._prefetch = 0  # of each kind's slots, the executor's prefetch
         self._first_credit = trio.Event()
         #: Its tasks and the kind of each (its latest Credit that said);
         #: ``None``: it never said (the process's registry names them).
@@ -132,11 +133,14 @@ class LinkSession:
 
     # -- what the actor tells it ------------------------------------------------------
 
-    def credit(self, slots: Slots, tasks: dict[str, int] | None) -> None:
+    def credit(self, slots: Slots, tasks: dict[str, int] | None, prefetch: int = -1) -> None:
         """The executor has ``slots`` more free per kind (its first credit
         is the most jobs it holds, which registering waits for), and runs
         ``tasks`` if it says (told to the control plane at the next
-        registration)."""
+        registration); ``prefetch``, if it says, is how much of each kind's
+        credit is prefetch."""
+        if prefetch >= 0:
+            self._prefetch = prefetch
         if tasks is not None:
             if self._first_credit.is_set() and tasks != self._tasks:
                 before = set(self._tasks or ())
@@ -271,7 +275,7 @@ class LinkSession:
         at_most_once = tuple(n for n in tasks if (t := registry.get(n)) and t.at_most_once)
         return Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
-            slots=self._slots, tasks=tasks,
+            slots=self._slots, tasks=tasks, prefetch=self._prefetch,
             kinds=() if kinds_of is None else tuple(kinds_of[n] for n in tasks),
             at_most_once=at_most_once, holding=self.holding(), pull_seq=self._pull_seq,
             report_seq=self._report_seq, max_frame_bytes=self.options.max_frame_bytes,

@@ -163,6 +163,9 @@ class Credit:
     worker: str
     slots: Slots
     tasks: dict[str, int] | None = attrs.field(default=None, eq=False)
+    #: Of each kind's credit, how much is prefetch rather than slots (in
+    #: its first Credit; -1: not said): placement fills free slots first.
+    prefetch: int = -1
 
 
 @attrs.frozen(kw_only=True)

@@ -46,6 +46,10 @@ class Register:
     tasks: tuple[str, ...]
     #: The kind of slot each of ``tasks`` needs (``KINDS`` index), in order.
     kinds: tuple[int, ...] = ()
+    #: Of ``slots`` per kind, how many are prefetch (jobs held beyond what
+    #: it can start): it gets such jobs only once no free slot elsewhere can
+    #: take them.
+    prefetch: int = 0
     #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
     at_most_once: tuple[str, ...] = ()
     #: The jobs it holds now (registering again: a restarted control plane

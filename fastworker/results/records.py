@@ -178,7 +178,8 @@ class RecordBook:
             if attempt is not None and attempt < old.attempt:
                 self.counts.stale_total += 1  # a lost worker's late start
                 return
-            if attempt is not None and attempt == old.attempt and old.workers[-1:] == (worker,):
+            if (attempt is not None and attempt == old.attempt and old.workers[-1:] == (worker,)
+                    and old.state == "running"):
                 return  # a resent Report's Running: the same start again
             stored.record = attrs.evolve(
                 old, state="running", worker=worker, workers=(*old.workers, worker),

@@ -1557,7 +1557,8 @@ class TestWorkerLoad:
     ) -> None:
         """``running`` counts the held jobs a subworker reported started
         (an id it does not hold is not counted) until they end;
-        ``credit_by_kind`` its free credit per kind, ``credit`` their sum."""
+        ``credit_by_kind`` its free credit per kind, ``credit`` their sum
+        over the kinds its tasks need."""
         async with open_dispatcher() as h:
             await h.credit(slots=(2, 3, 1))
             await h.join("w1", "a", credit=(3, 1, 0))
@@ -1568,9 +1569,10 @@ class TestWorkerLoad:
             assert await h.request(Report(worker="w1", credit=(1, 0, 0), seq=2,
                                           finished=(outcome("j1"),))) == [Ack()]
             after = await h.load("w1")
-        assert w1 == WorkerLoad(worker="w1", local=False, health="alive", credit=2, held=2,
+        # ``credit`` counts the kinds its tasks use: w1's task is async.
+        assert w1 == WorkerLoad(worker="w1", local=False, health="alive", credit=1, held=2,
                                 assigned_total=2, running=1, credit_by_kind=(1, 1, 0))
-        assert local == WorkerLoad(worker="local", local=True, health="alive", credit=6,
+        assert local == WorkerLoad(worker="local", local=True, health="alive", credit=2,
                                    held=0, assigned_total=0, credit_by_kind=(2, 3, 1))
         assert after is not None
         assert (after.held, after.running, after.credit_by_kind) == (1, 0, (2, 1, 0))
@@ -1598,3 +1600,53 @@ async def test_an_acknowledgement_handled_before_the_take_back_keeps_the_jobs() 
     assert second.values[0].jobs == (job("j2"),)
     remote.take_back()
     assert out.requeue == [] and set(worker.held) == {"j1", "j2"}
+
+
+class TestWhereAJobGoes:
+    """The order of choice among workers with credit for a job."""
+
+    async def test_free_slots_anywhere_before_a_subworkers_prefetch_room(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """With ``local = "fallback"``: a subworker's free slots first, then
+        the local executor's, and only then the subworker's prefetch room:
+        a job never waits in a prefetch while a slot is idle."""
+        async with open_dispatcher() as h:
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), prefetch=2))
+            assert await h.request(Report(worker="w1", credit=(5, 0, 0))) == [Ack()]  # 3 + 2
+            await h.credit(4)
+            pending = await h.pull("w1", seq=1)
+            await h.send(batch(*(job(f"j{n}") for n in range(9))))
+        assert assigned(pending) == ["j0", "j1", "j2", "j7", "j8"]
+        assert h.local() == ["j3", "j4", "j5", "j6"]
+
+    async def test_a_worker_that_runs_fewer_tasks_is_chosen_first(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """wb runs x and y, wa only x, one free slot each: x goes to wa, so
+        y still finds a slot (on wb) in the same dispatch."""
+        async with open_dispatcher(local="never") as h:
+            await h.join("wb", "x", "y", credit=1)
+            await h.join("wa", "x", credit=1)
+            on_a, on_b = await h.pull("wa", seq=1), await h.pull("wb", seq=1)
+            await h.send(batch(job("x1", "x"), job("y1", "y")))
+            stats = await h.stats()
+        assert (assigned(on_a), assigned(on_b), stats.held) == (["x1"], ["y1"], 0)
+
+    async def test_a_drained_workers_unpulled_jobs_give_their_credit_back(
+        self, autojump_clock: MockClock
+    ) -> None:
+        """Jobs placed on a subworker but not yet pulled go back to the queue
+        when it is drained, and so does their credit: resumed, it gets jobs
+        again (its link counts that credit as the control plane's)."""
+        async with open_dispatcher(local="never") as h:
+            await h.join("w1", "a", credit=2)
+            await h.send(batch(job("j1"), job("j2")))  # no Pull parked: in its outbox
+            assert await h.dispatcher.call(DrainWorker(worker="w1")) is True
+            assert await h.dispatcher.call(DrainWorker(worker="w1", resume=True)) is True
+            load = await h.load("w1")
+            pending = await h.pull("w1", seq=1)
+            await h.send(batch(job("j1"), job("j2")))
+        assert [j.id for m in h.requeued() for j in m.jobs] == ["j1", "j2"]
+        assert load is not None and load.credit == 2
+        assert assigned(pending) == ["j1", "j2"]
