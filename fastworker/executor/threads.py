@@ -4,9 +4,9 @@ Threads take jobs from a best-first ``queue.PriorityQueue`` (the
 executor hands them their slots' worth plus its prefetch, so a thread never
 waits for the trio side to start its next job) and hand back what they
 began (for its ``Running``) and what they finished through deques, waking
-the trio side only when no wake-up is pending. A thread cannot be stopped: a job past its time limit, or
-stopped, is reported at once and keeps its slot until its call returns;
-what it returns then is discarded. See docs/executor.md.
+the trio side only when no wake-up is pending. A thread cannot be
+stopped: a job past its time limit, or stopped, is reported at once and
+keeps its slot until its call returns; what it returns then is discarded. See docs/executor.md.
 """
 
 from __future__ import annotations
