@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright
 
 from actors.pytest_plugin import free_tcp_ports
 from examples import tasks
@@ -190,6 +190,18 @@ def stand_ins() -> Iterator[str]:
         thread.join(PATIENCE)
 
 
+def expect_worker_row(page: Page, worker: str, counts: tuple[str, str, str],
+                      kinds: tuple[str, str, str]) -> Locator:
+    """The workers view's row of ``worker`` shows these running,
+    prefetched and free counts, and per kind of slot these lines."""
+    row = page.locator(f'tr[data-worker-id="{worker}"]')
+    for name, text in zip(("running", "prefetched", "free"), counts, strict=True):
+        expect(row.get_by_test_id(f"worker-{name}")).to_have_text(text)
+    for kind, text in zip(("async", "thread", "process"), kinds, strict=True):
+        expect(row.get_by_test_id(f"worker-kind-{kind}")).to_have_text(text)
+    return row
+
+
 def test_workers_show_running_prefetched_and_free_per_kind_of_slot(stand_ins: str) -> None:
     """The Workers view shows, per worker, what runs, what waits there for
     a slot and what it can still take, and per kind of slot what is free of
@@ -199,22 +211,12 @@ def test_workers_show_running_prefetched_and_free_per_kind_of_slot(stand_ins: st
         page: Page = browser.new_page()
         page.set_default_timeout(PATIENCE_MS)
         page.goto(f"{stand_ins}/#/workers")
-        local = page.locator('tr[data-worker-id="cp"]')
-        expect(local.get_by_test_id("worker-running")).to_have_text("11")
-        expect(local.get_by_test_id("worker-prefetched")).to_have_text("2")
-        expect(local.get_by_test_id("worker-free")).to_have_text("261")
-        expect(local.get_by_test_id("worker-kind-async")).to_have_text("257 free / 258")
-        expect(local.get_by_test_id("worker-kind-thread")).to_have_text("0 free / 10")
-        expect(local.get_by_test_id("worker-kind-process")).to_have_text("4 free / 6")
+        local = expect_worker_row(page, "cp", ("11", "2", "261"),
+                                  ("257 free / 258", "0 free / 10", "4 free / 6"))
         expect(local.locator(".kind-line").nth(1)).to_have_attribute(
             "title", "thread: 8 running, 2 prefetched, 0 free; 8 slots + 2 prefetch")
-        sub = page.locator('tr[data-worker-id="sub-1"]')
-        expect(sub.get_by_test_id("worker-running")).to_have_text("7")
-        expect(sub.get_by_test_id("worker-prefetched")).to_have_text("2")
-        expect(sub.get_by_test_id("worker-free")).to_have_text("77")
-        expect(sub.get_by_test_id("worker-kind-async")).to_have_text("66 free / 66")
-        expect(sub.get_by_test_id("worker-kind-thread")).to_have_text("1 free / 10")
-        expect(sub.get_by_test_id("worker-kind-process")).to_have_text("10 free / 10")
+        sub = expect_worker_row(page, "sub-1", ("7", "2", "77"),
+                                ("66 free / 66", "1 free / 10", "10 free / 10"))
         expect(sub.locator(".kind-line").nth(1)).to_have_attribute(
             "title", "thread: 9 held (running or prefetched), 1 free; holds at most 10 "
             "(slots + prefetch)")
