@@ -38,7 +38,9 @@ async def test_a_subworker_with_a_shifted_wall_clock_expires_nothing_wrongly(
         await control.wait_for("node control ready")
         sub = await stack.enter_async_context(run_process(
             [sys.executable, "-m", "tests.process.shifted_clock", str(shift), "run", SUB],
-            {**control_env, "FASTWORKER_CONCURRENCY": "1"}, f"{SUB} (clock {shift:+.0f} s)"))
+            # One slot, no prefetch: the late task below waits in the queue.
+            {**control_env, "FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"},
+            f"{SUB} (clock {shift:+.0f} s)"))
         await sub.wait_for("offered")
         async with Client(control_env["FASTWORKER_ADDRESS"]) as client:
             ids = [await client.send("tests.pid", expires=60) for _ in range(10)]

@@ -299,9 +299,12 @@ async def test_sigterm_gives_back_the_jobs_a_subworker_has_not_started(
         async with Client(f.address) as client:
             ids = [await client.delay("tests.hold", gate.port, f"t{n}") for n in range(3)]
             await gate.wait_started(1)
+            # It holds all three (one slot, prefetch 16); the second is there
+            # before the first gives back (else the control plane, the only
+            # worker left, would take them).
+            second = await f.start_sub(concurrency=2)
             first.send_signal(signal.SIGTERM)
             await first.wait_for("draining")
-            second = await f.start_sub(concurrency=2)
             # The gate is still closed: the first subworker's job still runs.
             await gate.wait_started(3)
             started_on = [pid for pid, _ in gate.started]
