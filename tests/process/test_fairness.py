@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import trio
 
-from examples.tasks import busy
+from examples.tasks import nap
 from fastworker import Client
 from tests.dashboard.harness import open_control
 
-#: One async slot and no prefetch: a second task waits in the queue.
+#: One async slot and no prefetch: a second (async) task waits in the queue.
 ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
 
 FLOOD = 100
@@ -21,10 +21,10 @@ async def test_a_quiet_key_is_not_held_up_by_a_flooding_one() -> None:
     in first out, it would be last)."""
     async with open_control(environ=ONE_SLOT) as control:
         async with Client(control.address) as flooder, Client(control.address) as quiet:
-            flood = await flooder.delay_many(busy, [(0.02,)] * FLOOD, fair_key="tenant-big")
-            small = await quiet.send(busy, (0.0,), fair_key="tenant-small")
+            flood = await flooder.delay_many(nap, [(0.02,)] * FLOOD, fair_key="tenant-big")
+            small = await quiet.send(nap, (0.0,), fair_key="tenant-small")
             with trio.fail_after(30):
-                assert await quiet.result(small) == 0.0
+                assert await quiet.result(small) < 1.0
             states = [(await flooder.status(task_id)).state for task_id in flood]
             done = states.count("succeeded")
             assert done < 10, states
