@@ -29,6 +29,7 @@ from fastworker.dispatcher.placement import (
     job_limit,
 )
 from fastworker.dispatcher.pulls import Pulls
+from fastworker.dispatcher.redelivery import REDELIVERED_REMEMBERED, Redelivery
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
 from fastworker.messages import (
     ASYNC,
@@ -41,7 +42,6 @@ from fastworker.messages import (
     Job,
     Outcome,
     Pull,
-    RemoteError,
     Report,
     Running,
     UnknownWorker,
@@ -51,15 +51,12 @@ __all__ = ["Subworkers"]
 
 log = logging.getLogger("fastworker.dispatcher")
 
-#: Ids of redelivered jobs (and of jobs recovered as dispatched after a
-#: restart) remembered, to cancel a queued copy when a late result arrives.
-_REDELIVERED_REMEMBERED = 100_000
 #: Jobs taken back from one worker (their Assign unacknowledged) remembered,
 #: to take their credit again if the worker runs them after all.
 _TAKEN_BACK_REMEMBERED = 10_000
 
 
-class Subworkers:
+class Subworkers(Redelivery):
     """Answers subworkers' requests, fills their outboxes, and takes back
     the jobs of those that go.
 
@@ -228,7 +225,7 @@ class Subworkers:
             # yet written) is not among the redelivered: cancelled all the same.
             self._redelivered.pop(outcome.id, None)
             self._copies_cancelled[outcome.id] = None
-            if len(self._copies_cancelled) > _REDELIVERED_REMEMBERED:
+            if len(self._copies_cancelled) > REDELIVERED_REMEMBERED:
                 self._copies_cancelled.popitem(last=False)
             self._out.cancel_queued.append(outcome.id)
 
@@ -282,33 +279,6 @@ class Subworkers:
         else:
             self._out.adopted.append(
                 Adopted(ids=(outcome.id,), state="again", delays=(outcome.retry_in,)))
-
-    def admit(self, jobs: tuple[Job, ...]) -> list[Job]:
-        """The jobs of a ``JobBatch`` that may be placed: a job already lost
-        by ``poison_after`` workers (control-plane restarts count: the
-        journal brings back what was dispatched as lost once more) fails as
-        poison instead of being handed out."""
-        poison_after = self._poison_after
-        admitted = [job for job in jobs if job.losses < poison_after]
-        if len(admitted) < len(jobs):
-            now = time.time()
-            failed = tuple(Outcome(
-                id=job.id, attempt=job.attempt, worker=self._name, started_at=now,
-                finished_at=now, error=RemoteError(
-                    type="PoisonTask", kind="error",
-                    message=f"task {job.task} was lost {job.losses} times (by workers that "
-                    "were lost, or by restarts of the control plane while it was "
-                    f"dispatched); failed as poison (poison_after = {poison_after}) "
-                    "rather than risk more"))
-                for job in jobs if job.losses >= poison_after)
-            self._counts["failed_lost"] += len(failed)
-            self._out.results.append(Finished(outcomes=failed))
-        return admitted
-
-    def _remember_redelivered(self, task_id: str) -> None:
-        self._redelivered[task_id] = None
-        if len(self._redelivered) > _REDELIVERED_REMEMBERED:
-            self._redelivered.popitem(last=False)
 
     def take_back(self) -> None:
         """Take back the jobs of each overdue Assign that its worker (still
@@ -447,48 +417,6 @@ class Subworkers:
         self._redeliver(worker, delivered, lost=left.lost, delivered=True, reason=left.reason)
         self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
 
-    def _redeliver(self, worker: WorkerAccount, jobs: Iterable[Job], *, lost: bool,
-                   delivered: bool, reason: str = "", how: str = "") -> None:
-        """Requeue a gone worker's jobs, or taken back ones, or fail them."""
-        failed: list[Outcome] = []
-        for job in jobs:
-            worker.held.pop(job.id, None)
-            worker.started.discard(job.id)
-            if not delivered:  # never reached the worker: the same attempt again
-                self._out.requeue.append(job)
-                continue
-            error = self._lost_error(worker, job, lost=lost, reason=reason, how=how)
-            if error is not None:
-                now = time.time()
-                failed.append(Outcome(id=job.id, attempt=job.attempt, worker=worker.name,
-                                      error=error, started_at=now, finished_at=now))
-                continue
-            self._out.requeue.append(
-                attrs.evolve(job, attempt=job.attempt + 1, losses=job.losses + int(lost)))
-            self._counts["redelivered"] += 1
-            self._remember_redelivered(job.id)
-        if failed:
-            self._counts["failed_lost"] += len(failed)
-            self._out.results.append(Finished(outcomes=tuple(failed)))
-
-    def _lost_error(self, worker: WorkerAccount, job: Job, *, lost: bool,
-                    reason: str, how: str = "") -> RemoteError | None:
-        how = how or (f"worker {worker.name} was lost ({reason})" if lost else (
-            f"worker {worker.name} left ({reason}) before finishing it"))
-        if job.task in worker.at_most_once:
-            return RemoteError(
-                type="WorkerLost", kind="error",
-                message=f"{how}, holding at-most-once task {job.task}; "
-                "it may or may not have run, and is not run again",
-            )
-        if lost and job.losses + 1 >= self._poison_after:
-            return RemoteError(
-                type="PoisonTask", kind="error",
-                message=f"task {job.task} was held by {job.losses + 1} workers that were lost "
-                f"(the last: {how}); failed as poison (poison_after = "
-                f"{self._poison_after}) rather than risk more workers",
-            )
-        return None
 
 
 def _kinds(joined: WorkerJoined) -> dict[str, int]:

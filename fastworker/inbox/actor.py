@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any, TypeAlias, Union
 
@@ -24,8 +23,8 @@ import trio
 
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Answers, Requests
-from fastworker.budget import Budget
 from fastworker.inbox.admission import Admission, Answer, RecentIds
+from fastworker.inbox.demand import StandingDemand
 from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
 from fastworker.inbox.levels import Levels
@@ -141,16 +140,8 @@ class PriorityInbox(Actor[Accepts]):
             self._levels, self._held, self._recent, self._names,
             capacity=options.capacity, scheduled_capacity=options.scheduled_capacity,
             parked_max=options.parked_max, key_limit=options.recent_ids)
-        # The dispatcher's free slots, as pools of the tasks each runs
-        # (its last Demand, less what was taken since).
-        self._budget = Budget()
-        # Jobs taken for the dispatcher that it had not received as of its
-        # last Demand, oldest first, and how many per task (charged per
-        # task to each Demand, not job by job: thousands may be on their
-        # way); and how many were taken, ever.
-        self._in_flight: deque[Job] = deque()
-        self._in_flight_tasks: Counter[str] = Counter()
-        self._taken_total = 0
+        # The dispatcher's free slots (its last Demand, less what was taken).
+        self._demand = StandingDemand()
         # What the next flush sends besides what admission produced.
         self._cancelled: list[str] = []
         self._released: list[str] = []
@@ -220,7 +211,7 @@ class PriorityInbox(Actor[Accepts]):
             case Cancel(id=task_id):
                 return self._cancel(task_id)
             case Demand(pools=pools, received=received):
-                self._on_demand(pools, received)
+                self._demand.replace(pools, received)
             case Requeue(jobs=jobs, delays=()):
                 self._requeue(jobs)
             case Requeue(jobs=jobs, delays=delays):
@@ -245,7 +236,7 @@ class PriorityInbox(Actor[Accepts]):
             queued=self._levels.counts,
             capacity=self.options.capacity,
             parked=len(admission.parked),
-            demand=self._budget.total,
+            demand=self._demand.budget.total,
             accepted_total=admission.accepted_total,
             duplicates_total=admission.duplicates_total,
             rejected_total=dict(admission.rejected_total),
@@ -384,7 +375,7 @@ class PriorityInbox(Actor[Accepts]):
         one JobBatch, then the answers of completed deferred requests."""
         admission = self._admission
         admission.admit()
-        jobs = self._levels.take(self._budget, self._taken)
+        jobs = self._levels.take(self._demand.budget, self._taken)
         self._dispatched_total += len(jobs)
         entries, admission.entries = admission.entries, []
         cancelled, self._cancelled = self._cancelled, []
@@ -408,26 +399,10 @@ class PriorityInbox(Actor[Accepts]):
         for answers in answered:
             answers.send()
 
-    def _on_demand(self, pools: tuple[tuple[int, frozenset[str]], ...], received: int) -> None:
-        """The dispatcher's free slots now: what it had not received when it
-        wrote them is charged to them first."""
-        in_flight, tasks = self._in_flight, self._in_flight_tasks
-        arrived = received - (self._taken_total - len(in_flight))
-        for _ in range(min(max(arrived, 0), len(in_flight))):
-            task = in_flight.popleft().task
-            tasks[task] -= 1
-            if not tasks[task]:
-                del tasks[task]
-        budget = self._budget = Budget(pools)
-        for task, n in tasks.items():
-            budget.charge(task, n)
-
     def _taken(self, job: Job) -> None:
         """A job leaves for the dispatcher: from here the executor checks its
         deadline, and its room goes to a waiting Submit."""
-        self._in_flight.append(job)
-        self._in_flight_tasks[job.task] += 1
-        self._taken_total += 1
+        self._demand.taken(job)
         if job.expires_at is not None:
             self._held.forget_deadline(job.id)
         self._recent.remember(job.id, "dispatched")
@@ -439,13 +414,7 @@ class PriorityInbox(Actor[Accepts]):
         before they are tried again (the journal may be failing)."""
         now, wall = trio.current_time(), time.time()
         self._dispatched_total -= len(jobs)
-        # They never reach the dispatcher: not on their way, their slots free.
-        back = {id(job) for job in jobs}
-        self._in_flight = deque(job for job in self._in_flight if id(job) not in back)
-        self._in_flight_tasks = Counter(job.task for job in self._in_flight)
-        self._taken_total -= len(jobs)
-        for job in jobs:
-            self._budget.refund(job.task)
+        self._demand.held_back(jobs)
         for job in jobs:
             self._held.hold(job, now + _HOLD_BACK)
             if job.expires_at is not None:
