@@ -238,7 +238,7 @@ def _local(executor: ExecutorStats, load: WorkerLoad | None, node: NodeInfo,
     for index, kind in enumerate(KINDS):
         slots, running = executor.slots[index], executor.running[index]
         waiting = executor.waiting[index]
-        capacity = slots + executor.prefetch
+        capacity = slots + executor.prefetch_most
         free = (load.credit_by_kind[index] if load is not None
                 else max(capacity - running - waiting, 0))
         by_kind[kind] = KindSlotsView(capacity=capacity, free=free, slots=slots,

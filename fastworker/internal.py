@@ -53,8 +53,8 @@ class WorkerJoined:
     kinds: tuple[int, ...] = ()
     #: The most jobs it holds at once per kind of slot (slots plus prefetch).
     slots: Slots = (0, 0, 0)
-    #: Of those, per kind, how many are prefetch.
-    prefetch: int = 0
+    #: Of those, per kind, how many are prefetch now.
+    prefetch: Slots = (0, 0, 0)
     at_most_once: frozenset[str] = frozenset()
     holding: tuple[HeldJob, ...] = ()
     #: The last Pull and Report numbers it used before registering: older

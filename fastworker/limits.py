@@ -29,6 +29,7 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
     "MAX_WORKER_TASKS",
+    "check_prefetch",
     "check_query",
     "check_register",
     "check_text",
@@ -91,8 +92,8 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
 def check_register(register: Register) -> str | None:
     """What is wrong with a subworker's ``Register``, or ``None``: a worker
     or host name too long, too many task names or one too long, kinds of
-    slot not one per task or out of range, a slot count that is not 0 or
-    more, a negative Pull or Report number or frame limit, more held jobs
+    slot not one per task or out of range, a slot or prefetch count that
+    is not 0 or more, a negative Pull or Report number or frame limit, more held jobs
     than slots, or a held job's id too long. The registry keeps all of it
     for as long as the worker lives, so a signed peer is bounded too."""
     problem = (check_text("worker name", register.worker, MAX_ID_LENGTH, empty=False)
@@ -118,8 +119,9 @@ def check_register(register: Register) -> str | None:
     for name, count in zip(KINDS, slots, strict=True):
         if count < 0:
             return f"slots for {name} is {count}; expected 0 or more"
+    if (problem := check_prefetch(register.prefetch)) is not None:
+        return problem
     for field, number in (("pull_seq", register.pull_seq), ("report_seq", register.report_seq),
-                          ("prefetch", register.prefetch),
                           ("max_frame_bytes", register.max_frame_bytes)):
         if number < 0:
             return f"{field} is {number}; expected 0 or more"
@@ -128,4 +130,16 @@ def check_register(register: Register) -> str | None:
     for held in register.holding:
         if (problem := check_text("a held job's id", held.id, MAX_ID_LENGTH)) is not None:
             return problem
+    return None
+
+
+def check_prefetch(prefetch: tuple[int, ...]) -> str | None:
+    """What is wrong with a subworker's prefetch per kind (``Register``,
+    ``Report``), or ``None``: one count per kind of slot, each 0 or more."""
+    if len(prefetch) != len(KINDS):
+        return (f"prefetch has {len(prefetch)} counts; expected {len(KINDS)} "
+                f"({', '.join(KINDS)})")
+    for name, count in zip(KINDS, prefetch, strict=True):
+        if count < 0:
+            return f"prefetch for {name} is {count}; expected 0 or more"
     return None

@@ -206,8 +206,10 @@ class ExecutorStats:
     slots: tuple[int, int, int] = (0, 0, 0)
     running: tuple[int, int, int] = (0, 0, 0)
     waiting: tuple[int, int, int] = (0, 0, 0)
-    #: Jobs per kind it takes beyond its free slots, to start as one frees.
-    prefetch: int = 0
+    #: Jobs per kind it takes beyond its free slots now, to start as one
+    #: frees (it follows the start rate), and the most it takes.
+    prefetch: tuple[int, int, int] = (0, 0, 0)
+    prefetch_most: int = 0
 
 
 @attrs.frozen(kw_only=True)

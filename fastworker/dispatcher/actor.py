@@ -209,8 +209,7 @@ class Dispatcher(Actor[Accepts]):
         is a ``call`` (what is to be sent waits for ``_dispatch``)."""
         match message:
             case Credit(worker=name, slots=slots, tasks=tasks, prefetch=prefetch):
-                self._placement.add_local_credit(name, slots, tasks,
-                                                 prefetch if prefetch >= 0 else None)
+                self._placement.add_local_credit(name, slots, tasks, prefetch)
             case JobBatch(jobs=jobs):
                 self._counts["batches"] += 1
                 self._held.extend(self._remote.admit(jobs))

@@ -60,9 +60,10 @@ class WorkerAccount:
         self.set_tasks(kinds)
         self.at_most_once = at_most_once
         #: Free credit per kind of slot (``KINDS``), and how much of each
-        #: kind's credit is prefetch (jobs beyond its slots) rather than slots.
+        #: kind's credit is prefetch (jobs beyond its slots) rather than
+        #: slots, as the worker last said.
         self.credit = [0, 0, 0]
-        self.prefetch = 0
+        self.prefetch = [0, 0, 0]
         self.health: str = "alive"  # alive, suspect or draining
         self.drained = False  # by an operator: nothing new until resumed
         self.assigned_total = 0
@@ -106,6 +107,10 @@ class WorkerAccount:
     def give(self, job: Job) -> None:
         """The slot ``job`` took is free again (it never went, or came back)."""
         self.credit[self.kinds.get(job.task, ASYNC)] += 1
+
+    def set_prefetch(self, prefetch: tuple[int, ...]) -> None:
+        """How much of each kind's credit is prefetch now (negative: none)."""
+        self.prefetch = [max(n, 0) for n in prefetch[:3]]
 
     def add_credit(self, slots: Slots) -> None:
         """``slots`` more free credit per kind (a negative count adds none)."""
@@ -207,7 +212,8 @@ class Placement:
     # -- the fleet ----------------------------------------------------------------
 
     def add_local_credit(self, name: str, slots: Slots,
-                         tasks: dict[str, int] | None = None, prefetch: int | None = None) -> None:
+                         tasks: dict[str, int] | None = None,
+                         prefetch: Slots | None = None) -> None:
         """The local executor ``name`` (known from its first ``Credit``) can
         take ``slots`` more jobs per kind; ``tasks``: what it runs now, and
         the kind of each (``None``: as before); ``prefetch``: of its credit
@@ -218,15 +224,16 @@ class Placement:
         elif tasks is not None:
             worker.set_tasks(tasks)
         if prefetch is not None:
-            worker.prefetch = max(prefetch, 0)
+            worker.set_prefetch(prefetch)
         worker.add_credit(slots)
 
     def add_subworker(self, name: str, kinds: dict[str, int],
-                      at_most_once: frozenset[str], prefetch: int = 0) -> WorkerAccount:
+                      at_most_once: frozenset[str], prefetch: Slots = (0, 0, 0)
+                      ) -> WorkerAccount:
         """A subworker joined (one of the same name must be removed first)."""
         worker = self.workers[name] = WorkerAccount(
             name, local=False, kinds=kinds, at_most_once=at_most_once)
-        worker.prefetch = max(prefetch, 0)
+        worker.set_prefetch(prefetch)
         self.remote_tasks.update(worker.tasks)
         return worker
 
@@ -304,7 +311,7 @@ class Placement:
         ``local = "fallback"``, taken before subworkers' prefetch room."""
         if worker.local and self._local == "fallback":
             return 1
-        return 0 if worker.credit[kind] > worker.prefetch else 2
+        return 0 if worker.credit[kind] > worker.prefetch[kind] else 2
 
     def _eligible(self, task: str) -> list[tuple[WorkerAccount, int]]:
         """Live workers with free credit for ``task`` that may run it now,

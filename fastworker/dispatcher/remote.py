@@ -31,6 +31,7 @@ from fastworker.dispatcher.placement import (
 from fastworker.dispatcher.pulls import Pulls
 from fastworker.dispatcher.redelivery import REDELIVERED_REMEMBERED, Redelivery
 from fastworker.internal import Adopted, Dispatched, DrainWorker, WorkerJoined, WorkerLeft
+from fastworker.limits import check_prefetch
 from fastworker.messages import (
     ASYNC,
     Ack,
@@ -108,6 +109,7 @@ class Subworkers(Redelivery):
         self._late_log = RateLimitedLog(log, what="late results", period=60.0,
                                         level=logging.INFO)
         self._take_back_log = RateLimitedLog(log, what="Assigns taken back", period=60.0)
+        self._bad_prefetch_log = RateLimitedLog(log, what="prefetches ignored", period=60.0)
 
     # -- requests --------------------------------------------------------------------
 
@@ -177,6 +179,14 @@ class Subworkers(Redelivery):
         if worker is None or worker.local:
             return UnknownWorker(worker=report.worker)
         worker.report_seq = report.seq
+        if report.prefetch:
+            if (problem := check_prefetch(report.prefetch)) is None:
+                worker.set_prefetch(report.prefetch)  # before its credit: see _tier
+            else:
+                self._counts["bad_prefetch"] += 1
+                self._bad_prefetch_log.event(
+                    "%s: worker %s said a prefetch the dispatcher ignores: %s",
+                    self._name, worker.name, problem)
         worker.add_credit(report.credit)
         if report.returned:
             self._returned(worker, report.returned)

@@ -27,6 +27,7 @@ import trio
 from actors import Actor
 from fastworker.executor.isolated import Isolated
 from fastworker.executor.lanes import Lanes
+from fastworker.executor.prefetch import Prefetch
 from fastworker.executor.reports import Reports
 from fastworker.executor.threads import Threads
 from fastworker.executor.waiting import Waiting
@@ -94,10 +95,16 @@ class ExecutorOptions:
     #: being retried. A death before that is a ``WorkerProcessDied`` error,
     #: retried like any error while the job has retries left.
     poison_after: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    #: Jobs per kind of slot it takes beyond its free slots, to start the
-    #: moment one frees (they hide the round trip to the Dispatcher). They
-    #: wait here, best first; 0 takes only what can start at once.
-    prefetch: int = attrs.field(default=16, validator=attrs.validators.ge(0))
+    #: The most jobs per kind of slot it takes beyond its free slots, to
+    #: start the moment one frees (they hide the round trip to the
+    #: Dispatcher). They wait here, best first. How many it takes follows
+    #: the kind's start rate (``executor/prefetch.py``): about two round
+    #: trips' worth, at least ``min_prefetch``, at most this; 0 takes only
+    #: what can start at once.
+    prefetch: int = attrs.field(default=128, validator=attrs.validators.ge(0))
+    #: The least prefetch per kind (at most ``prefetch``): the same as
+    #: ``prefetch`` keeps it there, whatever the start rate.
+    min_prefetch: int = attrs.field(default=1, validator=attrs.validators.ge(0))
 
 
 class Executor(Actor[Accepts]):
@@ -129,8 +136,10 @@ class Executor(Actor[Accepts]):
         # thread takes its next job from its own best-first queue, without
         # waiting for a pass of the collector, so the threads' prefetch
         # waits there; lanes and the pool take a job only into a free slot.
-        self._handed: Slots = (options.concurrency, options.threads + options.prefetch,
-                               self._isolated.size)
+        self._prefetch = Prefetch(options.prefetch, options.min_prefetch)
+        self._prefetch_told: Slots | None = None  # as the Dispatcher was last told
+        self._handed = [options.concurrency, options.threads + self._prefetch.counts[THREAD],
+                        self._isolated.size]
         self._waiting = Waiting()  # assigned, not started: no slot of their kind was free
         # Per kind: credit the Dispatcher holds, as far as we told it; and
         # jobs given back whose Returned is not sent yet (no credit yet).
@@ -155,7 +164,7 @@ class Executor(Actor[Accepts]):
         assert first is not None
         await self.refs["dispatcher"].send(first)
         slots = ", ".join(f"{n} {kind}" for n, kind in zip(self._slots, KINDS, strict=True))
-        return f"slots: {slots}; prefetch {options.prefetch}"
+        return f"slots: {slots}; prefetch up to {options.prefetch}"
 
     async def handle(self, message: Accepts) -> CancelReply | None:
         if isinstance(message, Stop):  # a call: answered with how it stopped
@@ -178,7 +187,12 @@ class Executor(Actor[Accepts]):
                 case _:
                     assert_never(message)
         if jobs:
-            await self._start(self._take(jobs))
+            out = self._credit_out
+            before = out.copy()
+            ready = self._take(jobs)
+            taken = [b - a for b, a in zip(before, out, strict=True)]
+            self._prefetch.took(trio.current_time(), taken, out)
+            await self._start(ready)
         for task_id in stops:
             self._stop(task_id)
         if give_back:
@@ -219,7 +233,9 @@ class Executor(Actor[Accepts]):
             slots=self._slots,
             running=(a, t, p),
             waiting=(wa, wt, wp),
-            prefetch=self.options.prefetch,
+            prefetch=(self._prefetch.counts[0], self._prefetch.counts[1],
+                      self._prefetch.counts[2]),
+            prefetch_most=self.options.prefetch,
         )
 
     # -- taking, starting and stopping jobs ----------------------------------------
@@ -278,7 +294,7 @@ class Executor(Actor[Accepts]):
         if not ready:
             return
         reports = self._reports
-        running = reports.running
+        running, counted = reports.running, self._prefetch.started
         started: list[_Ready] = []
         wall = time.time()
         for item in ready:
@@ -288,6 +304,7 @@ class Executor(Actor[Accepts]):
             else:
                 started.append(item)
                 running[item[2]] += 1  # its slot is taken from here
+                counted[item[2]] += 1
         if not started:
             return
         # A thread job is running once a thread begins it (the collector
@@ -371,12 +388,17 @@ class Executor(Actor[Accepts]):
         here on): slots and prefetch, less what runs, waits or it holds;
         with the tasks and their kinds if the registry changed since they
         were last sent. ``None`` if there is neither."""
-        prefetch = self.options.prefetch
+        adapt = self._prefetch
+        now = trio.current_time()
+        if adapt.update(now):
+            self._handed[THREAD] = self._slots[THREAD] + adapt.counts[THREAD]
+        prefetch = adapt.counts
         running, waits = self._reports.running, self._waiting.counts
         out, returning = self._credit_out, self._returning
         free = [0, 0, 0]
         for kind, slots in enumerate(self._slots):
-            n = slots + prefetch - running[kind] - waits[kind] - returning[kind] - out[kind]
+            n = (slots + prefetch[kind] - running[kind] - waits[kind] - returning[kind]
+                 - out[kind])
             if n > 0:
                 out[kind] += n
                 free[kind] = n
@@ -384,10 +406,21 @@ class Executor(Actor[Accepts]):
         if self._registry.version != self._announced_version:
             self._announced_version = self._registry.version
             self._announced = tasks = self._current_kinds()
-        if tasks is None and not any(free):
+        told: Slots | None = (prefetch[0], prefetch[1], prefetch[2])
+        holds: Slots | None = None
+        if self._prefetch_told is None:  # the first Credit
+            most = adapt.most
+            holds = (self._slots[0] + most, self._slots[1] + most, self._slots[2] + most)
+        elif told == self._prefetch_told:
+            told = None
+        if tasks is None and told is None and not any(free):
             return None
+        if told is not None:
+            self._prefetch_told = told
+        if any(free):
+            adapt.granted(now, free)
         return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks,
-                      prefetch=prefetch if tasks is not None else -1)
+                      prefetch=told, holds=holds)
 
     def _current_kinds(self) -> dict[str, int]:
         """Each registered task's kind of slot (``task_kind``), taken again

@@ -134,8 +134,8 @@ class WorkerLink(Actor[Accepts]):
         urgent = False
         for message in messages:
             match message:
-                case Credit(slots=slots, tasks=tasks, prefetch=prefetch):
-                    self._session.credit(slots, tasks, prefetch)
+                case Credit(slots=slots, tasks=tasks, prefetch=prefetch, holds=holds):
+                    self._session.credit(slots, tasks, prefetch, holds)
                     urgent = True
                 case Running():
                     self._buffer.add_running(message)

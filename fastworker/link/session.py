@@ -98,7 +98,10 @@ class LinkSession:
         self.address = ""
         #: The most jobs the executor holds per kind (its first Credit).
         self._slots: Slots = (0, 0, 0)
-        self._prefetch = 0  # of each kind's slots, the executor's prefetch
+        #: Of each kind's credit, the executor's prefetch now, and as the
+        #: control plane was last told (by registering or a Report).
+        self._prefetch: Slots = (0, 0, 0)
+        self._prefetch_told: Slots = (0, 0, 0)
         self._first_credit = trio.Event()
         #: Its tasks and the kind of each (its latest Credit that said);
         #: ``None``: it never said (the process's registry names them).
@@ -133,13 +136,15 @@ class LinkSession:
 
     # -- what the actor tells it ------------------------------------------------------
 
-    def credit(self, slots: Slots, tasks: dict[str, int] | None, prefetch: int = -1) -> None:
-        """The executor has ``slots`` more free per kind (its first credit
-        is the most jobs it holds, which registering waits for), and runs
-        ``tasks`` if it says (told to the control plane at the next
-        registration); ``prefetch``, if it says, is how much of each kind's
-        credit is prefetch."""
-        if prefetch >= 0:
+    def credit(self, slots: Slots, tasks: dict[str, int] | None,
+               prefetch: Slots | None = None, holds: Slots | None = None) -> None:
+        """The executor has ``slots`` more free per kind (registering waits
+        for its first), and runs ``tasks`` if it says (told to the control
+        plane at the next registration); ``prefetch``, if it says, is how
+        much of each kind's credit is prefetch now (told with the next
+        Report); ``holds``, the most jobs it holds per kind (without it, its
+        first credit is that)."""
+        if prefetch is not None:
             self._prefetch = prefetch
         if tasks is not None:
             if self._first_credit.is_set() and tasks != self._tasks:
@@ -150,7 +155,7 @@ class LinkSession:
                     len(tasks.keys() - before), len(before - tasks.keys()))
             self._tasks = dict(tasks)
         if not self._first_credit.is_set():
-            self._slots = slots
+            self._slots = slots if holds is None else holds
             self._first_credit.set()
         free = self._free
         for kind, n in enumerate(slots):
@@ -283,6 +288,7 @@ class LinkSession:
 
     async def _register(self) -> float | None:
         register = self._register_message()
+        self._prefetch_told = register.prefetch
         since = trio.current_time()
         while not self.draining:
             answer = await self._ask(register, timeout=self.options.request_timeout, quiet=True)
@@ -383,14 +389,17 @@ class LinkSession:
             free, reported = self._free, self._reported
             credit: Slots = (max(free[0] - reported[0], 0), max(free[1] - reported[1], 0),
                              max(free[2] - reported[2], 0))
-            if not (self._buffer or any(credit)):
+            prefetch = self._prefetch
+            changed = prefetch != self._prefetch_told
+            if not (self._buffer or any(credit) or changed):
                 self._reported_all.set()
                 continue
             running, finished, returned = self._buffer.take()
             self._report_seq += 1
             report = Report(worker=self.worker, credit=credit, running=tuple(running),
                             finished=tuple(finished), seq=self._report_seq,
-                            assigned=self._assigned, returned=tuple(returned))
+                            assigned=self._assigned, returned=tuple(returned),
+                            prefetch=prefetch if changed else ())
             for kind, n in enumerate(credit):
                 reported[kind] += n
             try:
@@ -406,6 +415,8 @@ class LinkSession:
                 raise
             self.counts["reports"] += 1
             self.counts["outcomes"] += len(finished)
+            if changed:
+                self._prefetch_told = prefetch
             if any(credit) and tuple(reported) == credit:
                 log.info("%s: offered %s slots to %s", self.name, describe_slots(credit),
                          self.address)

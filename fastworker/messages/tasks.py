@@ -164,8 +164,12 @@ class Credit:
     slots: Slots
     tasks: dict[str, int] | None = attrs.field(default=None, eq=False)
     #: Of each kind's credit, how much is prefetch rather than slots (in
-    #: its first Credit; -1: not said): placement fills free slots first.
-    prefetch: int = -1
+    #: its first Credit, and whenever it changed; ``None``: as before):
+    #: placement fills free slots first.
+    prefetch: Slots | None = None
+    #: The most jobs it holds at once per kind: its slots plus the most
+    #: prefetch (in its first Credit; ``None``: its first credit is that).
+    holds: Slots | None = None
 
 
 @attrs.frozen(kw_only=True)

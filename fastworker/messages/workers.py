@@ -46,10 +46,11 @@ class Register:
     tasks: tuple[str, ...]
     #: The kind of slot each of ``tasks`` needs (``KINDS`` index), in order.
     kinds: tuple[int, ...] = ()
-    #: Of ``slots`` per kind, how many are prefetch (jobs held beyond what
-    #: it can start): it gets such jobs only once no free slot elsewhere can
-    #: take them.
-    prefetch: int = 0
+    #: Per kind, how much of its credit is prefetch now (jobs held beyond
+    #: what it can start): it gets such jobs only once no free slot
+    #: elsewhere can take them. It follows the worker's start rate; a
+    #: ``Report`` tells a change.
+    prefetch: Slots = (0, 0, 0)
     #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
     at_most_once: tuple[str, ...] = ()
     #: The jobs it holds now (registering again: a restarted control plane
@@ -117,6 +118,9 @@ class Report:
     #: Ids of jobs it was assigned and gives back without having started
     #: them (drained, or stopping): queued again with the same attempt.
     returned: tuple[str, ...] = ()
+    #: Its prefetch per kind now, if it changed since its last Report
+    #: (empty: as before); see ``Register.prefetch``.
+    prefetch: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

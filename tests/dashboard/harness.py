@@ -189,7 +189,7 @@ def loaded_workers() -> dict[str, Any]:
     executor = ExecutorStats(
         worker="cp", concurrency=256, in_flight=13, threads=8, succeeded_total=5,
         failed_total=1, timed_out_total=0, late_results_discarded=0, processes=4,
-        slots=(256, 8, 4), running=(1, 8, 2), waiting=(0, 2, 0), prefetch=2)
+        slots=(256, 8, 4), running=(1, 8, 2), waiting=(0, 2, 0), prefetch=(2, 2, 2), prefetch_most=2)
     dispatcher = DispatcherStats(
         workers=(
             WorkerLoad(worker="cp", local=True, health="alive", credit=261, held=0,

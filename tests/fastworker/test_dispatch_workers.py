@@ -1612,13 +1612,33 @@ class TestWhereAJobGoes:
         the local executor's, and only then the subworker's prefetch room:
         a job never waits in a prefetch while a slot is idle."""
         async with open_dispatcher() as h:
-            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), prefetch=2))
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), prefetch=(2, 2, 2)))
             assert await h.request(Report(worker="w1", credit=(5, 0, 0))) == [Ack()]  # 3 + 2
             await h.credit(4)
             pending = await h.pull("w1", seq=1)
             await h.send(batch(*(job(f"j{n}") for n in range(9))))
         assert assigned(pending) == ["j0", "j1", "j2", "j7", "j8"]
         assert h.local() == ["j3", "j4", "j5", "j6"]
+
+    async def test_a_subworkers_prefetch_as_its_latest_report_says(
+        self, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A subworker's prefetch follows its start rate: a Report tells the
+        new one, and placement reads its free slots from it. A prefetch the
+        wrong shape is ignored, with a warning that says why."""
+        async with open_dispatcher() as h:
+            await h.send(WorkerJoined(worker="w1", tasks=frozenset({"a"}), prefetch=(2, 2, 2)))
+            with caplog.at_level(logging.WARNING, logger="fastworker.dispatcher"):
+                assert await h.request(Report(worker="w1", seq=1, prefetch=(1,))) == [Ack()]
+            assert "worker w1 said a prefetch the dispatcher ignores: prefetch has 1 counts; " \
+                "expected 3 (async, thread, process)" in caplog.text
+            assert await h.request(
+                Report(worker="w1", seq=2, credit=(5, 0, 0), prefetch=(4, 1, 1))) == [Ack()]
+            await h.credit(4)
+            pending = await h.pull("w1", seq=1)
+            await h.send(batch(*(job(f"j{n}") for n in range(9))))
+        assert assigned(pending) == ["j0", "j5", "j6", "j7", "j8"]  # 1 slot + 4 prefetch
+        assert h.local() == ["j1", "j2", "j3", "j4"]
 
     async def test_a_worker_that_runs_fewer_tasks_is_chosen_first(
         self, autojump_clock: MockClock

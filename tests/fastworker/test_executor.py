@@ -316,7 +316,8 @@ class TestErrors:
             assert await harness.stats() == ExecutorStats(
                 worker="w", concurrency=3, in_flight=0, threads=2, succeeded_total=1,
                 failed_total=2, timed_out_total=0, late_results_discarded=0,
-                slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=16,
+                slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=(1, 1, 1),
+                prefetch_most=128,
             )
 
 
@@ -410,7 +411,7 @@ class TestBatching:
     async def test_credit_adds_back_up_to_slots_and_prefetch(self) -> None:
         """After the initial grant, credit comes back one per finished job,
         until the dispatcher holds the kind's slots and prefetch again."""
-        async with executor(concurrency=4, threads=2, prefetch=2) as harness:
+        async with executor(concurrency=4, threads=2, prefetch=2, min_prefetch=2) as harness:
             jobs = [job("tests.sample.add", n, n) for n in range(4)]
             await harness.assign(*jobs)
             await harness.outcomes_of(*jobs)
@@ -481,16 +482,17 @@ class TestSlots:
         """The first Credit grants each kind its slots plus the prefetch, and
         names every task with its kind; jobs of one kind take only that
         kind's credit, which comes back as they end."""
-        async with executor(threads=2, processes=1, concurrency=3, prefetch=1) as harness:
+        async with executor(threads=2, processes=1, concurrency=3, prefetch=1,
+                            min_prefetch=1) as harness:
             dispatcher = harness.dispatcher
             await dispatcher.until(lambda: bool(dispatcher.of(Credit)))
             [first] = dispatcher.of(Credit)
-            assert first == Credit(worker="w", slots=(4, 3, 2), prefetch=1)
+            assert first == Credit(worker="w", slots=(4, 3, 2), prefetch=(1, 1, 1), holds=(4, 3, 2))
             assert first.tasks is not None
             assert (first.tasks["tests.sample.add"], first.tasks["tests.sample.async_add"]) == (
                 THREAD, ASYNC)
             assert harness.node.ready["executor"] == (
-                "slots: 3 async, 2 thread, 1 process; prefetch 1")
+                "slots: 3 async, 2 thread, 1 process; prefetch up to 1")
 
             keys = [gates() for _ in range(3)]
             blocked = [job("tests.sample.block", key) for key in keys]
@@ -590,7 +592,7 @@ class TestSlots:
         prefetched into the threads' queue and those waiting past it. Their
         credit follows, once the slots they held are free; the running job
         runs on."""
-        async with executor(threads=1, prefetch=2) as harness:
+        async with executor(threads=1, prefetch=2, min_prefetch=2) as harness:
             gate = gates()
             dispatcher = harness.dispatcher
             running = job("tests.sample.block", gate, priority=0)  # the threads take it first
@@ -665,6 +667,63 @@ class TestSlots:
             {"tests.sample.block": THREAD, "tests.sample.async_add": ASYNC,
              "tests.sample.pid": THREAD}]
         assert [sum(c.slots[k] for c in later) for k in range(3)] == [0, 1, 0]
+
+
+class TestAdaptivePrefetch:
+    """The prefetch per kind follows the start rate and the round trip to
+    the Dispatcher (here a stand-in that answers each Credit with as many
+    jobs after ``ROUND_TRIP``), and the Dispatcher hears of each change."""
+
+    ROUND_TRIP = 0.02
+
+    async def feed(self, harness: Harness, seconds: float, task_seconds: float,
+                   seen: int = 0) -> int:
+        """For ``seconds``, answer each Credit (from the ``seen``-th) with as
+        many jobs of ``task_seconds`` as its async slots, one round trip
+        later; the Credits answered."""
+        dispatcher = harness.dispatcher
+        with trio.move_on_after(seconds):
+            while True:
+                await dispatcher.until(lambda n=seen: len(dispatcher.of(Credit)) > n)
+                credits = dispatcher.of(Credit)[seen:]
+                await trio.sleep(self.ROUND_TRIP)  # cancelled here: answered next time
+                await harness.assign(*(job("tests.sample.async_sleep", task_seconds)
+                                       for _ in range(sum(c.slots[ASYNC] for c in credits))))
+                seen += len(credits)
+        return seen
+
+    def told(self, harness: Harness) -> tuple[int, int, int]:
+        """The prefetch per kind the Dispatcher was last told."""
+        told = [c.prefetch for c in harness.dispatcher.of(Credit) if c.prefetch is not None]
+        return told[-1]
+
+    async def test_short_tasks_raise_it_and_long_ones_bring_it_back_to_one(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with executor(concurrency=4, prefetch=64) as harness:
+            assert self.told(harness) == (1, 1, 1)
+            # 4 slots of 10 ms tasks start 400/s: two 20 ms round trips
+            # hold about 16 (a Credit sent while the stand-in waits out an
+            # older one waits up to 30 ms for its jobs).
+            seen = await self.feed(harness, 3.0, 0.01)
+            stats = await harness.stats()
+            assert 12 <= stats.prefetch[ASYNC] <= 24
+            assert self.told(harness) == stats.prefetch
+            assert stats.prefetch[THREAD] == stats.prefetch[PROCESS] == 1  # nothing started
+            # 1 s tasks start 4/s: less than one per two round trips.
+            await self.feed(harness, 20.0, 1.0, seen)
+            stats = await harness.stats()
+            assert stats.prefetch == (1, 1, 1) == self.told(harness)
+            assert stats.prefetch_most == 64
+
+    async def test_min_prefetch_equal_to_prefetch_keeps_it_fixed(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with executor(concurrency=4, prefetch=6, min_prefetch=6) as harness:
+            await self.feed(harness, 3.0, 0.01)
+            stats = await harness.stats()
+        assert stats.prefetch == (6, 6, 6) == self.told(harness)
+        assert harness.dispatcher.credits(ASYNC)[0] == 4 + 6
 
 
 class TestGracefulStop:

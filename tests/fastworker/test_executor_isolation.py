@@ -23,7 +23,7 @@ from tests.fastworker.test_executor import executor, job, value_of
     ("segfault", f"killed by signal SIGSEGV ({signal.SIGSEGV.value})"),
 ])
 async def test_a_job_that_kills_its_process_fails_alone(how: str, said: str) -> None:
-    async with executor(isolation="process", processes=2, prefetch=6) as harness:
+    async with executor(isolation="process", processes=2, prefetch=6, min_prefetch=6) as harness:
         crash = job("tests.crash.once", how)
         neighbours = [job("tests.sample.add", n, n) for n in range(6)]
         await harness.assign(neighbours[0], crash, *neighbours[1:])

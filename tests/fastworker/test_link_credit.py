@@ -137,6 +137,32 @@ class TestRegister:
                    for line in lines)
 
 
+class TestPrefetch:
+    async def test_the_executor_s_prefetch_is_registered_and_each_change_reported_once(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``Register.slots`` is the most the executor holds (``holds``, not
+        its first grant) and ``Register.prefetch`` its prefetch then; a
+        change reaches the control plane in the next Report, even one with
+        no credit, and only once; registering again tells the latest."""
+        first = Credit(worker="w1", slots=(5, 9, 3), tasks={"add": THREAD},
+                       prefetch=(1, 1, 1), holds=(68, 72, 66))
+        async with open_link(monkeypatch, first_credit=first) as h:
+            cp = h.control_plane
+            await h.until(lambda: bool(cp.reports))
+            await h.send(Credit(worker="w1", slots=(0, 0, 0), prefetch=(1, 30, 1)))
+            await h.until(lambda: len(cp.reports) == 2)
+            await h.send(Credit(worker="w1", slots=(0, 2, 0)))
+            await h.until(lambda: len(cp.reports) == 3)
+            cp.restart()
+            await h.until(lambda: cp.registrations == 2)
+        one, two = cp.registers
+        assert (one.slots, one.prefetch) == ((68, 72, 66), (1, 1, 1))
+        assert (two.slots, two.prefetch) == ((68, 72, 66), (1, 30, 1))
+        assert [(r.credit, r.prefetch) for r in cp.reports[:3]] == [
+            ((5, 9, 3), ()), ((0, 0, 0), (1, 30, 1)), ((0, 2, 0), ())]
+
+
 class TestReturned:
     async def test_jobs_given_back_reach_the_control_plane_at_once_and_are_held_no_more(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch

@@ -340,6 +340,8 @@ async def test_max_workers_refuses_more(autojump_clock: trio.testing.MockClock) 
     ({"kinds": (THREAD, 7)}, "a task's kind is 7; expected 0 to 2 (KINDS)"),
     ({"kinds": (-1, THREAD)}, "a task's kind is -1; expected 0 to 2 (KINDS)"),
     ({"slots": (1, -1, 0)}, "slots for thread is -1; expected 0 or more"),
+    ({"prefetch": (1, 1, -3)}, "prefetch for process is -3; expected 0 or more"),
+    ({"prefetch": (1, 1)}, "prefetch has 2 counts; expected 3 (async, thread, process)"),
     ({"holding": (HeldJob(id="a" * 257, attempt=1, started_at=0.0),)},
      "a held job's id is 257 characters; the limit is 256"),
     ({"pull_seq": -1}, "pull_seq is -1; expected 0 or more"),

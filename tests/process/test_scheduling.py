@@ -6,7 +6,8 @@ comes back when it is drained or lost.
 The ``tests.hold`` tasks report to the test's gate when they start and run
 until it opens (``tests/process/test_subworkers.py``), so the tests see the
 order in which tasks started without polling. Each worker here has a
-prefetch of 1 (``FASTWORKER_PREFETCH``); the priority cases use sync tasks
+prefetch of 1 (``FASTWORKER_PREFETCH``) but one that keeps the shipped
+default, which follows the start rate; the priority cases use sync tasks
 on its 8 worker threads, the others async tasks on 4 lanes
 (``FASTWORKER_CONCURRENCY``).
 """
@@ -107,6 +108,28 @@ async def test_an_idle_newcomer_gets_the_queue_a_busy_worker_cannot_start(
         busy_worker.process.pid}
     on_newcomer = sorted(label for pid, label in started if pid == newcomer.process.pid)
     assert len(on_newcomer) == 10 - PREFETCH, started
+
+
+async def test_with_the_default_prefetch_a_busy_worker_holds_one_job_for_a_newcomer_s_ten(
+    control_env: dict[str, str],  # noqa: F811
+) -> None:
+    """The same with the shipped prefetch (up to 128 per kind): it follows
+    the start rate, and slots that start nothing hold one job beyond
+    themselves, so the newcomer still starts all but one of the queue."""
+    async with fleet(control_env) as f:
+        await f.start_control(FASTWORKER_LOCAL="never")
+        busy_worker = await f.start_sub(concurrency=SLOTS)
+        async with Client(f.address) as client:
+            await saturate(f, client, "busy")
+            for i in range(10):
+                await client.delay("tests.hold", f.gate.port, f"q{i}", priority="low")
+            newcomer = await f.start_sub(concurrency=16)
+            await f.gate.wait_started(SLOTS + 9)
+            started = list(f.gate.started)
+            await f.gate.open()
+    assert {pid for pid, label in started if label.startswith("busy")} == {
+        busy_worker.process.pid}
+    assert sum(pid == newcomer.process.pid for pid, _ in started) == 9, started
 
 
 async def test_a_drained_worker_gives_back_what_it_has_not_started(
