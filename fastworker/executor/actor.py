@@ -28,7 +28,7 @@ from actors import Actor
 from fastworker.executor.isolated import Isolated
 from fastworker.executor.lanes import Lanes
 from fastworker.executor.prefetch import Prefetch
-from fastworker.executor.reports import Reports
+from fastworker.executor.reports import Begun, Reports
 from fastworker.executor.threads import Threads
 from fastworker.executor.waiting import Waiting
 from fastworker.messages import (
@@ -133,13 +133,14 @@ class Executor(Actor[Accepts]):
         self._isolated = Isolated(options.processes, self._reports, options.poison_after)
         self._slots: Slots = (options.concurrency, options.threads, self._isolated.size)
         # How many of each kind it hands to their runner at once: a worker
-        # thread takes its next job from its own best-first queue, without
-        # waiting for a pass of the collector, so the threads' prefetch
-        # waits there; lanes and the pool take a job only into a free slot.
+        # thread or a pool runner takes its next job from its own
+        # best-first queue, without waiting for a pass of the collector, so
+        # their prefetch waits there; lanes take a job only into a free slot.
         self._prefetch = Prefetch(options.prefetch, options.min_prefetch)
         self._prefetch_told: Slots | None = None  # as the Dispatcher was last told
-        self._handed = [options.concurrency, options.threads + self._prefetch.counts[THREAD],
-                        self._isolated.size]
+        counts = self._prefetch.counts
+        self._handed = [options.concurrency, options.threads + counts[THREAD],
+                        self._isolated.size + counts[PROCESS]]
         self._waiting = Waiting()  # assigned, not started: no slot of their kind was free
         # Per kind: credit the Dispatcher holds, as far as we told it; and
         # jobs given back whose Returned is not sent yet (no credit yet).
@@ -218,6 +219,8 @@ class Executor(Actor[Accepts]):
         wa, wt, wp = self._waiting.counts
         held, unbegun = self._threads.unbegun()  # handed to the threads, not begun
         t, wt = t - held, wt + unbegun
+        pooled = self._isolated.unbegun()  # handed to the pool, not begun
+        p, wp = p - pooled, wp + pooled
         return ExecutorStats(
             worker=self.worker,
             concurrency=self.options.concurrency,
@@ -300,16 +303,16 @@ class Executor(Actor[Accepts]):
         for item in ready:
             job = item[0]
             if job.expires_at is not None and job.expires_at <= wall:
-                reports.report(self._expired(job, wall))
+                reports.report(reports.expired(job, wall))
             else:
                 started.append(item)
                 running[item[2]] += 1  # its slot is taken from here
                 counted[item[2]] += 1
         if not started:
             return
-        # A thread job is running once a thread begins it (the collector
-        # reports it then); the others start now.
-        now_running = [item for item in started if item[2] != THREAD]
+        # A thread or pool job is running once its thread or runner begins
+        # it (the collector reports it then); async ones start now.
+        now_running = [item for item in started if item[2] == ASYNC]
         if now_running:
             await self.refs["results"].send(Running(
                 ids=tuple(job.id for job, _, _ in now_running), worker=self.worker,
@@ -327,15 +330,6 @@ class Executor(Actor[Accepts]):
                 on_process(job, found, limit)
             else:
                 on_thread(job, found, limit, now)
-
-    def _expired(self, job: Job, wall: float) -> Outcome:
-        assert job.expires_at is not None
-        return Outcome(
-            id=job.id, attempt=job.attempt, worker=self.worker, started_at=wall,
-            finished_at=wall, error=RemoteError(
-                type="TaskExpired", kind="expired",
-                message=f"its deadline (expires) passed {wall - job.expires_at:.3f} s "
-                "before it could start; it was not started"))
 
     def _unknown(self, job: Job) -> Outcome:
         matches = self._registry.close_matches(job.task)
@@ -367,7 +361,10 @@ class Executor(Actor[Accepts]):
         counts = self._waiting.counts.copy()
         # Those the threads hold unbegun keep their slots until the threads
         # pass them over (then the collector frees them): no credit before.
-        jobs = sorted(self._threads.give_back() + self._waiting.take_all(),
+        # The pool's free theirs at once: returning, like the waiting ones.
+        pooled = self._isolated.give_back()
+        counts[PROCESS] += len(pooled)
+        jobs = sorted(self._threads.give_back() + pooled + self._waiting.take_all(),
                       key=lambda job: job.priority)  # best first, then as they came
         if jobs:
             returning = self._returning
@@ -391,7 +388,9 @@ class Executor(Actor[Accepts]):
         adapt = self._prefetch
         now = trio.current_time()
         if adapt.update(now):
-            self._handed[THREAD] = self._slots[THREAD] + adapt.counts[THREAD]
+            counts = adapt.counts
+            self._handed[THREAD] = self._slots[THREAD] + counts[THREAD]
+            self._handed[PROCESS] = self._slots[PROCESS] + counts[PROCESS]
         prefetch = adapt.counts
         running, waits = self._reports.running, self._waiting.counts
         out, returning = self._credit_out, self._returning
@@ -454,18 +453,21 @@ class Executor(Actor[Accepts]):
 
     async def _flush(self) -> None:
         reports = self._reports
-        begun = self._threads.take_begun()
+        begun: list[Begun] = [*self._threads.take_begun(), *self._isolated.take_begun()]
+        self._threads.collect()
+        # Taken with the begun ones, before any await: an outcome reported
+        # meanwhile may be of a job begun after them (its Running is in the
+        # next pass), so it waits for the next pass too.
+        outcomes, retries, delays = reports.take()
         if begun:  # before any Finished of this pass
             await self.refs["results"].send(Running(
                 ids=tuple(run.job.id for run in begun), worker=self.worker,
                 started_at=min(run.started_at for run in begun),
                 attempts=tuple(run.job.attempt for run in begun)))
-        self._threads.collect()
         if any(self._waiting.counts):
             running, slots = reports.running, self._handed
             await self._start(self._best(
                 [slots[0] - running[0], slots[1] - running[1], slots[2] - running[2]]))
-        outcomes, retries, delays = reports.take()
         credit = self._credit()
         if outcomes:
             await self.refs["results"].send(Finished(outcomes=tuple(outcomes)))

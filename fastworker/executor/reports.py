@@ -9,7 +9,7 @@ call too: it reads, never writes.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -20,6 +20,17 @@ from fastworker.tasks import Task
 
 #: What the executor counts, by outcome.
 COUNTS = ("succeeded", "failed", "timed_out", "late", "retried", "cancelled")
+
+
+class Begun(Protocol):
+    """A sync job a runner (a worker thread, a pool runner) began: its
+    ``Running`` is the collector's to send."""
+
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def started_at(self) -> float: ...
 
 
 class Reports:
@@ -97,6 +108,17 @@ class Reports:
             id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
             error=cancelled_error(None, "cancelled", job.task)))
         return "cancelled"
+
+    def expired(self, job: Job, wall: float) -> Outcome:
+        """The outcome of a job whose ``expires_at`` deadline passed (by the
+        wall clock ``wall``) before it could start: it is not started."""
+        assert job.expires_at is not None
+        return Outcome(
+            id=job.id, attempt=job.attempt, worker=self.worker, started_at=wall,
+            finished_at=wall, error=RemoteError(
+                type="TaskExpired", kind="expired",
+                message=f"its deadline (expires) passed {wall - job.expires_at:.3f} s "
+                "before it could start; it was not started"))
 
     def wake(self) -> None:
         """Wake the collector (worker threads call this through the trio token)."""

@@ -172,7 +172,7 @@ class Threads:
         """A worker thread: run jobs until a sentinel arrives."""
         get = self._queue.get
         begin = self._begin
-        outcome = self._reports.outcome
+        outcome, expired = self._reports.outcome, self._reports.expired
         while (run := get()[2]) is not None:
             if self._closing:
                 continue  # the executor is gone; nobody waits for this one
@@ -183,7 +183,14 @@ class Threads:
             if skip:
                 self._complete(run)
                 continue
-            run.started_at = time.time()
+            run.started_at = wall = time.time()
+            expires_at = run.job.expires_at
+            if expires_at is not None and expires_at <= wall:
+                # Its deadline passed while it waited for a thread: not run.
+                run.outcome = expired(run.job, wall)
+                if not self._complete(run):
+                    return
+                continue
             self._begun.append(run)
             if not self._wake():
                 return

@@ -82,3 +82,13 @@ def exit_now(code: int) -> None:
 @task(isolation="process", name="procpool_tests.big")
 def big(size: int) -> bytes:
     return b"x" * size
+
+
+@task(isolation="process", name="procpool_tests.tagged")
+def tagged(port: int, tag: int) -> int:
+    """Send ``tag`` (not the pid) to the test on ``port``, then return it
+    once the test sends a byte (or closes): which job began, in order."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(f"{tag}\n".encode())
+        conn.recv(1)
+    return tag

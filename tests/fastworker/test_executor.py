@@ -9,12 +9,14 @@ which real time drives, is a tiny one whose outcome is awaited as an event.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import socket
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +27,7 @@ import trio
 import trio.testing
 
 from actors import Actor, GetStats, Node, Topology, open_node
-from fastworker.executor import Executor
+from fastworker.executor import Executor, isolated, threads
 from fastworker.messages import (
     ASYNC,
     PROCESS,
@@ -44,7 +46,10 @@ from fastworker.messages import (
 from fastworker.payload import pack_call, unpack_value
 from fastworker.stats import ExecutorStats
 from fastworker.tasks import Backoff, TaskRegistry, task
-from tests.fastworker import sample_tasks
+from tests.fastworker import (
+    procpool_tasks,  # noqa: F401 (registers procpool_tests.*)
+    sample_tasks,
+)
 from tests.fastworker.sample_tasks import (
     ENTERED,
     GATES,
@@ -91,13 +96,18 @@ class Log:
 
 
 class StandIn(Actor[Any]):
-    """Records every message it receives into a ``Log``."""
+    """Records every message it receives into a ``Log``; with ``hold``, only
+    once that event is set (a slow actor: its mailbox fills)."""
 
-    def __init__(self, options: Any, context: Any, *, log: Log) -> None:
+    def __init__(self, options: Any, context: Any, *, log: Log,
+                 hold: trio.Event | None = None) -> None:
         super().__init__(options, context)
         self.log = log
+        self.hold = hold
 
     async def handle_batch(self, messages: list[Any]) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
         self.log.add(messages)
 
 
@@ -121,14 +131,17 @@ class Harness:
 
 @asynccontextmanager
 async def executor(
-    registry: TaskRegistry | None = None, **options: Any
+    registry: TaskRegistry | None = None, *, hold_results: trio.Event | None = None,
+    **options: Any
 ) -> AsyncIterator[Harness]:
+    """A node of an executor and its two stand-ins; ``hold_results`` holds
+    up the results stand-in until it is set."""
     dispatcher, results = Log(), Log()
     options.setdefault("worker", "w")
     topology = (
         Topology()
         .add("dispatcher", StandIn, params={"log": dispatcher})
-        .add("results", StandIn, params={"log": results})
+        .add("results", StandIn, params={"log": results, "hold": hold_results})
         .add(
             "executor",
             Executor,
@@ -138,7 +151,11 @@ async def executor(
         )
     )
     async with open_node(topology) as node:
-        yield Harness(node, dispatcher, results)
+        try:
+            yield Harness(node, dispatcher, results)
+        finally:
+            if hold_results is not None:
+                hold_results.set()  # or the node's stop would wait for it
 
 
 def job(task: str, *args: Any, timeout: float | None = None, payload: bytes | None = None,
@@ -922,6 +939,237 @@ class TestStop:
             await harness.assign(done)
             await harness.outcomes_of(done)
             assert await self.stop(harness, done) == "not_queued"
+
+
+class Tags:
+    """A TCP listener that ``procpool_tests.tagged`` jobs connect to: the
+    test learns which job a pool process began, and releases it."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self.listener = listener
+        self.port: int = listener.socket.getsockname()[1]
+        self._streams: dict[int, trio.SocketStream] = {}
+
+    def job(self, tag: int, priority: int = 2) -> Job:
+        """A job that says ``tag`` here once it begins, and returns it once released."""
+        return job("procpool_tests.tagged", self.port, tag, priority=priority)
+
+    async def began(self) -> int:
+        """The tag of the next job a pool process begins (a guard fails the
+        test past 10 s)."""
+        with trio.fail_after(10):
+            stream = await self.listener.accept()
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await stream.receive_some()
+                assert chunk, "the job closed its connection before sending its tag"
+                line += chunk
+        tag = int(line)
+        self._streams[tag] = stream
+        return tag
+
+    async def release(self, tag: int) -> None:
+        """Let the job of ``tag`` return (it reads the end of its connection)."""
+        await self._streams.pop(tag).aclose()
+
+    async def aclose(self) -> None:
+        """Release every job, and refuse those yet to begin (they fail)."""
+        for tag in list(self._streams):
+            await self.release(tag)
+        await self.listener.aclose()
+
+
+@asynccontextmanager
+async def tags() -> AsyncIterator[Tags]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    reporter = Tags(listeners[0])
+    try:
+        yield reporter
+    finally:
+        await reporter.aclose()
+
+
+def started_ids(results: Log) -> list[str]:
+    """The ids in every ``Running``, in order."""
+    return [ids for r in results.of(Running) for ids in r.ids]
+
+
+def running_precedes_finished(results: Log, the_job: Job) -> bool:
+    """Whether the job's first ``Running`` came before its ``Finished``."""
+    messages = results.messages
+    running = next(n for n, m in enumerate(messages)
+                   if isinstance(m, Running) and the_job.id in m.ids)
+    finished = next(n for n, m in enumerate(messages)
+                    if isinstance(m, Finished) and any(o.id == the_job.id for o in m.outcomes))
+    return running < finished
+
+
+class TestPoolHandOff:
+    """The executor hands the pool its slots plus its prefetch; the jobs
+    wait in the pool best first, and a process that frees begins the best
+    one itself. Tests use the real pool (real processes, the real clock);
+    ``procpool_tests.tagged`` jobs say when they begin, and wait to be
+    released."""
+
+    async def test_a_freed_process_begins_the_best_handed_job_without_the_collector(
+        self
+    ) -> None:
+        """With its one process busy, a critical job handed after low ones
+        begins before them, as the process frees, even while the
+        executor's collector is held up (the results store reads nothing):
+        the pool does not wait for the collector's pass. Each job's
+        ``Running`` still precedes its ``Finished``."""
+        hold = trio.Event()
+        async with executor(processes=1, prefetch=3, min_prefetch=3,
+                            hold_results=hold) as harness, tags() as reporter:
+            blocker = reporter.job(0, priority=3)
+            await harness.assign(blocker)
+            assert await reporter.began() == 0
+            lows = [reporter.job(n, priority=3) for n in (1, 2)]
+            critical = reporter.job(9, priority=0)
+            await harness.assign(*lows)
+            await harness.assign(critical)
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting, stats.in_flight) == ((0, 0, 1), (0, 0, 3), 4)
+            # The results stand-in holds the blocker's Running and reads no
+            # more: fill its mailbox, so the collector's next send waits.
+            await trio.testing.wait_all_tasks_blocked()
+            results = harness.node.refs["results"]
+            with contextlib.suppress(trio.WouldBlock):
+                while True:
+                    results.send_nowait("filler")
+            await reporter.release(0)
+            assert await reporter.began() == 9
+            await reporter.release(9)
+            assert await reporter.began() == 1
+            await reporter.release(1)
+            assert await reporter.began() == 2
+            await reporter.release(2)
+            hold.set()
+            outcomes = await harness.outcomes_of(blocker, critical, *lows)
+        assert [value_of(o) for o in outcomes] == [0, 9, 1, 2]
+        assert started_ids(harness.results) == [blocker.id, critical.id, lows[0].id, lows[1].id]
+        for the_job in (blocker, critical, *lows):
+            assert running_precedes_finished(harness.results, the_job)
+
+    async def test_running_is_sent_when_a_runner_begins_the_job(self) -> None:
+        """Jobs handed to a busy pool are not reported running while they
+        wait there; each is once a process begins it, before its ``Finished``."""
+        async with executor(processes=1, prefetch=2, min_prefetch=2) as harness, tags() as reporter:
+            jobs = [reporter.job(n) for n in range(3)]
+            await harness.assign(*jobs)
+            assert await reporter.began() == 0
+            await trio.testing.wait_all_tasks_blocked()
+            assert started_ids(harness.results) == [jobs[0].id]
+            for n in (0, 1):
+                await reporter.release(n)
+                assert await reporter.began() == n + 1
+            await reporter.release(2)
+            outcomes = await harness.outcomes_of(*jobs)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(PROCESS) == 3 + 3)
+        assert [value_of(o) for o in outcomes] == [0, 1, 2]
+        assert started_ids(harness.results) == [j.id for j in jobs]
+        for the_job in jobs:
+            assert running_precedes_finished(harness.results, the_job)
+
+    async def test_give_back_takes_the_jobs_no_process_began(self) -> None:
+        """``Assign(give_back=True)`` hands back the jobs waiting in the pool,
+        best first and as they came, in one ``Returned``; their credit
+        follows it; the job a process runs runs on."""
+        async with executor(processes=1, prefetch=3, min_prefetch=3) as harness, tags() as reporter:
+            dispatcher = harness.dispatcher
+            running = reporter.job(0, priority=0)
+            await harness.assign(running)
+            assert await reporter.began() == 0
+            second = attrs.evolve(job("procpool_tests.add", 1, 1), attempt=2)
+            first = job("procpool_tests.add", 2, 2, priority=0)
+            last = job("procpool_tests.add", 3, 3)
+            await harness.assign(second, first, last)
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting) == ((0, 0, 1), (0, 0, 3))
+            await harness.node.refs["executor"].send(Assign(jobs=(), give_back=True))
+            await dispatcher.until(lambda: bool(dispatcher.of(Returned)))
+            [returned] = dispatcher.of(Returned)
+            assert returned.jobs == (first, second, last)
+            await dispatcher.until(lambda: dispatcher.granted(PROCESS) == 4 + 3)
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting, stats.in_flight) == ((0, 0, 1), (0, 0, 0), 1)
+            await reporter.release(0)
+            [outcome] = await harness.outcomes_of(running)
+            await dispatcher.until(lambda: dispatcher.granted(PROCESS) == 4 + 4)
+            credits = dispatcher.of(Credit)[1:]
+            assert all(dispatcher.messages.index(returned) < dispatcher.messages.index(c)
+                       for c in credits)
+        assert value_of(outcome) == 0
+        assert set(harness.results.outcomes) == {running.id}  # the others never ran here
+        assert started_ids(harness.results) == [running.id]
+
+    async def test_a_job_stopped_before_a_process_began_it_never_runs(self) -> None:
+        """A ``Stop`` of a job waiting in the pool answers ``cancelled``, its
+        outcome says so at once, its slot is free, and no process runs it."""
+        async with executor(processes=1, prefetch=1, min_prefetch=1) as harness, tags() as reporter:
+            blocker, waiting = reporter.job(0), reporter.job(1)
+            await harness.assign(blocker)
+            assert await reporter.began() == 0
+            await harness.assign(waiting)
+            reply = await harness.node.refs["executor"].call(Stop(id=waiting.id))
+            assert reply == CancelReply(id=waiting.id, outcome="cancelled")
+            [outcome] = await harness.outcomes_of(waiting)
+            stats = await harness.stats()
+            assert (stats.running, stats.waiting, stats.cancelled_total) == (
+                (0, 0, 1), (0, 0, 0), 1)
+            await reporter.release(0)
+            after = job("procpool_tests.add", 2, 3)
+            await harness.assign(after)
+            [ran] = await harness.outcomes_of(after)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(PROCESS) == 2 + 3)
+            stats = await harness.stats()
+        assert outcome.error is not None and outcome.error.kind == "cancelled"
+        assert "before it started" in outcome.error.message
+        assert value_of(ran) == 5
+        assert started_ids(harness.results) == [blocker.id, after.id]
+        assert (stats.in_flight, stats.succeeded_total) == (0, 2)
+
+    async def test_a_job_that_expired_waiting_in_the_pool_is_not_run(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A job whose ``expires`` deadline passed by the time a process
+        would begin it fails as ``TaskExpired``, unstarted, and its slot
+        comes back. (The wall clock the runners read is an hour ahead.)"""
+        monkeypatch.setattr(isolated, "time", types.SimpleNamespace(
+            time=lambda: time.time() + 3600))
+        async with executor(processes=1, prefetch=0) as harness:
+            the_job = attrs.evolve(job("procpool_tests.add", 1, 2), expires_at=time.time() + 60)
+            await harness.assign(the_job)
+            [outcome] = await harness.outcomes_of(the_job)
+            await harness.dispatcher.until(lambda: harness.dispatcher.granted(PROCESS) == 1 + 1)
+            stats = await harness.stats()
+        assert outcome.error is not None
+        assert (outcome.error.type, outcome.error.kind) == ("TaskExpired", "expired")
+        assert outcome.error.message.endswith("before it could start; it was not started")
+        assert harness.results.of(Running) == []
+        assert (stats.in_flight, stats.processes) == (0, 0)
+
+
+async def test_a_job_that_expired_waiting_for_a_thread_is_not_run(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a job a thread takes from its queue: past its
+    ``expires`` deadline it fails as ``TaskExpired``, unstarted (no
+    ``Running``), and its slot comes back. (The wall clock the threads read
+    is an hour ahead.)"""
+    monkeypatch.setattr(threads, "time", types.SimpleNamespace(
+        time=lambda: time.time() + 3600, monotonic=time.monotonic))
+    async with executor(threads=1, prefetch=0) as harness:
+        the_job = attrs.evolve(job("tests.sample.add", 1, 2), expires_at=time.time() + 60)
+        await harness.assign(the_job)
+        [outcome] = await harness.outcomes_of(the_job)
+        await harness.dispatcher.until(lambda: harness.dispatcher.granted(THREAD) == 1 + 1)
+        stats = await harness.stats()
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.kind) == ("TaskExpired", "expired")
+    assert harness.results.of(Running) == []
+    assert stats.in_flight == 0
 
 
 async def test_the_executors_isolation_option_sends_sync_tasks_to_its_processes() -> None:
