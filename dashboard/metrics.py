@@ -119,8 +119,9 @@ class _SampleCollector(Collector):
             labels=["worker", "kind"])
         slots = GaugeMetricFamily(
             "fastworker_worker_slots",
-            "The most jobs each worker holds (its slots plus its prefetch, all kinds of slot "
-            "together); kind is local or subworker.", labels=["worker", "kind"])
+            "The most jobs each worker holds now (its slots plus its prefetch, which follows "
+            "its start rate; all kinds of slot together); kind is local or subworker.",
+            labels=["worker", "kind"])
         done = CounterMetricFamily("fastworker_worker_tasks", "Tasks each worker finished.",
                                    labels=["worker", "kind", "outcome"])
         running = GaugeMetricFamily("fastworker_worker_running", "Jobs running on each worker.",

@@ -85,12 +85,12 @@ class KindSlotsView(msgspec.Struct):
     """One kind of slot (``async``, ``thread``, ``process``) of a worker, or
     of the live workers together.
 
-    ``capacity`` is the most jobs of this kind it holds (its slots plus its
-    prefetch); ``free`` the jobs of this kind it can take now (free slots
-    plus unused prefetch: its credit). ``slots``, ``running`` and
-    ``prefetched`` (waiting there for a slot) are ``None`` where they are
-    not known per kind: a subworker reports slots and prefetch together,
-    and its running jobs for all kinds together.
+    ``capacity`` is the most jobs of this kind it holds now (its slots
+    plus its prefetch, which follows its start rate); ``free`` the jobs of
+    this kind it can take now (free slots plus unused prefetch: its
+    credit). ``running`` and ``prefetched`` (waiting there for a slot) are
+    ``None`` where they are not known per kind: a subworker reports its
+    running jobs for all kinds together.
     """
 
     capacity: int

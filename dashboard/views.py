@@ -238,7 +238,7 @@ def _local(executor: ExecutorStats, load: WorkerLoad | None, node: NodeInfo,
     for index, kind in enumerate(KINDS):
         slots, running = executor.slots[index], executor.running[index]
         waiting = executor.waiting[index]
-        capacity = slots + executor.prefetch_most
+        capacity = slots + executor.prefetch[index]
         free = (load.credit_by_kind[index] if load is not None
                 else max(capacity - running - waiting, 0))
         by_kind[kind] = KindSlotsView(capacity=capacity, free=free, slots=slots,
@@ -257,15 +257,17 @@ def _local(executor: ExecutorStats, load: WorkerLoad | None, node: NodeInfo,
 
 
 def _subworker(info: WorkerInfo, load: WorkerLoad | None) -> WorkerView:
-    """A subworker: the Registry has the most it holds per kind, the
-    Dispatcher what it holds, what of that runs (the rest is prefetched),
-    and its free credit per kind. A lost or left one holds nothing."""
+    """A subworker: the Registry has its slots per kind, the Dispatcher
+    its prefetch now, what it holds, what of that runs (the rest is
+    prefetched), and its free credit per kind. A lost or left one holds
+    nothing."""
     gone = info.health in ("lost", "left")
     live = load if load is not None and not gone else None
     by_kind = {
-        kind: KindSlotsView(capacity=info.slots[index],
-                            free=live.credit_by_kind[index] if live is not None else 0,
-                            slots=None, running=None, prefetched=None)
+        kind: KindSlotsView(
+            capacity=info.slots[index] + (live.prefetch[index] if live is not None else 0),
+            free=live.credit_by_kind[index] if live is not None else 0,
+            slots=info.slots[index], running=None, prefetched=None)
         for index, kind in enumerate(KINDS)
     }
     if live is not None:
@@ -277,7 +279,8 @@ def _subworker(info: WorkerInfo, load: WorkerLoad | None) -> WorkerView:
         id=info.worker, kind="subworker", host=info.host, pid=info.pid, health=info.health,
         draining=bool(load and (load.drained or load.health == "draining")),
         heartbeat_age=None if gone else round(info.silent_for, 3),
-        slots_used=held, slots_total=sum(info.slots), succeeded=info.succeeded_total,
+        slots_used=held, slots_total=sum(k.capacity for k in by_kind.values()),
+        succeeded=info.succeeded_total,
         failed=info.failed_total, registered_at=info.registered_at,
         last_seen_at=info.last_seen_at, gone_at=info.gone_at if gone else None,
         reason=info.reason, tasks=list(info.tasks), running=running,

@@ -51,7 +51,7 @@ class WorkerJoined:
     #: ``sorted(tasks)``: ``dict(zip(sorted(tasks), kinds))``. Empty: the
     #: worker did not say.
     kinds: tuple[int, ...] = ()
-    #: The most jobs it holds at once per kind of slot (slots plus prefetch).
+    #: Its slots per kind of slot (the jobs it starts at once).
     slots: Slots = (0, 0, 0)
     #: Of those, per kind, how many are prefetch now.
     prefetch: Slots = (0, 0, 0)

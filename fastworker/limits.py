@@ -125,8 +125,18 @@ def check_register(register: Register) -> str | None:
                           ("max_frame_bytes", register.max_frame_bytes)):
         if number < 0:
             return f"{field} is {number}; expected 0 or more"
-    if len(register.holding) > sum(slots):
-        return f"it holds {len(register.holding)} jobs with {sum(slots)} slots"
+    holds = register.holds
+    if any(holds):
+        if len(holds) != len(KINDS):
+            return f"holds has {len(holds)} counts; expected {len(KINDS)} ({', '.join(KINDS)})"
+        for name, count, least in zip(KINDS, holds, slots, strict=True):
+            if count < least:
+                return f"holds for {name} is {count}; expected at least its slots ({least})"
+        most = sum(holds)
+    else:
+        most = sum(slots) + sum(register.prefetch)
+    if len(register.holding) > most:
+        return f"it holds {len(register.holding)} jobs where it holds at most {most}"
     for held in register.holding:
         if (problem := check_text("a held job's id", held.id, MAX_ID_LENGTH)) is not None:
             return problem

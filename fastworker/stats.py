@@ -143,6 +143,8 @@ class WorkerLoad:
     running: int = 0
     #: Free credit per kind of slot (``KINDS``).
     credit_by_kind: tuple[int, int, int] = (0, 0, 0)
+    #: Of its credit per kind, how much is prefetch now (as it last said).
+    prefetch: tuple[int, int, int] = (0, 0, 0)
 
 
 @attrs.frozen(kw_only=True)
@@ -207,9 +209,8 @@ class ExecutorStats:
     running: tuple[int, int, int] = (0, 0, 0)
     waiting: tuple[int, int, int] = (0, 0, 0)
     #: Jobs per kind it takes beyond its free slots now, to start as one
-    #: frees (it follows the start rate), and the most it takes.
+    #: frees (it follows the start rate).
     prefetch: tuple[int, int, int] = (0, 0, 0)
-    prefetch_most: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -220,7 +221,7 @@ class WorkerInfo:
     worker: str
     host: str
     pid: int
-    #: The most jobs it holds per kind of slot (``KINDS``): slots plus prefetch.
+    #: Its slots per kind (``KINDS``): the jobs it starts at once.
     slots: tuple[int, int, int]
     tasks: tuple[str, ...]
     peer: str

@@ -322,10 +322,12 @@
       const run = num(x.running), pre = num(x.prefetched), split = run != null && pre != null;
       const parts = split ? [['run', run], ['pre', pre], ['held', cap - free - run - pre]] : [['held', cap - free]];
       const pct = (n) => (Math.max(0, Math.min(cap, n)) / cap * 100).toFixed(1) + '%';
+      const holds = num(x.slots) != null
+        ? plainInt(x.slots) + ' slots + ' + plainInt(cap - x.slots) + ' prefetch'
+        : 'holds at most ' + plainInt(cap) + ' (slots + prefetch)';
       const title = split
-        ? k + ': ' + plainInt(run) + ' running, ' + plainInt(pre) + ' prefetched, ' + plainInt(free) + ' free; ' +
-          (num(x.slots) != null ? plainInt(x.slots) + ' slots + ' + plainInt(cap - x.slots) + ' prefetch' : 'holds at most ' + plainInt(cap))
-        : k + ': ' + plainInt(Math.max(0, cap - free)) + ' held (running or prefetched), ' + plainInt(free) + ' free; holds at most ' + plainInt(cap) + ' (slots + prefetch)';
+        ? k + ': ' + plainInt(run) + ' running, ' + plainInt(pre) + ' prefetched, ' + plainInt(free) + ' free; ' + holds
+        : k + ': ' + plainInt(Math.max(0, cap - free)) + ' held (running or prefetched), ' + plainInt(free) + ' free; ' + holds;
       return h('div', { class: 'kind-line', title },
         h('span', { class: 'kind-name', text: k }),
         h('span', { class: 'sbar' }, parts.filter(([, n]) => n > 0).map(([c, n]) => h('i', { class: c, style: 'width:' + pct(n) }))),

@@ -256,7 +256,8 @@ class Dispatcher(Actor[Accepts]):
                 WorkerLoad(worker=w.name, local=w.local, health=w.health, credit=w.useful_credit,
                            held=len(w.held), assigned_total=w.assigned_total, drained=w.drained,
                            running=len(w.started),
-                           credit_by_kind=(w.credit[0], w.credit[1], w.credit[2]))
+                           credit_by_kind=(w.credit[0], w.credit[1], w.credit[2]),
+                           prefetch=(w.prefetch[0], w.prefetch[1], w.prefetch[2]))
                 for w in self._placement.workers.values()
             ),
             held=len(self._held),

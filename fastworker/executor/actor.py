@@ -238,7 +238,6 @@ class Executor(Actor[Accepts]):
             waiting=(wa, wt, wp),
             prefetch=(self._prefetch.counts[0], self._prefetch.counts[1],
                       self._prefetch.counts[2]),
-            prefetch_most=self.options.prefetch,
         )
 
     # -- taking, starting and stopping jobs ----------------------------------------

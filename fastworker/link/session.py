@@ -96,8 +96,10 @@ class LinkSession:
         self._refs = refs
         self.requester: Requester | None = None
         self.address = ""
-        #: The most jobs the executor holds per kind (its first Credit).
+        #: The executor's slots per kind, and the most jobs it holds (from
+        #: its first Credit).
         self._slots: Slots = (0, 0, 0)
+        self._holds: Slots = (0, 0, 0)
         #: Of each kind's credit, the executor's prefetch now, and as the
         #: control plane was last told (by registering or a Report).
         self._prefetch: Slots = (0, 0, 0)
@@ -155,7 +157,11 @@ class LinkSession:
                     len(tasks.keys() - before), len(before - tasks.keys()))
             self._tasks = dict(tasks)
         if not self._first_credit.is_set():
-            self._slots = slots if holds is None else holds
+            # All of it, nothing yet running: its slots plus its prefetch.
+            first = self._prefetch
+            self._slots = (max(slots[0] - first[0], 0), max(slots[1] - first[1], 0),
+                           max(slots[2] - first[2], 0))
+            self._holds = slots if holds is None else holds
             self._first_credit.set()
         free = self._free
         for kind, n in enumerate(slots):
@@ -280,7 +286,7 @@ class LinkSession:
         at_most_once = tuple(n for n in tasks if (t := registry.get(n)) and t.at_most_once)
         return Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
-            slots=self._slots, tasks=tasks, prefetch=self._prefetch,
+            slots=self._slots, holds=self._holds, tasks=tasks, prefetch=self._prefetch,
             kinds=() if kinds_of is None else tuple(kinds_of[n] for n in tasks),
             at_most_once=at_most_once, holding=self.holding(), pull_seq=self._pull_seq,
             report_seq=self._report_seq, max_frame_bytes=self.options.max_frame_bytes,

@@ -40,8 +40,7 @@ class Register:
     worker: str
     host: str
     pid: int
-    #: The most jobs it holds at once per kind of slot (``KINDS``): its
-    #: slots plus its prefetch.
+    #: Its slots per kind (``KINDS``): the jobs it starts at once.
     slots: Slots
     tasks: tuple[str, ...]
     #: The kind of slot each of ``tasks`` needs (``KINDS`` index), in order.
@@ -51,6 +50,9 @@ class Register:
     #: elsewhere can take them. It follows the worker's start rate; a
     #: ``Report`` tells a change.
     prefetch: Slots = (0, 0, 0)
+    #: The most jobs it holds at once per kind: its slots plus its largest
+    #: prefetch (all 0: ``slots`` plus ``prefetch``).
+    holds: Slots = (0, 0, 0)
     #: Of ``tasks``, those never to be run twice (``@task(at_most_once=True)``).
     at_most_once: tuple[str, ...] = ()
     #: The jobs it holds now (registering again: a restarted control plane

@@ -189,13 +189,14 @@ def loaded_workers() -> dict[str, Any]:
     executor = ExecutorStats(
         worker="cp", concurrency=256, in_flight=13, threads=8, succeeded_total=5,
         failed_total=1, timed_out_total=0, late_results_discarded=0, processes=4,
-        slots=(256, 8, 4), running=(1, 8, 2), waiting=(0, 2, 0), prefetch=(2, 2, 2), prefetch_most=2)
+        slots=(256, 8, 4), running=(1, 8, 2), waiting=(0, 2, 0), prefetch=(2, 2, 2))
     dispatcher = DispatcherStats(
         workers=(
             WorkerLoad(worker="cp", local=True, health="alive", credit=261, held=0,
                        assigned_total=40, running=0, credit_by_kind=(257, 0, 4)),
             WorkerLoad(worker="sub-1", local=False, health="alive", credit=77, held=9,
-                       assigned_total=30, running=7, credit_by_kind=(66, 1, 10)),
+                       assigned_total=30, running=7, credit_by_kind=(66, 1, 10),
+                       prefetch=(2, 2, 2)),
         ),
         held=0, asked=0, assigned_total=70, batches_total=9, redelivered_total=0,
         failed_lost_total=0, late_results_total=0)
@@ -204,7 +205,7 @@ def loaded_workers() -> dict[str, Any]:
                 succeeded_total=3, failed_total=0)
     registry = RegistryStats(
         workers=(
-            WorkerInfo(worker="sub-1", slots=(66, 10, 10), health="alive", **info),
+            WorkerInfo(worker="sub-1", slots=(64, 8, 8), health="alive", **info),
             WorkerInfo(worker="sub-2", slots=(6, 10, 10), health="lost", gone_at=990.0,
                        reason="no heartbeat for 5 s", **info),
         ),

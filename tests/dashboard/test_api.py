@@ -690,13 +690,14 @@ class TestWhereTasksWait:
             "process": _kind(4, 6, 2, 0, 4),
         }
         assert (cp["slots_used"], cp["slots_total"]) == (13, 274)
-        # A subworker: held minus started is prefetched; per kind only what
-        # it holds at most (slots + prefetch) and its free credit are known.
+        # A subworker: held minus started is prefetched; per kind its
+        # slots (registered), the most it holds now (slots + its prefetch
+        # as it last said) and its free credit are known.
         assert (sub["running"], sub["prefetched"], sub["free"]) == (7, 2, 77)
         assert sub["by_kind"] == {
-            "async": _kind(None, 66, None, None, 66),
-            "thread": _kind(None, 10, None, None, 1),
-            "process": _kind(None, 10, None, None, 10),
+            "async": _kind(64, 66, None, None, 66),
+            "thread": _kind(8, 10, None, None, 1),
+            "process": _kind(8, 10, None, None, 10),
         }
         assert (sub["slots_used"], sub["slots_total"]) == (9, 86)
         # A lost one holds nothing and can take nothing.
@@ -711,11 +712,11 @@ class TestWhereTasksWait:
         assert (fleet["running"], fleet["prefetched"], fleet["free"]) == (18, 4, 338)
         assert (fleet["slots_used"], fleet["slots_total"]) == (22, 360)
         # Running and prefetched per kind are known for the executor only, so
-        # for the fleet they are not; capacity and free add up.
+        # for the fleet they are not; slots, capacity and free add up.
         assert fleet["by_kind"] == {
-            "async": _kind(None, 324, None, None, 323),
-            "thread": _kind(None, 20, None, None, 1),
-            "process": _kind(None, 16, None, None, 14),
+            "async": _kind(320, 324, None, None, 323),
+            "thread": _kind(16, 20, None, None, 1),
+            "process": _kind(12, 16, None, None, 14),
         }
 
     async def test_metrics_show_running_prefetched_and_free_slots_per_worker(self) -> None:

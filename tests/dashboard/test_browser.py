@@ -218,8 +218,7 @@ def test_workers_show_running_prefetched_and_free_per_kind_of_slot(stand_ins: st
         sub = expect_worker_row(page, "sub-1", ("7", "2", "77"),
                                 ("66 free / 66", "1 free / 10", "10 free / 10"))
         expect(sub.locator(".kind-line").nth(1)).to_have_attribute(
-            "title", "thread: 9 held (running or prefetched), 1 free; holds at most 10 "
-            "(slots + prefetch)")
+            "title", "thread: 9 held (running or prefetched), 1 free; 8 slots + 2 prefetch")
         lost = page.locator('tr[data-worker-id="sub-2"]')
         expect(lost.get_by_test_id("worker-running")).to_have_text("0")
         expect(lost.get_by_test_id("worker-free")).to_have_text("0")

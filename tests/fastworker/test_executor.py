@@ -334,7 +334,6 @@ class TestErrors:
                 worker="w", concurrency=3, in_flight=0, threads=2, succeeded_total=1,
                 failed_total=2, timed_out_total=0, late_results_discarded=0,
                 slots=(3, 2, 1), running=(0, 0, 0), waiting=(0, 0, 0), prefetch=(1, 1, 1),
-                prefetch_most=128,
             )
 
 
@@ -731,7 +730,6 @@ class TestAdaptivePrefetch:
             await self.feed(harness, 20.0, 1.0, seen)
             stats = await harness.stats()
             assert stats.prefetch == (1, 1, 1) == self.told(harness)
-            assert stats.prefetch_most == 64
 
     async def test_min_prefetch_equal_to_prefetch_keeps_it_fixed(
         self, autojump_clock: trio.testing.MockClock

@@ -113,8 +113,8 @@ class TestRegister:
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """``Register.slots`` is the executor's first Credit (the most jobs
-        it holds per kind), ``tasks`` its tasks sorted and ``kinds`` the
+        """``Register.slots`` is the executor's first Credit (an executor
+        that says no prefetch), ``tasks`` its tasks sorted and ``kinds`` the
         kind of each. Tasks the executor names later are logged, and told
         at the next registration; its slots stay those of the first."""
         caplog.set_level(logging.INFO, logger="fastworker.link")
@@ -141,10 +141,11 @@ class TestPrefetch:
     async def test_the_executor_s_prefetch_is_registered_and_each_change_reported_once(
         self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """``Register.slots`` is the most the executor holds (``holds``, not
-        its first grant) and ``Register.prefetch`` its prefetch then; a
-        change reaches the control plane in the next Report, even one with
-        no credit, and only once; registering again tells the latest."""
+        """``Register.slots`` is the executor's slots (its first grant less
+        its first prefetch), ``holds`` the most it holds and ``prefetch``
+        its prefetch then; a change reaches the control plane in the next
+        Report, even one with no credit, and only once; registering again
+        tells the latest."""
         first = Credit(worker="w1", slots=(5, 9, 3), tasks={"add": THREAD},
                        prefetch=(1, 1, 1), holds=(68, 72, 66))
         async with open_link(monkeypatch, first_credit=first) as h:
@@ -157,8 +158,8 @@ class TestPrefetch:
             cp.restart()
             await h.until(lambda: cp.registrations == 2)
         one, two = cp.registers
-        assert (one.slots, one.prefetch) == ((68, 72, 66), (1, 1, 1))
-        assert (two.slots, two.prefetch) == ((68, 72, 66), (1, 30, 1))
+        assert (one.slots, one.holds, one.prefetch) == ((4, 8, 2), (68, 72, 66), (1, 1, 1))
+        assert (two.slots, two.holds, two.prefetch) == ((4, 8, 2), (68, 72, 66), (1, 30, 1))
         assert [(r.credit, r.prefetch) for r in cp.reports[:3]] == [
             ((5, 9, 3), ()), ((0, 0, 0), (1, 30, 1)), ((0, 2, 0), ())]
 
