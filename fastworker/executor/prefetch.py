@@ -30,13 +30,15 @@ RATE_MEMORY = 0.1
 #: The round trip assumed before one is measured, in seconds (a control
 #: plane's own executor or a subworker on its network: about a millisecond).
 FIRST_ROUND_TRIP = 0.001
-#: A sample longer than the estimate counts at most this many times it,
-#: and moves the estimate ``ROUND_TRIP_RISE`` of the way there (at most
-#: +75% per sample: a real rise is followed within a few trips, a wait
-#: that was for jobs to be submitted moves it once, until the next real
-#: trip); a shorter sample is taken at once.
+#: Each sample moves the estimate ``ROUND_TRIP_WEIGHT`` of the way to it,
+#: and counts at most ``ROUND_TRIP_JUMP`` times the estimate: a real rise
+#: is followed within a few trips (at most +75% per sample), a wait that
+#: was for jobs to be submitted moves it once, and the next trips take it
+#: back. Smoothed, not the least seen: the jobs that answer a grant can
+#: come from the Dispatcher's own hand (a short trip) or through the
+#: queue (the usual one), and the prefetch must cover the usual one.
 ROUND_TRIP_JUMP = 4.0
-ROUND_TRIP_RISE = 0.25
+ROUND_TRIP_WEIGHT = 0.25
 #: The longest round trip counted, in seconds.
 MAX_ROUND_TRIP = 1.0
 
@@ -50,9 +52,9 @@ class Prefetch:
     seconds, smoothed over ``RATE_MEMORY``. The round trip is the age of
     a grant of credit when jobs use it up: the Dispatcher spends credit in
     the order it was granted, so the jobs that use up a grant are answers
-    to it. While the Dispatcher has no jobs that age is waiting, not the
-    trip, so a sample longer than the estimate moves it only part of the
-    way (see ``ROUND_TRIP_JUMP``); a shorter one replaces it.
+    to it, smoothed. While the Dispatcher has no jobs that age is waiting,
+    not the trip, so one sample counts at most ``ROUND_TRIP_JUMP`` times
+    the estimate.
     """
 
     __slots__ = ("most", "least", "counts", "started", "_rate", "_round_trip", "_window_at",
@@ -111,11 +113,8 @@ class Prefetch:
 
     def _sample(self, sample: float) -> None:
         trip = self._round_trip
-        if sample <= trip:
-            self._round_trip = sample
-        else:
-            sample = min(sample, ROUND_TRIP_JUMP * trip)
-            self._round_trip = min(trip + ROUND_TRIP_RISE * (sample - trip), MAX_ROUND_TRIP)
+        sample = min(sample, ROUND_TRIP_JUMP * trip, MAX_ROUND_TRIP)
+        self._round_trip = trip + ROUND_TRIP_WEIGHT * (sample - trip)
 
     def update(self, now: float) -> bool:
         """Take the rate of the window that ends now (if it lasted

@@ -13,7 +13,7 @@ from fastworker.executor.prefetch import (
     MAX_ROUND_TRIP,
     RATE_MEMORY,
     ROUND_TRIP_JUMP,
-    ROUND_TRIP_RISE,
+    ROUND_TRIP_WEIGHT,
     WINDOW,
     Prefetch,
 )
@@ -36,32 +36,35 @@ def starts(prefetch: Prefetch, at: float, seconds: float, *per_kind: int) -> flo
     return at + seconds
 
 
+def moved(trip: float, sample: float) -> float:
+    """The estimate after one sample."""
+    return trip + ROUND_TRIP_WEIGHT * (min(sample, ROUND_TRIP_JUMP * trip) - trip)
+
+
 def test_it_starts_at_its_least_and_follows_rate_times_two_round_trips() -> None:
     prefetch = Prefetch(128)
     assert prefetch.counts == [1, 1, 1]
     assert prefetch.round_trip == FIRST_ROUND_TRIP
-    trip(prefetch, 0.0, 0.002)  # a longer trip moves it part of the way
-    assert prefetch.round_trip == pytest.approx(
-        FIRST_ROUND_TRIP + ROUND_TRIP_RISE * (0.002 - FIRST_ROUND_TRIP))
-    trip(prefetch, 0.0, 0.0005)
-    assert prefetch.round_trip == 0.0005
-    # 1 s of 5,000 thread starts/s (weighs all but e^-10 of it), 50 process
-    # starts/s: times two 0.5 ms trips, 5 and 0.05.
-    starts(prefetch, 1.0, 1.0, 0, 5_000, 50)
+    for n in range(40):  # settles on 2 ms trips
+        trip(prefetch, n, 0.002)
+    assert prefetch.round_trip == pytest.approx(0.002, rel=1e-4)
+    # 1 s of 5,000 thread starts/s (weighs all but e^-10 of it), 100
+    # process starts/s: times two 2 ms trips, 20 and 0.4.
+    starts(prefetch, 100.0, 1.0, 0, 5_000, 100)
     assert prefetch.rates[THREAD] == pytest.approx(5_000, rel=1e-3)
-    assert prefetch.counts[THREAD] == 5
+    assert prefetch.counts[THREAD] == 20
     assert prefetch.counts[PROCESS] == 1  # less than one start per two trips
     assert prefetch.counts[ASYNC] == 1  # nothing started
 
 
 def test_a_short_window_weighs_by_its_length() -> None:
     prefetch = Prefetch(1_000)
-    trip(prefetch, 0.0, 0.002)  # longer than the first: 1 ms + 25% of 1 ms
-    assert prefetch.round_trip == pytest.approx(0.00125)
+    trip(prefetch, 0.0, 0.002)
+    assert prefetch.round_trip == pytest.approx(moved(FIRST_ROUND_TRIP, 0.002))
     starts(prefetch, 1.0, WINDOW, 0, 1_000, 0)  # 20,000/s over 50 ms
     rate = 20_000 * (1 - math.exp(-WINDOW / RATE_MEMORY))
     assert prefetch.rates[THREAD] == pytest.approx(rate)
-    assert prefetch.counts[THREAD] == math.ceil(rate * 2 * 0.00125)
+    assert prefetch.counts[THREAD] == math.ceil(rate * 2 * prefetch.round_trip)
 
 
 def test_it_is_bounded_by_its_most_and_its_least() -> None:
@@ -88,36 +91,38 @@ def test_a_grant_s_age_when_jobs_use_it_up_is_a_sample_oldest_grant_first() -> N
     prefetch.took(0.0005, [1, 1, 0], [3, 4, 0])  # part of the oldest grants
     assert prefetch.round_trip == FIRST_ROUND_TRIP
     prefetch.took(0.0006, [0, 3, 0], [3, 1, 0])  # the first thread grant, then part
-    assert prefetch.round_trip == pytest.approx(0.0006)
+    first = moved(FIRST_ROUND_TRIP, 0.0006)
+    assert prefetch.round_trip == pytest.approx(first)
     prefetch.took(0.0009, [0, 1, 0], [3, 0, 0])  # the second, 0.7 ms old
-    assert prefetch.round_trip == pytest.approx(
-        0.0006 + ROUND_TRIP_RISE * (0.0007 - 0.0006))
+    second = moved(first, 0.0007)
+    assert prefetch.round_trip == pytest.approx(second)
     prefetch.took(5.0, [0, 0, 0], [0, 0, 0])  # the async credit came back unused
     prefetch.took(5.0, [3, 0, 0], [0, 0, 0])  # past what it holds: no sample
-    assert prefetch.round_trip == pytest.approx(0.000625)
+    assert prefetch.round_trip == pytest.approx(second)
 
 
-def test_a_wait_for_jobs_moves_the_round_trip_once() -> None:
+def test_a_wait_for_jobs_counts_as_at_most_a_few_round_trips() -> None:
     """A grant that waited while the Dispatcher had no jobs: its age was
     waiting for jobs to be submitted, so it counts as at most
-    ``ROUND_TRIP_JUMP`` times the estimate, and the next real trip takes
-    the estimate back down."""
+    ``ROUND_TRIP_JUMP`` times the estimate, and real trips take the
+    estimate back down."""
     prefetch = Prefetch(128)
     trip(prefetch, 0.0, 60.0)
-    raised = FIRST_ROUND_TRIP * (1 + ROUND_TRIP_RISE * (ROUND_TRIP_JUMP - 1))
+    raised = FIRST_ROUND_TRIP * (1 + ROUND_TRIP_WEIGHT * (ROUND_TRIP_JUMP - 1))
     assert prefetch.round_trip == pytest.approx(raised)
-    trip(prefetch, 100.0, 0.0008)
-    assert prefetch.round_trip == pytest.approx(0.0008)
+    for n in range(20):
+        trip(prefetch, 100.0 + n, 0.001)
+    assert prefetch.round_trip == pytest.approx(0.001, rel=0.01)
 
 
 def test_a_real_rise_is_followed_within_a_few_trips() -> None:
     prefetch = Prefetch(128)
-    for n in range(8):
+    for n in range(12):
         trip(prefetch, n, 0.02)
     assert 0.015 < prefetch.round_trip <= 0.02
     for n in range(100):  # never past MAX_ROUND_TRIP
-        trip(prefetch, 10 + n * 10, 5.0)
-    assert prefetch.round_trip == MAX_ROUND_TRIP
+        trip(prefetch, 100 + n * 10, 5.0)
+    assert prefetch.round_trip == pytest.approx(MAX_ROUND_TRIP)
 
 
 def test_a_window_shorter_than_window_changes_nothing() -> None:
