@@ -25,6 +25,7 @@ __all__ = [
     "MAX_FAIR_KEY_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
+    "MAX_PREFETCH",
     "MAX_QUERY_IDS",
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
@@ -35,6 +36,9 @@ __all__ = [
     "check_text",
 ]
 
+#: The most prefetch per kind of slot an executor takes (its ``prefetch``
+#: option) and a subworker may say it has.
+MAX_PREFETCH: Final = 65_536
 #: The longest task id, in characters (a client's ``task_id``, ``retry_of``,
 #: and every id a query names); ids the client makes are 16.
 MAX_ID_LENGTH: Final = 256
@@ -145,11 +149,12 @@ def check_register(register: Register) -> str | None:
 
 def check_prefetch(prefetch: tuple[int, ...]) -> str | None:
     """What is wrong with a subworker's prefetch per kind (``Register``,
-    ``Report``), or ``None``: one count per kind of slot, each 0 or more."""
+    ``Report``), or ``None``: one count per kind of slot, each 0 to
+    ``MAX_PREFETCH``."""
     if len(prefetch) != len(KINDS):
         return (f"prefetch has {len(prefetch)} counts; expected {len(KINDS)} "
                 f"({', '.join(KINDS)})")
     for name, count in zip(KINDS, prefetch, strict=True):
-        if count < 0:
-            return f"prefetch for {name} is {count}; expected 0 or more"
+        if not 0 <= count <= MAX_PREFETCH:
+            return f"prefetch for {name} is {count}; expected 0 to {MAX_PREFETCH}"
     return None

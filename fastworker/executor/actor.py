@@ -31,6 +31,7 @@ from fastworker.executor.prefetch import Prefetch
 from fastworker.executor.reports import Begun, Reports
 from fastworker.executor.threads import Threads
 from fastworker.executor.waiting import Waiting
+from fastworker.limits import MAX_PREFETCH
 from fastworker.messages import (
     ASYNC,
     KINDS,
@@ -101,10 +102,12 @@ class ExecutorOptions:
     #: the kind's start rate (``executor/prefetch.py``): about two round
     #: trips' worth, at least ``min_prefetch``, at most this; 0 takes only
     #: what can start at once.
-    prefetch: int = attrs.field(default=128, validator=attrs.validators.ge(0))
+    prefetch: int = attrs.field(default=128, validator=[
+        attrs.validators.ge(0), attrs.validators.le(MAX_PREFETCH)])
     #: The least prefetch per kind (at most ``prefetch``): the same as
     #: ``prefetch`` keeps it there, whatever the start rate.
-    min_prefetch: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    min_prefetch: int = attrs.field(default=1, validator=[
+        attrs.validators.ge(0), attrs.validators.le(MAX_PREFETCH)])
 
 
 class Executor(Actor[Accepts]):
@@ -188,11 +191,15 @@ class Executor(Actor[Accepts]):
                 case _:
                     assert_never(message)
         if jobs:
-            out = self._credit_out
-            before = out.copy()
-            ready = self._take(jobs)
-            taken = [b - a for b, a in zip(before, out, strict=True)]
-            self._prefetch.took(trio.current_time(), taken, out)
+            now = trio.current_time()
+            self._adapt(now)  # after a quiet spell, before the jobs are handed
+            adapt, out = self._prefetch, self._credit_out
+            if adapt.fixed:
+                ready = self._take(jobs)
+            else:
+                before = out.copy()
+                ready = self._take(jobs)
+                adapt.took(now, [b - a for b, a in zip(before, out, strict=True)], out)
             await self._start(ready)
         for task_id in stops:
             self._stop(task_id)
@@ -386,25 +393,28 @@ class Executor(Actor[Accepts]):
         were last sent. ``None`` if there is neither."""
         adapt = self._prefetch
         now = trio.current_time()
-        if adapt.update(now):
-            counts = adapt.counts
-            self._handed[THREAD] = self._slots[THREAD] + counts[THREAD]
-            self._handed[PROCESS] = self._slots[PROCESS] + counts[PROCESS]
+        self._adapt(now)
         prefetch = adapt.counts
         running, waits = self._reports.running, self._waiting.counts
         out, returning = self._credit_out, self._returning
         free = [0, 0, 0]
+        # Of each kind's credit, what is prefetch: the target, or more while
+        # a smaller target drains (credit granted is not taken back, and
+        # what exceeds the free slots is prefetch room, not a free slot).
+        held = [0, 0, 0]
         for kind, slots in enumerate(self._slots):
-            n = (slots + prefetch[kind] - running[kind] - waits[kind] - returning[kind]
-                 - out[kind])
+            had = running[kind] + waits[kind] + returning[kind] + out[kind]
+            n = slots + prefetch[kind] - had
             if n > 0:
                 out[kind] += n
                 free[kind] = n
+                had += n
+            held[kind] = max(prefetch[kind], had - slots)
         tasks = None
         if self._registry.version != self._announced_version:
             self._announced_version = self._registry.version
             self._announced = tasks = self._current_kinds()
-        told: Slots | None = (prefetch[0], prefetch[1], prefetch[2])
+        told: Slots | None = (held[0], held[1], held[2])
         holds: Slots | None = None
         if self._prefetch_told is None:  # the first Credit
             most = adapt.most
@@ -415,10 +425,19 @@ class Executor(Actor[Accepts]):
             return None
         if told is not None:
             self._prefetch_told = told
-        if any(free):
+        if any(free) and not adapt.fixed:
             adapt.granted(now, free)
         return Credit(worker=self.worker, slots=(free[0], free[1], free[2]), tasks=tasks,
                       prefetch=told, holds=holds)
+
+    def _adapt(self, now: float) -> None:
+        """Let the prefetch follow the start rate; the threads and the pool
+        are handed their slots plus their kind's prefetch."""
+        adapt = self._prefetch
+        if adapt.update(now):
+            counts, handed, slots = adapt.counts, self._handed, self._slots
+            handed[THREAD] = slots[THREAD] + counts[THREAD]
+            handed[PROCESS] = slots[PROCESS] + counts[PROCESS]
 
     def _current_kinds(self) -> dict[str, int]:
         """Each registered task's kind of slot (``task_kind``), taken again

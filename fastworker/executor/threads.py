@@ -176,21 +176,23 @@ class Threads:
         while (run := get()[2]) is not None:
             if self._closing:
                 continue  # the executor is gone; nobody waits for this one
+            wall = time.time()
+            expires_at = run.job.expires_at
             with begin:
                 skip = run.abandoned  # stopped or given back before a thread took it
                 if not skip:
-                    run.started_mono = time.monotonic()
+                    if expires_at is not None and expires_at <= wall:
+                        # Its deadline passed while it waited for a thread:
+                        # not run (a Stop from here on finds it ended).
+                        run.outcome = expired(run.job, wall)
+                        skip = True
+                    else:
+                        run.started_mono = time.monotonic()
             if skip:
-                self._complete(run)
-                continue
-            run.started_at = wall = time.time()
-            expires_at = run.job.expires_at
-            if expires_at is not None and expires_at <= wall:
-                # Its deadline passed while it waited for a thread: not run.
-                run.outcome = expired(run.job, wall)
                 if not self._complete(run):
                     return
                 continue
+            run.started_at = wall
             self._begun.append(run)
             if not self._wake():
                 return

@@ -10,6 +10,7 @@ import pytest
 
 from fastworker.executor.prefetch import (
     FIRST_ROUND_TRIP,
+    HOLD_AT_LEAST,
     MAX_ROUND_TRIP,
     RATE_MEMORY,
     ROUND_TRIP_JUMP,
@@ -45,16 +46,24 @@ def test_it_starts_at_its_least_and_follows_rate_times_two_round_trips() -> None
     prefetch = Prefetch(128)
     assert prefetch.counts == [1, 1, 1]
     assert prefetch.round_trip == FIRST_ROUND_TRIP
-    for n in range(40):  # settles on 2 ms trips
-        trip(prefetch, n, 0.002)
-    assert prefetch.round_trip == pytest.approx(0.002, rel=1e-4)
-    # 1 s of 5,000 thread starts/s (weighs all but e^-10 of it), 100
-    # process starts/s: times two 2 ms trips, 20 and 0.4.
-    starts(prefetch, 100.0, 1.0, 0, 5_000, 100)
-    assert prefetch.rates[THREAD] == pytest.approx(5_000, rel=1e-3)
-    assert prefetch.counts[THREAD] == 20
+    for n in range(40):  # settles on 15 ms trips
+        trip(prefetch, n, 0.015)
+    assert prefetch.round_trip == pytest.approx(0.015, rel=1e-4)
+    # 1 s of 2,000 thread starts/s (weighs all but e^-10 of it), 10
+    # process starts/s: times two 15 ms trips, 60 and 0.3.
+    starts(prefetch, 100.0, 1.0, 0, 2_000, 10)
+    assert prefetch.rates[THREAD] == pytest.approx(2_000, rel=1e-3)
+    assert prefetch.counts[THREAD] == 60
     assert prefetch.counts[PROCESS] == 1  # less than one start per two trips
     assert prefetch.counts[ASYNC] == 1  # nothing started
+
+
+def test_it_holds_at_least_hold_at_least_of_starts_however_short_the_trip() -> None:
+    prefetch = Prefetch(1_000)
+    for n in range(40):
+        trip(prefetch, n, 0.0001)
+    starts(prefetch, 100.0, 1.0, 0, 20_000, 0)
+    assert prefetch.counts[THREAD] == math.ceil(20_000 * HOLD_AT_LEAST)
 
 
 def test_a_short_window_weighs_by_its_length() -> None:
@@ -64,7 +73,8 @@ def test_a_short_window_weighs_by_its_length() -> None:
     starts(prefetch, 1.0, WINDOW, 0, 1_000, 0)  # 20,000/s over 50 ms
     rate = 20_000 * (1 - math.exp(-WINDOW / RATE_MEMORY))
     assert prefetch.rates[THREAD] == pytest.approx(rate)
-    assert prefetch.counts[THREAD] == math.ceil(rate * 2 * prefetch.round_trip)
+    assert prefetch.counts[THREAD] == math.ceil(
+        rate * max(2 * prefetch.round_trip, HOLD_AT_LEAST))
 
 
 def test_it_is_bounded_by_its_most_and_its_least() -> None:
@@ -99,6 +109,23 @@ def test_a_grant_s_age_when_jobs_use_it_up_is_a_sample_oldest_grant_first() -> N
     prefetch.took(5.0, [0, 0, 0], [0, 0, 0])  # the async credit came back unused
     prefetch.took(5.0, [3, 0, 0], [0, 0, 0])  # past what it holds: no sample
     assert prefetch.round_trip == pytest.approx(second)
+
+
+def test_a_longer_wait_counts_only_from_jobs_that_used_up_the_credit() -> None:
+    """While the Dispatcher holds spare credit (light load), a grant is
+    used up only once all the credit went round: its age is no trip. A
+    longer sample counts only from jobs that left none of their kind's
+    credit out; a shorter one always counts."""
+    prefetch = Prefetch(128)
+    prefetch.granted(0.0, [0, 4, 0])
+    prefetch.granted(0.5, [0, 1, 0])
+    prefetch.took(2.0, [0, 4, 0], [0, 1, 0])  # 2 s old, credit left out
+    assert prefetch.round_trip == FIRST_ROUND_TRIP
+    prefetch.granted(2.0, [0, 1, 0])
+    prefetch.took(2.0002, [0, 1, 0], [0, 1, 0])  # the 0.5 one: still spare credit
+    assert prefetch.round_trip == FIRST_ROUND_TRIP
+    prefetch.took(2.0005, [0, 1, 0], [0, 0, 0])  # shorter: counts
+    assert prefetch.round_trip == pytest.approx(moved(FIRST_ROUND_TRIP, 0.0005))
 
 
 def test_a_wait_for_jobs_counts_as_at_most_a_few_round_trips() -> None:
