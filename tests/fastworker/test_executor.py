@@ -742,6 +742,29 @@ class TestAdaptivePrefetch:
             stats = await harness.stats()
             assert stats.prefetch == (1, 1, 1) == self.told(harness)
 
+    async def test_while_a_smaller_prefetch_drains_the_dispatcher_is_told_the_credit_left(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Credit granted is not taken back: when the prefetch shrinks, what
+        the Dispatcher holds beyond the free slots is still prefetch room,
+        and the executor tells that, so placement does not take it for
+        free slots."""
+        answered: set[int] = set()
+        async with executor(concurrency=4, prefetch=64) as harness:
+            await self.feed(harness, 3.0, 0.01, answered)
+            risen = (await harness.stats()).prefetch[ASYNC]
+            await trio.sleep(2.0)  # the Dispatcher holds its credit; nothing starts
+            last = job("tests.sample.async_sleep", 1.0)
+            await harness.assign(last)
+            await harness.outcomes_of(last)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = await harness.stats()
+        # Every job assigned has ended: the credit the Dispatcher holds is
+        # all it was granted less one per job.
+        held = harness.dispatcher.granted(ASYNC) - len(harness.results.outcomes)
+        assert stats.prefetch[ASYNC] == 1 < risen  # the target fell
+        assert self.told(harness)[ASYNC] == held - 4  # what it holds past its 4 free slots
+
     async def test_min_prefetch_equal_to_prefetch_keeps_it_fixed(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
