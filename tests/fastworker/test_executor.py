@@ -1162,46 +1162,32 @@ class TestPoolHandOff:
         assert started_ids(harness.results) == [blocker.id, after.id]
         assert (stats.in_flight, stats.succeeded_total) == (0, 2)
 
-    async def test_a_job_that_expired_waiting_in_the_pool_is_not_run(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A job whose ``expires`` deadline passed by the time a process
-        would begin it fails as ``TaskExpired``, unstarted, and its slot
-        comes back. (The wall clock the runners read is an hour ahead.)"""
-        monkeypatch.setattr(isolated, "time", types.SimpleNamespace(
-            time=lambda: time.time() + 3600))
-        async with executor(processes=1, prefetch=0) as harness:
-            the_job = attrs.evolve(job("procpool_tests.add", 1, 2), expires_at=time.time() + 60)
-            await harness.assign(the_job)
-            [outcome] = await harness.outcomes_of(the_job)
-            await harness.dispatcher.until(lambda: harness.dispatcher.granted(PROCESS) == 1 + 1)
-            stats = await harness.stats()
-        assert outcome.error is not None
-        assert (outcome.error.type, outcome.error.kind) == ("TaskExpired", "expired")
-        assert outcome.error.message.endswith("before it could start; it was not started")
-        assert harness.results.of(Running) == []
-        assert (stats.in_flight, stats.processes) == (0, 0)
 
-
-async def test_a_job_that_expired_waiting_for_a_thread_is_not_run(
-    monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("runner", "task", "kind", "slots"), [
+    ("pool", "procpool_tests.add", PROCESS, {"processes": 1}),
+    ("threads", "tests.sample.add", THREAD, {"threads": 1}),
+])
+async def test_a_job_that_expired_waiting_for_its_runner_is_not_run(
+    monkeypatch: pytest.MonkeyPatch, runner: str, task: str, kind: int, slots: dict[str, int]
 ) -> None:
-    """The same for a job a thread takes from its queue: past its
-    ``expires`` deadline it fails as ``TaskExpired``, unstarted (no
-    ``Running``), and its slot comes back. (The wall clock the threads read
-    is an hour ahead.)"""
-    monkeypatch.setattr(threads, "time", types.SimpleNamespace(
-        time=lambda: time.time() + 3600, monotonic=time.monotonic))
-    async with executor(threads=1, prefetch=0) as harness:
-        the_job = attrs.evolve(job("tests.sample.add", 1, 2), expires_at=time.time() + 60)
+    """A job whose ``expires`` deadline passed by the time a pool process
+    or a thread would begin it (it waited in their queue) fails as
+    ``TaskExpired``, unstarted (no ``Running``), and its slot comes back.
+    (The wall clock that runner reads is an hour ahead.)"""
+    monkeypatch.setattr(isolated if runner == "pool" else threads, "time",
+                        types.SimpleNamespace(time=lambda: time.time() + 3600,
+                                              monotonic=time.monotonic))
+    async with executor(prefetch=0, **slots) as harness:
+        the_job = attrs.evolve(job(task, 1, 2), expires_at=time.time() + 60)
         await harness.assign(the_job)
         [outcome] = await harness.outcomes_of(the_job)
-        await harness.dispatcher.until(lambda: harness.dispatcher.granted(THREAD) == 1 + 1)
+        await harness.dispatcher.until(lambda: harness.dispatcher.granted(kind) == 1 + 1)
         stats = await harness.stats()
     assert outcome.error is not None
     assert (outcome.error.type, outcome.error.kind) == ("TaskExpired", "expired")
+    assert outcome.error.message.endswith("before it could start; it was not started")
     assert harness.results.of(Running) == []
-    assert stats.in_flight == 0
+    assert (stats.in_flight, stats.processes) == (0, 0)
 
 
 async def test_the_executors_isolation_option_sends_sync_tasks_to_its_processes() -> None:
