@@ -691,7 +691,7 @@ class TestAdaptivePrefetch:
     jobs, ``ROUND_TRIP`` after it was sent), and the Dispatcher hears of
     each change."""
 
-    ROUND_TRIP = 0.02
+    ROUND_TRIP = 0.05
 
     async def feed(self, harness: Harness, seconds: float, task_seconds: float,
                    answered: set[int]) -> None:
@@ -729,18 +729,21 @@ class TestAdaptivePrefetch:
         answered: set[int] = set()
         async with executor(concurrency=4, prefetch=64) as harness:
             assert self.told(harness) == (1, 1, 1)
-            # 4 slots of 10 ms tasks start 400/s: two 20 ms round trips
-            # hold 16. (The estimate of the trip rises only from jobs that
-            # used up all the credit out, so it may stay a little under.)
+            # 4 slots of 10 ms tasks start 400/s: two 50 ms round trips
+            # hold 40, 20 ms of starts 8. (The estimate of the trip rises
+            # only from jobs that used up all the credit out, so it stays
+            # under: once the slots are kept busy, no credit runs out.)
             await self.feed(harness, 3.0, 0.01, answered)
             stats = await harness.stats()
-            assert 10 <= stats.prefetch[ASYNC] <= 17
+            assert 20 <= stats.prefetch[ASYNC] <= 40
             assert self.told(harness)[ASYNC] >= stats.prefetch[ASYNC]
             assert stats.prefetch[THREAD] == stats.prefetch[PROCESS] == 1  # nothing started
-            # 1 s tasks start 4/s: less than one per two round trips.
+            # 1 s tasks start 4/s: less than one per two round trips (the
+            # 4 lanes start theirs together, so a window may see a burst).
             await self.feed(harness, 20.0, 1.0, answered)
             stats = await harness.stats()
-            assert stats.prefetch == (1, 1, 1) == self.told(harness)
+            assert stats.prefetch[ASYNC] <= 2 and self.told(harness)[ASYNC] <= 2
+            assert stats.prefetch[THREAD] == stats.prefetch[PROCESS] == 1
 
     async def test_while_a_smaller_prefetch_drains_the_dispatcher_is_told_the_credit_left(
         self, autojump_clock: trio.testing.MockClock
