@@ -4,7 +4,7 @@ time limit or a cancel can kill. See docs/executor.md.
 """
 
 from fastworker.executor.actor import Executor as Executor
-from fastworker.executor.actor import ExecutorOptions as ExecutorOptions
+from fastworker.executor.options import ExecutorOptions as ExecutorOptions
 from fastworker.executor.pool import ProcessPool as ProcessPool
 from fastworker.executor.pool import ProcessPoolStats as ProcessPoolStats
 

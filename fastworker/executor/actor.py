@@ -19,19 +19,18 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Literal, Union
+from typing import Any, Union
 
-import attrs
 import trio
 
 from actors import Actor
 from fastworker.executor.isolated import Isolated
 from fastworker.executor.lanes import Lanes
+from fastworker.executor.options import ExecutorOptions
 from fastworker.executor.prefetch import Prefetch
 from fastworker.executor.reports import Begun, Reports
 from fastworker.executor.threads import Threads
 from fastworker.executor.waiting import Waiting
-from fastworker.limits import MAX_PREFETCH
 from fastworker.messages import (
     ASYNC,
     KINDS,
@@ -43,8 +42,6 @@ from fastworker.messages import (
     Credit,
     Finished,
     Job,
-    Outcome,
-    RemoteError,
     Retry,
     Returned,
     Running,
@@ -65,49 +62,6 @@ __all__ = ["Executor", "ExecutorOptions"]
 log = logging.getLogger("fastworker.executor")
 
 Accepts = Union[Assign, Stop]
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(
-            f"{attribute.name} must be a positive number of seconds or unset, got {value!r}"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class ExecutorOptions:
-    """How much an executor runs at once, and how it names itself."""
-
-    #: Async jobs running at once: its lanes, the slots of kind "async".
-    concurrency: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    #: Long-lived worker threads that run sync tasks: the slots of kind "thread".
-    threads: int = attrs.field(default=8, validator=attrs.validators.ge(1))
-    #: The name in records and credit; empty means "<hostname>:<pid>".
-    worker: str = ""
-    #: The time limit of jobs whose submission and task set none (seconds).
-    default_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    #: Processes for ``isolation="process"`` tasks, started when first
-    #: needed (0: one per CPU): the slots of kind "process".
-    processes: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    #: Where sync tasks that do not choose (``@task(isolation=...)``) run.
-    isolation: Literal["thread", "process"] = "thread"
-    #: A job whose pool process died running it this many times (counted
-    #: across its attempts) is poison: it fails as ``PoisonTask`` instead of
-    #: being retried. A death before that is a ``WorkerProcessDied`` error,
-    #: retried like any error while the job has retries left.
-    poison_after: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    #: The most jobs per kind of slot it takes beyond its free slots, to
-    #: start the moment one frees (they hide the round trip to the
-    #: Dispatcher). They wait here, best first. How many it takes follows
-    #: the kind's start rate (``executor/prefetch.py``): about two round
-    #: trips' worth, at least ``min_prefetch``, at most this; 0 takes only
-    #: what can start at once.
-    prefetch: int = attrs.field(default=128, validator=[
-        attrs.validators.ge(0), attrs.validators.le(MAX_PREFETCH)])
-    #: The least prefetch per kind (at most ``prefetch``): the same as
-    #: ``prefetch`` keeps it there, whatever the start rate.
-    min_prefetch: int = attrs.field(default=1, validator=[
-        attrs.validators.ge(0), attrs.validators.le(MAX_PREFETCH)])
 
 
 class Executor(Actor[Accepts]):
@@ -264,7 +218,7 @@ class Executor(Actor[Accepts]):
             found = get(job.task)
             if found is None:
                 credit_out[announced.get(job.task, ASYNC)] -= 1
-                reports.report(self._unknown(job))
+                reports.report(reports.unknown(job, self._registry.close_matches(job.task)))
                 continue
             kind = kinds[job.task]
             # Charged to the kind the Dispatcher was told (the same, unless
@@ -336,19 +290,6 @@ class Executor(Actor[Accepts]):
                 on_process(job, found, limit)
             else:
                 on_thread(job, found, limit, now)
-
-    def _unknown(self, job: Job) -> Outcome:
-        matches = self._registry.close_matches(job.task)
-        hint = f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
-        now = time.time()
-        return Outcome(
-            id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
-            error=RemoteError(
-                type="UnknownTask",
-                message=f"no task named {job.task!r} on worker {self.worker}{hint}; import the "
-                "module that defines it on this worker ([node] imports or FASTWORKER_TASKS)",
-            ),
-        )
 
     def _stop(self, task_id: str) -> CancelOutcome:
         """Stop a job this executor holds; say how (see ``CancelReply``)."""

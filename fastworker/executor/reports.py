@@ -109,6 +109,20 @@ class Reports:
             error=cancelled_error(None, "cancelled", job.task)))
         return "cancelled"
 
+    def unknown(self, job: Job, matches: list[str]) -> Outcome:
+        """The outcome of a job of a task this worker does not know (the
+        registry's ``close_matches`` of its name are named as hints)."""
+        hint = f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+        now = time.time()
+        return Outcome(
+            id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
+            error=RemoteError(
+                type="UnknownTask",
+                message=f"no task named {job.task!r} on worker {self.worker}{hint}; import the "
+                "module that defines it on this worker ([node] imports or FASTWORKER_TASKS)",
+            ),
+        )
+
     def expired(self, job: Job, wall: float) -> Outcome:
         """The outcome of a job whose ``expires_at`` deadline passed (by the
         wall clock ``wall``) before it could start: it is not started."""
