@@ -36,6 +36,7 @@ from actors.requester import Requester
 from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
 from fastworker.link.reports import ReportBuffer
+from fastworker.link.shape import ExecutorShape
 from fastworker.messages import (
     THREAD,
     WORKERS_PORT_OFFSET,
@@ -57,7 +58,6 @@ from fastworker.messages import (
     describe_slots,
 )
 from fastworker.probe import Announcement, discover_forever
-from fastworker.tasks import default_registry
 
 if TYPE_CHECKING:
     from fastworker.link.actor import LinkOptions
@@ -96,18 +96,8 @@ class LinkSession:
         self._refs = refs
         self.requester: Requester | None = None
         self.address = ""
-        #: The executor's slots per kind, and the most jobs it holds (from
-        #: its first Credit).
-        self._slots: Slots = (0, 0, 0)
-        self._holds: Slots = (0, 0, 0)
-        #: Of each kind's credit, the executor's prefetch now, and as the
-        #: control plane was last told (by registering or a Report).
-        self._prefetch: Slots = (0, 0, 0)
-        self._prefetch_told: Slots = (0, 0, 0)
-        self._first_credit = trio.Event()
-        #: Its tasks and the kind of each (its latest Credit that said);
-        #: ``None``: it never said (the process's registry names them).
-        self._tasks: dict[str, int] | None = None
+        #: What the executor said of itself (registering waits for it).
+        self.executor = ExecutorShape(name)
         # Per kind: slots the executor has free, beyond jobs on their way
         # to it; of those, credit the control plane holds.
         self._free = [0, 0, 0]
@@ -141,28 +131,10 @@ class LinkSession:
     def credit(self, slots: Slots, tasks: dict[str, int] | None,
                prefetch: Slots | None = None, holds: Slots | None = None) -> None:
         """The executor has ``slots`` more free per kind (registering waits
-        for its first), and runs ``tasks`` if it says (told to the control
-        plane at the next registration); ``prefetch``, if it says, is how
-        much of each kind's credit is prefetch now (told with the next
-        Report); ``holds``, the most jobs it holds per kind (without it, its
-        first credit is that)."""
-        if prefetch is not None:
-            self._prefetch = prefetch
-        if tasks is not None:
-            if self._first_credit.is_set() and tasks != self._tasks:
-                before = set(self._tasks or ())
-                log.info(
-                    "%s: the executor's tasks changed (%d now, %d new, %d gone); the control "
-                    "plane learns them when this worker registers next", self.name, len(tasks),
-                    len(tasks.keys() - before), len(before - tasks.keys()))
-            self._tasks = dict(tasks)
-        if not self._first_credit.is_set():
-            # All of it, nothing yet running: its slots plus its prefetch.
-            first = self._prefetch
-            self._slots = (max(slots[0] - first[0], 0), max(slots[1] - first[1], 0),
-                           max(slots[2] - first[2], 0))
-            self._holds = slots if holds is None else holds
-            self._first_credit.set()
+        for its first), and says of itself what ``ExecutorShape.said``
+        keeps: its tasks (told at the next registration), its prefetch (told
+        with the next Report) and the most it holds."""
+        self.executor.said(slots, tasks, prefetch, holds)
         free = self._free
         for kind, n in enumerate(slots):
             free[kind] += n
@@ -233,7 +205,7 @@ class LinkSession:
             tls=resolve_tls(address, options.tls, "dial"),
         )
         self.requester = Requester(wire, framer)
-        await self._first_credit.wait()
+        await self.executor.known.wait()
         while not self.draining:
             await self._session()
 
@@ -278,23 +250,17 @@ class LinkSession:
                         "registering again", self.name, self.address)
 
     def _register_message(self) -> Register:
-        """This worker's ``Register``: its slots, the executor's tasks
-        (sorted) and the kind of each, what it holds, its last numbers."""
-        registry = default_registry()
-        kinds_of = self._tasks
-        tasks = tuple(sorted(registry.names() if kinds_of is None else kinds_of))
-        at_most_once = tuple(n for n in tasks if (t := registry.get(n)) and t.at_most_once)
+        """This worker's ``Register``: what its executor said of itself
+        (slots, tasks and their kinds, prefetch), what it holds, its last
+        numbers."""
         return Register(
             worker=self.worker, host=socket.gethostname(), pid=os.getpid(),
-            slots=self._slots, holds=self._holds, tasks=tasks, prefetch=self._prefetch,
-            kinds=() if kinds_of is None else tuple(kinds_of[n] for n in tasks),
-            at_most_once=at_most_once, holding=self.holding(), pull_seq=self._pull_seq,
-            report_seq=self._report_seq, max_frame_bytes=self.options.max_frame_bytes,
+            holding=self.holding(), pull_seq=self._pull_seq, report_seq=self._report_seq,
+            max_frame_bytes=self.options.max_frame_bytes, **self.executor.register_fields(),
         )
 
     async def _register(self) -> float | None:
         register = self._register_message()
-        self._prefetch_told = register.prefetch
         since = trio.current_time()
         while not self.draining:
             answer = await self._ask(register, timeout=self.options.request_timeout, quiet=True)
@@ -343,7 +309,7 @@ class LinkSession:
                     self.in_flight += count
                     self.counts["jobs"] += count
                     holding, free, reported = self._holding, self._free, self._reported
-                    kinds_of = self._tasks or {}
+                    kinds_of = self.executor.tasks or {}
                     for job in answer.jobs:
                         holding[job.id] = job.attempt
                         # Each job takes a slot of its task's kind (one of
@@ -395,8 +361,9 @@ class LinkSession:
             free, reported = self._free, self._reported
             credit: Slots = (max(free[0] - reported[0], 0), max(free[1] - reported[1], 0),
                              max(free[2] - reported[2], 0))
-            prefetch = self._prefetch
-            changed = prefetch != self._prefetch_told
+            shape = self.executor
+            prefetch = shape.prefetch
+            changed = prefetch != shape.prefetch_told
             if not (self._buffer or any(credit) or changed):
                 self._reported_all.set()
                 continue
@@ -422,7 +389,7 @@ class LinkSession:
             self.counts["reports"] += 1
             self.counts["outcomes"] += len(finished)
             if changed:
-                self._prefetch_told = prefetch
+                shape.prefetch_told = prefetch
             if any(credit) and tuple(reported) == credit:
                 log.info("%s: offered %s slots to %s", self.name, describe_slots(credit),
                          self.address)
