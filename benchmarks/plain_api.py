@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors.pytest_plugin import free_tcp_ports  # noqa: E402
 from benchmarks.scheduling import control_env, ready  # noqa: E402
-from benchmarks.throughput import cpu_seconds, percentile, start, stop  # noqa: E402
+from benchmarks.throughput import cpu_seconds, latency, percentile, start, stop  # noqa: E402
 from fastworker import Client, SyncClient  # noqa: E402
 
 TASK = "examples.noop"
@@ -87,19 +87,6 @@ def sequential_sync(address: str, count: int) -> float:
         for _ in range(count):
             client.result(client.delay(TASK))
         return count / (time.perf_counter() - started)
-
-
-async def submits(address: str, count: int) -> list[float]:
-    """Seconds of each ``submit`` (send, run, result), one at a time."""
-    async with Client(address) as client:
-        for _ in range(100):
-            await client.submit(TASK)
-        samples = []
-        for _ in range(count):
-            began = time.perf_counter()
-            await client.submit(TASK)
-            samples.append(time.perf_counter() - began)
-        return samples
 
 
 def producer(address: str, count: int) -> None:
@@ -159,7 +146,7 @@ def main() -> None:
             rows["asyncio"].append(anyio.run(sequential, address, args.tasks,
                                              backend="asyncio"))
             rows["sync"].append(sequential_sync(address, args.tasks))
-            samples = anyio.run(submits, address, args.tasks, backend="trio")
+            samples = anyio.run(latency, address, TASK, args.tasks, backend="trio")
             rows["p50"].append(percentile(samples, 0.5) * 1e3)
             rows["p99"].append(percentile(samples, 0.99) * 1e3)
             rate, cpu = many(address, control.pid, args.producers, args.tasks // 2)
