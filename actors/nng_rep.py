@@ -10,15 +10,27 @@ not take them in time is dropped. The requesting end is ``actors.nng_req``.
 This module, ``actors.nng_req``, ``actors.nng`` and ``actors.nng_wire`` are
 the only ones that import pynng.
 
+Neither requests nor replies go through pynng's aio callbacks, which
+cost a hop through NNG's task thread, the GIL taken from there and a
+wake-up of trio per message: a request is taken when the socket's receive
+descriptor turns readable (it does while a request waits that no context
+asked for), by a free context, without blocking; a reply is handed to NNG
+in the caller's own call, on an aio with no callback, which NNG completes
+in that call when the connection is free to write. Only a reply that has
+to wait behind another one to the same connection is waited for, in a
+worker thread.
+
 pynng frees nothing after a send that failed or was cancelled (NNG hands
 the message back; pynng marked it given away), so every send goes through
-``send_message``, which takes the message back. See docs/transport.md.
+``send_message`` or ``_send_reply``, which take the message back. See
+docs/transport.md.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +45,97 @@ __all__ = ["RepContexts", "send_message"]
 
 #: Dropped pipes remembered, so that later replies to them are dropped too.
 _DROPPED_REMEMBERED = 1024
+
+
+_lib = pynng.nng.lib
+_ffi = pynng.nng.ffi
+
+
+def _try_receive(socket: Any, context: Any) -> Any:
+    """The request waiting for ``context`` (a pynng Message), or None if
+    none waits; never blocks. A receive that finds nothing leaves the
+    context as it was. Raises pynng's errors (Closed, ...)."""
+    out = _ffi.new("nng_msg **")
+    result = _lib.nng_ctx_recvmsg(context.context, out, _lib.NNG_FLAG_NONBLOCK)
+    if result == _lib.NNG_EAGAIN:
+        return None
+    pynng.check_err(result)
+    message = pynng.Message(out[0])
+    socket._try_associate_msg_with_pipe(message)
+    return message
+
+
+class _PendingSend:
+    """A reply NNG could not write at once, waited for in a worker thread.
+
+    The thread owns the aio and frees it (with the message, if NNG gave it
+    back) once it completes; ``cancel`` aborts it from trio's side, under
+    the lock, so never after the thread freed it.
+    """
+
+    __slots__ = ("aio", "done", "lock", "result")
+
+    def __init__(self, aio: Any) -> None:
+        self.aio = aio
+        self.lock = threading.Lock()
+        self.done = False
+        self.result = 0
+
+    def wait(self) -> int:
+        _lib.nng_aio_wait(self.aio)
+        with self.lock:
+            self.done = True
+            self.result = _finish(self.aio)
+        return self.result
+
+    def cancel(self) -> None:
+        with self.lock:
+            if not self.done:
+                _lib.nng_aio_cancel(self.aio)
+
+
+def _finish(aio: Any) -> int:
+    """The result of a completed send aio; frees it, and the message if NNG
+    gave it back (a failed send)."""
+    result = _lib.nng_aio_result(aio)
+    if result != 0:
+        message = _lib.nng_aio_get_msg(aio)
+        if message != _ffi.NULL:
+            _lib.nng_msg_free(message)
+    _lib.nng_aio_free(aio)
+    return int(result)
+
+
+async def _send_reply(context: Any, frame: bytes) -> None:
+    """Send ``frame`` on ``context``: at once, in this call, when its
+    connection is free to write; else wait for NNG in a worker thread
+    (cancellable: a cancelled reply is dropped, never leaked). The
+    context's send timeout bounds the wait. Raises pynng's errors
+    (Timeout, Closed, ...)."""
+    out = _ffi.new("nng_aio **")
+    pynng.check_err(_lib.nng_aio_alloc(out, _ffi.NULL, _ffi.NULL))
+    aio = out[0]
+    message = _ffi.new("nng_msg **")
+    result = _lib.nng_msg_alloc(message, 0)
+    if result == 0:
+        result = _lib.nng_msg_append(message[0], frame, len(frame))
+        if result != 0:
+            _lib.nng_msg_free(message[0])
+    if result != 0:
+        _lib.nng_aio_free(aio)
+        pynng.check_err(result)
+    _lib.nng_aio_set_msg(aio, message[0])
+    _lib.nng_ctx_send(context.context, aio)
+    if not _lib.nng_aio_busy(aio):  # done in that call: the common case
+        pynng.check_err(_finish(aio))
+        return
+    pending = _PendingSend(aio)
+    try:
+        result = await trio.to_thread.run_sync(pending.wait, abandon_on_cancel=True)
+    except BaseException:
+        pending.cancel()  # the thread frees it all once NNG lets go
+        raise
+    pynng.check_err(result)
 
 
 async def send_message(target: Any, frame: bytes) -> None:
@@ -133,8 +236,13 @@ class RepContexts:
         peer_bytes: int = 2**62,
         peer_name: Callable[[Any], str] = repr,
     ) -> None:
+        self._socket = socket
         self._contexts = [socket.new_context() for _ in range(count)]
         self._free = list(self._contexts)
+        # Readable while a request waits that no context has taken; trio
+        # lets one task at a time wait on it.
+        self._recv_fd = socket.recv_fd
+        self._recv_wait = trio.Lock()
         self._waiting = trio.lowlevel.ParkingLot()
         # context -> a weak reference to the _Request that holds it
         self._held: dict[Any, weakref.ref[_Request]] = {}
@@ -164,21 +272,37 @@ class RepContexts:
         Returns the pynng message and the handle to answer it with.
         Raises pynng.Closed if the socket closes while waiting.
         """
-        while not self._free:
+        while True:
+            while not self._free:
+                if self._closed:
+                    raise self._closed_error()
+                await self._waiting.park()
             if self._closed:
                 raise self._closed_error()
-            await self._waiting.park()
-        if self._closed:
-            raise self._closed_error()
-        context = self._free.pop()
-        try:
-            message = await context.arecv_msg()
-        except BaseException:
-            self._release(context)
-            raise
+            context = self._free.pop()
+            try:
+                message = _try_receive(self._socket, context)
+            except BaseException:
+                self._release(context)
+                raise
+            if message is not None:
+                break
+            self._free.append(context)  # no await since the pop: still free
+            await self._wait_readable()
         request = _Request(context, message.pipe)
         self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
         return message, request
+
+    async def _wait_readable(self) -> None:
+        """Wait until a request may wait for a context (the socket's
+        receive descriptor is readable)."""
+        async with self._recv_wait:
+            if self._closed:  # the descriptor may be gone
+                raise self._closed_error()
+            try:
+                await trio.lowlevel.wait_readable(self._recv_fd)
+            except trio.ClosedResourceError:
+                raise self._closed_error() from None
 
     async def room(self, reply_to: object) -> bool:
         """Wait until the connection of ``reply_to`` has room for a reply.
@@ -239,7 +363,7 @@ class RepContexts:
             # No checkpoint since the room was seen: the count is ours.
             output.queued += size
             try:
-                await send_message(context, frame)
+                await _send_reply(context, frame)
             except pynng.Timeout:
                 if not output.dropped and pipe.id not in self._dropped:  # once per pipe
                     raise self._drop(pipe, output, f"a reply of {size} bytes") from None
@@ -311,6 +435,7 @@ class RepContexts:
         """Wake every waiting receiver; ``close_contexts`` must follow."""
         self._closed = True
         self._waiting.unpark_all()
+        trio.lowlevel.notify_closing(self._recv_fd)
 
     def close_contexts(self) -> None:
         """Close the contexts (blocking, before the socket): their waits end in pynng.Closed."""

@@ -1,23 +1,34 @@
 """NNG requests over contexts: the requesting end behind ``actors.nng``.
 
 ``actors.nng.open_request_wire`` makes a Req0 socket (``req_socket``: with
-NNG's resend time and tick) and wraps it in a ``RequestWire``: a pool of
-contexts, one request in flight on each. It is written on anyio and pynng's
-own async calls, which pick the event loop through sniffio, so it runs
-under asyncio (a FastAPI handler's client) and trio alike. The serving end
-is ``actors.nng_rep``.
+NNG's resend time and tick) and wraps it in a ``RequestWire``: one request
+in flight on the socket itself, driven by its descriptors, and more on a
+pool of contexts, one each, driven by pynng's aio. It runs under asyncio (a
+FastAPI handler's client) and trio alike.
+
+The socket's own request is the fast path, and the only one a caller that
+sends one request at a time ever takes: it is sent without blocking, and
+its reply taken once the socket's receive descriptor turns readable,
+waited for by the event loop's own primitive (``_Trio``, ``_Asyncio``,
+chosen once when the wire opens). An aio request costs a hop through
+NNG's task thread and the GIL taken from there for its send and again for
+its reply, and anyio's per-call checks of the event loop on top. The
+serving end is ``actors.nng_rep``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, final
 
 import anyio
 import pynng  # type: ignore[import-untyped]
 import sniffio
+import trio
 
 from actors.nng_rep import send_message
 
@@ -50,6 +61,111 @@ async def _cancellable(operation: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+class _Trio:
+    """Waiting on a descriptor, and the clock, under trio."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def now() -> float:
+        return trio.current_time()
+
+    @staticmethod
+    async def wait_readable(fd: int, deadline: float) -> bool:
+        """Wait until ``fd`` is readable (True) or ``deadline`` passes (False).
+
+        Raises:
+            anyio.ClosedResourceError: the descriptor is being closed.
+        """
+        with trio.move_on_at(deadline):
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                raise anyio.ClosedResourceError() from None
+            return True
+        return False
+
+    @staticmethod
+    def closing(fd: int) -> None:
+        """Wake the tasks waiting on ``fd``, before it is closed."""
+        trio.lowlevel.notify_closing(fd)
+
+
+class _Asyncio:
+    """Waiting on a descriptor, and the clock, under asyncio."""
+
+    __slots__ = ("_loop", "_waiting")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def wait_readable(self, fd: int, deadline: float) -> bool:
+        """Wait until ``fd`` is readable (True) or ``deadline`` passes (False).
+
+        Raises:
+            anyio.ClosedResourceError: the descriptor is being closed.
+        """
+        loop = self._loop
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def ready(value: bool) -> None:
+            if not future.done():
+                future.set_result(value)
+
+        loop.add_reader(fd, ready, True)
+        timer = None if math.isinf(deadline) else loop.call_at(deadline, ready, False)
+        self._waiting[fd] = future
+        try:
+            return await future
+        finally:
+            del self._waiting[fd]
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+
+    def closing(self, fd: int) -> None:
+        """Wake the task waiting on ``fd``, before it is closed."""
+        future = self._waiting.get(fd)
+        if future is not None and not future.done():
+            future.set_exception(anyio.ClosedResourceError())
+
+
+def _event_loop() -> _Trio | _Asyncio | None:
+    """The waiting primitives of the running event loop; None where the
+    descriptors cannot be waited on (an asyncio loop without
+    ``add_reader``: the aio path serves it)."""
+    if sniffio.current_async_library() == "trio":
+        return _Trio()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.remove_reader(-1)
+    except NotImplementedError:
+        return None
+    except (ValueError, OSError):
+        pass
+    return _Asyncio()
+
+
+_lib = pynng.nng.lib
+_ffi = pynng.nng.ffi
+
+
+def _receive_now(socket: Any) -> bytes:
+    """The reply waiting on ``socket``, as bytes (empty ones too, which
+    pynng's ``recv`` cannot return). Raises pynng.TryAgain if none waits."""
+    out = _ffi.new("nng_msg **")
+    pynng.check_err(_lib.nng_recvmsg(socket.socket, out, _lib.NNG_FLAG_NONBLOCK))
+    message = out[0]
+    try:
+        return bytes(_ffi.buffer(_lib.nng_msg_body(message), _lib.nng_msg_len(message)))
+    finally:
+        _lib.nng_msg_free(message)
+
+
 class _Req0(pynng.Req0):  # type: ignore[misc]
     """Req0 plus NNG's resend tick (how often it looks for requests to resend)."""
 
@@ -72,19 +188,36 @@ def req_socket(*, resend_ms: int, **options: Any) -> Any:
 class RequestWire:
     """Sends request frames to a rep listener; each gets exactly one reply frame.
 
-    Make one with ``actors.nng.open_request_wire``. Runs under asyncio and
-    trio. Up to ``contexts`` requests are in flight at once; more wait for a
-    free context. Any number of tasks may call ``request`` at once.
+    Make one with ``actors.nng.open_request_wire``, and use it on the event
+    loop it was opened on (asyncio or trio). Up to ``contexts`` requests
+    are in flight at once: the first on the socket itself, the others on
+    contexts; more wait for a free context. Any number of tasks may call
+    ``request`` at once.
     """
 
     def __init__(self, socket: Any, *, name: str, contexts: int) -> None:
         self._socket = socket
         self._name = name
+        self._loop = _event_loop()
+        # The socket's own request, driven by its descriptors: free or not.
+        self._direct = self._loop is not None
+        self._send_fd = socket.send_fd if self._direct else -1
+        self._recv_fd = socket.recv_fd if self._direct else -1
+        # A request on the socket was given up: its reply may be on its way.
+        self._abandoned = False
+        # Set when the socket's request ends, for callers waiting for it
+        # (a wire of one context has no other).
+        self._direct_done: anyio.Event | None = None
         # NNG copies the socket's resend time into a context when it is made.
-        self._contexts = [socket.new_context() for _ in range(contexts)]
+        count = contexts - 1 if self._direct else contexts
+        self._contexts = [socket.new_context() for _ in range(count)]
         self._free = list(self._contexts)
-        self._slots = anyio.Semaphore(contexts)
+        self._slots = anyio.Semaphore(max(1, count))
         self._closed = False
+
+    def now(self) -> float:
+        """The event loop's clock (seconds), for deadlines."""
+        return self._loop.now() if self._loop is not None else anyio.current_time()
 
     @property
     def name(self) -> str:
@@ -110,6 +243,21 @@ class RequestWire:
                 asyncio and trio callers alike can catch).
             anyio.ClosedResourceError: the wire is closed, before or while waiting.
         """
+        loop = self._loop
+        if loop is not None and not self._contexts and not self._direct:
+            # One request in flight at most, on the socket: wait for it.
+            await self._wait_direct(loop, timeout)
+        if self._direct and loop is not None:
+            if self._closed:
+                raise self._closed_error()
+            self._direct = False  # taken
+            try:
+                return await self._request_direct(loop, frame, timeout)
+            finally:
+                self._direct = True
+                if self._direct_done is not None:
+                    self._direct_done.set()
+                    self._direct_done = None
         try:
             with anyio.fail_after(timeout):
                 async with self._slots:
@@ -127,10 +275,63 @@ class RequestWire:
             raise TimeoutError(f"{self._name}: no reply within {timeout:g} s") from None
         return bytes(message.bytes)
 
+    async def _request_direct(self, loop: _Trio | _Asyncio, frame: bytes,
+                              timeout: float | None) -> bytes:
+        """``request`` on the socket itself: sent without blocking (waiting
+        while no connection can take it), the reply taken once the socket's
+        receive descriptor is readable. A request given up (cancelled, timed
+        out) stays in NNG until the next one on the socket replaces it; its
+        late reply is dropped there."""
+        socket = self._socket
+        deadline = math.inf if timeout is None else loop.now() + timeout
+        completed = False
+        try:
+            if self._abandoned:
+                # Take a late reply to the request given up, if it came:
+                # else it would leave the descriptor readable with no reply
+                # to take (a new request drops it inside NNG).
+                with contextlib.suppress(pynng.TryAgain, pynng.BadState):  # none; never sent
+                    _receive_now(socket)
+            while True:
+                try:
+                    socket.send(frame, block=False)
+                    break
+                except pynng.TryAgain:  # no connection yet
+                    if not await loop.wait_readable(self._send_fd, deadline):
+                        raise self._timed_out(timeout) from None
+            while True:
+                try:
+                    reply = _receive_now(socket)
+                    completed = True
+                    return reply
+                except pynng.TryAgain:
+                    if not await loop.wait_readable(self._recv_fd, deadline):
+                        raise self._timed_out(timeout) from None
+        except pynng.Closed:
+            raise self._closed_error() from None
+        finally:
+            self._abandoned = not completed
+
+    async def _wait_direct(self, loop: _Trio | _Asyncio, timeout: float | None) -> None:
+        """Wait until the socket's request ends (a wire of one context)."""
+        with anyio.fail_after(timeout):
+            while not self._direct:
+                if self._closed:
+                    raise self._closed_error()
+                if self._direct_done is None:
+                    self._direct_done = anyio.Event()
+                await self._direct_done.wait()
+
+    def _timed_out(self, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"{self._name}: no reply within {timeout:g} s")
+
     async def aclose(self) -> None:
         """Close the socket; waiting and later requests raise anyio.ClosedResourceError."""
         if not self._closed:
             self._closed = True
+            if self._loop is not None:
+                for fd in (self._send_fd, self._recv_fd):
+                    self._loop.closing(fd)
             # nng_close waits for the socket's pipes to wind down.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close)

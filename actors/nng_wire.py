@@ -3,11 +3,12 @@
 A wire is driven by its socket's descriptors (``io="poll"``: wait until trio
 sees one readable, then call pynng without blocking) or by pynng's aio
 (``io="async"``); a rep wire goes through the contexts of
-``actors.nng_rep.RepContexts``. Which patterns send, receive, or go by
-contexts is said once, here, for the wire and for ``actors.nng``, which sizes
-the sockets' queues by it. This module, ``actors.nng``, ``actors.nng_rep``
-and ``actors.nng_req`` are the only ones that import pynng. See
-docs/transport.md.
+``actors.nng_rep.RepContexts``, which takes requests by the socket's
+descriptor and sends most replies without waiting, whatever ``io`` says.
+Which patterns send, receive, or go by contexts is said once, here, for
+the wire and for ``actors.nng``, which sizes the sockets' queues by it.
+This module, ``actors.nng``, ``actors.nng_rep`` and ``actors.nng_req`` are
+the only ones that import pynng. See docs/transport.md.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class NngWire:
                 await self._rep.reply(frame, to)
             except pynng.Closed:
                 raise self._closed_error() from None
+            await trio.lowlevel.cancel_shielded_checkpoint()  # most replies never wait
             return
         if to is not None and (self._pattern != "pair1" or not isinstance(to, pynng.Pipe)):
             raise ConfigError(f"{self._name}: to= takes a pair1 Received.reply_to, got {to!r}")
@@ -153,6 +155,7 @@ class NngWire:
         try:
             if self._rep is not None:
                 message, request = await self._rep.receive()
+                await trio.lowlevel.cancel_shielded_checkpoint()  # a waiting one is taken at once
                 return Received(message.bytes, self._peer(message.pipe), request)
             if self._poll:
                 while True:

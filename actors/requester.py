@@ -31,12 +31,14 @@ MAX_RESENDS: Final = 3
 class Requester:
     """Asks a ServeEdge over ``wire``, framing with ``framer``."""
 
-    __slots__ = ("framer", "stamper", "wire")
+    __slots__ = ("_now", "framer", "stamper", "wire")
 
     def __init__(self, wire: RequestWire, framer: Framer) -> None:
         self.wire = wire
         self.framer = framer
         self.stamper = Stamper()
+        # The wire's event-loop clock: anyio's asks sniffio on every call.
+        self._now = getattr(wire, "now", anyio.current_time)
 
     @property
     def name(self) -> str:
@@ -55,13 +57,14 @@ class Requester:
                 the request as stale ``MAX_RESENDS + 1`` times in a row.
             anyio.ClosedResourceError: the wire is closed.
         """
-        deadline = None if timeout is None else anyio.current_time() + timeout
+        wire, now = self.wire, self._now
+        deadline = None if timeout is None else now() + timeout
         stamper = self.stamper
         for _ in range(MAX_RESENDS + 1):
             stamp = stamper.next()
             frame = self.framer.pack(messages, stamp=stamp)
-            left = None if deadline is None else max(0.0, deadline - anyio.current_time())
-            reply = await self.wire.request(frame, timeout=left)
+            left = None if deadline is None else max(0.0, deadline - now())
+            reply = await wire.request(frame, timeout=left)
             try:
                 answers = self.framer.unpack(reply)
             except StaleFrame as refusal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import math
 import re
@@ -380,6 +381,63 @@ async def test_cancelled_request_frees_its_context() -> None:
     assert [r.frame for r in held.requests] == [b"hold me"]
 
 
+async def test_a_late_reply_to_a_request_given_up_is_never_the_next_ones() -> None:
+    """A request given up on the socket's own lane (cancelled) whose reply
+    comes later: the next request gets its own reply, not that one."""
+    held = Held()
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=2) as server:
+        async with requesting(address_of(server), contexts=1) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve, server, held)
+                    async with trio.open_nursery() as asking:
+                        asking.start_soon(client.request, b"hold me")
+                        await held.first.wait()
+                        asking.cancel_scope.cancel()
+                    late = held.requests[0]
+                    await server.send_frame(b"late", to=late.reply_to)
+                    for n in range(3):
+                        assert await client.request(b"next %d" % n) == b"re:next %d" % n
+                    nursery.cancel_scope.cancel()
+
+
+async def test_replies_that_wait_behind_each_other_all_arrive() -> None:
+    """Many large replies to one connection at once: NNG writes one at a
+    time, so most wait for the one before; each comes to its request."""
+    size, count = 256 * 1024, 12
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=count,
+                      recv_max_size=2 * size) as server:
+        async with requesting(address_of(server), contexts=count,
+                              recv_max_size=2 * size) as client:
+            replies: dict[int, bytes] = {}
+            received: list[Received] = []
+            all_in = trio.Event()
+
+            async def ask(i: int) -> None:
+                replies[i] = await client.request(b"%d" % i)
+
+            async def take() -> None:
+                received.append(await server.receive_frame())
+                if len(received) == count:
+                    all_in.set()
+
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    for i in range(count):
+                        nursery.start_soon(take)
+                        nursery.start_soon(ask, i)
+                    await all_in.wait()
+                    async with trio.open_nursery() as answering:
+                        for request in received:
+                            reply = request.frame + b":" + request.frame * size
+                            answering.start_soon(
+                                functools.partial(server.send_frame, reply[:size],
+                                                  to=request.reply_to))
+    assert sorted(replies) == list(range(count))
+    for i, reply in replies.items():
+        assert reply.startswith(b"%d:%d" % (i, i)) and len(reply) == size
+
+
 async def test_restarted_server_answers_the_request_in_flight(loopback_address: str) -> None:
     """A request held by a server that closes is sent again to its successor as
     soon as the client reconnects, with no resend timer at all."""
@@ -641,8 +699,13 @@ def test_request_wire_works_under_asyncio() -> None:
             with pytest.raises(TimeoutError):  # asyncio's own cancellation
                 await asyncio.wait_for(client.request(b"hold that"), 0.2)
             assert await client.request(b"after", timeout=GUARD) == b"re:after"
+            # A request waiting for its reply when the wire closes is woken.
+            waiting = asyncio.ensure_future(client.request(b"hold until closed"))
+            await asyncio.sleep(0)  # one turn of the loop: it is sent, and waits
         finally:
             await client.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await asyncio.wait_for(waiting, GUARD)
         with pytest.raises(anyio.ClosedResourceError):
             await client.request(b"closed")
 
