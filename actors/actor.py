@@ -110,6 +110,8 @@ class Actor(Generic[M]):
         self.context = context
         self._reply: Reply | None = None
         self._deferred = False
+        # Runs of calls go to handle_calls only if this actor overrides it.
+        self._runs_of_calls = type(self).handle_calls is not Actor.handle_calls
 
     @property
     def name(self) -> str:
@@ -188,6 +190,16 @@ class Actor(Generic[M]):
                 self.put_back(messages[index + 1 :])
                 raise
 
+    async def handle_calls(self, calls: list[Call[M]]) -> None:
+        """Answer calls that came together (two or more in a row in one
+        drained batch), in order: set or fail each one's ``reply`` (or keep
+        it to set later). Override to gain from seeing them at once (one
+        flush for all); only an actor that does gets them so. If it raises,
+        every call of the run still unanswered fails with ``ActorCrashed``:
+        a crash loses the run it happened on, never what came behind it."""
+        for call in calls:
+            await self._answer(call)
+
     def put_back(self, messages: list[M]) -> None:
         """From a ``handle_batch`` that is about to raise: hand back the
         messages of its run that it did not handle, so the next instance
@@ -251,26 +263,50 @@ class Actor(Generic[M]):
         ``put_back``, the rest of that run), never the messages behind it.
         """
         start = 0  # the first item not yet handed over
+        index, size = 0, len(batch)
         try:
-            for index, item in enumerate(batch):
+            while index < size:
+                item = batch[index]
                 if not isinstance(item, (Call, _Stop, GetStats)):
+                    index += 1
                     continue
                 if start < index:
                     run, start = batch[start:index], index
                     await self.handle_batch(run)
-                start = index + 1
                 if isinstance(item, _Stop):
-                    self.context.pending = batch[start:]
+                    self.context.pending = batch[index + 1:]
                     return True
-                await self._answer(item)
-            if start < len(batch):
-                run, start = batch[start:], len(batch)
+                end = index + 1
+                if self._runs_of_calls and _answerable(item):
+                    while end < size and _answerable(batch[end]):
+                        end += 1
+                start = end
+                if end - index > 1:
+                    await self._answer_run(batch[index:end])
+                else:
+                    await self._answer(item)
+                index = end
+            if start < size:
+                run, start = batch[start:], size
                 await self.handle_batch(run)
         except BaseException:
             # After anything the handler put back, which came earlier.
             self.context.pending.extend(batch[start:])
             raise
         return False
+
+    async def _answer_run(self, calls: list[Call[Any]]) -> None:
+        try:
+            await self.handle_calls(calls)
+        except Exception as error:
+            for call in calls:
+                if not call.reply.done:
+                    crashed = ActorCrashed(
+                        f"{self.name} crashed handling {len(calls)} calls: "
+                        f"{type(error).__name__}: {error}")
+                    crashed.__cause__ = error
+                    call.reply.fail(crashed)
+            raise
 
     async def _answer(self, item: Call[Any] | GetStats) -> None:
         if isinstance(item, GetStats):
@@ -294,3 +330,8 @@ class Actor(Generic[M]):
             self._reply = None
         if not self._deferred:
             item.reply.set(answer)
+
+
+def _answerable(item: Any) -> bool:
+    """A call to answer in a run (a stats request is answered on its own)."""
+    return isinstance(item, Call) and not isinstance(item.message, GetStats)

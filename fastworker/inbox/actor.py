@@ -21,7 +21,8 @@ from typing import Any, TypeAlias, Union
 import attrs
 import trio
 
-from actors import Actor, ActorContext, ActorCrashed, CallTimeout
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout, GetStats
+from actors.mailbox import Call
 from actors.requests import Answers, Requests
 from fastworker.inbox.admission import Admission, Answer, RecentIds
 from fastworker.inbox.demand import StandingDemand
@@ -177,6 +178,12 @@ class PriorityInbox(Actor[Accepts]):
         await nursery.start(self._admission.timer.run)
         await nursery.start(self._held.timer.run)
         capacity = self.options.capacity
+        if self._journal is not None and (
+                await self.refs["journal"].call(GetStats())).detail is None:
+            # The journal is off (it keeps nothing): accept without it, as
+            # the store does, rather than wait for a write of nothing.
+            self._journal = None
+            self._admission.unwritten = None
         journal = self._journal
         recovered = "" if journal is None else f"; recovered {await journal.setup(nursery)}"
         if self._names is None:
@@ -196,6 +203,26 @@ class PriorityInbox(Actor[Accepts]):
             answer.reply = self.defer()  # set by a flush or a timer once all are known
         await self._flush()
         return answer.values if isinstance(answer, Answers) else answer
+
+    async def handle_calls(self, calls: list[Call[Accepts]]) -> None:
+        """Requests of several frames at once (many clients sending one task
+        each): decided in order, then one flush for them all, so each frame
+        costs its decisions, not a flush of its own."""
+        answers: list[tuple[Call[Accepts], Any, bool]] = []
+        for call in calls:
+            message = call.message
+            if isinstance(message, Requests):
+                await self._settle_keys(message)
+            answer = self._on_message(message)
+            deferred = isinstance(answer, Answers) and answer.missing > 0
+            if deferred:
+                assert isinstance(answer, Answers)
+                answer.reply = call.reply  # set by a flush or a timer once all are known
+            answers.append((call, answer, deferred))
+        await self._flush()
+        for call, answer, deferred in answers:
+            if not deferred:
+                call.reply.set(answer.values if isinstance(answer, Answers) else answer)
 
     async def handle_batch(self, messages: list[Accepts]) -> None:
         for message in messages:

@@ -148,3 +148,74 @@ async def test_defer_outside_a_call_is_an_error() -> None:
         await node.refs["w"].send("plain")
         await trio.testing.wait_all_tasks_blocked()
     assert seen == ["w: defer() outside the handling of a call"]
+
+
+class CallRuns(Recorder):
+    """A Recorder that answers runs of calls together (``runs`` notes their sizes)."""
+
+    def __init__(self, options: Any, context: Any, *, runs: list[int], **params: Any) -> None:
+        super().__init__(options, context, **params)
+        self.runs = runs
+
+    async def handle_calls(self, calls: list[Any]) -> None:
+        self.runs.append(len(calls))
+        for call in calls:
+            if isinstance(call.message, Boom):
+                raise RuntimeError("boom in a run")
+        for call in calls:
+            call.reply.set(call.message.value * 3)
+
+
+async def test_calls_that_came_together_are_answered_as_one_run() -> None:
+    """An actor that overrides handle_calls gets the calls queued together at
+    once; one that does not is still called message by message."""
+    runs: list[int] = []
+    topology = Topology().add("runs", CallRuns, params={"runs": runs})
+    async with open_node(topology) as node:
+        gate = trio.Event()
+        ref = node.refs["runs"]
+        await ref.send(Hold(gate))
+        await trio.testing.wait_all_tasks_blocked()
+        answers: dict[int, int] = {}
+
+        async def ask(n: int) -> None:
+            answers[n] = await ref.call(Note(n), timeout=5)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(5):
+                nursery.start_soon(ask, n)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        stats = await ref.call(GetStats(), timeout=5)  # answered on its own, never in a run
+    assert answers == {n: n * 3 for n in range(5)}
+    assert runs == [5]
+    assert stats.name == "runs"
+
+
+async def test_a_run_of_calls_that_crashes_fails_each_of_its_callers() -> None:
+    """Every caller of a run that crashed gets ActorCrashed; a later call is
+    answered by the restarted actor (alone, so by ``handle``)."""
+    runs: list[int] = []
+    topology = Topology().add("runs", CallRuns, params={"runs": runs})
+    async with open_node(topology) as node:
+        gate = trio.Event()
+        ref = node.refs["runs"]
+        await ref.send(Hold(gate))
+        await trio.testing.wait_all_tasks_blocked()
+        outcomes: dict[str, Any] = {}
+
+        async def ask(name: str, message: Any) -> None:
+            try:
+                outcomes[name] = await ref.call(message, timeout=5)
+            except ActorCrashed as crashed:
+                outcomes[name] = str(crashed)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, "first", Note(1))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ask, "boom", Boom())
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        assert await ref.call(Note(7), timeout=5) == 14
+    crashed = "runs crashed handling 2 calls: RuntimeError: boom in a run"
+    assert outcomes == {"first": crashed, "boom": crashed}

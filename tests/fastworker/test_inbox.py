@@ -169,6 +169,26 @@ class TestAdmission:
             await h.submit(sub("y", task="nope"))
         assert h.queued() == [["a", "b"], ["c", "d"]]
 
+    async def test_requests_of_many_frames_at_once_are_decided_in_one_flush(self) -> None:
+        """Requests queued together (many clients, one task each) are each
+        answered, in order, and the store hears of them in one Queued; one
+        that waits for room is answered once room frees."""
+        async with open_inbox(capacity=3) as h:
+            answers: dict[str, Any] = {}
+
+            async def ask(id: str) -> None:
+                [answers[id]] = await h.submit(sub(id, queue_wait=10))
+
+            async with trio.open_nursery() as nursery:
+                for id in "abcd":  # all queued before the inbox runs again
+                    nursery.start_soon(ask, id)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(answers) == 3  # the fourth waits for room
+                await h.demand(1)
+        assert answers == {id: Accepted(id=id) for id in "abcd"}
+        first, *rest = h.queued()
+        assert len(first) == 3 and rest == [sorted(set("abcd") - set(first))]
+
     async def test_a_resent_submit_is_accepted_again_and_queued_once(self) -> None:
         """A Submit whose id is queued, or was dispatched, is Accepted without
         being queued twice."""

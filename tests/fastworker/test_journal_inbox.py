@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 import fastworker.tasks
-from actors import Ref, Topology, open_node
+from actors import GetStats, Ref, Topology, open_node
 from actors.requests import Answers
 from fastworker.client.outcome import accepted_id
 from fastworker.errors import JournalUnavailable
@@ -44,6 +44,7 @@ from fastworker.messages import (
     Cancel,
     Cancelled,
     CancelReply,
+    Demand,
     Finished,
     Job,
     JobBatch,
@@ -665,3 +666,18 @@ class TestUnwritten:
 
 def entry(id: str) -> QueuedEntry:
     return QueuedEntry(id=id, task=ADD, priority=2, queued_at=1.0)
+
+
+async def test_with_the_journal_off_the_inbox_accepts_without_it() -> None:
+    """A journal that is off keeps nothing: the inbox asks it so once, at
+    start, and then accepts and dispatches without writing to it."""
+    async with open_inbox(Path("off")) as h:
+        before = (await h.journal.call(GetStats())).handled_total
+        answers = await h.submit(sub("a"), sub("b"))
+        await h.inbox.send(Demand(pools=((2, frozenset({ADD})),), received=0))
+        await trio.testing.wait_all_tasks_blocked()
+        after = (await h.journal.call(GetStats())).handled_total
+    assert answers == [Accepted(id="a"), Accepted(id="b")]
+    assert h.dispatched() == [("a", 1), ("b", 1)]
+    assert after == before + 1  # the stats request itself: nothing was written
+
