@@ -23,6 +23,7 @@ from fastworker.errors import FastworkerError as FastworkerError
 from fastworker.errors import InvalidSubmission as InvalidSubmission
 from fastworker.errors import QueueFull as QueueFull
 from fastworker.errors import ResultUnknown as ResultUnknown
+from fastworker.errors import SubmissionsRefused as SubmissionsRefused
 from fastworker.errors import TaskCancelled as TaskCancelled
 from fastworker.errors import TaskError as TaskError
 from fastworker.errors import TaskExpired as TaskExpired
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidSubmission",
     "QueueFull",
     "ResultUnknown",
+    "SubmissionsRefused",
     "SyncClient",
     "Task",
     "TaskCancelled",

@@ -11,6 +11,7 @@
     ├── ResultUnknown (LookupError)    the store has no record (never seen, or expired)
     ├── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
     │   └── AnswerTooLarge             its answer would not fit one frame; nothing was lost
+    ├── SubmissionsRefused             pipelined submissions were refused (each id, and why)
     ├── DiscoveryTimeout               no control plane answered discovery probes in time
     └── JournalUnavailable             the journal could not write (disk full, I/O error)
 
@@ -124,6 +125,24 @@ class DiscoveryTimeout(FastworkerError):
             f"this is protocol {PROTOCOL_VERSION}"
             for address, protocol in mismatched
         )
+
+
+class SubmissionsRefused(FastworkerError):
+    """Raised by a pipeline (``Client.pipeline()``) when submissions sent
+    through it were refused. ``refused`` maps each refused task id to the
+    exception ``delay`` would have raised for it (``UnknownTask``,
+    ``QueueFull``, ``InvalidSubmission``, ``ConnectionLost``); the other
+    submissions were accepted."""
+
+    def __init__(self, refused: dict[str, FastworkerError]) -> None:
+        self.refused = dict(refused)
+        kinds: dict[str, int] = {}
+        for error in self.refused.values():
+            kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
+        first_id, first = next(iter(self.refused.items()))
+        counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+        super().__init__(f"{len(self.refused)} pipelined submission(s) refused ({counts}); "
+                         f"the first, task {first_id}: {first}")
 
 
 class JournalUnavailable(FastworkerError):

@@ -8,6 +8,7 @@ it is built, one job per module:
 - ``connection``: the address, the secret, one wire per port, and a
   question over it (``ConnectionLost`` when unanswered);
 - ``coalescer``: concurrent calls on one port sent in shared frames;
+- ``pipeline``: a loop of submissions without a round trip each;
 - ``poller``: the watch session that brings results back;
 - ``outcome``: what the answers mean (an id, a value, an exception);
 - ``slot``: the one-shot answer a waiting caller holds;

@@ -8,7 +8,9 @@ result waited for through the ``ResultPoller`` (one watch session for the
 whole client); ``outcome`` says what the answers mean.
 
 Task ids are chosen here (``TaskIds``: counting from a random start), so a
-resent submission is recognised by the control plane, and ``submit`` can wait for the result in the same breath as it submits.
+resent submission is recognised by the control plane, ``submit`` can wait
+for the result in the same breath as it submits, and a ``pipeline``
+returns each id at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fastworker.cancel import cancel_task
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
 from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
+from fastworker.client.pipeline import DEFAULT_WINDOW, Pipeline
 from fastworker.client.poller import ResultPoller
 from fastworker.client.slot import Slot
 from fastworker.errors import InvalidSubmission
@@ -37,6 +40,7 @@ from fastworker.messages import (
     RESULTS_PORT_OFFSET,
     Records,
     StatusQuery,
+    Submit,
     TaskRecord,
 )
 from fastworker.submission import TaskIds, build_submit
@@ -261,6 +265,38 @@ class Client:
                                   queue_wait=self.queue_wait, fair_key=fair_key)
             slots.append(self._submitters[submit.priority].put(submit))
         return [accepted_id(await slot.wait()) for slot in slots]
+
+    def pipeline(self, *, window: int = DEFAULT_WINDOW) -> Pipeline:
+        """Submit in a loop without waiting for each answer::
+
+            async with client.pipeline() as pipe:
+                for row in rows:
+                    task_id = await pipe.delay(process, row)
+
+        ``pipe.delay`` (and ``pipe.send``, with ``send``'s options) returns
+        the id at once; the submissions go out in shared frames. A refusal
+        is raised as ``SubmissionsRefused`` (each refused id, and why) by
+        the next ``pipe.delay`` once known, by ``await pipe.flush()``, or
+        when the block ends, which waits for every answer. At most
+        ``window`` submissions wait for their answers; ``pipe.delay`` waits
+        for room beyond that.
+        """
+        if not self._submitters:
+            raise RuntimeError(_NOT_OPEN)
+        return Pipeline(self._queue, self._build, window=window, batch=self.max_batch)
+
+    def _queue(self, submit: Submit) -> Slot[Any]:
+        """Queue ``submit`` on its port; its answer comes to the slot."""
+        return self._submitters[submit.priority].put(submit)
+
+    def _build(self, task: str | Task[Any, Any], args: Any, kwargs: Any,
+               options: dict[str, Any]) -> Submit:
+        """The Submit of one ``send(task, args, kwargs, **options)``."""
+        queue_wait = options.pop("queue_wait", None)
+        task_id = options.pop("task_id", None)
+        return build_submit(task, args, kwargs, id=task_id or self._ids.next(),
+                            queue_wait=self.queue_wait if queue_wait is None else queue_wait,
+                            **options)
 
     async def map(
         self,

@@ -41,6 +41,11 @@ class Slot(Generic[T]):
             self._error = error
             self._done()
 
+    @property
+    def done(self) -> bool:
+        """Whether the answer is in."""
+        return self._event.is_set()
+
     def when_done(self, callback: Callable[[Slot[T]], None]) -> None:
         """Call ``callback(self)`` once the answer is in (at once if it is).
         It runs inside ``set``/``fail``, so it must not block or raise."""
@@ -60,6 +65,10 @@ class Slot(Generic[T]):
             raise self._error
         value: T = self._value
         return value
+
+    async def settled(self) -> None:
+        """Wait for the answer, without taking it (``get`` does)."""
+        await self._event.wait()
 
     async def wait(self) -> T:
         """Wait for the answer and return it (raises the failure)."""

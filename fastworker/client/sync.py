@@ -12,6 +12,7 @@ from typing import Any
 
 from fastworker.client.client import Client
 from fastworker.client.outcome import AsCompleted, Completed
+from fastworker.client.pipeline import DEFAULT_WINDOW, SyncPipeline
 from fastworker.messages import TaskRecord
 from fastworker.tasks import Task
 
@@ -76,6 +77,16 @@ class SyncClient:
         """See ``Client.delay_many``."""
         return self._call(self._client.delay_many, task, list(calls),  # type: ignore[no-any-return]
                           priority=priority, fair_key=fair_key)
+
+    def pipeline(self, *, window: int = DEFAULT_WINDOW) -> SyncPipeline:
+        """See ``Client.pipeline``; used as ``with``. Submissions are built
+        in this thread and handed to the client a batch at a time; a refusal
+        is raised by the hand-off after the one that learned of it, by
+        ``flush()``, or when the block ends."""
+        if self._portal is None:
+            raise RuntimeError(_NOT_OPEN)
+        return SyncPipeline(self._portal.call, self._client.pipeline(window=window),
+                            queue_wait=self._client.queue_wait, batch=self._client.max_batch)
 
     def map(self, task: str | Task[Any, Any], calls: Iterable[Any], **options: Any) -> list[Any]:
         """See ``Client.map``."""

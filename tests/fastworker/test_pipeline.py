@@ -1,0 +1,181 @@
+"""Pipelined submissions (``Client.pipeline``, ``SyncClient.pipeline``)
+against the shipped control plane, in process: each refusal surfaces where
+the docs say, as ``SubmissionsRefused`` naming the id and why; every id
+the pipeline returned was accepted or is named there, never dropped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from actors import Topology, open_node
+from actors.pytest_plugin import free_tcp_ports
+from examples import tasks
+from fastworker import (
+    Client,
+    ConnectionLost,
+    QueueFull,
+    SubmissionsRefused,
+    SyncClient,
+    UnknownTask,
+)
+
+GUARD = 20  # seconds; a hang fails the test instead of stalling the run
+
+
+@asynccontextmanager
+async def control_plane(**environ: str) -> AsyncIterator[str]:
+    """The shipped control plane on free ports; yields its address."""
+    address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    topology = Topology.from_toml("config/control.toml", environ={
+        "FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
+        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_DASHBOARD": "off",
+        "FASTWORKER_JOURNAL": "off", **environ})
+    async with open_node(topology):
+        yield address
+
+
+async def test_a_refused_submission_is_raised_at_the_end_naming_it() -> None:
+    """An unknown task among good ones: the block's end raises
+    SubmissionsRefused naming that id alone; the others ran."""
+    async with control_plane() as address, Client(address) as client:
+        with trio.fail_after(GUARD):
+            with pytest.raises(SubmissionsRefused) as caught:
+                async with client.pipeline() as pipe:
+                    good = [await pipe.delay(tasks.add, n, 1) for n in range(50)]
+                    bad = await pipe.delay("examples.tasks.nope")
+                    good += [await pipe.delay(tasks.add, n, 2) for n in range(50)]
+            assert list(caught.value.refused) == [bad]
+            assert isinstance(caught.value.refused[bad], UnknownTask)
+            assert "1 UnknownTask" in str(caught.value)
+            values = await client.results(good)
+    assert values == [n + 1 for n in range(50)] + [n + 2 for n in range(50)]
+
+
+async def test_a_refusal_known_stops_the_next_delay_which_queues_nothing() -> None:
+    """Once a refusal is in, the next delay raises it and queues nothing;
+    after that the pipeline goes on, and each refusal is raised once."""
+    async with control_plane() as address, Client(address) as client:
+        with trio.fail_after(GUARD):
+            # window=1: each delay waits for the answer before it, so the
+            # refusal is known when the next delay comes.
+            async with client.pipeline(window=1) as pipe:
+                first = await pipe.delay(tasks.add, 1, 1)
+                bad = await pipe.delay("examples.tasks.nope")
+                with pytest.raises(SubmissionsRefused) as caught:
+                    await pipe.delay(tasks.add, 2, 2)
+                assert list(caught.value.refused) == [bad]
+                after = await pipe.delay(tasks.add, 3, 3)
+                assert pipe.unanswered <= 1
+            assert await client.results([first, after]) == [2, 6]
+            stats = await client.status(first)
+    assert stats.state == "succeeded"
+
+
+async def test_submissions_past_the_queue_are_refused_as_queue_full_and_none_lost() -> None:
+    """A queue of 20 and no waiting for room: every id is either accepted
+    (and runs) or named QueueFull in the refusal; none is missing."""
+    async with control_plane(FASTWORKER_QUEUE_CAPACITY="20") as address, \
+            Client(address, queue_wait=0) as client:
+        with trio.fail_after(GUARD):
+            ids: list[str] = []
+            with pytest.raises(SubmissionsRefused) as caught:
+                async with client.pipeline() as pipe:
+                    for _ in range(300):
+                        ids.append(await pipe.delay(tasks.nap, 0.2))
+            refused = caught.value.refused
+            assert refused and all(isinstance(e, QueueFull) for e in refused.values())
+            accepted = [task_id for task_id in ids if task_id not in refused]
+            assert accepted and set(refused) <= set(ids)
+            records = [await client.status(task_id) for task_id in accepted]
+            assert all(record.state != "unknown" for record in records)
+            assert all(value >= 0.2 for value in await client.results(accepted))
+
+
+async def test_a_control_plane_that_is_not_there_is_a_refusal_not_a_hang() -> None:
+    """No control plane: the block's end raises SubmissionsRefused with
+    ConnectionLost for every id, within the client's request_timeout."""
+    address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    async with Client(address, request_timeout=0.5, queue_wait=0) as client:
+        with trio.fail_after(GUARD):
+            with pytest.raises(SubmissionsRefused) as caught:
+                async with client.pipeline() as pipe:
+                    ids = [await pipe.delay(tasks.add, n, n) for n in range(10)]
+    assert sorted(caught.value.refused) == sorted(ids)
+    assert all(isinstance(e, ConnectionLost) for e in caught.value.refused.values())
+
+
+class _Lines(logging.Handler):
+    """Keeps the client's log lines; ``logged`` is set at the first."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.logged = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.logged.set()
+
+
+async def test_a_block_that_fails_still_sends_and_logs_what_was_refused() -> None:
+    """The body raises: its error goes on unchanged; what it submitted is
+    still sent, and a refusal among it is logged when its answer comes."""
+    lines = _Lines()
+    logger = logging.getLogger("fastworker.client")
+    logger.addHandler(lines)
+    try:
+        async with control_plane() as address, Client(address) as client:
+            with trio.fail_after(GUARD):
+                with pytest.raises(KeyError):
+                    async with client.pipeline() as pipe:
+                        sent = await pipe.delay(tasks.add, 20, 22)
+                        bad = await pipe.delay("examples.tasks.nope")
+                        raise KeyError("the caller's own")
+                assert await client.result(sent) == 42
+                await lines.logged.wait()
+    finally:
+        logger.removeHandler(lines)
+    [line] = lines.lines
+    assert bad in line and "unknown task 'examples.tasks.nope'" in line
+
+
+async def test_a_pipeline_is_bounded_by_its_window() -> None:
+    """At most ``window`` submissions wait for their answers at once."""
+    async with control_plane() as address, Client(address) as client:
+        with trio.fail_after(GUARD):
+            async with client.pipeline(window=8) as pipe:
+                for n in range(200):
+                    await pipe.delay(tasks.add, n, n)
+                    assert pipe.unanswered <= 8
+            assert pipe.unanswered == 0
+        with pytest.raises(ValueError, match="window must be a positive int, got 0"):
+            client.pipeline(window=0)
+        with pytest.raises(RuntimeError, match="the pipeline is closed"):
+            await pipe.delay(tasks.add, 1, 1)
+
+
+async def test_the_blocking_pipeline_sends_in_batches_and_raises_refusals() -> None:
+    """SyncClient's pipeline: ids at once, a refusal at the block's end,
+    the accepted ones run."""
+    async with control_plane() as address:
+        def blocking() -> tuple[list[str], str, SubmissionsRefused]:
+            with SyncClient(address) as client:
+                try:
+                    with client.pipeline() as pipe:
+                        good = [pipe.delay(tasks.add, n, n) for n in range(1200)]
+                        bad = pipe.delay("examples.tasks.nope")
+                except SubmissionsRefused as refused:
+                    values = [client.result(task_id, timeout=GUARD) for task_id in good[::100]]
+                    assert values == [2 * n for n in range(0, 1200, 100)]
+                    return good, bad, refused
+            raise AssertionError("the refusal was not raised")
+
+        with trio.fail_after(GUARD):
+            good, bad, refused = await trio.to_thread.run_sync(blocking)
+    assert len(set(good)) == 1200 and bad not in good
+    assert list(refused.refused) == [bad]
