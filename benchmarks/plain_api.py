@@ -10,6 +10,9 @@ Figures, each the median of ``--runs`` runs, against a control plane alone
   then ``await client.result(task_id)``, one task at a time (tasks/s, and
   as a share of the floor);
 - **SyncClient:** the same from blocking code;
+- **pipelined:** ``await pipe.delay(...)`` in ``async with
+  client.pipeline()``, one call at a time (5x the tasks): tasks/s
+  accepted, and run with every result back; trio, asyncio, SyncClient;
 - **submit:** ``await client.submit(...)`` one at a time: the full task
   round trip, p50 and p99;
 - **many producers:** ``--producers`` processes, each sending
@@ -89,6 +92,36 @@ def sequential_sync(address: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+async def pipelined(address: str, count: int) -> tuple[float, float]:
+    """Tasks/s of ``await pipe.delay(...)`` one call at a time: accepted
+    (the pipeline's block ends once every submission is answered), and run
+    (every result back too)."""
+    async with Client(address) as client:
+        async with client.pipeline() as pipe:
+            warm = [await pipe.delay(TASK) for _ in range(200)]
+        await client.results(warm)
+        started = time.perf_counter()
+        async with client.pipeline() as pipe:
+            ids = [await pipe.delay(TASK) for _ in range(count)]
+        accepted = time.perf_counter() - started
+        await client.results(ids)
+        return count / accepted, count / (time.perf_counter() - started)
+
+
+def pipelined_sync(address: str, count: int) -> tuple[float, float]:
+    with SyncClient(address) as client:
+        with client.pipeline() as pipe:
+            warm = [pipe.delay(TASK) for _ in range(200)]
+        client.map(TASK, [()] * 10)
+        started = time.perf_counter()
+        with client.pipeline() as pipe:
+            ids = [pipe.delay(TASK) for _ in range(count)]
+        accepted = time.perf_counter() - started
+        client.results(ids)
+        del warm
+        return count / accepted, count / (time.perf_counter() - started)
+
+
 def producer(address: str, count: int) -> None:
     """One producer process: ``delay`` one at a time once stdin says go;
     prints its start and end times as one JSON line."""
@@ -139,13 +172,21 @@ def main() -> None:
     try:
         anyio.run(ready, address, backend="trio")
         rows: dict[str, list[float]] = {k: [] for k in (
-            "floor", "trio", "asyncio", "sync", "p50", "p99", "many", "cpu")}
+            "floor", "trio", "asyncio", "sync", "pipe_trio", "pipe_trio_run", "pipe_asyncio",
+            "pipe_asyncio_run", "pipe_sync", "pipe_sync_run", "p50", "p99", "many", "cpu")}
         for _ in range(args.runs):
             rows["floor"].append(floor(args.tasks))
             rows["trio"].append(anyio.run(sequential, address, args.tasks, backend="trio"))
             rows["asyncio"].append(anyio.run(sequential, address, args.tasks,
                                              backend="asyncio"))
             rows["sync"].append(sequential_sync(address, args.tasks))
+            for key, measure in (("pipe_trio", lambda: anyio.run(
+                    pipelined, address, args.tasks * 5, backend="trio")), ("pipe_asyncio",
+                    lambda: anyio.run(pipelined, address, args.tasks * 5, backend="asyncio")),
+                    ("pipe_sync", lambda: pipelined_sync(address, args.tasks * 5))):
+                accepted, ran = measure()
+                rows[key].append(accepted)
+                rows[key + "_run"].append(ran)
             samples = anyio.run(latency, address, TASK, args.tasks, backend="trio")
             rows["p50"].append(percentile(samples, 0.5) * 1e3)
             rows["p99"].append(percentile(samples, 0.99) * 1e3)
@@ -166,6 +207,11 @@ def main() -> None:
                       ("sync", "SyncClient delay() then result()")):
         print(f"  {what}: {med[key]:,.0f} tasks/s, {med[key] / med['floor']:.2f} of the "
               f"floor (runs: {runs[key]})")
+    for key, what in (("pipe_trio", "pipelined await pipe.delay(), trio"),
+                      ("pipe_asyncio", "pipelined await pipe.delay(), asyncio"),
+                      ("pipe_sync", "pipelined pipe.delay(), SyncClient")):
+        print(f"  {what}: {med[key]:,.0f} tasks/s accepted, {med[key + '_run']:,.0f} tasks/s "
+              f"run with results back (runs: {runs[key]} / {runs[key + '_run']})")
     print(f"  submit() one at a time: p50 {med['p50']:.2f} ms, p99 {med['p99']:.2f} ms "
           f"(runs: {runs['p50']} / {runs['p99']})")
     print(f"  {args.producers} producer processes, delay() one at a time: "

@@ -306,9 +306,30 @@ class Client:
         priority: str | None = None,
         timeout: float | None = None,
     ) -> list[Any]:
-        """Run ``task`` once per item of ``calls`` and return the results in order."""
-        ids = await self.delay_many(task, calls, priority=priority)
-        return await self.results(ids, timeout=timeout)
+        """Run ``task`` once per item of ``calls`` and return the results in order.
+
+        Each result is watched for from before its task is submitted: a
+        watched result is kept for this client until it has it, so a run
+        larger than the control plane's ``max_entries`` comes back whole."""
+        results = self._results
+        if not self._submitters or results is None:
+            raise RuntimeError(_NOT_OPEN)
+        submits = []
+        for call in calls:
+            args = call if isinstance(call, tuple) else (call,)
+            submits.append(build_submit(task, args, None, id=self._ids.next(),
+                                        priority=priority, queue_wait=self.queue_wait))
+        slots = [results.expect(submit.id, unconfirmed=True) for submit in submits]
+        try:
+            answers = [self._queue(submit) for submit in submits]
+            for submit, answer in zip(submits, answers, strict=True):
+                accepted_id(await answer.wait())
+                results.confirm(submit.id)
+            with anyio.fail_after(timeout):
+                return [task_value(await slot.wait()) for slot in slots]
+        finally:
+            for submit, slot in zip(submits, slots, strict=True):
+                results.forget(submit.id, slot)
 
     async def submit(
         self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any
@@ -374,7 +395,7 @@ class Client:
             with anyio.fail_after(timeout):
                 return [task_value(await slot.wait()) for slot in slots]
         finally:
-            for task_id, slot in zip(ids, slots):
+            for task_id, slot in zip(ids, slots, strict=True):
                 results.forget(task_id, slot)
 
     def as_completed(

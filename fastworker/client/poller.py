@@ -79,6 +79,9 @@ class ResultPoller:
         self.waiters: dict[str, list[Slot[TaskRecord]]] = {}
         self.new_ids: dict[str, None] = {}  # waited for, not yet sent to the store
         self.elsewhere: set[str] = set()  # their Watch travels with their submission
+        # Watched before their submission was accepted: the store may not
+        # know them yet, so not having a record of them means nothing.
+        self.unconfirmed: set[str] = set()
         self.in_flight = 0
         self.closed = False
         #: The store's incarnation last heard ("": none yet).
@@ -95,20 +98,30 @@ class ResultPoller:
         self._check_send: MemoryObjectSendStream[None] = send
         self._check_receive: MemoryObjectReceiveStream[None] = receive
 
-    def expect(self, task_id: str, *, sent: bool = False) -> Slot[TaskRecord]:
+    def expect(self, task_id: str, *, sent: bool = False,
+               unconfirmed: bool = False) -> Slot[TaskRecord]:
         """Register interest in ``task_id``; ``sent``: a Watch for it is
-        already on its way (``send_watched`` sends one with the submission)."""
+        already on its way (``send_watched`` sends one with the submission);
+        ``unconfirmed``: its submission is not accepted yet (``confirm``
+        once it is): until then the store not knowing it is no sign it was
+        lost."""
         if len(task_id) > MAX_ID_LENGTH:  # the store would refuse the poll that names it
             raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
         slot: Slot[TaskRecord] = Slot()
         waiters = self.waiters.setdefault(task_id, [])
         waiters.append(slot)
+        if unconfirmed:
+            self.unconfirmed.add(task_id)
         if sent:
             self.elsewhere.add(task_id)
         elif len(waiters) == 1:
             self.new_ids[task_id] = None
             self._wake_send.send_nowait(None)
         return slot
+
+    def confirm(self, task_id: str) -> None:
+        """The submission of ``task_id`` was accepted: the store knows it."""
+        self.unconfirmed.discard(task_id)
 
     def forget(self, task_id: str, slot: Slot[TaskRecord]) -> None:
         """Withdraw the interest ``slot`` stands for."""
@@ -121,6 +134,7 @@ class ResultPoller:
             del self.waiters[task_id]
             self.new_ids.pop(task_id, None)
             self.elsewhere.discard(task_id)
+            self.unconfirmed.discard(task_id)
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
         """The final record of ``task_id``.
@@ -196,11 +210,13 @@ class ResultPoller:
         # new control plane may not have taken that submission yet; its
         # answer says what became of it, then a poll covers the id.
         ids = [task_id for task_id in self.waiters if task_id not in self.elsewhere]
+        checked = [task_id for task_id in ids if task_id not in self.unconfirmed]
         log.warning(
             "the control plane at %s restarted: watching the %d task(s) this client "
             "waits for again", self._address, len(ids))
         for task_id in ids:
             self.new_ids[task_id] = None
+        for task_id in checked:
             self._to_check[task_id] = None
         self._wake_send.send_nowait(None)
         self._check_send.send_nowait(None)
@@ -297,7 +313,9 @@ class ResultPoller:
                 # store knows the ids at all (an expired or foreign id, or
                 # a control plane that restarted, would be waited for
                 # forever otherwise).
-                await self._settle_unknown(list(itertools.islice(self.waiters, limit)))
+                unconfirmed = self.unconfirmed
+                await self._settle_unknown(list(itertools.islice(
+                    (task_id for task_id in self.waiters if task_id not in unconfirmed), limit)))
 
     async def _settle_unknown(self, ids: list[str]) -> None:
         if not ids:

@@ -71,6 +71,9 @@ class Slot(Generic[T]):
         await self._event.wait()
 
     async def wait(self) -> T:
-        """Wait for the answer and return it (raises the failure)."""
-        await self._event.wait()
+        """Wait for the answer and return it (raises the failure). An
+        answer already in is returned without a trip through the event
+        loop: a caller taking thousands of answers in a row pays none."""
+        if not self._event.is_set():
+            await self._event.wait()
         return self.get()

@@ -102,6 +102,10 @@ class SyncClient:
         """See ``Client.result``."""
         return self._call(self._client.result, task_id, timeout=timeout, cancel=cancel)
 
+    def results(self, task_ids: Iterable[str], timeout: float | None = None) -> list[Any]:
+        """See ``Client.results``."""
+        return self._call(self._client.results, list(task_ids), timeout=timeout)  # type: ignore[no-any-return]
+
     def as_completed(
         self, task_ids: Iterable[str], timeout: float | None = None
     ) -> Iterator[Completed]:

@@ -1,5 +1,5 @@
-"""Pipelined submissions (``Client.pipeline``, ``SyncClient.pipeline``)
-against the shipped control plane, in process: each refusal surfaces where
+"""Pipelined submissions (``Client.pipeline``, ``SyncClient.pipeline``), and
+``map`` larger than the store's bounds, against the shipped control plane, in process: each refusal surfaces where
 the docs say, as ``SubmissionsRefused`` naming the id and why; every id
 the pipeline returned was accepted or is named there, never dropped."""
 
@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -28,13 +29,20 @@ GUARD = 20  # seconds; a hang fails the test instead of stalling the run
 
 
 @asynccontextmanager
-async def control_plane(**environ: str) -> AsyncIterator[str]:
-    """The shipped control plane on free ports; yields its address."""
+async def control_plane(*, max_entries: int | None = None, **environ: str
+                        ) -> AsyncIterator[str]:
+    """The shipped control plane on free ports (its store holding at most
+    ``max_entries`` final records, if given); yields its address."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     topology = Topology.from_toml("config/control.toml", environ={
         "FASTWORKER_ADDRESS": address, "FASTWORKER_TASKS": "examples.tasks",
         "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_DASHBOARD": "off",
         "FASTWORKER_JOURNAL": "off", **environ})
+    if max_entries is not None:
+        for index, spec in enumerate(topology.actors):
+            if spec.name == "results":
+                topology.actors[index] = attrs.evolve(
+                    spec, options={**spec.options, "max_entries": max_entries})
     async with open_node(topology):
         yield address
 
@@ -170,8 +178,8 @@ async def test_the_blocking_pipeline_sends_in_batches_and_raises_refusals() -> N
                         good = [pipe.delay(tasks.add, n, n) for n in range(1200)]
                         bad = pipe.delay("examples.tasks.nope")
                 except SubmissionsRefused as refused:
-                    values = [client.result(task_id, timeout=GUARD) for task_id in good[::100]]
-                    assert values == [2 * n for n in range(0, 1200, 100)]
+                    values = client.results(good, timeout=GUARD)
+                    assert values == [2 * n for n in range(1200)]
                     return good, bad, refused
             raise AssertionError("the refusal was not raised")
 
@@ -179,3 +187,25 @@ async def test_the_blocking_pipeline_sends_in_batches_and_raises_refusals() -> N
             good, bad, refused = await trio.to_thread.run_sync(blocking)
     assert len(set(good)) == 1200 and bad not in good
     assert list(refused.refused) == [bad]
+
+
+async def test_a_map_larger_than_the_stores_bounds_comes_back_whole() -> None:
+    """A store that keeps 50 final records: a map of 2,000 tasks gets every
+    result (each watched from before it is submitted, so kept until
+    delivered; waiting only once all were accepted found the oldest evicted)."""
+    async with control_plane(max_entries=50) as address, Client(address) as client:
+        with trio.fail_after(GUARD):
+            for _ in range(3):
+                assert await client.map(tasks.add, [(n, n) for n in range(2000)]) == [
+                    2 * n for n in range(2000)]
+
+
+async def test_a_map_waiting_for_queue_room_is_not_taken_for_lost() -> None:
+    """A map whose submissions wait for room longer than a poll: the ids
+    the store does not know yet (not accepted) are not answered unknown."""
+    async with control_plane(FASTWORKER_QUEUE_CAPACITY="2", FASTWORKER_CONCURRENCY="2",
+                             FASTWORKER_PREFETCH="1", FASTWORKER_MIN_PREFETCH="1") as address, \
+            Client(address, queue_wait=30, poll_wait=0.05) as client:
+        with trio.fail_after(GUARD):
+            naps = await client.map(tasks.nap, [0.1] * 12)
+    assert len(naps) == 12 and all(nap >= 0.1 for nap in naps)
