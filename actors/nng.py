@@ -3,7 +3,8 @@
 Edge actors move frames through an ``actors.wire.Wire``; ``open_wire`` makes
 one from an NNG socket (push, pull, pair, pair1, bus or rep) that listens or
 dials, driven by its descriptors (``io="poll"``) or by pynng's aio
-(``io="async"``, always for rep); ``open_request_wire`` makes the client of a
+(``io="async"``; a rep wire goes its own way, ``actors.nng_rep``);
+``open_request_wire`` makes the client of a
 rep wire, a ``RequestWire`` that runs under asyncio and trio. The wires
 themselves live in ``actors.nng_wire`` (``NngWire``, with
 ``actors.nng_rep`` for a rep socket's contexts) and ``actors.nng_req``
@@ -146,8 +147,10 @@ async def open_wire(
         tls: certificates for a ``tls+tcp://`` address; a listener's counts as
             secured only with ``ca_file`` (mutual TLS). Unset settings
             (``TlsOptions()``) mean no TLS.
-        io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio). rep
-            always uses ``async``: its contexts have no descriptors.
+        io: ``poll`` (descriptors, faster) or ``async`` (pynng's aio). A
+            rep wire ignores it: it takes requests by the socket's
+            descriptor and sends most replies in the caller's call
+            (``actors.nng_rep``).
         buffer_frames: frames queued each way (0 to 8192), beyond those in
             flight on each connection; memory is bounded by about
             ``buffer_frames * recv_max_size``. Queued frames die with a peer.

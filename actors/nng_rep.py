@@ -18,7 +18,11 @@ asked for), by a free context, without blocking; a reply is handed to NNG
 in the caller's own call, on an aio with no callback, which NNG completes
 in that call when the connection is free to write. Only a reply that has
 to wait behind another one to the same connection is waited for, in a
-worker thread.
+worker thread (of the pool's own, so replies stuck behind a slow peer hold
+up nothing else). A wake-up that finds nothing to take (another receiver
+took it, or NNG left the descriptor readable for a request whose
+connection closed) waits on its context through pynng's aio instead, so a
+receiver never spins.
 
 pynng frees nothing after a send that failed or was cancelled (NNG hands
 the message back; pynng marked it given away), so every send goes through
@@ -68,20 +72,26 @@ def _try_receive(socket: Any, context: Any) -> Any:
 class _PendingSend:
     """A reply NNG could not write at once, waited for in a worker thread.
 
-    The thread owns the aio and frees it (with the message, if NNG gave it
-    back) once it completes; ``cancel`` aborts it from trio's side, under
-    the lock, so never after the thread freed it.
+    Whoever ends it frees the aio (with the message, if NNG gave it back):
+    the thread once the send completes, or ``cancel`` from trio's side when
+    the thread never started (trio may give up before it starts one). The
+    lock orders them, so the aio is freed once and never used after.
     """
 
-    __slots__ = ("aio", "done", "lock", "result")
+    __slots__ = ("aio", "done", "lock", "result", "started")
 
     def __init__(self, aio: Any) -> None:
         self.aio = aio
         self.lock = threading.Lock()
+        self.started = False
         self.done = False
         self.result = 0
 
     def wait(self) -> int:
+        with self.lock:
+            if self.done:  # given up before this thread started: freed
+                return self.result
+            self.started = True
         _lib.nng_aio_wait(self.aio)
         with self.lock:
             self.done = True
@@ -89,9 +99,17 @@ class _PendingSend:
         return self.result
 
     def cancel(self) -> None:
+        """Abort the send (its message is dropped); free it here if no
+        thread waits for it."""
         with self.lock:
-            if not self.done:
-                _lib.nng_aio_cancel(self.aio)
+            if self.done:
+                return
+            _lib.nng_aio_cancel(self.aio)
+            if self.started:
+                return  # the thread frees it once NNG lets go, at once now
+            self.done = True
+        _lib.nng_aio_wait(self.aio)  # prompt: it was just cancelled
+        _finish(self.aio)
 
 
 def _finish(aio: Any) -> int:
@@ -106,11 +124,11 @@ def _finish(aio: Any) -> int:
     return int(result)
 
 
-async def _send_reply(context: Any, frame: bytes) -> None:
+async def _send_reply(context: Any, frame: bytes, limiter: trio.CapacityLimiter) -> None:
     """Send ``frame`` on ``context``: at once, in this call, when its
-    connection is free to write; else wait for NNG in a worker thread
-    (cancellable: a cancelled reply is dropped, never leaked). The
-    context's send timeout bounds the wait. Raises pynng's errors
+    connection is free to write; else wait for NNG in a worker thread of
+    ``limiter`` (cancellable: a cancelled reply is dropped, never leaked).
+    The context's send timeout bounds the wait. Raises pynng's errors
     (Timeout, Closed, ...)."""
     out = _ffi.new("nng_aio **")
     pynng.check_err(_lib.nng_aio_alloc(out, _ffi.NULL, _ffi.NULL))
@@ -131,9 +149,10 @@ async def _send_reply(context: Any, frame: bytes) -> None:
         return
     pending = _PendingSend(aio)
     try:
-        result = await trio.to_thread.run_sync(pending.wait, abandon_on_cancel=True)
+        result = await trio.to_thread.run_sync(pending.wait, abandon_on_cancel=True,
+                                               limiter=limiter)
     except BaseException:
-        pending.cancel()  # the thread frees it all once NNG lets go
+        pending.cancel()
         raise
     pynng.check_err(result)
 
@@ -243,6 +262,10 @@ class RepContexts:
         # lets one task at a time wait on it.
         self._recv_fd = socket.recv_fd
         self._recv_wait = trio.Lock()
+        # Threads for replies that wait behind another to their connection
+        # (one per context at most), apart from trio's own: replies stuck
+        # behind a slow peer must not hold up other work that needs a thread.
+        self._send_threads = trio.CapacityLimiter(max(1, count))
         self._waiting = trio.lowlevel.ParkingLot()
         # context -> a weak reference to the _Request that holds it
         self._held: dict[Any, weakref.ref[_Request]] = {}
@@ -272,6 +295,7 @@ class RepContexts:
         Returns the pynng message and the handle to answer it with.
         Raises pynng.Closed if the socket closes while waiting.
         """
+        woken = False
         while True:
             while not self._free:
                 if self._closed:
@@ -282,6 +306,12 @@ class RepContexts:
             context = self._free.pop()
             try:
                 message = _try_receive(self._socket, context)
+                if message is None and woken:
+                    # Readable, yet nothing to take: another receiver took
+                    # it, or NNG left the descriptor readable for a request
+                    # whose connection closed (it does not clear it then).
+                    # Wait on this context instead, so as never to spin.
+                    message = await context.arecv_msg()
             except BaseException:
                 self._release(context)
                 raise
@@ -289,6 +319,7 @@ class RepContexts:
                 break
             self._free.append(context)  # no await since the pop: still free
             await self._wait_readable()
+            woken = True
         request = _Request(context, message.pipe)
         self._held[context] = weakref.ref(request, functools.partial(self._orphaned, context))
         return message, request
@@ -363,7 +394,7 @@ class RepContexts:
             # No checkpoint since the room was seen: the count is ours.
             output.queued += size
             try:
-                await _send_reply(context, frame)
+                await _send_reply(context, frame, self._send_threads)
             except pynng.Timeout:
                 if not output.dropped and pipe.id not in self._dropped:  # once per pipe
                     raise self._drop(pipe, output, f"a reply of {size} bytes") from None

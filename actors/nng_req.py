@@ -10,16 +10,17 @@ The socket's own request is the fast path, and the only one a caller that
 sends one request at a time ever takes: it is sent without blocking, and
 its reply taken once the socket's receive descriptor turns readable,
 waited for by the event loop's own primitive (``_Trio``, ``_Asyncio``,
-chosen once when the wire opens). An aio request costs a hop through
-NNG's task thread and the GIL taken from there for its send and again for
-its reply, and anyio's per-call checks of the event loop on top. The
+chosen once when the wire opens). One given up (cancelled, timed out) is
+ended inside NNG at once (``_give_up``), so NNG does not resend it. An
+aio request costs a hop through NNG's task thread and the GIL taken from
+there for its send and again for its reply, and anyio's per-call checks of
+the event loop on top. The
 serving end is ``actors.nng_rep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 from collections.abc import Awaitable, Callable
@@ -166,6 +167,28 @@ def _receive_now(socket: Any) -> bytes:
         _lib.nng_msg_free(message)
 
 
+def _give_up(socket: Any) -> None:
+    """End the request in flight on ``socket`` inside NNG, as cancelling a
+    receive does (its reply taken and dropped if it came): else NNG goes on
+    resending it, at every ``resend_time`` and reconnection, until the next
+    request replaces it. An aio with no callback: all of it happens in this
+    call."""
+    out = _ffi.new("nng_aio **")
+    if _lib.nng_aio_alloc(out, _ffi.NULL, _ffi.NULL) != 0:
+        return  # out of memory: the next request replaces it
+    aio = out[0]
+    try:
+        _lib.nng_recv_aio(socket.socket, aio)
+        _lib.nng_aio_cancel(aio)
+        _lib.nng_aio_wait(aio)
+        if _lib.nng_aio_result(aio) == 0:  # the reply had come: drop it
+            message = _lib.nng_aio_get_msg(aio)
+            if message != _ffi.NULL:
+                _lib.nng_msg_free(message)
+    finally:
+        _lib.nng_aio_free(aio)
+
+
 class _Req0(pynng.Req0):  # type: ignore[misc]
     """Req0 plus NNG's resend tick (how often it looks for requests to resend)."""
 
@@ -203,8 +226,6 @@ class RequestWire:
         self._direct = self._loop is not None
         self._send_fd = socket.send_fd if self._direct else -1
         self._recv_fd = socket.recv_fd if self._direct else -1
-        # A request on the socket was given up: its reply may be on its way.
-        self._abandoned = False
         # Set when the socket's request ends, for callers waiting for it
         # (a wire of one context has no other).
         self._direct_done: anyio.Event | None = None
@@ -246,7 +267,10 @@ class RequestWire:
         loop = self._loop
         if loop is not None and not self._contexts and not self._direct:
             # One request in flight at most, on the socket: wait for it.
+            began = loop.now()
             await self._wait_direct(loop, timeout)
+            if timeout is not None:  # the rest of the time is the request's
+                timeout = max(0.0, timeout - (loop.now() - began))
         if self._direct and loop is not None:
             if self._closed:
                 raise self._closed_error()
@@ -286,41 +310,46 @@ class RequestWire:
         deadline = math.inf if timeout is None else loop.now() + timeout
         completed = False
         try:
-            if self._abandoned:
-                # Take a late reply to the request given up, if it came:
-                # else it would leave the descriptor readable with no reply
-                # to take (a new request drops it inside NNG).
-                with contextlib.suppress(pynng.TryAgain, pynng.BadState):  # none; never sent
-                    _receive_now(socket)
             while True:
                 try:
                     socket.send(frame, block=False)
                     break
                 except pynng.TryAgain:  # no connection yet
-                    if not await loop.wait_readable(self._send_fd, deadline):
-                        raise self._timed_out(timeout) from None
+                    await self._wait(loop, self._send_fd, deadline, timeout)
             while True:
                 try:
                     reply = _receive_now(socket)
                     completed = True
                     return reply
                 except pynng.TryAgain:
-                    if not await loop.wait_readable(self._recv_fd, deadline):
-                        raise self._timed_out(timeout) from None
+                    await self._wait(loop, self._recv_fd, deadline, timeout)
         except pynng.Closed:
             raise self._closed_error() from None
         finally:
-            self._abandoned = not completed
+            if not completed and not self._closed:
+                _give_up(socket)
+
+    async def _wait(self, loop: _Trio | _Asyncio, fd: int, deadline: float,
+                    timeout: float | None) -> None:
+        """Wait until ``fd`` is readable; raise if the wire closed or the
+        time ran out."""
+        if self._closed:  # its descriptors may be gone already
+            raise self._closed_error()
+        if not await loop.wait_readable(fd, deadline):
+            raise self._timed_out(timeout)
 
     async def _wait_direct(self, loop: _Trio | _Asyncio, timeout: float | None) -> None:
         """Wait until the socket's request ends (a wire of one context)."""
-        with anyio.fail_after(timeout):
-            while not self._direct:
-                if self._closed:
-                    raise self._closed_error()
-                if self._direct_done is None:
-                    self._direct_done = anyio.Event()
-                await self._direct_done.wait()
+        try:
+            with anyio.fail_after(timeout):
+                while not self._direct:
+                    if self._closed:
+                        raise self._closed_error()
+                    if self._direct_done is None:
+                        self._direct_done = anyio.Event()
+                    await self._direct_done.wait()
+        except TimeoutError:
+            raise self._timed_out(timeout) from None
 
     def _timed_out(self, timeout: float | None) -> TimeoutError:
         return TimeoutError(f"{self._name}: no reply within {timeout:g} s")

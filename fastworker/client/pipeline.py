@@ -135,16 +135,25 @@ class Pipeline:
         if exc is None:
             try:
                 await self.flush()
+            except SubmissionsRefused:
+                raise
+            except BaseException:  # cancelled while waiting: log what is left
+                self._let_go()
+                raise
             finally:
                 self._closed = True
             return
-        # The block failed: its submissions still go, unwaited; a refusal
-        # among them is logged, never silent.
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The block failed or was cancelled: its submissions still go,
+        unwaited; a refusal among them is logged, never silent."""
         self._closed = True
         for task_id, slot in self._unanswered:
             slot.when_done(functools.partial(_log_refusal, task_id))
         self._unanswered.clear()
-        for task_id, error in self._refused.items():
+        refused, self._refused = self._refused, {}
+        for task_id, error in refused.items():
             log.warning("pipelined submission of task %s refused: %s", task_id, error)
 
     def _check(self) -> None:
@@ -233,8 +242,22 @@ class SyncPipeline:
 
     def flush(self) -> None:
         """See ``Pipeline.flush``."""
-        self._hand_over()
-        self._call(self._pipeline.flush)
+        self._finish(self._pipeline.flush)
+
+    def _finish(self, wait: Callable[..., Any], *args: Any) -> None:
+        """Hand over what is buffered, then ``wait`` for every answer; raise
+        every refusal either step found, as one ``SubmissionsRefused``."""
+        refused: dict[str, FastworkerError] = {}
+        try:
+            self._hand_over()
+        except SubmissionsRefused as error:
+            refused.update(error.refused)
+        try:
+            self._call(wait, *args)
+        except SubmissionsRefused as error:
+            refused.update(error.refused)
+        if refused:
+            raise SubmissionsRefused(refused)
 
     def _hand_over(self) -> None:
         if self._buffer:
@@ -247,10 +270,7 @@ class SyncPipeline:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc is None:
-            try:
-                self._hand_over()
-            finally:
-                self._call(self._pipeline.__aexit__, None, None, None)
+            self._finish(self._pipeline.__aexit__, None, None, None)
             return
         try:
             self._hand_over()  # their ids were returned: they go

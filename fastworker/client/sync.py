@@ -92,7 +92,7 @@ class SyncClient:
         in this thread and handed to the client a batch at a time; a refusal
         is raised by the hand-off after the one that learned of it, by
         ``flush()``, or when the block ends."""
-        if self._portal is None:
+        if self._token is None:
             raise RuntimeError(_NOT_OPEN)
         return SyncPipeline(self._call, self._client.pipeline(window=window),
                             queue_wait=self._client.queue_wait, batch=self._client.max_batch)

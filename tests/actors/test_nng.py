@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pynng  # type: ignore[import-untyped]
 import pytest
 import trio
 import trio.testing
 
+from actors import nng_rep
 from actors.errors import ConfigError
 from actors.nng import (
     NngWire,
@@ -399,6 +401,74 @@ async def test_a_late_reply_to_a_request_given_up_is_never_the_next_ones() -> No
                     for n in range(3):
                         assert await client.request(b"next %d" % n) == b"re:next %d" % n
                     nursery.cancel_scope.cancel()
+
+
+async def test_a_request_given_up_is_ended_inside_nng_not_resent() -> None:
+    """A request on the socket's own lane that times out is ended inside
+    NNG at once (else NNG would resend it every resend_time): the socket
+    holds no request any more."""
+    held = Held()
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
+        async with requesting(address_of(server), resend_time=0.05) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve, server, held)
+                    with pytest.raises(TimeoutError):
+                        await client.request(b"hold me", timeout=0.2)
+                    with pytest.raises(pynng.BadState):  # no request in flight on it
+                        client._socket.recv(block=False)
+                    assert await client.request(b"next") == b"re:next"
+                    nursery.cancel_scope.cancel()
+
+
+async def test_a_readable_descriptor_with_nothing_to_take_does_not_spin() -> None:
+    """NNG leaves the rep socket's descriptor readable when the server
+    closes the connection of a request that waits for a context; a
+    receiver then waits, it does not spin."""
+    taken = 0
+    async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen", contexts=1) as server:
+        address = address_of(server)
+        rep = server._rep
+        assert rep is not None
+        original = nng_rep._try_receive
+
+        def counting(socket: Any, context: Any) -> Any:
+            nonlocal taken
+            taken += 1
+            return original(socket, context)
+
+        async with requesting(address) as first:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(first.request, b"one")
+                    request = await server.receive_frame()  # the one context is taken
+                    second = await open_request_wire(address, recv_max_size=MAX)
+
+                    async def two() -> None:
+                        with contextlib.suppress(anyio.ClosedResourceError):  # closed below
+                            await second.request(b"two")
+
+                    nursery.start_soon(two)
+                    await trio.lowlevel.wait_readable(rep._recv_fd)  # "two" waits for one
+                    gone = trio.Event()
+                    token = trio.lowlevel.current_trio_token()
+                    server._socket.add_post_pipe_remove_cb(
+                        lambda pipe: token.run_sync_soon(gone.set))
+                    # The server closes the connection "two" waits on (as it
+                    # drops a slow peer): NNG leaves the descriptor readable.
+                    [pipe] = [p for p in server._socket.pipes
+                              if p.id != request.reply_to.pipe.id]
+                    pipe.close()
+                    await gone.wait()
+                    await server.send_frame(b"", to=request.reply_to)
+                    nng_rep._try_receive = counting
+                    try:
+                        nursery.start_soon(server.receive_frame)
+                        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                    finally:
+                        nng_rep._try_receive = original
+                    nursery.cancel_scope.cancel()
+    assert taken <= 2
 
 
 async def test_replies_that_wait_behind_each_other_all_arrive() -> None:

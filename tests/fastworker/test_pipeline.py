@@ -1,13 +1,15 @@
-"""Pipelined submissions (``Client.pipeline``, ``SyncClient.pipeline``), and
-``map`` larger than the store's bounds, against the shipped control plane, in process: each refusal surfaces where
-the docs say, as ``SubmissionsRefused`` naming the id and why; every id
-the pipeline returned was accepted or is named there, never dropped."""
+"""Pipelined submissions (``Client.pipeline``, ``SyncClient.pipeline``),
+and ``map`` larger than the store's bounds, against the shipped control
+plane, in process: each refusal surfaces where the docs say, as
+``SubmissionsRefused`` naming the id and why; every id the pipeline
+returned was accepted or is named there, never dropped."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import pytest
@@ -24,6 +26,7 @@ from fastworker import (
     SyncClient,
     UnknownTask,
 )
+from fastworker.client.pipeline import SyncPipeline
 
 GUARD = 20  # seconds; a hang fails the test instead of stalling the run
 
@@ -209,3 +212,48 @@ async def test_a_map_waiting_for_queue_room_is_not_taken_for_lost() -> None:
         with trio.fail_after(GUARD):
             naps = await client.map(tasks.nap, [0.1] * 12)
     assert len(naps) == 12 and all(nap >= 0.1 for nap in naps)
+
+
+async def test_a_final_wait_that_is_cancelled_still_logs_refusals() -> None:
+    """The block ends but its wait for the answers is cancelled: what it
+    submitted still goes, and a refusal is logged when its answer comes."""
+    lines = _Lines()
+    logger = logging.getLogger("fastworker.client")
+    logger.addHandler(lines)
+    try:
+        async with control_plane() as address, Client(address) as client:
+            with trio.fail_after(GUARD):
+                with trio.CancelScope() as scope:
+                    async with client.pipeline() as pipe:
+                        bad = await pipe.delay("examples.tasks.nope")
+                        scope.cancel()  # the block ends; its wait is cancelled
+                assert scope.cancelled_caught
+                await lines.logged.wait()
+    finally:
+        logger.removeHandler(lines)
+    [line] = lines.lines
+    assert bad in line and "unknown task" in line
+
+
+def test_the_blocking_pipeline_raises_every_refusal_of_its_last_two_steps() -> None:
+    """At the block's end, refusals found by the last hand-off and by the
+    wait after it come out as one SubmissionsRefused naming them all."""
+    first = SubmissionsRefused({"a": UnknownTask("unknown task 'x'")})
+    second = SubmissionsRefused({"b": QueueFull("queue full")})
+
+    class Steps:
+        async def extend(self, submits: list[Any]) -> None:
+            raise first
+
+        async def __aexit__(self, *exc_info: Any) -> None:
+            raise second
+
+    def call(function: Any, *args: Any) -> Any:
+        return trio.run(function, *args)
+
+    pipe = SyncPipeline(call, Steps(), queue_wait=0.0, batch=100)  # type: ignore[arg-type]
+    with pytest.raises(SubmissionsRefused) as caught:
+        with pipe:
+            pipe.delay(tasks.add, 1, 2)
+    assert set(caught.value.refused) == {"a", "b"}
+    assert "2 pipelined submission(s) refused (1 UnknownTask, 1 QueueFull)" in str(caught.value)
