@@ -117,14 +117,7 @@ class Pipeline:
         Raises:
             SubmissionsRefused: some were refused (those not raised before).
         """
-        while self._unanswered:
-            task_id, slot = self._unanswered.popleft()
-            try:
-                await slot.settled()
-            except BaseException:
-                self._unanswered.appendleft((task_id, slot))
-                raise
-            self._note(task_id, slot)
+        await self._answered_down_to(0)
         self._raise_refused()
 
     async def __aenter__(self) -> Pipeline:
@@ -168,17 +161,22 @@ class Pipeline:
         self._queued += 1
         if len(self._unanswered) >= self._window:
             self._queued = 0
-            while len(self._unanswered) >= self._window:
-                task_id, slot = self._unanswered.popleft()
-                try:
-                    await slot.settled()
-                except BaseException:
-                    self._unanswered.appendleft((task_id, slot))
-                    raise
-                self._note(task_id, slot)
+            await self._answered_down_to(self._window - 1)
         elif self._queued >= self._batch:
             self._queued = 0
             await anyio.lowlevel.checkpoint()
+
+    async def _answered_down_to(self, most: int) -> None:
+        """Wait for answers, oldest first, until at most ``most`` are missing."""
+        unanswered = self._unanswered
+        while len(unanswered) > most:
+            task_id, slot = unanswered.popleft()
+            try:
+                await slot.settled()
+            except BaseException:
+                unanswered.appendleft((task_id, slot))
+                raise
+            self._note(task_id, slot)
 
     def _collect(self) -> None:
         """Take the answers already in, oldest first."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -166,16 +168,23 @@ class CallRuns(Recorder):
             call.reply.set(call.message.value * 3)
 
 
-async def test_calls_that_came_together_are_answered_as_one_run() -> None:
-    """An actor that overrides handle_calls gets the calls queued together at
-    once; one that does not is still called message by message."""
-    runs: list[int] = []
-    topology = Topology().add("runs", CallRuns, params={"runs": runs})
-    async with open_node(topology) as node:
+@asynccontextmanager
+async def held_busy(runs: list[int]) -> AsyncIterator[tuple[Any, trio.Event]]:
+    """A running CallRuns actor and the gate that holds it busy: calls made
+    before the gate is set queue up together."""
+    async with open_node(Topology().add("runs", CallRuns, params={"runs": runs})) as node:
         gate = trio.Event()
         ref = node.refs["runs"]
         await ref.send(Hold(gate))
         await trio.testing.wait_all_tasks_blocked()
+        yield ref, gate
+
+
+async def test_calls_that_came_together_are_answered_as_one_run() -> None:
+    """An actor that overrides handle_calls gets the calls queued together at
+    once; a stats request is still answered on its own."""
+    runs: list[int] = []
+    async with held_busy(runs) as (ref, gate):
         answers: dict[int, int] = {}
 
         async def ask(n: int) -> None:
@@ -196,12 +205,7 @@ async def test_a_run_of_calls_that_crashes_fails_each_of_its_callers() -> None:
     """Every caller of a run that crashed gets ActorCrashed; a later call is
     answered by the restarted actor (alone, so by ``handle``)."""
     runs: list[int] = []
-    topology = Topology().add("runs", CallRuns, params={"runs": runs})
-    async with open_node(topology) as node:
-        gate = trio.Event()
-        ref = node.refs["runs"]
-        await ref.send(Hold(gate))
-        await trio.testing.wait_all_tasks_blocked()
+    async with held_busy(runs) as (ref, gate):
         outcomes: dict[str, Any] = {}
 
         async def ask(name: str, message: Any) -> None:

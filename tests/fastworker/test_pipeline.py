@@ -7,8 +7,8 @@ returned was accepted or is named there, never dropped."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -133,13 +133,22 @@ class _Lines(logging.Handler):
         self.logged.set()
 
 
-async def test_a_block_that_fails_still_sends_and_logs_what_was_refused() -> None:
-    """The body raises: its error goes on unchanged; what it submitted is
-    still sent, and a refusal among it is logged when its answer comes."""
+@contextmanager
+def client_log() -> Iterator[_Lines]:
+    """The client's WARNING lines while the block runs."""
     lines = _Lines()
     logger = logging.getLogger("fastworker.client")
     logger.addHandler(lines)
     try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)
+
+
+async def test_a_block_that_fails_still_sends_and_logs_what_was_refused() -> None:
+    """The body raises: its error goes on unchanged; what it submitted is
+    still sent, and a refusal among it is logged when its answer comes."""
+    with client_log() as lines:
         async with control_plane() as address, Client(address) as client:
             with trio.fail_after(GUARD):
                 with pytest.raises(KeyError):
@@ -149,8 +158,6 @@ async def test_a_block_that_fails_still_sends_and_logs_what_was_refused() -> Non
                         raise KeyError("the caller's own")
                 assert await client.result(sent) == 42
                 await lines.logged.wait()
-    finally:
-        logger.removeHandler(lines)
     [line] = lines.lines
     assert bad in line and "unknown task 'examples.tasks.nope'" in line
 
@@ -217,10 +224,7 @@ async def test_a_map_waiting_for_queue_room_is_not_taken_for_lost() -> None:
 async def test_a_final_wait_that_is_cancelled_still_logs_refusals() -> None:
     """The block ends but its wait for the answers is cancelled: what it
     submitted still goes, and a refusal is logged when its answer comes."""
-    lines = _Lines()
-    logger = logging.getLogger("fastworker.client")
-    logger.addHandler(lines)
-    try:
+    with client_log() as lines:
         async with control_plane() as address, Client(address) as client:
             with trio.fail_after(GUARD):
                 with trio.CancelScope() as scope:
@@ -229,8 +233,6 @@ async def test_a_final_wait_that_is_cancelled_still_logs_refusals() -> None:
                         scope.cancel()  # the block ends; its wait is cancelled
                 assert scope.cancelled_caught
                 await lines.logged.wait()
-    finally:
-        logger.removeHandler(lines)
     [line] = lines.lines
     assert bad in line and "unknown task" in line
 
