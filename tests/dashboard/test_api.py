@@ -621,8 +621,11 @@ async def test_a_subworker_is_listed_and_can_be_drained_and_resumed() -> None:
     async with open_control(environ={"FASTWORKER_HEARTBEAT": "0.2",
                                      "FASTWORKER_LOCAL": "never"}) as control:
         async with open_subworker(control, "sub-1"):
+            # Listed by the registry, and in the dispatcher's view (its
+            # credit known): both halves of what the page shows of it.
             snapshot = await control.until(
-                lambda s: any(w["id"] == "sub-1" for w in s["workers"]["workers"]))
+                lambda s: any(w["id"] == "sub-1" and w["by_kind"]["async"]["free"] > 0
+                              for w in s["workers"]["workers"]))
             first = await control.client.delay(tasks.add, 1, 1)
             await control.settle(first)
             drained = await control.http.post("/api/workers/sub-1/drain")
