@@ -102,6 +102,8 @@ class LinkSession:
         # to it; of those, credit the control plane holds.
         self._free = [0, 0, 0]
         self._reported = [0, 0, 0]
+        # Whether this registration's first offer of credit was said (INFO).
+        self._offered = False
         self._report_wanted = trio.Event()
         self._report_seq = 0
         #: Pulls are numbered across registrations (the control plane takes
@@ -237,6 +239,7 @@ class LinkSession:
             return
         self._unknown = trio.Event()
         self._reported = [0, 0, 0]  # a new registration holds none of our credit
+        self._offered = False
         self._report_wanted.set()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._report_loop)
@@ -390,7 +393,11 @@ class LinkSession:
             self.counts["outcomes"] += len(finished)
             if changed:
                 shape.prefetch_told = prefetch
-            if any(credit) and tuple(reported) == credit:
+            # Said once it is all the credit there is (none was held), and
+            # always for a registration's first offer: jobs assigned while
+            # that Report was answered must not hide that the worker is in.
+            if any(credit) and (tuple(reported) == credit or not self._offered):
+                self._offered = True
                 log.info("%s: offered %s slots to %s", self.name, describe_slots(credit),
                          self.address)
             if returned:

@@ -30,7 +30,7 @@ from fastworker.messages import (
     Running,
 )
 from tests.fastworker.helpers import Recorder
-from tests.fastworker.test_link_outage import finished, open_link
+from tests.fastworker.test_link_outage import FakeControlPlane, finished, open_link
 
 
 def job(id: str, task: str = "add") -> Job:
@@ -106,6 +106,31 @@ class TestCreditPerKind:
         assert (first.seq, first.credit) == (again.seq, again.credit) == (2, (2, 0, 1))
         assert [(r.seq, r.credit) for r in cp.reports] == [
             (1, (0, 2, 0)), (2, (2, 0, 1)), (3, (0, 1, 0))]
+
+
+    async def test_the_first_offer_is_said_even_if_jobs_came_while_it_was_answered(
+        self, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A registration's first offer of credit is logged once answered,
+        even when jobs were assigned while it waited for its answer (the
+        line an operator, and a test harness, reads as "this worker is in")."""
+        caplog.set_level(logging.INFO, logger="fastworker.link")
+        made = FakeControlPlane.__init__
+
+        def slow_reports(self: FakeControlPlane) -> None:
+            made(self)
+            self.report_delay = 2.0  # the first Report is answered after...
+            self.to_assign = (job("t1"),)  # ...the first Pull brings a job
+
+        monkeypatch.setattr(FakeControlPlane, "__init__", slow_reports)
+        async with open_link(monkeypatch) as h:
+            cp = h.control_plane
+            await h.until(lambda: len(assigned(h.executor_got)) == 1)
+            await h.until(lambda: bool(cp.reports))
+        assert [r.credit for r in cp.reports][:1] == [(0, 2, 0)]
+        offered = [m for m in caplog.messages if "offered" in m]
+        assert len(offered) == 1 and "2 thread" in offered[0], caplog.messages
 
 
 class TestRegister:
