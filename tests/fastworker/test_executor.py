@@ -549,9 +549,11 @@ class TestSlots:
         self, gates: Callable[[], str]
     ) -> None:
         """Jobs waiting for a slot start best first (priority, then arrival),
-        not in the order they came. The threads hold their prefetch (here 1)
-        in their own queue, so a thread that frees starts it at once; the
-        critical job goes next, before the low one that waited longer."""
+        not in the order they came: as threads free, the critical job starts
+        before the low one that waited longer. The threads hold their
+        prefetch (here 1) in their own queue, best first too, so the freed
+        thread starts that low job or the critical one if the collector
+        handed it over first; both start before the last low job."""
         async with executor(threads=2, prefetch=1) as harness:
             blocker_key, critical_key = gates(), gates()
             low_keys = [gates() for _ in range(3)]
@@ -564,17 +566,17 @@ class TestSlots:
             assert await entered(blocker_key) and await entered(low_keys[0])
             stats = await harness.stats()
             assert (stats.running, stats.waiting) == ((0, 2, 0), (0, 3, 0))
-            GATES[blocker_key].set()  # its thread starts the prefetched one...
-            assert await entered(low_keys[1])
-            GATES[low_keys[0]].set()  # ...and the next thread to free the critical one
-            assert await entered(critical_key)
+            GATES[blocker_key].set()
+            GATES[low_keys[0]].set()  # two threads free: the prefetched and the critical
+            assert await entered(low_keys[1]) and await entered(critical_key)
             assert not ENTERED[low_keys[2]].is_set()
             for key in (critical_key, *low_keys):
                 GATES[key].set()
             await harness.outcomes_of(blocker, critical, *lows)
         started = [ids for r in harness.results.of(Running) for ids in r.ids]
         assert set(started[:2]) == {blocker.id, lows[0].id}  # two threads begin at once
-        assert started[2:] == [lows[1].id, critical.id, lows[2].id]
+        assert set(started[2:4]) == {lows[1].id, critical.id}
+        assert started[4:] == [lows[2].id]
 
     async def test_a_sync_job_waits_for_its_kind_while_async_slots_are_free(
         self, gate: str
