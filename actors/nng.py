@@ -8,7 +8,8 @@ dials, driven by its descriptors (``io="poll"``) or by pynng's aio
 rep wire, a ``RequestWire`` that runs under asyncio and trio. The wires
 themselves live in ``actors.nng_wire`` (``NngWire``, with
 ``actors.nng_rep`` for a rep socket's contexts) and ``actors.nng_req``
-(``RequestWire``), and are re-exported here; these four are the only modules
+(``RequestWire``), and are re-exported here; these four and
+``actors.nng_io`` (the NNG calls of their hot paths) are the only modules
 that import pynng (TLS settings and their rule are ``actors.tls``). See
 docs/transport.md. A sent
 frame may still be lost when a peer restarts: delivery rests on the acks and

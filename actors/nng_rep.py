@@ -7,8 +7,8 @@ until that request is answered or discarded, or until its
 ``Received.reply_to`` is garbage-collected (then nobody can answer it any
 more). Replies are bounded per connection (``_Output``): a peer that does
 not take them in time is dropped. The requesting end is ``actors.nng_req``.
-This module, ``actors.nng_req``, ``actors.nng`` and ``actors.nng_wire`` are
-the only ones that import pynng.
+This module, ``actors.nng_req``, ``actors.nng_io``, ``actors.nng`` and
+``actors.nng_wire`` are the only ones that import pynng.
 
 Neither requests nor replies go through pynng's aio callbacks, which
 cost a hop through NNG's task thread, the GIL taken from there and a
@@ -16,17 +16,13 @@ wake-up of trio per message: a request is taken when the socket's receive
 descriptor turns readable (it does while a request waits that no context
 asked for), by a free context, without blocking; a reply is handed to NNG
 in the caller's own call, on an aio with no callback, which NNG completes
-in that call when the connection is free to write. Only a reply that has
-to wait behind another one to the same connection is waited for, in a
-worker thread (of the pool's own, so replies stuck behind a slow peer hold
-up nothing else). A wake-up that finds nothing to take (another receiver
+in that call when the connection is free to write (``actors.nng_io``).
+Only a reply that has to wait behind another one to the same connection
+is waited for, in a worker thread (of the pool's own, so replies stuck
+behind a slow peer hold up nothing else). A wake-up that finds nothing to take (another receiver
 took it, or NNG left the descriptor readable for a request whose
 connection closed) waits on its context through pynng's aio instead, so a
-receiver never spins.
-
-pynng frees nothing after a send that failed or was cancelled (NNG hands
-the message back; pynng marked it given away), so every send goes through
-``send_message`` or ``_send_reply``, which take the message back. See
+receiver never spins. See
 docs/transport.md.
 """
 
@@ -34,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,133 +39,12 @@ import pynng  # type: ignore[import-untyped]
 import trio
 
 from actors.errors import ConfigError, PeerDropped
+from actors.nng_io import send_reply, try_receive
 
-__all__ = ["RepContexts", "send_message"]
+__all__ = ["RepContexts"]
 
 #: Dropped pipes remembered, so that later replies to them are dropped too.
 _DROPPED_REMEMBERED = 1024
-
-
-_lib = pynng.nng.lib
-_ffi = pynng.nng.ffi
-
-
-def _try_receive(socket: Any, context: Any) -> Any:
-    """The request waiting for ``context`` (a pynng Message), or None if
-    none waits; never blocks. A receive that finds nothing leaves the
-    context as it was. Raises pynng's errors (Closed, ...)."""
-    out = _ffi.new("nng_msg **")
-    result = _lib.nng_ctx_recvmsg(context.context, out, _lib.NNG_FLAG_NONBLOCK)
-    if result == _lib.NNG_EAGAIN:
-        return None
-    pynng.check_err(result)
-    message = pynng.Message(out[0])
-    socket._try_associate_msg_with_pipe(message)
-    return message
-
-
-class _PendingSend:
-    """A reply NNG could not write at once, waited for in a worker thread.
-
-    Whoever ends it frees the aio (with the message, if NNG gave it back):
-    the thread once the send completes, or ``cancel`` from trio's side when
-    the thread never started (trio may give up before it starts one). The
-    lock orders them, so the aio is freed once and never used after.
-    """
-
-    __slots__ = ("aio", "done", "lock", "result", "started")
-
-    def __init__(self, aio: Any) -> None:
-        self.aio = aio
-        self.lock = threading.Lock()
-        self.started = False
-        self.done = False
-        self.result = 0
-
-    def wait(self) -> int:
-        with self.lock:
-            if self.done:  # given up before this thread started: freed
-                return self.result
-            self.started = True
-        _lib.nng_aio_wait(self.aio)
-        with self.lock:
-            self.done = True
-            self.result = _finish(self.aio)
-        return self.result
-
-    def cancel(self) -> None:
-        """Abort the send (its message is dropped); free it here if no
-        thread waits for it."""
-        with self.lock:
-            if self.done:
-                return
-            _lib.nng_aio_cancel(self.aio)
-            if self.started:
-                return  # the thread frees it once NNG lets go, at once now
-            self.done = True
-        _lib.nng_aio_wait(self.aio)  # prompt: it was just cancelled
-        _finish(self.aio)
-
-
-def _finish(aio: Any) -> int:
-    """The result of a completed send aio; frees it, and the message if NNG
-    gave it back (a failed send)."""
-    result = _lib.nng_aio_result(aio)
-    if result != 0:
-        message = _lib.nng_aio_get_msg(aio)
-        if message != _ffi.NULL:
-            _lib.nng_msg_free(message)
-    _lib.nng_aio_free(aio)
-    return int(result)
-
-
-async def _send_reply(context: Any, frame: bytes, limiter: trio.CapacityLimiter) -> None:
-    """Send ``frame`` on ``context``: at once, in this call, when its
-    connection is free to write; else wait for NNG in a worker thread of
-    ``limiter`` (cancellable: a cancelled reply is dropped, never leaked).
-    The context's send timeout bounds the wait. Raises pynng's errors
-    (Timeout, Closed, ...)."""
-    out = _ffi.new("nng_aio **")
-    pynng.check_err(_lib.nng_aio_alloc(out, _ffi.NULL, _ffi.NULL))
-    aio = out[0]
-    message = _ffi.new("nng_msg **")
-    result = _lib.nng_msg_alloc(message, 0)
-    if result == 0:
-        result = _lib.nng_msg_append(message[0], frame, len(frame))
-        if result != 0:
-            _lib.nng_msg_free(message[0])
-    if result != 0:
-        _lib.nng_aio_free(aio)
-        pynng.check_err(result)
-    _lib.nng_aio_set_msg(aio, message[0])
-    _lib.nng_ctx_send(context.context, aio)
-    if not _lib.nng_aio_busy(aio):  # done in that call: the common case
-        pynng.check_err(_finish(aio))
-        return
-    pending = _PendingSend(aio)
-    try:
-        result = await trio.to_thread.run_sync(pending.wait, abandon_on_cancel=True,
-                                               limiter=limiter)
-    except BaseException:
-        pending.cancel()
-        raise
-    pynng.check_err(result)
-
-
-async def send_message(target: Any, frame: bytes) -> None:
-    """``target.asend_msg`` (a pynng socket or context) that never leaks ``frame``.
-
-    NNG gives a message back to its sender whenever a send fails, is
-    cancelled or times out, but pynng has marked it as given away by then and
-    never frees it (1 MB frames cancelled 300 times: +316 MB). Marking it as
-    ours again lets ``Message.__del__`` free it, so the send may be cancelled.
-    """
-    message = pynng.Message(frame)
-    try:
-        await target.asend_msg(message)
-    except BaseException:
-        message._mem_freed = False  # NNG did not take it: ours to free
-        raise
 
 
 @final
@@ -305,7 +179,7 @@ class RepContexts:
                 raise self._closed_error()
             context = self._free.pop()
             try:
-                message = _try_receive(self._socket, context)
+                message = try_receive(self._socket, context)
                 if message is None and woken:
                     # Readable, yet nothing to take: another receiver took
                     # it, or NNG left the descriptor readable for a request
@@ -394,7 +268,7 @@ class RepContexts:
             # No checkpoint since the room was seen: the count is ours.
             output.queued += size
             try:
-                await _send_reply(context, frame, self._send_threads)
+                await send_reply(context, frame, self._send_threads)
             except pynng.Timeout:
                 if not output.dropped and pipe.id not in self._dropped:  # once per pipe
                     raise self._drop(pipe, output, f"a reply of {size} bytes") from None

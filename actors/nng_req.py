@@ -11,11 +11,11 @@ sends one request at a time ever takes: it is sent without blocking, and
 its reply taken once the socket's receive descriptor turns readable,
 waited for by the event loop's own primitive (``_Trio``, ``_Asyncio``,
 chosen once when the wire opens). One given up (cancelled, timed out) is
-ended inside NNG at once (``_give_up``), so NNG does not resend it. An
-aio request costs a hop through NNG's task thread and the GIL taken from
-there for its send and again for its reply, and anyio's per-call checks of
-the event loop on top. The
-serving end is ``actors.nng_rep``.
+ended inside NNG at once (``actors.nng_io.give_up``), so NNG does not
+resend it. An aio request costs a hop through NNG's task thread and the
+GIL taken from there for its send and again for its reply, and anyio's
+per-call checks of the event loop on top. The serving end is
+``actors.nng_rep``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pynng  # type: ignore[import-untyped]
 import sniffio
 import trio
 
-from actors.nng_rep import send_message
+from actors.nng_io import give_up, receive_now, send_message
 
 __all__ = ["RequestWire", "req_socket"]
 
@@ -149,44 +149,6 @@ def _event_loop() -> _Trio | _Asyncio | None:
     except (ValueError, OSError):
         pass
     return _Asyncio()
-
-
-_lib = pynng.nng.lib
-_ffi = pynng.nng.ffi
-
-
-def _receive_now(socket: Any) -> bytes:
-    """The reply waiting on ``socket``, as bytes (empty ones too, which
-    pynng's ``recv`` cannot return). Raises pynng.TryAgain if none waits."""
-    out = _ffi.new("nng_msg **")
-    pynng.check_err(_lib.nng_recvmsg(socket.socket, out, _lib.NNG_FLAG_NONBLOCK))
-    message = out[0]
-    try:
-        return bytes(_ffi.buffer(_lib.nng_msg_body(message), _lib.nng_msg_len(message)))
-    finally:
-        _lib.nng_msg_free(message)
-
-
-def _give_up(socket: Any) -> None:
-    """End the request in flight on ``socket`` inside NNG, as cancelling a
-    receive does (its reply taken and dropped if it came): else NNG goes on
-    resending it, at every ``resend_time`` and reconnection, until the next
-    request replaces it. An aio with no callback: all of it happens in this
-    call."""
-    out = _ffi.new("nng_aio **")
-    if _lib.nng_aio_alloc(out, _ffi.NULL, _ffi.NULL) != 0:
-        return  # out of memory: the next request replaces it
-    aio = out[0]
-    try:
-        _lib.nng_recv_aio(socket.socket, aio)
-        _lib.nng_aio_cancel(aio)
-        _lib.nng_aio_wait(aio)
-        if _lib.nng_aio_result(aio) == 0:  # the reply had come: drop it
-            message = _lib.nng_aio_get_msg(aio)
-            if message != _ffi.NULL:
-                _lib.nng_msg_free(message)
-    finally:
-        _lib.nng_aio_free(aio)
 
 
 class _Req0(pynng.Req0):  # type: ignore[misc]
@@ -318,7 +280,7 @@ class RequestWire:
                     await self._wait(loop, self._send_fd, deadline, timeout)
             while True:
                 try:
-                    reply = _receive_now(socket)
+                    reply = receive_now(socket)
                     completed = True
                     return reply
                 except pynng.TryAgain:
@@ -327,7 +289,7 @@ class RequestWire:
             raise self._closed_error() from None
         finally:
             if not completed and not self._closed:
-                _give_up(socket)
+                give_up(socket)
 
     async def _wait(self, loop: _Trio | _Asyncio, fd: int, deadline: float,
                     timeout: float | None) -> None:

@@ -7,8 +7,9 @@ sees one readable, then call pynng without blocking) or by pynng's aio
 descriptor and sends most replies without waiting, whatever ``io`` says.
 Which patterns send, receive, or go by contexts is said once, here, for
 the wire and for ``actors.nng``, which sizes the sockets' queues by it.
-This module, ``actors.nng``, ``actors.nng_rep`` and ``actors.nng_req`` are
-the only ones that import pynng. See docs/transport.md.
+This module, ``actors.nng``, ``actors.nng_rep``, ``actors.nng_req`` and
+``actors.nng_io`` are the only ones that import pynng. See
+docs/transport.md.
 """
 
 from __future__ import annotations

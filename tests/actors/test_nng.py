@@ -414,7 +414,7 @@ async def test_a_readable_descriptor_with_nothing_to_take_does_not_spin() -> Non
         address = address_of(server)
         rep = server._rep
         assert rep is not None
-        original = nng_rep._try_receive
+        original = nng_rep.try_receive
 
         def counting(socket: Any, context: Any) -> Any:
             nonlocal taken
@@ -445,12 +445,12 @@ async def test_a_readable_descriptor_with_nothing_to_take_does_not_spin() -> Non
                     pipe.close()
                     await gone.wait()
                     await server.send_frame(b"", to=request.reply_to)
-                    nng_rep._try_receive = counting
+                    nng_rep.try_receive = counting
                     try:
                         nursery.start_soon(server.receive_frame)
                         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
                     finally:
-                        nng_rep._try_receive = original
+                        nng_rep.try_receive = original
                     nursery.cancel_scope.cancel()
     assert taken <= 2
 
