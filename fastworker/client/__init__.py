@@ -7,6 +7,7 @@ it is built, one job per module:
 - ``client``: the public calls, kept thin;
 - ``connection``: the address, the secret, one wire per port, and a
   question over it (``ConnectionLost`` when unanswered);
+- ``bulk``: many runs of one task at once (``delay_many``, ``map``);
 - ``coalescer``: concurrent calls on one port sent in shared frames;
 - ``pipeline``: a loop of submissions without a round trip each;
 - ``poller``: the watch session that brings results back;

@@ -28,6 +28,7 @@ import anyio.abc
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.tls import TlsOptions
 from fastworker.cancel import cancel_task
+from fastworker.client.bulk import build_each, run_watched
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
 from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
@@ -258,12 +259,9 @@ class Client:
         ``fair_key`` of each call's arguments, else none)."""
         if not self._submitters:
             raise RuntimeError(_NOT_OPEN)
-        slots = []
-        for call in calls:
-            args = call if isinstance(call, tuple) else (call,)
-            submit = build_submit(task, args, None, id=self._ids.next(), priority=priority,
-                                  queue_wait=self.queue_wait, fair_key=fair_key)
-            slots.append(self._submitters[submit.priority].put(submit))
+        slots = [self._queue(submit) for submit in build_each(
+            task, calls, self._ids.next, priority=priority, queue_wait=self.queue_wait,
+            fair_key=fair_key)]
         return [accepted_id(await slot.wait()) for slot in slots]
 
     def pipeline(self, *, window: int = DEFAULT_WINDOW) -> Pipeline:
@@ -273,13 +271,9 @@ class Client:
                 for row in rows:
                     task_id = await pipe.delay(process, row)
 
-        ``pipe.delay`` (and ``pipe.send``, with ``send``'s options) returns
-        the id at once; the submissions go out in shared frames. A refusal
-        is raised as ``SubmissionsRefused`` (each refused id, and why) by
-        the next ``pipe.delay`` once known, by ``await pipe.flush()``, or
-        when the block ends, which waits for every answer. At most
-        ``window`` submissions wait for their answers; ``pipe.delay`` waits
-        for room beyond that.
+        Each id comes back at once; refusals are raised as
+        ``SubmissionsRefused``; at most ``window`` submissions wait for
+        their answers (``fastworker.client.pipeline`` says when and how).
         """
         if not self._submitters:
             raise RuntimeError(_NOT_OPEN)
@@ -314,22 +308,9 @@ class Client:
         results = self._results
         if not self._submitters or results is None:
             raise RuntimeError(_NOT_OPEN)
-        submits = []
-        for call in calls:
-            args = call if isinstance(call, tuple) else (call,)
-            submits.append(build_submit(task, args, None, id=self._ids.next(),
-                                        priority=priority, queue_wait=self.queue_wait))
-        slots = [results.expect(submit.id, unconfirmed=True) for submit in submits]
-        try:
-            answers = [self._queue(submit) for submit in submits]
-            for submit, answer in zip(submits, answers, strict=True):
-                accepted_id(await answer.wait())
-                results.confirm(submit.id)
-            with anyio.fail_after(timeout):
-                return [task_value(await slot.wait()) for slot in slots]
-        finally:
-            for submit, slot in zip(submits, slots, strict=True):
-                results.forget(submit.id, slot)
+        submits = build_each(task, calls, self._ids.next, priority=priority,
+                             queue_wait=self.queue_wait)
+        return await run_watched(results, self._queue, submits, timeout)
 
     async def submit(
         self, task: str | Task[Any, Any], /, *args: Any, priority: str | None = None, **kwargs: Any

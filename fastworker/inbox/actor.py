@@ -195,19 +195,15 @@ class PriorityInbox(Actor[Accepts]):
         if self._journal is not None:
             await self._journal.drain()
 
-    async def handle(self, message: Accepts) -> Any:
-        if isinstance(message, Requests):
-            await self._settle_keys(message)
-        answer = self._on_message(message)
-        if isinstance(answer, Answers) and answer.missing:
-            answer.reply = self.defer()  # set by a flush or a timer once all are known
-        await self._flush()
-        return answer.values if isinstance(answer, Answers) else answer
+    async def handle(self, message: Accepts) -> None:
+        await self.handle_calls([Call(message, self.defer())])
 
     async def handle_calls(self, calls: list[Call[Accepts]]) -> None:
-        """Requests of several frames at once (many clients sending one task
-        each): decided in order, then one flush for them all, so each frame
-        costs its decisions, not a flush of its own."""
+        """Calls (requests of one frame or of several at once: many clients
+        sending one task each) decided in order, then one flush for them
+        all, so each frame costs its decisions, not a flush of its own. A
+        call's answers go once known: after the flush, or for a request
+        that waits (a Submit waiting for room) by a later flush or timer."""
         answers: list[tuple[Call[Accepts], Any, bool]] = []
         for call in calls:
             message = call.message
