@@ -17,7 +17,10 @@ Figures, each the median of ``--runs`` runs, against a control plane alone
   round trip, p50 and p99;
 - **many producers:** ``--producers`` processes, each sending
   ``client.delay(...)`` one at a time (the web-app pattern), together
-  (tasks/s), and the control plane's CPU per task meanwhile.
+  (tasks/s), and the control plane's CPU per task meanwhile; against the
+  floor of that pattern: as many processes, each a bare sync pynng Req0,
+  one request at a time, to one Python Rep0 echo (round trips/s, and the
+  echo's CPU per round trip).
 
 Run: ``.venv/bin/python benchmarks/plain_api.py [--tasks 3000] [--runs 3]
 [--producers 8]``. Prints figures only; nothing here is a test.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -122,6 +126,22 @@ def pipelined_sync(address: str, count: int) -> tuple[float, float]:
         return count / accepted, count / (time.perf_counter() - started)
 
 
+def floor_producer(address: str, count: int) -> None:
+    """One process of the many-producers floor: a bare sync Req0, one
+    request at a time once stdin says go."""
+    with pynng.Req0(dial=address) as req:
+        for _ in range(100):
+            req.send(PAYLOAD)
+            req.recv()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        began = time.time()
+        for _ in range(count):
+            req.send(PAYLOAD)
+            req.recv()
+        print(json.dumps({"began": began, "ended": time.time()}), flush=True)
+
+
 def producer(address: str, count: int) -> None:
     """One producer process: ``delay`` one at a time once stdin says go;
     prints its start and end times as one JSON line."""
@@ -135,11 +155,12 @@ def producer(address: str, count: int) -> None:
         print(json.dumps({"began": began, "ended": time.time()}), flush=True)
 
 
-def many(address: str, control_pid: int, producers: int, count: int) -> tuple[float, float]:
+def many(address: str, control_pid: int, producers: int, count: int,
+         flag: str = "--produce") -> tuple[float, float]:
     """Tasks/s of ``producers`` processes sending ``count`` each, and the
-    control plane's CPU seconds per task meanwhile."""
+    CPU seconds per task of ``control_pid`` meanwhile."""
     procs = [subprocess.Popen(
-        [sys.executable, __file__, "--produce", address, "--tasks", str(count)],
+        [sys.executable, __file__, flag, address, "--tasks", str(count)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         for _ in range(producers)]
     for proc in procs:  # each has connected
@@ -157,15 +178,33 @@ def many(address: str, control_pid: int, producers: int, count: int) -> tuple[fl
     return total / wall, cpu / total
 
 
+def many_floor(producers: int, count: int) -> tuple[float, float]:
+    """Round trips/s of ``producers`` bare Req0 processes against one
+    Python Rep0 echo, and the echo's CPU seconds per round trip."""
+    address = f"tcp://127.0.0.1:{free_tcp_ports(1)}"
+    with pynng.Rep0(listen=address) as rep:
+        def echo() -> None:
+            with contextlib.suppress(pynng.Closed):
+                while True:
+                    rep.send(rep.recv())
+
+        threading.Thread(target=echo, daemon=True).start()
+        return many(address, os.getpid(), producers, count, "--floor-produce")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=3000, help="tasks per measurement")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--producers", type=int, default=8)
     parser.add_argument("--produce", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-produce", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
         producer(args.produce, args.tasks)
+        return
+    if args.floor_produce:
+        floor_producer(args.floor_produce, args.tasks)
         return
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     control = start("config/control.toml", control_env(address))
@@ -173,7 +212,8 @@ def main() -> None:
         anyio.run(ready, address, backend="trio")
         rows: dict[str, list[float]] = {k: [] for k in (
             "floor", "trio", "asyncio", "sync", "pipe_trio", "pipe_trio_run", "pipe_asyncio",
-            "pipe_asyncio_run", "pipe_sync", "pipe_sync_run", "p50", "p99", "many", "cpu")}
+            "pipe_asyncio_run", "pipe_sync", "pipe_sync_run", "p50", "p99", "many", "cpu",
+            "many_floor", "floor_cpu")}
         for _ in range(args.runs):
             rows["floor"].append(floor(args.tasks))
             rows["trio"].append(anyio.run(sequential, address, args.tasks, backend="trio"))
@@ -193,6 +233,9 @@ def main() -> None:
             rate, cpu = many(address, control.pid, args.producers, args.tasks // 2)
             rows["many"].append(rate)
             rows["cpu"].append(cpu * 1e6)
+            rate, cpu = many_floor(args.producers, args.tasks // 2)
+            rows["many_floor"].append(rate)
+            rows["floor_cpu"].append(cpu * 1e6)
     finally:
         stop(control)
     med = {k: statistics.median(v) for k, v in rows.items()}
@@ -216,7 +259,11 @@ def main() -> None:
           f"(runs: {runs['p50']} / {runs['p99']})")
     print(f"  {args.producers} producer processes, delay() one at a time: "
           f"{med['many']:,.0f} tasks/s together, control plane CPU {med['cpu']:.0f} us "
-          f"per task (runs: {runs['many']} / {runs['cpu']})", flush=True)
+          f"per task (runs: {runs['many']} / {runs['cpu']})")
+    print(f"  their floor: {args.producers} bare pynng Req0 processes, one Python Rep0 echo: "
+          f"{med['many_floor']:,.0f} round trips/s, echo CPU {med['floor_cpu']:.0f} us per "
+          f"round trip; producers at {med['many'] / med['many_floor']:.2f} of it "
+          f"(runs: {runs['many_floor']} / {runs['floor_cpu']})", flush=True)
 
 
 if __name__ == "__main__":
