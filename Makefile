@@ -6,14 +6,19 @@ BIN := $(VENV)/bin
 
 .PHONY: run test check bench clean
 
-$(BIN)/.installed: pyproject.toml
+# `make run` installs what running needs; `make test` adds the test tools.
+$(BIN)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(BIN)/.installed-run
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(BIN)/.installed
-	$(BIN)/fastworker run config/control.toml
+run: $(BIN)/.installed-run
+	$(BIN)/fastworker run control --tasks examples.tasks
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -125,7 +125,7 @@ class NodeOptions:
         imports: modules to import before anything starts (the modules that
             define a control plane's tasks, say); an entry may hold several
             names separated by commas, so one environment variable can
-            name a list (``["${FASTWORKER_TASKS:-examples.tasks}"]``).
+            name a list (``["${FASTWORKER_TASKS:-}"]``).
         shutdown_deadline: seconds a graceful stop waits for actors to
             finish what they hold before cancelling them.
         supervision: how crashes are answered.

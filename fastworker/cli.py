@@ -1,8 +1,10 @@
 """The ``fastworker`` command.
 
-``fastworker run FILE.toml`` runs a topology until SIGINT or SIGTERM;
-``--check`` only validates it. A user mistake is reported as readable
-lines, never a traceback:
+``fastworker run control`` (or ``sub``, or ``FILE.toml``) runs a topology
+until SIGINT or SIGTERM: ``control`` and ``sub`` are the shipped ones,
+found inside the installed package (``SHIPPED``); ``--tasks MODULE`` is the
+flag form of ``FASTWORKER_TASKS``; ``--check`` only validates it. A user
+mistake is reported as readable lines, never a traceback:
 
 - exit 0: stopped gracefully (or ``--check`` found nothing wrong);
 - exit 1: the node failed (an actor could not start, or crashed past its
@@ -13,6 +15,8 @@ lines, never a traceback:
 ``fastworker journal check PATH`` checks a journal (exit 0 sound, 1 not, or
 in use, or missing); ``fastworker journal salvage PATH`` moves a damaged
 one aside and keeps its readable rows in a new one (exit 0 done, 1 not).
+
+``fastworker --version`` prints the version.
 
 ``fastworker secret`` makes this user's per-host secret if it is missing
 and prints its path, never the secret (exit 0; 1 with one line on stderr
@@ -29,6 +33,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 
 import trio
 
@@ -37,8 +43,24 @@ from actors.log import configure as configure_logging
 from actors.node import run_node
 from actors.supervisor import unwrap
 from actors.topology import Topology
+from fastworker.version import VERSION
 
 log = logging.getLogger("fastworker")
+
+#: The topologies that ship inside the package, by the name ``run`` takes.
+SHIPPED = {"control": "control.toml", "sub": "sub.toml"}
+
+
+def shipped_path(name: str) -> Path:
+    """Where the shipped topology ``name`` (``control``, ``sub``) is."""
+    return Path(str(resources.files("fastworker") / "config" / SHIPPED[name]))
+
+
+def topology_path(given: str) -> str:
+    """The file ``run`` loads: a shipped topology by its name, else the path given."""
+    if given in SHIPPED and not Path(given).exists():
+        return str(shipped_path(given))
+    return given
 
 #: Allocations (less deallocations) of tracked objects between two young
 #: collections of the garbage collector in a node process: CPython's 700
@@ -85,9 +107,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastworker", description="A brokerless task queue for Python."
     )
+    parser.add_argument("--version", action="version", version=f"fastworker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run a topology file (config/control.toml, ...)")
-    run.add_argument("file", help="the topology file (TOML)")
+    run = commands.add_parser(
+        "run", help="run the control plane (control), a subworker (sub), or a topology file",
+        description="Run a topology until SIGINT or SIGTERM: `control` (the control plane) "
+        "and `sub` (a subworker) are the ones shipped with fastworker; any other "
+        "argument is a topology file (TOML).")
+    run.add_argument("file", metavar="control|sub|FILE",
+                     help="a shipped topology (control, sub) or a topology file (TOML)")
+    run.add_argument(
+        "--tasks", metavar="MODULE[,MODULE...]",
+        help="the task modules to import (sets FASTWORKER_TASKS, which the shipped "
+        "topologies read)")
     run.add_argument("--check", action="store_true", help="validate the file and exit")
     run.add_argument(
         "--log-level",
@@ -156,8 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # directory, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if args.tasks is not None:
+        os.environ["FASTWORKER_TASKS"] = args.tasks
+    path = topology_path(args.file)
     try:
-        topology = Topology.from_toml(args.file)
+        topology = Topology.from_toml(path)
         resolved = topology.resolve()
     except ConfigError as error:
         for problem in error.problems:
@@ -168,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.file}: ok ({len(resolved)} actors: {names})")
         return 0
     configure_logging(args.log_level)
+    if path != args.file and not topology.node.modules():
+        log.warning(
+            "%s: no task modules (--tasks MODULE or FASTWORKER_TASKS): this node knows "
+            "only the tasks %s", args.file,
+            "subworkers bring when they register" if args.file == "control"
+            else "of no module, and can run none")
     tune_gc()
     tune_malloc()
     try:

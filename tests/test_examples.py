@@ -86,6 +86,7 @@ async def test_example_runs_to_completion(
         # Not the well-known ports (8080, 5550), which parallel runs would share.
         env["FASTWORKER_DASHBOARD"] = "127.0.0.1:0"
         env["FASTWORKER_DISCOVERY_PORT"] = "0"
+        env["FASTWORKER_TASKS"] = "examples.tasks"  # as `make run` does
         async with fastworker_run("config/control.toml", env) as node:
             await node.wait_for("node control ready")
             await run_example(example, args, env, tmp_path)

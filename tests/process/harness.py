@@ -46,6 +46,9 @@ def env() -> dict[str, str]:
     environ["FASTWORKER_DISCOVERY_PORT"] = "0"
     # Nor a dashboard on the well-known port 8080.
     environ["FASTWORKER_DASHBOARD"] = "off"
+    # The shipped topologies import no task module unless told; the
+    # examples' unless a test names its own.
+    environ["FASTWORKER_TASKS"] = "examples.tasks"
     # The per-host secret is the test's own (tests/conftest.py's state_home),
     # shared by the nodes it starts and its clients.
     environ["XDG_STATE_HOME"] = os.environ["XDG_STATE_HOME"]
@@ -159,11 +162,13 @@ async def control_plane(env: dict[str, str],
 
 
 @asynccontextmanager
-async def run_process(args: list[str], env: dict[str, str], label: str) -> AsyncIterator[Running]:
-    """Start ``args`` (output read as ``label``); kill and reap it on the way out."""
+async def run_process(args: list[str], env: dict[str, str], label: str,
+                      cwd: Path = ROOT) -> AsyncIterator[Running]:
+    """Start ``args`` in ``cwd`` (output read as ``label``); kill and reap
+    it on the way out."""
     process = await trio.lowlevel.open_process(
         args,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
