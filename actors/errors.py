@@ -7,6 +7,7 @@
     │   ├── Unanswered               a server could not send its answer (too large)
     │   └── StaleFrame               a server refused a request as a replay or stale
     ├── CallTimeout (TimeoutError)   a call got no reply in time
+    ├── NotConnected (TimeoutError)  a request found no server to take it in time (never sent)
     ├── PeerDropped                  a peer took no reply in time; its connection was closed
     ├── ActorCrashed                 the actor crashed while handling a call
     ├── StartError                   an actor failed before it was ready
@@ -73,6 +74,12 @@ class StaleFrame(FrameError):
 
 class CallTimeout(ActorError, TimeoutError):
     """Raised when a ``Ref.call`` gets no reply before its timeout."""
+
+
+class NotConnected(ActorError, TimeoutError):
+    """Raised when a request wire that has never been connected found no
+    server to take a request within its ``connect_timeout``: nothing
+    listens there (yet), and the request was not sent."""
 
 
 class PeerDropped(ActorError):

@@ -215,6 +215,7 @@ async def open_request_wire(
     contexts: int = DEFAULT_CONTEXTS,
     resend_time: float | None = None,
     tls: TlsOptions | None = None,
+    connect_timeout: float | None = None,
 ) -> RequestWire:
     """Dial a ``rep`` wire at ``address`` and return a client for it.
 
@@ -233,6 +234,11 @@ async def open_request_wire(
             value, a request whose connection drops (a server restart) is
             sent again as soon as a connection is back.
         tls: certificates for a ``tls+tcp://`` address (``ca_file`` needed).
+        connect_timeout: until the wire has first connected, the longest a
+            request waits for a connection before ``NotConnected`` (it is
+            not sent); ``None`` waits as long as the request's timeout.
+            Once connected, a connection lost later is waited for again
+            (a server restart is ridden through).
 
     Raises:
         ConfigError: an option is wrong.
@@ -242,6 +248,8 @@ async def open_request_wire(
     problems = _common_problems(address, "dial", recv_max_size, contexts, tls)
     if not resend > 0:  # also refuses NaN
         problems.append(f"resend_time must be positive seconds or math.inf, got {resend_time}")
+    if connect_timeout is not None and not connect_timeout > 0:
+        problems.append(f"connect_timeout must be positive seconds or None, got {connect_timeout}")
     if problems:
         raise ConfigError(f"{address}: {problem}" for problem in problems)
     tls = tls if tls is not None and tls.configured else None
@@ -258,7 +266,7 @@ async def open_request_wire(
             resend_ms=resend_ms,
         )
     )
-    return RequestWire(socket, name=name, contexts=contexts)
+    return RequestWire(socket, name=name, contexts=contexts, connect_timeout=connect_timeout)
 
 
 def _common_problems(

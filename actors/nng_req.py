@@ -31,6 +31,7 @@ import pynng  # type: ignore[import-untyped]
 import sniffio
 import trio
 
+from actors.errors import NotConnected
 from actors.nng_io import give_up, receive_now, send_message
 
 __all__ = ["RequestWire", "req_socket"]
@@ -170,6 +171,19 @@ def req_socket(*, resend_ms: int, **options: Any) -> Any:
 
 
 @final
+class _Connected:
+    """A flag NNG's thread sets when a connection is made (one assignment)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self, _pipe: Any) -> None:
+        self.value = True
+
+
+@final
 class RequestWire:
     """Sends request frames to a rep listener; each gets exactly one reply frame.
 
@@ -180,9 +194,19 @@ class RequestWire:
     ``request`` at once.
     """
 
-    def __init__(self, socket: Any, *, name: str, contexts: int) -> None:
+    def __init__(self, socket: Any, *, name: str, contexts: int,
+                 connect_timeout: float | None = None) -> None:
         self._socket = socket
         self._name = name
+        self._connect_timeout = connect_timeout
+        # Whether a connection was ever made: until then a request waits
+        # for one at most connect_timeout (nothing may listen there). Set
+        # from NNG's thread; the socket holds the flag, not the wire (no
+        # cycle to keep the wire's contexts alive past its close).
+        self._ever = _Connected()
+        socket.add_post_pipe_connect_cb(self._ever.set)
+        if socket.pipes:  # connected before the callback was in place
+            self._ever.value = True
         self._loop = _event_loop()
         # The socket's own request, driven by its descriptors: free or not.
         self._direct = self._loop is not None
@@ -197,6 +221,16 @@ class RequestWire:
         self._free = list(self._contexts)
         self._slots = anyio.Semaphore(max(1, count))
         self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the wire has ever had a connection to its server."""
+        return self._ever.value
+
+    def _not_connected(self) -> NotConnected:
+        return NotConnected(
+            f"{self._name}: nothing accepted a connection within "
+            f"{self._connect_timeout:g} s; the request was not sent")
 
     def now(self) -> float:
         """The event loop's clock (seconds), for deadlines."""
@@ -224,6 +258,9 @@ class RequestWire:
         Raises:
             TimeoutError: no reply within ``timeout`` (the builtin, which
                 asyncio and trio callers alike can catch).
+            NotConnected: (a ``TimeoutError``) the wire has never been
+                connected and none came within its ``connect_timeout``;
+                the request was not sent.
             anyio.ClosedResourceError: the wire is closed, before or while waiting.
         """
         loop = self._loop
@@ -249,12 +286,14 @@ class RequestWire:
                 async with self._slots:
                     context = self._free.pop()
                     try:
-                        await _cancellable(functools.partial(self._send, context, frame))
+                        await self._send_connected(context, frame)
                         message = await _cancellable(functools.partial(self._receive, context))
                     except pynng.Closed:
                         raise self._closed_error() from None
                     finally:
                         self._free.append(context)
+        except NotConnected:
+            raise
         except TimeoutError:
             if timeout is None:
                 raise
@@ -270,6 +309,8 @@ class RequestWire:
         late reply is dropped there."""
         socket = self._socket
         deadline = math.inf if timeout is None else loop.now() + timeout
+        connect_by = (math.inf if self._ever.value or self._connect_timeout is None
+                      else loop.now() + self._connect_timeout)
         completed = False
         try:
             while True:
@@ -277,7 +318,14 @@ class RequestWire:
                     socket.send(frame, block=False)
                     break
                 except pynng.TryAgain:  # no connection yet
-                    await self._wait(loop, self._send_fd, deadline, timeout)
+                    if connect_by < deadline and not self._ever.value:
+                        if self._closed:
+                            raise self._closed_error() from None
+                        if not await loop.wait_readable(self._send_fd, connect_by):
+                            if not self._ever.value:
+                                raise self._not_connected() from None
+                    else:
+                        await self._wait(loop, self._send_fd, deadline, timeout)
             while True:
                 try:
                     reply = receive_now(socket)
@@ -330,6 +378,20 @@ class RequestWire:
 
     # aclose marks the wire closed on the event loop's thread, then closes the
     # contexts on another: each use checks first, with no await in between.
+
+    async def _send_connected(self, context: Any, frame: bytes) -> None:
+        """Send on ``context``; on a wire never connected, give up after
+        ``connect_timeout`` (the send is taken back: nothing went out)."""
+        send = functools.partial(self._send, context, frame)
+        if self._ever.value or self._connect_timeout is None:
+            await _cancellable(send)
+            return
+        with anyio.move_on_after(self._connect_timeout) as scope:
+            await _cancellable(send)
+        if scope.cancelled_caught and not self._ever.value:
+            raise self._not_connected()
+        if scope.cancelled_caught:  # connected meanwhile: send it now
+            await _cancellable(send)
 
     async def _send(self, context: Any, frame: bytes) -> None:
         if self._closed:

@@ -21,6 +21,7 @@ from fastworker.errors import ConnectionLost as ConnectionLost
 from fastworker.errors import DiscoveryTimeout as DiscoveryTimeout
 from fastworker.errors import FastworkerError as FastworkerError
 from fastworker.errors import InvalidSubmission as InvalidSubmission
+from fastworker.errors import NoControlPlane as NoControlPlane
 from fastworker.errors import QueueFull as QueueFull
 from fastworker.errors import ResultUnknown as ResultUnknown
 from fastworker.errors import SubmissionsRefused as SubmissionsRefused
@@ -46,6 +47,7 @@ __all__ = [
     "DiscoveryTimeout",
     "FastworkerError",
     "InvalidSubmission",
+    "NoControlPlane",
     "QueueFull",
     "ResultUnknown",
     "SubmissionsRefused",

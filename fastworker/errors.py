@@ -10,6 +10,7 @@
     │   └── TaskExpired                its deadline (expires) passed before it started
     ├── ResultUnknown (LookupError)    the store has no record (never seen, or expired)
     ├── ConnectionLost (ConnectionError)  the link to the control plane dropped mid-call
+    │   ├── NoControlPlane             nothing accepted a connection in time; nothing was sent
     │   └── AnswerTooLarge             its answer would not fit one frame; nothing was lost
     ├── SubmissionsRefused             pipelined submissions were refused (each id, and why)
     ├── DiscoveryTimeout               no control plane answered discovery probes in time
@@ -89,6 +90,14 @@ class ResultUnknown(FastworkerError, LookupError):
 class ConnectionLost(FastworkerError, ConnectionError):
     """Raised when the link to the control plane dropped while a call was in
     flight; the call may or may not have taken effect."""
+
+
+class NoControlPlane(ConnectionLost):
+    """Raised when nothing accepted a connection at the control plane's
+    address within the client's ``connect_timeout`` (2 s by default), and
+    the client had never been connected: the call was not sent. Once a
+    client has been connected, a control plane that goes away is waited
+    for up to ``request_timeout`` instead (a restart is ridden through)."""
 
 
 class AnswerTooLarge(ConnectionLost):

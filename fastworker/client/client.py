@@ -55,6 +55,8 @@ log = logging.getLogger("fastworker.client")
 DEFAULT_QUEUE_WAIT = 5.0
 #: How long a request may go unanswered before the call fails, in seconds.
 DEFAULT_REQUEST_TIMEOUT = 30.0
+#: Seconds a call waits for a control plane the client has never reached.
+DEFAULT_CONNECT_TIMEOUT = 2.0
 #: The longest one result poll waits at the store.
 POLL_WAIT = 10.0
 
@@ -82,6 +84,10 @@ class Client:
             call fails with ``ConnectionLost``. A restart of the control
             plane shorter than that is ridden through: waiting calls get
             their results, or ``ResultUnknown`` for a task the restart lost.
+        connect_timeout: until the client has first reached the control
+            plane, how long a call waits for a connection before
+            ``NoControlPlane`` (nothing is sent); ``None`` waits as long as
+            ``request_timeout``.
         max_batch: the most requests coalesced into one frame.
         contexts: frames in flight at once per port.
         poll_wait: the longest one result poll waits at the control plane;
@@ -115,10 +121,11 @@ class Client:
         poll_wait: float = POLL_WAIT,
         discover: float | None = None,
         tls: TlsOptions | None = None,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self._connection = Connection(address, secret, discover=discover,
                                       max_frame_bytes=max_frame_bytes, contexts=contexts,
-                                      tls=tls)
+                                      tls=tls, connect_timeout=connect_timeout)
         self.queue_wait = queue_wait
         self.request_timeout = request_timeout
         self.max_batch = max_batch
@@ -277,7 +284,9 @@ class Client:
         """
         if not self._submitters:
             raise RuntimeError(_NOT_OPEN)
-        return Pipeline(self._queue, self._build, window=window, batch=self.max_batch)
+        results = self._results
+        return Pipeline(self._queue, self._build, window=window, batch=self.max_batch,
+                        pending=None if results is None else results.unconfirmed)
 
     def _queue(self, submit: Submit) -> Slot[Any]:
         """Queue ``submit`` on its port; its answer comes to the slot."""

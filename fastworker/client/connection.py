@@ -19,13 +19,13 @@ from typing import Any, final
 import anyio
 
 from actors.edge import offset_address
-from actors.errors import ConfigError, FrameError, Unanswered
+from actors.errors import ConfigError, FrameError, NotConnected, Unanswered
 from actors.frame import Framer, secret_from
 from actors.nng import RequestWire, open_request_wire
 from actors.requester import Requester
 from actors.secret import AUTO, dialer_secret
 from actors.tls import TlsOptions, resolve_tls, tls_from_environ
-from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission
+from fastworker.errors import AnswerTooLarge, ConnectionLost, InvalidSubmission, NoControlPlane
 from fastworker.messages import CODEC, PRIORITIES
 from fastworker.probe import discover
 
@@ -40,15 +40,20 @@ class Port:
     """One port of the control plane: messages out in one frame, their
     answers back, or ``ConnectionLost``."""
 
-    __slots__ = ("_hint", "_requester")
+    __slots__ = ("_address", "_connect_hint", "_hint", "_requester")
 
-    def __init__(self, wire: RequestWire, framer: Framer, *, tls: bool = False) -> None:
+    def __init__(self, wire: RequestWire, framer: Framer, *, tls: bool = False,
+                 address: str = "") -> None:
         self._requester = Requester(wire, framer)
+        self._address = address
         self._hint = (
             "is it running there, with a certificate signed by FASTWORKER_TLS_CA, and "
             "does it accept this client's certificate, FASTWORKER_TLS_CERT?" if tls
             else "is it running there, with the same FASTWORKER_SECRET?"
         )
+        self._connect_hint = (
+            "is it running there, and does it accept this client's certificate, "
+            "FASTWORKER_TLS_CERT, signed by its CA?" if tls else "is it running there?")
 
     @property
     def name(self) -> str:
@@ -61,10 +66,19 @@ class Port:
         Raises:
             AnswerTooLarge: the control plane could not send the answer in
                 one frame (a ``ConnectionLost``; nothing was lost there).
+            NoControlPlane: (a ``ConnectionLost``) this port has never been
+                connected, and nothing accepted a connection within the
+                connect timeout; nothing was sent.
             ConnectionLost: no answer within ``timeout`` seconds, or a bad one.
         """
         try:
             return await self._requester.ask(messages, timeout=timeout)
+        except NotConnected as error:
+            raise NoControlPlane(
+                f"no control plane at {self._address or self.name}: {error} ({self._connect_hint} "
+                f"The address is Client(address=...) or FASTWORKER_ADDRESS, default "
+                f"{DEFAULT_ADDRESS}; connect_timeout sets how long to wait for it)"
+            ) from None
         except TimeoutError:
             raise ConnectionLost(
                 f"no answer from the control plane at {self.name} within {timeout:g} s "
@@ -112,6 +126,7 @@ class Connection:
         max_frame_bytes: int,
         contexts: int,
         tls: TlsOptions | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         given = address or os.environ.get("FASTWORKER_ADDRESS")
         self.address = given or DEFAULT_ADDRESS
@@ -122,6 +137,7 @@ class Connection:
         # Known address: a bad secret setting raises now; else once found.
         self._framer = None if self._discover is not None else self._framer_for(self.address)
         self._contexts = contexts
+        self._connect_timeout = connect_timeout
         self._ports: list[Port] = []
 
     def _framer_for(self, address: str) -> Framer:
@@ -172,8 +188,10 @@ class Connection:
                     recv_max_size=self._max_frame_bytes,
                     contexts=self._contexts,
                     tls=tls,
+                    connect_timeout=self._connect_timeout,
                 )
-                self._ports.append(Port(wire, self._framer, tls=tls is not None))
+                self._ports.append(Port(wire, self._framer, tls=tls is not None,
+                                        address=self.address))
         except BaseException:
             await self.aclose()
             raise

@@ -56,14 +56,17 @@ class Pipeline:
     Made by ``Client.pipeline()``; use it as ``async with``.
     """
 
-    __slots__ = ("_batch", "_build", "_closed", "_put", "_queued", "_refused", "_unanswered",
-                 "_window")
+    __slots__ = ("_batch", "_build", "_closed", "_pending", "_put", "_queued", "_refused",
+                 "_unanswered", "_window")
 
     def __init__(self, put: Callable[[Submit], Slot[Any]], build: Build, *, window: int,
-                 batch: int) -> None:
+                 batch: int, pending: set[str] | None = None) -> None:
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive int, got {window!r}")
         self._put = put
+        # Ids sent but not yet answered, shared with the result poller: a
+        # store with no record of one of them has not had it yet.
+        self._pending = set() if pending is None else pending
         self._build = build
         self._window = window
         self._batch = max(1, batch)
@@ -94,6 +97,7 @@ class Pipeline:
         """The explicit form of ``delay``, with ``Client.send``'s options."""
         self._check()
         submit = self._build(task, args, kwargs, options)
+        self._pending.add(submit.id)
         self._unanswered.append((submit.id, self._put(submit)))
         await self._pace()
         return submit.id
@@ -103,8 +107,9 @@ class Pipeline:
         then raise what was refused so far."""
         if self._closed:
             raise RuntimeError("the pipeline is closed: its block has ended")
-        put, unanswered = self._put, self._unanswered
+        put, unanswered, pending = self._put, self._unanswered, self._pending
         for submit in submits:
+            pending.add(submit.id)
             unanswered.append((submit.id, put(submit)))
         self._queued = self._batch  # let the flushers take them now
         await self._pace()
@@ -143,7 +148,7 @@ class Pipeline:
         unwaited; a refusal among them is logged, never silent."""
         self._closed = True
         for task_id, slot in self._unanswered:
-            slot.when_done(functools.partial(_log_refusal, task_id))
+            slot.when_done(functools.partial(_log_refusal, task_id, self._pending))
         self._unanswered.clear()
         refused, self._refused = self._refused, {}
         for task_id, error in refused.items():
@@ -186,6 +191,7 @@ class Pipeline:
             self._note(task_id, slot)
 
     def _note(self, task_id: str, slot: Slot[Any]) -> None:
+        self._pending.discard(task_id)
         try:
             accepted_id(slot.get())
         except FastworkerError as error:
@@ -197,7 +203,8 @@ class Pipeline:
             raise SubmissionsRefused(refused)
 
 
-def _log_refusal(task_id: str, slot: Slot[Any]) -> None:
+def _log_refusal(task_id: str, pending: set[str], slot: Slot[Any]) -> None:
+    pending.discard(task_id)
     try:
         accepted_id(slot.get())
     except FastworkerError as error:

@@ -44,7 +44,7 @@ from fastworker.messages import (
     Watch,
 )
 
-__all__ = ["LOST_RECHECK", "ResultPoller", "lost_record"]
+__all__ = ["LOST_RECHECK", "ResultPoller", "lost_record", "never_seen"]
 
 log = logging.getLogger("fastworker.client")
 
@@ -79,8 +79,9 @@ class ResultPoller:
         self.waiters: dict[str, list[Slot[TaskRecord]]] = {}
         self.new_ids: dict[str, None] = {}  # waited for, not yet sent to the store
         self.elsewhere: set[str] = set()  # their Watch travels with their submission
-        # Watched before their submission was accepted: the store may not
-        # know them yet, so not having a record of them means nothing.
+        # Watched before their submission was accepted (map), or sent by a
+        # pipeline and not yet answered: the store may not know them yet,
+        # so not having a record of them means nothing.
         self.unconfirmed: set[str] = set()
         self.in_flight = 0
         self.closed = False
@@ -90,6 +91,7 @@ class ResultPoller:
         #: Restarts of the control plane seen.
         self.restarts = 0
         self._to_check: dict[str, None] = {}  # ids to ask a restarted store about
+        self._checking: set[str] = set()  # ids being asked about (not "never seen")
         self._answered = False  # a poll came back
         send, receive = anyio.create_memory_object_stream[None](math.inf)
         self._wake_send: MemoryObjectSendStream[None] = send
@@ -232,19 +234,25 @@ class ResultPoller:
         """Ask the restarted store about the ids still to check, a batch at a
         time: final records go to their waiters; ids it has no record of,
         twice ``LOST_RECHECK`` apart, were lost with the restart."""
-        limit, unknown = self._limit, []
-        while self._to_check:
-            ids = list(itertools.islice(self._to_check, limit))
-            for task_id in ids:
-                del self._to_check[task_id]
-            unknown += await self._ask_status([i for i in ids if i in self.waiters])
-        if not unknown:
-            return
-        await anyio.sleep(LOST_RECHECK)
-        for start in range(0, len(unknown), limit):
-            ids = [i for i in unknown[start:start + limit] if i in self.waiters]
-            lost = await self._ask_status(ids)
-            self.deliver(lost_record(task_id, self._address) for task_id in lost)
+        limit, unknown, checking = self._limit, [], self._checking
+        asked: list[str] = []
+        try:
+            while self._to_check:
+                ids = list(itertools.islice(self._to_check, limit))
+                for task_id in ids:
+                    del self._to_check[task_id]
+                checking.update(ids)
+                asked += ids
+                unknown += await self._ask_status([i for i in ids if i in self.waiters])
+            if not unknown:
+                return
+            await anyio.sleep(LOST_RECHECK)
+            for start in range(0, len(unknown), limit):
+                ids = [i for i in unknown[start:start + limit] if i in self.waiters]
+                lost = await self._ask_status(ids)
+                self.deliver(lost_record(task_id, self._address) for task_id in lost)
+        finally:
+            checking.difference_update(asked)
 
     async def _ask_status(self, ids: list[str]) -> list[str]:
         """Deliver the final records among ``ids``; return the ids the store
@@ -282,6 +290,9 @@ class ResultPoller:
             ids = list(itertools.islice(self.new_ids, limit))
             for task_id in ids:
                 del self.new_ids[task_id]
+            # Not yet heard accepted when asked for: the store not knowing
+            # them then says nothing.
+            doubtful = self.unconfirmed.intersection(ids) if self.unconfirmed else ()
             self.in_flight += 1
             try:
                 # Parked only once the store has answered (so its epoch is
@@ -307,7 +318,10 @@ class ResultPoller:
             assert isinstance(reply, Records)
             self._answered = True
             self.deliver(reply.records)
+            restarted = bool(self.epoch) and reply.epoch != self.epoch
             self.heard(reply.epoch)
+            if reply.unknown and not restarted:
+                self._never_seen(reply.unknown, doubtful)
             if reply.waited_out and not self._to_check:
                 # A whole poll passed with nothing final: ask whether the
                 # store knows the ids at all (an expired or foreign id, or
@@ -316,6 +330,20 @@ class ResultPoller:
                 unconfirmed = self.unconfirmed
                 await self._settle_unknown(list(itertools.islice(
                     (task_id for task_id in self.waiters if task_id not in unconfirmed), limit)))
+
+    def _never_seen(self, ids: Iterable[str], doubtful: Iterable[str]) -> None:
+        """The store had no record of ``ids`` when asked: their waiters are
+        told at once (``ResultUnknown``), except for ids whose submission
+        was not yet heard accepted (``doubtful``, or still unconfirmed),
+        whose Watch travels with their submission, or that a restart left
+        in doubt; those are waited for as before."""
+        skip = set(doubtful)
+        waiters, unconfirmed, elsewhere, to_check, checking = (
+            self.waiters, self.unconfirmed, self.elsewhere, self._to_check, self._checking)
+        self.deliver(never_seen(task_id, self._address) for task_id in ids
+                     if task_id in waiters and task_id not in skip
+                     and task_id not in unconfirmed and task_id not in elsewhere
+                     and task_id not in to_check and task_id not in checking)
 
     async def _settle_unknown(self, ids: list[str]) -> None:
         if not ids:
@@ -327,6 +355,19 @@ class ResultPoller:
         assert isinstance(reply, Records)
         self.deliver(record for record in reply.records if record.state == "unknown")
         self.heard(reply.epoch)
+
+
+def never_seen(task_id: str, address: str) -> TaskRecord:
+    """The record that tells the waiters of ``task_id`` the control plane at
+    ``address`` has no record of it (``ResultUnknown`` with this text)."""
+    return TaskRecord(id=task_id, state="unknown", error=RemoteError(
+        type="ResultUnknown",
+        message=(
+            f"the control plane at {address} has no record of task {task_id}: it was "
+            f"not submitted there (or not since it last started without its journal; "
+            f"a result dropped by the store's bounds is reported as such)"
+        ),
+    ))
 
 
 def lost_record(task_id: str, address: str) -> TaskRecord:

@@ -106,6 +106,10 @@ class Records:
     #: The store's incarnation, new at each start: a client that sees it
     #: change knows the control plane restarted. Not part of equality.
     epoch: str = attrs.field(default="", eq=False)
+    #: Ids a Watch named that the store has no record of, nor of dropping:
+    #: not submitted to this control plane (or not yet: the client knows
+    #: which it has not heard accepted). It watches them all the same.
+    unknown: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

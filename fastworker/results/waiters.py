@@ -112,12 +112,15 @@ class Waiters:
     def watch(self, query: Watch, answers: Answers, index: int, now: float) -> None:
         """Add the ids of ``query`` to its session and answer with the
         session's ready records, or park it until there are some."""
-        session = self._session(query, now)
+        session, unknown = self._session(query, now)
         wait = min(query.wait, self.max_wait)
         # A Watch that names another epoch comes from before a restart:
-        # answered at once, so its client learns of the restart now.
-        if session.ready or wait <= 0 or query.epoch not in ("", self.epoch):
-            answers.values[index] = Records(records=self._take(session), epoch=self.epoch)
+        # answered at once, so its client learns of the restart now. One
+        # that names ids never seen here is too: its client decides which
+        # were never submitted (it knows those not yet accepted).
+        if session.ready or wait <= 0 or query.epoch not in ("", self.epoch) or unknown:
+            answers.values[index] = Records(records=self._take(session), epoch=self.epoch,
+                                            unknown=tuple(unknown))
             if session.ready and session.parked is not None:
                 # More than one answer could carry: the parked Watch takes the next part.
                 self._answer(session.parked, now)
@@ -129,23 +132,30 @@ class Waiters:
         session.parked = parked
         self._park(parked, now + wait)
 
-    def _session(self, query: Watch, now: float) -> _WatchSession:
-        """The query's session, with its new ids added (or made ready)."""
+    def _session(self, query: Watch, now: float) -> tuple[_WatchSession, list[str]]:
+        """The query's session, with its new ids added (or made ready); and
+        the ids among them the store has never had a record of."""
         session = self._sessions.get(query.session)
         if session is None:
             session = self._sessions[query.session] = _WatchSession(name=query.session)
         session.last_seen = now
         records = self._records
+        unknown = []
         for id in query.ids:
             record = records.final(id)
             if record is not None:
                 session.ready.append(record)
-            elif id in records.forgotten and records.get(id) is None:
+                continue
+            held = records.get(id)
+            if held is None and id in records.forgotten:
                 session.ready.append(self._forgotten_record(id))
-            elif id not in session.ids:
+                continue
+            if held is None:
+                unknown.append(id)
+            if id not in session.ids:
                 session.ids.add(id)
                 self._watched.setdefault(id, set()).add(session)
-        return session
+        return session, unknown
 
     def _park(self, parked: _ParkedQuery, deadline: float) -> None:
         parked.answers.later()

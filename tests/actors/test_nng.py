@@ -26,7 +26,7 @@ import trio
 import trio.testing
 
 from actors import nng_rep
-from actors.errors import ConfigError
+from actors.errors import ConfigError, NotConnected
 from actors.nng import (
     NngWire,
     RequestWire,
@@ -517,6 +517,67 @@ async def test_restarted_server_answers_the_request_in_flight(loopback_address: 
     assert replies == [b"done: hold, then work"]
 
 
+class TestConnectTimeout:
+    """Until a wire has first connected, a request waits ``connect_timeout``
+    for a server, not its whole timeout; once connected, a server that goes
+    away is waited for (a restart is ridden through)."""
+
+    async def test_nothing_listening_is_not_connected_within_the_connect_timeout(
+            self, loopback_address: str) -> None:
+        async with requesting(loopback_address, connect_timeout=0.2, contexts=3) as client:
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    caught: list[BaseException] = []
+
+                    async def ask(frame: bytes) -> None:
+                        try:
+                            await client.request(frame, timeout=GUARD * 10)
+                        except NotConnected as error:
+                            caught.append(error)
+
+                    # The first on the socket itself, the others on contexts.
+                    for index in range(3):
+                        nursery.start_soon(ask, b"%d" % index)
+            assert len(caught) == 3 and not client.connected
+            assert all(isinstance(error, TimeoutError) for error in caught)
+            assert "nothing accepted a connection within 0.2 s" in str(caught[0])
+            # Nothing was sent: the first server to come gets new requests only.
+            async with opened(loopback_address, pattern="rep", mode="listen") as server:
+                received: list[bytes] = []
+
+                async def serve_all() -> None:
+                    while True:
+                        request = await server.receive_frame()
+                        received.append(request.frame)
+                        await server.send_frame(b"re:" + request.frame, to=request.reply_to)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve_all)
+                    with trio.fail_after(GUARD):
+                        while True:  # until NNG's next dial, a request is not sent
+                            try:
+                                assert await client.request(b"later", timeout=GUARD) == b"re:later"
+                                break
+                            except NotConnected:
+                                continue
+                    nursery.cancel_scope.cancel()
+            assert received == [b"later"] and client.connected
+
+    async def test_a_server_that_goes_away_after_connecting_is_waited_for(
+            self, loopback_address: str) -> None:
+        async with requesting(loopback_address, connect_timeout=0.1) as client:
+            async with opened(loopback_address, pattern="rep", mode="listen") as server:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve, server)
+                    assert await client.request(b"first", timeout=GUARD) == b"re:first"
+                    nursery.cancel_scope.cancel()
+            # Gone now: the request waits its own timeout, past connect_timeout.
+            with pytest.raises(TimeoutError) as caught:
+                await client.request(b"second", timeout=0.5)
+            assert not isinstance(caught.value, NotConnected)
+            assert "no reply within 0.5 s" in str(caught.value)
+
+
 async def test_request_dropped_by_a_live_server_is_resent_after_resend_time() -> None:
     """The resend timer recovers a request the server lost on a connection that stays up."""
     async with opened("tcp://127.0.0.1:0", pattern="rep", mode="listen") as server:
@@ -775,6 +836,7 @@ class TestRequestWireOptions:
             ({"contexts": 0}, "contexts must be within 1..4096, got 0"),
             ({"contexts": 5000}, "contexts must be within 1..4096, got 5000"),
             ({"resend_time": 0}, "resend_time must be positive seconds or math.inf, got 0"),
+            ({"connect_timeout": 0}, "connect_timeout must be positive seconds or None, got 0"),
             (
                 {"resend_time": math.nan},
                 "resend_time must be positive seconds or math.inf, got nan",

@@ -195,6 +195,7 @@ class TestPollerAcrossARestart:
         async with polling(port) as poller, trio.open_nursery() as nursery:
             async with open_store() as old:
                 port.connect(old)
+                await old.send(queued("slow"))
                 waiting = Waiting(poller, "slow", nursery)
                 await trio.testing.wait_all_tasks_blocked()
                 port.disconnect()
@@ -400,6 +401,7 @@ async def test_many_awaited_ids_are_watched_again_in_batches(
     async with polling(port, max_batch=8) as poller, trio.open_nursery() as nursery:
         async with open_store() as old:
             port.connect(old)
+            await old.send(queued(*names))
             waiting_on = [Waiting(poller, name, nursery) for name in names]
             await trio.testing.wait_all_tasks_blocked()
             port.disconnect()

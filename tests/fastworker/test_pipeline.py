@@ -259,3 +259,15 @@ def test_the_blocking_pipeline_raises_every_refusal_of_its_last_two_steps() -> N
             pipe.delay(tasks.add, 1, 2)
     assert set(caught.value.refused) == {"a", "b"}
     assert "2 pipelined submission(s) refused (1 UnknownTask, 1 QueueFull)" in str(caught.value)
+
+
+async def test_a_pipelined_id_waited_for_before_its_answer_is_not_taken_for_unknown() -> None:
+    """A result waited for inside the block, before the submission's
+    answer came (its Watch may reach the store first, on another port), is
+    waited for, not reported as never submitted."""
+    async with control_plane() as address, Client(address, poll_wait=3600) as client:
+        with trio.fail_after(GUARD):
+            async with client.pipeline() as pipe:
+                for n in range(50):
+                    task_id = await pipe.delay(tasks.add, n, 1)
+                    assert await client.result(task_id) == n + 1

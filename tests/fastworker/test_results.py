@@ -582,6 +582,7 @@ class TestWatchSessions:
         """Records become ready as tasks finish; one Watch takes them all, and
         they are not delivered again."""
         async with open_store() as store:
+            await store.send(queued("a", "b", "c"))
             assert await store.call(Watch(session="s", ids=("a", "b", "c"), wait=0)) == Records(
                 records=()
             )
@@ -596,6 +597,7 @@ class TestWatchSessions:
         """A parked Watch is answered as soon as any id of its session is final."""
         async with open_store() as store, trio.open_nursery() as nursery:
             answers: list[Any] = []
+            await store.send(queued("a", "b"))
 
             async def watch() -> None:
                 answers.append(await store.call(Watch(session="s", ids=("a", "b"), wait=60)))
@@ -614,6 +616,7 @@ class TestWatchSessions:
         (empty, not waited out), so new ids are never held up."""
         async with open_store() as store, trio.open_nursery() as nursery:
             answers: dict[str, Any] = {}
+            await store.send(queued("a", "b"))
 
             async def watch(name: str, ids: tuple[str, ...]) -> None:
                 answers[name] = await store.call(Watch(session="s", ids=ids, wait=60))
@@ -630,12 +633,39 @@ class TestWatchSessions:
     async def test_a_watch_past_its_wait_says_so(self, autojump_clock: object) -> None:
         """A Watch with nothing final by its deadline answers waited_out=True."""
         async with open_store() as store:
+            await store.send(queued("x"))
             answer = await store.call(Watch(session="s", ids=("x",), wait=3))
         assert answer == Records(records=(), waited_out=True)
+
+    async def test_ids_never_seen_are_named_at_once_and_still_watched(
+        self, autojump_clock: object
+    ) -> None:
+        """A Watch naming ids the store never had a record of is answered at
+        once, naming them (its client knows which it has not heard
+        accepted); they stay watched, and a record that comes later is
+        delivered. A dropped one is not "never seen": its record says why."""
+        async with open_store(max_entries=1) as store:
+            await store.send(queued("known"))
+            await store.send(queued("old"))
+            await store.send(Finished(outcomes=(done("old"),)))
+            await store.send(queued("newer"))
+            await store.send(Finished(outcomes=(done("newer"),)))  # "old" is dropped
+            start = trio.current_time()
+            answer = await store.call(
+                Watch(session="s", ids=("known", "late", "never", "old"), wait=60))
+            assert trio.current_time() == start
+            assert answer.unknown == ("late", "never")
+            assert [(r.id, r.state) for r in answer.records] == [("old", "unknown")]
+            assert "max_entries" in answer.records[0].error.message
+            await store.send(queued("late"))
+            await store.send(Finished(outcomes=(done("late"),)))
+            later = await store.call(Watch(session="s", wait=60))
+        assert [r.id for r in later.records] == ["late"] and later.unknown == ()
 
     async def test_idle_sessions_are_forgotten(self, autojump_clock: object) -> None:
         """A session idle for session_ttl is dropped with its watch set."""
         async with open_store(session_ttl=10) as store:
+            await store.send(queued("a", "z"))
             await store.call(Watch(session="gone", ids=("a",), wait=0))
             await store.call(Watch(session="other", ids=("z",), wait=30))  # drives the timer
             await store.send(Finished(outcomes=(done("a"),)))

@@ -4,8 +4,8 @@ the store dropped (all timed cases under MockClock).
 A Watch answer carries at most what one frame of the queries edge can hold;
 the rest waits in the session for its next Watch, nothing is delivered
 twice or lost. An id whose record the bounds dropped is answered
-``unknown`` at once; one never seen is still waited for (its ``Queued`` may
-be on its way).
+``unknown`` at once; one never seen is named at once (``Records.unknown``)
+and still watched (its ``Queued`` may be on its way: the client decides).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from fastworker.messages import (
     Watch,
 )
 from fastworker.results import ResultStore
-from tests.fastworker.test_results import snapshot
+from tests.fastworker.test_results import queued, snapshot
 
 #: The queries edge's frame limit in these tests: small, so a few records fill it.
 FRAME = 64 * 1024
@@ -76,6 +76,7 @@ class TestAnswersWithinAFrame:
         at most one frame each, every record once, in the order they ended."""
         ids = [f"t{n}" for n in range(40)]
         async with open_store(max_frame_bytes=FRAME) as store:
+            await store.send(queued(*ids))
             assert await store.call(Watch(session="s", ids=tuple(ids), wait=0)) == Records(
                 records=())
             await store.send(Finished(outcomes=tuple(big(id, 10 * 1024) for id in ids)))
@@ -92,6 +93,7 @@ class TestAnswersWithinAFrame:
         next Watch is answered at once with more, not after its wait."""
         ids = tuple(f"t{n}" for n in range(20))
         async with open_store(max_frame_bytes=FRAME) as store, trio.open_nursery() as nursery:
+            await store.send(queued(*ids))
             parked: list[Records] = []
 
             async def park() -> None:
@@ -118,6 +120,7 @@ class TestAnswersWithinAFrame:
         ids = tuple(f"t{n}" for n in range(10))
         async with open_store(max_frame_bytes=FRAME) as store, trio.open_nursery() as nursery:
             await store.send(Finished(outcomes=tuple(big(id, 20 * 1024) for id in ids)))
+            await store.send(queued("later"))
             parked: list[Records] = []
 
             async def park() -> None:
@@ -248,27 +251,26 @@ class TestDroppedIds:
         assert record.state == "unknown" and record.error is not None
         assert reason in record.error.message
 
-    async def test_an_id_never_seen_is_still_waited_for(self, autojump_clock: object) -> None:
+    async def test_an_id_never_seen_is_named_at_once_and_still_watched(
+        self, autojump_clock: object
+    ) -> None:
         """An id the store never heard of may be a task whose Queued is on its
-        way: it is watched, and its result delivered when it comes."""
-        async with open_store() as store, trio.open_nursery() as nursery:
-            answers: list[Records] = []
-
-            async def watch() -> None:
-                answers.append(await store.call(Watch(session="s", ids=("new",), wait=60)))
-
-            nursery.start_soon(watch)
-            await trio.testing.wait_all_tasks_blocked()
-            assert answers == []
+        way: the Watch is answered at once naming it, it stays watched, and
+        its result is delivered when it comes."""
+        async with open_store() as store:
+            start = trio.current_time()
+            first = await store.call(Watch(session="s", ids=("new",), wait=60))
+            assert trio.current_time() == start
+            assert first == Records(records=(), unknown=("new",))
             await store.send(Finished(outcomes=(big("new", 10),)))
-            await trio.testing.wait_all_tasks_blocked()
-        assert [(r.id, r.state) for r in answers[0].records] == [("new", "succeeded")]
+            later = await store.call(Watch(session="s", wait=60))
+        assert [(r.id, r.state) for r in later.records] == [("new", "succeeded")]
 
     async def test_only_the_latest_dropped_ids_are_remembered(
         self, autojump_clock: object
     ) -> None:
         """Past ``remember_dropped`` ids, the oldest is forgotten: a Watch for
-        it waits like one for an id never seen."""
+        it is answered like one for an id never seen."""
         async with open_store(ttl=1.0, remember_dropped=1) as store:
             await store.send(Finished(outcomes=(big("a", 10), big("b", 10))))
             await trio.sleep(2)
@@ -276,8 +278,8 @@ class TestDroppedIds:
                 == "unknown"
             start = trio.current_time()
             answer = await store.call(Watch(session="s", ids=("a",), wait=5))
-            assert trio.current_time() == start + 5
-        assert answer == Records(records=(), waited_out=True)
+            assert trio.current_time() == start
+        assert answer == Records(records=(), unknown=("a",))
 
 
 class FramedPort:
@@ -318,6 +320,7 @@ async def test_a_poller_told_an_answer_was_too_large_gets_every_record_after_all
         port = FramedPort(store, limit=FRAME)
         poller = ResultPoller(port, session="s", max_batch=64,  # type: ignore[arg-type]
                               poll_wait=10.0, request_timeout=30.0)
+        await store.send(queued(*ids))
         records: dict[str, TaskRecord] = {}
         all_in = trio.Event()
         async with trio.open_nursery() as nursery:

@@ -113,12 +113,17 @@ async def test_the_fastapi_example(control_env: dict[str, str], monkeypatch: pyt
             task_id = http.post("/add", params={"x": 1, "y": 2}).json()["task_id"]
             result = http.get(f"/result/{task_id}").json()
             checksum = http.post("/checksum", params={"data": "hello"}).json()
-            return task_id, result, checksum
+            # An id never submitted: 404, naming it (the control plane
+            # says so at once: tests/fastworker/test_never_seen.py).
+            unknown = http.get("/result/no-such-task", params={"wait": 60})
+            return result, checksum, unknown
 
     async with control_plane(control_env):
-        _, result, checksum = await trio.to_thread.run_sync(use)
+        result, checksum, unknown = await trio.to_thread.run_sync(use)
     assert result == {"state": "succeeded", "value": 3}
     assert checksum["sha256"].startswith("2cf24dba")
+    assert unknown.status_code == 404
+    assert "has no record of task no-such-task" in unknown.json()["detail"]
 
 
 async def test_the_sync_client(control_env: dict[str, str]) -> None:
