@@ -264,10 +264,13 @@ class RequestWire:
             anyio.ClosedResourceError: the wire is closed, before or while waiting.
         """
         loop = self._loop
+        # Counted from here, whatever the request waits for first.
+        connect_by = (math.inf if self._ever.value or self._connect_timeout is None
+                      else self.now() + self._connect_timeout)
         if loop is not None and not self._contexts and not self._direct:
             # One request in flight at most, on the socket: wait for it.
             began = loop.now()
-            await self._wait_direct(loop, timeout)
+            await self._wait_direct(loop, timeout, connect_by)
             if timeout is not None:  # the rest of the time is the request's
                 timeout = max(0.0, timeout - (loop.now() - began))
         if self._direct and loop is not None:
@@ -275,7 +278,7 @@ class RequestWire:
                 raise self._closed_error()
             self._direct = False  # taken
             try:
-                return await self._request_direct(loop, frame, timeout)
+                return await self._request_direct(loop, frame, timeout, connect_by)
             finally:
                 self._direct = True
                 if self._direct_done is not None:
@@ -283,15 +286,18 @@ class RequestWire:
                     self._direct_done = None
         try:
             with anyio.fail_after(timeout):
-                async with self._slots:
+                await self._take_slot(connect_by)
+                try:
                     context = self._free.pop()
                     try:
-                        await self._send_connected(context, frame)
+                        await self._send_connected(context, frame, connect_by)
                         message = await _cancellable(functools.partial(self._receive, context))
                     except pynng.Closed:
                         raise self._closed_error() from None
                     finally:
                         self._free.append(context)
+                finally:
+                    self._slots.release()
         except NotConnected:
             raise
         except TimeoutError:
@@ -301,7 +307,7 @@ class RequestWire:
         return bytes(message.bytes)
 
     async def _request_direct(self, loop: _Trio | _Asyncio, frame: bytes,
-                              timeout: float | None) -> bytes:
+                              timeout: float | None, connect_by: float) -> bytes:
         """``request`` on the socket itself: sent without blocking (waiting
         while no connection can take it), the reply taken once the socket's
         receive descriptor is readable. A request given up (cancelled, timed
@@ -309,8 +315,6 @@ class RequestWire:
         late reply is dropped there."""
         socket = self._socket
         deadline = math.inf if timeout is None else loop.now() + timeout
-        connect_by = (math.inf if self._ever.value or self._connect_timeout is None
-                      else loop.now() + self._connect_timeout)
         completed = False
         try:
             while True:
@@ -348,10 +352,14 @@ class RequestWire:
         if not await loop.wait_readable(fd, deadline):
             raise self._timed_out(timeout)
 
-    async def _wait_direct(self, loop: _Trio | _Asyncio, timeout: float | None) -> None:
-        """Wait until the socket's request ends (a wire of one context)."""
+    async def _wait_direct(self, loop: _Trio | _Asyncio, timeout: float | None,
+                           connect_by: float) -> None:
+        """Wait until the socket's request ends (a wire of one context); on
+        a wire never connected, at most until ``connect_by``."""
+        deadline = math.inf if timeout is None else loop.now() + timeout
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(None if min(deadline, connect_by) == math.inf
+                                  else max(0.0, min(deadline, connect_by) - loop.now())):
                 while not self._direct:
                     if self._closed:
                         raise self._closed_error()
@@ -359,7 +367,26 @@ class RequestWire:
                         self._direct_done = anyio.Event()
                     await self._direct_done.wait()
         except TimeoutError:
+            if connect_by < deadline and not self._ever.value:
+                raise self._not_connected() from None
+            if connect_by < deadline:  # connected meanwhile: the request's own time goes on
+                await self._wait_direct(loop, max(0.0, deadline - loop.now()), math.inf)
+                return
             raise self._timed_out(timeout) from None
+
+    async def _take_slot(self, connect_by: float) -> None:
+        """Take a context's slot; on a wire never connected, wait for one at
+        most until ``connect_by``."""
+        if connect_by == math.inf:
+            await self._slots.acquire()
+            return
+        with anyio.move_on_at(connect_by) as scope:
+            await self._slots.acquire()
+        if not scope.cancelled_caught:
+            return
+        if not self._ever.value:
+            raise self._not_connected()
+        await self._slots.acquire()  # connected meanwhile
 
     def _timed_out(self, timeout: float | None) -> TimeoutError:
         return TimeoutError(f"{self._name}: no reply within {timeout:g} s")
@@ -379,19 +406,27 @@ class RequestWire:
     # aclose marks the wire closed on the event loop's thread, then closes the
     # contexts on another: each use checks first, with no await in between.
 
-    async def _send_connected(self, context: Any, frame: bytes) -> None:
-        """Send on ``context``; on a wire never connected, give up after
-        ``connect_timeout`` (the send is taken back: nothing went out)."""
+    async def _send_connected(self, context: Any, frame: bytes, connect_by: float) -> None:
+        """Send on ``context``; on a wire never connected, give up at
+        ``connect_by`` (the send is taken back: nothing went out)."""
         send = functools.partial(self._send, context, frame)
-        if self._ever.value or self._connect_timeout is None:
+        if self._ever.value or connect_by == math.inf:
             await _cancellable(send)
             return
-        with anyio.move_on_after(self._connect_timeout) as scope:
-            await _cancellable(send)
-        if scope.cancelled_caught and not self._ever.value:
+        sent = False
+
+        async def send_marked() -> None:
+            nonlocal sent
+            await send()
+            sent = True  # before any cancellation the caller may see after it
+
+        with anyio.move_on_at(connect_by) as scope:
+            await _cancellable(send_marked)
+        if sent or not scope.cancelled_caught:
+            return
+        if not self._ever.value:
             raise self._not_connected()
-        if scope.cancelled_caught:  # connected meanwhile: send it now
-            await _cancellable(send)
+        await _cancellable(send)  # connected meanwhile: the cancelled send did not go out
 
     async def _send(self, context: Any, frame: bytes) -> None:
         if self._closed:

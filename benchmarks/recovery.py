@@ -55,7 +55,7 @@ def environment(journal: Path, **settings: str) -> dict[str, str]:
     return {**os.environ, "FASTWORKER_ADDRESS": f"tcp://127.0.0.1:{free_tcp_ports(6)}",
             "FASTWORKER_JOURNAL": str(journal), "FASTWORKER_DISCOVERY_PORT": "0",
             "FASTWORKER_DASHBOARD": "off", "FASTWORKER_SCHEDULER": "false",
-            "PYTHONUNBUFFERED": "1", **settings}
+            "PYTHONUNBUFFERED": "1", "FASTWORKER_TASKS": "examples.tasks", **settings}
 
 
 class Node:

@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace, subworkers: int, dashboard: str, journal: 
     port = free_tcp_ports(1)
     env = {**os.environ, "FASTWORKER_ADDRESS": address, "FASTWORKER_DISCOVERY_PORT": "0",
            "FASTWORKER_DASHBOARD": "off" if dashboard == "off" else f"127.0.0.1:{port}",
-           "FASTWORKER_ISOLATION": isolation}
+           "FASTWORKER_ISOLATION": isolation, "FASTWORKER_TASKS": "examples.tasks"}
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         journal_file = directory / "fastworker.journal"

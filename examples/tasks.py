@@ -1,4 +1,4 @@
-"""Example tasks, loaded by config/control.toml (``[node] imports``).
+"""Example tasks: ``make run`` loads them (``fastworker run control --tasks examples.tasks``).
 
 Run the control plane (``make run``), then submit from another terminal::
 

@@ -286,7 +286,7 @@ class Client:
             raise RuntimeError(_NOT_OPEN)
         results = self._results
         return Pipeline(self._queue, self._build, window=window, batch=self.max_batch,
-                        pending=None if results is None else results.unconfirmed)
+                        pending=None if results is None else results.pending)
 
     def _queue(self, submit: Submit) -> Slot[Any]:
         """Queue ``submit`` on its port; its answer comes to the slot."""

@@ -102,6 +102,12 @@ class Pipeline:
         await self._pace()
         return submit.id
 
+    def hold(self, task_id: str) -> None:
+        """Note an id returned before its submission reached this pipeline
+        (``SyncPipeline``'s buffer): until answered, the control plane not
+        knowing it is no sign it was never submitted. Any thread."""
+        self._pending.add(task_id)
+
     async def extend(self, submits: list[Submit]) -> None:
         """Queue submissions already built (``SyncPipeline``'s hand-off);
         then raise what was refused so far."""
@@ -240,6 +246,7 @@ class SyncPipeline:
         options.setdefault("queue_wait", self._queue_wait)
         submit = build_submit(task, args, kwargs, id=options.pop("task_id", None)
                               or self._ids.next(), **options)
+        self._pipeline.hold(submit.id)
         self._buffer.append(submit)
         if len(self._buffer) >= self._batch:
             self._hand_over()

@@ -79,10 +79,13 @@ class ResultPoller:
         self.waiters: dict[str, list[Slot[TaskRecord]]] = {}
         self.new_ids: dict[str, None] = {}  # waited for, not yet sent to the store
         self.elsewhere: set[str] = set()  # their Watch travels with their submission
-        # Watched before their submission was accepted (map), or sent by a
-        # pipeline and not yet answered: the store may not know them yet,
-        # so not having a record of them means nothing.
+        # Watched before their submission was accepted (map): the store may
+        # not know them yet, so not having a record of them means nothing.
         self.unconfirmed: set[str] = set()
+        #: The same for ids pipelines returned whose answers they have not
+        #: taken yet (pipelines add and remove them; ``SyncPipeline`` adds
+        #: from its caller's thread: single set operations, under the GIL).
+        self.pending: set[str] = set()
         self.in_flight = 0
         self.closed = False
         #: The store's incarnation last heard ("": none yet).
@@ -292,7 +295,8 @@ class ResultPoller:
                 del self.new_ids[task_id]
             # Not yet heard accepted when asked for: the store not knowing
             # them then says nothing.
-            doubtful = self.unconfirmed.intersection(ids) if self.unconfirmed else ()
+            doubtful = (self.unconfirmed.intersection(ids) | self.pending.intersection(ids)
+                        if self.unconfirmed or self.pending else ())
             self.in_flight += 1
             try:
                 # Parked only once the store has answered (so its epoch is
@@ -338,12 +342,14 @@ class ResultPoller:
         whose Watch travels with their submission, or that a restart left
         in doubt; those are waited for as before."""
         skip = set(doubtful)
-        waiters, unconfirmed, elsewhere, to_check, checking = (
-            self.waiters, self.unconfirmed, self.elsewhere, self._to_check, self._checking)
+        waiters, unconfirmed, pending, elsewhere, to_check, checking = (
+            self.waiters, self.unconfirmed, self.pending, self.elsewhere, self._to_check,
+            self._checking)
         self.deliver(never_seen(task_id, self._address) for task_id in ids
                      if task_id in waiters and task_id not in skip
-                     and task_id not in unconfirmed and task_id not in elsewhere
-                     and task_id not in to_check and task_id not in checking)
+                     and task_id not in unconfirmed and task_id not in pending
+                     and task_id not in elsewhere and task_id not in to_check
+                     and task_id not in checking)
 
     async def _settle_unknown(self, ids: list[str]) -> None:
         if not ids:

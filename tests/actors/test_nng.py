@@ -563,6 +563,25 @@ class TestConnectTimeout:
                     nursery.cancel_scope.cancel()
             assert received == [b"later"] and client.connected
 
+    async def test_the_connect_timeout_counts_from_each_call_not_from_its_turn(
+            self, loopback_address: str) -> None:
+        """More calls than contexts: those that wait for a context (or for
+        the socket) are not given a connect_timeout of their own after it,
+        so all end together, not a connect_timeout apart (4 turns here)."""
+        async with requesting(loopback_address, connect_timeout=1.0, contexts=2) as client:
+            ended: list[float] = []
+
+            async def ask(index: int) -> None:
+                with pytest.raises(NotConnected):
+                    await client.request(b"%d" % index, timeout=60)
+                ended.append(trio.current_time())
+
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as nursery:
+                    for index in range(8):
+                        nursery.start_soon(ask, index)
+        assert len(ended) == 8 and max(ended) - min(ended) < 1.0
+
     async def test_a_server_that_goes_away_after_connecting_is_waited_for(
             self, loopback_address: str) -> None:
         async with requesting(loopback_address, connect_timeout=0.1) as client:

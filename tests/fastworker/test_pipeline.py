@@ -244,6 +244,9 @@ def test_the_blocking_pipeline_raises_every_refusal_of_its_last_two_steps() -> N
     second = SubmissionsRefused({"b": QueueFull("queue full")})
 
     class Steps:
+        def hold(self, task_id: str) -> None:
+            pass
+
         async def extend(self, submits: list[Any]) -> None:
             raise first
 
@@ -271,3 +274,37 @@ async def test_a_pipelined_id_waited_for_before_its_answer_is_not_taken_for_unkn
                 for n in range(50):
                     task_id = await pipe.delay(tasks.add, n, 1)
                     assert await client.result(task_id) == n + 1
+
+
+async def test_a_pipelined_id_waited_for_again_after_a_timeout_is_still_waited_for() -> None:
+    """A result() that timed out on a pipelined id still waiting for room
+    does not make the next one take it for never submitted."""
+    async with control_plane(FASTWORKER_CONCURRENCY="1", FASTWORKER_PREFETCH="1",
+                             FASTWORKER_MIN_PREFETCH="1", FASTWORKER_QUEUE_CAPACITY="1",
+                             FASTWORKER_ISOLATION="thread") as address, \
+            Client(address, poll_wait=3600, queue_wait=20) as client:
+        with trio.fail_after(GUARD):
+            for _ in range(4):  # running, prefetched, queued: the rest waits for room
+                await client.send(tasks.nap, (0.5,), queue_wait=20)
+            async with client.pipeline() as pipe:
+                task_id = await pipe.delay(tasks.add, 1, 2)
+                with pytest.raises(TimeoutError):
+                    await client.result(task_id, timeout=0.1)
+                assert await client.result(task_id) == 3
+
+
+async def test_a_sync_pipeline_id_still_in_its_buffer_is_waited_for() -> None:
+    """SyncClient.pipeline() returns ids while their submissions wait in
+    the caller's buffer: result() of one waits (here until its timeout,
+    the submission not sent yet), never taking it for unknown."""
+    async with control_plane() as address:
+        def blocking() -> Any:
+            with SyncClient(address, poll_wait=3600) as client:
+                with client.pipeline() as pipe:
+                    task_id = pipe.delay(tasks.add, 20, 22)  # buffered, not handed over
+                    with pytest.raises(TimeoutError):
+                        client.result(task_id, timeout=0.5)
+                return client.result(task_id, timeout=GUARD)
+
+        with trio.fail_after(GUARD):
+            assert await trio.to_thread.run_sync(blocking) == 42
