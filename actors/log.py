@@ -1,24 +1,66 @@
 """Logging helpers: one place that sets the format, and a rate limiter for
-lines that hostile or broken peers could otherwise repeat without end."""
+lines that hostile or broken peers could otherwise repeat without end.
+
+Two formats: ``text``, one line per record with its full local time
+(``2026-12-06T21:40:03.512+00:00 WARNING fastworker.tasks: ...``), and
+``json``, one object per line for log shippers, with the stable keys
+``time``, ``level``, ``logger`` and ``message`` (and ``exception`` when a
+record carries one).
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
 
 import trio
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: The formats ``configure`` knows.
+FORMATS = ("text", "json")
 
 
-def configure(level: int | str = logging.INFO) -> None:
-    """Send log lines to stderr in the runtime's format (idempotent)."""
+def _iso_time(created: float) -> str:
+    """``created`` as local time in ISO 8601, to the millisecond, with its offset."""
+    return datetime.datetime.fromtimestamp(created).astimezone().isoformat(
+        timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    """``FORMAT`` with a full ISO 8601 time."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return _iso_time(record.created)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": _iso_time(record.created), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: int | str = logging.INFO, fmt: str = "text") -> None:
+    """Send log lines to stderr in the runtime's format, ``text`` or
+    ``json`` (idempotent: a second call sets the level and format)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     root = logging.getLogger()
-    if not any(getattr(h, "_actors", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_actors", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         handler._actors = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.setLevel(level)
 
 

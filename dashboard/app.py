@@ -118,7 +118,7 @@ def create_app(dashboard: Dashboard) -> Litestar:
 
     @post("/api/tasks/{task_id:str}/cancel", guards=[write_guard], status_code=200)
     async def cancel(task_id: FromPath[str]) -> schema.CancelResult:
-        """Cancel a queued task (409 if it is not queued)."""
+        """Cancel a queued, scheduled or running task (409 if it ended, 404 if unknown)."""
         return await dashboard.cancel(task_id)
 
     @post("/api/tasks/{task_id:str}/retry", guards=[write_guard], status_code=201)

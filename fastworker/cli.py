@@ -39,6 +39,7 @@ from pathlib import Path
 import trio
 
 from actors.errors import ConfigError, Escalation, StartError
+from actors.log import FORMATS as LOG_FORMATS
 from actors.log import configure as configure_logging
 from actors.node import run_node
 from actors.supervisor import unwrap
@@ -57,10 +58,21 @@ def shipped_path(name: str) -> Path:
 
 
 def topology_path(given: str) -> str:
-    """The file ``run`` loads: a shipped topology by its name, else the path given."""
-    if given in SHIPPED and not Path(given).exists():
+    """The file ``run`` loads: a shipped topology by its bare name (``control``,
+    ``sub``: a file of that name in the working directory is ``./control``),
+    else the path given."""
+    if given in SHIPPED:
         return str(shipped_path(given))
     return given
+
+
+def _not_found(given: str) -> str | None:
+    """For a bare name that is no file (a mistyped ``control``, say), a
+    line naming the shipped topologies; a path is left to the loader."""
+    if Path(given).exists() or os.sep in given or given.endswith(".toml"):
+        return None
+    return (f"{given}: no such topology file; the shipped topologies are "
+            f"{' and '.join(SHIPPED)} (fastworker run control), anything else is a path")
 
 #: Allocations (less deallocations) of tracked objects between two young
 #: collections of the garbage collector in a node process: CPython's 700
@@ -126,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("FASTWORKER_LOG_LEVEL", "INFO"),
         help="log verbosity (default INFO, or $FASTWORKER_LOG_LEVEL)",
     )
+    run.add_argument(
+        "--log-format",
+        default=os.environ.get("FASTWORKER_LOG_FORMAT", "text"),
+        help="text (default) or json: one object per line with time, level, logger and "
+        "message (or $FASTWORKER_LOG_FORMAT)",
+    )
     journal = commands.add_parser("journal", help="check or salvage a journal file")
     actions = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="check a journal's integrity and count its rows")
@@ -184,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"log level must be DEBUG, INFO, WARNING or ERROR (from --log-level or "
             f"FASTWORKER_LOG_LEVEL), got {args.log_level!r}"
         )
+    args.log_format = args.log_format.lower()
+    if args.log_format not in LOG_FORMATS:
+        parser.error(
+            f"log format must be text or json (from --log-format or FASTWORKER_LOG_FORMAT), "
+            f"got {args.log_format!r}")
     # Kinds and codecs named "module:attr" resolve from the working
     # directory, as `python -m` would.
     if os.getcwd() not in sys.path:
@@ -191,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tasks is not None:
         os.environ["FASTWORKER_TASKS"] = args.tasks
     path = topology_path(args.file)
+    missing = None if path != args.file else _not_found(path)
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 2
     try:
         topology = Topology.from_toml(path)
         resolved = topology.resolve()
@@ -202,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(item.spec.name for item in resolved)
         print(f"{args.file}: ok ({len(resolved)} actors: {names})")
         return 0
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if path != args.file and not topology.node.modules():
         log.warning(
             "%s: no task modules (--tasks MODULE or FASTWORKER_TASKS): this node knows "

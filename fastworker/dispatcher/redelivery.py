@@ -63,8 +63,9 @@ class Redelivery:
             self._redelivered.popitem(last=False)
 
     def _redeliver(self, worker: WorkerAccount, jobs: Iterable[Job], *, lost: bool,
-                   delivered: bool, reason: str = "", how: str = "") -> None:
-        """Requeue a gone worker's jobs, or taken back ones, or fail them."""
+                   delivered: bool, reason: str = "", how: str = "") -> list[Outcome]:
+        """Requeue a gone worker's jobs, or taken back ones, or fail them;
+        return the outcomes of those failed."""
         failed: list[Outcome] = []
         for job in jobs:
             worker.held.pop(job.id, None)
@@ -85,6 +86,7 @@ class Redelivery:
         if failed:
             self._counts["failed_lost"] += len(failed)
             self._out.results.append(Finished(outcomes=tuple(failed)))
+        return failed
 
     def _lost_error(self, worker: WorkerAccount, job: Job, *, lost: bool,
                     reason: str, how: str = "") -> RemoteError | None:

@@ -424,9 +424,27 @@ class Subworkers(Redelivery):
         undelivered = {job.id for job in worker.outbox}
         delivered = [job for job in worker.held.values() if job.id not in undelivered]
         # Oldest first: what it held was placed before what it had yet to pull.
-        self._redeliver(worker, delivered, lost=left.lost, delivered=True, reason=left.reason)
-        self._redeliver(worker, worker.outbox, lost=left.lost, delivered=False)
+        waiting = list(worker.outbox)
+        failed = self._redeliver(worker, delivered, lost=left.lost, delivered=True,
+                                 reason=left.reason)
+        self._redeliver(worker, waiting, lost=left.lost, delivered=False)
+        if delivered or waiting:
+            log.log(logging.WARNING if left.lost else logging.INFO,
+                    "%s: worker %s %s (%s): %d of the tasks it was running queued again as "
+                    "their next attempt, %d failed (%s), %d not yet sent to it queued again%s",
+                    self._name, worker.name, "was lost" if left.lost else "left", left.reason,
+                    len(delivered) - len(failed), len(failed),
+                    ", ".join(sorted({o.error.type for o in failed if o.error})) or "none",
+                    len(waiting), _some_ids([job.id for job in delivered]))
 
+
+
+def _some_ids(ids: list[str], most: int = 5) -> str:
+    """``; ids a, b, c`` (the first ``most``, and how many more), or ``""``."""
+    if not ids:
+        return ""
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return f"; ids {', '.join(ids[:most])}{more}"
 
 
 def _kinds(joined: WorkerJoined) -> dict[str, int]:

@@ -218,7 +218,7 @@ class Executor(Actor[Accepts]):
             found = get(job.task)
             if found is None:
                 credit_out[announced.get(job.task, ASYNC)] -= 1
-                reports.report(reports.unknown(job, self._registry.close_matches(job.task)))
+                reports.report(reports.unknown(job, self._registry.close_matches(job.task)), job)
                 continue
             kind = kinds[job.task]
             # Charged to the kind the Dispatcher was told (the same, unless
@@ -263,7 +263,7 @@ class Executor(Actor[Accepts]):
         for item in ready:
             job = item[0]
             if job.expires_at is not None and job.expires_at <= wall:
-                reports.report(reports.expired(job, wall))
+                reports.report(reports.expired(job, wall), job)
             else:
                 started.append(item)
                 running[item[2]] += 1  # its slot is taken from here

@@ -15,6 +15,7 @@ import attrs
 import trio
 
 from fastworker.calls import cancelled_error
+from fastworker.executor.outcome_log import OutcomeLog
 from fastworker.messages import CancelOutcome, Job, Outcome, RemoteError
 from fastworker.tasks import Task
 
@@ -45,6 +46,8 @@ class Reports:
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
+        #: One log line per outcome (fastworker.tasks).
+        self.log = OutcomeLog(worker)
         #: Jobs started and not yet given their slot back, per kind of slot
         #: (``KINDS`` index): the executor adds, each runner takes off its own.
         self.running = [0, 0, 0]
@@ -99,6 +102,7 @@ class Reports:
         else:
             self.counts["failed"] += 1
         self._outbox.append(outcome)
+        self.log.outcome(outcome, job)
 
     def cancel_unstarted(self, job: Job) -> CancelOutcome:
         """Report a job stopped before it began (its slot is the caller's
@@ -106,7 +110,7 @@ class Reports:
         now = time.time()
         self.report(Outcome(
             id=job.id, attempt=job.attempt, worker=self.worker, started_at=now, finished_at=now,
-            error=cancelled_error(None, "cancelled", job.task)))
+            error=cancelled_error(None, "cancelled", job.task)), job)
         return "cancelled"
 
     def unknown(self, job: Job, matches: list[str]) -> Outcome:

@@ -109,7 +109,7 @@ class Threads:
         job = run.job
         self._reports.report(Outcome(id=job.id, attempt=job.attempt, worker=self._reports.worker,
                                      error=cancelled_error(run.task, "abandoned"),
-                                     started_at=run.started_at, finished_at=time.time()))
+                                     started_at=run.started_at, finished_at=time.time()), job)
         return "abandoned"
 
     def unbegun(self) -> tuple[int, int]:

@@ -396,10 +396,13 @@ class LinkSession:
             # Said once it is all the credit there is (none was held), and
             # always for a registration's first offer: jobs assigned while
             # that Report was answered must not hide that the worker is in.
+            # A registration's first offer at INFO, the rest (one per pull
+            # at most) at DEBUG.
             if any(credit) and (tuple(reported) == credit or not self._offered):
+                log.log(logging.DEBUG if self._offered else logging.INFO,
+                        "%s: offered %s slots to %s", self.name, describe_slots(credit),
+                        self.address)
                 self._offered = True
-                log.info("%s: offered %s slots to %s", self.name, describe_slots(credit),
-                         self.address)
             if returned:
                 log.info("%s: gave back %d jobs not started to %s", self.name, len(returned),
                          self.address)

@@ -42,7 +42,7 @@ def test_run_tunes_the_collector_before_the_node_starts(
         return 0
 
     monkeypatch.setattr(cli.trio, "run", run)
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # the test's own logging stays
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)  # the test's own logging stays
     assert cli.main(["run", "examples/pingpong.toml"]) == 0
     assert seen == [(cli.GC_YOUNG_THRESHOLD, 10, 10)]
 
@@ -79,3 +79,35 @@ def test_secret_refuses_a_file_open_to_others(
     assert capsys.readouterr() == ("", (
         f"the per-host secret {path} is open to other users (mode 0640); "
         f"run chmod 600 {path}, or remove it to have a new one made\n"))
+
+
+class TestShippedNames:
+    """``fastworker run control|sub`` finds the shipped topologies by name,
+    whatever the working directory holds; anything else is a path."""
+
+    def test_a_bare_name_is_the_shipped_topology_even_beside_a_same_named_entry(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / "control").mkdir()
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("FASTWORKER_TASKS", "")
+        assert cli.main(["run", "control", "--check"]) == 0
+        assert capsys.readouterr().out.startswith("control: ok (")
+        assert cli.shipped_path("control").is_file()
+
+    def test_a_name_that_is_no_file_says_which_names_ship(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        assert cli.main(["run", "contrl", "--check"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "contrl: no such topology file; the shipped topologies are control and sub "
+            "(fastworker run control), anything else is a path")
+
+    def test_a_bad_log_format_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["run", "control", "--log-format", "xml"])
+        assert exited.value.code == 2
+        assert "log format must be text or json" in capsys.readouterr().err

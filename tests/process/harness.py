@@ -28,8 +28,10 @@ LISTENER = f"{TOPOLOGIES}/listener.toml"
 STUCK = f"{TOPOLOGIES}/stuck.toml"
 GUARD = 10  # seconds; a hang fails the test instead of stalling the run
 
-# "07:21:00 INFO    actors.node: node pingpong ready with 4 actors"
-_RECORD = re.compile(r"^\d\d:\d\d:\d\d (?P<level>[A-Z]+) +(?P<logger>\S+): (?P<message>.*)$")
+# "2026-12-06T07:21:00.125+00:00 INFO    actors.node: node pingpong ready with 4 actors"
+_RECORD = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "
+    r"(?P<level>[A-Z]+) +(?P<logger>\S+): (?P<message>.*)$")
 
 
 @pytest.fixture

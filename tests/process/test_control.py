@@ -4,6 +4,8 @@ on a free loopback port, and clients under trio and asyncio."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +288,38 @@ async def test_a_task_module_that_fails_to_import_stops_start_up(
     )
     assert 'broken_tasks.py", line 11, in <module>' in lines[1]
     assert not any("actors/" in line or "importlib" in line for line in lines)
+
+
+async def test_a_failed_task_is_logged_with_its_name_id_and_error(
+    control_env: dict[str, str],
+) -> None:
+    """The node that ran a task logs its failure at WARNING: the task's
+    name and id, where it ran, and the error's last line; with a full ISO
+    8601 time."""
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with control_plane(control_env) as node, Client(address) as client:
+        task_id = await client.delay("examples.tasks.fail", "disk full")
+        with pytest.raises(TaskError):
+            await client.result(task_id, timeout=10)
+        line = await node.wait_for(f"task examples.tasks.fail[{task_id}] failed on ")
+    iso = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "
+    assert re.match(iso + "WARNING fastworker.tasks: ", line), line
+    assert line.endswith(": ValueError: disk full"), line
+
+
+async def test_json_logs_are_one_object_per_line(control_env: dict[str, str]) -> None:
+    """FASTWORKER_LOG_FORMAT=json: every line the node writes is one JSON
+    object with time, level, logger and message."""
+    control_env["FASTWORKER_LOG_FORMAT"] = "json"
+    address = control_env["FASTWORKER_ADDRESS"]
+    async with control_plane(control_env) as node, Client(address) as client:
+        task_id = await client.delay("examples.tasks.fail", "disk full")
+        with pytest.raises(TaskError):
+            await client.result(task_id, timeout=10)
+        await node.wait_for(f"task examples.tasks.fail[{task_id}] failed on ")
+    entries = [json.loads(line) for line in node.lines if line.strip()]
+    assert all(set(entry) == {"time", "level", "logger", "message"} for entry in entries)
+    (failure,) = [e for e in entries if task_id in e["message"]]
+    assert (failure["level"], failure["logger"]) == ("WARNING", "fastworker.tasks")
+    assert failure["message"].endswith("ValueError: disk full")
+    assert any(e["message"].startswith("node control ready") for e in entries)

@@ -201,6 +201,9 @@ async def test_tasks_of_a_killed_subworker_are_redelivered_and_stored_once(
             survivor, survivor_id = await f.start_registered_sub()
             assert await doomed.stop(signal.SIGKILL) == -signal.SIGKILL
             await control.wait_for(f"worker {doomed_id} lost")
+            line = await control.wait_for(f"worker {doomed_id} was lost")
+            assert "WARNING" in line and ("100 of the tasks it was running queued again as their "
+                                          "next attempt, 0 failed (none)") in line, line
             await gate.open()
             assert await client.results(ids, timeout=20) == [survivor.process.pid] * 100
             records = [await client.status(task_id) for task_id in ids]
@@ -225,6 +228,9 @@ async def test_an_at_most_once_task_is_failed_not_rerun(control_env: dict[str, s
             survivor = await f.start_sub()
             await doomed.stop(signal.SIGKILL)
             await control.wait_for(f"worker {doomed_id} lost")
+            line = await control.wait_for(f"worker {doomed_id} was lost")
+            assert "1 of the tasks it was running queued again" in line, line
+            assert "1 failed (WorkerLost)" in line and once in line and again in line, line
             await gate.open()
             assert await client.result(again, timeout=10) == survivor.process.pid
             with pytest.raises(TaskError) as raised:
