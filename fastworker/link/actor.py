@@ -190,8 +190,14 @@ class WorkerLink(Actor[Accepts]):
         if session.requester is None:
             return
         if session.registered:
-            await session.pulling_done.wait()
-            await session.drain_done.wait()
+            if not await self._answered_while_heard(session):
+                log.warning(
+                    "%s: the control plane at %s has answered nothing for %g s: stopping "
+                    "without it (it hands the %d jobs held here to other workers once it "
+                    "finds this one gone)", self.name, session.address,
+                    trio.current_time() - session.last_answer, session.in_flight)
+                await session.requester.wire.aclose()
+                return
             # Only now: the last Pull's jobs have reached the executor (they
             # go back too), and the control plane, drained, will not place
             # the jobs given back on this worker again.
@@ -200,6 +206,20 @@ class WorkerLink(Actor[Accepts]):
             await self.serve_until(lambda: session.in_flight <= 0 or not session.registered)
             await session.deregister()
         await session.requester.wire.aclose()
+
+    async def _answered_while_heard(self, session: LinkSession) -> bool:
+        """Wait for the last Pull's answer and the Drain's while the control
+        plane answers anything; False once it has been silent for
+        ``SILENT_INTERVALS`` heartbeat intervals (it may be gone: a SIGTERM
+        must not wait the whole shutdown deadline for it)."""
+        interval = session.heartbeat_interval or 1.0
+        while not (session.pulling_done.is_set() and session.drain_done.is_set()):
+            if session.silent():
+                return False
+            with trio.move_on_after(interval / 4):
+                await session.pulling_done.wait()
+                await session.drain_done.wait()
+        return True
 
     def stats_detail(self) -> LinkStats:
         session, counts = self._session, self._session.counts

@@ -17,6 +17,7 @@ control plane does not already hold.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -72,6 +73,9 @@ _REDISCOVER_DELAY = 5.0
 #: Seconds before a request answered with a bad frame is asked again (the
 #: control plane refused it as stale again and again, or could not answer).
 _BAD_ANSWER_PAUSE = 1.0
+#: Heartbeat intervals without any answer after which a draining worker
+#: takes its control plane for gone and stops without it.
+SILENT_INTERVALS = 2
 
 
 class LinkSession:
@@ -114,6 +118,10 @@ class LinkSession:
         self._reported_all = trio.Event()
         self.registered = False
         self._unknown = trio.Event()
+        #: When the control plane last answered (trio time), and how often
+        #: this registration heartbeats (``None``: not registered yet).
+        self.last_answer = -math.inf
+        self.heartbeat_interval: float | None = None
         self.draining = False
         self.pulling_done = trio.Event()
         #: Set once the ``Drain`` request has been answered (or could not be).
@@ -237,6 +245,7 @@ class LinkSession:
         interval = await self._register()
         if interval is None:
             return
+        self.heartbeat_interval = interval
         self._unknown = trio.Event()
         self._reported = [0, 0, 0]  # a new registration holds none of our credit
         self._offered = False
@@ -436,9 +445,19 @@ class LinkSession:
             await trio.sleep(_BAD_ANSWER_PAUSE)
             return None
         except (anyio.ClosedResourceError, trio.ClosedResourceError):
-            return None  # the link is stopping
+            # The link is stopping: its loops wait here to be cancelled (a
+            # loop that asked again at once would spin without a checkpoint).
+            await trio.sleep_forever()
         if not isinstance(answer, (Ack, Assign, Registered, UnknownWorker)):
             self._quiet_log.event("%s: unexpected answer from %s: %r", self.name,
                                   self.address, [answer])
             return None
+        self.last_answer = trio.current_time()
         return answer
+
+    def silent(self) -> bool:
+        """Whether the control plane has answered nothing for
+        ``SILENT_INTERVALS`` heartbeat intervals (it is gone, or cut off)."""
+        interval = self.heartbeat_interval
+        return interval is not None and (
+            trio.current_time() - self.last_answer > SILENT_INTERVALS * interval)

@@ -350,3 +350,19 @@ async def test_a_subworker_with_no_address_and_no_discovery_is_a_config_error(
     done = await run_to_exit(SUB, "--check", env=env)
     assert done.returncode == 2
     assert "no address and discovery is off" in done.stderr.decode()
+
+
+async def test_a_subworker_whose_control_plane_is_gone_stops_soon_on_sigterm(
+    control_env: dict[str, str],
+) -> None:
+    """SIGTERM on a subworker whose control plane was killed: it does not
+    wait its shutdown deadline (30 s) for a drain nobody answers, but stops
+    once the control plane has been silent for two heartbeats, and says so."""
+    async with fleet(control_env) as f:
+        control = await f.start_control()
+        sub, _ = await f.start_registered_sub()
+        assert await control.stop(signal.SIGKILL) == -signal.SIGKILL
+        assert await sub.stop() == 0, sub.tail  # within the harness's guard (10 s)
+    assert any("has answered nothing for" in line and "stopping without it" in line
+               for line in sub.lines), sub.tail
+    assert not any("shutdown deadline" in line for line in sub.lines), sub.tail
