@@ -363,29 +363,25 @@ class ResultPoller:
         self.heard(reply.epoch)
 
 
+def unknown_record(task_id: str, message: str) -> TaskRecord:
+    """A record that tells the waiters of ``task_id`` there is no result
+    (``ResultUnknown`` with ``message``)."""
+    return TaskRecord(id=task_id, state="unknown",
+                      error=RemoteError(type="ResultUnknown", message=message))
+
+
 def never_seen(task_id: str, address: str) -> TaskRecord:
-    """The record that tells the waiters of ``task_id`` the control plane at
-    ``address`` has no record of it (``ResultUnknown`` with this text)."""
-    return TaskRecord(id=task_id, state="unknown", error=RemoteError(
-        type="ResultUnknown",
-        message=(
-            f"the control plane at {address} has no record of task {task_id}: it was "
-            f"not submitted there (or not since it last started without its journal; "
-            f"a result dropped by the store's bounds is reported as such)"
-        ),
-    ))
+    """The control plane at ``address`` has no record of ``task_id``."""
+    return unknown_record(task_id, (
+        f"the control plane at {address} has no record of task {task_id}: it was not "
+        f"submitted there (or not since it last started without its journal; a result "
+        f"dropped by the store's bounds is reported as such)"))
 
 
 def lost_record(task_id: str, address: str) -> TaskRecord:
-    """The record that tells the waiters of ``task_id`` it was lost when the
-    control plane at ``address`` restarted (``ResultUnknown`` with this text)."""
-    return TaskRecord(id=task_id, state="unknown", error=RemoteError(
-        type="ResultUnknown",
-        message=(
-            f"the control plane at {address} restarted while this client waited for task "
-            f"{task_id}, and has no record of it: the task was lost with the restart "
-            f"(its journal is off) or its result had expired. Submit it again; to keep "
-            f"tasks across a restart, run the control plane with its journal on "
-            f"(docs/durability.md)"
-        ),
-    ))
+    """``task_id`` was lost when the control plane at ``address`` restarted."""
+    return unknown_record(task_id, (
+        f"the control plane at {address} restarted while this client waited for task "
+        f"{task_id}, and has no record of it: the task was lost with the restart (its "
+        f"journal is off) or its result had expired. Submit it again; to keep tasks "
+        f"across a restart, run the control plane with its journal on (docs/durability.md)"))
