@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from actors.serve import ServeStats
@@ -23,10 +28,50 @@ from dashboard.views import (
     worker_views,
 )
 from fastworker.messages import PRIORITIES
-from fastworker.stats import DispatcherStats, InboxStats, ResultStoreStats
+from fastworker.stats import (
+    BUCKETS,
+    DispatcherStats,
+    Histogram,
+    InboxStats,
+    ResultStoreStats,
+    TaskSeries,
+)
 
 #: The content type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _per_task(series: list[TaskSeries]) -> Iterator[Metric]:
+    """Final states, run times and queue waits per task name (the store
+    bounds the names: the rest are counted as ``(other)``)."""
+    ended = CounterMetricFamily(
+        "fastworker_task_runs", "Tasks that ended, by task name and final state.",
+        labels=["task", "state"])
+    run = HistogramMetricFamily(
+        "fastworker_task_run_seconds",
+        "Run time of tasks that ended, from the start to the end of the run that ended "
+        "them, by task name.", labels=["task"])
+    wait = HistogramMetricFamily(
+        "fastworker_task_queue_wait_seconds",
+        "Time from queued to the start of the run that ended the task (backoff of "
+        "retries included), by task name.", labels=["task"])
+    for one in series:
+        for state, count in one.states:
+            ended.add_metric([one.task, state], count)
+        run.add_metric([one.task], _buckets(one.run), one.run.sum)
+        wait.add_metric([one.task], _buckets(one.wait), one.wait.sum)
+    yield ended
+    yield run
+    yield wait
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs, ``+Inf`` last."""
+    pairs, total = [], 0
+    for bound, count in zip((*map(str, BUCKETS), "+Inf"), histogram.counts, strict=True):
+        total += count
+        pairs.append((bound, float(total)))
+    return pairs
 
 
 class _SampleCollector(Collector):
@@ -73,6 +118,7 @@ class _SampleCollector(Collector):
                                 "Tasks handed to a worker and not finished.",
                                 value=in_flight(sample))
         stores: list[ResultStoreStats] = sample.details(ResultStoreStats)
+        yield from _per_task([series for store in stores for series in store.tasks])
         yield CounterMetricFamily("fastworker_task_retries",
                                   "Failed attempts run again (retries with backoff).",
                                   value=sum(s.retried_total for s in stores))

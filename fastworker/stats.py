@@ -66,6 +66,34 @@ class InboxStats:
     top_fair_keys: tuple[tuple[str, int], ...] = ()
 
 
+#: Upper bounds, in seconds, of the run-time and queue-wait buckets of
+#: ``TaskSeries``.
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                              30.0, 60.0, 300.0, 1800.0)
+
+
+@attrs.frozen
+class Histogram:
+    """Observations per bucket of ``BUCKETS`` (not cumulative; the last
+    count is for those above the largest bound), their sum and count."""
+
+    counts: tuple[int, ...]
+    sum: float
+    count: int
+
+
+@attrs.frozen
+class TaskSeries:
+    """One task name's figures: final states counted, run time (started to
+    finished, of the run that ended it) and queue wait (queued to that
+    run's start, retries' backoff included)."""
+
+    task: str
+    states: tuple[tuple[str, int], ...]
+    run: Histogram
+    wait: Histogram
+
+
 @attrs.frozen(kw_only=True)
 class ResultStoreStats:
     """The store's snapshot: what it holds, who waits, what it dropped.
@@ -121,6 +149,9 @@ class ResultStoreStats:
     unsent_total: int = 0
     too_large_total: int = 0
     rejected_total: int = 0
+    #: Per task name: final states, run time, queue wait (at most the
+    #: store's ``max_task_names`` names, the rest as ``(other)``).
+    tasks: tuple[TaskSeries, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,7 @@ from fastworker.messages import (
     TaskRecord,
 )
 from fastworker.results.stored import RecordCounts, StoredTask, record_size
+from fastworker.results.task_metrics import DEFAULT_MAX_NAMES, TaskMetrics
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -59,8 +60,10 @@ class RecordBook:
     running) are never evicted, and are bounded by the inbox's capacity."""
 
     def __init__(self, *, ttl: float, max_entries: int, max_bytes: int,
-                 remember_dropped: int = 0) -> None:
+                 remember_dropped: int = 0, max_task_names: int = DEFAULT_MAX_NAMES) -> None:
         self.ttl = ttl
+        #: Final states, run times and queue waits per task name (``/metrics``).
+        self.task_metrics = TaskMetrics(max_task_names)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.counts = RecordCounts()
@@ -310,6 +313,7 @@ class RecordBook:
             counts.expired_total += 1
         else:
             counts.cancelled_total += 1
+        self.task_metrics.observe(record)
         self._resize(stored)
         self._final[id] = stored
         self._expiry.append(stored)

@@ -58,6 +58,7 @@ from fastworker.messages import (
 )
 from fastworker.results.listing import task_detail, task_page
 from fastworker.results.records import REPORTS, RecordBook, Report
+from fastworker.results.task_metrics import DEFAULT_MAX_NAMES
 from fastworker.results.recovery import restore_results
 from fastworker.results.waiters import Waiters
 from fastworker.stats import ResultStoreStats
@@ -103,6 +104,9 @@ class ResultStoreOptions:
     #: How many dropped ids the store remembers, so that a query for one is
     #: answered "unknown" at once; an older one waits like an id never seen.
     remember_dropped: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
+    #: Task names with series of their own in ``/metrics`` (final states,
+    #: run time, queue wait); past it, all others share one, ``(other)``.
+    max_task_names: int = attrs.field(default=DEFAULT_MAX_NAMES, validator=attrs.validators.ge(1))
 
     @property
     def max_reply_bytes(self) -> int:
@@ -133,7 +137,8 @@ class ResultStore(Actor[Accepts]):
         self._unjournaled: list[Op] = []
         self._records = RecordBook(ttl=options.ttl, max_entries=options.max_entries,
                                    max_bytes=options.max_bytes,
-                                   remember_dropped=options.remember_dropped)
+                                   remember_dropped=options.remember_dropped,
+                                   max_task_names=options.max_task_names)
         #: This incarnation of the store: a restart (of the process, or of
         #: the actor by its supervisor) makes a new one; clients compare it.
         self.epoch = secrets.token_hex(8)
@@ -274,6 +279,7 @@ class ResultStore(Actor[Accepts]):
             unsent_total=self._unsent_total,
             too_large_total=self._waiters.too_large_total,
             rejected_total=self._rejected_total,
+            tasks=records.task_metrics.snapshot(),
             **attrs.asdict(records.counts),
         )
 

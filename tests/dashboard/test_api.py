@@ -530,6 +530,15 @@ class TestEndpoints:
         finished = {s.labels["state"]: s.value for s in families["fastworker_tasks_finished"].samples
                     if s.name.endswith("_total")}
         assert finished == {"succeeded": 1.0, "failed": 0.0, "cancelled": 0.0}
+        runs = {(s.labels["task"], s.labels["state"]): s.value
+                for s in families["fastworker_task_runs"].samples if s.name.endswith("_total")}
+        assert runs == {("examples.tasks.add", "succeeded"): 1.0}
+        for family in ("fastworker_task_run_seconds", "fastworker_task_queue_wait_seconds"):
+            samples = families[family].samples
+            [count] = [s.value for s in samples if s.name.endswith("_count")]
+            [inf] = [s.value for s in samples if s.labels.get("le") == "+Inf"]
+            assert count == inf == 1.0
+            assert {s.labels["task"] for s in samples} == {"examples.tasks.add"}
         depth = {s.labels["priority"] for s in families["fastworker_queue_depth"].samples}
         assert depth == {"critical", "high", "normal", "low"}
         restarts = {s.labels["actor"] for s in families["fastworker_actor_restarts"].samples}

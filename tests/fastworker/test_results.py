@@ -556,11 +556,15 @@ async def test_the_snapshot_counts_records_waiters_and_traffic(
         await trio.testing.wait_all_tasks_blocked()
         stats = await snapshot(store)
         await store.send(Finished(outcomes=(done("a"),)))
+    (add,) = stats.tasks  # the task "add" of queued(): its one final record
+    assert (add.task, add.states, add.run.count, add.wait.count) == (
+        "add", (("succeeded", 1),), 1, 1)
     assert stats == ResultStoreStats(
         entries=3, live_entries=2, bytes=3 * RECORD_OVERHEAD_BYTES + 5, waiting_queries=1,
         finished_total=1, succeeded_total=1, failed_total=0, cancelled_total=0, expired_total=0,
         duplicates_total=1, duplicate_runs_total=0, stale_total=0,
         evicted_ttl=0, evicted_lru=0, evicted_bytes=0, queries_total=2, ignored_total=0,
+        tasks=stats.tasks,
     )
 
 
