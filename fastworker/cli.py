@@ -44,6 +44,7 @@ from actors.log import configure as configure_logging
 from actors.node import run_node
 from actors.supervisor import unwrap
 from actors.topology import Topology
+from fastworker import admin
 from fastworker.version import VERSION
 
 log = logging.getLogger("fastworker")
@@ -117,8 +118,8 @@ def tune_malloc() -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastworker", description="A brokerless task queue for Python."
-    )
+        prog="fastworker", description="A brokerless task queue for Python.",
+        epilog="task, submit, cancel: " + admin.exit_codes_help())
     parser.add_argument("--version", action="version", version=f"fastworker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -153,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     salvage.add_argument("path", help="the journal file")
     commands.add_parser(
         "secret", help="make this user's per-host secret if missing; print its path")
+    admin.add_commands(commands, admin.common_options())
     return parser
 
 
@@ -196,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args.action, args.path)
     if args.command == "secret":
         return _secret()
+    if args.command in ("task", "submit", "cancel"):
+        return admin.run_command(args)
     args.log_level = args.log_level.upper()
     if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(

@@ -13,9 +13,11 @@ from typing import Literal
 import attrs
 
 __all__ = [
+    "BUCKETS",
     "BeaconStats",
     "DispatcherStats",
     "ExecutorStats",
+    "Histogram",
     "InboxStats",
     "LinkStats",
     "RegistryStats",
@@ -23,6 +25,7 @@ __all__ = [
     "ScheduleInfo",
     "SchedulerStats",
     "TOP_FAIR_KEYS",
+    "TaskSeries",
     "WorkerInfo",
     "WorkerLoad",
 ]

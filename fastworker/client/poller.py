@@ -44,7 +44,7 @@ from fastworker.messages import (
     Watch,
 )
 
-__all__ = ["LOST_RECHECK", "ResultPoller", "lost_record", "never_seen"]
+__all__ = ["LOST_RECHECK", "ResultPoller", "lost_record", "never_seen", "unknown_record"]
 
 log = logging.getLogger("fastworker.client")
 
