@@ -47,7 +47,8 @@ from dashboard import schema, views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
 from fastworker.cancel import cancel_task
-from fastworker.internal import DrainWorker, GetTask, ListTasks, TaskDetail, TaskPage
+from fastworker.internal import DrainWorker, GetTask, TaskDetail
+from fastworker.messages import ListTasks, TaskPage
 from fastworker.messages import Accepted, Rejected
 from fastworker.submission import build_submit, new_task_id, priority_name
 from fastworker.tasks import default_registry

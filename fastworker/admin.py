@@ -1,5 +1,5 @@
 """The ``fastworker`` commands that talk to a running control plane:
-``task``, ``submit`` and ``cancel``. Each is a ``Client`` call, so it works
+``tasks``, ``task``, ``submit`` and ``cancel``. Each is a ``Client`` call, so it works
 wherever a client does (the authenticated protocol on the query and
 submission ports, never the dashboard's HTTP), with the client's
 environment (``FASTWORKER_ADDRESS``, ``FASTWORKER_SECRET``,
@@ -42,7 +42,15 @@ _CANCELLED = frozenset({"cancelled", "interrupted", "terminated", "abandoned", "
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``task``, ``submit`` and ``cancel`` to the ``fastworker`` parser."""
+    """Add ``tasks``, ``task``, ``submit`` and ``cancel`` to the ``fastworker`` parser."""
+    listing = commands.add_parser(
+        "tasks", parents=[common], help="list the tasks the control plane holds, newest first")
+    listing.add_argument("--state", help="only those in this state (queued, running, "
+                         "succeeded, failed, cancelled, expired, scheduled)")
+    listing.add_argument("--name", help="only those of this task name")
+    listing.add_argument("--limit", type=int, default=20, help="how many (default 20, at most "
+                         "500)")
+    listing.add_argument("--offset", type=int, default=0, help="skip this many first")
     task = commands.add_parser(
         "task", parents=[common], help="show a task's record: state, result or error, attempts")
     task.add_argument("id", help="the task id")
@@ -73,7 +81,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run ``task``, ``submit`` or ``cancel``; return the exit code."""
+    """Run ``tasks``, ``task``, ``submit`` or ``cancel``; return the exit code."""
     secret = None
     if args.secret_file:
         try:
@@ -83,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT["usage"]
     command: Callable[[Client, argparse.Namespace], Any] = {
-        "task": _task, "submit": _submit, "cancel": _cancel}[args.command]
+        "tasks": _tasks, "task": _task, "submit": _submit, "cancel": _cancel}[args.command]
 
     async def main() -> int:
         async with Client(args.address, secret) as client:
@@ -104,6 +112,21 @@ def run_command(args: argparse.Namespace) -> int:
 
 class _Usage(Exception):
     """A mistake in the command's arguments that only running it shows."""
+
+
+async def _tasks(client: Client, args: argparse.Namespace) -> int:
+    page = await client.list_tasks(state=args.state, task=args.name, limit=args.limit,
+                                   offset=args.offset)
+    if args.json:
+        print(json.dumps({"total": page.total,
+                          "tasks": [record_json(record) for record in page.records]}))
+        return EXIT["ok"]
+    for record in page.records:
+        when = _iso(record.finished_at or record.started_at or record.queued_at) or "-"
+        print(f"{record.id}  {record.state:<9}  {when}  {record.task}  {record.worker or '-'}")
+    shown = f"{args.offset + 1}-{args.offset + len(page.records)}" if page.records else "none"
+    print(f"({shown} of {page.total} matching)")
+    return EXIT["ok"]
 
 
 async def _task(client: Client, args: argparse.Namespace) -> int:

@@ -119,7 +119,7 @@ def tune_malloc() -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastworker", description="A brokerless task queue for Python.",
-        epilog="task, submit, cancel: " + admin.exit_codes_help())
+        epilog="tasks, task, submit, cancel: " + admin.exit_codes_help())
     parser.add_argument("--version", action="version", version=f"fastworker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args.action, args.path)
     if args.command == "secret":
         return _secret()
-    if args.command in ("task", "submit", "cancel"):
+    if args.command in ("tasks", "task", "submit", "cancel"):
         return admin.run_command(args)
     args.log_level = args.log_level.upper()
     if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -22,14 +22,12 @@ __all__ = [
     "GetTask",
     "JournalWrite",
     "KnownTasks",
-    "ListTasks",
     "Recover",
     "RecoveredDispatched",
     "Requeue",
     "Requeued",
     "ResultsKept",
     "TaskDetail",
-    "TaskPage",
     "WorkerHealth",
     "WorkerJoined",
     "WorkerLeft",
@@ -179,28 +177,6 @@ class Dispatched:
 
 
 # -- anyone (scheduler, dashboard) -> result store -----------------------------
-
-@attrs.frozen(kw_only=True)
-class ListTasks:
-    """Anyone -> ResultStore (``Ref.call``): a page of the records held,
-    newest first, of those matching every filter given: ``state``, ``task``
-    (its name), and ``id`` (a part of the id). Answered with a ``TaskPage``."""
-
-    state: str | None = None
-    task: str | None = None
-    id: str | None = None
-    offset: int = 0
-    limit: int = 50
-
-
-@attrs.frozen(kw_only=True)
-class TaskPage:
-    """ResultStore -> caller: the records of a ``ListTasks`` page, and how
-    many records match in all."""
-
-    records: tuple[TaskRecord, ...]
-    total: int
-
 
 @attrs.frozen(kw_only=True)
 class GetTask:

@@ -17,19 +17,29 @@ decides nothing else (time values are ``fastworker.submission``'s).
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, get_args
 
-from fastworker.messages import KINDS, Register, ResultQuery, StatusQuery, Watch
+from fastworker.messages import (
+    KINDS,
+    ListTasks,
+    Register,
+    ResultQuery,
+    State,
+    StatusQuery,
+    Watch,
+)
 
 __all__ = [
     "MAX_FAIR_KEY_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
+    "MAX_PAGE",
     "MAX_PREFETCH",
     "MAX_QUERY_IDS",
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
     "MAX_WORKER_TASKS",
+    "check_list",
     "check_prefetch",
     "check_query",
     "check_register",
@@ -53,6 +63,8 @@ MAX_RETRIES: Final = 1_000_000
 #: The most ids one ``ResultQuery``, ``StatusQuery`` or ``Watch`` may name;
 #: the client asks about more a batch at a time.
 MAX_QUERY_IDS: Final = 100_000
+#: Records one ``ListTasks`` page holds at most.
+MAX_PAGE: Final = 500
 #: The most task names one subworker may register (and, of them,
 #: at-most-once ones); the jobs it says it holds are bounded by its slots.
 MAX_WORKER_TASKS: Final = 10_000
@@ -91,6 +103,21 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
         return (check_text("Watch session", query.session, MAX_ID_LENGTH)
                 or check_text("Watch epoch", query.epoch, MAX_ID_LENGTH))
     return None
+
+
+def check_list(query: ListTasks) -> str | None:
+    """What is wrong with a ``ListTasks`` a client sent, or ``None``: a page
+    larger than ``MAX_PAGE``, a negative offset, an unknown state, a task
+    name or id part too long."""
+    if not 1 <= query.limit <= MAX_PAGE:
+        return f"ListTasks limit {query.limit} is not within 1..{MAX_PAGE}"
+    if query.offset < 0:
+        return f"ListTasks offset {query.offset} is negative"
+    if query.state is not None and query.state not in get_args(State):
+        return (f"ListTasks state {query.state!r} is not one of "
+                f"{', '.join(get_args(State))}")
+    return (check_text("ListTasks task", query.task or "", MAX_TASK_NAME_LENGTH)
+            or check_text("ListTasks id", query.id or "", MAX_ID_LENGTH))
 
 
 def check_register(register: Register) -> str | None:

@@ -39,9 +39,12 @@ from fastworker.errors import InvalidSubmission
 from fastworker.limits import MAX_ID_LENGTH, check_text
 from fastworker.messages import (
     RESULTS_PORT_OFFSET,
+    ListTasks,
     Records,
+    Rejected,
     StatusQuery,
     Submit,
+    TaskPage,
     TaskRecord,
 )
 from fastworker.submission import TaskIds, build_submit
@@ -436,6 +439,24 @@ class Client:
         reply = await self._queries.ask(StatusQuery(ids=(task_id,)))
         assert isinstance(reply, Records)
         return reply.records[0]
+
+    async def list_tasks(self, *, state: str | None = None, task: str | None = None,
+                         id: str | None = None, limit: int = 50, offset: int = 0) -> TaskPage:
+        """A page of the records the control plane holds, newest first, of
+        those matching every filter given: ``state`` (``failed``, say),
+        ``task`` (its name), ``id`` (a part of the id); ``total`` says how
+        many match in all. At most ``limits.MAX_PAGE`` records a page.
+
+        Raises:
+            InvalidSubmission: a filter or the page is out of bounds.
+        """
+        assert self._queries is not None, "use the client inside `async with`"
+        reply = await self._queries.ask(ListTasks(state=state, task=task, id=id, limit=limit,
+                                                  offset=offset))
+        if isinstance(reply, Rejected):
+            raise InvalidSubmission(reply.message)
+        assert isinstance(reply, TaskPage)
+        return reply
 
     async def cancel(self, task_id: str) -> str:
         """Cancel a task, queued, scheduled or running.

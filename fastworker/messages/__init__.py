@@ -51,10 +51,12 @@ from fastworker.messages.queries import Attempt as Attempt
 from fastworker.messages.queries import Cancel as Cancel
 from fastworker.messages.queries import CancelOutcome as CancelOutcome
 from fastworker.messages.queries import CancelReply as CancelReply
+from fastworker.messages.queries import ListTasks as ListTasks
 from fastworker.messages.queries import Records as Records
 from fastworker.messages.queries import ResultQuery as ResultQuery
 from fastworker.messages.queries import State as State
 from fastworker.messages.queries import StatusQuery as StatusQuery
+from fastworker.messages.queries import TaskPage as TaskPage
 from fastworker.messages.queries import TaskRecord as TaskRecord
 from fastworker.messages.queries import Watch as Watch
 from fastworker.messages.tasks import ASYNC as ASYNC
@@ -116,6 +118,7 @@ __all__ = [
     "Job",
     "JobBatch",
     "KINDS",
+    "ListTasks",
     "Outcome",
     "PROCESS",
     "Pull",
@@ -138,6 +141,7 @@ __all__ = [
     "Stop",
     "Submit",
     "THREAD",
+    "TaskPage",
     "TaskRecord",
     "UnknownWorker",
     "Watch",
@@ -177,6 +181,8 @@ CODEC = Codec(
         Watch,
         StatusQuery,
         Records,
+        ListTasks,
+        TaskPage,
         Cancel,
         CancelReply,
         Stop,

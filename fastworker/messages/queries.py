@@ -113,6 +113,29 @@ class Records:
 
 
 @attrs.frozen(kw_only=True)
+class ListTasks:
+    """Client (``fastworker tasks``), dashboard -> ResultStore: a page of
+    the records held, newest first, of those matching every filter given:
+    ``state``, ``task`` (its name), and ``id`` (a part of the id), at most
+    ``limit`` (``fastworker.limits.MAX_PAGE``). Answered with a ``TaskPage``."""
+
+    state: str | None = None
+    task: str | None = None
+    id: str | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+@attrs.frozen(kw_only=True)
+class TaskPage:
+    """ResultStore -> caller: the records of a ``ListTasks`` page, and how
+    many records match in all."""
+
+    records: tuple[TaskRecord, ...]
+    total: int
+
+
+@attrs.frozen(kw_only=True)
 class Cancel:
     """Client -> PriorityInbox: cancel the task ``id`` if it is still queued."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 
-from fastworker.internal import ListTasks, TaskDetail, TaskPage
+from fastworker.internal import TaskDetail
+from fastworker.messages import ListTasks, TaskPage
 from fastworker.messages import TaskRecord
 from fastworker.results.records import RecordBook
 

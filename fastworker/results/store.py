@@ -36,17 +36,17 @@ from fastworker.internal import (
     Dispatched,
     GetTask,
     JournalWrite,
-    ListTasks,
     Recover,
     Requeued,
     ResultsKept,
 )
 from fastworker.journal.ops import DropResult, Op, PutRecord, PutResult
-from fastworker.limits import check_query
+from fastworker.limits import check_list, check_query
 from fastworker.messages import (
     Cancelled,
     Expired,
     Finished,
+    ListTasks,
     Queued,
     Records,
     Rejected,
@@ -58,8 +58,8 @@ from fastworker.messages import (
 )
 from fastworker.results.listing import task_detail, task_page
 from fastworker.results.records import REPORTS, RecordBook, Report
-from fastworker.results.task_metrics import DEFAULT_MAX_NAMES
 from fastworker.results.recovery import restore_results
+from fastworker.results.task_metrics import DEFAULT_MAX_NAMES
 from fastworker.results.waiters import Waiters
 from fastworker.stats import ResultStoreStats
 
@@ -324,6 +324,16 @@ class ResultStore(Actor[Accepts]):
                     answers.values[index] = Rejected(id="", error="InvalidSubmission",
                                                      message=problem)
                     continue
+            if isinstance(message, ListTasks):  # a client's (fastworker tasks)
+                problem = check_list(message)
+                if problem is not None:
+                    self._rejected_total += 1
+                    answers.values[index] = Rejected(id="", error="InvalidSubmission",
+                                                     message=problem)
+                else:
+                    self._queries_total += 1
+                    answers.values[index] = task_page(records, message)
+                continue
             match message:
                 case StatusQuery():
                     self._queries_total += 1

@@ -34,9 +34,10 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
-from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS
+from fastworker.limits import MAX_ID_LENGTH, MAX_PAGE, MAX_QUERY_IDS
 from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore
-from fastworker.internal import Dispatched, GetTask, ListTasks, Requeued, TaskDetail, TaskPage
+from fastworker.internal import Dispatched, GetTask, Requeued, TaskDetail
+from fastworker.messages import ListTasks, TaskPage
 from fastworker.stats import ResultStoreStats
 
 
@@ -898,8 +899,16 @@ class TestQueryLimits:
          "seconds >= 0"),
         (Watch(session="s" * 300), f"Watch session is 300 characters; the limit is "
          f"{MAX_ID_LENGTH}"),
+        (ListTasks(limit=MAX_PAGE + 1), f"ListTasks limit {MAX_PAGE + 1} is not within "
+         f"1..{MAX_PAGE}"),
+        (ListTasks(limit=0), f"ListTasks limit 0 is not within 1..{MAX_PAGE}"),
+        (ListTasks(offset=-1), "ListTasks offset -1 is negative"),
+        (ListTasks(state="sleeping"), "ListTasks state 'sleeping' is not one of scheduled, "
+         "queued, running, succeeded, failed, cancelled, expired, unknown"),
+        (ListTasks(task="t" * 600), "ListTasks task is 600 characters; the limit is 512"),
     ], ids=["too_many_ids", "id_too_long", "nan_wait", "inf_wait", "negative_wait",
-            "session_too_long"])
+            "session_too_long", "page_too_large", "empty_page", "negative_offset",
+            "no_such_state", "name_too_long"])
     async def test_a_query_over_a_limit_is_rejected_naming_it(
         self, query: Any, message: str, autojump_clock: trio.testing.MockClock
     ) -> None:

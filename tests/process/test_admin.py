@@ -21,10 +21,10 @@ def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixtu
     return env
 
 
-async def fastworker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+async def fastworker(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(30):
         return await trio.run_process([sys.executable, "-m", "fastworker", *args], cwd=ROOT,
-                                      env=env, capture_stdout=True, capture_stderr=True,
+                                      env=environ, capture_stdout=True, capture_stderr=True,
                                       check=False)
 
 
@@ -61,6 +61,18 @@ async def test_submit_wait_task_and_cancel(control_env: dict[str, str]) -> None:
         assert outcomes[1]["outcome"] == "not_queued"  # it had finished
         assert outcomes[0]["outcome"] in ("interrupted", "cancelled")
         assert cancelled.returncode == 1  # not every one was cancelled
+
+        listed = await fastworker(control_env, "tasks", "--state", "failed", "--json")
+        assert listed.returncode == 0, listed.stderr
+        page = json.loads(listed.stdout)
+        assert page["total"] == 1 and page["tasks"][0]["task"] == "examples.tasks.fail"
+        table = await fastworker(control_env, "tasks", "--name", "examples.tasks.add",
+                                 "--limit", "2")
+        lines = table.stdout.decode().splitlines()
+        assert len(lines) == 3 and lines[-1].startswith("(1-2 of ")
+        assert all("examples.tasks.add" in line for line in lines[:2])
+        refused = await fastworker(control_env, "tasks", "--state", "sleeping")
+        assert refused.returncode == 1 and "is not one of" in refused.stderr.decode()
 
 
 async def test_what_an_operator_gets_wrong_is_said_with_its_exit_code(
