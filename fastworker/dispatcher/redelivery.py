@@ -8,6 +8,7 @@ sends nothing: results and requeued jobs go to ``Outgoing``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from fastworker.dispatcher.placement import WorkerAccount
 from fastworker.messages import Finished, Job, Outcome, RemoteError
 
 __all__ = ["REDELIVERED_REMEMBERED", "Redelivery"]
+
+log = logging.getLogger("fastworker.dispatcher")
 
 #: Ids of redelivered jobs (and of jobs recovered as dispatched after a
 #: restart) remembered, to cancel a queued copy when a late result arrives.
@@ -87,6 +90,22 @@ class Redelivery:
             self._counts["failed_lost"] += len(failed)
             self._out.results.append(Finished(outcomes=tuple(failed)))
         return failed
+
+    def _say_gone(self, worker: WorkerAccount, lost: bool, reason: str, delivered: list[Job],
+                  failed: list[Outcome], waiting: list[Job]) -> None:
+        """One line on what became of the tasks of a worker that went
+        (WARNING if it was lost)."""
+        if not (delivered or waiting):
+            return
+        ids = [job.id for job in delivered]
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        log.log(logging.WARNING if lost else logging.INFO,
+                "%s: worker %s %s (%s): %d of the tasks it was running queued again as their "
+                "next attempt, %d failed (%s), %d not yet sent to it queued again%s",
+                self._name, worker.name, "was lost" if lost else "left", reason,
+                len(delivered) - len(failed), len(failed),
+                ", ".join(sorted({o.error.type for o in failed if o.error})) or "none",
+                len(waiting), f"; ids {', '.join(ids[:5])}{more}" if ids else "")
 
     def _lost_error(self, worker: WorkerAccount, job: Job, *, lost: bool,
                     reason: str, how: str = "") -> RemoteError | None:

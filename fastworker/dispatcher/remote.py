@@ -428,23 +428,8 @@ class Subworkers(Redelivery):
         failed = self._redeliver(worker, delivered, lost=left.lost, delivered=True,
                                  reason=left.reason)
         self._redeliver(worker, waiting, lost=left.lost, delivered=False)
-        if delivered or waiting:
-            log.log(logging.WARNING if left.lost else logging.INFO,
-                    "%s: worker %s %s (%s): %d of the tasks it was running queued again as "
-                    "their next attempt, %d failed (%s), %d not yet sent to it queued again%s",
-                    self._name, worker.name, "was lost" if left.lost else "left", left.reason,
-                    len(delivered) - len(failed), len(failed),
-                    ", ".join(sorted({o.error.type for o in failed if o.error})) or "none",
-                    len(waiting), _some_ids([job.id for job in delivered]))
+        self._say_gone(worker, left.lost, left.reason, delivered, failed, waiting)
 
-
-
-def _some_ids(ids: list[str], most: int = 5) -> str:
-    """``; ids a, b, c`` (the first ``most``, and how many more), or ``""``."""
-    if not ids:
-        return ""
-    more = f" and {len(ids) - most} more" if len(ids) > most else ""
-    return f"; ids {', '.join(ids[:most])}{more}"
 
 
 def _kinds(joined: WorkerJoined) -> dict[str, int]:
