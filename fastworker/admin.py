@@ -23,13 +23,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import trio
 
+from actors.errors import ConfigError
 from fastworker.client import Client
 from fastworker.errors import ConnectionLost, FastworkerError, ResultUnknown, TaskError
-from fastworker.messages import TaskRecord
+from fastworker.limits import MAX_OFFSET, MAX_PAGE
+from fastworker.messages import State, TaskRecord
 from fastworker.peek import peek_value
 
 __all__ = ["EXIT", "add_commands", "common_options", "exit_codes_help", "record_json",
@@ -45,12 +47,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``tasks``, ``task``, ``submit`` and ``cancel`` to the ``fastworker`` parser."""
     listing = commands.add_parser(
         "tasks", parents=[common], help="list the tasks the control plane holds, newest first")
-    listing.add_argument("--state", help="only those in this state (queued, running, "
-                         "succeeded, failed, cancelled, expired, scheduled)")
+    listing.add_argument("--state", choices=[s for s in get_args(State) if s != "unknown"],
+                         help="only those in this state")
     listing.add_argument("--name", help="only those of this task name")
-    listing.add_argument("--limit", type=int, default=20, help="how many (default 20, at most "
-                         "500)")
-    listing.add_argument("--offset", type=int, default=0, help="skip this many first")
+    listing.add_argument("--limit", type=_bounded(1, MAX_PAGE), default=20,
+                         help=f"how many (default 20, at most {MAX_PAGE})")
+    listing.add_argument("--offset", type=_bounded(0, MAX_OFFSET), default=0,
+                         help="skip this many first")
     task = commands.add_parser(
         "task", parents=[common], help="show a task's record: state, result or error, attempts")
     task.add_argument("id", help="the task id")
@@ -99,9 +102,12 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         return trio.run(main)
-    except ConnectionLost as error:
+    except ConnectionLost as error:  # before OSError: it is a ConnectionError
         print(f"fastworker {args.command}: {error}", file=sys.stderr)
         return EXIT["unreachable"]
+    except (ConfigError, OSError) as error:  # an address NNG cannot dial, say
+        print(f"fastworker {args.command}: {error}", file=sys.stderr)
+        return EXIT["usage"]
     except _Usage as error:
         print(f"fastworker {args.command}: {error}", file=sys.stderr)
         return EXIT["usage"]
@@ -112,6 +118,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 class _Usage(Exception):
     """A mistake in the command's arguments that only running it shows."""
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer within ``low..high``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not within {low}..{high}")
+        return value
+    return parse
 
 
 async def _tasks(client: Client, args: argparse.Namespace) -> int:
@@ -142,7 +158,7 @@ async def _submit(client: Client, args: argparse.Namespace) -> int:
     try:
         positional = json.loads(args.args)
         keywords = json.loads(args.kwargs)
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, a huge integer, nesting
         raise _Usage(f"arguments must be JSON: {error}") from None
     if not isinstance(positional, list):
         positional = [positional]

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_FAIR_KEY_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
+    "MAX_OFFSET",
     "MAX_PAGE",
     "MAX_PREFETCH",
     "MAX_QUERY_IDS",
@@ -65,6 +66,8 @@ MAX_RETRIES: Final = 1_000_000
 MAX_QUERY_IDS: Final = 100_000
 #: Records one ``ListTasks`` page holds at most.
 MAX_PAGE: Final = 500
+#: The largest ``ListTasks`` offset.
+MAX_OFFSET: Final = 10_000_000
 #: The most task names one subworker may register (and, of them,
 #: at-most-once ones); the jobs it says it holds are bounded by its slots.
 MAX_WORKER_TASKS: Final = 10_000
@@ -111,8 +114,8 @@ def check_list(query: ListTasks) -> str | None:
     name or id part too long."""
     if not 1 <= query.limit <= MAX_PAGE:
         return f"ListTasks limit {query.limit} is not within 1..{MAX_PAGE}"
-    if query.offset < 0:
-        return f"ListTasks offset {query.offset} is negative"
+    if not 0 <= query.offset <= MAX_OFFSET:
+        return f"ListTasks offset {query.offset} is not within 0..{MAX_OFFSET}"
     if query.state is not None and query.state not in get_args(State):
         return (f"ListTasks state {query.state!r} is not one of "
                 f"{', '.join(get_args(State))}")

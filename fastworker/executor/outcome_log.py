@@ -4,7 +4,7 @@ An operator reads what happened to tasks in the log of the node that ran
 them: a failure (its name, id, attempt and the last line of its
 traceback) at WARNING, a retry and a cancel at INFO, a success at DEBUG.
 Lines at INFO and above are rate-limited: past ``per_second`` in one second
-of the wall clock, the rest of that second is counted, not logged, and the
+(of the monotonic clock), the rest of that second is counted, not logged, and the
 next line says how many were left out. A success costs one level check
 unless DEBUG is on.
 """

@@ -208,13 +208,15 @@ class WorkerLink(Actor[Accepts]):
         await session.requester.wire.aclose()
 
     async def _answered_while_heard(self, session: LinkSession) -> bool:
-        """Wait for the last Pull's answer and the Drain's while the control
-        plane answers anything; False once it has been silent for
-        ``SILENT_INTERVALS`` heartbeat intervals (it may be gone: a SIGTERM
-        must not wait the whole shutdown deadline for it)."""
+        """Wait for the last Pull's answer and the Drain's; False once the
+        control plane has been silent for ``SILENT_INTERVALS`` heartbeat
+        intervals while this worker is idle (it may be gone: a SIGTERM need
+        not wait the whole shutdown deadline for it). A worker holding jobs
+        or results waits on: giving up would drop what they report, and a
+        control plane that is only slow would run them again."""
         interval = session.heartbeat_interval or 1.0
         while not (session.pulling_done.is_set() and session.drain_done.is_set()):
-            if session.silent():
+            if session.silent() and session.idle:
                 return False
             with trio.move_on_after(interval / 4):
                 await session.pulling_done.wait()

@@ -455,6 +455,11 @@ class LinkSession:
         self.last_answer = trio.current_time()
         return answer
 
+    @property
+    def idle(self) -> bool:
+        """Whether this worker holds no job and has no outcome to report."""
+        return self.in_flight <= 0 and not self._buffer
+
     def silent(self) -> bool:
         """Whether the control plane has answered nothing for
         ``SILENT_INTERVALS`` heartbeat intervals (it is gone, or cut off)."""

@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
+
 from fastworker.internal import TaskDetail
-from fastworker.messages import ListTasks, TaskPage
-from fastworker.messages import TaskRecord
+from fastworker.messages import ListTasks, TaskPage, TaskRecord
 from fastworker.results.records import RecordBook
 
-__all__ = ["task_detail", "task_page"]
+__all__ = ["summaries", "task_detail", "task_page"]
+
+
+def summaries(page: TaskPage) -> TaskPage:
+    """``page`` without values, tracebacks and earlier attempts (a page for
+    a client: a full record is one ``StatusQuery`` away), so that it fits
+    one frame."""
+    return attrs.evolve(page, records=tuple(
+        attrs.evolve(record, value=None, attempts=(), error=None if record.error is None
+                     else attrs.evolve(record.error, traceback=""))
+        for record in page.records))
 
 
 def task_page(records: RecordBook, query: ListTasks) -> TaskPage:
     """The page of records that ``query`` asks for (by state, task, part of
     the id), newest first, and how many match in all."""
     state, task, part = query.state, query.task, query.id
-    offset, limit = max(query.offset, 0), max(query.limit, 0)
+    # Clamped: islice refuses indexes past sys.maxsize (the dashboard's
+    # query string and a client's frame are not trusted to stay below).
+    offset = min(max(query.offset, 0), len(records))
+    limit = min(max(query.limit, 0), len(records))
     page: list[TaskRecord] = []
     if state is None and task is None and not part:
         newest = itertools.islice(records.newest(), offset, offset + limit)

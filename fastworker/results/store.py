@@ -56,7 +56,7 @@ from fastworker.messages import (
     StatusQuery,
     Watch,
 )
-from fastworker.results.listing import task_detail, task_page
+from fastworker.results.listing import summaries, task_detail, task_page
 from fastworker.results.records import REPORTS, RecordBook, Report
 from fastworker.results.recovery import restore_results
 from fastworker.results.task_metrics import DEFAULT_MAX_NAMES
@@ -314,6 +314,7 @@ class ResultStore(Actor[Accepts]):
         records, waiters = self._records, self._waiters
         records.expire(now)
         answers = Answers(len(messages), single=single)
+        listed = False  # one ListTasks per request frame: each may read every record
         for index, message in enumerate(messages):
             if isinstance(message, (StatusQuery, ResultQuery, Watch)):
                 problem = check_query(message)
@@ -325,14 +326,16 @@ class ResultStore(Actor[Accepts]):
                                                      message=problem)
                     continue
             if isinstance(message, ListTasks):  # a client's (fastworker tasks)
-                problem = check_list(message)
+                problem = check_list(message) or (
+                    "one ListTasks per request: each may read every record" if listed else None)
+                listed = True
                 if problem is not None:
                     self._rejected_total += 1
                     answers.values[index] = Rejected(id="", error="InvalidSubmission",
                                                      message=problem)
                 else:
                     self._queries_total += 1
-                    answers.values[index] = task_page(records, message)
+                    answers.values[index] = summaries(task_page(records, message))
                 continue
             match message:
                 case StatusQuery():

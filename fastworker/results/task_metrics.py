@@ -51,8 +51,8 @@ class TaskMetrics:
         states = series.states
         states[record.state] = states.get(record.state, 0) + 1
         started = record.started_at
-        if not started:
-            return  # never ran (cancelled or expired while queued)
+        if not started or (record.error is not None and record.finished_at == started):
+            return  # never ran: cancelled or expired while queued, unknown on its worker
         if record.finished_at >= started:
             took = record.finished_at - started
             series.run[bisect.bisect_left(BUCKETS, took)] += 1

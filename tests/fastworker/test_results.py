@@ -34,7 +34,7 @@ from fastworker.messages import (
     TaskRecord,
     Watch,
 )
-from fastworker.limits import MAX_ID_LENGTH, MAX_PAGE, MAX_QUERY_IDS
+from fastworker.limits import MAX_ID_LENGTH, MAX_OFFSET, MAX_PAGE, MAX_QUERY_IDS
 from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore
 from fastworker.internal import Dispatched, GetTask, Requeued, TaskDetail
 from fastworker.messages import ListTasks, TaskPage
@@ -902,13 +902,14 @@ class TestQueryLimits:
         (ListTasks(limit=MAX_PAGE + 1), f"ListTasks limit {MAX_PAGE + 1} is not within "
          f"1..{MAX_PAGE}"),
         (ListTasks(limit=0), f"ListTasks limit 0 is not within 1..{MAX_PAGE}"),
-        (ListTasks(offset=-1), "ListTasks offset -1 is negative"),
+        (ListTasks(offset=-1), f"ListTasks offset -1 is not within 0..{MAX_OFFSET}"),
+        (ListTasks(offset=2**63), f"ListTasks offset {2**63} is not within 0..{MAX_OFFSET}"),
         (ListTasks(state="sleeping"), "ListTasks state 'sleeping' is not one of scheduled, "
          "queued, running, succeeded, failed, cancelled, expired, unknown"),
         (ListTasks(task="t" * 600), "ListTasks task is 600 characters; the limit is 512"),
     ], ids=["too_many_ids", "id_too_long", "nan_wait", "inf_wait", "negative_wait",
             "session_too_long", "page_too_large", "empty_page", "negative_offset",
-            "no_such_state", "name_too_long"])
+            "huge_offset", "no_such_state", "name_too_long"])
     async def test_a_query_over_a_limit_is_rejected_naming_it(
         self, query: Any, message: str, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -921,6 +922,22 @@ class TestQueryLimits:
             Records(records=(TaskRecord(id="b", state="unknown"),)),
         ]
         assert (stats.rejected_total, stats.queries_total, stats.waiting_queries) == (1, 1, 0)
+
+    async def test_a_clients_page_is_one_per_request_and_carries_no_values(self) -> None:
+        """A ListTasks from a client's frame (it may read every record) is
+        answered once per request, with records stripped of values and
+        tracebacks (one StatusQuery away); a second in the frame is refused."""
+        async with open_store() as store:
+            await store.send(queued("a", "b"))
+            await store.send(Finished(outcomes=(done("a", b"x" * 1000), failed("b"))))
+            answer = await store.call(Requests(messages=(ListTasks(), ListTasks(limit=1))))
+        page, second = answer
+        assert isinstance(page, TaskPage) and page.total == 2
+        assert {r.id: (r.state, r.value) for r in page.records} == {
+            "a": ("succeeded", None), "b": ("failed", None)}
+        assert [r.error.traceback for r in page.records if r.error] == [""]
+        assert second == Rejected(id="", error="InvalidSubmission",
+                                  message="one ListTasks per request: each may read every record")
 
     async def test_a_query_at_the_limits_is_answered(self) -> None:
         """The limits themselves are allowed."""

@@ -3,7 +3,7 @@ states, run-time and queue-wait histograms, and the bound on names."""
 
 from __future__ import annotations
 
-from fastworker.messages import TaskRecord
+from fastworker.messages import RemoteError, TaskRecord
 from fastworker.results.task_metrics import OTHER, TaskMetrics
 from fastworker.stats import BUCKETS
 
@@ -38,6 +38,17 @@ def test_a_run_longer_than_every_bucket_is_counted_in_the_last() -> None:
     metrics.observe(ended("app.etl", started=100.0, finished=100.0 + 2 * BUCKETS[-1]))
     (etl,) = metrics.snapshot()
     assert etl.run.counts[-1] == 1 and sum(etl.run.counts) == 1
+
+
+def test_an_outcome_that_never_ran_has_no_run_time_nor_wait() -> None:
+    """Cancelled before it started, expired, or unknown on its worker: the
+    outcome's start is its end, and no run is counted."""
+    metrics = TaskMetrics()
+    never = RemoteError(type="TaskExpired", kind="expired", message="too late")
+    metrics.observe(TaskRecord(id="x", state="expired", task="app.t", queued_at=100.0,
+                               started_at=130.0, finished_at=130.0, error=never))
+    (t,) = metrics.snapshot()
+    assert (t.states, t.run.count, t.wait.count) == ((("expired", 1),), 0, 0)
 
 
 def test_names_past_the_bound_share_one_series() -> None:

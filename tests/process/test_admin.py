@@ -72,7 +72,7 @@ async def test_submit_wait_task_and_cancel(control_env: dict[str, str]) -> None:
         assert len(lines) == 3 and lines[-1].startswith("(1-2 of ")
         assert all("examples.tasks.add" in line for line in lines[:2])
         refused = await fastworker(control_env, "tasks", "--state", "sleeping")
-        assert refused.returncode == 1 and "is not one of" in refused.stderr.decode()
+        assert refused.returncode == 2 and "invalid choice" in refused.stderr.decode()
 
 
 async def test_what_an_operator_gets_wrong_is_said_with_its_exit_code(
@@ -88,6 +88,11 @@ async def test_what_an_operator_gets_wrong_is_said_with_its_exit_code(
 
         bad = await fastworker(control_env, "submit", "examples.tasks.add", "[1,")
         assert bad.returncode == 2 and "arguments must be JSON" in bad.stderr.decode()
+
+    undialable = await fastworker(control_env, "task", "x", "--address", "foo")
+    assert undialable.returncode == 2 and b"Traceback" not in undialable.stderr
+    huge = await fastworker(control_env, "submit", "t", "9" * 5000)
+    assert huge.returncode == 2 and "arguments must be JSON" in huge.stderr.decode()
 
     gone = await fastworker(control_env, "task", "x")
     assert gone.returncode == 3
