@@ -49,11 +49,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+#: The last ``configure``'s level and format (``None``: never called), for
+#: processes this one starts to log the same way.
+_configured: tuple[int | str, str] | None = None
+
+
+def configured() -> tuple[int | str, str] | None:
+    """The level and format the last ``configure`` set, or ``None``."""
+    return _configured
+
+
 def configure(level: int | str = logging.INFO, fmt: str = "text") -> None:
     """Send log lines to stderr in the runtime's format, ``text`` or
     ``json`` (idempotent: a second call sets the level and format)."""
+    global _configured
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    _configured = (level, fmt)
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_actors", False)), None)
     if handler is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from actors.log import configure as configure_logging
 from fastworker.calls import Called, call_sync, remote_error
 from fastworker.executor.pipe import READY, Spec, receive_blocking, send_blocking
 from fastworker.messages import RemoteError
@@ -24,10 +25,13 @@ from fastworker.payload import unpack_value
 from fastworker.tasks import Task
 
 
-def main(sock: socket.socket) -> None:
-    """Serve the parent on ``sock`` until it closes it. Ctrl-C is the
-    parent's to handle; the process leads its own process group, so a kill
-    of the group reaches whatever a task starts."""
+def main(sock: socket.socket, log_setup: tuple[int | str, str] | None = None) -> None:
+    """Serve the parent on ``sock`` until it closes it, logging as the
+    parent does (``log_setup``: its level and format, if it set them). Ctrl-C
+    is the parent's to handle; the process leads its own process group, so
+    a kill of the group reaches whatever a task starts."""
+    if log_setup is not None:
+        configure_logging(*log_setup)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.setpgrp()

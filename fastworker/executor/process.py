@@ -19,6 +19,7 @@ from typing import Literal
 
 import trio
 
+from actors.log import configured
 from fastworker.executor import child
 from fastworker.executor.pipe import Pipe
 
@@ -63,7 +64,9 @@ class PoolProcess:
         """Spawn a process that runs ``child.main`` on its end of a new
         socket pair (fork+exec, then a few KB written: ~1 ms)."""
         parent_end, child_end = socket.socketpair()
-        process = _SPAWN.Process(target=child.main, args=(child_end,), name=name)
+        # The node's log level and format: a task's own log lines come out
+        # as the node's do (one JSON object per line with --log-format json).
+        process = _SPAWN.Process(target=child.main, args=(child_end, configured()), name=name)
         try:
             process.start()
         except BaseException:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import trio
@@ -34,3 +35,10 @@ async def tally(path: str, label: str) -> int:
     with Path(path).open("a") as file:
         file.write(label + "\n")
     return len(Path(path).read_text().splitlines())
+
+
+@task(name="tests.log_warning")
+def log_warning(text: str) -> str:
+    """A sync task (run in the executor's pool) that logs a WARNING of its own."""
+    logging.getLogger("tests.tasks").warning("from the task: %s", text)
+    return text

@@ -317,9 +317,14 @@ async def test_json_logs_are_one_object_per_line(control_env: dict[str, str]) ->
         with pytest.raises(TaskError):
             await client.result(task_id, timeout=10)
         await node.wait_for(f"task examples.tasks.fail[{task_id}] failed on ")
+        # A task's own line, from the executor's pool process, is JSON too.
+        assert await client.submit("tests.log_warning", "hello") == "hello"
+        await node.wait_for("from the task: hello")
     entries = [json.loads(line) for line in node.lines if line.strip()]
     assert all(set(entry) == {"time", "level", "logger", "message"} for entry in entries)
     (failure,) = [e for e in entries if task_id in e["message"]]
     assert (failure["level"], failure["logger"]) == ("WARNING", "fastworker.tasks")
     assert failure["message"].endswith("ValueError: disk full")
     assert any(e["message"].startswith("node control ready") for e in entries)
+    (own,) = [e for e in entries if e["logger"] == "tests.tasks"]
+    assert (own["level"], own["message"]) == ("WARNING", "from the task: hello")
