@@ -27,7 +27,7 @@ import anyio.abc
 
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.tls import TlsOptions
-from fastworker.cancel import cancel_task
+from fastworker.client import lookup
 from fastworker.client.bulk import build_each, run_watched
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
@@ -35,14 +35,9 @@ from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notif
 from fastworker.client.pipeline import DEFAULT_WINDOW, Pipeline
 from fastworker.client.poller import ResultPoller
 from fastworker.client.slot import Slot
-from fastworker.errors import InvalidSubmission
-from fastworker.limits import MAX_ID_LENGTH, check_text
 from fastworker.messages import (
     RESULTS_PORT_OFFSET,
     ListTasks,
-    Records,
-    Rejected,
-    StatusQuery,
     Submit,
     TaskPage,
     TaskRecord,
@@ -434,11 +429,7 @@ class Client:
     async def status(self, task_id: str) -> TaskRecord:
         """The task's current record (state, attempt, worker, times, error)."""
         assert self._queries is not None, "use the client inside `async with`"
-        if len(task_id) > MAX_ID_LENGTH:  # the store would refuse the query
-            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
-        reply = await self._queries.ask(StatusQuery(ids=(task_id,)))
-        assert isinstance(reply, Records)
-        return reply.records[0]
+        return await lookup.status(self._queries, task_id)
 
     async def list_tasks(self, *, state: str | None = None, task: str | None = None,
                          id: str | None = None, limit: int = 50, offset: int = 0) -> TaskPage:
@@ -451,12 +442,8 @@ class Client:
             InvalidSubmission: a filter or the page is out of bounds.
         """
         assert self._queries is not None, "use the client inside `async with`"
-        reply = await self._queries.ask(ListTasks(state=state, task=task, id=id, limit=limit,
-                                                  offset=offset))
-        if isinstance(reply, Rejected):
-            raise InvalidSubmission(reply.message)
-        assert isinstance(reply, TaskPage)
-        return reply
+        return await lookup.list_tasks(self._queries, ListTasks(
+            state=state, task=task, id=id, limit=limit, offset=offset))
 
     async def cancel(self, task_id: str) -> str:
         """Cancel a task, queued, scheduled or running.
@@ -472,11 +459,7 @@ class Client:
             or ``unknown``. After any of the first five its result raises
             ``TaskCancelled``.
         """
-        queries = self._queries
-        assert queries is not None, "use the client inside `async with`"
-        if len(task_id) > MAX_ID_LENGTH:  # no task has such an id: the control plane says unknown
-            raise InvalidSubmission(check_text("task id", task_id, MAX_ID_LENGTH))
-        reply = await cancel_task(task_id, at_inbox=queries.ask, at_dispatcher=queries.ask)
-        return reply.outcome
+        assert self._queries is not None, "use the client inside `async with`"
+        return await lookup.cancel(self._queries, task_id)
 
 

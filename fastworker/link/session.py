@@ -29,13 +29,14 @@ import trio
 
 from actors import Ref
 from actors.edge import offset_address
-from actors.errors import ConfigError, FrameError
+from actors.errors import FrameError
 from actors.frame import Framer
 from actors.log import RateLimitedLog
 from actors.nng import open_request_wire
 from actors.requester import Requester
 from actors.tls import resolve_tls
 from fastworker.deadlines import on_arrival
+from fastworker.link.finding import find_control_plane
 from fastworker.link.reports import ReportBuffer
 from fastworker.link.shape import ExecutorShape
 from fastworker.messages import (
@@ -58,7 +59,6 @@ from fastworker.messages import (
     UnknownWorker,
     describe_slots,
 )
-from fastworker.probe import Announcement, discover_forever
 
 if TYPE_CHECKING:
     from fastworker.link.actor import LinkOptions
@@ -67,9 +67,6 @@ __all__ = ["LinkSession"]
 
 log = logging.getLogger("fastworker.link")
 
-#: Seconds before looking again for a control plane after passing one over
-#: (its address's TLS or secret does not fit this worker's settings).
-_REDISCOVER_DELAY = 5.0
 #: Seconds before a request answered with a bad frame is asked again (the
 #: control plane refused it as stale again and again, or could not answer).
 _BAD_ANSWER_PAUSE = 1.0
@@ -197,17 +194,7 @@ class LinkSession:
 
     async def connect(self) -> None:
         options = self.options
-        address = options.address
-        if address:
-            framer = self._framer_for(address)
-        else:
-            address, announcement, framer = await self._discover()
-            if announcement.secret_required and not framer.signed:
-                log.error(
-                    "%s: the control plane at %s requires a shared secret; set "
-                    "FASTWORKER_SECRET or FASTWORKER_SECRET_FILE to the same one",
-                    self.name, address)
-            log.info("%s: found control plane %s at %s", self.name, announcement.name, address)
+        address, framer = await find_control_plane(options, self._framer_for, self.name)
         self.address = address
         wire = await open_request_wire(
             offset_address(address, WORKERS_PORT_OFFSET),
@@ -218,26 +205,6 @@ class LinkSession:
         await self.executor.known.wait()
         while not self.draining:
             await self._session()
-
-    async def _discover(self) -> tuple[str, Announcement, Framer]:
-        """The first control plane found whose address fits this worker's
-        TLS settings (a tls+tcp:// one needs them; with them, a plain one is
-        passed over: a forged answer must not downgrade the link) and its
-        secret settings (one on another host, with no secret set here, is
-        passed over with the reason), and the framer for it."""
-        while True:
-            address, announcement = await discover_forever(
-                log=log, what=self.name, port=self.options.discovery_port)
-            try:
-                resolve_tls(address, self.options.tls, "dial")
-                framer = self._framer_for(address)
-            except ConfigError as error:
-                log.error("%s: passing over the control plane %s found at %s, looking again "
-                          "in %g s: %s", self.name, announcement.name, address,
-                          _REDISCOVER_DELAY, error)
-                await trio.sleep(_REDISCOVER_DELAY)
-                continue
-            return address, announcement, framer
 
     async def _session(self) -> None:
         """Register, then pull, report and beat until the control plane

@@ -23,10 +23,8 @@ from fastworker import InvalidSubmission
 from fastworker.client import connection as client_connection
 from fastworker.client.connection import Connection
 from fastworker.link import actor as link_actor
-from fastworker.link import session as link_session
+from fastworker.link import finding
 from fastworker.link.actor import LinkOptions
-from fastworker.link.reports import ReportBuffer
-from fastworker.link.session import LinkSession
 from fastworker.probe import Announcement
 
 REMOTE = "tcp://10.0.0.5:5555"
@@ -66,16 +64,12 @@ async def test_discovery_passes_over_another_host_without_its_secret(
     async def discover_forever(**_: Any) -> tuple[str, Announcement]:
         return next(found)
 
-    monkeypatch.setattr(link_session, "discover_forever", discover_forever)
-    monkeypatch.setattr(link_session, "_REDISCOVER_DELAY", 0)
+    monkeypatch.setattr(finding, "discover_forever", discover_forever)
+    monkeypatch.setattr(finding, "_REDISCOVER_DELAY", 0)
     link_options = options(discovery_port=5550)
-    session = LinkSession(link_options, name="link", worker="w1",
-                          framer_for=lambda address: link_actor._framer_for(link_options,
-                                                                            address),
-                          buffer=ReportBuffer(max_buffered=10, max_frame_bytes=1 << 20),
-                          refs={})
     with caplog.at_level(logging.ERROR, logger="fastworker.link"):
-        address, _, framer = await session._discover()
+        address, framer = await finding.find_control_plane(
+            link_options, lambda address: link_actor._framer_for(link_options, address), "link")
     assert address == LOCAL
     assert framer.secret == auto_secret_path().read_bytes().strip()
     [passed] = [r.getMessage() for r in caplog.records]
