@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
 import trio
@@ -50,6 +50,10 @@ class DueHeap(Generic[K, T]):
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = list(self._live.values())
             heapq.heapify(self._heap)
+
+    def values(self) -> Iterator[T]:
+        """Every item, in no particular order (do not change the heap meanwhile)."""
+        return (entry[3] for entry in self._live.values())
 
     def discard(self, key: K) -> T | None:
         """Take out the item of ``key`` before it is due; ``None`` if there is none."""

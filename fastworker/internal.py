@@ -19,9 +19,11 @@ __all__ = [
     "Adopted",
     "Dispatched",
     "DrainWorker",
+    "FailedToRetry",
     "GetTask",
     "JournalWrite",
     "KnownTasks",
+    "PurgeQueued",
     "Recover",
     "RecoveredDispatched",
     "Requeue",
@@ -91,6 +93,17 @@ class DrainWorker:
 
     worker: str
     resume: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class PurgeQueued:
+    """Admin -> PriorityInbox (``Ref.call``): cancel every queued task of
+    priority ``level`` and name ``task`` (``None``: any), and with
+    ``scheduled`` those held for later too; answered with how many."""
+
+    level: int | None = None
+    task: str | None = None
+    scheduled: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -184,6 +197,19 @@ class GetTask:
     ``id``; answered with a ``TaskDetail``, or ``None`` if it is not held."""
 
     id: str
+
+
+@attrs.frozen(kw_only=True)
+class FailedToRetry:
+    """Admin -> ResultStore (``Ref.call``): the failed tasks (of ``task``
+    if given) not yet retried whose arguments are held, oldest first, at
+    most ``limit``; answered ``(details, how many more match)``, a
+    ``tuple[tuple[TaskDetail, ...], int]``."""
+
+    task: str | None = None
+    limit: int = 500
+    #: Only tasks queued before this wall-clock time.
+    before: float = float("inf")
 
 
 @attrs.frozen(kw_only=True)

@@ -21,15 +21,20 @@ from typing import Final, get_args
 
 from fastworker.messages import (
     KINDS,
+    PRIORITIES,
     ListTasks,
+    Purge,
     Register,
     ResultQuery,
+    RetryTasks,
+    SetDrain,
     State,
     StatusQuery,
     Watch,
 )
 
 __all__ = [
+    "MAX_BULK",
     "MAX_FAIR_KEY_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
@@ -40,6 +45,7 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
     "MAX_WORKER_TASKS",
+    "check_admin",
     "check_list",
     "check_prefetch",
     "check_query",
@@ -68,6 +74,8 @@ MAX_QUERY_IDS: Final = 100_000
 MAX_PAGE: Final = 500
 #: The largest ``ListTasks`` offset.
 MAX_OFFSET: Final = 10_000_000
+#: The most tasks one ``RetryTasks`` may name or retry.
+MAX_BULK: Final = 10_000
 #: The most task names one subworker may register (and, of them,
 #: at-most-once ones); the jobs it says it holds are bounded by its slots.
 MAX_WORKER_TASKS: Final = 10_000
@@ -121,6 +129,29 @@ def check_list(query: ListTasks) -> str | None:
                 f"{', '.join(get_args(State))}")
     return (check_text("ListTasks task", query.task or "", MAX_TASK_NAME_LENGTH)
             or check_text("ListTasks id", query.id or "", MAX_ID_LENGTH))
+
+
+def check_admin(message: Purge | RetryTasks | SetDrain) -> str | None:
+    """What is wrong with an operator's ``Purge``, ``RetryTasks`` or
+    ``SetDrain``, or ``None``: an unknown priority, too many ids or too
+    large a limit, a name or id too long."""
+    if isinstance(message, Purge):
+        if message.priority is not None and message.priority not in PRIORITIES:
+            return (f"Purge priority {message.priority!r} is not one of "
+                    f"{', '.join(PRIORITIES)}")
+        return check_text("Purge task", message.task or "", MAX_TASK_NAME_LENGTH)
+    if isinstance(message, SetDrain):
+        return check_text("SetDrain worker", message.worker, MAX_ID_LENGTH, empty=False)
+    if len(message.ids) > MAX_BULK:
+        return f"RetryTasks names {len(message.ids)} ids; the limit is {MAX_BULK}"
+    if not 1 <= message.limit <= MAX_BULK:
+        return f"RetryTasks limit {message.limit} is not within 1..{MAX_BULK}"
+    if not 0.0 <= message.before < math.inf:  # NaN fails this too
+        return f"RetryTasks before {message.before!r} is not a time >= 0"
+    for id in message.ids:
+        if problem := check_text("RetryTasks id", id, MAX_ID_LENGTH, empty=False):
+            return problem
+    return check_text("RetryTasks task", message.task or "", MAX_TASK_NAME_LENGTH)
 
 
 def check_register(register: Register) -> str | None:

@@ -1,11 +1,12 @@
 """The PriorityInbox actor: where accepted tasks wait for a worker.
 
 It answers ``Requests`` of ``Submit`` and ``Cancel`` from the ingress
-edges, tells the ResultStore what it queued, cancelled, released and
-expired, and hands ``JobBatch``es to the Dispatcher as its ``Demand``
-allows. This module is the message table and the flush that sends; it
-decides nothing itself: the parts beside it do (``admission``, ``names``,
-``levels``, ``held``), and ``docs/inbox.md`` has the rules. The queue
+edges and an operator's ``PurgeQueued``, tells the ResultStore what it
+queued, cancelled, released and expired, and hands ``JobBatch``es to
+the Dispatcher as its ``Demand`` allows. This module is the message
+table and the flush that sends; it decides nothing itself: the parts
+beside it do (``admission``, ``names``, ``levels``, ``held``), and
+``docs/inbox.md`` has the rules. The queue
 lives in memory; with a ``journal`` ref it is also journaled, and taken
 back from the journal at start (``writer`` talks to the journal,
 ``journaled`` decides what is written and recovered).
@@ -30,7 +31,7 @@ from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.internal import Adopted, KnownTasks, Requeue
+from fastworker.internal import Adopted, KnownTasks, PurgeQueued, Requeue
 from fastworker.journal.ops import DropTask, PutTask, SetState
 from fastworker.limits import MAX_ID_LENGTH
 from fastworker.messages import (
@@ -73,7 +74,7 @@ DEFAULT_PARKED_MAX = 10_000
 #: Seconds an at-most-once job whose dispatch could not be written waits.
 _HOLD_BACK = 1.0
 
-Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted]
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted, PurgeQueued]
 
 
 @attrs.frozen(kw_only=True)
@@ -227,12 +228,14 @@ class PriorityInbox(Actor[Accepts]):
             self._on_message(message)  # sent, not called: nobody reads the answers
         await self._flush()
 
-    def _on_message(self, message: Accepts) -> Answers | CancelReply | None:
+    def _on_message(self, message: Accepts) -> Answers | CancelReply | int | None:
         match message:
             case Requests():
                 return self._on_requests(message)
             case Cancel(id=task_id):
                 return self._cancel(task_id)
+            case PurgeQueued():
+                return self._purge(message)
             case Demand(pools=pools, received=received):
                 self._demand.replace(pools, received)
             case Requeue(jobs=jobs, delays=()):
@@ -340,6 +343,29 @@ class PriorityInbox(Actor[Accepts]):
         if state is not None:
             return CancelReply(id=task_id, outcome="not_queued")
         return CancelReply(id=task_id, outcome="unknown")
+
+    def _purge(self, query: PurgeQueued) -> int:
+        """Cancel every queued (and with ``scheduled`` held) task ``query``
+        matches, the accepted ones not yet written too; how many. Tasks a
+        subworker may still run (recovered, in the recovery grace) stay."""
+        running = frozenset() if self._journal is None else self._journal.in_grace
+
+        def matches(job: Job, held: bool) -> bool:
+            return ((query.scheduled or not held) and job.id not in running
+                    and (query.level is None or job.priority == query.level)
+                    and (query.task is None or job.task == query.task))
+
+        ids = [job.id for job in self._levels.jobs.values() if matches(job, False)]
+        if query.scheduled:
+            ids.extend(job.id for job in self._held.jobs() if matches(job, True))
+        for task_id in ids:
+            self._cancel(task_id)
+        if self._journal is not None:
+            for task_id in self._journal.unwritten.purge(matches):
+                self._recent.remember(task_id, "cancelled")
+                self._cancelled_total += 1
+                ids.append(task_id)
+        return len(ids)
 
     def _drop(self, task_id: str) -> bool:
         """Take a queued or held task out; ``False`` if it is neither."""

@@ -38,6 +38,10 @@ class Held:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._jobs
 
+    def jobs(self) -> list[Job]:
+        """Every held job, in no particular order."""
+        return list(self._jobs.values())
+
     def hold(self, job: Job, at: float) -> None:
         """Hold ``job`` until ``at``."""
         self._jobs.push(at, job.id, job)

@@ -283,6 +283,13 @@ class InboxJournal:
                 if job.expires_at is not None:
                     held.expire(task_id, now + job.expires_at - wall)
 
+    @property
+    def in_grace(self) -> frozenset[str]:
+        """The recovered tasks that were dispatched when the control plane
+        stopped and wait out the recovery grace (a subworker may still run
+        them)."""
+        return frozenset() if self._grace is None else self._grace[1]
+
     async def grace_over(self, now: float) -> None:
         """Once the recovery grace is over (the inbox calls this when held
         jobs are released; a timer of its own calls it too): fail the

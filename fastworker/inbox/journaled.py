@@ -129,6 +129,17 @@ class Unwritten:
                 return True
         return False
 
+    def purge(self, matches: Callable[[Job, bool], bool]) -> list[str]:
+        """Cancel the unwritten tasks ``matches(job, held_for_later)``
+        accepts; their ids."""
+        purged = []
+        for write in {id(w): w for w in self.by_id.values()}.values():
+            for task in write.tasks:
+                if not task.cancelled and matches(task.job, task.at is not None):
+                    task.cancelled = True
+                    purged.append(task.job.id)
+        return purged
+
     def take(self) -> Write | None:
         """The write to make now, if anything was accepted since the last."""
         write = self.next

@@ -3,7 +3,8 @@
 Every message that crosses a process boundary is here: frozen,
 keyword-only attrs classes in three modules by conversation (``tasks``:
 submit, dispatch and report; ``queries``: queries and cancels;
-``workers``: the subworker conversation), re-exported here, each with one
+``workers``: the subworker conversation; ``admin``: the operator's
+state and bulk actions), re-exported here, each with one
 line saying who sends it to whom and when. ``CODEC`` registers them all under ``PROTOCOL_VERSION``.
 Messages between actors of one node are in ``fastworker/internal.py``.
 
@@ -30,6 +31,10 @@ every message):
    an ``Assign``; ``Report`` carries credit, ``Running`` and ``Outcome``s
    (the Dispatcher passes them on to the ResultStore); ``Drain`` stops new
    assignments. ``UnknownWorker`` tells a worker to register again.
+6. admin (``fastworker status``, ``purge``, ``retry``, ``drain``; the
+   dashboard's bulk actions -> queries edge on base+4 -> Admin):
+   ``ClusterQuery`` is answered ``ClusterStatus``, ``Purge`` ``Purged``,
+   ``RetryTasks`` ``RetryReport``, ``SetDrain`` ``DrainReply``.
 
 Times named ``*_at`` are wall-clock seconds (``time.time()``) of the
 process that wrote them, for people; deadlines inside a process use trio's
@@ -46,6 +51,16 @@ from __future__ import annotations
 from typing import Literal
 
 from actors import Codec
+from fastworker.messages.admin import ClusterQuery as ClusterQuery
+from fastworker.messages.admin import ClusterStatus as ClusterStatus
+from fastworker.messages.admin import DrainReply as DrainReply
+from fastworker.messages.admin import JournalStatus as JournalStatus
+from fastworker.messages.admin import Purge as Purge
+from fastworker.messages.admin import Purged as Purged
+from fastworker.messages.admin import RetryReport as RetryReport
+from fastworker.messages.admin import RetryTasks as RetryTasks
+from fastworker.messages.admin import SetDrain as SetDrain
+from fastworker.messages.admin import WorkerStatus as WorkerStatus
 from fastworker.messages.queries import FINAL_STATES as FINAL_STATES
 from fastworker.messages.queries import Attempt as Attempt
 from fastworker.messages.queries import Cancel as Cancel
@@ -106,10 +121,13 @@ __all__ = [
     "CancelOutcome",
     "CancelReply",
     "Cancelled",
+    "ClusterQuery",
+    "ClusterStatus",
     "Credit",
     "Demand",
     "Deregister",
     "Drain",
+    "DrainReply",
     "Expired",
     "FINAL_STATES",
     "Finished",
@@ -117,11 +135,14 @@ __all__ = [
     "HeldJob",
     "Job",
     "JobBatch",
+    "JournalStatus",
     "KINDS",
     "ListTasks",
     "Outcome",
     "PROCESS",
     "Pull",
+    "Purge",
+    "Purged",
     "Queued",
     "QueuedEntry",
     "Records",
@@ -133,8 +154,11 @@ __all__ = [
     "Report",
     "ResultQuery",
     "Retry",
+    "RetryReport",
+    "RetryTasks",
     "Returned",
     "Running",
+    "SetDrain",
     "Slots",
     "State",
     "StatusQuery",
@@ -145,11 +169,12 @@ __all__ = [
     "TaskRecord",
     "UnknownWorker",
     "Watch",
+    "WorkerStatus",
     "describe_slots",
 ]
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 12
+PROTOCOL_VERSION = 13
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -195,6 +220,14 @@ CODEC = Codec(
         Deregister,
         Ack,
         UnknownWorker,
+        ClusterQuery,
+        ClusterStatus,
+        Purge,
+        Purged,
+        RetryTasks,
+        RetryReport,
+        SetDrain,
+        DrainReply,
     ],
     protocol=PROTOCOL_VERSION,
 )

@@ -1,4 +1,5 @@
-"""The dashboard's view of the records: a page of them, and one task's detail.
+"""Views of the records for people: a page of them, one task's detail, the
+failed tasks an operator may retry.
 
 A scan over what the store holds, newest first: for people, not for the
 hot path (the store's bounds bound it). It only reads: a record listed is
@@ -11,11 +12,12 @@ import itertools
 
 import attrs
 
-from fastworker.internal import TaskDetail
+from fastworker.internal import FailedToRetry, TaskDetail
 from fastworker.messages import ListTasks, TaskPage, TaskRecord
 from fastworker.results.records import RecordBook
+from fastworker.results.stored import StoredTask
 
-__all__ = ["summaries", "task_detail", "task_page"]
+__all__ = ["failed_to_retry", "summaries", "task_detail", "task_page"]
 
 
 def summaries(page: TaskPage) -> TaskPage:
@@ -55,8 +57,29 @@ def task_page(records: RecordBook, query: ListTasks) -> TaskPage:
 def task_detail(records: RecordBook, id: str) -> TaskDetail | None:
     """Everything held about ``id``, for its page; ``None`` if nothing is."""
     stored = records.get(id)
-    if stored is None:
-        return None
+    return None if stored is None else _detail(stored)
+
+
+def _detail(stored: StoredTask) -> TaskDetail:
     return TaskDetail(record=stored.record, payload=stored.payload,
                       dispatched_at=stored.dispatched_at, dispatched_to=stored.dispatched_to,
                       retry_of=stored.retry_of, retried_as=stored.retried_as)
+
+
+def failed_to_retry(records: RecordBook,
+                    query: FailedToRetry) -> tuple[tuple[TaskDetail, ...], int]:
+    """The failed tasks (of ``query.task``) not yet retried whose arguments
+    are held, oldest first, at most ``query.limit``; and how many more match."""
+    found: list[TaskDetail] = []
+    more = 0
+    for stored in records.oldest():
+        record = stored.record
+        if (record.state != "failed" or stored.retried_as or not stored.payload
+                or record.queued_at >= query.before
+                or (query.task is not None and record.task != query.task)):
+            continue
+        if len(found) < query.limit:
+            found.append(_detail(stored))
+        else:
+            more += 1
+    return tuple(found), more

@@ -428,3 +428,7 @@ class RecordBook:
     def newest(self) -> Iterator[StoredTask]:
         """Everything held, newest first (not counted as a use)."""
         return reversed(self._tasks.values())
+
+    def oldest(self) -> Iterator[StoredTask]:
+        """Everything held, oldest first (not counted as a use)."""
+        return iter(self._tasks.values())

@@ -34,6 +34,7 @@ from actors.timers import Timer
 from fastworker.errors import JournalUnavailable
 from fastworker.internal import (
     Dispatched,
+    FailedToRetry,
     GetTask,
     JournalWrite,
     Recover,
@@ -56,7 +57,7 @@ from fastworker.messages import (
     StatusQuery,
     Watch,
 )
-from fastworker.results.listing import summaries, task_detail, task_page
+from fastworker.results.listing import failed_to_retry, summaries, task_detail, task_page
 from fastworker.results.records import REPORTS, RecordBook, Report
 from fastworker.results.recovery import restore_results
 from fastworker.results.task_metrics import DEFAULT_MAX_NAMES
@@ -70,7 +71,7 @@ else:  # pragma: no cover
 
 __all__ = ["ResultStore", "ResultStoreOptions"]
 
-Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask]
+Query = Union[ResultQuery, StatusQuery, Watch, ListTasks, GetTask, FailedToRetry]
 Accepts = Union[Report, Query, Requests, ResultsKept, Unsent]
 
 #: Room kept in a reply frame for its header, auth tag and the other
@@ -238,6 +239,9 @@ class ResultStore(Actor[Accepts]):
                 return task_page(self._records, message)
             case GetTask():
                 return task_detail(self._records, message.id)
+            case FailedToRetry():
+                self._records.expire(trio.current_time())
+                return failed_to_retry(self._records, message)
             case ResultQuery() | StatusQuery() | Watch():
                 return self._on_queries((message,), single=True)
             case Requests():

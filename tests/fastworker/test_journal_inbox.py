@@ -32,6 +32,7 @@ from fastworker.internal import (
     Adopted,
     JournalWrite,
     KnownTasks,
+    PurgeQueued,
     RecoveredDispatched,
     Requeue,
 )
@@ -228,6 +229,48 @@ class TestAcknowledgedMeansWritten:
         assert kinds == [Queued, Cancelled]
         recovered = load(path)
         assert recovered.queued == () and recovered.keys == {}
+
+    async def test_a_purge_takes_queued_held_and_unwritten_tasks_that_match(
+            self, tmp_path: Path) -> None:
+        """``PurgeQueued`` cancels what matches its level, name and
+        ``scheduled``, tasks whose write is under way too (written, then
+        dropped); the others stay; the journal keeps none of the purged."""
+        path = tmp_path / "j.db"
+        held: list[HeldFile] = []
+
+        def wrap(file: JournalFile) -> HeldFile:
+            held.append(HeldFile(file))
+            return held[-1]
+
+        async with open_inbox(path, wrap=wrap) as h:
+            answers: list[Any] = []
+
+            async def submit() -> None:
+                answers.extend(await h.submit(sub("w1"), sub("w2", 0), sub("w3", task=ONCE)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit)
+                await trio.to_thread.run_sync(held[0].entered.wait)
+                # Unwritten: w1 matches (normal, ADD); w2 is critical, w3 another task.
+                assert await h.inbox.call(PurgeQueued(level=2, task=ADD)) == 1
+                held[0].release.set()
+            assert answers == [Accepted(id="w1"), Accepted(id="w2"), Accepted(id="w3")]
+            assert await h.submit(sub("q1"), sub("q2", 3), sub("later", delay=600.0),
+                                  sub("q3", task=ONCE)) == [
+                Accepted(id=id) for id in ("q1", "q2", "later", "q3")]
+            # w2, q1, q2 (any level), not later (held for later)
+            assert await h.inbox.call(PurgeQueued(task=ADD)) == 3
+            assert await h.inbox.call(PurgeQueued(task=ADD, scheduled=True)) == 1  # later
+            assert await h.inbox.call(PurgeQueued(task=ADD)) == 0
+            await h.written()
+            stats = await h.stats()
+            assert stats.queued == (0, 0, 2, 0) and stats.scheduled == 0  # w3, q3
+            assert stats.cancelled_total == 5
+        cancelled = [id for m in h.store_got if isinstance(m, Cancelled) for id in m.ids]
+        assert sorted(cancelled) == ["later", "q1", "q2", "w1", "w2"]
+        recovered = load(path)
+        assert sorted(ids(recovered.queued)) == ["q3", "w3"]
+        assert recovered.scheduled == ()
 
     async def test_a_failed_write_answers_journal_unavailable(self, tmp_path: Path) -> None:
         """A write that fails (disk full) answers each of its Submits
@@ -517,6 +560,21 @@ class TestRecovery:
             await h.written()
         recovered = load(path)
         assert ids(recovered.dispatched) == ["unheard"] and recovered.scheduled == ()
+
+    async def test_a_purge_leaves_the_tasks_a_subworker_may_still_run(
+            self, tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+        """Recovered tasks that were dispatched wait out the grace because a
+        subworker may still run them: a purge (with ``scheduled``) leaves
+        them, and cancels the recovered queued and scheduled ones."""
+        path = tmp_path / "j.db"
+        write(path, [PutTask(job("out"), "dispatched"), PutTask(job("waiting"), "queued"),
+                     PutTask(job("later"), "scheduled", time.time() + 600)])
+        async with open_inbox(path, recovery_grace=5.0) as h:
+            assert await h.inbox.call(PurgeQueued(scheduled=True)) == 2
+            await h.demand(10)
+            mock_clock.jump(5.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.dispatched() == [("out", 2)]
 
     async def test_copies_of_adopted_tasks_wait_for_their_worker(
             self, tmp_path: Path, mock_clock: trio.testing.MockClock,

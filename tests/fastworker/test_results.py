@@ -36,7 +36,7 @@ from fastworker.messages import (
 )
 from fastworker.limits import MAX_ID_LENGTH, MAX_OFFSET, MAX_PAGE, MAX_QUERY_IDS
 from fastworker.results import RECORD_OVERHEAD_BYTES, ResultStore
-from fastworker.internal import Dispatched, GetTask, Requeued, TaskDetail
+from fastworker.internal import Dispatched, FailedToRetry, GetTask, Requeued, TaskDetail
 from fastworker.messages import ListTasks, TaskPage
 from fastworker.stats import ResultStoreStats
 
@@ -713,6 +713,32 @@ class TestHistory:
         assert [r.id for r in abc_failed.records] == ["abc-1"]
         assert [r.id for r in mul.records] == ["abc-2"]
         assert ([r.id for r in second.records], second.total) == (["xyz-3"], 3)
+
+    async def test_the_failed_tasks_to_retry_are_those_not_yet_retried_before_a_time(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """``FailedToRetry``: failed tasks with their arguments held, not
+        retried yet, queued before ``before``, of ``task``; oldest first, at
+        most ``limit``, and how many more."""
+        async with open_store() as store:
+            await store.send(Queued(entries=tuple(
+                QueuedEntry(id=id, task=task, priority=2, queued_at=at, payload=payload)
+                for id, task, at, payload in (
+                    ("f1", "add", 1.0, b"a"), ("f2", "add", 2.0, b"a"), ("f3", "mul", 3.0, b"a"),
+                    ("gone", "add", 4.0, b""), ("ok", "add", 5.0, b"a"), ("f4", "add", 6.0, b"a"),
+                    ("late", "add", 50.0, b"a")))))
+            await store.send(Finished(outcomes=tuple(
+                failed(id) for id in ("f1", "f2", "f3", "gone", "f4", "late"))))
+            await store.send(Finished(outcomes=(done("ok"),)))
+            await store.send(Queued(entries=(QueuedEntry(
+                id="f2-retry1", task="add", priority=2, queued_at=7.0, payload=b"a",
+                retry_of="f2"),)))
+            found, more = await store.call(FailedToRetry(task="add", limit=1, before=10.0))
+            assert [d.record.id for d in found] == ["f1"] and more == 1  # f4 is the other
+            found, more = await store.call(FailedToRetry(limit=10, before=10.0))
+            assert [d.record.id for d in found] == ["f1", "f3", "f4"] and more == 0
+            found, more = await store.call(FailedToRetry(limit=10))
+            assert [d.record.id for d in found] == ["f1", "f3", "f4", "late"]
 
     async def test_a_tasks_detail_has_its_payload_dispatch_and_retry_links(
         self, autojump_clock: trio.testing.MockClock
