@@ -44,7 +44,7 @@ from actors.log import configure as configure_logging
 from actors.node import run_node
 from actors.supervisor import unwrap
 from actors.topology import Topology
-from fastworker import admin
+from fastworker import commands as operator_commands
 from fastworker.version import VERSION
 
 log = logging.getLogger("fastworker")
@@ -119,7 +119,8 @@ def tune_malloc() -> bool:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastworker", description="A brokerless task queue for Python.",
-        epilog="tasks, task, submit, cancel: " + admin.exit_codes_help())
+        epilog="commands that talk to a control plane: "
+        + operator_commands.exit_codes_help())
     parser.add_argument("--version", action="version", version=f"fastworker {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -154,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     salvage.add_argument("path", help="the journal file")
     commands.add_parser(
         "secret", help="make this user's per-host secret if missing; print its path")
-    admin.add_commands(commands, admin.common_options())
+    operator_commands.add_commands(commands)
     return parser
 
 
@@ -198,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args.action, args.path)
     if args.command == "secret":
         return _secret()
-    if args.command in ("tasks", "task", "submit", "cancel"):
-        return admin.run_command(args)
+    if args.command in operator_commands.COMMANDS:
+        return operator_commands.run_command(args)
     args.log_level = args.log_level.upper()
     if args.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         parser.error(

@@ -28,6 +28,7 @@ import anyio.abc
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.tls import TlsOptions
 from fastworker.client import lookup
+from fastworker.client.admin import AdminClient
 from fastworker.client.bulk import build_each, run_watched
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.connection import Connection
@@ -425,6 +426,13 @@ class Client:
                 log.debug("on_complete callback for task %s dropped: client closed", task_id)
 
         results.expect(task_id).when_done(ready)
+
+    @property
+    def admin(self) -> AdminClient:
+        """The operator's questions and bulk actions: ``status()``,
+        ``purge()``, ``retry()``, ``drain()`` (docs/cli.md)."""
+        assert self._queries is not None, "use the client inside `async with`"
+        return AdminClient(self._queries)
 
     async def status(self, task_id: str) -> TaskRecord:
         """The task's current record (state, attempt, worker, times, error)."""

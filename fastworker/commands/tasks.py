@@ -1,58 +1,36 @@
-"""The ``fastworker`` commands that talk to a running control plane:
-``tasks``, ``task``, ``submit`` and ``cancel``. Each is a ``Client`` call, so it works
-wherever a client does (the authenticated protocol on the query and
-submission ports, never the dashboard's HTTP), with the client's
-environment (``FASTWORKER_ADDRESS``, ``FASTWORKER_SECRET``,
-``FASTWORKER_SECRET_FILE``, ``FASTWORKER_TLS_*``) or ``--address`` and
-``--secret-file``.
-
-Exit codes (``EXIT``): 0 done; 1 the answer is "no" (an unknown task id,
-a failed task, a submission refused, a task that could not be
-cancelled); 2 a usage error; 3 no answer from the control plane.
-
-Every command prints text for people, or with ``--json`` one JSON object
-(or one per line) for scripts. Results and arguments are shown without
-unpickling anything (``fastworker.peek``).
-"""
+"""``fastworker tasks``, ``task``, ``submit`` and ``cancel``: tasks one by
+one. Results and arguments are shown without unpickling anything
+(``fastworker.peek``)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, get_args
 
-import trio
-
-from actors.errors import ConfigError
 from fastworker.client import Client
-from fastworker.errors import ConnectionLost, FastworkerError, ResultUnknown, TaskError
+from fastworker.commands.common import EXIT, Usage, bounded, iso
+from fastworker.errors import ResultUnknown, TaskError
 from fastworker.limits import MAX_OFFSET, MAX_PAGE
 from fastworker.messages import State, TaskRecord
 from fastworker.peek import peek_value
 
-__all__ = ["EXIT", "add_commands", "common_options", "exit_codes_help", "record_json",
-           "record_text", "run_command"]
+__all__ = ["COMMANDS", "add_parsers", "record_json", "record_text"]
 
-#: What each exit code means.
-EXIT = {"ok": 0, "no": 1, "usage": 2, "unreachable": 3}
 #: States after which ``cancel`` did what it was asked.
 _CANCELLED = frozenset({"cancelled", "interrupted", "terminated", "abandoned", "requested"})
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``tasks``, ``task``, ``submit`` and ``cancel`` to the ``fastworker`` parser."""
     listing = commands.add_parser(
         "tasks", parents=[common], help="list the tasks the control plane holds, newest first")
     listing.add_argument("--state", choices=[s for s in get_args(State) if s != "unknown"],
                          help="only those in this state")
     listing.add_argument("--name", help="only those of this task name")
-    listing.add_argument("--limit", type=_bounded(1, MAX_PAGE), default=20,
+    listing.add_argument("--limit", type=bounded(1, MAX_PAGE), default=20,
                          help=f"how many (default 20, at most {MAX_PAGE})")
-    listing.add_argument("--offset", type=_bounded(0, MAX_OFFSET), default=0,
+    listing.add_argument("--offset", type=bounded(0, MAX_OFFSET), default=0,
                          help="skip this many first")
     task = commands.add_parser(
         "task", parents=[common], help="show a task's record: state, result or error, attempts")
@@ -72,64 +50,6 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     cancel.add_argument("ids", nargs="+", metavar="ID", help="task ids")
 
 
-def common_options() -> argparse.ArgumentParser:
-    """The options every command that talks to a control plane takes."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--address", help="the control plane's base address (default "
-                        "$FASTWORKER_ADDRESS, else tcp://127.0.0.1:5555)")
-    common.add_argument("--secret-file", help="a file holding the shared secret (default "
-                        "$FASTWORKER_SECRET / $FASTWORKER_SECRET_FILE, else the per-host secret)")
-    common.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    return common
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run ``tasks``, ``task``, ``submit`` or ``cancel``; return the exit code."""
-    secret = None
-    if args.secret_file:
-        try:
-            secret = Path(args.secret_file).read_text().strip()
-        except OSError as error:
-            print(f"--secret-file {args.secret_file}: cannot read: {error.strerror}",
-                  file=sys.stderr)
-            return EXIT["usage"]
-    command: Callable[[Client, argparse.Namespace], Any] = {
-        "tasks": _tasks, "task": _task, "submit": _submit, "cancel": _cancel}[args.command]
-
-    async def main() -> int:
-        async with Client(args.address, secret) as client:
-            return int(await command(client, args))
-
-    try:
-        return trio.run(main)
-    except ConnectionLost as error:  # before OSError: it is a ConnectionError
-        print(f"fastworker {args.command}: {error}", file=sys.stderr)
-        return EXIT["unreachable"]
-    except (ConfigError, OSError) as error:  # an address NNG cannot dial, say
-        print(f"fastworker {args.command}: {error}", file=sys.stderr)
-        return EXIT["usage"]
-    except _Usage as error:
-        print(f"fastworker {args.command}: {error}", file=sys.stderr)
-        return EXIT["usage"]
-    except FastworkerError as error:  # refused: a bad submission, say
-        print(f"fastworker {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT["no"]
-
-
-class _Usage(Exception):
-    """A mistake in the command's arguments that only running it shows."""
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer within ``low..high``."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not within {low}..{high}")
-        return value
-    return parse
-
-
 async def _tasks(client: Client, args: argparse.Namespace) -> int:
     page = await client.list_tasks(state=args.state, task=args.name, limit=args.limit,
                                    offset=args.offset)
@@ -138,7 +58,7 @@ async def _tasks(client: Client, args: argparse.Namespace) -> int:
                           "tasks": [record_json(record) for record in page.records]}))
         return EXIT["ok"]
     for record in page.records:
-        when = _iso(record.finished_at or record.started_at or record.queued_at) or "-"
+        when = iso(record.finished_at or record.started_at or record.queued_at) or "-"
         print(f"{record.id}  {record.state:<9}  {when}  {record.task}  {record.worker or '-'}")
     shown = f"{args.offset + 1}-{args.offset + len(page.records)}" if page.records else "none"
     print(f"({shown} of {page.total} matching)")
@@ -159,11 +79,11 @@ async def _submit(client: Client, args: argparse.Namespace) -> int:
         positional = json.loads(args.args)
         keywords = json.loads(args.kwargs)
     except (ValueError, RecursionError) as error:  # JSONDecodeError, a huge integer, nesting
-        raise _Usage(f"arguments must be JSON: {error}") from None
+        raise Usage(f"arguments must be JSON: {error}") from None
     if not isinstance(positional, list):
         positional = [positional]
     if not isinstance(keywords, dict):
-        raise _Usage("--kwargs must be a JSON object")
+        raise Usage("--kwargs must be a JSON object")
     task_id = await client.send(args.name, positional, keywords, priority=args.priority)
     if args.wait is None:
         print(json.dumps({"id": task_id}) if args.json else task_id)
@@ -199,8 +119,8 @@ def record_json(record: TaskRecord) -> dict[str, Any]:
     return {
         "id": record.id, "task": record.task, "state": record.state,
         "attempt": record.attempt, "worker": record.worker, "workers": list(record.workers),
-        "queued_at": _iso(record.queued_at), "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
+        "queued_at": iso(record.queued_at), "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
         "value": None if record.value is None else peek_value(record.value),
         "error": None if error is None else {
             "type": error.type, "message": error.message, "traceback": error.traceback,
@@ -233,12 +153,5 @@ def record_text(record: TaskRecord) -> str:
     return "\n".join(lines)
 
 
-def _iso(wall: float) -> str | None:
-    return (datetime.datetime.fromtimestamp(wall).astimezone().isoformat(timespec="milliseconds")
-            if wall else None)
-
-
-def exit_codes_help() -> str:
-    """The exit codes, for ``--help``."""
-    return ("exit codes: 0 done; 1 the answer is no (unknown id, failed task, refused "
-            "submission, not cancelled); 2 usage error; 3 no control plane answered")
+#: Each command's function, by name.
+COMMANDS = {"tasks": _tasks, "task": _task, "submit": _submit, "cancel": _cancel}

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from actors.pytest_plugin import free_tcp_ports
+
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = "tests/process/topologies"
 PINGPONG = "examples/pingpong.toml"
@@ -27,6 +29,8 @@ PONG_SIDE = f"{TOPOLOGIES}/pong_side.toml"
 LISTENER = f"{TOPOLOGIES}/listener.toml"
 STUCK = f"{TOPOLOGIES}/stuck.toml"
 GUARD = 10  # seconds; a hang fails the test instead of stalling the run
+#: The same for one command against a control plane (a bulk one may take a while).
+COMMAND_GUARD = 60
 
 # "2026-12-06T07:21:00.125+00:00 INFO    actors.node: node pingpong ready with 4 actors"
 _RECORD = re.compile(
@@ -204,3 +208,19 @@ async def run_to_exit(*args: str, env: dict[str, str]) -> subprocess.CompletedPr
 def text_lines(data: bytes) -> list[str]:
     return data.decode().splitlines()
 
+
+@pytest.fixture
+def control_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the control plane on six free loopback ports."""
+    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
+    return env
+
+
+async def fastworker_command(environ: dict[str, str],
+                             *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``fastworker ARGS`` (a command that talks to a control plane) run to
+    its end, its output captured."""
+    with trio.fail_after(COMMAND_GUARD):
+        return await trio.run_process([sys.executable, "-m", "fastworker", *args], cwd=ROOT,
+                                      env=environ, capture_stdout=True, capture_stderr=True,
+                                      check=False)

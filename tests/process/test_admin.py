@@ -4,28 +4,10 @@ plane, as an operator runs them: real processes, exit codes, text and JSON."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import pytest
-import trio
-
-from actors.pytest_plugin import free_tcp_ports
 from fastworker import Client
-from tests.process.harness import ROOT, control_plane, env  # noqa: F401 (fixture)
-
-
-@pytest.fixture
-def control_env(env: dict[str, str]) -> dict[str, str]:  # noqa: F811 (the fixture)
-    env["FASTWORKER_ADDRESS"] = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
-    return env
-
-
-async def fastworker(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(30):
-        return await trio.run_process([sys.executable, "-m", "fastworker", *args], cwd=ROOT,
-                                      env=environ, capture_stdout=True, capture_stderr=True,
-                                      check=False)
+from tests.process.harness import control_plane
+from tests.process.harness import fastworker_command as fastworker
 
 
 async def test_submit_wait_task_and_cancel(control_env: dict[str, str]) -> None:
