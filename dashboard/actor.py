@@ -14,7 +14,8 @@ reads another actor's attributes:
   ``GetTask``), whose own bounds (``max_entries``, ``ttl``) bound the
   history;
 - actions are messages: ``Cancel`` and a ``Submit`` (a retry) to the
-  PriorityInbox, ``DrainWorker`` to the Dispatcher.
+  PriorityInbox, ``DrainWorker`` to the Dispatcher, and the bulk ones
+  (``Purge``, ``RetryTasks`` of the failed tasks) to the Admin.
 
 Sampling costs a few dozen messages a second whether or not anyone looks;
 the JSON of each sample is built once, however many pages are open.
@@ -46,11 +47,20 @@ from actors.requests import Requests
 from dashboard import schema, views
 from dashboard.views import NodeInfo, Sample, Totals
 from fastworker import __version__
+from fastworker.admin.retrying import retry_refusal, retry_submit
 from fastworker.cancel import cancel_task
 from fastworker.internal import DrainWorker, GetTask, TaskDetail
-from fastworker.messages import ListTasks, TaskPage
-from fastworker.messages import Accepted, Rejected
-from fastworker.submission import build_submit, new_task_id, priority_name
+from fastworker.limits import MAX_BULK
+from fastworker.messages import (
+    Accepted,
+    ListTasks,
+    Purge,
+    Purged,
+    Rejected,
+    RetryReport,
+    RetryTasks,
+    TaskPage,
+)
 from fastworker.tasks import default_registry
 
 log = logging.getLogger("dashboard")
@@ -151,6 +161,9 @@ class Dashboard(Actor[Any]):
 
     Options = DashboardOptions
     refs_required = ("inbox", "results", "dispatcher")
+    #: The Admin does the bulk actions (purge, retry failed): without it
+    #: they answer 503.
+    refs_optional = ("admin",)
 
     def __init__(self, options: DashboardOptions, context: ActorContext) -> None:
         super().__init__(options, context)
@@ -342,23 +355,49 @@ class Dashboard(Actor[Any]):
 
     async def retry(self, id: str) -> schema.RetryResult:
         detail = await self._detail(id)
-        record = detail.record
-        if not views.retryable(detail):
-            why = ("its arguments are no longer held"
-                   if record.state in ("failed", "cancelled", "expired")
-                   else f"it is {record.state}")
-            raise ActionError(409, f"task {id} cannot be retried: {why} (only failed, "
-                              "cancelled or expired tasks can be)")
-        new_id = new_task_id()
-        submit = build_submit(record.task, id=new_id, payload=detail.payload,
-                              priority=priority_name(record.priority), retry_of=id)
+        why = retry_refusal(detail)
+        if why is not None:
+            raise ActionError(409, f"task {id} cannot be retried: {why}")
+        submit = retry_submit(detail)
         [answer] = await self._call("inbox", Requests(messages=(submit,), peer="dashboard"))
         if isinstance(answer, Rejected):
             status = 503 if answer.error == "QueueFull" else 409
             raise ActionError(status, f"the retry of {id} was refused: {answer.message}")
         assert isinstance(answer, Accepted)
-        log.info("%s: task %s retried from the dashboard as %s", self.name, id, new_id)
-        return schema.RetryResult(id=new_id, retry_of=id)
+        log.info("%s: task %s retried from the dashboard as %s", self.name, id, submit.id)
+        return schema.RetryResult(id=submit.id, retry_of=id)
+
+    async def _admin(self, message: Any) -> Any:
+        """The Admin's answer to a bulk action (400 if it refused it)."""
+        if "admin" not in self.refs:
+            raise ActionError(503, "no Admin actor is wired to the dashboard (its admin "
+                              "ref): bulk actions are off")
+        answer = await self._call("admin", message)
+        if isinstance(answer, Rejected):
+            raise ActionError(400 if answer.error == "InvalidSubmission" else 503,
+                              answer.message)
+        return answer
+
+    async def purge(self, *, priority: str | None, task: str | None, scheduled: bool,
+                    confirm: bool) -> schema.PurgeResult:
+        if not confirm:
+            raise ActionError(400, "a purge cancels every queued task that matches: send "
+                              "confirm=true to do it")
+        purged: Purged = await self._admin(Purge(priority=priority, task=task,
+                                                 scheduled=scheduled))
+        log.info("%s: %d tasks purged from the dashboard", self.name, purged.count)
+        return schema.PurgeResult(purged=purged.count)
+
+    async def retry_failed(self, *, task: str | None, confirm: bool) -> schema.BulkRetryResult:
+        if not confirm:
+            raise ActionError(400, "this retries every failed task not yet retried that "
+                              "matches: send confirm=true to do it")
+        report: RetryReport = await self._admin(RetryTasks(failed=True, task=task,
+                                                           limit=MAX_BULK))
+        return schema.BulkRetryResult(
+            retried=len(report.retried), refused=len(report.refused),
+            remaining=report.remaining,
+            first_refusal=report.refused[0][1] if report.refused else None)
 
     async def drain_worker(self, worker: str, *, resume: bool) -> schema.DrainResult:
         known = await self._call("dispatcher", DrainWorker(worker=worker, resume=resume))

@@ -126,6 +126,27 @@ def create_app(dashboard: Dashboard) -> Litestar:
         """Submit a failed or cancelled task again, as a new task linked to it."""
         return await dashboard.retry(task_id)
 
+    @post("/api/purge", guards=[write_guard], status_code=200)
+    async def purge(
+        priority: Annotated[str | None, QueryParameter()] = None,
+        task: Annotated[str | None, QueryParameter()] = None,
+        scheduled: Annotated[bool, QueryParameter()] = False,
+        confirm: Annotated[bool, QueryParameter()] = False,
+    ) -> schema.PurgeResult:
+        """Cancel every queued task (of a priority, of a task name; with
+        scheduled=true those held for later too). Needs confirm=true."""
+        return await dashboard.purge(priority=priority or None, task=task or None,
+                                     scheduled=scheduled, confirm=confirm)
+
+    @post("/api/retry-failed", guards=[write_guard], status_code=200)
+    async def retry_failed(
+        task: Annotated[str | None, QueryParameter()] = None,
+        confirm: Annotated[bool, QueryParameter()] = False,
+    ) -> schema.BulkRetryResult:
+        """Retry every failed task not yet retried (of a task name), at most
+        10,000 a request. Needs confirm=true."""
+        return await dashboard.retry_failed(task=task or None, confirm=confirm)
+
     @post("/api/workers/{worker:str}/drain", guards=[write_guard], status_code=200)
     async def drain(worker: FromPath[str]) -> schema.DrainResult:
         """Give a worker no new tasks; what it runs finishes."""
@@ -158,8 +179,8 @@ def create_app(dashboard: Dashboard) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            index, overview, workers, actors, schedules, tasks, task_page, cancel, retry, drain,
-            resume, events, prometheus,
+            index, overview, workers, actors, schedules, tasks, task_page, cancel, retry, purge,
+            retry_failed, drain, resume, events, prometheus,
             create_static_files_router(path="/static", directories=[STATIC],
                                        include_in_schema=False),
         ],

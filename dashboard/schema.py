@@ -306,6 +306,19 @@ class RetryResult(msgspec.Struct):
     retry_of: str
 
 
+class PurgeResult(msgspec.Struct):
+    purged: int
+
+
+class BulkRetryResult(msgspec.Struct):
+    retried: int
+    refused: int
+    #: Failed tasks not retried yet beyond this request's bound (ask again).
+    remaining: int
+    #: Why the first refused one was refused (the queue full, say).
+    first_refusal: str | None
+
+
 class DrainResult(msgspec.Struct):
     worker: str
     draining: bool

@@ -9,8 +9,6 @@ records.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +40,8 @@ from dashboard.schema import (
     TotalsView,
     WorkerView,
 )
+from fastworker.admin.retrying import retry_refusal
+from fastworker.admin.status import Node
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
 from fastworker.messages import FINAL_STATES, KINDS, RemoteError, TaskRecord
@@ -106,6 +106,10 @@ class Totals:
         )
 
 
+#: The node the dashboard runs in (the Admin's too).
+NodeInfo = Node
+
+
 # -- building them -------------------------------------------------------------
 
 
@@ -122,17 +126,6 @@ def rate_point(before: tuple[float, Totals], after: tuple[float, Totals],
         max(b.succeeded - a.succeeded, 0) / span,
         max(b.failed - a.failed, 0) / span,
     )
-
-
-@attrs.frozen(kw_only=True)
-class NodeInfo:
-    """The node the dashboard runs in."""
-
-    name: str
-    version: str
-    started_at: float
-    host: str = attrs.field(factory=socket.gethostname)
-    pid: int = attrs.field(factory=os.getpid)
 
 
 def overview(sample: Sample, node: NodeInfo,
@@ -399,7 +392,7 @@ def _error_view(error: RemoteError) -> ErrorView:
 
 def retryable(detail: TaskDetail) -> bool:
     """A failed, cancelled or expired task whose arguments are still held."""
-    return detail.record.state in ("failed", "cancelled", "expired") and bool(detail.payload)
+    return retry_refusal(detail) is None
 
 
 def task_names(sample: Sample, local: Iterable[str]) -> list[str]:

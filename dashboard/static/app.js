@@ -438,6 +438,24 @@
         if (r.id) location.hash = '#/tasks/' + enc(r.id);
       },
     },
+    // The bulk actions: ``id`` is the task name the list is filtered by ('' for all).
+    purge: {
+      ask: (task) => ({ title: 'Purge the queue?', body: ['Every queued task', ...(task ? [' of ', h('code', { text: task })] : []), ' will be cancelled. Tasks already running, or held for a later time, are not touched.'], yes: 'Purge queued tasks', no: 'Keep them', danger: true }),
+      run: async (task) => {
+        const r = await api('purge?' + new URLSearchParams({ task: task || '', confirm: 'true' }).toString(), 'POST');
+        toast('ok', 'Purged ' + fmtInt(num(r.purged) || 0) + ' queued tasks');
+      },
+    },
+    retryFailed: {
+      ask: (task) => ({ title: 'Retry the failed tasks?', body: ['Every failed task', ...(task ? [' of ', h('code', { text: task })] : []), ' not yet retried will be queued again as a new task with the same arguments.'], yes: 'Retry failed tasks' }),
+      run: async (task) => {
+        const r = await api('retry-failed?' + new URLSearchParams({ task: task || '', confirm: 'true' }).toString(), 'POST');
+        let text = 'Retried ' + fmtInt(num(r.retried) || 0) + ' failed tasks';
+        if (num(r.refused)) text += '; ' + fmtInt(r.refused) + ' refused (' + str(r.first_refusal) + ')';
+        if (num(r.remaining)) text += '; ' + fmtInt(r.remaining) + ' more: retry again';
+        toast(num(r.refused) ? 'err' : 'ok', text);
+      },
+    },
     drain: {
       ask: (id) => ({ title: 'Drain this worker?', body: ['Worker ', h('code', { text: id }), ' finishes its running tasks but gets no new ones until resumed.'], yes: 'Drain worker', danger: true }),
       run: async (id) => {
@@ -766,6 +784,8 @@
     const taskSel = h('select', { 'data-testid': 'filter-task', 'aria-label': 'Task' });
     const idInput = h('input', { type: 'search', 'data-testid': 'filter-id', placeholder: 'Search id…', 'aria-label': 'Task id', spellcheck: 'false', autocomplete: 'off' });
     const clear = h('button', { class: 'btn ghost sm', type: 'button', text: 'Clear filters' });
+    const purgeBtn = h('button', { class: 'btn danger sm', type: 'button', 'data-action': 'purge', 'data-id': '', 'data-testid': 'action-purge', title: 'Cancel every queued task (of the task chosen above)', text: 'Purge queued…' });
+    const retryBtn = h('button', { class: 'btn sm', type: 'button', 'data-action': 'retryFailed', 'data-id': '', 'data-testid': 'action-retry-failed', title: 'Retry every failed task not yet retried (of the task chosen above)', text: 'Retry failed…' });
     const prev = h('button', { class: 'btn sm', type: 'button', 'data-testid': 'page-prev', text: '‹ Prev' });
     const next = h('button', { class: 'btn sm', type: 'button', 'data-testid': 'page-next', text: 'Next ›' });
     const info = h('span', { class: 'page-info', 'data-testid': 'page-info', text: '…' });
@@ -773,7 +793,7 @@
     const tbl = table('tasks', ['ID', 'Task', 'State', 'Priority', ['Attempt', 'num'], 'Worker', 'Queued', ['Duration', 'num']]);
     const label = (text, ctl) => h('label', { class: 'field' }, h('span', { text }), ctl);
     root.append(pageHead('Tasks', h('span', { class: 'muted small', text: 'refreshes live' })),
-      h('div', { class: 'filters' }, label('State', stateSel), label('Task', taskSel), label('ID', idInput), clear,
+      h('div', { class: 'filters' }, label('State', stateSel), label('Task', taskSel), label('ID', idInput), clear, purgeBtn, retryBtn,
         h('div', { class: 'pager' }, info, prev, next)),
       err, h('section', { class: 'card flush' }, tbl.el));
 
@@ -793,6 +813,7 @@
     function syncControls() {
       fillSelect(stateSel, states.length ? states : ['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired'], f.state, 'All states');
       fillSelect(taskSel, names, f.task, 'All tasks');
+      purgeBtn.dataset.id = retryBtn.dataset.id = f.task;
       if (idInput.value !== f.id && document.activeElement !== idInput) idInput.value = f.id;
     }
     function writeHash() {

@@ -151,6 +151,23 @@ def test_the_dashboard_follows_tasks_live_and_cancels_a_queued_one(
         client.send(tasks.add, (3, 3), fair_key="tenant-7")
         expect(page.get_by_test_id("queue-fair-keys")).to_have_text("2")
         expect(page.get_by_test_id("queue-fair-top")).to_have_text("tenant-42: 2tenant-7: 1")
+
+        # The bulk actions: purge the three queued tasks of one name, after
+        # confirming; retry every failed task.
+        page.get_by_test_id("nav-tasks").click()
+        page.get_by_test_id("filter-task").select_option(tasks.add.name)
+        page.get_by_test_id("action-purge").click()
+        expect(page.get_by_test_id("confirm-dialog")).to_contain_text(tasks.add.name)
+        page.get_by_test_id("confirm-no").click()
+        page.get_by_test_id("nav-overview").click()
+        expect(page.get_by_test_id("queue-normal")).to_have_text("3")  # not purged
+        page.get_by_test_id("nav-tasks").click()
+        page.get_by_test_id("action-purge").click()
+        page.get_by_test_id("confirm-yes").click()
+        expect(page.get_by_test_id("action-result")).to_have_text("Purged 3 queued tasks")
+        page.get_by_test_id("nav-overview").click()
+        expect(page.get_by_test_id("queue-normal")).to_have_text("0")
+        expect(page.get_by_test_id("total-cancelled")).to_have_text("4")
         browser.close()
 
 
