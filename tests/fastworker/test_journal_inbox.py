@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,18 @@ class HeldFile(WrappedFile):
         self.file.apply(ops)
 
 
+def holding() -> tuple[list[HeldFile], Callable[[JournalFile], HeldFile]]:
+    """A journal file wrapper whose commits of new tasks wait (``HeldFile``),
+    and the list of the files it wrapped."""
+    held: list[HeldFile] = []
+
+    def wrap(file: JournalFile) -> HeldFile:
+        held.append(HeldFile(file))
+        return held[-1]
+
+    return held, wrap
+
+
 class HeldOnceFile(WrappedFile):
     """A journal file whose commits of at-most-once dispatches wait until
     the test lets them through."""
@@ -173,11 +185,7 @@ class TestAcknowledgedMeansWritten:
         not dispatched (though demand stands) and the store has not heard of
         it; once committed it is Accepted, told and dispatched."""
         path = tmp_path / "j.db"
-        held: list[HeldFile] = []
-
-        def wrap(file: JournalFile) -> HeldFile:
-            held.append(HeldFile(file))
-            return held[-1]
+        held, wrap = holding()
 
         async with open_inbox(path, wrap=wrap) as h:
             await h.demand(5)
@@ -203,11 +211,7 @@ class TestAcknowledgedMeansWritten:
         """A task cancelled while its write is under way is written, then
         dropped: never queued, and the store hears Queued then Cancelled."""
         path = tmp_path / "j.db"
-        held: list[HeldFile] = []
-
-        def wrap(file: JournalFile) -> HeldFile:
-            held.append(HeldFile(file))
-            return held[-1]
+        held, wrap = holding()
 
         async with open_inbox(path, wrap=wrap) as h:
             answers: list[Any] = []
@@ -236,11 +240,7 @@ class TestAcknowledgedMeansWritten:
         ``scheduled``, tasks whose write is under way too (written, then
         dropped); the others stay; the journal keeps none of the purged."""
         path = tmp_path / "j.db"
-        held: list[HeldFile] = []
-
-        def wrap(file: JournalFile) -> HeldFile:
-            held.append(HeldFile(file))
-            return held[-1]
+        held, wrap = holding()
 
         async with open_inbox(path, wrap=wrap) as h:
             answers: list[Any] = []
