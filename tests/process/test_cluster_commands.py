@@ -49,6 +49,9 @@ async def test_drain_then_purge_a_backlog_by_priority_name_and_schedule(
         table = (await fastworker(control_env, "workers")).stdout.decode().splitlines()
         assert table[0].split()[:3] == ["WORKER", "WHERE", "HEALTH"]
         assert "alive (drained)" in table[1]
+        listed = json.loads((await fastworker(control_env, "workers", "--json")).stdout)
+        assert [(w["worker"], w["local"], w["drained"], w["running"]) for w in listed] == [
+            (local["worker"], True, True, 0)]
         text = (await fastworker(control_env, "status")).stdout.decode()
         assert "normal 320  low 100  (420 of 100,000; 30 scheduled)" in text
 
