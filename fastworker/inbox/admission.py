@@ -264,6 +264,9 @@ class Admission:
         if submit.delay > 0:
             return self._schedule(submit)
         self.admit()  # room freed by a Cancel goes to those waiting first
+        if submit.id in self.recent:  # a resent copy whose parked twin was just admitted
+            self.duplicates_total += 1
+            return Accepted(id=submit.id)
         if self.queued() < self.capacity:
             return self._enqueue(submit)
         if submit.queue_wait > 0 and len(self.parked) < self.parked_max:

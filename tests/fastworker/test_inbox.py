@@ -539,6 +539,31 @@ class TestCancel:
         assert answers == [Accepted(id="b")]
         assert h.dispatched() == ["b"]
 
+    async def test_a_resent_submit_whose_parked_twin_gets_the_room_is_one_task(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A Submit parked for room is resent (its answer was slow); the
+        resend comes in the same request as a Cancel that frees the room:
+        the parked copy takes it, and the resend is answered as that task,
+        not queued a second time."""
+        async with open_inbox(capacity=1) as h:
+            await h.submit(sub("a"))
+            answers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def waiter() -> None:
+                    answers.extend(await h.submit(sub("b", queue_wait=10)))
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await h.submit(Cancel(id="a"), sub("b", queue_wait=10)) == [
+                    CancelReply(id="a", outcome="cancelled"), Accepted(id="b")]
+            stats = await h.stats()
+            await h.demand(5)
+        assert answers == [Accepted(id="b")]
+        assert h.dispatched() == ["b"] and h.queued() == [["a"], ["b"]]
+        assert (stats.queued, stats.accepted_total, stats.duplicates_total) == ((0, 0, 1, 0), 2, 1)
+
     async def test_many_cancels_keep_order_and_counts(self) -> None:
         """Cancelling most of a long queue leaves the rest in order."""
         async with open_inbox() as h:
