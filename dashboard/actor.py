@@ -27,6 +27,7 @@ import functools
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import time
 from collections import deque
@@ -67,6 +68,9 @@ log = logging.getLogger("dashboard")
 #: hypercorn's own messages (its "Running on" line duplicates ours).
 http_log = logging.getLogger("dashboard.http")
 http_log.setLevel(logging.WARNING)
+
+#: Requests of ``MAX_BULK`` one "Retry failed" makes at most.
+BULK_ROUNDS = 10
 
 #: The address that turns the dashboard off.
 OFF = "off"
@@ -117,6 +121,8 @@ class DashboardOptions:
         samples: throughput points kept for the chart (600 at 1 s: ten minutes).
         page_max: the most tasks one page of the task list may ask for.
         call_timeout: seconds to wait for another actor's answer.
+        action_timeout: seconds to wait for a bulk action (purge, retry of
+            the failed), longer than the Admin's own ``action_timeout``.
     """
 
     address: str = attrs.field(default="127.0.0.1:8080", validator=_check_address)
@@ -126,6 +132,7 @@ class DashboardOptions:
     samples: int = attrs.field(default=600, validator=attrs.validators.ge(2))
     page_max: int = attrs.field(default=500, validator=attrs.validators.ge(1))
     call_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    action_timeout: float = attrs.field(default=75.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
         if self.address == OFF:
@@ -358,7 +365,7 @@ class Dashboard(Actor[Any]):
         why = retry_refusal(detail)
         if why is not None:
             raise ActionError(409, f"task {id} cannot be retried: {why}")
-        submit = retry_submit(detail)
+        submit = retry_submit(detail, secrets.token_hex(4))
         [answer] = await self._call("inbox", Requests(messages=(submit,), peer="dashboard"))
         if isinstance(answer, Rejected):
             status = 503 if answer.error == "QueueFull" else 409
@@ -372,7 +379,12 @@ class Dashboard(Actor[Any]):
         if "admin" not in self.refs:
             raise ActionError(503, "no Admin actor is wired to the dashboard (its admin "
                               "ref): bulk actions are off")
-        answer = await self._call("admin", message)
+        try:
+            answer = await self.refs["admin"].call(message,
+                                                   timeout=self.options.action_timeout)
+        except CallTimeout:
+            raise ActionError(503, f"the admin did not answer within "
+                              f"{self.options.action_timeout:g} s; it may still finish") from None
         if isinstance(answer, Rejected):
             raise ActionError(400 if answer.error == "InvalidSubmission" else 503,
                               answer.message)
@@ -392,12 +404,21 @@ class Dashboard(Actor[Any]):
         if not confirm:
             raise ActionError(400, "this retries every failed task not yet retried that "
                               "matches: send confirm=true to do it")
-        report: RetryReport = await self._admin(RetryTasks(failed=True, task=task,
-                                                           limit=MAX_BULK))
+        # One operation, up to BULK_ROUNDS requests: the same nonce, and only
+        # tasks queued before the first, so its own failed retries are not taken.
+        nonce, before, retried = secrets.token_hex(4), 0.0, 0
+        refused: list[tuple[str, str]] = []
+        for _ in range(BULK_ROUNDS):
+            report: RetryReport = await self._admin(RetryTasks(
+                failed=True, task=task, limit=MAX_BULK, before=before, nonce=nonce))
+            before = report.before
+            retried += len(report.retried)
+            refused.extend(report.refused)
+            if not report.remaining or not report.retried or report.refused:
+                break
         return schema.BulkRetryResult(
-            retried=len(report.retried), refused=len(report.refused),
-            remaining=report.remaining,
-            first_refusal=report.refused[0][1] if report.refused else None)
+            retried=retried, refused=len(refused), remaining=report.remaining,
+            first_refusal=refused[0][1] if refused else None)
 
     async def drain_worker(self, worker: str, *, resume: bool) -> schema.DrainResult:
         known = await self._call("dispatcher", DrainWorker(worker=worker, resume=resume))

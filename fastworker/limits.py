@@ -148,6 +148,8 @@ def check_admin(message: Purge | RetryTasks | SetDrain) -> str | None:
         return f"RetryTasks limit {message.limit} is not within 1..{MAX_BULK}"
     if not 0.0 <= message.before < math.inf:  # NaN fails this too
         return f"RetryTasks before {message.before!r} is not a time >= 0"
+    if problem := check_text("RetryTasks nonce", message.nonce, 32):
+        return problem
     for id in message.ids:
         if problem := check_text("RetryTasks id", id, MAX_ID_LENGTH, empty=False):
             return problem

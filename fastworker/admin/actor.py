@@ -24,6 +24,7 @@ One request is handled at a time; an operator's traffic is small.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ import trio
 
 from actors import Actor, ActorContext, ActorCrashed, ActorStats, GetStats, Ref
 from actors.errors import CallTimeout
+from actors.mailbox import Reply
 from actors.requests import Requests
 from fastworker.admin.retrying import retry_refusal, retry_submit
 from fastworker.admin.status import Node, Rates, cluster_status
@@ -70,18 +72,23 @@ class AdminOptions:
     Attributes:
         call_timeout: seconds to wait for the actors' snapshots (each
             asked at once; one that has not answered by then is shown by
-            its last snapshot).
+            its last snapshot), so a status takes at most about this long.
         action_timeout: seconds to wait for the inbox, store or dispatcher
             to carry out a purge, retry or drain (a journal write may be
-            slow; past it the operator is told "Unavailable").
+            slow). Past it the operator is told "Unavailable"; what was
+            asked may still be done after.
+        concurrency: requests answered at once; more wait their turn. The
+            Admin's own mailbox never waits for them (a snapshot of it, for
+            the dashboard, is answered at once).
         sample_interval: seconds between two readings of the running totals.
         rate_window: seconds over which throughput is averaged.
     """
 
-    call_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    call_timeout: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     action_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     sample_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     rate_window: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
 
 
 class Admin(Actor[Any]):
@@ -96,34 +103,68 @@ class Admin(Actor[Any]):
         self.rates = Rates(options.rate_window)
         #: Each actor's last snapshot detail: one busy now is shown by it.
         self._last: dict[str, Any] = {}
+        self._limiter = trio.CapacityLimiter(options.concurrency)
+        self._nursery: trio.Nursery | None = None
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
+        self._nursery = nursery
         nursery.start_soon(self._read_totals)
         return None
 
     async def _read_totals(self) -> None:
+        inbox, store = self.refs["inbox"], self.refs["results"]
         while True:
-            inbox = await self._stats("inbox", self.refs["inbox"])
-            store = await self._stats("results", self.refs["results"])
-            # A reading the inbox or store missed is skipped, not taken as zero.
-            if isinstance(inbox, InboxStats) and isinstance(store, ResultStoreStats):
-                self.rates.add(trio.current_time(), inbox.accepted_total,
-                               store.succeeded_total, store.failed_total)
+            # A reading the inbox or store missed is skipped, neither zero nor stale.
+            reading = (await self._fresh(inbox), await self._fresh(store))
+            if isinstance(reading[0], InboxStats) and isinstance(reading[1], ResultStoreStats):
+                self.rates.add(trio.current_time(), reading[0].accepted_total,
+                               reading[1].succeeded_total, reading[1].failed_total)
             await trio.sleep(self.options.sample_interval)
 
-    async def _stats(self, name: str, ref: Ref[Any]) -> Any:
-        """``name``'s snapshot detail now, else its last one (``None``: never had one)."""
+    async def _fresh(self, ref: Ref[Any]) -> Any:
+        """The actor's snapshot detail now (``None``: it did not answer in time)."""
         try:
             stats: ActorStats = await ref.call(GetStats(), timeout=self.options.call_timeout)
         except (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError):
-            return self._last.get(name)
-        self._last[name] = stats.detail
+            return None
         return stats.detail
 
-    async def handle(self, message: Any) -> Any:
-        if isinstance(message, Requests):
-            return [await self.answer(item) for item in message.messages]
-        return await self.answer(message)
+    async def _stats(self, name: str, ref: Ref[Any]) -> Any:
+        """``name``'s snapshot detail now, else its last one (``None``: never had one)."""
+        detail = await self._fresh(ref)
+        if detail is None:
+            return self._last.get(name)
+        self._last[name] = detail
+        return detail
+
+    async def handle(self, message: Any) -> None:
+        # Answered by a task of its own, so that the mailbox (and a
+        # snapshot asked of the Admin) never waits for a purge or a retry.
+        try:
+            reply = self.defer()
+        except RuntimeError:  # sent, not called: nobody would read an answer
+            log.warning("%s: ignored %s (the admin answers calls only)", self.name,
+                        type(message).__name__)
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._reply_to, message, reply)
+
+    async def _reply_to(self, message: Any, reply: Reply) -> None:
+        async with self._limiter:
+            if isinstance(message, Requests):
+                reply.set([await self._contained(item) for item in message.messages])
+            else:
+                reply.set(await self._contained(message))
+
+    async def _contained(self, message: Any) -> Any:
+        """``answer``, with a mistake of the Admin's own answered and
+        logged: it must not restart the control plane's actors with it."""
+        try:
+            return await self.answer(message)
+        except Exception as error:
+            log.exception("%s: failed to answer %s", self.name, type(message).__name__)
+            return Rejected(id="", error="Unavailable",
+                            message=f"the admin failed: {type(error).__name__}: {error}")
 
     async def answer(self, message: Any) -> Any:
         """The answer to one operator's message (``Rejected`` if it is
@@ -201,9 +242,10 @@ class Admin(Actor[Any]):
                 assert detail is not None
                 details.append(detail)
         retried: list[tuple[str, str]] = []
+        nonce = message.nonce or secrets.token_hex(4)
         for start in range(0, len(details), RETRY_BATCH):
             batch = details[start:start + RETRY_BATCH]
-            submits = tuple(retry_submit(detail) for detail in batch)
+            submits = tuple(retry_submit(detail, nonce) for detail in batch)
             answers = await self._call("inbox", Requests(messages=submits, peer="admin"))
             for detail, submit, answer in zip(batch, submits, answers, strict=True):
                 if isinstance(answer, Accepted):

@@ -27,22 +27,20 @@ def retry_refusal(detail: TaskDetail) -> str | None:
     return None
 
 
-def retry_id(task_id: str, n: int) -> str:
-    """The id of the ``n``-th retry of ``task_id``: the same for the same
-    retry, so that a retry sent again (its first answer was lost, or the
-    operator ran the command again before the store heard of it) is a
-    resent Submit, which the inbox recognises, not a second task."""
-    candidate = f"{task_id}-retry{n}"
+def retry_id(task_id: str, nonce: str) -> str:
+    """The id of the retry of ``task_id`` that the request ``nonce`` (a
+    random word its sender chose) asks for: the same request sent again
+    (its answer was lost, its frame resent) names the same task, which
+    the inbox recognises, and no user's id is like it."""
+    candidate = f"{task_id}-retry-{nonce}"
     if len(candidate) <= MAX_ID_LENGTH:
         return candidate
-    return f"{hashlib.sha256(task_id.encode()).hexdigest()[:32]}-retry{n}"
+    return f"{hashlib.sha256(task_id.encode()).hexdigest()[:32]}-retry-{nonce}"
 
 
-def retry_submit(detail: TaskDetail) -> Submit:
+def retry_submit(detail: TaskDetail, nonce: str) -> Submit:
     """A new task running ``detail``'s task with its arguments and
-    priority, as its next retry (``retry_id``); its record says which it
-    retries (``retry_of``)."""
+    priority (``retry_id``); its record says which it retries (``retry_of``)."""
     record = detail.record
-    return build_submit(record.task, id=retry_id(record.id, len(detail.retried_as) + 1),
-                        payload=detail.payload, priority=priority_name(record.priority),
-                        retry_of=record.id)
+    return build_submit(record.task, id=retry_id(record.id, nonce), payload=detail.payload,
+                        priority=priority_name(record.priority), retry_of=record.id)

@@ -4,6 +4,7 @@ queries port to the control plane's Admin actor (``fastworker status``,
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, TypeVar
 
 from fastworker.client.coalescer import Coalescer
@@ -66,19 +67,22 @@ class AdminClient:
 
     async def retry(self, ids: tuple[str, ...] | list[str] = (), *, failed: bool = False,
                     task: str | None = None, limit: int = MAX_BULK,
-                    before: float = 0.0) -> RetryReport:
+                    before: float = 0.0, nonce: str | None = None) -> RetryReport:
         """Run tasks again, each as a new task with the same arguments: the
         ``ids`` given (failed, cancelled or expired ones), or with
         ``failed`` the failed tasks (of ``task``) not yet retried, at most
         ``limit`` (``RetryReport.remaining`` says how many more there are;
         to get them, ask again with the answer's ``before``, so that
-        retries made meanwhile are not taken).
+        retries made meanwhile are not taken). Each retry's id is
+        ``<id>-retry-<nonce>``, ``nonce`` a random word of this call (pass
+        the same one to continue one operation over several calls).
 
         Raises:
             InvalidSubmission: more than ``limits.MAX_BULK`` ids or limit.
         """
         return await self._ask(RetryTasks(ids=tuple(ids), failed=failed, task=task,
-                                          limit=limit, before=before), RetryReport)
+                                          limit=limit, before=before,
+                                          nonce=nonce or secrets.token_hex(4)), RetryReport)
 
     async def drain(self, worker: str, *, resume: bool = False) -> str:
         """Give ``worker`` no new tasks (what it holds runs to the end), or

@@ -35,6 +35,9 @@ from fastworker.errors import ConnectionLost, FastworkerError
 
 __all__ = ["add_commands", "common_options", "exit_codes_help", "run_command"]
 
+#: Seconds a command waits for an answer (a bulk action may take a while).
+ACTION_WAIT = 75.0
+
 #: Every command here, by name.
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     **tasks.COMMANDS, **cluster.COMMANDS}
@@ -71,7 +74,9 @@ def run_command(args: argparse.Namespace) -> int:
     command = COMMANDS[args.command]
 
     async def main() -> int:
-        async with Client(args.address, secret) as client:
+        # Longer than the Admin's action_timeout (60 s): a purge or retry
+        # the Admin is still carrying out is waited for, not called lost.
+        async with Client(args.address, secret, request_timeout=ACTION_WAIT) as client:
             return int(await command(client, args))
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import shutil
 import sys
 from typing import Any
@@ -14,6 +15,7 @@ import trio
 
 from fastworker.client import Client
 from fastworker.commands.common import EXIT, Usage, iso
+from fastworker.errors import ConnectionLost
 from fastworker.limits import MAX_BULK
 from fastworker.messages import PRIORITIES, ClusterStatus, WorkerStatus
 
@@ -21,6 +23,8 @@ __all__ = ["COMMANDS", "add_parsers", "status_json", "status_text", "workers_tex
 
 #: What ``watch`` clears the terminal with before each refresh.
 _CLEAR = "\x1b[H\x1b[2J"
+#: Seconds without an answer after which ``watch`` gives up (exit 3).
+WATCH_GIVE_UP = 30.0
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -85,13 +89,20 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
     screen = sys.stdout.isatty() and not args.json
     shown = 0
     patience = max(5.0, 3 * args.interval)
+    silent_since: float | None = None
     while not args.count or shown < args.count:
         with trio.move_on_after(patience) as waited:
             status = await client.admin.status()
         if waited.cancelled_caught:
-            print(f"no answer from the control plane for {patience:g} s; still asking",
-                  flush=True)
+            now = trio.current_time()
+            silent_since = now - patience if silent_since is None else silent_since
+            if now - silent_since >= WATCH_GIVE_UP:
+                raise ConnectionLost(f"no answer from the control plane for "
+                                     f"{now - silent_since:.0f} s")
+            print(f"no answer from the control plane for {now - silent_since:.0f} s; "
+                  "still asking", file=sys.stderr, flush=True)
             continue
+        silent_since = None
         if args.json:
             print(json.dumps(status_json(status)), flush=True)
         else:
@@ -139,6 +150,8 @@ async def _retry(client: Client, args: argparse.Namespace) -> int:
         raise Usage("--name goes with --failed")
     retried: list[tuple[str, str]] = []
     refused: list[tuple[str, str]] = []
+    nonce = secrets.token_hex(4)  # one operation: its retries' ids end so
+    remaining = 0
     if args.failed:
         # MAX_BULK at a time, until none is left or some are refused; only
         # tasks queued before the first ask, so that retries this command
@@ -146,20 +159,21 @@ async def _retry(client: Client, args: argparse.Namespace) -> int:
         before = 0.0
         while True:
             report = await client.admin.retry(failed=True, task=args.name, limit=MAX_BULK,
-                                              before=before)
-            before = report.before
+                                              before=before, nonce=nonce)
+            before, remaining = report.before, report.remaining
             retried.extend(report.retried)
             refused.extend(report.refused)
             if not report.remaining or not report.retried or report.refused:
                 break
     else:
         for start in range(0, len(args.ids), MAX_BULK):
-            report = await client.admin.retry(args.ids[start:start + MAX_BULK])
+            report = await client.admin.retry(args.ids[start:start + MAX_BULK], nonce=nonce)
             retried.extend(report.retried)
             refused.extend(report.refused)
     if args.json:
         print(json.dumps({"retried": [{"id": old, "new_id": new} for old, new in retried],
-                          "refused": [{"id": id, "why": why} for id, why in refused]}))
+                          "refused": [{"id": id, "why": why} for id, why in refused],
+                          "not_tried": remaining}))
     else:
         for old, new in retried:
             print(f"{old} -> {new}")
@@ -169,7 +183,10 @@ async def _retry(client: Client, args: argparse.Namespace) -> int:
             print("no failed tasks to retry" + (f" named {args.name}" if args.name else ""))
         elif len(retried) > 1:
             print(f"({len(retried)} retried)")
-    return EXIT["no"] if refused else EXIT["ok"]
+        if remaining:
+            print(f"{remaining:,} more failed tasks were not tried (stopped at a refusal): "
+                  "run it again once the cause is gone")
+    return EXIT["no"] if refused or remaining else EXIT["ok"]
 
 
 async def _drain(client: Client, args: argparse.Namespace) -> int:

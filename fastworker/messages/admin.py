@@ -144,6 +144,9 @@ class RetryTasks:
     failed: bool = False
     task: str | None = None
     limit: int = 1000
+    #: A random word the sender chose for this request (``""``: the Admin
+    #: chooses), part of each retry's id: a request sent twice retries once.
+    nonce: str = ""
     #: With ``failed``: only tasks queued before this time (the control
     #: plane's wall clock; 0: now). A command that sends several asks with
     #: the ``before`` of the first answer, so the retries it made, should

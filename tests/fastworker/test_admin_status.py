@@ -76,6 +76,7 @@ def test_the_status_counts_every_worker_and_the_queue() -> None:
     (RetryTasks(failed=True, limit=0), "RetryTasks limit 0 is not within"),
     (RetryTasks(ids=("",)), "RetryTasks id must not be empty"),
     (RetryTasks(failed=True, before=float("nan")), "RetryTasks before nan is not a time"),
+    (RetryTasks(failed=True, nonce="n" * 33), "RetryTasks nonce is 33 characters"),
     (SetDrain(worker=""), "SetDrain worker must not be empty"),
 ])
 def test_an_operators_message_out_of_bounds_is_refused_with_why(message: object,
@@ -84,13 +85,15 @@ def test_an_operators_message_out_of_bounds_is_refused_with_why(message: object,
     assert found is not None and found.startswith(problem)
 
 
-def test_a_retrys_id_is_the_same_for_the_same_retry() -> None:
-    """So that a retry sent twice is one task (the inbox knows the id)."""
-    assert retry_id("3f2a-17", 1) == "3f2a-17-retry1"
-    assert retry_id("3f2a-17", 2) == "3f2a-17-retry2"
+def test_a_retrys_id_is_the_same_for_the_same_request() -> None:
+    """So that a retry request sent twice is one task each (the inbox
+    knows the id), and another request's retry is another task."""
+    assert retry_id("3f2a-17", "0a1b2c3d") == "3f2a-17-retry-0a1b2c3d"
+    assert retry_id("3f2a-17", "0a1b2c3d") != retry_id("3f2a-17", "ffffffff")
     long = "x" * 256
-    assert retry_id(long, 1) == retry_id(long, 1) != retry_id("y" * 256, 1)
-    assert len(retry_id(long, 12)) <= 256 and retry_id(long, 12).endswith("-retry12")
+    assert retry_id(long, "0a1b2c3d") == retry_id(long, "0a1b2c3d")
+    assert retry_id(long, "0a1b2c3d") != retry_id("y" * 256, "0a1b2c3d")
+    assert len(retry_id(long, "0a1b2c3d")) <= 256
 
 
 def test_an_operators_message_within_bounds_passes() -> None:

@@ -103,7 +103,9 @@ async def test_retry_the_failed_tasks_once_each(control_env: dict[str, str]) -> 
             old = Counter(entry["id"] for entry in report["retried"])
             assert old == Counter(failing)  # each failed task once, none of the others
             new = [entry["new_id"] for entry in report["retried"]]
-            assert all(e["new_id"] == e["id"] + "-retry1" for e in report["retried"])
+            # One operation: every retry's id is its task's, and the command's word.
+            [word] = {e["new_id"].removeprefix(e["id"] + "-retry-") for e in report["retried"]}
+            assert len(word) == 8 and report["not_tried"] == 0
             for id in new:
                 with pytest.raises(TaskError, match="bad"):
                     await client.result(id, timeout=60)
@@ -123,17 +125,28 @@ async def test_retry_the_failed_tasks_once_each(control_env: dict[str, str]) -> 
             mixed = await fastworker(control_env, "retry", failing[0], done[0], "no-such-id")
             assert mixed.returncode == 1
             lines = mixed.stdout.decode().splitlines()
-            assert lines[0] == f"{failing[0]} -> {failing[0]}-retry2"  # its second retry
+            assert lines[0].startswith(f"{failing[0]} -> {failing[0]}-retry-")
+            assert not lines[0].endswith(word)  # another operation, another retry
             assert lines[1] == (f"{done[0]}: not retried: it is succeeded (only failed, "
                                 "cancelled or expired tasks can be retried)")
             assert lines[2] == "no-such-id: not retried: unknown: no record of it is held"
             with pytest.raises(TaskError, match="bad 0"):
                 await client.result(lines[0].split(" -> ")[1], timeout=60)
 
+            # The same request sent twice (its answer lost, say) is one retry.
+            first = await client.admin.retry([failing[1]], nonce="resent01")
+            second = await client.admin.retry([failing[1]], nonce="resent01")
+            assert first.retried == second.retried == (
+                (failing[1], f"{failing[1]}-retry-resent01"),)
+            page = await client.list_tasks(id="-retry-resent01")
+            assert page.total == 1
+            with pytest.raises(TaskError, match="bad 1"):
+                await client.result(f"{failing[1]}-retry-resent01", timeout=60)
+
         watched = await fastworker(control_env, "watch", "--count", "2", "--interval", "0.1",
                                    "--json")
         frames = [json.loads(line) for line in watched.stdout.decode().splitlines()]
-        assert len(frames) == 2 and frames[1]["failed_total"] == 250 + 250 + 250 + 1
+        assert len(frames) == 2 and frames[1]["failed_total"] == 250 + 250 + 250 + 1 + 1
         screen = await fastworker(control_env, "watch", "--count", "1")
         assert screen.returncode == 0 and screen.stdout.decode().startswith("control  fastworker")
 
