@@ -26,6 +26,7 @@ from actors import Actor, ActorContext, ActorCrashed, CallTimeout, GetStats
 from actors.mailbox import Call
 from actors.requests import Answers, Requests
 from fastworker.inbox.admission import Admission, Answer, RecentIds
+from fastworker.inbox.cancels import Cancels
 from fastworker.inbox.demand import StandingDemand
 from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
@@ -33,7 +34,6 @@ from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
 from fastworker.internal import Adopted, KnownTasks, PurgeQueued, Requeue
 from fastworker.journal.ops import DropTask, PutTask, SetState
-from fastworker.limits import MAX_ID_LENGTH
 from fastworker.messages import (
     Cancel,
     Cancelled,
@@ -144,12 +144,12 @@ class PriorityInbox(Actor[Accepts]):
             parked_max=options.parked_max, key_limit=options.recent_ids)
         # The dispatcher's free slots (its last Demand, less what was taken).
         self._demand = StandingDemand()
-        # What the next flush sends besides what admission produced.
-        self._cancelled: list[str] = []
+        self._cancels = Cancels(self._levels, self._held, self._recent)
+        # What the next flush sends besides what admission produced (and
+        # the cancelled tasks, in ``_cancels``).
         self._released: list[str] = []
         self._expired: list[str] = []
         self._dispatched_total = 0
-        self._cancelled_total = 0
         self._requeued_total = 0
         self._retried_total = 0
         self._expired_total = 0
@@ -185,7 +185,7 @@ class PriorityInbox(Actor[Accepts]):
             # the store does, rather than wait for a write of nothing.
             self._journal = None
             self._admission.unwritten = None
-        journal = self._journal
+        journal = self._cancels.journal = self._journal
         recovered = "" if journal is None else f"; recovered {await journal.setup(nursery)}"
         if self._names is None:
             return f"capacity {capacity}, task names not checked{recovered}"
@@ -233,9 +233,9 @@ class PriorityInbox(Actor[Accepts]):
             case Requests():
                 return self._on_requests(message)
             case Cancel(id=task_id):
-                return self._cancel(task_id)
+                return self._cancels.cancel(task_id)
             case PurgeQueued():
-                return self._purge(message)
+                return self._cancels.purge(message)
             case Demand(pools=pools, received=received):
                 self._demand.replace(pools, received)
             case Requeue(jobs=jobs, delays=()):
@@ -267,7 +267,7 @@ class PriorityInbox(Actor[Accepts]):
             duplicates_total=admission.duplicates_total,
             rejected_total=dict(admission.rejected_total),
             dispatched_total=self._dispatched_total,
-            cancelled_total=self._cancelled_total,
+            cancelled_total=self._cancels.total,
             requeued_total=self._requeued_total,
             scheduled=len(self._held),
             expired_total=self._expired_total,
@@ -288,7 +288,7 @@ class PriorityInbox(Actor[Accepts]):
             if isinstance(item, Submit):
                 answer = admission.decide(item, answers, index)
             elif isinstance(item, Cancel):
-                answer = self._cancel(item.id)
+                answer = self._cancels.cancel(item.id)
             else:
                 answer = admission.reject(
                     str(getattr(item, "id", "")), "InvalidSubmission",
@@ -321,55 +321,6 @@ class PriorityInbox(Actor[Accepts]):
             return
         if isinstance(answer, Records):
             self._admission.keys.settle(asked, answer.records)
-
-    def _cancel(self, task_id: str) -> CancelReply:
-        if len(task_id) > MAX_ID_LENGTH:  # a Submit with such an id is refused
-            return CancelReply(id=task_id, outcome="unknown")
-        if self._drop(task_id):
-            self._recent.remember(task_id, "cancelled")
-            self._cancelled.append(task_id)
-            self._cancelled_total += 1
-            if self._journal is not None:
-                self._journal.ops.append(DropTask(task_id))
-            return CancelReply(id=task_id, outcome="cancelled")
-        if self._journal is not None and self._journal.unwritten.cancel(task_id):
-            # The store hears of it, and the journal drops it, once it is written.
-            self._recent.remember(task_id, "cancelled")
-            self._cancelled_total += 1
-            return CancelReply(id=task_id, outcome="cancelled")
-        state = self._recent.get(task_id)
-        if state == "cancelled":
-            return CancelReply(id=task_id, outcome="cancelled")  # a resent Cancel
-        if state is not None:
-            return CancelReply(id=task_id, outcome="not_queued")
-        return CancelReply(id=task_id, outcome="unknown")
-
-    def _purge(self, query: PurgeQueued) -> int:
-        """Cancel every queued (and with ``scheduled`` held) task ``query``
-        matches, the accepted ones not yet written too; how many. Tasks a
-        subworker may still run (recovered, in the recovery grace) stay."""
-        running = frozenset() if self._journal is None else self._journal.in_grace
-
-        def matches(job: Job, held: bool) -> bool:
-            return ((query.scheduled or not held) and job.id not in running
-                    and (query.level is None or job.priority == query.level)
-                    and (query.task is None or job.task == query.task))
-
-        ids = [job.id for job in self._levels.jobs.values() if matches(job, False)]
-        if query.scheduled:
-            ids.extend(job.id for job in self._held.jobs() if matches(job, True))
-        for task_id in ids:
-            self._cancel(task_id)
-        if self._journal is not None:
-            for task_id in self._journal.unwritten.purge(matches):
-                self._recent.remember(task_id, "cancelled")
-                self._cancelled_total += 1
-                ids.append(task_id)
-        return len(ids)
-
-    def _drop(self, task_id: str) -> bool:
-        """Take a queued or held task out; ``False`` if it is neither."""
-        return self._held.cancel(task_id) or self._levels.remove(task_id)
 
     def _requeue(self, jobs: tuple[Job, ...]) -> None:
         journal = self._journal
@@ -406,7 +357,7 @@ class PriorityInbox(Actor[Accepts]):
         if released and journal is not None:
             journal.ops.append(SetState(tuple([job.id for job in released]), "queued"))
         for task_id in expired:
-            if self._drop(task_id):
+            if self._cancels.drop(task_id):
                 self._recent.remember(task_id, "expired")
                 self._expired.append(task_id)
                 self._expired_total += 1
@@ -427,7 +378,7 @@ class PriorityInbox(Actor[Accepts]):
         jobs = self._levels.take(self._demand.budget, self._taken)
         self._dispatched_total += len(jobs)
         entries, admission.entries = admission.entries, []
-        cancelled, self._cancelled = self._cancelled, []
+        cancelled, self._cancels.ids = self._cancels.ids, []
         if entries:
             await self.refs["results"].send(Queued(entries=tuple(entries)))
         if cancelled:
@@ -474,4 +425,4 @@ class PriorityInbox(Actor[Accepts]):
     def _cancelled_written(self, task_id: str) -> None:
         """A task cancelled while it was written is placed: the next flush
         tells the store (after its Queued)."""
-        self._cancelled.append(task_id)
+        self._cancels.ids.append(task_id)
