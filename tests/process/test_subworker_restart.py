@@ -48,6 +48,18 @@ class EndingGate(Gate):
                 await self._ended.wait()
 
 
+async def journal_written(address: str) -> None:
+    """Until the control plane's journal has committed what it was sent:
+    the task's dispatch is written after it is handed out, so a kill before
+    that commit would bring the task back as queued, not as dispatched.
+    (The journal answers a snapshot after the writes sent before it.)"""
+    async with Client(address) as client:
+        with trio.fail_after(10):
+            while (journal := (await client.admin.status()).journal).pending_ops:
+                await trio.sleep(0.02)  # a condition, polled: the journal says when
+    assert journal.healthy
+
+
 async def killed_while_a_task_runs(f: Fleet, label: str) -> tuple[EndingGate, Any, str, str]:
     """Start a control plane and a subworker, have the subworker run a held
     task ``label``, and kill the control plane (-9) meanwhile: the gate, the
@@ -60,6 +72,7 @@ async def killed_while_a_task_runs(f: Fleet, label: str) -> tuple[EndingGate, An
         task_id = await client.delay("tests.hold", gate.port, label)
     await gate.wait_started(1)
     assert gate.started == [(sub.process.pid, label)]
+    await journal_written(f.address)
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
     return gate, sub, sub_id, task_id
 
