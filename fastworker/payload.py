@@ -9,6 +9,8 @@ arbitrary code, so nothing else ever unpickles.
 from __future__ import annotations
 
 import pickle
+import struct
+from collections.abc import Sequence
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -58,10 +60,63 @@ def pack_call(
     return data
 
 
+#: The start of a call with inputs (``with_inputs``): no pickle starts so
+#: (protocol 2 and later begin with 0x80).
+_INPUTS = b"FWIN\x01"
+_INPUTS_HEAD = struct.Struct("<5sBI")
+_LENGTH = struct.Struct("<I")
+
+
+def with_inputs(call: bytes, inputs: Sequence[bytes], *, as_list: bool,
+                limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """A call whose first positional argument comes from ``inputs``, the
+    pickled values of other tasks (a workflow step's parents' results):
+    the one input itself, or with ``as_list`` a list of them all, in order.
+    The bytes are only put together here; the executor unpickles them
+    (``unpack_call``), as it does any call.
+
+    Raises:
+        ValueError: not exactly one input without ``as_list``, or over ``limit``.
+    """
+    if not as_list and len(inputs) != 1:
+        raise ValueError(f"one input expected, got {len(inputs)}")
+    parts = (call, *inputs)
+    head = _INPUTS_HEAD.pack(_INPUTS, 1 if as_list else 0, len(inputs))
+    data = b"".join((head, *(_LENGTH.pack(len(part)) for part in parts), *parts))
+    if len(data) > limit:
+        raise ValueError(f"the call with its inputs is {len(data)} bytes, over the limit of "
+                         f"{limit}")
+    return data
+
+
 def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Unpickle a call's arguments (executor side, after authentication)."""
-    args, kwargs = cloudpickle.loads(data)
-    return tuple(args), dict(kwargs)
+    """Unpickle a call's arguments (executor side, after authentication),
+    with its inputs first if it has some (``with_inputs``).
+
+    Raises:
+        ValueError: a call with inputs whose framing is broken.
+    """
+    if not data.startswith(_INPUTS):
+        args, kwargs = cloudpickle.loads(data)
+        return tuple(args), dict(kwargs)
+    if len(data) < _INPUTS_HEAD.size:
+        raise ValueError("a call with inputs cut short")
+    _, as_list, count = _INPUTS_HEAD.unpack_from(data)
+    at = _INPUTS_HEAD.size
+    end = at + _LENGTH.size * (count + 1)
+    if as_list not in (0, 1) or end > len(data) or (not as_list and count != 1):
+        raise ValueError("a call with inputs whose framing is broken")
+    lengths = [_LENGTH.unpack_from(data, at + _LENGTH.size * i)[0] for i in range(count + 1)]
+    if end + sum(lengths) != len(data):
+        raise ValueError("a call with inputs whose lengths do not add up")
+    parts = []
+    for length in lengths:
+        parts.append(data[end:end + length])
+        end += length
+    args, kwargs = cloudpickle.loads(parts[0])
+    values = [cloudpickle.loads(part) for part in parts[1:]]
+    first = values if as_list else values[0]
+    return (first, *args), dict(kwargs)
 
 
 def pack_value(value: Any, *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastworker import InvalidSubmission
-from fastworker.payload import pack_call, pack_value, unpack_call, unpack_value
+from fastworker.payload import pack_call, pack_value, unpack_call, unpack_value, with_inputs
 
 
 @pytest.mark.parametrize(
@@ -45,3 +47,46 @@ def test_arguments_over_the_limit_are_refused() -> None:
     """A payload over the limit is refused with its size."""
     with pytest.raises(InvalidSubmission, match="over the limit of 100"):
         pack_call((b"x" * 1000,), {}, limit=100)
+
+
+# -- calls with inputs (a workflow step's parents' results) ----------------------
+
+values = st.one_of(st.integers(), st.text(max_size=20), st.binary(max_size=20), st.none(),
+                   st.lists(st.integers(), max_size=5))
+
+
+@given(args=st.lists(values, max_size=4), kwargs=st.dictionaries(st.text(max_size=5), values,
+                                                                max_size=3),
+       inputs=st.lists(values, max_size=6))
+def test_a_list_of_inputs_comes_first_in_order(args: list[object], kwargs: dict[str, object],
+                                               inputs: list[object]) -> None:
+    call = with_inputs(pack_call(tuple(args), kwargs), [pack_value(v) for v in inputs],
+                       as_list=True)
+    assert unpack_call(call) == ((inputs, *args), kwargs)
+
+
+@given(args=st.lists(values, max_size=4), value=values)
+def test_one_input_is_the_first_argument(args: list[object], value: object) -> None:
+    call = with_inputs(pack_call(tuple(args), {"k": 1}), [pack_value(value)], as_list=False)
+    assert unpack_call(call) == ((value, *args), {"k": 1})
+
+
+def test_one_input_means_one() -> None:
+    with pytest.raises(ValueError, match="one input expected, got 2"):
+        with_inputs(pack_call((), {}), [pack_value(1), pack_value(2)], as_list=False)
+
+
+def test_a_call_with_inputs_over_the_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="over the limit of 100"):
+        with_inputs(pack_call((), {}), [pack_value(b"x" * 200)], as_list=True, limit=100)
+
+
+def test_a_broken_call_with_inputs_is_a_value_error_at_every_cut() -> None:
+    """Cut short anywhere, or with bytes added, the framing says so
+    (the executor fails the task as an invalid payload)."""
+    call = with_inputs(pack_call((1,), {}), [pack_value("a"), pack_value("b")], as_list=True)
+    for cut in range(5, len(call)):
+        with pytest.raises(ValueError):
+            unpack_call(call[:cut])
+    with pytest.raises(ValueError, match="do not add up"):
+        unpack_call(call + b"x")
