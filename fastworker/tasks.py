@@ -29,6 +29,7 @@ import attrs
 from croniter import croniter
 
 from fastworker.errors import TaskTimeout
+from fastworker.workflows.canvas import Signature
 from fastworker.messages import ASYNC, PRIORITIES, PROCESS, THREAD, Priority
 
 P = ParamSpec("P")
@@ -137,6 +138,16 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step of a workflow running this task with these arguments,
+        after the results of the steps before it as its first argument
+        (``fastworker.workflows``)."""
+        return Signature(self.name, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step that does not take the results of the steps before it."""
+        return Signature(self.name, args, kwargs, immutable=True)
 
 
 class TaskRegistry:
