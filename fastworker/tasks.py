@@ -29,8 +29,8 @@ import attrs
 from croniter import croniter
 
 from fastworker.errors import TaskTimeout
-from fastworker.workflows.canvas import Signature
 from fastworker.messages import ASYNC, PRIORITIES, PROCESS, THREAD, Priority
+from fastworker.workflows.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
