@@ -1,0 +1,128 @@
+"""One running workflow: which steps may start, what each takes, and what
+its end means for the rest (no trio).
+
+The Workflow actor holds one ``Run`` per workflow. It asks ``ready()`` for
+the steps to submit, tells ``started`` / ``ended`` as the store's records
+say, and reads ``outcome`` once the run is over. A step's parents' results
+are held (``values``) only until every step that takes them was started,
+then let go: the store keeps them for its own TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+
+from fastworker.payload import with_inputs
+from fastworker.workflows.canvas import StepSpec
+
+__all__ = ["Run", "StepState", "step_id"]
+
+StepState = Literal["waiting", "started", "succeeded", "failed", "skipped"]
+
+
+def step_id(workflow_id: str, index: int) -> str:
+    """The task id of a workflow's step."""
+    return f"{workflow_id}.{index}"
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """Why a run failed: the step, its task, and its error as text."""
+
+    step: int
+    task: str
+    error: str
+
+
+class Run:
+    """A workflow's steps and their states.
+
+    Args:
+        id: the workflow's id (its steps' ids are ``step_id(id, index)``).
+        specs: its steps, each after the steps it waits for
+            (``canvas.steps``).
+
+    Raises:
+        ValueError: a step waits for itself or for a later step.
+    """
+
+    def __init__(self, id: str, specs: Sequence[StepSpec]) -> None:
+        for index, spec in enumerate(specs):
+            if any(not 0 <= parent < index for parent in spec.after):
+                raise ValueError(f"step {index} waits for a step that is not before it")
+        self.id = id
+        self.specs = tuple(specs)
+        self.states: list[StepState] = ["waiting"] * len(specs)
+        #: Results of ended steps still needed by a step not yet started.
+        self.values: dict[int, bytes] = {}
+        self.failure: Failure | None = None
+        self._children: list[list[int]] = [[] for _ in specs]
+        for index, spec in enumerate(specs):
+            for parent in spec.after:
+                self._children[parent].append(index)
+
+    @property
+    def over(self) -> bool:
+        """Every step ended or was skipped (a failed run: none still started)."""
+        return all(state not in ("waiting", "started") for state in self.states)
+
+    def ready(self) -> list[int]:
+        """The waiting steps whose parents all succeeded (none after a failure)."""
+        if self.failure is not None:
+            return []
+        states = self.states
+        return [index for index, spec in enumerate(self.specs)
+                if states[index] == "waiting"
+                and all(states[parent] == "succeeded" for parent in spec.after)]
+
+    def payload(self, index: int) -> bytes:
+        """The call step ``index`` is submitted with: its own, with its
+        parents' results first as its ``input`` says."""
+        spec = self.specs[index]
+        if spec.input == "none":
+            return spec.payload
+        inputs = [self.values[parent] for parent in spec.after]
+        return with_inputs(spec.payload, inputs, as_list=spec.input == "list")
+
+    def started(self, index: int) -> None:
+        """Step ``index`` was submitted; its parents' results are let go
+        once no other waiting step takes them."""
+        self.states[index] = "started"
+        for parent in self.specs[index].after:
+            if all(self.states[child] != "waiting" for child in self._children[parent]):
+                self.values.pop(parent, None)
+
+    def succeeded(self, index: int, value: bytes) -> None:
+        """Step ``index`` ended with ``value`` (kept while a waiting step takes it)."""
+        if self.states[index] in ("succeeded", "failed"):
+            return  # a repeated record
+        self.states[index] = "succeeded"
+        if any(self.states[child] == "waiting" and self.specs[child].input != "none"
+               for child in self._children[index]):
+            self.values[index] = value
+
+    def failed(self, index: int, error: str) -> list[int]:
+        """Step ``index`` failed (after its own retries), was cancelled or
+        expired: the run fails, naming it; every step not yet started is
+        skipped. Returns the steps still started (the caller may cancel
+        them)."""
+        if self.states[index] in ("succeeded", "failed"):
+            return []
+        self.states[index] = "failed"
+        if self.failure is None:
+            self.failure = Failure(step=index, task=self.specs[index].task, error=error)
+        for other, state in enumerate(self.states):
+            if state == "waiting":
+                self.states[other] = "skipped"
+        self.values.clear()
+        return [other for other, state in enumerate(self.states) if state == "started"]
+
+    def counts(self) -> dict[StepState, int]:
+        """How many steps are in each state."""
+        counts: dict[StepState, int] = {}
+        for state in self.states:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
