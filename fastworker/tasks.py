@@ -143,11 +143,13 @@ class Task(Generic[P, R]):
         """A step of a workflow running this task with these arguments,
         after the results of the steps before it as its first argument
         (``fastworker.workflows``)."""
-        return Signature(self.name, args, kwargs)
+        return Signature(self.name, args, kwargs, priority=self.priority,
+                         timeout=self.timeout)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """A step that does not take the results of the steps before it."""
-        return Signature(self.name, args, kwargs, immutable=True)
+        return Signature(self.name, args, kwargs, immutable=True, priority=self.priority,
+                         timeout=self.timeout)
 
 
 class TaskRegistry:

@@ -27,7 +27,7 @@ import anyio.abc
 
 from actors.frame import DEFAULT_MAX_FRAME_BYTES
 from actors.tls import TlsOptions
-from fastworker.client import lookup
+from fastworker.client import lookup, workflows
 from fastworker.client.admin import AdminClient
 from fastworker.client.bulk import build_each, run_watched
 from fastworker.client.coalescer import Coalescer
@@ -45,6 +45,7 @@ from fastworker.messages import (
 )
 from fastworker.submission import TaskIds, build_submit
 from fastworker.tasks import Task
+from fastworker.workflows.canvas import Part, Workflow
 
 __all__ = ["Client"]
 
@@ -340,6 +341,18 @@ class Client:
             return task_value(await slot.wait())
         finally:
             results.forget(submit.id, slot)
+
+    async def start(self, workflow: Part | Workflow) -> str:
+        """Start a workflow (``fastworker.workflows``: ``a.s() | b.s()``,
+        ``group(...)``, a ``Workflow``) in the control plane; return its id,
+        which ``result`` and ``status`` take like a task's."""
+        assert self._queries is not None, "use the client inside `async with`"
+        return await workflows.start(self._queries, workflow, self._ids.next())
+
+    async def run(self, workflow: Part | Workflow, timeout: float | None = None) -> Any:
+        """Start a workflow and return its result (its last step's), or raise
+        ``TaskError`` naming the step that failed."""
+        return await self.result(await self.start(workflow), timeout)
 
     # -- results and control -----------------------------------------------
 

@@ -110,6 +110,8 @@ from fastworker.messages.workers import Register as Register
 from fastworker.messages.workers import Registered as Registered
 from fastworker.messages.workers import Report as Report
 from fastworker.messages.workers import UnknownWorker as UnknownWorker
+from fastworker.messages.workflows import StartWorkflow as StartWorkflow
+from fastworker.messages.workflows import WorkflowStep as WorkflowStep
 
 __all__ = [
     "ASYNC",
@@ -159,6 +161,7 @@ __all__ = [
     "Returned",
     "Running",
     "SetDrain",
+    "StartWorkflow",
     "Slots",
     "State",
     "StatusQuery",
@@ -170,11 +173,12 @@ __all__ = [
     "UnknownWorker",
     "Watch",
     "WorkerStatus",
+    "WorkflowStep",
     "describe_slots",
 ]
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 13
+PROTOCOL_VERSION = 14
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -228,6 +232,7 @@ CODEC = Codec(
         RetryReport,
         SetDrain,
         DrainReply,
+        StartWorkflow,
     ],
     protocol=PROTOCOL_VERSION,
 )

@@ -44,7 +44,8 @@ class StepSpec:
         after: the steps (indexes) it waits for, in the order their
             results are passed.
         input: how it takes their results.
-        priority: its priority's name, or ``None`` for the task's default.
+        priority: its priority's name (``None``: normal).
+        timeout: its time limit in seconds (``None``: none).
     """
 
     task: str
@@ -52,6 +53,7 @@ class StepSpec:
     after: tuple[int, ...] = ()
     input: Input = "none"
     priority: str | None = None
+    timeout: float | None = None
 
 
 @attrs.frozen(eq=False)
@@ -63,14 +65,20 @@ class Signature:
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     #: Does not take its parents' results (``task.si(...)``).
     immutable: bool = False
+    #: The task's defaults, unless ``set`` changed them.
     priority: str | None = None
+    timeout: float | None = None
 
     def __or__(self, other: Part) -> Chain:
         return chain(self, other)
 
-    def set(self, *, priority: str | None = None) -> Signature:
-        """The same step with other options."""
-        return attrs.evolve(self, priority=priority)
+    def set(self, **options: Any) -> Signature:
+        """The same step with other ``priority`` or ``timeout``."""
+        unknown = set(options) - {"priority", "timeout"}
+        if unknown:
+            raise TypeError(f"a step's options are priority and timeout, not "
+                            f"{', '.join(sorted(unknown))}")
+        return attrs.evolve(self, **options)
 
 
 @attrs.frozen(eq=False)
@@ -174,7 +182,7 @@ def steps(workflow: Part | Workflow) -> tuple[StepSpec, ...]:
 
 def _spec(step: Signature, parents: tuple[int, ...], input: Input) -> StepSpec:
     return StepSpec(task=step.task, payload=pack_call(step.args, step.kwargs), after=parents,
-                    input=input, priority=step.priority)
+                    input=input, priority=step.priority, timeout=step.timeout)
 
 
 def _compile(part: Part, parents: tuple[int, ...], as_list: bool,

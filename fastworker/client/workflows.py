@@ -1,0 +1,35 @@
+"""``client.start(workflow)``: a workflow sent to the control plane's
+Workflows actor in one message, answered once it is running."""
+
+from __future__ import annotations
+
+from fastworker.client.coalescer import Coalescer
+from fastworker.errors import InvalidSubmission, QueueFull
+from fastworker.messages import PRIORITIES, Accepted, Rejected, StartWorkflow, WorkflowStep
+from fastworker.workflows.canvas import Part, Workflow, steps
+
+__all__ = ["start"]
+
+
+async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str) -> str:
+    """Start ``workflow`` as ``workflow_id``; return the id.
+
+    Raises:
+        InvalidSubmission: the workflow is empty, or refused (too many steps...).
+        QueueFull: the control plane runs as many workflows as it takes.
+    """
+    try:
+        specs = steps(workflow)
+    except ValueError as error:
+        raise InvalidSubmission(str(error)) from None
+    message = StartWorkflow(id=workflow_id, steps=tuple(
+        WorkflowStep(task=spec.task, payload=spec.payload, after=spec.after, input=spec.input,
+                     priority=PRIORITIES.index(spec.priority or "normal"), timeout=spec.timeout)
+        for spec in specs))
+    answer = await queries.ask(message)
+    if isinstance(answer, Rejected):
+        if answer.error == "QueueFull":
+            raise QueueFull(answer.message)
+        raise InvalidSubmission(answer.message)
+    assert isinstance(answer, Accepted)
+    return answer.id

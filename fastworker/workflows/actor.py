@@ -1,0 +1,267 @@
+"""The Workflows actor: runs workflows inside the control plane.
+
+A client's ``StartWorkflow`` (on the queries port) names the steps. The
+actor records the workflow as a task of the store under its id (so that
+``client.result(id)``, ``status`` and the dashboard see it), submits each
+step to the inbox as an ordinary task once its parents succeeded (id
+``<workflow>.<index>``, its parents' results put before its arguments
+without unpickling them: ``payload.with_inputs``), and learns how steps
+end from the store through a watch session of its own. A step that fails
+(after its own retries), is cancelled or expires fails the workflow: the
+steps not yet started are never submitted, those still running are
+cancelled, and the workflow's error names the step. Otherwise the
+workflow's result is its last step's.
+
+Workflows live in memory: a restart of the control plane loses those
+running (the journal does not keep them yet).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout
+from actors.requests import Requests
+from fastworker.cancel import cancel_task
+from fastworker.limits import MAX_ID_LENGTH, check_text
+from fastworker.messages import (
+    FINAL_STATES,
+    PRIORITIES,
+    Accepted,
+    Finished,
+    Outcome,
+    Queued,
+    QueuedEntry,
+    Records,
+    Rejected,
+    RemoteError,
+    StartWorkflow,
+    Submit,
+    TaskRecord,
+    Watch,
+)
+from fastworker.submission import build_submit
+from fastworker.workflows.canvas import StepSpec
+from fastworker.workflows.graph import Run, step_id
+
+__all__ = ["Workflows", "WorkflowsOptions"]
+
+log = logging.getLogger("fastworker.workflows")
+
+#: The store's watch session of this actor.
+SESSION = "fastworker.workflows"
+#: The task name a workflow's own record carries.
+WORKFLOW_TASK = "fastworker.workflow"
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowsOptions:
+    """Bounds and waits.
+
+    Attributes:
+        max_steps: the most steps one workflow may have.
+        max_running: the most workflows running at once; more are refused.
+        call_timeout: seconds to wait for the inbox's or store's answer.
+        watch_wait: seconds one watch of the store parks.
+    """
+
+    max_steps: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    max_running: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
+    call_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    watch_wait: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+
+
+class Workflows(Actor[Any]):
+    """Runs workflows (see the module docstring)."""
+
+    Options = WorkflowsOptions
+    refs_required = ("inbox", "results", "dispatcher")
+
+    def __init__(self, options: WorkflowsOptions, context: ActorContext) -> None:
+        super().__init__(options, context)
+        self.runs: dict[str, Run] = {}
+        #: The step a task id is: (workflow id, index).
+        self._steps: dict[str, tuple[str, int]] = {}
+        #: Each run's last step's result, once it has one.
+        self._last: dict[str, bytes] = {}
+        self._started_total = self._succeeded_total = self._failed_total = 0
+        #: Held while records are acted on: the mailbox and the watch both do.
+        self._lock = trio.Lock()
+
+    async def setup(self, nursery: trio.Nursery) -> str | None:
+        nursery.start_soon(self._watch_forever)
+        return None
+
+    async def handle(self, message: Any) -> Any:
+        async with self._lock:
+            if isinstance(message, Requests):
+                return [await self._start(item) for item in message.messages]
+            return await self._start(message)
+
+    def stats_detail(self) -> dict[str, int]:
+        return {"running": len(self.runs), "started_total": self._started_total,
+                "succeeded_total": self._succeeded_total, "failed_total": self._failed_total}
+
+    # -- starting -------------------------------------------------------------
+
+    async def _start(self, message: Any) -> Accepted | Rejected:
+        if not isinstance(message, StartWorkflow):
+            return Rejected(id=str(getattr(message, "id", "")), error="InvalidSubmission",
+                            message=f"the workflows actor takes StartWorkflow, not "
+                            f"{type(message).__name__}")
+        problem = self._check(message)
+        if problem is not None:
+            return Rejected(id=message.id, error="InvalidSubmission", message=problem)
+        if message.id in self.runs:
+            return Accepted(id=message.id)  # a resend
+        if len(self.runs) >= self.options.max_running:
+            return Rejected(id=message.id, error="QueueFull",
+                            message=f"{self.options.max_running} workflows already run "
+                            "(max_running)")
+        specs = [StepSpec(task=step.task, payload=step.payload, after=step.after,
+                          input=step.input,  # type: ignore[arg-type]
+                          priority=PRIORITIES[step.priority], timeout=step.timeout)
+                 for step in message.steps]
+        run = Run(message.id, specs)
+        self.runs[message.id] = run
+        self._started_total += 1
+        now = time.time()
+        await self.refs["results"].send(Queued(entries=(QueuedEntry(
+            id=message.id, task=WORKFLOW_TASK, priority=2, queued_at=now),)))
+        await self._ended(await self._advance(run))
+        return Accepted(id=message.id)
+
+    def _check(self, message: StartWorkflow) -> str | None:
+        problem = check_text("workflow id", message.id, MAX_ID_LENGTH - 8, empty=False)
+        if problem is not None:
+            return problem
+        steps = message.steps
+        if not steps:
+            return "a workflow needs at least one step"
+        if len(steps) > self.options.max_steps:
+            return (f"the workflow has {len(steps)} steps; the limit is "
+                    f"{self.options.max_steps} (max_steps)")
+        for index, step in enumerate(steps):
+            if step.input not in ("none", "one", "list"):
+                return f"step {index}: input {step.input!r} is not none, one or list"
+            if any(not 0 <= parent < index for parent in step.after):
+                return f"step {index} waits for a step that is not before it"
+            if step.input == "one" and len(step.after) != 1:
+                return f"step {index} takes one input but waits for {len(step.after)} steps"
+            if not 0 <= step.priority < len(PRIORITIES):
+                return f"step {index}: priority {step.priority} is not 0..3"
+        return None
+
+    # -- running --------------------------------------------------------------
+
+    async def _advance(self, run: Run) -> tuple[TaskRecord, ...]:
+        """Submit the steps that are ready; finish the run once it is over.
+        Returns the final records the watch of the new steps brought (to
+        act on next: a loop, not a recursion, however long a chain)."""
+        records: tuple[TaskRecord, ...] = ()
+        if ready := run.ready():
+            submits: list[Submit] = []
+            for index in ready:
+                spec = run.specs[index]
+                try:
+                    payload = run.payload(index)
+                except ValueError as error:  # its inputs are over the payload limit
+                    await self._step_failed(run, index, f"ValueError: {error}")
+                    return ()
+                submits.append(build_submit(spec.task, id=step_id(run.id, index),
+                                            payload=payload, priority=spec.priority,
+                                            timeout=spec.timeout))
+            for index, submit in zip(ready, submits, strict=True):
+                run.started(index)
+                self._steps[submit.id] = (run.id, index)
+            answers = await self.refs["inbox"].call(
+                Requests(messages=tuple(submits), peer="workflows"),
+                timeout=self.options.call_timeout)
+            for index, answer in zip(ready, answers, strict=True):
+                if isinstance(answer, Rejected):
+                    await self._step_failed(run, index, f"{answer.error}: {answer.message}")
+            records = await self._watch(tuple(submit.id for submit in submits), wait=0.0)
+        if run.over and run.id in self.runs:
+            await self._finish(run)
+        return records
+
+    async def _watch(self, ids: tuple[str, ...], *, wait: float) -> tuple[TaskRecord, ...]:
+        """The final records of watched steps (adding ``ids`` to the watch)."""
+        try:
+            answer = await self.refs["results"].call(
+                Watch(session=SESSION, ids=ids, wait=wait),
+                timeout=wait + self.options.call_timeout)
+        except (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.warning("%s: the store did not answer a watch of %d steps", self.name, len(ids))
+            return ()
+        return answer.records if isinstance(answer, Records) else ()
+
+    async def _watch_forever(self) -> None:
+        while True:
+            records = await self._watch((), wait=self.options.watch_wait)
+            if records:
+                async with self._lock:
+                    await self._ended(records)
+
+    async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
+        """Act on final records of steps, and on those the steps they let
+        start bring, until none is left."""
+        queue = deque(records)
+        while queue:
+            record = queue.popleft()
+            found = self._steps.pop(record.id, None)
+            if found is None or record.state not in FINAL_STATES:
+                continue
+            run = self.runs.get(found[0])
+            if run is None:
+                continue
+            index = found[1]
+            if record.state == "succeeded" and record.value is not None:
+                run.succeeded(index, record.value)
+                if index == len(run.specs) - 1:
+                    self._last[run.id] = record.value
+                queue.extend(await self._advance(run))
+            else:
+                error = record.error
+                why = f"{error.type}: {error.message}" if error is not None else record.state
+                await self._step_failed(run, index, why)
+
+    async def _step_failed(self, run: Run, index: int, why: str) -> None:
+        """Fail the run for step ``index``; cancel its steps still running."""
+        timeout = self.options.call_timeout
+        for other in run.failed(index, why):
+            other_id = step_id(run.id, other)
+            try:
+                await cancel_task(
+                    other_id,
+                    at_inbox=lambda m: self.refs["inbox"].call(m, timeout=timeout),
+                    at_dispatcher=lambda m: self.refs["dispatcher"].call(m, timeout=timeout))
+            except (CallTimeout, ActorCrashed) as error:
+                log.warning("%s: could not cancel step %s: %s", self.name, other_id, error)
+        if run.over and run.id in self.runs:
+            await self._finish(run)
+
+    async def _finish(self, run: Run) -> None:
+        """Make the workflow's record final: its last step's result, or the failure."""
+        self.runs.pop(run.id, None)
+        value = self._last.pop(run.id, None)
+        now = time.time()
+        failure = run.failure
+        if failure is None and value is not None:
+            outcome = Outcome(id=run.id, attempt=1, worker=self.name, value=value,
+                              finished_at=now)
+            self._succeeded_total += 1
+        else:
+            message = (f"step {failure.step} ({failure.task}) failed: {failure.error}"
+                       if failure is not None else "its last step gave no result")
+            outcome = Outcome(id=run.id, attempt=1, worker=self.name, finished_at=now,
+                              error=RemoteError(type="WorkflowFailed", message=message))
+            self._failed_total += 1
+            log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
+        await self.refs["results"].send(Finished(outcomes=(outcome,)))

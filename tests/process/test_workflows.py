@@ -1,0 +1,68 @@
+"""Workflows run by a real control plane: chains, groups, chords and a
+graph, each step run once with its parents' results; a failing step fails
+the workflow, naming it, and what had not started never runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.tasks import add, fail
+from fastworker import Client, TaskError
+from fastworker.workflows import Workflow, group
+from tests.process.harness import control_plane
+from tests.process.workflow_tasks import pair, total
+
+
+@pytest.fixture
+def workflow_env(control_env: dict[str, str]) -> dict[str, str]:
+    control_env["FASTWORKER_TASKS"] = "examples.tasks,tests.process.workflow_tasks"
+    return control_env
+
+
+async def steps_held(client: Client, workflow_id: str) -> dict[str, str]:
+    """Each step's task id and state, as the store holds them."""
+    page = await client.list_tasks(id=f"{workflow_id}.", limit=500)
+    return {record.id: record.state for record in page.records}
+
+
+async def test_chains_groups_and_chords_pass_results_inside_the_control_plane(
+        workflow_env: dict[str, str]) -> None:
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            assert await client.run(add.s(1, 2) | add.s(10) | add.s(100), timeout=30) == 113
+
+            fan = await client.start(group(add.s(i, i) for i in range(20)) | total.s())
+            assert await client.result(fan, timeout=30) == sum(2 * i for i in range(20))
+            held = await steps_held(client, fan)
+            assert len(held) == 21 and set(held.values()) == {"succeeded"}
+            record = await client.status(fan)
+            assert (record.task, record.state) == ("fastworker.workflow", "succeeded")
+
+            middle = add.s(1, 1) | group(add.s(10), add.s(20)) | total.s()
+            assert await client.run(middle, timeout=30) == 12 + 22
+
+            wf = Workflow()
+            a = wf.add(add.s(1, 0))
+            b = wf.add(add.s(2, 0))
+            both = wf.add(pair.s("x"), after=[a, b])  # pair([1, 2], "x")
+            wf.add(pair.s("end"), after=[both])
+            wf.add(pair.si("ignored", 0), after=[a], takes=False)
+            last = await client.start(wf)
+            assert await client.result(last, timeout=30) == ["ignored", 0]  # the last step's
+            assert (await client.status(f"{last}.3")).state == "succeeded"
+            assert await client.result(f"{last}.3", timeout=30) == [[[1, 2], "x"], "end"]
+
+
+async def test_a_failing_step_fails_the_workflow_and_what_follows_never_runs(
+        workflow_env: dict[str, str]) -> None:
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            flow = await client.start(add.s(1, 1) | fail.si("disk full") | add.s(1))
+            with pytest.raises(TaskError) as failed:
+                await client.result(flow, timeout=30)
+            assert failed.value.remote_type == "WorkflowFailed"
+            assert str(failed.value.args[0]).endswith(
+                "step 1 (examples.tasks.fail) failed: ValueError: disk full")
+            held = await steps_held(client, flow)
+            assert held == {f"{flow}.0": "succeeded", f"{flow}.1": "failed"}  # 2 never ran
+            assert (await client.status(f"{flow}.2")).state == "unknown"
