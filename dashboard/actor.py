@@ -170,7 +170,7 @@ class Dashboard(Actor[Any]):
     refs_required = ("inbox", "results", "dispatcher")
     #: The Admin does the bulk actions (purge, retry failed): without it
     #: they answer 503.
-    refs_optional = ("admin",)
+    refs_optional = ("admin", "workflows")
 
     def __init__(self, options: DashboardOptions, context: ActorContext) -> None:
         super().__init__(options, context)
@@ -358,8 +358,11 @@ class Dashboard(Actor[Any]):
         return views.task_view(await self._detail(id))
 
     async def cancel(self, id: str) -> schema.CancelResult:
-        reply = await cancel_task(id, at_inbox=functools.partial(self._call, "inbox"),
-                                  at_dispatcher=functools.partial(self._call, "dispatcher"))
+        reply = await cancel_task(
+            id, at_inbox=functools.partial(self._call, "inbox"),
+            at_dispatcher=functools.partial(self._call, "dispatcher"),
+            at_workflows=(functools.partial(self._call, "workflows")
+                          if "workflows" in self.refs else None))
         if reply.outcome not in ("not_queued", "unknown"):
             log.info("%s: task %s cancelled from the dashboard (%s)", self.name, id,
                      reply.outcome)

@@ -36,5 +36,5 @@ async def list_tasks(queries: Coalescer, query: ListTasks) -> TaskPage:
 
 async def cancel(queries: Coalescer, task_id: str) -> str:
     reply = await cancel_task(_checked(task_id), at_inbox=queries.ask,
-                              at_dispatcher=queries.ask)
+                              at_dispatcher=queries.ask, at_workflows=queries.ask)
     return reply.outcome

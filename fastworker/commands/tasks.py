@@ -28,6 +28,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--state", choices=[s for s in get_args(State) if s != "unknown"],
                          help="only those in this state")
     listing.add_argument("--name", help="only those of this task name")
+    listing.add_argument("--id", dest="id_part", metavar="PART",
+                         help="only those whose id holds PART (a workflow's steps: ID.)")
     listing.add_argument("--limit", type=bounded(1, MAX_PAGE), default=20,
                          help=f"how many (default 20, at most {MAX_PAGE})")
     listing.add_argument("--offset", type=bounded(0, MAX_OFFSET), default=0,
@@ -51,8 +53,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def _tasks(client: Client, args: argparse.Namespace) -> int:
-    page = await client.list_tasks(state=args.state, task=args.name, limit=args.limit,
-                                   offset=args.offset)
+    page = await client.list_tasks(state=args.state, task=args.name, id=args.id_part,
+                                   limit=args.limit, offset=args.offset)
     if args.json:
         print(json.dumps({"total": page.total,
                           "tasks": [record_json(record) for record in page.records]}))

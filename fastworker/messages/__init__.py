@@ -110,6 +110,7 @@ from fastworker.messages.workers import Register as Register
 from fastworker.messages.workers import Registered as Registered
 from fastworker.messages.workers import Report as Report
 from fastworker.messages.workers import UnknownWorker as UnknownWorker
+from fastworker.messages.workflows import CancelWorkflow as CancelWorkflow
 from fastworker.messages.workflows import StartWorkflow as StartWorkflow
 from fastworker.messages.workflows import WorkflowStep as WorkflowStep
 
@@ -122,6 +123,7 @@ __all__ = [
     "Cancel",
     "CancelOutcome",
     "CancelReply",
+    "CancelWorkflow",
     "Cancelled",
     "ClusterQuery",
     "ClusterStatus",
@@ -233,6 +235,7 @@ CODEC = Codec(
         SetDrain,
         DrainReply,
         StartWorkflow,
+        CancelWorkflow,
     ],
     protocol=PROTOCOL_VERSION,
 )

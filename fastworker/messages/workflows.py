@@ -40,3 +40,13 @@ class StartWorkflow:
 
     id: str
     steps: tuple[WorkflowStep, ...]
+
+
+@attrs.frozen(kw_only=True)
+class CancelWorkflow:
+    """Client, dashboard -> Workflows: cancel the running workflow ``id``:
+    its steps not yet started never run, those running are cancelled as a
+    task's ``Cancel`` would, and its record ends ``cancelled``. Answered
+    ``CancelReply`` (``cancelled``, or ``unknown`` for no running workflow)."""
+
+    id: str

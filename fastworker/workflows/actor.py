@@ -34,6 +34,9 @@ from fastworker.messages import (
     FINAL_STATES,
     PRIORITIES,
     Accepted,
+    Cancelled,
+    CancelReply,
+    CancelWorkflow,
     Finished,
     Outcome,
     Queued,
@@ -93,6 +96,8 @@ class Workflows(Actor[Any]):
         self._started_total = self._succeeded_total = self._failed_total = 0
         #: Held while records are acted on: the mailbox and the watch both do.
         self._lock = trio.Lock()
+        #: Runs cancelled by an operator (their record ends ``cancelled``).
+        self._cancelled: set[str] = set()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         nursery.start_soon(self._watch_forever)
@@ -101,8 +106,23 @@ class Workflows(Actor[Any]):
     async def handle(self, message: Any) -> Any:
         async with self._lock:
             if isinstance(message, Requests):
-                return [await self._start(item) for item in message.messages]
-            return await self._start(message)
+                return [await self._answer_one(item) for item in message.messages]
+            return await self._answer_one(message)
+
+    async def _answer_one(self, message: Any) -> Any:
+        if isinstance(message, CancelWorkflow):
+            return await self._cancel(message.id)
+        return await self._start(message)
+
+    async def _cancel(self, workflow_id: str) -> CancelReply:
+        """Cancel a running workflow: nothing more starts, what runs is
+        cancelled, its record ends ``cancelled``."""
+        run = self.runs.get(workflow_id)
+        if run is None:
+            return CancelReply(id=workflow_id, outcome="unknown")
+        self._cancelled.add(workflow_id)
+        await self._stop(run, run.cancel("cancelled"))
+        return CancelReply(id=workflow_id, outcome="cancelled")
 
     def stats_detail(self) -> dict[str, int]:
         return {"running": len(self.runs), "started_total": self._started_total,
@@ -233,9 +253,13 @@ class Workflows(Actor[Any]):
                 await self._step_failed(run, index, why)
 
     async def _step_failed(self, run: Run, index: int, why: str) -> None:
-        """Fail the run for step ``index``; cancel its steps still running."""
+        """Fail the run for step ``index``."""
+        await self._stop(run, run.failed(index, why))
+
+    async def _stop(self, run: Run, running: list[int]) -> None:
+        """Cancel the ``running`` steps of a stopped run; finish it once over."""
         timeout = self.options.call_timeout
-        for other in run.failed(index, why):
+        for other in running:
             other_id = step_id(run.id, other)
             try:
                 await cancel_task(
@@ -251,6 +275,12 @@ class Workflows(Actor[Any]):
         """Make the workflow's record final: its last step's result, or the failure."""
         self.runs.pop(run.id, None)
         value = self._last.pop(run.id, None)
+        if run.id in self._cancelled:
+            self._cancelled.discard(run.id)
+            self._failed_total += 1
+            log.info("%s: workflow %s cancelled", self.name, run.id)
+            await self.refs["results"].send(Cancelled(ids=(run.id,)))
+            return
         now = time.time()
         failure = run.failure
         if failure is None and value is not None:

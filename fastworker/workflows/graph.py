@@ -112,8 +112,16 @@ class Run:
         if self.states[index] in ("succeeded", "failed"):
             return []
         self.states[index] = "failed"
+        return self._stop(Failure(step=index, task=self.specs[index].task, error=error))
+
+    def cancel(self, why: str) -> list[int]:
+        """Stop the run (an operator cancelled it): as a failure of no step.
+        Returns the steps still started."""
+        return self._stop(Failure(step=-1, task="", error=why))
+
+    def _stop(self, failure: Failure) -> list[int]:
         if self.failure is None:
-            self.failure = Failure(step=index, task=self.specs[index].task, error=error)
+            self.failure = failure
         for other, state in enumerate(self.states):
             if state == "waiting":
                 self.states[other] = "skipped"

@@ -86,7 +86,7 @@ def test_the_installed_package_is_the_one_run(site: Path, app: Path,
 def test_the_shipped_topologies_are_found_by_name(site: Path, app: Path,
                                                   env: dict[str, str]) -> None:  # noqa: F811 (fixture)
     env["FASTWORKER_ADDRESS"] = "tcp://127.0.0.1:5555"  # the subworker's control plane
-    for name, actors in (("control", 16), ("sub", 2)):
+    for name, actors in (("control", 17), ("sub", 2)):
         checked = fastworker("run", name, "--check", "--tasks", "mytasks", site=site, cwd=app,
                              env=env)
         assert checked.returncode == 0, checked.stderr

@@ -5,9 +5,10 @@ the workflow, naming it, and what had not started never runs."""
 from __future__ import annotations
 
 import pytest
+import trio
 
-from examples.tasks import add, fail
-from fastworker import Client, TaskError
+from examples.tasks import add, fail, nap
+from fastworker import Client, TaskCancelled, TaskError
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
 from tests.process.workflow_tasks import pair, total
@@ -66,3 +67,20 @@ async def test_a_failing_step_fails_the_workflow_and_what_follows_never_runs(
             held = await steps_held(client, flow)
             assert held == {f"{flow}.0": "succeeded", f"{flow}.1": "failed"}  # 2 never ran
             assert (await client.status(f"{flow}.2")).state == "unknown"
+
+
+async def test_a_cancelled_workflow_stops_its_running_step_and_starts_no_other(
+        workflow_env: dict[str, str]) -> None:
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            flow = await client.start(add.s(1, 1) | nap.si(60) | add.s(1))
+            with trio.fail_after(10):
+                while (await client.status(f"{flow}.1")).state != "running":
+                    await trio.sleep(0.02)  # a condition, polled: the store says when
+            assert await client.cancel(flow) == "cancelled"
+            with pytest.raises(TaskCancelled):
+                await client.result(flow, timeout=30)
+            with pytest.raises(TaskCancelled):
+                await client.result(f"{flow}.1", timeout=30)
+            assert (await client.status(f"{flow}.2")).state == "unknown"  # never started
+            assert await client.cancel(flow) == "unknown"  # no longer running
