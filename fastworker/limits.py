@@ -45,6 +45,7 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_TASK_NAME_LENGTH",
     "MAX_WORKER_TASKS",
+    "RESERVED_SESSION_PREFIX",
     "check_admin",
     "check_list",
     "check_prefetch",
@@ -94,10 +95,17 @@ def check_text(name: str, value: object, limit: int, *, empty: bool = True) -> s
     return None
 
 
-def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
-    """What is wrong with a query a client sent, or ``None``: too many ids,
-    an id too long, a ``wait`` that is not a number of seconds >= 0, or a
-    watch session or epoch name too long."""
+#: Watch sessions whose names start so are the control plane's own actors'
+#: (the Workflows'); a client's are refused.
+RESERVED_SESSION_PREFIX: Final = "fastworker."
+
+
+def check_query(query: ResultQuery | StatusQuery | Watch, *,
+                internal: bool = False) -> str | None:
+    """What is wrong with a query a client sent (or, ``internal``, an actor
+    of the control plane), or ``None``: too many ids, an id too long, a
+    ``wait`` that is not a number of seconds >= 0, a watch session or
+    epoch name too long, or a client's session of a reserved name."""
     kind = type(query).__name__
     ids = query.ids
     if len(ids) > MAX_QUERY_IDS:
@@ -111,6 +119,9 @@ def check_query(query: ResultQuery | StatusQuery | Watch) -> str | None:
     if not (0.0 <= wait < math.inf):  # NaN fails this too
         return f"{kind} wait {wait!r} is not a number of seconds >= 0"
     if isinstance(query, Watch):
+        if not internal and query.session.startswith(RESERVED_SESSION_PREFIX):
+            return (f"Watch session names starting with {RESERVED_SESSION_PREFIX!r} are the "
+                    "control plane's own")
         return (check_text("Watch session", query.session, MAX_ID_LENGTH)
                 or check_text("Watch epoch", query.epoch, MAX_ID_LENGTH))
     return None

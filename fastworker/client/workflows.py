@@ -22,6 +22,10 @@ async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str)
         specs = steps(workflow)
     except ValueError as error:
         raise InvalidSubmission(str(error)) from None
+    for spec in specs:
+        if spec.priority is not None and spec.priority not in PRIORITIES:
+            raise InvalidSubmission(f"unknown priority {spec.priority!r}; expected one of "
+                                    f"{', '.join(PRIORITIES)}")
     message = StartWorkflow(id=workflow_id, steps=tuple(
         WorkflowStep(task=spec.task, payload=spec.payload, after=spec.after, input=spec.input,
                      priority=PRIORITIES.index(spec.priority or "normal"), timeout=spec.timeout)

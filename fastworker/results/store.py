@@ -321,7 +321,7 @@ class ResultStore(Actor[Accepts]):
         listed = False  # one ListTasks per request frame: each may read every record
         for index, message in enumerate(messages):
             if isinstance(message, (StatusQuery, ResultQuery, Watch)):
-                problem = check_query(message)
+                problem = check_query(message, internal=single)
                 if problem is not None:
                     # Refused whole, before it is parked or read: the sizes a
                     # client controls are bounded (fastworker.limits).

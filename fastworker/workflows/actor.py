@@ -29,6 +29,7 @@ import trio
 from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Requests
 from fastworker.cancel import cancel_task
+from fastworker.errors import InvalidSubmission
 from fastworker.limits import MAX_ID_LENGTH, check_text
 from fastworker.messages import (
     FINAL_STATES,
@@ -45,11 +46,12 @@ from fastworker.messages import (
     Rejected,
     RemoteError,
     StartWorkflow,
+    StatusQuery,
     Submit,
     TaskRecord,
     Watch,
 )
-from fastworker.submission import build_submit
+from fastworker.submission import build_submit, check_submit
 from fastworker.workflows.canvas import StepSpec
 from fastworker.workflows.graph import Run, step_id
 
@@ -70,12 +72,14 @@ class WorkflowsOptions:
     Attributes:
         max_steps: the most steps one workflow may have.
         max_running: the most workflows running at once; more are refused.
+        max_edges: the most "waits for" links of one workflow, all steps together.
         call_timeout: seconds to wait for the inbox's or store's answer.
         watch_wait: seconds one watch of the store parks.
     """
 
     max_steps: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     max_running: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
+    max_edges: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
     call_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     watch_wait: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
@@ -122,6 +126,8 @@ class Workflows(Actor[Any]):
             return CancelReply(id=workflow_id, outcome="unknown")
         self._cancelled.add(workflow_id)
         await self._stop(run, run.cancel("cancelled"))
+        if workflow_id in self.runs:  # its running steps' ends are not waited for
+            await self._finish(run)
         return CancelReply(id=workflow_id, outcome="cancelled")
 
     def stats_detail(self) -> dict[str, int]:
@@ -140,6 +146,10 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="InvalidSubmission", message=problem)
         if message.id in self.runs:
             return Accepted(id=message.id)  # a resend
+        if await self._known(message.id):
+            return Rejected(id=message.id, error="InvalidSubmission",
+                            message=f"{message.id} is already a task's or an ended "
+                            "workflow's id")
         if len(self.runs) >= self.options.max_running:
             return Rejected(id=message.id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
@@ -158,25 +168,48 @@ class Workflows(Actor[Any]):
         return Accepted(id=message.id)
 
     def _check(self, message: StartWorkflow) -> str | None:
-        problem = check_text("workflow id", message.id, MAX_ID_LENGTH - 8, empty=False)
+        """What is wrong with a ``StartWorkflow`` (its every step checked
+        as a Submit would be), or ``None``."""
+        steps = message.steps
+        problem = check_text("workflow id", message.id,
+                             MAX_ID_LENGTH - len(f".{len(steps)}"), empty=False)
         if problem is not None:
             return problem
-        steps = message.steps
+        if "." in message.id:
+            return "a workflow id has no '.' (its steps' ids are <id>.<index>)"
         if not steps:
             return "a workflow needs at least one step"
         if len(steps) > self.options.max_steps:
             return (f"the workflow has {len(steps)} steps; the limit is "
                     f"{self.options.max_steps} (max_steps)")
+        edges = sum(len(step.after) for step in steps)
+        if edges > self.options.max_edges:
+            return (f"the workflow's steps wait for {edges} steps in all; the limit is "
+                    f"{self.options.max_edges} (max_edges)")
         for index, step in enumerate(steps):
+            if not 0 <= step.priority < len(PRIORITIES):
+                return f"step {index}: priority {step.priority} is not 0..3"
+            # Checked as the inbox checks a Submit, before anything runs.
+            problem = check_submit(Submit(id=step_id(message.id, index), task=step.task,
+                                          payload=step.payload, priority=step.priority,
+                                          timeout=step.timeout))
+            if problem is not None:
+                return f"step {index}: {problem}"
             if step.input not in ("none", "one", "list"):
                 return f"step {index}: input {step.input!r} is not none, one or list"
             if any(not 0 <= parent < index for parent in step.after):
                 return f"step {index} waits for a step that is not before it"
+            if len(set(step.after)) != len(step.after):
+                return f"step {index} waits for a step twice"
             if step.input == "one" and len(step.after) != 1:
                 return f"step {index} takes one input but waits for {len(step.after)} steps"
-            if not 0 <= step.priority < len(PRIORITIES):
-                return f"step {index}: priority {step.priority} is not 0..3"
         return None
+
+    async def _known(self, task_id: str) -> bool:
+        """Whether the store holds a record of ``task_id`` (or did)."""
+        answer = await self.refs["results"].call(StatusQuery(ids=(task_id,)),
+                                                 timeout=self.options.call_timeout)
+        return isinstance(answer, Records) and answer.records[0].state != "unknown"
 
     # -- running --------------------------------------------------------------
 
@@ -194,19 +227,35 @@ class Workflows(Actor[Any]):
                 except ValueError as error:  # its inputs are over the payload limit
                     await self._step_failed(run, index, f"ValueError: {error}")
                     return ()
-                submits.append(build_submit(spec.task, id=step_id(run.id, index),
-                                            payload=payload, priority=spec.priority,
-                                            timeout=spec.timeout))
+                try:
+                    submits.append(build_submit(spec.task, id=step_id(run.id, index),
+                                                payload=payload, priority=spec.priority,
+                                                timeout=spec.timeout))
+                except InvalidSubmission as error:  # _check let nothing such through
+                    await self._step_failed(run, index, f"InvalidSubmission: {error}")
+                    return ()
             for index, submit in zip(ready, submits, strict=True):
                 run.started(index)
                 self._steps[submit.id] = (run.id, index)
-            answers = await self.refs["inbox"].call(
-                Requests(messages=tuple(submits), peer="workflows"),
-                timeout=self.options.call_timeout)
-            for index, answer in zip(ready, answers, strict=True):
+            try:
+                answers = await self.refs["inbox"].call(
+                    Requests(messages=tuple(submits), peer="workflows"),
+                    timeout=self.options.call_timeout)
+            except (CallTimeout, ActorCrashed, trio.BrokenResourceError,
+                    trio.ClosedResourceError) as error:
+                # Whether they were queued is not known: the workflow fails
+                # (its steps, if queued, run and are recorded as tasks).
+                await self._step_failed(run, ready[0], f"Unavailable: the inbox did not "
+                                        f"answer: {type(error).__name__}: {error}")
+                return ()
+            watched = []
+            for index, submit, answer in zip(ready, submits, answers, strict=True):
                 if isinstance(answer, Rejected):
+                    self._steps.pop(submit.id, None)
                     await self._step_failed(run, index, f"{answer.error}: {answer.message}")
-            records = await self._watch(tuple(submit.id for submit in submits), wait=0.0)
+                else:
+                    watched.append(submit.id)
+            records = await self._watch(tuple(watched), wait=0.0)
         if run.over and run.id in self.runs:
             await self._finish(run)
         return records
@@ -220,7 +269,12 @@ class Workflows(Actor[Any]):
         except (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError):
             log.warning("%s: the store did not answer a watch of %d steps", self.name, len(ids))
             return ()
-        return answer.records if isinstance(answer, Records) else ()
+        if not isinstance(answer, Records):
+            return ()
+        # A watched step the store has no record of (dropped before its end
+        # was seen, or never queued): as a record that says so.
+        dropped = tuple(TaskRecord(id=id, state="unknown") for id in answer.unknown)
+        return answer.records + dropped
 
     async def _watch_forever(self) -> None:
         while True:
@@ -235,8 +289,10 @@ class Workflows(Actor[Any]):
         queue = deque(records)
         while queue:
             record = queue.popleft()
+            if record.state not in FINAL_STATES and record.state != "unknown":
+                continue
             found = self._steps.pop(record.id, None)
-            if found is None or record.state not in FINAL_STATES:
+            if found is None:
                 continue
             run = self.runs.get(found[0])
             if run is None:
@@ -249,7 +305,9 @@ class Workflows(Actor[Any]):
                 queue.extend(await self._advance(run))
             else:
                 error = record.error
-                why = f"{error.type}: {error.message}" if error is not None else record.state
+                why = (f"{error.type}: {error.message}" if error is not None
+                       else "its record is gone (dropped by the store's bounds)"
+                       if record.state == "unknown" else record.state)
                 await self._step_failed(run, index, why)
 
     async def _step_failed(self, run: Run, index: int, why: str) -> None:
@@ -275,6 +333,8 @@ class Workflows(Actor[Any]):
         """Make the workflow's record final: its last step's result, or the failure."""
         self.runs.pop(run.id, None)
         value = self._last.pop(run.id, None)
+        for index in range(len(run.specs)):  # what still comes of its steps is ignored
+            self._steps.pop(step_id(run.id, index), None)
         if run.id in self._cancelled:
             self._cancelled.discard(run.id)
             self._failed_total += 1

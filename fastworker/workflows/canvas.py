@@ -176,7 +176,10 @@ def steps(workflow: Part | Workflow) -> tuple[StepSpec, ...]:
             raise ValueError("a workflow needs at least one step")
         return workflow.specs
     built: list[StepSpec] = []
-    _compile(workflow, (), False, built)
+    ends, _ = _compile(workflow, (), False, built)
+    if len(ends) != 1:
+        raise ValueError("a workflow ends in one step, whose result is the workflow's: end a "
+                         "group with a step that takes its list")
     return tuple(built)
 
 

@@ -18,7 +18,7 @@ import attrs
 from fastworker.payload import with_inputs
 from fastworker.workflows.canvas import StepSpec
 
-__all__ = ["Run", "StepState", "step_id"]
+__all__ = ["Failure", "Run", "StepState", "step_id"]
 
 StepState = Literal["waiting", "started", "succeeded", "failed", "skipped"]
 
@@ -63,6 +63,11 @@ class Run:
         for index, spec in enumerate(specs):
             for parent in spec.after:
                 self._children[parent].append(index)
+        #: Per step, its parents that have not succeeded yet; the steps
+        #: with none that still wait (so a step's end costs its children,
+        #: not a pass over every step).
+        self._missing = [len(set(spec.after)) for spec in specs]
+        self._ready = {index for index, missing in enumerate(self._missing) if not missing}
 
     @property
     def over(self) -> bool:
@@ -73,10 +78,7 @@ class Run:
         """The waiting steps whose parents all succeeded (none after a failure)."""
         if self.failure is not None:
             return []
-        states = self.states
-        return [index for index, spec in enumerate(self.specs)
-                if states[index] == "waiting"
-                and all(states[parent] == "succeeded" for parent in spec.after)]
+        return sorted(index for index in self._ready if self.states[index] == "waiting")
 
     def payload(self, index: int) -> bytes:
         """The call step ``index`` is submitted with: its own, with its
@@ -91,6 +93,7 @@ class Run:
         """Step ``index`` was submitted; its parents' results are let go
         once no other waiting step takes them."""
         self.states[index] = "started"
+        self._ready.discard(index)
         for parent in self.specs[index].after:
             if all(self.states[child] != "waiting" for child in self._children[parent]):
                 self.values.pop(parent, None)
@@ -100,6 +103,10 @@ class Run:
         if self.states[index] in ("succeeded", "failed"):
             return  # a repeated record
         self.states[index] = "succeeded"
+        for child in set(self._children[index]):
+            self._missing[child] -= 1
+            if not self._missing[child]:
+                self._ready.add(child)
         if any(self.states[child] == "waiting" and self.specs[child].input != "none"
                for child in self._children[index]):
             self.values[index] = value

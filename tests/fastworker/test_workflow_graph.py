@@ -93,3 +93,13 @@ def test_a_step_waits_only_for_steps_before_it() -> None:
     with pytest.raises(ValueError, match="waits for a step that is not before it"):
         Run("w", [StepSpec(task="a", payload=b"", after=(0,))])
     assert step_id("wf-1", 3) == "wf-1.3"
+
+
+def test_a_clients_watch_session_cannot_be_the_control_planes() -> None:
+    """The Workflows actor follows its steps in a watch session no client
+    may take (its records would go to the client)."""
+    from fastworker.limits import check_query
+    from fastworker.messages import Watch
+    watch = Watch(session="fastworker.workflows", ids=("a.0",), wait=1.0)
+    assert "are the control plane's own" in (check_query(watch) or "")
+    assert check_query(watch, internal=True) is None

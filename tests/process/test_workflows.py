@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from examples.tasks import add, fail, nap
-from fastworker import Client, TaskCancelled, TaskError
+from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError
+from fastworker.client.workflows import start as start_workflow
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
 from tests.process.workflow_tasks import pair, total
@@ -84,3 +85,21 @@ async def test_a_cancelled_workflow_stops_its_running_step_and_starts_no_other(
                 await client.result(f"{flow}.1", timeout=30)
             assert (await client.status(f"{flow}.2")).state == "unknown"  # never started
             assert await client.cancel(flow) == "unknown"  # no longer running
+
+
+async def test_a_bad_workflow_is_refused_and_the_control_plane_runs_on(
+        workflow_env: dict[str, str]) -> None:
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            with pytest.raises(InvalidSubmission, match="step 1: timeout 0.0 is not a number of seconds > 0"):
+                await client.start(add.s(1, 1) | add.s(2).set(timeout=0))
+            with pytest.raises(InvalidSubmission, match="ends in one step"):
+                await client.start(group(add.s(1, 1), add.s(2, 2)))
+            taken = await client.delay(add, 1, 1)
+            queries = client._queries  # the id is chosen here, not by start()
+            assert queries is not None
+            with pytest.raises(InvalidSubmission, match="already a task's"):
+                await start_workflow(queries, add.s(1, 2), taken)
+            with pytest.raises(InvalidSubmission, match="has no '.'"):
+                await start_workflow(queries, add.s(1, 2), "my.flow")
+            assert await client.run(add.s(1, 2) | add.s(3), timeout=30) == 6  # still up
