@@ -89,16 +89,16 @@ def with_inputs(call: bytes, inputs: Sequence[bytes], *, as_list: bool,
     return data
 
 
-def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Unpickle a call's arguments (executor side, after authentication),
-    with its inputs first if it has some (``with_inputs``).
+def split_inputs(data: bytes) -> tuple[bytes, list[bytes], bool] | None:
+    """A call with inputs as its parts, unpickling nothing: the call's own
+    pickle, the inputs' pickles, and whether they go as a list; ``None``
+    for a plain call.
 
     Raises:
         ValueError: a call with inputs whose framing is broken.
     """
     if not data.startswith(_INPUTS):
-        args, kwargs = cloudpickle.loads(data)
-        return tuple(args), dict(kwargs)
+        return None
     if len(data) < _INPUTS_HEAD.size:
         raise ValueError("a call with inputs cut short")
     _, as_list, count = _INPUTS_HEAD.unpack_from(data)
@@ -113,8 +113,23 @@ def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     for length in lengths:
         parts.append(data[end:end + length])
         end += length
-    args, kwargs = cloudpickle.loads(parts[0])
-    values = [cloudpickle.loads(part) for part in parts[1:]]
+    return parts[0], parts[1:], bool(as_list)
+
+
+def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Unpickle a call's arguments (executor side, after authentication),
+    with its inputs first if it has some (``with_inputs``).
+
+    Raises:
+        ValueError: a call with inputs whose framing is broken.
+    """
+    parts = split_inputs(data)
+    if parts is None:
+        args, kwargs = cloudpickle.loads(data)
+        return tuple(args), dict(kwargs)
+    call, inputs, as_list = parts
+    args, kwargs = cloudpickle.loads(call)
+    values = [cloudpickle.loads(part) for part in inputs]
     first = values if as_list else values[0]
     return (first, *args), dict(kwargs)
 

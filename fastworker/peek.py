@@ -25,6 +25,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from fastworker.payload import split_inputs
+
 #: Payloads larger than this are described by size only.
 PEEK_MAX_BYTES = 1024 * 1024
 #: The longest text returned.
@@ -200,8 +202,14 @@ def peek_call(data: bytes) -> tuple[str, str]:
     if len(data) > PEEK_MAX_BYTES:
         return _unshowable(data), ""
     try:
-        loaded = _load(data)
-        args, kwargs = loaded
+        parts = split_inputs(data)  # a workflow step's: its parents' results first
+        if parts is None:
+            args, kwargs = _load(data)
+        else:
+            call, inputs, as_list = parts
+            args, kwargs = _load(call)
+            values = [_load(part) for part in inputs]
+            args = (values if as_list else values[0], *args)
         return _cut(_SHOWER.repr(tuple(args))), _cut(_SHOWER.repr(dict(kwargs)))
     except Exception as error:  # anything in a payload is data, never a crash
         return _unshowable(data, error), ""

@@ -73,6 +73,8 @@ class WorkflowsOptions:
         max_steps: the most steps one workflow may have.
         max_running: the most workflows running at once; more are refused.
         max_edges: the most "waits for" links of one workflow, all steps together.
+        max_bytes: the most bytes of steps' arguments the running workflows
+            hold together; a new workflow past it is refused (``QueueFull``).
         call_timeout: seconds to wait for the inbox's or store's answer.
         watch_wait: seconds one watch of the store parks.
     """
@@ -80,6 +82,7 @@ class WorkflowsOptions:
     max_steps: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     max_running: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
     max_edges: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
+    max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
     call_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     watch_wait: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
@@ -100,6 +103,8 @@ class Workflows(Actor[Any]):
         self._started_total = self._succeeded_total = self._failed_total = 0
         #: Held while records are acted on: the mailbox and the watch both do.
         self._lock = trio.Lock()
+        #: Bytes of steps' arguments the running workflows hold.
+        self._held_bytes = 0
         #: Runs cancelled by an operator (their record ends ``cancelled``).
         self._cancelled: set[str] = set()
 
@@ -154,12 +159,19 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
                             "(max_running)")
+        size = sum(len(step.payload) for step in message.steps)
+        if self._held_bytes + size > self.options.max_bytes:
+            return Rejected(id=message.id, error="QueueFull",
+                            message=f"the running workflows hold {self._held_bytes} bytes of "
+                            f"arguments; {size} more is past max_bytes "
+                            f"({self.options.max_bytes})")
         specs = [StepSpec(task=step.task, payload=step.payload, after=step.after,
                           input=step.input,  # type: ignore[arg-type]
                           priority=PRIORITIES[step.priority], timeout=step.timeout)
                  for step in message.steps]
         run = Run(message.id, specs)
         self.runs[message.id] = run
+        self._held_bytes += size
         self._started_total += 1
         now = time.time()
         await self.refs["results"].send(Queued(entries=(QueuedEntry(
@@ -332,6 +344,7 @@ class Workflows(Actor[Any]):
     async def _finish(self, run: Run) -> None:
         """Make the workflow's record final: its last step's result, or the failure."""
         self.runs.pop(run.id, None)
+        self._held_bytes -= sum(len(spec.payload) for spec in run.specs)
         value = self._last.pop(run.id, None)
         for index in range(len(run.specs)):  # what still comes of its steps is ignored
             self._steps.pop(step_id(run.id, index), None)

@@ -90,3 +90,14 @@ def test_a_broken_call_with_inputs_is_a_value_error_at_every_cut() -> None:
             unpack_call(call[:cut])
     with pytest.raises(ValueError, match="do not add up"):
         unpack_call(call + b"x")
+
+
+def test_a_step_with_inputs_is_shown_without_running_its_pickles() -> None:
+    """The dashboard and the command line show a workflow step's arguments
+    with its parents' results first, as the worker will call it."""
+    from fastworker.peek import peek_call
+    call = with_inputs(pack_call((3,), {"width": 9}), [pack_value("a"), pack_value("b")],
+                       as_list=True)
+    assert peek_call(call) == ("(['a', 'b'], 3)", "{'width': 9}")
+    one = with_inputs(pack_call((), {}), [pack_value(7)], as_list=False)
+    assert peek_call(one) == ("(7,)", "{}")
