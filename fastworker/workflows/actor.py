@@ -30,7 +30,7 @@ from actors import Actor, ActorContext, ActorCrashed, CallTimeout
 from actors.requests import Requests
 from fastworker.cancel import cancel_task
 from fastworker.errors import InvalidSubmission
-from fastworker.limits import MAX_ID_LENGTH, check_text
+from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS, check_text
 from fastworker.messages import (
     FINAL_STATES,
     PRIORITIES,
@@ -61,6 +61,8 @@ log = logging.getLogger("fastworker.workflows")
 
 #: The store's watch session of this actor.
 SESSION = "fastworker.workflows"
+#: What a call to another actor of the node raises when it does not answer.
+_PEER_ERRORS = (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError)
 #: The task name a workflow's own record carries.
 WORKFLOW_TASK = "fastworker.workflow"
 
@@ -105,6 +107,10 @@ class Workflows(Actor[Any]):
         self._lock = trio.Lock()
         #: Bytes of steps' arguments the running workflows hold.
         self._held_bytes = 0
+        #: Steps to add to the watch again (a watch failed), and the store's
+        #: epoch the session was opened with.
+        self._rewatch: set[str] = set()
+        self._epoch = ""
         #: Runs cancelled by an operator (their record ends ``cancelled``).
         self._cancelled: set[str] = set()
 
@@ -119,9 +125,20 @@ class Workflows(Actor[Any]):
             return await self._answer_one(message)
 
     async def _answer_one(self, message: Any) -> Any:
-        if isinstance(message, CancelWorkflow):
-            return await self._cancel(message.id)
-        return await self._start(message)
+        """The answer to one message; a peer that does not answer, or a
+        mistake of this actor's own, is answered ``Unavailable`` and logged:
+        it must not restart the control plane's actors with it."""
+        try:
+            if isinstance(message, CancelWorkflow):
+                return await self._cancel(message.id)
+            return await self._start(message)
+        except _PEER_ERRORS as error:
+            return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
+                            message=f"{type(error).__name__}: {error}")
+        except Exception as error:
+            log.exception("%s: failed to answer %s", self.name, type(message).__name__)
+            return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
+                            message=f"the workflows actor failed: {type(error).__name__}")
 
     async def _cancel(self, workflow_id: str) -> CancelReply:
         """Cancel a running workflow: nothing more starts, what runs is
@@ -151,10 +168,11 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="InvalidSubmission", message=problem)
         if message.id in self.runs:
             return Accepted(id=message.id)  # a resend
-        if await self._known(message.id):
+        taken = await self._known((message.id, *(step_id(message.id, index)
+                                                  for index in range(len(message.steps)))))
+        if taken:
             return Rejected(id=message.id, error="InvalidSubmission",
-                            message=f"{message.id} is already a task's or an ended "
-                            "workflow's id")
+                            message=f"{taken} is already a task's or an ended workflow's id")
         if len(self.runs) >= self.options.max_running:
             return Rejected(id=message.id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
@@ -217,11 +235,17 @@ class Workflows(Actor[Any]):
                 return f"step {index} takes one input but waits for {len(step.after)} steps"
         return None
 
-    async def _known(self, task_id: str) -> bool:
-        """Whether the store holds a record of ``task_id`` (or did)."""
-        answer = await self.refs["results"].call(StatusQuery(ids=(task_id,)),
-                                                 timeout=self.options.call_timeout)
-        return isinstance(answer, Records) and answer.records[0].state != "unknown"
+    async def _known(self, ids: tuple[str, ...]) -> str | None:
+        """The first of ``ids`` the store holds a record of, or ``None``."""
+        for start in range(0, len(ids), MAX_QUERY_IDS):
+            answer = await self.refs["results"].call(
+                StatusQuery(ids=ids[start:start + MAX_QUERY_IDS]),
+                timeout=self.options.call_timeout)
+            if isinstance(answer, Records):
+                for record in answer.records:
+                    if record.state != "unknown":
+                        return record.id
+        return None
 
     # -- running --------------------------------------------------------------
 
@@ -253,12 +277,11 @@ class Workflows(Actor[Any]):
                 answers = await self.refs["inbox"].call(
                     Requests(messages=tuple(submits), peer="workflows"),
                     timeout=self.options.call_timeout)
-            except (CallTimeout, ActorCrashed, trio.BrokenResourceError,
-                    trio.ClosedResourceError) as error:
-                # Whether they were queued is not known: the workflow fails
-                # (its steps, if queued, run and are recorded as tasks).
-                await self._step_failed(run, ready[0], f"Unavailable: the inbox did not "
-                                        f"answer: {type(error).__name__}: {error}")
+            except _PEER_ERRORS as error:
+                # Whether they were queued is not known: the workflow fails,
+                # and those that were are cancelled.
+                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
+                                                 f"{type(error).__name__}: {error}"))
                 return ()
             watched = []
             for index, submit, answer in zip(ready, submits, answers, strict=True):
@@ -276,13 +299,22 @@ class Workflows(Actor[Any]):
         """The final records of watched steps (adding ``ids`` to the watch)."""
         try:
             answer = await self.refs["results"].call(
-                Watch(session=SESSION, ids=ids, wait=wait),
+                Watch(session=SESSION, ids=ids, wait=wait, epoch=self._epoch),
                 timeout=wait + self.options.call_timeout)
-        except (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _PEER_ERRORS:
+            # Asked again by the next watch: a final record comes back at once.
             log.warning("%s: the store did not answer a watch of %d steps", self.name, len(ids))
+            self._rewatch.update(ids)
             return ()
         if not isinstance(answer, Records):
+            self._rewatch.update(ids)
             return ()
+        if answer.epoch and answer.epoch != self._epoch:
+            # Another store than the one the session was opened with: every
+            # step is watched again there.
+            if self._epoch:
+                self._rewatch.update(self._steps)
+            self._epoch = answer.epoch
         # A watched step the store has no record of (dropped before its end
         # was seen, or never queued): as a record that says so.
         dropped = tuple(TaskRecord(id=id, state="unknown") for id in answer.unknown)
@@ -290,10 +322,15 @@ class Workflows(Actor[Any]):
 
     async def _watch_forever(self) -> None:
         while True:
-            records = await self._watch((), wait=self.options.watch_wait)
+            ids, self._rewatch = tuple(self._rewatch), set()
+            records = await self._watch(ids, wait=self.options.watch_wait)
             if records:
                 async with self._lock:
-                    await self._ended(records)
+                    try:
+                        await self._ended(records)
+                    except Exception:
+                        log.exception("%s: failed to act on %d step records", self.name,
+                                      len(records))
 
     async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
         """Act on final records of steps, and on those the steps they let
@@ -336,9 +373,10 @@ class Workflows(Actor[Any]):
                     other_id,
                     at_inbox=lambda m: self.refs["inbox"].call(m, timeout=timeout),
                     at_dispatcher=lambda m: self.refs["dispatcher"].call(m, timeout=timeout))
-            except (CallTimeout, ActorCrashed) as error:
+            except Exception as error:  # best effort: the workflow ends failed anyway
                 log.warning("%s: could not cancel step %s: %s", self.name, other_id, error)
-        if run.over and run.id in self.runs:
+        # Ended at once: what comes later of its steps is not waited for.
+        if run.failure is not None and run.id in self.runs:
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
@@ -352,7 +390,7 @@ class Workflows(Actor[Any]):
             self._cancelled.discard(run.id)
             self._failed_total += 1
             log.info("%s: workflow %s cancelled", self.name, run.id)
-            await self.refs["results"].send(Cancelled(ids=(run.id,)))
+            await self._tell_store(Cancelled(ids=(run.id,)))
             return
         now = time.time()
         failure = run.failure
@@ -367,4 +405,10 @@ class Workflows(Actor[Any]):
                               error=RemoteError(type="WorkflowFailed", message=message))
             self._failed_total += 1
             log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
-        await self.refs["results"].send(Finished(outcomes=(outcome,)))
+        await self._tell_store(Finished(outcomes=(outcome,)))
+
+    async def _tell_store(self, message: Any) -> None:
+        try:
+            await self.refs["results"].send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.warning("%s: the store is gone; %s not told", self.name, type(message).__name__)

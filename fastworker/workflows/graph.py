@@ -68,11 +68,20 @@ class Run:
         #: not a pass over every step).
         self._missing = [len(set(spec.after)) for spec in specs]
         self._ready = {index for index, missing in enumerate(self._missing) if not missing}
+        #: Per step, its children that have not started yet (its result is
+        #: let go when none is left); and the steps neither ended nor skipped.
+        self._unstarted_children = [len(children) for children in self._children]
+        self._open = len(specs)
 
     @property
     def over(self) -> bool:
         """Every step ended or was skipped (a failed run: none still started)."""
-        return all(state not in ("waiting", "started") for state in self.states)
+        return self._open == 0
+
+    def _close(self, index: int, state: StepState) -> None:
+        if self.states[index] in ("waiting", "started"):
+            self._open -= 1
+        self.states[index] = state
 
     def ready(self) -> list[int]:
         """The waiting steps whose parents all succeeded (none after a failure)."""
@@ -95,14 +104,15 @@ class Run:
         self.states[index] = "started"
         self._ready.discard(index)
         for parent in self.specs[index].after:
-            if all(self.states[child] != "waiting" for child in self._children[parent]):
+            self._unstarted_children[parent] -= 1
+            if not self._unstarted_children[parent]:
                 self.values.pop(parent, None)
 
     def succeeded(self, index: int, value: bytes) -> None:
         """Step ``index`` ended with ``value`` (kept while a waiting step takes it)."""
         if self.states[index] in ("succeeded", "failed"):
             return  # a repeated record
-        self.states[index] = "succeeded"
+        self._close(index, "succeeded")
         for child in set(self._children[index]):
             self._missing[child] -= 1
             if not self._missing[child]:
@@ -118,20 +128,24 @@ class Run:
         them)."""
         if self.states[index] in ("succeeded", "failed"):
             return []
-        self.states[index] = "failed"
+        self._close(index, "failed")
+        if self.failure is not None:
+            return []  # its siblings were told to stop at the first failure
         return self._stop(Failure(step=index, task=self.specs[index].task, error=error))
 
     def cancel(self, why: str) -> list[int]:
         """Stop the run (an operator cancelled it): as a failure of no step.
-        Returns the steps still started."""
+        Returns the steps still started (none if it had failed already)."""
+        if self.failure is not None:
+            return []
         return self._stop(Failure(step=-1, task="", error=why))
 
     def _stop(self, failure: Failure) -> list[int]:
-        if self.failure is None:
-            self.failure = failure
+        """The first failure: every waiting step is skipped; the started ones."""
+        self.failure = failure
         for other, state in enumerate(self.states):
             if state == "waiting":
-                self.states[other] = "skipped"
+                self._close(other, "skipped")
         self.values.clear()
         return [other for other, state in enumerate(self.states) if state == "started"]
 

@@ -103,3 +103,17 @@ def test_a_clients_watch_session_cannot_be_the_control_planes() -> None:
     watch = Watch(session="fastworker.workflows", ids=("a.0",), wait=1.0)
     assert "are the control plane's own" in (check_query(watch) or "")
     assert check_query(watch, internal=True) is None
+
+
+def test_only_the_first_failure_names_the_steps_to_cancel() -> None:
+    """A group of 50 where one fails: the other 49 are named once to be
+    cancelled; each of their ends (cancelled) names none again."""
+    members = [StepSpec(task=f"m{i}", payload=pack_call((), {})) for i in range(50)]
+    run = Run("w", [*members, StepSpec(task="merge", payload=pack_call((), {}),
+                                       after=tuple(range(50)), input="list")])
+    for index in run.ready():
+        run.started(index)
+    assert run.failed(0, "boom") == list(range(1, 50))
+    assert all(run.failed(index, "cancelled") == [] for index in range(1, 50))
+    assert run.over and run.states[50] == "skipped"
+    assert run.cancel("late") == [] and run.failure is not None and run.failure.step == 0
