@@ -18,6 +18,7 @@ running (the journal does not keep them yet).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -63,6 +64,10 @@ log = logging.getLogger("fastworker.workflows")
 SESSION = "fastworker.workflows"
 #: What a call to another actor of the node raises when it does not answer.
 _PEER_ERRORS = (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError)
+#: Batches of records the watch hands over before it waits for them to be acted on.
+_RECORD_BATCHES = 64
+#: Seconds the watch waits after the store failed or refused one.
+_WATCH_PAUSE = 0.5
 #: The task name a workflow's own record carries.
 WORKFLOW_TASK = "fastworker.workflow"
 
@@ -110,12 +115,15 @@ class Workflows(Actor[Any]):
         #: Steps to add to the watch again (a watch failed), and the store's
         #: epoch the session was opened with.
         self._rewatch: set[str] = set()
+        self._watch_failed = False
         self._epoch = ""
         #: Runs cancelled by an operator (their record ends ``cancelled``).
         self._cancelled: set[str] = set()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
-        nursery.start_soon(self._watch_forever)
+        send, receive = trio.open_memory_channel[tuple[TaskRecord, ...]](_RECORD_BATCHES)
+        nursery.start_soon(self._watch_forever, send)
+        nursery.start_soon(self._act_forever, receive)
         return None
 
     async def handle(self, message: Any) -> Any:
@@ -302,12 +310,14 @@ class Workflows(Actor[Any]):
                 Watch(session=SESSION, ids=ids, wait=wait, epoch=self._epoch),
                 timeout=wait + self.options.call_timeout)
         except _PEER_ERRORS:
-            # Asked again by the next watch: a final record comes back at once.
+            # Its answer may have taken records of any step: every step is
+            # watched again (a final record comes back at once).
             log.warning("%s: the store did not answer a watch of %d steps", self.name, len(ids))
-            self._rewatch.update(ids)
+            self._watch_all_again()
             return ()
         if not isinstance(answer, Records):
-            self._rewatch.update(ids)
+            log.warning("%s: the store refused a watch: %s", self.name, answer)
+            self._watch_all_again()
             return ()
         if answer.epoch and answer.epoch != self._epoch:
             # Another store than the one the session was opened with: every
@@ -320,17 +330,37 @@ class Workflows(Actor[Any]):
         dropped = tuple(TaskRecord(id=id, state="unknown") for id in answer.unknown)
         return answer.records + dropped
 
-    async def _watch_forever(self) -> None:
+    def _watch_all_again(self) -> None:
+        self._rewatch.update(self._steps)
+        self._watch_failed = True
+
+    async def _watch_forever(self, records_out: trio.MemorySendChannel[
+            tuple[TaskRecord, ...]]) -> None:
+        """Keep a watch of the steps parked at the store; hand what it
+        brings to ``_act_forever`` (so that a watch is parked again at once,
+        however long acting on them takes: the store keeps an idle session
+        for a while only)."""
         while True:
-            ids, self._rewatch = tuple(self._rewatch), set()
-            records = await self._watch(ids, wait=self.options.watch_wait)
+            if self._watch_failed:
+                self._watch_failed = False
+                await trio.sleep(_WATCH_PAUSE)  # not a tight loop against a failing store
+            ids = tuple(itertools.islice(self._rewatch, MAX_QUERY_IDS))
+            self._rewatch.difference_update(ids)
+            records = await self._watch(ids, wait=0.0 if self._rewatch
+                                        else self.options.watch_wait)
             if records:
-                async with self._lock:
-                    try:
-                        await self._ended(records)
-                    except Exception:
-                        log.exception("%s: failed to act on %d step records", self.name,
-                                      len(records))
+                await records_out.send(records)
+
+    async def _act_forever(self, records_in: trio.MemoryReceiveChannel[
+            tuple[TaskRecord, ...]]) -> None:
+        async for records in records_in:
+            async with self._lock:
+                try:
+                    await self._ended(records)
+                except Exception:
+                    log.exception("%s: failed to act on %d step records", self.name,
+                                  len(records))
+                    self._watch_all_again()
 
     async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
         """Act on final records of steps, and on those the steps they let
