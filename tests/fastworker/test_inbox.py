@@ -88,6 +88,21 @@ class Harness:
 
 
 @asynccontextmanager
+async def waiting_for_room(h: Harness, submit: Submit) -> AsyncIterator[list[Any]]:
+    """``submit`` sent and parked for room (the queue is full); yields the
+    list its answers go to, and waits for them on the way out."""
+    answers: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def waiter() -> None:
+            answers.extend(await h.submit(submit))
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        yield answers
+
+
+@asynccontextmanager
 async def open_inbox(
     task_names: Callable[[], Collection[str]] = lambda: TASKS,
     store_answer: Callable[[Any], Any] | None = None,
@@ -519,14 +534,7 @@ class TestCancel:
         """Room freed by a Cancel goes to the Submit waiting for it."""
         async with open_inbox(capacity=1) as h:
             await h.submit(sub("a"))
-            answers: list[Any] = []
-            async with trio.open_nursery() as nursery:
-
-                async def waiter() -> None:
-                    answers.extend(await h.submit(sub("b", queue_wait=10)))
-
-                nursery.start_soon(waiter)
-                await trio.testing.wait_all_tasks_blocked()
+            async with waiting_for_room(h, sub("b", queue_wait=10)) as answers:
                 assert await h.submit(Cancel(id="a"), sub("c")) == [
                     CancelReply(id="a", outcome="cancelled"),
                     Rejected(
@@ -548,14 +556,7 @@ class TestCancel:
         not queued a second time."""
         async with open_inbox(capacity=1) as h:
             await h.submit(sub("a"))
-            answers: list[Any] = []
-            async with trio.open_nursery() as nursery:
-
-                async def waiter() -> None:
-                    answers.extend(await h.submit(sub("b", queue_wait=10)))
-
-                nursery.start_soon(waiter)
-                await trio.testing.wait_all_tasks_blocked()
+            async with waiting_for_room(h, sub("b", queue_wait=10)) as answers:
                 assert await h.submit(Cancel(id="a"), sub("b", queue_wait=10)) == [
                     CancelReply(id="a", outcome="cancelled"), Accepted(id="b")]
             stats = await h.stats()
