@@ -1,6 +1,7 @@
 """The journal: an embedded SQLite file (WAL mode) that keeps what a
 control plane must not lose in a crash: accepted tasks until they end,
-final results while the store keeps them, and each schedule's last run.
+final results while the store keeps them, each schedule's last run, and
+running workflows (and failed ones, for a retry).
 
 ``JournalWriter`` is the trio side (group commit on a thread of its own);
 ``JournalFile`` the file itself, synchronous; ``fastworker.journal.ops`` the
@@ -19,10 +20,12 @@ from fastworker.journal.file import Recovered as Recovered
 from fastworker.journal.ops import DropResult as DropResult
 from fastworker.journal.ops import DropSchedule as DropSchedule
 from fastworker.journal.ops import DropTask as DropTask
+from fastworker.journal.ops import DropWorkflow as DropWorkflow
 from fastworker.journal.ops import PutRecord as PutRecord
 from fastworker.journal.ops import PutResult as PutResult
 from fastworker.journal.ops import PutSchedule as PutSchedule
 from fastworker.journal.ops import PutTask as PutTask
+from fastworker.journal.ops import PutWorkflow as PutWorkflow
 from fastworker.journal.ops import SetState as SetState
 from fastworker.journal.writer import JournalStats as JournalStats
 from fastworker.journal.writer import JournalWriter as JournalWriter
@@ -32,6 +35,7 @@ __all__ = [
     "DropResult",
     "DropSchedule",
     "DropTask",
+    "DropWorkflow",
     "JournalCorrupt",
     "JournalError",
     "JournalFaults",
@@ -44,6 +48,7 @@ __all__ = [
     "PutResult",
     "PutSchedule",
     "PutTask",
+    "PutWorkflow",
     "Recovered",
     "SetState",
 ]

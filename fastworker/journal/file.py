@@ -23,8 +23,8 @@ import attrs
 from fastworker.journal import disk
 from fastworker.journal.errors import JournalError
 from fastworker.journal.lock import JournalLock
-from fastworker.journal.ops import Op, PutRecord, PutResult, PutSchedule, PutTask
-from fastworker.journal.schema import apply_ops, decode_record, task_from_row
+from fastworker.journal.ops import Op, PutRecord, PutResult, PutSchedule, PutTask, PutWorkflow
+from fastworker.journal.schema import apply_ops, decode_record, task_from_row, workflow_from_row
 
 __all__ = ["JournalFile", "JournalFileStats", "Recovered", "Synchronous"]
 
@@ -54,6 +54,8 @@ class Recovered:
         records: the records of live tasks that failed an attempt (``PutRecord``).
         results: stored final records, oldest ``final_at`` first.
         schedules: each schedule's last run.
+        workflows: running workflows, and failed ones kept for a retry,
+            oldest first.
         keys: idempotency key -> id of the live task holding it.
         unreadable: rows that did not decode (each logged, then skipped).
     """
@@ -65,6 +67,7 @@ class Recovered:
     records: tuple[PutRecord, ...] = ()
     results: tuple[PutResult, ...] = ()
     schedules: tuple[PutSchedule, ...] = ()
+    workflows: tuple[PutWorkflow, ...] = ()
     keys: dict[str, str] = attrs.field(factory=dict)
     unreadable: int = 0
 
@@ -72,7 +75,7 @@ class Recovered:
         """One line for the log: what came back."""
         line = (f"{len(self.queued)} queued, {len(self.scheduled)} scheduled, "
                 f"{len(self.dispatched)} dispatched, {len(self.results)} results, "
-                f"{len(self.schedules)} schedules")
+                f"{len(self.schedules)} schedules, {len(self.workflows)} workflows")
         return line + (f"; {self.unreadable} unreadable rows skipped" if self.unreadable else "")
 
 
@@ -86,6 +89,7 @@ class JournalFileStats:
     tasks: int
     results: int
     schedules: int
+    workflows: int = 0
 
 
 @final
@@ -233,6 +237,15 @@ class JournalFile:
             for name, last_run, last_id in db.execute(
                 "SELECT name, last_run, last_id FROM schedules ORDER BY name")
         ]
+        workflows = []
+        for workflow_id, started_at, generation, failed, blob in db.execute(
+            "SELECT id, started_at, generation, failed, start FROM workflows ORDER BY started_at"
+        ):
+            try:
+                workflows.append(workflow_from_row(started_at, generation, failed, blob))
+            except ValueError as error:
+                unreadable += 1
+                log.warning("journal %s: skipped workflow %r: %s", self.path, workflow_id, error)
         by_state["scheduled"].sort(key=lambda task: task.due_at)
         return Recovered(
             queued=tuple(by_state["queued"]),
@@ -242,6 +255,7 @@ class JournalFile:
             records=tuple(records),
             results=tuple(results),
             schedules=tuple(schedules),
+            workflows=tuple(workflows),
             keys=keys,
             unreadable=unreadable,
         )
@@ -249,12 +263,12 @@ class JournalFile:
     def stats(self) -> JournalFileStats:
         """The file's size and row counts (counting rows reads the tables)."""
         db = self._db
-        tasks, results, schedules = (
+        tasks, results, schedules, workflows = (
             db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("tasks", "results", "schedules")
+            for table in ("tasks", "results", "schedules", "workflows")
         )
         return JournalFileStats(path=str(self.path), bytes=self.size(), tasks=tasks,
-                                results=results, schedules=schedules)
+                                results=results, schedules=schedules, workflows=workflows)
 
     def size(self) -> int:
         """Bytes of the database and its write-ahead log."""

@@ -20,7 +20,11 @@ Who sends what:
   a record becomes final (it also drops the task's row), ``DropResult`` when
   TTL or a bound evicts it;
 - the scheduler: ``PutSchedule`` after each run, ``DropSchedule`` for a
-  schedule no longer defined.
+  schedule no longer defined;
+- the workflows actor: ``PutWorkflow`` when a workflow starts, fails
+  (kept for a retry from its failed step) or is retried, ``DropWorkflow``
+  when it succeeds or is let go (with the ``PutResult`` of its record, in
+  the same transaction).
 
 Nothing here does I/O; states are checked when an op is made, so a bad op
 fails in its sender, not inside a shared transaction.
@@ -32,17 +36,19 @@ from typing import Literal, Union
 
 import attrs
 
-from fastworker.messages import FINAL_STATES, Job, TaskRecord
+from fastworker.messages import FINAL_STATES, Job, StartWorkflow, TaskRecord
 
 __all__ = [
     "DropResult",
     "DropSchedule",
     "DropTask",
+    "DropWorkflow",
     "Op",
     "PutRecord",
     "PutResult",
     "PutSchedule",
     "PutTask",
+    "PutWorkflow",
     "SetState",
     "TASK_STATES",
     "TaskState",
@@ -159,4 +165,29 @@ class DropSchedule:
     name: str
 
 
-Op = Union[PutTask, SetState, DropTask, PutRecord, PutResult, DropResult, PutSchedule, DropSchedule]
+@attrs.frozen
+class PutWorkflow:
+    """Keep the workflow ``start`` (insert, or replace the one of its id):
+    running, or ``failed`` and kept for a retry from its failed step.
+
+    Its steps' states are not kept here: a restart reads them from the
+    steps' own tasks and records (``<id>.<index>``, and
+    ``<id>.<index>.<generation>`` for a step run again by a retry)."""
+
+    start: StartWorkflow
+    #: When it was first started, wall-clock seconds.
+    started_at: float = 0.0
+    #: How many times it was retried from a failure.
+    generation: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    failed: bool = False
+
+
+@attrs.frozen
+class DropWorkflow:
+    """Forget the workflow ``id`` (it succeeded, or is no longer kept)."""
+
+    id: str
+
+
+Op = Union[PutTask, SetState, DropTask, PutRecord, PutResult, DropResult, PutSchedule, DropSchedule,
+           PutWorkflow, DropWorkflow]

@@ -19,12 +19,20 @@ from typing import Any, Final
 
 import attrs
 
-from fastworker.journal.errors import JournalCorrupt, JournalError, salvage_hint
 from fastworker.journal.disk import file_bytes
+from fastworker.journal.errors import JournalCorrupt, JournalError, salvage_hint
 from fastworker.journal.file import JournalFile, Recovered
 from fastworker.journal.lock import JournalLock
-from fastworker.journal.ops import Op, PutRecord, PutResult, PutSchedule, PutTask, SetState
-from fastworker.journal.schema import decode_record, task_from_row
+from fastworker.journal.ops import (
+    Op,
+    PutRecord,
+    PutResult,
+    PutSchedule,
+    PutTask,
+    PutWorkflow,
+    SetState,
+)
+from fastworker.journal.schema import decode_record, task_from_row, workflow_from_row
 
 __all__ = [
     "CheckReport",
@@ -98,14 +106,15 @@ class SalvageReport:
     tasks: int
     results: int
     schedules: int
+    workflows: int = 0
     lost: tuple[Lost, ...] = ()
 
     def lines(self) -> list[str]:
         """The report, for a person."""
         lines = [
             f"moved {self.path} aside to {self.aside} (with its -wal and -shm, if any)",
-            f"kept {self.tasks} tasks, {self.results} results and {self.schedules} schedules "
-            f"in a new journal at {self.path}",
+            f"kept {self.tasks} tasks, {self.results} results, {self.schedules} schedules "
+            f"and {self.workflows} workflows in a new journal at {self.path}",
         ]
         if not self.lost:
             return lines + ["lost: nothing that could be seen"]
@@ -167,6 +176,7 @@ def salvage(path: Path | str, *, clock: Callable[[], float] = time.time) -> Salv
         tasks=sum(type(op) is PutTask for op in ops),
         results=sum(type(op) is PutResult for op in ops),
         schedules=sum(type(op) is PutSchedule for op in ops),
+        workflows=sum(type(op) is PutWorkflow for op in ops),
         lost=tuple(lost),
     )
 
@@ -211,6 +221,8 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
                          _read_table(db, "tasks", "seq, state, due_at, key, job", lost)]
         result_rows = _read_table(db, "results", "final_at, record", lost)
         schedule_rows = _read_table(db, "schedules", "name, last_run, last_id", lost)
+        workflow_rows = (_read_table(db, "workflows", "started_at, generation, failed, start", lost)
+                         if _has_table(db, "workflows") else [])  # none before version 3
     finally:
         db.close()
     tasks: list[tuple[Any, list[Op]]] = []
@@ -250,7 +262,23 @@ def _read(damaged: Path) -> tuple[list[Op], list[Lost]]:
             bad += 1
     if bad:
         lost.append(Lost(table="schedules", undecodable=bad))
+    bad = 0
+    for _, started_at, generation, failed, blob in workflow_rows:
+        try:
+            ops.append(workflow_from_row(started_at, generation, failed, blob))
+        except ValueError:
+            bad += 1
+    if bad:
+        lost.append(Lost(table="workflows", undecodable=bad))
     return ops, lost
+
+
+def _has_table(db: sqlite3.Connection, table: str) -> bool:
+    try:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                          (table,)).fetchone() is not None
+    except sqlite3.DatabaseError:
+        return True  # reading the table says what is wrong
 
 
 def _has_columns(db: sqlite3.Connection, table: str, *names: str) -> bool:

@@ -21,14 +21,16 @@ from fastworker.journal.ops import (
     DropResult,
     DropSchedule,
     DropTask,
+    DropWorkflow,
     Op,
     PutRecord,
     PutResult,
     PutSchedule,
     PutTask,
+    PutWorkflow,
     SetState,
 )
-from fastworker.messages import PROTOCOL_VERSION, Job, TaskRecord
+from fastworker.messages import PROTOCOL_VERSION, Job, StartWorkflow, TaskRecord
 
 __all__ = [
     "APPLICATION_ID",
@@ -40,16 +42,19 @@ __all__ = [
     "decode_job",
     "decode_record",
     "task_from_row",
+    "workflow_from_row",
 ]
 
 #: ``PRAGMA application_id`` of a journal: "FWJ1".
 APPLICATION_ID: Final = 0x46574A31
 #: ``PRAGMA user_version``: the version of the tables below.
-VERSION: Final = 2
-#: Jobs and records as bytes. Its own codec (the wire's has no TaskRecord);
+VERSION: Final = 3
+#: Version 3 added ``workflows``; ``fastworker journal salvage`` brings an
+#: older file to this version.
+#: Jobs, records and workflows as bytes. Its own codec (the wire's has no TaskRecord);
 #: the wire protocol's version is kept in ``meta`` for whoever reads the file.
-CODEC: Final = Codec([Job, TaskRecord], protocol=PROTOCOL_VERSION)
-D = TypeVar("D", Job, TaskRecord)
+CODEC: Final = Codec([Job, TaskRecord, StartWorkflow], protocol=PROTOCOL_VERSION)
+D = TypeVar("D", Job, TaskRecord, StartWorkflow)
 
 SCHEMA: Final = """
 CREATE TABLE tasks (
@@ -73,6 +78,13 @@ CREATE TABLE schedules (
     last_run REAL NOT NULL,
     last_id  TEXT NOT NULL
 );
+CREATE TABLE workflows (
+    id         TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,    -- wall clock
+    generation INTEGER NOT NULL, -- retries from a failure so far
+    failed     INTEGER NOT NULL, -- 1: failed, kept for a retry
+    start      BLOB NOT NULL     -- the StartWorkflow, encoded
+);
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -91,6 +103,9 @@ _PUT_RESULTS = "INSERT OR REPLACE INTO results (id, final_at, record) VALUES {ro
 _DROP_RESULTS = "DELETE FROM results WHERE id IN ({ids})"
 _PUT_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, last_run, last_id) VALUES (?, ?, ?)"
 _DROP_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
+_PUT_WORKFLOW = ("INSERT OR REPLACE INTO workflows (id, started_at, generation, failed, start) "
+                 "VALUES (?, ?, ?, ?, ?)")
+_DROP_WORKFLOW = "DELETE FROM workflows WHERE id = ?"
 
 #: Rows in one statement at most. sqlite3 lets go of the GIL for each step
 #: of a statement and must take it back after: with ``executemany`` that is
@@ -199,6 +214,21 @@ def _drop_schedules(
     db.executemany(_DROP_SCHEDULE, [(op.name,) for op in ops])
 
 
+def _put_workflows(
+    db: sqlite3.Connection, ops: list[PutWorkflow], next_seq: Callable[[], int]
+) -> None:
+    encode = CODEC.encode  # one per workflow started, failed or retried: a statement each
+    db.executemany(_PUT_WORKFLOW, [
+        (op.start.id, op.started_at, op.generation, int(op.failed), encode([op.start]))
+        for op in ops])
+
+
+def _drop_workflows(
+    db: sqlite3.Connection, ops: list[DropWorkflow], next_seq: Callable[[], int]
+) -> None:
+    db.executemany(_DROP_WORKFLOW, [(op.id,) for op in ops])
+
+
 _APPLY: dict[type, Callable[[sqlite3.Connection, list[Any], Callable[[], int]], None]] = {
     PutTask: _put_tasks,
     SetState: _set_states,
@@ -208,6 +238,8 @@ _APPLY: dict[type, Callable[[sqlite3.Connection, list[Any], Callable[[], int]], 
     DropResult: _drop_results,
     PutSchedule: _put_schedules,
     DropSchedule: _drop_schedules,
+    PutWorkflow: _put_workflows,
+    DropWorkflow: _drop_workflows,
 }
 
 
@@ -255,3 +287,17 @@ def task_from_row(state: object, due_at: object, key: object, blob: object) -> P
         raise ValueError(f"state is {type(state).__name__}")
     # PutTask's validator names a bad state.
     return PutTask(decode_job(blob), state, float(due_at), key)  # type: ignore[arg-type]
+
+
+def workflow_from_row(started_at: object, generation: object, failed: object,
+                      blob: object) -> PutWorkflow:
+    """The ``PutWorkflow`` that a row of ``workflows`` is.
+
+    Raises:
+        ValueError: a column is not what the journal writes.
+    """
+    if (not isinstance(started_at, (int, float)) or not isinstance(generation, int)
+            or generation < 0 or failed not in (0, 1)):
+        raise ValueError("a column holds a value of the wrong type")
+    return PutWorkflow(_decode_one(blob, StartWorkflow), float(started_at), generation,
+                       bool(failed))

@@ -28,6 +28,7 @@ from fastworker.journal import (
     DropResult,
     DropSchedule,
     DropTask,
+    DropWorkflow,
     JournalCorrupt,
     JournalError,
     JournalFaults,
@@ -38,12 +39,13 @@ from fastworker.journal import (
     PutResult,
     PutSchedule,
     PutTask,
+    PutWorkflow,
     SetState,
 )
 from fastworker.journal.faults import WrappedFile
 from fastworker.journal.ops import Op
 from fastworker.journal.schema import APPLICATION_ID, ROWS_PER_STATEMENT, VERSION
-from fastworker.messages import Attempt, Job, RemoteError, TaskRecord
+from fastworker.messages import Attempt, Job, RemoteError, StartWorkflow, TaskRecord, WorkflowStep
 
 
 def job(task_id: str, priority: int = 2, *, attempt: int = 1, payload: bytes = b"args") -> Job:
@@ -60,6 +62,13 @@ def record(task_id: str, state: Any = "succeeded") -> TaskRecord:
         error=None if state == "succeeded" else error,
         attempts=(Attempt(attempt=1, worker="w0", started_at=1.5, finished_at=1.7, error=error),),
     )
+
+
+def workflow(workflow_id: str) -> StartWorkflow:
+    return StartWorkflow(id=workflow_id, steps=(
+        WorkflowStep(task="fetch", payload=b"url"),
+        WorkflowStep(task="parse", payload=b"", after=(0,), input="one", priority=1, timeout=9.0),
+    ))
 
 
 def ids(tasks: tuple[PutTask, ...]) -> list[str]:
@@ -120,7 +129,7 @@ class TestJournalFile:
         version, and holds nothing; no temporary file is left."""
         with opened(path) as file:
             assert file.load().summary() == (
-                "0 queued, 0 scheduled, 0 dispatched, 0 results, 0 schedules")
+                "0 queued, 0 scheduled, 0 dispatched, 0 results, 0 schedules, 0 workflows")
         db = sqlite3.connect(path)
         try:
             assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
@@ -160,7 +169,12 @@ class TestJournalFile:
             PutSchedule("nightly", 100.0, "t-1"),
             PutSchedule("hourly", 50.0, "t-0"),
             PutSchedule("removed", 1.0),
+            PutWorkflow(workflow("w-failed"), 20.0, generation=2, failed=True),
+            PutWorkflow(workflow("w-running"), 10.0),
+            PutWorkflow(workflow("w-done"), 5.0),
         ], [
+            DropWorkflow("w-done"),
+            PutWorkflow(workflow("w-running"), 10.0, generation=1),
             DropTask("gone"),
             DropResult("evicted"),
             DropSchedule("removed"),
@@ -175,6 +189,8 @@ class TestJournalFile:
             PutResult(record("kept"), 1000.0), PutResult(record("ended", "failed"), 1234.5))
         assert found.schedules == (PutSchedule("hourly", 60.0, "t-2"),
                                    PutSchedule("nightly", 100.0, "t-1"))
+        assert found.workflows == (PutWorkflow(workflow("w-running"), 10.0, generation=1),
+                                   PutWorkflow(workflow("w-failed"), 20.0, 2, failed=True))
         assert found.keys == {"k-q": "q", "k-s": "s"}
         assert found.unreadable == 0
 

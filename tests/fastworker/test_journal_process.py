@@ -26,9 +26,18 @@ from fastworker.journal import (
     PutResult,
     PutSchedule,
     PutTask,
+    PutWorkflow,
     SetState,
 )
-from tests.fastworker.test_journal import REFUSALS, corrupt_files, hint, job, opened, record
+from tests.fastworker.test_journal import (
+    REFUSALS,
+    corrupt_files,
+    hint,
+    job,
+    opened,
+    record,
+    workflow,
+)
 from tests.process.harness import Lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +180,8 @@ def sound_journal(path: Path) -> None:
                     PutTask(job("s"), "scheduled", due_at=10.0),
                     PutRecord(record("s", "scheduled")),
                     PutTask(job("d")), SetState(("d",), "dispatched", once=True),
-                    PutResult(record("r"), 1.0), PutSchedule("nightly", 5.0, "q1")])
+                    PutResult(record("r"), 1.0), PutSchedule("nightly", 5.0, "q1"),
+                    PutWorkflow(workflow("w"), 7.0, generation=1, failed=True)])
 
 
 async def test_check_reports_a_sound_journal(path: Path) -> None:
@@ -181,7 +191,7 @@ async def test_check_reports_a_sound_journal(path: Path) -> None:
     assert result.returncode == 0, result
     [line] = out(result)
     assert line.startswith(f"{path}: ok: 2 queued, 1 scheduled, 1 dispatched, 1 results, "
-                           "1 schedules; ")
+                           "1 schedules, 1 workflows; ")
     assert line.endswith(" KB") and err(result) == []
 
 
@@ -224,7 +234,8 @@ async def test_salvage_keeps_the_rows_around_a_damaged_page(tmp_path: Path) -> N
     numbers = [int(task.job.id[1:]) for task in found.queued]
     assert numbers == sorted(numbers)  # arrival order kept
     assert 1900 < len(numbers) < 2000 and 1000 not in numbers
-    assert kept == f"kept {len(numbers)} tasks, 0 results and 0 schedules in a new journal at {path}"
+    assert kept == (f"kept {len(numbers)} tasks, 0 results, 0 schedules and 0 workflows in a "
+                    f"new journal at {path}")
     assert lost.startswith("lost: tasks: up to ")
     assert lost.endswith(" were on damaged pages")
     checked = await journal_command("check", path)
@@ -237,11 +248,11 @@ async def test_salvage_of_garbage_keeps_nothing_and_says_so(path: Path) -> None:
     result = await journal_command("salvage", path)
     assert result.returncode == 0, result
     assert out(result)[1:] == [
-        f"kept 0 tasks, 0 results and 0 schedules in a new journal at {path}",
+        f"kept 0 tasks, 0 results, 0 schedules and 0 workflows in a new journal at {path}",
         "lost: every table: could not be read at all (file is not a database)"]
     with opened(path) as file:
         assert file.load().summary() == (
-            "0 queued, 0 scheduled, 0 dispatched, 0 results, 0 schedules")
+            "0 queued, 0 scheduled, 0 dispatched, 0 results, 0 schedules, 0 workflows")
 
 
 async def test_salvage_of_a_sound_journal_keeps_everything(path: Path) -> None:
@@ -251,7 +262,7 @@ async def test_salvage_of_a_sound_journal_keeps_everything(path: Path) -> None:
         before = file.load()
     result = await journal_command("salvage", path)
     assert out(result)[1:] == [
-        f"kept 4 tasks, 1 results and 1 schedules in a new journal at {path}",
+        f"kept 4 tasks, 1 results, 1 schedules and 1 workflows in a new journal at {path}",
         "lost: nothing that could be seen"]
     with opened(path) as file:
         after = file.load()
@@ -260,7 +271,8 @@ async def test_salvage_of_a_sound_journal_keeps_everything(path: Path) -> None:
 
 
 async def test_salvage_carries_a_version_1_journal_over(path: Path) -> None:
-    """A journal of version 1 (no at-most-once marks, no live records) is
+    """A journal of version 1 (no at-most-once marks, no live records, no
+    workflows) is
     refused at start, and salvage carries its rows into a new journal of
     this version: the way the refusal's hint gives."""
     with opened(path) as file:
@@ -274,6 +286,7 @@ async def test_salvage_carries_a_version_1_journal_over(path: Path) -> None:
         INSERT INTO v1 SELECT id, seq, level, state, due_at, key, job FROM tasks;
         DROP TABLE tasks;
         ALTER TABLE v1 RENAME TO tasks;
+        DROP TABLE workflows;
         PRAGMA user_version = 1;
     """)
     db.close()
@@ -282,7 +295,8 @@ async def test_salvage_carries_a_version_1_journal_over(path: Path) -> None:
     assert "it is a journal of version 1" in out(refused)[0]
     result = await journal_command("salvage", path)
     assert result.returncode == 0, result
-    assert out(result)[1] == f"kept 2 tasks, 1 results and 0 schedules in a new journal at {path}"
+    assert out(result)[1] == (f"kept 2 tasks, 1 results, 0 schedules and 0 workflows in a new "
+                              f"journal at {path}")
     with opened(path) as file:
         found = file.load()
     assert [t.job.id for t in found.queued] == ["q1"]
