@@ -42,6 +42,7 @@ from fastworker.messages import (
     Submit,
     TaskPage,
     TaskRecord,
+    WorkflowState,
 )
 from fastworker.submission import TaskIds, build_submit
 from fastworker.tasks import Task
@@ -353,6 +354,20 @@ class Client:
         """Start a workflow and return its result (its last step's), or raise
         ``TaskError`` naming the step that failed."""
         return await self.result(await self.start(workflow), timeout)
+
+    async def workflow(self, workflow_id: str) -> WorkflowState:
+        """Where a workflow stands: its state and each step's (task, state,
+        task id, attempt, times, error); ``state`` is ``unknown`` for a
+        workflow the control plane does not keep."""
+        assert self._queries is not None, "use the client inside `async with`"
+        return await workflows.state(self._queries, workflow_id)
+
+    async def retry_workflow(self, workflow_id: str) -> str:
+        """Run a failed or cancelled workflow again from where it stopped:
+        the steps that succeeded keep their results; the workflow's id and
+        ``result`` stay the same."""
+        assert self._queries is not None, "use the client inside `async with`"
+        return await workflows.retry(self._queries, workflow_id)
 
     # -- results and control -----------------------------------------------
 

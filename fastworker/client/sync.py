@@ -17,8 +17,9 @@ import trio
 from fastworker.client.client import Client
 from fastworker.client.outcome import AsCompleted, Completed
 from fastworker.client.pipeline import DEFAULT_WINDOW, SyncPipeline
-from fastworker.messages import TaskRecord
+from fastworker.messages import TaskRecord, WorkflowState
 from fastworker.tasks import Task
+from fastworker.workflows.canvas import Part, Workflow
 
 __all__ = ["SyncClient"]
 
@@ -145,3 +146,20 @@ class SyncClient:
     def cancel(self, task_id: str) -> str:
         """See ``Client.cancel``."""
         return self._call(self._client.cancel, task_id)  # type: ignore[no-any-return]
+
+    def start(self, workflow: Part | Workflow) -> str:
+        """See ``Client.start``."""
+        return self._call(self._client.start, workflow)  # type: ignore[no-any-return]
+
+    def run(self, workflow: Part | Workflow, timeout: float | None = None) -> Any:
+        """See ``Client.run``."""
+        return self._call(self._client.run, workflow, timeout)
+
+    def workflow(self, workflow_id: str) -> WorkflowState:
+        """See ``Client.workflow``."""
+        return self._call(self._client.workflow, workflow_id)  # type: ignore[no-any-return]
+
+    def retry_workflow(self, workflow_id: str) -> str:
+        """See ``Client.retry_workflow``."""
+        return self._call(self._client.retry_workflow,  # type: ignore[no-any-return]
+                          workflow_id)

@@ -1,14 +1,24 @@
 """``client.start(workflow)``: a workflow sent to the control plane's
-Workflows actor in one message, answered once it is running."""
+Workflows actor in one message, answered once it is running; and
+``client.workflow(id)`` / ``client.retry_workflow(id)``."""
 
 from __future__ import annotations
 
 from fastworker.client.coalescer import Coalescer
 from fastworker.errors import InvalidSubmission, QueueFull
-from fastworker.messages import PRIORITIES, Accepted, Rejected, StartWorkflow, WorkflowStep
+from fastworker.messages import (
+    PRIORITIES,
+    Accepted,
+    Rejected,
+    RetryWorkflow,
+    StartWorkflow,
+    WorkflowQuery,
+    WorkflowState,
+    WorkflowStep,
+)
 from fastworker.workflows.canvas import Part, Workflow, steps
 
-__all__ = ["start"]
+__all__ = ["retry", "start", "state"]
 
 
 async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str) -> str:
@@ -30,7 +40,29 @@ async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str)
         WorkflowStep(task=spec.task, payload=spec.payload, after=spec.after, input=spec.input,
                      priority=PRIORITIES.index(spec.priority or "normal"), timeout=spec.timeout)
         for spec in specs))
-    answer = await queries.ask(message)
+    return _accepted(await queries.ask(message))
+
+
+async def retry(queries: Coalescer, workflow_id: str) -> str:
+    """Run a failed or cancelled workflow again from where it stopped.
+
+    Raises:
+        InvalidSubmission: no such workflow is kept, or it is running or succeeded.
+        QueueFull: the control plane runs as many workflows as it takes.
+    """
+    return _accepted(await queries.ask(RetryWorkflow(id=workflow_id)))
+
+
+async def state(queries: Coalescer, workflow_id: str) -> WorkflowState:
+    """Where the workflow stands, step by step (``state`` ``unknown``: not kept)."""
+    answer = await queries.ask(WorkflowQuery(id=workflow_id))
+    if isinstance(answer, Rejected):
+        raise InvalidSubmission(answer.message)
+    assert isinstance(answer, WorkflowState)
+    return answer
+
+
+def _accepted(answer: object) -> str:
     if isinstance(answer, Rejected):
         if answer.error == "QueueFull":
             raise QueueFull(answer.message)

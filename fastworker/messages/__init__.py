@@ -111,7 +111,11 @@ from fastworker.messages.workers import Registered as Registered
 from fastworker.messages.workers import Report as Report
 from fastworker.messages.workers import UnknownWorker as UnknownWorker
 from fastworker.messages.workflows import CancelWorkflow as CancelWorkflow
+from fastworker.messages.workflows import RetryWorkflow as RetryWorkflow
 from fastworker.messages.workflows import StartWorkflow as StartWorkflow
+from fastworker.messages.workflows import StepInfo as StepInfo
+from fastworker.messages.workflows import WorkflowQuery as WorkflowQuery
+from fastworker.messages.workflows import WorkflowState as WorkflowState
 from fastworker.messages.workflows import WorkflowStep as WorkflowStep
 
 __all__ = [
@@ -124,6 +128,7 @@ __all__ = [
     "CancelOutcome",
     "CancelReply",
     "CancelWorkflow",
+    "RetryWorkflow",
     "Cancelled",
     "ClusterQuery",
     "ClusterStatus",
@@ -165,6 +170,7 @@ __all__ = [
     "SetDrain",
     "Slots",
     "StartWorkflow",
+    "StepInfo",
     "State",
     "StatusQuery",
     "Stop",
@@ -175,12 +181,14 @@ __all__ = [
     "UnknownWorker",
     "Watch",
     "WorkerStatus",
+    "WorkflowQuery",
+    "WorkflowState",
     "WorkflowStep",
     "describe_slots",
 ]
 
 #: Bumped whenever a message changes shape; frames of another version are dropped.
-PROTOCOL_VERSION = 14
+PROTOCOL_VERSION = 15
 
 #: Priority levels, highest first; a level's index is its port offset.
 PRIORITIES: tuple[str, ...] = ("critical", "high", "normal", "low")
@@ -236,6 +244,9 @@ CODEC = Codec(
         DrainReply,
         StartWorkflow,
         CancelWorkflow,
+        RetryWorkflow,
+        WorkflowQuery,
+        WorkflowState,
     ],
     protocol=PROTOCOL_VERSION,
 )

@@ -241,6 +241,9 @@ class QueuedEntry:
     retry_of: str = ""
     #: Wall-clock time it is held until (0: queued at once).
     scheduled_for: float = 0.0
+    #: A final record of this id is let go and a new one begun (a workflow
+    #: retried from its failed step runs again under its id).
+    again: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -50,3 +50,71 @@ class CancelWorkflow:
     ``CancelReply`` (``cancelled``, or ``unknown`` for no running workflow)."""
 
     id: str
+
+
+@attrs.frozen(kw_only=True)
+class RetryWorkflow:
+    """Client, dashboard -> Workflows: run the failed (or cancelled)
+    workflow ``id`` again from where it stopped: the steps that succeeded
+    keep their results and are not run again; the others run under new ids
+    (``<id>.<index>.<generation>``). Its record goes back to ``queued``.
+    Answered ``Accepted`` or ``Rejected`` (``InvalidSubmission``: not a
+    workflow this control plane keeps, or one still running)."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowQuery:
+    """Client, dashboard -> Workflows: where the workflow ``id`` stands,
+    step by step. Answered ``WorkflowState`` (``state`` ``unknown`` for a
+    workflow this control plane does not keep)."""
+
+    id: str
+
+
+@attrs.frozen(kw_only=True)
+class StepInfo:
+    """One step of a ``WorkflowState``.
+
+    Attributes:
+        index: its place in the workflow.
+        task: its task's name.
+        after: the steps it waits for.
+        id: the task id of its latest run (``""``: it has not run).
+        state: ``waiting``, ``skipped`` (it will not run: the workflow
+            stopped), or the state of its task's record (``queued``,
+            ``running``, ``succeeded``, ``failed``...).
+        attempt, started_at, finished_at: of its latest run, from its record.
+        error: its error as ``Type: message`` (``""``: none).
+    """
+
+    index: int
+    task: str
+    after: tuple[int, ...] = ()
+    id: str = ""
+    state: str = "waiting"
+    attempt: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowState:
+    """Workflows -> client: a workflow's state and each of its steps'.
+
+    Attributes:
+        state: ``running``, ``succeeded``, ``failed``, ``cancelled`` or
+            ``unknown``.
+        generation: how many times it was retried from a failure.
+        started_at: when it was first started (wall clock).
+        error: why it failed (``""``: it did not).
+    """
+
+    id: str
+    state: str
+    generation: int = 0
+    started_at: float = 0.0
+    error: str = ""
+    steps: tuple[StepInfo, ...] = ()

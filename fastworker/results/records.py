@@ -144,6 +144,9 @@ class RecordBook:
         without moving the state."""
         id = queued.id
         stored = self._tasks.get(id)
+        if stored is not None and queued.again and stored.final_at is not None:
+            self._let_go(stored)  # its journaled result goes too: the new record replaces it
+            stored = None
         if stored is None:
             stored = StoredTask(TaskRecord(
                 id=id, state="scheduled" if queued.scheduled_for else "queued", task=queued.task,
@@ -374,13 +377,17 @@ class RecordBook:
             self._expiry = deque(s for s in expiry if self._final.get(s.record.id) is s)
 
     def _forget(self, stored: StoredTask, reason: str) -> None:
+        self._let_go(stored)
+        self.remember_forgotten(stored.record.id, reason)
+
+    def _let_go(self, stored: StoredTask) -> None:
+        """Drop a final record (the journal hears of it)."""
         id = stored.record.id
         del self._final[id]
         del self._tasks[id]
         self.bytes -= stored.size
         if self.dropped is not None:
             self.dropped.append(id)
-        self.remember_forgotten(id, reason)
 
     def remember_forgotten(self, id: str, reason: str) -> None:
         """Note that the final record of ``id`` was dropped, for ``reason``

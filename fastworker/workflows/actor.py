@@ -12,8 +12,19 @@ steps not yet started are never submitted, those still running are
 cancelled, and the workflow's error names the step. Otherwise the
 workflow's result is its last step's.
 
-Workflows live in memory: a restart of the control plane loses those
-running (the journal does not keep them yet).
+With the journal on, a workflow is written (``PutWorkflow``, the whole
+``StartWorkflow``) before it is accepted, and a restart takes it back: each
+step's state is read from its task's record (the inbox and the store
+recovered theirs first), the steps still running are watched again, and
+those whose parents succeeded are submitted (a step's id is fixed, so one
+submitted just before the crash is not queued twice). Its end writes its
+record's result and drops the workflow in one transaction.
+
+A failed or cancelled workflow is kept (journaled too, at most
+``max_kept`` with the ended ones) for ``RetryWorkflow``: the steps that
+succeeded keep their results, the others run again under new ids
+(``<id>.<index>.<generation>``), and the workflow's record begins again.
+``WorkflowQuery`` answers where a workflow stands, step by step.
 """
 
 from __future__ import annotations
@@ -21,16 +32,18 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import attrs
 import trio
 
-from actors import Actor, ActorContext, ActorCrashed, CallTimeout
+from actors import Actor, ActorContext, ActorCrashed, CallTimeout, GetStats, Ref
 from actors.requests import Requests
 from fastworker.cancel import cancel_task
 from fastworker.errors import InvalidSubmission
+from fastworker.internal import JournalWrite, Recover
+from fastworker.journal.ops import DropWorkflow, PutResult, PutWorkflow
 from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS, check_text
 from fastworker.messages import (
     FINAL_STATES,
@@ -46,15 +59,19 @@ from fastworker.messages import (
     Records,
     Rejected,
     RemoteError,
+    RetryWorkflow,
     StartWorkflow,
     StatusQuery,
+    StepInfo,
     Submit,
     TaskRecord,
     Watch,
+    WorkflowQuery,
+    WorkflowState,
 )
 from fastworker.submission import build_submit, check_submit
 from fastworker.workflows.canvas import StepSpec
-from fastworker.workflows.graph import Run, step_id
+from fastworker.workflows.graph import Run, Seen, step_id
 
 __all__ = ["Workflows", "WorkflowsOptions"]
 
@@ -70,6 +87,22 @@ _RECORD_BATCHES = 64
 _WATCH_PAUSE = 0.5
 #: The task name a workflow's own record carries.
 WORKFLOW_TASK = "fastworker.workflow"
+#: Retries of one workflow from a failure, at most (its steps' ids grow by
+#: ``.<generation>``: the id limit counts it).
+MAX_GENERATION = 999
+
+
+@attrs.define
+class _Kept:
+    """An ended workflow, kept for ``WorkflowQuery`` and (failed or
+    cancelled) for ``RetryWorkflow``."""
+
+    start: StartWorkflow
+    started_at: float
+    generation: int
+    state: str  # succeeded | failed | cancelled
+    error: str = ""
+    size: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -80,8 +113,12 @@ class WorkflowsOptions:
         max_steps: the most steps one workflow may have.
         max_running: the most workflows running at once; more are refused.
         max_edges: the most "waits for" links of one workflow, all steps together.
-        max_bytes: the most bytes of steps' arguments the running workflows
-            hold together; a new workflow past it is refused (``QueueFull``).
+        max_bytes: the most bytes of steps' arguments the workflows held
+            (running, and ended ones kept) take together; the oldest kept
+            are let go first, then a new workflow past it is refused
+            (``QueueFull``).
+        max_kept: the most ended workflows kept (for their page and, failed
+            or cancelled, for a retry); the oldest go first.
         call_timeout: seconds to wait for the inbox's or store's answer.
         watch_wait: seconds one watch of the store parks.
     """
@@ -90,6 +127,7 @@ class WorkflowsOptions:
     max_running: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
     max_edges: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
     max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
+    max_kept: int = attrs.field(default=1_000, validator=attrs.validators.ge(0))
     call_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     watch_wait: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
@@ -99,6 +137,7 @@ class Workflows(Actor[Any]):
 
     Options = WorkflowsOptions
     refs_required = ("inbox", "results", "dispatcher")
+    refs_optional = ("journal",)
 
     def __init__(self, options: WorkflowsOptions, context: ActorContext) -> None:
         super().__init__(options, context)
@@ -119,12 +158,25 @@ class Workflows(Actor[Any]):
         self._epoch = ""
         #: Runs cancelled by an operator (their record ends ``cancelled``).
         self._cancelled: set[str] = set()
+        #: What each running workflow was started with, and when.
+        self._starts: dict[str, tuple[StartWorkflow, float]] = {}
+        #: Ended workflows kept, oldest first.
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        #: The journal, when it is on.
+        self._journal: Ref[Any] | None = None
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         send, receive = trio.open_memory_channel[tuple[TaskRecord, ...]](_RECORD_BATCHES)
+        said = None
+        journal = self.refs.get("journal")
+        if journal is not None and (await journal.call(GetStats())).detail is not None:
+            self._journal = journal
+            recovered = await journal.call(Recover())
+            async with self._lock:
+                said = await self._recover(recovered.workflows)
         nursery.start_soon(self._watch_forever, send)
         nursery.start_soon(self._act_forever, receive)
-        return None
+        return said
 
     async def handle(self, message: Any) -> Any:
         async with self._lock:
@@ -139,6 +191,10 @@ class Workflows(Actor[Any]):
         try:
             if isinstance(message, CancelWorkflow):
                 return await self._cancel(message.id)
+            if isinstance(message, RetryWorkflow):
+                return await self._retry(message.id)
+            if isinstance(message, WorkflowQuery):
+                return await self._state(message.id)
             return await self._start(message)
         except _PEER_ERRORS as error:
             return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
@@ -161,7 +217,8 @@ class Workflows(Actor[Any]):
         return CancelReply(id=workflow_id, outcome="cancelled")
 
     def stats_detail(self) -> dict[str, int]:
-        return {"running": len(self.runs), "started_total": self._started_total,
+        return {"running": len(self.runs), "kept": len(self._kept),
+                "started_total": self._started_total,
                 "succeeded_total": self._succeeded_total, "failed_total": self._failed_total}
 
     # -- starting -------------------------------------------------------------
@@ -176,6 +233,9 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="InvalidSubmission", message=problem)
         if message.id in self.runs:
             return Accepted(id=message.id)  # a resend
+        if message.id in self._kept:
+            return Rejected(id=message.id, error="InvalidSubmission",
+                            message=f"{message.id} is an ended workflow's id")
         taken = await self._known((message.id, *(step_id(message.id, index)
                                                   for index in range(len(message.steps)))))
         if taken:
@@ -185,32 +245,44 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
                             "(max_running)")
-        size = sum(len(step.payload) for step in message.steps)
+        size = _size(message)
+        self._let_go_kept(room=size)
         if self._held_bytes + size > self.options.max_bytes:
             return Rejected(id=message.id, error="QueueFull",
                             message=f"the running workflows hold {self._held_bytes} bytes of "
                             f"arguments; {size} more is past max_bytes "
                             f"({self.options.max_bytes})")
+        now = time.time()
+        if self._journal is not None:
+            # Written before it is accepted: a restart takes it back.
+            await self._journal.call(JournalWrite(ops=(PutWorkflow(message, now),)),
+                                     timeout=self.options.call_timeout)
+        run = self._begin(message, now)
+        await self.refs["results"].send(Queued(entries=(QueuedEntry(
+            id=message.id, task=WORKFLOW_TASK, priority=2, queued_at=now),)))
+        await self._ended(await self._advance(run))
+        return Accepted(id=message.id)
+
+    def _begin(self, message: StartWorkflow, started_at: float, generation: int = 0) -> Run:
+        """Hold the run of ``message`` (its steps all waiting)."""
         specs = [StepSpec(task=step.task, payload=step.payload, after=step.after,
                           input=step.input,  # type: ignore[arg-type]
                           priority=PRIORITIES[step.priority], timeout=step.timeout)
                  for step in message.steps]
         run = Run(message.id, specs)
+        run.generation = generation
         self.runs[message.id] = run
-        self._held_bytes += size
+        self._starts[message.id] = (message, started_at)
+        self._held_bytes += _size(message)
         self._started_total += 1
-        now = time.time()
-        await self.refs["results"].send(Queued(entries=(QueuedEntry(
-            id=message.id, task=WORKFLOW_TASK, priority=2, queued_at=now),)))
-        await self._ended(await self._advance(run))
-        return Accepted(id=message.id)
+        return run
 
     def _check(self, message: StartWorkflow) -> str | None:
         """What is wrong with a ``StartWorkflow`` (its every step checked
         as a Submit would be), or ``None``."""
         steps = message.steps
         problem = check_text("workflow id", message.id,
-                             MAX_ID_LENGTH - len(f".{len(steps)}"), empty=False)
+                             MAX_ID_LENGTH - len(f".{len(steps)}.{MAX_GENERATION}"), empty=False)
         if problem is not None:
             return problem
         if "." in message.id:
@@ -255,6 +327,139 @@ class Workflows(Actor[Any]):
                         return record.id
         return None
 
+    # -- restarting, retrying, asking ----------------------------------------------
+
+    async def _recover(self, workflows: tuple[PutWorkflow, ...]) -> str:
+        """Take back the journal's workflows: failed ones are kept for a
+        retry; running ones go on from where their steps' records say."""
+        running = steps = 0
+        for put in workflows:
+            if put.failed:
+                self._keep(_Kept(start=put.start, started_at=put.started_at,
+                                 generation=put.generation, state="failed",
+                                 size=_size(put.start)))
+                continue
+            running += 1
+            steps += await self._resume(put.start, put.started_at, put.generation, retry=False)
+        kept = sum(put.failed for put in workflows)
+        return (f"recovered {running} running workflow{'' if running == 1 else 's'} "
+                f"({steps} steps had run or were running) and {kept} failed kept for a retry")
+
+    async def _resume(self, start: StartWorkflow, started_at: float, generation: int, *,
+                      retry: bool) -> int:
+        """Run ``start`` again from where its steps' records say it stood
+        (``retry``: its steps that failed run again). Returns the steps that
+        had a record."""
+        seen = await self._seen(start.id, len(start.steps), generation - 1 if retry
+                                else generation)
+        if not retry:  # a step that failed before the retry under way has not run again yet
+            seen = [None if found is not None and found.state in ("failed", "cancelled", "expired")
+                    and found.id != step_id(start.id, index, generation) else found
+                    for index, found in enumerate(seen)]
+        run = self._begin(start, started_at, generation)
+        # Its record is live again (a retry's, or a restart's that found the
+        # record of the failure a retry began from).
+        await self.refs["results"].send(Queued(entries=(QueuedEntry(
+            id=start.id, task=WORKFLOW_TASK, priority=2, queued_at=started_at, again=True),)))
+        restored = run.restore(seen, retry=retry)
+        last = len(start.steps) - 1
+        if run.states[last] == "succeeded" and seen[last] is not None:
+            self._last[run.id] = seen[last].value or b""  # type: ignore[union-attr]
+        for index in restored.running:
+            self._steps[run.ids[index]] = (run.id, index)
+            self._rewatch.add(run.ids[index])
+        if run.failure is not None:
+            await self._stop(run, restored.cancel)
+        else:
+            await self._ended(await self._advance(run))
+        return sum(found is not None for found in seen)
+
+    async def _seen(self, workflow_id: str, count: int, generation: int) -> list[Seen | None]:
+        """The newest record of each step's runs (generations 0..``generation``)."""
+        return [None if record is None else Seen(
+                    id=record.id, state=record.state, value=record.value,
+                    error=(f"{record.error.type}: {record.error.message}"
+                           if record.error is not None else ""))
+                for record in await self._newest(workflow_id, count, generation)]
+
+    async def _newest(self, workflow_id: str, count: int,
+                      generation: int) -> list[TaskRecord | None]:
+        ids = [step_id(workflow_id, index, gen)
+               for gen in range(generation + 1) for index in range(count)]
+        found: list[TaskRecord | None] = [None] * count
+        for start in range(0, len(ids), MAX_QUERY_IDS):
+            answer = await self.refs["results"].call(
+                StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
+                timeout=self.options.call_timeout)
+            if not isinstance(answer, Records):
+                raise RuntimeError(f"the store refused a status query: {answer}")
+            for offset, record in enumerate(answer.records):
+                if record.state != "unknown":  # a later generation's overrides
+                    found[(start + offset) % count] = record
+        return found
+
+    async def _retry(self, workflow_id: str) -> Accepted | Rejected:
+        """Run a failed or cancelled workflow again from where it stopped."""
+        if workflow_id in self.runs:
+            return Rejected(id=workflow_id, error="InvalidSubmission",
+                            message=f"workflow {workflow_id} is still running")
+        kept = self._kept.get(workflow_id)
+        if kept is None:
+            return Rejected(id=workflow_id, error="InvalidSubmission",
+                            message=f"no workflow {workflow_id} is kept here (never started, "
+                            "or let go: max_kept)")
+        if kept.state == "succeeded":
+            return Rejected(id=workflow_id, error="InvalidSubmission",
+                            message=f"workflow {workflow_id} succeeded: nothing to retry")
+        if kept.generation >= MAX_GENERATION:
+            return Rejected(id=workflow_id, error="InvalidSubmission",
+                            message=f"workflow {workflow_id} was retried {MAX_GENERATION} times")
+        if len(self.runs) >= self.options.max_running:
+            return Rejected(id=workflow_id, error="QueueFull",
+                            message=f"{self.options.max_running} workflows already run "
+                            "(max_running)")
+        generation = kept.generation + 1
+        if self._journal is not None:
+            await self._journal.call(JournalWrite(ops=(
+                PutWorkflow(kept.start, kept.started_at, generation),)),
+                timeout=self.options.call_timeout)
+        del self._kept[workflow_id]
+        self._held_bytes -= kept.size
+        log.info("%s: workflow %s retried from where it stopped (retry %d)", self.name,
+                 workflow_id, generation)
+        await self._resume(kept.start, kept.started_at, generation, retry=True)
+        return Accepted(id=workflow_id)
+
+    async def _state(self, workflow_id: str) -> WorkflowState:
+        """Where a workflow stands, step by step."""
+        run = self.runs.get(workflow_id)
+        if run is not None:
+            start, started_at = self._starts[workflow_id]
+            generation, state, error = run.generation, "running", ""
+        elif (kept := self._kept.get(workflow_id)) is not None:
+            start, started_at = kept.start, kept.started_at
+            generation, state, error = kept.generation, kept.state, kept.error
+        else:
+            return WorkflowState(id=workflow_id, state="unknown")
+        newest = await self._newest(workflow_id, len(start.steps), generation)
+        steps = []
+        for index, step in enumerate(start.steps):
+            record = newest[index]
+            if record is None:
+                shown = ("waiting" if run is not None and run.states[index] == "waiting"
+                         else "skipped")
+                steps.append(StepInfo(index=index, task=step.task, after=step.after,
+                                      state=shown))
+                continue
+            steps.append(StepInfo(
+                index=index, task=step.task, after=step.after, id=record.id,
+                state=record.state, attempt=record.attempt, started_at=record.started_at,
+                finished_at=record.finished_at,
+                error=(f"{record.error.type}: {record.error.message}"
+                       if record.error is not None else "")))
+        return WorkflowState(id=workflow_id, state=state, generation=generation,
+                             started_at=started_at, error=error, steps=tuple(steps))
+
     # -- running --------------------------------------------------------------
 
     async def _advance(self, run: Run) -> tuple[TaskRecord, ...]:
@@ -272,7 +477,8 @@ class Workflows(Actor[Any]):
                     await self._step_failed(run, index, f"ValueError: {error}")
                     return ()
                 try:
-                    submits.append(build_submit(spec.task, id=step_id(run.id, index),
+                    submits.append(build_submit(spec.task,
+                                                id=step_id(run.id, index, run.generation),
                                                 payload=payload, priority=spec.priority,
                                                 timeout=spec.timeout))
                 except InvalidSubmission as error:  # _check let nothing such through
@@ -397,7 +603,7 @@ class Workflows(Actor[Any]):
         """Cancel the ``running`` steps of a stopped run; finish it once over."""
         timeout = self.options.call_timeout
         for other in running:
-            other_id = step_id(run.id, other)
+            other_id = run.ids[other]
             try:
                 await cancel_task(
                     other_id,
@@ -410,35 +616,85 @@ class Workflows(Actor[Any]):
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
-        """Make the workflow's record final: its last step's result, or the failure."""
+        """Make the workflow's record final: its last step's result, or the
+        failure. With the journal on, the record's result is written with
+        the workflow's end (dropped, or kept failed for a retry) in one
+        transaction, before the store hears of it."""
         self.runs.pop(run.id, None)
-        self._held_bytes -= sum(len(spec.payload) for spec in run.specs)
+        start, started_at = self._starts.pop(run.id)
         value = self._last.pop(run.id, None)
-        for index in range(len(run.specs)):  # what still comes of its steps is ignored
-            self._steps.pop(step_id(run.id, index), None)
+        for task_id in run.ids:  # what still comes of its steps is ignored
+            self._steps.pop(task_id, None)
+        now = time.time()
+        failure = run.failure
+        record = TaskRecord(id=run.id, state="succeeded", task=WORKFLOW_TASK, attempt=1,
+                            worker=self.name, workers=(self.name,), queued_at=started_at,
+                            started_at=started_at, finished_at=now)
         if run.id in self._cancelled:
             self._cancelled.discard(run.id)
             self._failed_total += 1
             log.info("%s: workflow %s cancelled", self.name, run.id)
-            await self._tell_store(Cancelled(ids=(run.id,)))
-            return
-        now = time.time()
-        failure = run.failure
-        if failure is None and value is not None:
-            outcome = Outcome(id=run.id, attempt=1, worker=self.name, value=value,
-                              finished_at=now)
+            record = attrs.evolve(record, state="cancelled")
+            report: Any = Cancelled(ids=(run.id,))
+        elif failure is None and value is not None:
+            record = attrs.evolve(record, value=value)
+            report = Finished(outcomes=(Outcome(id=run.id, attempt=1, worker=self.name,
+                                                value=value, finished_at=now),))
             self._succeeded_total += 1
         else:
             message = (f"step {failure.step} ({failure.task}) failed: {failure.error}"
                        if failure is not None else "its last step gave no result")
-            outcome = Outcome(id=run.id, attempt=1, worker=self.name, finished_at=now,
-                              error=RemoteError(type="WorkflowFailed", message=message))
+            error = RemoteError(type="WorkflowFailed", message=message)
+            record = attrs.evolve(record, state="failed", error=error)
+            report = Finished(outcomes=(Outcome(id=run.id, attempt=1, worker=self.name,
+                                                finished_at=now, error=error),))
             self._failed_total += 1
             log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
-        await self._tell_store(Finished(outcomes=(outcome,)))
+        kept = _Kept(start=start, started_at=started_at, generation=run.generation,
+                     state=record.state, size=_size(start),
+                     error=record.error.message if record.error is not None else "")
+        self._keep(kept)
+        if self._journal is not None:
+            ended = (DropWorkflow(run.id) if record.state == "succeeded"
+                     else PutWorkflow(start, started_at, run.generation, failed=True))
+            try:
+                await self._journal.send(JournalWrite(ops=(
+                    PutResult(record=record, final_at=now), ended)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning("%s: the journal is gone; the end of %s not written", self.name,
+                            run.id)
+        await self._tell_store(report)
+
+    def _keep(self, kept: _Kept) -> None:
+        """Keep an ended workflow (its bytes stay held), letting the oldest go."""
+        self._kept[kept.start.id] = kept
+        self._let_go_kept()
+
+    def _let_go_kept(self, room: int = 0) -> None:
+        """Let the oldest kept workflows go while more than ``max_kept`` are
+        kept, or while ``room`` more bytes would not fit (their journal rows too)."""
+        gone: list[DropWorkflow] = []
+        while self._kept and (len(self._kept) > self.options.max_kept
+                              or self._held_bytes + room > self.options.max_bytes):
+            _, kept = self._kept.popitem(last=False)
+            self._held_bytes -= kept.size
+            if kept.state != "succeeded":
+                gone.append(DropWorkflow(kept.start.id))
+        # The running ones' bytes and the kept ones' are counted together.
+        if gone and self._journal is not None:
+            try:
+                self._journal.send_nowait(JournalWrite(ops=tuple(gone)))
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning("%s: %d workflows let go stay in the journal until the next start",
+                            self.name, len(gone))
 
     async def _tell_store(self, message: Any) -> None:
         try:
             await self.refs["results"].send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.warning("%s: the store is gone; %s not told", self.name, type(message).__name__)
+
+
+def _size(message: StartWorkflow) -> int:
+    """Bytes of arguments a workflow holds."""
+    return sum(len(step.payload) for step in message.steps)

@@ -11,21 +11,43 @@ then let go: the store keeps them for its own TTL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import attrs
 
 from fastworker.payload import with_inputs
 from fastworker.workflows.canvas import StepSpec
 
-__all__ = ["Failure", "Run", "StepState", "step_id"]
+__all__ = ["Failure", "Restored", "Run", "Seen", "StepState", "step_id"]
 
 StepState = Literal["waiting", "started", "succeeded", "failed", "skipped"]
 
 
-def step_id(workflow_id: str, index: int) -> str:
-    """The task id of a workflow's step."""
-    return f"{workflow_id}.{index}"
+def step_id(workflow_id: str, index: int, generation: int = 0) -> str:
+    """The task id of a workflow's step: ``<workflow>.<index>``, and
+    ``<workflow>.<index>.<generation>`` when a retry from a failure runs it
+    again (a task id ends once, so a new run needs a new one)."""
+    return f"{workflow_id}.{index}" if not generation else f"{workflow_id}.{index}.{generation}"
+
+
+class Seen(NamedTuple):
+    """The newest record of a step's runs, as ``Run.restore`` takes it."""
+
+    id: str
+    state: str
+    value: bytes | None = None
+    error: str = ""
+
+
+class Restored(NamedTuple):
+    """What ``Run.restore`` found: the steps still running (to watch), and
+    those to cancel (the run had failed: they run in vain)."""
+
+    running: list[int]
+    cancel: list[int]
+
+
+_ENDED_BADLY = frozenset({"failed", "cancelled", "expired"})
 
 
 @attrs.frozen(kw_only=True)
@@ -55,7 +77,12 @@ class Run:
                 raise ValueError(f"step {index} waits for a step that is not before it")
         self.id = id
         self.specs = tuple(specs)
+        #: Retries from a failure so far: a step started now runs as
+        #: ``step_id(id, index, generation)``.
+        self.generation = 0
         self.states: list[StepState] = ["waiting"] * len(specs)
+        #: Each step's task id, once started ("" before).
+        self.ids: list[str] = [""] * len(specs)
         #: Results of ended steps still needed by a step not yet started.
         self.values: dict[int, bytes] = {}
         self.failure: Failure | None = None
@@ -102,6 +129,7 @@ class Run:
         """Step ``index`` was submitted; its parents' results are let go
         once no other waiting step takes them."""
         self.states[index] = "started"
+        self.ids[index] = step_id(self.id, index, self.generation)
         self._ready.discard(index)
         for parent in self.specs[index].after:
             self._unstarted_children[parent] -= 1
@@ -148,6 +176,50 @@ class Run:
                 self._close(other, "skipped")
         self.values.clear()
         return [other for other, state in enumerate(self.states) if state == "started"]
+
+    def restore(self, seen: Sequence[Seen | None], *, retry: bool = False) -> Restored:
+        """Take back where a new run's steps stand from their tasks' records:
+        after a restart of the control plane, or for a retry from the
+        failed step (``retry``: the steps that failed, were cancelled or
+        expired wait to run again, the others keep their results).
+
+        ``seen[index]`` is the newest record of step ``index``'s runs, or
+        ``None`` (it never ran, or its record is gone). A step without a
+        record whose children have one ran and ended long ago: it counts as
+        succeeded, unless a step still to start takes its result, which is
+        gone (the run fails, naming it). ``ready()`` then gives the steps to
+        submit; a run whose step failed (not ``retry``) fails as it would
+        have.
+        """
+        specs, children = self.specs, self._children
+        failures: list[tuple[int, str]] = []
+        running: list[int] = []
+        for index, found in enumerate(seen):
+            if found is None:
+                if any(seen[child] is not None for child in children[index]):
+                    self.started(index)
+                    if any(seen[child] is None and specs[child].input != "none"
+                           for child in children[index]):
+                        failures.append((index, "its result is no longer kept (the store "
+                                                "let its record go)"))
+                    else:
+                        self.succeeded(index, b"")  # nobody still to start takes it
+                continue
+            if found.state in _ENDED_BADLY and retry:
+                continue  # it runs again
+            self.started(index)
+            self.ids[index] = found.id
+            if found.state == "succeeded":
+                self.succeeded(index, found.value if found.value is not None else b"")
+            elif found.state in _ENDED_BADLY:
+                failures.append((index, found.error or found.state))
+            else:
+                running.append(index)
+        cancel: list[int] = []
+        for index, error in failures:
+            cancel.extend(self.failed(index, error))
+        return Restored(running=[index for index in running if self.states[index] == "started"],
+                        cancel=cancel)
 
     def counts(self) -> dict[StepState, int]:
         """How many steps are in each state."""

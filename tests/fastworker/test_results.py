@@ -133,6 +133,23 @@ class TestRecords:
             assert await states(store, "a") == ["cancelled"]
             assert (await snapshot(store)).stale_total == 1
 
+    async def test_a_queued_again_begins_a_new_record_of_a_final_one(self) -> None:
+        """A Queued marked ``again`` (a workflow retried from its failed
+        step) lets the final record go and begins a new one, which ends
+        again like any task's; an unmarked one leaves a final record alone."""
+        async with open_store() as store:
+            await store.send(queued("wf"))
+            await store.send(Finished(outcomes=(failed("wf"),)))
+            await store.send(Queued(entries=(QueuedEntry(
+                id="wf", task="add", priority=2, queued_at=200.0, again=True),)))
+            [record] = await status(store, "wf")
+            assert (record.state, record.queued_at, record.error) == ("queued", 200.0, None)
+            await store.send(Finished(outcomes=(done("wf", b"second"),)))
+            [record] = await status(store, "wf")
+            assert (record.state, record.value) == ("succeeded", b"second")
+            await store.send(queued("wf", at=300.0))
+            assert await states(store, "wf") == ["succeeded"]
+
     async def test_a_finished_before_its_queued_stays_final(self) -> None:
         """Reports arriving out of order never move a final record back; the
         late Queued only fills in what it knows."""

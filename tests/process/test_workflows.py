@@ -4,6 +4,8 @@ the workflow, naming it, and what had not started never runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -12,7 +14,7 @@ from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError
 from fastworker.client.workflows import start as start_workflow
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
-from tests.process.workflow_tasks import pair, total
+from tests.process.workflow_tasks import fails_once, mark, pair, total
 
 
 @pytest.fixture
@@ -103,3 +105,37 @@ async def test_a_bad_workflow_is_refused_and_the_control_plane_runs_on(
             with pytest.raises(InvalidSubmission, match="has no '.'"):
                 await start_workflow(queries, add.s(1, 2), "my.flow")
             assert await client.run(add.s(1, 2) | add.s(3), timeout=30) == 6  # still up
+
+
+async def test_a_failed_workflow_is_retried_from_its_failed_step(
+        workflow_env: dict[str, str], tmp_path: Path) -> None:
+    """A retry runs the failed step and what follows it again under new ids;
+    the steps that succeeded keep their results and do not run again; the
+    workflow's id and result stay. ``client.workflow`` shows every step."""
+    runs, marker = tmp_path / "runs.log", tmp_path / "failed-once"
+    flow = (mark.si("a", str(runs), 5) | fails_once.s(str(marker)) | add.s(1))
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            first = await client.start(flow)
+            with pytest.raises(TaskError, match="step 1 .* failed: RuntimeError: the first run"):
+                await client.result(first, timeout=30)
+            state = await client.workflow(first)
+            assert (state.state, state.generation) == ("failed", 0)
+            assert [(s.index, s.id, s.state) for s in state.steps] == [
+                (0, f"{first}.0", "succeeded"), (1, f"{first}.1", "failed"),
+                (2, "", "skipped")]
+            assert state.steps[1].error == "RuntimeError: the first run fails"
+
+            assert await client.retry_workflow(first) == first
+            assert await client.result(first, timeout=30) == 6
+            state = await client.workflow(first)
+            assert (state.state, state.generation) == ("succeeded", 1)
+            assert [(s.id, s.state) for s in state.steps] == [
+                (f"{first}.0", "succeeded"), (f"{first}.1.1", "succeeded"),
+                (f"{first}.2.1", "succeeded")]
+            assert runs.read_text().split() == ["a"]  # the step that succeeded ran once
+            with pytest.raises(InvalidSubmission, match="succeeded: nothing to retry"):
+                await client.retry_workflow(first)
+            with pytest.raises(InvalidSubmission, match="no workflow nope is kept"):
+                await client.retry_workflow("nope")
+            assert (await client.workflow("nope")).state == "unknown"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import trio
+
 from fastworker import task
 
 
@@ -14,3 +18,26 @@ async def total(numbers: list[float]) -> float:
 @task(name="tests.workflow.pair")
 async def pair(left: object, right: object) -> list[object]:
     return [left, right]
+
+
+@task(name="tests.workflow.mark")
+async def mark(label: str, path: str, value: object, seconds: float = 0.0) -> object:
+    """Append ``label`` to the file ``path`` (one line, one write), take
+    ``seconds``, and return ``value``: a run the tests can count."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, f"{label}\n".encode())
+    finally:
+        os.close(descriptor)
+    await trio.sleep(seconds)
+    return value
+
+
+@task(name="tests.workflow.fails_once")
+async def fails_once(value: object, path: str) -> object:
+    """Fail the first time (no file at ``path`` yet: it is made), then
+    return ``value``: a step to retry."""
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise RuntimeError("the first run fails")
+    return value
