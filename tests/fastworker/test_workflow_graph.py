@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fastworker.payload import pack_call, pack_value, unpack_call
 from fastworker.workflows.canvas import StepSpec
-from fastworker.workflows.graph import Run, step_id
+from fastworker.workflows.graph import Restored, Run, Seen, step_id
 
 
 @st.composite
@@ -117,3 +117,94 @@ def test_only_the_first_failure_names_the_steps_to_cancel() -> None:
     assert all(run.failed(index, "cancelled") == [] for index in range(1, 50))
     assert run.over and run.states[50] == "skipped"
     assert run.cancel("late") == [] and run.failure is not None and run.failure.step == 0
+
+
+@given(graphs(), st.randoms(use_true_random=False), st.data())
+def test_a_run_restored_from_its_steps_records_starts_each_step_once_in_all(
+        specs: list[StepSpec], rng: random.Random, data: st.DataObject) -> None:
+    """A restart part way: each step's record (succeeded with its value, or
+    still live) is all a new run gets; it goes on with the same inputs, and
+    no step starts twice across the two runs."""
+    before = Run("w", specs)
+    started: list[int] = []
+    running: list[int] = []
+    ended: dict[int, bytes] = {}
+    for _ in range(data.draw(st.integers(0, 2 * len(specs)))):
+        for index in before.ready():
+            before.started(index)
+            started.append(index)
+            running.append(index)
+        if not running:
+            break
+        done = running.pop(rng.randrange(len(running)))
+        ended[done] = pack_value(f"r{done}")
+        before.succeeded(done, ended[done])
+    seen = [Seen(step_id("w", index), "succeeded", ended[index]) if index in ended
+            else Seen(step_id("w", index), "running") if index in running else None
+            for index in range(len(specs))]
+    after = Run("w", specs)
+    restored = after.restore(seen)
+    assert sorted(restored.running) == sorted(running) and restored.cancel == []
+    assert after.ids == [step_id("w", i) if i in ended or i in running else ""
+                         for i in range(len(specs))]
+    again: list[int] = []
+    while not after.over:
+        for index in after.ready():
+            args, _ = unpack_call(after.payload(index))
+            spec = specs[index]
+            parents = [f"r{p}" for p in spec.after]
+            assert args == {"none": (index,), "one": (*parents, index),
+                            "list": (parents, index)}[spec.input]
+            after.started(index)
+            again.append(index)
+            running.append(index)
+        done = running.pop(rng.randrange(len(running)))
+        after.succeeded(done, pack_value(f"r{done}"))
+    assert sorted(started + again) == list(range(len(specs)))
+    assert after.values == {} and after.failure is None
+
+
+def test_a_restored_run_with_a_failed_step_fails_and_a_retry_runs_it_again() -> None:
+    """Restored as they were, a failed step fails the run (its running
+    sibling to cancel); restored for a retry, the failed and cancelled steps
+    wait to run again under the new generation's ids, the others keep their
+    results."""
+    a = pack_call((), {})
+    specs = [StepSpec(task="a", payload=a), StepSpec(task="b", payload=a),
+             StepSpec(task="c", payload=a),
+             StepSpec(task="d", payload=a, after=(0, 1, 2), input="list")]
+    seen = [Seen("w.0", "succeeded", pack_value("r0")), Seen("w.1", "failed", error="E: x"),
+            Seen("w.2", "running"), None]
+    run = Run("w", specs)
+    assert run.restore(seen) == Restored(running=[2], cancel=[2])
+    assert run.failure is not None and (run.failure.step, run.failure.error) == (1, "E: x")
+    assert run.states == ["succeeded", "failed", "started", "skipped"]
+
+    retried = Run("w", specs)
+    retried.generation = 1
+    seen[2] = Seen("w.2", "cancelled")
+    assert retried.restore(seen, retry=True) == Restored(running=[], cancel=[])
+    assert retried.ready() == [1, 2]
+    for index in (1, 2):
+        retried.started(index)
+        retried.succeeded(index, pack_value(f"r{index}"))
+    assert retried.ids == ["w.0", "w.1.1", "w.2.1", ""]
+    assert retried.ready() == [3]
+    args, _ = unpack_call(retried.payload(3))
+    assert args == (["r0", "r1", "r2"],)
+
+
+def test_a_step_whose_record_is_gone_counts_as_done_unless_its_result_is_still_needed() -> None:
+    """No record, but its child has one: it ran long ago. Its result is
+    needed by a step still to start: the run fails, naming it."""
+    a = pack_call((), {})
+    specs = [StepSpec(task="a", payload=a), StepSpec(task="b", payload=a, after=(0,),
+                                                     input="one"),
+             StepSpec(task="c", payload=a, after=(0,), input="one")]
+    run = Run("w", specs)
+    run.restore([None, Seen("w.1", "succeeded", pack_value(1)), None])
+    assert run.failure is not None and run.failure.step == 0
+    assert "no longer kept" in run.failure.error and run.over
+    kept = Run("w", specs[:2])
+    kept.restore([None, Seen("w.1", "succeeded", pack_value(1))])
+    assert kept.failure is None and kept.over
