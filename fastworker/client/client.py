@@ -46,7 +46,7 @@ from fastworker.messages import (
 )
 from fastworker.submission import TaskIds, build_submit
 from fastworker.tasks import Task
-from fastworker.workflows.canvas import Part, Workflow
+from fastworker.workflows.canvas import Part, Signature, Workflow
 
 __all__ = ["Client"]
 
@@ -343,17 +343,31 @@ class Client:
         finally:
             results.forget(submit.id, slot)
 
-    async def start(self, workflow: Part | Workflow) -> str:
+    async def start(self, workflow: Part | Workflow, *, time_limit: float | None = None,
+                    keep_going: bool = False, on_error: Signature | None = None) -> str:
         """Start a workflow (``fastworker.workflows``: ``a.s() | b.s()``,
         ``group(...)``, a ``Workflow``) in the control plane; return its id,
-        which ``result`` and ``status`` take like a task's."""
-        assert self._queries is not None, "use the client inside `async with`"
-        return await workflows.start(self._queries, workflow, self._ids.next())
+        which ``result``, ``status``, ``cancel`` and ``workflow`` take.
 
-    async def run(self, workflow: Part | Workflow, timeout: float | None = None) -> Any:
-        """Start a workflow and return its result (its last step's), or raise
-        ``TaskError`` naming the step that failed."""
-        return await self.result(await self.start(workflow), timeout)
+        Args:
+            time_limit: seconds the whole workflow may take; past it, it
+                fails (``TimeLimitExceeded``) and its running steps are cancelled.
+            keep_going: a failing step stops only the steps that wait for
+                it; the other branches run on (the workflow still fails).
+            on_error: a step (``notify.s()``) submitted if the workflow
+                fails, with a dict saying what failed as its first argument
+                (``.si()``: without it).
+        """
+        assert self._queries is not None, "use the client inside `async with`"
+        return await workflows.start(self._queries, workflow, self._ids.next(),
+                                     time_limit=time_limit, keep_going=keep_going,
+                                     on_error=on_error)
+
+    async def run(self, workflow: Part | Workflow, timeout: float | None = None,
+                  **options: Any) -> Any:
+        """Start a workflow (``options``: ``start``'s) and return its result
+        (its last step's), or raise ``TaskError`` naming the step that failed."""
+        return await self.result(await self.start(workflow, **options), timeout)
 
     async def workflow(self, workflow_id: str) -> WorkflowState:
         """Where a workflow stands: its state and each step's (task, state,

@@ -147,13 +147,15 @@ class SyncClient:
         """See ``Client.cancel``."""
         return self._call(self._client.cancel, task_id)  # type: ignore[no-any-return]
 
-    def start(self, workflow: Part | Workflow) -> str:
+    def start(self, workflow: Part | Workflow, **options: Any) -> str:
         """See ``Client.start``."""
-        return self._call(self._client.start, workflow)  # type: ignore[no-any-return]
+        return self._call(self._client.start, workflow,  # type: ignore[no-any-return]
+                          **options)
 
-    def run(self, workflow: Part | Workflow, timeout: float | None = None) -> Any:
+    def run(self, workflow: Part | Workflow, timeout: float | None = None,
+            **options: Any) -> Any:
         """See ``Client.run``."""
-        return self._call(self._client.run, workflow, timeout)
+        return self._call(self._client.run, workflow, timeout, **options)
 
     def workflow(self, workflow_id: str) -> WorkflowState:
         """See ``Client.workflow``."""

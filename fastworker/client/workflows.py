@@ -16,13 +16,17 @@ from fastworker.messages import (
     WorkflowState,
     WorkflowStep,
 )
-from fastworker.workflows.canvas import Part, Workflow, steps
+from fastworker.payload import pack_call
+from fastworker.workflows.canvas import Part, Signature, Workflow, steps
 
 __all__ = ["retry", "start", "state"]
 
 
-async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str) -> str:
-    """Start ``workflow`` as ``workflow_id``; return the id.
+async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str, *,
+                time_limit: float | None = None, keep_going: bool = False,
+                on_error: Signature | None = None) -> str:
+    """Start ``workflow`` as ``workflow_id`` (options: ``Client.start``);
+    return the id.
 
     Raises:
         InvalidSubmission: the workflow is empty, or refused (too many steps...).
@@ -32,14 +36,24 @@ async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str)
         specs = steps(workflow)
     except ValueError as error:
         raise InvalidSubmission(str(error)) from None
-    for spec in specs:
-        if spec.priority is not None and spec.priority not in PRIORITIES:
-            raise InvalidSubmission(f"unknown priority {spec.priority!r}; expected one of "
+    if on_error is not None and not isinstance(on_error, Signature):
+        raise InvalidSubmission(f"on_error takes a step (task.s(...) or task.si(...)), not "
+                                f"{type(on_error).__name__}")
+    for priority in [spec.priority for spec in specs] + [
+            on_error.priority if on_error is not None else None]:
+        if priority is not None and priority not in PRIORITIES:
+            raise InvalidSubmission(f"unknown priority {priority!r}; expected one of "
                                     f"{', '.join(PRIORITIES)}")
+    handler = None
+    if on_error is not None:
+        handler = WorkflowStep(
+            task=on_error.task, payload=pack_call(on_error.args, on_error.kwargs),
+            input="none" if on_error.immutable else "one",
+            priority=PRIORITIES.index(on_error.priority or "normal"), timeout=on_error.timeout)
     message = StartWorkflow(id=workflow_id, steps=tuple(
         WorkflowStep(task=spec.task, payload=spec.payload, after=spec.after, input=spec.input,
                      priority=PRIORITIES.index(spec.priority or "normal"), timeout=spec.timeout)
-        for spec in specs))
+        for spec in specs), time_limit=time_limit, keep_going=keep_going, on_error=handler)
     return _accepted(await queries.ask(message))
 
 

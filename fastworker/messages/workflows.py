@@ -40,6 +40,16 @@ class StartWorkflow:
 
     id: str
     steps: tuple[WorkflowStep, ...]
+    #: Seconds the whole workflow may take (``None``: no limit); past it,
+    #: it fails (``TimeLimitExceeded``) and its running steps are cancelled.
+    time_limit: float | None = None
+    #: A failing step stops only the steps that wait for it (directly or
+    #: not); the other branches run on, and the workflow fails once they end.
+    keep_going: bool = False
+    #: A step submitted when the workflow fails, with (unless its ``input``
+    #: is ``none``) a dict saying how as its first argument: ``workflow``,
+    #: ``step``, ``task`` and ``error``.
+    on_error: WorkflowStep | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -29,8 +29,10 @@ succeeded keep their results, the others run again under new ids
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -68,10 +70,12 @@ from fastworker.messages import (
     Watch,
     WorkflowQuery,
     WorkflowState,
+    WorkflowStep,
 )
+from fastworker.payload import pack_value, with_inputs
 from fastworker.submission import build_submit, check_submit
 from fastworker.workflows.canvas import StepSpec
-from fastworker.workflows.graph import Run, Seen, step_id
+from fastworker.workflows.graph import Failure, Run, Seen, error_step_id, step_id
 
 __all__ = ["Workflows", "WorkflowsOptions"]
 
@@ -164,6 +168,9 @@ class Workflows(Actor[Any]):
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         #: The journal, when it is on.
         self._journal: Ref[Any] | None = None
+        #: Runs with a time limit, by when it ends (wall clock).
+        self._deadlines: list[tuple[float, str, Run]] = []
+        self._deadline_added = trio.Event()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
         send, receive = trio.open_memory_channel[tuple[TaskRecord, ...]](_RECORD_BATCHES)
@@ -176,6 +183,7 @@ class Workflows(Actor[Any]):
                 said = await self._recover(recovered.workflows)
         nursery.start_soon(self._watch_forever, send)
         nursery.start_soon(self._act_forever, receive)
+        nursery.start_soon(self._time_limits_forever)
         return said
 
     async def handle(self, message: Any) -> Any:
@@ -269,10 +277,13 @@ class Workflows(Actor[Any]):
                           input=step.input,  # type: ignore[arg-type]
                           priority=PRIORITIES[step.priority], timeout=step.timeout)
                  for step in message.steps]
-        run = Run(message.id, specs)
+        run = Run(message.id, specs, keep_going=message.keep_going)
         run.generation = generation
         self.runs[message.id] = run
         self._starts[message.id] = (message, started_at)
+        if message.time_limit is not None:
+            heapq.heappush(self._deadlines, (started_at + message.time_limit, message.id, run))
+            self._deadline_added.set()
         self._held_bytes += _size(message)
         self._started_total += 1
         return run
@@ -281,8 +292,10 @@ class Workflows(Actor[Any]):
         """What is wrong with a ``StartWorkflow`` (its every step checked
         as a Submit would be), or ``None``."""
         steps = message.steps
-        problem = check_text("workflow id", message.id,
-                             MAX_ID_LENGTH - len(f".{len(steps)}.{MAX_GENERATION}"), empty=False)
+        # Room for its steps' ids, however often it is retried.
+        suffix = max(len(step_id("", len(steps), MAX_GENERATION)),
+                     len(error_step_id("", MAX_GENERATION)))
+        problem = check_text("workflow id", message.id, MAX_ID_LENGTH - suffix, empty=False)
         if problem is not None:
             return problem
         if "." in message.id:
@@ -313,6 +326,20 @@ class Workflows(Actor[Any]):
                 return f"step {index} waits for a step twice"
             if step.input == "one" and len(step.after) != 1:
                 return f"step {index} takes one input but waits for {len(step.after)} steps"
+        limit = message.time_limit
+        if limit is not None and not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
+            return f"time_limit {limit:g} is not a number of seconds > 0"
+        handler = message.on_error
+        if handler is not None:
+            if not 0 <= handler.priority < len(PRIORITIES):
+                return f"on_error: priority {handler.priority} is not 0..3"
+            problem = check_submit(Submit(id=error_step_id(message.id, MAX_GENERATION),
+                                          task=handler.task, payload=handler.payload,
+                                          priority=handler.priority, timeout=handler.timeout))
+            if problem is not None:
+                return f"on_error: {problem}"
+            if handler.input not in ("none", "one") or handler.after:
+                return "on_error: the handler waits for no step and takes the failure or nothing"
         return None
 
     async def _known(self, ids: tuple[str, ...]) -> str | None:
@@ -418,16 +445,17 @@ class Workflows(Actor[Any]):
             return Rejected(id=workflow_id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
                             "(max_running)")
-        generation = kept.generation + 1
+        generation, now = kept.generation + 1, time.time()
         if self._journal is not None:
             await self._journal.call(JournalWrite(ops=(
-                PutWorkflow(kept.start, kept.started_at, generation),)),
+                PutWorkflow(kept.start, now, generation),)),
                 timeout=self.options.call_timeout)
         del self._kept[workflow_id]
         self._held_bytes -= kept.size
         log.info("%s: workflow %s retried from where it stopped (retry %d)", self.name,
                  workflow_id, generation)
-        await self._resume(kept.start, kept.started_at, generation, retry=True)
+        # Its time limit counts from the retry.
+        await self._resume(kept.start, now, generation, retry=True)
         return Accepted(id=workflow_id)
 
     async def _state(self, workflow_id: str) -> WorkflowState:
@@ -505,7 +533,7 @@ class Workflows(Actor[Any]):
                 else:
                     watched.append(submit.id)
             records = await self._watch(tuple(watched), wait=0.0)
-        if run.over and run.id in self.runs:
+        if run.ended and run.id in self.runs:
             await self._finish(run)
         return records
 
@@ -568,6 +596,33 @@ class Workflows(Actor[Any]):
                                   len(records))
                     self._watch_all_again()
 
+    async def _time_limits_forever(self) -> None:
+        """Stop each run whose time limit passed (it fails, its running
+        steps are cancelled)."""
+        deadlines = self._deadlines
+        while True:
+            while deadlines and (deadlines[0][2] is not self.runs.get(deadlines[0][1])):
+                heapq.heappop(deadlines)  # ended, or a run of it begun again
+            self._deadline_added = trio.Event()
+            if not deadlines:
+                await self._deadline_added.wait()
+                continue
+            with trio.move_on_after(max(deadlines[0][0] - time.time(), 0.0)):
+                await self._deadline_added.wait()
+                continue
+            _, workflow_id, run = heapq.heappop(deadlines)
+            if self.runs.get(workflow_id) is not run:
+                continue
+            limit = self._starts[workflow_id][0].time_limit
+            async with self._lock:
+                try:
+                    await self._stop(run, run.cancel(
+                        f"TimeLimitExceeded: the workflow ran past its time limit of "
+                        f"{limit:g} s"))
+                except Exception:
+                    log.exception("%s: failed to stop workflow %s past its time limit",
+                                  self.name, workflow_id)
+
     async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
         """Act on final records of steps, and on those the steps they let
         start bring, until none is left."""
@@ -612,7 +667,7 @@ class Workflows(Actor[Any]):
             except Exception as error:  # best effort: the workflow ends failed anyway
                 log.warning("%s: could not cancel step %s: %s", self.name, other_id, error)
         # Ended at once: what comes later of its steps is not waited for.
-        if run.failure is not None and run.id in self.runs:
+        if run.ended and run.id in self.runs:
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
@@ -642,14 +697,17 @@ class Workflows(Actor[Any]):
                                                 value=value, finished_at=now),))
             self._succeeded_total += 1
         else:
-            message = (f"step {failure.step} ({failure.task}) failed: {failure.error}"
-                       if failure is not None else "its last step gave no result")
+            message = ("its last step gave no result" if failure is None
+                       else failure.error if failure.step < 0
+                       else f"step {failure.step} ({failure.task}) failed: {failure.error}")
             error = RemoteError(type="WorkflowFailed", message=message)
             record = attrs.evolve(record, state="failed", error=error)
             report = Finished(outcomes=(Outcome(id=run.id, attempt=1, worker=self.name,
                                                 finished_at=now, error=error),))
             self._failed_total += 1
             log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
+        if record.state == "failed" and start.on_error is not None:
+            await self._on_error(run, start.on_error, failure)
         kept = _Kept(start=start, started_at=started_at, generation=run.generation,
                      state=record.state, size=_size(start),
                      error=record.error.message if record.error is not None else "")
@@ -664,6 +722,31 @@ class Workflows(Actor[Any]):
                 log.warning("%s: the journal is gone; the end of %s not written", self.name,
                             run.id)
         await self._tell_store(report)
+
+    async def _on_error(self, run: Run, handler: WorkflowStep, failure: Failure | None) -> None:
+        """Submit a failed workflow's error handler (``<id>.error``), with
+        what failed as its first argument unless it takes none. At least
+        once: a restart before the workflow's end is written submits it again."""
+        what = {"workflow": run.id, "step": failure.step if failure is not None else -1,
+                "task": failure.task if failure is not None else "",
+                "error": failure.error if failure is not None else "its last step gave no result"}
+        payload = handler.payload
+        try:
+            if handler.input != "none":
+                payload = with_inputs(payload, [pack_value(what)], as_list=False)
+            submit = build_submit(handler.task, id=error_step_id(run.id, run.generation),
+                                  payload=payload, priority=PRIORITIES[handler.priority],
+                                  timeout=handler.timeout)
+            [answer] = await self.refs["inbox"].call(
+                Requests(messages=(submit,), peer="workflows"),
+                timeout=self.options.call_timeout)
+        except (*_PEER_ERRORS, InvalidSubmission, ValueError) as error:
+            log.warning("%s: the error handler of workflow %s was not submitted: %s: %s",
+                        self.name, run.id, type(error).__name__, error)
+            return
+        if isinstance(answer, Rejected):
+            log.warning("%s: the error handler of workflow %s was refused: %s: %s",
+                        self.name, run.id, answer.error, answer.message)
 
     def _keep(self, kept: _Kept) -> None:
         """Keep an ended workflow (its bytes stay held), letting the oldest go."""

@@ -18,7 +18,7 @@ import attrs
 from fastworker.payload import with_inputs
 from fastworker.workflows.canvas import StepSpec
 
-__all__ = ["Failure", "Restored", "Run", "Seen", "StepState", "step_id"]
+__all__ = ["Failure", "Restored", "Run", "Seen", "StepState", "error_step_id", "step_id"]
 
 StepState = Literal["waiting", "started", "succeeded", "failed", "skipped"]
 
@@ -28,6 +28,11 @@ def step_id(workflow_id: str, index: int, generation: int = 0) -> str:
     ``<workflow>.<index>.<generation>`` when a retry from a failure runs it
     again (a task id ends once, so a new run needs a new one)."""
     return f"{workflow_id}.{index}" if not generation else f"{workflow_id}.{index}.{generation}"
+
+
+def error_step_id(workflow_id: str, generation: int = 0) -> str:
+    """The task id of a failed workflow's error handler."""
+    return f"{workflow_id}.error" if not generation else f"{workflow_id}.error.{generation}"
 
 
 class Seen(NamedTuple):
@@ -66,17 +71,23 @@ class Run:
         id: the workflow's id (its steps' ids are ``step_id(id, index)``).
         specs: its steps, each after the steps it waits for
             (``canvas.steps``).
+        keep_going: a failed step skips only the steps that wait for it;
+            the others run on, and the run is over once they end.
 
     Raises:
         ValueError: a step waits for itself or for a later step.
     """
 
-    def __init__(self, id: str, specs: Sequence[StepSpec]) -> None:
+    def __init__(self, id: str, specs: Sequence[StepSpec], *, keep_going: bool = False) -> None:
         for index, spec in enumerate(specs):
             if any(not 0 <= parent < index for parent in spec.after):
                 raise ValueError(f"step {index} waits for a step that is not before it")
         self.id = id
         self.specs = tuple(specs)
+        self.keep_going = keep_going
+        #: Stopped at once: cancelled, past its time limit, or failed (not
+        #: ``keep_going``); what its started steps do next is not waited for.
+        self.stopped = False
         #: Retries from a failure so far: a step started now runs as
         #: ``step_id(id, index, generation)``.
         self.generation = 0
@@ -102,8 +113,13 @@ class Run:
 
     @property
     def over(self) -> bool:
-        """Every step ended or was skipped (a failed run: none still started)."""
+        """Every step ended or was skipped."""
         return self._open == 0
+
+    @property
+    def ended(self) -> bool:
+        """Over, or stopped: the run's outcome is known."""
+        return self.stopped or self._open == 0
 
     def _close(self, index: int, state: StepState) -> None:
         if self.states[index] in ("waiting", "started"):
@@ -111,8 +127,8 @@ class Run:
         self.states[index] = state
 
     def ready(self) -> list[int]:
-        """The waiting steps whose parents all succeeded (none after a failure)."""
-        if self.failure is not None:
+        """The waiting steps whose parents all succeeded (none once stopped)."""
+        if self.stopped:
             return []
         return sorted(index for index in self._ready if self.states[index] == "waiting")
 
@@ -151,26 +167,48 @@ class Run:
 
     def failed(self, index: int, error: str) -> list[int]:
         """Step ``index`` failed (after its own retries), was cancelled or
-        expired: the run fails, naming it; every step not yet started is
-        skipped. Returns the steps still started (the caller may cancel
-        them)."""
+        expired: the run fails, naming it (the first failure); every step
+        not yet started is skipped (``keep_going``: those that wait for it).
+        Returns the steps still started that the caller should cancel."""
         if self.states[index] in ("succeeded", "failed"):
             return []
         self._close(index, "failed")
+        failure = Failure(step=index, task=self.specs[index].task, error=error)
+        if self.keep_going and not self.stopped:
+            if self.failure is None:
+                self.failure = failure
+            self._skip_after(index)
+            return []
         if self.failure is not None:
             return []  # its siblings were told to stop at the first failure
-        return self._stop(Failure(step=index, task=self.specs[index].task, error=error))
+        return self._stop(failure)
+
+    def _skip_after(self, index: int) -> None:
+        """Skip the waiting steps that wait for ``index``, directly or not."""
+        below = list(self._children[index])
+        while below:
+            child = below.pop()
+            if self.states[child] == "waiting":
+                self._close(child, "skipped")
+                self._ready.discard(child)
+                below.extend(self._children[child])
+                for parent in self.specs[child].after:  # it will never take their results
+                    self._unstarted_children[parent] -= 1
+                    if not self._unstarted_children[parent]:
+                        self.values.pop(parent, None)
 
     def cancel(self, why: str) -> list[int]:
-        """Stop the run (an operator cancelled it): as a failure of no step.
-        Returns the steps still started (none if it had failed already)."""
-        if self.failure is not None:
+        """Stop the run (an operator cancelled it, or its time ran out): as
+        a failure of no step unless one failed first. Returns the steps
+        still started (none if it had stopped already)."""
+        if self.stopped:
             return []
-        return self._stop(Failure(step=-1, task="", error=why))
+        return self._stop(self.failure or Failure(step=-1, task="", error=why))
 
     def _stop(self, failure: Failure) -> list[int]:
-        """The first failure: every waiting step is skipped; the started ones."""
+        """Stop: every waiting step is skipped; the started ones."""
         self.failure = failure
+        self.stopped = True
         for other, state in enumerate(self.states):
             if state == "waiting":
                 self._close(other, "skipped")

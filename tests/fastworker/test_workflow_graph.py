@@ -208,3 +208,35 @@ def test_a_step_whose_record_is_gone_counts_as_done_unless_its_result_is_still_n
     kept = Run("w", specs[:2])
     kept.restore([None, Seen("w.1", "succeeded", pack_value(1))])
     assert kept.failure is None and kept.over
+
+
+@given(graphs(), st.data())
+def test_keep_going_skips_only_what_waits_for_the_failed_step(specs: list[StepSpec],
+                                                               data: st.DataObject) -> None:
+    """Every step runs but the failed one's descendants; the run is over
+    once they end, failed, naming the step."""
+    failing = data.draw(st.integers(0, len(specs) - 1))
+    below, frontier = set(), [failing]
+    while frontier:
+        parent = frontier.pop()
+        for index, spec in enumerate(specs):
+            if parent in spec.after and index not in below:
+                below.add(index)
+                frontier.append(index)
+    run = Run("w", specs, keep_going=True)
+    started = []
+    while not run.over:
+        ready = run.ready()
+        assert ready, "nothing to start, yet the run is not over"
+        for index in ready:
+            run.payload(index)
+            run.started(index)
+            started.append(index)
+            if index == failing:
+                assert run.failed(index, "E: boom") == []  # nothing else is cancelled
+            else:
+                run.succeeded(index, pack_value(index))
+    assert sorted(started) == sorted(set(range(len(specs))) - below)
+    assert run.failure is not None and run.failure.step == failing and not run.stopped
+    assert all(run.states[index] == "skipped" for index in below)
+    assert run.values == {}

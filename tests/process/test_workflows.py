@@ -4,6 +4,7 @@ the workflow, naming it, and what had not started never runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError
 from fastworker.client.workflows import start as start_workflow
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
-from tests.process.workflow_tasks import fails_once, mark, pair, total
+from tests.process.workflow_tasks import fails_once, mark, note, pair, total
 
 
 @pytest.fixture
@@ -139,3 +140,40 @@ async def test_a_failed_workflow_is_retried_from_its_failed_step(
             with pytest.raises(InvalidSubmission, match="no workflow nope is kept"):
                 await client.retry_workflow("nope")
             assert (await client.workflow("nope")).state == "unknown"
+
+
+async def test_keep_going_runs_the_other_branches_and_an_error_handler_hears_of_the_failure(
+        workflow_env: dict[str, str], tmp_path: Path) -> None:
+    """With keep_going a failed step skips only what waits for it; the
+    workflow still fails, naming it, and its error handler gets what failed."""
+    runs, noted = tmp_path / "runs.log", tmp_path / "noted.json"
+    wf = Workflow()
+    broken = wf.add(fail.si("branch a"))
+    after_broken = wf.add(mark.si("after-a", str(runs), 0), after=[broken])
+    other = wf.add(mark.si("b", str(runs), 1, 0.2))
+    after_other = wf.add(mark.si("b2", str(runs), 2), after=[other])
+    wf.add(total.s(), after=[after_broken, after_other])
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            flow = await client.start(wf, keep_going=True, on_error=note.s(str(noted)))
+            with pytest.raises(TaskError, match=r"step 0 \(examples.tasks.fail\) failed: "
+                                                r"ValueError: branch a"):
+                await client.result(flow, timeout=30)
+            state = await client.workflow(flow)
+            assert [step.state for step in state.steps] == [
+                "failed", "skipped", "succeeded", "succeeded", "skipped"]
+            assert runs.read_text().split() == ["b", "b2"]
+            assert await client.result(f"{flow}.error", timeout=30) is None
+            assert json.loads(noted.read_text()) == {
+                "workflow": flow, "step": 0, "task": "examples.tasks.fail",
+                "error": "ValueError: branch a"}
+
+            stopping = await client.start(add.s(1, 2) | nap.si(60) | add.s(3), time_limit=1)
+            with pytest.raises(TaskError, match="TimeLimitExceeded: the workflow ran past its "
+                                                "time limit of 1 s"):
+                await client.result(stopping, timeout=30)
+            with pytest.raises(TaskCancelled):
+                await client.result(f"{stopping}.1", timeout=30)
+            assert (await client.status(f"{stopping}.2")).state == "unknown"
+            with pytest.raises(InvalidSubmission, match="time_limit -1 is not a number"):
+                await client.start(add.s(1, 2), time_limit=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import trio
@@ -41,3 +42,10 @@ async def fails_once(value: object, path: str) -> object:
         open(path, "w").close()
         raise RuntimeError("the first run fails")
     return value
+
+
+@task(name="tests.workflow.note")
+async def note(what: dict[str, object], path: str) -> None:
+    """Write ``what`` (an error handler's argument) to ``path`` as JSON."""
+    with open(path, "w") as file:
+        json.dump(what, file)
