@@ -1,17 +1,20 @@
 """The ``fastworker`` commands that talk to a running control plane.
 
 Tasks one by one (``tasks``, ``task``, ``submit``, ``cancel``:
-``fastworker.commands.tasks``) and the cluster (``status``, ``workers``,
-``watch``, ``purge``, ``retry``, ``drain``: ``fastworker.commands.cluster``).
+``fastworker.commands.tasks``), workflows (``workflow``:
+``fastworker.commands.workflows``) and the cluster (``status``,
+``workers``, ``watch``, ``purge``, ``retry``, ``drain``:
+``fastworker.commands.cluster``).
 Each is a ``Client`` call, so it works wherever a client does (the
 authenticated protocol on the query and submission ports, never the
 dashboard's HTTP), with the client's environment (``FASTWORKER_ADDRESS``,
 ``FASTWORKER_SECRET``, ``FASTWORKER_SECRET_FILE``, ``FASTWORKER_TLS_*``)
 or ``--address`` and ``--secret-file``.
 
-Exit codes (``EXIT``): 0 done; 1 the answer is "no" (an unknown task id or
-worker, a failed task, a submission refused, a task that could not be
-cancelled or retried); 2 a usage error; 3 no answer from the control plane.
+Exit codes (``EXIT``): 0 done; 1 the answer is "no" (an unknown task id,
+worker or workflow, a failed task, a submission refused, a task or
+workflow that could not be cancelled or retried); 2 a usage error; 3 no
+answer from the control plane.
 
 Every command prints text for people, or with ``--json`` JSON for scripts
 (one object, or one per line). docs/cli.md is the user's page.
@@ -29,7 +32,7 @@ import trio
 
 from actors.errors import ConfigError
 from fastworker.client import Client
-from fastworker.commands import cluster, tasks
+from fastworker.commands import cluster, tasks, workflows
 from fastworker.commands.common import EXIT, Usage
 from fastworker.errors import ConnectionLost, FastworkerError
 
@@ -40,13 +43,14 @@ ACTION_WAIT = 75.0
 
 #: Every command here, by name.
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
-    **tasks.COMMANDS, **cluster.COMMANDS}
+    **tasks.COMMANDS, **workflows.COMMANDS, **cluster.COMMANDS}
 
 
 def add_commands(commands: Any) -> None:
     """Add every command here to the ``fastworker`` parser's subcommands."""
     common = common_options()
     tasks.add_parsers(commands, common)
+    workflows.add_parsers(commands, common)
     cluster.add_parsers(commands, common)
 
 

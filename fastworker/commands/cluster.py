@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from fastworker.client import Client
-from fastworker.commands.common import EXIT, Usage, iso
+from fastworker.commands.common import EXIT, Usage, iso, table
 from fastworker.errors import ConnectionLost
 from fastworker.limits import MAX_BULK
 from fastworker.messages import PRIORITIES, ClusterStatus, WorkerStatus
@@ -271,10 +271,7 @@ def workers_text(workers: tuple[WorkerStatus, ...]) -> str:
         rows.append((w.worker, "local" if w.local else f"{w.host}:{w.pid}", health,
                      str(sum(w.slots)), str(w.running), str(w.waiting), str(w.free),
                      str(w.succeeded_total), str(w.failed_total), heard))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
-                                                                       strict=True)).rstrip()
-                     for row in rows)
+    return table(rows)
 
 
 def _duration(seconds: float) -> str:

@@ -1,13 +1,14 @@
 """What every ``fastworker`` command that talks to a control plane shares:
-its exit codes, a usage error only running shows, argument types, times."""
+its exit codes, a usage error only running shows, argument types, times,
+tables."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["EXIT", "Usage", "bounded", "iso"]
+__all__ = ["EXIT", "Usage", "bounded", "iso", "table"]
 
 #: What each exit code means.
 EXIT = {"ok": 0, "no": 1, "usage": 2, "unreachable": 3}
@@ -31,3 +32,12 @@ def iso(wall: float) -> str | None:
     """Wall-clock seconds as local ISO 8601 (``None`` for 0: never)."""
     return (datetime.datetime.fromtimestamp(wall).astimezone().isoformat(timespec="milliseconds")
             if wall else None)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first one the header) as columns for people, each as wide
+    as its widest cell, two spaces apart, no trailing spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                       strict=True)).rstrip()
+                     for row in rows)
