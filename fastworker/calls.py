@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastworker.messages import RemoteError
-from fastworker.payload import pack_value, unpack_call
+from fastworker.payload import pack_parts, pack_value, unpack_call, wants_parts
 from fastworker.tasks import Task
 
 #: What a call gives: the pickled value, or the error and whether the
@@ -22,6 +22,7 @@ Called = tuple[bytes | None, RemoteError | None, bool]
 
 def call_sync(found: Task[Any, Any], payload: bytes) -> Called:
     """Run a sync task function on its pickled arguments."""
+    payload, split = wants_parts(payload)
     try:
         args, kwargs = unpack_call(payload)
     except Exception as error:
@@ -30,11 +31,12 @@ def call_sync(found: Task[Any, Any], payload: bytes) -> Called:
         result = found.fn(*args, **kwargs)
     except BaseException as error:  # noqa: BLE001 - even SystemExit must not kill the thread
         return None, remote_error(error), found.retries_on(error)
-    return pack_result(result)
+    return pack_result(result, split)
 
 
 async def call_async(found: Task[Any, Any], payload: bytes) -> Called:
     """Run an async task function on its pickled arguments."""
+    payload, split = wants_parts(payload)
     try:
         args, kwargs = unpack_call(payload)
     except Exception as error:
@@ -44,13 +46,14 @@ async def call_async(found: Task[Any, Any], payload: bytes) -> Called:
         result = await function(*args, **kwargs)
     except Exception as error:
         return None, remote_error(error), found.retries_on(error)
-    return pack_result(result)
+    return pack_result(result, split)
 
 
-def pack_result(result: Any) -> Called:
-    """Pickle a task's return value (a value that cannot be is an error)."""
+def pack_result(result: Any, split: bool = False) -> Called:
+    """Pickle a task's return value (a value that cannot be is an error);
+    ``split``: in parts, item by item (``payload.split_result``)."""
     try:
-        return pack_value(result), None, False
+        return (pack_parts(result) if split else pack_value(result)), None, False
     except (TypeError, ValueError) as error:
         return None, RemoteError(type=type_name(error), message=str(error)), False
 

@@ -89,6 +89,83 @@ def with_inputs(call: bytes, inputs: Sequence[bytes], *, as_list: bool,
     return data
 
 
+#: A call whose result is returned in parts (``split_result``), and a value
+#: made of parts (``pack_parts``, ``join_parts``): neither starts as a pickle.
+_SPLIT = b"FWSP\x01"
+_PARTS = b"FWPT\x01"
+_PARTS_HEAD = struct.Struct("<5sI")
+
+
+def split_result(call: bytes) -> bytes:
+    """``call``, marked so that its task's result (a list, or any iterable)
+    comes back in parts: each item pickled on its own, which the control
+    plane can hand out one by one without unpickling (a step before a
+    workflow's ``.map()``)."""
+    return _SPLIT + call
+
+
+def wants_parts(data: bytes) -> tuple[bytes, bool]:
+    """A call without its ``split_result`` mark, and whether it had one."""
+    if data.startswith(_SPLIT):
+        return data[len(_SPLIT):], True
+    return data, False
+
+
+def pack_parts(items: Any, *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """A task's result in parts (executor side; see ``split_result``).
+
+    Raises:
+        TypeError: it is not iterable, or an item cannot be pickled.
+        ValueError: it is over ``limit`` bytes.
+    """
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(f"a step before a .map() must return a list (or any iterable) of "
+                        f"items, not {type(items).__name__}") from None
+    return join_parts([pack_value(item, limit=limit) for item in iterator], limit=limit)
+
+
+def join_parts(parts: Sequence[bytes], *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """Pickled values as one value made of parts: unpickled, a list of them
+    (``unpack_value``). The bytes are only put together."""
+    data = b"".join((_PARTS_HEAD.pack(_PARTS, len(parts)),
+                     *(_LENGTH.pack(len(part)) for part in parts), *parts))
+    if len(data) > limit:
+        raise ValueError(f"the value's parts are {len(data)} bytes, over the limit of {limit}")
+    return data
+
+
+def split_parts(data: bytes) -> list[bytes] | None:
+    """The parts of a value made of parts, unpickling nothing; ``None`` for
+    a plain value.
+
+    Raises:
+        ValueError: its framing is broken.
+    """
+    if not data.startswith(_PARTS):
+        return None
+    if len(data) < _PARTS_HEAD.size:
+        raise ValueError("a value in parts cut short")
+    _, count = _PARTS_HEAD.unpack_from(data)
+    return _framed(data, _PARTS_HEAD.size, count, "a value in parts")
+
+
+def _framed(data: bytes, at: int, count: int, what: str) -> list[bytes]:
+    """``count`` parts from ``at``: their lengths, then their bytes."""
+    end = at + _LENGTH.size * count
+    if end > len(data):
+        raise ValueError(f"{what} whose framing is broken")
+    lengths = [_LENGTH.unpack_from(data, at + _LENGTH.size * i)[0] for i in range(count)]
+    if end + sum(lengths) != len(data):
+        raise ValueError(f"{what} whose lengths do not add up")
+    parts = []
+    for length in lengths:
+        parts.append(data[end:end + length])
+        end += length
+    return parts
+
+
 def split_inputs(data: bytes) -> tuple[bytes, list[bytes], bool] | None:
     """A call with inputs as its parts, unpickling nothing: the call's own
     pickle, the inputs' pickles, and whether they go as a list; ``None``
@@ -97,22 +174,15 @@ def split_inputs(data: bytes) -> tuple[bytes, list[bytes], bool] | None:
     Raises:
         ValueError: a call with inputs whose framing is broken.
     """
+    data, _ = wants_parts(data)
     if not data.startswith(_INPUTS):
         return None
     if len(data) < _INPUTS_HEAD.size:
         raise ValueError("a call with inputs cut short")
     _, as_list, count = _INPUTS_HEAD.unpack_from(data)
-    at = _INPUTS_HEAD.size
-    end = at + _LENGTH.size * (count + 1)
-    if as_list not in (0, 1) or end > len(data) or (not as_list and count != 1):
+    if as_list not in (0, 1) or (not as_list and count != 1):
         raise ValueError("a call with inputs whose framing is broken")
-    lengths = [_LENGTH.unpack_from(data, at + _LENGTH.size * i)[0] for i in range(count + 1)]
-    if end + sum(lengths) != len(data):
-        raise ValueError("a call with inputs whose lengths do not add up")
-    parts = []
-    for length in lengths:
-        parts.append(data[end:end + length])
-        end += length
+    parts = _framed(data, _INPUTS_HEAD.size, count + 1, "a call with inputs")
     return parts[0], parts[1:], bool(as_list)
 
 
@@ -125,11 +195,11 @@ def unpack_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """
     parts = split_inputs(data)
     if parts is None:
-        args, kwargs = cloudpickle.loads(data)
+        args, kwargs = cloudpickle.loads(wants_parts(data)[0])
         return tuple(args), dict(kwargs)
     call, inputs, as_list = parts
     args, kwargs = cloudpickle.loads(call)
-    values = [cloudpickle.loads(part) for part in inputs]
+    values = [unpack_value(part) for part in inputs]
     first = values if as_list else values[0]
     return (first, *args), dict(kwargs)
 
@@ -156,5 +226,9 @@ def pack_value(value: Any, *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
 
 
 def unpack_value(data: bytes) -> Any:
-    """Unpickle a task's return value (client side, after authentication)."""
+    """Unpickle a task's return value (client side, after authentication);
+    a value made of parts is the list of them."""
+    parts = split_parts(data)
+    if parts is not None:
+        return [cloudpickle.loads(part) for part in parts]
     return cloudpickle.loads(data)

@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from fastworker.payload import split_inputs
+from fastworker.payload import split_inputs, split_parts, wants_parts
 
 #: Payloads larger than this are described by size only.
 PEEK_MAX_BYTES = 1024 * 1024
@@ -204,11 +204,11 @@ def peek_call(data: bytes) -> tuple[str, str]:
     try:
         parts = split_inputs(data)  # a workflow step's: its parents' results first
         if parts is None:
-            args, kwargs = _load(data)
+            args, kwargs = _load(wants_parts(data)[0])
         else:
             call, inputs, as_list = parts
             args, kwargs = _load(call)
-            values = [_load(part) for part in inputs]
+            values = [_load_value(part) for part in inputs]
             args = (values if as_list else values[0], *args)
         return _cut(_SHOWER.repr(tuple(args))), _cut(_SHOWER.repr(dict(kwargs)))
     except Exception as error:  # anything in a payload is data, never a crash
@@ -220,9 +220,15 @@ def peek_value(data: bytes) -> str:
     if len(data) > PEEK_MAX_BYTES:
         return _unshowable(data)
     try:
-        return _cut(_SHOWER.repr(_load(data)))
+        return _cut(_SHOWER.repr(_load_value(data)))
     except Exception as error:
         return _unshowable(data, error)
+
+
+def _load_value(data: bytes) -> Any:
+    """A value, or the list of its parts' values (``payload.join_parts``)."""
+    parts = split_parts(data)
+    return _load(data) if parts is None else [_load(part) for part in parts]
 
 
 __all__ = ["PEEK_MAX_BYTES", "PEEK_MAX_CHARS", "peek_call", "peek_value"]

@@ -151,6 +151,13 @@ class Task(Generic[P, R]):
         return Signature(self.name, args, kwargs, immutable=True, priority=self.priority,
                          timeout=self.timeout)
 
+    def map(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step that runs this task once per item of the list the step
+        before it returns (each item first, then these arguments); what
+        follows gets their results as one list, in order."""
+        return Signature(self.name, args, kwargs, each=True, priority=self.priority,
+                         timeout=self.timeout)
+
 
 class TaskRegistry:
     """Tasks by name, for one process."""

@@ -146,8 +146,9 @@ class Workflows(Actor[Any]):
     def __init__(self, options: WorkflowsOptions, context: ActorContext) -> None:
         super().__init__(options, context)
         self.runs: dict[str, Run] = {}
-        #: The step a task id is: (workflow id, index).
-        self._steps: dict[str, tuple[str, int]] = {}
+        #: The step a task id is: (workflow id, index, member of a
+        #: ``.map()`` step or -1).
+        self._steps: dict[str, tuple[str, int, int]] = {}
         #: Each run's last step's result, once it has one.
         self._last: dict[str, bytes] = {}
         self._started_total = self._succeeded_total = self._failed_total = 0
@@ -293,7 +294,8 @@ class Workflows(Actor[Any]):
         as a Submit would be), or ``None``."""
         steps = message.steps
         # Room for its steps' ids, however often it is retried.
-        suffix = max(len(step_id("", len(steps), MAX_GENERATION)),
+        suffix = max(len(step_id("", len(steps), MAX_GENERATION))
+                     + len(f".m{self.options.max_steps}"),
                      len(error_step_id("", MAX_GENERATION)))
         problem = check_text("workflow id", message.id, MAX_ID_LENGTH - suffix, empty=False)
         if problem is not None:
@@ -318,8 +320,11 @@ class Workflows(Actor[Any]):
                                           timeout=step.timeout))
             if problem is not None:
                 return f"step {index}: {problem}"
-            if step.input not in ("none", "one", "list"):
-                return f"step {index}: input {step.input!r} is not none, one or list"
+            if step.input not in ("none", "one", "list", "each"):
+                return f"step {index}: input {step.input!r} is not none, one, list or each"
+            if step.input == "each" and len(step.after) != 1:
+                return f"step {index} maps over one step's result but waits for " \
+                       f"{len(step.after)} steps"
             if any(not 0 <= parent < index for parent in step.after):
                 return f"step {index} waits for a step that is not before it"
             if len(set(step.after)) != len(step.after):
@@ -393,7 +398,7 @@ class Workflows(Actor[Any]):
         if run.states[last] == "succeeded" and seen[last] is not None:
             self._last[run.id] = seen[last].value or b""  # type: ignore[union-attr]
         for index in restored.running:
-            self._steps[run.ids[index]] = (run.id, index)
+            self._steps[run.ids[index]] = (run.id, index, -1)
             self._rewatch.add(run.ids[index])
         if run.failure is not None:
             await self._stop(run, restored.cancel)
@@ -474,8 +479,9 @@ class Workflows(Actor[Any]):
         for index, step in enumerate(start.steps):
             record = newest[index]
             if record is None:
-                shown = ("waiting" if run is not None and run.states[index] == "waiting"
-                         else "skipped")
+                # A .map() step's record comes once its members ended.
+                shown = ("skipped" if run is None or run.states[index] == "skipped"
+                         else "running" if run.states[index] == "started" else "waiting")
                 steps.append(StepInfo(index=index, task=step.task, after=step.after,
                                       state=shown))
                 continue
@@ -495,7 +501,12 @@ class Workflows(Actor[Any]):
         Returns the final records the watch of the new steps brought (to
         act on next: a loop, not a recursion, however long a chain)."""
         records: tuple[TaskRecord, ...] = ()
-        if ready := run.ready():
+        ready = run.ready()
+        for index in [index for index in ready if run.specs[index].input == "each"]:
+            records += await self._expand(run, index)
+            if run.stopped:
+                return ()
+        if ready := [index for index in ready if run.specs[index].input != "each"]:
             submits: list[Submit] = []
             for index in ready:
                 spec = run.specs[index]
@@ -514,7 +525,7 @@ class Workflows(Actor[Any]):
                     return ()
             for index, submit in zip(ready, submits, strict=True):
                 run.started(index)
-                self._steps[submit.id] = (run.id, index)
+                self._steps[submit.id] = (run.id, index, -1)
             try:
                 answers = await self.refs["inbox"].call(
                     Requests(messages=tuple(submits), peer="workflows"),
@@ -532,10 +543,80 @@ class Workflows(Actor[Any]):
                     await self._step_failed(run, index, f"{answer.error}: {answer.message}")
                 else:
                     watched.append(submit.id)
-            records = await self._watch(tuple(watched), wait=0.0)
+            records += await self._watch(tuple(watched), wait=0.0)
         if run.ended and run.id in self.runs:
             await self._finish(run)
         return records
+
+    async def _expand(self, run: Run, index: int) -> tuple[TaskRecord, ...]:
+        """Start a ``.map()`` step: a member per item of its parent's result
+        (``<step id>.m<n>``). Members with a record already (submitted
+        before a restart) are taken as they are, not submitted again."""
+        spec = run.specs[index]
+        try:
+            payloads = run.member_payloads(index)
+        except ValueError as error:
+            await self._step_failed(run, index, f"ValueError: {error}")
+            return ()
+        if len(payloads) > self.options.max_steps:
+            await self._step_failed(run, index, f"ValueError: its list has {len(payloads)} "
+                                    f"items; a .map() runs at most {self.options.max_steps} "
+                                    "(max_steps)")
+            return ()
+        joined = run.started_members(index, len(payloads))
+        if joined is not None:  # an empty list
+            await self._map_ended(run, index, joined)
+            return await self._advance(run)
+        ids = [run.member_id(index, member) for member in range(len(payloads))]
+        for member, task_id in enumerate(ids):
+            self._steps[task_id] = (run.id, index, member)
+        known: dict[str, TaskRecord] = {}
+        for start in range(0, len(ids), MAX_QUERY_IDS):
+            answer = await self.refs["results"].call(
+                StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
+                timeout=self.options.call_timeout)
+            if isinstance(answer, Records):
+                known.update((r.id, r) for r in answer.records if r.state != "unknown")
+        submits = []
+        for member, task_id in enumerate(ids):
+            if task_id not in known:
+                try:
+                    submits.append(build_submit(spec.task, id=task_id, payload=payloads[member],
+                                                priority=spec.priority, timeout=spec.timeout))
+                except InvalidSubmission as error:  # an item over the payload limit
+                    await self._step_failed(run, index, f"item {member}: InvalidSubmission: "
+                                            f"{error}")
+                    return ()
+        for start in range(0, len(submits), MAX_QUERY_IDS):
+            chunk = tuple(submits[start:start + MAX_QUERY_IDS])
+            try:
+                answers = await self.refs["inbox"].call(
+                    Requests(messages=chunk, peer="workflows"),
+                    timeout=self.options.call_timeout)
+            except _PEER_ERRORS as error:
+                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
+                                                 f"{type(error).__name__}: {error}"))
+                return ()
+            for submit, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, Rejected):
+                    await self._step_failed(run, index, f"item {ids.index(submit.id)}: "
+                                            f"{answer.error}: {answer.message}")
+                    return ()
+        final = tuple(r for r in known.values() if r.state in FINAL_STATES)
+        live = tuple(task_id for task_id in ids if task_id not in known
+                     or known[task_id].state not in FINAL_STATES)
+        return final + await self._watch(live, wait=0.0)
+
+    async def _map_ended(self, run: Run, index: int, value: bytes) -> None:
+        """A ``.map()`` step's members all succeeded: its result is theirs,
+        in parts; the step gets a record of its own (for a restart, and
+        whoever asks for it)."""
+        run.succeeded(index, value)
+        if index == len(run.specs) - 1:
+            self._last[run.id] = value
+        await self._tell_store(Finished(outcomes=(Outcome(
+            id=run.ids[index], attempt=1, worker=self.name, value=value,
+            finished_at=time.time()),)))
 
     async def _watch(self, ids: tuple[str, ...], *, wait: float) -> tuple[TaskRecord, ...]:
         """The final records of watched steps (adding ``ids`` to the watch)."""
@@ -637,28 +718,51 @@ class Workflows(Actor[Any]):
             run = self.runs.get(found[0])
             if run is None:
                 continue
-            index = found[1]
+            index, member = found[1], found[2]
+            if member >= 0:
+                if record.state == "succeeded" and record.value is not None:
+                    try:
+                        joined = run.member_succeeded(index, member, record.value)
+                    except ValueError as error:  # the results together are over the limit
+                        await self._step_failed(run, index, f"ValueError: {error}")
+                        continue
+                    if joined is not None:
+                        await self._map_ended(run, index, joined)
+                        queue.extend(await self._advance(run))
+                else:
+                    await self._step_failed(run, index, f"item {member}: {_why(record)}")
+                continue
             if record.state == "succeeded" and record.value is not None:
                 run.succeeded(index, record.value)
                 if index == len(run.specs) - 1:
                     self._last[run.id] = record.value
                 queue.extend(await self._advance(run))
             else:
-                error = record.error
-                why = (f"{error.type}: {error.message}" if error is not None
-                       else "its record is gone (dropped by the store's bounds)"
-                       if record.state == "unknown" else record.state)
-                await self._step_failed(run, index, why)
+                await self._step_failed(run, index, _why(record))
 
     async def _step_failed(self, run: Run, index: int, why: str) -> None:
-        """Fail the run for step ``index``."""
-        await self._stop(run, run.failed(index, why))
+        """Fail the run for step ``index`` (a ``.map()`` step: its members
+        still running are cancelled, and it gets a failed record)."""
+        members = [run.member_id(index, member) for member in run.open_members(index)]
+        for task_id in members:  # what still comes of them is ignored
+            self._steps.pop(task_id, None)
+        if run.specs[index].input == "each" and run.ids[index]:
+            await self._tell_store(Finished(outcomes=(Outcome(
+                id=run.ids[index], attempt=1, worker=self.name, finished_at=time.time(),
+                error=RemoteError(type="StepFailed", message=why)),)))
+        await self._stop(run, run.failed(index, why), members)
 
-    async def _stop(self, run: Run, running: list[int]) -> None:
-        """Cancel the ``running`` steps of a stopped run; finish it once over."""
+    async def _stop(self, run: Run, running: list[int], also: list[str] | None = None) -> None:
+        """Cancel the ``running`` steps of a stopped run (and the tasks
+        ``also``); finish it once over."""
         timeout = self.options.call_timeout
+        ids = list(also or ())
         for other in running:
-            other_id = run.ids[other]
+            if run.specs[other].input == "each":
+                ids.extend(run.member_id(other, member) for member in run.open_members(other))
+            else:
+                ids.append(run.ids[other])
+        for other_id in ids:
             try:
                 await cancel_task(
                     other_id,
@@ -680,6 +784,9 @@ class Workflows(Actor[Any]):
         value = self._last.pop(run.id, None)
         for task_id in run.ids:  # what still comes of its steps is ignored
             self._steps.pop(task_id, None)
+        for index in list(run.members):
+            for member in range(len(run.members[index])):
+                self._steps.pop(run.member_id(index, member), None)
         now = time.time()
         failure = run.failure
         record = TaskRecord(id=run.id, state="succeeded", task=WORKFLOW_TASK, attempt=1,
@@ -781,3 +888,13 @@ class Workflows(Actor[Any]):
 def _size(message: StartWorkflow) -> int:
     """Bytes of arguments a workflow holds."""
     return sum(len(step.payload) for step in message.steps)
+
+
+def _why(record: TaskRecord) -> str:
+    """Why a step's record says it did not succeed."""
+    error = record.error
+    if error is not None:
+        return f"{error.type}: {error.message}"
+    if record.state == "unknown":
+        return "its record is gone (dropped by the store's bounds)"
+    return record.state

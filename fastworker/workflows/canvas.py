@@ -10,6 +10,9 @@ compose:
   as one list, in order;
 - ``group(...) | merge.s()`` (or ``chord(group(...), merge.s())``): a
   fan-in, once every member has ended;
+- ``split.s() | resize.map(width=200)``: a fan-out known only when it
+  runs: ``resize`` once per item of the list ``split`` returns (each item
+  its first argument); what follows gets their results as one list;
 - ``Workflow()``: any graph, step by step, ``wf.add(step, after=[...])``.
 
 ``steps(workflow)`` turns any of them into the flat graph the control
@@ -30,8 +33,9 @@ __all__ = ["Chain", "Group", "Signature", "StepRef", "StepSpec", "Workflow", "ch
            "group", "steps"]
 
 #: How a step takes its parents' results: not at all, the one parent's
-#: result as its first argument, or every parent's result in a list.
-Input = Literal["none", "one", "list"]
+#: result as its first argument, every parent's result in a list, or
+#: ``each``: once per item of the one parent's result (``task.map()``).
+Input = Literal["none", "one", "list", "each"]
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +69,8 @@ class Signature:
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     #: Does not take its parents' results (``task.si(...)``).
     immutable: bool = False
+    #: Runs once per item of its parent's result (``task.map(...)``).
+    each: bool = False
     #: The task's defaults, unless ``set`` changed them.
     priority: str | None = None
     timeout: float | None = None
@@ -158,7 +164,11 @@ class Workflow:
         if len(set(parents)) != len(parents):
             raise ValueError("a step waits for each parent once")
         input: Input = "none"
-        if parents and takes and not step.immutable:
+        if step.each:
+            if len(parents) != 1:
+                raise ValueError("a .map() step waits for one step, over whose result it maps")
+            input = "each"
+        elif parents and takes and not step.immutable:
             input = "one" if len(parents) == 1 else "list"
         self._steps.append(_spec(step, parents, input))
         return StepRef(len(self._steps) - 1)
@@ -195,7 +205,12 @@ def _compile(part: Part, parents: tuple[int, ...], as_list: bool,
     they are a group's."""
     if isinstance(part, Signature):
         input: Input = "none"
-        if parents and not part.immutable:
+        if part.each:
+            if len(parents) != 1 or as_list:
+                raise ValueError("a .map() step follows one step, over whose result it maps "
+                                 "(not a group, nor the start of a workflow)")
+            input = "each"
+        elif parents and not part.immutable:
             input = "list" if as_list or len(parents) > 1 else "one"
         built.append(_spec(part, parents, input))
         return (len(built) - 1,), False

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 
 import attrs
 
-from fastworker.payload import with_inputs
+from fastworker.payload import join_parts, split_parts, split_result, with_inputs
 from fastworker.workflows.canvas import StepSpec
 
 __all__ = ["Failure", "Restored", "Run", "Seen", "StepState", "error_step_id", "step_id"]
@@ -106,6 +106,12 @@ class Run:
         #: not a pass over every step).
         self._missing = [len(set(spec.after)) for spec in specs]
         self._ready = {index for index, missing in enumerate(self._missing) if not missing}
+        #: Per step, whether its result comes in parts (a ``.map()`` follows).
+        self._splits = [any(specs[child].input == "each" for child in children)
+                        for children in self._children]
+        #: Per ``.map()`` step running, its members' results (``None``: not yet).
+        self.members: dict[int, list[bytes | None]] = {}
+        self._members_open: dict[int, int] = {}
         #: Per step, its children that have not started yet (its result is
         #: let go when none is left); and the steps neither ended nor skipped.
         self._unstarted_children = [len(children) for children in self._children]
@@ -137,9 +143,58 @@ class Run:
         parents' results first as its ``input`` says."""
         spec = self.specs[index]
         if spec.input == "none":
-            return spec.payload
-        inputs = [self.values[parent] for parent in spec.after]
-        return with_inputs(spec.payload, inputs, as_list=spec.input == "list")
+            payload = spec.payload
+        else:
+            inputs = [self.values[parent] for parent in spec.after]
+            payload = with_inputs(spec.payload, inputs, as_list=spec.input == "list")
+        return split_result(payload) if self._splits[index] else payload
+
+    # -- a .map() step: one member per item of its parent's result -----------------
+
+    def member_payloads(self, index: int) -> list[bytes]:
+        """The calls of a ``.map()`` step's members: each item of its
+        parent's result first, then the step's own arguments.
+
+        Raises:
+            ValueError: the parent's result is not in parts, or broken.
+        """
+        spec = self.specs[index]
+        parts = split_parts(self.values[spec.after[0]])
+        if parts is None:
+            raise ValueError("the step before a .map() did not return its result in parts")
+        return [with_inputs(spec.payload, [part], as_list=False) for part in parts]
+
+    def started_members(self, index: int, count: int) -> bytes | None:
+        """The ``.map()`` step ``index`` started ``count`` members. Returns
+        its result if that is all (no members: an empty list)."""
+        self.started(index)
+        if not count:
+            return join_parts([])
+        self.members[index] = [None] * count
+        self._members_open[index] = count
+        return None
+
+    def member_id(self, index: int, member: int) -> str:
+        """The task id of a ``.map()`` step's member."""
+        return f"{self.ids[index]}.m{member}"
+
+    def open_members(self, index: int) -> list[int]:
+        """The members of a ``.map()`` step not ended yet."""
+        values = self.members.get(index)
+        return [] if values is None else [i for i, v in enumerate(values) if v is None]
+
+    def member_succeeded(self, index: int, member: int, value: bytes) -> bytes | None:
+        """A member ended with ``value``. Returns the step's result (its
+        members' results in parts) once every member has one."""
+        values = self.members.get(index)
+        if values is None or values[member] is not None:
+            return None  # ended already, or a repeated record
+        values[member] = value
+        self._members_open[index] -= 1
+        if self._members_open[index]:
+            return None
+        del self.members[index], self._members_open[index]
+        return join_parts([v for v in values if v is not None])
 
     def started(self, index: int) -> None:
         """Step ``index`` was submitted; its parents' results are let go
@@ -173,6 +228,8 @@ class Run:
         if self.states[index] in ("succeeded", "failed"):
             return []
         self._close(index, "failed")
+        self.members.pop(index, None)
+        self._members_open.pop(index, None)
         failure = Failure(step=index, task=self.specs[index].task, error=error)
         if self.keep_going and not self.stopped:
             if self.failure is None:

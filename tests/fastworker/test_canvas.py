@@ -89,3 +89,20 @@ def test_empty_workflows_are_refused() -> None:
             build()
     with pytest.raises(ValueError, match="needs at least one step"):
         steps(Workflow())
+
+
+def test_a_map_maps_over_one_steps_result_and_nothing_else() -> None:
+    """``a | b.map() | c``: b takes each item of a's result; c takes b's list."""
+    assert shape(fetch.s("u") | resize.map(width=9) | merge.s()) == [
+        ("fetch", (), "none"), ("resize", (0,), "each"), ("merge", (1,), "one")]
+    [_, mapped, _] = steps(fetch.s("u") | resize.map(width=9) | merge.s())
+    assert unpack_call(mapped.payload) == ((), {"width": 9})
+    for wrong in (group(fetch.s("a"), fetch.s("b")) | resize.map(), chain(resize.map())):
+        with pytest.raises(ValueError, match="follows one step"):
+            steps(wrong)
+    wf = Workflow()
+    a = wf.add(fetch.s("u"))
+    wf.add(resize.map(), after=[a])
+    assert [spec.input for spec in wf.specs] == ["none", "each"]
+    with pytest.raises(ValueError, match="waits for one step"):
+        Workflow().add(resize.map())

@@ -7,7 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastworker import InvalidSubmission
-from fastworker.payload import pack_call, pack_value, unpack_call, unpack_value, with_inputs
+from fastworker.payload import (
+    join_parts,
+    pack_call,
+    pack_value,
+    split_parts,
+    split_result,
+    unpack_call,
+    unpack_value,
+    wants_parts,
+    with_inputs,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +111,39 @@ def test_a_step_with_inputs_is_shown_without_running_its_pickles() -> None:
     assert peek_call(call) == ("(['a', 'b'], 3)", "{'width': 9}")
     one = with_inputs(pack_call((), {}), [pack_value(7)], as_list=False)
     assert peek_call(one) == ("(7,)", "{}")
+
+
+@given(st.lists(st.one_of(st.integers(), st.text(), st.binary(), st.none()), max_size=20))
+def test_a_result_in_parts_is_split_without_unpickling_and_read_back_as_a_list(
+        items: list[object]) -> None:
+    """A step before a .map() returns its list in parts: the control plane
+    splits them (no pickle run), each part is one item's value, joined
+    again they read back as the list; a call marked for it runs as usual."""
+    from fastworker.calls import pack_result
+    value, error, _ = pack_result(iter(items), split=True)
+    assert error is None and value is not None
+    parts = split_parts(value)
+    assert parts is not None and [unpack_value(part) for part in parts] == items
+    assert unpack_value(value) == items == unpack_value(join_parts(parts))
+    assert split_parts(pack_value(items)) is None
+    call = split_result(with_inputs(pack_call((1,), {}), [value], as_list=False))
+    assert wants_parts(call)[1] and unpack_call(call) == ((items, 1), {})
+    with pytest.raises(ValueError, match="lengths do not add up"):
+        split_parts(value + b"x")
+
+
+def test_a_result_that_is_no_list_before_a_map_fails_the_step_clearly() -> None:
+    from fastworker.calls import pack_result
+    value, error, retry = pack_result(42, split=True)
+    assert value is None and error is not None and not retry
+    assert error.message == ("a step before a .map() must return a list (or any iterable) "
+                             "of items, not int")
+
+
+def test_results_in_parts_and_marked_calls_are_shown_as_the_worker_reads_them() -> None:
+    from fastworker.peek import peek_call, peek_value
+    parts = join_parts([pack_value(1), pack_value("two")])
+    assert peek_value(parts) == "[1, 'two']"
+    assert peek_call(split_result(pack_call((5,), {}))) == ("(5,)", "{}")
+    assert peek_call(with_inputs(pack_call((), {}), [parts], as_list=False)) == (
+        "([1, 'two'],)", "{}")

@@ -240,3 +240,31 @@ def test_keep_going_skips_only_what_waits_for_the_failed_step(specs: list[StepSp
     assert run.failure is not None and run.failure.step == failing and not run.stopped
     assert all(run.states[index] == "skipped" for index in below)
     assert run.values == {}
+
+
+def test_a_map_step_has_a_member_per_item_and_its_result_is_theirs_in_order() -> None:
+    """The step before a .map() is asked for its result in parts; each
+    member gets one item first; the step's result joins the members' in
+    item order, whatever order they end in."""
+    from fastworker.payload import join_parts, unpack_value, wants_parts
+    specs = [StepSpec(task="split", payload=pack_call((), {})),
+             StepSpec(task="f", payload=pack_call((7,), {}), after=(0,), input="each"),
+             StepSpec(task="sum", payload=pack_call((), {}), after=(1,), input="one")]
+    run = Run("w", specs)
+    assert wants_parts(run.payload(0))[1]
+    run.started(0)
+    run.succeeded(0, join_parts([pack_value("a"), pack_value("b"), pack_value("c")]))
+    assert run.ready() == [1]
+    calls = [unpack_call(payload) for payload in run.member_payloads(1)]
+    assert calls == [(("a", 7), {}), (("b", 7), {}), (("c", 7), {})]
+    assert run.started_members(1, 3) is None
+    assert [run.member_id(1, i) for i in range(3)] == ["w.1.m0", "w.1.m1", "w.1.m2"]
+    assert run.member_succeeded(1, 2, pack_value("C")) is None
+    assert run.member_succeeded(1, 2, pack_value("again")) is None  # a repeated record
+    assert run.member_succeeded(1, 0, pack_value("A")) is None
+    assert run.open_members(1) == [1]
+    joined = run.member_succeeded(1, 1, pack_value("B"))
+    assert joined is not None and unpack_value(joined) == ["A", "B", "C"]
+    run.succeeded(1, joined)
+    args, _ = unpack_call(run.payload(2))
+    assert args == (["A", "B", "C"],)

@@ -15,7 +15,7 @@ from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError
 from fastworker.client.workflows import start as start_workflow
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
-from tests.process.workflow_tasks import fails_once, mark, note, pair, total
+from tests.process.workflow_tasks import fails_once, mark, note, pair, total, upto
 
 
 @pytest.fixture
@@ -177,3 +177,29 @@ async def test_keep_going_runs_the_other_branches_and_an_error_handler_hears_of_
             assert (await client.status(f"{stopping}.2")).state == "unknown"
             with pytest.raises(InvalidSubmission, match="time_limit -1 is not a number"):
                 await client.start(add.s(1, 2), time_limit=-1)
+
+
+async def test_a_map_runs_a_step_per_item_of_a_list_known_only_when_it_runs(
+        workflow_env: dict[str, str]) -> None:
+    """``upto.s(n) | add.map(10) | total.s()``: add runs once per item (each
+    item its first argument), total gets their results as one list; an
+    empty list maps to an empty list; a member that fails fails the step,
+    naming the item."""
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            flow = await client.start(upto.s(5) | add.map(10) | total.s())
+            assert await client.result(flow, timeout=30) == sum(i + 10 for i in range(5))
+            assert await client.result(f"{flow}.1", timeout=30) == [10, 11, 12, 13, 14]
+            assert await client.result(f"{flow}.1.m3", timeout=30) == 13
+            state = await client.workflow(flow)
+            assert [step.state for step in state.steps] == ["succeeded"] * 3
+
+            assert await client.run(upto.s(0) | add.map(1) | total.s(), timeout=30) == 0
+            assert await client.run(upto.s(3) | add.map(1), timeout=30) == [1, 2, 3]
+
+            broken = await client.start(pair.si("a", "b") | fail.map() | total.s())
+            with pytest.raises(TaskError, match=r"step 1 \(examples.tasks.fail\) failed: "
+                                                r"item \d: ValueError: [ab]"):
+                await client.result(broken, timeout=30)
+            with pytest.raises(InvalidSubmission, match="follows one step"):
+                await client.start(group(add.s(1, 1), add.s(2, 2)) | add.map())

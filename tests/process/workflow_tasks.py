@@ -49,3 +49,16 @@ async def note(what: dict[str, object], path: str) -> None:
     """Write ``what`` (an error handler's argument) to ``path`` as JSON."""
     with open(path, "w") as file:
         json.dump(what, file)
+
+
+@task(name="tests.workflow.upto")
+async def upto(count: int) -> range:
+    """The numbers below ``count`` (any iterable will do before a .map())."""
+    return range(count)
+
+
+@task(name="tests.workflow.mark_item")
+async def mark_item(item: int, path: str, seconds: float) -> int:
+    """``mark`` for a .map(): the item as ``m<item>``, returned."""
+    await mark(f"m{item}", path, None, seconds)
+    return item
