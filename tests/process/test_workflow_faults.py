@@ -39,10 +39,10 @@ async def until_runs(path: Path, count: int) -> list[str]:
 async def test_a_control_plane_killed_in_a_fan_out_finishes_the_workflow_after_a_restart(
         control_env: dict[str, str], tmp_path: Path, fan_out: str) -> None:
     """SIGKILL while a group of 24 (or a .map() over 24 items) runs 4 at a
-    time: after the restart the
-    workflow goes on and ends with the right fan-in; every member ran, none
-    unasked, and a member ran twice only if it had started before the kill
-    and had not ended long before it (the first wave's results were kept)."""
+    time: after the restart the workflow goes on and ends with the right
+    fan-in; every member ran, none unasked, and a member ran twice only if
+    it had started before the kill and had not ended long before it (the
+    first wave's results were kept)."""
     runs, members, slots = tmp_path / "runs.log", 24, 4
     environ = {**control_env, "FASTWORKER_TASKS": TASKS,
                "FASTWORKER_JOURNAL": str(tmp_path / "fastworker.journal"),
