@@ -15,7 +15,9 @@ reads another actor's attributes:
   history;
 - actions are messages: ``Cancel`` and a ``Submit`` (a retry) to the
   PriorityInbox, ``DrainWorker`` to the Dispatcher, and the bulk ones
-  (``Purge``, ``RetryTasks`` of the failed tasks) to the Admin.
+  (``Purge``, ``RetryTasks`` of the failed tasks) to the Admin;
+- a workflow's page and actions are asked of the Workflows actor
+  (``WorkflowQuery``, ``CancelWorkflow``, ``RetryWorkflow``).
 
 Sampling costs a few dozen messages a second whether or not anyone looks;
 the JSON of each sample is built once, however many pages are open.
@@ -54,13 +56,18 @@ from fastworker.internal import DrainWorker, GetTask, TaskDetail
 from fastworker.limits import MAX_BULK
 from fastworker.messages import (
     Accepted,
+    CancelReply,
+    CancelWorkflow,
     ListTasks,
     Purge,
     Purged,
     Rejected,
     RetryReport,
     RetryTasks,
+    RetryWorkflow,
     TaskPage,
+    WorkflowQuery,
+    WorkflowState,
 )
 from fastworker.tasks import default_registry
 
@@ -168,8 +175,8 @@ class Dashboard(Actor[Any]):
 
     Options = DashboardOptions
     refs_required = ("inbox", "results", "dispatcher")
-    #: The Admin does the bulk actions (purge, retry failed): without it
-    #: they answer 503.
+    #: The Admin does the bulk actions (purge, retry failed), the
+    #: Workflows actor answers for workflows: without them those answer 503.
     refs_optional = ("admin", "workflows")
 
     def __init__(self, options: DashboardOptions, context: ActorContext) -> None:
@@ -384,6 +391,51 @@ class Dashboard(Actor[Any]):
         assert isinstance(answer, Accepted)
         log.info("%s: task %s retried from the dashboard as %s", self.name, id, submit.id)
         return schema.RetryResult(id=submit.id, retry_of=id)
+
+    # -- workflows ------------------------------------------------------------
+
+    async def _ask_workflows(self, message: Any) -> Any:
+        """The Workflows actor's answer (503 if none is wired, or it could
+        not answer)."""
+        if "workflows" not in self.refs:
+            raise ActionError(503, "no Workflows actor is wired to the dashboard (its "
+                              "workflows ref): workflow pages and actions are off")
+        answer = await self._call("workflows", message)
+        if isinstance(answer, Rejected) and answer.error == "Unavailable":
+            raise ActionError(503, f"the workflows actor could not answer ({answer.message}); "
+                              "try again")
+        return answer
+
+    async def _workflow_state(self, id: str) -> WorkflowState:
+        state: WorkflowState = await self._ask_workflows(WorkflowQuery(id=id))
+        if state.state == "unknown":
+            raise ActionError(404, f"no workflow {id!r} is kept (unknown, not a workflow, "
+                              "or an ended one let go: the Workflows actor's max_kept)")
+        return state
+
+    async def workflow(self, id: str) -> schema.WorkflowView:
+        return views.workflow_view(await self._workflow_state(id))
+
+    async def cancel_workflow(self, id: str) -> schema.CancelResult:
+        reply: CancelReply = await self._ask_workflows(CancelWorkflow(id=id))
+        if reply.outcome == "cancelled":
+            log.info("%s: workflow %s cancelled from the dashboard", self.name, id)
+            return schema.CancelResult(id=id, outcome=reply.outcome)
+        state = await self._workflow_state(id)  # 404 if it is not kept either
+        raise ActionError(409, f"workflow {id} is {state.state}: only a running workflow "
+                          "can be cancelled")
+
+    async def retry_workflow(self, id: str) -> schema.WorkflowView:
+        answer = await self._ask_workflows(RetryWorkflow(id=id))
+        if isinstance(answer, Rejected):
+            if answer.error == "QueueFull":
+                raise ActionError(503, f"the retry of workflow {id} was refused: "
+                                  f"{answer.message}")
+            await self._workflow_state(id)  # 404 if it is not kept
+            raise ActionError(409, f"the retry of workflow {id} was refused: {answer.message}")
+        assert isinstance(answer, Accepted)
+        log.info("%s: workflow %s retried from the dashboard", self.name, id)
+        return views.workflow_view(await self._workflow_state(id))
 
     async def _admin(self, message: Any) -> Any:
         """The Admin's answer to a bulk action (400 if it refused it)."""

@@ -8,7 +8,9 @@ Routes (all JSON unless said; errors are ``{"status_code", "detail"}``):
 - ``GET /api/schedules``: the periodic tasks, their next and last runs.
 - ``GET /api/tasks?state=&task=&id=&offset=&limit=``: a page of tasks,
   newest first; ``GET /api/tasks/{id}``: one task's page.
+- ``GET /api/workflows/{id}``: a workflow and each of its steps.
 - ``POST /api/tasks/{id}/cancel``, ``/api/tasks/{id}/retry``,
+  ``/api/workflows/{id}/cancel``, ``/api/workflows/{id}/retry``,
   ``/api/workers/{id}/drain``, ``/api/workers/{id}/resume``: the actions.
 - ``GET /api/events``: server-sent events, one ``snapshot`` per sample.
 - ``GET /metrics``: Prometheus' text format.
@@ -126,6 +128,25 @@ def create_app(dashboard: Dashboard) -> Litestar:
         """Submit a failed or cancelled task again, as a new task linked to it."""
         return await dashboard.retry(task_id)
 
+    @get("/api/workflows/{workflow_id:str}", guards=[read_guard])
+    async def workflow_page(workflow_id: FromPath[str]) -> schema.WorkflowView:
+        """One workflow: its state, error, retries, and each step (task,
+        the steps it waits for, state, task id, attempt, times, error)."""
+        return await dashboard.workflow(workflow_id)
+
+    @post("/api/workflows/{workflow_id:str}/cancel", guards=[write_guard], status_code=200)
+    async def cancel_workflow(workflow_id: FromPath[str]) -> schema.CancelResult:
+        """Cancel a running workflow: nothing more starts, its running steps
+        are cancelled (409 if it ended, 404 if unknown)."""
+        return await dashboard.cancel_workflow(workflow_id)
+
+    @post("/api/workflows/{workflow_id:str}/retry", guards=[write_guard], status_code=200)
+    async def retry_workflow(workflow_id: FromPath[str]) -> schema.WorkflowView:
+        """Run a failed or cancelled workflow again from where it stopped
+        (the steps that succeeded are not run again); answers the workflow
+        as it is now (409 if it runs or succeeded, 404 if unknown)."""
+        return await dashboard.retry_workflow(workflow_id)
+
     @post("/api/purge", guards=[write_guard], status_code=200)
     async def purge(
         priority: Annotated[str | None, QueryParameter()] = None,
@@ -179,8 +200,9 @@ def create_app(dashboard: Dashboard) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            index, overview, workers, actors, schedules, tasks, task_page, cancel, retry, purge,
-            retry_failed, drain, resume, events, prometheus,
+            index, overview, workers, actors, schedules, tasks, task_page, cancel, retry,
+            workflow_page, cancel_workflow, retry_workflow, purge, retry_failed, drain, resume,
+            events, prometheus,
             create_static_files_router(path="/static", directories=[STATIC],
                                        include_in_schema=False),
         ],

@@ -267,6 +267,47 @@ class TaskView(_TaskHead):
     actions: TaskActions
 
 
+class WorkflowStepView(msgspec.Struct):
+    """One step of a workflow. Times are wall-clock Unix seconds."""
+
+    index: int
+    task: str
+    #: The steps it waits for (their indexes, each before its own).
+    after: list[int]
+    #: ``waiting`` or ``skipped`` (it will not run: the workflow stopped)
+    #: before it ran; then its task's state (``queued``, ``running``...).
+    state: str
+    #: The task id of its latest run (``None``: it has not run).
+    id: str | None
+    attempt: int
+    started_at: float | None
+    finished_at: float | None
+    #: Its error as ``Type: message`` (``None``: none).
+    error: str | None
+
+
+class WorkflowActions(msgspec.Struct):
+    cancel: bool
+    retry: bool
+
+
+class WorkflowView(msgspec.Struct):
+    """A workflow and each of its steps, in the order they were written.
+
+    ``state`` is ``running``, ``succeeded``, ``failed`` or ``cancelled``;
+    ``generation`` counts its retries from a failure; ``error`` names the
+    step that failed it (``None``: none did).
+    """
+
+    id: str
+    state: str
+    generation: int
+    started_at: float
+    error: str | None
+    steps: list[WorkflowStepView]
+    actions: WorkflowActions
+
+
 class ScheduleView(msgspec.Struct):
     """One periodic task's schedule. Times are wall-clock Unix seconds."""
 

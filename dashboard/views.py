@@ -39,12 +39,15 @@ from dashboard.schema import (
     TimelineEvent,
     TotalsView,
     WorkerView,
+    WorkflowActions,
+    WorkflowStepView,
+    WorkflowView,
 )
 from fastworker.admin.retrying import retry_refusal
 from fastworker.admin.status import Node
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
-from fastworker.messages import FINAL_STATES, KINDS, RemoteError, TaskRecord
+from fastworker.messages import FINAL_STATES, KINDS, RemoteError, TaskRecord, WorkflowState
 from fastworker.peek import peek_call, peek_value
 from fastworker.stats import (
     DispatcherStats,
@@ -383,6 +386,25 @@ def task_view(detail: TaskDetail) -> TaskView:
         actions=TaskActions(cancel=record.state in ("queued", "scheduled", "running"),
                             retry=retryable(detail)),
     )
+
+
+def workflow_view(state: WorkflowState) -> WorkflowView:
+    """A workflow's page: its state and each step's, as the Workflows
+    actor answered ``WorkflowQuery``; what a step has not got yet (a task
+    id, times, an error) is ``None``. It can be cancelled while it runs,
+    and retried from where it stopped once it failed or was cancelled."""
+    steps = [
+        WorkflowStepView(
+            index=step.index, task=step.task, after=list(step.after), state=step.state,
+            id=step.id or None, attempt=step.attempt, started_at=step.started_at or None,
+            finished_at=step.finished_at or None, error=step.error or None)
+        for step in state.steps
+    ]
+    return WorkflowView(
+        id=state.id, state=state.state, generation=state.generation,
+        started_at=state.started_at, error=state.error or None, steps=steps,
+        actions=WorkflowActions(cancel=state.state == "running",
+                                retry=state.state in ("failed", "cancelled")))
 
 
 def _error_view(error: RemoteError) -> ErrorView:

@@ -2,7 +2,8 @@
  *
  * Sections: DOM helpers · formatting · auth + API · live stream · router ·
  * shared widgets (badges, tables, dialog, toast) · actions · views
- * (overview + chart + schedules, workers, tasks, task detail, actors) · boot.
+ * (overview + chart + schedules, workers, tasks, task detail, workflow
+ * graph + steps, actors) · boot.
  *
  * Every piece of server data reaches the page through textContent or
  * setAttribute (see h() below); nothing is ever assigned to innerHTML.
@@ -282,13 +283,14 @@
     try { id = decodeURIComponent(parts.slice(1).join('/')); } catch (e) { id = parts.slice(1).join('/'); }
     if (!parts.length) return { name: 'overview', query };
     if (parts[0] === 'tasks' && parts.length > 1) return { name: 'task', id, query };
+    if (parts[0] === 'workflows' && parts.length > 1) return { name: 'workflow', id, query };
     if (VIEWS[parts[0]] && parts.length === 1) return { name: parts[0], query };
     return { name: 'notfound', query };
   }
   function renderRoute(force) {
     const r = parseHash();
     const key = r.name + '/' + (r.id || '');
-    const section = r.name === 'task' ? 'tasks' : r.name;
+    const section = r.name === 'task' || r.name === 'workflow' ? 'tasks' : r.name;
     document.querySelectorAll('.nav a').forEach((a) => a.classList.toggle('active', a.dataset.route === section));
     if (view && key === viewKey && !force && view.onQuery) { view.onQuery(r.query); return; }
     if (view && view.destroy) view.destroy();
@@ -296,11 +298,11 @@
     root.replaceChildren();
     viewKey = key;
     view = (VIEWS[r.name] || NotFoundView)(root, r) || {};
-    document.title = 'fastworker · ' + (r.name === 'task' ? 'task ' + shortId(r.id) : section);
+    document.title = 'fastworker · ' + (r.id ? r.name + ' ' + shortId(r.id) : section);
   }
 
   // ---------------------------------------------------------------- shared widgets
-  const KNOWN = new Set(['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'unknown', 'alive', 'suspect', 'lost', 'left', 'draining']);
+  const KNOWN = new Set(['scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'unknown', 'alive', 'suspect', 'lost', 'left', 'draining', 'waiting', 'skipped']);
   function badge(word, testid) {
     word = str(word) || 'unknown';
     return h('span', { class: 'badge s-' + (KNOWN.has(word) ? word : 'unknown'), 'data-testid': testid, text: word });
@@ -444,6 +446,20 @@
       run: async (task) => {
         const r = await api('purge?' + new URLSearchParams({ task: task || '', confirm: 'true' }).toString(), 'POST');
         toast('ok', 'Purged ' + fmtInt(num(r.purged) || 0) + ' queued tasks');
+      },
+    },
+    cancelWorkflow: {
+      ask: (id) => ({ title: 'Cancel this workflow?', body: ['Workflow ', h('code', { text: id }), ' stops: its steps not yet started never run, and those running are cancelled as a task\'s cancel would.'], yes: 'Cancel workflow', no: 'Keep it running', danger: true }),
+      run: async (id) => {
+        const r = await api('workflows/' + enc(id) + '/cancel', 'POST');
+        toast('ok', 'Workflow ', h('code', { text: str(r.id) || id }), ' ' + (str(r.outcome) || 'cancelled'));
+      },
+    },
+    retryWorkflow: {
+      ask: (id) => ({ title: 'Retry this workflow from its failure?', body: ['The steps of ', h('code', { text: id }), ' that did not succeed run again, under new task ids. The steps that succeeded keep their results and do not run again.'], yes: 'Retry from failure' }),
+      run: async (id) => {
+        const r = await api('workflows/' + enc(id) + '/retry', 'POST');
+        toast('ok', 'Workflow ', h('code', { text: str(r.id) || id }), ' retried from its failure (retry ' + plainInt(r.generation) + ')');
       },
     },
     retryFailed: {
@@ -909,6 +925,7 @@
           h('h1', null, h('span', { text: str(t.task) || 'unknown task' }), badge(t.state, 'task-detail-state')),
           h('div', { class: 'mono task-id', 'data-testid': 'task-detail-id', text: str(t.id) || id })),
         h('div', { class: 'task-actions' },
+          t.task === WORKFLOW_TASK ? h('a', { class: 'btn', href: '#/workflows/' + enc(str(t.id) || id), 'data-testid': 'workflow-link', title: 'Its steps as a graph, and their states', text: 'workflow graph' }) : null,
           h('button', { class: 'btn', type: 'button', 'data-action': 'cancel', 'data-id': str(t.id) || id, 'data-testid': 'action-cancel', disabled: !acts.cancel, title: acts.cancel ? (t.state === 'running' ? 'Stop this task where it runs' : 'Cancel this task before it runs') : 'Only queued, scheduled or running tasks can be cancelled', text: 'Cancel' }),
           h('button', { class: 'btn primary', type: 'button', 'data-action': 'retry', 'data-id': str(t.id) || id, 'data-testid': 'action-retry', disabled: !acts.retry, title: acts.retry ? 'Queue a new attempt' : 'Only failed, cancelled or expired tasks can be retried', text: 'Retry' })));
 
@@ -983,6 +1000,187 @@
     return { onSnapshot: () => { if (!loading && Date.now() - lastLoad >= 950) load(); }, refresh: load };
   }
 
+  // ---------------------------------------------------------------- view: workflow (graph + steps)
+  /** The task name a workflow's own record carries. */
+  const WORKFLOW_TASK = 'fastworker.workflow';
+  /** The most steps drawn as a graph, and links drawn with them; past them the table still lists every step. */
+  const GRAPH_MAX_NODES = 2000, GRAPH_MAX_EDGES = 6000;
+  /** Node sizes: roomy for small workflows, compact (and wrapped into sub-columns sooner) past 60 steps. */
+  const GRAPH_SIZES = {
+    roomy: { w: 168, h: 34, colGap: 56, subGap: 16, rowGap: 14, rows: 20, pad: 12, font: 12, minScale: 0.5 },
+    compact: { w: 112, h: 20, colGap: 40, subGap: 10, rowGap: 6, rows: 40, pad: 10, font: 10.5, minScale: 0.8 },
+  };
+
+  /**
+   * A layered layout of the steps: a step's layer is 1 + the highest layer of the steps it
+   * waits for (0 for none); layers are columns, left to right. In a layer, steps are ordered
+   * by the mean height of their parents, then by index, so fan-outs and fan-ins stay straight;
+   * a layer taller than `size.rows` wraps into sub-columns side by side. Deterministic: the
+   * same steps give the same picture. Returns each step's box (by position in `steps`) and
+   * parents, the layers' count, and the picture's size.
+   */
+  function layoutWorkflow(steps, size) {
+    const at = new Map(steps.map((s, i) => [num(s.index) != null ? s.index : i, i]));
+    // A step waits only for steps before it; any other link is ignored, so there is no cycle.
+    const parents = steps.map((s, i) => arr(s.after).map((p) => at.get(p)).filter((p) => p != null && p < i));
+    const layer = [];
+    parents.forEach((ps, i) => { layer[i] = ps.reduce((m, p) => Math.max(m, layer[p] + 1), 0); });
+    const layers = [];
+    layer.forEach((l, i) => (layers[l] = layers[l] || []).push(i));
+    const tallest = Math.min(size.rows, Math.max(0, ...layers.map((m) => m.length)));
+    const pitch = size.h + size.rowGap, mid = [], box = [];
+    let x = size.pad;
+    for (const members of layers) {
+      const key = (i) => (parents[i].length ? parents[i].reduce((a, p) => a + mid[p], 0) / parents[i].length : 0);
+      members.sort((a, b) => key(a) - key(b) || a - b);
+      const rows = Math.min(size.rows, members.length), top = size.pad + (tallest - rows) / 2 * pitch;
+      members.forEach((i, k) => {
+        const sub = Math.floor(k / size.rows), row = k % size.rows;
+        box[i] = { x: x + sub * (size.w + size.subGap), y: top + row * pitch };
+        mid[i] = box[i].y + size.h / 2;
+      });
+      const subs = Math.ceil(members.length / size.rows);
+      x += subs * size.w + (subs - 1) * size.subGap + size.colGap;
+    }
+    return {
+      box, parents, layers: layers.length,
+      width: Math.max(1, Math.ceil(x - size.colGap + size.pad)),
+      height: Math.ceil(2 * size.pad + tallest * pitch - size.rowGap),
+    };
+  }
+
+  /** The steps as an inline SVG graph: one node per step (coloured by its state, a link to
+   * its task's page once it ran), an arrow from each step it waits for. */
+  function workflowGraph(steps) {
+    if (steps.length > GRAPH_MAX_NODES) {
+      return { el: h('div', { class: 'muted pad-sm', 'data-testid': 'workflow-graph-skipped', text: fmtInt(steps.length) + ' steps: too many to draw; the table below lists them.' }), fit: () => {} };
+    }
+    const size = steps.length > 60 ? GRAPH_SIZES.compact : GRAPH_SIZES.roomy;
+    const L = layoutWorkflow(steps, size);
+    const links = L.parents.reduce((n, ps) => n + ps.length, 0);
+    const root = svg('svg', { class: 'wf-svg' + (size === GRAPH_SIZES.compact ? ' compact' : ''), width: L.width, height: L.height, viewBox: '0 0 ' + L.width + ' ' + L.height, role: 'img', 'aria-label': 'Workflow graph: ' + steps.length + ' steps', 'data-testid': 'workflow-graph' },
+      svg('defs', null, svg('marker', { id: 'wf-arrow', class: 'wf-arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto' },
+        svg('path', { d: 'M0 0L10 5L0 10z' }))));
+    const edges = svg('g', { class: 'wf-edges' });
+    if (links <= GRAPH_MAX_EDGES) {
+      L.parents.forEach((ps, i) => ps.forEach((p) => {
+        const a = L.box[p], b = L.box[i];
+        const x1 = a.x + size.w, y1 = a.y + size.h / 2, x2 = b.x - 1, y2 = b.y + size.h / 2, dx = Math.max(12, (x2 - x1) / 2);
+        edges.append(svg('path', { class: 'wf-edge', 'data-testid': 'workflow-edge', 'data-from': str(steps[p].index), 'data-to': str(steps[i].index), 'marker-end': 'url(#wf-arrow)',
+          d: 'M' + x1 + ' ' + y1 + 'C' + (x1 + dx) + ' ' + y1 + ' ' + (x2 - dx) + ' ' + y2 + ' ' + x2 + ' ' + y2 }));
+      }));
+    }
+    const chars = Math.max(4, Math.floor((size.w - 14) / (size.font * 0.62)));
+    const nodes = svg('g', { class: 'wf-nodes' }, steps.map((s, i) => {
+      const state = str(s.state) || 'unknown', index = str(s.index), task = str(s.task), b = L.box[i];
+      let label = index + ' · ' + (task.split('.').pop() || task);
+      if (label.length > chars) label = label.slice(0, chars - 1) + '…';
+      return svg(s.id ? 'a' : 'g', {
+        class: 'wf-node s-' + (KNOWN.has(state) ? state : 'unknown'), 'data-testid': 'workflow-node', 'data-index': index, 'data-state': state,
+        'data-task-id': s.id ? str(s.id) : null, href: s.id ? '#/tasks/' + enc(str(s.id)) : null, transform: 'translate(' + b.x + ' ' + b.y + ')',
+      },
+      svg('title', { text: 'step ' + index + ': ' + task + ' (' + state + ')' + (s.error ? '\n' + str(s.error) : '') }),
+      svg('rect', { width: size.w, height: size.h, rx: 5 }),
+      svg('text', { x: 8, y: size.h / 2, 'dominant-baseline': 'central', text: label }));
+    }));
+    root.append(edges, nodes);
+    const note = links > GRAPH_MAX_EDGES ? h('div', { class: 'muted small', text: fmtInt(links) + ' links: too many to draw, only the steps are.' }) : null;
+    const box = h('div', { class: 'wf-graph' }, root);
+    // Wider than the page: shrink it to fit, down to a scale still readable; past that, it scrolls.
+    const fit = () => {
+      const room = box.clientWidth - 2, scale = room > 0 ? Math.max(size.minScale, Math.min(1, room / L.width)) : 1;
+      root.setAttribute('width', String(Math.round(L.width * scale)));
+      root.setAttribute('height', String(Math.round(L.height * scale)));
+    };
+    return { el: h('div', null, box, note), fit, layers: L.layers };
+  }
+
+  function WorkflowView(root, route) {
+    const id = route.id;
+    let sig = '', lastLoad = 0, loading = false, state = '', graph = null;
+    const body = h('div', { class: 'task-page wf-page' }, h('div', { class: 'muted pad', text: 'Loading…' }));
+    root.append(h('div', { class: 'crumbs' }, h('a', { href: '#/tasks', text: 'Tasks' }), h('span', { text: '/' }),
+      h('a', { class: 'mono', href: '#/tasks/' + enc(id), text: id }), h('span', { text: '/' }), h('span', { text: 'workflow' })), body);
+    const tbl = table('workflow-steps', [['Step', 'num'], 'Task', 'State', 'Waits for', 'Task id', ['Attempt', 'num'], 'Started', 'Finished', ['Duration', 'num'], 'Error']);
+    const none = () => h('span', { class: 'muted', text: '—' });
+    const at = (t) => (num(t) ? h('span', { class: 'mono', title: fmtFull(t), text: fmtClock(t, true) }) : none());
+
+    function row(s) {
+      const index = str(s.index), started = num(s.started_at), finished = num(s.finished_at);
+      let dur = none();
+      if (started && finished && finished >= started) dur = fmtDuration(finished - started);
+      else if (started && s.state === 'running') dur = h('span', { class: 'muted', title: 'running', text: fmtDuration(serverNow() - started) + '…' });
+      const after = arr(s.after);
+      return h('tr', { 'data-key': index, 'data-step': index, 'data-testid': 'workflow-step' },
+        h('td', { class: 'num', text: index }),
+        h('td', { class: 'task-name', text: str(s.task) || '—' }),
+        h('td', null, badge(s.state, 'workflow-step-state')),
+        h('td', { class: 'mono small' }, after.length ? after.join(', ') : none()),
+        h('td', null, s.id ? h('a', { class: 'mono id', href: '#/tasks/' + enc(str(s.id)), 'data-testid': 'workflow-step-link', title: str(s.id), text: shortId(s.id) }) : none()),
+        h('td', { class: 'num' }, s.id ? plainInt(s.attempt) : none()),
+        h('td', null, at(started)),
+        h('td', null, at(finished)),
+        h('td', { class: 'num' }, dur),
+        h('td', { class: 'wf-error', title: str(s.error) || null, 'data-testid': 'workflow-step-error', text: str(s.error) }));
+    }
+    function render(w) {
+      const acts = obj(w.actions), steps = arr(w.steps).map(obj);
+      const counts = new Map();
+      for (const s of steps) counts.set(str(s.state), (counts.get(str(s.state)) || 0) + 1);
+      const head = h('div', { class: 'task-head' },
+        h('div', { class: 'task-title' },
+          h('h1', null, h('span', { text: 'Workflow' }), badge(w.state, 'workflow-state')),
+          h('div', { class: 'mono task-id', 'data-testid': 'workflow-id', text: str(w.id) || id })),
+        h('div', { class: 'task-actions' },
+          h('button', { class: 'btn', type: 'button', 'data-action': 'cancelWorkflow', 'data-id': str(w.id) || id, 'data-testid': 'workflow-cancel', disabled: !acts.cancel, title: acts.cancel ? 'Start no more steps and cancel those running' : 'Only a running workflow can be cancelled', text: 'Cancel' }),
+          h('button', { class: 'btn primary', type: 'button', 'data-action': 'retryWorkflow', 'data-id': str(w.id) || id, 'data-testid': 'workflow-retry', disabled: !acts.retry, title: acts.retry ? 'Run the steps that did not succeed again' : 'Only a failed or cancelled workflow can be retried', text: 'Retry from failure' })));
+      const field = (label, value) => [h('dt', { text: label }), h('dd', null, value == null || value === '' ? h('span', { class: 'muted', text: '—' }) : value)];
+      const generation = num(w.generation) || 0;
+      const props = h('dl', { class: 'props wf-props' },
+        field('Started', num(w.started_at) ? [h('span', { class: 'mono', title: fmtFull(w.started_at), text: fmtClock(w.started_at, true) }), ' ', ago(w.started_at)] : null),
+        field('Retries', h('span', { 'data-testid': 'workflow-generation', text: generation ? 'retried ' + generation + (generation === 1 ? ' time' : ' times') : 'none' })),
+        field('Steps', h('span', { class: 'chips', 'data-testid': 'workflow-counts' }, [...counts].map(([k, n]) => h('span', { class: 'chip s-' + (KNOWN.has(k) ? k : 'unknown') }, h('b', { text: n }), ' ' + k)))),
+        field('Record', taskLink(str(w.id) || id)));
+      const error = w.error ? h('section', { class: 'card error-card' },
+        h('header', null, h('h2', { text: 'Error' })), h('div', { class: 'err-line', 'data-testid': 'workflow-error', text: str(w.error) })) : null;
+      graph = workflowGraph(steps);
+      const graphCard = h('section', { class: 'card' },
+        h('header', null, h('h2', { text: 'Graph' }), h('span', { class: 'card-meta', text: fmtInt(steps.length) + ' steps' + (graph.layers ? ' in ' + fmtInt(graph.layers) + (graph.layers === 1 ? ' layer' : ' layers') : '') + '; click a step that ran for its task' })),
+        graph.el);
+      patchRows(tbl.tbody, steps.length ? steps.map(row) : [emptyRow(10, 'No steps.')]);
+      const was = body.querySelector('.wf-graph');  // a redraw keeps where the graph was scrolled to
+      const scrolled = was ? [was.scrollLeft, was.scrollTop] : null;
+      body.replaceChildren(...[head, h('section', { class: 'card' }, props), error, graphCard,
+        h('section', { class: 'card flush', 'data-testid': 'workflow-steps' }, tbl.el)].filter(Boolean));
+      graph.fit();
+      const now = body.querySelector('.wf-graph');
+      if (scrolled && now) [now.scrollLeft, now.scrollTop] = scrolled;
+    }
+    async function load() {
+      lastLoad = Date.now(); loading = true;
+      try {
+        const w = await api('workflows/' + enc(id));
+        state = str(w.state);
+        const s = JSON.stringify(w);
+        if (s !== sig) { sig = s; render(w); }
+      } catch (e) {
+        sig = ''; state = e.status === 404 ? 'unknown' : '';
+        body.replaceChildren(e.status === 404
+          ? h('div', { class: 'notice', 'data-testid': 'workflow-missing' }, h('strong', { text: 'Workflow not found. ' }), str(e.detail), ' ', taskLink(id, true), ' ', h('a', { href: '#/tasks?task=' + enc(WORKFLOW_TASK), text: 'All workflows' }))
+          : errorBox('Could not load the workflow:', e));
+      } finally { loading = false; }
+    }
+    const onResize = () => { if (graph) graph.fit(); };
+    window.addEventListener('resize', onResize);
+    load();
+    return {
+      // Live while it runs (or before it could be read); an ended one changes only by an action here, which reloads it.
+      onSnapshot: () => { if (!loading && (state === 'running' || state === '') && Date.now() - lastLoad >= 950) load(); },
+      refresh: load,
+      destroy: () => window.removeEventListener('resize', onResize),
+    };
+  }
+
   // ---------------------------------------------------------------- view: actors
   /** Pretty JSON as coloured spans (textContent only). */
   function jsonView(value) {
@@ -1046,7 +1244,7 @@
     root.append(pageHead('Not found'), h('div', { class: 'notice' }, 'No page at this address. ', h('a', { href: '#/', text: 'Go to the overview' })));
   }
 
-  const VIEWS = { overview: OverviewView, workers: WorkersView, tasks: TasksView, task: TaskView, actors: ActorsView };
+  const VIEWS = { overview: OverviewView, workers: WorkersView, tasks: TasksView, task: TaskView, workflow: WorkflowView, actors: ActorsView };
 
   // ---------------------------------------------------------------- boot
   captureToken();

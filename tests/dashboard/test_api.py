@@ -23,7 +23,7 @@ from examples import tasks
 from fastworker import TaskCancelled, TaskError
 from fastworker.internal import TaskDetail
 from fastworker.journal import JournalStats
-from fastworker.messages import TaskRecord
+from fastworker.messages import StepInfo, TaskRecord, WorkflowState
 from fastworker.stats import (
     DispatcherStats,
     InboxStats,
@@ -31,6 +31,7 @@ from fastworker.stats import (
     ScheduleInfo,
     SchedulerStats,
 )
+from fastworker.workflows import group
 from tests.dashboard import dash_tasks
 from tests.dashboard.harness import (
     PATIENCE,
@@ -39,6 +40,7 @@ from tests.dashboard.harness import (
     open_control,
     open_stand_ins,
 )
+from tests.process.workflow_tasks import fails_once, total
 
 
 def dashboard_of(control: Control) -> Dashboard:
@@ -55,6 +57,9 @@ async def hold_the_only_slot(control: Control, key: str) -> str:
 
 
 ONE_SLOT = {"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}
+#: The tasks of the workflow tests too (``tests.workflow.*``).
+WORKFLOW_TASKS = {
+    "FASTWORKER_TASKS": "examples.tasks,tests.dashboard.dash_tasks,tests.process.workflow_tasks"}
 
 
 class TestViews:
@@ -86,7 +91,7 @@ class TestViews:
             seen = 0
             with trio.fail_after(PATIENCE):
                 async with aclosing(control.events()) as events:
-                    async for snapshot in events:
+                    async for snapshot in events:  # noqa: B007 (the last one is checked)
                         seen += 1
                         if seen == 8:
                             break
@@ -309,6 +314,158 @@ class TestActions:
         assert unknown.status_code == 404 and "no worker 'nobody'" in unknown.json()["detail"]
 
 
+class TestWorkflows:
+    async def test_a_finished_workflows_page_shows_every_step(self) -> None:
+        """GET /api/workflows/{id}: a fan-in that succeeded, each step with
+        the steps it waited for, its task id, attempt and times."""
+        async with open_control(environ=WORKFLOW_TASKS) as control:
+            flow = await control.client.start(group(tasks.add.s(n, n) for n in range(3))
+                                              | total.s())
+            assert await control.client.result(flow, timeout=PATIENCE) == 6
+            page = await control.get(f"/api/workflows/{flow}")
+            record = await control.get(f"/api/tasks/{flow}")
+        assert (page["id"], page["state"], page["generation"], page["error"]) == (
+            flow, "succeeded", 0, None)
+        assert page["started_at"] > 0
+        assert page["actions"] == {"cancel": False, "retry": False}
+        assert [(s["index"], s["task"], s["after"], s["state"], s["id"], s["attempt"], s["error"])
+                for s in page["steps"]] == [
+            (0, "examples.tasks.add", [], "succeeded", f"{flow}.0", 1, None),
+            (1, "examples.tasks.add", [], "succeeded", f"{flow}.1", 1, None),
+            (2, "examples.tasks.add", [], "succeeded", f"{flow}.2", 1, None),
+            (3, "tests.workflow.total", [0, 1, 2], "succeeded", f"{flow}.3", 1, None)]
+        for step in page["steps"]:
+            assert page["started_at"] <= step["started_at"] <= step["finished_at"]
+        assert record["task"] == "fastworker.workflow"  # the page the task page links to
+
+    async def test_a_failed_workflows_page_names_the_failed_step(self) -> None:
+        """A step that failed fails the workflow: its error names the step,
+        what followed is skipped (no task id), and it can be retried."""
+        async with open_control(environ=WORKFLOW_TASKS) as control:
+            flow = await control.client.start(
+                tasks.add.s(1, 1) | tasks.fail.si("disk full") | tasks.add.s(1))
+            await control.settle(flow)
+            page = await control.get(f"/api/workflows/{flow}")
+        assert (page["state"], page["generation"]) == ("failed", 0)
+        assert page["error"] == "step 1 (examples.tasks.fail) failed: ValueError: disk full"
+        assert page["actions"] == {"cancel": False, "retry": True}
+        assert [(s["state"], s["id"], s["after"]) for s in page["steps"]] == [
+            ("succeeded", f"{flow}.0", []), ("failed", f"{flow}.1", [0]), ("skipped", None, [1])]
+        failed, skipped = page["steps"][1:]
+        assert failed["error"] == "ValueError: disk full"
+        assert (skipped["attempt"], skipped["started_at"], skipped["finished_at"],
+                skipped["error"]) == (0, None, None, None)
+
+    async def test_an_unknown_workflow_is_a_404_json_error(self) -> None:
+        """An id no workflow has (a plain task's too) is a 404 for the page
+        and both actions, saying what is kept."""
+        async with open_control(environ=WORKFLOW_TASKS) as control:
+            plain = await control.client.delay(tasks.add, 1, 1)
+            await control.settle(plain)
+            responses = [
+                await control.http.get("/api/workflows/nope"),
+                await control.http.post("/api/workflows/nope/cancel"),
+                await control.http.post("/api/workflows/nope/retry"),
+                await control.http.get(f"/api/workflows/{plain}"),
+            ]
+        for response in responses:
+            assert response.status_code == 404
+            assert response.json()["status_code"] == 404
+        assert responses[0].json()["detail"] == (
+            "no workflow 'nope' is kept (unknown, not a workflow, or an ended one let go: "
+            "the Workflows actor's max_kept)")
+
+    async def test_cancel_a_running_workflow_then_retry_it(self) -> None:
+        """A running workflow can be cancelled, not retried; cancelled, it
+        can be retried, not cancelled again; retried, it runs the steps
+        that had not succeeded under new ids."""
+        async with open_control(environ=WORKFLOW_TASKS) as control:
+            flow = await control.client.start(
+                dash_tasks.hold.si("wf-cancel") | tasks.add.si(1, 1))
+            await control.until(lambda s: s["overview"]["in_flight"] == 1)
+            running = await control.get(f"/api/workflows/{flow}")
+            early_retry = await control.http.post(f"/api/workflows/{flow}/retry")
+            cancelled = await control.http.post(f"/api/workflows/{flow}/cancel")
+            with pytest.raises(TaskCancelled):
+                await control.client.result(flow, timeout=PATIENCE)
+            again = await control.http.post(f"/api/workflows/{flow}/cancel")
+            stopped = await control.get(f"/api/workflows/{flow}")
+            dash_tasks.gate("wf-cancel").set()
+            retried = await control.http.post(f"/api/workflows/{flow}/retry")
+            assert await control.client.result(flow, timeout=PATIENCE) == 2
+            done = await control.get(f"/api/workflows/{flow}")
+        assert running["state"] == "running"
+        assert running["actions"] == {"cancel": True, "retry": False}
+        assert [s["state"] for s in running["steps"]] == ["running", "waiting"]
+        assert early_retry.status_code == 409
+        assert early_retry.json()["detail"] == (
+            f"the retry of workflow {flow} was refused: workflow {flow} is still running")
+        assert (cancelled.status_code, cancelled.json()) == (
+            200, {"id": flow, "outcome": "cancelled"})
+        assert again.status_code == 409
+        assert again.json()["detail"] == (
+            f"workflow {flow} is cancelled: only a running workflow can be cancelled")
+        assert (stopped["state"], stopped["actions"]) == (
+            "cancelled", {"cancel": False, "retry": True})
+        assert [s["state"] for s in stopped["steps"]] == ["cancelled", "skipped"]
+        assert retried.status_code == 200
+        body = retried.json()
+        assert (body["id"], body["generation"]) == (flow, 1)
+        assert body["state"] in ("running", "succeeded")  # as it was when it answered
+        assert (done["state"], done["generation"], done["actions"]) == (
+            "succeeded", 1, {"cancel": False, "retry": False})
+        assert [(s["id"], s["state"]) for s in done["steps"]] == [
+            (f"{flow}.0.1", "succeeded"), (f"{flow}.1.1", "succeeded")]
+
+    async def test_retry_a_failed_workflow_from_its_failed_step(self, tmp_path: Path) -> None:
+        """The step that succeeded keeps its result and id; the failed one
+        and what follows run again; a succeeded workflow is not retried."""
+        marker = tmp_path / "failed-once"
+        async with open_control(environ=WORKFLOW_TASKS) as control:
+            flow = await control.client.start(
+                tasks.add.s(1, 1) | fails_once.s(str(marker)) | tasks.add.s(10))
+            await control.settle(flow)
+            failed = await control.get(f"/api/workflows/{flow}")
+            retried = await control.http.post(f"/api/workflows/{flow}/retry")
+            assert await control.client.result(flow, timeout=PATIENCE) == 12
+            done = await control.get(f"/api/workflows/{flow}")
+            again = await control.http.post(f"/api/workflows/{flow}/retry")
+            cancel = await control.http.post(f"/api/workflows/{flow}/cancel")
+        assert failed["state"] == "failed" and failed["actions"]["retry"] is True
+        assert failed["steps"][1]["error"] == "RuntimeError: the first run fails"
+        assert retried.status_code == 200 and retried.json()["generation"] == 1
+        assert (done["state"], done["generation"], done["error"]) == ("succeeded", 1, None)
+        assert [(s["id"], s["state"]) for s in done["steps"]] == [
+            (f"{flow}.0", "succeeded"), (f"{flow}.1.1", "succeeded"),
+            (f"{flow}.2.1", "succeeded")]
+        assert again.status_code == 409
+        assert again.json()["detail"] == (
+            f"the retry of workflow {flow} was refused: workflow {flow} succeeded: "
+            "nothing to retry")
+        assert cancel.status_code == 409
+        assert "is succeeded: only a running workflow can be cancelled" in cancel.json()["detail"]
+
+    async def test_without_a_workflows_actor_the_routes_answer_503(self) -> None:
+        async with open_stand_ins({}) as dash:
+            page = await dash.http.get("/api/workflows/w")
+            retry = await dash.http.post("/api/workflows/w/retry")
+        assert page.status_code == retry.status_code == 503
+        assert "no Workflows actor is wired to the dashboard" in page.json()["detail"]
+
+    def test_the_view_shows_what_a_step_has_not_got_as_null(self) -> None:
+        view = views.workflow_view(WorkflowState(
+            id="w", state="running", generation=2, started_at=5.0, steps=(
+                StepInfo(index=0, task="a", id="w.0.2", state="running", attempt=1,
+                         started_at=6.0),
+                StepInfo(index=1, task="b", after=(0,)))))
+        assert (view.error, view.actions.cancel, view.actions.retry) == (None, True, False)
+        first, second = view.steps
+        assert (first.id, first.started_at, first.finished_at, first.error) == (
+            "w.0.2", 6.0, None, None)
+        assert (second.id, second.state, second.after, second.started_at) == (
+            None, "waiting", [0], None)
+
+
 class TestAccess:
     async def test_with_a_token_actions_need_it_and_reads_on_loopback_do_not(self) -> None:
         async with open_control(dashboard={"token": "s3cret"}) as control:
@@ -323,6 +480,18 @@ class TestAccess:
         assert anonymous.status_code == wrong.status_code == 401
         assert "token" in anonymous.json()["detail"]
         assert right.status_code == by_query.status_code == 404  # past the guard
+
+    async def test_with_a_token_workflow_actions_need_it(self) -> None:
+        async with open_control(dashboard={"token": "s3cret"}) as control:
+            read = await control.http.get("/api/workflows/nope")
+            anonymous = [await control.http.post(f"/api/workflows/nope/{action}")
+                         for action in ("cancel", "retry")]
+            right = [await control.http.post(f"/api/workflows/nope/{action}",
+                                              headers={"Authorization": "Bearer s3cret"})
+                     for action in ("cancel", "retry")]
+        assert read.status_code == 404  # reads on loopback are open
+        assert [r.status_code for r in anonymous] == [401, 401]
+        assert [r.status_code for r in right] == [404, 404]  # past the guard
 
     async def test_off_loopback_every_read_needs_the_token(self) -> None:
         async with open_control(dashboard={"token": "s3cret"}) as control:
@@ -420,7 +589,8 @@ class TestJournal:
         families = _families(text.decode())
         assert families["fastworker_journal_healthy"].samples[0].value == 0
         assert families["fastworker_journal_pending_ops"].samples[0].value == 12
-        assert families["fastworker_journal_last_commit_timestamp_seconds"].samples[0].value == 1000.0
+        [last_commit] = families["fastworker_journal_last_commit_timestamp_seconds"].samples
+        assert last_commit.value == 1000.0
 
     def test_a_journal_that_is_off_shows_as_off(self) -> None:
         """The Journal actor of a node whose journal is off has no detail."""
@@ -527,7 +697,8 @@ class TestEndpoints:
             response = await control.http.get("/metrics")
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         families = {f.name: f for f in text_string_to_metric_families(response.text)}
-        finished = {s.labels["state"]: s.value for s in families["fastworker_tasks_finished"].samples
+        finished = {s.labels["state"]: s.value
+                    for s in families["fastworker_tasks_finished"].samples
                     if s.name.endswith("_total")}
         assert finished == {"succeeded": 1.0, "failed": 0.0, "cancelled": 0.0}
         runs = {(s.labels["task"], s.labels["state"]): s.value
@@ -562,7 +733,8 @@ class TestEndpoints:
             "/api/overview", "/api/workers", "/api/actors", "/api/tasks",
             "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel", "/api/tasks/{task_id}/retry",
             "/api/workers/{worker}/drain", "/api/workers/{worker}/resume", "/api/events",
-            "/api/schedules", "/metrics"}
+            "/api/schedules", "/metrics", "/api/workflows/{workflow_id}",
+            "/api/workflows/{workflow_id}/cancel", "/api/workflows/{workflow_id}/retry"}
 
     async def test_the_page_and_its_assets_are_served_locally(self) -> None:
         async with open_control() as control:

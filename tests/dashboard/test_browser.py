@@ -8,6 +8,10 @@ here is of the page updating live, without a reload.
 The slots views are checked against a node of stand-ins whose snapshots
 have known figures (``harness.loaded_workers``), run by trio in a thread of
 this process.
+
+A workflow's page is checked against workflows of known shape: its graph
+has one node per step, coloured as the task list colours that state, and
+an arrow for each step a step waits for.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +34,10 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_play
 
 from actors.pytest_plugin import free_tcp_ports
 from examples import tasks
-from fastworker import SyncClient
+from fastworker import SyncClient, TaskError
+from fastworker.workflows import group
 from tests.dashboard.harness import PATIENCE, loaded_workers, open_stand_ins
+from tests.process.workflow_tasks import fails_once, total
 
 CHROMIUM = os.environ.get("FASTWORKER_CHROMIUM", "/usr/bin/chromium")
 #: The flags that keep Chromium quiet on a machine with a closed network.
@@ -53,19 +60,19 @@ def launch(playwright: object, user_data: str) -> BrowserContext:
     return context  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def control_plane() -> Iterator[tuple[str, str]]:
-    """``fastworker run config/control.toml`` with one executor slot (so that
-    a second task stays queued), its dashboard on a port of its choosing
-    (port 0: the URL is read from its log); yields (dashboard url, task
-    address). Killed at the end, whatever happened."""
+@contextmanager
+def run_control_plane(environ: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """``fastworker run config/control.toml`` with ``environ``, its dashboard
+    on a port of its choosing (port 0: the URL is read from its log);
+    yields (dashboard url, task address). Killed at the end, whatever
+    happened."""
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("FASTWORKER_") or key == "FASTWORKER_JOURNAL"}
     env.update({
         "FASTWORKER_ADDRESS": address, "FASTWORKER_DASHBOARD": "127.0.0.1:0",
-        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0",
-        "FASTWORKER_TASKS": "examples.tasks", "PYTHONUNBUFFERED": "1",
+        "FASTWORKER_DISCOVERY_PORT": "0", "FASTWORKER_TASKS": "examples.tasks",
+        "PYTHONUNBUFFERED": "1", **environ,
     })
     process = subprocess.Popen(
         [sys.executable, "-m", "fastworker", "run", "config/control.toml"],
@@ -89,6 +96,22 @@ def control_plane() -> Iterator[tuple[str, str]]:
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def control_plane() -> Iterator[tuple[str, str]]:
+    """A control plane with one executor slot (so that a second task stays
+    queued); yields (dashboard url, task address)."""
+    with run_control_plane({"FASTWORKER_CONCURRENCY": "1", "FASTWORKER_PREFETCH": "0"}) as found:
+        yield found
+
+
+@pytest.fixture
+def workflow_plane() -> Iterator[tuple[str, str]]:
+    """A control plane that runs the workflow tests' tasks too."""
+    with run_control_plane(
+            {"FASTWORKER_TASKS": "examples.tasks,tests.process.workflow_tasks"}) as found:
+        yield found
 
 
 def test_the_dashboard_follows_tasks_live_and_cancels_a_queued_one(
@@ -248,4 +271,121 @@ def test_workers_show_running_prefetched_and_free_per_kind_of_slot(stand_ins: st
         expect(page.get_by_test_id("fleet-kind-async")).to_have_text("323 free / 324")
         expect(page.get_by_test_id("fleet-kind-thread")).to_have_text("1 free / 20")
         expect(page.get_by_test_id("fleet-kind-process")).to_have_text("14 free / 16")
+        browser.close()
+
+
+#: Each workflow node's index, state, class and rect's stroke colour; each
+#: state's badge dot colour in the steps table; and the colours by name.
+_GRAPH_COLOURS = """() => {
+  const resolve = (value) => {
+    const probe = document.createElement('div');
+    probe.style.color = value;
+    document.body.append(probe);
+    const colour = getComputedStyle(probe).color;
+    probe.remove();
+    return colour;
+  };
+  const badges = {};
+  for (const b of document.querySelectorAll('[data-testid="workflow-step-state"]')) {
+    badges[b.textContent] = getComputedStyle(b, '::before').backgroundColor;
+  }
+  return {
+    nodes: [...document.querySelectorAll('[data-testid="workflow-node"]')].map((n) => ({
+      index: n.dataset.index, state: n.dataset.state, cls: n.getAttribute('class'),
+      label: n.querySelector('text').textContent,
+      stroke: getComputedStyle(n.querySelector('rect')).stroke})),
+    badges, green: resolve('var(--green)'), red: resolve('var(--red)'),
+  };
+}"""
+
+
+def test_a_workflows_page_draws_its_graph_and_retries_it_from_its_failure(
+    workflow_plane: tuple[str, str], tmp_path: Path,
+) -> None:
+    """From the workflow's task page to its graph: one node per step in its
+    state's colour, an arrow per "waits for"; a failed workflow is retried
+    from its failure with a click, and the page follows it to its end."""
+    url, address = workflow_plane
+    marker = tmp_path / "failed-once"
+    with tempfile.TemporaryDirectory() as user_data, sync_playwright() as playwright, \
+            SyncClient(address) as client:
+        # 0 fans out to 1, 2 (fails its first run) and 3, which fan in to 4.
+        flow = client.start(tasks.add.s(1, 1) | group(
+            tasks.add.s(1), fails_once.s(str(marker)), tasks.add.s(3)) | total.s())
+        with pytest.raises(TaskError, match="step 2 .* failed: RuntimeError"):
+            client.result(flow, timeout=15)
+        browser = launch(playwright, user_data)
+        page: Page = browser.new_page()
+        page.set_default_timeout(PATIENCE_MS)
+        page.goto(f"{url}/#/tasks/{flow}")
+        page.get_by_test_id("workflow-link").click()
+        expect(page.get_by_test_id("workflow-state")).to_have_text("failed")
+        expect(page.get_by_test_id("workflow-error")).to_have_text(
+            "step 2 (tests.workflow.fails_once) failed: RuntimeError: the first run fails")
+        expect(page.get_by_test_id("workflow-generation")).to_have_text("none")
+        expect(page.get_by_test_id("workflow-cancel")).to_be_disabled()
+        expect(page.get_by_test_id("workflow-retry")).to_be_enabled()
+        expect(page.get_by_test_id("workflow-node")).to_have_count(5)
+        expect(page.get_by_test_id("workflow-step")).to_have_count(5)
+
+        drawn = page.evaluate(_GRAPH_COLOURS)
+        states = ["succeeded", "succeeded", "failed", "succeeded", "skipped"]
+        assert [(n["index"], n["state"]) for n in drawn["nodes"]] == [
+            (str(i), state) for i, state in enumerate(states)]
+        assert all(f"s-{n['state']}" in n["cls"].split() for n in drawn["nodes"])
+        assert [n["label"] for n in drawn["nodes"]] == [
+            "0 · add", "1 · add", "2 · fails_once", "3 · add", "4 · total"]
+        # The colours of the task list's badges: green succeeded, red failed.
+        strokes = {n["state"]: n["stroke"] for n in drawn["nodes"]}
+        assert strokes == {state: drawn["badges"][state] for state in set(states)}
+        assert (strokes["succeeded"], strokes["failed"]) == (drawn["green"], drawn["red"])
+        edges = page.get_by_test_id("workflow-edge").evaluate_all(
+            "edges => edges.map((e) => [e.dataset.from, e.dataset.to])")
+        assert sorted(map(tuple, edges)) == [
+            ("0", "1"), ("0", "2"), ("0", "3"), ("1", "4"), ("2", "4"), ("3", "4")]
+        skipped = page.locator('[data-testid="workflow-step"][data-step="4"]')
+        expect(skipped.get_by_test_id("workflow-step-link")).to_have_count(0)  # it never ran
+
+        # Retry from the failure: the failed step and the one after it run again.
+        page.get_by_test_id("workflow-retry").click()
+        expect(page.get_by_test_id("confirm-dialog")).to_contain_text("Retry this workflow")
+        page.get_by_test_id("confirm-yes").click()
+        expect(page.get_by_test_id("action-result")).to_contain_text("retried from its failure")
+        expect(page.get_by_test_id("workflow-state")).to_have_text("succeeded")
+        expect(page.get_by_test_id("workflow-generation")).to_have_text("retried 1 time")
+        expect(page.get_by_test_id("workflow-error")).to_have_count(0)
+        expect(page.get_by_test_id("workflow-retry")).to_be_disabled()
+        expect(page.locator('[data-testid="workflow-node"].s-succeeded')).to_have_count(5)
+        assert client.result(flow, timeout=15) == 3 + 2 + 5
+
+        # A node is a link to its step's task page: the step's latest run.
+        page.locator('[data-testid="workflow-node"][data-index="2"]').click()
+        expect(page.get_by_test_id("task-detail-id")).to_have_text(f"{flow}.2.1")
+        expect(page.get_by_test_id("task-detail-state")).to_have_text("succeeded")
+        browser.close()
+
+
+def test_a_workflow_of_hundreds_of_steps_is_drawn_compact(
+    workflow_plane: tuple[str, str],
+) -> None:
+    """A fan-in of 300 steps still draws every node and arrow, smaller
+    (compact), the layer of 300 wrapped into columns side by side."""
+    url, address = workflow_plane
+    with tempfile.TemporaryDirectory() as user_data, sync_playwright() as playwright, \
+            SyncClient(address) as client:
+        flow = client.start(group(tasks.add.s(n, 0) for n in range(300)) | total.s())
+        assert client.result(flow, timeout=30) == sum(range(300))
+        browser = launch(playwright, user_data)
+        page: Page = browser.new_page()
+        page.set_default_timeout(PATIENCE_MS)
+        page.goto(f"{url}/#/workflows/{flow}")
+        expect(page.get_by_test_id("workflow-state")).to_have_text("succeeded")
+        expect(page.get_by_test_id("workflow-graph")).to_have_class(re.compile(r"\bcompact\b"))
+        expect(page.locator('[data-testid="workflow-node"].s-succeeded')).to_have_count(301)
+        expect(page.get_by_test_id("workflow-edge")).to_have_count(300)
+        expect(page.get_by_test_id("workflow-step")).to_have_count(301)
+        # The fan-in is drawn to the right of every step it waits for.
+        boxes = page.get_by_test_id("workflow-node").evaluate_all(
+            "nodes => nodes.map((n) => n.getBBox().x + n.transform.baseVal[0].matrix.e)")
+        assert boxes[300] > max(boxes[:300])
         browser.close()
