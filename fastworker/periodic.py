@@ -1,5 +1,7 @@
 """The Scheduler: submits the runs of periodic tasks (``@task(cron=...)``,
-``@task(every=...)``) to the inbox, like any submission.
+``@task(every=...)``) to the inbox, like any submission, and starts those
+of periodic workflows (``fastworker.workflows.periodic``) with the
+Workflows actor (its optional ``workflows`` ref).
 
 It runs only in the control plane, so subworkers never double a run. One
 timer sleeps on trio's clock until the earliest next run (never longer than
@@ -116,7 +118,7 @@ class Scheduler(Actor[Any]):
 
     Options = SchedulerOptions
     refs_required = ("inbox", "results")
-    refs_optional = ("journal",)
+    refs_optional = ("journal", "workflows")
 
     def __init__(
         self,
@@ -315,34 +317,50 @@ class Scheduler(Actor[Any]):
                     self.name, schedule.name, schedule.last_id, state)
                 return
         task = schedule.task
-        submit = build_submit(task, id=new_task_id())
+        run_id = new_task_id()
+        peer = "the inbox" if task.workflow is None else "the workflows actor"
+        if task.workflow is not None and "workflows" not in self.refs:
+            self._failed(schedule, "no Workflows actor is wired to the scheduler (its "
+                         "workflows ref) to start this periodic workflow")
+            return
         try:
-            [answer] = await self.refs["inbox"].call(
-                Requests(messages=(submit,), peer="scheduler"),
-                timeout=self.options.call_timeout)
+            answer = await self._start(task, run_id)
         except CallTimeout:
-            # The inbox may still take it: the next run checks on this id.
-            schedule.last_id = submit.id
+            # It may still be taken: the next run checks on this id.
+            schedule.last_id = run_id
             await self._journal_run(schedule)
-            self._failed(schedule, f"the inbox did not answer within "
+            self._failed(schedule, f"{peer} did not answer within "
                          f"{self.options.call_timeout:g} s")
             return
         except (ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            self._failed(schedule, f"the inbox failed: {type(error).__name__}: {error}")
+            self._failed(schedule, f"{peer} failed: {type(error).__name__}: {error}")
             return
         if isinstance(answer, Accepted):
             schedule.runs_total += 1
             schedule.last_run = self._clock()
-            schedule.last_id = submit.id
+            schedule.last_id = run_id
             await self._journal_run(schedule)
-            log.debug("%s: periodic task %s submitted as %s%s", self.name, schedule.name,
-                      submit.id, f" ({late:.3g} s late)" if late >= 1 else "")
+            log.debug("%s: periodic %s %s started as %s%s", self.name,
+                      "task" if task.workflow is None else "workflow", schedule.name,
+                      run_id, f" ({late:.3g} s late)" if late >= 1 else "")
         elif isinstance(answer, Rejected):
             schedule.rejected_total += 1
             self._rejected_log.event("%s: periodic task %s: the run was rejected: %s: %s",
                                      self.name, schedule.name, answer.error, answer.message)
         else:
             self._failed(schedule, f"unexpected answer {type(answer).__name__}")
+
+    async def _start(self, task: Task[Any, Any], run_id: str) -> Any:
+        """Submit a periodic task's run, or start a periodic workflow's
+        (its id the run's); the answer."""
+        timeout = self.options.call_timeout
+        if task.workflow is not None:
+            return await self.refs["workflows"].call(attrs.evolve(task.workflow, id=run_id),
+                                                     timeout=timeout)
+        [answer] = await self.refs["inbox"].call(
+            Requests(messages=(build_submit(task, id=run_id),), peer="scheduler"),
+            timeout=timeout)
+        return answer
 
     async def _journal_run(self, schedule: _Schedule) -> None:
         if self._journal is not None:

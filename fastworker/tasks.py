@@ -29,7 +29,7 @@ import attrs
 from croniter import croniter
 
 from fastworker.errors import TaskTimeout
-from fastworker.messages import ASYNC, PRIORITIES, PROCESS, THREAD, Priority
+from fastworker.messages import ASYNC, PRIORITIES, PROCESS, THREAD, Priority, StartWorkflow
 from fastworker.workflows.canvas import Signature
 
 P = ParamSpec("P")
@@ -100,6 +100,9 @@ class Task(Generic[P, R]):
         every: run it every so many seconds, with no arguments.
         fair_key: called with a submission's arguments, gives its fairness
             key (``None``: none); a call's ``fair_key=`` overrides it.
+        workflow: for a periodic workflow (``fastworker.workflows.periodic``),
+            the workflow each run starts (its id is the run's); ``None``:
+            a task.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Task(Generic[P, R]):
     cron: str | None = None
     every: float | None = None
     fair_key: Callable[..., str | None] | None = None
+    workflow: StartWorkflow | None = None
 
     @property
     def periodic(self) -> bool:

@@ -6,18 +6,9 @@ from __future__ import annotations
 
 from fastworker.client.coalescer import Coalescer
 from fastworker.errors import InvalidSubmission, QueueFull
-from fastworker.messages import (
-    PRIORITIES,
-    Accepted,
-    Rejected,
-    RetryWorkflow,
-    StartWorkflow,
-    WorkflowQuery,
-    WorkflowState,
-    WorkflowStep,
-)
-from fastworker.payload import pack_call
-from fastworker.workflows.canvas import Part, Signature, Workflow, steps
+from fastworker.messages import Accepted, Rejected, RetryWorkflow, WorkflowQuery, WorkflowState
+from fastworker.workflows.canvas import Part, Signature, Workflow
+from fastworker.workflows.starting import start_message
 
 __all__ = ["retry", "start", "state"]
 
@@ -32,28 +23,8 @@ async def start(queries: Coalescer, workflow: Part | Workflow, workflow_id: str,
         InvalidSubmission: the workflow is empty, or refused (too many steps...).
         QueueFull: the control plane runs as many workflows as it takes.
     """
-    try:
-        specs = steps(workflow)
-    except ValueError as error:
-        raise InvalidSubmission(str(error)) from None
-    if on_error is not None and not isinstance(on_error, Signature):
-        raise InvalidSubmission(f"on_error takes a step (task.s(...) or task.si(...)), not "
-                                f"{type(on_error).__name__}")
-    for priority in [spec.priority for spec in specs] + [
-            on_error.priority if on_error is not None else None]:
-        if priority is not None and priority not in PRIORITIES:
-            raise InvalidSubmission(f"unknown priority {priority!r}; expected one of "
-                                    f"{', '.join(PRIORITIES)}")
-    handler = None
-    if on_error is not None:
-        handler = WorkflowStep(
-            task=on_error.task, payload=pack_call(on_error.args, on_error.kwargs),
-            input="none" if on_error.immutable else "one",
-            priority=PRIORITIES.index(on_error.priority or "normal"), timeout=on_error.timeout)
-    message = StartWorkflow(id=workflow_id, steps=tuple(
-        WorkflowStep(task=spec.task, payload=spec.payload, after=spec.after, input=spec.input,
-                     priority=PRIORITIES.index(spec.priority or "normal"), timeout=spec.timeout)
-        for spec in specs), time_limit=time_limit, keep_going=keep_going, on_error=handler)
+    message = start_message(workflow, workflow_id, time_limit=time_limit,
+                            keep_going=keep_going, on_error=on_error)
     return _accepted(await queries.ask(message))
 
 

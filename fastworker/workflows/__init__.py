@@ -11,6 +11,7 @@ from fastworker.workflows.canvas import chain as chain
 from fastworker.workflows.canvas import chord as chord
 from fastworker.workflows.canvas import group as group
 from fastworker.workflows.canvas import steps as steps
+from fastworker.workflows.starting import periodic as periodic
 
 __all__ = ["Chain", "Group", "Signature", "StepRef", "StepSpec", "Workflow", "chain", "chord",
-           "group", "steps"]
+           "group", "periodic", "steps"]

@@ -94,7 +94,8 @@ async def test_a_bad_workflow_is_refused_and_the_control_plane_runs_on(
         workflow_env: dict[str, str]) -> None:
     async with control_plane(workflow_env):
         async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
-            with pytest.raises(InvalidSubmission, match="step 1: timeout 0.0 is not a number of seconds > 0"):
+            with pytest.raises(InvalidSubmission,
+                               match="step 1: timeout 0.0 is not a number of seconds > 0"):
                 await client.start(add.s(1, 1) | add.s(2).set(timeout=0))
             with pytest.raises(InvalidSubmission, match="ends in one step"):
                 await client.start(group(add.s(1, 1), add.s(2, 2)))
@@ -203,3 +204,22 @@ async def test_a_map_runs_a_step_per_item_of_a_list_known_only_when_it_runs(
                 await client.result(broken, timeout=30)
             with pytest.raises(InvalidSubmission, match="follows one step"):
                 await client.start(group(add.s(1, 1), add.s(2, 2)) | add.map())
+
+
+async def test_a_periodic_workflow_is_started_by_the_scheduler(
+        workflow_env: dict[str, str]) -> None:
+    """``periodic(name, workflow, every=...)`` starts the workflow on its
+    schedule, each run a workflow of its own id; runs do not overlap."""
+    environ = {**workflow_env, "FASTWORKER_TASKS": workflow_env["FASTWORKER_TASKS"]
+               + ",tests.process.periodic_workflow_tasks"}
+    async with control_plane(environ):
+        async with Client(environ["FASTWORKER_ADDRESS"]) as client:
+            with trio.fail_after(30):
+                while len(done := (await client.list_tasks(
+                        task="fastworker.workflow", state="succeeded")).records) < 2:
+                    await trio.sleep(0.05)  # a condition, polled: the scheduler runs it
+            for record in done:
+                assert await client.result(record.id, timeout=5) == 6
+                assert len((await client.workflow(record.id)).steps) == 3
+            with pytest.raises(TaskError, match="is a periodic workflow"):
+                await client.submit("tests.workflow.every_moment")
