@@ -23,6 +23,7 @@ __all__ = [
     "GetTask",
     "JournalWrite",
     "KnownTasks",
+    "UnknownTasks",
     "PurgeQueued",
     "Recover",
     "RecoveredDispatched",
@@ -114,6 +115,15 @@ class KnownTasks:
 
     names: frozenset[str]
     at_most_once: frozenset[str] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class UnknownTasks:
+    """Workflows -> PriorityInbox (``Ref.call``): which of ``names`` it
+    would refuse as unknown; answered with a tuple of the UnknownTask
+    messages, one per unknown name (empty: all known, or names not checked)."""
+
+    names: tuple[str, ...]
 
 
 # -- inbox -> dispatcher -------------------------------------------------------

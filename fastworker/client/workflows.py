@@ -5,8 +5,9 @@ Workflows actor in one message, answered once it is running; and
 from __future__ import annotations
 
 from fastworker.client.coalescer import Coalescer
-from fastworker.errors import InvalidSubmission, QueueFull
-from fastworker.messages import Accepted, Rejected, RetryWorkflow, WorkflowQuery, WorkflowState
+from fastworker.client.outcome import accepted_id
+from fastworker.errors import InvalidSubmission
+from fastworker.messages import Rejected, RetryWorkflow, WorkflowQuery, WorkflowState
 from fastworker.workflows.canvas import Part, Signature, Workflow
 from fastworker.workflows.starting import start_message
 
@@ -48,9 +49,4 @@ async def state(queries: Coalescer, workflow_id: str) -> WorkflowState:
 
 
 def _accepted(answer: object) -> str:
-    if isinstance(answer, Rejected):
-        if answer.error == "QueueFull":
-            raise QueueFull(answer.message)
-        raise InvalidSubmission(answer.message)
-    assert isinstance(answer, Accepted)
-    return answer.id
+    return accepted_id(answer)  # UnknownTask, QueueFull, JournalUnavailable, InvalidSubmission

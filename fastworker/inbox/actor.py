@@ -32,7 +32,7 @@ from fastworker.inbox.held import Held
 from fastworker.inbox.journal import InboxJournal
 from fastworker.inbox.levels import Levels
 from fastworker.inbox.names import TaskNames
-from fastworker.internal import Adopted, KnownTasks, PurgeQueued, Requeue
+from fastworker.internal import Adopted, KnownTasks, PurgeQueued, Requeue, UnknownTasks
 from fastworker.journal.ops import DropTask, PutTask, SetState
 from fastworker.messages import (
     Cancel,
@@ -74,7 +74,8 @@ DEFAULT_PARKED_MAX = 10_000
 #: Seconds an at-most-once job whose dispatch could not be written waits.
 _HOLD_BACK = 1.0
 
-Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted, PurgeQueued]
+Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted, PurgeQueued,
+                          UnknownTasks]
 
 
 @attrs.frozen(kw_only=True)
@@ -228,7 +229,8 @@ class PriorityInbox(Actor[Accepts]):
             self._on_message(message)  # sent, not called: nobody reads the answers
         await self._flush()
 
-    def _on_message(self, message: Accepts) -> Answers | CancelReply | int | None:
+    def _on_message(
+            self, message: Accepts) -> Answers | CancelReply | int | tuple[str, ...] | None:
         match message:
             case Requests():
                 return self._on_requests(message)
@@ -250,6 +252,12 @@ class PriorityInbox(Actor[Accepts]):
                     self._names.advertise(names)
                 if self._journal is not None:
                     self._journal.advertise_once(once)
+            case UnknownTasks(names=names):
+                known = self._names
+                if known is None:
+                    return ()
+                known.ask_again()
+                return tuple(known.unknown(name) for name in names if not known.knows(name))
             case _:
                 # A wiring mistake; crashing would lose the whole queue.
                 kind = type(message).__name__

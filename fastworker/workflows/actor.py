@@ -44,7 +44,7 @@ from actors import Actor, ActorContext, ActorCrashed, CallTimeout, GetStats, Ref
 from actors.requests import Requests
 from fastworker.cancel import cancel_task
 from fastworker.errors import InvalidSubmission
-from fastworker.internal import JournalWrite, Recover
+from fastworker.internal import JournalWrite, Recover, UnknownTasks
 from fastworker.journal.ops import DropWorkflow, PutResult, PutWorkflow
 from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS, check_text
 from fastworker.messages import (
@@ -242,6 +242,13 @@ class Workflows(Actor[Any]):
             return Rejected(id=message.id, error="InvalidSubmission", message=problem)
         if message.id in self.runs:
             return Accepted(id=message.id)  # a resend
+        names = dict.fromkeys(step.task for step in message.steps)
+        if message.on_error is not None:
+            names[message.on_error.task] = None
+        unknown = await self.refs["inbox"].call(UnknownTasks(names=tuple(names)),
+                                                timeout=self.options.call_timeout)
+        if unknown:
+            return Rejected(id=message.id, error="UnknownTask", message="; ".join(unknown))
         if message.id in self._kept:
             return Rejected(id=message.id, error="InvalidSubmission",
                             message=f"{message.id} is an ended workflow's id")

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from examples.tasks import add, fail, nap
-from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError
+from fastworker import Client, InvalidSubmission, TaskCancelled, TaskError, UnknownTask
 from fastworker.client.workflows import start as start_workflow
 from fastworker.workflows import Workflow, group
 from tests.process.harness import control_plane
@@ -223,3 +223,18 @@ async def test_a_periodic_workflow_is_started_by_the_scheduler(
                 assert len((await client.workflow(record.id)).steps) == 3
             with pytest.raises(TaskError, match="is a periodic workflow"):
                 await client.submit("tests.workflow.every_moment")
+
+
+async def test_a_workflow_naming_an_unknown_task_is_refused_before_any_step_runs(
+        workflow_env: dict[str, str], tmp_path: Path) -> None:
+    runs = tmp_path / "runs.log"
+    async with control_plane(workflow_env):
+        async with Client(workflow_env["FASTWORKER_ADDRESS"]) as client:
+            from fastworker.workflows import Signature
+            with pytest.raises(UnknownTask, match="unknown task 'tests.workflow.mrak'; did "
+                                                  "you mean 'tests.workflow.mark'"):
+                await client.start(mark.si("first", str(runs), 1)
+                                   | Signature("tests.workflow.mrak"))
+            with pytest.raises(UnknownTask, match="unknown task 'nope'"):
+                await client.start(add.s(1, 2), on_error=Signature("nope"))
+            assert not runs.exists()  # the first step never ran
