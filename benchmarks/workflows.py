@@ -10,10 +10,16 @@ Figures, each the median of ``--runs`` runs against one control plane
 - **chain:** ``--length`` steps of ``add(x, 1)``, each taking the result of
   the one before, end to end, against the same calls made one after another
   by the client (``submit``, its result into the next);
+- **map:** ``upto(--members) | add.map(1) | total``: the same fan-out and
+  fan-in with the list known only when the first step runs;
 - the difference per step: what the control plane's Workflows actor adds.
 
+``--journal``: with the journal on (a file in a temporary directory), as a
+control plane runs by default: each workflow is written before it is
+accepted, and each step as any task.
+
 Run: ``.venv/bin/python benchmarks/workflows.py [--members 1000] [--length 100]
-[--runs 5]``. Prints figures only; nothing here is a test.
+[--runs 5] [--journal]``. Prints figures only; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +41,7 @@ from benchmarks.throughput import start, stop  # noqa: E402
 from examples.tasks import add  # noqa: E402
 from fastworker import Client  # noqa: E402
 from fastworker.workflows import chain, group  # noqa: E402
-from tests.process.workflow_tasks import total  # noqa: E402
+from tests.process.workflow_tasks import total, upto  # noqa: E402
 
 
 async def one_run(address: str, members: int, length: int) -> tuple[float, ...]:
@@ -60,7 +67,11 @@ async def one_run(address: str, members: int, length: int) -> tuple[float, ...]:
             value = await client.submit(add, value, 1)
         assert value == length
         chain_plain = time.perf_counter() - began
-    return chord, chord_plain, chained, chain_plain
+        began = time.perf_counter()
+        assert await client.run(upto.s(members) | add.map(1) | total.s(),
+                                timeout=600) == sum(i + 1 for i in range(members))
+        mapped = time.perf_counter() - began
+    return chord, chord_plain, chained, chain_plain, mapped
 
 
 def main() -> None:
@@ -68,20 +79,24 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--journal", action="store_true", help="with the journal on")
     args = parser.parse_args()
     address = f"tcp://127.0.0.1:{free_tcp_ports(6)}"
     env = control_env(address)
     env["FASTWORKER_TASKS"] = "examples.tasks,tests.process.workflow_tasks"
-    control = start("config/control.toml", env)
-    try:
-        runs = [anyio.run(one_run, address, args.members, args.length, backend="trio")
-                for _ in range(args.runs)]
-    finally:
-        stop(control)
-    chord, chord_plain, chained, chain_plain = (statistics.median(r[i] for r in runs)
-                                                for i in range(4))
+    with tempfile.TemporaryDirectory() as directory:
+        if args.journal:
+            env["FASTWORKER_JOURNAL"] = str(Path(directory) / "fastworker.journal")
+        control = start("config/control.toml", env)
+        try:
+            runs = [anyio.run(one_run, address, args.members, args.length, backend="trio")
+                    for _ in range(args.runs)]
+        finally:
+            stop(control)
+    chord, chord_plain, chained, chain_plain, mapped = (statistics.median(r[i] for r in runs)
+                                                        for i in range(5))
     steps = args.members + 1
-    print(f"medians of {args.runs} runs:")
+    print(f"medians of {args.runs} runs, journal {'on' if args.journal else 'off'}:")
     print(f"  chord of {args.members:,} members: workflow {chord * 1000:,.0f} ms, by hand "
           f"(map, then the fan-in) {chord_plain * 1000:,.0f} ms; "
           f"{(chord - chord_plain) / steps * 1e6:,.0f} µs more a step")
@@ -89,6 +104,8 @@ def main() -> None:
           f"(submit, result into the next) {chain_plain * 1000:,.0f} ms; "
           f"{(chained - chain_plain) / args.length * 1e6:,.0f} µs a step "
           f"({chained / args.length * 1e6:,.0f} against {chain_plain / args.length * 1e6:,.0f})")
+    print(f"  map over {args.members:,} items: workflow {mapped * 1000:,.0f} ms (the chord "
+          f"above: {chord * 1000:,.0f} ms)")
 
 
 if __name__ == "__main__":
