@@ -28,6 +28,16 @@ def graphs(draw: st.DrawFn) -> list[StepSpec]:
     return specs
 
 
+def assert_called_with_inputs(run: Run, specs: list[StepSpec], index: int) -> None:
+    """Step ``index`` is called with its parents' results (``r<parent>``)
+    as its input says, then its own argument (its index)."""
+    args, _ = unpack_call(run.payload(index))
+    spec = specs[index]
+    parents = [f"r{p}" for p in spec.after]
+    assert args == {"none": (index,), "one": (*parents, index),
+                    "list": (parents, index)}[spec.input]
+
+
 @given(graphs(), st.randoms(use_true_random=False))
 def test_every_step_starts_once_after_its_parents_with_their_results(
         specs: list[StepSpec], rng: random.Random) -> None:
@@ -36,12 +46,7 @@ def test_every_step_starts_once_after_its_parents_with_their_results(
     running: list[int] = []
     while not run.over:
         for index in run.ready():
-            args, _ = unpack_call(run.payload(index))
-            spec = specs[index]
-            parents = [f"r{p}" for p in spec.after]
-            expected = {"none": (index,), "one": (*parents, index),
-                        "list": (parents, index)}[spec.input]
-            assert args == expected
+            assert_called_with_inputs(run, specs, index)
             run.started(index)
             started.append(index)
             running.append(index)
@@ -150,11 +155,7 @@ def test_a_run_restored_from_its_steps_records_starts_each_step_once_in_all(
     again: list[int] = []
     while not after.over:
         for index in after.ready():
-            args, _ = unpack_call(after.payload(index))
-            spec = specs[index]
-            parents = [f"r{p}" for p in spec.after]
-            assert args == {"none": (index,), "one": (*parents, index),
-                            "list": (parents, index)}[spec.input]
+            assert_called_with_inputs(after, specs, index)
             after.started(index)
             again.append(index)
             running.append(index)
