@@ -48,7 +48,9 @@ from actors.errors import CallTimeout
 from actors.frame import load_secret
 from actors.requests import Requests
 from dashboard import schema, views
+from dashboard.errors import ActionError
 from dashboard.views import NodeInfo, Sample, Totals
+from dashboard.workflows import WorkflowActions
 from fastworker import __version__
 from fastworker.admin.retrying import retry_refusal, retry_submit
 from fastworker.cancel import cancel_task
@@ -56,18 +58,13 @@ from fastworker.internal import DrainWorker, GetTask, TaskDetail
 from fastworker.limits import MAX_BULK
 from fastworker.messages import (
     Accepted,
-    CancelReply,
-    CancelWorkflow,
     ListTasks,
     Purge,
     Purged,
     Rejected,
     RetryReport,
     RetryTasks,
-    RetryWorkflow,
     TaskPage,
-    WorkflowQuery,
-    WorkflowState,
 )
 from fastworker.tasks import default_registry
 
@@ -161,15 +158,6 @@ class DashboardStats:
     samples: int
 
 
-class ActionError(Exception):
-    """An action or lookup the API answers with a 4xx: ``status`` and why."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
 class Dashboard(Actor[Any]):
     """Serves the dashboard (see the module docstring)."""
 
@@ -194,6 +182,9 @@ class Dashboard(Actor[Any]):
         self._closing = trio.Event()
         self._server_done = trio.Event()
         self.watchers = 0
+        #: The workflow page and actions (``dashboard.workflows``).
+        self.workflows = WorkflowActions(self.name, functools.partial(
+            self._call, "workflows") if "workflows" in self.refs else None)
 
     # -- the actor -------------------------------------------------------------
 
@@ -391,51 +382,6 @@ class Dashboard(Actor[Any]):
         assert isinstance(answer, Accepted)
         log.info("%s: task %s retried from the dashboard as %s", self.name, id, submit.id)
         return schema.RetryResult(id=submit.id, retry_of=id)
-
-    # -- workflows ------------------------------------------------------------
-
-    async def _ask_workflows(self, message: Any) -> Any:
-        """The Workflows actor's answer (503 if none is wired, or it could
-        not answer)."""
-        if "workflows" not in self.refs:
-            raise ActionError(503, "no Workflows actor is wired to the dashboard (its "
-                              "workflows ref): workflow pages and actions are off")
-        answer = await self._call("workflows", message)
-        if isinstance(answer, Rejected) and answer.error == "Unavailable":
-            raise ActionError(503, f"the workflows actor could not answer ({answer.message}); "
-                              "try again")
-        return answer
-
-    async def _workflow_state(self, id: str) -> WorkflowState:
-        state: WorkflowState = await self._ask_workflows(WorkflowQuery(id=id))
-        if state.state == "unknown":
-            raise ActionError(404, f"no workflow {id!r} is kept (unknown, not a workflow, "
-                              "or an ended one let go: the Workflows actor's max_kept)")
-        return state
-
-    async def workflow(self, id: str) -> schema.WorkflowView:
-        return views.workflow_view(await self._workflow_state(id))
-
-    async def cancel_workflow(self, id: str) -> schema.CancelResult:
-        reply: CancelReply = await self._ask_workflows(CancelWorkflow(id=id))
-        if reply.outcome == "cancelled":
-            log.info("%s: workflow %s cancelled from the dashboard", self.name, id)
-            return schema.CancelResult(id=id, outcome=reply.outcome)
-        state = await self._workflow_state(id)  # 404 if it is not kept either
-        raise ActionError(409, f"workflow {id} is {state.state}: only a running workflow "
-                          "can be cancelled")
-
-    async def retry_workflow(self, id: str) -> schema.WorkflowView:
-        answer = await self._ask_workflows(RetryWorkflow(id=id))
-        if isinstance(answer, Rejected):
-            if answer.error == "QueueFull":
-                raise ActionError(503, f"the retry of workflow {id} was refused: "
-                                  f"{answer.message}")
-            await self._workflow_state(id)  # 404 if it is not kept
-            raise ActionError(409, f"the retry of workflow {id} was refused: {answer.message}")
-        assert isinstance(answer, Accepted)
-        log.info("%s: workflow %s retried from the dashboard", self.name, id)
-        return views.workflow_view(await self._workflow_state(id))
 
     async def _admin(self, message: Any) -> Any:
         """The Admin's answer to a bulk action (400 if it refused it)."""

@@ -40,7 +40,7 @@ from litestar.response.sse import ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
 from dashboard import metrics, schema, views
-from dashboard.actor import ActionError
+from dashboard.errors import ActionError
 
 if TYPE_CHECKING:
     from dashboard.actor import Dashboard
@@ -132,20 +132,20 @@ def create_app(dashboard: Dashboard) -> Litestar:
     async def workflow_page(workflow_id: FromPath[str]) -> schema.WorkflowView:
         """One workflow: its state, error, retries, and each step (task,
         the steps it waits for, state, task id, attempt, times, error)."""
-        return await dashboard.workflow(workflow_id)
+        return await dashboard.workflows.workflow(workflow_id)
 
     @post("/api/workflows/{workflow_id:str}/cancel", guards=[write_guard], status_code=200)
     async def cancel_workflow(workflow_id: FromPath[str]) -> schema.CancelResult:
         """Cancel a running workflow: nothing more starts, its running steps
         are cancelled (409 if it ended, 404 if unknown)."""
-        return await dashboard.cancel_workflow(workflow_id)
+        return await dashboard.workflows.cancel(workflow_id)
 
     @post("/api/workflows/{workflow_id:str}/retry", guards=[write_guard], status_code=200)
     async def retry_workflow(workflow_id: FromPath[str]) -> schema.WorkflowView:
         """Run a failed or cancelled workflow again from where it stopped
         (the steps that succeeded are not run again); answers the workflow
         as it is now (409 if it runs or succeeded, 404 if unknown)."""
-        return await dashboard.retry_workflow(workflow_id)
+        return await dashboard.workflows.retry(workflow_id)
 
     @post("/api/purge", guards=[write_guard], status_code=200)
     async def purge(
