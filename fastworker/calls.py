@@ -56,6 +56,8 @@ def pack_result(result: Any, split: bool = False) -> Called:
         return (pack_parts(result) if split else pack_value(result)), None, False
     except (TypeError, ValueError) as error:
         return None, RemoteError(type=type_name(error), message=str(error)), False
+    except Exception as error:  # a lazy iterable's own code fails as it is read
+        return None, remote_error(error), False
 
 
 def remote_error(error: BaseException) -> RemoteError:

@@ -87,8 +87,12 @@ SESSION = "fastworker.workflows"
 _PEER_ERRORS = (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError)
 #: Batches of records the watch hands over before it waits for them to be acted on.
 _RECORD_BATCHES = 64
+#: Cancels of a stopped run's steps under way at once.
+_CANCELS_AT_ONCE = 64
 #: Seconds the watch waits after the store failed or refused one.
 _WATCH_PAUSE = 0.5
+#: The final states of a step that did not succeed.
+_ENDED_BADLY = frozenset({"failed", "cancelled", "expired"})
 #: The task name a workflow's own record carries.
 WORKFLOW_TASK = "fastworker.workflow"
 #: Retries of one workflow from a failure, at most (its steps' ids grow by
@@ -154,8 +158,9 @@ class Workflows(Actor[Any]):
         self._started_total = self._succeeded_total = self._failed_total = 0
         #: Held while records are acted on: the mailbox and the watch both do.
         self._lock = trio.Lock()
-        #: Bytes of steps' arguments the running workflows hold.
-        self._held_bytes = 0
+        #: Bytes of steps' arguments the running and kept workflows hold,
+        #: and of those the kept ones.
+        self._held_bytes = self._kept_bytes = 0
         #: Steps to add to the watch again (a watch failed), and the store's
         #: epoch the session was opened with.
         self._rewatch: set[str] = set()
@@ -169,8 +174,11 @@ class Workflows(Actor[Any]):
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         #: The journal, when it is on.
         self._journal: Ref[Any] | None = None
-        #: Runs with a time limit, by when it ends (wall clock).
-        self._deadlines: list[tuple[float, str, Run]] = []
+        #: Each run's number (a retried workflow's new run has a new one),
+        #: and the runs with a time limit, by when it ends (wall clock).
+        self._serial = itertools.count(1)
+        self._serials: dict[str, int] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
         self._deadline_added = trio.Event()
 
     async def setup(self, nursery: trio.Nursery) -> str | None:
@@ -221,7 +229,7 @@ class Workflows(Actor[Any]):
             return CancelReply(id=workflow_id, outcome="unknown")
         self._cancelled.add(workflow_id)
         await self._stop(run, run.cancel("cancelled"))
-        if workflow_id in self.runs:  # its running steps' ends are not waited for
+        if self.runs.get(workflow_id) is run:  # its running steps' ends are not waited for
             await self._finish(run)
         return CancelReply(id=workflow_id, outcome="cancelled")
 
@@ -262,12 +270,13 @@ class Workflows(Actor[Any]):
                             message=f"{self.options.max_running} workflows already run "
                             "(max_running)")
         size = _size(message)
-        self._let_go_kept(room=size)
-        if self._held_bytes + size > self.options.max_bytes:
+        running_bytes = self._held_bytes - self._kept_bytes
+        if running_bytes + size > self.options.max_bytes:  # even with none kept
             return Rejected(id=message.id, error="QueueFull",
-                            message=f"the running workflows hold {self._held_bytes} bytes of "
+                            message=f"the running workflows hold {running_bytes} bytes of "
                             f"arguments; {size} more is past max_bytes "
                             f"({self.options.max_bytes})")
+        self._let_go_kept(room=size)
         now = time.time()
         if self._journal is not None:
             # Written before it is accepted: a restart takes it back.
@@ -289,8 +298,9 @@ class Workflows(Actor[Any]):
         run.generation = generation
         self.runs[message.id] = run
         self._starts[message.id] = (message, started_at)
+        self._serials[message.id] = serial = next(self._serial)
         if message.time_limit is not None:
-            heapq.heappush(self._deadlines, (started_at + message.time_limit, message.id, run))
+            heapq.heappush(self._deadlines, (started_at + message.time_limit, serial, message.id))
             self._deadline_added.set()
         self._held_bytes += _size(message)
         self._started_total += 1
@@ -374,27 +384,27 @@ class Workflows(Actor[Any]):
         running = steps = 0
         for put in workflows:
             if put.failed:
+                size = _size(put.start)
+                self._held_bytes += size  # as when it ended here
                 self._keep(_Kept(start=put.start, started_at=put.started_at,
-                                 generation=put.generation, state="failed",
-                                 size=_size(put.start)))
+                                 generation=put.generation, state="failed", size=size))
                 continue
             running += 1
-            steps += await self._resume(put.start, put.started_at, put.generation, retry=False)
+            seen = await self._seen(put.start.id, len(put.start.steps), put.generation)
+            # A step that failed before the retry under way has not run again yet.
+            seen = [None if found is not None and found.state in _ENDED_BADLY
+                    and found.id != step_id(put.start.id, index, put.generation) else found
+                    for index, found in enumerate(seen)]
+            steps += sum(found is not None for found in seen)
+            await self._resume(put.start, put.started_at, put.generation, seen, retry=False)
         kept = sum(put.failed for put in workflows)
         return (f"recovered {running} running workflow{'' if running == 1 else 's'} "
                 f"({steps} steps had run or were running) and {kept} failed kept for a retry")
 
-    async def _resume(self, start: StartWorkflow, started_at: float, generation: int, *,
-                      retry: bool) -> int:
-        """Run ``start`` again from where its steps' records say it stood
-        (``retry``: its steps that failed run again). Returns the steps that
-        had a record."""
-        seen = await self._seen(start.id, len(start.steps), generation - 1 if retry
-                                else generation)
-        if not retry:  # a step that failed before the retry under way has not run again yet
-            seen = [None if found is not None and found.state in ("failed", "cancelled", "expired")
-                    and found.id != step_id(start.id, index, generation) else found
-                    for index, found in enumerate(seen)]
+    async def _resume(self, start: StartWorkflow, started_at: float, generation: int,
+                      seen: list[Seen | None], *, retry: bool) -> None:
+        """Run ``start`` again from where its steps' records (``seen``) say
+        it stood (``retry``: its steps that did not succeed run again)."""
         run = self._begin(start, started_at, generation)
         # Its record is live again (a retry's, or a restart's that found the
         # record of the failure a retry began from).
@@ -402,16 +412,15 @@ class Workflows(Actor[Any]):
             id=start.id, task=WORKFLOW_TASK, priority=2, queued_at=started_at, again=True),)))
         restored = run.restore(seen, retry=retry)
         last = len(start.steps) - 1
-        if run.states[last] == "succeeded" and seen[last] is not None:
-            self._last[run.id] = seen[last].value or b""  # type: ignore[union-attr]
+        if run.states[last] == "succeeded" and (found := seen[last]) is not None:
+            self._last[run.id] = found.value or b""
         for index in restored.running:
             self._steps[run.ids[index]] = (run.id, index, -1)
             self._rewatch.add(run.ids[index])
-        if run.failure is not None:
+        if run.stopped:
             await self._stop(run, restored.cancel)
-        else:
+        else:  # (keep_going: a failed step stopped only what waits for it)
             await self._ended(await self._advance(run))
-        return sum(found is not None for found in seen)
 
     async def _seen(self, workflow_id: str, count: int, generation: int) -> list[Seen | None]:
         """The newest record of each step's runs (generations 0..``generation``)."""
@@ -458,16 +467,24 @@ class Workflows(Actor[Any]):
                             message=f"{self.options.max_running} workflows already run "
                             "(max_running)")
         generation, now = kept.generation + 1, time.time()
+        # Read before anything changes: a store that does not answer leaves
+        # the workflow kept, to be retried again.
+        seen = await self._seen(workflow_id, len(kept.start.steps), kept.generation)
+        # A step still running from before (its cancel not through yet) runs
+        # again too: what it still reports is not waited for.
+        seen = [None if found is not None and found.state not in _ENDED_BADLY | {"succeeded"}
+                else found for found in seen]
         if self._journal is not None:
             await self._journal.call(JournalWrite(ops=(
                 PutWorkflow(kept.start, now, generation),)),
                 timeout=self.options.call_timeout)
         del self._kept[workflow_id]
+        self._kept_bytes -= kept.size
         self._held_bytes -= kept.size
         log.info("%s: workflow %s retried from where it stopped (retry %d)", self.name,
                  workflow_id, generation)
         # Its time limit counts from the retry.
-        await self._resume(kept.start, now, generation, retry=True)
+        await self._resume(kept.start, now, generation, seen, retry=True)
         return Accepted(id=workflow_id)
 
     async def _state(self, workflow_id: str) -> WorkflowState:
@@ -504,56 +521,61 @@ class Workflows(Actor[Any]):
     # -- running --------------------------------------------------------------
 
     async def _advance(self, run: Run) -> tuple[TaskRecord, ...]:
-        """Submit the steps that are ready; finish the run once it is over.
-        Returns the final records the watch of the new steps brought (to
-        act on next: a loop, not a recursion, however long a chain)."""
+        """Submit the steps that are ready, until none is (a ``.map()`` of
+        an empty list lets its children start at once); finish the run once
+        it is over. Returns the final records the watch of the new steps
+        brought (to act on next: a loop, not a recursion, however long a
+        chain), whatever else happens: the watch hands each record out once."""
         records: tuple[TaskRecord, ...] = ()
-        ready = run.ready()
-        for index in [index for index in ready if run.specs[index].input == "each"]:
-            records += await self._expand(run, index)
-            if run.stopped:
-                return ()
-        if ready := [index for index in ready if run.specs[index].input != "each"]:
-            submits: list[Submit] = []
-            for index in ready:
-                spec = run.specs[index]
-                try:
-                    payload = run.payload(index)
-                except ValueError as error:  # its inputs are over the payload limit
-                    await self._step_failed(run, index, f"ValueError: {error}")
-                    return ()
-                try:
-                    submits.append(build_submit(spec.task,
-                                                id=step_id(run.id, index, run.generation),
-                                                payload=payload, priority=spec.priority,
-                                                timeout=spec.timeout))
-                except InvalidSubmission as error:  # _check let nothing such through
-                    await self._step_failed(run, index, f"InvalidSubmission: {error}")
-                    return ()
-            for index, submit in zip(ready, submits, strict=True):
-                run.started(index)
-                self._steps[submit.id] = (run.id, index, -1)
-            try:
-                answers = await self.refs["inbox"].call(
-                    Requests(messages=tuple(submits), peer="workflows"),
-                    timeout=self.options.call_timeout)
-            except _PEER_ERRORS as error:
-                # Whether they were queued is not known: the workflow fails,
-                # and those that were are cancelled.
-                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
-                                                 f"{type(error).__name__}: {error}"))
-                return ()
-            watched = []
-            for index, submit, answer in zip(ready, submits, answers, strict=True):
-                if isinstance(answer, Rejected):
-                    self._steps.pop(submit.id, None)
-                    await self._step_failed(run, index, f"{answer.error}: {answer.message}")
-                else:
-                    watched.append(submit.id)
-            records += await self._watch(tuple(watched), wait=0.0)
-        if run.ended and run.id in self.runs:
+        while not run.stopped and (ready := run.ready()):
+            for index in [index for index in ready if run.specs[index].input == "each"]:
+                records += await self._expand(run, index)
+                if run.stopped:
+                    break
+            if not run.stopped:
+                records += await self._submit(run, [
+                    index for index in ready
+                    if run.specs[index].input != "each" and run.states[index] == "waiting"])
+        if run.ended and self.runs.get(run.id) is run:
             await self._finish(run)
         return records
+
+    async def _submit(self, run: Run, ready: list[int]) -> tuple[TaskRecord, ...]:
+        """Submit the plain steps ``ready``; the final records their watch brought."""
+        submits: list[tuple[int, Submit]] = []
+        for index in ready:
+            spec = run.specs[index]
+            try:
+                submits.append((index, build_submit(
+                    spec.task, id=step_id(run.id, index, run.generation),
+                    payload=run.payload(index), priority=spec.priority, timeout=spec.timeout)))
+            except (ValueError, InvalidSubmission) as error:  # its inputs: over the limit
+                await self._step_failed(run, index, f"{type(error).__name__}: {error}")
+                if run.stopped:
+                    return ()
+        if not submits:
+            return ()
+        for index, submit in submits:
+            run.started(index)
+            self._steps[submit.id] = (run.id, index, -1)
+        try:
+            answers = await self.refs["inbox"].call(
+                Requests(messages=tuple(submit for _, submit in submits), peer="workflows"),
+                timeout=self.options.call_timeout)
+        except _PEER_ERRORS as error:
+            # Whether they were queued is not known: the workflow fails,
+            # and those that were are cancelled.
+            await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
+                                             f"{type(error).__name__}: {error}"))
+            return ()
+        watched = []
+        for (index, submit), answer in zip(submits, answers, strict=True):
+            if isinstance(answer, Rejected):
+                self._steps.pop(submit.id, None)
+                await self._step_failed(run, index, f"{answer.error}: {answer.message}")
+            else:
+                watched.append(submit.id)
+        return await self._watch(tuple(watched), wait=0.0)
 
     async def _expand(self, run: Run, index: int) -> tuple[TaskRecord, ...]:
         """Start a ``.map()`` step: a member per item of its parent's result
@@ -571,9 +593,9 @@ class Workflows(Actor[Any]):
                                     "(max_steps)")
             return ()
         joined = run.started_members(index, len(payloads))
-        if joined is not None:  # an empty list
+        if joined is not None:  # an empty list: its children are ready now
             await self._map_ended(run, index, joined)
-            return await self._advance(run)
+            return ()
         ids = [run.member_id(index, member) for member in range(len(payloads))]
         for member, task_id in enumerate(ids):
             self._steps[task_id] = (run.id, index, member)
@@ -647,10 +669,10 @@ class Workflows(Actor[Any]):
             if self._epoch:
                 self._rewatch.update(self._steps)
             self._epoch = answer.epoch
-        # A watched step the store has no record of (dropped before its end
-        # was seen, or never queued): as a record that says so.
-        dropped = tuple(TaskRecord(id=id, state="unknown") for id in answer.unknown)
-        return answer.records + dropped
+        # A step whose record the store's bounds dropped comes back as an
+        # "unknown" record; one it never heard of (``answer.unknown``: a step
+        # watched again while it is being submitted) stays watched.
+        return answer.records
 
     def _watch_all_again(self) -> None:
         self._rewatch.update(self._steps)
@@ -684,13 +706,21 @@ class Workflows(Actor[Any]):
                                   len(records))
                     self._watch_all_again()
 
+    def _current(self, workflow_id: str, serial: int) -> Run | None:
+        """The run of ``workflow_id`` if it is still the one numbered ``serial``."""
+        return self.runs.get(workflow_id) if self._serials.get(workflow_id) == serial else None
+
     async def _time_limits_forever(self) -> None:
         """Stop each run whose time limit passed (it fails, its running
         steps are cancelled)."""
-        deadlines = self._deadlines
         while True:
-            while deadlines and (deadlines[0][2] is not self.runs.get(deadlines[0][1])):
+            deadlines = self._deadlines
+            while deadlines and self._current(deadlines[0][2], deadlines[0][1]) is None:
                 heapq.heappop(deadlines)  # ended, or a run of it begun again
+            if len(deadlines) > 2 * len(self.runs) + 64:  # ended ones deeper down
+                self._deadlines = deadlines = [
+                    entry for entry in deadlines if self._current(entry[2], entry[1])]
+                heapq.heapify(deadlines)
             self._deadline_added = trio.Event()
             if not deadlines:
                 await self._deadline_added.wait()
@@ -698,11 +728,12 @@ class Workflows(Actor[Any]):
             with trio.move_on_after(max(deadlines[0][0] - time.time(), 0.0)):
                 await self._deadline_added.wait()
                 continue
-            _, workflow_id, run = heapq.heappop(deadlines)
-            if self.runs.get(workflow_id) is not run:
-                continue
-            limit = self._starts[workflow_id][0].time_limit
+            _, serial, workflow_id = heapq.heappop(deadlines)
             async with self._lock:
+                run = self._current(workflow_id, serial)  # (asked again under the lock)
+                if run is None:
+                    continue
+                limit = self._starts[workflow_id][0].time_limit
                 try:
                     await self._stop(run, run.cancel(
                         f"TimeLimitExceeded: the workflow ran past its time limit of "
@@ -769,16 +800,25 @@ class Workflows(Actor[Any]):
                 ids.extend(run.member_id(other, member) for member in run.open_members(other))
             else:
                 ids.append(run.ids[other])
-        for other_id in ids:
-            try:
-                await cancel_task(
-                    other_id,
-                    at_inbox=lambda m: self.refs["inbox"].call(m, timeout=timeout),
-                    at_dispatcher=lambda m: self.refs["dispatcher"].call(m, timeout=timeout))
-            except Exception as error:  # best effort: the workflow ends failed anyway
-                log.warning("%s: could not cancel step %s: %s", self.name, other_id, error)
+        limiter = trio.CapacityLimiter(_CANCELS_AT_ONCE)
+
+        async def cancel(task_id: str) -> None:
+            async with limiter:
+                try:
+                    await cancel_task(
+                        task_id,
+                        at_inbox=lambda m: self.refs["inbox"].call(m, timeout=timeout),
+                        at_dispatcher=lambda m: self.refs["dispatcher"].call(m, timeout=timeout))
+                except Exception as error:  # best effort: the workflow ends failed anyway
+                    log.warning("%s: could not cancel step %s: %s", self.name, task_id, error)
+
+        # Side by side: a map's thousands of members take a few round trips,
+        # and an inbox that does not answer costs one call_timeout, not one each.
+        async with trio.open_nursery() as nursery:
+            for other_id in ids:
+                nursery.start_soon(cancel, other_id)
         # Ended at once: what comes later of its steps is not waited for.
-        if run.ended and run.id in self.runs:
+        if run.ended and self.runs.get(run.id) is run:
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
@@ -787,6 +827,7 @@ class Workflows(Actor[Any]):
         the workflow's end (dropped, or kept failed for a retry) in one
         transaction, before the store hears of it."""
         self.runs.pop(run.id, None)
+        self._serials.pop(run.id, None)
         start, started_at = self._starts.pop(run.id)
         value = self._last.pop(run.id, None)
         for task_id in run.ids:  # what still comes of its steps is ignored
@@ -822,10 +863,6 @@ class Workflows(Actor[Any]):
             log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
         if record.state == "failed" and start.on_error is not None:
             await self._on_error(run, start.on_error, failure)
-        kept = _Kept(start=start, started_at=started_at, generation=run.generation,
-                     state=record.state, size=_size(start),
-                     error=record.error.message if record.error is not None else "")
-        self._keep(kept)
         if self._journal is not None:
             ended = (DropWorkflow(run.id) if record.state == "succeeded"
                      else PutWorkflow(start, started_at, run.generation, failed=True))
@@ -835,6 +872,10 @@ class Workflows(Actor[Any]):
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.warning("%s: the journal is gone; the end of %s not written", self.name,
                             run.id)
+        # Kept after its end is written: letting it go (max_kept) drops its row after.
+        self._keep(_Kept(start=start, started_at=started_at, generation=run.generation,
+                         state=record.state, size=_size(start),
+                         error=record.error.message if record.error is not None else ""))
         await self._tell_store(report)
 
     async def _on_error(self, run: Run, handler: WorkflowStep, failure: Failure | None) -> None:
@@ -863,8 +904,10 @@ class Workflows(Actor[Any]):
                         self.name, run.id, answer.error, answer.message)
 
     def _keep(self, kept: _Kept) -> None:
-        """Keep an ended workflow (its bytes stay held), letting the oldest go."""
+        """Keep an ended workflow (its bytes, held already, stay held),
+        letting the oldest go."""
         self._kept[kept.start.id] = kept
+        self._kept_bytes += kept.size
         self._let_go_kept()
 
     def _let_go_kept(self, room: int = 0) -> None:
@@ -875,6 +918,7 @@ class Workflows(Actor[Any]):
                               or self._held_bytes + room > self.options.max_bytes):
             _, kept = self._kept.popitem(last=False)
             self._held_bytes -= kept.size
+            self._kept_bytes -= kept.size
             if kept.state != "succeeded":
                 gone.append(DropWorkflow(kept.start.id))
         # The running ones' bytes and the kept ones' are counted together.

@@ -15,7 +15,13 @@ from typing import Literal, NamedTuple
 
 import attrs
 
-from fastworker.payload import join_parts, split_parts, split_result, with_inputs
+from fastworker.payload import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    join_parts,
+    split_parts,
+    split_result,
+    with_inputs,
+)
 from fastworker.workflows.canvas import StepSpec
 
 __all__ = ["Failure", "Restored", "Run", "Seen", "StepState", "error_step_id", "step_id"]
@@ -53,6 +59,8 @@ class Restored(NamedTuple):
 
 
 _ENDED_BADLY = frozenset({"failed", "cancelled", "expired"})
+#: Which failure found by ``restore`` names the run's: a step's own first.
+_FAILURE_ORDER = {"failed": 0, "gone": 1, "expired": 2, "cancelled": 3}
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +120,7 @@ class Run:
         #: Per ``.map()`` step running, its members' results (``None``: not yet).
         self.members: dict[int, list[bytes | None]] = {}
         self._members_open: dict[int, int] = {}
+        self._member_bytes: dict[int, int] = {}
         #: Per step, its children that have not started yet (its result is
         #: let go when none is left); and the steps neither ended nor skipped.
         self._unstarted_children = [len(children) for children in self._children]
@@ -190,15 +199,21 @@ class Run:
         if values is None or values[member] is not None:
             return None  # ended already, or a repeated record
         values[member] = value
+        self._member_bytes[index] = held = self._member_bytes.get(index, 0) + len(value)
+        if held > DEFAULT_MAX_PAYLOAD_BYTES:  # their list could never be passed on
+            raise ValueError(f"the results of its members are over {held} bytes, past the "
+                             f"limit of {DEFAULT_MAX_PAYLOAD_BYTES}")
         self._members_open[index] -= 1
         if self._members_open[index]:
             return None
-        del self.members[index], self._members_open[index]
+        del self.members[index], self._members_open[index], self._member_bytes[index]
         return join_parts([v for v in values if v is not None])
 
     def started(self, index: int) -> None:
         """Step ``index`` was submitted; its parents' results are let go
         once no other waiting step takes them."""
+        if self.states[index] != "waiting":
+            return  # started already
         self.states[index] = "started"
         self.ids[index] = step_id(self.id, index, self.generation)
         self._ready.discard(index)
@@ -230,6 +245,7 @@ class Run:
         self._close(index, "failed")
         self.members.pop(index, None)
         self._members_open.pop(index, None)
+        self._member_bytes.pop(index, None)
         failure = Failure(step=index, task=self.specs[index].task, error=error)
         if self.keep_going and not self.stopped:
             if self.failure is None:
@@ -287,16 +303,23 @@ class Run:
         have.
         """
         specs, children = self.specs, self._children
-        failures: list[tuple[int, str]] = []
+        # Whether a step ran (and is not to run again): its record says so,
+        # or a step after it, however far, ran (its record may be gone).
+        ran = [False] * len(specs)
+        for index in range(len(specs) - 1, -1, -1):
+            found = seen[index]
+            ran[index] = ((found is not None and not (retry and found.state in _ENDED_BADLY))
+                          or any(ran[child] for child in children[index]))
+        failures: list[tuple[int, str, str]] = []
         running: list[int] = []
         for index, found in enumerate(seen):
             if found is None:
-                if any(seen[child] is not None for child in children[index]):
+                if ran[index]:  # it ended before its record was let go
                     self.started(index)
-                    if any(seen[child] is None and specs[child].input != "none"
+                    if any(not ran[child] and specs[child].input != "none"
                            for child in children[index]):
-                        failures.append((index, "its result is no longer kept (the store "
-                                                "let its record go)"))
+                        failures.append((index, "gone", "its result is no longer kept (the "
+                                                        "store let its record go)"))
                     else:
                         self.succeeded(index, b"")  # nobody still to start takes it
                 continue
@@ -307,11 +330,14 @@ class Run:
             if found.state == "succeeded":
                 self.succeeded(index, found.value if found.value is not None else b"")
             elif found.state in _ENDED_BADLY:
-                failures.append((index, found.error or found.state))
+                failures.append((index, found.state, found.error or found.state))
             else:
                 running.append(index)
+        # The first failure named is a step that failed, rather than one
+        # cancelled because of it (the end of the run was not written).
+        failures.sort(key=lambda failure: _FAILURE_ORDER.get(failure[1], 0))
         cancel: list[int] = []
-        for index, error in failures:
+        for index, _, error in failures:
             cancel.extend(self.failed(index, error))
         return Restored(running=[index for index in running if self.states[index] == "started"],
                         cancel=cancel)

@@ -147,3 +147,27 @@ def test_results_in_parts_and_marked_calls_are_shown_as_the_worker_reads_them() 
     assert peek_call(split_result(pack_call((5,), {}))) == ("(5,)", "{}")
     assert peek_call(with_inputs(pack_call((), {}), [parts], as_list=False)) == (
         "([1, 'two'],)", "{}")
+
+
+def test_a_generator_that_fails_as_it_is_read_before_a_map_fails_the_step() -> None:
+    """Its error is the task's, never an exception out of the call (which
+    would end a worker thread or the executor)."""
+    import trio
+
+    from fastworker.calls import call_async, call_sync
+    from fastworker.tasks import Task
+
+    def items() -> object:
+        yield 1
+        raise KeyError("gone")
+
+    async def async_items() -> object:
+        return items()
+
+    marked = split_result(pack_call((), {}))
+    for found, run in ((Task(name="t", fn=items), call_sync),
+                       (Task(name="t", fn=async_items), None)):
+        called = run(found, marked) if run else trio.run(call_async, found, marked)
+        value, error, retry = called
+        assert value is None and error is not None and not retry
+        assert (error.type, error.message) == ("KeyError", "'gone'")

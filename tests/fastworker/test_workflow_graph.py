@@ -269,3 +269,20 @@ def test_a_map_step_has_a_member_per_item_and_its_result_is_theirs_in_order() ->
     run.succeeded(1, joined)
     args, _ = unpack_call(run.payload(2))
     assert args == (["A", "B", "C"],)
+
+
+def test_steps_whose_records_are_gone_count_as_run_if_any_step_after_them_ran() -> None:
+    """a -> b -> c with a's and b's records gone and c running: neither
+    runs again. For a retry, a parent whose result is gone and whose only
+    child runs again is run again too (its result is needed)."""
+    a = pack_call((), {})
+    specs = [StepSpec(task="a", payload=a), StepSpec(task="b", payload=a, after=(0,),
+                                                     input="one"),
+             StepSpec(task="c", payload=a, after=(1,), input="one")]
+    run = Run("w", specs)
+    assert run.restore([None, None, Seen("w.2", "running")]) == Restored(running=[2], cancel=[])
+    assert run.ready() == [] and run.states == ["succeeded", "succeeded", "started"]
+    retried = Run("w", specs)
+    retried.generation = 1
+    retried.restore([None, Seen("w.1", "failed", error="E: x"), None], retry=True)
+    assert retried.failure is None and retried.ready() == [0]

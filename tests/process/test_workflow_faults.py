@@ -102,8 +102,9 @@ async def test_a_subworker_killed_during_a_chain_has_its_step_run_again_elsewher
                 async with fastworker_run(SUB, environ) as second:
                     await second.wait_for("offered")
                     assert await client.result(workflow_id, timeout=60) == 30
-                    record = await client.status(f"{workflow_id}.1")
-                    assert record.state == "succeeded" and len(record.workers) == 2
+                    # (The runs file says where it ran: the killed worker's report
+                    # of its start may not have left it.)
+                    assert (await client.status(f"{workflow_id}.1")).state == "succeeded"
                     assert await second.stop() == 0, second.tail
         assert await node.stop() == 0, node.tail
     assert Counter(lines(runs)) == {"s0": 1, "s1": 2, "s2": 1}

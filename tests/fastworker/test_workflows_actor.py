@@ -1,0 +1,231 @@
+"""The Workflows actor against peers played by the test (an inbox that
+accepts, a store whose records and watch the test sets), its methods driven
+directly: the cases a process test cannot time (a record handed out while a
+run stops, a restart with a failure under keep_going, a retry whose store
+does not answer, a stale time limit, byte bounds)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors import ActorContext, CallTimeout
+from actors.requests import Requests
+from fastworker.internal import UnknownTasks
+from fastworker.journal.ops import PutWorkflow
+from fastworker.messages import (
+    Accepted,
+    Cancel,
+    CancelReply,
+    Records,
+    RemoteError,
+    RetryWorkflow,
+    StartWorkflow,
+    StatusQuery,
+    Submit,
+    TaskRecord,
+    Watch,
+    WorkflowStep,
+)
+from fastworker.payload import join_parts, pack_call, pack_value
+from fastworker.workflows.actor import Workflows, WorkflowsOptions
+
+SMALL = pack_call((), {})
+
+
+class Inbox:
+    """Accepts every Submit, and remembers it."""
+
+    def __init__(self) -> None:
+        self.submitted: list[Submit] = []
+        self.cancelled: list[str] = []
+
+    async def call(self, message: Any, timeout: Any = None) -> Any:
+        if isinstance(message, Requests):
+            self.submitted.extend(message.messages)
+            return [Accepted(id=submit.id) for submit in message.messages]
+        if isinstance(message, UnknownTasks):
+            return ()
+        if isinstance(message, Cancel):
+            self.cancelled.append(message.id)
+            return CancelReply(id=message.id, outcome="cancelled")
+        raise AssertionError(message)
+
+    @property
+    def ids(self) -> list[str]:
+        return [submit.id for submit in self.submitted]
+
+
+class Store:
+    """Records by id; a watch hands out what ``ready`` holds, once."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.records: dict[str, TaskRecord] = {}
+        self.ready: list[TaskRecord] = []
+        self.answers = True
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    async def call(self, message: Any, timeout: Any = None) -> Any:
+        if not self.answers:
+            raise CallTimeout("the store is busy")
+        if isinstance(message, StatusQuery):
+            return Records(records=tuple(self.records.get(i, TaskRecord(id=i, state="unknown"))
+                                         for i in message.ids))
+        if isinstance(message, Watch):
+            ready, self.ready = tuple(self.ready), []
+            return Records(records=ready, epoch="e1", unknown=tuple(
+                i for i in message.ids if i not in self.records))
+        raise AssertionError(message)
+
+
+class Dispatcher:
+    async def call(self, message: Any, timeout: Any = None) -> Any:
+        return CancelReply(id=message.id, outcome="cancelled")
+
+
+def workflows(**options: Any) -> tuple[Workflows, Inbox, Store]:
+    inbox, store = Inbox(), Store()
+    context = ActorContext(name="workflows", kind="fastworker.Workflows",
+                           inbox=None,  # type: ignore[arg-type]
+                           refs={"inbox": inbox, "results": store,  # type: ignore[dict-item]
+                                 "dispatcher": Dispatcher()})
+    return Workflows(WorkflowsOptions(**options), context), inbox, store
+
+
+def step(task: str, *after: int, input: str = "none", payload: bytes = SMALL) -> WorkflowStep:
+    return WorkflowStep(task=task, payload=payload, after=after, input=input)
+
+
+def succeeded(task_id: str, value: object = None) -> TaskRecord:
+    return TaskRecord(id=task_id, state="succeeded", value=pack_value(value))
+
+
+def failed(task_id: str) -> TaskRecord:
+    return TaskRecord(id=task_id, state="failed", error=RemoteError(type="E", message="x"))
+
+
+async def test_a_map_over_an_empty_list_lets_what_follows_start_once() -> None:
+    """An empty list maps to an empty list at once; the steps that follow,
+    and the siblings beside it, are each submitted once, and the run ends."""
+    actor, inbox, _ = workflows()
+    await actor._start(StartWorkflow(id="w", steps=(
+        step("p"), step("q"), step("m", 0, input="each"), step("a", 0, input="one"),
+        step("b", 0, 1, input="list"), step("end", 2, 3, 4, input="list"))))
+    await actor._ended((TaskRecord(id="w.0", state="succeeded", value=join_parts([])),))
+    assert sorted(inbox.ids) == ["w.0", "w.1", "w.3"]
+    await actor._ended((succeeded("w.1", 1),))
+    await actor._ended((succeeded("w.3", 3),))
+    await actor._ended((succeeded("w.4", 4),))
+    assert sorted(inbox.ids) == ["w.0", "w.1", "w.3", "w.4", "w.5"]
+    await actor._ended((succeeded("w.5", "done"),))
+    assert "w" not in actor.runs and actor._kept["w"].state == "succeeded"
+
+
+async def test_records_the_watch_brought_are_acted_on_when_a_run_stops_mid_way() -> None:
+    """A watch hands out any workflow's ended steps: a run that stops while
+    starting its steps (a step over the size limit) still passes them on."""
+    actor, _, store = workflows()
+    await actor._start(StartWorkflow(id="other", steps=(step("t"),)))
+    await actor._start(StartWorkflow(id="w", steps=(
+        step("p"), step("m", 0, input="each"),
+        step("n", 0, input="one", payload=pack_call(("x" * 4_500_000,), {})),
+        step("end", 1, 2, input="list"))))
+    store.ready.append(succeeded("other.0", 1))
+    parts = join_parts([pack_value(1), pack_value("z" * 4_000_000)])
+    await actor._ended((TaskRecord(id="w.0", state="succeeded", value=parts),))
+    assert "w" not in actor.runs  # n's inputs are over the limit: failed
+    assert "other" not in actor.runs and actor._kept["other"].state == "succeeded"
+
+
+async def test_keep_going_starts_the_siblings_of_a_step_over_the_size_limit() -> None:
+    actor, inbox, _ = workflows()
+    await actor._start(StartWorkflow(id="w", keep_going=True, steps=(
+        step("p"), step("a", 0, input="one", payload=pack_call(("x" * 4_000_000,), {})),
+        step("b", 0, input="one"), step("end", 1, 2, input="list"))))
+    await actor._ended((succeeded("w.0", "y" * 5_000_000),))
+    assert inbox.ids == ["w.0", "w.2"]
+    await actor._ended((succeeded("w.2", 2),))
+    assert actor._kept["w"].state == "failed" and "step 1 (a)" in actor._kept["w"].error
+
+
+async def test_a_keep_going_run_restored_with_a_failed_step_starts_its_other_branches() -> None:
+    actor, inbox, store = workflows()
+    store.records = {"w.0": failed("w.0"), "w.1": succeeded("w.1", 1)}
+    start = StartWorkflow(id="w", keep_going=True, steps=(
+        step("a"), step("b"), step("c", 1, input="one"), step("end", 0, 2, input="list")))
+    await actor._recover((PutWorkflow(start, time.time()),))
+    assert inbox.ids == ["w.2"]
+    run = actor.runs["w"]
+    assert run.states == ["failed", "succeeded", "started", "skipped"]
+
+
+async def test_a_retry_whose_store_does_not_answer_leaves_the_workflow_kept() -> None:
+    actor, _, store = workflows()
+    await actor._start(StartWorkflow(id="w", steps=(step("a"),)))
+    await actor._ended((failed("w.0"),))
+    store.answers = False
+    answer = await actor._answer_one(RetryWorkflow(id="w"))
+    assert answer.error == "Unavailable"
+    store.answers = True
+    assert "w" in actor._kept and "w" not in actor.runs
+    assert await actor._answer_one(RetryWorkflow(id="w")) == Accepted(id="w")
+
+
+async def test_a_stale_stop_does_not_end_the_run_a_retry_began() -> None:
+    """A time limit checked for a run that failed and was retried since
+    stops nothing: the retried run goes on."""
+    actor, _, _ = workflows()
+    await actor._start(StartWorkflow(id="w", time_limit=60, steps=(step("a"), step("b"))))
+    old, serial = actor.runs["w"], actor._serials["w"]
+    await actor._ended((failed("w.0"),))
+    assert await actor._retry("w") == Accepted(id="w")
+    assert actor._current("w", serial) is None
+    await actor._stop(old, old.cancel("TimeLimitExceeded"))
+    assert actor.runs["w"] is not old and actor.runs["w"].generation == 1
+
+
+async def test_bytes_held_by_kept_workflows_are_counted_and_a_refused_start_keeps_them() -> None:
+    actor, _, _ = workflows(max_bytes=3_000_000)
+    big = pack_call(("x" * 1_000_000,), {})
+    kept = StartWorkflow(id="k", steps=(step("a", payload=big),))
+    await actor._recover((PutWorkflow(kept, time.time(), failed=True),))
+    assert actor._held_bytes == actor._kept_bytes == len(big)
+    await actor._start(StartWorkflow(id="running", steps=(
+        step("a", payload=pack_call(("x" * 1_500_000,), {})),)))
+    refused = await actor._start(StartWorkflow(id="big", steps=(
+        step("a", payload=pack_call(("x" * 2_000_000,), {})),)))
+    assert refused.error == "QueueFull" and "k" in actor._kept  # nothing let go for it
+    fits = await actor._start(StartWorkflow(id="fits", steps=(
+        step("a", payload=pack_call(("x" * 1_200_000,), {})),)))
+    assert fits == Accepted(id="fits") and "k" not in actor._kept  # the kept one made room
+    assert actor._kept_bytes == 0 and actor._held_bytes > 0
+
+
+async def test_a_map_fails_as_soon_as_its_members_results_are_past_the_size_limit() -> None:
+    actor, inbox, _ = workflows()
+    await actor._start(StartWorkflow(id="w", steps=(
+        step("p"), step("m", 0, input="each"), step("end", 1, input="one"))))
+    await actor._ended((TaskRecord(id="w.0", state="succeeded",
+                                   value=join_parts([pack_value(i) for i in range(3)])),))
+    assert inbox.ids == ["w.0", "w.1.m0", "w.1.m1", "w.1.m2"]
+    await actor._ended((succeeded("w.1.m0", "y" * 5_000_000),))
+    assert "w" in actor.runs
+    await actor._ended((succeeded("w.1.m1", "y" * 5_000_000),))
+    assert "w" not in actor.runs and "past the limit" in actor._kept["w"].error
+    assert inbox.cancelled == ["w.1.m2"]
+
+
+async def test_a_step_watched_before_the_store_heard_of_it_is_not_failed() -> None:
+    """A watch that names a step the store has no record of yet leaves it
+    watched; a record the store dropped ("unknown", with why) fails it."""
+    actor, _, store = workflows()
+    await actor._start(StartWorkflow(id="w", steps=(step("a"),)))
+    assert await actor._watch(("w.0",), wait=0.0) == ()
+    assert "w" in actor.runs
+    store.ready.append(TaskRecord(id="w.0", state="unknown", error=RemoteError(
+        type="Dropped", message="the store's max_entries dropped it")))
+    await actor._ended(await actor._watch(("w.0",), wait=0.0))
+    assert "Dropped" in actor._kept["w"].error
