@@ -45,7 +45,7 @@ from fastworker.payload import pack_value, with_inputs
 from fastworker.submission import build_submit
 from fastworker.workflows.graph import Failure, Run, error_step_id, step_id
 
-__all__ = ["ENDED_BADLY", "PEER_ERRORS", "WORKFLOW_TASK", "Kept", "Runner", "WorkflowsOptions",
+__all__ = ["ENDED_BADLY", "Kept", "PEER_ERRORS", "Runner", "WORKFLOW_TASK", "WorkflowsOptions",
            "held_size"]
 
 log = logging.getLogger("fastworker.workflows")
