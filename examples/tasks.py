@@ -26,6 +26,18 @@ async def add(x: float, y: float) -> float:
 
 
 @task
+async def total(numbers: list[float]) -> float:
+    """The sum of a list: a workflow's fan-in (``group(...) | total.s()``)."""
+    return sum(numbers)
+
+
+@task
+async def count(n: int) -> list[int]:
+    """0 .. n-1: a list for a workflow's ``.map()`` to fan out over."""
+    return list(range(n))
+
+
+@task
 def checksum(data: bytes) -> str:
     """A sync task: runs on one of the executor's worker threads."""
     return hashlib.sha256(data).hexdigest()

@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 
 from examples import tasks
 from fastworker import Client, TaskError
+from fastworker.workflows import group
 
 
 async def main() -> None:
@@ -31,6 +32,14 @@ async def main() -> None:
             await client.submit(tasks.fail, "on purpose")
         except TaskError as error:
             print("fail('on purpose') raised", error.remote_type, error.message)
+        # Workflows run by the control plane: a chain, a fan-in, a fan-out
+        # over a list a step returns (docs/workflows.md).
+        print("chain =", await client.run(tasks.add.s(1, 2) | tasks.add.s(10), timeout=10))
+        fan_in = group(tasks.add.s(n, n) for n in range(5)) | tasks.total.s()
+        print("fan-in =", await client.run(fan_in, timeout=10))
+        flow = await client.start(tasks.count.s(4) | tasks.add.map(100) | tasks.total.s())
+        print("map =", await client.result(flow, timeout=10), "- steps:",
+              [(step.task, step.state) for step in (await client.workflow(flow)).steps])
 
 
 if __name__ == "__main__":
