@@ -325,6 +325,8 @@ class Run:
                 continue
             if found.state in _ENDED_BADLY and retry:
                 continue  # it runs again
+            if specs[index].input == "each" and found.state not in _ENDED_BADLY | {"succeeded"}:
+                continue  # a map step's own record ends with its members: it expands again
             self.started(index)
             self.ids[index] = found.id
             if found.state == "succeeded":

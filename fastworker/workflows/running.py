@@ -34,6 +34,7 @@ from fastworker.messages import (
     Records,
     Rejected,
     RemoteError,
+    Running,
     StartWorkflow,
     StatusQuery,
     Submit,
@@ -216,6 +217,9 @@ class Runner(Actor[Any]):
                                     "(max_steps)")
             return ()
         joined = run.started_members(index, len(payloads))
+        # The step's own record: running from now (its end: _map_ended).
+        await self._tell_store(Running(ids=(run.ids[index],), worker=self.name,
+                                       started_at=time.time(), attempts=(1,)))
         if joined is not None:  # an empty list: its children are ready now
             await self._map_ended(run, index, joined)
             return ()

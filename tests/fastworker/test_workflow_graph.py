@@ -286,3 +286,17 @@ def test_steps_whose_records_are_gone_count_as_run_if_any_step_after_them_ran() 
     retried.generation = 1
     retried.restore([None, Seen("w.1", "failed", error="E: x"), None], retry=True)
     assert retried.failure is None and retried.ready() == [0]
+
+
+def test_a_map_step_found_running_expands_again_after_a_restart() -> None:
+    """Its own record is live while its members run: restored, it expands
+    again (its members' records say which ran)."""
+    a = pack_call((), {})
+    specs = [StepSpec(task="a", payload=a),
+             StepSpec(task="m", payload=a, after=(0,), input="each")]
+    from fastworker.payload import join_parts
+    run = Run("w", specs)
+    restored = run.restore([Seen("w.0", "succeeded", join_parts([pack_value(1)])),
+                            Seen("w.1", "running")])
+    assert restored.running == [] and run.ready() == [1]
+    assert len(run.member_payloads(1)) == 1

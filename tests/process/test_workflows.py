@@ -194,6 +194,8 @@ async def test_a_map_runs_a_step_per_item_of_a_list_known_only_when_it_runs(
             assert await client.result(f"{flow}.1.m3", timeout=30) == 13
             state = await client.workflow(flow)
             assert [step.state for step in state.steps] == ["succeeded"] * 3
+            mapped = state.steps[1]
+            assert 0 < mapped.started_at <= mapped.finished_at  # its own record, timed
 
             assert await client.run(upto.s(0) | add.map(1) | total.s(), timeout=30) == 0
             assert await client.run(upto.s(3) | add.map(1), timeout=30) == [1, 2, 3]
