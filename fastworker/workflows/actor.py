@@ -102,6 +102,7 @@ class Workflows(Runner):
         nursery.start_soon(self._watch_forever, send)
         nursery.start_soon(self._act_forever, receive)
         nursery.start_soon(self._time_limits_forever)
+        nursery.start_soon(self._room_forever)
         return said
 
     async def handle(self, message: Any) -> Any:

@@ -57,6 +57,8 @@ SESSION = "fastworker.workflows"
 PEER_ERRORS = (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError)
 #: Cancels of a stopped run's steps under way at once.
 _CANCELS_AT_ONCE = 64
+#: Seconds between tries of the steps the queue had no room for.
+_ROOM_PAUSE = 0.5
 #: Seconds the watch waits after the store failed or refused one.
 _WATCH_PAUSE = 0.5
 #: The final states of a step that did not succeed.
@@ -140,6 +142,10 @@ class Runner(Actor[Any]):
         self._serial = itertools.count(1)
         self._serials: dict[str, int] = {}
         self._deadlines: list[tuple[float, int, str]] = []
+        #: Steps the queue had no room for, by task id: their run's number
+        #: and their Submit, tried again until taken (``_room_forever``).
+        self._parked: dict[str, tuple[int, Submit]] = {}
+        self._room_wanted = trio.Event()
         self._deadline_added = trio.Event()
 
     # -- running --------------------------------------------------------------
@@ -182,24 +188,79 @@ class Runner(Actor[Any]):
         for index, submit in submits:
             run.started(index)
             self._steps[submit.id] = (run.id, index, -1)
-        try:
-            answers = await self.refs["inbox"].call(
-                Requests(messages=tuple(submit for _, submit in submits), peer="workflows"),
-                timeout=self.options.call_timeout)
-        except PEER_ERRORS as error:
-            # Whether they were queued is not known: the workflow fails,
-            # and those that were are cancelled.
-            await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
-                                             f"{type(error).__name__}: {error}"))
-            return ()
-        watched = []
-        for (index, submit), answer in zip(submits, answers, strict=True):
-            if isinstance(answer, Rejected):
-                self._steps.pop(submit.id, None)
-                await self._step_failed(run, index, f"{answer.error}: {answer.message}")
-            else:
-                watched.append(submit.id)
-        return await self._watch(tuple(watched), wait=0.0)
+        accepted = await self._send(run, [submit for _, submit in submits])
+        return () if accepted is None else await self._watch(accepted, wait=0.0)
+
+    async def _send(self, run: Run, submits: list[Submit]) -> tuple[str, ...] | None:
+        """Submit steps (registered in ``_steps``) to the inbox; returns the
+        ids it accepted, or ``None`` if the run stopped. A step refused for
+        want of room (``QueueFull``) waits for it (``_room_forever``); any
+        other refusal fails it."""
+        accepted: list[str] = []
+        for start in range(0, len(submits), MAX_QUERY_IDS):
+            # (A map step that failed meanwhile let its members go.)
+            chunk = tuple(submit for submit in submits[start:start + MAX_QUERY_IDS]
+                          if submit.id in self._steps)
+            if not chunk:
+                continue
+            try:
+                answers = await self.refs["inbox"].call(
+                    Requests(messages=chunk, peer="workflows"),
+                    timeout=self.options.call_timeout)
+            except PEER_ERRORS as error:
+                # Whether they were queued is not known: the workflow fails,
+                # and those that were are cancelled.
+                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
+                                                 f"{type(error).__name__}: {error}"))
+                return None
+            for submit, answer in zip(chunk, answers, strict=True):
+                if not isinstance(answer, Rejected):
+                    accepted.append(submit.id)
+                elif answer.error == "QueueFull":
+                    self._parked[submit.id] = (self._serials[run.id], submit)
+                    self._room_wanted.set()
+                else:
+                    found = self._steps.pop(submit.id, None)
+                    if found is not None:
+                        member = f"item {found[2]}: " if found[2] >= 0 else ""
+                        await self._step_failed(run, found[1],
+                                                f"{member}{answer.error}: {answer.message}")
+                    if run.stopped:
+                        return None
+        return tuple(accepted)
+
+    async def _room_forever(self) -> None:
+        """Submit again, now and then, the steps refused for want of room
+        in the queue, until it takes them (or their run ends)."""
+        while True:
+            await self._room_wanted.wait()
+            await trio.sleep(_ROOM_PAUSE)
+            async with self._lock:
+                self._room_wanted = trio.Event()
+                try:
+                    await self._ended(await self._submit_parked())
+                except Exception:
+                    log.exception("%s: failed to submit steps waiting for room", self.name)
+                if self._parked:
+                    self._room_wanted.set()
+
+    async def _submit_parked(self) -> tuple[TaskRecord, ...]:
+        """One pass over the steps waiting for room; the records their watch brought."""
+        parked, self._parked = self._parked, {}
+        by_run: dict[str, list[Submit]] = {}
+        for task_id, (serial, submit) in parked.items():
+            found = self._steps.get(task_id)
+            if found is not None and self._current(found[0], serial) is not None:
+                by_run.setdefault(found[0], []).append(submit)
+        records: tuple[TaskRecord, ...] = ()
+        for workflow_id, submits in by_run.items():
+            run = self.runs[workflow_id]
+            if run.stopped:
+                continue
+            accepted = await self._send(run, submits)
+            if accepted:
+                records += await self._watch(accepted, wait=0.0)
+        return records
 
     async def _expand(self, run: Run, index: int) -> tuple[TaskRecord, ...]:
         """Start a ``.map()`` step: a member per item of its parent's result
@@ -243,24 +304,11 @@ class Runner(Actor[Any]):
                     await self._step_failed(run, index, f"item {member}: InvalidSubmission: "
                                             f"{error}")
                     return ()
-        for start in range(0, len(submits), MAX_QUERY_IDS):
-            chunk = tuple(submits[start:start + MAX_QUERY_IDS])
-            try:
-                answers = await self.refs["inbox"].call(
-                    Requests(messages=chunk, peer="workflows"),
-                    timeout=self.options.call_timeout)
-            except PEER_ERRORS as error:
-                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
-                                                 f"{type(error).__name__}: {error}"))
-                return ()
-            for submit, answer in zip(chunk, answers, strict=True):
-                if isinstance(answer, Rejected):
-                    await self._step_failed(run, index, f"item {ids.index(submit.id)}: "
-                                            f"{answer.error}: {answer.message}")
-                    return ()
+        if await self._send(run, submits) is None:
+            return ()
         final = tuple(r for r in known.values() if r.state in FINAL_STATES)
-        live = tuple(task_id for task_id in ids if task_id not in known
-                     or known[task_id].state not in FINAL_STATES)
+        live = tuple(task_id for task_id in ids if task_id not in self._parked and (
+            task_id not in known or known[task_id].state not in FINAL_STATES))
         return final + await self._watch(live, wait=0.0)
 
     async def _map_ended(self, run: Run, index: int, value: bytes) -> None:

@@ -18,6 +18,7 @@ from fastworker.messages import (
     Cancel,
     CancelReply,
     Records,
+    Rejected,
     RemoteError,
     RetryWorkflow,
     StartWorkflow,
@@ -229,3 +230,35 @@ async def test_a_step_watched_before_the_store_heard_of_it_is_not_failed() -> No
         type="Dropped", message="the store's max_entries dropped it")))
     await actor._ended(await actor._watch(("w.0",), wait=0.0))
     assert "Dropped" in actor._kept["w"].error
+
+
+async def test_a_step_the_queue_has_no_room_for_waits_for_room() -> None:
+    """QueueFull is not a failure of the workflow: the step (a map's member
+    too) is submitted again until the queue takes it."""
+    actor, inbox, store = workflows()
+    full = {"w.1", "w.2.m1"}
+    accept = inbox.call
+
+    async def call(message: Any, timeout: Any = None) -> Any:
+        if isinstance(message, Requests):
+            inbox.submitted.extend(message.messages)
+            return [Rejected(id=submit.id, error="QueueFull", message="full")
+                    if submit.id in full else Accepted(id=submit.id)
+                    for submit in message.messages]
+        return await accept(message, timeout)
+
+    inbox.call = call  # type: ignore[method-assign]
+    await actor._start(StartWorkflow(id="w", steps=(
+        step("p"), step("q", 0, input="one"), step("m", 0, input="each"),
+        step("end", 1, 2, input="list"))))
+    await actor._ended((TaskRecord(id="w.0", state="succeeded",
+                                   value=join_parts([pack_value(1), pack_value(2)])),))
+    assert set(actor._parked) == {"w.1", "w.2.m1"} and "w" in actor.runs
+    await actor._ended(await actor._submit_parked())
+    assert set(actor._parked) == {"w.1", "w.2.m1"}  # still full
+    full.clear()
+    await actor._ended(await actor._submit_parked())
+    assert actor._parked == {} and inbox.ids.count("w.1") == 3
+    for task_id in ("w.1", "w.2.m0", "w.2.m1"):
+        await actor._ended((succeeded(task_id, 1),))
+    assert "w.3" in inbox.ids

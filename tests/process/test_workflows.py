@@ -240,3 +240,15 @@ async def test_a_workflow_naming_an_unknown_task_is_refused_before_any_step_runs
             with pytest.raises(UnknownTask, match="unknown task 'nope'"):
                 await client.start(add.s(1, 2), on_error=Signature("nope"))
             assert not runs.exists()  # the first step never ran
+
+
+async def test_steps_the_queue_has_no_room_for_wait_for_room(
+        workflow_env: dict[str, str]) -> None:
+    """A queue of 4: a group of 20 steps does not fail for want of room;
+    the steps the queue refused go in as room frees up."""
+    environ = {**workflow_env, "FASTWORKER_QUEUE_CAPACITY": "4",
+               "FASTWORKER_CONCURRENCY": "2", "FASTWORKER_PREFETCH": "1"}
+    async with control_plane(environ):
+        async with Client(environ["FASTWORKER_ADDRESS"]) as client:
+            flow = group(add.s(i, i) for i in range(20)) | total.s()
+            assert await client.run(flow, timeout=60) == sum(2 * i for i in range(20))
