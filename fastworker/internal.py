@@ -120,8 +120,8 @@ class KnownTasks:
 @attrs.frozen(kw_only=True)
 class UnknownTasks:
     """Workflows -> PriorityInbox (``Ref.call``): which of ``names`` it
-    would refuse as unknown; answered with a tuple of the UnknownTask
-    messages, one per unknown name (empty: all known, or names not checked)."""
+    would refuse as unknown; answered with a tuple of (name, the UnknownTask
+    message), one per unknown name (empty: all known, or names not checked)."""
 
     names: tuple[str, ...]
 

@@ -74,6 +74,8 @@ DEFAULT_PARKED_MAX = 10_000
 #: Seconds an at-most-once job whose dispatch could not be written waits.
 _HOLD_BACK = 1.0
 
+#: The answer to ``UnknownTasks``: (name, why) of each unknown name.
+Unknown: TypeAlias = tuple[tuple[str, str], ...]
 Accepts: TypeAlias = Union[Requests, Demand, Cancel, KnownTasks, Requeue, Adopted, PurgeQueued,
                           UnknownTasks]
 
@@ -229,8 +231,7 @@ class PriorityInbox(Actor[Accepts]):
             self._on_message(message)  # sent, not called: nobody reads the answers
         await self._flush()
 
-    def _on_message(
-            self, message: Accepts) -> Answers | CancelReply | int | tuple[str, ...] | None:
+    def _on_message(self, message: Accepts) -> Answers | CancelReply | int | Unknown | None:
         match message:
             case Requests():
                 return self._on_requests(message)
@@ -257,7 +258,8 @@ class PriorityInbox(Actor[Accepts]):
                 if known is None:
                     return ()
                 known.ask_again()
-                return tuple(known.unknown(name) for name in names if not known.knows(name))
+                return tuple((name, known.unknown(name)) for name in names
+                             if not known.knows(name))
             case _:
                 # A wiring mistake; crashing would lose the whole queue.
                 kind = type(message).__name__

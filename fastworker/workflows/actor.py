@@ -107,9 +107,31 @@ class Workflows(Runner):
 
     async def handle(self, message: Any) -> Any:
         async with self._lock:
-            if isinstance(message, Requests):
-                return [await self._answer_one(item) for item in message.messages]
-            return await self._answer_one(message)
+            if not isinstance(message, Requests):
+                return (await self._answer_many([message]))[0]
+            return await self._answer_many(list(message.messages))
+
+    async def _answer_many(self, messages: list[Any]) -> list[Any]:
+        """The answers to a request's messages, in order; each run of
+        ``StartWorkflow`` in it started together (one look-up of their task
+        names, one of their ids, one journal commit)."""
+        answers: list[Any] = []
+        at = 0
+        while at < len(messages):
+            if not isinstance(messages[at], StartWorkflow):
+                answers.append(await self._answer_one(messages[at]))
+                at += 1
+                continue
+            end = at
+            while end < len(messages) and isinstance(messages[end], StartWorkflow):
+                end += 1
+            starts = messages[at:end]
+            try:
+                answers.extend(await self._start_many(starts))
+            except Exception as error:
+                answers.extend(self._failed_to_answer(message, error) for message in starts)
+            at = end
+        return answers
 
     async def _answer_one(self, message: Any) -> Any:
         """The answer to one message; a peer that does not answer, or a
@@ -122,14 +144,22 @@ class Workflows(Runner):
                 return await self._retry(message.id)
             if isinstance(message, WorkflowQuery):
                 return await self._state(message.id)
-            return await self._start(message)
-        except PEER_ERRORS as error:
+            return Rejected(id=str(getattr(message, "id", "")), error="InvalidSubmission",
+                            message=f"the workflows actor takes StartWorkflow, CancelWorkflow, "
+                            f"RetryWorkflow or WorkflowQuery, not {type(message).__name__}")
+        except Exception as error:
+            return self._failed_to_answer(message, error)
+
+    def _failed_to_answer(self, message: Any, error: Exception) -> Rejected:
+        """``Unavailable``: a peer did not answer, or this actor made a
+        mistake (logged): it must not restart the control plane's actors."""
+        if isinstance(error, PEER_ERRORS):
             return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
                             message=f"{type(error).__name__}: {error}")
-        except Exception as error:
-            log.exception("%s: failed to answer %s", self.name, type(message).__name__)
-            return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
-                            message=f"the workflows actor failed: {type(error).__name__}")
+        log.error("%s: failed to answer %s", self.name, type(message).__name__,
+                  exc_info=error)
+        return Rejected(id=str(getattr(message, "id", "")), error="Unavailable",
+                        message=f"the workflows actor failed: {type(error).__name__}")
 
     async def _cancel(self, workflow_id: str) -> CancelReply:
         """Cancel a running workflow: nothing more starts, what runs is
@@ -150,53 +180,83 @@ class Workflows(Runner):
 
     # -- starting -------------------------------------------------------------
 
-    async def _start(self, message: Any) -> Accepted | Rejected:
-        if not isinstance(message, StartWorkflow):
-            return Rejected(id=str(getattr(message, "id", "")), error="InvalidSubmission",
-                            message=f"the workflows actor takes StartWorkflow, not "
-                            f"{type(message).__name__}")
-        problem = self._check(message)
-        if problem is not None:
-            return Rejected(id=message.id, error="InvalidSubmission", message=problem)
-        if message.id in self.runs:
-            return Accepted(id=message.id)  # a resend
-        names = dict.fromkeys(step.task for step in message.steps)
-        if message.on_error is not None:
-            names[message.on_error.task] = None
-        unknown = await self.refs["inbox"].call(UnknownTasks(names=tuple(names)),
-                                                timeout=self.options.call_timeout)
-        if unknown:
-            return Rejected(id=message.id, error="UnknownTask", message="; ".join(unknown))
-        if message.id in self._kept:
+    async def _start_many(self, messages: list[StartWorkflow]) -> list[Accepted | Rejected]:
+        """Start workflows: each checked whole (as a Submit would be, its
+        task names known, its ids unused, room for it), the ones taken
+        written to the journal in one commit before they are accepted, then
+        their first steps submitted."""
+        answers: list[Accepted | Rejected | None] = [None] * len(messages)
+        first: dict[str, int] = {}  # a workflow's first message here (a resend follows it)
+        fresh: list[int] = []
+        for index, message in enumerate(messages):
+            problem = self._check(message)
+            if problem is not None:
+                answers[index] = Rejected(id=message.id, error="InvalidSubmission",
+                                          message=problem)
+            elif message.id in self.runs:
+                answers[index] = Accepted(id=message.id)  # a resend
+            elif message.id in first:
+                continue  # answered as its first, below
+            elif message.id in self._kept:
+                answers[index] = Rejected(id=message.id, error="InvalidSubmission",
+                                          message=f"{message.id} is an ended workflow's id")
+            else:
+                first[message.id] = index
+                fresh.append(index)
+        taken_ones: list[int] = []
+        if fresh:
+            names = dict.fromkeys(name for index in fresh for name in _names(messages[index]))
+            unknown = dict(await self.refs["inbox"].call(UnknownTasks(names=tuple(names)),
+                                                         timeout=self.options.call_timeout))
+            taken = await self._known(tuple(
+                task_id for index in fresh for task_id in _ids(messages[index])))
+            pending = 0
+            for index in fresh:
+                answers[index], size = self._refusal(messages[index], unknown, taken,
+                                                     len(taken_ones), pending)
+                if answers[index] is None:
+                    taken_ones.append(index)
+                    pending += size
+            self._let_go_kept(room=pending)
+        if taken_ones:
+            now = time.time()
+            if self._journal is not None:
+                # Written before they are accepted: a restart takes them back.
+                await self._journal.call(JournalWrite(ops=tuple(
+                    PutWorkflow(messages[index], now) for index in taken_ones)),
+                    timeout=self.options.call_timeout)
+            runs = [self._begin(messages[index], now) for index in taken_ones]
+            await self.refs["results"].send(Queued(entries=tuple(QueuedEntry(
+                id=run.id, task=WORKFLOW_TASK, priority=2, queued_at=now) for run in runs)))
+            for index, run in zip(taken_ones, runs, strict=True):
+                answers[index] = Accepted(id=run.id)
+            await self._ended(await self._advance_many(runs))
+        return [answer if answer is not None else answers[first[message.id]]  # type: ignore[misc]
+                for message, answer in zip(messages, answers, strict=True)]
+
+    def _refusal(self, message: StartWorkflow, unknown: dict[str, str], taken: set[str],
+                 starting: int, pending: int) -> tuple[Rejected | None, int]:
+        """Why ``message`` is refused (``None``: it is not), and its bytes;
+        ``starting`` workflows holding ``pending`` bytes are taken before it."""
+        bad = [unknown[name] for name in _names(message) if name in unknown]
+        if bad:
+            return Rejected(id=message.id, error="UnknownTask", message="; ".join(bad)), 0
+        used = next((task_id for task_id in _ids(message) if task_id in taken), None)
+        if used is not None:
             return Rejected(id=message.id, error="InvalidSubmission",
-                            message=f"{message.id} is an ended workflow's id")
-        taken = await self._known((message.id, *(step_id(message.id, index)
-                                                  for index in range(len(message.steps)))))
-        if taken:
-            return Rejected(id=message.id, error="InvalidSubmission",
-                            message=f"{taken} is already a task's or an ended workflow's id")
-        if len(self.runs) >= self.options.max_running:
+                            message=f"{used} is already a task's or an ended workflow's id"), 0
+        if len(self.runs) + starting >= self.options.max_running:
             return Rejected(id=message.id, error="QueueFull",
                             message=f"{self.options.max_running} workflows already run "
-                            "(max_running)")
+                            "(max_running)"), 0
         size = held_size(message)
-        running_bytes = self._held_bytes - self._kept_bytes
+        running_bytes = self._held_bytes - self._kept_bytes + pending
         if running_bytes + size > self.options.max_bytes:  # even with none kept
             return Rejected(id=message.id, error="QueueFull",
                             message=f"the running workflows hold {running_bytes} bytes of "
                             f"arguments; {size} more is past max_bytes "
-                            f"({self.options.max_bytes})")
-        self._let_go_kept(room=size)
-        now = time.time()
-        if self._journal is not None:
-            # Written before it is accepted: a restart takes it back.
-            await self._journal.call(JournalWrite(ops=(PutWorkflow(message, now),)),
-                                     timeout=self.options.call_timeout)
-        run = self._begin(message, now)
-        await self.refs["results"].send(Queued(entries=(QueuedEntry(
-            id=message.id, task=WORKFLOW_TASK, priority=2, queued_at=now),)))
-        await self._ended(await self._advance(run))
-        return Accepted(id=message.id)
+                            f"({self.options.max_bytes})"), 0
+        return None, size
 
     def _begin(self, message: StartWorkflow, started_at: float, generation: int = 0) -> Run:
         """Hold the run of ``message`` (its steps all waiting)."""
@@ -274,17 +334,17 @@ class Workflows(Runner):
                 return "on_error: the handler waits for no step and takes the failure or nothing"
         return None
 
-    async def _known(self, ids: tuple[str, ...]) -> str | None:
-        """The first of ``ids`` the store holds a record of, or ``None``."""
+    async def _known(self, ids: tuple[str, ...]) -> set[str]:
+        """Those of ``ids`` the store holds a record of."""
+        found: set[str] = set()
         for start in range(0, len(ids), MAX_QUERY_IDS):
             answer = await self.refs["results"].call(
                 StatusQuery(ids=ids[start:start + MAX_QUERY_IDS]),
                 timeout=self.options.call_timeout)
             if isinstance(answer, Records):
-                for record in answer.records:
-                    if record.state != "unknown":
-                        return record.id
-        return None
+                found.update(record.id for record in answer.records
+                             if record.state != "unknown")
+        return found
 
     # -- restarting, retrying, asking ----------------------------------------------
 
@@ -427,3 +487,14 @@ class Workflows(Runner):
                        if record.error is not None else "")))
         return WorkflowState(id=workflow_id, state=state, generation=generation,
                              started_at=started_at, error=error, steps=tuple(steps))
+
+
+def _names(message: StartWorkflow) -> list[str]:
+    """The task names a workflow runs (its error handler's too)."""
+    names = [step.task for step in message.steps]
+    return names + [message.on_error.task] if message.on_error is not None else names
+
+
+def _ids(message: StartWorkflow) -> tuple[str, ...]:
+    """A new workflow's id and its first steps' ids: all must be unused."""
+    return (message.id, *(step_id(message.id, index) for index in range(len(message.steps))))

@@ -12,7 +12,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any
 
 import attrs
@@ -151,69 +151,92 @@ class Runner(Actor[Any]):
     # -- running --------------------------------------------------------------
 
     async def _advance(self, run: Run) -> tuple[TaskRecord, ...]:
-        """Submit the steps that are ready, until none is (a ``.map()`` of
-        an empty list lets its children start at once); finish the run once
-        it is over. Returns the final records the watch of the new steps
-        brought (to act on next: a loop, not a recursion, however long a
-        chain), whatever else happens: the watch hands each record out once."""
+        """``_advance_many`` of one run."""
+        return await self._advance_many([run])
+
+    async def _advance_many(self, runs: list[Run]) -> tuple[TaskRecord, ...]:
+        """Submit the steps of ``runs`` that are ready, until none is (a
+        ``.map()`` of an empty list lets its children start at once), all
+        runs' in one submission and one watch; finish each run once it is
+        over. Returns the final records the watch brought (to act on next:
+        a loop, not a recursion, however long a chain), whatever else
+        happens: the watch hands each record out once."""
         records: tuple[TaskRecord, ...] = ()
-        while not run.stopped and (ready := run.ready()):
-            for index in [index for index in ready if run.specs[index].input == "each"]:
-                records += await self._expand(run, index)
-                if run.stopped:
-                    break
-            if not run.stopped:
-                records += await self._submit(run, [
-                    index for index in ready
-                    if run.specs[index].input != "each" and run.states[index] == "waiting"])
-        if run.ended and self.runs.get(run.id) is run:
-            await self._finish(run)
+        pending = runs
+        while pending:
+            submits: list[tuple[Run, Submit]] = []
+            for run in pending:
+                if run.stopped or self.runs.get(run.id) is not run:
+                    continue
+                ready = run.ready()
+                for index in [index for index in ready if run.specs[index].input == "each"]:
+                    records += await self._expand(run, index)
+                    if run.stopped:
+                        break
+                if not run.stopped:
+                    submits.extend((run, submit) for submit in await self._prepare(run, [
+                        index for index in ready
+                        if run.specs[index].input != "each" and run.states[index] == "waiting"]))
+            accepted = await self._send_many(submits)
+            if accepted:
+                records += await self._watch(accepted, wait=0.0)
+            # Steps that succeeded at once (a map of nothing) let others start.
+            pending = [run for run in pending if not run.stopped and run.ready()
+                       and self.runs.get(run.id) is run]
+        for run in runs:
+            if run.ended and self.runs.get(run.id) is run:
+                await self._finish(run)
         return records
 
-    async def _submit(self, run: Run, ready: list[int]) -> tuple[TaskRecord, ...]:
-        """Submit the plain steps ``ready``; the final records their watch brought."""
-        submits: list[tuple[int, Submit]] = []
+    async def _prepare(self, run: Run, ready: list[int]) -> list[Submit]:
+        """The Submits of the plain steps ``ready``, each marked started (a
+        step whose inputs are over the limit fails)."""
+        submits: list[Submit] = []
         for index in ready:
             spec = run.specs[index]
             try:
-                submits.append((index, build_submit(
+                submit = build_submit(
                     spec.task, id=step_id(run.id, index, run.generation),
-                    payload=run.payload(index), priority=spec.priority, timeout=spec.timeout)))
+                    payload=run.payload(index), priority=spec.priority, timeout=spec.timeout)
             except (ValueError, InvalidSubmission) as error:  # its inputs: over the limit
                 await self._step_failed(run, index, f"{type(error).__name__}: {error}")
                 if run.stopped:
-                    return ()
-        if not submits:
-            return ()
-        for index, submit in submits:
+                    return []
+                continue
             run.started(index)
             self._steps[submit.id] = (run.id, index, -1)
-        accepted = await self._send(run, [submit for _, submit in submits])
-        return () if accepted is None else await self._watch(accepted, wait=0.0)
+            submits.append(submit)
+        return submits
 
     async def _send(self, run: Run, submits: list[Submit]) -> tuple[str, ...] | None:
-        """Submit steps (registered in ``_steps``) to the inbox; returns the
-        ids it accepted, or ``None`` if the run stopped. A step refused for
-        want of room (``QueueFull``) waits for it (``_room_forever``); any
-        other refusal fails it."""
+        """``_send_many`` of one run's steps; ``None`` if the run stopped."""
+        accepted = await self._send_many([(run, submit) for submit in submits])
+        return None if run.stopped else accepted
+
+    async def _send_many(self, submits: list[tuple[Run, Submit]]) -> tuple[str, ...]:
+        """Submit steps (registered in ``_steps``) of any runs to the inbox;
+        returns the ids it accepted. A step refused for want of room
+        (``QueueFull``) waits for it (``_room_forever``); any other refusal
+        fails it; an inbox that does not answer fails their runs."""
         accepted: list[str] = []
         for start in range(0, len(submits), MAX_QUERY_IDS):
-            # (A map step that failed meanwhile let its members go.)
-            chunk = tuple(submit for submit in submits[start:start + MAX_QUERY_IDS]
-                          if submit.id in self._steps)
+            # (A run that stopped, or a map step that failed, let its steps go.)
+            chunk = [(run, submit) for run, submit in submits[start:start + MAX_QUERY_IDS]
+                     if submit.id in self._steps and not run.stopped]
             if not chunk:
                 continue
             try:
                 answers = await self.refs["inbox"].call(
-                    Requests(messages=chunk, peer="workflows"),
+                    Requests(messages=tuple(submit for _, submit in chunk), peer="workflows"),
                     timeout=self.options.call_timeout)
             except PEER_ERRORS as error:
-                # Whether they were queued is not known: the workflow fails,
+                # Whether they were queued is not known: the workflows fail,
                 # and those that were are cancelled.
-                await self._stop(run, run.cancel(f"Unavailable: the inbox did not answer: "
-                                                 f"{type(error).__name__}: {error}"))
-                return None
-            for submit, answer in zip(chunk, answers, strict=True):
+                why = f"Unavailable: the inbox did not answer: {type(error).__name__}: {error}"
+                for run in {id(run): run for run, _ in chunk}.values():
+                    await self._stop(run, run.cancel(why))
+                continue
+            for (run, submit), answer in zip(chunk, answers, strict=True):
                 if not isinstance(answer, Rejected):
                     accepted.append(submit.id)
                 elif answer.error == "QueueFull":
@@ -221,12 +244,10 @@ class Runner(Actor[Any]):
                     self._room_wanted.set()
                 else:
                     found = self._steps.pop(submit.id, None)
-                    if found is not None:
+                    if found is not None and not run.stopped:
                         member = f"item {found[2]}: " if found[2] >= 0 else ""
                         await self._step_failed(run, found[1],
                                                 f"{member}{answer.error}: {answer.message}")
-                    if run.stopped:
-                        return None
         return tuple(accepted)
 
     async def _room_forever(self) -> None:
@@ -247,20 +268,14 @@ class Runner(Actor[Any]):
     async def _submit_parked(self) -> tuple[TaskRecord, ...]:
         """One pass over the steps waiting for room; the records their watch brought."""
         parked, self._parked = self._parked, {}
-        by_run: dict[str, list[Submit]] = {}
+        submits: list[tuple[Run, Submit]] = []
         for task_id, (serial, submit) in parked.items():
             found = self._steps.get(task_id)
-            if found is not None and self._current(found[0], serial) is not None:
-                by_run.setdefault(found[0], []).append(submit)
-        records: tuple[TaskRecord, ...] = ()
-        for workflow_id, submits in by_run.items():
-            run = self.runs[workflow_id]
-            if run.stopped:
-                continue
-            accepted = await self._send(run, submits)
-            if accepted:
-                records += await self._watch(accepted, wait=0.0)
-        return records
+            run = None if found is None else self._current(found[0], serial)
+            if run is not None and not run.stopped:
+                submits.append((run, submit))
+        accepted = await self._send_many(submits)
+        return await self._watch(accepted, wait=0.0) if accepted else ()
 
     async def _expand(self, run: Run, index: int) -> tuple[TaskRecord, ...]:
         """Start a ``.map()`` step: a member per item of its parent's result
@@ -418,40 +433,47 @@ class Runner(Actor[Any]):
                                   self.name, workflow_id)
 
     async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
-        """Act on final records of steps, and on those the steps they let
-        start bring, until none is left."""
-        queue = deque(records)
-        while queue:
-            record = queue.popleft()
-            if record.state not in FINAL_STATES and record.state != "unknown":
-                continue
-            found = self._steps.pop(record.id, None)
-            if found is None:
-                continue
-            run = self.runs.get(found[0])
-            if run is None:
-                continue
-            index, member = found[1], found[2]
-            if member >= 0:
-                if record.state == "succeeded" and record.value is not None:
-                    try:
-                        joined = run.member_succeeded(index, member, record.value)
-                    except ValueError as error:  # the results together are over the limit
-                        await self._step_failed(run, index, f"ValueError: {error}")
-                        continue
-                    if joined is not None:
-                        await self._map_ended(run, index, joined)
-                        queue.extend(await self._advance(run))
-                else:
-                    await self._step_failed(run, index, f"item {member}: {_why(record)}")
-                continue
-            if record.state == "succeeded" and record.value is not None:
-                run.succeeded(index, record.value)
-                if index == len(run.specs) - 1:
-                    self._last[run.id] = record.value
-                queue.extend(await self._advance(run))
-            else:
-                await self._step_failed(run, index, _why(record))
+        """Act on final records of steps, then start what they let start,
+        all runs together (one submission, one watch), and so on with the
+        records that brings, until none is left."""
+        while records:
+            moved: dict[str, Run] = {}
+            for record in records:
+                run = await self._act_on(record)
+                if run is not None:
+                    moved[run.id] = run
+            records = await self._advance_many(list(moved.values()))
+
+    async def _act_on(self, record: TaskRecord) -> Run | None:
+        """Act on one step's record; the run whose step succeeded (what
+        follows it may start now), if any."""
+        if record.state not in FINAL_STATES and record.state != "unknown":
+            return None
+        found = self._steps.pop(record.id, None)
+        if found is None:
+            return None
+        run = self.runs.get(found[0])
+        if run is None:
+            return None
+        index, member = found[1], found[2]
+        if record.state != "succeeded" or record.value is None:
+            why = _why(record)
+            await self._step_failed(run, index, f"item {member}: {why}" if member >= 0 else why)
+            return None
+        if member < 0:
+            run.succeeded(index, record.value)
+            if index == len(run.specs) - 1:
+                self._last[run.id] = record.value
+            return run
+        try:
+            joined = run.member_succeeded(index, member, record.value)
+        except ValueError as error:  # the results together are over the limit
+            await self._step_failed(run, index, f"ValueError: {error}")
+            return None
+        if joined is None:
+            return None
+        await self._map_ended(run, index, joined)
+        return run
 
     async def _step_failed(self, run: Run, index: int, why: str) -> None:
         """Fail the run for step ``index`` (a ``.map()`` step: its members

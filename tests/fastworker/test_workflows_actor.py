@@ -96,6 +96,11 @@ def workflows(**options: Any) -> tuple[Workflows, Inbox, Store]:
     return Workflows(WorkflowsOptions(**options), context), inbox, store
 
 
+async def start(actor: Workflows, message: StartWorkflow) -> Any:
+    """What a StartWorkflow alone is answered."""
+    return (await actor._start_many([message]))[0]
+
+
 def step(task: str, *after: int, input: str = "none", payload: bytes = SMALL) -> WorkflowStep:
     return WorkflowStep(task=task, payload=payload, after=after, input=input)
 
@@ -112,7 +117,7 @@ async def test_a_map_over_an_empty_list_lets_what_follows_start_once() -> None:
     """An empty list maps to an empty list at once; the steps that follow,
     and the siblings beside it, are each submitted once, and the run ends."""
     actor, inbox, _ = workflows()
-    await actor._start(StartWorkflow(id="w", steps=(
+    await start(actor, StartWorkflow(id="w", steps=(
         step("p"), step("q"), step("m", 0, input="each"), step("a", 0, input="one"),
         step("b", 0, 1, input="list"), step("end", 2, 3, 4, input="list"))))
     await actor._ended((TaskRecord(id="w.0", state="succeeded", value=join_parts([])),))
@@ -129,8 +134,8 @@ async def test_records_the_watch_brought_are_acted_on_when_a_run_stops_mid_way()
     """A watch hands out any workflow's ended steps: a run that stops while
     starting its steps (a step over the size limit) still passes them on."""
     actor, _, store = workflows()
-    await actor._start(StartWorkflow(id="other", steps=(step("t"),)))
-    await actor._start(StartWorkflow(id="w", steps=(
+    await start(actor, StartWorkflow(id="other", steps=(step("t"),)))
+    await start(actor, StartWorkflow(id="w", steps=(
         step("p"), step("m", 0, input="each"),
         step("n", 0, input="one", payload=pack_call(("x" * 4_500_000,), {})),
         step("end", 1, 2, input="list"))))
@@ -143,7 +148,7 @@ async def test_records_the_watch_brought_are_acted_on_when_a_run_stops_mid_way()
 
 async def test_keep_going_starts_the_siblings_of_a_step_over_the_size_limit() -> None:
     actor, inbox, _ = workflows()
-    await actor._start(StartWorkflow(id="w", keep_going=True, steps=(
+    await start(actor, StartWorkflow(id="w", keep_going=True, steps=(
         step("p"), step("a", 0, input="one", payload=pack_call(("x" * 4_000_000,), {})),
         step("b", 0, input="one"), step("end", 1, 2, input="list"))))
     await actor._ended((succeeded("w.0", "y" * 5_000_000),))
@@ -165,7 +170,7 @@ async def test_a_keep_going_run_restored_with_a_failed_step_starts_its_other_bra
 
 async def test_a_retry_whose_store_does_not_answer_leaves_the_workflow_kept() -> None:
     actor, _, store = workflows()
-    await actor._start(StartWorkflow(id="w", steps=(step("a"),)))
+    await start(actor, StartWorkflow(id="w", steps=(step("a"),)))
     await actor._ended((failed("w.0"),))
     store.answers = False
     answer = await actor._answer_one(RetryWorkflow(id="w"))
@@ -179,7 +184,7 @@ async def test_a_stale_stop_does_not_end_the_run_a_retry_began() -> None:
     """A time limit checked for a run that failed and was retried since
     stops nothing: the retried run goes on."""
     actor, _, _ = workflows()
-    await actor._start(StartWorkflow(id="w", time_limit=60, steps=(step("a"), step("b"))))
+    await start(actor, StartWorkflow(id="w", time_limit=60, steps=(step("a"), step("b"))))
     old, serial = actor.runs["w"], actor._serials["w"]
     await actor._ended((failed("w.0"),))
     assert await actor._retry("w") == Accepted(id="w")
@@ -194,12 +199,12 @@ async def test_bytes_held_by_kept_workflows_are_counted_and_a_refused_start_keep
     kept = StartWorkflow(id="k", steps=(step("a", payload=big),))
     await actor._recover((PutWorkflow(kept, time.time(), failed=True),))
     assert actor._held_bytes == actor._kept_bytes == len(big)
-    await actor._start(StartWorkflow(id="running", steps=(
+    await start(actor, StartWorkflow(id="running", steps=(
         step("a", payload=pack_call(("x" * 1_500_000,), {})),)))
-    refused = await actor._start(StartWorkflow(id="big", steps=(
+    refused = await start(actor, StartWorkflow(id="big", steps=(
         step("a", payload=pack_call(("x" * 2_000_000,), {})),)))
     assert refused.error == "QueueFull" and "k" in actor._kept  # nothing let go for it
-    fits = await actor._start(StartWorkflow(id="fits", steps=(
+    fits = await start(actor, StartWorkflow(id="fits", steps=(
         step("a", payload=pack_call(("x" * 1_200_000,), {})),)))
     assert fits == Accepted(id="fits") and "k" not in actor._kept  # the kept one made room
     assert actor._kept_bytes == 0 and actor._held_bytes > 0
@@ -207,7 +212,7 @@ async def test_bytes_held_by_kept_workflows_are_counted_and_a_refused_start_keep
 
 async def test_a_map_fails_as_soon_as_its_members_results_are_past_the_size_limit() -> None:
     actor, inbox, _ = workflows()
-    await actor._start(StartWorkflow(id="w", steps=(
+    await start(actor, StartWorkflow(id="w", steps=(
         step("p"), step("m", 0, input="each"), step("end", 1, input="one"))))
     await actor._ended((TaskRecord(id="w.0", state="succeeded",
                                    value=join_parts([pack_value(i) for i in range(3)])),))
@@ -223,7 +228,7 @@ async def test_a_step_watched_before_the_store_heard_of_it_is_not_failed() -> No
     """A watch that names a step the store has no record of yet leaves it
     watched; a record the store dropped ("unknown", with why) fails it."""
     actor, _, store = workflows()
-    await actor._start(StartWorkflow(id="w", steps=(step("a"),)))
+    await start(actor, StartWorkflow(id="w", steps=(step("a"),)))
     assert await actor._watch(("w.0",), wait=0.0) == ()
     assert "w" in actor.runs
     store.ready.append(TaskRecord(id="w.0", state="unknown", error=RemoteError(
@@ -248,7 +253,7 @@ async def test_a_step_the_queue_has_no_room_for_waits_for_room() -> None:
         return await accept(message, timeout)
 
     inbox.call = call  # type: ignore[method-assign]
-    await actor._start(StartWorkflow(id="w", steps=(
+    await start(actor, StartWorkflow(id="w", steps=(
         step("p"), step("q", 0, input="one"), step("m", 0, input="each"),
         step("end", 1, 2, input="list"))))
     await actor._ended((TaskRecord(id="w.0", state="succeeded",
@@ -262,3 +267,45 @@ async def test_a_step_the_queue_has_no_room_for_waits_for_room() -> None:
     for task_id in ("w.1", "w.2.m0", "w.2.m1"):
         await actor._ended((succeeded(task_id, 1),))
     assert "w.3" in inbox.ids
+
+
+class Journal:
+    """Remembers each write (a call is a commit)."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[Any, ...]] = []
+
+    async def call(self, message: Any, timeout: Any = None) -> Any:
+        self.commits.append(message.ops)
+        return True
+
+    async def send(self, message: Any) -> None:
+        pass
+
+
+async def test_workflows_started_together_share_their_look_ups_and_one_commit() -> None:
+    """A request of several StartWorkflow: each answered as if alone (a
+    resend of one in the same request as it is), the ones taken written in
+    one commit."""
+    actor, inbox, store = workflows()
+    journal = Journal()
+    actor._journal = journal  # type: ignore[assignment]
+    store.records["used.0"] = succeeded("used.0")
+
+    async def known(message: Any, timeout: Any = None) -> Any:
+        if isinstance(message, UnknownTasks):
+            return tuple((name, f"unknown task {name!r}") for name in message.names
+                         if name == "nope")
+        return await Inbox.call(inbox, message, timeout)
+
+    inbox.call = known  # type: ignore[method-assign]
+    a = StartWorkflow(id="a", steps=(step("t"),))
+    answers = await actor.handle(Requests(messages=(
+        a, StartWorkflow(id="bad", steps=(step("nope"),)), a,
+        StartWorkflow(id="used", steps=(step("t"),)), StartWorkflow(id="b", steps=(step("t"),)),
+    ), peer="test"))
+    assert [(type(x).__name__, getattr(x, "error", "")) for x in answers] == [
+        ("Accepted", ""), ("Rejected", "UnknownTask"), ("Accepted", ""),
+        ("Rejected", "InvalidSubmission"), ("Accepted", "")]
+    assert [[op.start.id for op in ops] for ops in journal.commits] == [["a", "b"]]
+    assert sorted(inbox.ids) == ["a.0", "b.0"]
