@@ -226,11 +226,17 @@ class Workflows(Runner):
                     PutWorkflow(messages[index], now) for index in taken_ones)),
                     timeout=self.options.call_timeout)
             runs = [self._begin(messages[index], now) for index in taken_ones]
-            await self.refs["results"].send(Queued(entries=tuple(QueuedEntry(
-                id=run.id, task=WORKFLOW_TASK, priority=2, queued_at=now) for run in runs)))
             for index, run in zip(taken_ones, runs, strict=True):
-                answers[index] = Accepted(id=run.id)
-            await self._ended(await self._advance_many(runs))
+                answers[index] = Accepted(id=run.id)  # taken: whatever comes next
+            try:
+                await self._tell_store(Queued(entries=tuple(QueuedEntry(
+                    id=run.id, task=WORKFLOW_TASK, priority=2, queued_at=now) for run in runs)))
+                await self._ended(await self._advance_many(runs))
+            except Exception:
+                # What a watch brought may be lost with it: every step is watched again.
+                log.exception("%s: failed to start the steps of %d workflows", self.name,
+                              len(runs))
+                self._watch_all_again()
         return [answer if answer is not None else answers[first[message.id]]  # type: ignore[misc]
                 for message, answer in zip(messages, answers, strict=True)]
 
@@ -474,8 +480,11 @@ class Workflows(Runner):
             record = newest[index]
             if record is None:
                 # A .map() step's record comes once its members ended.
+                # (A map step's record comes once it expands; a step the queue
+                # had no room for waits.)
                 shown = ("skipped" if run is None or run.states[index] == "skipped"
-                         else "running" if run.states[index] == "started" else "waiting")
+                         else "running" if run.states[index] == "started"
+                         and run.ids[index] not in self._parked else "waiting")
                 steps.append(StepInfo(index=index, task=step.task, after=step.after,
                                       state=shown))
                 continue

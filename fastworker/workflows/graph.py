@@ -308,7 +308,9 @@ class Run:
         ran = [False] * len(specs)
         for index in range(len(specs) - 1, -1, -1):
             found = seen[index]
-            ran[index] = ((found is not None and not (retry and found.state in _ENDED_BADLY))
+            ran[index] = ((found is not None and not (retry and found.state in _ENDED_BADLY)
+                           and not (specs[index].input == "each"  # it expands again
+                                    and found.state not in _ENDED_BADLY | {"succeeded"}))
                           or any(ran[child] for child in children[index]))
         failures: list[tuple[int, str, str]] = []
         running: list[int] = []

@@ -162,21 +162,20 @@ class Runner(Actor[Any]):
         a loop, not a recursion, however long a chain), whatever else
         happens: the watch hands each record out once."""
         records: tuple[TaskRecord, ...] = ()
-        pending = runs
+        pending = [run for run in runs if not run.stopped and self.runs.get(run.id) is run]
         while pending:
+            # The maps first: their members go in at once. Then what is
+            # prepared (marked started) is sent in the same breath.
+            for run in pending:
+                for index in run.ready():
+                    if run.specs[index].input == "each" and not run.stopped:
+                        records += await self._expand(run, index)
             submits: list[tuple[Run, Submit]] = []
             for run in pending:
-                if run.stopped or self.runs.get(run.id) is not run:
-                    continue
-                ready = run.ready()
-                for index in [index for index in ready if run.specs[index].input == "each"]:
-                    records += await self._expand(run, index)
-                    if run.stopped:
-                        break
-                if not run.stopped:
-                    submits.extend((run, submit) for submit in await self._prepare(run, [
-                        index for index in ready
-                        if run.specs[index].input != "each" and run.states[index] == "waiting"]))
+                if not run.stopped and self.runs.get(run.id) is run:
+                    submits.extend((run, submit) for submit in await self._prepare(
+                        run, [index for index in run.ready()
+                              if run.specs[index].input != "each"]))
             accepted = await self._send_many(submits)
             if accepted:
                 records += await self._watch(accepted, wait=0.0)
@@ -239,12 +238,14 @@ class Runner(Actor[Any]):
             for (run, submit), answer in zip(chunk, answers, strict=True):
                 if not isinstance(answer, Rejected):
                     accepted.append(submit.id)
+                elif run.stopped or self.runs.get(run.id) is not run:
+                    self._steps.pop(submit.id, None)  # its run ended on an earlier answer
                 elif answer.error == "QueueFull":
                     self._parked[submit.id] = (self._serials[run.id], submit)
                     self._room_wanted.set()
                 else:
                     found = self._steps.pop(submit.id, None)
-                    if found is not None and not run.stopped:
+                    if found is not None:
                         member = f"item {found[2]}: " if found[2] >= 0 else ""
                         await self._step_failed(run, found[1],
                                                 f"{member}{answer.error}: {answer.message}")
@@ -262,6 +263,7 @@ class Runner(Actor[Any]):
                     await self._ended(await self._submit_parked())
                 except Exception:
                     log.exception("%s: failed to submit steps waiting for room", self.name)
+                    self._watch_all_again()
                 if self._parked:
                     self._room_wanted.set()
 
@@ -304,9 +306,14 @@ class Runner(Actor[Any]):
             self._steps[task_id] = (run.id, index, member)
         known: dict[str, TaskRecord] = {}
         for start in range(0, len(ids), MAX_QUERY_IDS):
-            answer = await self.refs["results"].call(
-                StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
-                timeout=self.options.call_timeout)
+            try:
+                answer = await self.refs["results"].call(
+                    StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
+                    timeout=self.options.call_timeout)
+            except PEER_ERRORS as error:
+                await self._stop(run, run.cancel(f"Unavailable: the store did not answer: "
+                                                 f"{type(error).__name__}: {error}"))
+                return ()
             if isinstance(answer, Records):
                 known.update((r.id, r) for r in answer.records if r.state != "unknown")
         submits = []
@@ -529,6 +536,11 @@ class Runner(Actor[Any]):
         value = self._last.pop(run.id, None)
         for task_id in run.ids:  # what still comes of its steps is ignored
             self._steps.pop(task_id, None)
+        # A map step still running has a record of its own: it ends too.
+        maps = tuple(run.ids[index] for index, spec in enumerate(run.specs)
+                     if spec.input == "each" and run.states[index] == "started")
+        if maps:
+            await self._tell_store(Cancelled(ids=maps))
         for index in list(run.members):
             for member in range(len(run.members[index])):
                 self._steps.pop(run.member_id(index, member), None)

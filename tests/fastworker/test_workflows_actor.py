@@ -16,7 +16,9 @@ from fastworker.journal.ops import PutWorkflow
 from fastworker.messages import (
     Accepted,
     Cancel,
+    Cancelled,
     CancelReply,
+    CancelWorkflow,
     Records,
     Rejected,
     RemoteError,
@@ -309,3 +311,63 @@ async def test_workflows_started_together_share_their_look_ups_and_one_commit() 
         ("Rejected", "InvalidSubmission"), ("Accepted", "")]
     assert [[op.start.id for op in ops] for ops in journal.commits] == [["a", "b"]]
     assert sorted(inbox.ids) == ["a.0", "b.0"]
+
+
+def answering(inbox: Inbox, answer_for: Any) -> None:
+    """The inbox answers ``answer_for(id)`` (``None``: Accepted)."""
+    accept = inbox.call
+
+    async def call(message: Any, timeout: Any = None) -> Any:
+        if isinstance(message, Requests):
+            inbox.submitted.extend(message.messages)
+            return [answer_for(s.id) or Accepted(id=s.id) for s in message.messages]
+        return await accept(message, timeout)
+
+    inbox.call = call  # type: ignore[method-assign]
+
+
+def watched(store: Store) -> list[str]:
+    """The ids the store is asked to watch, as they come."""
+    ids: list[str] = []
+    call = store.call
+
+    async def spy(message: Any, timeout: Any = None) -> Any:
+        if isinstance(message, Watch):
+            ids.extend(message.ids)
+        return await call(message, timeout)
+
+    store.call = spy  # type: ignore[method-assign]
+    return ids
+
+
+async def test_a_refusal_that_ends_a_run_does_not_upset_the_rest_of_the_request() -> None:
+    """One of a run's steps refused (its run ends), another of it refused
+    for want of room in the same answer: the other workflows started with
+    it run, and are answered Accepted."""
+    actor, inbox, store = workflows()
+    ids = watched(store)
+    answering(inbox, lambda i: {"w1.0": Rejected(id=i, error="UnknownTask", message="gone"),
+                                "w1.1": Rejected(id=i, error="QueueFull", message="full")}.get(i))
+    answers = await actor._answer_many([StartWorkflow(id="w1", steps=(step("a"), step("b"))),
+                                        StartWorkflow(id="w2", steps=(step("c"),))])
+    assert answers == [Accepted(id="w1"), Accepted(id="w2")]
+    assert "w2.0" in ids and actor._parked == {} and actor._kept["w1"].state == "failed"
+
+
+async def test_steps_prepared_for_one_run_are_sent_when_another_runs_map_cannot_expand() -> None:
+    actor, inbox, store = workflows()
+    await start(actor, StartWorkflow(id="a", steps=(step("p"), step("q", 0, input="one"))))
+    await start(actor, StartWorkflow(id="b", steps=(step("p"), step("m", 0, input="each"))))
+    store.answers = False  # the map's look-up of its members fails: its run fails
+    await actor._ended((succeeded("a.0", 1), TaskRecord(
+        id="b.0", state="succeeded", value=join_parts([pack_value(1)]))))
+    assert "a.1" in inbox.ids and "Unavailable" in actor._kept["b"].error
+
+
+async def test_a_stopped_workflows_running_map_step_record_ends() -> None:
+    actor, _, store = workflows()
+    await start(actor, StartWorkflow(id="w", steps=(step("p"), step("m", 0, input="each"))))
+    await actor._ended((TaskRecord(id="w.0", state="succeeded",
+                                   value=join_parts([pack_value(1), pack_value(2)])),))
+    await actor._answer_many([CancelWorkflow(id="w")])
+    assert any(isinstance(m, Cancelled) and "w.1" in m.ids for m in store.sent)
