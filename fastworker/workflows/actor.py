@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 import time
 from typing import Any
 
@@ -41,7 +40,7 @@ from actors import GetStats
 from actors.requests import Requests
 from fastworker.internal import JournalWrite, Recover, UnknownTasks
 from fastworker.journal.ops import PutWorkflow
-from fastworker.limits import MAX_ID_LENGTH, MAX_QUERY_IDS, check_text
+from fastworker.limits import MAX_QUERY_IDS
 from fastworker.messages import (
     PRIORITIES,
     Accepted,
@@ -55,20 +54,19 @@ from fastworker.messages import (
     StartWorkflow,
     StatusQuery,
     StepInfo,
-    Submit,
     TaskRecord,
     WorkflowQuery,
     WorkflowState,
 )
-from fastworker.submission import check_submit
 from fastworker.workflows.canvas import StepSpec
-from fastworker.workflows.graph import Run, Seen, error_step_id, step_id
-from fastworker.workflows.running import (
+from fastworker.workflows.checks import MAX_GENERATION, check_start, start_ids, start_names
+from fastworker.workflows.graph import Run, Seen, step_id
+from fastworker.workflows.running import Runner
+from fastworker.workflows.state import (
     ENDED_BADLY,
     PEER_ERRORS,
     WORKFLOW_TASK,
     Kept,
-    Runner,
     WorkflowsOptions,
     held_size,
 )
@@ -79,9 +77,6 @@ log = logging.getLogger("fastworker.workflows")
 
 #: Batches of records the watch hands over before it waits for them to be acted on.
 _RECORD_BATCHES = 64
-#: Retries of one workflow from a failure, at most (its steps' ids grow by
-#: ``.<generation>``: the id limit counts it).
-MAX_GENERATION = 999
 
 
 class Workflows(Runner):
@@ -189,7 +184,7 @@ class Workflows(Runner):
         first: dict[str, int] = {}  # a workflow's first message here (a resend follows it)
         fresh: list[int] = []
         for index, message in enumerate(messages):
-            problem = self._check(message)
+            problem = check_start(message, self.options)
             if problem is not None:
                 answers[index] = Rejected(id=message.id, error="InvalidSubmission",
                                           message=problem)
@@ -205,11 +200,11 @@ class Workflows(Runner):
                 fresh.append(index)
         taken_ones: list[int] = []
         if fresh:
-            names = dict.fromkeys(name for index in fresh for name in _names(messages[index]))
+            names = dict.fromkeys(name for index in fresh for name in start_names(messages[index]))
             unknown = dict(await self.refs["inbox"].call(UnknownTasks(names=tuple(names)),
                                                          timeout=self.options.call_timeout))
             taken = await self._known(tuple(
-                task_id for index in fresh for task_id in _ids(messages[index])))
+                task_id for index in fresh for task_id in start_ids(messages[index])))
             pending = 0
             for index in fresh:
                 answers[index], size = self._refusal(messages[index], unknown, taken,
@@ -244,10 +239,10 @@ class Workflows(Runner):
                  starting: int, pending: int) -> tuple[Rejected | None, int]:
         """Why ``message`` is refused (``None``: it is not), and its bytes;
         ``starting`` workflows holding ``pending`` bytes are taken before it."""
-        bad = [unknown[name] for name in _names(message) if name in unknown]
+        bad = [unknown[name] for name in start_names(message) if name in unknown]
         if bad:
             return Rejected(id=message.id, error="UnknownTask", message="; ".join(bad)), 0
-        used = next((task_id for task_id in _ids(message) if task_id in taken), None)
+        used = next((task_id for task_id in start_ids(message) if task_id in taken), None)
         if used is not None:
             return Rejected(id=message.id, error="InvalidSubmission",
                             message=f"{used} is already a task's or an ended workflow's id"), 0
@@ -281,64 +276,6 @@ class Workflows(Runner):
         self._held_bytes += held_size(message)
         self._started_total += 1
         return run
-
-    def _check(self, message: StartWorkflow) -> str | None:
-        """What is wrong with a ``StartWorkflow`` (its every step checked
-        as a Submit would be), or ``None``."""
-        steps = message.steps
-        # Room for its steps' ids, however often it is retried.
-        suffix = max(len(step_id("", len(steps), MAX_GENERATION))
-                     + len(f".m{self.options.max_steps}"),
-                     len(error_step_id("", MAX_GENERATION)))
-        problem = check_text("workflow id", message.id, MAX_ID_LENGTH - suffix, empty=False)
-        if problem is not None:
-            return problem
-        if "." in message.id:
-            return "a workflow id has no '.' (its steps' ids are <id>.<index>)"
-        if not steps:
-            return "a workflow needs at least one step"
-        if len(steps) > self.options.max_steps:
-            return (f"the workflow has {len(steps)} steps; the limit is "
-                    f"{self.options.max_steps} (max_steps)")
-        edges = sum(len(step.after) for step in steps)
-        if edges > self.options.max_edges:
-            return (f"the workflow's steps wait for {edges} steps in all; the limit is "
-                    f"{self.options.max_edges} (max_edges)")
-        for index, step in enumerate(steps):
-            if not 0 <= step.priority < len(PRIORITIES):
-                return f"step {index}: priority {step.priority} is not 0..3"
-            # Checked as the inbox checks a Submit, before anything runs.
-            problem = check_submit(Submit(id=step_id(message.id, index), task=step.task,
-                                          payload=step.payload, priority=step.priority,
-                                          timeout=step.timeout))
-            if problem is not None:
-                return f"step {index}: {problem}"
-            if step.input not in ("none", "one", "list", "each"):
-                return f"step {index}: input {step.input!r} is not none, one, list or each"
-            if step.input == "each" and len(step.after) != 1:
-                return f"step {index} maps over one step's result but waits for " \
-                       f"{len(step.after)} steps"
-            if any(not 0 <= parent < index for parent in step.after):
-                return f"step {index} waits for a step that is not before it"
-            if len(set(step.after)) != len(step.after):
-                return f"step {index} waits for a step twice"
-            if step.input == "one" and len(step.after) != 1:
-                return f"step {index} takes one input but waits for {len(step.after)} steps"
-        limit = message.time_limit
-        if limit is not None and not (isinstance(limit, (int, float)) and 0 < limit < math.inf):
-            return f"time_limit {limit:g} is not a number of seconds > 0"
-        handler = message.on_error
-        if handler is not None:
-            if not 0 <= handler.priority < len(PRIORITIES):
-                return f"on_error: priority {handler.priority} is not 0..3"
-            problem = check_submit(Submit(id=error_step_id(message.id, MAX_GENERATION),
-                                          task=handler.task, payload=handler.payload,
-                                          priority=handler.priority, timeout=handler.timeout))
-            if problem is not None:
-                return f"on_error: {problem}"
-            if handler.input not in ("none", "one") or handler.after:
-                return "on_error: the handler waits for no step and takes the failure or nothing"
-        return None
 
     async def _known(self, ids: tuple[str, ...]) -> set[str]:
         """Those of ``ids`` the store holds a record of."""
@@ -497,13 +434,3 @@ class Workflows(Runner):
         return WorkflowState(id=workflow_id, state=state, generation=generation,
                              started_at=started_at, error=error, steps=tuple(steps))
 
-
-def _names(message: StartWorkflow) -> list[str]:
-    """The task names a workflow runs (its error handler's too)."""
-    names = [step.task for step in message.steps]
-    return names + [message.on_error.task] if message.on_error is not None else names
-
-
-def _ids(message: StartWorkflow) -> tuple[str, ...]:
-    """A new workflow's id and its first steps' ids: all must be unused."""
-    return (message.id, *(step_id(message.id, index) for index in range(len(message.steps))))

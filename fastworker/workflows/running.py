@@ -1,154 +1,47 @@
-"""How the Workflows actor runs what it holds: submitting the steps that
-are ready (a ``.map()``'s members too), following them through the store's
-watch session, time limits, stopping a run (its running steps cancelled)
-and ending it (its record, its journal row, its error handler). The actor
-(``fastworker.workflows.actor``) adds the messages it answers: starting,
-cancelling, retrying, asking, and taking workflows back after a restart.
+"""How the Workflows actor moves its runs on: submitting the steps that
+are ready (a ``.map()``'s members too), all runs' together, waiting for
+room in the queue, and acting on the records the store's watch brings.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
-from collections import OrderedDict
-from typing import Any
 
-import attrs
 import trio
 
-from actors import Actor, ActorContext, ActorCrashed, CallTimeout, Ref
 from actors.requests import Requests
-from fastworker.cancel import cancel_task
 from fastworker.errors import InvalidSubmission
-from fastworker.internal import JournalWrite
-from fastworker.journal.ops import DropWorkflow, PutResult, PutWorkflow
 from fastworker.limits import MAX_QUERY_IDS
 from fastworker.messages import (
     FINAL_STATES,
-    PRIORITIES,
-    Cancelled,
     Finished,
     Outcome,
     Records,
     Rejected,
-    RemoteError,
     Running,
-    StartWorkflow,
     StatusQuery,
     Submit,
     TaskRecord,
-    Watch,
-    WorkflowStep,
 )
-from fastworker.payload import pack_value, with_inputs
 from fastworker.submission import build_submit
-from fastworker.workflows.graph import Failure, Run, error_step_id, step_id
+from fastworker.workflows.ending import Ending
+from fastworker.workflows.graph import Run, step_id
+from fastworker.workflows.state import (
+    PEER_ERRORS,
+    why,
+)
 
-__all__ = ["ENDED_BADLY", "Kept", "PEER_ERRORS", "Runner", "WORKFLOW_TASK", "WorkflowsOptions",
-           "held_size"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("fastworker.workflows")
 
-#: The store's watch session of this actor.
-SESSION = "fastworker.workflows"
-#: What a call to another actor of the node raises when it does not answer.
-PEER_ERRORS = (CallTimeout, ActorCrashed, trio.BrokenResourceError, trio.ClosedResourceError)
-#: Cancels of a stopped run's steps under way at once.
-_CANCELS_AT_ONCE = 64
 #: Seconds between tries of the steps the queue had no room for.
 _ROOM_PAUSE = 0.5
-#: Seconds the watch waits after the store failed or refused one.
-_WATCH_PAUSE = 0.5
-#: The final states of a step that did not succeed.
-ENDED_BADLY = frozenset({"failed", "cancelled", "expired"})
-#: The task name a workflow's own record carries.
-WORKFLOW_TASK = "fastworker.workflow"
 
 
-@attrs.define
-class Kept:
-    """An ended workflow, kept for ``WorkflowQuery`` and (failed or
-    cancelled) for ``RetryWorkflow``."""
-
-    start: StartWorkflow
-    started_at: float
-    generation: int
-    state: str  # succeeded | failed | cancelled
-    error: str = ""
-    size: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class WorkflowsOptions:
-    """Bounds and waits.
-
-    Attributes:
-        max_steps: the most steps one workflow may have.
-        max_running: the most workflows running at once; more are refused.
-        max_edges: the most "waits for" links of one workflow, all steps together.
-        max_bytes: the most bytes of steps' arguments the workflows held
-            (running, and ended ones kept) take together; the oldest kept
-            are let go first, then a new workflow past it is refused
-            (``QueueFull``).
-        max_kept: the most ended workflows kept (for their page and, failed
-            or cancelled, for a retry); the oldest go first.
-        call_timeout: seconds to wait for the inbox's or store's answer.
-        watch_wait: seconds one watch of the store parks.
-    """
-
-    max_steps: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
-    max_running: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
-    max_edges: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
-    max_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=attrs.validators.ge(0))
-    max_kept: int = attrs.field(default=1_000, validator=attrs.validators.ge(0))
-    call_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    watch_wait: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-
-
-class Runner(Actor[Any]):
-    """The Workflows actor's runs and how they go (see the module docstring)."""
-
-    def __init__(self, options: WorkflowsOptions, context: ActorContext) -> None:
-        super().__init__(options, context)
-        self.runs: dict[str, Run] = {}
-        #: The step a task id is: (workflow id, index, member of a
-        #: ``.map()`` step or -1).
-        self._steps: dict[str, tuple[str, int, int]] = {}
-        #: Each run's last step's result, once it has one.
-        self._last: dict[str, bytes] = {}
-        self._started_total = self._succeeded_total = self._failed_total = 0
-        #: Held while records are acted on: the mailbox and the watch both do.
-        self._lock = trio.Lock()
-        #: Bytes of steps' arguments the running and kept workflows hold,
-        #: and of those the kept ones.
-        self._held_bytes = self._kept_bytes = 0
-        #: Steps to add to the watch again (a watch failed), and the store's
-        #: epoch the session was opened with.
-        self._rewatch: set[str] = set()
-        self._watch_failed = False
-        self._epoch = ""
-        #: Runs cancelled by an operator (their record ends ``cancelled``).
-        self._cancelled: set[str] = set()
-        #: What each running workflow was started with, and when.
-        self._starts: dict[str, tuple[StartWorkflow, float]] = {}
-        #: Ended workflows kept, oldest first.
-        self._kept: OrderedDict[str, Kept] = OrderedDict()
-        #: The journal, when it is on.
-        self._journal: Ref[Any] | None = None
-        #: Each run's number (a retried workflow's new run has a new one),
-        #: and the runs with a time limit, by when it ends (wall clock).
-        self._serial = itertools.count(1)
-        self._serials: dict[str, int] = {}
-        self._deadlines: list[tuple[float, int, str]] = []
-        #: Steps the queue had no room for, by task id: their run's number
-        #: and their Submit, tried again until taken (``_room_forever``).
-        self._parked: dict[str, tuple[int, Submit]] = {}
-        self._room_wanted = trio.Event()
-        self._deadline_added = trio.Event()
-
-    # -- running --------------------------------------------------------------
+class Runner(Ending):
+    """Moving runs on (see the module docstring)."""
 
     async def _advance(self, run: Run) -> tuple[TaskRecord, ...]:
         """``_advance_many`` of one run."""
@@ -344,54 +237,6 @@ class Runner(Actor[Any]):
             id=run.ids[index], attempt=1, worker=self.name, value=value,
             finished_at=time.time()),)))
 
-    async def _watch(self, ids: tuple[str, ...], *, wait: float) -> tuple[TaskRecord, ...]:
-        """The final records of watched steps (adding ``ids`` to the watch)."""
-        try:
-            answer = await self.refs["results"].call(
-                Watch(session=SESSION, ids=ids, wait=wait, epoch=self._epoch),
-                timeout=wait + self.options.call_timeout)
-        except PEER_ERRORS:
-            # Its answer may have taken records of any step: every step is
-            # watched again (a final record comes back at once).
-            log.warning("%s: the store did not answer a watch of %d steps", self.name, len(ids))
-            self._watch_all_again()
-            return ()
-        if not isinstance(answer, Records):
-            log.warning("%s: the store refused a watch: %s", self.name, answer)
-            self._watch_all_again()
-            return ()
-        if answer.epoch and answer.epoch != self._epoch:
-            # Another store than the one the session was opened with: every
-            # step is watched again there.
-            if self._epoch:
-                self._rewatch.update(self._steps)
-            self._epoch = answer.epoch
-        # A step whose record the store's bounds dropped comes back as an
-        # "unknown" record; one it never heard of (``answer.unknown``: a step
-        # watched again while it is being submitted) stays watched.
-        return answer.records
-
-    def _watch_all_again(self) -> None:
-        self._rewatch.update(self._steps)
-        self._watch_failed = True
-
-    async def _watch_forever(self, records_out: trio.MemorySendChannel[
-            tuple[TaskRecord, ...]]) -> None:
-        """Keep a watch of the steps parked at the store; hand what it
-        brings to ``_act_forever`` (so that a watch is parked again at once,
-        however long acting on them takes: the store keeps an idle session
-        for a while only)."""
-        while True:
-            if self._watch_failed:
-                self._watch_failed = False
-                await trio.sleep(_WATCH_PAUSE)  # not a tight loop against a failing store
-            ids = tuple(itertools.islice(self._rewatch, MAX_QUERY_IDS))
-            self._rewatch.difference_update(ids)
-            records = await self._watch(ids, wait=0.0 if self._rewatch
-                                        else self.options.watch_wait)
-            if records:
-                await records_out.send(records)
-
     async def _act_forever(self, records_in: trio.MemoryReceiveChannel[
             tuple[TaskRecord, ...]]) -> None:
         async for records in records_in:
@@ -402,42 +247,6 @@ class Runner(Actor[Any]):
                     log.exception("%s: failed to act on %d step records", self.name,
                                   len(records))
                     self._watch_all_again()
-
-    def _current(self, workflow_id: str, serial: int) -> Run | None:
-        """The run of ``workflow_id`` if it is still the one numbered ``serial``."""
-        return self.runs.get(workflow_id) if self._serials.get(workflow_id) == serial else None
-
-    async def _time_limits_forever(self) -> None:
-        """Stop each run whose time limit passed (it fails, its running
-        steps are cancelled)."""
-        while True:
-            deadlines = self._deadlines
-            while deadlines and self._current(deadlines[0][2], deadlines[0][1]) is None:
-                heapq.heappop(deadlines)  # ended, or a run of it begun again
-            if len(deadlines) > 2 * len(self.runs) + 64:  # ended ones deeper down
-                self._deadlines = deadlines = [
-                    entry for entry in deadlines if self._current(entry[2], entry[1])]
-                heapq.heapify(deadlines)
-            self._deadline_added = trio.Event()
-            if not deadlines:
-                await self._deadline_added.wait()
-                continue
-            with trio.move_on_after(max(deadlines[0][0] - time.time(), 0.0)):
-                await self._deadline_added.wait()
-                continue
-            _, serial, workflow_id = heapq.heappop(deadlines)
-            async with self._lock:
-                run = self._current(workflow_id, serial)  # (asked again under the lock)
-                if run is None:
-                    continue
-                limit = self._starts[workflow_id][0].time_limit
-                try:
-                    await self._stop(run, run.cancel(
-                        f"TimeLimitExceeded: the workflow ran past its time limit of "
-                        f"{limit:g} s"))
-                except Exception:
-                    log.exception("%s: failed to stop workflow %s past its time limit",
-                                  self.name, workflow_id)
 
     async def _ended(self, records: tuple[TaskRecord, ...]) -> None:
         """Act on final records of steps, then start what they let start,
@@ -464,8 +273,9 @@ class Runner(Actor[Any]):
             return None
         index, member = found[1], found[2]
         if record.state != "succeeded" or record.value is None:
-            why = _why(record)
-            await self._step_failed(run, index, f"item {member}: {why}" if member >= 0 else why)
+            because = why(record)
+            await self._step_failed(run, index,
+                                    f"item {member}: {because}" if member >= 0 else because)
             return None
         if member < 0:
             run.succeeded(index, record.value)
@@ -481,180 +291,3 @@ class Runner(Actor[Any]):
             return None
         await self._map_ended(run, index, joined)
         return run
-
-    async def _step_failed(self, run: Run, index: int, why: str) -> None:
-        """Fail the run for step ``index`` (a ``.map()`` step: its members
-        still running are cancelled, and it gets a failed record)."""
-        members = [run.member_id(index, member) for member in run.open_members(index)]
-        for task_id in members:  # what still comes of them is ignored
-            self._steps.pop(task_id, None)
-        if run.specs[index].input == "each" and run.ids[index]:
-            await self._tell_store(Finished(outcomes=(Outcome(
-                id=run.ids[index], attempt=1, worker=self.name, finished_at=time.time(),
-                error=RemoteError(type="StepFailed", message=why)),)))
-        await self._stop(run, run.failed(index, why), members)
-
-    async def _stop(self, run: Run, running: list[int], also: list[str] | None = None) -> None:
-        """Cancel the ``running`` steps of a stopped run (and the tasks
-        ``also``); finish it once over."""
-        timeout = self.options.call_timeout
-        ids = list(also or ())
-        for other in running:
-            if run.specs[other].input == "each":
-                ids.extend(run.member_id(other, member) for member in run.open_members(other))
-            else:
-                ids.append(run.ids[other])
-        limiter = trio.CapacityLimiter(_CANCELS_AT_ONCE)
-
-        async def cancel(task_id: str) -> None:
-            async with limiter:
-                try:
-                    await cancel_task(
-                        task_id,
-                        at_inbox=lambda m: self.refs["inbox"].call(m, timeout=timeout),
-                        at_dispatcher=lambda m: self.refs["dispatcher"].call(m, timeout=timeout))
-                except Exception as error:  # best effort: the workflow ends failed anyway
-                    log.warning("%s: could not cancel step %s: %s", self.name, task_id, error)
-
-        # Side by side: a map's thousands of members take a few round trips,
-        # and an inbox that does not answer costs one call_timeout, not one each.
-        async with trio.open_nursery() as nursery:
-            for other_id in ids:
-                nursery.start_soon(cancel, other_id)
-        # Ended at once: what comes later of its steps is not waited for.
-        if run.ended and self.runs.get(run.id) is run:
-            await self._finish(run)
-
-    async def _finish(self, run: Run) -> None:
-        """Make the workflow's record final: its last step's result, or the
-        failure. With the journal on, the record's result is written with
-        the workflow's end (dropped, or kept failed for a retry) in one
-        transaction, before the store hears of it."""
-        self.runs.pop(run.id, None)
-        self._serials.pop(run.id, None)
-        start, started_at = self._starts.pop(run.id)
-        value = self._last.pop(run.id, None)
-        for task_id in run.ids:  # what still comes of its steps is ignored
-            self._steps.pop(task_id, None)
-        # A map step still running has a record of its own: it ends too.
-        maps = tuple(run.ids[index] for index, spec in enumerate(run.specs)
-                     if spec.input == "each" and run.states[index] == "started")
-        if maps:
-            await self._tell_store(Cancelled(ids=maps))
-        for index in list(run.members):
-            for member in range(len(run.members[index])):
-                self._steps.pop(run.member_id(index, member), None)
-        now = time.time()
-        failure = run.failure
-        record = TaskRecord(id=run.id, state="succeeded", task=WORKFLOW_TASK, attempt=1,
-                            worker=self.name, workers=(self.name,), queued_at=started_at,
-                            started_at=started_at, finished_at=now)
-        if run.id in self._cancelled:
-            self._cancelled.discard(run.id)
-            self._failed_total += 1
-            log.info("%s: workflow %s cancelled", self.name, run.id)
-            record = attrs.evolve(record, state="cancelled")
-            report: Any = Cancelled(ids=(run.id,))
-        elif failure is None and value is not None:
-            record = attrs.evolve(record, value=value)
-            report = Finished(outcomes=(Outcome(id=run.id, attempt=1, worker=self.name,
-                                                value=value, finished_at=now),))
-            self._succeeded_total += 1
-        else:
-            message = ("its last step gave no result" if failure is None
-                       else failure.error if failure.step < 0
-                       else f"step {failure.step} ({failure.task}) failed: {failure.error}")
-            error = RemoteError(type="WorkflowFailed", message=message)
-            record = attrs.evolve(record, state="failed", error=error)
-            report = Finished(outcomes=(Outcome(id=run.id, attempt=1, worker=self.name,
-                                                finished_at=now, error=error),))
-            self._failed_total += 1
-            log.warning("%s: workflow %s failed: %s", self.name, run.id, message)
-        if record.state == "failed" and start.on_error is not None:
-            await self._on_error(run, start.on_error, failure)
-        if self._journal is not None:
-            ended = (DropWorkflow(run.id) if record.state == "succeeded"
-                     else PutWorkflow(start, started_at, run.generation, failed=True))
-            try:
-                await self._journal.send(JournalWrite(ops=(
-                    PutResult(record=record, final_at=now), ended)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("%s: the journal is gone; the end of %s not written", self.name,
-                            run.id)
-        # Kept after its end is written: letting it go (max_kept) drops its row after.
-        self._keep(Kept(start=start, started_at=started_at, generation=run.generation,
-                         state=record.state, size=held_size(start),
-                         error=record.error.message if record.error is not None else ""))
-        await self._tell_store(report)
-
-    async def _on_error(self, run: Run, handler: WorkflowStep, failure: Failure | None) -> None:
-        """Submit a failed workflow's error handler (``<id>.error``), with
-        what failed as its first argument unless it takes none. At least
-        once: a restart before the workflow's end is written submits it again."""
-        what = {"workflow": run.id, "step": failure.step if failure is not None else -1,
-                "task": failure.task if failure is not None else "",
-                "error": failure.error if failure is not None else "its last step gave no result"}
-        payload = handler.payload
-        try:
-            if handler.input != "none":
-                payload = with_inputs(payload, [pack_value(what)], as_list=False)
-            submit = build_submit(handler.task, id=error_step_id(run.id, run.generation),
-                                  payload=payload, priority=PRIORITIES[handler.priority],
-                                  timeout=handler.timeout)
-            [answer] = await self.refs["inbox"].call(
-                Requests(messages=(submit,), peer="workflows"),
-                timeout=self.options.call_timeout)
-        except (*PEER_ERRORS, InvalidSubmission, ValueError) as error:
-            log.warning("%s: the error handler of workflow %s was not submitted: %s: %s",
-                        self.name, run.id, type(error).__name__, error)
-            return
-        if isinstance(answer, Rejected):
-            log.warning("%s: the error handler of workflow %s was refused: %s: %s",
-                        self.name, run.id, answer.error, answer.message)
-
-    def _keep(self, kept: Kept) -> None:
-        """Keep an ended workflow (its bytes, held already, stay held),
-        letting the oldest go."""
-        self._kept[kept.start.id] = kept
-        self._kept_bytes += kept.size
-        self._let_go_kept()
-
-    def _let_go_kept(self, room: int = 0) -> None:
-        """Let the oldest kept workflows go while more than ``max_kept`` are
-        kept, or while ``room`` more bytes would not fit (their journal rows too)."""
-        gone: list[DropWorkflow] = []
-        while self._kept and (len(self._kept) > self.options.max_kept
-                              or self._held_bytes + room > self.options.max_bytes):
-            _, kept = self._kept.popitem(last=False)
-            self._held_bytes -= kept.size
-            self._kept_bytes -= kept.size
-            if kept.state != "succeeded":
-                gone.append(DropWorkflow(kept.start.id))
-        # The running ones' bytes and the kept ones' are counted together.
-        if gone and self._journal is not None:
-            try:
-                self._journal.send_nowait(JournalWrite(ops=tuple(gone)))
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("%s: %d workflows let go stay in the journal until the next start",
-                            self.name, len(gone))
-
-    async def _tell_store(self, message: Any) -> None:
-        try:
-            await self.refs["results"].send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.warning("%s: the store is gone; %s not told", self.name, type(message).__name__)
-
-
-def held_size(message: StartWorkflow) -> int:
-    """Bytes of arguments a workflow holds."""
-    return sum(len(step.payload) for step in message.steps)
-
-
-def _why(record: TaskRecord) -> str:
-    """Why a step's record says it did not succeed."""
-    error = record.error
-    if error is not None:
-        return f"{error.type}: {error.message}"
-    if record.state == "unknown":
-        return "its record is gone (dropped by the store's bounds)"
-    return record.state
