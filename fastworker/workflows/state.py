@@ -134,7 +134,11 @@ class State(Actor[Any]):
             log.warning("%s: the store is gone; %s not told", self.name, type(message).__name__)
 
     async def _watch(self, ids: tuple[str, ...], *, wait: float) -> tuple[TaskRecord, ...]:
-        """The final records of watched steps (adding ``ids`` to the watch)."""
+        """The final records of watched steps (adding ``ids`` to the watch;
+        past what one watch names, the rest by the next, ``_watch_forever``'s)."""
+        if len(ids) > MAX_QUERY_IDS:
+            self._rewatch.update(ids[MAX_QUERY_IDS:])
+            ids = ids[:MAX_QUERY_IDS]
         try:
             answer = await self.refs["results"].call(
                 Watch(session=SESSION, ids=ids, wait=wait, epoch=self._epoch),

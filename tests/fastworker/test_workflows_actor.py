@@ -371,3 +371,13 @@ async def test_a_stopped_workflows_running_map_step_record_ends() -> None:
                                    value=join_parts([pack_value(1), pack_value(2)])),))
     await actor._answer_many([CancelWorkflow(id="w")])
     assert any(isinstance(m, Cancelled) and "w.1" in m.ids for m in store.sent)
+
+
+async def test_a_watch_names_at_most_what_one_may_and_the_rest_next(
+        monkeypatch: Any) -> None:
+    import fastworker.workflows.state as state
+    monkeypatch.setattr(state, "MAX_QUERY_IDS", 2)
+    actor, _, store = workflows()
+    ids = watched(store)
+    await actor._watch(("a", "b", "c"), wait=0.0)
+    assert ids == ["a", "b"] and actor._rewatch == {"c"}
