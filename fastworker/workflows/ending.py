@@ -26,6 +26,7 @@ from fastworker.messages import (
     Outcome,
     Rejected,
     RemoteError,
+    Submit,
     TaskRecord,
     WorkflowStep,
 )
@@ -170,16 +171,30 @@ class Ending(State):
             submit = build_submit(handler.task, id=error_step_id(run.id, run.generation),
                                   payload=payload, priority=PRIORITIES[handler.priority],
                                   timeout=handler.timeout)
-            [answer] = await self.refs["inbox"].call(
-                Requests(messages=(submit,), peer="workflows"),
-                timeout=self.options.call_timeout)
-        except (*PEER_ERRORS, InvalidSubmission, ValueError) as error:
+        except (InvalidSubmission, ValueError) as error:
             log.warning("%s: the error handler of workflow %s was not submitted: %s: %s",
                         self.name, run.id, type(error).__name__, error)
             return
-        if isinstance(answer, Rejected):
-            log.warning("%s: the error handler of workflow %s was refused: %s: %s",
-                        self.name, run.id, answer.error, answer.message)
+        await self._submit_handlers([submit])
+
+    async def _submit_handlers(self, submits: list[Submit]) -> None:
+        """Submit error handlers; those the queue has no room for wait for
+        it (``_room_forever``), the others refused are logged."""
+        try:
+            answers = await self.refs["inbox"].call(
+                Requests(messages=tuple(submits), peer="workflows"),
+                timeout=self.options.call_timeout)
+        except PEER_ERRORS as error:
+            log.warning("%s: %d error handlers were not submitted: %s: %s", self.name,
+                        len(submits), type(error).__name__, error)
+            return
+        for submit, answer in zip(submits, answers, strict=True):
+            if isinstance(answer, Rejected) and answer.error == "QueueFull":
+                self._parked_handlers.append(submit)
+                self._room_wanted.set()
+            elif isinstance(answer, Rejected):
+                log.warning("%s: the error handler %s was refused: %s: %s",
+                            self.name, submit.id, answer.error, answer.message)
 
     def _keep(self, kept: Kept) -> None:
         """Keep an ended workflow (its bytes, held already, stay held),

@@ -154,10 +154,13 @@ class Runner(Ending):
                 self._room_wanted = trio.Event()
                 try:
                     await self._ended(await self._submit_parked())
+                    if handlers := self._parked_handlers:
+                        self._parked_handlers = []
+                        await self._submit_handlers(handlers)
                 except Exception:
                     log.exception("%s: failed to submit steps waiting for room", self.name)
                     self._watch_all_again()
-                if self._parked:
+                if self._parked or self._parked_handlers:
                     self._room_wanted.set()
 
     async def _submit_parked(self) -> tuple[TaskRecord, ...]:

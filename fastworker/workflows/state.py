@@ -120,6 +120,8 @@ class State(Actor[Any]):
         #: Steps the queue had no room for, by task id: their run's number
         #: and their Submit, tried again until taken (``_room_forever``).
         self._parked: dict[str, tuple[int, Submit]] = {}
+        #: Error handlers the queue had no room for (their runs have ended).
+        self._parked_handlers: list[Submit] = []
         self._room_wanted = trio.Event()
         self._deadline_added = trio.Event()
 

@@ -381,3 +381,18 @@ async def test_a_watch_names_at_most_what_one_may_and_the_rest_next(
     ids = watched(store)
     await actor._watch(("a", "b", "c"), wait=0.0)
     assert ids == ["a", "b"] and actor._rewatch == {"c"}
+
+
+async def test_an_error_handler_the_queue_has_no_room_for_waits_for_room() -> None:
+    actor, inbox, _ = workflows()
+    full = {"w.error"}
+    answering(inbox, lambda i: Rejected(id=i, error="QueueFull", message="full")
+              if i in full else None)
+    await start(actor, StartWorkflow(id="w", on_error=step("alert", input="one"),
+                                     steps=(step("a"),)))
+    await actor._ended((failed("w.0"),))
+    assert [s.id for s in actor._parked_handlers] == ["w.error"]
+    full.clear()
+    handlers, actor._parked_handlers = actor._parked_handlers, []
+    await actor._submit_handlers(handlers)
+    assert actor._parked_handlers == [] and inbox.ids.count("w.error") == 2
