@@ -54,6 +54,7 @@ from dashboard.workflows import WorkflowActions
 from fastworker import __version__
 from fastworker.admin.retrying import retry_refusal, retry_submit
 from fastworker.cancel import cancel_task
+from fastworker.errors import Unavailable
 from fastworker.internal import DrainWorker, GetTask, TaskDetail
 from fastworker.limits import MAX_BULK
 from fastworker.messages import (
@@ -356,11 +357,14 @@ class Dashboard(Actor[Any]):
         return views.task_view(await self._detail(id))
 
     async def cancel(self, id: str) -> schema.CancelResult:
-        reply = await cancel_task(
-            id, at_inbox=functools.partial(self._call, "inbox"),
-            at_dispatcher=functools.partial(self._call, "dispatcher"),
-            at_workflows=(functools.partial(self._call, "workflows")
-                          if "workflows" in self.refs else None))
+        try:
+            reply = await cancel_task(
+                id, at_inbox=functools.partial(self._call, "inbox"),
+                at_dispatcher=functools.partial(self._call, "dispatcher"),
+                at_workflows=(functools.partial(self._call, "workflows")
+                              if "workflows" in self.refs else None))
+        except Unavailable as error:
+            raise ActionError(503, f"{error}; try again") from None
         if reply.outcome not in ("not_queued", "unknown"):
             log.info("%s: task %s cancelled from the dashboard (%s)", self.name, id,
                      reply.outcome)

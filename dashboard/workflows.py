@@ -78,4 +78,7 @@ class WorkflowActions:
             raise ActionError(409, f"the retry of workflow {id} was refused: {answer.message}")
         assert isinstance(answer, Accepted)
         log.info("%s: workflow %s retried from the dashboard", self.name, id)
-        return views.workflow_view(await self._state(id))
+        try:
+            return views.workflow_view(await self._state(id))
+        except ActionError:  # retried all the same: the page's next load shows it
+            return views.workflow_view(WorkflowState(id=id, state="running"))

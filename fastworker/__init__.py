@@ -29,6 +29,7 @@ from fastworker.errors import TaskCancelled as TaskCancelled
 from fastworker.errors import TaskError as TaskError
 from fastworker.errors import TaskExpired as TaskExpired
 from fastworker.errors import TaskTimeout as TaskTimeout
+from fastworker.errors import Unavailable as Unavailable
 from fastworker.errors import UnknownTask as UnknownTask
 from fastworker.messages import TaskRecord as TaskRecord
 from fastworker.tasks import Backoff as Backoff
@@ -59,6 +60,7 @@ __all__ = [
     "TaskRecord",
     "TaskTimeout",
     "TlsOptions",
+    "Unavailable",
     "UnknownTask",
     "task",
 ]

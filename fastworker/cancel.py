@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastworker.messages import Cancel, CancelReply, CancelWorkflow, Stop
+from fastworker.errors import Unavailable
+from fastworker.messages import Cancel, CancelReply, CancelWorkflow, Rejected, Stop
 
 __all__ = ["cancel_task"]
 
@@ -28,7 +29,11 @@ async def cancel_task(
     """Cancel a task where it waits, else stop it where it runs: ``Cancel``
     to the inbox (queued or scheduled), and if it answers ``not_queued``
     (handed out already), ``Stop`` to the dispatcher; an id the inbox does
-    not know, to the Workflows actor (``at_workflows``), as a workflow's."""
+    not know, to the Workflows actor (``at_workflows``), as a workflow's.
+
+    Raises:
+        Unavailable: the Workflows actor could not act now.
+    """
     reply = await at_inbox(Cancel(id=task_id))
     assert isinstance(reply, CancelReply)
     if reply.outcome == "not_queued":
@@ -36,5 +41,8 @@ async def cancel_task(
         assert isinstance(reply, CancelReply)
     elif reply.outcome == "unknown" and at_workflows is not None:
         reply = await at_workflows(CancelWorkflow(id=task_id))
+        if isinstance(reply, Rejected):  # it could not act now (a peer did not answer)
+            raise Unavailable(f"the workflows actor could not cancel {task_id}: "
+                              f"{reply.message}")
         assert isinstance(reply, CancelReply)
     return reply

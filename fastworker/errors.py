@@ -14,7 +14,8 @@
     │   └── AnswerTooLarge             its answer would not fit one frame; nothing was lost
     ├── SubmissionsRefused             pipelined submissions were refused (each id, and why)
     ├── DiscoveryTimeout               no control plane answered discovery probes in time
-    └── JournalUnavailable             the journal could not write (disk full, I/O error)
+    ├── JournalUnavailable             the journal could not write (disk full, I/O error)
+    └── Unavailable                    an actor of the control plane could not answer now
 
 Waiting for a result past the caller's own timeout raises the builtin
 ``TimeoutError``. The journal's start-up errors (``JournalCorrupt``,
@@ -158,3 +159,9 @@ class JournalUnavailable(FastworkerError):
     """Raised when the control plane's journal could not write (disk full, an
     I/O error): what was to be written was not, and is not acknowledged.
     The journal tries again with the next write, and recovers by itself."""
+
+
+class Unavailable(FastworkerError):
+    """Raised when the control plane answered, but one of its actors could
+    not (it did not answer its peers in time, or failed): nothing was done;
+    try again."""

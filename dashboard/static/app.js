@@ -1156,19 +1156,25 @@
       const now = body.querySelector('.wf-graph');
       if (scrolled && now) [now.scrollLeft, now.scrollTop] = scrolled;
     }
+    let loads = 0;  // an answer to an older load than the last one is dropped
     async function load() {
+      const mine = ++loads;
       lastLoad = Date.now(); loading = true;
       try {
         const w = await api('workflows/' + enc(id));
+        if (mine !== loads) return;
         state = str(w.state);
         const s = JSON.stringify(w);
         if (s !== sig) { sig = s; render(w); }
       } catch (e) {
-        sig = ''; state = e.status === 404 ? 'unknown' : '';
+        if (mine !== loads) return;
+        // Not found, or no Workflows actor at all: nothing to load again.
+        const lasting = e.status === 404 || (e.status === 503 && /no Workflows actor/.test(str(e.detail)));
+        sig = ''; state = lasting ? 'unknown' : '';
         body.replaceChildren(e.status === 404
           ? h('div', { class: 'notice', 'data-testid': 'workflow-missing' }, h('strong', { text: 'Workflow not found. ' }), str(e.detail), ' ', taskLink(id, true), ' ', h('a', { href: '#/tasks?task=' + enc(WORKFLOW_TASK), text: 'All workflows' }))
           : errorBox('Could not load the workflow:', e));
-      } finally { loading = false; }
+      } finally { if (mine === loads) loading = false; }
     }
     const onResize = () => { if (graph) graph.fit(); };
     window.addEventListener('resize', onResize);

@@ -33,6 +33,7 @@ from fastworker.errors import (
     TaskError,
     TaskExpired,
     TaskTimeout,
+    Unavailable,
     UnknownTask,
 )
 from fastworker.messages import Accepted, Rejected, TaskRecord
@@ -48,6 +49,7 @@ _REJECTIONS: dict[str, type[Exception]] = {
     "UnknownTask": UnknownTask,
     "InvalidSubmission": InvalidSubmission,
     "JournalUnavailable": JournalUnavailable,
+    "Unavailable": Unavailable,
 }
 
 

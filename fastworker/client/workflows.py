@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from fastworker.client.coalescer import Coalescer
 from fastworker.client.outcome import accepted_id
-from fastworker.errors import InvalidSubmission
 from fastworker.messages import Rejected, RetryWorkflow, WorkflowQuery, WorkflowState
 from fastworker.workflows.canvas import Part, Signature, Workflow
 from fastworker.workflows.starting import start_message
@@ -43,7 +42,7 @@ async def state(queries: Coalescer, workflow_id: str) -> WorkflowState:
     """Where the workflow stands, step by step (``state`` ``unknown``: not kept)."""
     answer = await queries.ask(WorkflowQuery(id=workflow_id))
     if isinstance(answer, Rejected):
-        raise InvalidSubmission(answer.message)
+        accepted_id(answer)  # raises what it names (Unavailable: try again)
     assert isinstance(answer, WorkflowState)
     return answer
 

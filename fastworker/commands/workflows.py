@@ -68,8 +68,10 @@ async def _retry(client: Client, args: argparse.Namespace) -> int:
         print(json.dumps({"id": args.id, "outcome": "retried", "retry": retry,
                           "again": again}))
     else:
-        print(f"{args.id}: retried (retry {retry}): {_steps(len(again))} {_indexes(again)} "
-              f"{'runs' if len(again) == 1 else 'run'} again"
+        runs = (f"{_steps(len(again))} {_indexes(again)} "
+                f"{'runs' if len(again) == 1 else 'run'} again" if again
+                else "no step runs again")
+        print(f"{args.id}: retried (retry {retry}): {runs}"
               + (f"; {kept} succeeded {_steps(kept)} "
                  f"{'keeps its result' if kept == 1 else 'keep their results'}" if kept
                  else ""))

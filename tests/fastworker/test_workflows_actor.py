@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from actors import ActorContext, CallTimeout
 from actors.requests import Requests
 from fastworker.internal import UnknownTasks
@@ -396,3 +398,18 @@ async def test_an_error_handler_the_queue_has_no_room_for_waits_for_room() -> No
     handlers, actor._parked_handlers = actor._parked_handlers, []
     await actor._submit_handlers(handlers)
     assert actor._parked_handlers == [] and inbox.ids.count("w.error") == 2
+
+
+async def test_a_workflow_cancel_the_actor_cannot_carry_out_is_unavailable_not_an_assertion(
+) -> None:
+    from fastworker import Unavailable
+    from fastworker.cancel import cancel_task
+
+    async def inbox(message: Any) -> Any:
+        return CancelReply(id=message.id, outcome="unknown")
+
+    async def workflows_actor(message: Any) -> Any:
+        return Rejected(id=message.id, error="Unavailable", message="CallTimeout: the store")
+
+    with pytest.raises(Unavailable, match="could not cancel w: CallTimeout: the store"):
+        await cancel_task("w", at_inbox=inbox, at_dispatcher=inbox, at_workflows=workflows_actor)
