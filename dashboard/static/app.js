@@ -1115,7 +1115,7 @@
         h('td', { class: 'num', text: index }),
         h('td', { class: 'task-name', text: str(s.task) || '—' }),
         h('td', null, badge(s.state, 'workflow-step-state')),
-        h('td', { class: 'mono small' }, after.length ? after.join(', ') : none()),
+        h('td', { class: 'mono small' }, after.length ? indexRanges(after) : none()),
         h('td', null, s.id ? h('a', { class: 'mono id', href: '#/tasks/' + enc(str(s.id)), 'data-testid': 'workflow-step-link', title: str(s.id), text: shortId(s.id) }) : none()),
         h('td', { class: 'num' }, s.id ? plainInt(s.attempt) : none()),
         h('td', null, at(started)),
@@ -1157,13 +1157,14 @@
       if (scrolled && now) [now.scrollLeft, now.scrollTop] = scrolled;
     }
     let loads = 0;  // an answer to an older load than the last one is dropped
+    let stepCount = 0;  // a big workflow is asked for less often (a second per 1,000 steps)
     async function load() {
       const mine = ++loads;
       lastLoad = Date.now(); loading = true;
       try {
         const w = await api('workflows/' + enc(id));
         if (mine !== loads) return;
-        state = str(w.state);
+        state = str(w.state); stepCount = arr(w.steps).length;
         const s = JSON.stringify(w);
         if (s !== sig) { sig = s; render(w); }
       } catch (e) {
@@ -1181,10 +1182,20 @@
     load();
     return {
       // Live while it runs (or before it could be read); an ended one changes only by an action here, which reloads it.
-      onSnapshot: () => { if (!loading && (state === 'running' || state === '') && Date.now() - lastLoad >= 950) load(); },
+      onSnapshot: () => { if (!loading && (state === 'running' || state === '') && Date.now() - lastLoad >= 950 * Math.max(1, stepCount / 1000)) load(); },
       refresh: load,
       destroy: () => window.removeEventListener('resize', onResize),
     };
+  }
+
+  /** Step indexes as ranges, as `fastworker workflow` shows them: "0-3, 7, 9-10". */
+  function indexRanges(indexes) {
+    const ranges = [];
+    for (const i of [...indexes].sort((a, b) => a - b)) {
+      const last = ranges[ranges.length - 1];
+      if (last && i === last[1] + 1) last[1] = i; else ranges.push([i, i]);
+    }
+    return ranges.map(([lo, hi]) => (lo === hi ? String(lo) : lo + '-' + hi)).join(', ');
   }
 
   // ---------------------------------------------------------------- view: actors

@@ -40,7 +40,6 @@ from actors import GetStats
 from actors.requests import Requests
 from fastworker.internal import JournalWrite, Recover, UnknownTasks
 from fastworker.journal.ops import PutWorkflow
-from fastworker.limits import MAX_QUERY_IDS
 from fastworker.messages import (
     PRIORITIES,
     Accepted,
@@ -48,11 +47,9 @@ from fastworker.messages import (
     CancelWorkflow,
     Queued,
     QueuedEntry,
-    Records,
     Rejected,
     RetryWorkflow,
     StartWorkflow,
-    StatusQuery,
     StepInfo,
     TaskRecord,
     WorkflowQuery,
@@ -203,8 +200,8 @@ class Workflows(Runner):
             names = dict.fromkeys(name for index in fresh for name in start_names(messages[index]))
             unknown = dict(await self.refs["inbox"].call(UnknownTasks(names=tuple(names)),
                                                          timeout=self.options.call_timeout))
-            taken = await self._known(tuple(
-                task_id for index in fresh for task_id in start_ids(messages[index])))
+            taken = set(await self._records([
+                task_id for index in fresh for task_id in start_ids(messages[index])]))
             pending = 0
             for index in fresh:
                 answers[index], size = self._refusal(messages[index], unknown, taken,
@@ -277,18 +274,6 @@ class Workflows(Runner):
         self._started_total += 1
         return run
 
-    async def _known(self, ids: tuple[str, ...]) -> set[str]:
-        """Those of ``ids`` the store holds a record of."""
-        found: set[str] = set()
-        for start in range(0, len(ids), MAX_QUERY_IDS):
-            answer = await self.refs["results"].call(
-                StatusQuery(ids=ids[start:start + MAX_QUERY_IDS]),
-                timeout=self.options.call_timeout)
-            if isinstance(answer, Records):
-                found.update(record.id for record in answer.records
-                             if record.state != "unknown")
-        return found
-
     # -- restarting, retrying, asking ----------------------------------------------
 
     async def _recover(self, workflows: tuple[PutWorkflow, ...]) -> str:
@@ -345,18 +330,13 @@ class Workflows(Runner):
 
     async def _newest(self, workflow_id: str, count: int,
                       generation: int) -> list[TaskRecord | None]:
-        ids = [step_id(workflow_id, index, gen)
-               for gen in range(generation + 1) for index in range(count)]
+        """Each step's newest record, of its runs in generations 0..``generation``."""
+        held = await self._records([step_id(workflow_id, index, gen)
+                                    for gen in range(generation + 1) for index in range(count)])
         found: list[TaskRecord | None] = [None] * count
-        for start in range(0, len(ids), MAX_QUERY_IDS):
-            answer = await self.refs["results"].call(
-                StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
-                timeout=self.options.call_timeout)
-            if not isinstance(answer, Records):
-                raise RuntimeError(f"the store refused a status query: {answer}")
-            for offset, record in enumerate(answer.records):
-                if record.state != "unknown":  # a later generation's overrides
-                    found[(start + offset) % count] = record
+        for gen in range(generation + 1):  # a later generation's overrides
+            for index in range(count):
+                found[index] = held.get(step_id(workflow_id, index, gen), found[index])
         return found
 
     async def _retry(self, workflow_id: str) -> Accepted | Rejected:
@@ -411,7 +391,12 @@ class Workflows(Runner):
             generation, state, error = kept.generation, kept.state, kept.error
         else:
             return WorkflowState(id=workflow_id, state="unknown")
-        newest = await self._newest(workflow_id, len(start.steps), generation)
+        newest: list[TaskRecord | None]
+        if run is not None:  # its steps' ids are known: one look-up each
+            held = await self._records([task_id for task_id in run.ids if task_id])
+            newest = [held.get(task_id) if task_id else None for task_id in run.ids]
+        else:
+            newest = await self._newest(workflow_id, len(start.steps), generation)
         steps = []
         for index, step in enumerate(start.steps):
             record = newest[index]

@@ -17,10 +17,8 @@ from fastworker.messages import (
     FINAL_STATES,
     Finished,
     Outcome,
-    Records,
     Rejected,
     Running,
-    StatusQuery,
     Submit,
     TaskRecord,
 )
@@ -200,18 +198,12 @@ class Runner(Ending):
         ids = [run.member_id(index, member) for member in range(len(payloads))]
         for member, task_id in enumerate(ids):
             self._steps[task_id] = (run.id, index, member)
-        known: dict[str, TaskRecord] = {}
-        for start in range(0, len(ids), MAX_QUERY_IDS):
-            try:
-                answer = await self.refs["results"].call(
-                    StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
-                    timeout=self.options.call_timeout)
-            except PEER_ERRORS as error:
-                await self._stop(run, run.cancel(f"Unavailable: the store did not answer: "
-                                                 f"{type(error).__name__}: {error}"))
-                return ()
-            if isinstance(answer, Records):
-                known.update((r.id, r) for r in answer.records if r.state != "unknown")
+        try:
+            known = await self._records(ids)
+        except (*PEER_ERRORS, RuntimeError) as error:
+            await self._stop(run, run.cancel(f"Unavailable: the store did not answer: "
+                                             f"{type(error).__name__}: {error}"))
+            return ()
         submits = []
         for member, task_id in enumerate(ids):
             if task_id not in known:

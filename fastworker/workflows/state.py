@@ -19,6 +19,7 @@ from fastworker.limits import MAX_QUERY_IDS
 from fastworker.messages import (
     Records,
     StartWorkflow,
+    StatusQuery,
     Submit,
     TaskRecord,
     Watch,
@@ -134,6 +135,23 @@ class State(Actor[Any]):
             await self.refs["results"].send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.warning("%s: the store is gone; %s not told", self.name, type(message).__name__)
+
+    async def _records(self, ids: list[str]) -> dict[str, TaskRecord]:
+        """The store's records of ``ids`` (those it holds), asked
+        ``MAX_QUERY_IDS`` at a time.
+
+        Raises:
+            RuntimeError: the store refused to say.
+        """
+        found: dict[str, TaskRecord] = {}
+        for start in range(0, len(ids), MAX_QUERY_IDS):
+            answer = await self.refs["results"].call(
+                StatusQuery(ids=tuple(ids[start:start + MAX_QUERY_IDS])),
+                timeout=self.options.call_timeout)
+            if not isinstance(answer, Records):
+                raise RuntimeError(f"the store refused a status query: {answer}")
+            found.update((r.id, r) for r in answer.records if r.state != "unknown")
+        return found
 
     async def _watch(self, ids: tuple[str, ...], *, wait: float) -> tuple[TaskRecord, ...]:
         """The final records of watched steps (adding ``ids`` to the watch;
