@@ -16,35 +16,28 @@ returns each id at once.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from actors.frame import DEFAULT_MAX_FRAME_BYTES
-from actors.tls import TlsOptions
 from fastworker.client import lookup, workflows
 from fastworker.client.admin import AdminClient
 from fastworker.client.bulk import build_each, run_watched
-from fastworker.client.coalescer import Coalescer
-from fastworker.client.connection import Connection
 from fastworker.client.outcome import AsCompleted, Completed, accepted_id, notify, task_value
 from fastworker.client.pipeline import DEFAULT_WINDOW, Pipeline
-from fastworker.client.poller import ResultPoller
+from fastworker.client.ports import Ports
 from fastworker.client.slot import Slot
 from fastworker.messages import (
-    RESULTS_PORT_OFFSET,
     ListTasks,
     Submit,
     TaskPage,
     TaskRecord,
     WorkflowState,
 )
-from fastworker.submission import TaskIds, build_submit
+from fastworker.submission import build_submit
 from fastworker.tasks import Task
 from fastworker.workflows.canvas import Part, Signature, Workflow
 
@@ -52,19 +45,10 @@ __all__ = ["Client"]
 
 log = logging.getLogger("fastworker.client")
 
-#: How long a submission may wait for room in a full queue, in seconds.
-DEFAULT_QUEUE_WAIT = 5.0
-#: How long a request may go unanswered before the call fails, in seconds.
-DEFAULT_REQUEST_TIMEOUT = 30.0
-#: Seconds a call waits for a control plane the client has never reached.
-DEFAULT_CONNECT_TIMEOUT = 2.0
-#: The longest one result poll waits at the store.
-POLL_WAIT = 10.0
-
 _NOT_OPEN = "use the client inside `async with Client() as client:`"
 
 
-class Client:
+class Client(Ports):
     """Submits tasks to a control plane and gets their results.
 
     Use it as ``async with Client() as client:`` under asyncio or trio.
@@ -108,84 +92,6 @@ class Client:
             them, or a plain address with them, raises ``InvalidSubmission``
             when the client opens.
     """
-
-    def __init__(
-        self,
-        address: str | None = None,
-        secret: str | bytes | None = None,
-        *,
-        queue_wait: float = DEFAULT_QUEUE_WAIT,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        max_batch: int = 512,
-        contexts: int = 8,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        poll_wait: float = POLL_WAIT,
-        discover: float | None = None,
-        tls: TlsOptions | None = None,
-        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-    ) -> None:
-        self._connection = Connection(address, secret, discover=discover,
-                                      max_frame_bytes=max_frame_bytes, contexts=contexts,
-                                      tls=tls, connect_timeout=connect_timeout)
-        self.queue_wait = queue_wait
-        self.request_timeout = request_timeout
-        self.max_batch = max_batch
-        self.contexts = contexts
-        self.max_frame_bytes = max_frame_bytes
-        self.poll_wait = poll_wait
-        self._ids = TaskIds()
-        self._session = secrets.token_hex(6)
-        self._submitters: list[Coalescer] = []  # by priority level
-        self._queries: Coalescer | None = None
-        self._results: ResultPoller | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-
-    @property
-    def address(self) -> str:
-        """The control plane's base address (once open, the one discovered)."""
-        return self._connection.address
-
-    async def __aenter__(self) -> Client:
-        ports = await self._connection.open()
-        timeout, batch = self.queue_wait + self.request_timeout, self.max_batch
-        self._submitters = [Coalescer(port, timeout=timeout, max_batch=batch)
-                            for port in ports[:RESULTS_PORT_OFFSET]]
-        queries = ports[RESULTS_PORT_OFFSET]
-        self._queries = Coalescer(queries, timeout=self.request_timeout, max_batch=batch)
-        self._results = ResultPoller(queries, session=self._session, max_batch=batch,
-                                     poll_wait=self.poll_wait,
-                                     request_timeout=self.request_timeout)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        tasks = max(1, self.contexts // 2)
-        for coalescer in [*self._submitters, self._queries]:
-            for _ in range(tasks):
-                self._task_group.start_soon(coalescer.flush_forever)
-        for _ in range(tasks):
-            self._task_group.start_soon(self._results.poll_forever)
-        self._task_group.start_soon(self._results.check_forever)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        await self.aclose()
-        return None
-
-    async def aclose(self) -> None:
-        """Stop the flushers and close the connections."""
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
-            self._task_group = None
-        for part in [*self._submitters, self._queries, self._results]:
-            if part is not None:
-                part.close()
-        self._submitters, self._queries, self._results = [], None, None
-        await self._connection.aclose()
 
     # -- submitting --------------------------------------------------------
 
